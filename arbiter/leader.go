@@ -1,0 +1,292 @@
+package arbiter
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/seqd/seqd/internal/gossip"
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+// monitorLeadership starts the leader-only loop when this arbiter gains
+// leadership and stops it when it loses it, from this one goroutine, so a
+// quick lose-then-regain never leaves two loops running.
+func (a *Arbiter) monitorLeadership() {
+	defer a.wg.Done()
+	var stopLoop func()
+	for {
+		select {
+		case isLeader := <-a.raft.LeaderCh():
+			// A true while the loop runs may hide a lost-then-regained
+			// leadership (LeaderCh keeps only the latest value): restart the
+			// loop so it forgets the old term's lease grants.
+			if stopLoop != nil {
+				stopLoop()
+				stopLoop = nil
+			}
+			if isLeader {
+				stopLoop = a.startLeaderLoop()
+			}
+		case <-a.stop:
+			if stopLoop != nil {
+				stopLoop()
+			}
+			return
+		}
+	}
+}
+
+// startLeaderLoop runs runLeader and returns a function that stops it and
+// waits for it to return.
+func (a *Arbiter) startLeaderLoop() func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.runLeader(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// observeLeaders counts leadership changes anywhere in the group.
+func (a *Arbiter) observeLeaders() {
+	defer a.wg.Done()
+	ch := make(chan raft.Observation, 16)
+	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	a.raft.RegisterObserver(obs)
+	defer a.raft.DeregisterObserver(obs)
+	for {
+		select {
+		case <-ch:
+			a.m.leaderChanges.Inc()
+		case <-a.stop:
+			return
+		}
+	}
+}
+
+func (a *Arbiter) runLeader(ctx context.Context) {
+	a.log.Info("became leader; waiting one lease before moving any owned slot", "lease", a.cfg.Lease+a.cfg.LeaseMargin)
+	a.m.isLeader.Set(1)
+	defer a.m.isLeader.Set(0)
+	// Forget grant times from any earlier term before serving renewals in
+	// this one; every instance counts as granted now.
+	a.leases.reset()
+	if err := a.raft.Barrier(a.cfg.ElectionTimeout * 5).Error(); err != nil {
+		a.log.Warn("leader barrier failed", "err", err)
+		return
+	}
+	if err := a.initCluster(ctx); err != nil {
+		a.log.Warn("cluster init failed", "err", err)
+	}
+	a.ensureArbiterRecords(ctx)
+
+	t := time.NewTicker(a.cfg.AssignInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.changed:
+		}
+		if err := a.assignOnce(ctx); err != nil && ctx.Err() == nil {
+			a.log.Debug("assignment round failed", "err", err)
+		}
+	}
+}
+
+func (a *Arbiter) initCluster(ctx context.Context) error {
+	if m := a.fsm.Meta(); m != nil {
+		if m.SectionSize != a.cfg.SectionSize || m.NumSlots != a.cfg.NumSlots {
+			a.log.Warn("cluster settings are fixed at creation; ignoring the configured ones",
+				"section_size", m.SectionSize, "configured_section_size", a.cfg.SectionSize,
+				"slots", m.NumSlots, "configured_slots", a.cfg.NumSlots)
+		}
+		return nil
+	}
+	res, err := a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_INIT_CLUSTER, &clusterv1.InitClusterCommand{
+		ClusterId: a.cfg.ClusterID, SectionSize: a.cfg.SectionSize, NumSlots: a.cfg.NumSlots, Dc: a.cfg.DC,
+	})
+	if err != nil {
+		return err
+	}
+	if res.Err == nil {
+		a.log.Info("initialized cluster", "cluster", a.cfg.ClusterID, "section_size", a.cfg.SectionSize, "slots", a.cfg.NumSlots)
+	}
+	return res.Err
+}
+
+// ensureArbiterRecords writes the address book entries the bootstrap list
+// knows and the FSM lacks, so any arbiter can find the leader's gRPC address.
+func (a *Arbiter) ensureArbiterRecords(ctx context.Context) {
+	have := a.fsm.Arbiters()
+	want := []*clusterv1.ArbiterRecord{{Id: a.cfg.ID, RaftAddr: string(a.trans.LocalAddr()), GrpcAddr: a.cfg.GRPCAddr, GossipAddr: a.GossipAddr()}}
+	for _, p := range a.cfg.Bootstrap {
+		if p.ID != a.cfg.ID {
+			want = append(want, &clusterv1.ArbiterRecord{Id: p.ID, RaftAddr: p.RaftAddr, GrpcAddr: p.GRPCAddr, GossipAddr: p.GossipAddr})
+		}
+	}
+	for _, r := range want {
+		if h := have[r.Id]; h != nil && (r.Id != a.cfg.ID || proto.Equal(h, r)) {
+			continue
+		}
+		if _, err := a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_SET_ARBITER, &clusterv1.SetArbiterCommand{Arbiter: r}); err != nil {
+			a.log.Warn("recording arbiter address failed", "arbiter", r.Id, "err", err)
+		}
+	}
+}
+
+// leaderLiveness answers the planner from the leader's lease table and gossip.
+type leaderLiveness struct {
+	a     *Arbiter
+	nodes map[string]*clusterv1.NodeRecord
+}
+
+func (l leaderLiveness) alive(i instance) bool {
+	n := l.nodes[i.id]
+	if n == nil || n.Incarnation != i.inc || n.State == seqdv1.NodeState_NODE_STATE_REMOVED {
+		return false
+	}
+	if l.a.gossipDown(i) {
+		return false
+	}
+	return !l.a.leases.expireIfDue(i)
+}
+
+func (l leaderLiveness) expired(i instance) bool { return l.a.leases.expireIfDue(i) }
+
+func (a *Arbiter) gossipDown(i instance) bool {
+	return a.gossip != nil && a.gossip.IsDown(gossip.AllocSvrName(i.id, i.inc))
+}
+
+// assignOnce runs one round of the assignment loop.
+func (a *Arbiter) assignOnce(ctx context.Context) error {
+	meta := a.fsm.Meta()
+	if meta == nil {
+		return nil
+	}
+	slots := a.fsm.Slots()
+	nodes := a.fsm.Nodes()
+	a.m.routingVersion.Set(float64(meta.RoutingVersion))
+	unassigned := 0
+	for _, s := range slots {
+		if s.Owner == "" {
+			unassigned++
+		}
+	}
+	a.m.unassignedSlots.Set(float64(unassigned))
+
+	p := planAssignments(slots, nodes, leaderLiveness{a, nodes}, int(meta.NumSlots))
+	if len(p.assign) > 0 {
+		res, err := a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_ASSIGN_SLOTS, &clusterv1.AssignSlotsCommand{Moves: p.assign})
+		if err != nil {
+			return err
+		}
+		for i, m := range p.assign {
+			if res.Applied[i] {
+				kind := "expired"
+				if slots[m.Slot].Owner == "" {
+					kind = "initial"
+				} else {
+					a.log.Info("moved slot of expired owner", "slot", m.Slot, "from", slots[m.Slot].Owner, "to", m.ToNode)
+				}
+				a.m.slotMoves.WithLabelValues(kind).Inc()
+			}
+		}
+	}
+	if len(p.begin) > 0 {
+		res, err := a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_BEGIN_MOVES, &clusterv1.BeginMovesCommand{Moves: p.begin})
+		if err != nil {
+			return err
+		}
+		for i, m := range p.begin {
+			if res.Applied[i] {
+				p.complete = append(p.complete, m)
+			}
+		}
+	}
+	if len(p.complete) > 0 {
+		a.completeMoves(ctx, slots, nodes, p.complete)
+	}
+	a.leases.forget(func(i instance) bool {
+		if n := nodes[i.id]; n != nil && n.Incarnation == i.inc {
+			return true
+		}
+		for _, s := range slots {
+			if s.Owner == i.id && s.OwnerIncarnation == i.inc {
+				return true
+			}
+		}
+		return false
+	})
+	return nil
+}
+
+// completeMoves finishes planned moves: each old owner stops serving and
+// reports its high-water marks, then the slots change owner with the marks,
+// so the new owner serves at once without waiting out a lease.
+func (a *Arbiter) completeMoves(ctx context.Context, slots []*clusterv1.SlotRecord, nodes map[string]*clusterv1.NodeRecord, moves []*clusterv1.SlotMove) {
+	byOwner := map[instance][]*clusterv1.SlotMove{}
+	for _, m := range moves {
+		s := slots[m.Slot]
+		i := instance{s.Owner, s.OwnerIncarnation}
+		byOwner[i] = append(byOwner[i], m)
+	}
+	var done []*clusterv1.SlotMove
+	for owner, ms := range byOwner {
+		n := nodes[owner.id]
+		if n == nil || n.Incarnation != owner.inc {
+			continue
+		}
+		req := &clusterv1.ReleaseRequest{Incarnation: owner.inc}
+		for _, m := range ms {
+			req.Slots = append(req.Slots, &clusterv1.OwnedSlot{Slot: m.Slot, Generation: m.FromGeneration})
+		}
+		cc, err := a.conns.Get(n.Addr)
+		if err != nil {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := clusterv1.NewAllocNodeClient(cc).Release(rctx, req)
+		cancel()
+		if err != nil {
+			// Retried next round; if the owner dies, its lease runs out and
+			// the planner hands the slots over without marks.
+			a.log.Debug("release failed", "owner", owner.id, "slots", len(ms), "err", err)
+			continue
+		}
+		numSlots := uint64(len(slots))
+		for _, m := range ms {
+			for _, mk := range resp.Marks {
+				if mk.Section%numSlots == uint64(m.Slot) {
+					m.Marks = append(m.Marks, mk)
+				}
+			}
+			done = append(done, m)
+		}
+	}
+	if len(done) == 0 {
+		return
+	}
+	res, err := a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_ASSIGN_SLOTS, &clusterv1.AssignSlotsCommand{Moves: done})
+	if err != nil {
+		a.log.Debug("assigning released slots failed", "err", err)
+		return
+	}
+	for i := range done {
+		if res.Applied[i] {
+			a.m.slotMoves.WithLabelValues("planned").Inc()
+		}
+	}
+}

@@ -1,0 +1,52 @@
+package arbiter
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	isLeader        prometheus.Gauge
+	leaderChanges   prometheus.Counter
+	applies         *prometheus.CounterVec
+	applySeconds    prometheus.Histogram
+	sectionOps      *prometheus.CounterVec
+	sectionBatch    prometheus.Histogram
+	leaseGrants     prometheus.Counter
+	leaseRefusals   *prometheus.CounterVec
+	slotMoves       *prometheus.CounterVec
+	routingVersion  prometheus.Gauge
+	unassignedSlots prometheus.Gauge
+	lastIndex       prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "raft_is_leader",
+			Help: "1 if this arbiter is the Raft leader."}),
+		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "raft_leader_changes_seen_total",
+			Help: "Leadership changes this arbiter observed."}),
+		applies: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "raft_applies_total",
+			Help: "Raft entries applied to the FSM, by command."}, []string{"command"}),
+		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "fsm_apply_seconds",
+			Help: "Time the FSM spent applying one entry.", Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10)}),
+		sectionOps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "section_ops_total",
+			Help: "Section acquire and raise operations committed, by kind and outcome."}, []string{"kind", "status"}),
+		sectionBatch: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "section_ops_per_entry",
+			Help: "Section operations carried by one Raft entry (group commit).", Buckets: prometheus.ExponentialBuckets(1, 2, 12)}),
+		leaseGrants: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "lease_grants_total",
+			Help: "AllocSvr lease renewals granted."}),
+		leaseRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "lease_refusals_total",
+			Help: "AllocSvr lease renewals refused, by reason."}, []string{"reason"}),
+		slotMoves: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "slot_moves_total",
+			Help: "Slots given a new owner, by kind: initial (unowned), expired (owner's lease ran out), planned (hand-over)."}, []string{"kind"}),
+		routingVersion: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "routing_version",
+			Help: "Routing-table version in this arbiter's FSM."}),
+		unassignedSlots: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "unassigned_slots",
+			Help: "Slots with no owner, as the leader last saw."}),
+		lastIndex: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "raft_applied_index",
+			Help: "Index of the last Raft entry applied on this arbiter."}),
+	}
+	reg.MustRegister(m.isLeader, m.leaderChanges, m.applies, m.applySeconds, m.sectionOps, m.sectionBatch,
+		m.leaseGrants, m.leaseRefusals, m.slotMoves, m.routingVersion, m.unassignedSlots, m.lastIndex)
+	return m
+}

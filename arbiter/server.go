@@ -1,0 +1,403 @@
+package arbiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/seqd/seqd/internal/gossip"
+	"github.com/seqd/seqd/internal/groupcommit"
+	"github.com/seqd/seqd/internal/nodeid"
+	"github.com/seqd/seqd/internal/rpcerr"
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+// Limits on what one AllocateSections call may ask for.
+const (
+	maxOpsPerCall = 1024
+	maxStep       = 1 << 40
+)
+
+type server struct {
+	clusterv1.UnimplementedArbiterServer
+	seqdv1.UnimplementedAdminServer
+	seqdv1.UnimplementedRoutingServer
+	a *Arbiter
+}
+
+// RegisterServices adds the arbiter's gRPC services to s.
+func (a *Arbiter) RegisterServices(s *grpc.Server) {
+	srv := &server{a: a}
+	clusterv1.RegisterArbiterServer(s, srv)
+	seqdv1.RegisterAdminServer(s, srv)
+	seqdv1.RegisterRoutingServer(s, srv)
+}
+
+func invalid(format string, args ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, args...)
+}
+
+func (s *server) leader() bool { return s.a.raft.State() == raft.Leader }
+
+// stateErr maps FSM errors to gRPC statuses.
+func stateErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNotInitialized):
+		return status.Error(codes.Unavailable, "the cluster is not initialized yet; retry in a moment")
+	case errors.Is(err, ErrStaleIncarnation), errors.Is(err, ErrNodeOwnsSlots), errors.Is(err, ErrAlreadyInitialized):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, ErrUnknownNode):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrBadCommand):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, groupcommit.ErrClosed):
+		return status.Error(codes.Unavailable, "arbiter is shutting down; retry at another arbiter")
+	}
+	return rpcerr.FromRaft(err, "")
+}
+
+func (s *server) Register(ctx context.Context, req *clusterv1.RegisterRequest) (*clusterv1.RegisterResponse, error) {
+	if err := nodeid.Validate(req.NodeId); err != nil {
+		return nil, invalid("register: %v", err)
+	}
+	if req.Incarnation == 0 {
+		return nil, invalid("register: incarnation 0 is reserved; use a fresh non-zero value per start")
+	}
+	if req.Addr == "" {
+		return nil, invalid("register: node %s gave no gRPC address", req.NodeId)
+	}
+	if !s.leader() {
+		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RegisterResponse, error) {
+			return clusterv1.NewArbiterClient(cc).Register(ctx, req)
+		})
+	}
+	meta := s.a.fsm.Meta()
+	if meta == nil {
+		return nil, stateErr(ErrNotInitialized)
+	}
+	if req.ClusterId != meta.ClusterId {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s is configured for cluster %q but these arbiters run cluster %q; fix --cluster-id", req.NodeId, req.ClusterId, meta.ClusterId)
+	}
+	res, err := s.a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_REGISTER_NODE, &clusterv1.RegisterNodeCommand{
+		NodeId: req.NodeId, Incarnation: req.Incarnation, Addr: req.Addr, GossipAddr: req.GossipAddr,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if res.Err != nil {
+		return nil, stateErr(res.Err)
+	}
+	s.a.log.Info("allocsvr registered", "allocsvr", req.NodeId, "incarnation", req.Incarnation, "addr", req.Addr)
+	resp := &clusterv1.RegisterResponse{
+		Table:           s.a.fsm.RoutingTable(),
+		LeaseMs:         s.a.cfg.Lease.Milliseconds(),
+		RenewIntervalMs: s.a.cfg.RenewInterval.Milliseconds(),
+		Step:            s.a.cfg.Step,
+	}
+	for _, r := range s.a.fsm.Arbiters() {
+		if r.GossipAddr != "" {
+			resp.GossipSeeds = append(resp.GossipSeeds, r.GossipAddr)
+		}
+	}
+	return resp, nil
+}
+
+func (s *server) refuse(reason, msg string) *clusterv1.RenewLeaseResponse {
+	s.a.m.leaseRefusals.WithLabelValues(reason).Inc()
+	return &clusterv1.RenewLeaseResponse{Granted: false, Reason: msg}
+}
+
+func (s *server) RenewLease(ctx context.Context, req *clusterv1.RenewLeaseRequest) (*clusterv1.RenewLeaseResponse, error) {
+	if err := nodeid.Validate(req.NodeId); err != nil {
+		return nil, invalid("renew: %v", err)
+	}
+	if !s.leader() {
+		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RenewLeaseResponse, error) {
+			return clusterv1.NewArbiterClient(cc).RenewLease(ctx, req)
+		})
+	}
+	i := instance{req.NodeId, req.Incarnation}
+	n := s.a.fsm.Node(req.NodeId)
+	if n == nil || n.Incarnation != req.Incarnation {
+		return s.refuse("unknown", "this instance is not registered (restarted or removed); register again"), nil
+	}
+	if s.a.gossipDown(i) {
+		return s.refuse("gossip_dead", "gossip reports this instance dead; register again"), nil
+	}
+	if !s.a.leases.mayGrant(i) {
+		return s.refuse("expired", "this instance's lease already ran out at the arbiter; register again"), nil
+	}
+	// Confirm with a quorum that no newer leader exists before granting: a
+	// deposed leader's grant could outlive the new leader's wait.
+	if err := s.a.raft.VerifyLeader().Error(); err != nil {
+		addr, _ := s.a.leaderAddr()
+		return nil, rpcerr.FromRaft(err, addr)
+	}
+	if !s.a.leases.grant(i) {
+		return s.refuse("expired", "this instance's lease ran out at the arbiter; register again"), nil
+	}
+	s.a.m.leaseGrants.Inc()
+	resp := &clusterv1.RenewLeaseResponse{
+		Granted:        true,
+		Slots:          s.a.fsm.OwnedSlots(req.NodeId, req.Incarnation),
+		RoutingVersion: s.a.fsm.RoutingVersion(),
+		LeaseMs:        s.a.cfg.Lease.Milliseconds(),
+	}
+	if req.RoutingVersion < resp.RoutingVersion {
+		resp.Table = s.a.fsm.RoutingTable()
+	}
+	return resp, nil
+}
+
+func validateSectionOps(req *clusterv1.AllocateSectionsRequest) error {
+	if err := nodeid.Validate(req.NodeId); err != nil {
+		return invalid("allocate: %v", err)
+	}
+	if len(req.Ops) == 0 {
+		return invalid("allocate: no section operations given")
+	}
+	if len(req.Ops) > maxOpsPerCall {
+		return invalid("allocate: %d section operations in one call; the limit is %d", len(req.Ops), maxOpsPerCall)
+	}
+	for i, op := range req.Ops {
+		switch op.Kind {
+		case clusterv1.SectionOpKind_SECTION_OP_KIND_ACQUIRE:
+			if op.Step == 0 || op.Step > maxStep {
+				return invalid("allocate: op %d: step %d must be between 1 and 2^40", i, op.Step)
+			}
+		case clusterv1.SectionOpKind_SECTION_OP_KIND_RAISE:
+		default:
+			return invalid("allocate: op %d: unknown kind %v", i, op.Kind)
+		}
+	}
+	return nil
+}
+
+func (s *server) AllocateSections(ctx context.Context, req *clusterv1.AllocateSectionsRequest) (*clusterv1.AllocateSectionsResponse, error) {
+	if err := validateSectionOps(req); err != nil {
+		return nil, err
+	}
+	if !s.leader() {
+		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.AllocateSectionsResponse, error) {
+			return clusterv1.NewArbiterClient(cc).AllocateSections(ctx, req)
+		})
+	}
+	ops := make([]*clusterv1.OwnedSectionOp, len(req.Ops))
+	for i, op := range req.Ops {
+		ops[i] = &clusterv1.OwnedSectionOp{NodeId: req.NodeId, Incarnation: req.Incarnation, Op: op}
+	}
+	results, err := s.a.ops.Do(ctx, ops)
+	if err != nil {
+		return nil, stateErr(err)
+	}
+	return &clusterv1.AllocateSectionsResponse{Results: results}, nil
+}
+
+func (s *server) Deregister(ctx context.Context, req *clusterv1.DeregisterRequest) (*clusterv1.DeregisterResponse, error) {
+	if err := nodeid.Validate(req.NodeId); err != nil {
+		return nil, invalid("deregister: %v", err)
+	}
+	if !s.leader() {
+		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.DeregisterResponse, error) {
+			return clusterv1.NewArbiterClient(cc).Deregister(ctx, req)
+		})
+	}
+	res, err := s.a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_DEREGISTER_NODE, &clusterv1.DeregisterNodeCommand{NodeId: req.NodeId, Incarnation: req.Incarnation})
+	if err != nil {
+		return nil, err
+	}
+	if res.Err != nil {
+		return nil, stateErr(res.Err)
+	}
+	return &clusterv1.DeregisterResponse{}, nil
+}
+
+func (s *server) GetRoutingTable(ctx context.Context, _ *seqdv1.GetRoutingTableRequest) (*seqdv1.GetRoutingTableResponse, error) {
+	if !s.a.fsm.Initialized() {
+		return nil, stateErr(ErrNotInitialized)
+	}
+	return &seqdv1.GetRoutingTableResponse{Table: s.a.fsm.RoutingTable()}, nil
+}
+
+func (s *server) Status(ctx context.Context, req *seqdv1.StatusRequest) (*seqdv1.StatusResponse, error) {
+	if !s.leader() && !wasForwarded(ctx) {
+		if resp, err := forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.StatusResponse, error) {
+			return seqdv1.NewAdminClient(cc).Status(ctx, req)
+		}); err == nil {
+			return resp, nil
+		}
+		// No reachable leader: report what this arbiter knows.
+	}
+	return s.a.status(), nil
+}
+
+// status builds the status report from this arbiter's state.
+func (a *Arbiter) status() *seqdv1.StatusResponse {
+	leaderAddr, leaderID := a.leaderAddr()
+	resp := &seqdv1.StatusResponse{
+		LeaderId: leaderID, LeaderAddr: leaderAddr,
+		Step: a.cfg.Step, LeaseMs: a.cfg.Lease.Milliseconds(),
+		Sections: uint64(a.fsm.SectionCount()),
+	}
+	if m := a.fsm.Meta(); m != nil {
+		resp.ClusterId, resp.RoutingVersion, resp.NumSlots, resp.SectionSize, resp.Dc = m.ClusterId, m.RoutingVersion, m.NumSlots, m.SectionSize, m.Dc
+	}
+	book := a.fsm.Arbiters()
+	if cf := a.raft.GetConfiguration(); cf.Error() == nil {
+		for _, srv := range cf.Configuration().Servers {
+			st := &seqdv1.ArbiterStatus{Id: string(srv.ID), RaftAddr: string(srv.Address), Role: "voter", Gossip: string(gossip.Unknown)}
+			if srv.Suffrage != raft.Voter {
+				st.Role = "nonvoter"
+			}
+			if string(srv.ID) == leaderID {
+				st.Role = "leader"
+			}
+			if r := book[string(srv.ID)]; r != nil {
+				st.GrpcAddr = r.GrpcAddr
+			}
+			if a.gossip != nil {
+				st.Gossip = string(a.gossip.State(gossip.ArbiterName(string(srv.ID))))
+				if string(srv.ID) == a.cfg.ID {
+					st.Gossip = string(gossip.Alive)
+				}
+			}
+			resp.Arbiters = append(resp.Arbiters, st)
+		}
+	}
+	slots := a.fsm.Slots()
+	count := map[instance]uint32{}
+	for _, s := range slots {
+		if s.Owner == "" {
+			resp.UnassignedSlots++
+			continue
+		}
+		if s.MovingTo != "" {
+			resp.MovingSlots++
+		}
+		count[instance{s.Owner, s.OwnerIncarnation}]++
+	}
+	leader := a.raft.State() == raft.Leader
+	for _, id := range sortedKeys(a.fsm.Nodes()) {
+		n := a.fsm.Node(id)
+		if n == nil {
+			continue
+		}
+		i := instance{n.Id, n.Incarnation}
+		st := &seqdv1.AllocSvrStatus{Id: n.Id, Addr: n.Addr, State: n.State, Slots: count[i], Incarnation: n.Incarnation, Lease: "unknown", Gossip: string(gossip.Unknown)}
+		if leader {
+			st.LastRenewalMsAgo = a.leases.sinceGrant(i).Milliseconds()
+			st.Lease = "valid"
+			if a.leases.isExpired(i) || time.Duration(st.LastRenewalMsAgo)*time.Millisecond > a.cfg.Lease {
+				st.Lease = "expired"
+			}
+		}
+		if a.gossip != nil {
+			st.Gossip = string(a.gossip.State(gossip.AllocSvrName(n.Id, n.Incarnation)))
+		}
+		resp.Allocsvrs = append(resp.Allocsvrs, st)
+	}
+	return resp
+}
+
+func (s *server) Drain(ctx context.Context, req *seqdv1.DrainRequest) (*seqdv1.DrainResponse, error) {
+	if err := nodeid.Validate(req.Node); err != nil {
+		return nil, invalid("drain: %v", err)
+	}
+	if !s.leader() {
+		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.DrainResponse, error) {
+			return seqdv1.NewAdminClient(cc).Drain(ctx, req)
+		})
+	}
+	n := s.a.fsm.Node(req.Node)
+	if n == nil {
+		return nil, status.Errorf(codes.NotFound, "drain: no AllocSvr named %q is registered; `seqctl status` lists them", req.Node)
+	}
+	res, err := s.a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_SET_NODE_STATE, &clusterv1.SetNodeStateCommand{NodeId: req.Node, State: seqdv1.NodeState_NODE_STATE_DRAINING})
+	if err != nil {
+		return nil, err
+	}
+	if res.Err != nil {
+		return nil, stateErr(res.Err)
+	}
+	s.a.notify()
+	remaining := func() uint32 { return uint32(len(s.a.fsm.OwnedSlots(n.Id, n.Incarnation))) }
+	if !req.Wait {
+		return &seqdv1.DrainResponse{RemainingSlots: remaining()}, nil
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for remaining() > 0 {
+		select {
+		case <-ctx.Done():
+			return &seqdv1.DrainResponse{RemainingSlots: remaining()}, nil
+		case <-t.C:
+		}
+	}
+	return &seqdv1.DrainResponse{}, nil
+}
+
+func (s *server) JoinArbiter(ctx context.Context, req *seqdv1.JoinArbiterRequest) (*seqdv1.JoinArbiterResponse, error) {
+	if err := nodeid.Validate(req.Id); err != nil {
+		return nil, invalid("join: %v", err)
+	}
+	if req.RaftAddr == "" || req.GrpcAddr == "" {
+		return nil, invalid("join: arbiter %s needs both a raft and a gRPC address", req.Id)
+	}
+	if !s.leader() {
+		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.JoinArbiterResponse, error) {
+			return seqdv1.NewAdminClient(cc).JoinArbiter(ctx, req)
+		})
+	}
+	rec := &clusterv1.ArbiterRecord{Id: req.Id, RaftAddr: req.RaftAddr, GrpcAddr: req.GrpcAddr, GossipAddr: req.GossipAddr}
+	// Record the address first, so the new voter can find the leader as soon
+	// as it has caught up.
+	if _, err := s.a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_SET_ARBITER, &clusterv1.SetArbiterCommand{Arbiter: rec}); err != nil {
+		return nil, err
+	}
+	if err := s.a.raft.AddVoter(raft.ServerID(req.Id), raft.ServerAddress(req.RaftAddr), 0, 30*time.Second).Error(); err != nil {
+		addr, _ := s.a.leaderAddr()
+		return nil, rpcerr.FromRaft(fmt.Errorf("join %s: %w", req.Id, err), addr)
+	}
+	s.a.log.Info("arbiter joined", "arbiter", req.Id, "raft", req.RaftAddr)
+	return &seqdv1.JoinArbiterResponse{}, nil
+}
+
+func (s *server) RemoveArbiter(ctx context.Context, req *seqdv1.RemoveArbiterRequest) (*seqdv1.RemoveArbiterResponse, error) {
+	if err := nodeid.Validate(req.Id); err != nil {
+		return nil, invalid("remove: %v", err)
+	}
+	if !s.leader() {
+		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.RemoveArbiterResponse, error) {
+			return seqdv1.NewAdminClient(cc).RemoveArbiter(ctx, req)
+		})
+	}
+	known := false
+	if cf := s.a.raft.GetConfiguration(); cf.Error() == nil {
+		for _, srv := range cf.Configuration().Servers {
+			known = known || string(srv.ID) == req.Id
+		}
+	}
+	if !known {
+		return nil, status.Errorf(codes.NotFound, "remove: %q is not an arbiter of this group", req.Id)
+	}
+	if err := s.a.raft.RemoveServer(raft.ServerID(req.Id), 0, 30*time.Second).Error(); err != nil {
+		addr, _ := s.a.leaderAddr()
+		return nil, rpcerr.FromRaft(fmt.Errorf("remove %s: %w", req.Id, err), addr)
+	}
+	if req.Id != s.a.cfg.ID {
+		if _, err := s.a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_REMOVE_ARBITER, &clusterv1.RemoveArbiterCommand{Id: req.Id}); err != nil {
+			return nil, err
+		}
+	}
+	s.a.log.Info("arbiter removed", "arbiter", req.Id)
+	return &seqdv1.RemoveArbiterResponse{}, nil
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/seqd/seqd/internal/node"
+)
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func runStart(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("seqd start", flag.ContinueOnError)
+	var (
+		configPath = fs.String("config", "", "TOML config file; flags override it")
+		id         = fs.String("id", "", "unique node id, e.g. arb1 or alloc1")
+		cluster    = fs.String("cluster-id", "", "cluster id (default \"seqd\"); every node of a cluster uses the same")
+		dc         = fs.String("dc", "", "datacenter name (default \"dc1\")")
+		roles      = fs.String("role", "", "arbiter, allocsvr, gateway, or a comma-separated mix")
+		data       = fs.String("data", "", "data directory (arbiter)")
+		grpcAddr   = fs.String("grpc-addr", "", "gRPC listen address")
+		httpAddr   = fs.String("http-addr", "", "metrics listen address (/metrics, /healthz)")
+		raftAddr   = fs.String("raft-addr", "", "Raft listen address (arbiter)")
+		gossipAddr = fs.String("gossip-addr", "", "memberlist address, TCP and UDP (empty disables gossip)")
+		join       = fs.String("join", "", "gRPC address of a running arbiter to join as a new voter")
+		arbiters   = fs.String("arbiters", "", "comma-separated arbiter gRPC addresses (allocsvr, gateway)")
+		sectionSz  = fs.Uint64("section-size", 0, "keys per section, fixed at cluster creation (default 100000)")
+		slots      = fs.Uint("slots", 0, "slots, fixed at cluster creation (default 256)")
+		step       = fs.Uint64("step", 0, "how far max_seq moves per raise (default 10000)")
+		lease      = fs.Duration("lease", 0, "AllocSvr lease (default 2s)")
+		drain      = fs.Duration("drain-timeout", 0, "how long an AllocSvr hands its slots over on shutdown (default 10s)")
+		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+		logFormat  = fs.String("log-format", "text", "text or json")
+		peers      stringList
+	)
+	fs.Var(&peers, "peer", "initial arbiter voter id=raft_addr,grpc_addr[,gossip_addr]; repeat for each (the same list on every initial arbiter)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	logger, err := newLogger(*logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	var cfg node.Config
+	if *configPath != "" {
+		f, err := node.ParseFile(*configPath)
+		if err != nil {
+			return err
+		}
+		f.Apply(&cfg)
+	}
+	// Flags given explicitly override the file.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	str := func(name string, dst *string, v string) {
+		if set[name] {
+			*dst = v
+		}
+	}
+	str("id", &cfg.ID, *id)
+	str("cluster-id", &cfg.ClusterID, *cluster)
+	str("dc", &cfg.DC, *dc)
+	str("data", &cfg.DataDir, *data)
+	str("grpc-addr", &cfg.GRPCAddr, *grpcAddr)
+	str("http-addr", &cfg.HTTPAddr, *httpAddr)
+	str("raft-addr", &cfg.RaftAddr, *raftAddr)
+	str("gossip-addr", &cfg.GossipAddr, *gossipAddr)
+	str("join", &cfg.Join, *join)
+	if set["role"] {
+		cfg.Roles = splitList(*roles)
+	}
+	if set["arbiters"] {
+		cfg.Arbiters = splitList(*arbiters)
+	}
+	if len(peers) > 0 {
+		cfg.Peers = nil
+		for _, p := range peers {
+			peer, err := node.ParsePeer(p)
+			if err != nil {
+				return err
+			}
+			cfg.Peers = append(cfg.Peers, peer)
+		}
+	}
+	if set["section-size"] {
+		cfg.SectionSize = *sectionSz
+	}
+	if set["slots"] {
+		cfg.NumSlots = uint32(*slots)
+	}
+	if set["step"] {
+		cfg.Step = *step
+	}
+	if set["lease"] {
+		cfg.Lease = *lease
+	}
+	if set["drain-timeout"] {
+		cfg.DrainTimeout = *drain
+	}
+	cfg.Logger = logger
+
+	n, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := n.Start(ctx); err != nil {
+		n.Close()
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "node", cfg.ID)
+	case err := <-n.Errors():
+		logger.Error("server stopped", "err", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("shutdown took longer than 30s; exiting anyway")
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

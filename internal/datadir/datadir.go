@@ -1,0 +1,107 @@
+// Package datadir guards a node's data directory. It records which cluster
+// and node own the directory, refuses to start a different one on it, and
+// holds a lock so two processes never share it.
+package datadir
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// ErrForeign means the directory belongs to another cluster or node.
+var ErrForeign = errors.New("data dir belongs to another cluster or node")
+
+// ErrLocked means another process is using the directory.
+var ErrLocked = errors.New("data dir is in use by another process")
+
+const identityFile = "seqd-identity.json"
+
+// Identity is what a data directory records about its owner.
+type Identity struct {
+	ClusterID string `json:"cluster_id"`
+	NodeID    string `json:"node_id"`
+	Role      string `json:"role"`
+}
+
+// Dir is a claimed data directory. Close releases the lock.
+type Dir struct {
+	Path string
+	lock *os.File
+}
+
+// Claim creates dir if needed, locks it, and checks or records id. It fails
+// with ErrForeign if the directory was created for another cluster, node or
+// role, and with ErrLocked if another process holds it.
+func Claim(dir string, id Identity) (*Dir, error) {
+	if dir == "" {
+		return nil, errors.New("data dir: no path given")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	lf, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("%w: %s (is another seqd running with --data %s?)", ErrLocked, dir, dir)
+	}
+	d := &Dir{Path: dir, lock: lf}
+	path := filepath.Join(dir, identityFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := writeIdentity(path, id); err != nil {
+			d.Close()
+			return nil, err
+		}
+		return d, nil
+	case err != nil:
+		d.Close()
+		return nil, fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	var have Identity
+	if err := json.Unmarshal(b, &have); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("data dir %s: %s is corrupt (%v); move it aside only if the directory holds no data you need", dir, identityFile, err)
+	}
+	if have != id {
+		d.Close()
+		return nil, fmt.Errorf("%w: %s was created for cluster %q node %q role %q, not cluster %q node %q role %q; use an empty --data dir or the matching --cluster-id/--id",
+			ErrForeign, dir, have.ClusterID, have.NodeID, have.Role, id.ClusterID, id.NodeID, id.Role)
+	}
+	return d, nil
+}
+
+// IsEmpty reports whether the directory holds no seqd identity yet.
+func IsEmpty(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, identityFile))
+	return errors.Is(err, os.ErrNotExist)
+}
+
+func writeIdentity(path string, id Identity) error {
+	b, _ := json.MarshalIndent(id, "", "  ")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("data dir: write identity: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("data dir: write identity: %w", err)
+	}
+	return nil
+}
+
+// Close releases the lock.
+func (d *Dir) Close() error {
+	if d == nil || d.lock == nil {
+		return nil
+	}
+	err := d.lock.Close()
+	d.lock = nil
+	return err
+}

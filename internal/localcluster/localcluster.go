@@ -1,0 +1,360 @@
+// Package localcluster starts a whole seqd cluster inside one process on
+// loopback ports: arbiters, AllocSvrs and a gateway. `seqd demo`, the
+// in-process tests and `seqbench` all use it, so they start nodes exactly
+// the way `seqd start` does.
+package localcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/seqd/seqd/arbiter"
+	"github.com/seqd/seqd/internal/node"
+)
+
+// Options describe the cluster. Zero values take defaults.
+type Options struct {
+	Arbiters  int // default 3
+	AllocSvrs int // default 2
+	// GatewayAddr is where the gateway listens; default 127.0.0.1:0.
+	// "-" means no gateway.
+	GatewayAddr string
+	// DataDir holds every node's data; empty means a temporary directory
+	// removed by Close.
+	DataDir   string
+	ClusterID string
+	// Fast shortens Raft timings for tests.
+	Fast        bool
+	Lease       time.Duration
+	SectionSize uint64
+	NumSlots    uint32
+	Step        uint64
+	Logger      *slog.Logger
+	// HTTPAddr, if set, serves every node's metrics (labelled by node).
+	HTTPAddr string
+	// Gossip enables memberlist between nodes (default on; tests may turn
+	// it off with NoGossip).
+	NoGossip bool
+}
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	opts      Options
+	tmp       string
+	reg       *prometheus.Registry
+	mu        sync.Mutex
+	arbCfg    []node.Config
+	allocCfg  []node.Config
+	Arbiters  []*node.Node
+	AllocSvrs []*node.Node
+	Gateway   *node.Node
+}
+
+// Start brings the cluster up and returns once the gateway (or, without
+// one, every AllocSvr) is ready to serve.
+func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
+	if opts.Arbiters == 0 {
+		opts.Arbiters = 3
+	}
+	if opts.AllocSvrs == 0 {
+		opts.AllocSvrs = 2
+	}
+	if opts.GatewayAddr == "" {
+		opts.GatewayAddr = "127.0.0.1:0"
+	}
+	if opts.ClusterID == "" {
+		opts.ClusterID = "seqd-local"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	c = &Cluster{opts: opts, reg: prometheus.NewRegistry()}
+	c.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if opts.DataDir == "" {
+		if c.tmp, err = os.MkdirTemp("", "seqd-local-"); err != nil {
+			return nil, err
+		}
+		c.opts.DataDir = c.tmp
+	}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+
+	// Open the arbiters' ports first: every voter needs the others' addresses.
+	peers := make([]arbiter.Peer, opts.Arbiters)
+	var grpcLns, raftLns []net.Listener
+	for i := range peers {
+		g, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		r, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			g.Close()
+			return nil, err
+		}
+		grpcLns, raftLns = append(grpcLns, g), append(raftLns, r)
+		peers[i] = arbiter.Peer{ID: fmt.Sprintf("arb%d", i+1), RaftAddr: r.Addr().String(), GRPCAddr: g.Addr().String()}
+	}
+	for i, p := range peers {
+		cfg := c.baseConfig(p.ID, node.RoleArbiter)
+		cfg.Peers = peers
+		cfg.RaftAddr = p.RaftAddr
+		cfg.GRPCAddr = p.GRPCAddr
+		cfg.GRPCListener, cfg.RaftListener = grpcLns[i], raftLns[i]
+		n, err := node.New(cfg)
+		if err != nil {
+			for _, l := range append(grpcLns[i+1:], raftLns[i+1:]...) {
+				l.Close()
+			}
+			return nil, fmt.Errorf("arbiter %s: %w", p.ID, err)
+		}
+		cfg.GRPCListener, cfg.RaftListener = nil, nil
+		c.arbCfg = append(c.arbCfg, cfg)
+		c.Arbiters = append(c.Arbiters, n)
+		if err := n.Start(ctx); err != nil {
+			return nil, fmt.Errorf("arbiter %s: %w", p.ID, err)
+		}
+	}
+	for i := 0; i < opts.AllocSvrs; i++ {
+		cfg := c.baseConfig(fmt.Sprintf("alloc%d", i+1), node.RoleAllocSvr)
+		cfg.GRPCAddr = "127.0.0.1:0"
+		cfg.DataDir = ""
+		n, err := c.startNode(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		cfg.GRPCAddr = n.GRPCAddr() // a restart comes back on the same address
+		c.allocCfg = append(c.allocCfg, cfg)
+		c.AllocSvrs = append(c.AllocSvrs, n)
+	}
+	if opts.GatewayAddr != "-" {
+		cfg := c.baseConfig("gateway", node.RoleGateway)
+		cfg.GRPCAddr = opts.GatewayAddr
+		cfg.DataDir = ""
+		cfg.GossipAddr = ""
+		if c.Gateway, err = c.startNode(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.WaitServing(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) baseConfig(id, role string) node.Config {
+	o := c.opts
+	cfg := node.Config{
+		ID: id, ClusterID: o.ClusterID, Roles: []string{role},
+		DataDir:       filepath.Join(o.DataDir, id),
+		GossipProfile: "local",
+		SectionSize:   o.SectionSize, NumSlots: o.NumSlots, Step: o.Step, Lease: o.Lease,
+		Logger:       o.Logger,
+		Registry:     prometheus.WrapRegistererWith(prometheus.Labels{"node": id}, c.reg),
+		Gatherer:     c.reg,
+		DrainTimeout: 5 * time.Second,
+	}
+	if !o.NoGossip {
+		cfg.GossipAddr = "127.0.0.1:0"
+	}
+	if o.Fast {
+		cfg.HeartbeatTimeout = 300 * time.Millisecond
+		cfg.ElectionTimeout = 300 * time.Millisecond
+	}
+	for _, a := range c.arbCfg {
+		cfg.Arbiters = append(cfg.Arbiters, a.GRPCAddr)
+	}
+	return cfg
+}
+
+func (c *Cluster) startNode(ctx context.Context, cfg node.Config) (*node.Node, error) {
+	n, err := node.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.ID, err)
+	}
+	if err := n.Start(ctx); err != nil {
+		n.Kill()
+		return nil, fmt.Errorf("%s: %w", cfg.ID, err)
+	}
+	return n, nil
+}
+
+// Registry returns the registry every node's metrics go to.
+func (c *Cluster) Registry() *prometheus.Registry { return c.reg }
+
+// GatewayAddr returns the gateway's gRPC address ("" without a gateway).
+func (c *Cluster) GatewayAddr() string {
+	if c.Gateway == nil {
+		return ""
+	}
+	return c.Gateway.GRPCAddr()
+}
+
+// ArbiterAddrs returns every arbiter's gRPC address.
+func (c *Cluster) ArbiterAddrs() []string {
+	var out []string
+	for _, a := range c.arbCfg {
+		out = append(out, a.GRPCAddr)
+	}
+	return out
+}
+
+// DataDir returns the directory holding every node's data.
+func (c *Cluster) DataDir() string { return c.opts.DataDir }
+
+// WaitServing waits until every slot has an owner serving it.
+func (c *Cluster) WaitServing(ctx context.Context) error {
+	for {
+		if l := c.Leader(); l != nil {
+			st := l.Arbiter().FSM()
+			if m := st.Meta(); m != nil {
+				unowned := 0
+				for _, s := range st.Slots() {
+					if s.Owner == "" || s.MovingTo != "" {
+						unowned++
+					}
+				}
+				if unowned == 0 && c.allocsServing() {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("local cluster: not every slot is served yet: " + ctx.Err().Error())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) allocsServing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	total := 0
+	for _, a := range c.AllocSvrs {
+		if a != nil {
+			total += a.AllocSvr().ServedSlots()
+		}
+	}
+	if l := c.leaderLocked(); l != nil {
+		if m := l.Arbiter().FSM().Meta(); m != nil {
+			return total == int(m.NumSlots)
+		}
+	}
+	return false
+}
+
+// Leader returns the arbiter node that leads now, or nil.
+func (c *Cluster) Leader() *node.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leaderLocked()
+}
+
+func (c *Cluster) leaderLocked() *node.Node {
+	for _, a := range c.Arbiters {
+		if a != nil && a.Arbiter().IsLeader() {
+			return a
+		}
+	}
+	return nil
+}
+
+// KillAllocSvr stops AllocSvr i as a crash would.
+func (c *Cluster) KillAllocSvr(i int) {
+	c.mu.Lock()
+	n := c.AllocSvrs[i]
+	c.AllocSvrs[i] = nil
+	c.mu.Unlock()
+	if n != nil {
+		n.Kill()
+	}
+}
+
+// StopAllocSvr stops AllocSvr i gracefully (planned hand-over).
+func (c *Cluster) StopAllocSvr(i int) error {
+	c.mu.Lock()
+	n := c.AllocSvrs[i]
+	c.AllocSvrs[i] = nil
+	c.mu.Unlock()
+	if n == nil {
+		return nil
+	}
+	return n.Close()
+}
+
+// RestartAllocSvr starts AllocSvr i again on its old address.
+func (c *Cluster) RestartAllocSvr(ctx context.Context, i int) error {
+	n, err := c.startNode(ctx, c.allocCfg[i])
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.AllocSvrs[i] = n
+	c.mu.Unlock()
+	return nil
+}
+
+// KillArbiter stops arbiter i as a crash would.
+func (c *Cluster) KillArbiter(i int) {
+	c.mu.Lock()
+	n := c.Arbiters[i]
+	c.Arbiters[i] = nil
+	c.mu.Unlock()
+	if n != nil {
+		n.Kill()
+	}
+}
+
+// RestartArbiter starts arbiter i again with its data and addresses.
+func (c *Cluster) RestartArbiter(ctx context.Context, i int) error {
+	n, err := c.startNode(ctx, c.arbCfg[i])
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.Arbiters[i] = n
+	c.mu.Unlock()
+	return nil
+}
+
+// Close stops every node (AllocSvrs hand over first) and removes the
+// temporary data directory.
+func (c *Cluster) Close() error {
+	c.mu.Lock()
+	gw, allocs, arbs := c.Gateway, c.AllocSvrs, c.Arbiters
+	c.Gateway, c.AllocSvrs, c.Arbiters = nil, nil, nil
+	c.mu.Unlock()
+	var errs []error
+	if gw != nil {
+		errs = append(errs, gw.Close())
+	}
+	// In-process shutdown need not hand slots over: everything stops.
+	for _, n := range allocs {
+		if n != nil {
+			n.Kill()
+		}
+	}
+	for _, n := range arbs {
+		if n != nil {
+			n.Kill()
+		}
+	}
+	if c.tmp != "" {
+		os.RemoveAll(c.tmp)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,435 @@
+// Package node runs one seqd process: its listeners, gRPC server, metrics
+// endpoint, data directory and roles (arbiter, allocsvr, gateway).
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/seqd/seqd/allocsvr"
+	"github.com/seqd/seqd/arbiter"
+	"github.com/seqd/seqd/internal/datadir"
+	"github.com/seqd/seqd/internal/gossip"
+	"github.com/seqd/seqd/internal/grpcconn"
+	"github.com/seqd/seqd/internal/mclock"
+	"github.com/seqd/seqd/internal/nodeid"
+	"github.com/seqd/seqd/internal/rpcmetrics"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+	"github.com/seqd/seqd/router"
+)
+
+// Roles a node can run.
+const (
+	RoleArbiter  = "arbiter"
+	RoleAllocSvr = "allocsvr"
+	RoleGateway  = "gateway"
+)
+
+// Config configures one node. Zero values take the documented defaults.
+type Config struct {
+	ID        string
+	ClusterID string
+	DC        string
+	Roles     []string
+	DataDir   string
+
+	GRPCAddr   string // listen address for gRPC
+	HTTPAddr   string // metrics and health; empty disables
+	RaftAddr   string // arbiter only
+	GossipAddr string // empty disables gossip
+
+	GossipProfile gossip.Profile
+
+	// Peers are the initial arbiter voters (arbiter role, first start).
+	Peers []arbiter.Peer
+	// Join is a running arbiter's gRPC address: this arbiter asks to be
+	// added as a voter once it is up (arbiter role, no Peers).
+	Join string
+	// Arbiters are arbiter gRPC addresses (allocsvr and gateway roles).
+	Arbiters []string
+
+	SectionSize uint64
+	NumSlots    uint32
+	Step        uint64
+	Lease       time.Duration
+
+	HeartbeatTimeout time.Duration
+	ElectionTimeout  time.Duration
+	// DrainTimeout bounds an AllocSvr's hand-over on shutdown.
+	DrainTimeout time.Duration
+
+	Logger *slog.Logger
+	// Registry, if set, receives this node's metrics (the demo shares one
+	// across nodes, labelled by node); otherwise the node has its own.
+	Registry prometheus.Registerer
+	Gatherer prometheus.Gatherer
+	Clock    mclock.Clock
+
+	// Listeners already opened by the caller (tests, the demo), used instead
+	// of listening on the addresses above.
+	GRPCListener net.Listener
+	RaftListener net.Listener
+	HTTPListener net.Listener
+}
+
+// Has reports whether the node runs role.
+func (c *Config) Has(role string) bool { return slices.Contains(c.Roles, role) }
+
+// Validate checks everything that can be checked before binding ports.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := nodeid.Validate(c.ID); err != nil {
+		errs = append(errs, fmt.Errorf("--id: %w", err))
+	}
+	if len(c.Roles) == 0 {
+		errs = append(errs, errors.New("--role: no role given; use arbiter, allocsvr, gateway or a comma-separated mix"))
+	}
+	for _, r := range c.Roles {
+		if r != RoleArbiter && r != RoleAllocSvr && r != RoleGateway {
+			errs = append(errs, fmt.Errorf("--role: unknown role %q; use arbiter, allocsvr or gateway", r))
+		}
+	}
+	if c.GRPCAddr == "" && c.GRPCListener == nil {
+		errs = append(errs, errors.New("--grpc-addr: empty; every node serves gRPC"))
+	}
+	if c.Has(RoleArbiter) {
+		if c.DataDir == "" {
+			errs = append(errs, errors.New("--data: an arbiter needs a data directory"))
+		}
+		if c.RaftAddr == "" && c.RaftListener == nil {
+			errs = append(errs, errors.New("--raft-addr: an arbiter needs a Raft address"))
+		}
+		if len(c.Peers) > 0 && c.Join != "" {
+			errs = append(errs, errors.New("--peers and --join: give one; peers bootstrap a new group, join adds to a running one"))
+		}
+	}
+	if (c.Has(RoleAllocSvr) || c.Has(RoleGateway)) && len(c.Arbiters) == 0 && !c.Has(RoleArbiter) {
+		errs = append(errs, errors.New("--arbiters: allocsvr and gateway roles need at least one arbiter address"))
+	}
+	return errors.Join(errs...)
+}
+
+// Node is a running seqd process.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	dir      *datadir.Dir
+	grpcLn   net.Listener
+	httpLn   net.Listener
+	grpc     *grpc.Server
+	http     *http.Server
+	health   *health.Server
+	arbiter  *arbiter.Arbiter
+	alloc    *allocsvr.Server
+	client   *router.Client
+	gateway  *router.Gateway
+	gatherer prometheus.Gatherer
+	reg      prometheus.Registerer
+	serveErr chan error
+	raftAddr string
+}
+
+// New validates the config, opens every listener (so a port in use fails
+// here, before anything starts), claims the data directory and builds the
+// arbiter role. AllocSvr and gateway roles are built in Start, once the
+// arbiters can be reached.
+func New(cfg Config) (n *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.ClusterID == "" {
+		cfg.ClusterID = "seqd"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = mclock.Real
+	}
+	n = &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), serveErr: make(chan error, 2)}
+	defer func() {
+		if err != nil {
+			n.closeListeners()
+		}
+	}()
+	if cfg.Registry == nil {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		n.reg, n.gatherer = reg, reg
+	} else {
+		n.reg, n.gatherer = cfg.Registry, cfg.Gatherer
+	}
+
+	n.grpcLn = cfg.GRPCListener
+	if n.grpcLn == nil {
+		if n.grpcLn, err = listen("gRPC", "--grpc-addr", cfg.GRPCAddr); err != nil {
+			return nil, err
+		}
+	}
+	n.httpLn = cfg.HTTPListener
+	if n.httpLn == nil && cfg.HTTPAddr != "" {
+		if n.httpLn, err = listen("metrics", "--http-addr", cfg.HTTPAddr); err != nil {
+			return nil, err
+		}
+	}
+	raftLn := cfg.RaftListener
+	if cfg.Has(RoleArbiter) && raftLn == nil {
+		if raftLn, err = listen("Raft", "--raft-addr", cfg.RaftAddr); err != nil {
+			return nil, err
+		}
+	}
+
+	if cfg.DataDir != "" {
+		if n.dir, err = datadir.Claim(cfg.DataDir, datadir.Identity{ClusterID: cfg.ClusterID, NodeID: cfg.ID}); err != nil {
+			if raftLn != nil && cfg.RaftListener == nil {
+				raftLn.Close()
+			}
+			return nil, err
+		}
+	}
+
+	rpcm := rpcmetrics.NewServer(n.reg)
+	opts := append(rpcm.ServerOptions(),
+		grpc.MaxRecvMsgSize(16<<20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	n.grpc = grpc.NewServer(opts...)
+	n.health = health.NewServer()
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(n.grpc, n.health)
+	reflection.Register(n.grpc)
+
+	if cfg.Has(RoleArbiter) {
+		acfg := arbiter.Config{
+			ID: cfg.ID, ClusterID: cfg.ClusterID, DC: cfg.DC,
+			DataDir:  filepath.Join(cfg.DataDir, "arbiter"),
+			RaftAddr: raftLn.Addr().String(), GRPCAddr: n.GRPCAddr(),
+			GossipAddr: cfg.GossipAddr, GossipProfile: cfg.GossipProfile,
+			Bootstrap:   cfg.Peers,
+			SectionSize: cfg.SectionSize, NumSlots: cfg.NumSlots, Step: cfg.Step, Lease: cfg.Lease,
+			HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
+			Logger: cfg.Logger, Registry: n.reg, Clock: cfg.Clock,
+		}
+		if cfg.RaftAddr != "" && !strings.HasSuffix(cfg.RaftAddr, ":0") {
+			acfg.RaftAddr = cfg.RaftAddr
+		}
+		n.raftAddr = acfg.RaftAddr
+		if n.arbiter, err = arbiter.New(acfg, raftLn); err != nil {
+			n.dir.Close()
+			return nil, err
+		}
+		n.arbiter.RegisterServices(n.grpc)
+	}
+	if cfg.Has(RoleAllocSvr) {
+		n.alloc, err = allocsvr.New(allocsvr.Config{
+			ID: cfg.ID, ClusterID: cfg.ClusterID, Addr: n.GRPCAddr(), Arbiters: n.arbiterAddrs(),
+			GossipAddr: allocGossip(cfg), GossipProfile: cfg.GossipProfile, DrainTimeout: cfg.DrainTimeout,
+			Logger: cfg.Logger, Registry: n.reg, Clock: cfg.Clock,
+		})
+		if err != nil {
+			n.closeRoles()
+			return nil, err
+		}
+		n.alloc.RegisterServices(n.grpc)
+	}
+	if cfg.Has(RoleGateway) {
+		n.gateway = router.NewGateway(n.arbiterAddrs())
+		n.gateway.RegisterServices(n.grpc)
+	}
+	return n, nil
+}
+
+// allocGossip gives an AllocSvr sharing a process with an arbiter its own
+// gossip port.
+func allocGossip(cfg Config) string {
+	if cfg.GossipAddr == "" || !cfg.Has(RoleArbiter) {
+		return cfg.GossipAddr
+	}
+	host, _, err := net.SplitHostPort(cfg.GossipAddr)
+	if err != nil {
+		return ""
+	}
+	return net.JoinHostPort(host, "0")
+}
+
+func (n *Node) arbiterAddrs() []string {
+	if len(n.cfg.Arbiters) > 0 {
+		return n.cfg.Arbiters
+	}
+	return []string{n.GRPCAddr()}
+}
+
+func listen(what, flag, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use") {
+			return nil, fmt.Errorf("%s listen %s: the port is already in use (another seqd or another program); pick a free one with %s", what, addr, flag)
+		}
+		return nil, fmt.Errorf("%s listen %s: %w (check %s)", what, addr, err, flag)
+	}
+	return ln, nil
+}
+
+// GRPCAddr returns the address gRPC is served on.
+func (n *Node) GRPCAddr() string { return n.grpcLn.Addr().String() }
+
+// HTTPAddr returns the metrics address, or "".
+func (n *Node) HTTPAddr() string {
+	if n.httpLn == nil {
+		return ""
+	}
+	return n.httpLn.Addr().String()
+}
+
+// Arbiter returns the arbiter role, or nil.
+func (n *Node) Arbiter() *arbiter.Arbiter { return n.arbiter }
+
+// AllocSvr returns the AllocSvr role, or nil.
+func (n *Node) AllocSvr() *allocsvr.Server { return n.alloc }
+
+// Start serves gRPC and metrics, starts the roles, and for the gateway role
+// waits until a routing table can be loaded.
+func (n *Node) Start(ctx context.Context) error {
+	go func() { n.serveErr <- n.grpc.Serve(n.grpcLn) }()
+	if n.httpLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(n.gatherer, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { n.serveErr <- n.http.Serve(n.httpLn) }()
+	}
+	if n.arbiter != nil {
+		if err := n.arbiter.Start(ctx); err != nil {
+			return err
+		}
+		if n.cfg.Join != "" {
+			if err := n.join(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	if n.alloc != nil {
+		if err := n.alloc.Start(ctx); err != nil {
+			return err
+		}
+	}
+	if n.cfg.Has(RoleGateway) {
+		c, err := router.New(ctx, router.Config{Addrs: n.arbiterAddrs(), Logger: n.cfg.Logger})
+		if err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+		n.client = c
+		n.gateway.SetClient(c)
+	}
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	n.log.Info("node started", "roles", strings.Join(n.cfg.Roles, ","), "grpc", n.GRPCAddr(), "metrics", n.HTTPAddr())
+	return nil
+}
+
+// join asks a running arbiter to add this one as a voter.
+func (n *Node) join(ctx context.Context) error {
+	cc, err := grpc.NewClient(n.cfg.Join, grpcconn.DialOptions()...)
+	if err != nil {
+		return fmt.Errorf("--join %s: %w", n.cfg.Join, err)
+	}
+	defer cc.Close()
+	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err = seqdv1.NewAdminClient(cc).JoinArbiter(jctx, &seqdv1.JoinArbiterRequest{
+		Id: n.cfg.ID, RaftAddr: n.raftAddr, GrpcAddr: n.GRPCAddr(), GossipAddr: n.arbiter.GossipAddr(),
+	})
+	if err != nil {
+		return fmt.Errorf("--join %s: %w", n.cfg.Join, err)
+	}
+	return nil
+}
+
+// Errors returns a channel that receives if a server stops unexpectedly.
+func (n *Node) Errors() <-chan error { return n.serveErr }
+
+// Close shuts down in order: the AllocSvr hands its slots over (it still
+// serves Release while doing so), the gateway stops, gRPC stops accepting,
+// the arbiter transfers leadership and shuts Raft down, then the data
+// directory is released.
+func (n *Node) Close() error {
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	var errs []error
+	if n.alloc != nil {
+		errs = append(errs, n.alloc.Close())
+	}
+	if n.gateway != nil {
+		n.gateway.Close()
+	}
+	if n.client != nil {
+		n.client.Close()
+	}
+	stopped := make(chan struct{})
+	go func() { n.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(3 * time.Second):
+		n.grpc.Stop()
+	}
+	if n.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		n.http.Shutdown(ctx)
+		cancel()
+	}
+	if n.arbiter != nil {
+		errs = append(errs, n.arbiter.Close())
+	}
+	n.dir.Close()
+	return errors.Join(errs...)
+}
+
+// Kill stops the node at once, as a crash would: connections drop, the
+// AllocSvr hands nothing over, the arbiter transfers nothing.
+func (n *Node) Kill() {
+	n.grpc.Stop()
+	if n.http != nil {
+		n.http.Close()
+	}
+	if n.alloc != nil {
+		n.alloc.Kill()
+	}
+	if n.client != nil {
+		n.client.Close()
+	}
+	if n.arbiter != nil {
+		n.arbiter.Kill()
+	}
+	n.dir.Close()
+}
+
+func (n *Node) closeRoles() {
+	if n.arbiter != nil {
+		n.arbiter.Close()
+	}
+	n.dir.Close()
+}
+
+func (n *Node) closeListeners() {
+	for _, l := range []net.Listener{n.grpcLn, n.httpLn} {
+		if l != nil {
+			l.Close()
+		}
+	}
+}

@@ -1,0 +1,127 @@
+// Package rpcerr maps seqd's errors to gRPC statuses in one place, and reads
+// the details back on the client side.
+package rpcerr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+// Domain is the ErrorInfo domain of every seqd error detail.
+const Domain = "seqd"
+
+// ErrorInfo reasons.
+const (
+	ReasonNotOwner  = "NOT_OWNER"
+	ReasonNotLeader = "NOT_LEADER"
+)
+
+// metadata key for the leader's gRPC address in NOT_LEADER details.
+const leaderKey = "leader_addr"
+
+// NotOwner is FAILED_PRECONDITION with reason NOT_OWNER and the server's
+// routing table, so the client can retry at the right node at once.
+func NotOwner(table *seqdv1.RoutingTable, format string, args ...any) error {
+	st := status.New(codes.FailedPrecondition, fmt.Sprintf(format, args...))
+	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: ReasonNotOwner, Domain: Domain}}
+	if table != nil {
+		details = append(details, table)
+	}
+	if d, err := st.WithDetails(details...); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// NotOwnerTable reports whether err is a NOT_OWNER status, and returns the
+// routing table it carries (nil if none).
+func NotOwnerTable(err error) (*seqdv1.RoutingTable, bool) {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.FailedPrecondition {
+		return nil, false
+	}
+	var table *seqdv1.RoutingTable
+	notOwner := false
+	for _, d := range st.Details() {
+		switch v := d.(type) {
+		case *errdetails.ErrorInfo:
+			notOwner = notOwner || (v.Reason == ReasonNotOwner && v.Domain == Domain)
+		case *seqdv1.RoutingTable:
+			table = v
+		}
+	}
+	return table, notOwner
+}
+
+// NotLeader is UNAVAILABLE with reason NOT_LEADER and, when known, the
+// leader's gRPC address in the details.
+func NotLeader(leaderAddr string) error {
+	msg := "this arbiter is not the leader and no leader is known; retry shortly"
+	if leaderAddr != "" {
+		msg = "this arbiter is not the leader; the leader is at " + leaderAddr
+	}
+	st := status.New(codes.Unavailable, msg)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonNotLeader, Domain: Domain, Metadata: map[string]string{leaderKey: leaderAddr}}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// LeaderHint returns the leader address carried by a NOT_LEADER status.
+func LeaderHint(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return ""
+	}
+	for _, d := range st.Details() {
+		if v, ok := d.(*errdetails.ErrorInfo); ok && v.Reason == ReasonNotLeader {
+			return v.Metadata[leaderKey]
+		}
+	}
+	return ""
+}
+
+// FromRaft maps an error from raft.Apply and friends to a gRPC status.
+//   - not leader / leadership lost / shutdown: UNAVAILABLE with the leader hint;
+//   - enqueue timeout: DEADLINE_EXCEEDED, because the entry may still apply.
+func FromRaft(err error, leaderAddr string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrAbortedByRestore):
+		return NotLeader(leaderAddr)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return status.Error(codes.Unavailable, "arbiter is shutting down; retry at another arbiter")
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return status.Error(codes.DeadlineExceeded, "raft enqueue timed out; the write may still apply")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// Retryable reports whether a call failing with err may succeed if retried
+// elsewhere or later.
+func Retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
+		return true
+	}
+	_, notOwner := NotOwnerTable(err)
+	return notOwner
+}

@@ -1,0 +1,90 @@
+// Package rpcmetrics times every gRPC call a seqd node serves.
+package rpcmetrics
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Server holds the server-side RPC metrics of one node.
+type Server struct {
+	duration *prometheus.HistogramVec
+	inflight *prometheus.GaugeVec
+	cache    sync.Map // key{method, code} -> prometheus.Observer
+}
+
+type key struct {
+	method string
+	code   codes.Code
+}
+
+// NewServer registers seqd_rpc_server_* metrics with reg.
+func NewServer(reg prometheus.Registerer) *Server {
+	s := &Server{
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "seqd", Subsystem: "rpc", Name: "server_handling_seconds",
+			Help:    "Time to handle a gRPC call (streams: the whole stream), by service, method and status code.",
+			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1, 5},
+		}, []string{"service", "method", "code"}),
+		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "seqd", Subsystem: "rpc", Name: "server_inflight",
+			Help: "gRPC calls being handled now, by service and method.",
+		}, []string{"service", "method"}),
+	}
+	reg.MustRegister(s.duration, s.inflight)
+	return s
+}
+
+func split(full string) (string, string) {
+	full = strings.TrimPrefix(full, "/")
+	if i := strings.LastIndexByte(full, '/'); i >= 0 {
+		return full[:i], full[i+1:]
+	}
+	return "unknown", full
+}
+
+func (s *Server) observe(method string, err error, d time.Duration) {
+	k := key{method, status.Code(err)}
+	o, ok := s.cache.Load(k)
+	if !ok {
+		svc, m := split(method)
+		o, _ = s.cache.LoadOrStore(k, s.duration.WithLabelValues(svc, m, k.code.String()))
+	}
+	o.(prometheus.Observer).Observe(d.Seconds())
+}
+
+// Unary is the unary server interceptor.
+func (s *Server) Unary() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := h(ctx, req)
+		s.observe(info.FullMethod, err, time.Since(start))
+		return resp, err
+	}
+}
+
+// Stream is the stream server interceptor.
+func (s *Server) Stream() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		svc, m := split(info.FullMethod)
+		g := s.inflight.WithLabelValues(svc, m)
+		g.Inc()
+		defer g.Dec()
+		start := time.Now()
+		err := h(srv, ss)
+		s.observe(info.FullMethod, err, time.Since(start))
+		return err
+	}
+}
+
+// ServerOptions returns the interceptor options for grpc.NewServer.
+func (s *Server) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.Unary()), grpc.ChainStreamInterceptor(s.Stream())}
+}

@@ -1,0 +1,284 @@
+package router
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/seqd/seqd/internal/rpcerr"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+// pending is one caller's keys waiting in a batch.
+type pending struct {
+	keys    []uint64
+	version uint64
+	seqs    []uint64
+	hdr     *seqdv1.ResponseHeader
+	err     error
+	done    chan struct{}
+}
+
+// inflight is one message sent on the stream, awaiting its response.
+type inflight struct {
+	calls []*pending
+}
+
+// batcher coalesces concurrent calls to one AllocSvr into NextBatch
+// messages on a NextStream. A batch leaves as soon as a send slot is free:
+// under load, calls queue while earlier messages are in flight and leave
+// together; alone, a call waits at most the batch window.
+type batcher struct {
+	cc       *grpc.ClientConn
+	maxKeys  int
+	window   time.Duration
+	queue    chan *pending
+	slots    chan struct{}
+	quit     chan struct{}
+	quitOnce sync.Once
+
+	mu     sync.Mutex
+	stream seqdv1.Sequencer_NextStreamClient
+	cancel context.CancelFunc
+	nextID uint64
+	wait   map[uint64]*inflight
+}
+
+func newBatcher(cc *grpc.ClientConn, maxKeys, maxInflight int, window time.Duration) *batcher {
+	b := &batcher{
+		cc:      cc,
+		maxKeys: maxKeys,
+		window:  window,
+		queue:   make(chan *pending, 4096),
+		slots:   make(chan struct{}, maxInflight),
+		quit:    make(chan struct{}),
+		wait:    make(map[uint64]*inflight),
+	}
+	go b.loop()
+	return b
+}
+
+// do queues keys and waits for their seqs.
+func (b *batcher) do(ctx context.Context, keys []uint64, version uint64) ([]uint64, *seqdv1.ResponseHeader, error) {
+	p := &pending{keys: keys, version: version, done: make(chan struct{})}
+	select {
+	case b.queue <- p:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	case <-b.quit:
+		return nil, nil, status.Error(codes.Unavailable, ErrClosed.Error())
+	}
+	select {
+	case <-p.done:
+		return p.seqs, p.hdr, p.err
+	case <-ctx.Done():
+		// The seqs, if they come, are dropped: a gap, never a repeat.
+		return nil, nil, ctx.Err()
+	}
+}
+
+func (b *batcher) close() {
+	b.quitOnce.Do(func() { close(b.quit) })
+	b.mu.Lock()
+	if b.cancel != nil {
+		b.cancel()
+	}
+	b.mu.Unlock()
+}
+
+func (b *batcher) loop() {
+	var timer *time.Timer
+	for {
+		var first *pending
+		select {
+		case first = <-b.queue:
+		case <-b.quit:
+			b.drainQueue()
+			return
+		}
+		batch := []*pending{first}
+		n := len(first.keys)
+		// Take whatever is already queued.
+	drain:
+		for n < b.maxKeys {
+			select {
+			case p := <-b.queue:
+				batch = append(batch, p)
+				n += len(p.keys)
+			default:
+				break drain
+			}
+		}
+		// Wait for a send slot; calls that queue meanwhile join the next
+		// batch. If a slot is free at once and the batch is small, give
+		// others up to the window to join.
+		select {
+		case b.slots <- struct{}{}:
+			if b.window > 0 && n < b.maxKeys && len(batch) == 1 {
+				if timer == nil {
+					timer = time.NewTimer(b.window)
+				} else {
+					timer.Reset(b.window)
+				}
+			wait:
+				for n < b.maxKeys {
+					select {
+					case p := <-b.queue:
+						batch = append(batch, p)
+						n += len(p.keys)
+					case <-timer.C:
+						break wait
+					}
+				}
+				if !timer.Stop() {
+					select {
+					case <-timer.C:
+					default:
+					}
+				}
+			}
+		case <-b.quit:
+			fail(batch, status.Error(codes.Unavailable, ErrClosed.Error()))
+			b.drainQueue()
+			return
+		}
+		b.send(batch)
+	}
+}
+
+func (b *batcher) drainQueue() {
+	for {
+		select {
+		case p := <-b.queue:
+			fail([]*pending{p}, status.Error(codes.Unavailable, ErrClosed.Error()))
+		default:
+			return
+		}
+	}
+}
+
+func fail(batch []*pending, err error) {
+	for _, p := range batch {
+		p.err = err
+		close(p.done)
+	}
+}
+
+// send writes one message; the send slot is returned when its response
+// arrives or the stream breaks.
+func (b *batcher) send(batch []*pending) {
+	req := &seqdv1.NextBatchRequest{}
+	for _, p := range batch {
+		req.Keys = append(req.Keys, p.keys...)
+		if p.version > req.RoutingVersion {
+			req.RoutingVersion = p.version
+		}
+	}
+	b.mu.Lock()
+	st, err := b.streamLocked()
+	if err != nil {
+		b.mu.Unlock()
+		<-b.slots
+		fail(batch, err)
+		return
+	}
+	b.nextID++
+	req.Id = b.nextID
+	b.wait[req.Id] = &inflight{calls: batch}
+	b.mu.Unlock()
+	if err := st.Send(req); err != nil {
+		b.breakStream(st, status.Errorf(codes.Unavailable, "stream to AllocSvr broke: %v", err))
+	}
+}
+
+// streamLocked returns the open stream, opening one if needed.
+func (b *batcher) streamLocked() (seqdv1.Sequencer_NextStreamClient, error) {
+	if b.stream != nil {
+		return b.stream, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := seqdv1.NewSequencerClient(b.cc).NextStream(ctx)
+	if err != nil {
+		cancel()
+		return nil, status.Errorf(codes.Unavailable, "open stream to AllocSvr: %v", err)
+	}
+	b.stream, b.cancel = st, cancel
+	go b.recv(st)
+	return st, nil
+}
+
+func (b *batcher) recv(st seqdv1.Sequencer_NextStreamClient) {
+	for {
+		resp, err := st.Recv()
+		if err != nil {
+			b.breakStream(st, status.Errorf(codes.Unavailable, "stream to AllocSvr broke: %v", err))
+			return
+		}
+		b.mu.Lock()
+		f := b.wait[resp.Id]
+		delete(b.wait, resp.Id)
+		b.mu.Unlock()
+		if f == nil {
+			continue
+		}
+		<-b.slots
+		deliver(f.calls, resp)
+	}
+}
+
+// deliver splits a response among the calls of its batch.
+func deliver(calls []*pending, resp *seqdv1.NextBatchResponse) {
+	var err error
+	if e := resp.Error; e != nil {
+		if e.RoutingTable != nil || codes.Code(e.Code) == codes.FailedPrecondition {
+			err = rpcerr.NotOwner(e.RoutingTable, "%s", e.Message)
+		} else {
+			err = status.Error(codes.Code(e.Code), e.Message)
+		}
+	} else {
+		total := 0
+		for _, p := range calls {
+			total += len(p.keys)
+		}
+		if len(resp.Seqs) != total {
+			err = status.Errorf(codes.Internal, "AllocSvr answered %d seqs for %d keys", len(resp.Seqs), total)
+		}
+	}
+	i := 0
+	for _, p := range calls {
+		if err != nil {
+			p.err = err
+		} else {
+			p.seqs = resp.Seqs[i : i+len(p.keys) : i+len(p.keys)]
+			i += len(p.keys)
+		}
+		p.hdr = resp.Header
+		close(p.done)
+	}
+}
+
+// breakStream fails every message in flight on st and forgets st, so the
+// next batch opens a new stream.
+func (b *batcher) breakStream(st seqdv1.Sequencer_NextStreamClient, err error) {
+	b.mu.Lock()
+	if b.stream != st {
+		b.mu.Unlock()
+		return
+	}
+	b.stream = nil
+	if b.cancel != nil {
+		b.cancel()
+		b.cancel = nil
+	}
+	waiting := b.wait
+	b.wait = make(map[uint64]*inflight)
+	b.mu.Unlock()
+	for _, f := range waiting {
+		<-b.slots
+		fail(f.calls, err)
+	}
+}

@@ -1,0 +1,420 @@
+// Package router is the client library front ends embed to get sequence
+// numbers from seqd, and the gateway that serves the same API over gRPC for
+// front ends not written in Go.
+//
+// A Client caches the routing table, sends each key straight to the AllocSvr
+// that owns it, learns newer tables from responses, and retries NOT_OWNER
+// and UNAVAILABLE with jittered backoff within the caller's deadline.
+// Concurrent calls to the same AllocSvr are coalesced into one batch on a
+// stream, as PD's TSO client does.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/seqd/seqd/internal/backoff"
+	"github.com/seqd/seqd/internal/grpcconn"
+	"github.com/seqd/seqd/internal/rpcerr"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+// ErrClosed is returned by calls on a closed Client.
+var ErrClosed = errors.New("router: client closed")
+
+// Config configures a Client.
+type Config struct {
+	// Addrs are bootstrap addresses: any arbiter, AllocSvr or gateway.
+	Addrs []string
+	// DisableBatching sends one RPC per call instead of coalescing.
+	DisableBatching bool
+	// BatchWindow is the longest a call waits for others to join its batch
+	// once nothing else is queued. Default 20µs; negative means never wait.
+	BatchWindow time.Duration
+	// MaxBatch caps the keys in one coalesced message (default 4096).
+	MaxBatch int
+	// MaxInflight caps coalesced messages outstanding per AllocSvr (default 4).
+	MaxInflight int
+	// Timeout bounds a call whose context has no deadline (default 10 s).
+	Timeout time.Duration
+	// DialOptions are appended to seqd's defaults.
+	DialOptions []grpc.DialOption
+	Logger      *slog.Logger
+}
+
+// DefaultBatchWindow is the default BatchWindow.
+const DefaultBatchWindow = 20 * time.Microsecond
+
+// maxServerBatch matches the AllocSvr's default cap on one batch.
+const maxServerBatch = 10_000
+
+// Client is safe for use by many goroutines.
+type Client struct {
+	cfg   Config
+	log   *slog.Logger
+	pool  *grpcconn.Pool
+	table atomic.Pointer[view]
+	retry backoff.Policy
+
+	refreshMu sync.Mutex
+	refreshed time.Time
+
+	bmu      sync.Mutex
+	batchers map[string]*batcher
+	closed   atomic.Bool
+}
+
+// New returns a client and loads the routing table from the bootstrap
+// addresses, failing if none answers before ctx ends.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("router: no bootstrap addresses; give at least one arbiter or gateway address")
+	}
+	if cfg.BatchWindow == 0 {
+		cfg.BatchWindow = DefaultBatchWindow
+	}
+	if cfg.MaxBatch <= 0 || cfg.MaxBatch > maxServerBatch {
+		cfg.MaxBatch = 4096
+	}
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = 4
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Client{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "router"),
+		pool:     grpcconn.NewPool(cfg.DialOptions...),
+		retry:    backoff.Policy{Base: 2 * time.Millisecond, Max: 250 * time.Millisecond},
+		batchers: make(map[string]*batcher),
+	}
+	for attempt := 0; ; attempt++ {
+		err := c.refresh(ctx, true)
+		if err == nil {
+			return c, nil
+		}
+		if e := c.retry.Sleep(ctx, attempt); e != nil {
+			c.Close()
+			return nil, fmt.Errorf("router: no routing table from %v: %w", cfg.Addrs, err)
+		}
+	}
+}
+
+// Close releases connections. Calls in flight fail.
+func (c *Client) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	c.bmu.Lock()
+	for _, b := range c.batchers {
+		b.close()
+	}
+	c.batchers = nil
+	c.bmu.Unlock()
+	return c.pool.Close()
+}
+
+// Table returns the cached routing table (shared; do not modify).
+func (c *Client) Table() *seqdv1.RoutingTable {
+	if v := c.table.Load(); v != nil {
+		return v.raw
+	}
+	return nil
+}
+
+// learn adopts t if it is newer than the cached table. An older or equal
+// version is ignored: tables only move forward.
+func (c *Client) learn(t *seqdv1.RoutingTable) bool {
+	if t == nil || t.SectionSize == 0 || t.NumSlots == 0 {
+		return false
+	}
+	nv := compile(t)
+	if !nv.valid() {
+		return false
+	}
+	for {
+		cur := c.table.Load()
+		if cur != nil && !acceptTable(cur.version, t.Version) {
+			return false
+		}
+		if c.table.CompareAndSwap(cur, nv) {
+			return true
+		}
+	}
+}
+
+// refresh asks the bootstrap addresses (then known AllocSvrs) for the
+// table. Concurrent callers share one refresh; without force, a refresh
+// within the last few milliseconds counts.
+func (c *Client) refresh(ctx context.Context, force bool) error {
+	c.refreshMu.Lock()
+	defer c.refreshMu.Unlock()
+	if !force && time.Since(c.refreshed) < 5*time.Millisecond {
+		return nil
+	}
+	addrs := append([]string(nil), c.cfg.Addrs...)
+	if v := c.table.Load(); v != nil {
+		for _, n := range v.raw.Nodes {
+			addrs = append(addrs, n.Addr)
+		}
+	}
+	var errs []error
+	for _, a := range addrs {
+		cc, err := c.pool.Get(a)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := seqdv1.NewRoutingClient(cc).GetRoutingTable(cctx, &seqdv1.GetRoutingTableRequest{})
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a, err))
+			continue
+		}
+		c.learn(resp.Table)
+		c.refreshed = time.Now()
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.cfg.Timeout)
+}
+
+var errKeyZero = status.Error(codes.InvalidArgument, "key 0 is reserved; keys start at 1")
+
+// Next returns a seq for key larger than every seq returned for it before.
+func (c *Client) Next(ctx context.Context, key uint64) (uint64, error) {
+	if key == 0 {
+		return 0, errKeyZero
+	}
+	seqs, err := c.NextBatch(ctx, []uint64{key})
+	if err != nil {
+		return 0, err
+	}
+	return seqs[0], nil
+}
+
+// NextBatch returns one seq per key, in order. Keys may span AllocSvrs and
+// may repeat.
+func (c *Client) NextBatch(ctx context.Context, keys []uint64) ([]uint64, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	if len(keys) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "keys is empty; send at least one key")
+	}
+	for i, k := range keys {
+		if k == 0 {
+			return nil, status.Errorf(codes.InvalidArgument, "keys[%d] is 0; key 0 is reserved, keys start at 1", i)
+		}
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	out := make([]uint64, len(keys))
+	todo := make([]int, len(keys)) // indexes still to allocate
+	for i := range todo {
+		todo[i] = i
+	}
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		v := c.table.Load()
+		groups := map[string][]int{}
+		var unrouted []int
+		for _, i := range todo {
+			if a := v.owner(keys[i]); a != "" {
+				groups[a] = append(groups[a], i)
+			} else {
+				unrouted = append(unrouted, i)
+			}
+		}
+		type result struct {
+			idx  []int
+			seqs []uint64
+			err  error
+		}
+		results := make(chan result, len(groups))
+		for addr, idx := range groups {
+			go func(addr string, idx []int) {
+				ks := make([]uint64, len(idx))
+				for j, i := range idx {
+					ks[j] = keys[i]
+				}
+				seqs, err := c.send(ctx, addr, ks, v.version)
+				results <- result{idx, seqs, err}
+			}(addr, idx)
+		}
+		todo = unrouted
+		retryNow := false
+		var fatal error
+		for range groups {
+			r := <-results
+			if r.err == nil {
+				for j, i := range r.idx {
+					out[i] = r.seqs[j]
+				}
+				continue
+			}
+			todo = append(todo, r.idx...)
+			lastErr = r.err
+			if t, ok := rpcerr.NotOwnerTable(r.err); ok {
+				if c.learn(t) {
+					retryNow = true
+				}
+				continue
+			}
+			if !rpcerr.Retryable(r.err) && status.Code(r.err) != codes.DeadlineExceeded {
+				fatal = r.err
+			}
+		}
+		if fatal != nil {
+			return nil, fatal
+		}
+		if len(todo) == 0 {
+			return out, nil
+		}
+		if len(unrouted) > 0 && lastErr == nil {
+			lastErr = status.Errorf(codes.Unavailable, "no AllocSvr serves key %d's slot yet", keys[unrouted[0]])
+		}
+		if !retryNow {
+			c.refresh(ctx, false)
+			if err := c.retry.Sleep(ctx, attempt); err != nil {
+				return nil, giveUp(lastErr, err)
+			}
+		}
+		if ctx.Err() != nil {
+			return nil, giveUp(lastErr, ctx.Err())
+		}
+	}
+}
+
+// giveUp reports the last server error along with why retrying stopped.
+func giveUp(last, why error) error {
+	code := codes.DeadlineExceeded
+	if errors.Is(why, context.Canceled) {
+		code = codes.Canceled
+	}
+	if last == nil {
+		return status.Error(code, why.Error())
+	}
+	return status.Errorf(code, "%v (gave up retrying: %v)", status.Convert(last).Message(), why)
+}
+
+// send allocates keys at one AllocSvr, coalesced or as one RPC.
+func (c *Client) send(ctx context.Context, addr string, keys []uint64, version uint64) ([]uint64, error) {
+	if c.cfg.DisableBatching || len(keys) > c.cfg.MaxBatch {
+		return c.unary(ctx, addr, keys, version)
+	}
+	b, err := c.batcher(addr)
+	if err != nil {
+		return nil, err
+	}
+	seqs, hdr, err := b.do(ctx, keys, version)
+	if hdr != nil {
+		c.learn(hdr.RoutingTable)
+	}
+	return seqs, err
+}
+
+func (c *Client) unary(ctx context.Context, addr string, keys []uint64, version uint64) ([]uint64, error) {
+	cc, err := c.pool.Get(addr)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	sc := seqdv1.NewSequencerClient(cc)
+	if len(keys) == 1 {
+		resp, err := sc.Next(ctx, &seqdv1.NextRequest{Key: keys[0], RoutingVersion: version})
+		if err != nil {
+			return nil, err
+		}
+		c.learn(resp.Header.GetRoutingTable())
+		return []uint64{resp.Seq}, nil
+	}
+	out := make([]uint64, 0, len(keys))
+	for len(keys) > 0 {
+		n := min(len(keys), maxServerBatch)
+		resp, err := sc.NextBatch(ctx, &seqdv1.NextBatchRequest{Keys: keys[:n], RoutingVersion: version})
+		if err != nil {
+			return nil, err
+		}
+		c.learn(resp.Header.GetRoutingTable())
+		out = append(out, resp.Seqs...)
+		keys = keys[n:]
+	}
+	return out, nil
+}
+
+func (c *Client) batcher(addr string) (*batcher, error) {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	if c.batchers == nil {
+		return nil, ErrClosed
+	}
+	b := c.batchers[addr]
+	if b == nil {
+		cc, err := c.pool.Get(addr)
+		if err != nil {
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
+		b = newBatcher(cc, c.cfg.MaxBatch, c.cfg.MaxInflight, c.cfg.BatchWindow)
+		c.batchers[addr] = b
+	}
+	return b, nil
+}
+
+// Current returns the last seq handed out for key, without allocating.
+func (c *Client) Current(ctx context.Context, key uint64) (uint64, error) {
+	if c.closed.Load() {
+		return 0, ErrClosed
+	}
+	if key == 0 {
+		return 0, errKeyZero
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		v := c.table.Load()
+		addr := v.owner(key)
+		if addr == "" {
+			lastErr = status.Errorf(codes.Unavailable, "no AllocSvr serves key %d's slot yet", key)
+		} else if cc, err := c.pool.Get(addr); err != nil {
+			lastErr = status.Error(codes.Unavailable, err.Error())
+		} else {
+			resp, err := seqdv1.NewSequencerClient(cc).Current(ctx, &seqdv1.CurrentRequest{Key: key, RoutingVersion: v.version})
+			if err == nil {
+				c.learn(resp.Header.GetRoutingTable())
+				return resp.Seq, nil
+			}
+			lastErr = err
+			if t, ok := rpcerr.NotOwnerTable(err); ok && c.learn(t) {
+				continue
+			}
+			if !rpcerr.Retryable(err) && status.Code(err) != codes.DeadlineExceeded {
+				return 0, err
+			}
+		}
+		c.refresh(ctx, false)
+		if err := c.retry.Sleep(ctx, attempt); err != nil {
+			return 0, giveUp(lastErr, err)
+		}
+	}
+}
