@@ -76,28 +76,15 @@ func New(cfg Config, raftLn net.Listener) (*Arbiter, error) {
 	return a, nil
 }
 
-// Start runs the leadership monitor and joins the gossip pool.
+// Start runs the leadership monitor and the gossip upkeep.
 func (a *Arbiter) Start(ctx context.Context) error {
-	if a.gossip != nil {
-		var seeds []string
-		for _, p := range a.cfg.Bootstrap {
-			if p.ID != a.cfg.ID && p.GossipAddr != "" {
-				seeds = append(seeds, p.GossipAddr)
-			}
-		}
-		for _, r := range a.fsm.Arbiters() {
-			if r.Id != a.cfg.ID && r.GossipAddr != "" {
-				seeds = append(seeds, r.GossipAddr)
-			}
-		}
-		if err := a.gossip.Join(seeds); err != nil {
-			// Not fatal: peers may not be up yet, and they will join us.
-			a.log.Info("gossip join: no seed answered yet", "seeds", seeds, "err", err)
-		}
-	}
 	a.wg.Add(2)
 	go a.monitorLeadership()
 	go a.observeLeaders()
+	if a.gossip != nil {
+		a.wg.Add(1)
+		go a.maintainGossip()
+	}
 	return nil
 }
 

@@ -93,12 +93,16 @@ func (a *Arbiter) runLeader(ctx context.Context) {
 
 	t := time.NewTicker(a.cfg.AssignInterval)
 	defer t.Stop()
+	records := time.NewTicker(time.Second)
+	defer records.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-a.changed:
+		case <-records.C:
+			a.ensureArbiterRecords(ctx)
 		}
 		if err := a.assignOnce(ctx); err != nil && ctx.Err() == nil {
 			a.log.Debug("assignment round failed", "err", err)
@@ -127,22 +131,71 @@ func (a *Arbiter) initCluster(ctx context.Context) error {
 	return res.Err
 }
 
-// ensureArbiterRecords writes the address book entries the bootstrap list
-// knows and the FSM lacks, so any arbiter can find the leader's gRPC address.
+// ensureArbiterRecords keeps the address book complete: entries the
+// bootstrap list knows and the FSM lacks, this arbiter's own current
+// addresses, and gossip addresses learned from the pool, so any arbiter can
+// find the leader's gRPC address and AllocSvrs can join every arbiter's
+// gossip.
 func (a *Arbiter) ensureArbiterRecords(ctx context.Context) {
 	have := a.fsm.Arbiters()
-	want := []*clusterv1.ArbiterRecord{{Id: a.cfg.ID, RaftAddr: string(a.trans.LocalAddr()), GrpcAddr: a.cfg.GRPCAddr, GossipAddr: a.GossipAddr()}}
+	want := map[string]*clusterv1.ArbiterRecord{
+		a.cfg.ID: {Id: a.cfg.ID, RaftAddr: string(a.trans.LocalAddr()), GrpcAddr: a.cfg.GRPCAddr, GossipAddr: a.GossipAddr()},
+	}
 	for _, p := range a.cfg.Bootstrap {
-		if p.ID != a.cfg.ID {
-			want = append(want, &clusterv1.ArbiterRecord{Id: p.ID, RaftAddr: p.RaftAddr, GrpcAddr: p.GRPCAddr, GossipAddr: p.GossipAddr})
+		if p.ID != a.cfg.ID && have[p.ID] == nil {
+			want[p.ID] = &clusterv1.ArbiterRecord{Id: p.ID, RaftAddr: p.RaftAddr, GrpcAddr: p.GRPCAddr, GossipAddr: p.GossipAddr}
 		}
 	}
-	for _, r := range want {
-		if h := have[r.Id]; h != nil && (r.Id != a.cfg.ID || proto.Equal(h, r)) {
+	if a.gossip != nil {
+		for id, r := range have {
+			if addr := a.gossip.MemberAddr(gossip.ArbiterName(id)); addr != "" && addr != r.GossipAddr && id != a.cfg.ID {
+				nr := proto.Clone(r).(*clusterv1.ArbiterRecord)
+				nr.GossipAddr = addr
+				want[id] = nr
+			}
+		}
+	}
+	for id, r := range want {
+		if h := have[id]; h != nil && proto.Equal(h, r) {
 			continue
 		}
 		if _, err := a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_SET_ARBITER, &clusterv1.SetArbiterCommand{Arbiter: r}); err != nil {
-			a.log.Warn("recording arbiter address failed", "arbiter", r.Id, "err", err)
+			a.log.Warn("recording arbiter address failed", "arbiter", id, "err", err)
+		}
+	}
+}
+
+// maintainGossip makes every arbiter, leader or not, keep joining the
+// other arbiters' gossip until it sees them, so a follower that started
+// before its peers still ends up in the pool.
+func (a *Arbiter) maintainGossip() {
+	defer a.wg.Done()
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		var seeds []string
+		missing := false
+		for id, r := range a.fsm.Arbiters() {
+			if id == a.cfg.ID || r.GossipAddr == "" {
+				continue
+			}
+			seeds = append(seeds, r.GossipAddr)
+			if s := a.gossip.State(gossip.ArbiterName(id)); s != gossip.Alive && s != gossip.Suspect {
+				missing = true
+			}
+		}
+		for _, p := range a.cfg.Bootstrap {
+			if p.ID != a.cfg.ID && p.GossipAddr != "" {
+				seeds = append(seeds, p.GossipAddr)
+			}
+		}
+		if missing || (a.gossip.NumMembers() == 1 && len(seeds) > 0) {
+			a.gossip.Join(seeds)
+		}
+		select {
+		case <-t.C:
+		case <-a.stop:
+			return
 		}
 	}
 }

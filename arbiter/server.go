@@ -333,16 +333,47 @@ func (s *server) Drain(ctx context.Context, req *seqdv1.DrainRequest) (*seqdv1.D
 	if !req.Wait {
 		return &seqdv1.DrainResponse{RemainingSlots: remaining()}, nil
 	}
+	// Answer a little before the caller's deadline, so it hears how many
+	// slots are left instead of only DEADLINE_EXCEEDED.
+	wctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(ctx, dl.Add(-min(time.Until(dl)/10, 250*time.Millisecond)))
+		defer cancel()
+	}
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for remaining() > 0 {
 		select {
-		case <-ctx.Done():
+		case <-wctx.Done():
 			return &seqdv1.DrainResponse{RemainingSlots: remaining()}, nil
 		case <-t.C:
 		}
 	}
 	return &seqdv1.DrainResponse{}, nil
+}
+
+func (s *server) Undrain(ctx context.Context, req *seqdv1.UndrainRequest) (*seqdv1.UndrainResponse, error) {
+	if err := nodeid.Validate(req.Node); err != nil {
+		return nil, invalid("undrain: %v", err)
+	}
+	if !s.leader() {
+		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.UndrainResponse, error) {
+			return seqdv1.NewAdminClient(cc).Undrain(ctx, req)
+		})
+	}
+	if s.a.fsm.Node(req.Node) == nil {
+		return nil, status.Errorf(codes.NotFound, "undrain: no AllocSvr named %q is registered; `seqctl status` lists them", req.Node)
+	}
+	res, err := s.a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_SET_NODE_STATE, &clusterv1.SetNodeStateCommand{NodeId: req.Node, State: seqdv1.NodeState_NODE_STATE_ACTIVE})
+	if err != nil {
+		return nil, err
+	}
+	if res.Err != nil {
+		return nil, stateErr(res.Err)
+	}
+	s.a.notify()
+	return &seqdv1.UndrainResponse{}, nil
 }
 
 func (s *server) JoinArbiter(ctx context.Context, req *seqdv1.JoinArbiterRequest) (*seqdv1.JoinArbiterResponse, error) {

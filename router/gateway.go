@@ -194,6 +194,12 @@ func (a *gatewayAdmin) Drain(ctx context.Context, req *seqdv1.DrainRequest) (*se
 	})
 }
 
+func (a *gatewayAdmin) Undrain(ctx context.Context, req *seqdv1.UndrainRequest) (*seqdv1.UndrainResponse, error) {
+	return proxy(ctx, a.g, func(ctx context.Context, c seqdv1.AdminClient) (*seqdv1.UndrainResponse, error) {
+		return c.Undrain(ctx, req)
+	})
+}
+
 func (a *gatewayAdmin) JoinArbiter(ctx context.Context, req *seqdv1.JoinArbiterRequest) (*seqdv1.JoinArbiterResponse, error) {
 	return proxy(ctx, a.g, func(ctx context.Context, c seqdv1.AdminClient) (*seqdv1.JoinArbiterResponse, error) {
 		return c.JoinArbiter(ctx, req)

@@ -65,7 +65,7 @@ func runDemo(ctx context.Context, args []string) error {
 	}
 	defer c.Close()
 	if metricsLn != nil {
-		srv := &http.Server{Handler: promhttp.HandlerFor(c.Registry(), promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: promhttp.HandlerFor(c.Gatherer(), promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(metricsLn)
 		defer srv.Close()
 	}

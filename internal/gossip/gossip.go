@@ -128,6 +128,19 @@ func (p *Pool) IsDown(name string) bool {
 	return s == Dead || s == Left
 }
 
+// MemberAddr returns the gossip address of a live member, or "".
+func (p *Pool) MemberAddr(name string) string {
+	for _, m := range p.ml.Members() {
+		if m.Name == name {
+			return net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
+		}
+	}
+	return ""
+}
+
+// NumMembers returns how many live members this member knows, itself included.
+func (p *Pool) NumMembers() int { return p.ml.NumMembers() }
+
 // Members returns the live members' names.
 func (p *Pool) Members() []string {
 	var out []string

@@ -17,8 +17,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc"
 
 	"github.com/seqd/seqd/arbiter"
+	"github.com/seqd/seqd/internal/faultnet"
 	"github.com/seqd/seqd/internal/node"
 )
 
@@ -51,8 +54,10 @@ type Options struct {
 type Cluster struct {
 	opts      Options
 	tmp       string
-	reg       *prometheus.Registry
+	base      *prometheus.Registry            // process-wide collectors
+	regs      map[string]*prometheus.Registry // per node; replaced on restart
 	mu        sync.Mutex
+	links     []*faultnet.Dialer // per AllocSvr, its links to the arbiters
 	arbCfg    []node.Config
 	allocCfg  []node.Config
 	Arbiters  []*node.Node
@@ -78,8 +83,8 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	c = &Cluster{opts: opts, reg: prometheus.NewRegistry()}
-	c.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	c = &Cluster{opts: opts, base: prometheus.NewRegistry(), regs: map[string]*prometheus.Registry{}}
+	c.base.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if opts.DataDir == "" {
 		if c.tmp, err = os.MkdirTemp("", "seqd-local-"); err != nil {
 			return nil, err
@@ -107,14 +112,21 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		}
 		grpcLns, raftLns = append(grpcLns, g), append(raftLns, r)
 		peers[i] = arbiter.Peer{ID: fmt.Sprintf("arb%d", i+1), RaftAddr: r.Addr().String(), GRPCAddr: g.Addr().String()}
+		if !opts.NoGossip {
+			// memberlist binds its own sockets; reserve a port for it.
+			if peers[i].GossipAddr, err = freeAddr(); err != nil {
+				return nil, err
+			}
+		}
 	}
 	for i, p := range peers {
 		cfg := c.baseConfig(p.ID, node.RoleArbiter)
 		cfg.Peers = peers
 		cfg.RaftAddr = p.RaftAddr
 		cfg.GRPCAddr = p.GRPCAddr
+		cfg.GossipAddr = p.GossipAddr
 		cfg.GRPCListener, cfg.RaftListener = grpcLns[i], raftLns[i]
-		n, err := node.New(cfg)
+		n, err := c.startNode(ctx, cfg)
 		if err != nil {
 			for _, l := range append(grpcLns[i+1:], raftLns[i+1:]...) {
 				l.Close()
@@ -124,14 +136,14 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		cfg.GRPCListener, cfg.RaftListener = nil, nil
 		c.arbCfg = append(c.arbCfg, cfg)
 		c.Arbiters = append(c.Arbiters, n)
-		if err := n.Start(ctx); err != nil {
-			return nil, fmt.Errorf("arbiter %s: %w", p.ID, err)
-		}
 	}
 	for i := 0; i < opts.AllocSvrs; i++ {
 		cfg := c.baseConfig(fmt.Sprintf("alloc%d", i+1), node.RoleAllocSvr)
 		cfg.GRPCAddr = "127.0.0.1:0"
 		cfg.DataDir = ""
+		link := faultnet.New()
+		cfg.ArbiterDialOptions = []grpc.DialOption{grpc.WithContextDialer(link.Dial)}
+		c.links = append(c.links, link)
 		n, err := c.startNode(ctx, cfg)
 		if err != nil {
 			return nil, err
@@ -155,6 +167,16 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	return c, nil
 }
 
+// freeAddr returns a loopback address whose port was free a moment ago.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
 func (c *Cluster) baseConfig(id, role string) node.Config {
 	o := c.opts
 	cfg := node.Config{
@@ -163,8 +185,6 @@ func (c *Cluster) baseConfig(id, role string) node.Config {
 		GossipProfile: "local",
 		SectionSize:   o.SectionSize, NumSlots: o.NumSlots, Step: o.Step, Lease: o.Lease,
 		Logger:       o.Logger,
-		Registry:     prometheus.WrapRegistererWith(prometheus.Labels{"node": id}, c.reg),
-		Gatherer:     c.reg,
 		DrainTimeout: 5 * time.Second,
 	}
 	if !o.NoGossip {
@@ -181,6 +201,13 @@ func (c *Cluster) baseConfig(id, role string) node.Config {
 }
 
 func (c *Cluster) startNode(ctx context.Context, cfg node.Config) (*node.Node, error) {
+	// A fresh registry per start: a restarted node registers its metrics anew.
+	reg := prometheus.NewRegistry()
+	c.mu.Lock()
+	c.regs[cfg.ID] = reg
+	c.mu.Unlock()
+	cfg.Registry = prometheus.WrapRegistererWith(prometheus.Labels{"node": cfg.ID}, reg)
+	cfg.Gatherer = reg
 	n, err := node.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.ID, err)
@@ -192,8 +219,18 @@ func (c *Cluster) startNode(ctx context.Context, cfg node.Config) (*node.Node, e
 	return n, nil
 }
 
-// Registry returns the registry every node's metrics go to.
-func (c *Cluster) Registry() *prometheus.Registry { return c.reg }
+// Gatherer gathers every running node's metrics, labelled by node.
+func (c *Cluster) Gatherer() prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		c.mu.Lock()
+		gs := prometheus.Gatherers{c.base}
+		for _, r := range c.regs {
+			gs = append(gs, r)
+		}
+		c.mu.Unlock()
+		return gs.Gather()
+	})
+}
 
 // GatewayAddr returns the gateway's gRPC address ("" without a gateway).
 func (c *Cluster) GatewayAddr() string {
@@ -306,6 +343,27 @@ func (c *Cluster) RestartAllocSvr(ctx context.Context, i int) error {
 	c.AllocSvrs[i] = n
 	c.mu.Unlock()
 	return nil
+}
+
+// CutAllocSvr cuts AllocSvr i off from every arbiter (clients still reach
+// it): its lease renewals fail from now on.
+func (c *Cluster) CutAllocSvr(i int) { c.links[i].Cut() }
+
+// HealAllocSvr restores AllocSvr i's links to the arbiters.
+func (c *Cluster) HealAllocSvr(i int) { c.links[i].Heal() }
+
+// AllocSvr returns AllocSvr node i (nil while stopped).
+func (c *Cluster) AllocSvr(i int) *node.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.AllocSvrs[i]
+}
+
+// Arbiter returns arbiter node i (nil while stopped).
+func (c *Cluster) Arbiter(i int) *node.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Arbiters[i]
 }
 
 // KillArbiter stops arbiter i as a crash would.

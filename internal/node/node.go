@@ -83,6 +83,10 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	Clock    mclock.Clock
 
+	// ArbiterDialOptions are extra dial options for the AllocSvr's
+	// connections to arbiters (tests cut links here).
+	ArbiterDialOptions []grpc.DialOption
+
 	// Listeners already opened by the caller (tests, the demo), used instead
 	// of listening on the addresses above.
 	GRPCListener net.Listener
@@ -151,7 +155,7 @@ type Node struct {
 // here, before anything starts), claims the data directory and builds the
 // arbiter role. AllocSvr and gateway roles are built in Start, once the
 // arbiters can be reached.
-func New(cfg Config) (n *Node, err error) {
+func New(cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -164,7 +168,7 @@ func New(cfg Config) (n *Node, err error) {
 	if cfg.Clock == nil {
 		cfg.Clock = mclock.Real
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), serveErr: make(chan error, 2)}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), serveErr: make(chan error, 2)}
 	defer func() {
 		if err != nil {
 			n.closeListeners()
@@ -242,7 +246,8 @@ func New(cfg Config) (n *Node, err error) {
 		n.alloc, err = allocsvr.New(allocsvr.Config{
 			ID: cfg.ID, ClusterID: cfg.ClusterID, Addr: n.GRPCAddr(), Arbiters: n.arbiterAddrs(),
 			GossipAddr: allocGossip(cfg), GossipProfile: cfg.GossipProfile, DrainTimeout: cfg.DrainTimeout,
-			Logger: cfg.Logger, Registry: n.reg, Clock: cfg.Clock,
+			ArbiterDialOptions: cfg.ArbiterDialOptions,
+			Logger:             cfg.Logger, Registry: n.reg, Clock: cfg.Clock,
 		})
 		if err != nil {
 			n.closeRoles()
@@ -388,6 +393,7 @@ func (n *Node) Close() error {
 	case <-time.After(3 * time.Second):
 		n.grpc.Stop()
 	}
+	n.closeListeners()
 	if n.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		n.http.Shutdown(ctx)
@@ -404,6 +410,9 @@ func (n *Node) Close() error {
 // AllocSvr hands nothing over, the arbiter transfers nothing.
 func (n *Node) Kill() {
 	n.grpc.Stop()
+	// Stop only closes listeners Serve has already taken: close ours too,
+	// so a restart can bind the port at once.
+	n.closeListeners()
 	if n.http != nil {
 		n.http.Close()
 	}

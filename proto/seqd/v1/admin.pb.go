@@ -389,7 +389,9 @@ func (x *AllocSvrStatus) GetIncarnation() uint64 {
 type DrainRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	// If false, return as soon as the drain is recorded.
+	// If false, return as soon as the drain is recorded. If true, return once
+	// the node owns no slots, or shortly before the call's deadline with the
+	// slots still remaining.
 	Wait          bool `protobuf:"varint,2,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -484,6 +486,86 @@ func (x *DrainResponse) GetRemainingSlots() uint32 {
 	return 0
 }
 
+type UndrainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UndrainRequest) Reset() {
+	*x = UndrainRequest{}
+	mi := &file_seqd_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UndrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UndrainRequest) ProtoMessage() {}
+
+func (x *UndrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UndrainRequest.ProtoReflect.Descriptor instead.
+func (*UndrainRequest) Descriptor() ([]byte, []int) {
+	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UndrainRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type UndrainResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UndrainResponse) Reset() {
+	*x = UndrainResponse{}
+	mi := &file_seqd_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UndrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UndrainResponse) ProtoMessage() {}
+
+func (x *UndrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UndrainResponse.ProtoReflect.Descriptor instead.
+func (*UndrainResponse) Descriptor() ([]byte, []int) {
+	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
 type JoinArbiterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -496,7 +578,7 @@ type JoinArbiterRequest struct {
 
 func (x *JoinArbiterRequest) Reset() {
 	*x = JoinArbiterRequest{}
-	mi := &file_seqd_v1_admin_proto_msgTypes[6]
+	mi := &file_seqd_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +590,7 @@ func (x *JoinArbiterRequest) String() string {
 func (*JoinArbiterRequest) ProtoMessage() {}
 
 func (x *JoinArbiterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_v1_admin_proto_msgTypes[6]
+	mi := &file_seqd_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +603,7 @@ func (x *JoinArbiterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinArbiterRequest.ProtoReflect.Descriptor instead.
 func (*JoinArbiterRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JoinArbiterRequest) GetId() string {
@@ -560,7 +642,7 @@ type JoinArbiterResponse struct {
 
 func (x *JoinArbiterResponse) Reset() {
 	*x = JoinArbiterResponse{}
-	mi := &file_seqd_v1_admin_proto_msgTypes[7]
+	mi := &file_seqd_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +654,7 @@ func (x *JoinArbiterResponse) String() string {
 func (*JoinArbiterResponse) ProtoMessage() {}
 
 func (x *JoinArbiterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_v1_admin_proto_msgTypes[7]
+	mi := &file_seqd_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +667,7 @@ func (x *JoinArbiterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinArbiterResponse.ProtoReflect.Descriptor instead.
 func (*JoinArbiterResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 type RemoveArbiterRequest struct {
@@ -597,7 +679,7 @@ type RemoveArbiterRequest struct {
 
 func (x *RemoveArbiterRequest) Reset() {
 	*x = RemoveArbiterRequest{}
-	mi := &file_seqd_v1_admin_proto_msgTypes[8]
+	mi := &file_seqd_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +691,7 @@ func (x *RemoveArbiterRequest) String() string {
 func (*RemoveArbiterRequest) ProtoMessage() {}
 
 func (x *RemoveArbiterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_v1_admin_proto_msgTypes[8]
+	mi := &file_seqd_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +704,7 @@ func (x *RemoveArbiterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveArbiterRequest.ProtoReflect.Descriptor instead.
 func (*RemoveArbiterRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveArbiterRequest) GetId() string {
@@ -640,7 +722,7 @@ type RemoveArbiterResponse struct {
 
 func (x *RemoveArbiterResponse) Reset() {
 	*x = RemoveArbiterResponse{}
-	mi := &file_seqd_v1_admin_proto_msgTypes[9]
+	mi := &file_seqd_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +734,7 @@ func (x *RemoveArbiterResponse) String() string {
 func (*RemoveArbiterResponse) ProtoMessage() {}
 
 func (x *RemoveArbiterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_v1_admin_proto_msgTypes[9]
+	mi := &file_seqd_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +747,7 @@ func (x *RemoveArbiterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveArbiterResponse.ProtoReflect.Descriptor instead.
 func (*RemoveArbiterResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 var File_seqd_v1_admin_proto protoreflect.FileDescriptor
@@ -711,7 +793,10 @@ const file_seqd_v1_admin_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04wait\x18\x02 \x01(\bR\x04wait\"8\n" +
 	"\rDrainResponse\x12'\n" +
-	"\x0fremaining_slots\x18\x01 \x01(\rR\x0eremainingSlots\"\x7f\n" +
+	"\x0fremaining_slots\x18\x01 \x01(\rR\x0eremainingSlots\"$\n" +
+	"\x0eUndrainRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"\x11\n" +
+	"\x0fUndrainResponse\"\x7f\n" +
 	"\x12JoinArbiterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -721,10 +806,11 @@ const file_seqd_v1_admin_proto_rawDesc = "" +
 	"\x13JoinArbiterResponse\"&\n" +
 	"\x14RemoveArbiterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x17\n" +
-	"\x15RemoveArbiterResponse2\x94\x02\n" +
+	"\x15RemoveArbiterResponse2\xd2\x02\n" +
 	"\x05Admin\x129\n" +
 	"\x06Status\x12\x16.seqd.v1.StatusRequest\x1a\x17.seqd.v1.StatusResponse\x126\n" +
-	"\x05Drain\x12\x15.seqd.v1.DrainRequest\x1a\x16.seqd.v1.DrainResponse\x12H\n" +
+	"\x05Drain\x12\x15.seqd.v1.DrainRequest\x1a\x16.seqd.v1.DrainResponse\x12<\n" +
+	"\aUndrain\x12\x17.seqd.v1.UndrainRequest\x1a\x18.seqd.v1.UndrainResponse\x12H\n" +
 	"\vJoinArbiter\x12\x1b.seqd.v1.JoinArbiterRequest\x1a\x1c.seqd.v1.JoinArbiterResponse\x12N\n" +
 	"\rRemoveArbiter\x12\x1d.seqd.v1.RemoveArbiterRequest\x1a\x1e.seqd.v1.RemoveArbiterResponseB+Z)github.com/seqd/seqd/proto/seqd/v1;seqdv1b\x06proto3"
 
@@ -740,7 +826,7 @@ func file_seqd_v1_admin_proto_rawDescGZIP() []byte {
 	return file_seqd_v1_admin_proto_rawDescData
 }
 
-var file_seqd_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_seqd_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_seqd_v1_admin_proto_goTypes = []any{
 	(*StatusRequest)(nil),         // 0: seqd.v1.StatusRequest
 	(*StatusResponse)(nil),        // 1: seqd.v1.StatusResponse
@@ -748,26 +834,30 @@ var file_seqd_v1_admin_proto_goTypes = []any{
 	(*AllocSvrStatus)(nil),        // 3: seqd.v1.AllocSvrStatus
 	(*DrainRequest)(nil),          // 4: seqd.v1.DrainRequest
 	(*DrainResponse)(nil),         // 5: seqd.v1.DrainResponse
-	(*JoinArbiterRequest)(nil),    // 6: seqd.v1.JoinArbiterRequest
-	(*JoinArbiterResponse)(nil),   // 7: seqd.v1.JoinArbiterResponse
-	(*RemoveArbiterRequest)(nil),  // 8: seqd.v1.RemoveArbiterRequest
-	(*RemoveArbiterResponse)(nil), // 9: seqd.v1.RemoveArbiterResponse
-	(NodeState)(0),                // 10: seqd.v1.NodeState
+	(*UndrainRequest)(nil),        // 6: seqd.v1.UndrainRequest
+	(*UndrainResponse)(nil),       // 7: seqd.v1.UndrainResponse
+	(*JoinArbiterRequest)(nil),    // 8: seqd.v1.JoinArbiterRequest
+	(*JoinArbiterResponse)(nil),   // 9: seqd.v1.JoinArbiterResponse
+	(*RemoveArbiterRequest)(nil),  // 10: seqd.v1.RemoveArbiterRequest
+	(*RemoveArbiterResponse)(nil), // 11: seqd.v1.RemoveArbiterResponse
+	(NodeState)(0),                // 12: seqd.v1.NodeState
 }
 var file_seqd_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: seqd.v1.StatusResponse.arbiters:type_name -> seqd.v1.ArbiterStatus
 	3,  // 1: seqd.v1.StatusResponse.allocsvrs:type_name -> seqd.v1.AllocSvrStatus
-	10, // 2: seqd.v1.AllocSvrStatus.state:type_name -> seqd.v1.NodeState
+	12, // 2: seqd.v1.AllocSvrStatus.state:type_name -> seqd.v1.NodeState
 	0,  // 3: seqd.v1.Admin.Status:input_type -> seqd.v1.StatusRequest
 	4,  // 4: seqd.v1.Admin.Drain:input_type -> seqd.v1.DrainRequest
-	6,  // 5: seqd.v1.Admin.JoinArbiter:input_type -> seqd.v1.JoinArbiterRequest
-	8,  // 6: seqd.v1.Admin.RemoveArbiter:input_type -> seqd.v1.RemoveArbiterRequest
-	1,  // 7: seqd.v1.Admin.Status:output_type -> seqd.v1.StatusResponse
-	5,  // 8: seqd.v1.Admin.Drain:output_type -> seqd.v1.DrainResponse
-	7,  // 9: seqd.v1.Admin.JoinArbiter:output_type -> seqd.v1.JoinArbiterResponse
-	9,  // 10: seqd.v1.Admin.RemoveArbiter:output_type -> seqd.v1.RemoveArbiterResponse
-	7,  // [7:11] is the sub-list for method output_type
-	3,  // [3:7] is the sub-list for method input_type
+	6,  // 5: seqd.v1.Admin.Undrain:input_type -> seqd.v1.UndrainRequest
+	8,  // 6: seqd.v1.Admin.JoinArbiter:input_type -> seqd.v1.JoinArbiterRequest
+	10, // 7: seqd.v1.Admin.RemoveArbiter:input_type -> seqd.v1.RemoveArbiterRequest
+	1,  // 8: seqd.v1.Admin.Status:output_type -> seqd.v1.StatusResponse
+	5,  // 9: seqd.v1.Admin.Drain:output_type -> seqd.v1.DrainResponse
+	7,  // 10: seqd.v1.Admin.Undrain:output_type -> seqd.v1.UndrainResponse
+	9,  // 11: seqd.v1.Admin.JoinArbiter:output_type -> seqd.v1.JoinArbiterResponse
+	11, // 12: seqd.v1.Admin.RemoveArbiter:output_type -> seqd.v1.RemoveArbiterResponse
+	8,  // [8:13] is the sub-list for method output_type
+	3,  // [3:8] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
 	3,  // [3:3] is the sub-list for extension extendee
 	0,  // [0:3] is the sub-list for field type_name
@@ -785,7 +875,7 @@ func file_seqd_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_v1_admin_proto_rawDesc), len(file_seqd_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Admin_Status_FullMethodName        = "/seqd.v1.Admin/Status"
 	Admin_Drain_FullMethodName         = "/seqd.v1.Admin/Drain"
+	Admin_Undrain_FullMethodName       = "/seqd.v1.Admin/Undrain"
 	Admin_JoinArbiter_FullMethodName   = "/seqd.v1.Admin/JoinArbiter"
 	Admin_RemoveArbiter_FullMethodName = "/seqd.v1.Admin/RemoveArbiter"
 )
@@ -37,6 +38,8 @@ type AdminClient interface {
 	// Drain moves every slot off a node with planned hand-overs and returns
 	// once the node owns none (or the deadline passes).
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
+	// Undrain makes a drained (or draining) node eligible for slots again.
+	Undrain(ctx context.Context, in *UndrainRequest, opts ...grpc.CallOption) (*UndrainResponse, error)
 	// JoinArbiter adds a voter to the running arbiter group.
 	JoinArbiter(ctx context.Context, in *JoinArbiterRequest, opts ...grpc.CallOption) (*JoinArbiterResponse, error)
 	// RemoveArbiter removes a voter from the running arbiter group.
@@ -65,6 +68,16 @@ func (c *adminClient) Drain(ctx context.Context, in *DrainRequest, opts ...grpc.
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DrainResponse)
 	err := c.cc.Invoke(ctx, Admin_Drain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Undrain(ctx context.Context, in *UndrainRequest, opts ...grpc.CallOption) (*UndrainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UndrainResponse)
+	err := c.cc.Invoke(ctx, Admin_Undrain_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -103,6 +116,8 @@ type AdminServer interface {
 	// Drain moves every slot off a node with planned hand-overs and returns
 	// once the node owns none (or the deadline passes).
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
+	// Undrain makes a drained (or draining) node eligible for slots again.
+	Undrain(context.Context, *UndrainRequest) (*UndrainResponse, error)
 	// JoinArbiter adds a voter to the running arbiter group.
 	JoinArbiter(context.Context, *JoinArbiterRequest) (*JoinArbiterResponse, error)
 	// RemoveArbiter removes a voter from the running arbiter group.
@@ -122,6 +137,9 @@ func (UnimplementedAdminServer) Status(context.Context, *StatusRequest) (*Status
 }
 func (UnimplementedAdminServer) Drain(context.Context, *DrainRequest) (*DrainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
+}
+func (UnimplementedAdminServer) Undrain(context.Context, *UndrainRequest) (*UndrainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Undrain not implemented")
 }
 func (UnimplementedAdminServer) JoinArbiter(context.Context, *JoinArbiterRequest) (*JoinArbiterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method JoinArbiter not implemented")
@@ -186,6 +204,24 @@ func _Admin_Drain_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Undrain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UndrainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Undrain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Undrain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Undrain(ctx, req.(*UndrainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_JoinArbiter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(JoinArbiterRequest)
 	if err := dec(in); err != nil {
@@ -236,6 +272,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Drain",
 			Handler:    _Admin_Drain_Handler,
+		},
+		{
+			MethodName: "Undrain",
+			Handler:    _Admin_Undrain_Handler,
 		},
 		{
 			MethodName: "JoinArbiter",

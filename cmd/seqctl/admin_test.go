@@ -1,0 +1,240 @@
+package main
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+// section returns the lines of a text table from the one starting with
+// header to the next blank line.
+func section(t *testing.T, out, header string) [][]string {
+	t.Helper()
+	for _, block := range strings.Split(out, "\n\n") {
+		if strings.HasPrefix(block, header) {
+			return fields(block)[1:]
+		}
+	}
+	t.Fatalf("no table headed %q in:\n%s", header, out)
+	return nil
+}
+
+// expandRanges parses "0-3,8" back into slot numbers.
+func expandRanges(t *testing.T, s string) []uint32 {
+	t.Helper()
+	if s == "-" {
+		return nil
+	}
+	var out []uint32
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.ParseUint(lo, 10, 32)
+		if err != nil {
+			t.Fatalf("range %q: %v", part, err)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.ParseUint(hi, 10, 32); err != nil || b <= a {
+				t.Fatalf("range %q: bad upper bound", part)
+			}
+		}
+		for i := a; i <= b; i++ {
+			out = append(out, uint32(i))
+		}
+	}
+	return out
+}
+
+func TestRoutesAccountsForEverySlot(t *testing.T) {
+	addr := sharedCluster(t)
+	var table seqdv1.RoutingTable
+	if err := protojson.Unmarshal([]byte(ok(t, "--addr", addr, "--json", "routes")), &table); err != nil {
+		t.Fatalf("routes --json: %v", err)
+	}
+	if table.NumSlots == 0 || len(table.Slots) != int(table.NumSlots) || len(table.Nodes) != 2 {
+		t.Fatalf("routes --json: %d slots listed of %d, %d nodes", len(table.Slots), table.NumSlots, len(table.Nodes))
+	}
+
+	out := ok(t, "--addr", addr, "routes")
+	if !strings.Contains(out, "slots         "+strconv.Itoa(int(table.NumSlots))+"\n") {
+		t.Errorf("routes does not show %d slots:\n%s", table.NumSlots, out)
+	}
+	seen := make([]int, table.NumSlots)
+	owners := map[string]int{}
+	for _, r := range section(t, out, "NODE") {
+		if len(r) != 5 {
+			t.Fatalf("row %q: want NODE ADDR STATE SLOTS RANGES", r)
+		}
+		slots := expandRanges(t, r[4])
+		if n, _ := strconv.Atoi(r[3]); n != len(slots) {
+			t.Errorf("row %q: SLOTS says %d, RANGES hold %d", r, n, len(slots))
+		}
+		for _, s := range slots {
+			if s >= table.NumSlots {
+				t.Fatalf("row %q: slot %d out of range", r, s)
+			}
+			seen[s]++
+		}
+		owners[r[0]] = len(slots)
+	}
+	for s, n := range seen {
+		if n != 1 {
+			t.Errorf("slot %d listed %d times", s, n)
+		}
+	}
+	if _, ok := owners["(unassigned)"]; !ok || len(owners) != 3 {
+		t.Errorf("routes rows %v: want both AllocSvrs and (unassigned)", owners)
+	}
+	for i, s := range table.Slots {
+		if owners[s.Owner] == 0 {
+			t.Errorf("slot %d is owned by %q, which the text table gives no slots", i, s.Owner)
+		}
+	}
+}
+
+func TestStatus(t *testing.T) {
+	addr := sharedCluster(t)
+	var st seqdv1.StatusResponse
+	if err := protojson.Unmarshal([]byte(ok(t, "--addr", addr, "--json", "status")), &st); err != nil {
+		t.Fatalf("status --json: %v", err)
+	}
+	leaders := 0
+	for _, a := range st.Arbiters {
+		if a.Role == "leader" {
+			leaders++
+			if a.Id != st.LeaderId {
+				t.Errorf("arbiter %s has role leader but leader_id is %q", a.Id, st.LeaderId)
+			}
+		}
+	}
+	if len(st.Arbiters) != 3 || leaders != 1 {
+		t.Errorf("status: %d arbiters with %d leaders, want 3 and 1", len(st.Arbiters), leaders)
+	}
+	if len(st.Allocsvrs) != 2 {
+		t.Fatalf("status: %d AllocSvrs, want 2", len(st.Allocsvrs))
+	}
+
+	out := ok(t, "--addr", addr, "status")
+	if !strings.Contains(out, "leader           "+st.LeaderId+" at ") {
+		t.Errorf("status does not name leader %s:\n%s", st.LeaderId, out)
+	}
+	arbs := section(t, out, "ARBITER")
+	roles := map[string]int{}
+	for _, r := range arbs {
+		roles[r[1]]++
+	}
+	if len(arbs) != 3 || roles["leader"] != 1 || roles["voter"] != 2 {
+		t.Errorf("arbiter table has %d rows, roles %v:\n%s", len(arbs), roles, out)
+	}
+	var total uint32
+	for _, r := range section(t, out, "ALLOCSVR") {
+		if len(r) < 5 || !strings.HasPrefix(r[0], "alloc") || r[2] != "active" {
+			t.Errorf("AllocSvr row %q: want an active allocN", r)
+			continue
+		}
+		n, _ := strconv.Atoi(r[3])
+		total += uint32(n)
+	}
+	if total != st.NumSlots || !strings.Contains(out, "(0 unassigned, 0 moving)") {
+		t.Errorf("AllocSvrs own %d slots of %d:\n%s", total, st.NumSlots, out)
+	}
+}
+
+func TestDrainWaitMovesEverySlot(t *testing.T) {
+	c := ownCluster(t)
+	addr := c.GatewayAddr()
+	before := seqTable(t, ok(t, "--addr", addr, "next", "1", "2", "3"))
+
+	out := ok(t, "--addr", addr, "drain", "alloc1", "--wait", "--wait-timeout", "20s")
+	if !strings.HasSuffix(out, "alloc1: drained; 0 slots remaining\n") {
+		t.Errorf("drain --wait output:\n%s", out)
+	}
+	var table seqdv1.RoutingTable
+	if err := protojson.Unmarshal([]byte(ok(t, "--addr", addr, "--json", "routes")), &table); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range table.Slots {
+		if s.Owner != "alloc2" {
+			t.Errorf("after draining alloc1, slot %d is owned by %q", i, s.Owner)
+		}
+	}
+	var st seqdv1.StatusResponse
+	if err := protojson.Unmarshal([]byte(ok(t, "--addr", addr, "--json", "status")), &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range st.Allocsvrs {
+		switch {
+		case a.Id == "alloc1" && (a.Slots != 0 || a.State != seqdv1.NodeState_NODE_STATE_DRAINING):
+			t.Errorf("alloc1 after drain: %d slots, %v", a.Slots, a.State)
+		case a.Id == "alloc2" && a.Slots != st.NumSlots:
+			t.Errorf("alloc2 after drain owns %d of %d slots", a.Slots, st.NumSlots)
+		}
+	}
+
+	// The hand-over keeps every key's seqs going up.
+	after := seqTable(t, ok(t, "--addr", addr, "next", "1", "2", "3"))
+	for i := range before {
+		if after[i][1] <= before[i][1] {
+			t.Errorf("key %d: seq %d after the drain, %d before", before[i][0], after[i][1], before[i][1])
+		}
+	}
+
+	// Draining the last AllocSvr cannot finish: nobody can take its slots.
+	r := seqctl(t, "--addr", addr, "--json", "drain", "alloc2", "--wait", "--wait-timeout", "500ms")
+	if r.code != 1 || !strings.Contains(r.stderr, "drain alloc2: timed out after 500ms with") {
+		t.Errorf("drain of the last AllocSvr: exit %d, stderr %q; want 1 and a timeout message", r.code, r.stderr)
+	}
+	var resp seqdv1.DrainResponse
+	if err := protojson.Unmarshal([]byte(r.stdout), &resp); err != nil || resp.RemainingSlots == 0 {
+		t.Errorf("drain --json on timeout printed %q (%v); want remaining_slots > 0", r.stdout, err)
+	}
+
+	// Undrain both: the arbiters spread the slots over them again.
+	for _, n := range []string{"alloc1", "alloc2"} {
+		if out := ok(t, "--addr", addr, "undrain", n); !strings.Contains(out, n+": active") {
+			t.Errorf("undrain %s printed %q", n, out)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var st seqdv1.StatusResponse
+		if err := protojson.Unmarshal([]byte(ok(t, "--addr", addr, "--json", "status")), &st); err != nil {
+			t.Fatal(err)
+		}
+		balanced := len(st.Allocsvrs) == 2
+		for _, a := range st.Allocsvrs {
+			balanced = balanced && a.State == seqdv1.NodeState_NODE_STATE_ACTIVE && a.Slots == st.NumSlots/2
+		}
+		if balanced {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after undrain the slots were not spread over both AllocSvrs: %v", st.Allocsvrs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := seqctl(t, "--addr", addr, "undrain", "ghost"); r.code != 1 || !strings.Contains(r.stderr, "ghost") {
+		t.Errorf("undrain ghost: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestAdminErrorsExit1WithServerMessage(t *testing.T) {
+	addr := sharedCluster(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"drain", "nosuch"}, `no AllocSvr named "nosuch" is registered`},
+		{[]string{"arbiter", "remove", "arb9"}, `"arb9" is not an arbiter of this group`},
+	} {
+		r := seqctl(t, append([]string{"--addr", addr}, tc.args...)...)
+		if r.code != 1 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 1 and %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
+
+	"github.com/seqd/seqd/internal/grpcconn"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+	"github.com/seqd/seqd/router"
+)
+
+// conn is seqctl's connection to --addr.
+type conn struct {
+	e  *env
+	cc *grpc.ClientConn
+}
+
+func dial(e *env) (*conn, error) {
+	cc, err := grpc.NewClient(e.addr, grpcconn.DialOptions()...)
+	if err != nil {
+		return nil, usagef(nil, "--addr %q: %v", e.addr, err)
+	}
+	return &conn{e: e, cc: cc}, nil
+}
+
+func (c *conn) Close() error { return c.cc.Close() }
+
+func (c *conn) admin() seqdv1.AdminClient { return seqdv1.NewAdminClient(c.cc) }
+
+// router returns a client for Next and Current bootstrapped from --addr.
+// It asks --addr for the table first, because router.New retries an
+// unreachable address until the deadline, and a typo should fail at once.
+func (c *conn) router(ctx context.Context) (*router.Client, error) {
+	if _, err := seqdv1.NewRoutingClient(c.cc).GetRoutingTable(ctx, &seqdv1.GetRoutingTableRequest{}); err != nil {
+		return nil, c.explain(err)
+	}
+	rc, err := router.New(ctx, router.Config{
+		Addrs:   []string{c.e.addr},
+		Timeout: c.e.timeout,
+		Logger:  slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		return nil, c.explain(err)
+	}
+	return rc, nil
+}
+
+// explain turns an RPC failure into the message an operator acts on: the
+// server's own message, or that --addr did not answer at all.
+func (c *conn) explain(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
+		return errors.New("interrupted")
+	}
+	st := status.Convert(err)
+	// A server that answers leaves the connection READY; only a dead or
+	// wrong address leaves it connecting or failed.
+	if (st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded) && c.cc.GetState() != connectivity.Ready {
+		return fmt.Errorf("cannot reach %s: %s; is `seqd demo` running? (or point --addr at a gateway or arbiter)", c.e.addr, st.Message())
+	}
+	if st.Code() == codes.DeadlineExceeded {
+		return fmt.Errorf("%s (no answer within --timeout %v)", st.Message(), c.e.timeout)
+	}
+	return errors.New(st.Message())
+}

@@ -1,0 +1,235 @@
+// Command seqctl is the operator's command line for seqd: sequence numbers,
+// the routing table, cluster status, drains and arbiter membership.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const defaultAddr = "127.0.0.1:7400"
+
+// command is one seqctl verb.
+type command struct {
+	name  string
+	forms []form
+	run   func(ctx context.Context, e *env, cmd *command, args []string) error
+}
+
+// form is one way to call a command and what it does.
+type form struct{ synopsis, summary string }
+
+var commands = []*command{
+	{name: "next", run: runNext, forms: []form{{"next KEY [KEY...]", "allocate one seq per key"}}},
+	{name: "current", run: runCurrent, forms: []form{{"current KEY [KEY...]", "the last seq handed out per key, without allocating"}}},
+	{name: "routes", run: runRoutes, forms: []form{{"routes", "the routing table: which AllocSvr owns which slots"}}},
+	{name: "status", run: runStatus, forms: []form{{"status", "the arbiter group and every AllocSvr"}}},
+	{name: "drain", run: runDrain, forms: []form{{"drain NODE [--wait] [--wait-timeout D]", "move every slot off an AllocSvr before maintenance"}}},
+	{name: "undrain", run: runUndrain, forms: []form{{"undrain NODE", "let a drained AllocSvr take slots again"}}},
+	{name: "arbiter", run: runArbiter, forms: []form{
+		{"arbiter join ID --raft-addr A --grpc-addr B [--gossip-addr C]", "add a voter to the arbiter group"},
+		{"arbiter remove ID", "remove a voter from the arbiter group"},
+	}},
+}
+
+// writeForms lists synopses with their summaries aligned in one column,
+// putting a summary on its own line when the synopsis is too long.
+func writeForms(w io.Writer, forms []form) {
+	const col = 42
+	for _, f := range forms {
+		if len(f.synopsis) <= col-4 {
+			fmt.Fprintf(w, "  %-*s%s\n", col-2, f.synopsis, f.summary)
+		} else {
+			fmt.Fprintf(w, "  %s\n%*s%s\n", f.synopsis, col, "", f.summary)
+		}
+	}
+}
+
+func usage() string {
+	var b strings.Builder
+	b.WriteString(`seqctl: operate a seqd cluster.
+
+Usage:
+  seqctl [--addr A] [--json] [--timeout D] COMMAND [ARGS...]
+
+Commands:
+`)
+	var forms []form
+	for _, c := range commands {
+		forms = append(forms, c.forms...)
+	}
+	writeForms(&b, append(forms, form{"help", "show this text"}))
+	b.WriteString("\nGlobal flags (before the command):\n")
+	writeForms(&b, []form{
+		{"--addr A", "any gateway or arbiter gRPC address (default " + defaultAddr + ")"},
+		{"--json", "print one JSON document instead of tables"},
+		{"--timeout D", "deadline for each command's RPCs (default 10s)"},
+	})
+	b.WriteString(`
+Exit status: 0 ok, 1 the cluster failed or could not be reached, 2 bad input.
+Run "seqctl COMMAND -h" for a command's flags. Start a local cluster with
+"go run ./cmd/seqd demo".
+`)
+	return b.String()
+}
+
+// env is what every command gets: the global flags and where to write.
+type env struct {
+	addr    string
+	json    bool
+	timeout time.Duration
+	stdout  io.Writer
+	stderr  io.Writer
+}
+
+// usageError is bad input; seqctl exits 2 and nothing was sent.
+type usageError struct {
+	msg string
+	cmd *command // nil for global errors
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(cmd *command, format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...), cmd: cmd}
+}
+
+// errHelp means -h was given and the help text has been printed.
+var errHelp = errors.New("help requested")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is seqctl without the process: it returns the exit code (0 ok,
+// 1 the cluster said no or could not be reached, 2 bad input).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr}
+	fs := flag.NewFlagSet("seqctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&e.addr, "addr", defaultAddr, "")
+	fs.BoolVar(&e.json, "json", false, "")
+	fs.DurationVar(&e.timeout, "timeout", 10*time.Second, "")
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, usage())
+		return 0
+	case err != nil:
+		return fail(stderr, usagef(nil, "%v", err))
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprint(stderr, usage())
+		return 2
+	}
+	if e.timeout <= 0 {
+		return fail(stderr, usagef(nil, "--timeout %v: give a positive duration such as 10s", e.timeout))
+	}
+	if _, _, err := net.SplitHostPort(e.addr); err != nil {
+		return fail(stderr, usagef(nil, "--addr %q is not host:port (for example %s)", e.addr, defaultAddr))
+	}
+	name, rest := fs.Arg(0), fs.Args()[1:]
+	if name == "help" {
+		fmt.Fprint(stdout, usage())
+		return 0
+	}
+	var cmd *command
+	for _, c := range commands {
+		if c.name == name {
+			cmd = c
+		}
+	}
+	if cmd == nil {
+		return fail(stderr, usagef(nil, "unknown command %q", name))
+	}
+	return fail(stderr, cmd.run(ctx, e, cmd, rest))
+}
+
+// fail prints err and returns the exit code it stands for.
+func fail(stderr io.Writer, err error) int {
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "seqctl: %s\n", ue.msg)
+		if ue.cmd != nil {
+			for _, f := range ue.cmd.forms {
+				fmt.Fprintf(stderr, "usage: seqctl %s\n", f.synopsis)
+			}
+		} else {
+			fmt.Fprintln(stderr, `run "seqctl help" for usage`)
+		}
+		return 2
+	default:
+		fmt.Fprintf(stderr, "seqctl: %v\n", err)
+		return 1
+	}
+}
+
+// parseArgs parses a command's flags wherever they appear among its
+// positional arguments, so `drain alloc1 --wait` and `drain --wait alloc1`
+// both work.
+func parseArgs(cmd *command, e *env, fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			printCommandHelp(cmd, fs, e.stdout)
+			return nil, errHelp
+		}
+		if err != nil {
+			return nil, usagef(cmd, "%s: %v", cmd.name, err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func printCommandHelp(cmd *command, fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintln(w, "Usage (global flags go before the command):")
+	for _, f := range cmd.forms {
+		fmt.Fprintf(w, "  seqctl %s\n      %s\n", f.synopsis, f.summary)
+	}
+	if fs == nil {
+		return
+	}
+	first := true
+	fs.VisitAll(func(f *flag.Flag) {
+		if first {
+			fmt.Fprintln(w, "\nFlags:")
+			first = false
+		}
+		name, usage := flag.UnquoteUsage(f)
+		arg := "--" + f.Name
+		if name != "" {
+			arg += " " + name
+		}
+		if f.DefValue != "" && f.DefValue != "false" {
+			usage += fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		writeForms(w, []form{{arg, usage}})
+	})
+}
+
+// isHelp reports whether arg asks for help, for commands without flags.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help"
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/seqd/seqd/internal/localcluster"
+)
+
+// result is one seqctl invocation as a user sees it.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// seqctl runs the command line in-process.
+func seqctl(t *testing.T, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code := run(ctx, args, &out, &errb)
+	return result{code, out.String(), errb.String()}
+}
+
+// ok runs seqctl and fails the test unless it exits 0.
+func ok(t *testing.T, args ...string) string {
+	t.Helper()
+	r := seqctl(t, args...)
+	if r.code != 0 {
+		t.Fatalf("seqctl %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+var (
+	sharedOnce sync.Once
+	shared     *localcluster.Cluster
+	sharedErr  error
+)
+
+// sharedCluster is one cluster for the tests that do not change its
+// membership; TestMain closes it.
+func sharedCluster(t *testing.T) string {
+	t.Helper()
+	sharedOnce.Do(func() { shared, sharedErr = startCluster() })
+	if sharedErr != nil {
+		t.Fatalf("start cluster: %v", sharedErr)
+	}
+	return shared.GatewayAddr()
+}
+
+// ownCluster is a cluster for one test that changes it.
+func ownCluster(t *testing.T) *localcluster.Cluster {
+	t.Helper()
+	c, err := startCluster()
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func startCluster() (*localcluster.Cluster, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return localcluster.Start(ctx, localcluster.Options{Fast: true, Lease: time.Second})
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared != nil {
+		shared.Close()
+	}
+	os.Exit(code)
+}
+
+// fields splits a table's lines into cells.
+func fields(s string) [][]string {
+	var out [][]string
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		out = append(out, strings.Fields(l))
+	}
+	return out
+}
+
+func TestBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "Usage:"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"--bogus", "status"}, "flag provided but not defined: -bogus"},
+		{[]string{"--timeout", "0s", "status"}, "--timeout 0s: give a positive duration"},
+		{[]string{"--addr", "nohostport", "status"}, `--addr "nohostport" is not host:port`},
+		{[]string{"next"}, "next: missing KEY"},
+		{[]string{"current"}, "current: missing KEY"},
+		{[]string{"next", "abc"}, `key "abc" is not a positive integer`},
+		{[]string{"next", "1", "-5"}, `key "-5" is not a positive integer`},
+		{[]string{"next", "1.5"}, `key "1.5" is not a positive integer`},
+		{[]string{"next", "0"}, "key 0 is reserved; keys start at 1"},
+		{[]string{"current", "0"}, "key 0 is reserved; keys start at 1"},
+		{[]string{"next", "18446744073709551616"}, "is too large"},
+		{[]string{"next", "7", "--json"}, "global flags such as --json go before the command"},
+		{[]string{"routes", "extra"}, "routes takes no arguments"},
+		{[]string{"status", "--verbose"}, "flag provided but not defined: -verbose"},
+		{[]string{"drain"}, "drain: missing NODE"},
+		{[]string{"drain", "a", "b"}, "drain takes one NODE"},
+		{[]string{"drain", "bad id"}, `node id "bad id" is not valid`},
+		{[]string{"drain", "alloc1", "--wait-timeout", "-1s"}, "--wait-timeout -1s"},
+		{[]string{"arbiter"}, "arbiter: missing subcommand"},
+		{[]string{"arbiter", "promote", "arb1"}, `unknown subcommand "promote"`},
+		{[]string{"arbiter", "join", "arb4", "--grpc-addr", "127.0.0.1:1"}, "--raft-addr is required"},
+		{[]string{"arbiter", "join", "arb4", "--raft-addr", "127.0.0.1:1"}, "--grpc-addr is required"},
+		{[]string{"arbiter", "join", "--raft-addr", "x", "--grpc-addr", "127.0.0.1:1", "arb4"}, `--raft-addr "x" is not host:port`},
+		{[]string{"arbiter", "join", "--raft-addr", "127.0.0.1:1", "--grpc-addr", "127.0.0.1:2"}, "arbiter join: missing ID"},
+		{[]string{"arbiter", "remove"}, "arbiter remove: missing ID"},
+	} {
+		t.Run(strings.Join(tc.args, "_"), func(t *testing.T) {
+			// Had any of these reached a server, the exit code would be 0
+			// or 1, not 2.
+			r := seqctl(t, tc.args...)
+			if r.code != 2 {
+				t.Errorf("exit %d, want 2; stderr: %s", r.code, r.stderr)
+			}
+			if !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("stderr %q does not contain %q", r.stderr, tc.want)
+			}
+			if r.stdout != "" {
+				t.Errorf("stdout %q, want nothing", r.stdout)
+			}
+		})
+	}
+}
+
+func TestHelpListsEveryCommand(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}} {
+		out := ok(t, args...)
+		for _, want := range []string{"next KEY", "current KEY", "routes", "status", "drain NODE", "--wait", "arbiter join ID", "--raft-addr", "arbiter remove ID", "--addr", "--json", "--timeout"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("seqctl %v: usage lacks %q:\n%s", args, want, out)
+			}
+		}
+	}
+	out := ok(t, "drain", "-h")
+	if !strings.Contains(out, "--wait-timeout D") {
+		t.Errorf("drain -h lacks --wait-timeout:\n%s", out)
+	}
+}
+
+func TestUnreachableAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	for _, args := range [][]string{{"status"}, {"routes"}, {"next", "1"}, {"current", "1"}, {"drain", "alloc1"}, {"arbiter", "remove", "arb1"}} {
+		start := time.Now()
+		r := seqctl(t, append([]string{"--addr", addr, "--timeout", "5s"}, args...)...)
+		if r.code != 1 {
+			t.Errorf("%v: exit %d, want 1", args, r.code)
+		}
+		if !strings.Contains(r.stderr, "seqctl: cannot reach "+addr) || !strings.Contains(r.stderr, "seqd demo") {
+			t.Errorf("%v: stderr %q does not say the address is unreachable", args, r.stderr)
+		}
+		// A refused connection is known at once; waiting out --timeout
+		// would make a typo in --addr look like a hang.
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("%v: took %v to report a refused connection", args, d)
+		}
+	}
+}

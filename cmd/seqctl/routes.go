@@ -1,0 +1,96 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"flag"
+	"fmt"
+	"slices"
+
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+func runRoutes(ctx context.Context, e *env, cmd *command, args []string) error {
+	pos, err := parseArgs(cmd, e, flag.NewFlagSet(cmd.name, flag.ContinueOnError), args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef(cmd, "routes takes no arguments; got %q", pos)
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	c, err := dial(e)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := seqdv1.NewRoutingClient(c.cc).GetRoutingTable(ctx, &seqdv1.GetRoutingTableRequest{})
+	if err != nil {
+		return c.explain(err)
+	}
+	t := resp.GetTable()
+	if t == nil {
+		return fmt.Errorf("%s returned no routing table; the cluster may still be starting", e.addr)
+	}
+	if e.json {
+		return writeProto(e.stdout, t)
+	}
+	return printRoutes(e, t)
+}
+
+// routeGroup is one node's share of the table.
+type routeGroup struct {
+	id, addr, state string
+	slots           []uint32
+}
+
+// groupSlots groups the table's slots by owner: every node in the table
+// (even one that owns nothing), then owners the node list does not name,
+// then the unassigned slots, so every slot appears exactly once.
+func groupSlots(t *seqdv1.RoutingTable) (nodes []routeGroup, unassigned []uint32) {
+	byID := map[string]int{}
+	for _, n := range t.Nodes {
+		byID[n.Id] = len(nodes)
+		nodes = append(nodes, routeGroup{id: n.Id, addr: n.Addr, state: nodeState(n.State)})
+	}
+	for i, s := range t.Slots {
+		if s.GetOwner() == "" {
+			unassigned = append(unassigned, uint32(i))
+			continue
+		}
+		j, ok := byID[s.Owner]
+		if !ok {
+			j = len(nodes)
+			byID[s.Owner] = j
+			nodes = append(nodes, routeGroup{id: s.Owner, addr: "?", state: "not in table"})
+		}
+		nodes[j].slots = append(nodes[j].slots, uint32(i))
+	}
+	slices.SortStableFunc(nodes, func(a, b routeGroup) int { return cmp.Compare(a.id, b.id) })
+	return nodes, unassigned
+}
+
+func printRoutes(e *env, t *seqdv1.RoutingTable) error {
+	tw := newTable(e.stdout)
+	row(tw, "version", t.Version)
+	row(tw, "cluster", orDash(t.ClusterId))
+	if t.Dc != "" {
+		row(tw, "dc", t.Dc)
+	}
+	row(tw, "section size", fmt.Sprintf("%d keys", t.SectionSize))
+	row(tw, "slots", t.NumSlots)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout)
+
+	nodes, unassigned := groupSlots(t)
+	tw = newTable(e.stdout)
+	row(tw, "NODE", "ADDR", "STATE", "SLOTS", "RANGES")
+	for _, n := range nodes {
+		row(tw, n.id, orDash(n.addr), n.state, len(n.slots), slotRanges(n.slots))
+	}
+	row(tw, "(unassigned)", "-", "-", len(unassigned), slotRanges(unassigned))
+	return tw.Flush()
+}

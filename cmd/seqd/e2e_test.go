@@ -1,0 +1,335 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/seqd/seqd/internal/grpcconn"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+	"github.com/seqd/seqd/router"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// seqdBinary builds cmd/seqd once per test run.
+func seqdBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "seqd-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "seqd")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// proc is one seqd process with its log.
+type proc struct {
+	name string
+	args []string
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan error
+}
+
+func startProc(t *testing.T, dir, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, args: args}
+	p.start(t, dir)
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *proc) start(t *testing.T, dir string) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(dir, p.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.log = f
+	p.cmd = exec.Command(seqdBinary(t), p.args...)
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.done = make(chan error, 1)
+	go func() { p.done <- p.cmd.Wait() }()
+}
+
+func (p *proc) kill() {
+	if p.cmd != nil && p.cmd.ProcessState == nil {
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+	if p.log != nil {
+		p.log.Close()
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("%s exited with %v after SIGTERM", p.name, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("%s did not exit within 30s of SIGTERM", p.name)
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+	p.log.Close()
+}
+
+func waitHealthy(t *testing.T, addr string, d time.Duration) {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpcconn.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	deadline := time.Now().Add(d)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not healthy after %v: %v", addr, d, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestEndToEndSeparateProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real binaries; skipped with -short")
+	}
+	dir := t.TempDir()
+	type arb struct{ id, grpc, raft, gossip string }
+	arbs := make([]arb, 3)
+	var peerFlags, arbAddrs []string
+	for i := range arbs {
+		arbs[i] = arb{fmt.Sprintf("arb%d", i+1), freePort(t), freePort(t), freePort(t)}
+		peerFlags = append(peerFlags, "--peer", fmt.Sprintf("%s=%s,%s,%s", arbs[i].id, arbs[i].raft, arbs[i].grpc, arbs[i].gossip))
+		arbAddrs = append(arbAddrs, arbs[i].grpc)
+	}
+	common := []string{"--cluster-id", "e2e", "--lease", "1s", "--log-level", "info"}
+	var arbProcs []*proc
+	for _, a := range arbs {
+		args := append([]string{"start", "--role", "arbiter", "--id", a.id, "--data", filepath.Join(dir, a.id),
+			"--grpc-addr", a.grpc, "--raft-addr", a.raft, "--gossip-addr", a.gossip, "--http-addr", freePort(t)}, common...)
+		arbProcs = append(arbProcs, startProc(t, dir, a.id, append(args, peerFlags...)...))
+	}
+	allocArgs := func(id, grpcAddr string) []string {
+		return append([]string{"start", "--role", "allocsvr", "--id", id, "--grpc-addr", grpcAddr,
+			"--gossip-addr", freePort(t), "--arbiters", strings.Join(arbAddrs, ","), "--drain-timeout", "5s"}, common...)
+	}
+	alloc1Addr, alloc2Addr := freePort(t), freePort(t)
+	alloc1 := startProc(t, dir, "alloc1", allocArgs("alloc1", alloc1Addr)...)
+	alloc2 := startProc(t, dir, "alloc2", allocArgs("alloc2", alloc2Addr)...)
+	gwAddr := freePort(t)
+	gw := startProc(t, dir, "gateway", append([]string{"start", "--role", "gateway", "--id", "gw1", "--grpc-addr", gwAddr,
+		"--arbiters", strings.Join(arbAddrs, ",")}, common...)...)
+	for _, a := range []string{arbs[0].grpc, arbs[1].grpc, arbs[2].grpc, alloc1Addr, alloc2Addr, gwAddr} {
+		waitHealthy(t, a, 30*time.Second)
+	}
+	defer func() {
+		if t.Failed() {
+			for _, n := range []string{"arb1", "arb2", "arb3", "alloc1", "alloc2", "gateway"} {
+				b, _ := os.ReadFile(filepath.Join(dir, n+".log"))
+				t.Logf("---- %s.log (tail) ----\n%s", n, tail(string(b), 3000))
+			}
+		}
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// Through the gateway, as a non-Go front end would.
+	gcc, err := grpc.NewClient(gwAddr, grpcconn.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gcc.Close()
+	seq := seqdv1.NewSequencerClient(gcc)
+	last := map[uint64]uint64{}
+	nextAll := func(stage string) {
+		t.Helper()
+		for k := uint64(1); k <= 2_000_000; k += 20_011 {
+			resp, err := seq.Next(ctx, &seqdv1.NextRequest{Key: k})
+			if err != nil {
+				t.Fatalf("%s: Next(%d) via gateway: %v", stage, k, err)
+			}
+			if resp.Seq <= last[k] {
+				t.Fatalf("%s: key %d went from %d to %d", stage, k, last[k], resp.Seq)
+			}
+			last[k] = resp.Seq
+		}
+	}
+	nextAll("start")
+	// A Go client bootstrapped from the gateway talks to AllocSvrs directly.
+	cl, err := router.New(ctx, router.Config{Addrs: []string{gwAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if v, err := cl.Next(ctx, 1); err != nil || v <= last[1] {
+		t.Fatalf("router client Next(1) = %d, %v; want > %d", v, err, last[1])
+	} else {
+		last[1] = v
+	}
+
+	// SIGKILL one AllocSvr: its sections move after its lease.
+	alloc1.kill()
+	nextAll("after kill -9 alloc1")
+	// Restart it: new incarnation, numbers keep going up.
+	alloc1 = startProc(t, dir, "alloc1", allocArgs("alloc1", alloc1Addr)...)
+	waitHealthy(t, alloc1Addr, 30*time.Second)
+	nextAll("after restart of alloc1")
+	// Graceful stop of the other: planned hand-over.
+	alloc2.stop(t)
+	nextAll("after SIGTERM alloc2")
+
+	st, err := seqdv1.NewAdminClient(gcc).Status(ctx, &seqdv1.StatusRequest{})
+	if err != nil {
+		t.Fatalf("status via gateway: %v", err)
+	}
+	if st.UnassignedSlots != 0 || len(st.Arbiters) != 3 || st.LeaderId == "" {
+		t.Errorf("status: unassigned %d, arbiters %d, leader %q", st.UnassignedSlots, len(st.Arbiters), st.LeaderId)
+	}
+	gw.stop(t)
+	alloc1.stop(t)
+	for _, p := range arbProcs {
+		p.stop(t)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// runSeqd runs the binary to completion and returns its exit code and output.
+func runSeqd(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(seqdBinary(t), args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("seqd %v did not exit; output:\n%s", args, out.String())
+	}
+	return cmd.ProcessState.ExitCode(), out.String()
+}
+
+func TestStartRejectsBadInput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the real binary; skipped with -short")
+	}
+	dir := t.TempDir()
+	badToml := filepath.Join(dir, "bad.toml")
+	os.WriteFile(badToml, []byte("id = \"arb1\"\nroles = [\"arbiter\"\ngrpc_addr = 7\n"), 0o644)
+	typoToml := filepath.Join(dir, "typo.toml")
+	os.WriteFile(typoToml, []byte("id = \"arb1\"\nroles = [\"arbiter\"]\ngrpc_adr = \"127.0.0.1:1\"\n"), 0o644)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+
+	// A data dir that belongs to another cluster.
+	foreign := filepath.Join(dir, "foreign")
+	os.MkdirAll(foreign, 0o755)
+	ident := []byte(`{"cluster_id": "other", "node_id": "arb1"}` + "\n")
+	os.WriteFile(filepath.Join(foreign, "seqd-identity.json"), ident, 0o644)
+
+	arbiter := func(extra ...string) []string {
+		return append([]string{"start", "--role", "arbiter", "--id", "arb1", "--cluster-id", "mine",
+			"--data", filepath.Join(dir, "d-"+fmt.Sprint(len(extra))), "--grpc-addr", freePort(t), "--raft-addr", freePort(t)}, extra...)
+	}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"malformed config", []string{"start", "--config", badToml}, "line 3"},
+		{"unknown config key", []string{"start", "--config", typoToml}, "unknown keys: grpc_adr"},
+		{"missing config file", []string{"start", "--config", filepath.Join(dir, "nope.toml")}, "no such file"},
+		{"no role", []string{"start", "--id", "x", "--grpc-addr", "127.0.0.1:0"}, "no role given"},
+		{"unknown role", []string{"start", "--id", "x", "--role", "boss", "--grpc-addr", "127.0.0.1:0"}, `unknown role "boss"`},
+		{"bad id", []string{"start", "--id", "a b", "--role", "gateway", "--grpc-addr", "127.0.0.1:0", "--arbiters", "127.0.0.1:1"}, "not valid"},
+		{"bad peer", arbiter("--peer", "arb1=onlyone"), "want id=raft_addr,grpc_addr"},
+		{"grpc port in use", []string{"start", "--role", "gateway", "--id", "gw", "--grpc-addr", busy.Addr().String(), "--arbiters", "127.0.0.1:1"}, "already in use"},
+		{"raft port in use", []string{"start", "--role", "arbiter", "--id", "arb1", "--data", filepath.Join(dir, "r"), "--grpc-addr", freePort(t), "--raft-addr", busy.Addr().String()}, "already in use"},
+		{"foreign data dir", []string{"start", "--role", "arbiter", "--id", "arb1", "--cluster-id", "mine", "--data", foreign, "--grpc-addr", freePort(t), "--raft-addr", freePort(t)}, `belongs to another cluster`},
+		{"unknown command", []string{"frobnicate"}, "unknown command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out := runSeqd(t, tt.args...)
+			if code == 0 {
+				t.Fatalf("exit code 0, want failure; output:\n%s", out)
+			}
+			if !strings.Contains(out, tt.want) {
+				t.Fatalf("output does not mention %q:\n%s", tt.want, out)
+			}
+		})
+	}
+	// The refused start changed nothing in the foreign data dir.
+	if b, _ := os.ReadFile(filepath.Join(foreign, "seqd-identity.json")); !bytes.Equal(b, ident) {
+		t.Errorf("identity file changed: %s", b)
+	}
+	if entries, _ := os.ReadDir(foreign); len(entries) > 2 {
+		t.Errorf("refused start left files behind: %v", entries)
+	}
+}
