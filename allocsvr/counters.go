@@ -6,9 +6,10 @@ import "math/bits"
 // has moved past the section's floor. A key never used since the section
 // was loaded has delta 0, so it starts at the floor without being stored.
 //
-// Memory stays under 16 bytes per used key: a sparse open-addressing table
-// of packed 8-byte slots, kept between 53% and 80% full, until the section
-// is dense enough that a plain array of 8-byte deltas is smaller.
+// Memory stays under 16 bytes per used key plus a 64-byte minimum table per
+// section: a sparse open-addressing table of packed 8-byte slots, kept
+// between 53% and 80% full, until the section is dense enough that a plain
+// array of 8-byte deltas is smaller.
 type counters struct {
 	size  uint32 // keys in the section
 	shift uint   // delta bits in a packed slot; offset+1 sits above them

@@ -3,12 +3,18 @@ package allocsvr_test
 import (
 	"context"
 	"flag"
+	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"pgregory.net/rapid"
 
 	"github.com/seqd/seqd/internal/grpcconn"
@@ -30,6 +36,8 @@ func TestMain(m *testing.M) {
 			checks = "60"
 		}
 		flag.Set("rapid.checks", checks)
+		// Shrinking re-runs against the same cluster; keep it short.
+		flag.Set("rapid.shrinktime", "5s")
 	}
 	os.Exit(m.Run())
 }
@@ -46,7 +54,38 @@ func TestPropertyG1UnderRestartsMovesAndLeaderChanges(t *testing.T) {
 	}
 	// Small sections, few slots and a tiny step: keys spread over many
 	// sections and slots, and max_seq is raised through Raft constantly.
-	c := startCluster(t, localcluster.Options{SectionSize: 10, NumSlots: 8, Step: 5, Lease: 500 * time.Millisecond})
+	logFile, err := os.Create(filepath.Join(t.TempDir(), "cluster.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCluster(t, localcluster.Options{SectionSize: 10, NumSlots: 8, Step: 5, Lease: 500 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	var actionsMu sync.Mutex
+	var actions []string
+	note := func(format string, args ...any) {
+		actionsMu.Lock()
+		actions = append(actions, fmt.Sprintf("%v ", time.Now().Format("15:04:05.000"))+fmt.Sprintf(format, args...))
+		actionsMu.Unlock()
+	}
+	defer func() {
+		if t.Failed() {
+			actionsMu.Lock()
+			t.Logf("actions:\n%s", strings.Join(actions, "\n"))
+			actionsMu.Unlock()
+			b, _ := os.ReadFile(logFile.Name())
+			lines := strings.Split(string(b), "\n")
+			var keep []string
+			for _, l := range lines {
+				if strings.Contains(l, "allocsvr") || strings.Contains(l, "lease") || strings.Contains(l, "register") || strings.Contains(l, "leader") {
+					keep = append(keep, l)
+				}
+			}
+			if len(keep) > 300 {
+				keep = keep[len(keep)-300:]
+			}
+			t.Logf("cluster log (filtered tail):\n%s", strings.Join(keep, "\n"))
+		}
+	}()
 	cl := newClient(t, c, router.Config{})
 	unary := newClient(t, c, router.Config{DisableBatching: true})
 	const keySpace = 200
@@ -78,11 +117,13 @@ func TestPropertyG1UnderRestartsMovesAndLeaderChanges(t *testing.T) {
 
 	last := map[uint64]uint64{} // highest value seen per key by the foreground
 	rapid.Check(t, func(rt *rapid.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		steps := rapid.IntRange(3, 8).Draw(rt, "steps")
 		for i := 0; i < steps; i++ {
-			switch rapid.IntRange(0, 9).Draw(rt, "action") {
+			action := rapid.IntRange(0, 9).Draw(rt, "action")
+			note("action %d", action)
+			switch action {
 			case 0, 1, 2: // a few Nexts on one key, through either client
 				k := uint64(rapid.IntRange(1, keySpace).Draw(rt, "key"))
 				use := cl
@@ -93,6 +134,7 @@ func TestPropertyG1UnderRestartsMovesAndLeaderChanges(t *testing.T) {
 					start := rec.Now()
 					v, err := use.Next(ctx, k)
 					if err != nil {
+						dumpState(t, c)
 						rt.Fatalf("Next(%d): %v", k, err)
 					}
 					rec.Add(checker.SeqOp{Key: k, Kind: checker.Next, Start: start, End: rec.Now(), Value: v})
@@ -115,12 +157,14 @@ func TestPropertyG1UnderRestartsMovesAndLeaderChanges(t *testing.T) {
 				last[k] = v
 			case 4: // AllocSvr crash and restart
 				i := rapid.IntRange(0, 1).Draw(rt, "allocsvr")
+				note("kill+restart alloc%d", i+1)
 				c.KillAllocSvr(i)
 				if err := c.RestartAllocSvr(ctx, i); err != nil {
 					rt.Fatalf("restart allocsvr %d: %v", i, err)
 				}
 			case 5: // graceful restart: planned hand-over out and back
 				i := rapid.IntRange(0, 1).Draw(rt, "allocsvr")
+				note("graceful restart alloc%d", i+1)
 				if err := c.StopAllocSvr(i); err != nil {
 					rt.Fatalf("stop allocsvr %d: %v", i, err)
 				}
@@ -129,11 +173,16 @@ func TestPropertyG1UnderRestartsMovesAndLeaderChanges(t *testing.T) {
 				}
 			case 6: // drain: move every section of one AllocSvr to the other
 				i := rapid.IntRange(0, 1).Draw(rt, "allocsvr")
+				note("drain alloc%d then restart", i+1)
 				n := c.AllocSvr(i)
 				if n == nil || c.AllocSvr(1-i) == nil {
 					continue
 				}
-				if _, err := admin(rt, c).Drain(ctx, &seqdv1.DrainRequest{Node: n.AllocSvr().ID(), Wait: true}); err != nil {
+				if err := retry(ctx, func() error {
+					_, err := admin(rt, c).Drain(ctx, &seqdv1.DrainRequest{Node: n.AllocSvr().ID(), Wait: true})
+					return err
+				}); err != nil {
+					dumpState(t, c)
 					rt.Fatalf("drain: %v", err)
 				}
 				// Bring it back as an active node (a new incarnation).
@@ -173,4 +222,41 @@ func admin(rt *rapid.T, c *localcluster.Cluster) seqdv1.AdminClient {
 	}
 	rt.Cleanup(func() { cc.Close() })
 	return seqdv1.NewAdminClient(cc)
+}
+
+// dumpState logs the arbiters' view of slots and nodes, and what each
+// AllocSvr serves, to explain a failure.
+func dumpState(t *testing.T, c *localcluster.Cluster) {
+	l := c.Leader()
+	if l == nil {
+		t.Log("no arbiter leader")
+		return
+	}
+	for _, s := range l.Arbiter().FSM().Slots() {
+		t.Logf("slot %d: %v", s.Slot, s)
+	}
+	for id, n := range l.Arbiter().FSM().Nodes() {
+		t.Logf("node %s: %v", id, n)
+	}
+	for i := range c.AllocSvrs {
+		if a := c.AllocSvr(i); a != nil {
+			t.Logf("alloc%d serves %d slots", i+1, a.AllocSvr().ServedSlots())
+		}
+	}
+}
+
+// retry calls f until it succeeds or fails with something other than
+// UNAVAILABLE (an arbiter election in progress), as an operator would.
+func retry(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if status.Code(err) != codes.Unavailable {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

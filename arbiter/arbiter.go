@@ -7,15 +7,16 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/seqd/seqd/internal/gossip"
 	"github.com/seqd/seqd/internal/groupcommit"
 	"github.com/seqd/seqd/internal/grpcconn"
+	"github.com/seqd/seqd/internal/raftnode"
 	"github.com/seqd/seqd/internal/rpcerr"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 )
@@ -26,13 +27,18 @@ type Arbiter struct {
 	log    *slog.Logger
 	fsm    *FSM
 	m      *metrics
+	node   *raftnode.Node
 	raft   *raft.Raft
 	trans  *raft.NetworkTransport
-	store  *raftboltdb.BoltStore
 	gossip *gossip.Pool
 	leases *leaseTable
 	ops    *groupcommit.Batcher[[]*clusterv1.OwnedSectionOp, []*clusterv1.SectionOpResult]
 	conns  *grpcconn.Pool
+
+	// ready is set while this arbiter leads and its FSM has applied
+	// everything committed before its term (after the leader barrier).
+	// Lease grants read the FSM outside Raft, so they wait for it.
+	ready atomic.Bool
 
 	changed chan struct{} // wakes the leader loop
 	stop    chan struct{}
@@ -61,14 +67,12 @@ func New(cfg Config, raftLn net.Listener) (*Arbiter, error) {
 	a.fsm.onChange = a.notify
 	a.ops = groupcommit.New(256, 2, a.commitSectionOps)
 	if err := a.setupRaft(raftLn); err != nil {
-		a.closeStores()
 		return nil, err
 	}
 	if cfg.GossipAddr != "" {
 		g, err := gossip.Start(gossip.Config{Name: gossip.ArbiterName(cfg.ID), Addr: cfg.GossipAddr, Profile: cfg.GossipProfile, Logger: a.log, OnChange: a.notify})
 		if err != nil {
-			a.raft.Shutdown().Error()
-			a.closeStores()
+			a.node.Shutdown()
 			return nil, err
 		}
 		a.gossip = g
@@ -111,8 +115,7 @@ func (a *Arbiter) shutdown(graceful bool) error {
 	close(a.stop)
 	a.wg.Wait()
 	a.ops.Close()
-	err := a.raft.Shutdown().Error()
-	a.trans.Close()
+	err := a.node.Shutdown()
 	if a.gossip != nil {
 		if graceful {
 			a.gossip.Close()
@@ -121,14 +124,7 @@ func (a *Arbiter) shutdown(graceful bool) error {
 		}
 	}
 	a.conns.Close()
-	a.closeStores()
 	return err
-}
-
-func (a *Arbiter) closeStores() {
-	if a.store != nil {
-		a.store.Close()
-	}
 }
 
 func (a *Arbiter) notify() {

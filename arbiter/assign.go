@@ -89,6 +89,12 @@ func planAssignments(slots []*clusterv1.SlotRecord, nodes map[string]*clusterv1.
 		if s.MovingTo != "" {
 			if t, ok := target[s.MovingTo]; ok && t.Incarnation == s.MovingToIncarnation {
 				p.complete = append(p.complete, move(s, t))
+				// Count it where it is going, so balancing this round does
+				// not undo it.
+				load[t.Id]++
+				if _, ok := load[s.Owner]; ok {
+					load[s.Owner]--
+				}
 				continue
 			}
 			// The target went away: aim the move elsewhere.

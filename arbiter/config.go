@@ -54,6 +54,9 @@ type Config struct {
 	SectionSize uint64
 	NumSlots    uint32
 	Step        uint64
+	// ShardSplits splits the section space into message-store shards
+	// (fixed at creation); empty means one shard.
+	ShardSplits []uint64
 
 	// Lease is how long an AllocSvr may serve after sending a renewal that
 	// succeeded. LeaseMargin covers clock-rate drift between machines.

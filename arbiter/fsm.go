@@ -151,6 +151,12 @@ func (f *FSM) applyCommand(data []byte) (res *ApplyResult, changed bool) {
 		}
 		res = f.setArbiter(&c)
 		changed = true
+	case clusterv1.CommandType_COMMAND_TYPE_SET_STORE_REPLICA:
+		var c clusterv1.SetStoreReplicaCommand
+		if err := proto.Unmarshal(cmd.Payload, &c); err != nil {
+			return badPayload(err), false
+		}
+		res = f.setStoreReplica(&c)
 	case clusterv1.CommandType_COMMAND_TYPE_REMOVE_ARBITER:
 		var c clusterv1.RemoveArbiterCommand
 		if err := proto.Unmarshal(cmd.Payload, &c); err != nil {
@@ -183,9 +189,31 @@ func (f *FSM) version() uint64 {
 
 func (f *FSM) bump() { f.meta.RoutingVersion++ }
 
+// ErrUnknownShard is returned for a store replica of a shard the map lacks.
+var ErrUnknownShard = errors.New("arbiter: unknown store shard")
+
+// shardsFromSplits builds the shard map: shard i (named s<i+1>) owns the
+// sections from splits[i-1] up to splits[i].
+func shardsFromSplits(splits []uint64) ([]*seqdv1.ShardInfo, error) {
+	var shards []*seqdv1.ShardInfo
+	lo := uint64(0)
+	for i, sp := range splits {
+		if sp <= lo {
+			return nil, fmt.Errorf("%w: shard splits must increase and be above 0 (split %d is %d)", ErrBadCommand, i, sp)
+		}
+		shards = append(shards, &seqdv1.ShardInfo{Id: fmt.Sprintf("s%d", i+1), FirstSection: lo, EndSection: sp})
+		lo = sp
+	}
+	return append(shards, &seqdv1.ShardInfo{Id: fmt.Sprintf("s%d", len(splits)+1), FirstSection: lo}), nil
+}
+
 func (f *FSM) initCluster(c *clusterv1.InitClusterCommand) *ApplyResult {
 	if c.ClusterId == "" || c.SectionSize == 0 || c.NumSlots == 0 || c.NumSlots > MaxSlots {
 		return &ApplyResult{Err: fmt.Errorf("%w: init needs a cluster id, section_size > 0 and 1..%d slots", ErrBadCommand, MaxSlots)}
+	}
+	shards, err := shardsFromSplits(c.ShardSplits)
+	if err != nil {
+		return &ApplyResult{Err: err}
 	}
 	if f.meta != nil {
 		if f.meta.ClusterId == c.ClusterId && f.meta.SectionSize == c.SectionSize && f.meta.NumSlots == c.NumSlots {
@@ -194,12 +222,40 @@ func (f *FSM) initCluster(c *clusterv1.InitClusterCommand) *ApplyResult {
 		return &ApplyResult{Err: fmt.Errorf("%w: have cluster %q section_size %d slots %d", ErrAlreadyInitialized,
 			f.meta.ClusterId, f.meta.SectionSize, f.meta.NumSlots)}
 	}
-	f.meta = &clusterv1.ClusterMeta{ClusterId: c.ClusterId, SectionSize: c.SectionSize, NumSlots: c.NumSlots, Dc: c.Dc, RoutingVersion: 1}
+	f.meta = &clusterv1.ClusterMeta{ClusterId: c.ClusterId, SectionSize: c.SectionSize, NumSlots: c.NumSlots, Dc: c.Dc, RoutingVersion: 1, Shards: shards}
 	f.slots = make([]*clusterv1.SlotRecord, c.NumSlots)
 	for i := range f.slots {
 		f.slots[i] = &clusterv1.SlotRecord{Slot: uint32(i)}
 	}
 	return &ApplyResult{}
+}
+
+func (f *FSM) setStoreReplica(c *clusterv1.SetStoreReplicaCommand) *ApplyResult {
+	if f.meta == nil {
+		return &ApplyResult{Err: ErrNotInitialized}
+	}
+	if c.ReplicaId == "" || c.Addr == "" {
+		return &ApplyResult{Err: fmt.Errorf("%w: a store replica needs an id and an address", ErrBadCommand)}
+	}
+	for _, sh := range f.meta.Shards {
+		if sh.Id != c.Shard {
+			continue
+		}
+		for _, r := range sh.Replicas {
+			if r.Id == c.ReplicaId {
+				if r.Addr != c.Addr {
+					r.Addr = c.Addr
+					f.bump()
+				}
+				return &ApplyResult{}
+			}
+		}
+		sh.Replicas = append(sh.Replicas, &seqdv1.ReplicaInfo{Id: c.ReplicaId, Addr: c.Addr})
+		sort.Slice(sh.Replicas, func(i, j int) bool { return sh.Replicas[i].Id < sh.Replicas[j].Id })
+		f.bump()
+		return &ApplyResult{}
+	}
+	return &ApplyResult{Err: fmt.Errorf("%w %q", ErrUnknownShard, c.Shard)}
 }
 
 func (f *FSM) registerNode(c *clusterv1.RegisterNodeCommand) *ApplyResult {
@@ -227,6 +283,9 @@ func (f *FSM) registerNode(c *clusterv1.RegisterNodeCommand) *ApplyResult {
 
 // fenced reports whether (node, incarnation) owns section's slot in generation gen.
 func (f *FSM) fenced(node string, inc uint64, section, gen uint64) bool {
+	if node == "" || inc == 0 {
+		return true // the empty identity of an unowned slot owns nothing
+	}
 	s := f.slots[section%uint64(f.meta.NumSlots)]
 	return s.Owner != node || s.OwnerIncarnation != inc || s.Generation != gen
 }
@@ -473,14 +532,24 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			n.nodes[x.Node.Id] = x.Node
 		case *clusterv1.SnapshotRecord_Arbiter:
 			n.arbiters[x.Arbiter.Id] = x.Arbiter
+		case *clusterv1.SnapshotRecord_End:
+			// readSnapshot consumed it.
 		case *clusterv1.SnapshotRecord_Section:
 			n.sections[x.Section.Section] = x.Section
 		default:
 			return fmt.Errorf("arbiter: snapshot: unknown record %T", r.Record)
 		}
 	}
-	if n.meta != nil && uint32(len(n.slots)) != n.meta.NumSlots {
-		return fmt.Errorf("arbiter: snapshot: %d slot records for %d slots", len(n.slots), n.meta.NumSlots)
+	if n.meta == nil && (len(n.slots) > 0 || len(n.nodes) > 0 || len(n.sections) > 0) {
+		return errors.New("arbiter: snapshot: state records without the cluster settings record")
+	}
+	if n.meta != nil {
+		if n.meta.NumSlots == 0 || n.meta.NumSlots > MaxSlots || n.meta.SectionSize == 0 || n.meta.ClusterId == "" {
+			return fmt.Errorf("arbiter: snapshot: invalid cluster settings (cluster %q, %d slots, section size %d)", n.meta.ClusterId, n.meta.NumSlots, n.meta.SectionSize)
+		}
+		if uint32(len(n.slots)) != n.meta.NumSlots {
+			return fmt.Errorf("arbiter: snapshot: %d slot records for %d slots", len(n.slots), n.meta.NumSlots)
+		}
 	}
 	for i, s := range n.slots {
 		if s.Slot != uint32(i) {

@@ -79,13 +79,28 @@ func (a *Arbiter) runLeader(ctx context.Context) {
 	a.log.Info("became leader; waiting one lease before moving any owned slot", "lease", a.cfg.Lease+a.cfg.LeaseMargin)
 	a.m.isLeader.Set(1)
 	defer a.m.isLeader.Set(0)
-	// Forget grant times from any earlier term before serving renewals in
-	// this one; every instance counts as granted now.
+	defer a.ready.Store(false)
+	// Forget grant times from any earlier term; every instance counts as
+	// granted now.
 	a.leases.reset()
-	if err := a.raft.Barrier(a.cfg.ElectionTimeout * 5).Error(); err != nil {
-		a.log.Warn("leader barrier failed", "err", err)
-		return
+	// Renewals list the slots the FSM says an instance owns: wait until the
+	// FSM holds every entry committed before this term (a reassignment by
+	// the previous leader, say) before granting any.
+	for {
+		err := a.raft.Barrier(a.cfg.ElectionTimeout * 5).Error()
+		if err == nil {
+			break
+		}
+		// Still leading (or the loop would have been stopped): try again,
+		// or this term would never grant a lease or move a slot.
+		a.log.Warn("leader barrier failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(a.cfg.AssignInterval):
+		}
 	}
+	a.ready.Store(true)
 	if err := a.initCluster(ctx); err != nil {
 		a.log.Warn("cluster init failed", "err", err)
 	}
@@ -121,6 +136,7 @@ func (a *Arbiter) initCluster(ctx context.Context) error {
 	}
 	res, err := a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_INIT_CLUSTER, &clusterv1.InitClusterCommand{
 		ClusterId: a.cfg.ClusterID, SectionSize: a.cfg.SectionSize, NumSlots: a.cfg.NumSlots, Dc: a.cfg.DC,
+		ShardSplits: a.cfg.ShardSplits,
 	})
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/seqd/seqd/internal/bugs"
 	"github.com/seqd/seqd/internal/mclock"
 )
 
@@ -93,7 +94,7 @@ func (t *leaseTable) expireIfDue(i instance) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l := t.getLocked(i)
-	if !l.expired && t.clock.Now() >= l.lastGrant+t.lease+t.margin {
+	if !l.expired && (t.clock.Now() >= l.lastGrant+t.lease+t.margin || bugs.Enabled(bugs.ServeMovedSectionEarly) && t.clock.Now() >= l.lastGrant+t.lease/2) {
 		l.expired = true
 	}
 	return l.expired

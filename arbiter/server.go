@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/seqd/seqd/internal/forward"
 	"github.com/seqd/seqd/internal/gossip"
 	"github.com/seqd/seqd/internal/groupcommit"
 	"github.com/seqd/seqd/internal/nodeid"
@@ -76,7 +77,7 @@ func (s *server) Register(ctx context.Context, req *clusterv1.RegisterRequest) (
 		return nil, invalid("register: node %s gave no gRPC address", req.NodeId)
 	}
 	if !s.leader() {
-		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RegisterResponse, error) {
+		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RegisterResponse, error) {
 			return clusterv1.NewArbiterClient(cc).Register(ctx, req)
 		})
 	}
@@ -121,9 +122,12 @@ func (s *server) RenewLease(ctx context.Context, req *clusterv1.RenewLeaseReques
 		return nil, invalid("renew: %v", err)
 	}
 	if !s.leader() {
-		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RenewLeaseResponse, error) {
+		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RenewLeaseResponse, error) {
 			return clusterv1.NewArbiterClient(cc).RenewLease(ctx, req)
 		})
+	}
+	if !s.a.ready.Load() {
+		return nil, status.Error(codes.Unavailable, "the arbiter leader is still catching up after an election; retry shortly")
 	}
 	i := instance{req.NodeId, req.Incarnation}
 	n := s.a.fsm.Node(req.NodeId)
@@ -187,7 +191,7 @@ func (s *server) AllocateSections(ctx context.Context, req *clusterv1.AllocateSe
 		return nil, err
 	}
 	if !s.leader() {
-		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.AllocateSectionsResponse, error) {
+		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.AllocateSectionsResponse, error) {
 			return clusterv1.NewArbiterClient(cc).AllocateSections(ctx, req)
 		})
 	}
@@ -207,7 +211,7 @@ func (s *server) Deregister(ctx context.Context, req *clusterv1.DeregisterReques
 		return nil, invalid("deregister: %v", err)
 	}
 	if !s.leader() {
-		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.DeregisterResponse, error) {
+		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.DeregisterResponse, error) {
 			return clusterv1.NewArbiterClient(cc).Deregister(ctx, req)
 		})
 	}
@@ -221,6 +225,42 @@ func (s *server) Deregister(ctx context.Context, req *clusterv1.DeregisterReques
 	return &clusterv1.DeregisterResponse{}, nil
 }
 
+func (s *server) RegisterStoreReplica(ctx context.Context, req *clusterv1.RegisterStoreReplicaRequest) (*clusterv1.RegisterStoreReplicaResponse, error) {
+	if err := nodeid.Validate(req.ReplicaId); err != nil {
+		return nil, invalid("register store replica: %v", err)
+	}
+	if req.Addr == "" || req.Shard == "" {
+		return nil, invalid("register store replica %s: shard and address are required", req.ReplicaId)
+	}
+	if !s.leader() {
+		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RegisterStoreReplicaResponse, error) {
+			return clusterv1.NewArbiterClient(cc).RegisterStoreReplica(ctx, req)
+		})
+	}
+	meta := s.a.fsm.Meta()
+	if meta == nil {
+		return nil, stateErr(ErrNotInitialized)
+	}
+	if req.ClusterId != meta.ClusterId {
+		return nil, status.Errorf(codes.FailedPrecondition, "store replica %s is configured for cluster %q but these arbiters run cluster %q; fix --cluster-id", req.ReplicaId, req.ClusterId, meta.ClusterId)
+	}
+	res, err := s.a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_SET_STORE_REPLICA, &clusterv1.SetStoreReplicaCommand{Shard: req.Shard, ReplicaId: req.ReplicaId, Addr: req.Addr})
+	if err != nil {
+		return nil, err
+	}
+	if errors.Is(res.Err, ErrUnknownShard) {
+		var ids []string
+		for _, sh := range meta.Shards {
+			ids = append(ids, sh.Id)
+		}
+		return nil, status.Errorf(codes.NotFound, "store shard %q does not exist; this cluster has shards %v", req.Shard, ids)
+	}
+	if res.Err != nil {
+		return nil, stateErr(res.Err)
+	}
+	return &clusterv1.RegisterStoreReplicaResponse{Table: s.a.fsm.RoutingTable()}, nil
+}
+
 func (s *server) GetRoutingTable(ctx context.Context, _ *seqdv1.GetRoutingTableRequest) (*seqdv1.GetRoutingTableResponse, error) {
 	if !s.a.fsm.Initialized() {
 		return nil, stateErr(ErrNotInitialized)
@@ -229,8 +269,8 @@ func (s *server) GetRoutingTable(ctx context.Context, _ *seqdv1.GetRoutingTableR
 }
 
 func (s *server) Status(ctx context.Context, req *seqdv1.StatusRequest) (*seqdv1.StatusResponse, error) {
-	if !s.leader() && !wasForwarded(ctx) {
-		if resp, err := forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.StatusResponse, error) {
+	if !s.leader() && !forward.Was(ctx) {
+		if resp, err := forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.StatusResponse, error) {
 			return seqdv1.NewAdminClient(cc).Status(ctx, req)
 		}); err == nil {
 			return resp, nil
@@ -313,7 +353,7 @@ func (s *server) Drain(ctx context.Context, req *seqdv1.DrainRequest) (*seqdv1.D
 		return nil, invalid("drain: %v", err)
 	}
 	if !s.leader() {
-		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.DrainResponse, error) {
+		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.DrainResponse, error) {
 			return seqdv1.NewAdminClient(cc).Drain(ctx, req)
 		})
 	}
@@ -358,7 +398,7 @@ func (s *server) Undrain(ctx context.Context, req *seqdv1.UndrainRequest) (*seqd
 		return nil, invalid("undrain: %v", err)
 	}
 	if !s.leader() {
-		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.UndrainResponse, error) {
+		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.UndrainResponse, error) {
 			return seqdv1.NewAdminClient(cc).Undrain(ctx, req)
 		})
 	}
@@ -384,7 +424,7 @@ func (s *server) JoinArbiter(ctx context.Context, req *seqdv1.JoinArbiterRequest
 		return nil, invalid("join: arbiter %s needs both a raft and a gRPC address", req.Id)
 	}
 	if !s.leader() {
-		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.JoinArbiterResponse, error) {
+		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.JoinArbiterResponse, error) {
 			return seqdv1.NewAdminClient(cc).JoinArbiter(ctx, req)
 		})
 	}
@@ -407,7 +447,7 @@ func (s *server) RemoveArbiter(ctx context.Context, req *seqdv1.RemoveArbiterReq
 		return nil, invalid("remove: %v", err)
 	}
 	if !s.leader() {
-		return forward(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.RemoveArbiterResponse, error) {
+		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.RemoveArbiterResponse, error) {
 			return seqdv1.NewAdminClient(cc).RemoveArbiter(ctx, req)
 		})
 	}

@@ -17,7 +17,9 @@ const snapshotMagic = "SEQDARB\n"
 
 // snapshotFormat is the current snapshot format. Restore accepts every
 // format up to it; bump it when records change meaning.
-const snapshotFormat = 1
+//   - 1: header and records.
+//   - 2: an end record with the record count closes the snapshot.
+const snapshotFormat = 2
 
 type fsmSnapshot struct {
 	records []*clusterv1.SnapshotRecord
@@ -48,6 +50,10 @@ func writeSnapshot(w io.Writer, records []*clusterv1.SnapshotRecord) error {
 			return err
 		}
 	}
+	end := &clusterv1.SnapshotRecord{Record: &clusterv1.SnapshotRecord_End{End: &clusterv1.SnapshotEnd{Records: uint64(len(records))}}}
+	if _, err := protodelim.MarshalTo(bw, end); err != nil {
+		return err
+	}
 	return bw.Flush()
 }
 
@@ -69,10 +75,22 @@ func readSnapshot(r io.Reader) ([]*clusterv1.SnapshotRecord, error) {
 		rec := &clusterv1.SnapshotRecord{}
 		err := protodelim.UnmarshalFrom(br, rec)
 		if errors.Is(err, io.EOF) {
+			if h.FormatVersion >= 2 {
+				return nil, fmt.Errorf("arbiter: snapshot ends after %d records without its end record: it was cut short", len(out))
+			}
 			return out, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("arbiter: snapshot record %d: %w", len(out), err)
+		}
+		if end := rec.GetEnd(); end != nil {
+			if end.Records != uint64(len(out)) {
+				return nil, fmt.Errorf("arbiter: snapshot holds %d records but its end record says %d", len(out), end.Records)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				return nil, errors.New("arbiter: snapshot has data after its end record")
+			}
+			return out, nil
 		}
 		out = append(out, rec)
 	}

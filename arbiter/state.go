@@ -63,6 +63,9 @@ func (f *FSM) buildTableLocked() *seqdv1.RoutingTable {
 		Dc:          f.meta.Dc,
 		Slots:       make([]*seqdv1.SlotAssignment, len(f.slots)),
 	}
+	for _, sh := range f.meta.Shards {
+		t.Shards = append(t.Shards, proto.Clone(sh).(*seqdv1.ShardInfo))
+	}
 	for i, s := range f.slots {
 		t.Slots[i] = &seqdv1.SlotAssignment{Owner: s.Owner, Generation: s.Generation}
 	}

@@ -71,6 +71,9 @@ type Client struct {
 	bmu      sync.Mutex
 	batchers map[string]*batcher
 	closed   atomic.Bool
+
+	msgOnce sync.Once
+	msgs    *Messages
 }
 
 // New returns a client and loads the routing table from the bootstrap
@@ -191,6 +194,9 @@ func (c *Client) refresh(ctx context.Context, force bool) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Refresh loads the routing table from the bootstrap addresses now.
+func (c *Client) Refresh(ctx context.Context) error { return c.refresh(ctx, true) }
 
 func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {

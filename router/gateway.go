@@ -47,9 +47,10 @@ func (g *Gateway) c() (*Client, error) {
 // Close releases the gateway's connections (not the client's).
 func (g *Gateway) Close() error { return g.pool.Close() }
 
-// RegisterServices adds Sequencer, Routing and Admin to s.
+// RegisterServices adds Sequencer, Messages, Routing and Admin to s.
 func (g *Gateway) RegisterServices(s *grpc.Server) {
 	seqdv1.RegisterSequencerServer(s, &gatewaySequencer{g: g})
+	seqdv1.RegisterMessagesServer(s, &gatewayMessages{g: g})
 	seqdv1.RegisterRoutingServer(s, &gatewayRouting{g: g})
 	seqdv1.RegisterAdminServer(s, &gatewayAdmin{g: g})
 }

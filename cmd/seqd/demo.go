@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/seqd/seqd/internal/localcluster"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
 )
 
@@ -53,12 +54,12 @@ func runDemo(ctx context.Context, args []string) error {
 	}
 	probe.Close()
 
-	fmt.Printf("seqd demo: starting %d arbiters, %d AllocSvrs and a gateway on loopback\n", *arbiters, *allocs)
+	fmt.Printf("seqd demo: starting %d arbiters, %d AllocSvrs, a 3-replica message store and a gateway on loopback\n", *arbiters, *allocs)
 	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	c, err := localcluster.Start(startCtx, localcluster.Options{
 		Arbiters: *arbiters, AllocSvrs: *allocs, GatewayAddr: *addr, DataDir: *data,
-		ClusterID: "seqd-demo", Logger: logger,
+		ClusterID: "seqd-demo", Logger: logger, Shards: 1, StoreReplicas: 3,
 	})
 	if err != nil {
 		return err
@@ -84,7 +85,18 @@ func runDemo(ctx context.Context, args []string) error {
 		}
 		sample = append(sample, s)
 	}
+	msgs := cl.Messages()
+	sent, err := msgs.Send(ctx, &seqdv1.SendRequest{Sender: 1, Recipients: []uint64{2}, ClientMsgId: fmt.Sprintf("demo-%d", time.Now().UnixNano()),
+		Conversation: &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT, Id: 12}, Body: []byte("hello from seqd demo")})
+	if err != nil {
+		cl.Close()
+		return fmt.Errorf("demo send failed: %w", err)
+	}
+	synced, err := msgs.Sync(ctx, &seqdv1.SyncRequest{User: 2})
 	cl.Close()
+	if err != nil {
+		return fmt.Errorf("demo sync failed: %w", err)
+	}
 
 	fmt.Printf("gateway   %s\n", c.GatewayAddr())
 	if metricsLn != nil {
@@ -96,7 +108,10 @@ func runDemo(ctx context.Context, args []string) error {
 		fmt.Printf("data      %s\n", c.DataDir())
 	}
 	fmt.Printf("sample    Next(42) x3 = %v\n", sample)
+	fmt.Printf("          Send(1 -> 2) = message %s; Sync(user 2) = %d event(s), checkpoint %d\n", sent.MessageId, len(synced.Events), synced.NextCheckpoint)
 	fmt.Printf("try       go run ./cmd/seqctl --addr %s next 42\n", c.GatewayAddr())
+	fmt.Printf("          go run ./cmd/seqctl --addr %s send --from 1 --to 2 \"hi\"\n", c.GatewayAddr())
+	fmt.Printf("          go run ./cmd/seqctl --addr %s sync --user 2\n", c.GatewayAddr())
 	fmt.Printf("          go run ./cmd/seqctl --addr %s status\n", c.GatewayAddr())
 	fmt.Println("ready")
 	if *once {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,7 +23,12 @@ func runStart(ctx context.Context, args []string) error {
 		id         = fs.String("id", "", "unique node id, e.g. arb1 or alloc1")
 		cluster    = fs.String("cluster-id", "", "cluster id (default \"seqd\"); every node of a cluster uses the same")
 		dc         = fs.String("dc", "", "datacenter name (default \"dc1\")")
-		roles      = fs.String("role", "", "arbiter, allocsvr, gateway, or a comma-separated mix")
+		roles      = fs.String("role", "", "arbiter, allocsvr, gateway, store, or a comma-separated mix")
+		shard      = fs.String("shard", "", "message-store shard this store node serves, e.g. s1")
+		splits     = fs.String("shard-splits", "", "comma-separated section boundaries between store shards, fixed at cluster creation (arbiter)")
+		fanout     = fs.Int("write-fanout-threshold", 0, "groups with more members use read fanout (store; default 500)")
+		retention  = fs.Duration("retention", 0, "remove inbox events older than this (store; default: keep forever)")
+		rateLimit  = fs.Float64("rate-limit", 0, "requests per second per client (store; default: no limit)")
 		data       = fs.String("data", "", "data directory (arbiter)")
 		grpcAddr   = fs.String("grpc-addr", "", "gRPC listen address")
 		httpAddr   = fs.String("http-addr", "", "metrics listen address (/metrics, /healthz)")
@@ -40,6 +46,8 @@ func runStart(ctx context.Context, args []string) error {
 		peers      stringList
 	)
 	fs.Var(&peers, "peer", "initial arbiter voter id=raft_addr,grpc_addr[,gossip_addr]; repeat for each (the same list on every initial arbiter)")
+	var storePeers stringList
+	fs.Var(&storePeers, "store-peer", "initial store replica id=raft_addr of this node's shard; repeat for each (the same list on every initial replica)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -90,6 +98,36 @@ func runStart(ctx context.Context, args []string) error {
 			}
 			cfg.Peers = append(cfg.Peers, peer)
 		}
+	}
+	str("shard", &cfg.Shard, *shard)
+	if set["shard-splits"] {
+		cfg.ShardSplits = nil
+		for _, p := range splitList(*splits) {
+			v, err := strconv.ParseUint(p, 10, 64)
+			if err != nil || v == 0 {
+				return fmt.Errorf("--shard-splits %q: want increasing section numbers such as 1000,2000", *splits)
+			}
+			cfg.ShardSplits = append(cfg.ShardSplits, v)
+		}
+	}
+	if len(storePeers) > 0 {
+		cfg.StorePeers = nil
+		for _, p := range storePeers {
+			peer, err := node.ParseStorePeer(p)
+			if err != nil {
+				return err
+			}
+			cfg.StorePeers = append(cfg.StorePeers, peer)
+		}
+	}
+	if set["write-fanout-threshold"] {
+		cfg.WriteFanoutThreshold = *fanout
+	}
+	if set["retention"] {
+		cfg.Retention = *retention
+	}
+	if set["rate-limit"] {
+		cfg.RateLimit = *rateLimit
 	}
 	if set["section-size"] {
 		cfg.SectionSize = *sectionSz

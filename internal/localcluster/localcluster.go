@@ -23,6 +23,8 @@ import (
 	"github.com/seqd/seqd/arbiter"
 	"github.com/seqd/seqd/internal/faultnet"
 	"github.com/seqd/seqd/internal/node"
+	"github.com/seqd/seqd/internal/raftnode"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
 // Options describe the cluster. Zero values take defaults.
@@ -48,17 +50,33 @@ type Options struct {
 	// Gossip enables memberlist between nodes (default on; tests may turn
 	// it off with NoGossip).
 	NoGossip bool
+
+	// Shards is the number of message-store shards (0 = no store).
+	Shards int
+	// StoreReplicas per shard (default 3).
+	StoreReplicas int
+	// ShardSplits are the section boundaries between shards (Shards-1 of
+	// them); by default shard i starts at section i*1000.
+	ShardSplits []uint64
+	// Store tunables passed to every store node.
+	WriteFanoutThreshold int
+	HintWindow           time.Duration
+	Retention            time.Duration
+	RateLimit            float64
 }
 
 // Cluster is a running local cluster.
 type Cluster struct {
-	opts      Options
-	tmp       string
-	base      *prometheus.Registry            // process-wide collectors
-	regs      map[string]*prometheus.Registry // per node; replaced on restart
-	mu        sync.Mutex
-	links     []*faultnet.Dialer // per AllocSvr, its links to the arbiters
-	arbCfg    []node.Config
+	opts     Options
+	tmp      string
+	base     *prometheus.Registry            // process-wide collectors
+	regs     map[string]*prometheus.Registry // per node; replaced on restart
+	mu       sync.Mutex
+	links    []*faultnet.Dialer // per AllocSvr, its links to the arbiters
+	arbCfg   []node.Config
+	storeCfg [][]node.Config
+	// Stores[shard][replica] are the message-store replicas.
+	Stores    [][]*node.Node
 	allocCfg  []node.Config
 	Arbiters  []*node.Node
 	AllocSvrs []*node.Node
@@ -79,6 +97,14 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	if opts.ClusterID == "" {
 		opts.ClusterID = "seqd-local"
+	}
+	if opts.Shards > 0 && opts.StoreReplicas == 0 {
+		opts.StoreReplicas = 3
+	}
+	if opts.Shards > 1 && opts.ShardSplits == nil {
+		for i := 1; i < opts.Shards; i++ {
+			opts.ShardSplits = append(opts.ShardSplits, uint64(i)*1000)
+		}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -122,6 +148,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	for i, p := range peers {
 		cfg := c.baseConfig(p.ID, node.RoleArbiter)
 		cfg.Peers = peers
+		cfg.ShardSplits = opts.ShardSplits
 		cfg.RaftAddr = p.RaftAddr
 		cfg.GRPCAddr = p.GRPCAddr
 		cfg.GossipAddr = p.GossipAddr
@@ -152,6 +179,11 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		c.allocCfg = append(c.allocCfg, cfg)
 		c.AllocSvrs = append(c.AllocSvrs, n)
 	}
+	for sh := 0; sh < opts.Shards; sh++ {
+		if err := c.startShard(ctx, fmt.Sprintf("s%d", sh+1)); err != nil {
+			return nil, err
+		}
+	}
 	if opts.GatewayAddr != "-" {
 		cfg := c.baseConfig("gateway", node.RoleGateway)
 		cfg.GRPCAddr = opts.GatewayAddr
@@ -165,6 +197,97 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// startShard starts the replicas of one store shard.
+func (c *Cluster) startShard(ctx context.Context, shard string) error {
+	n := c.opts.StoreReplicas
+	var peers []raftnode.Peer
+	var grpcLns, raftLns []net.Listener
+	closeRest := func(i int) {
+		for _, l := range append(grpcLns[i:], raftLns[i:]...) {
+			l.Close()
+		}
+	}
+	for i := 0; i < n; i++ {
+		g, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			closeRest(0)
+			return err
+		}
+		r, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			g.Close()
+			closeRest(0)
+			return err
+		}
+		grpcLns, raftLns = append(grpcLns, g), append(raftLns, r)
+		peers = append(peers, raftnode.Peer{ID: fmt.Sprintf("%s-r%d", shard, i+1), Addr: r.Addr().String()})
+	}
+	var cfgs []node.Config
+	var nodes []*node.Node
+	for i, p := range peers {
+		cfg := c.baseConfig(p.ID, node.RoleStore)
+		cfg.GossipAddr = ""
+		cfg.Shard, cfg.StorePeers = shard, peers
+		cfg.RaftAddr, cfg.GRPCAddr = p.Addr, grpcLns[i].Addr().String()
+		cfg.GRPCListener, cfg.RaftListener = grpcLns[i], raftLns[i]
+		cfg.WriteFanoutThreshold, cfg.HintWindow, cfg.Retention, cfg.RateLimit = c.opts.WriteFanoutThreshold, c.opts.HintWindow, c.opts.Retention, c.opts.RateLimit
+		nd, err := c.startNode(ctx, cfg)
+		if err != nil {
+			closeRest(i + 1)
+			return err
+		}
+		cfg.GRPCListener, cfg.RaftListener = nil, nil
+		cfgs, nodes = append(cfgs, cfg), append(nodes, nd)
+	}
+	c.mu.Lock()
+	c.storeCfg = append(c.storeCfg, cfgs)
+	c.Stores = append(c.Stores, nodes)
+	c.mu.Unlock()
+	return nil
+}
+
+// Store returns replica i of shard sh (nil while stopped).
+func (c *Cluster) Store(sh, i int) *node.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Stores[sh][i]
+}
+
+// StoreLeader returns the index of shard sh's leader replica, or -1.
+func (c *Cluster) StoreLeader(sh int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, n := range c.Stores[sh] {
+		if n != nil && n.Store().IsLeader() {
+			return i
+		}
+	}
+	return -1
+}
+
+// KillStore stops store replica i of shard sh as a crash would.
+func (c *Cluster) KillStore(sh, i int) {
+	c.mu.Lock()
+	n := c.Stores[sh][i]
+	c.Stores[sh][i] = nil
+	c.mu.Unlock()
+	if n != nil {
+		n.Kill()
+	}
+}
+
+// RestartStore starts store replica i of shard sh again with its data.
+func (c *Cluster) RestartStore(ctx context.Context, sh, i int) error {
+	n, err := c.startNode(ctx, c.storeCfg[sh][i])
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.Stores[sh][i] = n
+	c.mu.Unlock()
+	return nil
 }
 
 // freeAddr returns a loopback address whose port was free a moment ago.
@@ -259,12 +382,14 @@ func (c *Cluster) WaitServing(ctx context.Context) error {
 			st := l.Arbiter().FSM()
 			if m := st.Meta(); m != nil {
 				unowned := 0
+				load := map[string]int{}
 				for _, s := range st.Slots() {
 					if s.Owner == "" || s.MovingTo != "" {
 						unowned++
 					}
+					load[s.Owner]++
 				}
-				if unowned == 0 && c.allocsServing() {
+				if unowned == 0 && c.balanced(load) && c.allocsServing() && c.storesServing(m.Shards) {
 					return nil
 				}
 			}
@@ -275,6 +400,42 @@ func (c *Cluster) WaitServing(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// balanced reports whether every running AllocSvr owns its share of slots.
+func (c *Cluster) balanced(load map[string]int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lo, hi, n := -1, 0, 0
+	for _, a := range c.AllocSvrs {
+		if a == nil {
+			continue
+		}
+		l := load[a.AllocSvr().ID()]
+		if lo < 0 || l < lo {
+			lo = l
+		}
+		hi = max(hi, l)
+		n++
+	}
+	return n > 0 && hi-lo <= 1
+}
+
+// storesServing reports whether every shard has a leader and every replica
+// is in the arbiters' shard map.
+func (c *Cluster) storesServing(shards []*seqdv1.ShardInfo) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, sh := range c.Stores {
+		leader := false
+		for _, n := range sh {
+			leader = leader || (n != nil && n.Store().IsLeader())
+		}
+		if !leader || i >= len(shards) || len(shards[i].Replicas) < len(sh) {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Cluster) allocsServing() bool {
@@ -404,6 +565,17 @@ func (c *Cluster) Close() error {
 	for _, n := range allocs {
 		if n != nil {
 			n.Kill()
+		}
+	}
+	c.mu.Lock()
+	stores := c.Stores
+	c.Stores = nil
+	c.mu.Unlock()
+	for _, sh := range stores {
+		for _, n := range sh {
+			if n != nil {
+				n.Kill()
+			}
 		}
 	}
 	for _, n := range arbs {

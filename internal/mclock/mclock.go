@@ -28,6 +28,10 @@ type Skewable struct {
 	origin time.Time
 	seg    atomic.Pointer[segment]
 	mu     sync.Mutex // serialises SetRate
+	// last is the highest reading returned: a reader that loaded the old
+	// rate just before a change could otherwise compute a reading above
+	// the next reader's.
+	last atomic.Int64
 }
 
 // New returns a clock running at the real rate.
@@ -41,10 +45,19 @@ func New() *Skewable {
 func (c *Skewable) Now() time.Duration {
 	s := c.seg.Load()
 	real := time.Since(c.origin)
-	if s.rate == 1 {
-		return s.start + (real - s.realStart)
+	v := s.start + (real - s.realStart)
+	if s.rate != 1 {
+		v = s.start + time.Duration(float64(real-s.realStart)*s.rate)
 	}
-	return s.start + time.Duration(float64(real-s.realStart)*s.rate)
+	for {
+		l := c.last.Load()
+		if int64(v) <= l {
+			return time.Duration(l)
+		}
+		if c.last.CompareAndSwap(l, int64(v)) {
+			return v
+		}
+	}
 }
 
 // SetRate makes the clock advance rate seconds per real second from now on.

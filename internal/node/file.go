@@ -9,6 +9,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/seqd/seqd/arbiter"
+	"github.com/seqd/seqd/internal/raftnode"
 )
 
 // File is the TOML config file of `seqd start --config`. Flags given on
@@ -26,11 +27,22 @@ type File struct {
 	Join       string     `toml:"join"`
 	Arbiters   []string   `toml:"arbiters"`
 	Peers      []FilePeer `toml:"peers"`
-	Cluster    struct {
+	Shard      string     `toml:"shard"`
+	StorePeers []struct {
+		ID       string `toml:"id"`
+		RaftAddr string `toml:"raft_addr"`
+	} `toml:"store_peers"`
+	Store struct {
+		WriteFanoutThreshold int      `toml:"write_fanout_threshold"`
+		Retention            Duration `toml:"retention"`
+		RateLimit            float64  `toml:"rate_limit"`
+	} `toml:"store"`
+	Cluster struct {
 		SectionSize uint64   `toml:"section_size"`
 		Slots       uint32   `toml:"slots"`
 		Step        uint64   `toml:"step"`
 		Lease       Duration `toml:"lease"`
+		ShardSplits []uint64 `toml:"shard_splits"`
 	} `toml:"cluster"`
 	Raft struct {
 		HeartbeatTimeout Duration `toml:"heartbeat_timeout"`
@@ -96,6 +108,20 @@ func (f *File) Apply(cfg *Config) {
 	cfg.SectionSize, cfg.NumSlots, cfg.Step, cfg.Lease = f.Cluster.SectionSize, f.Cluster.Slots, f.Cluster.Step, f.Cluster.Lease.Duration
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout = f.Raft.HeartbeatTimeout.Duration, f.Raft.ElectionTimeout.Duration
 	cfg.DrainTimeout = f.DrainTimeout.Duration
+	cfg.Shard, cfg.ShardSplits = f.Shard, f.Cluster.ShardSplits
+	for _, p := range f.StorePeers {
+		cfg.StorePeers = append(cfg.StorePeers, raftnode.Peer{ID: p.ID, Addr: p.RaftAddr})
+	}
+	cfg.WriteFanoutThreshold, cfg.Retention, cfg.RateLimit = f.Store.WriteFanoutThreshold, f.Store.Retention.Duration, f.Store.RateLimit
+}
+
+// ParseStorePeer reads one --store-peer value: id=raft_addr.
+func ParseStorePeer(s string) (raftnode.Peer, error) {
+	id, addr, ok := strings.Cut(s, "=")
+	if !ok || id == "" || addr == "" || strings.Contains(addr, ",") {
+		return raftnode.Peer{}, fmt.Errorf("--store-peer %q: want id=raft_addr, e.g. s1-r1=10.0.0.5:7501", s)
+	}
+	return raftnode.Peer{ID: id, Addr: addr}, nil
 }
 
 // ParsePeer reads one --peer value: id=raftAddr,grpcAddr[,gossipAddr].

@@ -26,14 +26,17 @@ import (
 
 	"github.com/seqd/seqd/allocsvr"
 	"github.com/seqd/seqd/arbiter"
+	"github.com/seqd/seqd/internal/bugs"
 	"github.com/seqd/seqd/internal/datadir"
 	"github.com/seqd/seqd/internal/gossip"
 	"github.com/seqd/seqd/internal/grpcconn"
 	"github.com/seqd/seqd/internal/mclock"
 	"github.com/seqd/seqd/internal/nodeid"
+	"github.com/seqd/seqd/internal/raftnode"
 	"github.com/seqd/seqd/internal/rpcmetrics"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
+	"github.com/seqd/seqd/store"
 )
 
 // Roles a node can run.
@@ -41,6 +44,7 @@ const (
 	RoleArbiter  = "arbiter"
 	RoleAllocSvr = "allocsvr"
 	RoleGateway  = "gateway"
+	RoleStore    = "store"
 )
 
 // Config configures one node. Zero values take the documented defaults.
@@ -63,8 +67,21 @@ type Config struct {
 	// Join is a running arbiter's gRPC address: this arbiter asks to be
 	// added as a voter once it is up (arbiter role, no Peers).
 	Join string
-	// Arbiters are arbiter gRPC addresses (allocsvr and gateway roles).
+	// Arbiters are arbiter gRPC addresses (allocsvr, gateway and store roles).
 	Arbiters []string
+
+	// Shard is the message-store shard a store node serves, StorePeers its
+	// initial replicas (store role, first start).
+	Shard      string
+	StorePeers []raftnode.Peer
+	// ShardSplits splits the section space into store shards at cluster
+	// creation (arbiter role).
+	ShardSplits []uint64
+	// Store tunables; zero values take the store's defaults.
+	WriteFanoutThreshold int
+	Retention            time.Duration
+	RateLimit            float64
+	HintWindow           time.Duration
 
 	SectionSize uint64
 	NumSlots    uint32
@@ -107,8 +124,22 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("--role: no role given; use arbiter, allocsvr, gateway or a comma-separated mix"))
 	}
 	for _, r := range c.Roles {
-		if r != RoleArbiter && r != RoleAllocSvr && r != RoleGateway {
-			errs = append(errs, fmt.Errorf("--role: unknown role %q; use arbiter, allocsvr or gateway", r))
+		if r != RoleArbiter && r != RoleAllocSvr && r != RoleGateway && r != RoleStore {
+			errs = append(errs, fmt.Errorf("--role: unknown role %q; use arbiter, allocsvr, gateway or store", r))
+		}
+	}
+	if c.Has(RoleStore) {
+		if c.Has(RoleArbiter) {
+			errs = append(errs, errors.New("--role: run arbiter and store as separate nodes (each has its own Raft group and --raft-addr)"))
+		}
+		if c.Shard == "" {
+			errs = append(errs, errors.New("--shard: a store node needs the shard it serves, e.g. s1"))
+		}
+		if c.DataDir == "" {
+			errs = append(errs, errors.New("--data: a store node needs a data directory"))
+		}
+		if c.RaftAddr == "" && c.RaftListener == nil {
+			errs = append(errs, errors.New("--raft-addr: a store node needs a Raft address"))
 		}
 	}
 	if c.GRPCAddr == "" && c.GRPCListener == nil {
@@ -125,8 +156,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, errors.New("--peers and --join: give one; peers bootstrap a new group, join adds to a running one"))
 		}
 	}
-	if (c.Has(RoleAllocSvr) || c.Has(RoleGateway)) && len(c.Arbiters) == 0 && !c.Has(RoleArbiter) {
-		errs = append(errs, errors.New("--arbiters: allocsvr and gateway roles need at least one arbiter address"))
+	if (c.Has(RoleAllocSvr) || c.Has(RoleGateway) || c.Has(RoleStore)) && len(c.Arbiters) == 0 && !c.Has(RoleArbiter) {
+		errs = append(errs, errors.New("--arbiters: allocsvr, gateway and store roles need at least one arbiter address"))
 	}
 	return errors.Join(errs...)
 }
@@ -143,6 +174,7 @@ type Node struct {
 	health   *health.Server
 	arbiter  *arbiter.Arbiter
 	alloc    *allocsvr.Server
+	store    *store.Shard
 	client   *router.Client
 	gateway  *router.Gateway
 	gatherer prometheus.Gatherer
@@ -195,7 +227,7 @@ func New(cfg Config) (_ *Node, err error) {
 		}
 	}
 	raftLn := cfg.RaftListener
-	if cfg.Has(RoleArbiter) && raftLn == nil {
+	if (cfg.Has(RoleArbiter) || cfg.Has(RoleStore)) && raftLn == nil {
 		if raftLn, err = listen("Raft", "--raft-addr", cfg.RaftAddr); err != nil {
 			return nil, err
 		}
@@ -228,7 +260,7 @@ func New(cfg Config) (_ *Node, err error) {
 			RaftAddr: raftLn.Addr().String(), GRPCAddr: n.GRPCAddr(),
 			GossipAddr: cfg.GossipAddr, GossipProfile: cfg.GossipProfile,
 			Bootstrap:   cfg.Peers,
-			SectionSize: cfg.SectionSize, NumSlots: cfg.NumSlots, Step: cfg.Step, Lease: cfg.Lease,
+			SectionSize: cfg.SectionSize, NumSlots: cfg.NumSlots, Step: cfg.Step, Lease: cfg.Lease, ShardSplits: cfg.ShardSplits,
 			HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 			Logger: cfg.Logger, Registry: n.reg, Clock: cfg.Clock,
 		}
@@ -254,6 +286,25 @@ func New(cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 		n.alloc.RegisterServices(n.grpc)
+	}
+	if cfg.Has(RoleStore) {
+		raftAddr := raftLn.Addr().String()
+		if cfg.RaftAddr != "" && !strings.HasSuffix(cfg.RaftAddr, ":0") {
+			raftAddr = cfg.RaftAddr
+		}
+		n.raftAddr = raftAddr
+		n.store, err = store.New(store.Config{
+			ShardID: cfg.Shard, ReplicaID: cfg.ID, ClusterID: cfg.ClusterID, DataDir: filepath.Join(cfg.DataDir, "store"),
+			RaftAddr: raftAddr, RaftListener: raftLn, GRPCAddr: n.GRPCAddr(), Peers: cfg.StorePeers, Arbiters: n.arbiterAddrs(),
+			WriteFanoutThreshold: cfg.WriteFanoutThreshold, Retention: cfg.Retention, RateLimit: cfg.RateLimit, HintWindow: cfg.HintWindow,
+			HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
+			Logger: cfg.Logger, Registry: n.reg,
+		})
+		if err != nil {
+			n.closeRoles()
+			return nil, err
+		}
+		n.store.RegisterServices(n.grpc)
 	}
 	if cfg.Has(RoleGateway) {
 		n.gateway = router.NewGateway(n.arbiterAddrs())
@@ -304,6 +355,9 @@ func (n *Node) HTTPAddr() string {
 	return n.httpLn.Addr().String()
 }
 
+// Store returns the store role, or nil.
+func (n *Node) Store() *store.Shard { return n.store }
+
 // Arbiter returns the arbiter role, or nil.
 func (n *Node) Arbiter() *arbiter.Arbiter { return n.arbiter }
 
@@ -318,6 +372,7 @@ func (n *Node) Start(ctx context.Context) error {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(n.gatherer, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		bugs.RegisterHTTP(mux) // test-only failpoints; a no-op in release builds
 		n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { n.serveErr <- n.http.Serve(n.httpLn) }()
 	}
@@ -333,6 +388,11 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	if n.alloc != nil {
 		if err := n.alloc.Start(ctx); err != nil {
+			return err
+		}
+	}
+	if n.store != nil {
+		if err := n.store.Start(ctx); err != nil {
 			return err
 		}
 	}
@@ -399,6 +459,9 @@ func (n *Node) Close() error {
 		n.http.Shutdown(ctx)
 		cancel()
 	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
 	if n.arbiter != nil {
 		errs = append(errs, n.arbiter.Close())
 	}
@@ -422,6 +485,9 @@ func (n *Node) Kill() {
 	if n.client != nil {
 		n.client.Close()
 	}
+	if n.store != nil {
+		n.store.Kill()
+	}
 	if n.arbiter != nil {
 		n.arbiter.Kill()
 	}
@@ -429,6 +495,9 @@ func (n *Node) Kill() {
 }
 
 func (n *Node) closeRoles() {
+	if n.store != nil {
+		n.store.Close()
+	}
 	if n.arbiter != nil {
 		n.arbiter.Close()
 	}

@@ -21,8 +21,9 @@ const Domain = "seqd"
 
 // ErrorInfo reasons.
 const (
-	ReasonNotOwner  = "NOT_OWNER"
-	ReasonNotLeader = "NOT_LEADER"
+	ReasonNotOwner   = "NOT_OWNER"
+	ReasonNotLeader  = "NOT_LEADER"
+	ReasonWrongShard = "WRONG_SHARD"
 )
 
 // metadata key for the leader's gRPC address in NOT_LEADER details.
@@ -31,8 +32,26 @@ const leaderKey = "leader_addr"
 // NotOwner is FAILED_PRECONDITION with reason NOT_OWNER and the server's
 // routing table, so the client can retry at the right node at once.
 func NotOwner(table *seqdv1.RoutingTable, format string, args ...any) error {
-	st := status.New(codes.FailedPrecondition, fmt.Sprintf(format, args...))
-	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: ReasonNotOwner, Domain: Domain}}
+	return withTable(ReasonNotOwner, table, fmt.Sprintf(format, args...))
+}
+
+// NotOwnerTable reports whether err is a NOT_OWNER status, and returns the
+// routing table it carries (nil if none).
+func NotOwnerTable(err error) (*seqdv1.RoutingTable, bool) { return tableOf(err, ReasonNotOwner) }
+
+// WrongShard is FAILED_PRECONDITION with reason WRONG_SHARD and the
+// routing table (with the shard map): the call belongs on another shard.
+func WrongShard(table *seqdv1.RoutingTable, format string, args ...any) error {
+	return withTable(ReasonWrongShard, table, fmt.Sprintf(format, args...))
+}
+
+// WrongShardTable reports whether err is a WRONG_SHARD status, and returns
+// the table it carries (nil if none).
+func WrongShardTable(err error) (*seqdv1.RoutingTable, bool) { return tableOf(err, ReasonWrongShard) }
+
+func withTable(reason string, table *seqdv1.RoutingTable, msg string) error {
+	st := status.New(codes.FailedPrecondition, msg)
+	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: reason, Domain: Domain}}
 	if table != nil {
 		details = append(details, table)
 	}
@@ -42,24 +61,22 @@ func NotOwner(table *seqdv1.RoutingTable, format string, args ...any) error {
 	return st.Err()
 }
 
-// NotOwnerTable reports whether err is a NOT_OWNER status, and returns the
-// routing table it carries (nil if none).
-func NotOwnerTable(err error) (*seqdv1.RoutingTable, bool) {
+func tableOf(err error, reason string) (*seqdv1.RoutingTable, bool) {
 	st, ok := status.FromError(err)
 	if !ok || st.Code() != codes.FailedPrecondition {
 		return nil, false
 	}
 	var table *seqdv1.RoutingTable
-	notOwner := false
+	match := false
 	for _, d := range st.Details() {
 		switch v := d.(type) {
 		case *errdetails.ErrorInfo:
-			notOwner = notOwner || (v.Reason == ReasonNotOwner && v.Domain == Domain)
+			match = match || (v.Reason == reason && v.Domain == Domain)
 		case *seqdv1.RoutingTable:
 			table = v
 		}
 	}
-	return table, notOwner
+	return table, match
 }
 
 // NotLeader is UNAVAILABLE with reason NOT_LEADER and, when known, the

@@ -635,7 +635,9 @@ type RoutingTable struct {
 	Slots []*SlotAssignment `protobuf:"bytes,5,rep,name=slots,proto3" json:"slots,omitempty"`
 	Nodes []*NodeInfo       `protobuf:"bytes,6,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// The datacenter this table belongs to.
-	Dc            string `protobuf:"bytes,7,opt,name=dc,proto3" json:"dc,omitempty"`
+	Dc string `protobuf:"bytes,7,opt,name=dc,proto3" json:"dc,omitempty"`
+	// Message-store shards, each owning a range of sections.
+	Shards        []*ShardInfo `protobuf:"bytes,8,rep,name=shards,proto3" json:"shards,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -719,6 +721,135 @@ func (x *RoutingTable) GetDc() string {
 	return ""
 }
 
+func (x *RoutingTable) GetShards() []*ShardInfo {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+// ShardInfo is one message-store shard: a Raft group of replicas owning the
+// sections [first_section, end_section) (end 0 = to the end).
+type ShardInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	FirstSection  uint64                 `protobuf:"varint,2,opt,name=first_section,json=firstSection,proto3" json:"first_section,omitempty"`
+	EndSection    uint64                 `protobuf:"varint,3,opt,name=end_section,json=endSection,proto3" json:"end_section,omitempty"`
+	Replicas      []*ReplicaInfo         `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardInfo) Reset() {
+	*x = ShardInfo{}
+	mi := &file_seqd_v1_sequencer_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardInfo) ProtoMessage() {}
+
+func (x *ShardInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_v1_sequencer_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
+func (*ShardInfo) Descriptor() ([]byte, []int) {
+	return file_seqd_v1_sequencer_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ShardInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ShardInfo) GetFirstSection() uint64 {
+	if x != nil {
+		return x.FirstSection
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetEndSection() uint64 {
+	if x != nil {
+		return x.EndSection
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetReplicas() []*ReplicaInfo {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+type ReplicaInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaInfo) Reset() {
+	*x = ReplicaInfo{}
+	mi := &file_seqd_v1_sequencer_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaInfo) ProtoMessage() {}
+
+func (x *ReplicaInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_v1_sequencer_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaInfo.ProtoReflect.Descriptor instead.
+func (*ReplicaInfo) Descriptor() ([]byte, []int) {
+	return file_seqd_v1_sequencer_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ReplicaInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ReplicaInfo) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
 type SlotAssignment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Node id of the owner; empty while unassigned.
@@ -731,7 +862,7 @@ type SlotAssignment struct {
 
 func (x *SlotAssignment) Reset() {
 	*x = SlotAssignment{}
-	mi := &file_seqd_v1_sequencer_proto_msgTypes[11]
+	mi := &file_seqd_v1_sequencer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +874,7 @@ func (x *SlotAssignment) String() string {
 func (*SlotAssignment) ProtoMessage() {}
 
 func (x *SlotAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_v1_sequencer_proto_msgTypes[11]
+	mi := &file_seqd_v1_sequencer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +887,7 @@ func (x *SlotAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotAssignment.ProtoReflect.Descriptor instead.
 func (*SlotAssignment) Descriptor() ([]byte, []int) {
-	return file_seqd_v1_sequencer_proto_rawDescGZIP(), []int{11}
+	return file_seqd_v1_sequencer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SlotAssignment) GetOwner() string {
@@ -785,7 +916,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_seqd_v1_sequencer_proto_msgTypes[12]
+	mi := &file_seqd_v1_sequencer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +928,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_v1_sequencer_proto_msgTypes[12]
+	mi := &file_seqd_v1_sequencer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +941,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_seqd_v1_sequencer_proto_rawDescGZIP(), []int{12}
+	return file_seqd_v1_sequencer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -871,7 +1002,7 @@ const file_seqd_v1_sequencer_proto_rawDesc = "" +
 	"leaderAddr\"\x18\n" +
 	"\x16GetRoutingTableRequest\"F\n" +
 	"\x17GetRoutingTableResponse\x12+\n" +
-	"\x05table\x18\x01 \x01(\v2\x15.seqd.v1.RoutingTableR\x05table\"\xef\x01\n" +
+	"\x05table\x18\x01 \x01(\v2\x15.seqd.v1.RoutingTableR\x05table\"\x9b\x02\n" +
 	"\fRoutingTable\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x1d\n" +
 	"\n" +
@@ -880,7 +1011,17 @@ const file_seqd_v1_sequencer_proto_rawDesc = "" +
 	"\tnum_slots\x18\x04 \x01(\rR\bnumSlots\x12-\n" +
 	"\x05slots\x18\x05 \x03(\v2\x17.seqd.v1.SlotAssignmentR\x05slots\x12'\n" +
 	"\x05nodes\x18\x06 \x03(\v2\x11.seqd.v1.NodeInfoR\x05nodes\x12\x0e\n" +
-	"\x02dc\x18\a \x01(\tR\x02dc\"F\n" +
+	"\x02dc\x18\a \x01(\tR\x02dc\x12*\n" +
+	"\x06shards\x18\b \x03(\v2\x12.seqd.v1.ShardInfoR\x06shards\"\x93\x01\n" +
+	"\tShardInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
+	"\rfirst_section\x18\x02 \x01(\x04R\ffirstSection\x12\x1f\n" +
+	"\vend_section\x18\x03 \x01(\x04R\n" +
+	"endSection\x120\n" +
+	"\breplicas\x18\x04 \x03(\v2\x14.seqd.v1.ReplicaInfoR\breplicas\"1\n" +
+	"\vReplicaInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"F\n" +
 	"\x0eSlotAssignment\x12\x14\n" +
 	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x1e\n" +
 	"\n" +
@@ -917,7 +1058,7 @@ func file_seqd_v1_sequencer_proto_rawDescGZIP() []byte {
 }
 
 var file_seqd_v1_sequencer_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_seqd_v1_sequencer_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_seqd_v1_sequencer_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_seqd_v1_sequencer_proto_goTypes = []any{
 	(NodeState)(0),                  // 0: seqd.v1.NodeState
 	(*NextRequest)(nil),             // 1: seqd.v1.NextRequest
@@ -931,8 +1072,10 @@ var file_seqd_v1_sequencer_proto_goTypes = []any{
 	(*GetRoutingTableRequest)(nil),  // 9: seqd.v1.GetRoutingTableRequest
 	(*GetRoutingTableResponse)(nil), // 10: seqd.v1.GetRoutingTableResponse
 	(*RoutingTable)(nil),            // 11: seqd.v1.RoutingTable
-	(*SlotAssignment)(nil),          // 12: seqd.v1.SlotAssignment
-	(*NodeInfo)(nil),                // 13: seqd.v1.NodeInfo
+	(*ShardInfo)(nil),               // 12: seqd.v1.ShardInfo
+	(*ReplicaInfo)(nil),             // 13: seqd.v1.ReplicaInfo
+	(*SlotAssignment)(nil),          // 14: seqd.v1.SlotAssignment
+	(*NodeInfo)(nil),                // 15: seqd.v1.NodeInfo
 }
 var file_seqd_v1_sequencer_proto_depIdxs = []int32{
 	7,  // 0: seqd.v1.NextResponse.header:type_name -> seqd.v1.ResponseHeader
@@ -942,24 +1085,26 @@ var file_seqd_v1_sequencer_proto_depIdxs = []int32{
 	11, // 4: seqd.v1.ResponseHeader.routing_table:type_name -> seqd.v1.RoutingTable
 	11, // 5: seqd.v1.RPCError.routing_table:type_name -> seqd.v1.RoutingTable
 	11, // 6: seqd.v1.GetRoutingTableResponse.table:type_name -> seqd.v1.RoutingTable
-	12, // 7: seqd.v1.RoutingTable.slots:type_name -> seqd.v1.SlotAssignment
-	13, // 8: seqd.v1.RoutingTable.nodes:type_name -> seqd.v1.NodeInfo
-	0,  // 9: seqd.v1.NodeInfo.state:type_name -> seqd.v1.NodeState
-	1,  // 10: seqd.v1.Sequencer.Next:input_type -> seqd.v1.NextRequest
-	3,  // 11: seqd.v1.Sequencer.NextBatch:input_type -> seqd.v1.NextBatchRequest
-	5,  // 12: seqd.v1.Sequencer.Current:input_type -> seqd.v1.CurrentRequest
-	3,  // 13: seqd.v1.Sequencer.NextStream:input_type -> seqd.v1.NextBatchRequest
-	9,  // 14: seqd.v1.Routing.GetRoutingTable:input_type -> seqd.v1.GetRoutingTableRequest
-	2,  // 15: seqd.v1.Sequencer.Next:output_type -> seqd.v1.NextResponse
-	4,  // 16: seqd.v1.Sequencer.NextBatch:output_type -> seqd.v1.NextBatchResponse
-	6,  // 17: seqd.v1.Sequencer.Current:output_type -> seqd.v1.CurrentResponse
-	4,  // 18: seqd.v1.Sequencer.NextStream:output_type -> seqd.v1.NextBatchResponse
-	10, // 19: seqd.v1.Routing.GetRoutingTable:output_type -> seqd.v1.GetRoutingTableResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	14, // 7: seqd.v1.RoutingTable.slots:type_name -> seqd.v1.SlotAssignment
+	15, // 8: seqd.v1.RoutingTable.nodes:type_name -> seqd.v1.NodeInfo
+	12, // 9: seqd.v1.RoutingTable.shards:type_name -> seqd.v1.ShardInfo
+	13, // 10: seqd.v1.ShardInfo.replicas:type_name -> seqd.v1.ReplicaInfo
+	0,  // 11: seqd.v1.NodeInfo.state:type_name -> seqd.v1.NodeState
+	1,  // 12: seqd.v1.Sequencer.Next:input_type -> seqd.v1.NextRequest
+	3,  // 13: seqd.v1.Sequencer.NextBatch:input_type -> seqd.v1.NextBatchRequest
+	5,  // 14: seqd.v1.Sequencer.Current:input_type -> seqd.v1.CurrentRequest
+	3,  // 15: seqd.v1.Sequencer.NextStream:input_type -> seqd.v1.NextBatchRequest
+	9,  // 16: seqd.v1.Routing.GetRoutingTable:input_type -> seqd.v1.GetRoutingTableRequest
+	2,  // 17: seqd.v1.Sequencer.Next:output_type -> seqd.v1.NextResponse
+	4,  // 18: seqd.v1.Sequencer.NextBatch:output_type -> seqd.v1.NextBatchResponse
+	6,  // 19: seqd.v1.Sequencer.Current:output_type -> seqd.v1.CurrentResponse
+	4,  // 20: seqd.v1.Sequencer.NextStream:output_type -> seqd.v1.NextBatchResponse
+	10, // 21: seqd.v1.Routing.GetRoutingTable:output_type -> seqd.v1.GetRoutingTableResponse
+	17, // [17:22] is the sub-list for method output_type
+	12, // [12:17] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_seqd_v1_sequencer_proto_init() }
@@ -973,7 +1118,7 @@ func file_seqd_v1_sequencer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_v1_sequencer_proto_rawDesc), len(file_seqd_v1_sequencer_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -968,6 +968,118 @@ func (x *ReleaseResponse) GetMarks() []*SectionMark {
 	return nil
 }
 
+type RegisterStoreReplicaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Shard         string                 `protobuf:"bytes,2,opt,name=shard,proto3" json:"shard,omitempty"`
+	ReplicaId     string                 `protobuf:"bytes,3,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	Addr          string                 `protobuf:"bytes,4,opt,name=addr,proto3" json:"addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterStoreReplicaRequest) Reset() {
+	*x = RegisterStoreReplicaRequest{}
+	mi := &file_seqd_cluster_v1_arbiter_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterStoreReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterStoreReplicaRequest) ProtoMessage() {}
+
+func (x *RegisterStoreReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_arbiter_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterStoreReplicaRequest.ProtoReflect.Descriptor instead.
+func (*RegisterStoreReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_arbiter_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RegisterStoreReplicaRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *RegisterStoreReplicaRequest) GetShard() string {
+	if x != nil {
+		return x.Shard
+	}
+	return ""
+}
+
+func (x *RegisterStoreReplicaRequest) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+func (x *RegisterStoreReplicaRequest) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+type RegisterStoreReplicaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Table         *v1.RoutingTable       `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterStoreReplicaResponse) Reset() {
+	*x = RegisterStoreReplicaResponse{}
+	mi := &file_seqd_cluster_v1_arbiter_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterStoreReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterStoreReplicaResponse) ProtoMessage() {}
+
+func (x *RegisterStoreReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_arbiter_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterStoreReplicaResponse.ProtoReflect.Descriptor instead.
+func (*RegisterStoreReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_arbiter_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RegisterStoreReplicaResponse) GetTable() *v1.RoutingTable {
+	if x != nil {
+		return x.Table
+	}
+	return nil
+}
+
 var File_seqd_cluster_v1_arbiter_proto protoreflect.FileDescriptor
 
 const file_seqd_cluster_v1_arbiter_proto_rawDesc = "" +
@@ -1034,7 +1146,16 @@ const file_seqd_cluster_v1_arbiter_proto_rawDesc = "" +
 	"\n" +
 	"high_water\x18\x02 \x01(\x04R\thighWater\"E\n" +
 	"\x0fReleaseResponse\x122\n" +
-	"\x05marks\x18\x01 \x03(\v2\x1c.seqd.cluster.v1.SectionMarkR\x05marks*h\n" +
+	"\x05marks\x18\x01 \x03(\v2\x1c.seqd.cluster.v1.SectionMarkR\x05marks\"\x85\x01\n" +
+	"\x1bRegisterStoreReplicaRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
+	"\x05shard\x18\x02 \x01(\tR\x05shard\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x03 \x01(\tR\treplicaId\x12\x12\n" +
+	"\x04addr\x18\x04 \x01(\tR\x04addr\"K\n" +
+	"\x1cRegisterStoreReplicaResponse\x12+\n" +
+	"\x05table\x18\x01 \x01(\v2\x15.seqd.v1.RoutingTableR\x05table*h\n" +
 	"\rSectionOpKind\x12\x1f\n" +
 	"\x1bSECTION_OP_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17SECTION_OP_KIND_ACQUIRE\x10\x01\x12\x19\n" +
@@ -1044,14 +1165,15 @@ const file_seqd_cluster_v1_arbiter_proto_rawDesc = "" +
 	"\x14SECTION_OP_STATUS_OK\x10\x01\x12\x1c\n" +
 	"\x18SECTION_OP_STATUS_FENCED\x10\x02\x12\x1f\n" +
 	"\x1bSECTION_OP_STATUS_EXHAUSTED\x10\x03\x12\x1d\n" +
-	"\x19SECTION_OP_STATUS_INVALID\x10\x042\xf1\x02\n" +
+	"\x19SECTION_OP_STATUS_INVALID\x10\x042\xe6\x03\n" +
 	"\aArbiter\x12O\n" +
 	"\bRegister\x12 .seqd.cluster.v1.RegisterRequest\x1a!.seqd.cluster.v1.RegisterResponse\x12U\n" +
 	"\n" +
 	"RenewLease\x12\".seqd.cluster.v1.RenewLeaseRequest\x1a#.seqd.cluster.v1.RenewLeaseResponse\x12g\n" +
 	"\x10AllocateSections\x12(.seqd.cluster.v1.AllocateSectionsRequest\x1a).seqd.cluster.v1.AllocateSectionsResponse\x12U\n" +
 	"\n" +
-	"Deregister\x12\".seqd.cluster.v1.DeregisterRequest\x1a#.seqd.cluster.v1.DeregisterResponse2Y\n" +
+	"Deregister\x12\".seqd.cluster.v1.DeregisterRequest\x1a#.seqd.cluster.v1.DeregisterResponse\x12s\n" +
+	"\x14RegisterStoreReplica\x12,.seqd.cluster.v1.RegisterStoreReplicaRequest\x1a-.seqd.cluster.v1.RegisterStoreReplicaResponse2Y\n" +
 	"\tAllocNode\x12L\n" +
 	"\aRelease\x12\x1f.seqd.cluster.v1.ReleaseRequest\x1a .seqd.cluster.v1.ReleaseResponseB6Z4github.com/seqd/seqd/proto/seqd/cluster/v1;clusterv1b\x06proto3"
 
@@ -1068,51 +1190,56 @@ func file_seqd_cluster_v1_arbiter_proto_rawDescGZIP() []byte {
 }
 
 var file_seqd_cluster_v1_arbiter_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_seqd_cluster_v1_arbiter_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_seqd_cluster_v1_arbiter_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_seqd_cluster_v1_arbiter_proto_goTypes = []any{
-	(SectionOpKind)(0),               // 0: seqd.cluster.v1.SectionOpKind
-	(SectionOpStatus)(0),             // 1: seqd.cluster.v1.SectionOpStatus
-	(*RegisterRequest)(nil),          // 2: seqd.cluster.v1.RegisterRequest
-	(*RegisterResponse)(nil),         // 3: seqd.cluster.v1.RegisterResponse
-	(*RenewLeaseRequest)(nil),        // 4: seqd.cluster.v1.RenewLeaseRequest
-	(*OwnedSlot)(nil),                // 5: seqd.cluster.v1.OwnedSlot
-	(*RenewLeaseResponse)(nil),       // 6: seqd.cluster.v1.RenewLeaseResponse
-	(*SectionOp)(nil),                // 7: seqd.cluster.v1.SectionOp
-	(*AllocateSectionsRequest)(nil),  // 8: seqd.cluster.v1.AllocateSectionsRequest
-	(*SectionOpResult)(nil),          // 9: seqd.cluster.v1.SectionOpResult
-	(*AllocateSectionsResponse)(nil), // 10: seqd.cluster.v1.AllocateSectionsResponse
-	(*DeregisterRequest)(nil),        // 11: seqd.cluster.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),       // 12: seqd.cluster.v1.DeregisterResponse
-	(*ReleaseRequest)(nil),           // 13: seqd.cluster.v1.ReleaseRequest
-	(*SectionMark)(nil),              // 14: seqd.cluster.v1.SectionMark
-	(*ReleaseResponse)(nil),          // 15: seqd.cluster.v1.ReleaseResponse
-	(*v1.RoutingTable)(nil),          // 16: seqd.v1.RoutingTable
+	(SectionOpKind)(0),                   // 0: seqd.cluster.v1.SectionOpKind
+	(SectionOpStatus)(0),                 // 1: seqd.cluster.v1.SectionOpStatus
+	(*RegisterRequest)(nil),              // 2: seqd.cluster.v1.RegisterRequest
+	(*RegisterResponse)(nil),             // 3: seqd.cluster.v1.RegisterResponse
+	(*RenewLeaseRequest)(nil),            // 4: seqd.cluster.v1.RenewLeaseRequest
+	(*OwnedSlot)(nil),                    // 5: seqd.cluster.v1.OwnedSlot
+	(*RenewLeaseResponse)(nil),           // 6: seqd.cluster.v1.RenewLeaseResponse
+	(*SectionOp)(nil),                    // 7: seqd.cluster.v1.SectionOp
+	(*AllocateSectionsRequest)(nil),      // 8: seqd.cluster.v1.AllocateSectionsRequest
+	(*SectionOpResult)(nil),              // 9: seqd.cluster.v1.SectionOpResult
+	(*AllocateSectionsResponse)(nil),     // 10: seqd.cluster.v1.AllocateSectionsResponse
+	(*DeregisterRequest)(nil),            // 11: seqd.cluster.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),           // 12: seqd.cluster.v1.DeregisterResponse
+	(*ReleaseRequest)(nil),               // 13: seqd.cluster.v1.ReleaseRequest
+	(*SectionMark)(nil),                  // 14: seqd.cluster.v1.SectionMark
+	(*ReleaseResponse)(nil),              // 15: seqd.cluster.v1.ReleaseResponse
+	(*RegisterStoreReplicaRequest)(nil),  // 16: seqd.cluster.v1.RegisterStoreReplicaRequest
+	(*RegisterStoreReplicaResponse)(nil), // 17: seqd.cluster.v1.RegisterStoreReplicaResponse
+	(*v1.RoutingTable)(nil),              // 18: seqd.v1.RoutingTable
 }
 var file_seqd_cluster_v1_arbiter_proto_depIdxs = []int32{
-	16, // 0: seqd.cluster.v1.RegisterResponse.table:type_name -> seqd.v1.RoutingTable
+	18, // 0: seqd.cluster.v1.RegisterResponse.table:type_name -> seqd.v1.RoutingTable
 	5,  // 1: seqd.cluster.v1.RenewLeaseResponse.slots:type_name -> seqd.cluster.v1.OwnedSlot
-	16, // 2: seqd.cluster.v1.RenewLeaseResponse.table:type_name -> seqd.v1.RoutingTable
+	18, // 2: seqd.cluster.v1.RenewLeaseResponse.table:type_name -> seqd.v1.RoutingTable
 	0,  // 3: seqd.cluster.v1.SectionOp.kind:type_name -> seqd.cluster.v1.SectionOpKind
 	7,  // 4: seqd.cluster.v1.AllocateSectionsRequest.ops:type_name -> seqd.cluster.v1.SectionOp
 	1,  // 5: seqd.cluster.v1.SectionOpResult.status:type_name -> seqd.cluster.v1.SectionOpStatus
 	9,  // 6: seqd.cluster.v1.AllocateSectionsResponse.results:type_name -> seqd.cluster.v1.SectionOpResult
 	5,  // 7: seqd.cluster.v1.ReleaseRequest.slots:type_name -> seqd.cluster.v1.OwnedSlot
 	14, // 8: seqd.cluster.v1.ReleaseResponse.marks:type_name -> seqd.cluster.v1.SectionMark
-	2,  // 9: seqd.cluster.v1.Arbiter.Register:input_type -> seqd.cluster.v1.RegisterRequest
-	4,  // 10: seqd.cluster.v1.Arbiter.RenewLease:input_type -> seqd.cluster.v1.RenewLeaseRequest
-	8,  // 11: seqd.cluster.v1.Arbiter.AllocateSections:input_type -> seqd.cluster.v1.AllocateSectionsRequest
-	11, // 12: seqd.cluster.v1.Arbiter.Deregister:input_type -> seqd.cluster.v1.DeregisterRequest
-	13, // 13: seqd.cluster.v1.AllocNode.Release:input_type -> seqd.cluster.v1.ReleaseRequest
-	3,  // 14: seqd.cluster.v1.Arbiter.Register:output_type -> seqd.cluster.v1.RegisterResponse
-	6,  // 15: seqd.cluster.v1.Arbiter.RenewLease:output_type -> seqd.cluster.v1.RenewLeaseResponse
-	10, // 16: seqd.cluster.v1.Arbiter.AllocateSections:output_type -> seqd.cluster.v1.AllocateSectionsResponse
-	12, // 17: seqd.cluster.v1.Arbiter.Deregister:output_type -> seqd.cluster.v1.DeregisterResponse
-	15, // 18: seqd.cluster.v1.AllocNode.Release:output_type -> seqd.cluster.v1.ReleaseResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	18, // 9: seqd.cluster.v1.RegisterStoreReplicaResponse.table:type_name -> seqd.v1.RoutingTable
+	2,  // 10: seqd.cluster.v1.Arbiter.Register:input_type -> seqd.cluster.v1.RegisterRequest
+	4,  // 11: seqd.cluster.v1.Arbiter.RenewLease:input_type -> seqd.cluster.v1.RenewLeaseRequest
+	8,  // 12: seqd.cluster.v1.Arbiter.AllocateSections:input_type -> seqd.cluster.v1.AllocateSectionsRequest
+	11, // 13: seqd.cluster.v1.Arbiter.Deregister:input_type -> seqd.cluster.v1.DeregisterRequest
+	16, // 14: seqd.cluster.v1.Arbiter.RegisterStoreReplica:input_type -> seqd.cluster.v1.RegisterStoreReplicaRequest
+	13, // 15: seqd.cluster.v1.AllocNode.Release:input_type -> seqd.cluster.v1.ReleaseRequest
+	3,  // 16: seqd.cluster.v1.Arbiter.Register:output_type -> seqd.cluster.v1.RegisterResponse
+	6,  // 17: seqd.cluster.v1.Arbiter.RenewLease:output_type -> seqd.cluster.v1.RenewLeaseResponse
+	10, // 18: seqd.cluster.v1.Arbiter.AllocateSections:output_type -> seqd.cluster.v1.AllocateSectionsResponse
+	12, // 19: seqd.cluster.v1.Arbiter.Deregister:output_type -> seqd.cluster.v1.DeregisterResponse
+	17, // 20: seqd.cluster.v1.Arbiter.RegisterStoreReplica:output_type -> seqd.cluster.v1.RegisterStoreReplicaResponse
+	15, // 21: seqd.cluster.v1.AllocNode.Release:output_type -> seqd.cluster.v1.ReleaseResponse
+	16, // [16:22] is the sub-list for method output_type
+	10, // [10:16] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_seqd_cluster_v1_arbiter_proto_init() }
@@ -1126,7 +1253,7 @@ func file_seqd_cluster_v1_arbiter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_cluster_v1_arbiter_proto_rawDesc), len(file_seqd_cluster_v1_arbiter_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

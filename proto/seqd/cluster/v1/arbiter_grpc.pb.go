@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Arbiter_Register_FullMethodName         = "/seqd.cluster.v1.Arbiter/Register"
-	Arbiter_RenewLease_FullMethodName       = "/seqd.cluster.v1.Arbiter/RenewLease"
-	Arbiter_AllocateSections_FullMethodName = "/seqd.cluster.v1.Arbiter/AllocateSections"
-	Arbiter_Deregister_FullMethodName       = "/seqd.cluster.v1.Arbiter/Deregister"
+	Arbiter_Register_FullMethodName             = "/seqd.cluster.v1.Arbiter/Register"
+	Arbiter_RenewLease_FullMethodName           = "/seqd.cluster.v1.Arbiter/RenewLease"
+	Arbiter_AllocateSections_FullMethodName     = "/seqd.cluster.v1.Arbiter/AllocateSections"
+	Arbiter_Deregister_FullMethodName           = "/seqd.cluster.v1.Arbiter/Deregister"
+	Arbiter_RegisterStoreReplica_FullMethodName = "/seqd.cluster.v1.Arbiter/RegisterStoreReplica"
 )
 
 // ArbiterClient is the client API for Arbiter service.
@@ -43,6 +44,8 @@ type ArbiterClient interface {
 	AllocateSections(ctx context.Context, in *AllocateSectionsRequest, opts ...grpc.CallOption) (*AllocateSectionsResponse, error)
 	// Deregister removes an instance that owns no slots (after a drain).
 	Deregister(ctx context.Context, in *DeregisterRequest, opts ...grpc.CallOption) (*DeregisterResponse, error)
+	// RegisterStoreReplica records a store replica's address in the shard map.
+	RegisterStoreReplica(ctx context.Context, in *RegisterStoreReplicaRequest, opts ...grpc.CallOption) (*RegisterStoreReplicaResponse, error)
 }
 
 type arbiterClient struct {
@@ -93,6 +96,16 @@ func (c *arbiterClient) Deregister(ctx context.Context, in *DeregisterRequest, o
 	return out, nil
 }
 
+func (c *arbiterClient) RegisterStoreReplica(ctx context.Context, in *RegisterStoreReplicaRequest, opts ...grpc.CallOption) (*RegisterStoreReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RegisterStoreReplicaResponse)
+	err := c.cc.Invoke(ctx, Arbiter_RegisterStoreReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ArbiterServer is the server API for Arbiter service.
 // All implementations must embed UnimplementedArbiterServer
 // for forward compatibility.
@@ -111,6 +124,8 @@ type ArbiterServer interface {
 	AllocateSections(context.Context, *AllocateSectionsRequest) (*AllocateSectionsResponse, error)
 	// Deregister removes an instance that owns no slots (after a drain).
 	Deregister(context.Context, *DeregisterRequest) (*DeregisterResponse, error)
+	// RegisterStoreReplica records a store replica's address in the shard map.
+	RegisterStoreReplica(context.Context, *RegisterStoreReplicaRequest) (*RegisterStoreReplicaResponse, error)
 	mustEmbedUnimplementedArbiterServer()
 }
 
@@ -132,6 +147,9 @@ func (UnimplementedArbiterServer) AllocateSections(context.Context, *AllocateSec
 }
 func (UnimplementedArbiterServer) Deregister(context.Context, *DeregisterRequest) (*DeregisterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Deregister not implemented")
+}
+func (UnimplementedArbiterServer) RegisterStoreReplica(context.Context, *RegisterStoreReplicaRequest) (*RegisterStoreReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RegisterStoreReplica not implemented")
 }
 func (UnimplementedArbiterServer) mustEmbedUnimplementedArbiterServer() {}
 func (UnimplementedArbiterServer) testEmbeddedByValue()                 {}
@@ -226,6 +244,24 @@ func _Arbiter_Deregister_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Arbiter_RegisterStoreReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RegisterStoreReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ArbiterServer).RegisterStoreReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Arbiter_RegisterStoreReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ArbiterServer).RegisterStoreReplica(ctx, req.(*RegisterStoreReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Arbiter_ServiceDesc is the grpc.ServiceDesc for Arbiter service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -248,6 +284,10 @@ var Arbiter_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Deregister",
 			Handler:    _Arbiter_Deregister_Handler,
+		},
+		{
+			MethodName: "RegisterStoreReplica",
+			Handler:    _Arbiter_RegisterStoreReplica_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

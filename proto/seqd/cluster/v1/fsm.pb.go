@@ -26,43 +26,46 @@ const (
 type CommandType int32
 
 const (
-	CommandType_COMMAND_TYPE_UNSPECIFIED     CommandType = 0
-	CommandType_COMMAND_TYPE_INIT_CLUSTER    CommandType = 1
-	CommandType_COMMAND_TYPE_REGISTER_NODE   CommandType = 2
-	CommandType_COMMAND_TYPE_SECTION_OPS     CommandType = 3
-	CommandType_COMMAND_TYPE_ASSIGN_SLOTS    CommandType = 4
-	CommandType_COMMAND_TYPE_SET_NODE_STATE  CommandType = 5
-	CommandType_COMMAND_TYPE_SET_ARBITER     CommandType = 6
-	CommandType_COMMAND_TYPE_REMOVE_ARBITER  CommandType = 7
-	CommandType_COMMAND_TYPE_BEGIN_MOVES     CommandType = 8
-	CommandType_COMMAND_TYPE_DEREGISTER_NODE CommandType = 9
+	CommandType_COMMAND_TYPE_UNSPECIFIED       CommandType = 0
+	CommandType_COMMAND_TYPE_INIT_CLUSTER      CommandType = 1
+	CommandType_COMMAND_TYPE_REGISTER_NODE     CommandType = 2
+	CommandType_COMMAND_TYPE_SECTION_OPS       CommandType = 3
+	CommandType_COMMAND_TYPE_ASSIGN_SLOTS      CommandType = 4
+	CommandType_COMMAND_TYPE_SET_NODE_STATE    CommandType = 5
+	CommandType_COMMAND_TYPE_SET_ARBITER       CommandType = 6
+	CommandType_COMMAND_TYPE_REMOVE_ARBITER    CommandType = 7
+	CommandType_COMMAND_TYPE_BEGIN_MOVES       CommandType = 8
+	CommandType_COMMAND_TYPE_DEREGISTER_NODE   CommandType = 9
+	CommandType_COMMAND_TYPE_SET_STORE_REPLICA CommandType = 10
 )
 
 // Enum value maps for CommandType.
 var (
 	CommandType_name = map[int32]string{
-		0: "COMMAND_TYPE_UNSPECIFIED",
-		1: "COMMAND_TYPE_INIT_CLUSTER",
-		2: "COMMAND_TYPE_REGISTER_NODE",
-		3: "COMMAND_TYPE_SECTION_OPS",
-		4: "COMMAND_TYPE_ASSIGN_SLOTS",
-		5: "COMMAND_TYPE_SET_NODE_STATE",
-		6: "COMMAND_TYPE_SET_ARBITER",
-		7: "COMMAND_TYPE_REMOVE_ARBITER",
-		8: "COMMAND_TYPE_BEGIN_MOVES",
-		9: "COMMAND_TYPE_DEREGISTER_NODE",
+		0:  "COMMAND_TYPE_UNSPECIFIED",
+		1:  "COMMAND_TYPE_INIT_CLUSTER",
+		2:  "COMMAND_TYPE_REGISTER_NODE",
+		3:  "COMMAND_TYPE_SECTION_OPS",
+		4:  "COMMAND_TYPE_ASSIGN_SLOTS",
+		5:  "COMMAND_TYPE_SET_NODE_STATE",
+		6:  "COMMAND_TYPE_SET_ARBITER",
+		7:  "COMMAND_TYPE_REMOVE_ARBITER",
+		8:  "COMMAND_TYPE_BEGIN_MOVES",
+		9:  "COMMAND_TYPE_DEREGISTER_NODE",
+		10: "COMMAND_TYPE_SET_STORE_REPLICA",
 	}
 	CommandType_value = map[string]int32{
-		"COMMAND_TYPE_UNSPECIFIED":     0,
-		"COMMAND_TYPE_INIT_CLUSTER":    1,
-		"COMMAND_TYPE_REGISTER_NODE":   2,
-		"COMMAND_TYPE_SECTION_OPS":     3,
-		"COMMAND_TYPE_ASSIGN_SLOTS":    4,
-		"COMMAND_TYPE_SET_NODE_STATE":  5,
-		"COMMAND_TYPE_SET_ARBITER":     6,
-		"COMMAND_TYPE_REMOVE_ARBITER":  7,
-		"COMMAND_TYPE_BEGIN_MOVES":     8,
-		"COMMAND_TYPE_DEREGISTER_NODE": 9,
+		"COMMAND_TYPE_UNSPECIFIED":       0,
+		"COMMAND_TYPE_INIT_CLUSTER":      1,
+		"COMMAND_TYPE_REGISTER_NODE":     2,
+		"COMMAND_TYPE_SECTION_OPS":       3,
+		"COMMAND_TYPE_ASSIGN_SLOTS":      4,
+		"COMMAND_TYPE_SET_NODE_STATE":    5,
+		"COMMAND_TYPE_SET_ARBITER":       6,
+		"COMMAND_TYPE_REMOVE_ARBITER":    7,
+		"COMMAND_TYPE_BEGIN_MOVES":       8,
+		"COMMAND_TYPE_DEREGISTER_NODE":   9,
+		"COMMAND_TYPE_SET_STORE_REPLICA": 10,
 	}
 )
 
@@ -147,11 +150,14 @@ func (x *Command) GetPayload() []byte {
 }
 
 type InitClusterCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	SectionSize   uint64                 `protobuf:"varint,2,opt,name=section_size,json=sectionSize,proto3" json:"section_size,omitempty"`
-	NumSlots      uint32                 `protobuf:"varint,3,opt,name=num_slots,json=numSlots,proto3" json:"num_slots,omitempty"`
-	Dc            string                 `protobuf:"bytes,4,opt,name=dc,proto3" json:"dc,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId   string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	SectionSize uint64                 `protobuf:"varint,2,opt,name=section_size,json=sectionSize,proto3" json:"section_size,omitempty"`
+	NumSlots    uint32                 `protobuf:"varint,3,opt,name=num_slots,json=numSlots,proto3" json:"num_slots,omitempty"`
+	Dc          string                 `protobuf:"bytes,4,opt,name=dc,proto3" json:"dc,omitempty"`
+	// Message-store shards: shard i owns [splits[i-1], splits[i]) of the
+	// section space; no splits means one shard owning everything.
+	ShardSplits   []uint64 `protobuf:"varint,5,rep,packed,name=shard_splits,json=shardSplits,proto3" json:"shard_splits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -214,6 +220,73 @@ func (x *InitClusterCommand) GetDc() string {
 	return ""
 }
 
+func (x *InitClusterCommand) GetShardSplits() []uint64 {
+	if x != nil {
+		return x.ShardSplits
+	}
+	return nil
+}
+
+type SetStoreReplicaCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         string                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	ReplicaId     string                 `protobuf:"bytes,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	Addr          string                 `protobuf:"bytes,3,opt,name=addr,proto3" json:"addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetStoreReplicaCommand) Reset() {
+	*x = SetStoreReplicaCommand{}
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetStoreReplicaCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetStoreReplicaCommand) ProtoMessage() {}
+
+func (x *SetStoreReplicaCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetStoreReplicaCommand.ProtoReflect.Descriptor instead.
+func (*SetStoreReplicaCommand) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SetStoreReplicaCommand) GetShard() string {
+	if x != nil {
+		return x.Shard
+	}
+	return ""
+}
+
+func (x *SetStoreReplicaCommand) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+func (x *SetStoreReplicaCommand) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
 type RegisterNodeCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -226,7 +299,7 @@ type RegisterNodeCommand struct {
 
 func (x *RegisterNodeCommand) Reset() {
 	*x = RegisterNodeCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[2]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -238,7 +311,7 @@ func (x *RegisterNodeCommand) String() string {
 func (*RegisterNodeCommand) ProtoMessage() {}
 
 func (x *RegisterNodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[2]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -251,7 +324,7 @@ func (x *RegisterNodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeCommand.ProtoReflect.Descriptor instead.
 func (*RegisterNodeCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{2}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RegisterNodeCommand) GetNodeId() string {
@@ -291,7 +364,7 @@ type SectionOpsCommand struct {
 
 func (x *SectionOpsCommand) Reset() {
 	*x = SectionOpsCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[3]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +376,7 @@ func (x *SectionOpsCommand) String() string {
 func (*SectionOpsCommand) ProtoMessage() {}
 
 func (x *SectionOpsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[3]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +389,7 @@ func (x *SectionOpsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SectionOpsCommand.ProtoReflect.Descriptor instead.
 func (*SectionOpsCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{3}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SectionOpsCommand) GetOps() []*OwnedSectionOp {
@@ -338,7 +411,7 @@ type OwnedSectionOp struct {
 
 func (x *OwnedSectionOp) Reset() {
 	*x = OwnedSectionOp{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[4]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -350,7 +423,7 @@ func (x *OwnedSectionOp) String() string {
 func (*OwnedSectionOp) ProtoMessage() {}
 
 func (x *OwnedSectionOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[4]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -363,7 +436,7 @@ func (x *OwnedSectionOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnedSectionOp.ProtoReflect.Descriptor instead.
 func (*OwnedSectionOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{4}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *OwnedSectionOp) GetNodeId() string {
@@ -402,7 +475,7 @@ type SlotMove struct {
 
 func (x *SlotMove) Reset() {
 	*x = SlotMove{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[5]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +487,7 @@ func (x *SlotMove) String() string {
 func (*SlotMove) ProtoMessage() {}
 
 func (x *SlotMove) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[5]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +500,7 @@ func (x *SlotMove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotMove.ProtoReflect.Descriptor instead.
 func (*SlotMove) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{5}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SlotMove) GetSlot() uint32 {
@@ -474,7 +547,7 @@ type AssignSlotsCommand struct {
 
 func (x *AssignSlotsCommand) Reset() {
 	*x = AssignSlotsCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[6]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +559,7 @@ func (x *AssignSlotsCommand) String() string {
 func (*AssignSlotsCommand) ProtoMessage() {}
 
 func (x *AssignSlotsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[6]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +572,7 @@ func (x *AssignSlotsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignSlotsCommand.ProtoReflect.Descriptor instead.
 func (*AssignSlotsCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{6}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AssignSlotsCommand) GetMoves() []*SlotMove {
@@ -518,7 +591,7 @@ type BeginMovesCommand struct {
 
 func (x *BeginMovesCommand) Reset() {
 	*x = BeginMovesCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[7]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +603,7 @@ func (x *BeginMovesCommand) String() string {
 func (*BeginMovesCommand) ProtoMessage() {}
 
 func (x *BeginMovesCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[7]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +616,7 @@ func (x *BeginMovesCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginMovesCommand.ProtoReflect.Descriptor instead.
 func (*BeginMovesCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{7}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BeginMovesCommand) GetMoves() []*SlotMove {
@@ -563,7 +636,7 @@ type SetNodeStateCommand struct {
 
 func (x *SetNodeStateCommand) Reset() {
 	*x = SetNodeStateCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[8]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +648,7 @@ func (x *SetNodeStateCommand) String() string {
 func (*SetNodeStateCommand) ProtoMessage() {}
 
 func (x *SetNodeStateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[8]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +661,7 @@ func (x *SetNodeStateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeStateCommand.ProtoReflect.Descriptor instead.
 func (*SetNodeStateCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{8}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SetNodeStateCommand) GetNodeId() string {
@@ -615,7 +688,7 @@ type DeregisterNodeCommand struct {
 
 func (x *DeregisterNodeCommand) Reset() {
 	*x = DeregisterNodeCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[9]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +700,7 @@ func (x *DeregisterNodeCommand) String() string {
 func (*DeregisterNodeCommand) ProtoMessage() {}
 
 func (x *DeregisterNodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[9]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +713,7 @@ func (x *DeregisterNodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterNodeCommand.ProtoReflect.Descriptor instead.
 func (*DeregisterNodeCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{9}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeregisterNodeCommand) GetNodeId() string {
@@ -666,7 +739,7 @@ type SetArbiterCommand struct {
 
 func (x *SetArbiterCommand) Reset() {
 	*x = SetArbiterCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[10]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +751,7 @@ func (x *SetArbiterCommand) String() string {
 func (*SetArbiterCommand) ProtoMessage() {}
 
 func (x *SetArbiterCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[10]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +764,7 @@ func (x *SetArbiterCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetArbiterCommand.ProtoReflect.Descriptor instead.
 func (*SetArbiterCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{10}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetArbiterCommand) GetArbiter() *ArbiterRecord {
@@ -710,7 +783,7 @@ type RemoveArbiterCommand struct {
 
 func (x *RemoveArbiterCommand) Reset() {
 	*x = RemoveArbiterCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[11]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +795,7 @@ func (x *RemoveArbiterCommand) String() string {
 func (*RemoveArbiterCommand) ProtoMessage() {}
 
 func (x *RemoveArbiterCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[11]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +808,7 @@ func (x *RemoveArbiterCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveArbiterCommand.ProtoReflect.Descriptor instead.
 func (*RemoveArbiterCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{11}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RemoveArbiterCommand) GetId() string {
@@ -752,13 +825,14 @@ type ClusterMeta struct {
 	NumSlots       uint32                 `protobuf:"varint,3,opt,name=num_slots,json=numSlots,proto3" json:"num_slots,omitempty"`
 	RoutingVersion uint64                 `protobuf:"varint,4,opt,name=routing_version,json=routingVersion,proto3" json:"routing_version,omitempty"`
 	Dc             string                 `protobuf:"bytes,5,opt,name=dc,proto3" json:"dc,omitempty"`
+	Shards         []*v1.ShardInfo        `protobuf:"bytes,6,rep,name=shards,proto3" json:"shards,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ClusterMeta) Reset() {
 	*x = ClusterMeta{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[12]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +844,7 @@ func (x *ClusterMeta) String() string {
 func (*ClusterMeta) ProtoMessage() {}
 
 func (x *ClusterMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[12]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +857,7 @@ func (x *ClusterMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterMeta.ProtoReflect.Descriptor instead.
 func (*ClusterMeta) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{12}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ClusterMeta) GetClusterId() string {
@@ -821,6 +895,13 @@ func (x *ClusterMeta) GetDc() string {
 	return ""
 }
 
+func (x *ClusterMeta) GetShards() []*v1.ShardInfo {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
 type SectionRecord struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Section uint64                 `protobuf:"varint,1,opt,name=section,proto3" json:"section,omitempty"`
@@ -836,7 +917,7 @@ type SectionRecord struct {
 
 func (x *SectionRecord) Reset() {
 	*x = SectionRecord{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[13]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +929,7 @@ func (x *SectionRecord) String() string {
 func (*SectionRecord) ProtoMessage() {}
 
 func (x *SectionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[13]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +942,7 @@ func (x *SectionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SectionRecord.ProtoReflect.Descriptor instead.
 func (*SectionRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{13}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SectionRecord) GetSection() uint64 {
@@ -914,7 +995,7 @@ type SlotRecord struct {
 
 func (x *SlotRecord) Reset() {
 	*x = SlotRecord{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[14]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1007,7 @@ func (x *SlotRecord) String() string {
 func (*SlotRecord) ProtoMessage() {}
 
 func (x *SlotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[14]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1020,7 @@ func (x *SlotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRecord.ProtoReflect.Descriptor instead.
 func (*SlotRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{14}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SlotRecord) GetSlot() uint32 {
@@ -997,7 +1078,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[15]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1090,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[15]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1103,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{15}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeRecord) GetId() string {
@@ -1072,7 +1153,7 @@ type ArbiterRecord struct {
 
 func (x *ArbiterRecord) Reset() {
 	*x = ArbiterRecord{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[16]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1165,7 @@ func (x *ArbiterRecord) String() string {
 func (*ArbiterRecord) ProtoMessage() {}
 
 func (x *ArbiterRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[16]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1178,7 @@ func (x *ArbiterRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArbiterRecord.ProtoReflect.Descriptor instead.
 func (*ArbiterRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{16}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ArbiterRecord) GetId() string {
@@ -1138,7 +1219,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[17]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1231,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[17]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1244,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{17}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -1183,6 +1264,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Slot
 	//	*SnapshotRecord_Node
 	//	*SnapshotRecord_Arbiter
+	//	*SnapshotRecord_End
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1190,7 +1272,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[18]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1284,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[18]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1297,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{18}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -1270,6 +1352,15 @@ func (x *SnapshotRecord) GetArbiter() *ArbiterRecord {
 	return nil
 }
 
+func (x *SnapshotRecord) GetEnd() *SnapshotEnd {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_End); ok {
+			return x.End
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -1294,6 +1385,10 @@ type SnapshotRecord_Arbiter struct {
 	Arbiter *ArbiterRecord `protobuf:"bytes,5,opt,name=arbiter,proto3,oneof"`
 }
 
+type SnapshotRecord_End struct {
+	End *SnapshotEnd `protobuf:"bytes,6,opt,name=end,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Meta) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Section) isSnapshotRecord_Record() {}
@@ -1304,6 +1399,54 @@ func (*SnapshotRecord_Node) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Arbiter) isSnapshotRecord_Record() {}
 
+func (*SnapshotRecord_End) isSnapshotRecord_Record() {}
+
+// SnapshotEnd closes a format-2 snapshot: a snapshot cut short between
+// records is refused instead of silently losing state.
+type SnapshotEnd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       uint64                 `protobuf:"varint,1,opt,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotEnd) Reset() {
+	*x = SnapshotEnd{}
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotEnd) ProtoMessage() {}
+
+func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
+func (*SnapshotEnd) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SnapshotEnd) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
 var File_seqd_cluster_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_seqd_cluster_v1_fsm_proto_rawDesc = "" +
@@ -1311,13 +1454,19 @@ const file_seqd_cluster_v1_fsm_proto_rawDesc = "" +
 	"\x19seqd/cluster/v1/fsm.proto\x12\x0fseqd.cluster.v1\x1a\x1dseqd/cluster/v1/arbiter.proto\x1a\x17seqd/v1/sequencer.proto\"U\n" +
 	"\aCommand\x120\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1c.seqd.cluster.v1.CommandTypeR\x04type\x12\x18\n" +
-	"\apayload\x18\x02 \x01(\fR\apayload\"\x83\x01\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\"\xa6\x01\n" +
 	"\x12InitClusterCommand\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12!\n" +
 	"\fsection_size\x18\x02 \x01(\x04R\vsectionSize\x12\x1b\n" +
 	"\tnum_slots\x18\x03 \x01(\rR\bnumSlots\x12\x0e\n" +
-	"\x02dc\x18\x04 \x01(\tR\x02dc\"\x85\x01\n" +
+	"\x02dc\x18\x04 \x01(\tR\x02dc\x12!\n" +
+	"\fshard_splits\x18\x05 \x03(\x04R\vshardSplits\"a\n" +
+	"\x16SetStoreReplicaCommand\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\tR\x05shard\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\tR\treplicaId\x12\x12\n" +
+	"\x04addr\x18\x03 \x01(\tR\x04addr\"\x85\x01\n" +
 	"\x13RegisterNodeCommand\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\x12\x12\n" +
@@ -1349,14 +1498,15 @@ const file_seqd_cluster_v1_fsm_proto_rawDesc = "" +
 	"\x11SetArbiterCommand\x128\n" +
 	"\aarbiter\x18\x01 \x01(\v2\x1e.seqd.cluster.v1.ArbiterRecordR\aarbiter\"&\n" +
 	"\x14RemoveArbiterCommand\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xa5\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xd1\x01\n" +
 	"\vClusterMeta\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12!\n" +
 	"\fsection_size\x18\x02 \x01(\x04R\vsectionSize\x12\x1b\n" +
 	"\tnum_slots\x18\x03 \x01(\rR\bnumSlots\x12'\n" +
 	"\x0frouting_version\x18\x04 \x01(\x04R\x0eroutingVersion\x12\x0e\n" +
-	"\x02dc\x18\x05 \x01(\tR\x02dc\"\xac\x01\n" +
+	"\x02dc\x18\x05 \x01(\tR\x02dc\x12*\n" +
+	"\x06shards\x18\x06 \x03(\v2\x12.seqd.v1.ShardInfoR\x06shards\"\xac\x01\n" +
 	"\rSectionRecord\x12\x18\n" +
 	"\asection\x18\x01 \x01(\x04R\asection\x12\x17\n" +
 	"\amax_seq\x18\x02 \x01(\x04R\x06maxSeq\x12\x14\n" +
@@ -1388,14 +1538,17 @@ const file_seqd_cluster_v1_fsm_proto_rawDesc = "" +
 	"\vgossip_addr\x18\x04 \x01(\tR\n" +
 	"gossipAddr\"7\n" +
 	"\x0eSnapshotHeader\x12%\n" +
-	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\"\xac\x02\n" +
+	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\"\xde\x02\n" +
 	"\x0eSnapshotRecord\x122\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1c.seqd.cluster.v1.ClusterMetaH\x00R\x04meta\x12:\n" +
 	"\asection\x18\x02 \x01(\v2\x1e.seqd.cluster.v1.SectionRecordH\x00R\asection\x121\n" +
 	"\x04slot\x18\x03 \x01(\v2\x1b.seqd.cluster.v1.SlotRecordH\x00R\x04slot\x121\n" +
 	"\x04node\x18\x04 \x01(\v2\x1b.seqd.cluster.v1.NodeRecordH\x00R\x04node\x12:\n" +
-	"\aarbiter\x18\x05 \x01(\v2\x1e.seqd.cluster.v1.ArbiterRecordH\x00R\aarbiterB\b\n" +
-	"\x06record*\xc7\x02\n" +
+	"\aarbiter\x18\x05 \x01(\v2\x1e.seqd.cluster.v1.ArbiterRecordH\x00R\aarbiter\x120\n" +
+	"\x03end\x18\x06 \x01(\v2\x1c.seqd.cluster.v1.SnapshotEndH\x00R\x03endB\b\n" +
+	"\x06record\"'\n" +
+	"\vSnapshotEnd\x12\x18\n" +
+	"\arecords\x18\x01 \x01(\x04R\arecords*\xeb\x02\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COMMAND_TYPE_INIT_CLUSTER\x10\x01\x12\x1e\n" +
@@ -1406,7 +1559,9 @@ const file_seqd_cluster_v1_fsm_proto_rawDesc = "" +
 	"\x18COMMAND_TYPE_SET_ARBITER\x10\x06\x12\x1f\n" +
 	"\x1bCOMMAND_TYPE_REMOVE_ARBITER\x10\a\x12\x1c\n" +
 	"\x18COMMAND_TYPE_BEGIN_MOVES\x10\b\x12 \n" +
-	"\x1cCOMMAND_TYPE_DEREGISTER_NODE\x10\tB6Z4github.com/seqd/seqd/proto/seqd/cluster/v1;clusterv1b\x06proto3"
+	"\x1cCOMMAND_TYPE_DEREGISTER_NODE\x10\t\x12\"\n" +
+	"\x1eCOMMAND_TYPE_SET_STORE_REPLICA\x10\n" +
+	"B6Z4github.com/seqd/seqd/proto/seqd/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_seqd_cluster_v1_fsm_proto_rawDescOnce sync.Once
@@ -1421,52 +1576,57 @@ func file_seqd_cluster_v1_fsm_proto_rawDescGZIP() []byte {
 }
 
 var file_seqd_cluster_v1_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_seqd_cluster_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_seqd_cluster_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_seqd_cluster_v1_fsm_proto_goTypes = []any{
-	(CommandType)(0),              // 0: seqd.cluster.v1.CommandType
-	(*Command)(nil),               // 1: seqd.cluster.v1.Command
-	(*InitClusterCommand)(nil),    // 2: seqd.cluster.v1.InitClusterCommand
-	(*RegisterNodeCommand)(nil),   // 3: seqd.cluster.v1.RegisterNodeCommand
-	(*SectionOpsCommand)(nil),     // 4: seqd.cluster.v1.SectionOpsCommand
-	(*OwnedSectionOp)(nil),        // 5: seqd.cluster.v1.OwnedSectionOp
-	(*SlotMove)(nil),              // 6: seqd.cluster.v1.SlotMove
-	(*AssignSlotsCommand)(nil),    // 7: seqd.cluster.v1.AssignSlotsCommand
-	(*BeginMovesCommand)(nil),     // 8: seqd.cluster.v1.BeginMovesCommand
-	(*SetNodeStateCommand)(nil),   // 9: seqd.cluster.v1.SetNodeStateCommand
-	(*DeregisterNodeCommand)(nil), // 10: seqd.cluster.v1.DeregisterNodeCommand
-	(*SetArbiterCommand)(nil),     // 11: seqd.cluster.v1.SetArbiterCommand
-	(*RemoveArbiterCommand)(nil),  // 12: seqd.cluster.v1.RemoveArbiterCommand
-	(*ClusterMeta)(nil),           // 13: seqd.cluster.v1.ClusterMeta
-	(*SectionRecord)(nil),         // 14: seqd.cluster.v1.SectionRecord
-	(*SlotRecord)(nil),            // 15: seqd.cluster.v1.SlotRecord
-	(*NodeRecord)(nil),            // 16: seqd.cluster.v1.NodeRecord
-	(*ArbiterRecord)(nil),         // 17: seqd.cluster.v1.ArbiterRecord
-	(*SnapshotHeader)(nil),        // 18: seqd.cluster.v1.SnapshotHeader
-	(*SnapshotRecord)(nil),        // 19: seqd.cluster.v1.SnapshotRecord
-	(*SectionOp)(nil),             // 20: seqd.cluster.v1.SectionOp
-	(*SectionMark)(nil),           // 21: seqd.cluster.v1.SectionMark
-	(v1.NodeState)(0),             // 22: seqd.v1.NodeState
+	(CommandType)(0),               // 0: seqd.cluster.v1.CommandType
+	(*Command)(nil),                // 1: seqd.cluster.v1.Command
+	(*InitClusterCommand)(nil),     // 2: seqd.cluster.v1.InitClusterCommand
+	(*SetStoreReplicaCommand)(nil), // 3: seqd.cluster.v1.SetStoreReplicaCommand
+	(*RegisterNodeCommand)(nil),    // 4: seqd.cluster.v1.RegisterNodeCommand
+	(*SectionOpsCommand)(nil),      // 5: seqd.cluster.v1.SectionOpsCommand
+	(*OwnedSectionOp)(nil),         // 6: seqd.cluster.v1.OwnedSectionOp
+	(*SlotMove)(nil),               // 7: seqd.cluster.v1.SlotMove
+	(*AssignSlotsCommand)(nil),     // 8: seqd.cluster.v1.AssignSlotsCommand
+	(*BeginMovesCommand)(nil),      // 9: seqd.cluster.v1.BeginMovesCommand
+	(*SetNodeStateCommand)(nil),    // 10: seqd.cluster.v1.SetNodeStateCommand
+	(*DeregisterNodeCommand)(nil),  // 11: seqd.cluster.v1.DeregisterNodeCommand
+	(*SetArbiterCommand)(nil),      // 12: seqd.cluster.v1.SetArbiterCommand
+	(*RemoveArbiterCommand)(nil),   // 13: seqd.cluster.v1.RemoveArbiterCommand
+	(*ClusterMeta)(nil),            // 14: seqd.cluster.v1.ClusterMeta
+	(*SectionRecord)(nil),          // 15: seqd.cluster.v1.SectionRecord
+	(*SlotRecord)(nil),             // 16: seqd.cluster.v1.SlotRecord
+	(*NodeRecord)(nil),             // 17: seqd.cluster.v1.NodeRecord
+	(*ArbiterRecord)(nil),          // 18: seqd.cluster.v1.ArbiterRecord
+	(*SnapshotHeader)(nil),         // 19: seqd.cluster.v1.SnapshotHeader
+	(*SnapshotRecord)(nil),         // 20: seqd.cluster.v1.SnapshotRecord
+	(*SnapshotEnd)(nil),            // 21: seqd.cluster.v1.SnapshotEnd
+	(*SectionOp)(nil),              // 22: seqd.cluster.v1.SectionOp
+	(*SectionMark)(nil),            // 23: seqd.cluster.v1.SectionMark
+	(v1.NodeState)(0),              // 24: seqd.v1.NodeState
+	(*v1.ShardInfo)(nil),           // 25: seqd.v1.ShardInfo
 }
 var file_seqd_cluster_v1_fsm_proto_depIdxs = []int32{
 	0,  // 0: seqd.cluster.v1.Command.type:type_name -> seqd.cluster.v1.CommandType
-	5,  // 1: seqd.cluster.v1.SectionOpsCommand.ops:type_name -> seqd.cluster.v1.OwnedSectionOp
-	20, // 2: seqd.cluster.v1.OwnedSectionOp.op:type_name -> seqd.cluster.v1.SectionOp
-	21, // 3: seqd.cluster.v1.SlotMove.marks:type_name -> seqd.cluster.v1.SectionMark
-	6,  // 4: seqd.cluster.v1.AssignSlotsCommand.moves:type_name -> seqd.cluster.v1.SlotMove
-	6,  // 5: seqd.cluster.v1.BeginMovesCommand.moves:type_name -> seqd.cluster.v1.SlotMove
-	22, // 6: seqd.cluster.v1.SetNodeStateCommand.state:type_name -> seqd.v1.NodeState
-	17, // 7: seqd.cluster.v1.SetArbiterCommand.arbiter:type_name -> seqd.cluster.v1.ArbiterRecord
-	22, // 8: seqd.cluster.v1.NodeRecord.state:type_name -> seqd.v1.NodeState
-	13, // 9: seqd.cluster.v1.SnapshotRecord.meta:type_name -> seqd.cluster.v1.ClusterMeta
-	14, // 10: seqd.cluster.v1.SnapshotRecord.section:type_name -> seqd.cluster.v1.SectionRecord
-	15, // 11: seqd.cluster.v1.SnapshotRecord.slot:type_name -> seqd.cluster.v1.SlotRecord
-	16, // 12: seqd.cluster.v1.SnapshotRecord.node:type_name -> seqd.cluster.v1.NodeRecord
-	17, // 13: seqd.cluster.v1.SnapshotRecord.arbiter:type_name -> seqd.cluster.v1.ArbiterRecord
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	6,  // 1: seqd.cluster.v1.SectionOpsCommand.ops:type_name -> seqd.cluster.v1.OwnedSectionOp
+	22, // 2: seqd.cluster.v1.OwnedSectionOp.op:type_name -> seqd.cluster.v1.SectionOp
+	23, // 3: seqd.cluster.v1.SlotMove.marks:type_name -> seqd.cluster.v1.SectionMark
+	7,  // 4: seqd.cluster.v1.AssignSlotsCommand.moves:type_name -> seqd.cluster.v1.SlotMove
+	7,  // 5: seqd.cluster.v1.BeginMovesCommand.moves:type_name -> seqd.cluster.v1.SlotMove
+	24, // 6: seqd.cluster.v1.SetNodeStateCommand.state:type_name -> seqd.v1.NodeState
+	18, // 7: seqd.cluster.v1.SetArbiterCommand.arbiter:type_name -> seqd.cluster.v1.ArbiterRecord
+	25, // 8: seqd.cluster.v1.ClusterMeta.shards:type_name -> seqd.v1.ShardInfo
+	24, // 9: seqd.cluster.v1.NodeRecord.state:type_name -> seqd.v1.NodeState
+	14, // 10: seqd.cluster.v1.SnapshotRecord.meta:type_name -> seqd.cluster.v1.ClusterMeta
+	15, // 11: seqd.cluster.v1.SnapshotRecord.section:type_name -> seqd.cluster.v1.SectionRecord
+	16, // 12: seqd.cluster.v1.SnapshotRecord.slot:type_name -> seqd.cluster.v1.SlotRecord
+	17, // 13: seqd.cluster.v1.SnapshotRecord.node:type_name -> seqd.cluster.v1.NodeRecord
+	18, // 14: seqd.cluster.v1.SnapshotRecord.arbiter:type_name -> seqd.cluster.v1.ArbiterRecord
+	21, // 15: seqd.cluster.v1.SnapshotRecord.end:type_name -> seqd.cluster.v1.SnapshotEnd
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_seqd_cluster_v1_fsm_proto_init() }
@@ -1475,12 +1635,13 @@ func file_seqd_cluster_v1_fsm_proto_init() {
 		return
 	}
 	file_seqd_cluster_v1_arbiter_proto_init()
-	file_seqd_cluster_v1_fsm_proto_msgTypes[18].OneofWrappers = []any{
+	file_seqd_cluster_v1_fsm_proto_msgTypes[19].OneofWrappers = []any{
 		(*SnapshotRecord_Meta)(nil),
 		(*SnapshotRecord_Section)(nil),
 		(*SnapshotRecord_Slot)(nil),
 		(*SnapshotRecord_Node)(nil),
 		(*SnapshotRecord_Arbiter)(nil),
+		(*SnapshotRecord_End)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1488,7 +1649,7 @@ func file_seqd_cluster_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_cluster_v1_fsm_proto_rawDesc), len(file_seqd_cluster_v1_fsm_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

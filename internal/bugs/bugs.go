@@ -1,0 +1,69 @@
+// Package bugs plants known faults in seqd for the chaos harness to find.
+//
+// Release builds cannot contain them: without the seqdbugs build tag,
+// Enabled is a constant false the compiler folds away, so every hook
+// (`if bugs.Enabled(bugs.X) { ... }`) is dead code. With the tag, the
+// SEQD_BUG environment variable (comma-separated names) picks the active
+// bugs at startup, and the node's metrics listener also serves test-only
+// failpoints (see RegisterHTTP).
+//
+// Adding a bug: add a constant and a Known entry here, then one hook line
+// where the fault belongs. cmd/seqjepsen names a scenario that must catch it.
+package bugs
+
+// Names of the planted bugs.
+const (
+	// ServeMovedSectionEarly: the arbiter leader declares an AllocSvr's lease
+	// expired after half a lease instead of lease+margin, so it hands the
+	// slots to a new owner while the old one may still serve them.
+	ServeMovedSectionEarly = "serve-moved-section-early"
+	// AckBeforeRaiseCommit: an AllocSvr out of committed room hands out
+	// numbers above max_seq while the raise is still in flight.
+	AckBeforeRaiseCommit = "ack-before-raise-commit"
+	// AcceptStaleRoutingTable: the router client adopts routing tables older
+	// than the one it holds, and an AllocSvr keeps serving the slots of the
+	// last table it was granted after its lease has lapsed.
+	AcceptStaleRoutingTable = "accept-stale-routing-table"
+)
+
+// Bug describes one planted bug.
+type Bug struct {
+	Name string
+	// Where names the component and hook.
+	Where string
+	// Breaks names the guarantee from DESIGN.md section 2 it breaks.
+	Breaks string
+	Doc    string
+}
+
+// Known lists every planted bug, in the order reports show them.
+var Known = []Bug{
+	{ServeMovedSectionEarly, "arbiter/lease.go expireIfDue", "G1",
+		"the arbiter reassigns an unresponsive AllocSvr's slots after lease/2 instead of lease+margin, while the old owner may still serve"},
+	{AckBeforeRaiseCommit, "allocsvr/next.go nextOne", "G1",
+		"the AllocSvr answers Next above max_seq before the raise of max_seq is committed"},
+	{AcceptStaleRoutingTable, "router/table.go acceptTable, allocsvr/next.go nextOne", "G1",
+		"clients adopt older routing tables, and an AllocSvr whose lease lapsed keeps serving the slots of its last table"},
+}
+
+// Lookup returns the bug named name.
+func Lookup(name string) (Bug, bool) {
+	for _, b := range Known {
+		if b.Name == name {
+			return b, true
+		}
+	}
+	return Bug{}, false
+}
+
+// Environment variables read by binaries built with the seqdbugs tag.
+const (
+	// EnvBugs selects planted bugs: comma-separated names from Known.
+	EnvBugs = "SEQD_BUG"
+	// EnvClockRate sets the lease clock's rate at startup (e.g. "1.03").
+	EnvClockRate = "SEQD_FAILPOINT_CLOCK_RATE"
+)
+
+// ClockPath is the failpoint endpoint on the metrics listener:
+// POST ClockPath?rate=1.03 sets the process's lease clock rate.
+const ClockPath = "/debug/failpoint/clock"

@@ -1,0 +1,172 @@
+package node
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seqd/seqd/arbiter"
+)
+
+func writeConfig(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "seqd.toml")
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+const fullConfig = `
+id = "arb1"
+cluster_id = "prod"
+dc = "dc-east"
+roles = ["arbiter", "allocsvr"]
+data_dir = "/var/lib/seqd"
+grpc_addr = "10.0.0.1:7400"
+http_addr = "10.0.0.1:9090"
+raft_addr = "10.0.0.1:7401"
+gossip_addr = "10.0.0.1:7402"
+arbiters = ["10.0.0.1:7400", "10.0.0.2:7400"]
+drain_timeout = "45s"
+
+[[peers]]
+id = "arb1"
+raft_addr = "10.0.0.1:7401"
+grpc_addr = "10.0.0.1:7400"
+gossip_addr = "10.0.0.1:7402"
+
+[[peers]]
+id = "arb2"
+raft_addr = "10.0.0.2:7401"
+grpc_addr = "10.0.0.2:7400"
+
+[cluster]
+section_size = 50000
+slots = 128
+step = 2000
+lease = "4s"
+
+[raft]
+heartbeat_timeout = "500ms"
+election_timeout = "1m30s"
+`
+
+func TestParseFileFull(t *testing.T) {
+	f, err := ParseFile(writeConfig(t, fullConfig))
+	if err != nil {
+		t.Fatalf("ParseFile: %v", err)
+	}
+	var cfg Config
+	f.Apply(&cfg)
+	want := Config{
+		ID: "arb1", ClusterID: "prod", DC: "dc-east", Roles: []string{"arbiter", "allocsvr"}, DataDir: "/var/lib/seqd",
+		GRPCAddr: "10.0.0.1:7400", HTTPAddr: "10.0.0.1:9090", RaftAddr: "10.0.0.1:7401", GossipAddr: "10.0.0.1:7402",
+		Arbiters: []string{"10.0.0.1:7400", "10.0.0.2:7400"},
+		Peers: []arbiter.Peer{
+			{ID: "arb1", RaftAddr: "10.0.0.1:7401", GRPCAddr: "10.0.0.1:7400", GossipAddr: "10.0.0.1:7402"},
+			{ID: "arb2", RaftAddr: "10.0.0.2:7401", GRPCAddr: "10.0.0.2:7400"},
+		},
+		SectionSize: 50000, NumSlots: 128, Step: 2000, Lease: 4 * time.Second,
+		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 90 * time.Second,
+		DrainTimeout: 45 * time.Second,
+	}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Fatalf("config after Apply:\n got %+v\nwant %+v", cfg, want)
+	}
+}
+
+func TestParseFileMinimal(t *testing.T) {
+	f, err := ParseFile(writeConfig(t, "id = \"a\"\n# only a comment otherwise\n"))
+	if err != nil {
+		t.Fatalf("ParseFile: %v", err)
+	}
+	var cfg Config
+	f.Apply(&cfg)
+	if cfg.ID != "a" || cfg.Lease != 0 || cfg.SectionSize != 0 || len(cfg.Peers) != 0 || cfg.Join != "" {
+		t.Fatalf("unset keys did not stay zero (defaults are applied later): %+v", cfg)
+	}
+}
+
+func TestParseFileErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		content string
+		want    []string // all must appear in the error
+	}{
+		{"unknown top-level key", "id = \"a\"\ngrpc_adr = \"x:1\"\n", []string{"unknown keys", "grpc_adr"}},
+		{"unknown nested key", "[cluster]\nslotz = 4\n", []string{"unknown keys", "cluster.slotz"}},
+		{"unknown key in peers", "[[peers]]\nid = \"a\"\nraft = \"x\"\n", []string{"unknown keys", "peers.raft"}},
+		{"several unknown keys", "foo = 1\nbar = 2\n", []string{"foo", "bar"}},
+		{"malformed", "id = \"a\"\nroles = [\"arbiter\"\ndc = \"x\"\n", []string{"line 3"}},
+		{"unterminated string", "id = \"a\"\n\ncluster_id = \"oops\n", []string{"line 3"}},
+		{"bad duration", "[cluster]\nlease = \"4 seconds\"\n", []string{"line 2", `"4 seconds" is not a duration`}},
+		{"negative duration", "drain_timeout = \"-1s\"\n", []string{`"-1s" is negative`}},
+		{"wrong type", "[cluster]\nslots = \"many\"\n", []string{"line 2", "slots"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeConfig(t, tc.content)
+			_, err := ParseFile(path)
+			if err == nil {
+				t.Fatal("ParseFile accepted a bad config")
+			}
+			for _, w := range append(tc.want, path) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseFileMissing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nope.toml")
+	if _, err := ParseFile(path); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("ParseFile of a missing file: %v, want an error naming it", err)
+	}
+}
+
+func TestParsePeer(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    arbiter.Peer
+		wantErr bool
+	}{
+		{in: "arb1=10.0.0.1:7401,10.0.0.1:7400", want: arbiter.Peer{ID: "arb1", RaftAddr: "10.0.0.1:7401", GRPCAddr: "10.0.0.1:7400"}},
+		{in: "arb2=r:1,g:2,m:3", want: arbiter.Peer{ID: "arb2", RaftAddr: "r:1", GRPCAddr: "g:2", GossipAddr: "m:3"}},
+		{in: "a=[::1]:7401,[::1]:7400", want: arbiter.Peer{ID: "a", RaftAddr: "[::1]:7401", GRPCAddr: "[::1]:7400"}},
+		{in: "", wantErr: true},
+		{in: "arb1", wantErr: true},
+		{in: "arb1=", wantErr: true},
+		{in: "=r:1,g:2", wantErr: true},
+		{in: "arb1=r:1", wantErr: true},
+		{in: "arb1=r:1,", wantErr: true},
+		{in: "arb1=,g:2", wantErr: true},
+		{in: "arb1=r:1,g:2,m:3,x:4", wantErr: true},
+		{in: "r:1,g:2", wantErr: true},
+	}
+	for _, tc := range tests {
+		got, err := ParsePeer(tc.in)
+		if tc.wantErr {
+			if err == nil {
+				t.Errorf("ParsePeer(%q) = %+v, want an error", tc.in, got)
+				continue
+			}
+			if !strings.Contains(err.Error(), "id=raft_addr,grpc_addr") || !strings.Contains(err.Error(), tc.in) {
+				t.Errorf("ParsePeer(%q) error %q does not show the value and the expected form", tc.in, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParsePeer(%q): %v", tc.in, err)
+			continue
+		}
+		if got != tc.want {
+			t.Errorf("ParsePeer(%q) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,166 @@
+// Package raftnode builds a hashicorp/raft node the way every seqd Raft
+// group wants it: raft-boltdb as log and stable store (fsync on),
+// FileSnapshotStore, a TCP transport on a listener the caller may have
+// opened already, and bootstrap from a static peer list.
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/seqd/seqd/internal/slogadapt"
+)
+
+// Peer is one initial voter.
+type Peer struct {
+	ID   string
+	Addr string // Raft address
+}
+
+// Config configures a node.
+type Config struct {
+	ID       string
+	Dir      string
+	Addr     string       // Raft address to advertise (and listen on if Listener is nil)
+	Listener net.Listener // optional, already open
+	// Bootstrap is the initial voter list; used only when Dir holds no state.
+	Bootstrap []Peer
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	// MaxAppendEntries caps entries per AppendEntries RPC (0 = raft default).
+	MaxAppendEntries int
+
+	Logger *slog.Logger
+}
+
+// Node is a running Raft node and what it owns.
+type Node struct {
+	Raft      *raft.Raft
+	Transport *raft.NetworkTransport
+	store     *raftboltdb.BoltStore
+}
+
+// streamLayer is a raft.StreamLayer over an already-open listener.
+type streamLayer struct {
+	net.Listener
+	advertise net.Addr
+}
+
+func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", string(addr), timeout)
+}
+
+func (s *streamLayer) Addr() net.Addr { return s.advertise }
+
+// Start opens the stores, bootstraps if this is a fresh node with peers,
+// and starts Raft with fsm.
+func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	set := func(dst *time.Duration, v time.Duration) {
+		if v > 0 {
+			*dst = v
+		}
+	}
+	set(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
+	set(&rc.ElectionTimeout, cfg.ElectionTimeout)
+	set(&rc.CommitTimeout, cfg.CommitTimeout)
+	set(&rc.SnapshotInterval, cfg.SnapshotInterval)
+	rc.LeaderLeaseTimeout = min(rc.HeartbeatTimeout, rc.LeaderLeaseTimeout)
+	set(&rc.LeaderLeaseTimeout, cfg.LeaderLeaseTimeout)
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.MaxAppendEntries > 0 {
+		rc.MaxAppendEntries = cfg.MaxAppendEntries
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	rc.Logger = slogadapt.HCLog(logger, "raft")
+
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("raft data dir: %w", err)
+	}
+	n = &Node{}
+	defer func() {
+		if err != nil {
+			n.closeStores()
+		}
+	}()
+	path := filepath.Join(cfg.Dir, "raft.db")
+	if n.store, err = raftboltdb.New(raftboltdb.Options{Path: path}); err != nil {
+		return nil, fmt.Errorf("open raft log %s: %w", path, err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, rc.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot store: %w", err)
+	}
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return nil, fmt.Errorf("raft listen %s: %w", cfg.Addr, err)
+		}
+	}
+	adv, rerr := net.ResolveTCPAddr("tcp", cfg.Addr)
+	if rerr != nil || adv.Port == 0 || adv.IP.IsUnspecified() {
+		adv, _ = ln.Addr().(*net.TCPAddr)
+	}
+	n.Transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: &streamLayer{Listener: ln, advertise: adv}, MaxPool: 3, Timeout: 10 * time.Second, Logger: rc.Logger,
+	})
+	has, err := raft.HasExistingState(n.store, n.store, snaps)
+	if err != nil {
+		n.Transport.Close()
+		return nil, fmt.Errorf("read raft state: %w", err)
+	}
+	if !has && len(cfg.Bootstrap) > 0 {
+		var servers []raft.Server
+		for _, p := range cfg.Bootstrap {
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
+		}
+		if err := raft.BootstrapCluster(rc, n.store, n.store, snaps, n.Transport, raft.Configuration{Servers: servers}); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			n.Transport.Close()
+			return nil, fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	if n.Raft, err = raft.NewRaft(rc, fsm, n.store, n.store, snaps, n.Transport); err != nil {
+		n.Transport.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	return n, nil
+}
+
+// Shutdown stops Raft and closes its transport and stores.
+func (n *Node) Shutdown() error {
+	err := n.Raft.Shutdown().Error()
+	n.Transport.Close()
+	n.closeStores()
+	return err
+}
+
+func (n *Node) closeStores() {
+	if n.store != nil {
+		n.store.Close()
+	}
+}
+
+// LeaderID returns the current leader's server id, or "".
+func (n *Node) LeaderID() string {
+	_, id := n.Raft.LeaderWithID()
+	return string(id)
+}

@@ -1,0 +1,46 @@
+// Package keyspace maps users, groups and message ids onto allocator keys,
+// which decide the section, the AllocSvr and the store shard of each.
+//
+// Users are keys 1..2^63-1. Group g's timeline is key 1<<63 | g. Message
+// ids name where a message's record is kept: "<sender>.<seq>" for a DIRECT
+// message (the sender's inbox seq) and "g<group>.<gseq>" for a GROUP
+// message (the group's seq); both halves come from the allocator, so ids
+// are unique without coordination.
+package keyspace
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// GroupBit marks group keys.
+const GroupBit = 1 << 63
+
+// Group returns the allocator key of group g.
+func Group(g uint64) uint64 { return GroupBit | g }
+
+// DirectMessageID names a DIRECT message.
+func DirectMessageID(sender, seq uint64) string { return fmt.Sprintf("%d.%d", sender, seq) }
+
+// GroupMessageID names a GROUP message.
+func GroupMessageID(group, gseq uint64) string { return fmt.Sprintf("g%d.%d", group, gseq) }
+
+// ParseMessageID returns the key the message's record lives under (the
+// sender, or Group(g)) and the seq.
+func ParseMessageID(id string) (key, seq uint64, err error) {
+	group := strings.HasPrefix(id, "g")
+	a, b, ok := strings.Cut(strings.TrimPrefix(id, "g"), ".")
+	if !ok {
+		return 0, 0, fmt.Errorf("message_id %q is not a seqd message id (\"<sender>.<seq>\" or \"g<group>.<seq>\")", id)
+	}
+	origin, err1 := strconv.ParseUint(a, 10, 64)
+	seq, err2 := strconv.ParseUint(b, 10, 64)
+	if err1 != nil || err2 != nil || origin == 0 || seq == 0 || origin >= GroupBit {
+		return 0, 0, fmt.Errorf("message_id %q is not a seqd message id (\"<sender>.<seq>\" or \"g<group>.<seq>\")", id)
+	}
+	if group {
+		origin |= GroupBit
+	}
+	return origin, seq, nil
+}

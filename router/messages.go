@@ -1,0 +1,292 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/seqd/seqd/internal/rpcerr"
+	"github.com/seqd/seqd/keyspace"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+// Messages routes message-store calls to the shard that owns each user or
+// group, preferring the shard's leader, and retries WRONG_SHARD,
+// NOT_LEADER and UNAVAILABLE within the caller's deadline. Get one with
+// Client.Messages.
+type Messages struct {
+	c       *Client
+	mu      sync.Mutex
+	leaders map[string]string // shard id -> gRPC address of the last replica that answered a write
+}
+
+// Messages returns the message-store client that shares this client's
+// routing table and connections.
+func (c *Client) Messages() *Messages {
+	c.msgOnce.Do(func() { c.msgs = &Messages{c: c, leaders: map[string]string{}} })
+	return c.msgs
+}
+
+// shardFor finds the shard owning key in the cached table.
+func (m *Messages) shardFor(key uint64) (*seqdv1.ShardInfo, error) {
+	v := m.c.table.Load()
+	if v == nil || v.sectionSize == 0 {
+		return nil, status.Error(codes.Unavailable, "no routing table yet")
+	}
+	sec := key / v.sectionSize
+	for _, sh := range v.raw.Shards {
+		if sec >= sh.FirstSection && (sh.EndSection == 0 || sec < sh.EndSection) {
+			if len(sh.Replicas) == 0 {
+				return nil, status.Errorf(codes.Unavailable, "shard %s has no registered replica yet", sh.Id)
+			}
+			return sh, nil
+		}
+	}
+	return nil, status.Errorf(codes.Unavailable, "no message-store shard owns key %d", key)
+}
+
+// pick returns the replica to try: the known leader, else round robin.
+func (m *Messages) pick(sh *seqdv1.ShardInfo, attempt int) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a := m.leaders[sh.Id]; a != "" && attempt == 0 {
+		return a
+	}
+	return sh.Replicas[attempt%len(sh.Replicas)].Addr
+}
+
+func (m *Messages) remember(shard, addr string) {
+	m.mu.Lock()
+	m.leaders[shard] = addr
+	m.mu.Unlock()
+}
+
+// callShard runs call at the shard owning key until it succeeds, fails
+// for good, or ctx ends.
+func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func(context.Context, seqdv1.MessagesClient) (Resp, error)) (Resp, error) {
+	var zero Resp
+	if m.c.closed.Load() {
+		return zero, ErrClosed
+	}
+	ctx, cancel := m.c.withTimeout(ctx)
+	defer cancel()
+	var last error
+	for attempt := 0; ; attempt++ {
+		sh, err := m.shardFor(key)
+		if err == nil {
+			addr := m.pick(sh, attempt)
+			var cc *grpc.ClientConn
+			if cc, err = m.c.pool.Get(addr); err == nil {
+				var resp Resp
+				resp, err = call(ctx, seqdv1.NewMessagesClient(cc))
+				if err == nil {
+					m.remember(sh.Id, addr)
+					return resp, nil
+				}
+				if hint := rpcerr.LeaderHint(err); hint != "" {
+					m.remember(sh.Id, hint)
+					last = err
+					continue
+				}
+			}
+		}
+		last = err
+		if t, ok := rpcerr.WrongShardTable(err); ok {
+			if m.c.learn(t) {
+				continue
+			}
+		} else if !rpcerr.Retryable(err) && status.Code(err) != codes.DeadlineExceeded {
+			return zero, err
+		}
+		m.c.refresh(ctx, false)
+		if err := m.c.retry.Sleep(ctx, attempt); err != nil {
+			return zero, giveUp(last, err)
+		}
+	}
+}
+
+// userKey checks a user id and returns its routing key.
+func userKey(field string, u uint64) (uint64, error) {
+	if u == 0 || u >= keyspace.GroupBit {
+		return 0, status.Errorf(codes.InvalidArgument, "%s %d is not a user id; user ids are 1..2^63-1", field, u)
+	}
+	return u, nil
+}
+
+func groupKey(g uint64) (uint64, error) {
+	if g == 0 || g >= keyspace.GroupBit {
+		return 0, status.Errorf(codes.InvalidArgument, "group_id %d is not a group id; group ids are 1..2^63-1", g)
+	}
+	return keyspace.Group(g), nil
+}
+
+// SendKey returns the routing key of a send: the group for GROUP
+// messages, the sender otherwise.
+func SendKey(r *seqdv1.SendRequest) (uint64, error) {
+	if r.GetConversation().GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
+		return groupKey(r.Conversation.Id)
+	}
+	return userKey("sender", r.Sender)
+}
+
+func (m *Messages) Send(ctx context.Context, r *seqdv1.SendRequest) (*seqdv1.SendResponse, error) {
+	key, err := SendKey(r)
+	if err != nil {
+		return nil, err
+	}
+	return callShard(ctx, m, key, func(ctx context.Context, c seqdv1.MessagesClient) (*seqdv1.SendResponse, error) {
+		return c.Send(ctx, r)
+	})
+}
+
+func (m *Messages) Sync(ctx context.Context, r *seqdv1.SyncRequest) (*seqdv1.SyncResponse, error) {
+	key, err := userKey("user", r.User)
+	if err != nil {
+		return nil, err
+	}
+	return callShard(ctx, m, key, func(ctx context.Context, c seqdv1.MessagesClient) (*seqdv1.SyncResponse, error) {
+		return c.Sync(ctx, r)
+	})
+}
+
+func (m *Messages) MarkRead(ctx context.Context, r *seqdv1.MarkReadRequest) (*seqdv1.MarkReadResponse, error) {
+	key, err := userKey("user", r.User)
+	if err != nil {
+		return nil, err
+	}
+	return callShard(ctx, m, key, func(ctx context.Context, c seqdv1.MessagesClient) (*seqdv1.MarkReadResponse, error) {
+		return c.MarkRead(ctx, r)
+	})
+}
+
+func (m *Messages) Unread(ctx context.Context, r *seqdv1.UnreadRequest) (*seqdv1.UnreadResponse, error) {
+	key, err := userKey("user", r.User)
+	if err != nil {
+		return nil, err
+	}
+	return callShard(ctx, m, key, func(ctx context.Context, c seqdv1.MessagesClient) (*seqdv1.UnreadResponse, error) {
+		return c.Unread(ctx, r)
+	})
+}
+
+func (m *Messages) History(ctx context.Context, r *seqdv1.HistoryRequest) (*seqdv1.HistoryResponse, error) {
+	key, err := userKey("user", r.User)
+	if err != nil {
+		return nil, err
+	}
+	return callShard(ctx, m, key, func(ctx context.Context, c seqdv1.MessagesClient) (*seqdv1.HistoryResponse, error) {
+		return c.History(ctx, r)
+	})
+}
+
+func (m *Messages) Recall(ctx context.Context, r *seqdv1.RecallRequest) (*seqdv1.RecallResponse, error) {
+	key, _, err := keyspace.ParseMessageID(r.MessageId)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return callShard(ctx, m, key, func(ctx context.Context, c seqdv1.MessagesClient) (*seqdv1.RecallResponse, error) {
+		return c.Recall(ctx, r)
+	})
+}
+
+func (m *Messages) Delete(ctx context.Context, r *seqdv1.DeleteRequest) (*seqdv1.DeleteResponse, error) {
+	key, err := userKey("user", r.User)
+	if err != nil {
+		return nil, err
+	}
+	return callShard(ctx, m, key, func(ctx context.Context, c seqdv1.MessagesClient) (*seqdv1.DeleteResponse, error) {
+		return c.Delete(ctx, r)
+	})
+}
+
+func (m *Messages) CreateGroup(ctx context.Context, r *seqdv1.CreateGroupRequest) (*seqdv1.CreateGroupResponse, error) {
+	key, err := groupKey(r.GroupId)
+	if err != nil {
+		return nil, err
+	}
+	return callShard(ctx, m, key, func(ctx context.Context, c seqdv1.MessagesClient) (*seqdv1.CreateGroupResponse, error) {
+		return c.CreateGroup(ctx, r)
+	})
+}
+
+func (m *Messages) AddMembers(ctx context.Context, r *seqdv1.AddMembersRequest) (*seqdv1.AddMembersResponse, error) {
+	key, err := groupKey(r.GroupId)
+	if err != nil {
+		return nil, err
+	}
+	return callShard(ctx, m, key, func(ctx context.Context, c seqdv1.MessagesClient) (*seqdv1.AddMembersResponse, error) {
+		return c.AddMembers(ctx, r)
+	})
+}
+
+func (m *Messages) RemoveMembers(ctx context.Context, r *seqdv1.RemoveMembersRequest) (*seqdv1.RemoveMembersResponse, error) {
+	key, err := groupKey(r.GroupId)
+	if err != nil {
+		return nil, err
+	}
+	return callShard(ctx, m, key, func(ctx context.Context, c seqdv1.MessagesClient) (*seqdv1.RemoveMembersResponse, error) {
+		return c.RemoveMembers(ctx, r)
+	})
+}
+
+func (m *Messages) GetGroup(ctx context.Context, r *seqdv1.GetGroupRequest) (*seqdv1.GetGroupResponse, error) {
+	key, err := groupKey(r.GroupId)
+	if err != nil {
+		return nil, err
+	}
+	return callShard(ctx, m, key, func(ctx context.Context, c seqdv1.MessagesClient) (*seqdv1.GetGroupResponse, error) {
+		return c.GetGroup(ctx, r)
+	})
+}
+
+func (m *Messages) SyncGroup(ctx context.Context, r *seqdv1.SyncGroupRequest) (*seqdv1.SyncGroupResponse, error) {
+	key, err := groupKey(r.GroupId)
+	if err != nil {
+		return nil, err
+	}
+	return callShard(ctx, m, key, func(ctx context.Context, c seqdv1.MessagesClient) (*seqdv1.SyncGroupResponse, error) {
+		return c.SyncGroup(ctx, r)
+	})
+}
+
+// Subscribe opens a Subscribe stream at a replica of the user's shard. The
+// stream ends when that replica goes away: reconnect with after_seq set to
+// the last checkpoint received.
+func (m *Messages) Subscribe(ctx context.Context, r *seqdv1.SubscribeRequest) (seqdv1.Messages_SubscribeClient, error) {
+	key, err := userKey("user", r.User)
+	if err != nil {
+		return nil, err
+	}
+	sh, err := m.shardFor(key)
+	if err != nil {
+		return nil, err
+	}
+	var last error
+	for attempt := 0; attempt < len(sh.Replicas); attempt++ {
+		cc, err := m.c.pool.Get(m.pick(sh, attempt))
+		if err != nil {
+			last = err
+			continue
+		}
+		st, err := seqdv1.NewMessagesClient(cc).Subscribe(ctx, r)
+		if err == nil {
+			return st, nil
+		}
+		last = err
+	}
+	return nil, fmt.Errorf("subscribe: no replica of shard %s answered: %w", sh.Id, errors.Join(last))
+}
+
+// withClient adds the front end's address for per-client rate limits.
+func withClient(ctx context.Context, client string) context.Context {
+	if client == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "seqd-client", client)
+}

@@ -1,0 +1,610 @@
+package store
+
+import (
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+func okResult() *OpResult { return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK} }
+
+func rejected(format string, args ...any) *OpResult {
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_REJECTED, Msg: fmt.Sprintf(format, args...)}
+}
+
+func outOfOrder(user, seq, last uint64) *OpResult {
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OUT_OF_ORDER,
+		Msg: fmt.Sprintf("seq %d for user %d is not above the inbox's newest %d", seq, user, last)}
+}
+
+// applyOp runs one op. Every op checks everything before it writes, so a
+// refused op leaves no trace.
+func (x *tx) applyOp(index uint64, n uint32, now int64, op *clusterv1.StoreOp) *OpResult {
+	switch o := op.GetOp().(type) {
+	case *clusterv1.StoreOp_Send:
+		return x.send(index, n, now, o.Send)
+	case *clusterv1.StoreOp_Deliver:
+		return x.deliver(now, o.Deliver)
+	case *clusterv1.StoreOp_MarkRead:
+		return x.markRead(o.MarkRead)
+	case *clusterv1.StoreOp_Recall:
+		return x.recall(index, n, now, o.Recall)
+	case *clusterv1.StoreOp_Delete:
+		return x.deleteCopy(o.Delete)
+	case *clusterv1.StoreOp_CreateGroup:
+		return x.createGroup(o.CreateGroup)
+	case *clusterv1.StoreOp_AddMembers:
+		return x.addMembers(o.AddMembers)
+	case *clusterv1.StoreOp_RemoveMembers:
+		return x.removeMembers(o.RemoveMembers)
+	case *clusterv1.StoreOp_GroupHint:
+		return x.groupHint(index, n, o.GroupHint)
+	case *clusterv1.StoreOp_OutboxAck:
+		return x.outboxAck(o.OutboxAck)
+	case *clusterv1.StoreOp_Expire:
+		return x.expire(o.Expire)
+	}
+	return rejected("unknown op %T", op.GetOp())
+}
+
+func (x *tx) userState(u uint64) *clusterv1.UserState {
+	var s clusterv1.UserState
+	x.get(userKey(u), &s)
+	return &s
+}
+
+func (x *tx) convState(u uint64, c *seqdv1.Conversation) *clusterv1.ConvState {
+	var s clusterv1.ConvState
+	x.get(convKey(u, c), &s)
+	return &s
+}
+
+// convUnread is what a conversation contributes to the unread total:
+// messages in the inbox, plus timeline messages past the read marker for
+// read-fanout groups.
+func convUnread(cs *clusterv1.ConvState) uint64 {
+	n := cs.Unread
+	if cs.LatestCount > cs.ReadCount {
+		n += cs.LatestCount - cs.ReadCount
+	}
+	return n
+}
+
+// updateConv changes one conversation's state and moves the user's total
+// by the same amount, so the two can never disagree.
+func (x *tx) updateConv(u uint64, c *seqdv1.Conversation, us *clusterv1.UserState, change func(cs *clusterv1.ConvState)) *clusterv1.ConvState {
+	cs := x.convState(u, c)
+	before := convUnread(cs)
+	change(cs)
+	after := convUnread(cs)
+	us.TotalUnread = us.TotalUnread + after - before
+	x.put(convKey(u, c), cs)
+	return cs
+}
+
+// seqsAscend checks that every append is above its user's newest seq and
+// above earlier appends for the same user.
+func (x *tx) seqsAscend(appends []*clusterv1.Append) *OpResult {
+	last := map[uint64]uint64{}
+	for _, a := range appends {
+		l, ok := last[a.User]
+		if !ok {
+			l = x.userState(a.User).LastSeq
+		}
+		if a.User == 0 || a.Seq <= l {
+			return outOfOrder(a.User, a.Seq, l)
+		}
+		last[a.User] = a.Seq
+	}
+	return nil
+}
+
+// counted reports whether a message copy counts as unread.
+func counted(e *seqdv1.Event, cs *clusterv1.ConvState) bool {
+	return e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && !e.Outgoing && !e.Recalled && !e.Deleted &&
+		!cs.ReadFanout && e.Seq > cs.ReadUpTo
+}
+
+// appendEvent writes e into user's inbox at e.Seq and keeps the user's and
+// the conversation's counters in step, in the same transaction.
+func (x *tx) appendEvent(user uint64, e *seqdv1.Event) {
+	if e.SentAtMs == 0 {
+		e.SentAtMs = x.now
+	}
+	us := x.userState(user)
+	x.put(inboxKey(user, e.Seq), e)
+	x.updateConv(user, e.Conversation, us, func(cs *clusterv1.ConvState) {
+		cs.LastSeq = e.Seq
+		switch e.Kind {
+		case seqdv1.EventKind_EVENT_KIND_MESSAGE:
+			if e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP && e.GroupCount > 0 && e.Outgoing {
+				// Sending to a read-fanout group reads it up to one's own message.
+				cs.ReadFanout = true
+				cs.ReadUpTo = max(cs.ReadUpTo, e.GroupSeq)
+				cs.ReadCount = max(cs.ReadCount, e.GroupCount)
+				cs.LatestCount = max(cs.LatestCount, e.GroupCount)
+			}
+			if counted(e, cs) {
+				cs.Unread++
+			}
+		case seqdv1.EventKind_EVENT_KIND_GROUP_HINT:
+			cs.ReadFanout = true
+			cs.LatestCount = max(cs.LatestCount, e.GroupCount)
+		}
+	})
+	if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE {
+		x.putRaw(historyKey(user, e.Conversation, e.Seq), nil)
+	}
+	us.LastSeq = e.Seq
+	x.put(userKey(user), us)
+	x.touchUser(user)
+}
+
+// queue adds one delivery for another shard to the outbox.
+func (x *tx) queue(index uint64, n uint32, j *uint32, kind clusterv1.FanoutItem_Kind, user uint64, e *seqdv1.Event) {
+	x.put(outboxKey(index, n<<16|*j), &clusterv1.FanoutItem{Kind: kind, User: user, Event: e})
+	*j++
+}
+
+func (x *tx) send(index uint64, n uint32, now int64, op *clusterv1.SendOp) *OpResult {
+	req := op.GetRequest()
+	if req == nil || op.MessageId == "" || req.Conversation == nil {
+		return rejected("send op without a request, conversation or message id")
+	}
+	dk := dedupKey(req.Sender, req.ClientMsgId)
+	var d clusterv1.DedupRecord
+	if x.get(dk, &d) && d.ExpiresMs > now {
+		resp := proto.Clone(d.Response).(*seqdv1.SendResponse)
+		resp.Duplicate = true
+		return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_DUPLICATE, Send: resp}
+	}
+	if r := x.seqsAscend(op.Appends); r != nil {
+		return r
+	}
+	conv := req.Conversation
+	var g clusterv1.GroupRecord
+	count := uint64(0)
+	if op.GroupSeq > 0 {
+		if !x.get(groupKey(conv.Id), &g) || !g.Info.GetReadFanout() {
+			return rejected("group %d is not a read-fanout group on this shard", conv.Id)
+		}
+		if op.GroupSeq <= g.Info.LastGroupSeq {
+			return outOfOrder(conv.Id, op.GroupSeq, g.Info.LastGroupSeq)
+		}
+		count = g.MessageCount + 1
+	}
+	ev := &seqdv1.Event{
+		Kind: seqdv1.EventKind_EVENT_KIND_MESSAGE, Conversation: conv, MessageId: op.MessageId, Sender: req.Sender,
+		Body: req.Body, Metadata: req.Metadata, SentAtMs: now, GroupSeq: op.GroupSeq, GroupCount: count,
+	}
+	resp := &seqdv1.SendResponse{MessageId: op.MessageId, GroupSeq: op.GroupSeq}
+	for _, a := range op.Appends {
+		e := proto.Clone(ev).(*seqdv1.Event)
+		e.Seq, e.Outgoing = a.Seq, a.User == req.Sender
+		x.appendEvent(a.User, e)
+		if e.Outgoing {
+			resp.SenderSeq = a.Seq
+		} else {
+			resp.Deliveries = append(resp.Deliveries, &seqdv1.Delivery{User: a.User, Seq: a.Seq})
+		}
+	}
+	var j uint32
+	remote := append([]uint64(nil), op.Remote...)
+	for _, u := range op.Remote {
+		x.queue(index, n, &j, clusterv1.FanoutItem_KIND_MESSAGE, u, ev)
+		resp.Deliveries = append(resp.Deliveries, &seqdv1.Delivery{User: u})
+	}
+	if op.RemoteSender {
+		x.queue(index, n, &j, clusterv1.FanoutItem_KIND_MESSAGE, req.Sender, ev)
+		remote = append(remote, req.Sender)
+	}
+	if op.GroupSeq > 0 {
+		te := proto.Clone(ev).(*seqdv1.Event)
+		te.Seq = op.GroupSeq
+		x.put(timelineKey(conv.Id, op.GroupSeq), te)
+		g.Info.LastGroupSeq, g.MessageCount = op.GroupSeq, count
+		x.put(groupKey(conv.Id), &g)
+		x.touchGroup(conv.Id)
+	}
+	x.put(messageKey(op.MessageId), &clusterv1.MessageRecord{
+		Sender: req.Sender, Conversation: conv, Copies: op.Appends, Remote: remote, SentAtMs: now, GroupSeq: op.GroupSeq,
+	})
+	x.put(dk, &clusterv1.DedupRecord{Response: resp, ExpiresMs: now + int64(op.DedupTtlMs)})
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Send: resp}
+}
+
+func eventKind(k clusterv1.FanoutItem_Kind) seqdv1.EventKind {
+	switch k {
+	case clusterv1.FanoutItem_KIND_MESSAGE:
+		return seqdv1.EventKind_EVENT_KIND_MESSAGE
+	case clusterv1.FanoutItem_KIND_RECALL:
+		return seqdv1.EventKind_EVENT_KIND_RECALL
+	case clusterv1.FanoutItem_KIND_GROUP_HINT:
+		return seqdv1.EventKind_EVENT_KIND_GROUP_HINT
+	}
+	return seqdv1.EventKind_EVENT_KIND_UNSPECIFIED
+}
+
+// deliver applies items another shard queued. Items already applied (a
+// retry) are skipped, so the sender can retry until it hears success.
+func (x *tx) deliver(now int64, op *clusterv1.DeliverOp) *OpResult {
+	if len(op.Seqs) != len(op.Items) {
+		return rejected("deliver op has %d seqs for %d items", len(op.Seqs), len(op.Items))
+	}
+	var fresh []int
+	var appends []*clusterv1.Append
+	for i, it := range op.Items {
+		if it.Event == nil || it.User == 0 || it.Event.MessageId == "" || eventKind(it.Kind) == seqdv1.EventKind_EVENT_KIND_UNSPECIFIED {
+			return rejected("deliver item %d is malformed", i)
+		}
+		if x.has(copyKey(it.User, eventKind(it.Kind), it.Event.MessageId)) {
+			continue
+		}
+		fresh = append(fresh, i)
+		appends = append(appends, &clusterv1.Append{User: it.User, Seq: op.Seqs[i]})
+	}
+	if r := x.seqsAscend(appends); r != nil {
+		return r
+	}
+	for _, i := range fresh {
+		it, seq := op.Items[i], op.Seqs[i]
+		e := proto.Clone(it.Event).(*seqdv1.Event)
+		e.Seq = seq
+		switch it.Kind {
+		case clusterv1.FanoutItem_KIND_MESSAGE:
+			e.Outgoing = it.User == e.Sender
+		case clusterv1.FanoutItem_KIND_RECALL:
+			if cseq, ok := x.getU64(copyKey(it.User, seqdv1.EventKind_EVENT_KIND_MESSAGE, e.MessageId)); ok {
+				x.recallCopy(it.User, cseq)
+			}
+		}
+		e.Kind = eventKind(it.Kind)
+		x.appendEvent(it.User, e)
+		x.putU64(copyKey(it.User, e.Kind, e.MessageId), seq)
+	}
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Delivered: uint32(len(op.Items))}
+}
+
+// recount counts the unread message copies of a conversation after a read
+// marker moved.
+func (x *tx) recount(user uint64, c *seqdv1.Conversation, cs *clusterv1.ConvState) uint64 {
+	p := historyPrefix(user, c)
+	var n uint64
+	for _, k := range x.keys(p, historyKey(user, c, cs.ReadUpTo+1), 0) {
+		seq := beU64(k[len(k)-8:])
+		var e seqdv1.Event
+		if x.get(inboxKey(user, seq), &e) && counted(&e, cs) {
+			n++
+		}
+	}
+	return n
+}
+
+func (x *tx) markRead(op *clusterv1.MarkReadOp) *OpResult {
+	req := op.GetRequest()
+	if req == nil || req.User == 0 || req.Conversation == nil {
+		return rejected("mark-read op without a user or conversation")
+	}
+	us := x.userState(req.User)
+	if op.Seq <= us.LastSeq {
+		return outOfOrder(req.User, op.Seq, us.LastSeq)
+	}
+	if !op.ReadFanout && req.UpToSeq > us.LastSeq {
+		return rejected("up_to_seq %d is beyond the newest event %d in user %d's inbox", req.UpToSeq, us.LastSeq, req.User)
+	}
+	cs := x.updateConv(req.User, req.Conversation, us, func(cs *clusterv1.ConvState) {
+		if op.ReadFanout {
+			cs.ReadFanout = true
+			cs.ReadUpTo = max(cs.ReadUpTo, req.UpToSeq)
+			cs.ReadCount = max(cs.ReadCount, op.GroupCount)
+			return
+		}
+		if req.UpToSeq > cs.ReadUpTo {
+			cs.ReadUpTo = req.UpToSeq
+			cs.Unread = x.recount(req.User, req.Conversation, cs)
+		}
+	})
+	x.put(userKey(req.User), us)
+	x.appendEvent(req.User, &seqdv1.Event{
+		Seq: op.Seq, Kind: seqdv1.EventKind_EVENT_KIND_READ, Conversation: req.Conversation,
+		ReadUpTo: req.UpToSeq, GroupCount: op.GroupCount, Sender: req.User, Outgoing: true,
+	})
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK,
+		MarkRead: &seqdv1.MarkReadResponse{Seq: op.Seq, Unread: convUnread(cs), TotalUnread: x.userState(req.User).TotalUnread}}
+}
+
+// recallCopy blanks one copy of a recalled message and stops counting it.
+func (x *tx) recallCopy(user, seq uint64) bool {
+	var e seqdv1.Event
+	if !x.get(inboxKey(user, seq), &e) || e.Recalled {
+		return false
+	}
+	us := x.userState(user)
+	x.updateConv(user, e.Conversation, us, func(cs *clusterv1.ConvState) {
+		if counted(&e, cs) {
+			cs.Unread--
+		}
+	})
+	x.put(userKey(user), us)
+	e.Recalled, e.Body, e.Metadata = true, nil, nil
+	x.put(inboxKey(user, seq), &e)
+	x.touchUser(user)
+	return true
+}
+
+func (x *tx) recall(index uint64, n uint32, now int64, op *clusterv1.RecallOp) *OpResult {
+	req := op.GetRequest()
+	if req == nil {
+		return rejected("recall op without a request")
+	}
+	var rec clusterv1.MessageRecord
+	if !x.get(messageKey(req.MessageId), &rec) {
+		return rejected("no message %q is stored on this shard", req.MessageId)
+	}
+	if rec.Sender != req.Sender {
+		return rejected("user %d did not send message %s; only its sender can recall it", req.Sender, req.MessageId)
+	}
+	if rec.Recalled {
+		return okResult()
+	}
+	if age := now - rec.SentAtMs; age > int64(op.WindowMs) {
+		return rejected("message %s was sent %v ago; the recall window is %v", req.MessageId,
+			time.Duration(age)*time.Millisecond, time.Duration(op.WindowMs)*time.Millisecond)
+	}
+	if r := x.seqsAscend(op.Appends); r != nil {
+		return r
+	}
+	var g clusterv1.GroupRecord
+	if rec.GroupSeq > 0 {
+		if !x.get(groupKey(rec.Conversation.Id), &g) {
+			return rejected("group %d of message %s is gone", rec.Conversation.Id, req.MessageId)
+		}
+		if op.GroupSeq <= g.Info.LastGroupSeq {
+			return outOfOrder(rec.Conversation.Id, op.GroupSeq, g.Info.LastGroupSeq)
+		}
+	}
+	recalled := uint32(0)
+	for _, c := range rec.Copies {
+		if x.recallCopy(c.User, c.Seq) {
+			recalled++
+		}
+	}
+	ev := &seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_RECALL, Conversation: rec.Conversation, MessageId: req.MessageId,
+		Sender: rec.Sender, SentAtMs: now}
+	for _, a := range op.Appends {
+		e := proto.Clone(ev).(*seqdv1.Event)
+		e.Seq, e.Outgoing = a.Seq, a.User == rec.Sender
+		x.appendEvent(a.User, e)
+	}
+	var j uint32
+	for _, u := range rec.Remote {
+		x.queue(index, n, &j, clusterv1.FanoutItem_KIND_RECALL, u, ev)
+	}
+	if rec.GroupSeq > 0 {
+		var te seqdv1.Event
+		if x.get(timelineKey(rec.Conversation.Id, rec.GroupSeq), &te) {
+			te.Recalled, te.Body, te.Metadata = true, nil, nil
+			x.put(timelineKey(rec.Conversation.Id, rec.GroupSeq), &te)
+		}
+		re := proto.Clone(ev).(*seqdv1.Event)
+		re.Seq, re.GroupSeq, re.GroupCount = op.GroupSeq, op.GroupSeq, g.MessageCount
+		x.put(timelineKey(rec.Conversation.Id, op.GroupSeq), re)
+		g.Info.LastGroupSeq = op.GroupSeq
+		x.put(groupKey(rec.Conversation.Id), &g)
+		x.touchGroup(rec.Conversation.Id)
+	}
+	rec.Recalled = true
+	x.put(messageKey(req.MessageId), &rec)
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Recalled: recalled}
+}
+
+// copySeq finds user's copy of a message on this shard.
+func (x *tx) copySeq(user uint64, id string) (uint64, bool) {
+	var rec clusterv1.MessageRecord
+	if x.get(messageKey(id), &rec) {
+		for _, c := range rec.Copies {
+			if c.User == user {
+				return c.Seq, true
+			}
+		}
+	}
+	return x.getU64(copyKey(user, seqdv1.EventKind_EVENT_KIND_MESSAGE, id))
+}
+
+func (x *tx) deleteCopy(op *clusterv1.DeleteOp) *OpResult {
+	req := op.GetRequest()
+	if req == nil {
+		return rejected("delete op without a request")
+	}
+	seq, ok := x.copySeq(req.User, req.MessageId)
+	if !ok {
+		return rejected("user %d has no copy of message %s", req.User, req.MessageId)
+	}
+	var e seqdv1.Event
+	if !x.get(inboxKey(req.User, seq), &e) {
+		return rejected("user %d's copy of message %s was removed by retention", req.User, req.MessageId)
+	}
+	if e.Deleted {
+		return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK}
+	}
+	us := x.userState(req.User)
+	if op.Seq <= us.LastSeq {
+		return outOfOrder(req.User, op.Seq, us.LastSeq)
+	}
+	x.updateConv(req.User, e.Conversation, us, func(cs *clusterv1.ConvState) {
+		if counted(&e, cs) {
+			cs.Unread--
+		}
+	})
+	x.put(userKey(req.User), us)
+	e.Deleted, e.Body, e.Metadata = true, nil, nil
+	x.put(inboxKey(req.User, seq), &e)
+	x.del(historyKey(req.User, e.Conversation, seq))
+	x.appendEvent(req.User, &seqdv1.Event{Seq: op.Seq, Kind: seqdv1.EventKind_EVENT_KIND_DELETE, Conversation: e.Conversation,
+		MessageId: req.MessageId, Sender: req.User, Outgoing: true})
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, DeleteSeq: op.Seq}
+}
+
+func (x *tx) createGroup(op *clusterv1.CreateGroupOp) *OpResult {
+	req := op.GetRequest()
+	if req == nil || req.GroupId == 0 || req.Owner == 0 {
+		return rejected("create-group op without a group id or owner")
+	}
+	if x.has(groupKey(req.GroupId)) {
+		return rejected("group %d already exists", req.GroupId)
+	}
+	info := &seqdv1.GroupInfo{GroupId: req.GroupId, Owner: req.Owner}
+	seen := map[uint64]bool{}
+	for _, m := range append([]uint64{req.Owner}, req.Members...) {
+		if !seen[m] {
+			seen[m] = true
+			info.Members = append(info.Members, &seqdv1.GroupMember{User: m})
+		}
+	}
+	info.ReadFanout = req.ReadFanout || len(info.Members) > int(op.ReadFanoutThreshold)
+	x.put(groupKey(req.GroupId), &clusterv1.GroupRecord{Info: info})
+	x.touchGroup(req.GroupId)
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Group: info}
+}
+
+func (x *tx) addMembers(op *clusterv1.MembersOp) *OpResult {
+	var g clusterv1.GroupRecord
+	if !x.get(groupKey(op.GroupId), &g) {
+		return rejected("group %d does not exist", op.GroupId)
+	}
+	have := map[uint64]bool{}
+	for _, m := range g.Info.Members {
+		have[m.User] = true
+	}
+	for _, u := range op.Members {
+		if have[u] || u == 0 {
+			continue
+		}
+		have[u] = true
+		joined := g.Info.LastGroupSeq
+		if op.WithHistory {
+			joined = 0
+		}
+		g.Info.Members = append(g.Info.Members, &seqdv1.GroupMember{User: u, JoinedAfterGseq: joined})
+	}
+	if !g.Info.ReadFanout && len(g.Info.Members) > int(op.ReadFanoutThreshold) {
+		return rejected("group %d uses write fanout, which is limited to %d members (it would have %d); create large groups with read_fanout",
+			op.GroupId, op.ReadFanoutThreshold, len(g.Info.Members))
+	}
+	x.put(groupKey(op.GroupId), &g)
+	x.touchGroup(op.GroupId)
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Group: g.Info}
+}
+
+func (x *tx) removeMembers(op *clusterv1.MembersOp) *OpResult {
+	var g clusterv1.GroupRecord
+	if !x.get(groupKey(op.GroupId), &g) {
+		return rejected("group %d does not exist", op.GroupId)
+	}
+	drop := map[uint64]bool{}
+	for _, u := range op.Members {
+		if u == g.Info.Owner {
+			return rejected("user %d owns group %d and cannot be removed", u, op.GroupId)
+		}
+		drop[u] = true
+	}
+	kept := g.Info.Members[:0]
+	for _, m := range g.Info.Members {
+		if !drop[m.User] {
+			kept = append(kept, m)
+		}
+	}
+	g.Info.Members = kept
+	x.put(groupKey(op.GroupId), &g)
+	x.touchGroup(op.GroupId)
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Group: g.Info}
+}
+
+func (x *tx) groupHint(index uint64, n uint32, op *clusterv1.GroupHintOp) *OpResult {
+	var g clusterv1.GroupRecord
+	if !x.get(groupKey(op.GroupId), &g) {
+		return rejected("group %d does not exist", op.GroupId)
+	}
+	if op.GroupSeq < g.HintedGseq || op.GroupSeq == g.HintedGseq && op.Final {
+		return okResult()
+	}
+	if r := x.seqsAscend(op.Appends); r != nil {
+		return r
+	}
+	conv := &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_GROUP, Id: op.GroupId}
+	ev := &seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_GROUP_HINT, Conversation: conv, GroupSeq: op.GroupSeq, GroupCount: op.GroupCount,
+		MessageId: fmt.Sprintf("h%d.%d", op.GroupId, op.GroupSeq)}
+	for _, a := range op.Appends {
+		e := proto.Clone(ev).(*seqdv1.Event)
+		e.Seq = a.Seq
+		x.appendEvent(a.User, e)
+	}
+	var j uint32
+	for _, u := range op.Remote {
+		x.queue(index, n, &j, clusterv1.FanoutItem_KIND_GROUP_HINT, u, ev)
+	}
+	if op.Final {
+		g.HintedGseq = op.GroupSeq
+		x.put(groupKey(op.GroupId), &g)
+	}
+	return okResult()
+}
+
+func (x *tx) outboxAck(op *clusterv1.OutboxAckOp) *OpResult {
+	for _, k := range op.Keys {
+		if len(k) == 13 && k[0] == tagOutbox {
+			x.del(k)
+		}
+	}
+	return okResult()
+}
+
+// expire removes inbox events sent before op.BeforeMs (retention), oldest
+// first per user, keeping unread counts and truncation marks in step.
+func (x *tx) expire(op *clusterv1.ExpireOp) *OpResult {
+	removed := uint32(0)
+	opts := iteratorOpts([]byte{tagInbox})
+	it := x.t.NewIterator(opts)
+	var doomed []*seqdv1.Event
+	var users []uint64
+	for it.Rewind(); it.Valid() && removed < op.Limit; {
+		k := it.Item().Key()
+		user := beU64(k[1:9])
+		var e seqdv1.Event
+		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
+			panic(fmt.Sprintf("store: corrupt inbox record: %v", err))
+		}
+		if e.SentAtMs >= op.BeforeMs {
+			// This user's remaining events are newer: skip to the next user.
+			it.Seek(inboxPrefix(user + 1))
+			if user == ^uint64(0) {
+				break
+			}
+			continue
+		}
+		doomed = append(doomed, &e)
+		users = append(users, user)
+		removed++
+		it.Next()
+	}
+	it.Close()
+	for i, e := range doomed {
+		user := users[i]
+		us := x.userState(user)
+		x.updateConv(user, e.Conversation, us, func(cs *clusterv1.ConvState) {
+			if counted(e, cs) {
+				cs.Unread--
+			}
+		})
+		us.TruncatedBelow = max(us.TruncatedBelow, e.Seq+1)
+		x.put(userKey(user), us)
+		x.del(inboxKey(user, e.Seq))
+		x.del(historyKey(user, e.Conversation, e.Seq))
+		x.touchUser(user)
+	}
+	return okResult()
+}

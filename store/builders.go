@@ -1,0 +1,232 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+// sendBuilder plans a Send: which inboxes here get a copy (one seq each),
+// which users on other shards get it through the outbox.
+type sendBuilder struct {
+	req        *seqdv1.SendRequest
+	ttl        time.Duration
+	threshold  int
+	group      bool
+	readFanout bool
+	local      []uint64 // users appended here, in seq order
+	remote     []uint64
+	remoteSelf bool
+}
+
+func (b *sendBuilder) plan(s *Shard) ([]uint64, error) {
+	r := b.req
+	if resp, err := s.fsm.Dedup(r.Sender, r.ClientMsgId, s.now().UnixMilli()); err == nil && resp != nil {
+		s.m.duplicates.Inc()
+		return nil, &answered{&OpResult{Status: clusterv1.OpStatus_OP_STATUS_DUPLICATE, Send: resp}}
+	}
+	b.local, b.remote, b.remoteSelf = nil, nil, false
+	if r.Conversation.Type == seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT {
+		b.local = append(b.local, r.Sender)
+		for _, u := range r.Recipients {
+			if s.isLocal(u) {
+				b.local = append(b.local, u)
+			} else {
+				b.remote = append(b.remote, u)
+			}
+		}
+		return b.local, nil
+	}
+	gid := r.Conversation.Id
+	rec, err := s.fsm.Group(gid)
+	if err != nil {
+		return nil, groupErr(err)
+	}
+	if _, ok := isMember(rec.Info, r.Sender); !ok {
+		return nil, status.Errorf(codes.PermissionDenied, "user %d is not a member of group %d", r.Sender, gid)
+	}
+	b.group, b.readFanout = true, rec.Info.ReadFanout
+	keys := []uint64{GroupKeyBit | gid}
+	if b.readFanout {
+		if s.isLocal(r.Sender) {
+			b.local = []uint64{r.Sender}
+		} else {
+			b.remoteSelf = true
+		}
+		return append(keys, b.local...), nil
+	}
+	for _, m := range rec.Info.Members {
+		if s.isLocal(m.User) {
+			b.local = append(b.local, m.User)
+		} else {
+			b.remote = append(b.remote, m.User)
+		}
+	}
+	return append(keys, b.local...), nil
+}
+
+func (b *sendBuilder) build(seqs []uint64) *clusterv1.StoreOp {
+	op := &clusterv1.SendOp{Request: b.req, Remote: b.remote, RemoteSender: b.remoteSelf, DedupTtlMs: uint64(b.ttl.Milliseconds())}
+	if b.group {
+		gseq := seqs[0]
+		seqs = seqs[1:]
+		op.MessageId = GroupMessageID(b.req.Conversation.Id, gseq)
+		if b.readFanout {
+			op.GroupSeq = gseq
+		}
+	} else {
+		op.MessageId = DirectMessageID(b.req.Sender, seqs[0])
+	}
+	for i, u := range b.local {
+		op.Appends = append(op.Appends, &clusterv1.Append{User: u, Seq: seqs[i]})
+	}
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Send{Send: op}}
+}
+
+func groupErr(err error) error {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrNotMember):
+		return status.Error(codes.PermissionDenied, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// deliverBuilder applies items another shard queued for users here.
+type deliverBuilder struct {
+	items []*clusterv1.FanoutItem
+}
+
+func (b *deliverBuilder) plan(s *Shard) ([]uint64, error) {
+	keys := make([]uint64, len(b.items))
+	for i, it := range b.items {
+		if !s.isLocal(it.User) {
+			return nil, status.Errorf(codes.FailedPrecondition, "user %d does not live on shard %s", it.User, s.cfg.ShardID)
+		}
+		keys[i] = it.User
+	}
+	return keys, nil
+}
+
+func (b *deliverBuilder) build(seqs []uint64) *clusterv1.StoreOp {
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Deliver{Deliver: &clusterv1.DeliverOp{Items: b.items, Seqs: seqs}}}
+}
+
+// markReadBuilder appends a read marker.
+type markReadBuilder struct {
+	req        *seqdv1.MarkReadRequest
+	readFanout bool
+	count      uint64
+}
+
+func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
+	r := b.req
+	b.readFanout, b.count = false, 0
+	if r.Conversation.Type == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := s.timelineCount(ctx, r.Conversation.Id, r.UpToSeq)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		if resp.ReadFanout {
+			if r.UpToSeq > resp.LastGseq {
+				return nil, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond group %d's newest group seq %d", r.UpToSeq, r.Conversation.Id, resp.LastGseq)
+			}
+			b.readFanout, b.count = true, resp.Count
+			return []uint64{r.User}, nil
+		}
+	}
+	last, err := s.fsm.LastSeq(r.User)
+	if err != nil {
+		return nil, err
+	}
+	if r.UpToSeq > last {
+		return nil, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond the newest event %d in user %d's inbox", r.UpToSeq, last, r.User)
+	}
+	return []uint64{r.User}, nil
+}
+
+func (b *markReadBuilder) build(seqs []uint64) *clusterv1.StoreOp {
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_MarkRead{MarkRead: &clusterv1.MarkReadOp{
+		Request: b.req, Seq: seqs[0], ReadFanout: b.readFanout, GroupCount: b.count}}}
+}
+
+// recallBuilder appends recall events to every local copy's inbox.
+type recallBuilder struct {
+	req    *seqdv1.RecallRequest
+	window time.Duration
+	users  []uint64
+	group  bool
+}
+
+func (b *recallBuilder) plan(s *Shard) ([]uint64, error) {
+	rec, err := s.fsm.Message(b.req.MessageId)
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		return nil, status.Errorf(codes.NotFound, "message %s does not exist", b.req.MessageId)
+	}
+	b.users = b.users[:0]
+	for _, c := range rec.Copies {
+		b.users = append(b.users, c.User)
+	}
+	var keys []uint64
+	b.group = rec.GroupSeq > 0
+	if b.group {
+		keys = append(keys, GroupKeyBit|rec.Conversation.Id)
+	}
+	return append(keys, b.users...), nil
+}
+
+func (b *recallBuilder) build(seqs []uint64) *clusterv1.StoreOp {
+	op := &clusterv1.RecallOp{Request: b.req, WindowMs: uint64(b.window.Milliseconds())}
+	if b.group {
+		op.GroupSeq = seqs[0]
+		seqs = seqs[1:]
+	}
+	for i, u := range b.users {
+		op.Appends = append(op.Appends, &clusterv1.Append{User: u, Seq: seqs[i]})
+	}
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Recall{Recall: op}}
+}
+
+// deleteBuilder appends a delete event.
+type deleteBuilder struct{ req *seqdv1.DeleteRequest }
+
+func (b *deleteBuilder) plan(*Shard) ([]uint64, error) { return []uint64{b.req.User}, nil }
+
+func (b *deleteBuilder) build(seqs []uint64) *clusterv1.StoreOp {
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Delete{Delete: &clusterv1.DeleteOp{Request: b.req, Seq: seqs[0]}}}
+}
+
+// plainBuilder proposes an op that needs no seqs.
+type plainBuilder struct{ op *clusterv1.StoreOp }
+
+func (b *plainBuilder) plan(*Shard) ([]uint64, error)     { return nil, nil }
+func (b *plainBuilder) build([]uint64) *clusterv1.StoreOp { return b.op }
+
+// hintBuilder tells a read-fanout group's members it has news.
+type hintBuilder struct {
+	group, gseq, count uint64
+	local, remote      []uint64
+	final              bool
+}
+
+func (b *hintBuilder) plan(*Shard) ([]uint64, error) { return b.local, nil }
+
+func (b *hintBuilder) build(seqs []uint64) *clusterv1.StoreOp {
+	op := &clusterv1.GroupHintOp{GroupId: b.group, GroupSeq: b.gseq, GroupCount: b.count, Remote: b.remote, Final: b.final}
+	for i, u := range b.local {
+		op.Appends = append(op.Appends, &clusterv1.Append{User: u, Seq: seqs[i]})
+	}
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_GroupHint{GroupHint: op}}
+}

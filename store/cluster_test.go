@@ -1,0 +1,372 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/seqd/seqd/internal/localcluster"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+	"github.com/seqd/seqd/router"
+)
+
+func startCluster(t *testing.T, opts localcluster.Options) (*localcluster.Cluster, *router.Messages) {
+	t.Helper()
+	opts.Fast = true
+	if opts.Lease == 0 {
+		opts.Lease = time.Second
+	}
+	if opts.Shards == 0 {
+		opts.Shards = 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := localcluster.Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	cl, err := router.New(ctx, router.Config{Addrs: c.ArbiterAddrs()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return c, cl.Messages()
+}
+
+func direct(conv uint64) *seqdv1.Conversation {
+	return &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT, Id: conv}
+}
+
+// syncAll reads user's whole inbox from checkpoint 0.
+func syncAll(t *testing.T, m *router.Messages, user uint64) []*seqdv1.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out []*seqdv1.Event
+	cp := uint64(0)
+	for {
+		r, err := m.Sync(ctx, &seqdv1.SyncRequest{User: user, AfterSeq: cp, Limit: 1000})
+		if err != nil {
+			t.Fatalf("Sync(%d): %v", user, err)
+		}
+		out = append(out, r.Events...)
+		cp = r.NextCheckpoint
+		if !r.HasMore {
+			return out
+		}
+	}
+}
+
+// checkInbox asserts an inbox is strictly increasing and returns how many
+// times each message id appears in it.
+func checkInbox(t *testing.T, user uint64, evs []*seqdv1.Event) map[string]int {
+	t.Helper()
+	count := map[string]int{}
+	last := uint64(0)
+	for _, e := range evs {
+		if e.Seq <= last {
+			t.Errorf("user %d: inbox not strictly increasing: %d after %d", user, e.Seq, last)
+		}
+		last = e.Seq
+		if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE {
+			count[e.MessageId]++
+		}
+	}
+	return count
+}
+
+type acked struct {
+	sender, recipient uint64
+	id                string
+}
+
+// sendLoad sends 1:1 messages among users from several workers until stop,
+// retrying each message with the same client_msg_id until acknowledged.
+func sendLoad(m *router.Messages, users uint64, workers int, stop <-chan struct{}) (*[]acked, *sync.WaitGroup, *atomic.Int64) {
+	var out []acked
+	var wg sync.WaitGroup
+	var retries atomic.Int64
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				from := 1 + rand.Uint64N(users)
+				to := 1 + rand.Uint64N(users)
+				if to == from {
+					to = from%users + 1
+				}
+				req := &seqdv1.SendRequest{Sender: from, Recipients: []uint64{to}, Conversation: direct(min(from, to)*1000 + max(from, to)),
+					ClientMsgId: fmt.Sprintf("w%d-%d", w, i), Body: []byte(fmt.Sprintf("m %d %d", w, i))}
+				for {
+					ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+					resp, err := m.Send(ctx, req)
+					cancel()
+					if err == nil {
+						sentMu.Lock()
+						out = append(out, acked{from, to, resp.MessageId})
+						sentMu.Unlock()
+						break
+					}
+					retries.Add(1)
+					select {
+					case <-stop:
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
+				}
+			}
+		}(w)
+	}
+	return &out, &wg, &retries
+}
+
+// checkExactlyOnce verifies every acknowledged message is in the sender's
+// and the recipient's inbox exactly once, and nothing else is duplicated.
+func checkExactlyOnce(t *testing.T, m *router.Messages, users uint64, sent []acked) {
+	t.Helper()
+	inbox := map[uint64]map[string]int{}
+	for u := uint64(1); u <= users; u++ {
+		inbox[u] = checkInbox(t, u, syncAll(t, m, u))
+		for id, n := range inbox[u] {
+			if n != 1 {
+				t.Errorf("user %d holds message %s %d times", u, id, n)
+			}
+		}
+	}
+	for _, a := range sent {
+		if inbox[a.sender][a.id] != 1 || inbox[a.recipient][a.id] != 1 {
+			t.Errorf("acknowledged message %s (%d -> %d): sender has %d copies, recipient %d", a.id, a.sender, a.recipient,
+				inbox[a.sender][a.id], inbox[a.recipient][a.id])
+		}
+	}
+}
+
+func TestKillShardLeaderDuringSends(t *testing.T) {
+	c, m := startCluster(t, localcluster.Options{})
+	const users = 20
+	stop := make(chan struct{})
+	sent, wg, retries := sendLoad(m, users, 6, stop)
+	waitFor(t, 10*time.Second, "sends to flow", func() bool { return countSent(sent, wg) > 100 })
+	leader := c.StoreLeader(0)
+	if leader < 0 {
+		t.Fatal("no store leader")
+	}
+	c.KillStore(0, leader)
+	before := countSent(sent, wg)
+	waitFor(t, 20*time.Second, "sends to resume on the new leader", func() bool { return countSent(sent, wg) > before+100 })
+	close(stop)
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.RestartStore(ctx, 0, leader); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d sends acknowledged, %d retried attempts", len(*sent), retries.Load())
+	checkExactlyOnce(t, m, users, *sent)
+}
+
+var sentMu sync.Mutex
+
+func countSent(s *[]acked, _ *sync.WaitGroup) int {
+	sentMu.Lock()
+	defer sentMu.Unlock()
+	return len(*s)
+}
+
+func TestRetryAfterTimeoutIsNotDuplicated(t *testing.T) {
+	_, m := startCluster(t, localcluster.Options{})
+	req := &seqdv1.SendRequest{Sender: 3, Recipients: []uint64{4}, Conversation: direct(34), ClientMsgId: "retry-1", Body: []byte("once")}
+	// A deadline so short the client gives up, while the send may still commit.
+	tiny, cancel := context.WithTimeout(context.Background(), 200*time.Microsecond)
+	_, err := m.Send(tiny, req)
+	cancel()
+	if err == nil {
+		t.Log("the tiny-deadline send happened to finish in time")
+	} else if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("tiny-deadline send: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first, err := m.Send(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := m.Send(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Duplicate || again.MessageId != first.MessageId || again.SenderSeq != first.SenderSeq {
+		t.Fatalf("retry got %v, want the first result %v marked duplicate", again, first)
+	}
+	for _, u := range []uint64{3, 4} {
+		if n := checkInbox(t, u, syncAll(t, m, u))[first.MessageId]; n != 1 {
+			t.Errorf("user %d holds %d copies of %s", u, n, first.MessageId)
+		}
+	}
+}
+
+func TestSubscriberReconnectsThroughLeaderChange(t *testing.T) {
+	c, m := startCluster(t, localcluster.Options{})
+	const user = 9
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var sentN atomic.Int64
+	wg.Add(1)
+	go func() { // a steady stream of messages to user
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			_, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 10 + uint64(i%5), Recipients: []uint64{user}, Conversation: direct(99),
+				ClientMsgId: fmt.Sprintf("s%d", i), Body: []byte("x")})
+			cancel()
+			if err == nil {
+				sentN.Add(1)
+			} else {
+				i-- // retry the same client_msg_id
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}()
+
+	// The device: subscribe, remember the checkpoint, reconnect on any
+	// error from the last checkpoint.
+	var got []*seqdv1.Event
+	cp := uint64(0)
+	reconnects := 0
+	deadline := time.Now().Add(30 * time.Second)
+	killed := false
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithCancel(context.Background())
+		st, err := m.Subscribe(ctx, &seqdv1.SubscribeRequest{User: user, AfterSeq: cp, HeartbeatMs: 200})
+		if err != nil {
+			cancel()
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		for {
+			msg, err := st.Recv()
+			if err != nil {
+				break
+			}
+			for _, e := range msg.Events {
+				if e.Seq <= cp {
+					t.Fatalf("stream repeated or went back: seq %d after checkpoint %d", e.Seq, cp)
+				}
+				cp = e.Seq
+				got = append(got, e)
+			}
+			if !killed && len(got) > 50 {
+				// Kill the leader and the replica this stream is on, if different.
+				killed = true
+				c.KillStore(0, c.StoreLeader(0))
+				break
+			}
+			if killed && len(got) > 250 {
+				break
+			}
+		}
+		cancel()
+		reconnects++
+		if killed && len(got) > 250 {
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
+	// Catch up, then compare against the final inbox.
+	final := syncAll(t, m, user)
+	for {
+		r, err := m.Sync(context.Background(), &seqdv1.SyncRequest{User: user, AfterSeq: cp, Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r.Events...)
+		cp = r.NextCheckpoint
+		if !r.HasMore {
+			break
+		}
+	}
+	if len(got) != len(final) {
+		t.Fatalf("device saw %d events, inbox holds %d (reconnects %d)", len(got), len(final), reconnects)
+	}
+	for i := range final {
+		if got[i].Seq != final[i].Seq || got[i].MessageId != final[i].MessageId {
+			t.Fatalf("event %d: device saw seq %d %s, inbox has seq %d %s", i, got[i].Seq, got[i].MessageId, final[i].Seq, final[i].MessageId)
+		}
+	}
+	t.Logf("device saw all %d events across %d connections; %d sends acknowledged", len(got), reconnects, sentN.Load())
+}
+
+func TestCrossShardDeliveryAndRecall(t *testing.T) {
+	// Shard s1 owns sections below 1000, s2 the rest: with 100,000 keys
+	// per section, user 5 is on s1 and user 200,000,001 on s2.
+	_, m := startCluster(t, localcluster.Options{Shards: 2})
+	const a, b = uint64(5), uint64(200_000_001)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := m.Send(ctx, &seqdv1.SendRequest{Sender: a, Recipients: []uint64{b}, Conversation: direct(77), ClientMsgId: "x1", Body: []byte("across")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Deliveries) != 1 || resp.Deliveries[0].Seq != 0 {
+		t.Fatalf("deliveries %v: want one queued (seq 0) delivery to the other shard", resp.Deliveries)
+	}
+	var copyEv *seqdv1.Event
+	waitFor(t, 10*time.Second, "the copy on the other shard", func() bool {
+		for _, e := range syncAll(t, m, b) {
+			if e.MessageId == resp.MessageId && e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE {
+				copyEv = e
+				return true
+			}
+		}
+		return false
+	})
+	if string(copyEv.Body) != "across" || copyEv.Outgoing {
+		t.Fatalf("remote copy %v", copyEv)
+	}
+	u, err := m.Unread(ctx, &seqdv1.UnreadRequest{User: b})
+	if err != nil || u.Total != 1 {
+		t.Fatalf("unread on the other shard: %v %v", u, err)
+	}
+	if _, err := m.Recall(ctx, &seqdv1.RecallRequest{Sender: a, MessageId: resp.MessageId}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the recall to reach the other shard", func() bool {
+		evs := syncAll(t, m, b)
+		return len(evs) == 2 && evs[0].Recalled && evs[1].Kind == seqdv1.EventKind_EVENT_KIND_RECALL
+	})
+	u, err = m.Unread(ctx, &seqdv1.UnreadRequest{User: b})
+	if err != nil || u.Total != 0 {
+		t.Fatalf("unread after recall: %v %v", u, err)
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

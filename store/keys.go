@@ -1,0 +1,93 @@
+package store
+
+import (
+	"encoding/binary"
+
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+// Badger key layout. Every key starts with a one-byte table tag; numbers
+// are big-endian so keys sort in numeric order.
+const (
+	tagInbox    = 'I' // user, seq                 -> Event
+	tagHistory  = 'H' // user, conv type, conv id, seq -> (empty)
+	tagUser     = 'U' // user                      -> UserState
+	tagConv     = 'C' // user, conv type, conv id  -> ConvState
+	tagDedup    = 'D' // sender, client_msg_id     -> DedupRecord
+	tagMessage  = 'M' // message id                -> MessageRecord
+	tagCopy     = 'X' // user, kind, message id    -> seq of the copy (deliveries from other shards)
+	tagGroup    = 'G' // group                     -> GroupRecord
+	tagTimeline = 'T' // group, gseq               -> Event
+	tagOutbox   = 'O' // raft index, n             -> FanoutItem
+	tagLog      = 'L' // raft index                -> ChangeLogEntry
+	tagMeta     = 'Z' // name                      -> value
+)
+
+var keyApplied = []byte{tagMeta, 'a', 'p', 'p', 'l', 'i', 'e', 'd'}
+
+func u64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
+
+func inboxPrefix(user uint64) []byte { return u64([]byte{tagInbox}, user) }
+func inboxKey(user, seq uint64) []byte {
+	return u64(inboxPrefix(user), seq)
+}
+
+func convBytes(b []byte, c *seqdv1.Conversation) []byte {
+	return u64(append(b, byte(c.GetType())), c.GetId())
+}
+
+func historyPrefix(user uint64, c *seqdv1.Conversation) []byte {
+	return convBytes(u64([]byte{tagHistory}, user), c)
+}
+func historyKey(user uint64, c *seqdv1.Conversation, seq uint64) []byte {
+	return u64(historyPrefix(user, c), seq)
+}
+
+func userKey(user uint64) []byte { return u64([]byte{tagUser}, user) }
+
+func convPrefix(user uint64) []byte { return u64([]byte{tagConv}, user) }
+func convKey(user uint64, c *seqdv1.Conversation) []byte {
+	return convBytes(convPrefix(user), c)
+}
+
+// convFromKey decodes the conversation of a tagConv key.
+func convFromKey(k []byte) *seqdv1.Conversation {
+	return &seqdv1.Conversation{Type: seqdv1.ConversationType(k[9]), Id: binary.BigEndian.Uint64(k[10:18])}
+}
+
+func dedupKey(sender uint64, clientMsgID string) []byte {
+	return append(u64([]byte{tagDedup}, sender), clientMsgID...)
+}
+
+func messageKey(id string) []byte { return append([]byte{tagMessage}, id...) }
+
+func copyKey(user uint64, kind seqdv1.EventKind, messageID string) []byte {
+	return append(append(u64([]byte{tagCopy}, user), byte(kind)), messageID...)
+}
+
+func groupKey(g uint64) []byte { return u64([]byte{tagGroup}, g) }
+
+func timelinePrefix(g uint64) []byte { return u64([]byte{tagTimeline}, g) }
+func timelineKey(g, gseq uint64) []byte {
+	return u64(timelinePrefix(g), gseq)
+}
+
+func outboxKey(index uint64, n uint32) []byte {
+	return binary.BigEndian.AppendUint32(u64([]byte{tagOutbox}, index), n)
+}
+
+func logKey(index uint64) []byte { return u64([]byte{tagLog}, index) }
+
+// prefixEnd returns the first key after every key starting with p.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+func beU64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }

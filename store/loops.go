@@ -1,0 +1,186 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+)
+
+// monitorLeadership runs the leader-only loops while this replica leads,
+// from this one goroutine. A true from LeaderCh while they run may hide a
+// lost-then-regained leadership, so the loops restart.
+func (s *Shard) monitorLeadership() {
+	defer s.wg.Done()
+	var stopLoops func()
+	stop := func() {
+		if stopLoops != nil {
+			stopLoops()
+			stopLoops = nil
+		}
+		s.m.isLeader.Set(0)
+	}
+	for {
+		select {
+		case isLeader := <-s.node.Raft.LeaderCh():
+			stop()
+			if isLeader {
+				s.m.isLeader.Set(1)
+				stopLoops = s.startLeaderLoops()
+			}
+		case <-s.stop:
+			stop()
+			return
+		}
+	}
+}
+
+func (s *Shard) startLeaderLoops() func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.leaderLoop(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// leaderLoop delivers the outbox, hints read-fanout groups and applies
+// retention, each on its own period.
+func (s *Shard) leaderLoop(ctx context.Context) {
+	for s.node.Raft.Barrier(10*time.Second).Error() != nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	outbox := time.NewTicker(50 * time.Millisecond)
+	defer outbox.Stop()
+	hints := time.NewTicker(s.cfg.HintWindow)
+	defer hints.Stop()
+	var expire <-chan time.Time
+	if s.cfg.Retention > 0 {
+		t := time.NewTicker(min(s.cfg.Retention/10, time.Minute))
+		defer t.Stop()
+		expire = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-outbox.C:
+			s.deliverOutbox(ctx)
+		case <-hints.C:
+			s.hintGroups(ctx)
+		case <-expire:
+			s.applyRetention(ctx)
+		}
+	}
+}
+
+// deliverOutbox sends queued items to the shards of their users, then
+// drops them from the outbox once delivered. Items go out in outbox order,
+// one call per target shard at a time, so a recall never overtakes the
+// message it recalls.
+func (s *Shard) deliverOutbox(ctx context.Context) {
+	items, err := s.fsm.Outbox(2000)
+	if err != nil || len(items) == 0 {
+		return
+	}
+	byShard := map[string][]OutboxItem{}
+	var order []string
+	for _, it := range items {
+		sh := shardOf(s.table(), it.Item.User)
+		if sh == nil {
+			continue
+		}
+		if byShard[sh.Id] == nil {
+			order = append(order, sh.Id)
+		}
+		byShard[sh.Id] = append(byShard[sh.Id], it)
+	}
+	var acked [][]byte
+	for _, id := range order {
+		batch := byShard[id]
+		fan := make([]*clusterv1.FanoutItem, len(batch))
+		for i, it := range batch {
+			fan[i] = it.Item
+		}
+		var err error
+		if id == s.cfg.ShardID {
+			// The shard map moved these users here.
+			_, err = s.submit(ctx, &deliverBuilder{items: fan})
+		} else {
+			err = s.deliverRemote(ctx, batch[0].Item.User, fan)
+		}
+		if err != nil {
+			s.log.Debug("outbox delivery failed; will retry", "to", id, "items", len(fan), "err", err)
+			continue
+		}
+		s.m.delivered.Add(float64(len(fan)))
+		for _, it := range batch {
+			acked = append(acked, it.Key)
+		}
+	}
+	if len(acked) > 0 {
+		s.submit(ctx, &plainBuilder{op: &clusterv1.StoreOp{Op: &clusterv1.StoreOp_OutboxAck{OutboxAck: &clusterv1.OutboxAckOp{Keys: acked}}}})
+	}
+}
+
+func (s *Shard) deliverRemote(ctx context.Context, user uint64, items []*clusterv1.FanoutItem) error {
+	cc, _, err := s.shardConn(user)
+	if err != nil {
+		return err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err = clusterv1.NewStoreNodeClient(cc).Deliver(dctx, &clusterv1.DeliverRequest{FromShard: s.cfg.ShardID, Items: items})
+	return err
+}
+
+// hintChunk bounds the members hinted by one op (one Badger transaction).
+const hintChunk = 4000
+
+// hintGroups gives the members of every read-fanout group with news one
+// hint each: at most one per member per hint window.
+func (s *Shard) hintGroups(ctx context.Context) {
+	groups, err := s.fsm.ReadFanoutGroups()
+	if err != nil {
+		return
+	}
+	for _, g := range groups {
+		gid, gseq, count := g.Info.GroupId, g.Info.LastGroupSeq, g.MessageCount
+		var local, remote []uint64
+		for _, m := range g.Info.Members {
+			if s.isLocal(m.User) {
+				local = append(local, m.User)
+			} else {
+				remote = append(remote, m.User)
+			}
+		}
+		for len(local) > 0 || remote != nil {
+			n := min(len(local), hintChunk)
+			b := &hintBuilder{group: gid, gseq: gseq, count: count, local: local[:n], remote: remote, final: n == len(local)}
+			local, remote = local[n:], nil
+			if _, err := s.submit(ctx, b); err != nil {
+				s.log.Debug("group hint failed; will retry", "group", gid, "err", err)
+				break
+			}
+			if b.final {
+				break
+			}
+		}
+		s.m.hints.Inc()
+	}
+}
+
+// applyRetention removes events older than the retention period.
+func (s *Shard) applyRetention(ctx context.Context) {
+	before := s.now().Add(-s.cfg.Retention).UnixMilli()
+	s.submit(ctx, &plainBuilder{op: &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Expire{Expire: &clusterv1.ExpireOp{BeforeMs: before, Limit: 5000}}}})
+	s.m.expired.Inc()
+}

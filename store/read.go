@@ -1,0 +1,349 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+// Reads see one consistent Badger snapshot, which is always the state
+// after some whole entry: never half of a batch.
+
+// ErrNotFound is returned for a group or record that does not exist.
+var ErrNotFound = errors.New("store: not found")
+
+// ErrNotMember is returned when a user reads a group it is not in.
+var ErrNotMember = errors.New("store: not a member")
+
+func getProto(txn *badger.Txn, key []byte, m proto.Message) (bool, error) {
+	it, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, it.Value(func(v []byte) error { return proto.Unmarshal(v, m) })
+}
+
+// SyncResult is one page of a user's inbox.
+type SyncResult struct {
+	Events         []*seqdv1.Event
+	NextCheckpoint uint64
+	HasMore        bool
+	Truncated      bool
+	EarliestSeq    uint64
+}
+
+// Sync returns up to limit events of user with seq > after, in order.
+func (f *FSM) Sync(user, after uint64, limit int) (*SyncResult, error) {
+	res := &SyncResult{NextCheckpoint: after}
+	err := f.db.View(func(txn *badger.Txn) error {
+		var us clusterv1.UserState
+		if _, err := getProto(txn, userKey(user), &us); err != nil {
+			return err
+		}
+		if us.TruncatedBelow > after+1 {
+			res.Truncated = true
+			res.EarliestSeq = us.TruncatedBelow
+		}
+		p := inboxPrefix(user)
+		it := txn.NewIterator(iteratorOpts(p))
+		defer it.Close()
+		for it.Seek(inboxKey(user, after+1)); it.ValidForPrefix(p); it.Next() {
+			if len(res.Events) == limit {
+				res.HasMore = true
+				break
+			}
+			e := &seqdv1.Event{}
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
+				return err
+			}
+			if res.Truncated && res.EarliestSeq > e.Seq {
+				res.EarliestSeq = e.Seq
+			}
+			res.Events = append(res.Events, e)
+			res.NextCheckpoint = e.Seq
+		}
+		return nil
+	})
+	return res, err
+}
+
+// LastSeq returns the newest seq in user's inbox.
+func (f *FSM) LastSeq(user uint64) (uint64, error) {
+	var us clusterv1.UserState
+	err := f.db.View(func(txn *badger.Txn) error {
+		_, err := getProto(txn, userKey(user), &us)
+		return err
+	})
+	return us.LastSeq, err
+}
+
+// History returns up to limit message copies of one conversation of user,
+// newest first, below before (0 = from the newest).
+func (f *FSM) History(user uint64, c *seqdv1.Conversation, before uint64, limit int) ([]*seqdv1.Event, uint64, error) {
+	var out []*seqdv1.Event
+	next := uint64(0)
+	err := f.db.View(func(txn *badger.Txn) error {
+		p := historyPrefix(user, c)
+		opts := iteratorOpts(p)
+		opts.Reverse = true
+		opts.PrefetchValues = false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		start := historyKey(user, c, before-1)
+		if before == 0 {
+			start = append(historyKey(user, c, ^uint64(0)), 0xff)
+		}
+		for it.Seek(start); it.ValidForPrefix(p); it.Next() {
+			seq := beU64(it.Item().Key()[len(p):])
+			if len(out) == limit {
+				next = out[len(out)-1].Seq
+				break
+			}
+			e := &seqdv1.Event{}
+			ok, err := getProto(txn, inboxKey(user, seq), e)
+			if err != nil {
+				return err
+			}
+			if ok {
+				out = append(out, e)
+			}
+		}
+		return nil
+	})
+	return out, next, err
+}
+
+// Unread returns the per-conversation unread counts and the total.
+func (f *FSM) Unread(user uint64) (*seqdv1.UnreadResponse, error) {
+	resp := &seqdv1.UnreadResponse{}
+	err := f.db.View(func(txn *badger.Txn) error {
+		var us clusterv1.UserState
+		if _, err := getProto(txn, userKey(user), &us); err != nil {
+			return err
+		}
+		resp.Total = us.TotalUnread
+		p := convPrefix(user)
+		it := txn.NewIterator(iteratorOpts(p))
+		defer it.Close()
+		for it.Rewind(); it.ValidForPrefix(p); it.Next() {
+			var cs clusterv1.ConvState
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &cs) }); err != nil {
+				return err
+			}
+			if n := convUnread(&cs); n > 0 {
+				resp.Conversations = append(resp.Conversations, &seqdv1.ConversationUnread{
+					Conversation: convFromKey(it.Item().Key()), Count: n, ReadUpTo: cs.ReadUpTo})
+			}
+		}
+		return nil
+	})
+	return resp, err
+}
+
+// Group returns a group's record.
+func (f *FSM) Group(g uint64) (*clusterv1.GroupRecord, error) {
+	var rec clusterv1.GroupRecord
+	var ok bool
+	err := f.db.View(func(txn *badger.Txn) error {
+		var err error
+		ok, err = getProto(txn, groupKey(g), &rec)
+		return err
+	})
+	if err == nil && !ok {
+		err = fmt.Errorf("%w: group %d does not exist", ErrNotFound, g)
+	}
+	return &rec, err
+}
+
+func isMember(info *seqdv1.GroupInfo, user uint64) (*seqdv1.GroupMember, bool) {
+	for _, m := range info.GetMembers() {
+		if m.User == user {
+			return m, true
+		}
+	}
+	return nil, false
+}
+
+// SyncGroup returns timeline entries of a read-fanout group visible to a
+// member: after after, and after the member joined.
+func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
+	res := &SyncResult{NextCheckpoint: after}
+	err := f.db.View(func(txn *badger.Txn) error {
+		var rec clusterv1.GroupRecord
+		ok, err := getProto(txn, groupKey(g), &rec)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: group %d does not exist", ErrNotFound, g)
+		}
+		m, ok := isMember(rec.Info, user)
+		if !ok {
+			return fmt.Errorf("%w: user %d is not a member of group %d", ErrNotMember, user, g)
+		}
+		from := max(after, m.JoinedAfterGseq)
+		p := timelinePrefix(g)
+		it := txn.NewIterator(iteratorOpts(p))
+		defer it.Close()
+		for it.Seek(timelineKey(g, from+1)); it.ValidForPrefix(p); it.Next() {
+			if len(res.Events) == limit {
+				res.HasMore = true
+				break
+			}
+			e := &seqdv1.Event{}
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
+				return err
+			}
+			res.Events = append(res.Events, e)
+			res.NextCheckpoint = e.Seq
+		}
+		if res.NextCheckpoint < from {
+			res.NextCheckpoint = from
+		}
+		return nil
+	})
+	return res, err
+}
+
+// TimelineCount returns how many messages the group's timeline holds up
+// to gseq, and its newest gseq.
+func (f *FSM) TimelineCount(g, upTo uint64) (count, last uint64, err error) {
+	err = f.db.View(func(txn *badger.Txn) error {
+		var rec clusterv1.GroupRecord
+		ok, err := getProto(txn, groupKey(g), &rec)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: group %d does not exist", ErrNotFound, g)
+		}
+		last = rec.Info.LastGroupSeq
+		if upTo >= last {
+			count = rec.MessageCount
+			return nil
+		}
+		// The entry at or below upTo carries the running count.
+		p := timelinePrefix(g)
+		opts := iteratorOpts(p)
+		opts.Reverse = true
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		it.Seek(timelineKey(g, upTo))
+		if it.ValidForPrefix(p) {
+			var e seqdv1.Event
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
+				return err
+			}
+			count = e.GroupCount
+		}
+		return nil
+	})
+	return count, last, err
+}
+
+// ChangeLog returns up to limit change-log entries after index.
+func (f *FSM) ChangeLog(after uint64, limit int) ([]*clusterv1.ChangeLogEntry, error) {
+	var out []*clusterv1.ChangeLogEntry
+	err := f.db.View(func(txn *badger.Txn) error {
+		p := []byte{tagLog}
+		it := txn.NewIterator(iteratorOpts(p))
+		defer it.Close()
+		for it.Seek(logKey(after + 1)); it.ValidForPrefix(p) && len(out) < limit; it.Next() {
+			e := &clusterv1.ChangeLogEntry{}
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Dedup returns the first result of (sender, clientMsgID) if it is still
+// remembered at now.
+func (f *FSM) Dedup(sender uint64, clientMsgID string, now int64) (*seqdv1.SendResponse, error) {
+	var d clusterv1.DedupRecord
+	var ok bool
+	err := f.db.View(func(txn *badger.Txn) error {
+		var err error
+		ok, err = getProto(txn, dedupKey(sender, clientMsgID), &d)
+		return err
+	})
+	if err != nil || !ok || d.ExpiresMs <= now {
+		return nil, err
+	}
+	resp := proto.Clone(d.Response).(*seqdv1.SendResponse)
+	resp.Duplicate = true
+	return resp, nil
+}
+
+// Message returns a message record, or nil.
+func (f *FSM) Message(id string) (*clusterv1.MessageRecord, error) {
+	var rec clusterv1.MessageRecord
+	var ok bool
+	err := f.db.View(func(txn *badger.Txn) error {
+		var err error
+		ok, err = getProto(txn, messageKey(id), &rec)
+		return err
+	})
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &rec, nil
+}
+
+// OutboxItem is one queued delivery with its key.
+type OutboxItem struct {
+	Key  []byte
+	Item *clusterv1.FanoutItem
+}
+
+// Outbox returns up to limit queued deliveries, oldest first.
+func (f *FSM) Outbox(limit int) ([]OutboxItem, error) {
+	var out []OutboxItem
+	err := f.db.View(func(txn *badger.Txn) error {
+		p := []byte{tagOutbox}
+		it := txn.NewIterator(iteratorOpts(p))
+		defer it.Close()
+		for it.Rewind(); it.ValidForPrefix(p) && len(out) < limit; it.Next() {
+			item := &clusterv1.FanoutItem{}
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, item) }); err != nil {
+				return err
+			}
+			out = append(out, OutboxItem{Key: it.Item().KeyCopy(nil), Item: item})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ReadFanoutGroups returns every read-fanout group with timeline entries
+// not yet hinted to its members.
+func (f *FSM) ReadFanoutGroups() ([]*clusterv1.GroupRecord, error) {
+	var out []*clusterv1.GroupRecord
+	err := f.db.View(func(txn *badger.Txn) error {
+		p := []byte{tagGroup}
+		it := txn.NewIterator(iteratorOpts(p))
+		defer it.Close()
+		for it.Rewind(); it.ValidForPrefix(p); it.Next() {
+			rec := &clusterv1.GroupRecord{}
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+				return err
+			}
+			if rec.Info.GetReadFanout() && rec.Info.LastGroupSeq > rec.HintedGseq {
+				out = append(out, rec)
+			}
+		}
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,514 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/seqd/seqd/internal/forward"
+	"github.com/seqd/seqd/internal/rpcerr"
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+// ClientKey is the metadata key a gateway sets to the address of the
+// client it serves, so rate limits apply per front end, not per gateway.
+const ClientKey = "seqd-client"
+
+type server struct {
+	seqdv1.UnimplementedMessagesServer
+	clusterv1.UnimplementedStoreNodeServer
+	s *Shard
+}
+
+// RegisterServices adds Messages and StoreNode to g.
+func (s *Shard) RegisterServices(g *grpc.Server) {
+	srv := &server{s: s}
+	seqdv1.RegisterMessagesServer(g, srv)
+	clusterv1.RegisterStoreNodeServer(g, srv)
+}
+
+// home checks that key's data lives on this shard.
+func (s *Shard) home(key uint64, what string) error {
+	t := s.table()
+	if t == nil {
+		return status.Error(codes.Unavailable, "store replica is starting; retry shortly")
+	}
+	sh := shardOf(t, key)
+	if sh == nil || sh.Id != s.cfg.ShardID {
+		owner := "no shard"
+		if sh != nil {
+			owner = "shard " + sh.Id
+		}
+		return rpcerr.WrongShard(t, "%s lives on %s, not shard %s (routing table version %d attached)", what, owner, s.cfg.ShardID, t.Version)
+	}
+	return nil
+}
+
+func clientKey(ctx context.Context) string {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(ClientKey); len(v) > 0 {
+			return v[0]
+		}
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		return p.Addr.String()
+	}
+	return "unknown"
+}
+
+func (s *Shard) rateLimit(ctx context.Context) error {
+	if forward.Was(ctx) || s.limit.allow(clientKey(ctx), time.Now()) {
+		return nil
+	}
+	s.m.rateLimited.Inc()
+	return status.Errorf(codes.ResourceExhausted, "rate limit: client %s sent more than %.0f requests per second; slow down and retry", clientKey(ctx), s.cfg.RateLimit)
+}
+
+// toLeader forwards a write to the shard leader when this replica is a
+// follower. ok reports whether it did (and resp, err are its answer).
+func toLeader[Resp any](ctx context.Context, s *Shard, call func(context.Context, *grpc.ClientConn) (Resp, error)) (resp Resp, err error, ok bool) {
+	if s.IsLeader() {
+		return resp, nil, false
+	}
+	if forward.Was(ctx) {
+		return resp, rpcerr.NotLeader(s.leaderAddr()), true
+	}
+	cc, cerr := s.leaderConn()
+	if cerr != nil {
+		return resp, rpcerr.NotLeader(s.leaderAddr()), true
+	}
+	resp, err = call(forward.Mark(ctx, s.cfg.ReplicaID), cc)
+	return resp, err, true
+}
+
+// opErr turns a refused op into a status.
+func (s *Shard) opErr(op string, r *OpResult) error {
+	s.m.ops.WithLabelValues(op, r.Status.String()).Inc()
+	switch r.Status {
+	case clusterv1.OpStatus_OP_STATUS_OK, clusterv1.OpStatus_OP_STATUS_DUPLICATE:
+		return nil
+	case clusterv1.OpStatus_OP_STATUS_OUT_OF_ORDER:
+		return status.Errorf(codes.Unavailable, "%s: the shard leader changed while ordering this write; retry", op)
+	}
+	if r.err != nil {
+		if _, ok := status.FromError(r.err); ok {
+			return r.err
+		}
+		return status.Error(codes.Internal, r.err.Error())
+	}
+	return status.Errorf(codes.FailedPrecondition, "%s: %s", op, r.Msg)
+}
+
+func (s *Shard) header() *seqdv1.ResponseHeader {
+	if t := s.table(); t != nil {
+		return &seqdv1.ResponseHeader{RoutingVersion: t.Version}
+	}
+	return nil
+}
+
+func homeKeyOfSend(r *seqdv1.SendRequest) (uint64, string) {
+	if r.Conversation.Type == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
+		return GroupKeyBit | r.Conversation.Id, "group " + itoa(r.Conversation.Id)
+	}
+	return r.Sender, "sender " + itoa(r.Sender)
+}
+
+func (r *server) Send(ctx context.Context, req *seqdv1.SendRequest) (*seqdv1.SendResponse, error) {
+	s := r.s
+	if err := s.cfg.Limits.ValidateSend(req); err != nil {
+		return nil, err
+	}
+	if err := s.rateLimit(ctx); err != nil {
+		return nil, err
+	}
+	key, what := homeKeyOfSend(req)
+	if err := s.home(key, what); err != nil {
+		return nil, err
+	}
+	if resp, err, ok := toLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.SendResponse, error) {
+		return seqdv1.NewMessagesClient(cc).Send(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	res, err := s.submit(ctx, &sendBuilder{req: req, ttl: s.cfg.DedupTTL, threshold: s.cfg.WriteFanoutThreshold})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.opErr("send", res); err != nil {
+		return nil, err
+	}
+	res.Send.Header = s.header()
+	return res.Send, nil
+}
+
+func (r *server) MarkRead(ctx context.Context, req *seqdv1.MarkReadRequest) (*seqdv1.MarkReadResponse, error) {
+	s := r.s
+	if err := ValidateMarkRead(req); err != nil {
+		return nil, err
+	}
+	if err := s.rateLimit(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
+		return nil, err
+	}
+	if resp, err, ok := toLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.MarkReadResponse, error) {
+		return seqdv1.NewMessagesClient(cc).MarkRead(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	res, err := s.submit(ctx, &markReadBuilder{req: req})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.opErr("mark_read", res); err != nil {
+		return nil, err
+	}
+	return res.MarkRead, nil
+}
+
+func (r *server) Recall(ctx context.Context, req *seqdv1.RecallRequest) (*seqdv1.RecallResponse, error) {
+	s := r.s
+	if err := ValidateMessageRef("sender", req.Sender, req.MessageId); err != nil {
+		return nil, err
+	}
+	if err := s.rateLimit(ctx); err != nil {
+		return nil, err
+	}
+	origin, _, _ := ParseMessageID(req.MessageId)
+	if err := s.home(origin, "message "+req.MessageId); err != nil {
+		return nil, err
+	}
+	if resp, err, ok := toLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.RecallResponse, error) {
+		return seqdv1.NewMessagesClient(cc).Recall(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	res, err := s.submit(ctx, &recallBuilder{req: req, window: s.cfg.RecallWindow})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.opErr("recall", res); err != nil {
+		return nil, err
+	}
+	return &seqdv1.RecallResponse{RecalledCopies: res.Recalled}, nil
+}
+
+func (r *server) Delete(ctx context.Context, req *seqdv1.DeleteRequest) (*seqdv1.DeleteResponse, error) {
+	s := r.s
+	if err := ValidateMessageRef("user", req.User, req.MessageId); err != nil {
+		return nil, err
+	}
+	if err := s.rateLimit(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
+		return nil, err
+	}
+	if resp, err, ok := toLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.DeleteResponse, error) {
+		return seqdv1.NewMessagesClient(cc).Delete(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	res, err := s.submit(ctx, &deleteBuilder{req: req})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.opErr("delete", res); err != nil {
+		return nil, err
+	}
+	return &seqdv1.DeleteResponse{Seq: res.DeleteSeq}, nil
+}
+
+// groupWrite runs a group op at the group's shard leader.
+func groupWrite[Req any](ctx context.Context, s *Shard, name string, group uint64, req Req,
+	fwd func(context.Context, seqdv1.MessagesClient, Req) (*seqdv1.GroupInfo, error), op *clusterv1.StoreOp) (*seqdv1.GroupInfo, error) {
+	if err := s.rateLimit(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.home(GroupKeyBit|group, "group "+itoa(group)); err != nil {
+		return nil, err
+	}
+	if info, err, ok := toLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.GroupInfo, error) {
+		return fwd(ctx, seqdv1.NewMessagesClient(cc), req)
+	}); ok {
+		return info, err
+	}
+	res, err := s.submit(ctx, &plainBuilder{op: op})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.opErr(name, res); err != nil {
+		return nil, err
+	}
+	return res.Group, nil
+}
+
+func (r *server) CreateGroup(ctx context.Context, req *seqdv1.CreateGroupRequest) (*seqdv1.CreateGroupResponse, error) {
+	s := r.s
+	if err := checkUser("owner", req.Owner); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Limits.ValidateGroupMembers(req.GroupId, req.Members, false); err != nil {
+		return nil, err
+	}
+	op := &clusterv1.StoreOp{Op: &clusterv1.StoreOp_CreateGroup{CreateGroup: &clusterv1.CreateGroupOp{Request: req, ReadFanoutThreshold: uint32(s.cfg.WriteFanoutThreshold)}}}
+	info, err := groupWrite(ctx, s, "create_group", req.GroupId, req, func(ctx context.Context, c seqdv1.MessagesClient, req *seqdv1.CreateGroupRequest) (*seqdv1.GroupInfo, error) {
+		resp, err := c.CreateGroup(ctx, req)
+		return resp.GetGroup(), err
+	}, op)
+	if err != nil {
+		return nil, err
+	}
+	return &seqdv1.CreateGroupResponse{Group: info}, nil
+}
+
+func (r *server) AddMembers(ctx context.Context, req *seqdv1.AddMembersRequest) (*seqdv1.AddMembersResponse, error) {
+	s := r.s
+	if err := s.cfg.Limits.ValidateGroupMembers(req.GroupId, req.Members, true); err != nil {
+		return nil, err
+	}
+	op := &clusterv1.StoreOp{Op: &clusterv1.StoreOp_AddMembers{AddMembers: &clusterv1.MembersOp{GroupId: req.GroupId, Members: req.Members,
+		WithHistory: req.WithHistory, ReadFanoutThreshold: uint32(s.cfg.WriteFanoutThreshold)}}}
+	info, err := groupWrite(ctx, s, "add_members", req.GroupId, req, func(ctx context.Context, c seqdv1.MessagesClient, req *seqdv1.AddMembersRequest) (*seqdv1.GroupInfo, error) {
+		resp, err := c.AddMembers(ctx, req)
+		return resp.GetGroup(), err
+	}, op)
+	if err != nil {
+		return nil, err
+	}
+	return &seqdv1.AddMembersResponse{Group: info}, nil
+}
+
+func (r *server) RemoveMembers(ctx context.Context, req *seqdv1.RemoveMembersRequest) (*seqdv1.RemoveMembersResponse, error) {
+	s := r.s
+	if err := s.cfg.Limits.ValidateGroupMembers(req.GroupId, req.Members, true); err != nil {
+		return nil, err
+	}
+	op := &clusterv1.StoreOp{Op: &clusterv1.StoreOp_RemoveMembers{RemoveMembers: &clusterv1.MembersOp{GroupId: req.GroupId, Members: req.Members}}}
+	info, err := groupWrite(ctx, s, "remove_members", req.GroupId, req, func(ctx context.Context, c seqdv1.MessagesClient, req *seqdv1.RemoveMembersRequest) (*seqdv1.GroupInfo, error) {
+		resp, err := c.RemoveMembers(ctx, req)
+		return resp.GetGroup(), err
+	}, op)
+	if err != nil {
+		return nil, err
+	}
+	return &seqdv1.RemoveMembersResponse{Group: info}, nil
+}
+
+// Reads are served by any replica from its applied state: a lagging
+// replica returns a prefix of the inbox, never a gappy one.
+
+func (r *server) Sync(ctx context.Context, req *seqdv1.SyncRequest) (*seqdv1.SyncResponse, error) {
+	s := r.s
+	if err := checkUser("user", req.User); err != nil {
+		return nil, err
+	}
+	limit, err := s.cfg.Limits.page("limit", req.Limit, 100)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
+		return nil, err
+	}
+	res, err := s.fsm.Sync(req.User, req.AfterSeq, limit)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &seqdv1.SyncResponse{Events: res.Events, NextCheckpoint: res.NextCheckpoint, HasMore: res.HasMore,
+		HistoryTruncated: res.Truncated, EarliestSeq: res.EarliestSeq, Header: s.header()}, nil
+}
+
+func (r *server) Subscribe(req *seqdv1.SubscribeRequest, stream seqdv1.Messages_SubscribeServer) error {
+	s := r.s
+	if err := checkUser("user", req.User); err != nil {
+		return err
+	}
+	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
+		return err
+	}
+	hb := time.Duration(req.HeartbeatMs) * time.Millisecond
+	switch {
+	case req.HeartbeatMs == 0:
+		hb = 10 * time.Second
+	case hb < 100*time.Millisecond:
+		return invalid("heartbeat_ms %d is below the minimum 100", req.HeartbeatMs)
+	}
+	// Subscribe before reading the backlog, so nothing applied in between
+	// goes unnoticed.
+	wake := s.subs.subscribe(req.User)
+	defer s.subs.unsubscribe(req.User, wake)
+	s.m.subscribers.Inc()
+	defer s.m.subscribers.Dec()
+	cp := req.AfterSeq
+	push := func() error {
+		for {
+			res, err := s.fsm.Sync(req.User, cp, 500)
+			if err != nil {
+				return status.Error(codes.Internal, err.Error())
+			}
+			if len(res.Events) == 0 && !res.Truncated {
+				return nil
+			}
+			if err := stream.Send(&seqdv1.SubscribeResponse{Events: res.Events, Checkpoint: res.NextCheckpoint,
+				HistoryTruncated: res.Truncated, EarliestSeq: res.EarliestSeq}); err != nil {
+				return err
+			}
+			cp = res.NextCheckpoint
+			if !res.HasMore {
+				return nil
+			}
+		}
+	}
+	if err := push(); err != nil {
+		return err
+	}
+	t := time.NewTicker(hb)
+	defer t.Stop()
+	for {
+		select {
+		case _, ok := <-wake:
+			if !ok {
+				return status.Error(codes.Unavailable, "store replica is shutting down; reconnect from your checkpoint")
+			}
+			if err := push(); err != nil {
+				return err
+			}
+		case <-t.C:
+			if err := stream.Send(&seqdv1.SubscribeResponse{Heartbeat: true, Checkpoint: cp}); err != nil {
+				return err
+			}
+		case <-stream.Context().Done():
+			return nil
+		}
+	}
+}
+
+func (r *server) Unread(ctx context.Context, req *seqdv1.UnreadRequest) (*seqdv1.UnreadResponse, error) {
+	s := r.s
+	if err := checkUser("user", req.User); err != nil {
+		return nil, err
+	}
+	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
+		return nil, err
+	}
+	resp, err := s.fsm.Unread(req.User)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return resp, nil
+}
+
+func (r *server) History(ctx context.Context, req *seqdv1.HistoryRequest) (*seqdv1.HistoryResponse, error) {
+	s := r.s
+	if err := checkUser("user", req.User); err != nil {
+		return nil, err
+	}
+	if err := checkConversation("conversation", req.Conversation); err != nil {
+		return nil, err
+	}
+	limit, err := s.cfg.Limits.page("limit", req.Limit, 50)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
+		return nil, err
+	}
+	events, next, err := s.fsm.History(req.User, req.Conversation, req.BeforeSeq, limit)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &seqdv1.HistoryResponse{Events: events, NextBeforeSeq: next}, nil
+}
+
+func (r *server) GetGroup(ctx context.Context, req *seqdv1.GetGroupRequest) (*seqdv1.GetGroupResponse, error) {
+	s := r.s
+	if err := checkGroupID("group_id", req.GroupId); err != nil {
+		return nil, err
+	}
+	if err := s.home(GroupKeyBit|req.GroupId, "group "+itoa(req.GroupId)); err != nil {
+		return nil, err
+	}
+	rec, err := s.fsm.Group(req.GroupId)
+	if err != nil {
+		return nil, groupErr(err)
+	}
+	return &seqdv1.GetGroupResponse{Group: rec.Info}, nil
+}
+
+func (r *server) SyncGroup(ctx context.Context, req *seqdv1.SyncGroupRequest) (*seqdv1.SyncGroupResponse, error) {
+	s := r.s
+	if err := checkUser("user", req.User); err != nil {
+		return nil, err
+	}
+	if err := checkGroupID("group_id", req.GroupId); err != nil {
+		return nil, err
+	}
+	limit, err := s.cfg.Limits.page("limit", req.Limit, 100)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.home(GroupKeyBit|req.GroupId, "group "+itoa(req.GroupId)); err != nil {
+		return nil, err
+	}
+	res, err := s.fsm.SyncGroup(req.User, req.GroupId, req.AfterGseq, limit)
+	if err != nil {
+		return nil, groupErr(err)
+	}
+	return &seqdv1.SyncGroupResponse{Events: res.Events, NextCheckpoint: res.NextCheckpoint, HasMore: res.HasMore}, nil
+}
+
+// StoreNode.
+
+func (r *server) Deliver(ctx context.Context, req *clusterv1.DeliverRequest) (*clusterv1.DeliverResponse, error) {
+	s := r.s
+	if len(req.Items) == 0 {
+		return &clusterv1.DeliverResponse{}, nil
+	}
+	for i, it := range req.Items {
+		if it.Event == nil || it.Event.MessageId == "" || eventKind(it.Kind) == seqdv1.EventKind_EVENT_KIND_UNSPECIFIED {
+			return nil, invalid("items[%d] is malformed", i)
+		}
+		if err := s.home(it.User, "user "+itoa(it.User)); err != nil {
+			return nil, err
+		}
+	}
+	if resp, err, ok := toLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.DeliverResponse, error) {
+		return clusterv1.NewStoreNodeClient(cc).Deliver(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	res, err := s.submit(ctx, &deliverBuilder{items: req.Items})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.opErr("deliver", res); err != nil {
+		return nil, err
+	}
+	return &clusterv1.DeliverResponse{Delivered: res.Delivered}, nil
+}
+
+func (r *server) ReadChangeLog(ctx context.Context, req *clusterv1.ReadChangeLogRequest) (*clusterv1.ReadChangeLogResponse, error) {
+	limit := int(req.Limit)
+	if limit <= 0 || limit > 1000 {
+		limit = 1000
+	}
+	entries, err := r.s.fsm.ChangeLog(req.AfterIndex, limit)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &clusterv1.ReadChangeLogResponse{Entries: entries, LastIndex: r.s.fsm.AppliedIndex()}, nil
+}
+
+func (r *server) TimelineCount(ctx context.Context, req *clusterv1.TimelineCountRequest) (*clusterv1.TimelineCountResponse, error) {
+	if err := r.s.home(GroupKeyBit|req.GroupId, "group "+itoa(req.GroupId)); err != nil {
+		return nil, err
+	}
+	return r.s.timelineCount(ctx, req.GroupId, req.UpToGseq)
+}

@@ -1,0 +1,388 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/seqd/seqd/internal/groupcommit"
+	"github.com/seqd/seqd/internal/grpcconn"
+	"github.com/seqd/seqd/internal/nodeid"
+	"github.com/seqd/seqd/internal/raftnode"
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+	"github.com/seqd/seqd/router"
+)
+
+// Defaults of a store shard.
+const (
+	DefaultWriteFanoutThreshold = 500
+	DefaultDedupTTL             = 24 * time.Hour
+	DefaultRecallWindow         = 2 * time.Minute
+	DefaultHintWindow           = 500 * time.Millisecond
+)
+
+// Config configures one replica of one shard.
+type Config struct {
+	ShardID   string
+	ReplicaID string
+	ClusterID string
+	DataDir   string
+
+	RaftAddr     string
+	RaftListener net.Listener
+	// GRPCAddr is this replica's advertised gRPC address.
+	GRPCAddr string
+	// Peers are the shard's initial voters (this one included), by replica
+	// id and Raft address; used on first start only.
+	Peers []raftnode.Peer
+	// Arbiters are arbiter gRPC addresses: the allocator and shard map.
+	Arbiters []string
+
+	Limits Limits
+	// WriteFanoutThreshold: groups with more members use read fanout.
+	WriteFanoutThreshold int
+	DedupTTL             time.Duration
+	RecallWindow         time.Duration
+	// Retention removes inbox events older than this; 0 keeps them forever.
+	Retention time.Duration
+	// HintWindow: a read-fanout group's members get at most one hint per
+	// window.
+	HintWindow time.Duration
+	// RateLimit caps requests per second per client (0 = no limit).
+	RateLimit float64
+	RateBurst int
+
+	HeartbeatTimeout time.Duration
+	ElectionTimeout  time.Duration
+
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	// Now is the leader's clock for batch timestamps (tests move it).
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.Limits == (Limits{}) {
+		c.Limits = DefaultLimits
+	}
+	if c.WriteFanoutThreshold == 0 {
+		c.WriteFanoutThreshold = DefaultWriteFanoutThreshold
+	}
+	if c.DedupTTL == 0 {
+		c.DedupTTL = DefaultDedupTTL
+	}
+	if c.RecallWindow == 0 {
+		c.RecallWindow = DefaultRecallWindow
+	}
+	if c.HintWindow == 0 {
+		c.HintWindow = DefaultHintWindow
+	}
+	if c.RateBurst == 0 {
+		c.RateBurst = int(2 * c.RateLimit)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.ClusterID == "" {
+		c.ClusterID = "seqd"
+	}
+}
+
+// Validate checks the configuration and says what to fix.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.ShardID == "" {
+		errs = append(errs, errors.New("store: shard id is empty; set --shard (e.g. s1)"))
+	}
+	if err := nodeid.Validate(c.ReplicaID); err != nil {
+		errs = append(errs, fmt.Errorf("store: %w", err))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("store: data dir is empty; set --data"))
+	}
+	if c.RaftAddr == "" && c.RaftListener == nil {
+		errs = append(errs, errors.New("store: raft address is empty; set --raft-addr"))
+	}
+	if c.GRPCAddr == "" {
+		errs = append(errs, errors.New("store: gRPC address is empty"))
+	}
+	if len(c.Arbiters) == 0 {
+		errs = append(errs, errors.New("store: no arbiter addresses; set --arbiters"))
+	}
+	if c.RateLimit < 0 {
+		errs = append(errs, errors.New("store: rate limit is negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Shard is one replica of one message-store shard.
+type Shard struct {
+	cfg   Config
+	log   *slog.Logger
+	m     *metrics
+	fsm   *FSM
+	node  *raftnode.Node
+	alloc *router.Client
+	pipe  *groupcommit.Batcher[builder, *OpResult]
+	subs  *hub
+	conns *grpcconn.Pool
+	limit *rateLimiter
+
+	orderMu sync.Mutex // see commit
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// New opens the replica's Badger state and starts its Raft node.
+func New(cfg Config) (*Shard, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Shard{
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "store", "shard", cfg.ShardID, "replica", cfg.ReplicaID),
+		subs:  newHub(),
+		conns: grpcconn.NewPool(),
+		limit: newRateLimiter(cfg.RateLimit, cfg.RateBurst),
+		stop:  make(chan struct{}),
+	}
+	s.m = newMetrics(cfg.Registry, s)
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("store: data dir: %w", err)
+	}
+	fsm, err := OpenFSM(filepath.Join(cfg.DataDir, "badger"), s.log)
+	if err != nil {
+		return nil, err
+	}
+	s.fsm = fsm
+	fsm.notify = s.subs.notify
+	fsm.observe = func(ops int, d time.Duration) { s.m.applySeconds.Observe(d.Seconds()) }
+	s.node, err = raftnode.Start(raftnode.Config{
+		ID: cfg.ReplicaID, Dir: filepath.Join(cfg.DataDir, "raft"), Addr: cfg.RaftAddr, Listener: cfg.RaftListener,
+		Bootstrap: cfg.Peers, HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
+		CommitTimeout: 2 * time.Millisecond, MaxAppendEntries: 256, SnapshotThreshold: 16384, SnapshotInterval: time.Minute,
+		Logger: s.log,
+	}, fsm)
+	if err != nil {
+		fsm.Close()
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	// Batches of up to 256 ops; two in flight, so one forms while the
+	// other replicates and syncs.
+	s.pipe = groupcommit.New(256, 2, s.commit)
+	return s, nil
+}
+
+// FSM exposes the state machine to tests and tools.
+func (s *Shard) FSM() *FSM { return s.fsm }
+
+// Raft exposes the Raft node to tests.
+func (s *Shard) Raft() *raft.Raft { return s.node.Raft }
+
+// IsLeader reports whether this replica leads its shard.
+func (s *Shard) IsLeader() bool { return s.node.Raft.State() == raft.Leader }
+
+func (s *Shard) now() time.Time { return s.cfg.Now() }
+
+// Start connects to the allocator, registers this replica in the shard
+// map, and runs the leader-only loops whenever this replica leads.
+func (s *Shard) Start(ctx context.Context) error {
+	c, err := router.New(ctx, router.Config{Addrs: s.cfg.Arbiters, Logger: s.cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("store: allocator: %w", err)
+	}
+	s.alloc = c
+	if err := s.register(ctx); err != nil {
+		return err
+	}
+	s.wg.Add(1)
+	go s.monitorLeadership()
+	return nil
+}
+
+// register records this replica's address in the arbiters' shard map.
+func (s *Shard) register(ctx context.Context) error {
+	var last error
+	for attempt := 0; attempt < 50; attempt++ {
+		for _, a := range s.cfg.Arbiters {
+			cc, err := s.conns.Get(a)
+			if err != nil {
+				last = err
+				continue
+			}
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err = clusterv1.NewArbiterClient(cc).RegisterStoreReplica(rctx, &clusterv1.RegisterStoreReplicaRequest{
+				ClusterId: s.cfg.ClusterID, Shard: s.cfg.ShardID, ReplicaId: s.cfg.ReplicaID, Addr: s.cfg.GRPCAddr})
+			cancel()
+			if err == nil {
+				s.alloc.Refresh(ctx)
+				return nil
+			}
+			last = err
+			if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
+				return fmt.Errorf("store: register replica: %w", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("store: register replica: %w (last error: %v)", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("store: register replica: %w", last)
+}
+
+// Close stops the loops, hands leadership over if leading, and shuts Raft
+// and Badger down.
+func (s *Shard) Close() error { return s.shutdown(true) }
+
+// Kill stops at once, as a crash would.
+func (s *Shard) Kill() { s.shutdown(false) }
+
+func (s *Shard) shutdown(graceful bool) error {
+	var err error
+	s.once.Do(func() {
+		if graceful && s.IsLeader() {
+			s.node.Raft.LeadershipTransfer().Error()
+		}
+		close(s.stop)
+		s.wg.Wait()
+		s.pipe.Close()
+		s.subs.close()
+		err = s.node.Shutdown()
+		if s.alloc != nil {
+			s.alloc.Close()
+		}
+		s.conns.Close()
+		if cerr := s.fsm.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}
+
+// table returns the routing table (with the shard map) the replica knows.
+func (s *Shard) table() *seqdv1.RoutingTable {
+	if s.alloc == nil {
+		return nil
+	}
+	return s.alloc.Table()
+}
+
+// shardOf returns the shard owning key's section.
+func shardOf(t *seqdv1.RoutingTable, key uint64) *seqdv1.ShardInfo {
+	if t == nil || t.SectionSize == 0 {
+		return nil
+	}
+	sec := key / t.SectionSize
+	for _, sh := range t.Shards {
+		if sec >= sh.FirstSection && (sh.EndSection == 0 || sec < sh.EndSection) {
+			return sh
+		}
+	}
+	return nil
+}
+
+// isLocal reports whether key's section belongs to this shard.
+func (s *Shard) isLocal(key uint64) bool {
+	sh := shardOf(s.table(), key)
+	return sh != nil && sh.Id == s.cfg.ShardID
+}
+
+// replicaAddr returns the gRPC address of one of this shard's replicas.
+func (s *Shard) replicaAddr(id string) string {
+	if id == s.cfg.ReplicaID {
+		return s.cfg.GRPCAddr
+	}
+	for _, sh := range s.table().GetShards() {
+		if sh.Id == s.cfg.ShardID {
+			for _, r := range sh.Replicas {
+				if r.Id == id {
+					return r.Addr
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// leaderAddr returns the shard leader's gRPC address, if known.
+func (s *Shard) leaderAddr() string {
+	id := s.node.LeaderID()
+	if id == "" {
+		return ""
+	}
+	addr := s.replicaAddr(id)
+	if addr == "" && s.alloc != nil {
+		// A replica registered after our table was loaded.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s.alloc.Refresh(ctx)
+		cancel()
+		addr = s.replicaAddr(id)
+	}
+	return addr
+}
+
+// leaderConn returns a connection to the shard leader, if it is not us.
+func (s *Shard) leaderConn() (*grpc.ClientConn, error) {
+	addr := s.leaderAddr()
+	if addr == "" || addr == s.cfg.GRPCAddr {
+		return nil, errNoLeader
+	}
+	return s.conns.Get(addr)
+}
+
+var errNoLeader = errors.New("store: no leader known")
+
+// shardConn returns a connection to some replica of the shard owning key,
+// preferring its leader if this replica knows it.
+func (s *Shard) shardConn(key uint64) (*grpc.ClientConn, *seqdv1.ShardInfo, error) {
+	sh := shardOf(s.table(), key)
+	if sh == nil || len(sh.Replicas) == 0 {
+		return nil, nil, fmt.Errorf("store: no shard with replicas owns key %d", key)
+	}
+	cc, err := s.conns.Get(sh.Replicas[0].Addr)
+	return cc, sh, err
+}
+
+// timelineCount asks the group's shard how many messages its timeline holds.
+func (s *Shard) timelineCount(ctx context.Context, group, upTo uint64) (*clusterv1.TimelineCountResponse, error) {
+	if s.isLocal(GroupKeyBit | group) {
+		count, last, err := s.fsm.TimelineCount(group, upTo)
+		if err != nil {
+			return nil, groupErr(err)
+		}
+		rec, err := s.fsm.Group(group)
+		if err != nil {
+			return nil, groupErr(err)
+		}
+		return &clusterv1.TimelineCountResponse{Count: count, LastGseq: last, ReadFanout: rec.Info.ReadFanout}, nil
+	}
+	cc, _, err := s.shardConn(GroupKeyBit | group)
+	if err != nil {
+		return nil, err
+	}
+	return clusterv1.NewStoreNodeClient(cc).TimelineCount(ctx, &clusterv1.TimelineCountRequest{GroupId: group, UpToGseq: upTo})
+}
