@@ -44,3 +44,25 @@ func ParseMessageID(id string) (key, seq uint64, err error) {
 	}
 	return origin, seq, nil
 }
+
+// CheckUser reports what is wrong with user id u given in field, or nil.
+func CheckUser(field string, u uint64) error {
+	switch {
+	case u == 0:
+		return fmt.Errorf("%s is 0; user ids start at 1", field)
+	case u >= GroupBit:
+		return fmt.Errorf("%s %d is in the group key space; user ids are below 2^63", field, u)
+	}
+	return nil
+}
+
+// CheckGroup reports what is wrong with group id g given in field, or nil.
+func CheckGroup(field string, g uint64) error {
+	switch {
+	case g == 0:
+		return fmt.Errorf("%s is 0; group ids start at 1", field)
+	case g >= GroupBit:
+		return fmt.Errorf("%s %d is too large; group ids are below 2^63", field, g)
+	}
+	return nil
+}

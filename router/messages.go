@@ -113,15 +113,15 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 
 // userKey checks a user id and returns its routing key.
 func userKey(field string, u uint64) (uint64, error) {
-	if u == 0 || u >= keyspace.GroupBit {
-		return 0, status.Errorf(codes.InvalidArgument, "%s %d is not a user id; user ids are 1..2^63-1", field, u)
+	if err := keyspace.CheckUser(field, u); err != nil {
+		return 0, status.Error(codes.InvalidArgument, err.Error())
 	}
 	return u, nil
 }
 
 func groupKey(g uint64) (uint64, error) {
-	if g == 0 || g >= keyspace.GroupBit {
-		return 0, status.Errorf(codes.InvalidArgument, "group_id %d is not a group id; group ids are 1..2^63-1", g)
+	if err := keyspace.CheckGroup("group_id", g); err != nil {
+		return 0, status.Error(codes.InvalidArgument, err.Error())
 	}
 	return keyspace.Group(g), nil
 }
@@ -130,7 +130,10 @@ func groupKey(g uint64) (uint64, error) {
 // messages, the sender otherwise.
 func SendKey(r *seqdv1.SendRequest) (uint64, error) {
 	if r.GetConversation().GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
-		return groupKey(r.Conversation.Id)
+		if err := keyspace.CheckGroup("conversation.id", r.Conversation.Id); err != nil {
+			return 0, status.Error(codes.InvalidArgument, err.Error())
+		}
+		return keyspace.Group(r.Conversation.Id), nil
 	}
 	return userKey("sender", r.Sender)
 }

@@ -191,7 +191,7 @@ func New(cfg Config) (*Shard, error) {
 	}
 	// Batches of up to 256 ops; two in flight, so one forms while the
 	// other replicates and syncs.
-	s.pipe = groupcommit.New(256, 2, s.commit)
+	s.pipe = groupcommit.New(256, 8, s.commit)
 	return s, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/seqd/seqd/keyspace"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
@@ -29,21 +30,15 @@ func invalid(format string, args ...any) error {
 
 // checkUser validates a user id in field.
 func checkUser(field string, u uint64) error {
-	switch {
-	case u == 0:
-		return invalid("%s is 0; user ids start at 1", field)
-	case u >= GroupKeyBit:
-		return invalid("%s %d is in the group key space; user ids are below 2^63", field, u)
+	if err := keyspace.CheckUser(field, u); err != nil {
+		return invalid("%v", err)
 	}
 	return nil
 }
 
 func checkGroupID(field string, g uint64) error {
-	switch {
-	case g == 0:
-		return invalid("%s is 0; group ids start at 1", field)
-	case g >= GroupKeyBit:
-		return invalid("%s %d is too large; group ids are below 2^63", field, g)
+	if err := keyspace.CheckGroup(field, g); err != nil {
+		return invalid("%v", err)
 	}
 	return nil
 }

@@ -168,15 +168,31 @@ func TestEndToEndSeparateProcesses(t *testing.T) {
 	alloc1Addr, alloc2Addr := freePort(t), freePort(t)
 	alloc1 := startProc(t, dir, "alloc1", allocArgs("alloc1", alloc1Addr)...)
 	alloc2 := startProc(t, dir, "alloc2", allocArgs("alloc2", alloc2Addr)...)
+	// A 3-replica message-store shard.
+	var storeFlags []string
+	type rep struct{ id, grpc, raft string }
+	reps := make([]rep, 3)
+	for i := range reps {
+		reps[i] = rep{fmt.Sprintf("s1-r%d", i+1), freePort(t), freePort(t)}
+		storeFlags = append(storeFlags, "--store-peer", reps[i].id+"="+reps[i].raft)
+	}
+	storeArgs := func(r rep) []string {
+		return append(append([]string{"start", "--role", "store", "--id", r.id, "--shard", "s1", "--data", filepath.Join(dir, r.id),
+			"--grpc-addr", r.grpc, "--raft-addr", r.raft, "--arbiters", strings.Join(arbAddrs, ",")}, common...), storeFlags...)
+	}
+	stores := make([]*proc, 3)
+	for i, r := range reps {
+		stores[i] = startProc(t, dir, r.id, storeArgs(r)...)
+	}
 	gwAddr := freePort(t)
 	gw := startProc(t, dir, "gateway", append([]string{"start", "--role", "gateway", "--id", "gw1", "--grpc-addr", gwAddr,
 		"--arbiters", strings.Join(arbAddrs, ",")}, common...)...)
-	for _, a := range []string{arbs[0].grpc, arbs[1].grpc, arbs[2].grpc, alloc1Addr, alloc2Addr, gwAddr} {
+	for _, a := range []string{arbs[0].grpc, arbs[1].grpc, arbs[2].grpc, alloc1Addr, alloc2Addr, reps[0].grpc, reps[1].grpc, reps[2].grpc, gwAddr} {
 		waitHealthy(t, a, 30*time.Second)
 	}
 	defer func() {
 		if t.Failed() {
-			for _, n := range []string{"arb1", "arb2", "arb3", "alloc1", "alloc2", "gateway"} {
+			for _, n := range []string{"arb1", "arb2", "arb3", "alloc1", "alloc2", "s1-r1", "s1-r2", "s1-r3", "gateway"} {
 				b, _ := os.ReadFile(filepath.Join(dir, n+".log"))
 				t.Logf("---- %s.log (tail) ----\n%s", n, tail(string(b), 3000))
 			}
@@ -230,6 +246,70 @@ func TestEndToEndSeparateProcesses(t *testing.T) {
 	alloc2.stop(t)
 	nextAll("after SIGTERM alloc2")
 
+	// Messages through the gateway, across a kill -9 of the store leader.
+	msgs := seqdv1.NewMessagesClient(gcc)
+	sent := map[string]bool{}
+	send := func(i int) {
+		t.Helper()
+		req := &seqdv1.SendRequest{Sender: 1, Recipients: []uint64{2}, ClientMsgId: fmt.Sprintf("e2e-%d", i), Body: []byte("hello"),
+			Conversation: &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT, Id: 12}}
+		for attempt := 0; ; attempt++ {
+			resp, err := msgs.Send(ctx, req)
+			if err == nil {
+				sent[resp.MessageId] = true
+				return
+			}
+			if attempt > 50 {
+				t.Fatalf("Send %d: %v", i, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	for i := 0; i < 20; i++ {
+		send(i)
+	}
+	leader := -1
+	for i, r := range reps {
+		b, _ := os.ReadFile(filepath.Join(dir, r.id+".log"))
+		if strings.Contains(string(b), "entering leader state") {
+			leader = i // the latest one to have led; good enough to kill a leader-ish replica
+		}
+	}
+	if leader >= 0 {
+		stores[leader].kill()
+	}
+	for i := 20; i < 40; i++ {
+		send(i)
+	}
+	send(5) // a retry of an acknowledged send: deduplicated
+	for _, u := range []uint64{1, 2} {
+		seen := map[string]int{}
+		last := uint64(0)
+		r, err := msgs.Sync(ctx, &seqdv1.SyncRequest{User: u, Limit: 1000})
+		if err != nil {
+			t.Fatalf("Sync(%d): %v", u, err)
+		}
+		for _, e := range r.Events {
+			if e.Seq <= last {
+				t.Fatalf("user %d inbox not increasing: %d after %d", u, e.Seq, last)
+			}
+			last = e.Seq
+			seen[e.MessageId]++
+		}
+		if len(seen) != len(sent) {
+			t.Errorf("user %d has %d messages, %d were acknowledged", u, len(seen), len(sent))
+		}
+		for id := range sent {
+			if seen[id] != 1 {
+				t.Errorf("user %d holds %d copies of %s", u, seen[id], id)
+			}
+		}
+	}
+	if leader >= 0 {
+		stores[leader] = startProc(t, dir, reps[leader].id, storeArgs(reps[leader])...)
+		waitHealthy(t, reps[leader].grpc, 30*time.Second)
+	}
+
 	st, err := seqdv1.NewAdminClient(gcc).Status(ctx, &seqdv1.StatusRequest{})
 	if err != nil {
 		t.Fatalf("status via gateway: %v", err)
@@ -238,6 +318,9 @@ func TestEndToEndSeparateProcesses(t *testing.T) {
 		t.Errorf("status: unassigned %d, arbiters %d, leader %q", st.UnassignedSlots, len(st.Arbiters), st.LeaderId)
 	}
 	gw.stop(t)
+	for _, p := range stores {
+		p.stop(t)
+	}
 	alloc1.stop(t)
 	for _, p := range arbProcs {
 		p.stop(t)

@@ -109,9 +109,12 @@ func (p *Pool) Join(seeds []string) error {
 
 // State returns what the pool says about a member.
 func (p *Pool) State(name string) State {
+	// Never call into memberlist while holding p.mu: memberlist calls our
+	// event delegate (which takes p.mu) while holding its own node lock.
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if s, ok := p.states[name]; ok {
+	s, ok := p.states[name]
+	p.mu.Unlock()
+	if ok {
 		return s
 	}
 	for _, m := range p.ml.Members() {
@@ -184,6 +187,7 @@ func toState(s memberlist.NodeStateType) State {
 
 type events Pool
 
+// set runs on memberlist's goroutines, under memberlist's node lock.
 func (e *events) set(n *memberlist.Node, s State) {
 	e.mu.Lock()
 	e.states[n.Name] = s

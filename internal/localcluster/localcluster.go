@@ -339,6 +339,14 @@ func (c *Cluster) startNode(ctx context.Context, cfg node.Config) (*node.Node, e
 		n.Kill()
 		return nil, fmt.Errorf("%s: %w", cfg.ID, err)
 	}
+	// An AllocSvr registers in the background; callers expect a started
+	// node to be known to the arbiters.
+	if a := n.AllocSvr(); a != nil {
+		if err := a.WaitReady(ctx); err != nil {
+			n.Kill()
+			return nil, err
+		}
+	}
 	return n, nil
 }
 

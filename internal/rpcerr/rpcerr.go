@@ -133,10 +133,11 @@ func FromRaft(err error, leaderAddr string) error {
 }
 
 // Retryable reports whether a call failing with err may succeed if retried
-// elsewhere or later.
+// elsewhere or at once. RESOURCE_EXHAUSTED (rate limits) is not: the caller
+// must hear it and slow down.
 func Retryable(err error) bool {
 	switch status.Code(err) {
-	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
+	case codes.Unavailable, codes.Aborted:
 		return true
 	}
 	_, notOwner := NotOwnerTable(err)

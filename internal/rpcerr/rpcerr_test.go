@@ -189,7 +189,7 @@ func TestRetryable(t *testing.T) {
 		want bool
 	}{
 		{status.Error(codes.Unavailable, "x"), true},
-		{status.Error(codes.ResourceExhausted, "x"), true},
+		{status.Error(codes.ResourceExhausted, "x"), false}, // rate limits go back to the caller
 		{status.Error(codes.Aborted, "x"), true},
 		{NotOwner(nil, "x"), true},
 		{status.Error(codes.FailedPrecondition, "x"), false},

@@ -1,0 +1,219 @@
+package store_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/seqd/seqd/internal/grpcconn"
+	"github.com/seqd/seqd/internal/localcluster"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+func group(g uint64) *seqdv1.Conversation {
+	return &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_GROUP, Id: g}
+}
+
+func TestReadFanoutGroup(t *testing.T) {
+	_, m := startCluster(t, localcluster.Options{HintWindow: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	members := []uint64{2, 3, 4, 5}
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 50, Owner: 1, Members: members, ReadFanout: true}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := 0; i < 3; i++ {
+		r, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Conversation: group(50), ClientMsgId: "g" + string(rune('a'+i)), Body: []byte("to all")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GroupSeq == 0 || len(r.Deliveries) != 0 {
+			t.Fatalf("read-fanout send %v: want a group seq and no per-member deliveries", r)
+		}
+		ids = append(ids, r.MessageId)
+	}
+	// Members get a hint (not the messages) in their inbox, then pull.
+	waitFor(t, 5*time.Second, "hints", func() bool {
+		for _, u := range members {
+			evs := syncAll(t, m, u)
+			if len(evs) == 0 || evs[len(evs)-1].Kind != seqdv1.EventKind_EVENT_KIND_GROUP_HINT || evs[len(evs)-1].GroupCount != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, u := range members {
+		for _, e := range syncAll(t, m, u) {
+			if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE {
+				t.Errorf("member %d got a message copy in its inbox under read fanout", u)
+			}
+		}
+		un, err := m.Unread(ctx, &seqdv1.UnreadRequest{User: u})
+		if err != nil || un.Total != 3 {
+			t.Errorf("member %d unread %v (%v), want 3", u, un, err)
+		}
+	}
+	sg, err := m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 3, GroupId: 50})
+	if err != nil || len(sg.Events) != 3 || sg.Events[0].MessageId != ids[0] {
+		t.Fatalf("SyncGroup: %v %v", sg, err)
+	}
+	// Reading up to the second message leaves one unread.
+	mr, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 3, Conversation: group(50), UpToSeq: sg.Events[1].Seq})
+	if err != nil || mr.Unread != 1 || mr.TotalUnread != 1 {
+		t.Fatalf("MarkRead: %v %v", mr, err)
+	}
+	// The sender's own send reads the group for it.
+	if un, _ := m.Unread(ctx, &seqdv1.UnreadRequest{User: 1}); un.GetTotal() != 0 {
+		t.Errorf("sender unread %v, want 0", un)
+	}
+	// A newcomer sees nothing from before it joined; a removed member
+	// reads nothing at all.
+	if _, err := m.AddMembers(ctx, &seqdv1.AddMembersRequest{GroupId: 50, Members: []uint64{9}}); err != nil {
+		t.Fatal(err)
+	}
+	if sg, err := m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 9, GroupId: 50}); err != nil || len(sg.Events) != 0 {
+		t.Fatalf("newcomer SyncGroup: %v %v", sg, err)
+	}
+	if _, err := m.AddMembers(ctx, &seqdv1.AddMembersRequest{GroupId: 50, Members: []uint64{10}, WithHistory: true}); err != nil {
+		t.Fatal(err)
+	}
+	if sg, err := m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 10, GroupId: 50}); err != nil || len(sg.Events) != 3 {
+		t.Fatalf("newcomer with history SyncGroup: %v %v", sg, err)
+	}
+	if _, err := m.RemoveMembers(ctx, &seqdv1.RemoveMembersRequest{GroupId: 50, Members: []uint64{4}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 4, GroupId: 50}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("removed member SyncGroup: %v, want PERMISSION_DENIED", err)
+	}
+	if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 4, Conversation: group(50), ClientMsgId: "x", Body: []byte("no")}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("removed member Send: %v, want PERMISSION_DENIED", err)
+	}
+}
+
+func TestWriteFanoutGroup(t *testing.T) {
+	_, m := startCluster(t, localcluster.Options{WriteFanoutThreshold: 5})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	info, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 60, Owner: 1, Members: []uint64{2, 3}})
+	if err != nil || info.Group.ReadFanout {
+		t.Fatalf("create: %v %v", info, err)
+	}
+	r, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 2, Conversation: group(60), ClientMsgId: "w1", Body: []byte("hi")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []uint64{1, 2, 3} {
+		evs := syncAll(t, m, u)
+		if n := checkInbox(t, u, evs)[r.MessageId]; n != 1 {
+			t.Errorf("member %d holds %d copies", u, n)
+		}
+	}
+	// A member added later does not get the earlier message.
+	if _, err := m.AddMembers(ctx, &seqdv1.AddMembersRequest{GroupId: 60, Members: []uint64{4}}); err != nil {
+		t.Fatal(err)
+	}
+	if evs := syncAll(t, m, 4); len(evs) != 0 {
+		t.Fatalf("newcomer inbox %v", evs)
+	}
+	// Write fanout stops at the threshold: the group cannot grow past it.
+	_, err = m.AddMembers(ctx, &seqdv1.AddMembersRequest{GroupId: 60, Members: []uint64{5, 6, 7}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "read_fanout") {
+		t.Fatalf("growing past the threshold: %v", err)
+	}
+}
+
+func TestBadInputThroughGateway(t *testing.T) {
+	c, _ := startCluster(t, localcluster.Options{})
+	cc, err := grpc.NewClient(c.GatewayAddr(), grpcconn.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	m := seqdv1.NewMessagesClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ok := &seqdv1.SendRequest{Sender: 1, Recipients: []uint64{2}, Conversation: direct(12), ClientMsgId: "ok", Body: []byte("fine")}
+	mod := func(f func(r *seqdv1.SendRequest)) *seqdv1.SendRequest {
+		r := &seqdv1.SendRequest{Sender: ok.Sender, Recipients: append([]uint64(nil), ok.Recipients...), Conversation: direct(12), ClientMsgId: ok.ClientMsgId, Body: ok.Body}
+		f(r)
+		return r
+	}
+	many := make([]uint64, 101)
+	for i := range many {
+		many[i] = uint64(i + 10)
+	}
+	tests := []struct {
+		name  string
+		req   *seqdv1.SendRequest
+		field string
+	}{
+		{"sender 0", mod(func(r *seqdv1.SendRequest) { r.Sender = 0 }), "sender is 0"},
+		{"empty body", mod(func(r *seqdv1.SendRequest) { r.Body = nil }), "body is empty"},
+		{"huge body", mod(func(r *seqdv1.SendRequest) { r.Body = make([]byte, 64<<10+1) }), "body is 65537 bytes"},
+		{"too many recipients", mod(func(r *seqdv1.SendRequest) { r.Recipients = many }), "recipients has 101 users"},
+		{"recipient 0", mod(func(r *seqdv1.SendRequest) { r.Recipients = []uint64{0} }), "recipients[0] is 0"},
+		{"recipient twice", mod(func(r *seqdv1.SendRequest) { r.Recipients = []uint64{2, 2} }), "lists user 2 twice"},
+		{"no conversation type", mod(func(r *seqdv1.SendRequest) { r.Conversation = &seqdv1.Conversation{Id: 5} }), "conversation.type"},
+		{"no client_msg_id", mod(func(r *seqdv1.SendRequest) { r.ClientMsgId = "" }), "client_msg_id is empty"},
+		{"group with recipients", mod(func(r *seqdv1.SendRequest) { r.Conversation = group(5) }), "recipients must be empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := m.Send(ctx, tt.req)
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.field) {
+				t.Fatalf("got %v, want INVALID_ARGUMENT mentioning %q", err, tt.field)
+			}
+		})
+	}
+	// Nothing was written by any of them.
+	for _, u := range []uint64{1, 2} {
+		if r, err := m.Sync(ctx, &seqdv1.SyncRequest{User: u}); err != nil || len(r.Events) != 0 {
+			t.Fatalf("user %d inbox after refused sends: %v %v", u, r, err)
+		}
+	}
+	if _, err := m.Send(ctx, ok); err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 2, Conversation: direct(12), UpToSeq: 999})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "beyond the newest event") {
+		t.Fatalf("mark read from the future: %v", err)
+	}
+	_, err = m.Sync(ctx, &seqdv1.SyncRequest{User: 2, Limit: 5000})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "limit 5000") {
+		t.Fatalf("huge page: %v", err)
+	}
+	_, err = m.Recall(ctx, &seqdv1.RecallRequest{Sender: 1, MessageId: "nonsense"})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "message_id") {
+		t.Fatalf("bad message id: %v", err)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	_, m := startCluster(t, localcluster.Options{RateLimit: 20})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	limited := 0
+	for i := 0; i < 200 && limited == 0; i++ {
+		_, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Recipients: []uint64{2}, Conversation: direct(12), ClientMsgId: "r" + itoa(i), Body: []byte("x")})
+		if status.Code(err) == codes.ResourceExhausted {
+			limited++
+			if !strings.Contains(err.Error(), "rate limit") {
+				t.Fatalf("message %q does not say it is a rate limit", err)
+			}
+		}
+	}
+	if limited == 0 {
+		t.Fatal("200 sends at full speed were never rate limited at 20/s")
+	}
+}
+
+func itoa(i int) string {
+	return strings.TrimSpace(strings.Repeat(" ", 0) + string(rune('0'+i%10)) + string(rune('a'+i/10%26)) + string(rune('a'+i/260)))
+}
