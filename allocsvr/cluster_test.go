@@ -13,11 +13,11 @@ import (
 	"github.com/seqd/seqd/router"
 )
 
-// Timings of the test clusters: Raft election 300 ms (localcluster Fast),
+// Timings of the test clusters: Raft election 500 ms (localcluster Fast),
 // AllocSvr lease 1 s with the default 10% margin.
 const (
 	testLease    = time.Second
-	testElection = 300 * time.Millisecond
+	testElection = localcluster.FastElection
 )
 
 func startCluster(t *testing.T, opts localcluster.Options) *localcluster.Cluster {

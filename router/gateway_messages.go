@@ -2,6 +2,8 @@ package router
 
 import (
 	"context"
+	"errors"
+	"io"
 
 	"google.golang.org/grpc/peer"
 
@@ -88,6 +90,9 @@ func (s *gatewayMessages) Subscribe(r *seqdv1.SubscribeRequest, out seqdv1.Messa
 	}
 	for {
 		msg, err := in.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}

@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -283,7 +282,7 @@ func (m *Messages) Subscribe(ctx context.Context, r *seqdv1.SubscribeRequest) (s
 		}
 		last = err
 	}
-	return nil, fmt.Errorf("subscribe: no replica of shard %s answered: %w", sh.Id, errors.Join(last))
+	return nil, fmt.Errorf("subscribe: no replica of shard %s answered: %w", sh.Id, last)
 }
 
 // withClient adds the front end's address for per-client rate limits.

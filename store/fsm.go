@@ -69,6 +69,7 @@ func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
 		WithLogger(badgerLogger{log}).
 		WithSyncWrites(false). // the Raft log is the durable record; see Snapshot
 		WithNumVersionsToKeep(1).
+		WithDetectConflicts(false). // the FSM is the only writer
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
 		WithNumCompactors(2).

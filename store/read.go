@@ -20,6 +20,19 @@ var ErrNotFound = errors.New("store: not found")
 // ErrNotMember is returned when a user reads a group it is not in.
 var ErrNotMember = errors.New("store: not a member")
 
+// lookupError carries a message for the user and a sentinel for errors.Is.
+type lookupError struct {
+	kind error
+	msg  string
+}
+
+func (e *lookupError) Error() string { return e.msg }
+func (e *lookupError) Unwrap() error { return e.kind }
+
+func notFound(format string, args ...any) error {
+	return &lookupError{ErrNotFound, fmt.Sprintf(format, args...)}
+}
+
 func getProto(txn *badger.Txn, key []byte, m proto.Message) (bool, error) {
 	it, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
@@ -158,7 +171,7 @@ func (f *FSM) Group(g uint64) (*clusterv1.GroupRecord, error) {
 		return err
 	})
 	if err == nil && !ok {
-		err = fmt.Errorf("%w: group %d does not exist", ErrNotFound, g)
+		err = notFound("group %d does not exist", g)
 	}
 	return &rec, err
 }
@@ -183,11 +196,11 @@ func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 			return err
 		}
 		if !ok {
-			return fmt.Errorf("%w: group %d does not exist", ErrNotFound, g)
+			return notFound("group %d does not exist", g)
 		}
 		m, ok := isMember(rec.Info, user)
 		if !ok {
-			return fmt.Errorf("%w: user %d is not a member of group %d", ErrNotMember, user, g)
+			return &lookupError{ErrNotMember, fmt.Sprintf("user %d is not a member of group %d", user, g)}
 		}
 		from := max(after, m.JoinedAfterGseq)
 		p := timelinePrefix(g)
@@ -223,7 +236,7 @@ func (f *FSM) TimelineCount(g, upTo uint64) (count, last uint64, err error) {
 			return err
 		}
 		if !ok {
-			return fmt.Errorf("%w: group %d does not exist", ErrNotFound, g)
+			return notFound("group %d does not exist", g)
 		}
 		last = rec.Info.LastGroupSeq
 		if upTo >= last {

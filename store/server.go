@@ -302,8 +302,46 @@ func (r *server) RemoveMembers(ctx context.Context, req *seqdv1.RemoveMembersReq
 	return &seqdv1.RemoveMembersResponse{Group: info}, nil
 }
 
-// Reads are served by any replica from its applied state: a lagging
-// replica returns a prefix of the inbox, never a gappy one.
+// Reads go to the shard leader, whose state holds every acknowledged
+// write (read-your-writes). If no leader can be reached, a replica answers
+// from its own applied state: a lagging replica returns an older prefix of
+// the inbox, never a gappy one.
+
+// fromLeader forwards a read to the leader if this replica is a follower.
+// ok reports whether the leader answered (with a result or a definite
+// error); if it could not be reached, the caller answers locally.
+func fromLeader[Resp any](ctx context.Context, s *Shard, call func(context.Context, *grpc.ClientConn) (Resp, error)) (resp Resp, err error, ok bool) {
+	if s.IsLeader() || forward.Was(ctx) {
+		return resp, nil, false
+	}
+	cc, cerr := s.leaderConn()
+	if cerr != nil {
+		return resp, nil, false
+	}
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err = call(forward.Mark(fctx, s.cfg.ReplicaID), cc)
+	if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded && ctx.Err() == nil {
+		return resp, nil, false
+	}
+	return resp, err, true
+}
+
+// checkAfter refuses a checkpoint from the future. Only the leader can
+// tell: a follower may simply not have applied that far yet.
+func (s *Shard) checkAfter(user, after uint64) error {
+	if after == 0 || !s.IsLeader() {
+		return nil
+	}
+	last, err := s.fsm.LastSeq(user)
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	if after > last {
+		return invalid("after_seq %d is beyond the newest event %d in user %d's inbox; a device's checkpoint only comes from events it received", after, last, user)
+	}
+	return nil
+}
 
 func (r *server) Sync(ctx context.Context, req *seqdv1.SyncRequest) (*seqdv1.SyncResponse, error) {
 	s := r.s
@@ -315,6 +353,14 @@ func (r *server) Sync(ctx context.Context, req *seqdv1.SyncRequest) (*seqdv1.Syn
 		return nil, err
 	}
 	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
+		return nil, err
+	}
+	if resp, err, ok := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.SyncResponse, error) {
+		return seqdv1.NewMessagesClient(cc).Sync(ctx, req)
+	}); ok {
+		return resp, err
+	}
+	if err := s.checkAfter(req.User, req.AfterSeq); err != nil {
 		return nil, err
 	}
 	res, err := s.fsm.Sync(req.User, req.AfterSeq, limit)
@@ -331,6 +377,9 @@ func (r *server) Subscribe(req *seqdv1.SubscribeRequest, stream seqdv1.Messages_
 		return err
 	}
 	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
+		return err
+	}
+	if err := s.checkAfter(req.User, req.AfterSeq); err != nil {
 		return err
 	}
 	hb := time.Duration(req.HeartbeatMs) * time.Millisecond
@@ -398,6 +447,11 @@ func (r *server) Unread(ctx context.Context, req *seqdv1.UnreadRequest) (*seqdv1
 	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
 		return nil, err
 	}
+	if resp, err, ok := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.UnreadResponse, error) {
+		return seqdv1.NewMessagesClient(cc).Unread(ctx, req)
+	}); ok {
+		return resp, err
+	}
 	resp, err := s.fsm.Unread(req.User)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -420,6 +474,11 @@ func (r *server) History(ctx context.Context, req *seqdv1.HistoryRequest) (*seqd
 	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
 		return nil, err
 	}
+	if resp, err, ok := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.HistoryResponse, error) {
+		return seqdv1.NewMessagesClient(cc).History(ctx, req)
+	}); ok {
+		return resp, err
+	}
 	events, next, err := s.fsm.History(req.User, req.Conversation, req.BeforeSeq, limit)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -434,6 +493,11 @@ func (r *server) GetGroup(ctx context.Context, req *seqdv1.GetGroupRequest) (*se
 	}
 	if err := s.home(GroupKeyBit|req.GroupId, "group "+itoa(req.GroupId)); err != nil {
 		return nil, err
+	}
+	if resp, err, ok := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.GetGroupResponse, error) {
+		return seqdv1.NewMessagesClient(cc).GetGroup(ctx, req)
+	}); ok {
+		return resp, err
 	}
 	rec, err := s.fsm.Group(req.GroupId)
 	if err != nil {
@@ -456,6 +520,11 @@ func (r *server) SyncGroup(ctx context.Context, req *seqdv1.SyncGroupRequest) (*
 	}
 	if err := s.home(GroupKeyBit|req.GroupId, "group "+itoa(req.GroupId)); err != nil {
 		return nil, err
+	}
+	if resp, err, ok := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.SyncGroupResponse, error) {
+		return seqdv1.NewMessagesClient(cc).SyncGroup(ctx, req)
+	}); ok {
+		return resp, err
 	}
 	res, err := s.fsm.SyncGroup(req.User, req.GroupId, req.AfterGseq, limit)
 	if err != nil {

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
+	"github.com/seqd/seqd/internal/backoff"
 	"github.com/seqd/seqd/internal/grpcconn"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
@@ -23,7 +26,8 @@ type conn struct {
 }
 
 func dial(e *env) (*conn, error) {
-	cc, err := grpc.NewClient(e.addr, grpcconn.DialOptions()...)
+	opts := append(grpcconn.DialOptions(), grpc.WithChainUnaryInterceptor(retryElection))
+	cc, err := grpc.NewClient(e.addr, opts...)
 	if err != nil {
 		return nil, usagef(nil, "--addr %q: %v", e.addr, err)
 	}
@@ -71,4 +75,20 @@ func (c *conn) explain(err error) error {
 		return fmt.Errorf("%s (no answer within --timeout %v)", st.Message(), c.e.timeout)
 	}
 	return errors.New(st.Message())
+}
+
+// retryElection retries a call the arbiters refused because they have no
+// leader at the moment (an election in progress), within the call's
+// deadline, as an operator would by running the command again.
+func retryElection(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	policy := backoff.Policy{Base: 50 * time.Millisecond, Max: time.Second}
+	for attempt := 0; ; attempt++ {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "leader") {
+			return err
+		}
+		if policy.Sleep(ctx, attempt) != nil {
+			return err
+		}
+	}
 }

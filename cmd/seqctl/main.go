@@ -1,5 +1,7 @@
 // Command seqctl is the operator's command line for seqd: sequence numbers,
-// the routing table, cluster status, drains and arbiter membership.
+// the routing table, cluster status, drains and arbiter membership, and
+// the message store (send, sync, tail, unread, groups) as a chat front end
+// would use it.
 package main
 
 import (
@@ -23,6 +25,8 @@ type command struct {
 	name  string
 	forms []form
 	run   func(ctx context.Context, e *env, cmd *command, args []string) error
+	// notes, if set, end the command's -h text.
+	notes string
 }
 
 // form is one way to call a command and what it does.
@@ -38,6 +42,24 @@ var commands = []*command{
 	{name: "arbiter", run: runArbiter, forms: []form{
 		{"arbiter join ID --raft-addr A --grpc-addr B [--gossip-addr C]", "add a voter to the arbiter group"},
 		{"arbiter remove ID", "remove a voter from the arbiter group"},
+	}},
+	{name: "send", run: runSend, notes: sendNotes, forms: []form{
+		{"send --from A --to B[,C...] [--conv ID] [--client-msg-id X] [--meta k=v ...] TEXT", "send a DIRECT message (prints its id, seqs and deliveries)"},
+		{"send --from A --group G [--client-msg-id X] [--meta k=v ...] TEXT", "send a GROUP message to the group's members"},
+	}},
+	{name: "sync", run: runSync, notes: syncNotes, forms: []form{{"sync --user B [--after S] [--limit N] [--all]", "a user's inbox events after a checkpoint, and the next checkpoint"}}},
+	{name: "tail", run: runTail, notes: tailNotes, forms: []form{{"tail --user B [--after S] [--verbose] [--heartbeat D]", "follow a user's inbox live (Subscribe) until Ctrl-C, reconnecting as needed"}}},
+	{name: "unread", run: runUnread, forms: []form{{"unread --user B", "unread counts per conversation and in total"}}},
+	{name: "read", run: runRead, forms: []form{{"read --user B --conv ID|--group G --up-to S", "mark a conversation read up to a seq (an inbox event)"}}},
+	{name: "history", run: runHistory, forms: []form{{"history --user B --conv ID|--group G [--before S] [--limit N]", "page backwards through one conversation, newest first"}}},
+	{name: "recall", run: runRecall, forms: []form{{"recall --from A --msg ID", "withdraw a message from every inbox (within the recall window)"}}},
+	{name: "delete", run: runDelete, forms: []form{{"delete --user B --msg ID", "hide a message in one user's inbox"}}},
+	{name: "group", run: runGroup, forms: []form{
+		{"group create G --owner A [--members a,b,c] [--read-fanout]", "create group G (the owner is a member)"},
+		{"group add G --members a,b [--with-history]", "add members (they see only new messages unless --with-history)"},
+		{"group remove G --members a,b", "remove members; they stop receiving at once"},
+		{"group show G", "the group's owner, fanout mode and members"},
+		{"group sync G --user B [--after S] [--limit N] [--all]", "read a read-fanout group's timeline as member B"},
 	}},
 }
 
@@ -56,7 +78,7 @@ func writeForms(w io.Writer, forms []form) {
 
 func usage() string {
 	var b strings.Builder
-	b.WriteString(`seqctl: operate a seqd cluster.
+	b.WriteString(`seqctl: operate a seqd cluster and use its message store.
 
 Usage:
   seqctl [--addr A] [--json] [--timeout D] COMMAND [ARGS...]
@@ -71,10 +93,14 @@ Commands:
 	b.WriteString("\nGlobal flags (before the command):\n")
 	writeForms(&b, []form{
 		{"--addr A", "any gateway or arbiter gRPC address (default " + defaultAddr + ")"},
-		{"--json", "print one JSON document instead of tables"},
+		{"--json", "print one JSON document instead of tables (tail: one object per line)"},
 		{"--timeout D", "deadline for each command's RPCs (default 10s)"},
 	})
 	b.WriteString(`
+User and group ids are 1..2^63-1. Seqs and message ids are as send, sync
+and tail print them; "seqctl send -h" says how a DIRECT conversation id is
+derived when --conv is left out.
+
 Exit status: 0 ok, 1 the cluster failed or could not be reached, 2 bad input.
 Run "seqctl COMMAND -h" for a command's flags. Start a local cluster with
 "go run ./cmd/seqd demo".
@@ -209,6 +235,9 @@ func printCommandHelp(cmd *command, fs *flag.FlagSet, w io.Writer) {
 		fmt.Fprintf(w, "  seqctl %s\n      %s\n", f.synopsis, f.summary)
 	}
 	if fs == nil {
+		if cmd.notes != "" {
+			fmt.Fprintf(w, "\n%s", cmd.notes)
+		}
 		return
 	}
 	first := true
@@ -227,6 +256,9 @@ func printCommandHelp(cmd *command, fs *flag.FlagSet, w io.Writer) {
 		}
 		writeForms(w, []form{{arg, usage}})
 	})
+	if cmd.notes != "" {
+		fmt.Fprintf(w, "\n%s", cmd.notes)
+	}
 }
 
 // isHelp reports whether arg asks for help, for commands without flags.

@@ -43,23 +43,45 @@ var (
 	sharedOnce sync.Once
 	shared     *localcluster.Cluster
 	sharedErr  error
+
+	msgOnce   sync.Once
+	msgShared *localcluster.Cluster
+	msgErr    error
 )
 
 // sharedCluster is one cluster for the tests that do not change its
 // membership; TestMain closes it.
 func sharedCluster(t *testing.T) string {
 	t.Helper()
-	sharedOnce.Do(func() { shared, sharedErr = startCluster() })
+	sharedOnce.Do(func() { shared, sharedErr = startCluster(0) })
 	if sharedErr != nil {
 		t.Fatalf("start cluster: %v", sharedErr)
 	}
 	return shared.GatewayAddr()
 }
 
+// msgCluster is one cluster with a 3-replica message store for the tests
+// that only send and read; TestMain closes it. Each test uses its own
+// users so that they do not see each other's messages.
+func msgCluster(t *testing.T) string {
+	t.Helper()
+	msgOnce.Do(func() { msgShared, msgErr = startCluster(1) })
+	if msgErr != nil {
+		t.Fatalf("start cluster: %v", msgErr)
+	}
+	return msgShared.GatewayAddr()
+}
+
 // ownCluster is a cluster for one test that changes it.
 func ownCluster(t *testing.T) *localcluster.Cluster {
 	t.Helper()
-	c, err := startCluster()
+	return ownClusterShards(t, 0)
+}
+
+// ownClusterShards is ownCluster with message-store shards.
+func ownClusterShards(t *testing.T, shards int) *localcluster.Cluster {
+	t.Helper()
+	c, err := startCluster(shards)
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}
@@ -67,16 +89,21 @@ func ownCluster(t *testing.T) *localcluster.Cluster {
 	return c
 }
 
-func startCluster() (*localcluster.Cluster, error) {
+// startCluster starts a cluster with the given number of message-store
+// shards (0 for none).
+func startCluster(shards int) (*localcluster.Cluster, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return localcluster.Start(ctx, localcluster.Options{Fast: true, Lease: time.Second})
+	return localcluster.Start(ctx, localcluster.Options{Fast: true, Lease: time.Second, Shards: shards})
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if shared != nil {
 		shared.Close()
+	}
+	if msgShared != nil {
+		msgShared.Close()
 	}
 	os.Exit(code)
 }
@@ -143,7 +170,9 @@ func TestBadInput(t *testing.T) {
 func TestHelpListsEveryCommand(t *testing.T) {
 	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}} {
 		out := ok(t, args...)
-		for _, want := range []string{"next KEY", "current KEY", "routes", "status", "drain NODE", "--wait", "arbiter join ID", "--raft-addr", "arbiter remove ID", "--addr", "--json", "--timeout"} {
+		for _, want := range []string{"next KEY", "current KEY", "routes", "status", "drain NODE", "--wait", "arbiter join ID", "--raft-addr", "arbiter remove ID", "--addr", "--json", "--timeout",
+			"send --from A --to B", "send --from A --group G", "sync --user B", "tail --user B", "unread --user B", "read --user B", "history --user B",
+			"recall --from A --msg ID", "delete --user B --msg ID", "group create G", "group add G", "group remove G", "group show G", "group sync G"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("seqctl %v: usage lacks %q:\n%s", args, want, out)
 			}
@@ -162,7 +191,8 @@ func TestUnreachableAddress(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	for _, args := range [][]string{{"status"}, {"routes"}, {"next", "1"}, {"current", "1"}, {"drain", "alloc1"}, {"arbiter", "remove", "arb1"}} {
+	for _, args := range [][]string{{"status"}, {"routes"}, {"next", "1"}, {"current", "1"}, {"drain", "alloc1"}, {"arbiter", "remove", "arb1"},
+		{"send", "--from", "1", "--to", "2", "hi"}, {"sync", "--user", "2"}, {"tail", "--user", "2"}, {"unread", "--user", "2"}, {"group", "show", "7"}} {
 		start := time.Now()
 		r := seqctl(t, append([]string{"--addr", addr, "--timeout", "5s"}, args...)...)
 		if r.code != 1 {

@@ -27,6 +27,9 @@ import (
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
+// FastElection is the Raft heartbeat and election timeout with Options.Fast.
+const FastElection = 500 * time.Millisecond
+
 // Options describe the cluster. Zero values take defaults.
 type Options struct {
 	Arbiters  int // default 3
@@ -314,8 +317,10 @@ func (c *Cluster) baseConfig(id, role string) node.Config {
 		cfg.GossipAddr = "127.0.0.1:0"
 	}
 	if o.Fast {
-		cfg.HeartbeatTimeout = 300 * time.Millisecond
-		cfg.ElectionTimeout = 300 * time.Millisecond
+		// Short, but with headroom for a busy 2-core machine running
+		// several test packages at once.
+		cfg.HeartbeatTimeout = FastElection
+		cfg.ElectionTimeout = FastElection
 	}
 	for _, a := range c.arbCfg {
 		cfg.Arbiters = append(cfg.Arbiters, a.GRPCAddr)

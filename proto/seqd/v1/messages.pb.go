@@ -1916,8 +1916,11 @@ type GroupInfo struct {
 	Owner   uint64                 `protobuf:"varint,2,opt,name=owner,proto3" json:"owner,omitempty"`
 	Members []*GroupMember         `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
 	// True when members read the timeline (more members than the write
-	// fanout threshold).
-	ReadFanout    bool   `protobuf:"varint,4,opt,name=read_fanout,json=readFanout,proto3" json:"read_fanout,omitempty"`
+	// fanout threshold, or created so).
+	ReadFanout bool `protobuf:"varint,4,opt,name=read_fanout,json=readFanout,proto3" json:"read_fanout,omitempty"`
+	// Read fanout: the newest timeline seq. Write-fanout groups keep no
+	// timeline, so it stays 0 for them (their message ids still carry a
+	// group seq).
 	LastGroupSeq  uint64 `protobuf:"varint,5,opt,name=last_group_seq,json=lastGroupSeq,proto3" json:"last_group_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
