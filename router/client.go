@@ -243,6 +243,25 @@ func (c *Client) NextBatch(ctx context.Context, keys []uint64) ([]uint64, error)
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		v := c.table.Load()
+		// Fast path: every key at one AllocSvr (always so for a single key).
+		if addr := v.owner(keys[todo[0]]); addr != "" && len(todo) == len(keys) && sameOwner(v, keys, addr) {
+			seqs, err := c.send(ctx, addr, keys, v.version)
+			if err == nil {
+				return seqs, nil
+			}
+			retryNow, fatal := c.judge(err)
+			if fatal {
+				return nil, err
+			}
+			lastErr = err
+			if !retryNow {
+				c.refresh(ctx, false)
+				if err := c.retry.Sleep(ctx, attempt); err != nil {
+					return nil, giveUp(lastErr, err)
+				}
+			}
+			continue
+		}
 		groups := map[string][]int{}
 		var unrouted []int
 		for _, i := range todo {
@@ -281,13 +300,9 @@ func (c *Client) NextBatch(ctx context.Context, keys []uint64) ([]uint64, error)
 			}
 			todo = append(todo, r.idx...)
 			lastErr = r.err
-			if t, ok := rpcerr.NotOwnerTable(r.err); ok {
-				if c.learn(t) {
-					retryNow = true
-				}
-				continue
-			}
-			if !rpcerr.Retryable(r.err) && status.Code(r.err) != codes.DeadlineExceeded {
+			now, isFatal := c.judge(r.err)
+			retryNow = retryNow || now
+			if isFatal {
 				fatal = r.err
 			}
 		}
@@ -310,6 +325,26 @@ func (c *Client) NextBatch(ctx context.Context, keys []uint64) ([]uint64, error)
 			return nil, giveUp(lastErr, ctx.Err())
 		}
 	}
+}
+
+// sameOwner reports whether every key is served at addr.
+func sameOwner(v *view, keys []uint64, addr string) bool {
+	for _, k := range keys[1:] {
+		if v.owner(k) != addr {
+			return false
+		}
+	}
+	return true
+}
+
+// judge classifies a failed call: retry at once (a newer table arrived
+// with NOT_OWNER), or fatal (not worth retrying); otherwise retry after a
+// backoff.
+func (c *Client) judge(err error) (retryNow, fatal bool) {
+	if t, ok := rpcerr.NotOwnerTable(err); ok {
+		return c.learn(t), false
+	}
+	return false, !rpcerr.Retryable(err) && status.Code(err) != codes.DeadlineExceeded
 }
 
 // giveUp reports the last server error along with why retrying stopped.

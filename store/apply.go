@@ -53,14 +53,47 @@ func (x *tx) applyOp(index uint64, n uint32, now int64, op *clusterv1.StoreOp) *
 
 func (x *tx) userState(u uint64) *clusterv1.UserState {
 	var s clusterv1.UserState
-	x.get(userKey(u), &s)
+	x.getCached(userKey(u), &s)
 	return &s
 }
 
+func (x *tx) putUser(u uint64, s *clusterv1.UserState) { x.putCached(userKey(u), s) }
+
 func (x *tx) convState(u uint64, c *seqdv1.Conversation) *clusterv1.ConvState {
 	var s clusterv1.ConvState
-	x.get(convKey(u, c), &s)
+	x.getCached(convKey(u, c), &s)
 	return &s
+}
+
+// group reads a group's membership and its counters.
+func (x *tx) group(g uint64) (*clusterv1.GroupRecord, *clusterv1.GroupCounters, bool) {
+	var rec clusterv1.GroupRecord
+	if !x.getCached(groupKey(g), &rec) {
+		return nil, nil, false
+	}
+	var c clusterv1.GroupCounters
+	if !x.getCached(countersKey(g), &c) {
+		// Written before counters had their own record.
+		c = clusterv1.GroupCounters{LastGroupSeq: rec.Info.GetLastGroupSeq(), MessageCount: rec.MessageCount, HintedGseq: rec.HintedGseq}
+	}
+	return &rec, &c, true
+}
+
+// putCounters records a read-fanout group's counters and whether it has
+// news its members have not been hinted about.
+func (x *tx) putCounters(g uint64, c *clusterv1.GroupCounters) {
+	x.putCached(countersKey(g), c)
+	if c.LastGroupSeq > c.HintedGseq {
+		x.putRaw(newsKey(g), nil)
+	} else {
+		x.del(newsKey(g))
+	}
+}
+
+// putMembers records a membership change.
+func (x *tx) putMembers(g uint64, rec *clusterv1.GroupRecord) {
+	x.putCached(groupKey(g), rec)
+	x.touchGroup(g)
 }
 
 // convUnread is what a conversation contributes to the unread total:
@@ -78,11 +111,14 @@ func convUnread(cs *clusterv1.ConvState) uint64 {
 // by the same amount, so the two can never disagree.
 func (x *tx) updateConv(u uint64, c *seqdv1.Conversation, us *clusterv1.UserState, change func(cs *clusterv1.ConvState)) *clusterv1.ConvState {
 	cs := x.convState(u, c)
+	old := proto.Clone(cs)
 	before := convUnread(cs)
 	change(cs)
 	after := convUnread(cs)
 	us.TotalUnread = us.TotalUnread + after - before
-	x.put(convKey(u, c), cs)
+	if !proto.Equal(old, cs) {
+		x.putCached(convKey(u, c), cs)
+	}
 	return cs
 }
 
@@ -118,7 +154,6 @@ func (x *tx) appendEvent(user uint64, e *seqdv1.Event) {
 	us := x.userState(user)
 	x.put(inboxKey(user, e.Seq), e)
 	x.updateConv(user, e.Conversation, us, func(cs *clusterv1.ConvState) {
-		cs.LastSeq = e.Seq
 		switch e.Kind {
 		case seqdv1.EventKind_EVENT_KIND_MESSAGE:
 			if e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP && e.GroupCount > 0 && e.Outgoing {
@@ -140,7 +175,7 @@ func (x *tx) appendEvent(user uint64, e *seqdv1.Event) {
 		x.putRaw(historyKey(user, e.Conversation, e.Seq), nil)
 	}
 	us.LastSeq = e.Seq
-	x.put(userKey(user), us)
+	x.putUser(user, us)
 	x.touchUser(user)
 }
 
@@ -166,16 +201,18 @@ func (x *tx) send(index uint64, n uint32, now int64, op *clusterv1.SendOp) *OpRe
 		return r
 	}
 	conv := req.Conversation
-	var g clusterv1.GroupRecord
+	var gc *clusterv1.GroupCounters
 	count := uint64(0)
 	if op.GroupSeq > 0 {
-		if !x.get(groupKey(conv.Id), &g) || !g.Info.GetReadFanout() {
+		rec, c, ok := x.group(conv.Id)
+		if !ok || !rec.Info.GetReadFanout() {
 			return rejected("group %d is not a read-fanout group on this shard", conv.Id)
 		}
-		if op.GroupSeq <= g.Info.LastGroupSeq {
-			return outOfOrder(conv.Id, op.GroupSeq, g.Info.LastGroupSeq)
+		if op.GroupSeq <= c.LastGroupSeq {
+			return outOfOrder(conv.Id, op.GroupSeq, c.LastGroupSeq)
 		}
-		count = g.MessageCount + 1
+		gc = c
+		count = c.MessageCount + 1
 	}
 	ev := &seqdv1.Event{
 		Kind: seqdv1.EventKind_EVENT_KIND_MESSAGE, Conversation: conv, MessageId: op.MessageId, Sender: req.Sender,
@@ -206,9 +243,8 @@ func (x *tx) send(index uint64, n uint32, now int64, op *clusterv1.SendOp) *OpRe
 		te := proto.Clone(ev).(*seqdv1.Event)
 		te.Seq = op.GroupSeq
 		x.put(timelineKey(conv.Id, op.GroupSeq), te)
-		g.Info.LastGroupSeq, g.MessageCount = op.GroupSeq, count
-		x.put(groupKey(conv.Id), &g)
-		x.touchGroup(conv.Id)
+		gc.LastGroupSeq, gc.MessageCount = op.GroupSeq, count
+		x.putCounters(conv.Id, gc)
 	}
 	x.put(messageKey(op.MessageId), &clusterv1.MessageRecord{
 		Sender: req.Sender, Conversation: conv, Copies: op.Appends, Remote: remote, SentAtMs: now, GroupSeq: op.GroupSeq,
@@ -308,7 +344,7 @@ func (x *tx) markRead(op *clusterv1.MarkReadOp) *OpResult {
 			cs.Unread = x.recount(req.User, req.Conversation, cs)
 		}
 	})
-	x.put(userKey(req.User), us)
+	x.putUser(req.User, us)
 	x.appendEvent(req.User, &seqdv1.Event{
 		Seq: op.Seq, Kind: seqdv1.EventKind_EVENT_KIND_READ, Conversation: req.Conversation,
 		ReadUpTo: req.UpToSeq, GroupCount: op.GroupCount, Sender: req.User, Outgoing: true,
@@ -329,7 +365,7 @@ func (x *tx) recallCopy(user, seq uint64) bool {
 			cs.Unread--
 		}
 	})
-	x.put(userKey(user), us)
+	x.putUser(user, us)
 	e.Recalled, e.Body, e.Metadata = true, nil, nil
 	x.put(inboxKey(user, seq), &e)
 	x.touchUser(user)
@@ -358,14 +394,16 @@ func (x *tx) recall(index uint64, n uint32, now int64, op *clusterv1.RecallOp) *
 	if r := x.seqsAscend(op.Appends); r != nil {
 		return r
 	}
-	var g clusterv1.GroupRecord
+	var gc *clusterv1.GroupCounters
 	if rec.GroupSeq > 0 {
-		if !x.get(groupKey(rec.Conversation.Id), &g) {
+		_, c, ok := x.group(rec.Conversation.Id)
+		if !ok {
 			return rejected("group %d of message %s is gone", rec.Conversation.Id, req.MessageId)
 		}
-		if op.GroupSeq <= g.Info.LastGroupSeq {
-			return outOfOrder(rec.Conversation.Id, op.GroupSeq, g.Info.LastGroupSeq)
+		if op.GroupSeq <= c.LastGroupSeq {
+			return outOfOrder(rec.Conversation.Id, op.GroupSeq, c.LastGroupSeq)
 		}
+		gc = c
 	}
 	recalled := uint32(0)
 	for _, c := range rec.Copies {
@@ -391,11 +429,10 @@ func (x *tx) recall(index uint64, n uint32, now int64, op *clusterv1.RecallOp) *
 			x.put(timelineKey(rec.Conversation.Id, rec.GroupSeq), &te)
 		}
 		re := proto.Clone(ev).(*seqdv1.Event)
-		re.Seq, re.GroupSeq, re.GroupCount = op.GroupSeq, op.GroupSeq, g.MessageCount
+		re.Seq, re.GroupSeq, re.GroupCount = op.GroupSeq, op.GroupSeq, gc.MessageCount
 		x.put(timelineKey(rec.Conversation.Id, op.GroupSeq), re)
-		g.Info.LastGroupSeq = op.GroupSeq
-		x.put(groupKey(rec.Conversation.Id), &g)
-		x.touchGroup(rec.Conversation.Id)
+		gc.LastGroupSeq = op.GroupSeq
+		x.putCounters(rec.Conversation.Id, gc)
 	}
 	rec.Recalled = true
 	x.put(messageKey(req.MessageId), &rec)
@@ -440,7 +477,7 @@ func (x *tx) deleteCopy(op *clusterv1.DeleteOp) *OpResult {
 			cs.Unread--
 		}
 	})
-	x.put(userKey(req.User), us)
+	x.putUser(req.User, us)
 	e.Deleted, e.Body, e.Metadata = true, nil, nil
 	x.put(inboxKey(req.User, seq), &e)
 	x.del(historyKey(req.User, e.Conversation, seq))
@@ -454,7 +491,7 @@ func (x *tx) createGroup(op *clusterv1.CreateGroupOp) *OpResult {
 	if req == nil || req.GroupId == 0 || req.Owner == 0 {
 		return rejected("create-group op without a group id or owner")
 	}
-	if x.has(groupKey(req.GroupId)) {
+	if _, _, ok := x.group(req.GroupId); ok {
 		return rejected("group %d already exists", req.GroupId)
 	}
 	info := &seqdv1.GroupInfo{GroupId: req.GroupId, Owner: req.Owner}
@@ -466,14 +503,13 @@ func (x *tx) createGroup(op *clusterv1.CreateGroupOp) *OpResult {
 		}
 	}
 	info.ReadFanout = req.ReadFanout || len(info.Members) > int(op.ReadFanoutThreshold)
-	x.put(groupKey(req.GroupId), &clusterv1.GroupRecord{Info: info})
-	x.touchGroup(req.GroupId)
+	x.putMembers(req.GroupId, &clusterv1.GroupRecord{Info: info})
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Group: info}
 }
 
 func (x *tx) addMembers(op *clusterv1.MembersOp) *OpResult {
-	var g clusterv1.GroupRecord
-	if !x.get(groupKey(op.GroupId), &g) {
+	g, gc, ok := x.group(op.GroupId)
+	if !ok {
 		return rejected("group %d does not exist", op.GroupId)
 	}
 	have := map[uint64]bool{}
@@ -485,7 +521,7 @@ func (x *tx) addMembers(op *clusterv1.MembersOp) *OpResult {
 			continue
 		}
 		have[u] = true
-		joined := g.Info.LastGroupSeq
+		joined := gc.LastGroupSeq
 		if op.WithHistory {
 			joined = 0
 		}
@@ -495,14 +531,20 @@ func (x *tx) addMembers(op *clusterv1.MembersOp) *OpResult {
 		return rejected("group %d uses write fanout, which is limited to %d members (it would have %d); create large groups with read_fanout",
 			op.GroupId, op.ReadFanoutThreshold, len(g.Info.Members))
 	}
-	x.put(groupKey(op.GroupId), &g)
-	x.touchGroup(op.GroupId)
-	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Group: g.Info}
+	x.putMembers(op.GroupId, g)
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Group: withCounters(g.Info, gc)}
+}
+
+// withCounters returns info with the counters filled in, for answers.
+func withCounters(info *seqdv1.GroupInfo, c *clusterv1.GroupCounters) *seqdv1.GroupInfo {
+	out := proto.Clone(info).(*seqdv1.GroupInfo)
+	out.LastGroupSeq = c.LastGroupSeq
+	return out
 }
 
 func (x *tx) removeMembers(op *clusterv1.MembersOp) *OpResult {
-	var g clusterv1.GroupRecord
-	if !x.get(groupKey(op.GroupId), &g) {
+	g, gc, ok := x.group(op.GroupId)
+	if !ok {
 		return rejected("group %d does not exist", op.GroupId)
 	}
 	drop := map[uint64]bool{}
@@ -519,17 +561,16 @@ func (x *tx) removeMembers(op *clusterv1.MembersOp) *OpResult {
 		}
 	}
 	g.Info.Members = kept
-	x.put(groupKey(op.GroupId), &g)
-	x.touchGroup(op.GroupId)
-	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Group: g.Info}
+	x.putMembers(op.GroupId, g)
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Group: withCounters(g.Info, gc)}
 }
 
 func (x *tx) groupHint(index uint64, n uint32, op *clusterv1.GroupHintOp) *OpResult {
-	var g clusterv1.GroupRecord
-	if !x.get(groupKey(op.GroupId), &g) {
+	_, gc, ok := x.group(op.GroupId)
+	if !ok {
 		return rejected("group %d does not exist", op.GroupId)
 	}
-	if op.GroupSeq < g.HintedGseq || op.GroupSeq == g.HintedGseq && op.Final {
+	if op.GroupSeq < gc.HintedGseq || op.GroupSeq == gc.HintedGseq && op.Final {
 		return okResult()
 	}
 	if r := x.seqsAscend(op.Appends); r != nil {
@@ -548,8 +589,8 @@ func (x *tx) groupHint(index uint64, n uint32, op *clusterv1.GroupHintOp) *OpRes
 		x.queue(index, n, &j, clusterv1.FanoutItem_KIND_GROUP_HINT, u, ev)
 	}
 	if op.Final {
-		g.HintedGseq = op.GroupSeq
-		x.put(groupKey(op.GroupId), &g)
+		gc.HintedGseq = op.GroupSeq
+		x.putCounters(op.GroupId, gc)
 	}
 	return okResult()
 }
@@ -601,7 +642,7 @@ func (x *tx) expire(op *clusterv1.ExpireOp) *OpResult {
 			}
 		})
 		us.TruncatedBelow = max(us.TruncatedBelow, e.Seq+1)
-		x.put(userKey(user), us)
+		x.putUser(user, us)
 		x.del(inboxKey(user, e.Seq))
 		x.del(historyKey(user, e.Conversation, e.Seq))
 		x.touchUser(user)

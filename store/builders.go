@@ -44,7 +44,7 @@ func (b *sendBuilder) plan(s *Shard) ([]uint64, error) {
 		return b.local, nil
 	}
 	gid := r.Conversation.Id
-	rec, err := s.fsm.Group(gid)
+	rec, err := s.groupMembers(gid)
 	if err != nil {
 		return nil, groupErr(err)
 	}

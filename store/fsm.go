@@ -54,6 +54,7 @@ var ErrBadCommand = errors.New("store: malformed command")
 // below the recorded index) are skipped.
 type FSM struct {
 	db      *badger.DB
+	cache   *stateCache
 	log     *slog.Logger
 	applied atomic.Uint64
 	// notify, if set, is told which users and groups an entry touched,
@@ -78,7 +79,7 @@ func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open badger in %s: %w", dir, err)
 	}
-	f := &FSM{db: db, log: log}
+	f := &FSM{db: db, log: log, cache: newStateCache()}
 	err = db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(keyApplied)
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -149,7 +150,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 }
 
 func (f *FSM) applyBatch(index uint64, b *clusterv1.StoreBatch) *BatchResult {
-	x := newTx(f.db)
+	x := newTx(f.db, f.cache)
 	x.now = b.NowMs
 	results := make([]*OpResult, len(b.Ops))
 	entry := &clusterv1.ChangeLogEntry{Index: index, NowMs: b.NowMs, Ops: b.Ops, Applied: make([]bool, len(b.Ops))}
@@ -169,6 +170,7 @@ func (f *FSM) applyBatch(index uint64, b *clusterv1.StoreBatch) *BatchResult {
 		}
 		return &BatchResult{Err: fmt.Errorf("store: entry %d is too large for one transaction; send smaller batches", index)}
 	}
+	x.publish()
 	f.applied.Store(index)
 	if f.notify != nil {
 		f.notify(x.touchedUsers(), x.touchedGroups())
@@ -253,6 +255,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.log.Info("keeping local state, which is at or past the snapshot", "applied", f.applied.Load(), "snapshot", h.AppliedIndex)
 		return nil
 	}
+	f.cache.reset()
 	if err := f.db.DropAll(); err != nil {
 		return fmt.Errorf("store: snapshot: clear: %w", err)
 	}

@@ -16,7 +16,9 @@ const (
 	tagDedup    = 'D' // sender, client_msg_id     -> DedupRecord
 	tagMessage  = 'M' // message id                -> MessageRecord
 	tagCopy     = 'X' // user, kind, message id    -> seq of the copy (deliveries from other shards)
-	tagGroup    = 'G' // group                     -> GroupRecord
+	tagGroup    = 'G' // group                     -> GroupRecord (membership)
+	tagCounters = 'K' // group                     -> GroupCounters
+	tagNews     = 'N' // group                     -> (empty): read-fanout group with un-hinted news
 	tagTimeline = 'T' // group, gseq               -> Event
 	tagOutbox   = 'O' // raft index, n             -> FanoutItem
 	tagLog      = 'L' // raft index                -> ChangeLogEntry
@@ -65,7 +67,9 @@ func copyKey(user uint64, kind seqdv1.EventKind, messageID string) []byte {
 	return append(append(u64([]byte{tagCopy}, user), byte(kind)), messageID...)
 }
 
-func groupKey(g uint64) []byte { return u64([]byte{tagGroup}, g) }
+func groupKey(g uint64) []byte    { return u64([]byte{tagGroup}, g) }
+func countersKey(g uint64) []byte { return u64([]byte{tagCounters}, g) }
+func newsKey(g uint64) []byte     { return u64([]byte{tagNews}, g) }
 
 func timelinePrefix(g uint64) []byte { return u64([]byte{tagTimeline}, g) }
 func timelineKey(g, gseq uint64) []byte {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -14,8 +16,8 @@ import (
 )
 
 // builder turns one request into a store op on the leader. plan runs
-// first, under the order lock, and returns the allocator keys it needs seqs
-// for; build then receives those seqs, in the same order.
+// first and returns the allocator keys it needs seqs for; build then
+// receives those seqs, in the same order.
 type builder interface {
 	plan(s *Shard) (keys []uint64, err error)
 	build(seqs []uint64) *clusterv1.StoreOp
@@ -27,122 +29,260 @@ type answered struct{ res *OpResult }
 
 func (a *answered) Error() string { return "answered without proposing" }
 
-// maxOrderRetries bounds how often an op is re-planned after OUT_OF_ORDER
-// (only possible right after a leader change).
-const maxOrderRetries = 3
+// Pipeline limits.
+const (
+	maxBatchOps     = 256 // ops per Raft entry
+	maxInflight     = 32  // entries proposed and not yet committed
+	maxOrderRetries = 5   // re-plans after OUT_OF_ORDER (only after leader changes)
+)
 
-// submit runs one op through group commit and returns its result.
-func (s *Shard) submit(ctx context.Context, b builder) (*OpResult, error) {
-	res, err := s.pipe.Do(ctx, b)
-	if err != nil {
-		return nil, s.raftErr(err)
-	}
-	return res, nil
+var errPipelineClosed = status.Error(codes.Unavailable, "store replica is shutting down; retry at another replica")
+
+// request is one op waiting for its result.
+type request struct {
+	b       builder
+	res     *OpResult
+	err     error
+	retries int
+	done    chan struct{}
 }
 
-// commit is the group-commit function: it plans every op of the batch,
-// allocates all their seqs in one call, and proposes one Raft entry.
+func (r *request) finish(res *OpResult, err error) {
+	r.res, r.err = res, err
+	close(r.done)
+}
+
+// flight is one proposed entry awaiting commit.
+type flight struct {
+	reqs []*request
+	f    raft.ApplyFuture
+}
+
+// pipeline orders and commits the leader's writes in two stages.
 //
-// The order lock covers allocation and proposal together: seqs come from
-// the allocator in increasing order, and entries enter the log in the
-// order they are proposed, so each inbox only ever grows at its end. That
-// is what makes Sync gap-free (G3). The FSM still checks it and answers
-// OUT_OF_ORDER, which sends the op round again with fresh seqs.
-func (s *Shard) commit(batch []builder) ([]*OpResult, error) {
-	results := make([]*OpResult, len(batch))
-	todo := make([]int, len(batch))
-	for i := range todo {
-		todo[i] = i
-	}
-	for attempt := 0; len(todo) > 0; attempt++ {
-		if attempt > maxOrderRetries {
-			for _, i := range todo {
-				results[i] = &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OUT_OF_ORDER, Msg: "could not order the write after several tries"}
-			}
-			break
-		}
-		proposed, res, err := s.proposeOnce(batch, todo, results)
-		if err != nil {
-			return nil, err
-		}
-		var again []int
-		for j, i := range proposed {
-			if res[j].Status == clusterv1.OpStatus_OP_STATUS_OUT_OF_ORDER {
-				s.m.outOfOrder.Inc()
-				again = append(again, i)
-				continue
-			}
-			results[i] = res[j]
-		}
-		todo = again
-	}
-	return results, nil
+// The proposer, one goroutine, takes every queued request, plans them,
+// allocates all their seqs in one allocator call and proposes one Raft
+// entry. Being one goroutine, it proposes seqs in the order it allocated
+// them, so each inbox only ever grows at its end (G3); while it waits on
+// the allocator, new requests queue up and form the next, larger batch.
+//
+// The completer waits for entries to commit, in log order, and answers
+// each request. The FSM still checks ordering and answers OUT_OF_ORDER
+// (possible only around leader changes): such requests go back to the
+// front of the queue to be planned again with fresh seqs.
+type pipeline struct {
+	s        *Shard
+	mu       sync.Mutex
+	queue    []*request
+	closed   bool
+	kick     chan struct{}
+	inflight chan *flight
+	stop     chan struct{}
+	wg       sync.WaitGroup
 }
 
-// proposeOnce plans and proposes the ops in todo. It fills results for
-// ops refused while planning and returns which ops went into the entry
-// with their results.
-func (s *Shard) proposeOnce(batch []builder, todo []int, results []*OpResult) ([]int, []*OpResult, error) {
-	s.orderMu.Lock()
+func newPipeline(s *Shard) *pipeline {
+	p := &pipeline{s: s, kick: make(chan struct{}, 1), inflight: make(chan *flight, maxInflight), stop: make(chan struct{})}
+	p.wg.Add(2)
+	go p.proposer()
+	go p.completer()
+	return p
+}
+
+// submit runs one op through the pipeline and returns its result. If ctx
+// ends first the op may still commit.
+func (s *Shard) submit(ctx context.Context, b builder) (*OpResult, error) {
+	r := &request{b: b, done: make(chan struct{})}
+	if err := s.pipe.enqueue(r, false); err != nil {
+		return nil, err
+	}
+	select {
+	case <-r.done:
+		if r.err != nil {
+			return nil, s.raftErr(r.err)
+		}
+		return r.res, nil
+	case <-ctx.Done():
+		return nil, s.raftErr(ctx.Err())
+	}
+}
+
+func (p *pipeline) enqueue(r *request, front bool) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return errPipelineClosed
+	}
+	if front {
+		p.queue = append([]*request{r}, p.queue...)
+	} else {
+		p.queue = append(p.queue, r)
+	}
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (p *pipeline) take() []*request {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := min(len(p.queue), maxBatchOps)
+	batch := append([]*request(nil), p.queue[:n]...)
+	p.queue = append(p.queue[:0], p.queue[n:]...)
+	return batch
+}
+
+func (p *pipeline) proposer() {
+	defer p.wg.Done()
+	defer close(p.inflight)
+	for {
+		batch := p.take()
+		if len(batch) == 0 {
+			select {
+			case <-p.kick:
+				continue
+			case <-p.stop:
+				return
+			}
+		}
+		fl := p.propose(batch)
+		if fl == nil {
+			continue
+		}
+		select {
+		case p.inflight <- fl:
+		case <-p.stop:
+			for _, r := range fl.reqs {
+				r.finish(nil, errPipelineClosed)
+			}
+			return
+		}
+	}
+}
+
+// propose plans, allocates and proposes one batch. Requests refused while
+// planning are answered at once; it returns nil if none was proposed.
+func (p *pipeline) propose(batch []*request) *flight {
+	s := p.s
 	var (
-		keys     []uint64
-		spans    [][2]int
-		proposed []int
+		keys  []uint64
+		spans [][2]int
+		reqs  []*request
 	)
-	for _, i := range todo {
-		ks, err := batch[i].plan(s)
+	for _, r := range batch {
+		ks, err := r.b.plan(s)
 		if err != nil {
 			var a *answered
 			if errors.As(err, &a) {
-				results[i] = a.res
+				r.finish(a.res, nil)
 			} else {
-				results[i] = &OpResult{Status: clusterv1.OpStatus_OP_STATUS_REJECTED, Msg: err.Error(), err: err}
+				r.finish(&OpResult{Status: clusterv1.OpStatus_OP_STATUS_REJECTED, Msg: err.Error(), err: err}, nil)
 			}
 			continue
 		}
 		spans = append(spans, [2]int{len(keys), len(keys) + len(ks)})
 		keys = append(keys, ks...)
-		proposed = append(proposed, i)
+		reqs = append(reqs, r)
 	}
-	if len(proposed) == 0 {
-		s.orderMu.Unlock()
-		return nil, nil, nil
+	if len(reqs) == 0 {
+		return nil
+	}
+	fail := func(err error) *flight {
+		for _, r := range reqs {
+			r.finish(nil, err)
+		}
+		return nil
 	}
 	var seqs []uint64
 	if len(keys) > 0 {
+		alloc := s.alloc.Load()
+		if alloc == nil {
+			return fail(status.Error(codes.Unavailable, "store replica is starting; retry shortly"))
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var err error
-		seqs, err = s.alloc.NextBatch(ctx, keys)
+		seqs, err = alloc.NextBatch(ctx, keys)
 		cancel()
 		if err != nil {
-			s.orderMu.Unlock()
-			return nil, nil, status.Errorf(codes.Unavailable, "allocating seqs: %v", status.Convert(err).Message())
+			return fail(status.Errorf(codes.Unavailable, "allocating seqs: %v", status.Convert(err).Message()))
 		}
 	}
-	ops := make([]*clusterv1.StoreOp, len(proposed))
-	for j, i := range proposed {
-		ops[j] = batch[i].build(seqs[spans[j][0]:spans[j][1]])
+	ops := make([]*clusterv1.StoreOp, len(reqs))
+	for j, r := range reqs {
+		ops[j] = r.b.build(seqs[spans[j][0]:spans[j][1]])
 	}
 	data, err := EncodeBatch(&clusterv1.StoreBatch{NowMs: s.now().UnixMilli(), Ops: ops})
 	if err != nil {
-		s.orderMu.Unlock()
-		return nil, nil, fmt.Errorf("store: encode batch: %w", err)
+		return fail(fmt.Errorf("store: encode batch: %w", err))
 	}
 	s.m.batchOps.Observe(float64(len(ops)))
-	f := s.node.Raft.Apply(data, 10*time.Second)
-	s.orderMu.Unlock()
-	if err := f.Error(); err != nil {
-		return nil, nil, err
-	}
-	br, ok := f.Response().(*BatchResult)
-	if !ok {
-		return nil, nil, errors.New("store: FSM returned no result")
-	}
-	if br.Err != nil {
-		return nil, nil, status.Error(codes.InvalidArgument, br.Err.Error())
-	}
-	return proposed, br.Results, nil
+	return &flight{reqs: reqs, f: s.node.Raft.Apply(data, 10*time.Second)}
 }
+
+func (p *pipeline) completer() {
+	defer p.wg.Done()
+	for fl := range p.inflight {
+		if err := fl.f.Error(); err != nil {
+			for _, r := range fl.reqs {
+				r.finish(nil, err)
+			}
+			continue
+		}
+		br, ok := fl.f.Response().(*BatchResult)
+		switch {
+		case !ok:
+			err := errors.New("store: FSM returned no result")
+			for _, r := range fl.reqs {
+				r.finish(nil, err)
+			}
+			continue
+		case br.Err != nil:
+			for _, r := range fl.reqs {
+				r.finish(nil, status.Error(codes.InvalidArgument, br.Err.Error()))
+			}
+			continue
+		}
+		for j, r := range fl.reqs {
+			res := br.Results[j]
+			if res.Status != clusterv1.OpStatus_OP_STATUS_OUT_OF_ORDER {
+				r.finish(res, nil)
+				continue
+			}
+			p.s.m.outOfOrder.Inc()
+			if r.retries++; r.retries > maxOrderRetries {
+				r.finish(res, nil)
+				continue
+			}
+			if err := p.enqueue(r, true); err != nil {
+				r.finish(nil, err)
+			}
+		}
+	}
+}
+
+// close stops the pipeline: queued requests fail, proposed ones are
+// answered as their entries resolve (Raft shutdown fails them).
+func (p *pipeline) close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	queued := p.queue
+	p.queue = nil
+	p.mu.Unlock()
+	close(p.stop)
+	for _, r := range queued {
+		r.finish(nil, errPipelineClosed)
+	}
+}
+
+// wait waits for the pipeline's goroutines; call after Raft shut down.
+func (p *pipeline) wait() { p.wg.Wait() }
 
 // raftErr maps pipeline errors to gRPC statuses.
 func (s *Shard) raftErr(err error) error {

@@ -161,19 +161,37 @@ func (f *FSM) Unread(user uint64) (*seqdv1.UnreadResponse, error) {
 	return resp, err
 }
 
-// Group returns a group's record.
-func (f *FSM) Group(g uint64) (*clusterv1.GroupRecord, error) {
+// groupIn reads a group's membership with its counters filled in.
+func groupIn(txn *badger.Txn, g uint64) (*clusterv1.GroupRecord, bool, error) {
 	var rec clusterv1.GroupRecord
+	ok, err := getProto(txn, groupKey(g), &rec)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	var c clusterv1.GroupCounters
+	has, err := getProto(txn, countersKey(g), &c)
+	if err != nil {
+		return nil, false, err
+	}
+	if has {
+		rec.Info.LastGroupSeq, rec.MessageCount, rec.HintedGseq = c.LastGroupSeq, c.MessageCount, c.HintedGseq
+	}
+	return &rec, true, nil
+}
+
+// Group returns a group's record, counters included.
+func (f *FSM) Group(g uint64) (*clusterv1.GroupRecord, error) {
+	var rec *clusterv1.GroupRecord
 	var ok bool
 	err := f.db.View(func(txn *badger.Txn) error {
 		var err error
-		ok, err = getProto(txn, groupKey(g), &rec)
+		rec, ok, err = groupIn(txn, g)
 		return err
 	})
 	if err == nil && !ok {
 		err = notFound("group %d does not exist", g)
 	}
-	return &rec, err
+	return rec, err
 }
 
 func isMember(info *seqdv1.GroupInfo, user uint64) (*seqdv1.GroupMember, bool) {
@@ -190,8 +208,7 @@ func isMember(info *seqdv1.GroupInfo, user uint64) (*seqdv1.GroupMember, bool) {
 func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 	res := &SyncResult{NextCheckpoint: after}
 	err := f.db.View(func(txn *badger.Txn) error {
-		var rec clusterv1.GroupRecord
-		ok, err := getProto(txn, groupKey(g), &rec)
+		rec, ok, err := groupIn(txn, g)
 		if err != nil {
 			return err
 		}
@@ -230,8 +247,7 @@ func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 // to gseq, and its newest gseq.
 func (f *FSM) TimelineCount(g, upTo uint64) (count, last uint64, err error) {
 	err = f.db.View(func(txn *badger.Txn) error {
-		var rec clusterv1.GroupRecord
-		ok, err := getProto(txn, groupKey(g), &rec)
+		rec, ok, err := groupIn(txn, g)
 		if err != nil {
 			return err
 		}
@@ -344,15 +360,17 @@ func (f *FSM) Outbox(limit int) ([]OutboxItem, error) {
 func (f *FSM) ReadFanoutGroups() ([]*clusterv1.GroupRecord, error) {
 	var out []*clusterv1.GroupRecord
 	err := f.db.View(func(txn *badger.Txn) error {
-		p := []byte{tagGroup}
-		it := txn.NewIterator(iteratorOpts(p))
+		p := []byte{tagNews}
+		opts := iteratorOpts(p)
+		opts.PrefetchValues = false
+		it := txn.NewIterator(opts)
 		defer it.Close()
 		for it.Rewind(); it.ValidForPrefix(p); it.Next() {
-			rec := &clusterv1.GroupRecord{}
-			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+			rec, ok, err := groupIn(txn, beU64(it.Item().Key()[1:]))
+			if err != nil {
 				return err
 			}
-			if rec.Info.GetReadFanout() && rec.Info.LastGroupSeq > rec.HintedGseq {
+			if ok && rec.Info.GetReadFanout() && rec.Info.LastGroupSeq > rec.HintedGseq {
 				out = append(out, rec)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -17,7 +18,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/seqd/seqd/internal/groupcommit"
 	"github.com/seqd/seqd/internal/grpcconn"
 	"github.com/seqd/seqd/internal/nodeid"
 	"github.com/seqd/seqd/internal/raftnode"
@@ -136,18 +136,21 @@ func (c *Config) Validate() error {
 
 // Shard is one replica of one message-store shard.
 type Shard struct {
-	cfg   Config
-	log   *slog.Logger
-	m     *metrics
-	fsm   *FSM
-	node  *raftnode.Node
-	alloc *router.Client
-	pipe  *groupcommit.Batcher[builder, *OpResult]
+	cfg  Config
+	log  *slog.Logger
+	m    *metrics
+	fsm  *FSM
+	node *raftnode.Node
+	// alloc is the allocator client (and routing table), set by Start.
+	alloc atomic.Pointer[router.Client]
+	pipe  *pipeline
 	subs  *hub
 	conns *grpcconn.Pool
 	limit *rateLimiter
 
-	orderMu sync.Mutex // see commit
+	// members caches group membership for planning sends; an applied
+	// entry that changes a group's membership drops it.
+	members sync.Map // group id -> *clusterv1.GroupRecord
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -177,7 +180,7 @@ func New(cfg Config) (*Shard, error) {
 		return nil, err
 	}
 	s.fsm = fsm
-	fsm.notify = s.subs.notify
+	fsm.notify = s.applied
 	fsm.observe = func(ops int, d time.Duration) { s.m.applySeconds.Observe(d.Seconds()) }
 	s.node, err = raftnode.Start(raftnode.Config{
 		ID: cfg.ReplicaID, Dir: filepath.Join(cfg.DataDir, "raft"), Addr: cfg.RaftAddr, Listener: cfg.RaftListener,
@@ -189,10 +192,34 @@ func New(cfg Config) (*Shard, error) {
 		fsm.Close()
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	// Batches of up to 256 ops; two in flight, so one forms while the
-	// other replicates and syncs.
-	s.pipe = groupcommit.New(256, 8, s.commit)
+	s.pipe = newPipeline(s)
 	return s, nil
+}
+
+// applied runs after every committed entry: membership caches drop the
+// groups it changed, and subscribers of the users it touched wake up. Nil
+// lists (after a snapshot restore) mean everything.
+func (s *Shard) applied(users, groups []uint64) {
+	if users == nil && groups == nil {
+		s.members.Clear()
+	}
+	for _, g := range groups {
+		s.members.Delete(g)
+	}
+	s.subs.notify(users, groups)
+}
+
+// groupMembers returns a group's membership for planning a send.
+func (s *Shard) groupMembers(g uint64) (*clusterv1.GroupRecord, error) {
+	if v, ok := s.members.Load(g); ok {
+		return v.(*clusterv1.GroupRecord), nil
+	}
+	rec, err := s.fsm.Group(g)
+	if err != nil {
+		return nil, err
+	}
+	s.members.Store(g, rec)
+	return rec, nil
 }
 
 // FSM exposes the state machine to tests and tools.
@@ -213,7 +240,7 @@ func (s *Shard) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("store: allocator: %w", err)
 	}
-	s.alloc = c
+	s.alloc.Store(c)
 	if err := s.register(ctx); err != nil {
 		return err
 	}
@@ -224,6 +251,7 @@ func (s *Shard) Start(ctx context.Context) error {
 
 // register records this replica's address in the arbiters' shard map.
 func (s *Shard) register(ctx context.Context) error {
+	c := s.alloc.Load()
 	var last error
 	for attempt := 0; attempt < 50; attempt++ {
 		for _, a := range s.cfg.Arbiters {
@@ -237,7 +265,7 @@ func (s *Shard) register(ctx context.Context) error {
 				ClusterId: s.cfg.ClusterID, Shard: s.cfg.ShardID, ReplicaId: s.cfg.ReplicaID, Addr: s.cfg.GRPCAddr})
 			cancel()
 			if err == nil {
-				s.alloc.Refresh(ctx)
+				c.Refresh(ctx)
 				return nil
 			}
 			last = err
@@ -269,11 +297,12 @@ func (s *Shard) shutdown(graceful bool) error {
 		}
 		close(s.stop)
 		s.wg.Wait()
-		s.pipe.Close()
+		s.pipe.close()
 		s.subs.close()
 		err = s.node.Shutdown()
-		if s.alloc != nil {
-			s.alloc.Close()
+		s.pipe.wait()
+		if c := s.alloc.Load(); c != nil {
+			c.Close()
 		}
 		s.conns.Close()
 		if cerr := s.fsm.Close(); err == nil {
@@ -285,10 +314,11 @@ func (s *Shard) shutdown(graceful bool) error {
 
 // table returns the routing table (with the shard map) the replica knows.
 func (s *Shard) table() *seqdv1.RoutingTable {
-	if s.alloc == nil {
+	c := s.alloc.Load()
+	if c == nil {
 		return nil
 	}
-	return s.alloc.Table()
+	return c.Table()
 }
 
 // shardOf returns the shard owning key's section.
@@ -335,10 +365,10 @@ func (s *Shard) leaderAddr() string {
 		return ""
 	}
 	addr := s.replicaAddr(id)
-	if addr == "" && s.alloc != nil {
+	if c := s.alloc.Load(); addr == "" && c != nil {
 		// A replica registered after our table was loaded.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		s.alloc.Refresh(ctx)
+		c.Refresh(ctx)
 		cancel()
 		addr = s.replicaAddr(id)
 	}

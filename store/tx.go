@@ -14,14 +14,17 @@ import (
 // earlier writes. The first write error is kept and returned by commit.
 type tx struct {
 	t      *badger.Txn
-	now    int64 // the batch's time; stamped on events that carry none
+	cache  *stateCache
+	dirty  map[string]proto.Message // cacheable records written by this entry
+	now    int64                    // the batch's time; stamped on events that carry none
 	err    error
 	users  map[uint64]struct{}
-	groups map[uint64]struct{}
+	groups map[uint64]struct{} // groups whose membership changed
 }
 
-func newTx(db *badger.DB) *tx {
-	return &tx{t: db.NewTransaction(true), users: map[uint64]struct{}{}, groups: map[uint64]struct{}{}}
+func newTx(db *badger.DB, cache *stateCache) *tx {
+	return &tx{t: db.NewTransaction(true), cache: cache, dirty: map[string]proto.Message{},
+		users: map[uint64]struct{}{}, groups: map[uint64]struct{}{}}
 }
 
 // get reads key into m and reports whether it existed.

@@ -1455,7 +1455,8 @@ type ConvState struct {
 	// Unread messages held in the inbox.
 	Unread   uint64 `protobuf:"varint,1,opt,name=unread,proto3" json:"unread,omitempty"`
 	ReadUpTo uint64 `protobuf:"varint,2,opt,name=read_up_to,json=readUpTo,proto3" json:"read_up_to,omitempty"`
-	LastSeq  uint64 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	// Unused (was the conversation's newest seq); kept so old records decode.
+	LastSeq uint64 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	// Read-fanout groups: timeline messages up to the read marker, and up to
 	// the latest hint. Their difference is unread too.
 	ReadCount     uint64 `protobuf:"varint,4,opt,name=read_count,json=readCount,proto3" json:"read_count,omitempty"`
@@ -1683,12 +1684,13 @@ func (x *MessageRecord) GetGroupSeq() uint64 {
 	return 0
 }
 
+// GroupRecord is a group's membership. Its counters live apart, in
+// GroupCounters, so a send never rewrites the member list.
 type GroupRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Info  *v1.GroupInfo          `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
-	// Read fanout: the group seq the last hint round covered.
-	HintedGseq uint64 `protobuf:"varint,2,opt,name=hinted_gseq,json=hintedGseq,proto3" json:"hinted_gseq,omitempty"`
-	// Messages in the timeline (recalls and other entries excluded).
+	// Read before GroupCounters existed; superseded by it once written.
+	HintedGseq    uint64 `protobuf:"varint,2,opt,name=hinted_gseq,json=hintedGseq,proto3" json:"hinted_gseq,omitempty"`
 	MessageCount  uint64 `protobuf:"varint,3,opt,name=message_count,json=messageCount,proto3" json:"message_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1745,6 +1747,69 @@ func (x *GroupRecord) GetMessageCount() uint64 {
 	return 0
 }
 
+// GroupCounters are the fast-changing part of a read-fanout group.
+type GroupCounters struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	LastGroupSeq uint64                 `protobuf:"varint,1,opt,name=last_group_seq,json=lastGroupSeq,proto3" json:"last_group_seq,omitempty"`
+	// Messages in the timeline (recalls and other entries excluded).
+	MessageCount uint64 `protobuf:"varint,2,opt,name=message_count,json=messageCount,proto3" json:"message_count,omitempty"`
+	// The group seq the last hint round covered.
+	HintedGseq    uint64 `protobuf:"varint,3,opt,name=hinted_gseq,json=hintedGseq,proto3" json:"hinted_gseq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupCounters) Reset() {
+	*x = GroupCounters{}
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupCounters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupCounters) ProtoMessage() {}
+
+func (x *GroupCounters) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupCounters.ProtoReflect.Descriptor instead.
+func (*GroupCounters) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GroupCounters) GetLastGroupSeq() uint64 {
+	if x != nil {
+		return x.LastGroupSeq
+	}
+	return 0
+}
+
+func (x *GroupCounters) GetMessageCount() uint64 {
+	if x != nil {
+		return x.MessageCount
+	}
+	return 0
+}
+
+func (x *GroupCounters) GetHintedGseq() uint64 {
+	if x != nil {
+		return x.HintedGseq
+	}
+	return 0
+}
+
 // ChangeLogEntry records every applied change to user data, in order, for
 // replication to other DCs.
 type ChangeLogEntry struct {
@@ -1760,7 +1825,7 @@ type ChangeLogEntry struct {
 
 func (x *ChangeLogEntry) Reset() {
 	*x = ChangeLogEntry{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1837,7 @@ func (x *ChangeLogEntry) String() string {
 func (*ChangeLogEntry) ProtoMessage() {}
 
 func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +1850,7 @@ func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeLogEntry.ProtoReflect.Descriptor instead.
 func (*ChangeLogEntry) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{22}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ChangeLogEntry) GetIndex() uint64 {
@@ -1826,7 +1891,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1903,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +1916,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeliverRequest) GetFromShard() string {
@@ -1878,7 +1943,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +1955,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +1968,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeliverResponse) GetDelivered() uint32 {
@@ -1923,7 +1988,7 @@ type ReadChangeLogRequest struct {
 
 func (x *ReadChangeLogRequest) Reset() {
 	*x = ReadChangeLogRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2000,7 @@ func (x *ReadChangeLogRequest) String() string {
 func (*ReadChangeLogRequest) ProtoMessage() {}
 
 func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2013,7 @@ func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReadChangeLogRequest) GetAfterIndex() uint64 {
@@ -1975,7 +2040,7 @@ type ReadChangeLogResponse struct {
 
 func (x *ReadChangeLogResponse) Reset() {
 	*x = ReadChangeLogResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2052,7 @@ func (x *ReadChangeLogResponse) String() string {
 func (*ReadChangeLogResponse) ProtoMessage() {}
 
 func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2065,7 @@ func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadChangeLogResponse) GetEntries() []*ChangeLogEntry {
@@ -2028,7 +2093,7 @@ type StoreSnapshotHeader struct {
 
 func (x *StoreSnapshotHeader) Reset() {
 	*x = StoreSnapshotHeader{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2105,7 @@ func (x *StoreSnapshotHeader) String() string {
 func (*StoreSnapshotHeader) ProtoMessage() {}
 
 func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2118,7 @@ func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreSnapshotHeader.ProtoReflect.Descriptor instead.
 func (*StoreSnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StoreSnapshotHeader) GetFormatVersion() uint32 {
@@ -2209,7 +2274,12 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x04info\x18\x01 \x01(\v2\x12.seqd.v1.GroupInfoR\x04info\x12\x1f\n" +
 	"\vhinted_gseq\x18\x02 \x01(\x04R\n" +
 	"hintedGseq\x12#\n" +
-	"\rmessage_count\x18\x03 \x01(\x04R\fmessageCount\"\x83\x01\n" +
+	"\rmessage_count\x18\x03 \x01(\x04R\fmessageCount\"{\n" +
+	"\rGroupCounters\x12$\n" +
+	"\x0elast_group_seq\x18\x01 \x01(\x04R\flastGroupSeq\x12#\n" +
+	"\rmessage_count\x18\x02 \x01(\x04R\fmessageCount\x12\x1f\n" +
+	"\vhinted_gseq\x18\x03 \x01(\x04R\n" +
+	"hintedGseq\"\x83\x01\n" +
 	"\x0eChangeLogEntry\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x15\n" +
 	"\x06now_ms\x18\x02 \x01(\x03R\x05nowMs\x12*\n" +
@@ -2260,7 +2330,7 @@ func file_seqd_cluster_v1_store_proto_rawDescGZIP() []byte {
 }
 
 var file_seqd_cluster_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_seqd_cluster_v1_store_proto_goTypes = []any{
 	(StoreCommandType)(0),         // 0: seqd.cluster.v1.StoreCommandType
 	(OpStatus)(0),                 // 1: seqd.cluster.v1.OpStatus
@@ -2287,21 +2357,22 @@ var file_seqd_cluster_v1_store_proto_goTypes = []any{
 	(*DedupRecord)(nil),           // 22: seqd.cluster.v1.DedupRecord
 	(*MessageRecord)(nil),         // 23: seqd.cluster.v1.MessageRecord
 	(*GroupRecord)(nil),           // 24: seqd.cluster.v1.GroupRecord
-	(*ChangeLogEntry)(nil),        // 25: seqd.cluster.v1.ChangeLogEntry
-	(*DeliverRequest)(nil),        // 26: seqd.cluster.v1.DeliverRequest
-	(*DeliverResponse)(nil),       // 27: seqd.cluster.v1.DeliverResponse
-	(*ReadChangeLogRequest)(nil),  // 28: seqd.cluster.v1.ReadChangeLogRequest
-	(*ReadChangeLogResponse)(nil), // 29: seqd.cluster.v1.ReadChangeLogResponse
-	(*StoreSnapshotHeader)(nil),   // 30: seqd.cluster.v1.StoreSnapshotHeader
-	(*v1.SendRequest)(nil),        // 31: seqd.v1.SendRequest
-	(*v1.Event)(nil),              // 32: seqd.v1.Event
-	(*v1.MarkReadRequest)(nil),    // 33: seqd.v1.MarkReadRequest
-	(*v1.RecallRequest)(nil),      // 34: seqd.v1.RecallRequest
-	(*v1.DeleteRequest)(nil),      // 35: seqd.v1.DeleteRequest
-	(*v1.CreateGroupRequest)(nil), // 36: seqd.v1.CreateGroupRequest
-	(*v1.SendResponse)(nil),       // 37: seqd.v1.SendResponse
-	(*v1.Conversation)(nil),       // 38: seqd.v1.Conversation
-	(*v1.GroupInfo)(nil),          // 39: seqd.v1.GroupInfo
+	(*GroupCounters)(nil),         // 25: seqd.cluster.v1.GroupCounters
+	(*ChangeLogEntry)(nil),        // 26: seqd.cluster.v1.ChangeLogEntry
+	(*DeliverRequest)(nil),        // 27: seqd.cluster.v1.DeliverRequest
+	(*DeliverResponse)(nil),       // 28: seqd.cluster.v1.DeliverResponse
+	(*ReadChangeLogRequest)(nil),  // 29: seqd.cluster.v1.ReadChangeLogRequest
+	(*ReadChangeLogResponse)(nil), // 30: seqd.cluster.v1.ReadChangeLogResponse
+	(*StoreSnapshotHeader)(nil),   // 31: seqd.cluster.v1.StoreSnapshotHeader
+	(*v1.SendRequest)(nil),        // 32: seqd.v1.SendRequest
+	(*v1.Event)(nil),              // 33: seqd.v1.Event
+	(*v1.MarkReadRequest)(nil),    // 34: seqd.v1.MarkReadRequest
+	(*v1.RecallRequest)(nil),      // 35: seqd.v1.RecallRequest
+	(*v1.DeleteRequest)(nil),      // 36: seqd.v1.DeleteRequest
+	(*v1.CreateGroupRequest)(nil), // 37: seqd.v1.CreateGroupRequest
+	(*v1.SendResponse)(nil),       // 38: seqd.v1.SendResponse
+	(*v1.Conversation)(nil),       // 39: seqd.v1.Conversation
+	(*v1.GroupInfo)(nil),          // 40: seqd.v1.GroupInfo
 }
 var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
 	0,  // 0: seqd.cluster.v1.StoreCommand.type:type_name -> seqd.cluster.v1.StoreCommandType
@@ -2317,29 +2388,29 @@ var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
 	17, // 10: seqd.cluster.v1.StoreOp.group_hint:type_name -> seqd.cluster.v1.GroupHintOp
 	18, // 11: seqd.cluster.v1.StoreOp.outbox_ack:type_name -> seqd.cluster.v1.OutboxAckOp
 	19, // 12: seqd.cluster.v1.StoreOp.expire:type_name -> seqd.cluster.v1.ExpireOp
-	31, // 13: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
+	32, // 13: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
 	8,  // 14: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
 	2,  // 15: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
-	32, // 16: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
+	33, // 16: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
 	10, // 17: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
-	33, // 18: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
-	34, // 19: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
+	34, // 18: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
+	35, // 19: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
 	8,  // 20: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
-	35, // 21: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
-	36, // 22: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
+	36, // 21: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
+	37, // 22: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
 	8,  // 23: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
-	37, // 24: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
-	38, // 25: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
+	38, // 24: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
+	39, // 25: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
 	8,  // 26: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
-	39, // 27: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
+	40, // 27: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
 	7,  // 28: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
 	10, // 29: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
-	25, // 30: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
-	26, // 31: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
-	28, // 32: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
+	26, // 30: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
+	27, // 31: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
+	29, // 32: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
 	3,  // 33: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
-	27, // 34: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
-	29, // 35: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
+	28, // 34: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
+	30, // 35: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
 	4,  // 36: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
 	34, // [34:37] is the sub-list for method output_type
 	31, // [31:34] is the sub-list for method input_type
@@ -2372,7 +2443,7 @@ func file_seqd_cluster_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_cluster_v1_store_proto_rawDesc), len(file_seqd_cluster_v1_store_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/seqd/seqd/internal/bench"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+const sendUsage = `Usage: seqbench send [flags]
+
+Closed-loop acknowledged sends (--concurrency workers, each waiting for its
+send's acknowledgement before the next: Raft majority commit with fsync).
+
+  1:1 (default)    each send picks a random sender and a different random
+                   recipient among --users users; the DIRECT conversation id
+                   is derived from the pair, so each pair shares one.
+  --group-size N   first creates --users/N groups of N members (N > 500, or
+                   --read-fanout, makes read-fanout groups), subscribes
+                   members, then sends to random groups from a few sender
+                   members; it also reports the time from send to the LAST
+                   subscribed member's delivery (write fanout: the event on
+                   the member's Subscribe stream; read fanout: the member's
+                   SyncGroup fetch after the hint on its stream).
+
+Bodies are --body-bytes long: the send time (8 bytes) then random letters.
+Without --addr an in-process cluster is started: 3 arbiters, 2 AllocSvrs,
+one store shard of 3 replicas (Raft, fsync on) and a gateway.
+
+Flags:
+`
+
+// sendResult is one send run's summary, as printed and in --json.
+type sendResult struct {
+	Mode         string              `json:"mode"`
+	Via          string              `json:"via"`
+	Ops          uint64              `json:"ops"`
+	MsgsPerSec   float64             `json:"msgs_per_sec"`
+	P50us        float64             `json:"p50_us"`
+	P99us        float64             `json:"p99_us"`
+	P999us       float64             `json:"p999_us"`
+	MaxUs        float64             `json:"max_us"`
+	Errors       uint64              `json:"errors"`
+	ErrorSamples []bench.ErrorSample `json:"error_samples,omitempty"`
+	Concurrency  int                 `json:"concurrency"`
+	Users        uint64              `json:"users"`
+	BodyBytes    int                 `json:"body_bytes"`
+	// InboxCopies is how many inbox (or timeline) entries one send writes.
+	InboxCopies int     `json:"inbox_copies_per_msg"`
+	RateTarget  float64 `json:"rate_target,omitempty"`
+	DurationS   float64 `json:"duration_s"`
+	Interrupted bool    `json:"interrupted,omitempty"`
+}
+
+func newSendResult(mode, via string, st *bench.Stats, concurrency int, users uint64, bodyBytes, copies int, rate float64) sendResult {
+	r := bench.NewResult(mode, st, concurrency, users, 1, rate)
+	return sendResult{
+		Mode: mode, Via: via, Ops: r.Ops, MsgsPerSec: r.OpsPerSec,
+		P50us: r.P50us, P99us: r.P99us, P999us: r.P999us, MaxUs: r.MaxUs,
+		Errors: r.Errors, ErrorSamples: r.ErrorSamples,
+		Concurrency: concurrency, Users: users, BodyBytes: bodyBytes, InboxCopies: copies,
+		RateTarget: rate, DurationS: r.DurationS, Interrupted: r.Interrupted,
+	}
+}
+
+// sendReport is what send writes with --json.
+type sendReport struct {
+	sendResult
+	// HalfRate is the same load paced at half the measured rate (--half-rate).
+	HalfRate *sendResult `json:"half_rate,omitempty"`
+	// Group is the group setup and delivery timing (--group-size).
+	Group   *groupReport `json:"group,omitempty"`
+	Cluster string       `json:"cluster"`
+	Env     bench.Env    `json:"env"`
+}
+
+type sendFlags struct {
+	addr        string
+	gateway     bool
+	duration    time.Duration
+	warmup      time.Duration
+	concurrency int
+	users       uint64
+	firstUser   uint64
+	bodyBytes   int
+	rate        float64
+	halfRate    bool
+	jsonPath    string
+	group       groupFlags
+}
+
+func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("seqbench send", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f sendFlags
+	fs.StringVar(&f.addr, "addr", "", "bootstrap address(es) of a seqd cluster with a message store, comma-separated (default: start one in-process)")
+	fs.BoolVar(&f.gateway, "gateway", false, "call the gateway's Messages service (the first --addr, or the in-process gateway) instead of router.Client")
+	fs.DurationVar(&f.duration, "duration", 10*time.Second, "measured duration")
+	fs.DurationVar(&f.warmup, "warmup", time.Second, "unmeasured warm-up before the run")
+	fs.IntVar(&f.concurrency, "concurrency", 64, "closed-loop sending workers")
+	fs.Uint64Var(&f.users, "users", 10_000, "users taking part")
+	fs.Uint64Var(&f.firstUser, "first-user", 1, "the first user id; users are first-user .. first-user+users-1")
+	fs.IntVar(&f.bodyBytes, "body-bytes", 100, "message body size in bytes")
+	fs.Float64Var(&f.rate, "rate", 0, "pace all workers to about this many sends/s (0: as fast as possible)")
+	fs.BoolVar(&f.halfRate, "half-rate", false, "1:1 only: after the run, run again paced at half the measured msgs/s and report its latency too")
+	fs.StringVar(&f.jsonPath, "json", "", "also write the summary as JSON to this file")
+	f.group.register(fs)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, sendUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("send: unexpected argument %q; every setting is a flag", fs.Arg(0))
+	}
+	pop := population{first: f.firstUser, n: f.users}
+	if err := f.validate(pop); err != nil {
+		return err
+	}
+
+	env := checkEnv(stderr)
+	target, err := openStore(ctx, f.addr, "", stderr)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	mc, err := dialMessages(ctx, target, f.gateway)
+	if err != nil {
+		return err
+	}
+	defer mc.Close()
+	progress := bench.NewProgress(stderr)
+
+	rep := sendReport{Cluster: target.describe(), Env: env}
+	if f.group.size > 0 {
+		err = runGroupSend(ctx, mc, pop, f, progress, &rep)
+	} else {
+		err = runDirectSend(ctx, mc, pop, f, progress, &rep)
+	}
+	if err != nil {
+		return err
+	}
+	printSend(stdout, &rep)
+	if f.jsonPath != "" {
+		if err := bench.WriteJSON(f.jsonPath, rep); err != nil {
+			return err
+		}
+	}
+	if rep.Interrupted || ctx.Err() != nil {
+		return errors.New("interrupted; the numbers above cover the part that ran")
+	}
+	return nil
+}
+
+func (f *sendFlags) validate(pop population) error {
+	switch {
+	case f.concurrency < 1:
+		return fmt.Errorf("--concurrency %d: must be at least 1", f.concurrency)
+	case f.duration <= 0:
+		return fmt.Errorf("--duration %v: must be positive", f.duration)
+	case f.rate < 0:
+		return fmt.Errorf("--rate %v: must be positive, or 0 for as fast as possible", f.rate)
+	case f.bodyBytes < 1:
+		return fmt.Errorf("--body-bytes %d: a body must have at least 1 byte", f.bodyBytes)
+	case f.halfRate && f.rate > 0:
+		return errors.New("--half-rate and --rate are exclusive: --half-rate paces its second run itself")
+	case f.halfRate && f.group.size > 0:
+		return errors.New("--half-rate is for the 1:1 load; with --group-size use --rate")
+	}
+	if err := pop.validate(); err != nil {
+		return err
+	}
+	if f.group.size > 0 {
+		return f.group.validate(pop, f.bodyBytes)
+	}
+	return nil
+}
+
+// directSendOps makes one 1:1 send per op, from a random user to another.
+func directSendOps(api msgAPI, pop population, concurrency, bodyBytes int, runID string) []bench.Op {
+	ops := make([]bench.Op, concurrency)
+	for i := range ops {
+		r, ids := newRand(i), newMsgIDs(runID, i)
+		ops[i] = func(ctx context.Context) (int, error) {
+			a, b := pop.pair(r)
+			_, err := api.Send(ctx, pop.directSend(a, b, ids.next(), makeBody(r, bodyBytes, time.Now())))
+			return 1, err
+		}
+	}
+	return ops
+}
+
+func runDirectSend(ctx context.Context, mc *msgConn, pop population, f sendFlags, progress *bench.Progress, rep *sendReport) error {
+	const mode = "1:1"
+	runID := newRunID()
+	cfg := bench.Config{Label: "send 1:1", Duration: f.duration, Warmup: f.warmup, Rate: f.rate, Progress: progress, Unit: "msg"}
+	st, err := bench.Run(ctx, cfg, directSendOps(mc.api, pop, f.concurrency, f.bodyBytes, runID))
+	if err != nil {
+		return err
+	}
+	rep.sendResult = newSendResult(mode, mc.via, st, f.concurrency, pop.n, f.bodyBytes, 2, f.rate)
+	if !f.halfRate || st.Interrupted || rep.MsgsPerSec <= 0 {
+		return nil
+	}
+	half := rep.MsgsPerSec / 2
+	progress.Printf("seqbench: %s msgs/s unpaced; now paced at %s msgs/s\n", bench.FormatCount(rep.MsgsPerSec), bench.FormatCount(half))
+	cfg.Label, cfg.Rate = "send 1:1 at half rate", half
+	st, err = bench.Run(ctx, cfg, directSendOps(mc.api, pop, f.concurrency, f.bodyBytes, runID+"h"))
+	if err != nil {
+		return err
+	}
+	hr := newSendResult(mode, mc.via, st, f.concurrency, pop.n, f.bodyBytes, 2, half)
+	rep.HalfRate = &hr
+	rep.Interrupted = rep.Interrupted || hr.Interrupted
+	return nil
+}
+
+// printSend prints a send run's summary.
+func printSend(w io.Writer, rep *sendReport) {
+	printSendResult(w, &rep.sendResult)
+	if rep.HalfRate != nil {
+		fmt.Fprintln(w, "\nat half the rate:")
+		printSendResult(w, rep.HalfRate)
+	}
+	if rep.Group != nil {
+		fmt.Fprintln(w)
+		printGroup(w, rep.Group)
+	}
+	fmt.Fprintf(w, "cluster      %s\n", rep.Cluster)
+}
+
+func printSendResult(w io.Writer, r *sendResult) {
+	fmt.Fprintf(w, "mode         send %s via %s\n", r.Mode, r.Via)
+	fmt.Fprintf(w, "load         %d workers, %d users, %d-byte bodies, %d inbox entries per message", r.Concurrency, r.Users, r.BodyBytes, r.InboxCopies)
+	if r.RateTarget > 0 {
+		fmt.Fprintf(w, ", paced at %s msgs/s", bench.FormatCount(r.RateTarget))
+	}
+	fmt.Fprintf(w, "\nduration     %.2fs\n", r.DurationS)
+	fmt.Fprintf(w, "messages     %s acknowledged (%s msgs/s)\n", bench.FormatCount(float64(r.Ops)), bench.FormatCount(r.MsgsPerSec))
+	fmt.Fprintf(w, "latency µs   p50 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n", r.P50us, r.P99us, r.P999us, r.MaxUs)
+	fmt.Fprintf(w, "errors       %d\n", r.Errors)
+	for _, e := range r.ErrorSamples {
+		fmt.Fprintf(w, "  %d× %s\n", e.Count, e.Message)
+	}
+}
+
+// eventIsGroup reports whether e belongs to a GROUP conversation.
+func eventIsGroup(e *seqdv1.Event) bool {
+	return e.GetConversation().GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP
+}
