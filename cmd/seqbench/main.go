@@ -25,6 +25,8 @@ Usage:
   seqbench compare-store [flags]  the 1:1 send load on seqd and on a Redis inbox
                                   (INCR + XADD in one Lua script, appendfsync always)
   seqbench disk          [flags]  on-disk bytes per stored message
+  seqbench failover      [flags]  unavailability after an AllocSvr kill, an arbiter
+                                  leader kill and an AllocSvr cut off from the arbiters
 
 Without --addr they start an in-process seqd cluster on loopback (the
 message commands with one store shard of 3 replicas).
@@ -72,6 +74,8 @@ func run(ctx context.Context) int {
 		err = runCompareStore(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "disk":
 		err = runDisk(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	case "failover":
+		err = runFailover(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:
