@@ -10,6 +10,14 @@ import (
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
+// Bounds on ids inside ops, checked by the FSM itself (the RPC layer
+// checks tighter ones): a key over Badger's limit would refuse the whole
+// entry.
+const (
+	maxMessageIDLen   = 256
+	maxClientMsgIDLen = 1024
+)
+
 func okResult() *OpResult { return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK} }
 
 func rejected(format string, args ...any) *OpResult {
@@ -38,7 +46,7 @@ func (x *tx) applyOp(index uint64, n uint32, now int64, op *clusterv1.StoreOp) *
 	case *clusterv1.StoreOp_CreateGroup:
 		return x.createGroup(o.CreateGroup)
 	case *clusterv1.StoreOp_AddMembers:
-		return x.addMembers(o.AddMembers)
+		return x.addMembers(index, n, o.AddMembers)
 	case *clusterv1.StoreOp_RemoveMembers:
 		return x.removeMembers(o.RemoveMembers)
 	case *clusterv1.StoreOp_GroupHint:
@@ -187,8 +195,9 @@ func (x *tx) queue(index uint64, n uint32, j *uint32, kind clusterv1.FanoutItem_
 
 func (x *tx) send(index uint64, n uint32, now int64, op *clusterv1.SendOp) *OpResult {
 	req := op.GetRequest()
-	if req == nil || op.MessageId == "" || req.Conversation == nil {
-		return rejected("send op without a request, conversation or message id")
+	if req == nil || op.MessageId == "" || req.Conversation == nil || len(op.MessageId) > maxMessageIDLen ||
+		len(req.ClientMsgId) > maxClientMsgIDLen {
+		return rejected("send op without a request, conversation or message id, or with oversized ids")
 	}
 	dk := dedupKey(req.Sender, req.ClientMsgId)
 	var d clusterv1.DedupRecord
@@ -253,13 +262,15 @@ func (x *tx) send(index uint64, n uint32, now int64, op *clusterv1.SendOp) *OpRe
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Send: resp}
 }
 
+// eventKind is the inbox event kind of a fanout item (a join, which
+// appends no event, shares the hint's for its delivery record).
 func eventKind(k clusterv1.FanoutItem_Kind) seqdv1.EventKind {
 	switch k {
 	case clusterv1.FanoutItem_KIND_MESSAGE:
 		return seqdv1.EventKind_EVENT_KIND_MESSAGE
 	case clusterv1.FanoutItem_KIND_RECALL:
 		return seqdv1.EventKind_EVENT_KIND_RECALL
-	case clusterv1.FanoutItem_KIND_GROUP_HINT:
+	case clusterv1.FanoutItem_KIND_GROUP_HINT, clusterv1.FanoutItem_KIND_GROUP_JOIN:
 		return seqdv1.EventKind_EVENT_KIND_GROUP_HINT
 	}
 	return seqdv1.EventKind_EVENT_KIND_UNSPECIFIED
@@ -273,21 +284,32 @@ func (x *tx) deliver(now int64, op *clusterv1.DeliverOp) *OpResult {
 	}
 	var fresh []int
 	var appends []*clusterv1.Append
+	seen := map[string]bool{}
 	for i, it := range op.Items {
-		if it.Event == nil || it.User == 0 || it.Event.MessageId == "" || eventKind(it.Kind) == seqdv1.EventKind_EVENT_KIND_UNSPECIFIED {
+		if it.Event == nil || it.User == 0 || it.Event.MessageId == "" || len(it.Event.MessageId) > maxMessageIDLen ||
+			eventKind(it.Kind) == seqdv1.EventKind_EVENT_KIND_UNSPECIFIED {
 			return rejected("deliver item %d is malformed", i)
 		}
-		if x.has(copyKey(it.User, eventKind(it.Kind), it.Event.MessageId)) {
-			continue
+		ck := copyKey(it.User, eventKind(it.Kind), it.Event.MessageId)
+		if seen[string(ck)] || x.has(ck) {
+			continue // delivered before, or twice in this op
 		}
+		seen[string(ck)] = true
 		fresh = append(fresh, i)
-		appends = append(appends, &clusterv1.Append{User: it.User, Seq: op.Seqs[i]})
+		if it.Kind != clusterv1.FanoutItem_KIND_GROUP_JOIN {
+			appends = append(appends, &clusterv1.Append{User: it.User, Seq: op.Seqs[i]})
+		}
 	}
 	if r := x.seqsAscend(appends); r != nil {
 		return r
 	}
 	for _, i := range fresh {
 		it, seq := op.Items[i], op.Seqs[i]
+		if it.Kind == clusterv1.FanoutItem_KIND_GROUP_JOIN {
+			x.joinFloor(it.User, it.Event.Conversation, it.Event.GroupCount)
+			x.putU64(copyKey(it.User, eventKind(it.Kind), it.Event.MessageId), 0)
+			continue
+		}
 		e := proto.Clone(it.Event).(*seqdv1.Event)
 		e.Seq = seq
 		switch it.Kind {
@@ -491,7 +513,11 @@ func (x *tx) createGroup(op *clusterv1.CreateGroupOp) *OpResult {
 	if req == nil || req.GroupId == 0 || req.Owner == 0 {
 		return rejected("create-group op without a group id or owner")
 	}
-	if _, _, ok := x.group(req.GroupId); ok {
+	if rec, gc, ok := x.group(req.GroupId); ok {
+		if sameCreate(rec.Info, req) {
+			// A retry of the create that made it.
+			return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Group: withCounters(rec.Info, gc)}
+		}
 		return rejected("group %d already exists", req.GroupId)
 	}
 	info := &seqdv1.GroupInfo{GroupId: req.GroupId, Owner: req.Owner}
@@ -507,7 +533,41 @@ func (x *tx) createGroup(op *clusterv1.CreateGroupOp) *OpResult {
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Group: info}
 }
 
-func (x *tx) addMembers(op *clusterv1.MembersOp) *OpResult {
+// sameCreate reports whether req would have created info as it stands
+// (same owner, members and fanout mode): a retried create.
+func sameCreate(info *seqdv1.GroupInfo, req *seqdv1.CreateGroupRequest) bool {
+	if info.Owner != req.Owner || (req.ReadFanout && !info.ReadFanout) {
+		return false
+	}
+	want := map[uint64]bool{req.Owner: true}
+	for _, m := range req.Members {
+		want[m] = true
+	}
+	if len(want) != len(info.Members) {
+		return false
+	}
+	for _, m := range info.Members {
+		if !want[m.User] {
+			return false
+		}
+	}
+	return true
+}
+
+// joinFloor sets where a read-fanout group's unread count starts for a
+// member who just joined: messages up to count are not unread for them.
+func (x *tx) joinFloor(user uint64, conv *seqdv1.Conversation, count uint64) {
+	us := x.userState(user)
+	x.updateConv(user, conv, us, func(cs *clusterv1.ConvState) {
+		cs.ReadFanout = true
+		cs.ReadCount = max(cs.ReadCount, count)
+		cs.LatestCount = max(cs.LatestCount, count)
+	})
+	x.putUser(user, us)
+	x.touchUser(user)
+}
+
+func (x *tx) addMembers(index uint64, n uint32, op *clusterv1.MembersOp) *OpResult {
 	g, gc, ok := x.group(op.GroupId)
 	if !ok {
 		return rejected("group %d does not exist", op.GroupId)
@@ -516,6 +576,7 @@ func (x *tx) addMembers(op *clusterv1.MembersOp) *OpResult {
 	for _, m := range g.Info.Members {
 		have[m.User] = true
 	}
+	var added []uint64
 	for _, u := range op.Members {
 		if have[u] || u == 0 {
 			continue
@@ -526,10 +587,32 @@ func (x *tx) addMembers(op *clusterv1.MembersOp) *OpResult {
 			joined = 0
 		}
 		g.Info.Members = append(g.Info.Members, &seqdv1.GroupMember{User: u, JoinedAfterGseq: joined})
+		added = append(added, u)
 	}
 	if !g.Info.ReadFanout && len(g.Info.Members) > int(op.ReadFanoutThreshold) {
 		return rejected("group %d uses write fanout, which is limited to %d members (it would have %d); create large groups with read_fanout",
 			op.GroupId, op.ReadFanoutThreshold, len(g.Info.Members))
+	}
+	if g.Info.ReadFanout {
+		// Unread for a newcomer counts from where it joined.
+		floor := gc.MessageCount
+		if op.WithHistory {
+			floor = 0
+		}
+		conv := &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_GROUP, Id: op.GroupId}
+		remote := map[uint64]bool{}
+		for _, u := range op.Remote {
+			remote[u] = true
+		}
+		var j uint32
+		for _, u := range added {
+			if remote[u] {
+				x.queue(index, n, &j, clusterv1.FanoutItem_KIND_GROUP_JOIN, u, &seqdv1.Event{Conversation: conv, GroupCount: floor,
+					MessageId: fmt.Sprintf("j%d.%d.%d", op.GroupId, u, gc.LastGroupSeq)})
+			} else {
+				x.joinFloor(u, conv, floor)
+			}
+		}
 	}
 	x.putMembers(op.GroupId, g)
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Group: withCounters(g.Info, gc)}

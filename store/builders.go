@@ -105,18 +105,43 @@ type deliverBuilder struct {
 }
 
 func (b *deliverBuilder) plan(s *Shard) ([]uint64, error) {
-	keys := make([]uint64, len(b.items))
-	for i, it := range b.items {
+	var keys []uint64
+	for _, it := range b.items {
 		if !s.isLocal(it.User) {
 			return nil, status.Errorf(codes.FailedPrecondition, "user %d does not live on shard %s", it.User, s.cfg.ShardID)
 		}
-		keys[i] = it.User
+		if it.Kind != clusterv1.FanoutItem_KIND_GROUP_JOIN { // a join appends no event
+			keys = append(keys, it.User)
+		}
 	}
 	return keys, nil
 }
 
 func (b *deliverBuilder) build(seqs []uint64) *clusterv1.StoreOp {
-	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Deliver{Deliver: &clusterv1.DeliverOp{Items: b.items, Seqs: seqs}}}
+	all := make([]uint64, len(b.items))
+	for i, it := range b.items {
+		if it.Kind != clusterv1.FanoutItem_KIND_GROUP_JOIN {
+			all[i], seqs = seqs[0], seqs[1:]
+		}
+	}
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Deliver{Deliver: &clusterv1.DeliverOp{Items: b.items, Seqs: all}}}
+}
+
+// membersBuilder adds members, noting which live on other shards.
+type membersBuilder struct{ op *clusterv1.MembersOp }
+
+func (b *membersBuilder) plan(s *Shard) ([]uint64, error) {
+	b.op.Remote = b.op.Remote[:0]
+	for _, u := range b.op.Members {
+		if !s.isLocal(u) {
+			b.op.Remote = append(b.op.Remote, u)
+		}
+	}
+	return nil, nil
+}
+
+func (b *membersBuilder) build([]uint64) *clusterv1.StoreOp {
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_AddMembers{AddMembers: b.op}}
 }
 
 // markReadBuilder appends a read marker.

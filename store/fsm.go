@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -53,7 +55,11 @@ var ErrBadCommand = errors.New("store: malformed command")
 // entirely or not at all, and entries replayed after a restart (at or
 // below the recorded index) are skipped.
 type FSM struct {
+	// mu guards db against Restore swapping in a freshly loaded database.
+	// Apply and Restore run on Raft's one FSM goroutine; readers hold mu.
+	mu      sync.RWMutex
 	db      *badger.DB
+	dir     string
 	cache   *stateCache
 	log     *slog.Logger
 	applied atomic.Uint64
@@ -66,6 +72,28 @@ type FSM struct {
 
 // OpenFSM opens (or creates) the Badger database in dir.
 func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
+	if err := finishSwap(dir); err != nil {
+		return nil, err
+	}
+	db, err := openBadger(dir, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := upgradeLayout(db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	f := &FSM{db: db, dir: dir, log: log, cache: newStateCache()}
+	applied, err := readApplied(db)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: read applied index: %w", err)
+	}
+	f.applied.Store(applied)
+	return f, nil
+}
+
+func openBadger(dir string, log *slog.Logger) (*badger.DB, error) {
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log}).
 		WithSyncWrites(false). // the Raft log is the durable record; see Snapshot
@@ -79,8 +107,13 @@ func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open badger in %s: %w", dir, err)
 	}
-	f := &FSM{db: db, log: log, cache: newStateCache()}
-	err = db.View(func(txn *badger.Txn) error {
+	return db, nil
+}
+
+// readApplied reads the index of the last entry db holds (0 if none).
+func readApplied(db *badger.DB) (uint64, error) {
+	var applied uint64
+	err := db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(keyApplied)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
@@ -89,19 +122,26 @@ func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
 			return err
 		}
 		return it.Value(func(v []byte) error {
-			f.applied.Store(binary.BigEndian.Uint64(v))
+			applied = binary.BigEndian.Uint64(v)
 			return nil
 		})
 	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: read applied index: %w", err)
-	}
-	return f, nil
+	return applied, err
+}
+
+// view runs fn in a read transaction of the current database.
+func (f *FSM) view(fn func(txn *badger.Txn) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.db.View(fn)
 }
 
 // Close closes Badger.
-func (f *FSM) Close() error { return f.db.Close() }
+func (f *FSM) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.db.Close()
+}
 
 // AppliedIndex returns the index of the last entry applied.
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
@@ -160,15 +200,16 @@ func (f *FSM) applyBatch(index uint64, b *clusterv1.StoreBatch) *BatchResult {
 	}
 	x.put(logKey(index), entry)
 	x.putRaw(keyApplied, binary.BigEndian.AppendUint64(nil, index))
-	if err := x.commit(); err != nil {
-		// Only a batch over Badger's transaction limit gets here; the
-		// limit is the same on every replica, so all of them refuse it.
+	if x.err != nil {
+		// Badger refused a write for its size (transaction, key or value
+		// limits): the limits are the same on every replica, so all of
+		// them refuse the entry alike.
 		x.discard()
 		f.commitIndexOnly(index)
-		if !errors.Is(err, badger.ErrTxnTooBig) {
-			panic(fmt.Sprintf("store: badger commit of entry %d failed: %v", index, err))
-		}
-		return &BatchResult{Err: fmt.Errorf("store: entry %d is too large for one transaction; send smaller batches", index)}
+		return &BatchResult{Err: fmt.Errorf("store: entry %d is too large for the storage engine (%v); send smaller requests", index, x.err)}
+	}
+	if err := x.commit(); err != nil {
+		panic(fmt.Sprintf("store: badger commit of entry %d failed: %v", index, err))
 	}
 	x.publish()
 	f.applied.Store(index)
@@ -201,11 +242,11 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err := f.db.Sync(); err != nil {
 		return nil, fmt.Errorf("store: sync before snapshot: %w", err)
 	}
-	return &fsmSnapshot{db: f.db, applied: f.applied.Load()}, nil
+	return &fsmSnapshot{f: f, applied: f.applied.Load()}, nil
 }
 
 type fsmSnapshot struct {
-	db      *badger.DB
+	f       *FSM
 	applied uint64
 }
 
@@ -221,7 +262,15 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 		if _, err := protodelim.MarshalTo(w, &clusterv1.StoreSnapshotHeader{FormatVersion: snapshotFormat, AppliedIndex: s.applied}); err != nil {
 			return err
 		}
-		if _, err := s.db.Backup(w, 0); err != nil {
+		// One producer, so the whole stream reads one transaction: a
+		// point-in-time copy. (Several producers each open their own read
+		// transaction, at different moments, while entries keep applying.)
+		s.f.mu.RLock()
+		defer s.f.mu.RUnlock()
+		stream := s.f.db.NewStream()
+		stream.NumGo = 1
+		stream.LogPrefix = "seqd.store.snapshot"
+		if _, err := stream.Backup(w, 0); err != nil {
 			return err
 		}
 		return w.Flush()
@@ -255,29 +304,139 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.log.Info("keeping local state, which is at or past the snapshot", "applied", f.applied.Load(), "snapshot", h.AppliedIndex)
 		return nil
 	}
-	f.cache.reset()
-	if err := f.db.DropAll(); err != nil {
-		return fmt.Errorf("store: snapshot: clear: %w", err)
+	// Load into a fresh directory and swap it in only once it loaded: a
+	// failed load must leave the current state intact (and a failed Badger
+	// load can leave that database unusable).
+	tmp := f.dir + ".restore"
+	os.RemoveAll(tmp)
+	ndb, err := openBadger(tmp, f.log)
+	if err != nil {
+		return fmt.Errorf("store: snapshot: %w", err)
 	}
-	if err := f.db.Load(br, 256); err != nil {
+	if err := loadBackup(ndb, br); err != nil {
+		ndb.Close()
+		os.RemoveAll(tmp)
 		return fmt.Errorf("store: snapshot: load: %w", err)
 	}
-	var applied uint64
-	err := f.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(keyApplied)
-		if err != nil {
-			return err
-		}
-		return it.Value(func(v []byte) error { applied = binary.BigEndian.Uint64(v); return nil })
-	})
-	if err != nil {
-		return fmt.Errorf("store: snapshot: no applied index in it: %w", err)
+	applied, err := readApplied(ndb)
+	if err == nil && applied == 0 {
+		err = errors.New("it holds no applied index")
 	}
+	if err == nil {
+		err = ndb.Close()
+	}
+	if err != nil {
+		ndb.Close()
+		os.RemoveAll(tmp)
+		return fmt.Errorf("store: snapshot: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.db.Close(); err != nil {
+		f.log.Warn("closing the old state before a snapshot swap", "err", err)
+	}
+	if err := os.Rename(f.dir, f.dir+".old"); err != nil {
+		panic(fmt.Sprintf("store: snapshot swap: %v", err))
+	}
+	if err := os.Rename(tmp, f.dir); err != nil {
+		panic(fmt.Sprintf("store: snapshot swap: %v", err))
+	}
+	os.RemoveAll(f.dir + ".old")
+	if f.db, err = openBadger(f.dir, f.log); err != nil {
+		panic(fmt.Sprintf("store: reopen after snapshot swap: %v", err))
+	}
+	if err := upgradeLayout(f.db); err != nil {
+		panic(fmt.Sprintf("store: upgrade restored state: %v", err))
+	}
+	f.cache.reset()
 	f.applied.Store(applied)
 	if f.notify != nil {
 		f.notify(nil, nil)
 	}
 	return nil
+}
+
+// upgradeLayout brings data written by an older layout up to date. It
+// depends only on the data, so every replica upgrades alike.
+func upgradeLayout(db *badger.DB) error {
+	return db.Update(func(txn *badger.Txn) error {
+		var have uint64
+		if it, err := txn.Get(keyLayout); err == nil {
+			it.Value(func(v []byte) error {
+				if len(v) == 8 {
+					have = binary.BigEndian.Uint64(v)
+				}
+				return nil
+			})
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		if have >= layoutVersion {
+			return nil
+		}
+		// Layout 1 -> 2: move read-fanout groups' counters into their own
+		// record and list the ones with un-hinted news.
+		p := []byte{tagGroup}
+		it := txn.NewIterator(iteratorOpts(p))
+		type fix struct {
+			g uint64
+			c *clusterv1.GroupCounters
+		}
+		var fixes []fix
+		for it.Rewind(); it.ValidForPrefix(p); it.Next() {
+			var rec clusterv1.GroupRecord
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &rec) }); err != nil {
+				it.Close()
+				return err
+			}
+			g := beU64(it.Item().Key()[1:])
+			if _, err := txn.Get(countersKey(g)); err == nil || !rec.Info.GetReadFanout() {
+				continue
+			}
+			fixes = append(fixes, fix{g, &clusterv1.GroupCounters{LastGroupSeq: rec.Info.LastGroupSeq, MessageCount: rec.MessageCount, HintedGseq: rec.HintedGseq}})
+		}
+		it.Close()
+		for _, fx := range fixes {
+			b, _ := proto.Marshal(fx.c)
+			if err := txn.Set(countersKey(fx.g), b); err != nil {
+				return err
+			}
+			if fx.c.LastGroupSeq > fx.c.HintedGseq {
+				if err := txn.Set(newsKey(fx.g), nil); err != nil {
+					return err
+				}
+			}
+		}
+		return txn.Set(keyLayout, binary.BigEndian.AppendUint64(nil, layoutVersion))
+	})
+}
+
+// finishSwap completes a snapshot swap a crash interrupted: the loaded
+// directory was renamed into place (drop the old one), or not yet (put the
+// old one back). A half-loaded ".restore" directory is discarded.
+func finishSwap(dir string) error {
+	old := dir + ".old"
+	if _, err := os.Stat(old); err == nil {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			if err := os.Rename(old, dir); err != nil {
+				return fmt.Errorf("store: recover interrupted snapshot swap: %w", err)
+			}
+		} else if err := os.RemoveAll(old); err != nil {
+			return fmt.Errorf("store: recover interrupted snapshot swap: %w", err)
+		}
+	}
+	return os.RemoveAll(dir + ".restore")
+}
+
+// loadBackup is db.Load, with Badger's panics on malformed input turned
+// into errors.
+func loadBackup(db *badger.DB, r io.Reader) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("malformed backup stream: %v", p)
+		}
+	}()
+	return db.Load(r, 256)
 }
 
 // badgerLogger sends Badger's logs to slog (warnings and errors only).

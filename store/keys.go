@@ -25,7 +25,15 @@ const (
 	tagMeta     = 'Z' // name                      -> value
 )
 
-var keyApplied = []byte{tagMeta, 'a', 'p', 'p', 'l', 'i', 'e', 'd'}
+var (
+	keyApplied = []byte{tagMeta, 'a', 'p', 'p', 'l', 'i', 'e', 'd'}
+	keyLayout  = []byte{tagMeta, 'l', 'a', 'y', 'o', 'u', 't'}
+)
+
+// layoutVersion is the current Badger layout:
+//   - 1: group counters inside the group record.
+//   - 2: group counters in their own record, plus the news index.
+const layoutVersion = 2
 
 func u64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, v) }
 

@@ -56,7 +56,10 @@ type SyncResult struct {
 // Sync returns up to limit events of user with seq > after, in order.
 func (f *FSM) Sync(user, after uint64, limit int) (*SyncResult, error) {
 	res := &SyncResult{NextCheckpoint: after}
-	err := f.db.View(func(txn *badger.Txn) error {
+	if after == ^uint64(0) || limit <= 0 {
+		return res, nil // nothing is above the largest seq
+	}
+	err := f.view(func(txn *badger.Txn) error {
 		var us clusterv1.UserState
 		if _, err := getProto(txn, userKey(user), &us); err != nil {
 			return err
@@ -91,7 +94,7 @@ func (f *FSM) Sync(user, after uint64, limit int) (*SyncResult, error) {
 // LastSeq returns the newest seq in user's inbox.
 func (f *FSM) LastSeq(user uint64) (uint64, error) {
 	var us clusterv1.UserState
-	err := f.db.View(func(txn *badger.Txn) error {
+	err := f.view(func(txn *badger.Txn) error {
 		_, err := getProto(txn, userKey(user), &us)
 		return err
 	})
@@ -103,7 +106,10 @@ func (f *FSM) LastSeq(user uint64) (uint64, error) {
 func (f *FSM) History(user uint64, c *seqdv1.Conversation, before uint64, limit int) ([]*seqdv1.Event, uint64, error) {
 	var out []*seqdv1.Event
 	next := uint64(0)
-	err := f.db.View(func(txn *badger.Txn) error {
+	if limit <= 0 || before == 1 {
+		return nil, 0, nil
+	}
+	err := f.view(func(txn *badger.Txn) error {
 		p := historyPrefix(user, c)
 		opts := iteratorOpts(p)
 		opts.Reverse = true
@@ -137,7 +143,7 @@ func (f *FSM) History(user uint64, c *seqdv1.Conversation, before uint64, limit 
 // Unread returns the per-conversation unread counts and the total.
 func (f *FSM) Unread(user uint64) (*seqdv1.UnreadResponse, error) {
 	resp := &seqdv1.UnreadResponse{}
-	err := f.db.View(func(txn *badger.Txn) error {
+	err := f.view(func(txn *badger.Txn) error {
 		var us clusterv1.UserState
 		if _, err := getProto(txn, userKey(user), &us); err != nil {
 			return err
@@ -183,7 +189,7 @@ func groupIn(txn *badger.Txn, g uint64) (*clusterv1.GroupRecord, bool, error) {
 func (f *FSM) Group(g uint64) (*clusterv1.GroupRecord, error) {
 	var rec *clusterv1.GroupRecord
 	var ok bool
-	err := f.db.View(func(txn *badger.Txn) error {
+	err := f.view(func(txn *badger.Txn) error {
 		var err error
 		rec, ok, err = groupIn(txn, g)
 		return err
@@ -207,7 +213,7 @@ func isMember(info *seqdv1.GroupInfo, user uint64) (*seqdv1.GroupMember, bool) {
 // member: after after, and after the member joined.
 func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 	res := &SyncResult{NextCheckpoint: after}
-	err := f.db.View(func(txn *badger.Txn) error {
+	err := f.view(func(txn *badger.Txn) error {
 		rec, ok, err := groupIn(txn, g)
 		if err != nil {
 			return err
@@ -220,6 +226,9 @@ func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 			return &lookupError{ErrNotMember, fmt.Sprintf("user %d is not a member of group %d", user, g)}
 		}
 		from := max(after, m.JoinedAfterGseq)
+		if from == ^uint64(0) || limit <= 0 {
+			return nil // nothing is above the largest seq
+		}
 		p := timelinePrefix(g)
 		it := txn.NewIterator(iteratorOpts(p))
 		defer it.Close()
@@ -246,7 +255,7 @@ func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 // TimelineCount returns how many messages the group's timeline holds up
 // to gseq, and its newest gseq.
 func (f *FSM) TimelineCount(g, upTo uint64) (count, last uint64, err error) {
-	err = f.db.View(func(txn *badger.Txn) error {
+	err = f.view(func(txn *badger.Txn) error {
 		rec, ok, err := groupIn(txn, g)
 		if err != nil {
 			return err
@@ -281,7 +290,7 @@ func (f *FSM) TimelineCount(g, upTo uint64) (count, last uint64, err error) {
 // ChangeLog returns up to limit change-log entries after index.
 func (f *FSM) ChangeLog(after uint64, limit int) ([]*clusterv1.ChangeLogEntry, error) {
 	var out []*clusterv1.ChangeLogEntry
-	err := f.db.View(func(txn *badger.Txn) error {
+	err := f.view(func(txn *badger.Txn) error {
 		p := []byte{tagLog}
 		it := txn.NewIterator(iteratorOpts(p))
 		defer it.Close()
@@ -302,7 +311,7 @@ func (f *FSM) ChangeLog(after uint64, limit int) ([]*clusterv1.ChangeLogEntry, e
 func (f *FSM) Dedup(sender uint64, clientMsgID string, now int64) (*seqdv1.SendResponse, error) {
 	var d clusterv1.DedupRecord
 	var ok bool
-	err := f.db.View(func(txn *badger.Txn) error {
+	err := f.view(func(txn *badger.Txn) error {
 		var err error
 		ok, err = getProto(txn, dedupKey(sender, clientMsgID), &d)
 		return err
@@ -319,7 +328,7 @@ func (f *FSM) Dedup(sender uint64, clientMsgID string, now int64) (*seqdv1.SendR
 func (f *FSM) Message(id string) (*clusterv1.MessageRecord, error) {
 	var rec clusterv1.MessageRecord
 	var ok bool
-	err := f.db.View(func(txn *badger.Txn) error {
+	err := f.view(func(txn *badger.Txn) error {
 		var err error
 		ok, err = getProto(txn, messageKey(id), &rec)
 		return err
@@ -339,7 +348,7 @@ type OutboxItem struct {
 // Outbox returns up to limit queued deliveries, oldest first.
 func (f *FSM) Outbox(limit int) ([]OutboxItem, error) {
 	var out []OutboxItem
-	err := f.db.View(func(txn *badger.Txn) error {
+	err := f.view(func(txn *badger.Txn) error {
 		p := []byte{tagOutbox}
 		it := txn.NewIterator(iteratorOpts(p))
 		defer it.Close()
@@ -359,7 +368,7 @@ func (f *FSM) Outbox(limit int) ([]OutboxItem, error) {
 // not yet hinted to its members.
 func (f *FSM) ReadFanoutGroups() ([]*clusterv1.GroupRecord, error) {
 	var out []*clusterv1.GroupRecord
-	err := f.db.View(func(txn *badger.Txn) error {
+	err := f.view(func(txn *badger.Txn) error {
 		p := []byte{tagNews}
 		opts := iteratorOpts(p)
 		opts.PrefetchValues = false

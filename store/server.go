@@ -228,7 +228,7 @@ func (r *server) Delete(ctx context.Context, req *seqdv1.DeleteRequest) (*seqdv1
 
 // groupWrite runs a group op at the group's shard leader.
 func groupWrite[Req any](ctx context.Context, s *Shard, name string, group uint64, req Req,
-	fwd func(context.Context, seqdv1.MessagesClient, Req) (*seqdv1.GroupInfo, error), op *clusterv1.StoreOp) (*seqdv1.GroupInfo, error) {
+	fwd func(context.Context, seqdv1.MessagesClient, Req) (*seqdv1.GroupInfo, error), b builder) (*seqdv1.GroupInfo, error) {
 	if err := s.rateLimit(ctx); err != nil {
 		return nil, err
 	}
@@ -240,7 +240,7 @@ func groupWrite[Req any](ctx context.Context, s *Shard, name string, group uint6
 	}); ok {
 		return info, err
 	}
-	res, err := s.submit(ctx, &plainBuilder{op: op})
+	res, err := s.submit(ctx, b)
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +258,7 @@ func (r *server) CreateGroup(ctx context.Context, req *seqdv1.CreateGroupRequest
 	if err := s.cfg.Limits.ValidateGroupMembers(req.GroupId, req.Members, false); err != nil {
 		return nil, err
 	}
-	op := &clusterv1.StoreOp{Op: &clusterv1.StoreOp_CreateGroup{CreateGroup: &clusterv1.CreateGroupOp{Request: req, ReadFanoutThreshold: uint32(s.cfg.WriteFanoutThreshold)}}}
+	op := &plainBuilder{op: &clusterv1.StoreOp{Op: &clusterv1.StoreOp_CreateGroup{CreateGroup: &clusterv1.CreateGroupOp{Request: req, ReadFanoutThreshold: uint32(s.cfg.WriteFanoutThreshold)}}}}
 	info, err := groupWrite(ctx, s, "create_group", req.GroupId, req, func(ctx context.Context, c seqdv1.MessagesClient, req *seqdv1.CreateGroupRequest) (*seqdv1.GroupInfo, error) {
 		resp, err := c.CreateGroup(ctx, req)
 		return resp.GetGroup(), err
@@ -274,8 +274,8 @@ func (r *server) AddMembers(ctx context.Context, req *seqdv1.AddMembersRequest) 
 	if err := s.cfg.Limits.ValidateGroupMembers(req.GroupId, req.Members, true); err != nil {
 		return nil, err
 	}
-	op := &clusterv1.StoreOp{Op: &clusterv1.StoreOp_AddMembers{AddMembers: &clusterv1.MembersOp{GroupId: req.GroupId, Members: req.Members,
-		WithHistory: req.WithHistory, ReadFanoutThreshold: uint32(s.cfg.WriteFanoutThreshold)}}}
+	op := &membersBuilder{op: &clusterv1.MembersOp{GroupId: req.GroupId, Members: req.Members,
+		WithHistory: req.WithHistory, ReadFanoutThreshold: uint32(s.cfg.WriteFanoutThreshold)}}
 	info, err := groupWrite(ctx, s, "add_members", req.GroupId, req, func(ctx context.Context, c seqdv1.MessagesClient, req *seqdv1.AddMembersRequest) (*seqdv1.GroupInfo, error) {
 		resp, err := c.AddMembers(ctx, req)
 		return resp.GetGroup(), err
@@ -291,7 +291,7 @@ func (r *server) RemoveMembers(ctx context.Context, req *seqdv1.RemoveMembersReq
 	if err := s.cfg.Limits.ValidateGroupMembers(req.GroupId, req.Members, true); err != nil {
 		return nil, err
 	}
-	op := &clusterv1.StoreOp{Op: &clusterv1.StoreOp_RemoveMembers{RemoveMembers: &clusterv1.MembersOp{GroupId: req.GroupId, Members: req.Members}}}
+	op := &plainBuilder{op: &clusterv1.StoreOp{Op: &clusterv1.StoreOp_RemoveMembers{RemoveMembers: &clusterv1.MembersOp{GroupId: req.GroupId, Members: req.Members}}}}
 	info, err := groupWrite(ctx, s, "remove_members", req.GroupId, req, func(ctx context.Context, c seqdv1.MessagesClient, req *seqdv1.RemoveMembersRequest) (*seqdv1.GroupInfo, error) {
 		resp, err := c.RemoveMembers(ctx, req)
 		return resp.GetGroup(), err
@@ -543,6 +543,9 @@ func (r *server) Deliver(ctx context.Context, req *clusterv1.DeliverRequest) (*c
 	for i, it := range req.Items {
 		if it.Event == nil || it.Event.MessageId == "" || eventKind(it.Kind) == seqdv1.EventKind_EVENT_KIND_UNSPECIFIED {
 			return nil, invalid("items[%d] is malformed", i)
+		}
+		if len(it.Event.MessageId) > maxMessageIDLen {
+			return nil, invalid("items[%d].event.message_id is %d bytes; the limit is %d", i, len(it.Event.MessageId), maxMessageIDLen)
 		}
 		if err := s.home(it.User, "user "+itoa(it.User)); err != nil {
 			return nil, err

@@ -135,6 +135,9 @@ const (
 	FanoutItem_KIND_MESSAGE     FanoutItem_Kind = 1
 	FanoutItem_KIND_RECALL      FanoutItem_Kind = 2
 	FanoutItem_KIND_GROUP_HINT  FanoutItem_Kind = 3
+	// The user joined a read-fanout group: its timeline's messages up to
+	// event.group_count are not unread for them. No inbox event.
+	FanoutItem_KIND_GROUP_JOIN FanoutItem_Kind = 4
 )
 
 // Enum value maps for FanoutItem_Kind.
@@ -144,12 +147,14 @@ var (
 		1: "KIND_MESSAGE",
 		2: "KIND_RECALL",
 		3: "KIND_GROUP_HINT",
+		4: "KIND_GROUP_JOIN",
 	}
 	FanoutItem_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
 		"KIND_MESSAGE":     1,
 		"KIND_RECALL":      2,
 		"KIND_GROUP_HINT":  3,
+		"KIND_GROUP_JOIN":  4,
 	}
 )
 
@@ -1142,8 +1147,10 @@ type MembersOp struct {
 	Members             []uint64               `protobuf:"varint,2,rep,packed,name=members,proto3" json:"members,omitempty"`
 	WithHistory         bool                   `protobuf:"varint,3,opt,name=with_history,json=withHistory,proto3" json:"with_history,omitempty"`
 	ReadFanoutThreshold uint32                 `protobuf:"varint,4,opt,name=read_fanout_threshold,json=readFanoutThreshold,proto3" json:"read_fanout_threshold,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Of members, those on other shards (their join floor goes by outbox).
+	Remote        []uint64 `protobuf:"varint,5,rep,packed,name=remote,proto3" json:"remote,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MembersOp) Reset() {
@@ -1202,6 +1209,13 @@ func (x *MembersOp) GetReadFanoutThreshold() uint32 {
 		return x.ReadFanoutThreshold
 	}
 	return 0
+}
+
+func (x *MembersOp) GetRemote() []uint64 {
+	if x != nil {
+		return x.Remote
+	}
+	return nil
 }
 
 type GroupHintOp struct {
@@ -2192,17 +2206,18 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\rremote_sender\x18\x05 \x01(\bR\fremoteSender\x12\x1b\n" +
 	"\tgroup_seq\x18\x06 \x01(\x04R\bgroupSeq\x12 \n" +
 	"\fdedup_ttl_ms\x18\a \x01(\x04R\n" +
-	"dedupTtlMs\"\xd2\x01\n" +
+	"dedupTtlMs\"\xe7\x01\n" +
 	"\n" +
 	"FanoutItem\x124\n" +
 	"\x04kind\x18\x01 \x01(\x0e2 .seqd.cluster.v1.FanoutItem.KindR\x04kind\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\x04R\x04user\x12$\n" +
-	"\x05event\x18\x03 \x01(\v2\x0e.seqd.v1.EventR\x05event\"T\n" +
+	"\x05event\x18\x03 \x01(\v2\x0e.seqd.v1.EventR\x05event\"i\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fKIND_MESSAGE\x10\x01\x12\x0f\n" +
 	"\vKIND_RECALL\x10\x02\x12\x13\n" +
-	"\x0fKIND_GROUP_HINT\x10\x03\"R\n" +
+	"\x0fKIND_GROUP_HINT\x10\x03\x12\x13\n" +
+	"\x0fKIND_GROUP_JOIN\x10\x04\"R\n" +
 	"\tDeliverOp\x121\n" +
 	"\x05items\x18\x01 \x03(\v2\x1b.seqd.cluster.v1.FanoutItemR\x05items\x12\x12\n" +
 	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\"\x94\x01\n" +
@@ -2224,12 +2239,13 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"z\n" +
 	"\rCreateGroupOp\x125\n" +
 	"\arequest\x18\x01 \x01(\v2\x1b.seqd.v1.CreateGroupRequestR\arequest\x122\n" +
-	"\x15read_fanout_threshold\x18\x02 \x01(\rR\x13readFanoutThreshold\"\x97\x01\n" +
+	"\x15read_fanout_threshold\x18\x02 \x01(\rR\x13readFanoutThreshold\"\xaf\x01\n" +
 	"\tMembersOp\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\x04R\amembers\x12!\n" +
 	"\fwith_history\x18\x03 \x01(\bR\vwithHistory\x122\n" +
-	"\x15read_fanout_threshold\x18\x04 \x01(\rR\x13readFanoutThreshold\"\xc7\x01\n" +
+	"\x15read_fanout_threshold\x18\x04 \x01(\rR\x13readFanoutThreshold\x12\x16\n" +
+	"\x06remote\x18\x05 \x03(\x04R\x06remote\"\xc7\x01\n" +
 	"\vGroupHintOp\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x1b\n" +
 	"\tgroup_seq\x18\x02 \x01(\x04R\bgroupSeq\x12\x1f\n" +

@@ -1,0 +1,267 @@
+package store
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+)
+
+// Tests of the read side: Sync, History, Unread, SyncGroup and the
+// bookkeeping reads the leader loops use.
+
+// inboxWithGaps gives user 2 messages at seqs 3, 5, 6, 10, 11 (seqs come
+// from the allocator and may skip), alternating between two conversations.
+func inboxWithGaps(t *testing.T) *fsmHarness {
+	h := newHarness(t)
+	for i, seq := range []uint64{3, 5, 6, 10, 11} {
+		conv := uint64(7 + i%2)
+		h.must(opSend(conv, fmt.Sprint("m", i), fmt.Sprint("body", i), apps(1, uint64(i+1), 2, seq)...))
+	}
+	return h
+}
+
+func TestReadSyncPaging(t *testing.T) {
+	h := inboxWithGaps(t)
+	all := []uint64{3, 5, 6, 10, 11}
+	for after := uint64(0); after <= 12; after++ {
+		var want []uint64
+		for _, s := range all {
+			if s > after {
+				want = append(want, s)
+			}
+		}
+		for limit := 1; limit <= 6; limit++ {
+			var got []uint64
+			cp := after
+			for pages := 0; ; pages++ {
+				if pages > 10 {
+					t.Fatalf("after %d limit %d: paging does not end", after, limit)
+				}
+				res, err := h.f.Sync(2, cp, limit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(res.Events) > limit {
+					t.Fatalf("page of %d events for limit %d", len(res.Events), limit)
+				}
+				if res.Truncated {
+					t.Fatalf("untruncated inbox reported truncated")
+				}
+				got = append(got, seqsOf(res.Events)...)
+				if len(res.Events) > 0 && res.NextCheckpoint != res.Events[len(res.Events)-1].Seq {
+					t.Fatalf("next checkpoint %d after events %v", res.NextCheckpoint, seqsOf(res.Events))
+				}
+				if len(res.Events) == 0 && res.NextCheckpoint != cp {
+					t.Fatalf("empty page moved the checkpoint from %d to %d", cp, res.NextCheckpoint)
+				}
+				cp = res.NextCheckpoint
+				if !res.HasMore {
+					break
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) && !(len(got) == 0 && len(want) == 0) {
+				t.Fatalf("Sync from %d in pages of %d: %v, want %v", after, limit, got, want)
+			}
+		}
+	}
+	// Another user's inbox and an unknown user.
+	if res, _ := h.f.Sync(1, 0, 100); fmt.Sprint(seqsOf(res.Events)) != "[1 2 3 4 5]" {
+		t.Fatalf("user 1: %v", seqsOf(res.Events))
+	}
+	if res, err := h.f.Sync(99, 4, 100); err != nil || len(res.Events) != 0 || res.NextCheckpoint != 4 || res.HasMore {
+		t.Fatalf("unknown user: %+v %v", res, err)
+	}
+}
+
+// Sync seeks to after+1, which wraps to 0 for the largest checkpoint, so
+// the whole inbox comes back to a client that has "seen everything".
+func TestReadSyncFromMaxCheckpoint(t *testing.T) {
+	h := inboxWithGaps(t)
+	res, err := h.f.Sync(2, math.MaxUint64, 10)
+	if err != nil || len(res.Events) != 0 {
+		t.Errorf("Sync(2, MaxUint64) = %v, %v; want no events", seqsOf(res.Events), err)
+	}
+	h.must(opCreateGroup(50, 1, true, 10, 2))
+	h.must(opGroupSend(50, 1, true, 1, "g", "x", apps(1, 6)...))
+	gres, err := h.f.SyncGroup(2, 50, math.MaxUint64, 10)
+	if err != nil || len(gres.Events) != 0 {
+		t.Fatalf("SyncGroup(2, 50, MaxUint64) = %v, %v; want no events", seqsOf(gres.Events), err)
+	}
+}
+
+func TestReadHistory(t *testing.T) {
+	h := inboxWithGaps(t)
+	// Conversation 7 holds seqs 3, 6, 11; conversation 8 holds 5, 10. Read
+	// markers are events but not history.
+	h.must(opMarkRead(2, dconv(7), 6, 12))
+	for _, c := range []struct {
+		conv, before uint64
+		limit        int
+		want         string
+		next         uint64
+	}{
+		{7, 0, 10, "[11 6 3]", 0},
+		{7, 0, 2, "[11 6]", 6},
+		{7, 6, 2, "[3]", 0},
+		{7, 11, 10, "[6 3]", 0},
+		{7, 12, 10, "[11 6 3]", 0},
+		{7, 3, 10, "[]", 0},
+		{7, 1, 10, "[]", 0},
+		{8, 0, 1, "[10]", 10},
+		{8, 10, 1, "[5]", 0},
+		{9, 0, 10, "[]", 0},
+	} {
+		evs, next, err := h.f.History(2, dconv(c.conv), c.before, c.limit)
+		if err != nil || fmt.Sprint(seqsOf(evs)) != c.want || next != c.next {
+			t.Fatalf("History(2, d%d, before %d, limit %d) = %v next %d (%v); want %s next %d",
+				c.conv, c.before, c.limit, seqsOf(evs), next, err, c.want, c.next)
+		}
+		for _, e := range evs {
+			if e.Kind != kMessage || e.Conversation.GetId() != c.conv {
+				t.Fatalf("history event %v", e)
+			}
+		}
+	}
+}
+
+// History with limit 0 indexes out[-1] when the conversation has history.
+// The RPC maps limit 0 to its default, so only direct callers hit it.
+func TestReadHistoryLimitZero(t *testing.T) {
+	h := inboxWithGaps(t)
+	defer func() {
+		if p := recover(); p != nil {
+			t.Fatalf("History with limit 0 panicked: %v", p)
+		}
+	}()
+	evs, _, err := h.f.History(2, dconv(7), 0, 0)
+	if err != nil || len(evs) != 0 {
+		t.Fatalf("History limit 0 = %v, %v", evs, err)
+	}
+}
+
+func TestReadUnreadListsOnlyUnreadConversations(t *testing.T) {
+	h := inboxWithGaps(t)
+	wantUnread(t, h.f, 2, 5, map[string]uint64{"d7": 3, "d8": 2})
+	h.must(opMarkRead(2, dconv(8), 11, 12))
+	u, err := h.f.Unread(2)
+	if err != nil || len(u.Conversations) != 1 || convName(u.Conversations[0].Conversation) != "d7" || u.Total != 3 {
+		t.Fatalf("Unread(2) = %v, %v", u, err)
+	}
+	if u, err := h.f.Unread(99); err != nil || u.Total != 0 || len(u.Conversations) != 0 {
+		t.Fatalf("Unread of an unknown user = %v, %v", u, err)
+	}
+}
+
+func TestReadSyncGroupPaging(t *testing.T) {
+	h := newHarness(t)
+	h.must(opCreateGroup(50, 1, true, 10, 2))
+	for i, g := range []uint64{2, 4, 5, 9} {
+		h.must(opGroupSend(50, g, true, 1, fmt.Sprint("m", g), "x", apps(1, uint64(i+1))...))
+	}
+	h.must(opAddMembers(50, false, 10, 3)) // joins after gseq 9
+	h.must(opGroupSend(50, 12, true, 1, "m12", "x", apps(1, 5)...))
+
+	var got []uint64
+	cp := uint64(0)
+	for {
+		res, err := h.f.SyncGroup(2, 50, cp, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, seqsOf(res.Events)...)
+		cp = res.NextCheckpoint
+		if !res.HasMore {
+			break
+		}
+	}
+	if fmt.Sprint(got) != "[2 4 5 9 12]" || cp != 12 {
+		t.Fatalf("paged timeline %v to %d", got, cp)
+	}
+	// A checkpoint below the join point moves up to it.
+	res, _ := h.f.SyncGroup(3, 50, 0, 10)
+	if fmt.Sprint(seqsOf(res.Events)) != "[12]" || res.NextCheckpoint != 12 {
+		t.Fatalf("joiner: %v next %d", seqsOf(res.Events), res.NextCheckpoint)
+	}
+	h.must(opAddMembers(50, false, 10, 4)) // joins after gseq 12
+	res, _ = h.f.SyncGroup(4, 50, 0, 10)
+	if len(res.Events) != 0 || res.NextCheckpoint != 12 {
+		t.Fatalf("joiner with nothing to see: %v next %d", seqsOf(res.Events), res.NextCheckpoint)
+	}
+}
+
+func TestReadDedupAndMessage(t *testing.T) {
+	h := newHarness(t)
+	h.must(opSend(7, "c1", "x", apps(1, 1, 2, 1)...))
+	if d, err := h.f.Dedup(1, "c1", h.now); err != nil || d == nil || !d.Duplicate || d.MessageId != "1.1" {
+		t.Fatalf("Dedup = %v, %v", d, err)
+	}
+	if d, err := h.f.Dedup(1, "c2", h.now); err != nil || d != nil {
+		t.Fatalf("Dedup of an unknown id = %v, %v", d, err)
+	}
+	if d, err := h.f.Dedup(2, "c1", h.now); err != nil || d != nil {
+		t.Fatalf("Dedup of another sender = %v, %v", d, err)
+	}
+	if m, err := h.f.Message("1.2"); err != nil || m != nil {
+		t.Fatalf("Message of an unknown id = %v, %v", m, err)
+	}
+}
+
+func TestReadOutboxOrder(t *testing.T) {
+	h := newHarness(t)
+	for i := uint64(1); i <= 3; i++ {
+		op := opSend(7, fmt.Sprint("c", i), "x", apps(1, i)...)
+		op.GetSend().Remote = []uint64{300 + i, 200 + i}
+		h.must(op)
+	}
+	items, err := h.f.Outbox(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	for _, it := range items {
+		got = append(got, it.Item.User)
+	}
+	// Entry order, then order within the op.
+	if fmt.Sprint(got) != "[301 201 302 202 303 203]" {
+		t.Fatalf("outbox order %v", got)
+	}
+	first, _ := h.f.Outbox(1)
+	if len(first) != 1 || string(first[0].Key) != string(items[0].Key) {
+		t.Fatalf("Outbox(1) = %v", first)
+	}
+}
+
+func TestReadFanoutGroupsListsOnlyUnhinted(t *testing.T) {
+	h := newHarness(t)
+	h.must(opCreateGroup(50, 1, true, 10))
+	h.must(opCreateGroup(51, 1, true, 10))
+	h.must(opCreateGroup(60, 1, false, 10))
+	if gs, _ := h.f.ReadFanoutGroups(); len(gs) != 0 {
+		t.Fatalf("groups without news listed: %v", gs)
+	}
+	h.must(opGroupSend(51, 1, true, 1, "a", "x", apps(1, 1)...))
+	h.must(opGroupSend(60, 1, false, 1, "b", "x", apps(1, 2)...))
+	gs, err := h.f.ReadFanoutGroups()
+	if err != nil || len(gs) != 1 || gs[0].Info.GroupId != 51 {
+		t.Fatalf("ReadFanoutGroups = %v, %v", gs, err)
+	}
+	h.must(opHint(51, 1, 1, true, nil, apps(1, 3)...))
+	if gs, _ := h.f.ReadFanoutGroups(); len(gs) != 0 {
+		t.Fatalf("hinted group still listed: %v", gs)
+	}
+}
+
+// Reads never see half an entry: one entry's ops land together.
+func TestReadSeesWholeEntries(t *testing.T) {
+	h := newHarness(t)
+	ops := []*clusterv1.StoreOp{
+		opSend(7, "a", "x", apps(1, 1, 2, 1)...),
+		opSend(7, "b", "y", apps(1, 2, 2, 2)...),
+		opMarkRead(2, dconv(7), 1, 3),
+	}
+	h.apply(ops...)
+	wantSeqs(t, h.f, 2, 1, 2, 3)
+	wantUnread(t, h.f, 2, 1, map[string]uint64{"d7": 1})
+}
