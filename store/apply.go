@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"google.golang.org/protobuf/proto"
 
+	"github.com/seqd/seqd/internal/bugs"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
@@ -124,10 +127,36 @@ func (x *tx) updateConv(u uint64, c *seqdv1.Conversation, us *clusterv1.UserStat
 	change(cs)
 	after := convUnread(cs)
 	us.TotalUnread = us.TotalUnread + after - before
+	if after != before && bugs.Enabled(bugs.UnreadOutsideBatch) {
+		x.unreadLater(u, c, cs, after-before)
+		us.TotalUnread = us.TotalUnread - after + before
+		cs.Unread, cs.ReadCount, cs.LatestCount = old.(*clusterv1.ConvState).Unread, old.(*clusterv1.ConvState).ReadCount, old.(*clusterv1.ConvState).LatestCount
+	}
 	if !proto.Equal(old, cs) {
 		x.putCached(convKey(u, c), cs)
 	}
 	return cs
+}
+
+// unreadLater writes an unread change in a transaction of its own, a
+// moment after the entry: the planted bug UnreadOutsideBatch.
+func (x *tx) unreadLater(u uint64, c *seqdv1.Conversation, cs *clusterv1.ConvState, delta uint64) {
+	cs = proto.Clone(cs).(*clusterv1.ConvState)
+	db := x.db
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		db.Update(func(txn *badger.Txn) error {
+			var us clusterv1.UserState
+			if it, err := txn.Get(userKey(u)); err == nil {
+				it.Value(func(v []byte) error { return proto.Unmarshal(v, &us) })
+			}
+			us.TotalUnread += delta
+			ub, _ := proto.Marshal(&us)
+			cb, _ := proto.Marshal(cs)
+			txn.Set(userKey(u), ub)
+			return txn.Set(convKey(u, c), cb)
+		})
+	}()
 }
 
 // seqsAscend checks that every append is above its user's newest seq and
@@ -201,7 +230,7 @@ func (x *tx) send(index uint64, n uint32, now int64, op *clusterv1.SendOp) *OpRe
 	}
 	dk := dedupKey(req.Sender, req.ClientMsgId)
 	var d clusterv1.DedupRecord
-	if x.get(dk, &d) && d.ExpiresMs > now {
+	if x.get(dk, &d) && d.ExpiresMs > now && !bugs.Enabled(bugs.SkipClientMsgIDDedup) {
 		resp := proto.Clone(d.Response).(*seqdv1.SendResponse)
 		resp.Duplicate = true
 		return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_DUPLICATE, Send: resp}

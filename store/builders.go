@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/seqd/seqd/internal/bugs"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
@@ -27,7 +28,7 @@ type sendBuilder struct {
 
 func (b *sendBuilder) plan(s *Shard) ([]uint64, error) {
 	r := b.req
-	if resp, err := s.fsm.Dedup(r.Sender, r.ClientMsgId, s.now().UnixMilli()); err == nil && resp != nil {
+	if resp, err := s.fsm.Dedup(r.Sender, r.ClientMsgId, s.now().UnixMilli()); err == nil && resp != nil && !bugs.Enabled(bugs.SkipClientMsgIDDedup) {
 		s.m.duplicates.Inc()
 		return nil, &answered{&OpResult{Status: clusterv1.OpStatus_OP_STATUS_DUPLICATE, Send: resp}}
 	}

@@ -11,8 +11,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/seqd/seqd/internal/bugs"
 	"github.com/seqd/seqd/internal/rpcerr"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
 // builder turns one request into a store op on the leader. plan runs
@@ -45,6 +47,7 @@ type request struct {
 	err     error
 	retries int
 	done    chan struct{}
+	early   bool // answered before its entry committed (a planted bug)
 }
 
 func (r *request) finish(res *OpResult, err error) {
@@ -219,7 +222,11 @@ func (p *pipeline) propose(batch []*request) *flight {
 		return fail(fmt.Errorf("store: encode batch: %w", err))
 	}
 	s.m.batchOps.Observe(float64(len(ops)))
-	return &flight{reqs: reqs, f: s.node.Raft.Apply(data, 10*time.Second)}
+	fl := &flight{reqs: reqs, f: s.node.Raft.Apply(data, 10*time.Second)}
+	if bugs.Enabled(bugs.AckSendBeforeCommit) {
+		ackEarly(reqs, ops)
+	}
+	return fl
 }
 
 func (p *pipeline) completer() {
@@ -246,6 +253,9 @@ func (p *pipeline) completer() {
 			continue
 		}
 		for j, r := range fl.reqs {
+			if r.early {
+				continue
+			}
 			res := br.Results[j]
 			if res.Status != clusterv1.OpStatus_OP_STATUS_OUT_OF_ORDER {
 				r.finish(res, nil)
@@ -260,6 +270,27 @@ func (p *pipeline) completer() {
 				r.finish(nil, err)
 			}
 		}
+	}
+}
+
+// ackEarly answers sends from the proposed ops, before they commit: the
+// planted bug AckSendBeforeCommit.
+func ackEarly(reqs []*request, ops []*clusterv1.StoreOp) {
+	for j, r := range reqs {
+		op := ops[j].GetSend()
+		if op == nil {
+			continue
+		}
+		resp := &seqdv1.SendResponse{MessageId: op.MessageId, GroupSeq: op.GroupSeq}
+		for _, a := range op.Appends {
+			if a.User == op.Request.Sender {
+				resp.SenderSeq = a.Seq
+			} else {
+				resp.Deliveries = append(resp.Deliveries, &seqdv1.Delivery{User: a.User, Seq: a.Seq})
+			}
+		}
+		r.early = true
+		r.finish(&OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Send: resp}, nil)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 // earlier writes. The first write error is kept and returned by commit.
 type tx struct {
 	t      *badger.Txn
+	db     *badger.DB
 	cache  *stateCache
 	dirty  map[string]proto.Message // cacheable records written by this entry
 	now    int64                    // the batch's time; stamped on events that carry none
@@ -23,7 +24,7 @@ type tx struct {
 }
 
 func newTx(db *badger.DB, cache *stateCache) *tx {
-	return &tx{t: db.NewTransaction(true), cache: cache, dirty: map[string]proto.Message{},
+	return &tx{t: db.NewTransaction(true), db: db, cache: cache, dirty: map[string]proto.Message{},
 		users: map[uint64]struct{}{}, groups: map[uint64]struct{}{}}
 }
 

@@ -24,6 +24,15 @@ const (
 	// than the one it holds, and an AllocSvr keeps serving the slots of the
 	// last table it was granted after its lease has lapsed.
 	AcceptStaleRoutingTable = "accept-stale-routing-table"
+	// AckSendBeforeCommit: the store leader acknowledges a Send as soon as
+	// it has proposed the entry, before a majority committed it.
+	AckSendBeforeCommit = "ack-send-before-commit"
+	// SkipClientMsgIDDedup: Send ignores the (sender, client_msg_id)
+	// record, so a client retry writes the message again.
+	SkipClientMsgIDDedup = "skip-client-msg-id-dedup"
+	// UnreadOutsideBatch: unread counters are written in a transaction of
+	// their own, a moment after the events they count.
+	UnreadOutsideBatch = "unread-outside-batch"
 )
 
 // Bug describes one planted bug.
@@ -44,6 +53,12 @@ var Known = []Bug{
 		"the AllocSvr answers Next above max_seq before the raise of max_seq is committed"},
 	{AcceptStaleRoutingTable, "router/table.go acceptTable, allocsvr/next.go nextOne", "G1",
 		"clients adopt older routing tables, and an AllocSvr whose lease lapsed keeps serving the slots of its last table"},
+	{AckSendBeforeCommit, "store/pipeline.go propose", "G2",
+		"the store leader acknowledges Send when it proposes the entry, before a majority has committed it"},
+	{SkipClientMsgIDDedup, "store/builders.go sendBuilder.plan, store/apply.go send", "G2",
+		"Send ignores the (sender, client_msg_id) record, so a retried send is written twice"},
+	{UnreadOutsideBatch, "store/apply.go updateConv", "G3",
+		"unread counters are written in their own transaction, shortly after the events they count"},
 }
 
 // Lookup returns the bug named name.

@@ -1,0 +1,243 @@
+package checker
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+// Sent is one logical message the messages workload tried to send: one
+// unique body, one client_msg_id, retried until acknowledged or given up.
+type Sent struct {
+	Body   string
+	Sender uint64
+	// Inboxes are the users whose inbox must hold it exactly once
+	// (DIRECT: sender and recipients; write-fanout group: every member).
+	Inboxes []uint64
+	// ReadGroup is set for read-fanout group messages: they live once in
+	// that group's timeline instead of in member inboxes.
+	ReadGroup uint64
+	Acked     bool
+	ID        string // message id from the acknowledgement
+	At        time.Duration
+}
+
+// Subscription is what one Subscribe connection delivered, in order.
+type Subscription struct {
+	User   uint64
+	After  uint64   // the checkpoint it was opened from
+	Seqs   []uint64 // the seqs it delivered, in order
+	Client int
+}
+
+// UnreadView is one user's Unread answer.
+type UnreadView struct {
+	Total uint64
+	Conv  map[string]uint64 // by ConvName
+}
+
+// ConvName names a conversation in reports and maps.
+func ConvName(c *seqdv1.Conversation) string {
+	if c.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
+		return fmt.Sprintf("group:%d", c.GetId())
+	}
+	return fmt.Sprintf("direct:%d", c.GetId())
+}
+
+// sortedUsers returns the keys of a per-user map in order.
+func sortedUsers[V any](m map[uint64]V) []uint64 { return sortedKeys(m) }
+
+// LostOrDoubled reports every acknowledged message missing from an inbox
+// (or timeline) it was meant for, or present more than once there (G2).
+func LostOrDoubled(sent []Sent, inboxes, timelines map[uint64][]*seqdv1.Event) []Anomaly {
+	count := func(evs []*seqdv1.Event, body string) int {
+		n := 0
+		for _, e := range evs {
+			if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && string(e.Body) == body {
+				n++
+			}
+		}
+		return n
+	}
+	var out []Anomaly
+	for _, s := range sent {
+		if !s.Acked {
+			continue
+		}
+		where := map[string][]*seqdv1.Event{}
+		if s.ReadGroup != 0 {
+			where[fmt.Sprintf("group %d's timeline", s.ReadGroup)] = timelines[s.ReadGroup]
+		}
+		for _, u := range s.Inboxes {
+			where[fmt.Sprintf("user %d's inbox", u)] = inboxes[u]
+		}
+		names := make([]string, 0, len(where))
+		for n := range where {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			switch n := count(where[name], s.Body); {
+			case n == 0:
+				out = append(out, Anomaly{Kind: "lost", Msg: fmt.Sprintf("acknowledged message %s (%q, from %d) is missing from %s", s.ID, s.Body, s.Sender, name)})
+			case n > 1:
+				out = append(out, Anomaly{Kind: "duplicated", Msg: fmt.Sprintf("acknowledged message %s (%q) appears %d times in %s", s.ID, s.Body, n, name)})
+			}
+		}
+	}
+	return out
+}
+
+// DoubledPayloads reports any body that appears more than once in one
+// inbox or timeline, acknowledged or not: a retry that was not
+// deduplicated (G2).
+func DoubledPayloads(inboxes map[uint64][]*seqdv1.Event, where string) []Anomaly {
+	var out []Anomaly
+	for _, u := range sortedUsers(inboxes) {
+		seen := map[string]uint64{}
+		for _, e := range inboxes[u] {
+			if e.Kind != seqdv1.EventKind_EVENT_KIND_MESSAGE || e.Recalled || e.Deleted {
+				continue
+			}
+			if first, dup := seen[string(e.Body)]; dup {
+				out = append(out, Anomaly{Kind: "duplicated", Key: u, Msg: fmt.Sprintf("%s %d holds %q twice: seqs %d and %d (message ids differ: a retry was not deduplicated)",
+					where, u, e.Body, first, e.Seq)})
+				continue
+			}
+			seen[string(e.Body)] = e.Seq
+		}
+	}
+	return out
+}
+
+// Increasing reports any inbox whose seqs are not strictly increasing (G3).
+func Increasing(inboxes map[uint64][]*seqdv1.Event) []Anomaly {
+	var out []Anomaly
+	for _, u := range sortedUsers(inboxes) {
+		var last uint64
+		for _, e := range inboxes[u] {
+			if e.Seq <= last {
+				out = append(out, Anomaly{Kind: "order", Key: u, Msg: fmt.Sprintf("user %d's inbox has seq %d after %d", u, e.Seq, last)})
+			}
+			last = e.Seq
+		}
+	}
+	return out
+}
+
+// SubscriberGaps reports every Subscribe connection that skipped or
+// repeated an event: what it delivered must be exactly the final inbox's
+// seqs from its checkpoint up to the last one it delivered (G3).
+func SubscriberGaps(subs []Subscription, inboxes map[uint64][]*seqdv1.Event) []Anomaly {
+	var out []Anomaly
+	for _, s := range subs {
+		if len(s.Seqs) == 0 {
+			continue
+		}
+		last := s.Seqs[len(s.Seqs)-1]
+		var want []uint64
+		for _, e := range inboxes[s.User] {
+			if e.Seq > s.After && e.Seq <= last {
+				want = append(want, e.Seq)
+			}
+		}
+		if fmt.Sprint(want) == fmt.Sprint(s.Seqs) {
+			continue
+		}
+		out = append(out, Anomaly{Kind: "subscribe", Key: s.User, Msg: fmt.Sprintf(
+			"client %d's stream for user %d from checkpoint %d delivered %s; the final inbox has %s there",
+			s.Client, s.User, s.After, abbreviate(s.Seqs), abbreviate(want))})
+	}
+	return out
+}
+
+func abbreviate(seqs []uint64) string {
+	if len(seqs) <= 12 {
+		return fmt.Sprint(seqs)
+	}
+	return fmt.Sprintf("%v ... %v (%d seqs)", seqs[:6], seqs[len(seqs)-6:], len(seqs))
+}
+
+// ImpliedUnread computes the unread counts an inbox implies: per
+// conversation, incoming message copies that are neither recalled nor
+// deleted and lie above the conversation's newest read marker; for
+// read-fanout groups, the newest timeline count hinted minus the newest
+// count read (by a marker or by sending to the group), and never below the
+// floor a member joined at (join floors are not in the inbox, so callers
+// pass them).
+func ImpliedUnread(inbox []*seqdv1.Event, joinFloor map[string]uint64) UnreadView {
+	readUpTo := map[string]uint64{}
+	latest, read := map[string]uint64{}, map[string]uint64{}
+	for n, f := range joinFloor {
+		latest[n], read[n] = f, f
+	}
+	for _, e := range inbox {
+		n := ConvName(e.Conversation)
+		switch e.Kind {
+		case seqdv1.EventKind_EVENT_KIND_READ:
+			read[n] = max(read[n], e.GroupCount) // 0 outside read-fanout groups
+			readUpTo[n] = max(readUpTo[n], e.ReadUpTo)
+		case seqdv1.EventKind_EVENT_KIND_GROUP_HINT:
+			latest[n] = max(latest[n], e.GroupCount)
+		case seqdv1.EventKind_EVENT_KIND_MESSAGE:
+			if e.Outgoing && e.GroupCount > 0 {
+				read[n] = max(read[n], e.GroupCount)
+				latest[n] = max(latest[n], e.GroupCount)
+			}
+		}
+	}
+	v := UnreadView{Conv: map[string]uint64{}}
+	for _, e := range inbox {
+		n := ConvName(e.Conversation)
+		if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && !e.Outgoing && !e.Recalled && !e.Deleted && e.GroupCount == 0 && e.Seq > readUpTo[n] {
+			v.Conv[n]++
+		}
+	}
+	for n, l := range latest {
+		if l > read[n] {
+			v.Conv[n] += l - read[n]
+		}
+	}
+	for n, c := range v.Conv {
+		if c == 0 {
+			delete(v.Conv, n)
+		}
+		v.Total += c
+	}
+	return v
+}
+
+// UnreadAgrees reports every user whose Unread answer disagrees with what
+// their inbox implies, per conversation or in total (G3).
+func UnreadAgrees(unread map[uint64]UnreadView, inboxes map[uint64][]*seqdv1.Event, joinFloors map[uint64]map[string]uint64, where string) []Anomaly {
+	var out []Anomaly
+	for _, u := range sortedUsers(unread) {
+		got := unread[u]
+		want := ImpliedUnread(inboxes[u], joinFloors[u])
+		var sum uint64
+		for _, c := range got.Conv {
+			sum += c
+		}
+		if got.Total != sum {
+			out = append(out, Anomaly{Kind: "unread", Key: u, Msg: fmt.Sprintf("%s: user %d's unread total %d is not the sum %d of its conversations %v", where, u, got.Total, sum, got.Conv)})
+		}
+		if got.Total != want.Total || fmt.Sprint(sortedConv(got.Conv)) != fmt.Sprint(sortedConv(want.Conv)) {
+			out = append(out, Anomaly{Kind: "unread", Key: u, Msg: fmt.Sprintf("%s: user %d's unread is %v (total %d) but the inbox implies %v (total %d)",
+				where, u, sortedConv(got.Conv), got.Total, sortedConv(want.Conv), want.Total)})
+		}
+	}
+	return out
+}
+
+func sortedConv(m map[string]uint64) []string {
+	var out []string
+	for n, c := range m {
+		if c > 0 {
+			out = append(out, fmt.Sprintf("%s=%d", n, c))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
