@@ -68,27 +68,35 @@ func (f *FSM) Sync(user, after uint64, limit int) (*SyncResult, error) {
 			res.Truncated = true
 			res.EarliestSeq = us.TruncatedBelow
 		}
-		p := inboxPrefix(user)
-		it := txn.NewIterator(iteratorOpts(p))
-		defer it.Close()
-		for it.Seek(inboxKey(user, after+1)); it.ValidForPrefix(p); it.Next() {
-			if len(res.Events) == limit {
-				res.HasMore = true
-				break
-			}
-			e := &seqdv1.Event{}
-			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
-				return err
-			}
-			if res.Truncated && res.EarliestSeq > e.Seq {
-				res.EarliestSeq = e.Seq
-			}
-			res.Events = append(res.Events, e)
-			res.NextCheckpoint = e.Seq
+		if err := scanEvents(txn, inboxPrefix(user), inboxKey(user, after+1), limit, res); err != nil {
+			return err
+		}
+		if res.Truncated && len(res.Events) > 0 && res.EarliestSeq > res.Events[0].Seq {
+			res.EarliestSeq = res.Events[0].Seq
 		}
 		return nil
 	})
 	return res, err
+}
+
+// scanEvents reads up to limit events under prefix from start, in order,
+// into res, setting its checkpoint and whether more remain.
+func scanEvents(txn *badger.Txn, prefix, start []byte, limit int, res *SyncResult) error {
+	it := txn.NewIterator(iteratorOpts(prefix))
+	defer it.Close()
+	for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
+		if len(res.Events) == limit {
+			res.HasMore = true
+			return nil
+		}
+		e := &seqdv1.Event{}
+		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
+			return err
+		}
+		res.Events = append(res.Events, e)
+		res.NextCheckpoint = e.Seq
+	}
+	return nil
 }
 
 // LastSeq returns the newest seq in user's inbox.
@@ -229,20 +237,8 @@ func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 		if from == ^uint64(0) || limit <= 0 {
 			return nil // nothing is above the largest seq
 		}
-		p := timelinePrefix(g)
-		it := txn.NewIterator(iteratorOpts(p))
-		defer it.Close()
-		for it.Seek(timelineKey(g, from+1)); it.ValidForPrefix(p); it.Next() {
-			if len(res.Events) == limit {
-				res.HasMore = true
-				break
-			}
-			e := &seqdv1.Event{}
-			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
-				return err
-			}
-			res.Events = append(res.Events, e)
-			res.NextCheckpoint = e.Seq
+		if err := scanEvents(txn, timelinePrefix(g), timelineKey(g, from+1), limit, res); err != nil {
+			return err
 		}
 		if res.NextCheckpoint < from {
 			res.NextCheckpoint = from

@@ -373,22 +373,32 @@ func runHistory(ctx context.Context, e *env, cmd *command, args []string) error 
 	})
 }
 
-func runRecall(ctx context.Context, e *env, cmd *command, args []string) error {
+// userAndMessage parses the flags of a command on one user's copy of one
+// message (recall, delete).
+func userAndMessage(e *env, cmd *command, args []string, userFlag, userHelp, msgHelp string) (uint64, string, error) {
 	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
-	from := fs.String("from", "", "the message's sender `A` (required)")
-	msg := fs.String("msg", "", "the message `ID`, as send prints it (required)")
+	user := fs.String(userFlag, "", userHelp)
+	msg := fs.String("msg", "", msgHelp)
 	pos, err := parseArgs(cmd, e, fs, args)
 	if err != nil {
-		return err
+		return 0, "", err
 	}
 	if len(pos) > 0 {
-		return usagef(cmd, "recall takes no arguments; got %q", pos)
+		return 0, "", usagef(cmd, "%s takes no arguments; got %q", cmd.name, pos)
 	}
-	sender, err := parseID(cmd, "--from", "user", *from)
+	u, err := parseID(cmd, "--"+userFlag, "user", *user)
 	if err != nil {
-		return err
+		return 0, "", err
 	}
 	id, err := parseMessageID(cmd, *msg)
+	if err != nil {
+		return 0, "", err
+	}
+	return u, id, nil
+}
+
+func runRecall(ctx context.Context, e *env, cmd *command, args []string) error {
+	sender, id, err := userAndMessage(e, cmd, args, "from", "the message's sender `A` (required)", "the message `ID`, as send prints it (required)")
 	if err != nil {
 		return err
 	}
@@ -406,21 +416,7 @@ func runRecall(ctx context.Context, e *env, cmd *command, args []string) error {
 }
 
 func runDelete(ctx context.Context, e *env, cmd *command, args []string) error {
-	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
-	user := fs.String("user", "", "the user `B` whose copy to hide (required)")
-	msg := fs.String("msg", "", "the message `ID`, as send and sync print it (required)")
-	pos, err := parseArgs(cmd, e, fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usagef(cmd, "delete takes no arguments; got %q", pos)
-	}
-	u, err := parseID(cmd, "--user", "user", *user)
-	if err != nil {
-		return err
-	}
-	id, err := parseMessageID(cmd, *msg)
+	u, id, err := userAndMessage(e, cmd, args, "user", "the user `B` whose copy to hide (required)", "the message `ID`, as send and sync print it (required)")
 	if err != nil {
 		return err
 	}
