@@ -31,6 +31,8 @@ func init() {
 	}
 	if len(active) > 0 {
 		fmt.Fprintf(os.Stderr, "seqd: TEST BUILD WITH PLANTED BUGS ACTIVE: %s\n", os.Getenv(EnvBugs))
+	} else {
+		fmt.Fprintln(os.Stderr, "seqd: test build (-tags seqdbugs): failpoints served, no planted bug active")
 	}
 	if v := os.Getenv(EnvClockRate); v != "" {
 		rate, err := strconv.ParseFloat(v, 64)

@@ -16,10 +16,14 @@ type Recorder struct {
 // NewRecorder starts the clock.
 func NewRecorder() *Recorder { return &Recorder{origin: time.Now()} }
 
+// NewRecorderAt reads a clock started at origin, so several recorders (and
+// a fault schedule) can share one time axis.
+func NewRecorderAt(origin time.Time) *Recorder { return &Recorder{origin: origin} }
+
 // Now returns the recorder's clock reading.
 func (r *Recorder) Now() time.Duration { return time.Since(r.origin) }
 
-// Add records a completed, successful operation.
+// Add records an operation; a failed one carries its error in Err.
 func (r *Recorder) Add(op SeqOp) {
 	r.mu.Lock()
 	r.ops = append(r.ops, op)

@@ -29,9 +29,12 @@ func (k SeqKind) String() string {
 	return "unknown"
 }
 
-// SeqOp is one completed operation on one key. Start and End are readings
-// of one monotonic clock (the recorder's). Only operations that succeeded
-// are checked; failed and timed-out ones are indeterminate and left out.
+// SeqOp is one operation on one key. Start and End are readings of one
+// monotonic clock (the recorder's). Err is empty for an operation that
+// succeeded. A failed or timed-out operation (Err set) is indeterminate: it
+// may or may not have taken effect, and its Value means nothing. Unique and
+// Realtime check only the operations that succeeded; Linearizable keeps the
+// indeterminate ones in the history as possibly applied.
 type SeqOp struct {
 	Client int
 	Key    uint64
@@ -39,15 +42,22 @@ type SeqOp struct {
 	Start  time.Duration
 	End    time.Duration
 	Value  uint64
+	Err    string
 }
 
+// OK reports whether the operation succeeded.
+func (o SeqOp) OK() bool { return o.Err == "" }
+
 func (o SeqOp) String() string {
+	if !o.OK() {
+		return fmt.Sprintf("client %d %s(%d)=? [%v, %v] failed: %s", o.Client, o.Kind, o.Key, o.Start, o.End, o.Err)
+	}
 	return fmt.Sprintf("client %d %s(%d)=%d [%v, %v]", o.Client, o.Kind, o.Key, o.Value, o.Start, o.End)
 }
 
 // Anomaly is one violation, with the operations that show it.
 type Anomaly struct {
-	Kind string // "duplicate" or "realtime"
+	Kind string // "duplicate", "realtime" or "nonlinearizable"
 	Key  uint64
 	Ops  []SeqOp
 	Msg  string
@@ -64,6 +74,17 @@ func byKey(ops []SeqOp) map[uint64][]SeqOp {
 	return m
 }
 
+// succeeded keeps the operations that succeeded: only their values are known.
+func succeeded(ops []SeqOp) []SeqOp {
+	out := make([]SeqOp, 0, len(ops))
+	for _, o := range ops {
+		if o.OK() {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
 // sortedKeys returns map keys in order, so reports are stable.
 func sortedKeys[V any](m map[uint64]V) []uint64 {
 	keys := make([]uint64, 0, len(m))
@@ -78,7 +99,7 @@ func sortedKeys[V any](m map[uint64]V) []uint64 {
 // (Jepsen's unique-ids checker, per key).
 func Unique(ops []SeqOp) []Anomaly {
 	var out []Anomaly
-	groups := byKey(ops)
+	groups := byKey(succeeded(ops))
 	for _, k := range sortedKeys(groups) {
 		seen := map[uint64]SeqOp{}
 		for _, o := range groups[k] {
@@ -102,7 +123,7 @@ func Unique(ops []SeqOp) []Anomaly {
 // This is G1 stated over wall-clock order.
 func Realtime(ops []SeqOp) []Anomaly {
 	var out []Anomaly
-	groups := byKey(ops)
+	groups := byKey(succeeded(ops))
 	for _, k := range sortedKeys(groups) {
 		g := groups[k]
 		byEnd := append([]SeqOp(nil), g...)

@@ -1,0 +1,299 @@
+// Command seqjepsen runs seqd under faults (crashes, pauses, partitions,
+// clock skew) and checks that it kept its guarantees, writing a report.
+//
+//	seqjepsen run --workload alloc --nemesis kill,pause,partition --time-limit 60s --seed 7 --out runs/7
+//	seqjepsen repro runs/7/results.json
+//	seqjepsen scenarios
+//	seqjepsen cleanup
+//
+// Exit codes: 0 every checker passed; 1 an anomaly was found; 2 the
+// harness failed or a checker could not decide (unknown), so the run is
+// evidence of nothing.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/seqd/seqd/internal/bugs"
+	"github.com/seqd/seqd/jepsen"
+	"github.com/seqd/seqd/jepsen/cluster"
+	"github.com/seqd/seqd/jepsen/nemesis"
+	"github.com/seqd/seqd/jepsen/netns"
+	"github.com/seqd/seqd/jepsen/report"
+	"github.com/seqd/seqd/jepsen/workload"
+)
+
+const usage = `seqjepsen runs seqd under faults and checks its guarantees.
+
+Usage:
+  seqjepsen run [flags]          run a test (seqjepsen run -h for flags)
+  seqjepsen repro RESULTS.json   run a saved test again (same seed and options)
+  seqjepsen scenarios            list the named scenarios and planted bugs
+  seqjepsen cleanup              remove namespaces, links and iptables rules
+                                 left by a killed run (prefix "seqj")
+
+Exit codes: 0 all checkers passed, 1 anomaly found, 2 harness failure or
+inconclusive (a checker answered "unknown").
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return report.ExitHarness
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stdout, stderr)
+	case "repro":
+		return cmdRepro(args[1:], stdout, stderr)
+	case "scenarios":
+		return cmdScenarios(stdout)
+	case "cleanup":
+		return cmdCleanup(stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "seqjepsen: unknown command %q\n\n%s", args[0], usage)
+	return report.ExitHarness
+}
+
+// signalContext is cancelled on the first SIGINT/SIGTERM (the run stops,
+// heals, checks what it has and cleans up); a second one cleans up the
+// network at once and exits.
+func signalContext(stderr io.Writer, ownsNetns bool) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-ch
+		fmt.Fprintf(stderr, "\nseqjepsen: %v: stopping, healing and cleaning up (again to abort at once)\n", s)
+		cancel()
+		<-ch
+		fmt.Fprintln(stderr, "seqjepsen: aborting; removing the network")
+		if ownsNetns {
+			netns.Abort() // this process holds the lock: it is our network
+		}
+		os.Exit(report.ExitHarness)
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("seqjepsen run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		scenario  = fs.String("scenario", "", "named scenario (seqjepsen scenarios); other flags override its settings")
+		wl        = fs.String("workload", "", "alloc, messages or all (default alloc)")
+		nem       = fs.String("nemesis", "", "comma-separated faults: "+strings.Join(nemesis.KindNames(), ", ")+`; narrow one with kind:target+target (e.g. partition:allocsvr-arbiters); "none" for none (default kill,pause,partition)`)
+		limit     = fs.Duration("time-limit", 0, "how long faults are injected (default 60s)")
+		quiet     = fs.Duration("quiet", 0, "how long the workload runs after the final heal (default 10s)")
+		seed      = fs.Uint64("seed", 0, "seed of every random choice (default: random, printed)")
+		out       = fs.String("out", "", "run directory for the report (default $TMPDIR/seqjepsen/<time>-<workload>-seed<N>)")
+		bug       = fs.String("bug", "", "plant a bug (test build): "+bugNames())
+		backend   = fs.String("backend", "", "netns (root; default when possible) or local (loopback; no partitions)")
+		allocsvrs = fs.Int("allocsvrs", 0, "AllocSvrs to run, 2 or 3 (default 2)")
+		lease     = fs.Duration("lease", 0, "AllocSvr lease (default 2s)")
+		step      = fs.Uint64("step", 0, "max_seq step; hot keys must run through one within a lease (default 1000)")
+		interval  = fs.String("fault-interval", "", "quiet time between faults, a range (default 3s-10s)")
+		hold      = fs.String("fault-hold", "", "how long a fault lasts, a range (default 1s-8s)")
+		checkTO   = fs.Duration("check-timeout", 0, "bound on the linearizability search; past it the verdict is unknown (default 3m)")
+		rate      = fs.Float64("rate", 0, "cap on operations per second (default: closed loop, as fast as answers come)")
+		src       = fs.String("src", "", "seqd source tree to build (default: found from the working directory)")
+	)
+	if err := fs.Parse(args); err != nil {
+		return report.ExitHarness
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "seqjepsen run: unexpected argument %q\n", fs.Arg(0))
+		return report.ExitHarness
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	var spec report.Spec
+	if *scenario == "" && *bug != "" && !set["nemesis"] {
+		// A bug alone runs the scenario that must catch it.
+		if sc, ok := jepsen.ScenarioForBug(*bug); ok {
+			*scenario = sc.Name
+		}
+	}
+	if *scenario != "" {
+		sc, err := jepsen.LookupScenario(*scenario)
+		if err != nil {
+			fmt.Fprintln(stderr, "seqjepsen:", err)
+			return report.ExitHarness
+		}
+		spec = report.Spec{Scenario: sc.Name, Workload: sc.Workload, Nemesis: sc.Nemesis, Bug: sc.Bug, TimeLimit: sc.TimeLimit}
+		spec.Schedule.Interval = sc.Interval
+		fmt.Fprintf(stderr, "scenario %s: %s (expected outcome: %s)\n", sc.Name, sc.Doc, sc.Expect)
+	} else {
+		spec.Nemesis = "kill,pause,partition"
+	}
+	str := func(name string, dst *string, v string) {
+		if set[name] {
+			*dst = v
+		}
+	}
+	str("workload", &spec.Workload, *wl)
+	str("nemesis", &spec.Nemesis, *nem)
+	str("bug", &spec.Bug, *bug)
+	str("backend", &spec.Backend, *backend)
+	if set["time-limit"] {
+		spec.TimeLimit = *limit
+	}
+	if set["quiet"] {
+		spec.Quiet = *quiet
+	}
+	spec.AllocSvrs, spec.Lease, spec.Step, spec.CheckTimeout = *allocsvrs, *lease, *step, *checkTO
+	spec.Alloc.Rate = *rate
+	for name, dst := range map[string]*[2]time.Duration{"fault-interval": &spec.Schedule.Interval, "fault-hold": &spec.Schedule.Hold} {
+		v := map[string]string{"fault-interval": *interval, "fault-hold": *hold}[name]
+		if v == "" {
+			continue
+		}
+		r, err := report.ParseRange(v)
+		if err != nil {
+			fmt.Fprintf(stderr, "seqjepsen run: --%s: %v\n", name, err)
+			return report.ExitHarness
+		}
+		*dst = r
+	}
+	spec.Seed = *seed
+	if !set["seed"] {
+		spec.Seed = rand.Uint64() % 1_000_000
+	}
+	return execute(spec, *out, *src, stdout, stderr)
+}
+
+func execute(spec report.Spec, out, src string, stdout, stderr io.Writer) int {
+	jepsen.Defaults(&spec)
+	if _, err := jepsen.Validate(spec); err != nil {
+		fmt.Fprintln(stderr, "seqjepsen:", err)
+		return report.ExitHarness
+	}
+	if out == "" {
+		out = filepath.Join(os.TempDir(), "seqjepsen", fmt.Sprintf("%s-%s-seed%d", time.Now().Format("20060102-150405"), spec.Workload, spec.Seed))
+	}
+	ctx, stop := signalContext(stderr, spec.Backend == cluster.BackendNetns)
+	defer stop()
+	fmt.Fprintf(stderr, "seqjepsen: seed %d, backend %s, report in %s\n", spec.Seed, spec.Backend, out)
+	res := jepsen.Run(ctx, jepsen.Options{Spec: spec, Out: out, Src: src, Progress: stderr})
+	fmt.Fprintln(stdout, res.Message)
+	for _, c := range res.Checkers {
+		fmt.Fprintf(stdout, "  %-9s %-14s %-7s %d anomalies\n", c.Workload, c.Checker, c.Verdict, c.Count)
+	}
+	fmt.Fprintf(stdout, "report: %s/index.html  (exit %d)\n", out, res.ExitCode)
+	fmt.Fprintf(stdout, "reproduce: %s\n", res.CommandLine)
+	return res.ExitCode
+}
+
+func cmdRepro(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("seqjepsen repro", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "", "run directory (default: the original's with -repro-<time>)")
+	src := fs.String("src", "", "seqd source tree to build")
+	// Flags may come after the file name too.
+	var path string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		path, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return report.ExitHarness
+	}
+	if path == "" && fs.NArg() == 1 {
+		path = fs.Arg(0)
+	}
+	if path == "" {
+		fmt.Fprintln(stderr, "usage: seqjepsen repro DIR/results.json [--out DIR]")
+		return report.ExitHarness
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		path += "/results.json"
+	}
+	res, err := report.Load(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "seqjepsen repro:", err)
+		return report.ExitHarness
+	}
+	if res.Spec.Workload == "" {
+		fmt.Fprintf(stderr, "seqjepsen repro: %s holds no run spec\n", path)
+		return report.ExitHarness
+	}
+	if *out == "" {
+		dir := strings.TrimSuffix(strings.TrimSuffix(path, "results.json"), "/")
+		*out = fmt.Sprintf("%s-repro-%s", dir, time.Now().Format("150405"))
+	}
+	fmt.Fprintf(stderr, "seqjepsen repro: seed %d from %s (originally: %s)\n", res.Spec.Seed, path, res.Message)
+	return execute(res.Spec, *out, *src, stdout, stderr)
+}
+
+func cmdScenarios(stdout io.Writer) int {
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCENARIO\tEXPECT\tNEMESIS\tBUG\tWHAT")
+	for _, s := range jepsen.Scenarios() {
+		bug := s.Bug
+		if bug == "" {
+			bug = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Expect, s.Nemesis, bug, s.Doc)
+	}
+	tw.Flush()
+	fmt.Fprintln(stdout, "\nPlanted bugs (test builds only; -tags seqdbugs):")
+	for _, b := range bugs.Known {
+		note := ""
+		if _, ok := jepsen.ScenarioForBug(b.Name); !ok {
+			note = fmt.Sprintf(" [no scenario yet: needs the %s workload]", jepsen.BugWorkload(b))
+		}
+		fmt.Fprintf(stdout, "  %-28s breaks %s at %s: %s%s\n", b.Name, b.Breaks, b.Where, b.Doc, note)
+	}
+	fmt.Fprintf(stdout, "\nWorkloads: %s (messages: not available yet; \"all\" runs the available ones and says so)\n", strings.Join(workload.Names, ", "))
+	return 0
+}
+
+func cmdCleanup(stdout, stderr io.Writer) int {
+	if err := netns.Available(); err != nil {
+		fmt.Fprintln(stderr, "seqjepsen cleanup:", err)
+		return report.ExitHarness
+	}
+	removed, err := netns.Cleanup()
+	for _, r := range removed {
+		fmt.Fprintln(stdout, "removed", r)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "seqjepsen cleanup:", err)
+		return report.ExitHarness
+	}
+	left, err := netns.Leftovers()
+	if err != nil || len(left) > 0 {
+		fmt.Fprintf(stderr, "seqjepsen cleanup: still present: %v %v\n", left, err)
+		return report.ExitHarness
+	}
+	if len(removed) == 0 {
+		fmt.Fprintln(stdout, "nothing to clean up")
+	}
+	return 0
+}
+
+func bugNames() string {
+	var names []string
+	for _, b := range bugs.Known {
+		names = append(names, b.Name)
+	}
+	return strings.Join(names, ", ")
+}

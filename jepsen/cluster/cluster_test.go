@@ -1,0 +1,194 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/seqd/seqd/jepsen/netns"
+)
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+func seqdBinary(t testing.TB) string {
+	buildOnce.Do(func() {
+		src, err := ModuleRoot(".")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "seqj-cluster-test-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary, buildErr = Build(context.Background(), src, dir, "")
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binary
+}
+
+func requireNetns(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping: starts a real cluster; not with -short")
+	}
+	if err := netns.Available(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+}
+
+// TestHelperProcess is a harness run that the killed-run test kills.
+func TestHelperProcess(t *testing.T) {
+	if os.Getenv("SEQJ_CLUSTER_HELPER") != "run" {
+		t.Skip("helper process for TestKilledRunLeavesNothing")
+	}
+	dir, _ := os.MkdirTemp("", "seqj-cluster-helper-")
+	c, err := Start(context.Background(), Options{Dir: dir, Backend: BackendNetns, Binary: seqdBinary(t)})
+	if err != nil {
+		fmt.Println("START", strings.ReplaceAll(err.Error(), "\n", " "))
+		os.Exit(1)
+	}
+	if err := c.Partition(context.Background(), map[string][]string{"alloc1": {"arb1", "arb2", "arb3"}}); err != nil {
+		fmt.Println("START", err)
+		os.Exit(1)
+	}
+	var pids []string
+	for _, n := range c.Nodes() {
+		pids = append(pids, strconv.Itoa(n.PID()))
+	}
+	fmt.Println("READY", strings.Join(pids, ","))
+	select {}
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return len(f) > 2 && f[2] != "Z"
+}
+
+func waitDead(t *testing.T, pids []int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if alive(pid) {
+			t.Errorf("seqd process %d outlived the run", pid)
+		}
+	}
+}
+
+func assertClean(t *testing.T) {
+	t.Helper()
+	left, err := netns.Leftovers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}
+
+func TestNormalRunLeavesNothing(t *testing.T) {
+	requireNetns(t)
+	c, err := Start(context.Background(), Options{Dir: t.TempDir(), Backend: BackendNetns, Binary: seqdBinary(t)})
+	if errors.Is(err, netns.ErrBusy) {
+		t.Skip("skipping: a seqjepsen run is using the network")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Partition(context.Background(), map[string][]string{"alloc1": {"arb1", "arb2", "arb3"}}); err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, n := range c.Nodes() {
+		pids = append(pids, n.PID())
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitDead(t, pids)
+	assertClean(t)
+	if ev := c.Events(); len(ev) > 0 {
+		t.Errorf("nodes exited by themselves: %v", ev)
+	}
+}
+
+func TestKilledRunLeavesNothing(t *testing.T) {
+	requireNetns(t)
+	seqdBinary(t) // build once here, so the child finds it in the build cache
+	child := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	child.Env = append(os.Environ(), "SEQJ_CLUSTER_HELPER=run")
+	out, _ := child.StdoutPipe()
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(out).ReadString('\n')
+		lines <- l
+	}()
+	var line string
+	select {
+	case line = <-lines:
+	case <-time.After(3 * time.Minute):
+		child.Process.Kill()
+		child.Wait()
+		t.Fatal("the child run did not start its cluster within 3 minutes")
+	}
+	if strings.Contains(line, netns.ErrBusy.Error()) {
+		child.Process.Kill()
+		child.Wait()
+		t.Skip("skipping: a seqjepsen run is using the network")
+	}
+	if !strings.HasPrefix(line, "READY ") {
+		child.Process.Kill()
+		child.Wait()
+		t.Fatalf("child: %q", line)
+	}
+	var pids []int
+	for _, p := range strings.Split(strings.TrimSpace(strings.TrimPrefix(line, "READY ")), ",") {
+		pid, _ := strconv.Atoi(p)
+		pids = append(pids, pid)
+	}
+	child.Process.Signal(syscall.SIGKILL)
+	child.Wait()
+	// The nodes die with the harness (Pdeathsig), before any cleanup.
+	waitDead(t, pids)
+	left, err := netns.Leftovers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) == 0 {
+		t.Fatal("the killed run left nothing, so this test cannot tell whether Cleanup works")
+	}
+	if _, err := netns.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	assertClean(t)
+	os.RemoveAll(filepath.Dir(binary))
+}

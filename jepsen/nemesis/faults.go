@@ -1,0 +1,300 @@
+package nemesis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+
+	"github.com/seqd/seqd/jepsen/cluster"
+)
+
+// choose returns the nodes a process fault hits for target.
+func choose(ctx context.Context, env *Env, rng *rand.Rand, target string) ([]*cluster.Node, error) {
+	c := env.Cluster
+	switch target {
+	case "one":
+		if up := running(c.Nodes()); len(up) > 0 {
+			return []*cluster.Node{pick(rng, up)}, nil
+		}
+	case "allocsvr":
+		if up := running(c.AllocSvrs()); len(up) > 0 {
+			return []*cluster.Node{pick(rng, up)}, nil
+		}
+	case "leader":
+		l, err := c.Leader(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("finding the arbiter leader: %w", err)
+		}
+		return []*cluster.Node{l}, nil
+	case "store":
+		if up := running(c.Stores()); len(up) > 0 {
+			return []*cluster.Node{pick(rng, up)}, nil
+		}
+	case "store-leader":
+		l, err := c.StoreLeader(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("finding the store leader: %w", err)
+		}
+		return []*cluster.Node{l}, nil
+	case "minority":
+		// One arbiter (the group keeps its majority) and, of the AllocSvrs
+		// and the gateway, up to all but one AllocSvr.
+		arbs, allocs := running(c.Arbiters()), running(c.AllocSvrs())
+		if len(arbs) < 3 || len(allocs) < 2 {
+			break
+		}
+		out := []*cluster.Node{pick(rng, arbs)}
+		rng.Shuffle(len(allocs), func(i, j int) { allocs[i], allocs[j] = allocs[j], allocs[i] })
+		out = append(out, allocs[:1+rng.IntN(len(allocs)-1)]...)
+		if gw := c.Gateway(); gw.Running() && rng.IntN(2) == 0 {
+			out = append(out, gw)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("no running node fits target %q", target)
+}
+
+// killer crashes processes with SIGKILL and restarts them when healed.
+type killer struct{ targets []string }
+
+func (k *killer) Kind() string     { return "kill" }
+func (k *killer) Background() bool { return false }
+
+func (k *killer) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active, error) {
+	target := pick(rng, k.targets)
+	nodes, err := choose(ctx, env, rng, target)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range nodes {
+		n.Kill()
+	}
+	return &Active{
+		Target: target, Nodes: ids(nodes),
+		Desc: fmt.Sprintf("kill -9 %s (%s)", strings.Join(ids(nodes), ","), target),
+		Heal: func(context.Context) error {
+			var errs []error
+			for _, n := range nodes {
+				if !n.Running() {
+					errs = append(errs, n.Start())
+				}
+			}
+			return errors.Join(errs...)
+		},
+	}, nil
+}
+
+func (k *killer) HealAll(ctx context.Context, env *Env) error {
+	var errs []error
+	for _, n := range env.Cluster.Nodes() {
+		if !n.Running() {
+			errs = append(errs, n.Start())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pauser freezes processes with SIGSTOP and resumes them with SIGCONT.
+type pauser struct{ targets []string }
+
+func (p *pauser) Kind() string     { return "pause" }
+func (p *pauser) Background() bool { return false }
+
+func (p *pauser) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active, error) {
+	target := pick(rng, p.targets)
+	nodes, err := choose(ctx, env, rng, target)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range nodes {
+		if err := n.Pause(); err != nil {
+			return nil, err
+		}
+	}
+	return &Active{
+		Target: target, Nodes: ids(nodes),
+		Desc: fmt.Sprintf("pause %s (%s)", strings.Join(ids(nodes), ","), target),
+		Heal: func(context.Context) error {
+			var errs []error
+			for _, n := range nodes {
+				errs = append(errs, n.Resume())
+			}
+			return errors.Join(errs...)
+		},
+	}, nil
+}
+
+func (p *pauser) HealAll(ctx context.Context, env *Env) error {
+	var errs []error
+	for _, n := range env.Cluster.Nodes() {
+		errs = append(errs, n.Resume())
+	}
+	return errors.Join(errs...)
+}
+
+// partitioner cuts links with iptables inside the nodes' namespaces. The
+// harness (and so every client) keeps reaching every node, as clients in
+// other racks would.
+type partitioner struct{ shapes []string }
+
+func (p *partitioner) Kind() string     { return "partition" }
+func (p *partitioner) Background() bool { return false }
+
+func (p *partitioner) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active, error) {
+	shape := pick(rng, p.shapes)
+	c := env.Cluster
+	all := ids(c.Nodes())
+	shuffled := append([]string(nil), all...)
+	rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	var (
+		blocked map[string][]string
+		desc    string
+		nodes   []string
+	)
+	switch shape {
+	case "halves":
+		a, b := shuffled[:len(shuffled)/2], shuffled[len(shuffled)/2:]
+		blocked = cut(a, b)
+		desc, nodes = fmt.Sprintf("partition %s | %s", strings.Join(a, ","), strings.Join(b, ",")), all
+	case "isolate-one":
+		one := shuffled[0]
+		blocked = cut([]string{one}, shuffled[1:])
+		desc, nodes = "partition: isolate "+one, []string{one}
+	case "isolate-leader":
+		l, err := c.Leader(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("finding the arbiter leader: %w", err)
+		}
+		blocked = cut([]string{l.ID}, without(all, l.ID))
+		desc, nodes = "partition: isolate leader "+l.ID, []string{l.ID}
+	case "isolate-store-leader":
+		l, err := c.StoreLeader(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("finding the store leader: %w", err)
+		}
+		blocked = cut([]string{l.ID}, without(all, l.ID))
+		desc, nodes = "partition: isolate store leader "+l.ID, []string{l.ID}
+	case "majorities-ring":
+		blocked = ring(shuffled)
+		desc, nodes = "partition: majorities ring "+strings.Join(shuffled, "-"), all
+	case "bridge":
+		b := shuffled[0]
+		rest := shuffled[1:]
+		x, y := rest[:len(rest)/2], rest[len(rest)/2:]
+		blocked = cut(x, y)
+		desc, nodes = fmt.Sprintf("partition: %s | %s bridged by %s", strings.Join(x, ","), strings.Join(y, ","), b), all
+	case "allocsvr-arbiters":
+		up := running(c.AllocSvrs())
+		if len(up) == 0 {
+			return nil, errors.New("no running AllocSvr to cut off")
+		}
+		a := pick(rng, up).ID
+		blocked = cut([]string{a}, ids(c.Arbiters()))
+		desc, nodes = fmt.Sprintf("partition: %s cut off from the arbiters, still reachable by clients", a), []string{a}
+	default:
+		return nil, fmt.Errorf("unknown partition shape %q", shape)
+	}
+	if err := c.Partition(ctx, blocked); err != nil {
+		return nil, err
+	}
+	return &Active{Target: shape, Desc: desc, Nodes: nodes, Heal: c.Heal}, nil
+}
+
+func (p *partitioner) HealAll(ctx context.Context, env *Env) error { return env.Cluster.Heal(ctx) }
+
+// cut blocks every node of a from every node of b.
+func cut(a, b []string) map[string][]string {
+	m := map[string][]string{}
+	for _, x := range a {
+		m[x] = append(m[x], b...)
+	}
+	return m
+}
+
+func without(xs []string, drop string) []string {
+	var out []string
+	for _, x := range xs {
+		if x != drop {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// ring arranges nodes in a circle where each sees the nearest d on either
+// side, with d the smallest that makes what it sees a majority; no two
+// nodes see the same majority (Jepsen's majorities-ring).
+func ring(nodes []string) map[string][]string {
+	n := len(nodes)
+	d := (n/2 + 1) / 2
+	m := map[string][]string{}
+	for i := range nodes {
+		for j := range nodes {
+			dist := (j - i + n) % n
+			dist = min(dist, n-dist)
+			if dist > d {
+				m[nodes[i]] = append(m[nodes[i]], nodes[j])
+			}
+		}
+	}
+	return m
+}
+
+// clocker skews one node's lease clock through the test-only failpoint.
+// "clock" stays within what the lease margin covers (margin = lease/10,
+// and only one node is skewed at a time, by at most 5%); "clock-beyond"
+// goes past it (a leader at 2x declares leases over in half the time; an
+// AllocSvr at 0.5x serves twice as long) to show what the margin protects.
+type clocker struct {
+	kind    string
+	targets []string
+}
+
+func (k *clocker) Kind() string     { return k.kind }
+func (k *clocker) Background() bool { return true }
+
+func (k *clocker) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active, error) {
+	target := pick(rng, k.targets)
+	nodes, err := choose(ctx, env, rng, target)
+	if err != nil {
+		return nil, err
+	}
+	n := nodes[0]
+	var rate float64
+	if k.kind == "clock" {
+		rate = 1 + 0.01 + 0.04*rng.Float64()
+		if rng.IntN(2) == 0 {
+			rate = 2 - rate
+		}
+	} else {
+		rate = 2
+		if target == "allocsvr" {
+			rate = 0.5
+		}
+	}
+	if err := n.SetClockRate(ctx, rate); err != nil {
+		return nil, err
+	}
+	return &Active{
+		Target: target, Nodes: []string{n.ID},
+		Desc: fmt.Sprintf("%s: %s lease clock at %.3fx (%s)", k.kind, n.ID, rate, target),
+		Heal: func(ctx context.Context) error {
+			if !n.Running() {
+				return nil // a restart runs at the real rate
+			}
+			return n.SetClockRate(ctx, 1)
+		},
+	}, nil
+}
+
+func (k *clocker) HealAll(ctx context.Context, env *Env) error {
+	var errs []error
+	for _, n := range env.Cluster.Nodes() {
+		if n.Running() {
+			errs = append(errs, n.SetClockRate(ctx, 1))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,348 @@
+// Package nemesis injects faults into a running cluster on a schedule drawn
+// from a seeded random generator: process crashes and pauses, network
+// partitions of several shapes, and lease-clock skew.
+package nemesis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/seqd/seqd/jepsen/cluster"
+)
+
+// Fault is one injected fault, as the report shows it.
+type Fault struct {
+	// Kind is the nemesis ("kill", "pause", "partition", "clock",
+	// "clock-beyond"); Target the variant ("leader", "allocsvr-arbiters").
+	Kind   string        `json:"kind"`
+	Target string        `json:"target"`
+	Desc   string        `json:"desc"`
+	Nodes  []string      `json:"nodes"`
+	Start  time.Duration `json:"start_ns"`
+	End    time.Duration `json:"end_ns"`
+	Err    string        `json:"error,omitempty"`
+}
+
+// Type is Kind:Target, the unit reports aggregate by.
+func (f Fault) Type() string { return f.Kind + ":" + f.Target }
+
+// Env is what nemeses act on.
+type Env struct {
+	Cluster *cluster.Cluster
+	// Now reads the run's clock (the recorder's), so faults and
+	// operations share one time axis.
+	Now  func() time.Duration
+	Logf func(format string, args ...any)
+}
+
+// Active is a fault in progress.
+type Active struct {
+	Target string
+	Desc   string
+	Nodes  []string
+	// Heal ends the fault.
+	Heal func(ctx context.Context) error
+}
+
+// Nemesis injects one kind of fault.
+type Nemesis interface {
+	// Kind names the nemesis as --nemesis does.
+	Kind() string
+	// Background nemeses (clock skew) run alongside the others instead of
+	// taking turns with them.
+	Background() bool
+	// Inject starts one fault chosen with rng.
+	Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active, error)
+	// HealAll undoes whatever this nemesis may have left behind.
+	HealAll(ctx context.Context, env *Env) error
+}
+
+// Spec is a parsed --nemesis element: a kind and, optionally, the targets
+// or shapes it may pick from ("partition:allocsvr-arbiters+halves").
+type Spec struct {
+	Kind    string
+	Targets []string
+}
+
+func (s Spec) String() string {
+	if len(s.Targets) == 0 {
+		return s.Kind
+	}
+	return s.Kind + ":" + strings.Join(s.Targets, "+")
+}
+
+// Kinds lists every nemesis with its targets; the first target list is
+// what a bare kind picks from.
+// The store-* targets need a cluster with a message store; a bare kind
+// picks them only then (see DefaultTargets).
+var Kinds = map[string][]string{
+	"kill":         {"one", "allocsvr", "leader", "minority", "store", "store-leader"},
+	"pause":        {"one", "allocsvr", "leader", "store", "store-leader"},
+	"partition":    {"halves", "isolate-one", "isolate-leader", "majorities-ring", "bridge", "allocsvr-arbiters", "isolate-store-leader"},
+	"clock":        {"allocsvr", "leader"},
+	"clock-beyond": {"leader", "allocsvr"},
+}
+
+// ParseSpecs parses a comma-separated --nemesis value. "none" or "" gives
+// no nemesis.
+func ParseSpecs(s string) ([]Spec, error) {
+	var out []Spec
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" || part == "none" {
+			continue
+		}
+		kind, targets, _ := strings.Cut(part, ":")
+		valid, ok := Kinds[kind]
+		if !ok {
+			return nil, fmt.Errorf("unknown nemesis %q; use %s", kind, strings.Join(KindNames(), ", "))
+		}
+		sp := Spec{Kind: kind}
+		if targets != "" {
+			for _, t := range strings.Split(targets, "+") {
+				if !slices.Contains(valid, t) {
+					return nil, fmt.Errorf("nemesis %s has no target %q; use %s", kind, t, strings.Join(valid, ", "))
+				}
+				sp.Targets = append(sp.Targets, t)
+			}
+		}
+		out = append(out, sp)
+	}
+	return out, nil
+}
+
+// KindNames returns the nemesis kinds, sorted.
+func KindNames() []string {
+	var ks []string
+	for k := range Kinds {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// DefaultTargets is what a bare kind picks from: every target, the
+// store ones only when the cluster has a message store.
+func DefaultTargets(kind string, store bool) []string {
+	var out []string
+	for _, t := range Kinds[kind] {
+		if store || !strings.HasPrefix(t, "store") && !strings.HasSuffix(t, "store-leader") {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Build turns specs into nemeses for c. Faults the backend cannot inject
+// are left out and explained in skipped.
+func Build(specs []Spec, c *cluster.Cluster) (ns []Nemesis, skipped []string) {
+	for _, sp := range specs {
+		targets := sp.Targets
+		if len(targets) == 0 {
+			targets = DefaultTargets(sp.Kind, len(c.Stores()) > 0)
+		}
+		switch sp.Kind {
+		case "kill":
+			ns = append(ns, &killer{targets: targets})
+		case "pause":
+			ns = append(ns, &pauser{targets: targets})
+		case "partition":
+			if !c.CanPartition() {
+				skipped = append(skipped, fmt.Sprintf("partition (%s): the %s backend cannot cut links; run as root with --backend netns", strings.Join(targets, ", "), c.Backend()))
+				continue
+			}
+			ns = append(ns, &partitioner{shapes: targets})
+		case "clock", "clock-beyond":
+			if !c.Failpoints() {
+				skipped = append(skipped, sp.Kind+": the seqd binary has no clock failpoint (needs -tags seqdbugs)")
+				continue
+			}
+			ns = append(ns, &clocker{kind: sp.Kind, targets: targets})
+		}
+	}
+	return ns, skipped
+}
+
+// Schedule says how often faults come and how long they last.
+type Schedule struct {
+	// Interval is the quiet time between two faults of a class: uniform
+	// in [Interval[0], Interval[1]].
+	Interval [2]time.Duration `json:"interval_ns"`
+	// Hold is how long a fault lasts.
+	Hold [2]time.Duration `json:"hold_ns"`
+}
+
+// DefaultSchedule: a fault every 3–10 s, lasting 1–8 s. Both ends matter:
+// a pause shorter than a lease tests the lease rules, and a partition
+// longer than lease+margin makes the arbiters move the slots.
+var DefaultSchedule = Schedule{Interval: [2]time.Duration{3 * time.Second, 10 * time.Second}, Hold: [2]time.Duration{time.Second, 8 * time.Second}}
+
+// Runner runs nemeses and records their faults.
+type Runner struct {
+	env   *Env
+	sched Schedule
+	seed  uint64
+	nem   []Nemesis
+}
+
+// NewRunner prepares to run nems. Each class (foreground, background) draws
+// from its own generator seeded from seed, so the sequence of choices
+// depends only on the seed.
+func NewRunner(env *Env, nems []Nemesis, sched Schedule, seed uint64) *Runner {
+	return &Runner{env: env, sched: sched, seed: seed, nem: nems}
+}
+
+// Run injects faults until ctx ends, then heals the fault in progress, and
+// returns every fault with its interval. current receives a description of
+// the faults in progress whenever it changes (may be nil).
+func (r *Runner) Run(ctx context.Context, current func(string)) []Fault {
+	var fg, bg []Nemesis
+	for _, n := range r.nem {
+		if n.Background() {
+			bg = append(bg, n)
+		} else {
+			fg = append(fg, n)
+		}
+	}
+	type result struct{ faults []Fault }
+	results := make(chan result, 2)
+	var (
+		mu     sync.Mutex
+		active [2]string
+	)
+	report := func(class int, s string) {
+		mu.Lock()
+		active[class] = s
+		var parts []string
+		for _, a := range active {
+			if a != "" {
+				parts = append(parts, a)
+			}
+		}
+		mu.Unlock()
+		if current != nil {
+			current(strings.Join(parts, " + "))
+		}
+	}
+	classes := 0
+	for class, group := range [][]Nemesis{fg, bg} {
+		if len(group) == 0 {
+			continue
+		}
+		classes++
+		rng := rand.New(rand.NewPCG(r.seed, uint64(class)+1))
+		go func(class int, group []Nemesis) {
+			results <- result{r.loop(ctx, class, group, rng, report)}
+		}(class, group)
+	}
+	var all []Fault
+	for range classes {
+		all = append(all, (<-results).faults...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Start < all[j].Start })
+	return all
+}
+
+func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, rng *rand.Rand, report func(int, string)) []Fault {
+	var faults []Fault
+	for {
+		if !sleep(ctx, uniform(rng, r.sched.Interval)) {
+			return faults
+		}
+		n := group[rng.IntN(len(group))]
+		hold := uniform(rng, r.sched.Hold)
+		if class == 1 {
+			// Skew lasts across several other faults, so they overlap.
+			hold *= 3
+		}
+		f := Fault{Kind: n.Kind(), Start: r.env.Now()}
+		ictx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		a, err := n.Inject(ictx, r.env, rng)
+		cancel()
+		if err != nil {
+			f.End, f.Err = r.env.Now(), err.Error()
+			f.Desc = "not injected: " + err.Error()
+			r.env.Logf("nemesis %s: %v", n.Kind(), err)
+			faults = append(faults, f)
+			continue
+		}
+		f.Target, f.Desc, f.Nodes = a.Target, a.Desc, a.Nodes
+		r.env.Logf("nemesis: %s (for %v)", a.Desc, hold.Round(time.Millisecond))
+		report(class, a.Desc)
+		sleep(ctx, hold)
+		hctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := a.Heal(hctx); err != nil {
+			f.Err = "heal: " + err.Error()
+			r.env.Logf("nemesis %s: heal: %v", n.Kind(), err)
+		}
+		cancel()
+		f.End = r.env.Now()
+		report(class, "")
+		faults = append(faults, f)
+		if ctx.Err() != nil {
+			return faults
+		}
+	}
+}
+
+// HealAll undoes everything every nemesis may have left: the final heal
+// before the quiet period.
+func HealAll(ctx context.Context, env *Env, nems []Nemesis) error {
+	// Resume paused processes before talking to them, and reset clocks
+	// before restarting crashed ones (a fresh process runs at the real rate).
+	order := map[string]int{"pause": 0, "clock": 1, "clock-beyond": 1, "partition": 2, "kill": 3}
+	nems = slices.Clone(nems)
+	sort.SliceStable(nems, func(i, j int) bool { return order[nems[i].Kind()] < order[nems[j].Kind()] })
+	var errs []error
+	for _, n := range nems {
+		if err := n.HealAll(ctx, env); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n.Kind(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func uniform(rng *rand.Rand, r [2]time.Duration) time.Duration {
+	if r[1] <= r[0] {
+		return r[0]
+	}
+	return r[0] + time.Duration(rng.Int64N(int64(r[1]-r[0])))
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func pick[T any](rng *rand.Rand, xs []T) T { return xs[rng.IntN(len(xs))] }
+
+func ids(ns []*cluster.Node) []string {
+	out := make([]string, len(ns))
+	for i, n := range ns {
+		out[i] = n.ID
+	}
+	return out
+}
+
+func running(ns []*cluster.Node) []*cluster.Node {
+	var out []*cluster.Node
+	for _, n := range ns {
+		if n.Running() && !n.Paused() {
+			out = append(out, n)
+		}
+	}
+	return out
+}

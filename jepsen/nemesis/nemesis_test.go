@@ -1,0 +1,185 @@
+package nemesis
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestParseSpecs(t *testing.T) {
+	good := map[string]string{
+		"":                                   "",
+		"none":                               "",
+		"kill,pause,partition":               "kill,pause,partition",
+		" kill , clock ":                     "kill,clock",
+		"partition:allocsvr-arbiters+halves": "partition:allocsvr-arbiters+halves",
+		"kill:leader,clock-beyond:allocsvr":  "kill:leader,clock-beyond:allocsvr",
+	}
+	for in, want := range good {
+		specs, err := ParseSpecs(in)
+		if err != nil {
+			t.Errorf("ParseSpecs(%q): %v", in, err)
+			continue
+		}
+		var got []string
+		for _, s := range specs {
+			got = append(got, s.String())
+		}
+		if strings.Join(got, ",") != want {
+			t.Errorf("ParseSpecs(%q) = %v, want %s", in, got, want)
+		}
+	}
+	for _, bad := range []string{"kil", "partition:nowhere", "kill:allocsvr-arbiters", "clock:halves"} {
+		if _, err := ParseSpecs(bad); err == nil {
+			t.Errorf("ParseSpecs(%q) accepted", bad)
+		}
+	}
+}
+
+// In a majorities ring every node reaches a majority (itself included),
+// cuts are symmetric, and no two nodes see the same majority.
+func TestRing(t *testing.T) {
+	for n := 3; n <= 9; n++ {
+		var nodes []string
+		for i := range n {
+			nodes = append(nodes, fmt.Sprintf("n%d", i))
+		}
+		m := ring(nodes)
+		seen := map[string]string{}
+		for _, a := range nodes {
+			var sees []string
+			for _, b := range nodes {
+				if !slices.Contains(m[a], b) {
+					sees = append(sees, b)
+				}
+				if slices.Contains(m[a], b) != slices.Contains(m[b], a) {
+					t.Fatalf("n=%d: cut %s-%s is one-sided", n, a, b)
+				}
+			}
+			if len(sees) <= n/2 {
+				t.Fatalf("n=%d: %s sees %v, not a majority", n, a, sees)
+			}
+			sort.Strings(sees)
+			key := strings.Join(sees, ",")
+			if other, dup := seen[key]; dup && len(sees) < n {
+				t.Fatalf("n=%d: %s and %s see the same majority %s", n, a, other, key)
+			}
+			seen[key] = a
+		}
+	}
+}
+
+func TestCut(t *testing.T) {
+	m := cut([]string{"a", "b"}, []string{"c"})
+	if !slices.Equal(m["a"], []string{"c"}) || !slices.Equal(m["b"], []string{"c"}) || len(m["c"]) != 0 {
+		t.Fatalf("cut = %v", m)
+	}
+}
+
+func TestUniformStaysInRange(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	r := [2]time.Duration{3 * time.Second, 10 * time.Second}
+	for range 1000 {
+		if d := uniform(rng, r); d < r[0] || d >= r[1] {
+			t.Fatalf("uniform gave %v outside %v", d, r)
+		}
+	}
+	if d := uniform(rng, [2]time.Duration{time.Second, time.Second}); d != time.Second {
+		t.Fatalf("degenerate range gave %v", d)
+	}
+}
+
+// fake records what the runner asks of it.
+type fake struct {
+	kind       string
+	background bool
+	mu         sync.Mutex
+	active     int
+	maxActive  int
+	injected   []string
+	healed     int
+}
+
+func (f *fake) Kind() string     { return f.kind }
+func (f *fake) Background() bool { return f.background }
+
+func (f *fake) Inject(_ context.Context, _ *Env, rng *rand.Rand) (*Active, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.active++
+	f.maxActive = max(f.maxActive, f.active)
+	target := fmt.Sprint(rng.IntN(1000))
+	f.injected = append(f.injected, target)
+	return &Active{Target: target, Desc: f.kind + " " + target, Heal: func(context.Context) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.active--
+		f.healed++
+		return nil
+	}}, nil
+}
+
+func (f *fake) HealAll(context.Context, *Env) error { return nil }
+
+func runFakes(seed uint64) ([]Fault, *fake, *fake, *fake) {
+	a, b, clk := &fake{kind: "kill"}, &fake{kind: "pause"}, &fake{kind: "clock", background: true}
+	start := time.Now()
+	env := &Env{Now: func() time.Duration { return time.Since(start) }, Logf: func(string, ...any) {}}
+	sched := Schedule{Interval: [2]time.Duration{time.Millisecond, 3 * time.Millisecond}, Hold: [2]time.Duration{time.Millisecond, 2 * time.Millisecond}}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	faults := NewRunner(env, []Nemesis{a, b, clk}, sched, seed).Run(ctx, nil)
+	return faults, a, b, clk
+}
+
+func TestRunnerTakesTurnsAndHealsEverything(t *testing.T) {
+	faults, a, b, clk := runFakes(7)
+	if len(faults) < 10 {
+		t.Fatalf("only %d faults in 300ms", len(faults))
+	}
+	for _, f := range []*fake{a, b, clk} {
+		if f.active != 0 || f.healed != len(f.injected) {
+			t.Errorf("%s: %d injected, %d healed, %d still active", f.kind, len(f.injected), f.healed, f.active)
+		}
+	}
+	// Foreground faults never overlap each other; clock skew runs alongside.
+	var fg []Fault
+	for _, f := range faults {
+		if f.End < f.Start {
+			t.Fatalf("fault %+v ends before it starts", f)
+		}
+		if f.Kind != "clock" {
+			fg = append(fg, f)
+		}
+	}
+	for i := 1; i < len(fg); i++ {
+		if fg[i].Start < fg[i-1].End {
+			t.Fatalf("foreground faults overlap: %+v and %+v", fg[i-1], fg[i])
+		}
+	}
+	if len(clk.injected) == 0 {
+		t.Fatal("the background nemesis never ran")
+	}
+}
+
+func TestRunnerChoicesFollowTheSeed(t *testing.T) {
+	_, a1, _, _ := runFakes(42)
+	_, a2, _, _ := runFakes(42)
+	_, a3, _, _ := runFakes(43)
+	n := min(len(a1.injected), len(a2.injected), len(a3.injected), 3)
+	if n == 0 {
+		t.Skip("too few faults on this machine to compare")
+	}
+	if !slices.Equal(a1.injected[:n], a2.injected[:n]) {
+		t.Fatalf("same seed, different choices: %v vs %v", a1.injected[:n], a2.injected[:n])
+	}
+	if slices.Equal(a1.injected[:n], a3.injected[:n]) {
+		t.Fatalf("different seeds, same choices: %v", a1.injected[:n])
+	}
+}

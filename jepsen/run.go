@@ -1,0 +1,469 @@
+// Package jepsen runs seqd under faults and checks that it kept its
+// guarantees: it starts a real multi-process cluster (jepsen/cluster),
+// drives workloads against it (jepsen/workload), injects faults on a seeded
+// schedule (jepsen/nemesis), judges the recorded history
+// (jepsen/checker), and writes a report (jepsen/report).
+package jepsen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/seqd/seqd/internal/bugs"
+	"github.com/seqd/seqd/jepsen/checker"
+	"github.com/seqd/seqd/jepsen/cluster"
+	"github.com/seqd/seqd/jepsen/nemesis"
+	"github.com/seqd/seqd/jepsen/report"
+	"github.com/seqd/seqd/jepsen/workload"
+)
+
+// Options is a run: the spec (what to do) and where and how to do it.
+type Options struct {
+	report.Spec
+	// Out is the run directory; it must not hold an earlier run.
+	Out string
+	// Src is the seqd source tree to build (default: found upwards from
+	// the working directory).
+	Src string
+	// Progress receives the live progress lines (nil: none).
+	Progress io.Writer
+}
+
+// Defaults fills zero fields of a spec.
+func Defaults(s *report.Spec) {
+	if s.Workload == "" {
+		s.Workload = "alloc"
+	}
+	if s.TimeLimit == 0 {
+		s.TimeLimit = 60 * time.Second
+	}
+	if s.Quiet == 0 {
+		s.Quiet = 10 * time.Second
+	}
+	if s.Backend == "" {
+		s.Backend = cluster.DefaultBackend()
+	}
+	if s.AllocSvrs == 0 {
+		s.AllocSvrs = 2
+	}
+	if s.Lease == 0 {
+		s.Lease = 2 * time.Second
+	}
+	if s.Step == 0 {
+		// Hot keys run through a step within one lease (the raise path is
+		// always busy); warm keys do not (an old owner keeps serving them).
+		s.Step = 1000
+	}
+	if s.Schedule.Interval[1] == 0 {
+		s.Schedule.Interval = nemesis.DefaultSchedule.Interval
+	}
+	if s.Schedule.Hold[1] == 0 {
+		s.Schedule.Hold = nemesis.DefaultSchedule.Hold
+	}
+	if s.CheckTimeout == 0 {
+		s.CheckTimeout = 3 * time.Minute
+	}
+}
+
+// Validate checks a spec before anything starts.
+func Validate(s report.Spec) ([]nemesis.Spec, error) {
+	if _, _, err := workload.New(s.Workload, s.Alloc); err != nil {
+		return nil, err
+	}
+	specs, err := nemesis.ParseSpecs(s.Nemesis)
+	if err != nil {
+		return nil, err
+	}
+	if s.Bug != "" {
+		b, ok := bugs.Lookup(s.Bug)
+		if !ok {
+			var names []string
+			for _, b := range bugs.Known {
+				names = append(names, b.Name)
+			}
+			return nil, fmt.Errorf("unknown bug %q; planted bugs: %s", s.Bug, strings.Join(names, ", "))
+		}
+		if w := BugWorkload(b); s.Workload != w && s.Workload != "all" {
+			return nil, fmt.Errorf("bug %s breaks %s, which only the %s workload exercises; run --workload %s", b.Name, b.Breaks, w, w)
+		}
+	}
+	if s.Backend != cluster.BackendNetns && s.Backend != cluster.BackendLocal {
+		return nil, fmt.Errorf("unknown backend %q; use netns or local", s.Backend)
+	}
+	return specs, nil
+}
+
+// BugWorkload names the workload that can catch b: alloc for G1, messages
+// for G2 and G3.
+func BugWorkload(b bugs.Bug) string {
+	if b.Breaks == "G1" {
+		return "alloc"
+	}
+	return "messages"
+}
+
+// Run runs one test and writes its report into o.Out. It always returns
+// results (with HarnessError set when the harness itself failed); the
+// exit code is in them.
+func Run(ctx context.Context, o Options) (res *report.Results) {
+	Defaults(&o.Spec)
+	start := time.Now()
+	res = &report.Results{
+		Spec: o.Spec, Scenario: o.Scenario, Workload: o.Workload, Backend: o.Backend, Bug: o.Bug, Seed: o.Seed,
+		AllocSvrs: o.AllocSvrs, TimeLimit: o.TimeLimit, Quiet: o.Quiet, Started: start,
+	}
+	res.Command = o.Spec.Args(o.Out + "-repro")
+	res.CommandLine = report.ShellQuote(res.Command)
+	r := &run{o: o, res: res, start: start}
+	if f, ok := o.Progress.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			r.tty = true
+		}
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			res.HarnessError = fmt.Sprintf("panic: %v\n%s", p, debug.Stack())
+		}
+		r.finish()
+	}()
+	if err := r.run(ctx); err != nil {
+		res.HarnessError = err.Error()
+	}
+	return res
+}
+
+// maxFindings is how many anomalies per checker results.json keeps (the
+// earliest); the count is always complete.
+const maxFindings = 100
+
+type run struct {
+	o     Options
+	res   *report.Results
+	start time.Time
+	log   *os.File
+	logMu sync.Mutex
+
+	c        *cluster.Cluster
+	wls      []workload.Workload
+	samples  []workload.Sample
+	fault    atomic.Value // string: faults in progress
+	progress chan struct{}
+	tty      bool
+}
+
+func (r *run) logf(format string, args ...any) {
+	line := fmt.Sprintf("[%7.2fs] ", time.Since(r.start).Seconds()) + fmt.Sprintf(format, args...)
+	r.logMu.Lock()
+	defer r.logMu.Unlock()
+	if r.log != nil {
+		fmt.Fprintln(r.log, line)
+	}
+	if r.o.Progress != nil {
+		if r.tty {
+			line = "\r\033[K" + line
+		}
+		fmt.Fprintln(r.o.Progress, line)
+	}
+}
+
+func (r *run) run(ctx context.Context) error {
+	o := r.o
+	specs, err := Validate(o.Spec)
+	if err != nil {
+		return err
+	}
+	if o.Out == "" {
+		return errors.New("--out: give a directory for the report")
+	}
+	if _, err := os.Stat(filepath.Join(o.Out, "results.json")); err == nil {
+		return fmt.Errorf("--out %s already holds a run; pick a new directory", o.Out)
+	}
+	if err := os.MkdirAll(filepath.Join(o.Out, "bin"), 0o755); err != nil {
+		return err
+	}
+	if r.log, err = os.Create(filepath.Join(o.Out, "harness.log")); err != nil {
+		return err
+	}
+	r.logf("seqjepsen: %s", r.res.CommandLine)
+	wls, missing, err := workload.New(o.Workload, o.Alloc)
+	if err != nil {
+		return err
+	}
+	for _, m := range missing {
+		r.logf("SKIPPED WORKLOAD: %s", m)
+		r.res.Skipped = append(r.res.Skipped, "workload "+m)
+	}
+	r.wls = wls
+
+	// Build: release binary, or the test build when a bug or a failpoint
+	// is needed. Release binaries cannot plant bugs.
+	src := o.Src
+	if src == "" {
+		if src, err = cluster.ModuleRoot("."); err != nil {
+			return err
+		}
+	}
+	tags := ""
+	if o.Bug != "" || slices.ContainsFunc(specs, func(s nemesis.Spec) bool { return strings.HasPrefix(s.Kind, "clock") }) {
+		tags = "seqdbugs"
+	}
+	r.logf("building seqd from %s (tags %q)", src, tags)
+	bin, err := cluster.Build(ctx, src, filepath.Join(o.Out, "bin"), tags)
+	if err != nil {
+		return err
+	}
+	var env []string
+	if o.Bug != "" {
+		env = append(env, bugs.EnvBugs+"="+o.Bug)
+		r.logf("PLANTED BUG: %s", o.Bug)
+	}
+	stores := 0
+	if workload.NeedsStore(wls) {
+		stores = 3
+	}
+	c, err := cluster.Start(ctx, cluster.Options{
+		Dir: o.Out, Backend: o.Backend, Binary: bin, Env: env, Failpoints: tags != "",
+		AllocSvrs: o.AllocSvrs, StoreReplicas: stores, Lease: o.Lease, Step: o.Step, Logf: r.logf,
+	})
+	if err != nil {
+		return fmt.Errorf("starting the cluster: %w", err)
+	}
+	r.c = c
+	nems, skipped := nemesis.Build(specs, c)
+	for _, s := range skipped {
+		r.logf("SKIPPED FAULT: %s", s)
+	}
+	r.res.Skipped = append(r.res.Skipped, skipped...)
+	for _, n := range specs {
+		r.res.Nemeses = append(r.res.Nemeses, n.String())
+	}
+	if len(specs) > 0 && len(nems) == 0 {
+		return fmt.Errorf("none of the requested faults (%s) can be injected on the %s backend", o.Nemesis, c.Backend())
+	}
+
+	origin := time.Now()
+	wenv := &workload.Env{Cluster: c, Origin: origin, Seed: o.Seed, Logf: r.logf}
+	for _, w := range r.wls {
+		if err := w.Start(ctx, wenv); err != nil {
+			return fmt.Errorf("workload %s: %w", w.Name(), err)
+		}
+	}
+	r.logf("cluster serving; workload %s for %v with nemeses [%s], seed %d", o.Workload, o.TimeLimit, strings.Join(r.res.Nemeses, ", "), o.Seed)
+
+	wctx, stopWork := context.WithCancel(context.Background())
+	var wwg sync.WaitGroup
+	for _, w := range r.wls {
+		wwg.Add(1)
+		go func(w workload.Workload) {
+			defer wwg.Done()
+			if err := w.Run(wctx); err != nil {
+				r.logf("workload %s: %v", w.Name(), err)
+			}
+		}(w)
+	}
+	r.fault.Store("")
+	r.progress = make(chan struct{})
+	go r.showProgress(origin)
+
+	nenv := &nemesis.Env{Cluster: c, Now: wenv.Now, Logf: r.logf}
+	nctx, stopNemesis := context.WithTimeout(ctx, o.TimeLimit)
+	faults := nemesis.NewRunner(nenv, nems, o.Schedule, o.Seed).Run(nctx, func(s string) { r.fault.Store(s) })
+	<-nctx.Done()
+	stopNemesis()
+	interrupted := ctx.Err() != nil
+
+	// Final heal, then a quiet period with the workload still running.
+	r.logf("final heal")
+	hctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	if err := nemesis.HealAll(hctx, nenv, nems); err != nil {
+		r.logf("final heal: %v", err)
+	}
+	cancel()
+	r.fault.Store("healed, quiet period")
+	if !interrupted {
+		if err := c.WaitServing(context.Background(), 60*time.Second); err != nil {
+			r.logf("after the final heal: %v", err)
+		}
+		sleepCtx(ctx, o.Quiet)
+	}
+	stopWork()
+	wwg.Wait()
+	r.res.WorkloadEnd = wenv.Now()
+	r.fault.Store("final reads")
+	if !interrupted {
+		for _, w := range r.wls {
+			if err := w.Final(context.Background()); err != nil {
+				r.logf("final reads (%s): %v", w.Name(), err)
+			}
+		}
+	}
+	close(r.progress)
+	r.res.Faults = faults
+	r.res.Events = c.Events()
+	if interrupted {
+		return errors.New("interrupted before the time limit; the history was checked anyway, but an incomplete run is no evidence of safety")
+	}
+	return nil
+}
+
+// finish checks the histories, stops the cluster, and writes the report.
+// It runs even after a harness failure, so whatever was recorded is checked.
+func (r *run) finish() {
+	res := r.res
+	if r.c != nil {
+		r.c.Close()
+		for _, n := range r.c.Nodes() {
+			res.Logs = append(res.Logs, filepath.Join("logs", n.ID+".log"))
+		}
+	}
+	res.Ops = map[string]uint64{}
+	for _, w := range r.wls {
+		defer w.Close()
+		ok, failed := w.Progress()
+		if ok+failed == 0 {
+			continue
+		}
+		r.logf("checking %d %s operations", ok+failed, w.Name())
+		results := w.Check(context.Background(), workload.CheckOptions{Timeout: r.o.CheckTimeout})
+		for i := range results {
+			results[i].Trim(maxFindings)
+		}
+		res.Checkers = append(res.Checkers, results...)
+		for k, v := range w.Counts() {
+			res.Ops[w.Name()+"."+k] = v
+		}
+		r.samples = append(r.samples, w.Samples()...)
+		res.Unavailability = append(res.Unavailability, w.Unavailability(res.Faults)...)
+		if r.o.Out != "" {
+			arts, err := w.Artifacts(context.Background(), r.o.Out, res.Faults, results)
+			if err != nil {
+				r.logf("artifacts (%s): %v", w.Name(), err)
+			}
+			res.Artifacts = append(res.Artifacts, arts...)
+		}
+		for _, c := range results {
+			r.logf("checker %s/%s: %s (%d anomalies)", c.Workload, c.Checker, c.Verdict, c.Count)
+		}
+	}
+	if res.HarnessError == "" && len(res.Checkers) > 0 {
+		var ok uint64
+		for _, w := range r.wls {
+			n, _ := w.Progress()
+			ok += n
+		}
+		if ok < 100 {
+			res.HarnessError = fmt.Sprintf("only %d operations succeeded: the cluster hardly served, so the run shows nothing", ok)
+		}
+	}
+	if r.o.Out != "" {
+		// The binaries are rebuilt (from the build cache) by a repro.
+		os.RemoveAll(filepath.Join(r.o.Out, "bin"))
+	}
+	res.Duration = time.Since(r.start)
+	res.Finish(r.samples)
+	res.Message = message(res)
+	r.logf("%s", res.Message)
+	if r.o.Out != "" {
+		if err := res.WriteJSON(r.o.Out); err != nil {
+			r.logf("writing results.json: %v", err)
+		}
+		if err := res.WriteHTML(r.o.Out, r.samples); err != nil {
+			r.logf("writing index.html: %v", err)
+		}
+	}
+	if r.log != nil {
+		r.log.Close()
+	}
+}
+
+func message(res *report.Results) string {
+	var failed, unknown []string
+	n := 0
+	for _, c := range res.Checkers {
+		switch c.Verdict {
+		case checker.Fail:
+			failed = append(failed, fmt.Sprintf("%s/%s (%d)", c.Workload, c.Checker, c.Count))
+			n += c.Count
+		case checker.Unknown:
+			unknown = append(unknown, c.Workload+"/"+c.Checker)
+		}
+	}
+	switch {
+	case len(failed) > 0:
+		at := ""
+		if res.FirstAnomaly != nil {
+			at = fmt.Sprintf("; the first became visible at %.2fs", res.FirstAnomaly.Seconds())
+		}
+		return fmt.Sprintf("ANOMALY: %d anomalies found by %s%s. See index.html.", n, strings.Join(failed, ", "), at)
+	case res.HarnessError != "":
+		return "HARNESS FAILURE: " + firstLine(res.HarnessError)
+	case len(unknown) > 0:
+		return "INCONCLUSIVE: " + strings.Join(unknown, ", ") + " could not decide (see the checker summary); not a pass. Rerun with a longer --check-timeout or a lower --rate."
+	}
+	return fmt.Sprintf("PASS: every checker passed (%d operations, %d faults).", res.Ops["alloc.total"]+res.Ops["messages.send_attempts"], len(res.Faults))
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
+
+func (r *run) showProgress(origin time.Time) {
+	tty := r.tty
+	every := 5 * time.Second
+	if tty {
+		every = time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var lastOK, lastFailed uint64
+	last := time.Now()
+	for {
+		select {
+		case <-r.progress:
+			return
+		case now := <-t.C:
+			var ok, failed uint64
+			for _, w := range r.wls {
+				a, b := w.Progress()
+				ok, failed = ok+a, failed+b
+			}
+			dt := now.Sub(last).Seconds()
+			fault, _ := r.fault.Load().(string)
+			if fault == "" {
+				fault = "none"
+			}
+			line := fmt.Sprintf("[%5.1fs/%v] %8.0f ok/s %6.0f failed/s  total %d | fault: %s",
+				time.Since(origin).Seconds(), r.o.TimeLimit, float64(ok-lastOK)/dt, float64(failed-lastFailed)/dt, ok+failed, fault)
+			lastOK, lastFailed, last = ok, failed, now
+			if r.o.Progress != nil {
+				r.logMu.Lock()
+				if tty {
+					fmt.Fprintf(r.o.Progress, "\r\033[K%s", line)
+				} else {
+					fmt.Fprintln(r.o.Progress, line)
+				}
+				r.logMu.Unlock()
+			}
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,90 @@
+package jepsen
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/seqd/seqd/internal/bugs"
+)
+
+// Scenario is a named run: a workload, a nemesis mix, optionally a planted
+// bug, and the outcome it must have.
+type Scenario struct {
+	Name     string
+	Doc      string
+	Workload string
+	Nemesis  string
+	Bug      string
+	// NeedsNetns: the faults that matter need partitions.
+	NeedsNetns bool
+	TimeLimit  time.Duration
+	// Interval overrides the default time between faults.
+	Interval [2]time.Duration
+	// Expect is "pass" (no anomaly allowed) or "fail" (the run must catch
+	// the anomaly: a planted bug, or clock skew beyond the margin).
+	Expect string
+}
+
+// bugInterval packs faults closer, so a 60 s run sees a dozen of them.
+var bugInterval = [2]time.Duration{2 * time.Second, 6 * time.Second}
+
+// The scenarios. Each planted bug has one named after it that must catch it
+// (exit code 1); the others must pass.
+var scenarios = []Scenario{
+	{Name: "smoke", Doc: "CI smoke run: alloc and messages under kill, pause and partition (partition skipped on the local backend)",
+		Workload: "all", Nemesis: "kill,pause,partition", TimeLimit: 60 * time.Second, Expect: "pass"},
+	{Name: "mixed", Doc: "every nemesis, clock skew within the lease margin included",
+		Workload: "alloc", Nemesis: "kill,pause,partition,clock", TimeLimit: 60 * time.Second, Expect: "pass"},
+	{Name: "lease-cut", Doc: "the lease case: an AllocSvr cut off from the arbiters but still reachable by clients, plus AllocSvr pauses",
+		Workload: "alloc", Nemesis: "partition:allocsvr-arbiters,pause:allocsvr", NeedsNetns: true, TimeLimit: 60 * time.Second, Expect: "pass"},
+	{Name: "clock-within", Doc: "one lease clock at most 5% off (the margin is lease/10) while AllocSvrs are cut off, paused and killed: must stay safe",
+		Workload: "alloc", Nemesis: "clock,partition:allocsvr-arbiters,pause:allocsvr,kill:allocsvr", NeedsNetns: true, TimeLimit: 60 * time.Second, Expect: "pass"},
+	{Name: "clock-beyond", Doc: "the arbiter leader's lease clock at 2x while AllocSvrs are cut off: past the margin, an old and a new owner serve at once; shows what the margin protects",
+		Workload: "alloc", Nemesis: "clock-beyond:leader,partition:allocsvr-arbiters", NeedsNetns: true, TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
+	{Name: bugs.ServeMovedSectionEarly, Doc: "planted bug: slots move after half a lease; AllocSvrs cut off from the arbiters or paused briefly keep serving what moved",
+		Workload: "alloc", Nemesis: "partition:allocsvr-arbiters,pause:allocsvr", Bug: bugs.ServeMovedSectionEarly, TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
+	{Name: bugs.AckBeforeRaiseCommit, Doc: "planted bug: numbers above max_seq before the raise commits; an AllocSvr cut off from the arbiters, or killed, loses them and its successor repeats them",
+		Workload: "alloc", Nemesis: "partition:allocsvr-arbiters,kill:allocsvr", Bug: bugs.AckBeforeRaiseCommit, TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
+	{Name: "messages", Doc: "the message store under kill, pause and partition of every role, store leader included",
+		Workload: "messages", Nemesis: "kill,pause,partition", TimeLimit: 60 * time.Second, Expect: "pass"},
+	{Name: "messages-store", Doc: "the store leader killed, paused and isolated over and over while sends, streams and read markers run",
+		Workload: "messages", Nemesis: "kill:store-leader+store,pause:store-leader,partition:isolate-store-leader", TimeLimit: 60 * time.Second, Expect: "pass"},
+	{Name: bugs.AckSendBeforeCommit, Doc: "planted bug: sends acknowledged on proposal; an isolated or killed store leader loses what it acknowledged",
+		Workload: "messages", Nemesis: "partition:isolate-store-leader,kill:store-leader", Bug: bugs.AckSendBeforeCommit, NeedsNetns: true,
+		TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
+	{Name: bugs.SkipClientMsgIDDedup, Doc: "planted bug: retries not deduplicated; pauses and isolation of the store leader make clients retry sends that committed",
+		Workload: "messages", Nemesis: "pause:store-leader,partition:isolate-store-leader", Bug: bugs.SkipClientMsgIDDedup,
+		TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
+	{Name: bugs.UnreadOutsideBatch, Doc: "planted bug: unread counters written apart from their events; replicas killed in between keep counts that disagree with their inboxes",
+		Workload: "messages", Nemesis: "kill:store", Bug: bugs.UnreadOutsideBatch, TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
+	{Name: bugs.AcceptStaleRoutingTable, Doc: "planted bug: clients take older tables and an AllocSvr whose lease lapsed keeps serving its last table; an AllocSvr cut off from the arbiters serves what moved",
+		Workload: "alloc", Nemesis: "partition:allocsvr-arbiters", Bug: bugs.AcceptStaleRoutingTable, NeedsNetns: true, TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
+}
+
+// Scenarios lists the named scenarios, sorted by name.
+func Scenarios() []Scenario {
+	out := append([]Scenario(nil), scenarios...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// LookupScenario returns the scenario called name.
+func LookupScenario(name string) (Scenario, error) {
+	for _, s := range scenarios {
+		if s.Name == name {
+			return s, nil
+		}
+	}
+	return Scenario{}, fmt.Errorf("unknown scenario %q; `seqjepsen scenarios` lists them", name)
+}
+
+// ScenarioForBug returns the scenario that must catch bug.
+func ScenarioForBug(bug string) (Scenario, bool) {
+	for _, s := range scenarios {
+		if s.Bug == bug {
+			return s, true
+		}
+	}
+	return Scenario{}, false
+}

@@ -1,0 +1,637 @@
+package workload
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/seqd/seqd/internal/grpcconn"
+	"github.com/seqd/seqd/jepsen/checker"
+	"github.com/seqd/seqd/jepsen/cluster"
+	"github.com/seqd/seqd/jepsen/nemesis"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+	"github.com/seqd/seqd/router"
+)
+
+// MessagesOptions shape the messages workload.
+type MessagesOptions struct {
+	// Users take part in DIRECT conversations; the first GroupSize of them
+	// also form a write-fanout group, and all of them a read-fanout group.
+	Users     int `json:"users"`
+	GroupSize int `json:"group_size"`
+	// Workers per kind.
+	SendWorkers  int `json:"send_workers"`
+	GroupWorkers int `json:"group_workers"`
+	Subscribers  int `json:"subscribers"`
+	Readers      int `json:"readers"`
+	// OpTimeout bounds one attempt; Attempts bounds the retries of one
+	// logical send (same client_msg_id) before it is given up.
+	OpTimeout time.Duration `json:"op_timeout_ns"`
+	Attempts  int           `json:"attempts"`
+	// FirstUser keeps message users' allocator keys away from the alloc
+	// workload's keys.
+	FirstUser uint64 `json:"first_user"`
+}
+
+// DefaultMessagesOptions is a mix where every user sends and receives
+// often, retries happen under faults, and the final reads stay small.
+var DefaultMessagesOptions = MessagesOptions{
+	Users: 12, GroupSize: 5, SendWorkers: 6, GroupWorkers: 2, Subscribers: 4, Readers: 1,
+	OpTimeout: 3 * time.Second, Attempts: 10, FirstUser: 50_000_000_000,
+}
+
+// Messages drives the message store: 1:1 and group sends with unique
+// bodies (retried with the same client_msg_id when an attempt's outcome is
+// unknown), Subscribe streams that reconnect from their checkpoints, and
+// read markers; after the final heal it reads every inbox, unread count
+// and the group timeline, at the leader and at each replica. It checks G2
+// (every acknowledged send present exactly once in each intended inbox,
+// no retry written twice) and G3 (inboxes strictly increasing, no stream
+// skipped or repeated an event, unread counts agree with the inbox).
+type Messages struct {
+	opt   MessagesOptions
+	env   *Env
+	users []uint64
+	wg    uint64 // write-fanout group
+	rg    uint64 // read-fanout group
+
+	client *router.Client
+	msgs   *router.Messages
+
+	mu      sync.Mutex
+	sent    []checker.Sent
+	subs    []checker.Subscription
+	samples []Sample
+	reads   uint64
+
+	// Final reads: at the leader, and at each replica.
+	inboxes   map[uint64][]*seqdv1.Event
+	timelines map[uint64][]*seqdv1.Event
+	unread    map[uint64]checker.UnreadView
+	replicas  map[string]*replicaView
+	finalErrs []string
+
+	ok, failed atomic.Uint64
+}
+
+// replicaView is what one store replica answered on its own.
+type replicaView struct {
+	inboxes map[uint64][]*seqdv1.Event
+	unread  map[uint64]checker.UnreadView
+	err     string
+}
+
+// NewMessages returns the messages workload; zero fields take the defaults.
+func NewMessages(opt MessagesOptions) *Messages {
+	d := DefaultMessagesOptions
+	if opt.Users == 0 {
+		opt.Users = d.Users
+	}
+	if opt.GroupSize == 0 {
+		opt.GroupSize = min(d.GroupSize, opt.Users)
+	}
+	if opt.SendWorkers+opt.GroupWorkers+opt.Subscribers+opt.Readers == 0 {
+		opt.SendWorkers, opt.GroupWorkers, opt.Subscribers, opt.Readers = d.SendWorkers, d.GroupWorkers, d.Subscribers, d.Readers
+	}
+	if opt.OpTimeout == 0 {
+		opt.OpTimeout = d.OpTimeout
+	}
+	if opt.Attempts == 0 {
+		opt.Attempts = d.Attempts
+	}
+	if opt.FirstUser == 0 {
+		opt.FirstUser = d.FirstUser
+	}
+	return &Messages{opt: opt}
+}
+
+// Name implements Workload.
+func (m *Messages) Name() string { return "messages" }
+
+func direct(id uint64) *seqdv1.Conversation {
+	return &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT, Id: id}
+}
+
+func groupConv(id uint64) *seqdv1.Conversation {
+	return &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_GROUP, Id: id}
+}
+
+// convID derives one conversation id from its participants, so both sides
+// of a pair share it.
+func convID(users []uint64) uint64 {
+	s := append([]uint64(nil), users...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	h := fnv.New64a()
+	for _, u := range s {
+		fmt.Fprintf(h, "%d,", u)
+	}
+	return h.Sum64()>>1 | 1
+}
+
+// Start implements Workload: it connects and creates the two groups.
+func (m *Messages) Start(ctx context.Context, env *Env) error {
+	if len(env.Cluster.Stores()) == 0 {
+		return errors.New("messages workload: the cluster has no message store")
+	}
+	m.env = env
+	for i := 0; i < m.opt.Users; i++ {
+		m.users = append(m.users, m.opt.FirstUser+uint64(i))
+	}
+	seed := env.Seed
+	m.wg, m.rg = 1_000_000+seed%1000*2, 1_000_001+seed%1000*2
+	c, err := router.New(ctx, router.Config{Addrs: env.Cluster.ArbiterAddrs(), Timeout: m.opt.OpTimeout, Logger: slog.New(slog.DiscardHandler),
+		DialOptions: []grpc.DialOption{grpc.WithNoProxy()}})
+	if err != nil {
+		return fmt.Errorf("messages workload: %w", err)
+	}
+	m.client, m.msgs = c, c.Messages()
+	create := func(req *seqdv1.CreateGroupRequest) error {
+		var err error
+		for attempt := 0; attempt < 20; attempt++ {
+			cctx, cancel := context.WithTimeout(ctx, m.opt.OpTimeout)
+			_, err = m.msgs.CreateGroup(cctx, req)
+			cancel()
+			if err == nil {
+				return nil
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		return fmt.Errorf("messages workload: create group %d: %w", req.GroupId, err)
+	}
+	if err := create(&seqdv1.CreateGroupRequest{GroupId: m.wg, Owner: m.users[0], Members: m.users[1:m.opt.GroupSize]}); err != nil {
+		return err
+	}
+	return create(&seqdv1.CreateGroupRequest{GroupId: m.rg, Owner: m.users[0], Members: m.users[1:], ReadFanout: true})
+}
+
+// Run implements Workload.
+func (m *Messages) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	next := 0
+	start := func(n int, f func(ctx context.Context, id int, rng *rand.Rand)) {
+		for i := 0; i < n; i++ {
+			id := next
+			next++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				f(ctx, id, rand.New(rand.NewPCG(m.env.Seed, uint64(id)+1)))
+			}()
+		}
+	}
+	start(m.opt.SendWorkers, m.directSender)
+	start(m.opt.GroupWorkers, m.groupSender)
+	for i := 0; i < m.opt.Subscribers && i < len(m.users); i++ {
+		u := m.users[i]
+		start(1, func(ctx context.Context, id int, _ *rand.Rand) { m.subscriber(ctx, id, u) })
+	}
+	start(m.opt.Readers, m.reader)
+	wg.Wait()
+	return nil
+}
+
+// send runs one logical send: attempts with the same client_msg_id until
+// one is acknowledged, or the attempts or ctx run out.
+func (m *Messages) send(ctx context.Context, s checker.Sent, req *seqdv1.SendRequest) {
+	for attempt := 0; attempt < m.opt.Attempts && ctx.Err() == nil; attempt++ {
+		begin := m.env.Now()
+		actx, cancel := context.WithTimeout(ctx, m.opt.OpTimeout)
+		resp, err := m.msgs.Send(actx, req)
+		cancel()
+		end := m.env.Now()
+		m.mu.Lock()
+		m.samples = append(m.samples, Sample{Start: begin, End: end, OK: err == nil})
+		m.mu.Unlock()
+		if err == nil {
+			m.ok.Add(1)
+			s.Acked, s.ID, s.At = true, resp.MessageId, end
+			break
+		}
+		m.failed.Add(1)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(50*(attempt+1)) * time.Millisecond):
+		}
+	}
+	m.mu.Lock()
+	m.sent = append(m.sent, s)
+	m.mu.Unlock()
+}
+
+func (m *Messages) directSender(ctx context.Context, id int, rng *rand.Rand) {
+	for n := 0; ctx.Err() == nil; n++ {
+		perm := rng.Perm(len(m.users))
+		k := 1 + rng.IntN(2)
+		sender := m.users[perm[0]]
+		var rcpts []uint64
+		for _, i := range perm[1 : 1+k] {
+			rcpts = append(rcpts, m.users[i])
+		}
+		body := fmt.Sprintf("d/%d/%d/%d", m.env.Seed, id, n)
+		req := &seqdv1.SendRequest{Sender: sender, Recipients: rcpts, Conversation: direct(convID(append([]uint64{sender}, rcpts...))),
+			ClientMsgId: body, Body: []byte(body)}
+		m.send(ctx, checker.Sent{Body: body, Sender: sender, Inboxes: append([]uint64{sender}, rcpts...)}, req)
+	}
+}
+
+func (m *Messages) groupSender(ctx context.Context, id int, rng *rand.Rand) {
+	for n := 0; ctx.Err() == nil; n++ {
+		body := fmt.Sprintf("g/%d/%d/%d", m.env.Seed, id, n)
+		if rng.IntN(2) == 0 {
+			members := m.users[:m.opt.GroupSize]
+			sender := members[rng.IntN(len(members))]
+			m.send(ctx, checker.Sent{Body: body, Sender: sender, Inboxes: members},
+				&seqdv1.SendRequest{Sender: sender, Conversation: groupConv(m.wg), ClientMsgId: body, Body: []byte(body)})
+			continue
+		}
+		sender := m.users[rng.IntN(len(m.users))]
+		m.send(ctx, checker.Sent{Body: body, Sender: sender, Inboxes: []uint64{sender}, ReadGroup: m.rg},
+			&seqdv1.SendRequest{Sender: sender, Conversation: groupConv(m.rg), ClientMsgId: body, Body: []byte(body)})
+	}
+}
+
+// subscriber keeps one user's Subscribe stream open, reconnecting from its
+// checkpoint whenever it breaks, and records what each connection delivered.
+func (m *Messages) subscriber(ctx context.Context, id int, user uint64) {
+	cp := uint64(0)
+	for ctx.Err() == nil {
+		sub := checker.Subscription{User: user, After: cp, Client: id}
+		sctx, cancel := context.WithCancel(ctx)
+		st, err := m.msgs.Subscribe(sctx, &seqdv1.SubscribeRequest{User: user, AfterSeq: cp, HeartbeatMs: 500})
+		if err == nil {
+			for {
+				// A stream silent for a few heartbeats is treated as broken.
+				recv := make(chan *seqdv1.SubscribeResponse, 1)
+				errc := make(chan error, 1)
+				go func() {
+					r, err := st.Recv()
+					if err != nil {
+						errc <- err
+						return
+					}
+					recv <- r
+				}()
+				var r *seqdv1.SubscribeResponse
+				select {
+				case r = <-recv:
+				case <-errc:
+				case <-time.After(3 * time.Second):
+				}
+				if r == nil {
+					break
+				}
+				for _, e := range r.Events {
+					sub.Seqs = append(sub.Seqs, e.Seq)
+					cp = e.Seq
+				}
+			}
+		}
+		cancel()
+		m.mu.Lock()
+		m.subs = append(m.subs, sub)
+		m.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// reader marks a random conversation of a random user read up to its
+// newest incoming message, exercising Sync and read markers under faults.
+func (m *Messages) reader(ctx context.Context, id int, rng *rand.Rand) {
+	for ctx.Err() == nil {
+		u := m.users[rng.IntN(len(m.users))]
+		rctx, cancel := context.WithTimeout(ctx, m.opt.OpTimeout)
+		evs, err := m.syncAll(rctx, u)
+		if err == nil {
+			for i := len(evs) - 1; i >= 0; i-- {
+				e := evs[i]
+				if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && !e.Outgoing && e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT {
+					_, err = m.msgs.MarkRead(rctx, &seqdv1.MarkReadRequest{User: u, Conversation: e.Conversation, UpToSeq: e.Seq})
+					break
+				}
+			}
+		}
+		cancel()
+		m.mu.Lock()
+		m.reads++
+		m.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(100+rng.IntN(400)) * time.Millisecond):
+		}
+	}
+}
+
+// syncAll reads a user's whole inbox through the router (at the leader).
+func (m *Messages) syncAll(ctx context.Context, u uint64) ([]*seqdv1.Event, error) {
+	var out []*seqdv1.Event
+	cp := uint64(0)
+	for {
+		r, err := m.msgs.Sync(ctx, &seqdv1.SyncRequest{User: u, AfterSeq: cp, Limit: 1000})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r.Events...)
+		cp = r.NextCheckpoint
+		if !r.HasMore {
+			return out, nil
+		}
+	}
+}
+
+// Final implements Workload: every inbox, unread count and the group
+// timeline, at the leader through the router, then at each replica alone.
+// The leader may still append (hint rounds for the last group messages),
+// so the reads repeat until the replicas hold what the leader holds.
+func (m *Messages) Final(ctx context.Context) error {
+	for attempt := 0; attempt < 20; attempt++ {
+		m.finalErrs = nil
+		m.readLeader(ctx)
+		m.replicas = map[string]*replicaView{}
+		settled := len(m.finalErrs) == 0
+		for _, n := range m.env.Cluster.Stores() {
+			v := m.readReplica(ctx, n)
+			m.replicas[n.ID] = v
+			settled = settled && v.err == "" && v.agrees(m.inboxes)
+		}
+		if settled {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// readLeader reads every inbox, unread count and the group timeline
+// through the router (at the shard leader).
+func (m *Messages) readLeader(ctx context.Context) {
+	m.inboxes, m.timelines, m.unread = map[uint64][]*seqdv1.Event{}, map[uint64][]*seqdv1.Event{}, map[uint64]checker.UnreadView{}
+	retry := func(what string, f func(ctx context.Context) error) {
+		var err error
+		for attempt := 0; attempt < 30; attempt++ {
+			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err = f(fctx)
+			cancel()
+			if err == nil {
+				return
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		m.finalErrs = append(m.finalErrs, fmt.Sprintf("%s: %v", what, err))
+	}
+	for _, u := range m.users {
+		retry(fmt.Sprintf("sync user %d", u), func(ctx context.Context) error {
+			evs, err := m.syncAll(ctx, u)
+			m.inboxes[u] = evs
+			return err
+		})
+		retry(fmt.Sprintf("unread of user %d", u), func(ctx context.Context) error {
+			r, err := m.msgs.Unread(ctx, &seqdv1.UnreadRequest{User: u})
+			if err == nil {
+				m.unread[u] = unreadView(r)
+			}
+			return err
+		})
+	}
+	retry("group timeline", func(ctx context.Context) error {
+		var out []*seqdv1.Event
+		cp := uint64(0)
+		for {
+			r, err := m.msgs.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: m.users[0], GroupId: m.rg, AfterGseq: cp, Limit: 1000})
+			if err != nil {
+				return err
+			}
+			out = append(out, r.Events...)
+			cp = r.NextCheckpoint
+			if !r.HasMore {
+				m.timelines[m.rg] = out
+				return nil
+			}
+		}
+	})
+}
+
+func unreadView(r *seqdv1.UnreadResponse) checker.UnreadView {
+	v := checker.UnreadView{Total: r.Total, Conv: map[string]uint64{}}
+	for _, c := range r.Conversations {
+		v.Conv[checker.ConvName(c.Conversation)] = c.Count
+	}
+	return v
+}
+
+// readReplica reads every inbox and unread count from one replica alone.
+func (m *Messages) readReplica(ctx context.Context, n *cluster.Node) *replicaView {
+	v := &replicaView{inboxes: map[uint64][]*seqdv1.Event{}, unread: map[uint64]checker.UnreadView{}}
+	cc, err := grpc.NewClient(n.GRPC, append(grpcconn.DialOptions(), grpc.WithNoProxy())...)
+	if err != nil {
+		v.err = err.Error()
+		return v
+	}
+	defer cc.Close()
+	c := seqdv1.NewMessagesClient(cc)
+	// The same mark a follower puts on a call it forwards: answer here.
+	local := metadata.AppendToOutgoingContext(ctx, "seqd-forwarded-by", "seqjepsen")
+	for _, u := range m.users {
+		rctx, cancel := context.WithTimeout(local, 5*time.Second)
+		var evs []*seqdv1.Event
+		cp := uint64(0)
+		for {
+			r, err := c.Sync(rctx, &seqdv1.SyncRequest{User: u, AfterSeq: cp, Limit: 1000})
+			if err != nil {
+				cancel()
+				v.err = fmt.Sprintf("sync user %d: %v", u, err)
+				return v
+			}
+			evs = append(evs, r.Events...)
+			cp = r.NextCheckpoint
+			if !r.HasMore {
+				break
+			}
+		}
+		ur, err := c.Unread(rctx, &seqdv1.UnreadRequest{User: u})
+		cancel()
+		if err != nil {
+			v.err = fmt.Sprintf("unread of user %d: %v", u, err)
+			return v
+		}
+		v.inboxes[u], v.unread[u] = evs, unreadView(ur)
+	}
+	return v
+}
+
+// agrees reports whether the replica holds the same inboxes as the leader.
+func (v *replicaView) agrees(leader map[uint64][]*seqdv1.Event) bool {
+	for u, evs := range leader {
+		got := v.inboxes[u]
+		if len(got) != len(evs) {
+			return false
+		}
+		for i := range evs {
+			if !proto.Equal(got[i], evs[i]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Progress implements Workload.
+func (m *Messages) Progress() (ok, failed uint64) { return m.ok.Load(), m.failed.Load() }
+
+// Counts implements Workload.
+func (m *Messages) Counts() map[string]uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := map[string]uint64{"send_attempts": uint64(len(m.samples)), "subscribe_connections": uint64(len(m.subs)), "sync_and_mark_read_rounds": m.reads}
+	for _, s := range m.sent {
+		if s.Acked {
+			c["sends_acknowledged"]++
+		} else {
+			c["sends_given_up"]++
+		}
+	}
+	for _, s := range m.subs {
+		c["events_streamed"] += uint64(len(s.Seqs))
+	}
+	for _, evs := range m.inboxes {
+		c["final_inbox_events"] += uint64(len(evs))
+	}
+	return c
+}
+
+// Check implements Workload.
+func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []checker.Result
+	add := func(name, guarantee, summary string, as []checker.Anomaly) {
+		out = append(out, checker.Result{Checker: name, Workload: "messages", Guarantee: guarantee, Verdict: checker.FromAnomalies(as),
+			Summary: summary, Findings: checker.Findings(as)})
+	}
+	if len(m.finalErrs) > 0 {
+		var as []checker.Anomaly
+		for _, e := range m.finalErrs {
+			as = append(as, checker.Anomaly{Kind: "unavailable", Msg: "final read failed after the heal: " + e})
+		}
+		add("recovery", "G6", "After the final heal, every final read succeeds.", as)
+		return out
+	}
+	add("recovery", "G6", "After the final heal, every final read succeeds.", nil)
+	add("no-lost-sends", "G2", "Every acknowledged send is in each intended inbox (or the group timeline) exactly once.",
+		checker.LostOrDoubled(m.sent, m.inboxes, m.timelines))
+	add("no-doubled-retries", "G2", "No body appears twice in an inbox or the timeline, acknowledged or not: retries were deduplicated.",
+		append(checker.DoubledPayloads(m.inboxes, "user"), checker.DoubledPayloads(m.timelines, "group")...))
+	add("inbox-order", "G3", "Every inbox is strictly increasing in seq.", checker.Increasing(m.inboxes))
+	add("subscribe-gap-free", "G3", "Every Subscribe connection delivered exactly the final inbox's events from its checkpoint on.",
+		checker.SubscriberGaps(m.subs, m.inboxes))
+	as := checker.UnreadAgrees(m.unread, m.inboxes, nil, "leader")
+	ids := make([]string, 0, len(m.replicas))
+	for id := range m.replicas {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var diverged []checker.Anomaly
+	for _, id := range ids {
+		v := m.replicas[id]
+		if v.err != "" {
+			diverged = append(diverged, checker.Anomaly{Kind: "replica", Msg: fmt.Sprintf("replica %s could not be read: %s", id, v.err)})
+			continue
+		}
+		as = append(as, checker.UnreadAgrees(v.unread, v.inboxes, nil, "replica "+id)...)
+		if !v.agrees(m.inboxes) {
+			diverged = append(diverged, checker.Anomaly{Kind: "replica", Msg: fmt.Sprintf("replica %s holds other inboxes than the leader after the quiet period", id)})
+		}
+	}
+	add("unread-agrees", "G3", "At the leader and at each replica, unread counts per conversation and in total equal what the inbox implies.", as)
+	add("replicas-agree", "G2", "After the quiet period every replica holds the leader's inboxes.", diverged)
+	return out
+}
+
+// Samples implements Workload.
+func (m *Messages) Samples() []Sample {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Sample(nil), m.samples...)
+}
+
+// Unavailability implements Workload: for each fault, the longest time
+// without an acknowledged send that overlaps it.
+func (m *Messages) Unavailability(faults []nemesis.Fault) []Gap {
+	m.mu.Lock()
+	var ends []time.Duration
+	for _, s := range m.samples {
+		if s.OK {
+			ends = append(ends, s.End)
+		}
+	}
+	m.mu.Unlock()
+	sort.Slice(ends, func(i, j int) bool { return ends[i] < ends[j] })
+	var out []Gap
+	for i, f := range faults {
+		var best Gap
+		for j := 1; j < len(ends); j++ {
+			from, to := ends[j-1], ends[j]
+			if to < f.Start || from > f.End {
+				continue
+			}
+			if to-from > best.To-best.From {
+				best = Gap{Fault: f.Type(), FaultIdx: i, From: from, To: to}
+			}
+		}
+		if best.To > 0 {
+			out = append(out, best)
+		}
+	}
+	return out
+}
+
+// Artifacts implements Workload: the sends, streams and final inboxes.
+func (m *Messages) Artifacts(ctx context.Context, dir string, faults []nemesis.Fault, results []checker.Result) ([]Artifact, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	path := filepath.Join(dir, "messages-history.json.gz")
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	zw := gzip.NewWriter(f)
+	err = json.NewEncoder(zw).Encode(map[string]any{"options": m.opt, "sent": m.sent, "subscriptions": m.subs, "final_inboxes": m.inboxes,
+		"final_unread": m.unread, "timelines": m.timelines})
+	if cerr := zw.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []Artifact{{Name: "messages history", Path: filepath.Base(path), Note: "sends, Subscribe deliveries and the final inboxes (gzipped JSON)"}}, nil
+}
+
+// Close implements Workload.
+func (m *Messages) Close() error {
+	if m.client != nil {
+		return m.client.Close()
+	}
+	return nil
+}
