@@ -262,7 +262,7 @@ func cmdScenarios(stdout io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "  %-28s breaks %s at %s: %s%s\n", b.Name, b.Breaks, b.Where, b.Doc, note)
 	}
-	fmt.Fprintf(stdout, "\nWorkloads: %s (messages: not available yet; \"all\" runs the available ones and says so)\n", strings.Join(workload.Names, ", "))
+	fmt.Fprintf(stdout, "\nWorkloads: %s (\"all\" runs both at once)\n", strings.Join(workload.Names, ", "))
 	return 0
 }
 
