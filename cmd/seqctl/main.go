@@ -35,7 +35,7 @@ type form struct{ synopsis, summary string }
 var commands = []*command{
 	{name: "next", run: runNext, forms: []form{{"next KEY [KEY...]", "allocate one seq per key"}}},
 	{name: "current", run: runCurrent, forms: []form{{"current KEY [KEY...]", "the last seq handed out per key, without allocating"}}},
-	{name: "routes", run: runRoutes, forms: []form{{"routes", "the routing table: which AllocSvr owns which slots"}}},
+	{name: "routes", run: runRoutes, forms: []form{{"routes", "the routing table: which AllocSvr owns which slots, and the store shard map"}}},
 	{name: "status", run: runStatus, forms: []form{{"status", "the arbiter group and every AllocSvr"}}},
 	{name: "drain", run: runDrain, forms: []form{{"drain NODE [--wait] [--wait-timeout D]", "move every slot off an AllocSvr before maintenance"}}},
 	{name: "undrain", run: runUndrain, forms: []form{{"undrain NODE", "let a drained AllocSvr take slots again"}}},
@@ -251,7 +251,7 @@ func printCommandHelp(cmd *command, fs *flag.FlagSet, w io.Writer) {
 		if name != "" {
 			arg += " " + name
 		}
-		if f.DefValue != "" && f.DefValue != "false" {
+		if f.DefValue != "" && f.DefValue != "false" && !strings.Contains(usage, "(default") {
 			usage += fmt.Sprintf(" (default %s)", f.DefValue)
 		}
 		writeForms(w, []form{{arg, usage}})

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"slices"
+	"strings"
 
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
@@ -92,5 +93,25 @@ func printRoutes(e *env, t *seqdv1.RoutingTable) error {
 		row(tw, n.id, orDash(n.addr), n.state, len(n.slots), slotRanges(n.slots))
 	}
 	row(tw, "(unassigned)", "-", "-", len(unassigned), slotRanges(unassigned))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(t.Shards) == 0 {
+		return nil
+	}
+	fmt.Fprintln(e.stdout)
+	tw = newTable(e.stdout)
+	row(tw, "SHARD", "SECTIONS", "REPLICAS")
+	for _, sh := range t.Shards {
+		end := "end"
+		if sh.EndSection != 0 {
+			end = fmt.Sprint(sh.EndSection)
+		}
+		reps := make([]string, len(sh.Replicas))
+		for i, r := range sh.Replicas {
+			reps[i] = r.Id + "=" + r.Addr
+		}
+		row(tw, sh.Id, fmt.Sprintf("[%d, %s)", sh.FirstSection, end), strings.Join(reps, " "))
+	}
 	return tw.Flush()
 }

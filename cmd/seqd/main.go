@@ -14,7 +14,7 @@ const usage = `seqd: per-user sequence numbers that never go backwards.
 
 Usage:
   seqd demo  [flags]   a whole cluster in one process on loopback (start here)
-  seqd start [flags]   one real node (arbiter, allocsvr and/or gateway)
+  seqd start [flags]   one real node (arbiter, allocsvr, store and/or gateway)
   seqd version
 
 Run "seqd demo -h" or "seqd start -h" for the flags.

@@ -64,6 +64,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "scenarios":
 		return cmdScenarios(stdout)
 	case "cleanup":
+		if len(args) > 1 {
+			if args[1] == "-h" || args[1] == "--help" || args[1] == "help" {
+				fmt.Fprintln(stdout, "Usage: seqjepsen cleanup\n\nRemoves the namespaces, bridge, veths, iptables rules and node processes a\nkilled netns run left behind. Refuses while a live run holds the lock.")
+				return 0
+			}
+			fmt.Fprintf(stderr, "seqjepsen cleanup: takes no arguments (got %q)\n", args[1:])
+			return report.ExitHarness
+		}
 		return cmdCleanup(stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)

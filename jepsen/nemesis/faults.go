@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"time"
 
 	"github.com/seqd/seqd/jepsen/cluster"
 )
@@ -293,8 +294,25 @@ func (k *clocker) HealAll(ctx context.Context, env *Env) error {
 	var errs []error
 	for _, n := range env.Cluster.Nodes() {
 		if n.Running() {
-			errs = append(errs, n.SetClockRate(ctx, 1))
+			errs = append(errs, resetClock(ctx, n))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// resetClock sets n's lease clock back to the real rate. A node that was
+// just restarted (the end of a kill) runs at the real rate already but may
+// not listen yet, so it keeps trying for a few seconds while n runs.
+func resetClock(ctx context.Context, n *cluster.Node) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		err := n.SetClockRate(ctx, 1)
+		if err == nil || !n.Running() {
+			return nil
+		}
+		if !sleep(ctx, 200*time.Millisecond) {
+			return err
+		}
+	}
 }
