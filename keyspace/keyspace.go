@@ -29,6 +29,9 @@ func GroupMessageID(group, gseq uint64) string { return fmt.Sprintf("g%d.%d", gr
 // ParseMessageID returns the key the message's record lives under (the
 // sender, or Group(g)) and the seq.
 func ParseMessageID(id string) (key, seq uint64, err error) {
+	if len(id) > maxMessageIDLen {
+		return 0, 0, fmt.Errorf("message_id is %d bytes; seqd message ids are at most %d (\"<sender>.<seq>\" or \"g<group>.<seq>\")", len(id), maxMessageIDLen)
+	}
 	group := strings.HasPrefix(id, "g")
 	a, b, ok := strings.Cut(strings.TrimPrefix(id, "g"), ".")
 	if !ok {
@@ -39,11 +42,21 @@ func ParseMessageID(id string) (key, seq uint64, err error) {
 	if err1 != nil || err2 != nil || origin == 0 || seq == 0 || origin >= GroupBit {
 		return 0, 0, fmt.Errorf("message_id %q is not a seqd message id (\"<sender>.<seq>\" or \"g<group>.<seq>\")", id)
 	}
+	// Only the canonical spelling names a message ("007.1" does not).
+	canonical := DirectMessageID(origin, seq)
 	if group {
+		canonical = GroupMessageID(origin, seq)
 		origin |= GroupBit
+	}
+	if id != canonical {
+		return 0, 0, fmt.Errorf("message_id %q is not in canonical form; did you mean %q?", id, canonical)
 	}
 	return origin, seq, nil
 }
+
+// maxMessageIDLen is the longest message id: "g", two 20-digit numbers
+// and the dot.
+const maxMessageIDLen = 42
 
 // CheckUser reports what is wrong with user id u given in field, or nil.
 func CheckUser(field string, u uint64) error {

@@ -50,11 +50,12 @@ func (m *Messages) shardFor(key uint64) (*seqdv1.ShardInfo, error) {
 	return nil, status.Errorf(codes.Unavailable, "no message-store shard owns key %d", key)
 }
 
-// pick returns the replica to try: the known leader, else round robin.
-func (m *Messages) pick(sh *seqdv1.ShardInfo, attempt int) string {
+// pick returns the replica to try: the known leader when preferred, else
+// round robin.
+func (m *Messages) pick(sh *seqdv1.ShardInfo, attempt int, leader bool) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if a := m.leaders[sh.Id]; a != "" && attempt == 0 {
+	if a := m.leaders[sh.Id]; a != "" && leader {
 		return a
 	}
 	return sh.Replicas[attempt%len(sh.Replicas)].Addr
@@ -76,10 +77,12 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 	ctx, cancel := m.c.withTimeout(ctx)
 	defer cancel()
 	var last error
+	leader, hops := true, 0
 	for attempt := 0; ; attempt++ {
 		sh, err := m.shardFor(key)
 		if err == nil {
-			addr := m.pick(sh, attempt)
+			addr := m.pick(sh, attempt, leader)
+			leader = false
 			var cc *grpc.ClientConn
 			if cc, err = m.c.pool.Get(addr); err == nil {
 				var resp Resp
@@ -89,9 +92,16 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 					return resp, nil
 				}
 				if hint := rpcerr.LeaderHint(err); hint != "" {
+					// Go to the named leader next; at once if it is news,
+					// after the backoff if replicas keep naming each other
+					// (an election in progress).
 					m.remember(sh.Id, hint)
-					last = err
-					continue
+					leader = true
+					if hint != addr && hops < len(sh.Replicas) {
+						hops++
+						last = err
+						continue
+					}
 				}
 			}
 		}
@@ -103,6 +113,7 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 		} else if !rpcerr.Retryable(err) && status.Code(err) != codes.DeadlineExceeded {
 			return zero, err
 		}
+		hops = 0
 		m.c.refresh(ctx, false)
 		if err := m.c.retry.Sleep(ctx, attempt); err != nil {
 			return zero, giveUp(last, err)
@@ -271,18 +282,42 @@ func (m *Messages) Subscribe(ctx context.Context, r *seqdv1.SubscribeRequest) (s
 	}
 	var last error
 	for attempt := 0; attempt < len(sh.Replicas); attempt++ {
-		cc, err := m.c.pool.Get(m.pick(sh, attempt))
+		cc, err := m.c.pool.Get(m.pick(sh, attempt, attempt == 0))
 		if err != nil {
 			last = err
 			continue
 		}
-		st, err := seqdv1.NewMessagesClient(cc).Subscribe(ctx, r)
+		sctx, cancel := context.WithCancel(ctx)
+		st, err := seqdv1.NewMessagesClient(cc).Subscribe(sctx, r)
 		if err == nil {
-			return st, nil
+			// The server sends its header once it has accepted the
+			// stream, so a refusal or a dead replica shows here and the
+			// next replica gets a turn.
+			if _, err = st.Header(); err == nil {
+				return &cancelStream{st, cancel}, nil
+			}
 		}
+		cancel()
 		last = err
+		if !rpcerr.Retryable(err) {
+			return nil, err
+		}
 	}
 	return nil, fmt.Errorf("subscribe: no replica of shard %s answered: %w", sh.Id, last)
+}
+
+// cancelStream ends the stream's context once the stream is done with.
+type cancelStream struct {
+	seqdv1.Messages_SubscribeClient
+	cancel context.CancelFunc
+}
+
+func (c *cancelStream) Recv() (*seqdv1.SubscribeResponse, error) {
+	resp, err := c.Messages_SubscribeClient.Recv()
+	if err != nil {
+		c.cancel()
+	}
+	return resp, err
 }
 
 // withClient adds the front end's address for per-client rate limits.

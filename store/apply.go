@@ -218,6 +218,14 @@ func (x *tx) appendEvent(user uint64, e *seqdv1.Event) {
 
 // queue adds one delivery for another shard to the outbox.
 func (x *tx) queue(index uint64, n uint32, j *uint32, kind clusterv1.FanoutItem_Kind, user uint64, e *seqdv1.Event) {
+	if *j >= 1<<16 || n >= 1<<16 {
+		// Outbox keys hold 16 bits of each: refuse the entry rather than
+		// let one op's items overwrite the next op's.
+		if x.err == nil {
+			x.err = fmt.Errorf("op %d queues more than %d outbox items", n, 1<<16)
+		}
+		return
+	}
 	x.put(outboxKey(index, n<<16|*j), &clusterv1.FanoutItem{Kind: kind, User: user, Event: e})
 	*j++
 }

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/seqd/seqd/internal/bugs"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
@@ -24,6 +25,13 @@ type sendBuilder struct {
 	local      []uint64 // users appended here, in seq order
 	remote     []uint64
 	remoteSelf bool
+}
+
+// estBytes: a copy of the event per inbox append and per outbox item,
+// plus the message record, the dedup record and the change log's copy of
+// the request.
+func (b *sendBuilder) estBytes(appends int) int {
+	return (appends + len(b.remote) + 3) * (proto.Size(b.req) + 128)
 }
 
 func (b *sendBuilder) plan(s *Shard) ([]uint64, error) {
@@ -118,6 +126,15 @@ func (b *deliverBuilder) plan(s *Shard) ([]uint64, error) {
 	return keys, nil
 }
 
+// estBytes: each item's event is written once, plus the change log's copy.
+func (b *deliverBuilder) estBytes(int) int {
+	n := 0
+	for _, it := range b.items {
+		n += 2*proto.Size(it) + 128
+	}
+	return n
+}
+
 func (b *deliverBuilder) build(seqs []uint64) *clusterv1.StoreOp {
 	all := make([]uint64, len(b.items))
 	for i, it := range b.items {
@@ -148,6 +165,7 @@ func (b *membersBuilder) build([]uint64) *clusterv1.StoreOp {
 // markReadBuilder appends a read marker.
 type markReadBuilder struct {
 	req        *seqdv1.MarkReadRequest
+	remote     *clusterv1.TimelineCountResponse // a group on another shard: asked before submitting
 	readFanout bool
 	count      uint64
 }
@@ -156,11 +174,14 @@ func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 	r := b.req
 	b.readFanout, b.count = false, 0
 	if r.Conversation.Type == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		resp, err := s.timelineCount(ctx, r.Conversation.Id, r.UpToSeq)
-		cancel()
-		if err != nil {
-			return nil, err
+		// A local group is read here; a remote one was asked by the
+		// handler, so the proposer never waits on another shard.
+		resp := b.remote
+		if resp == nil {
+			var err error
+			if resp, err = s.timelineCount(context.Background(), r.Conversation.Id, r.UpToSeq); err != nil {
+				return nil, err
+			}
 		}
 		if resp.ReadFanout {
 			if r.UpToSeq > resp.LastGseq {

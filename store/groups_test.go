@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -216,4 +217,44 @@ func TestRateLimit(t *testing.T) {
 
 func itoa(i int) string {
 	return strings.TrimSpace(strings.Repeat(" ", 0) + string(rune('0'+i%10)) + string(rune('a'+i/10%26)) + string(rune('a'+i/260)))
+}
+
+// Concurrent large write-fanout sends would make one Raft entry too large
+// for a Badger transaction if batched together; the pipeline splits them
+// over entries, so every one of them succeeds.
+func TestLargeConcurrentGroupSendsAllSucceed(t *testing.T) {
+	_, m := startCluster(t, localcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	members := make([]uint64, 0, 499)
+	for u := uint64(2); u <= 500; u++ {
+		members = append(members, u)
+	}
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 70, Owner: 1, Members: members}); err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(strings.Repeat("x", 900))
+	const sends = 24 // about 12 MB of inbox copies: more than one Badger transaction takes
+	var wg sync.WaitGroup
+	errs := make(chan error, sends)
+	for i := range sends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Conversation: group(70), ClientMsgId: "big-" + itoa(i), Body: body})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("send: %v", err)
+		}
+	}
+	for _, u := range []uint64{1, 250, 500} {
+		if n := len(syncAll(t, m, u)); n != sends {
+			t.Errorf("member %d holds %d events, want %d", u, n, sends)
+		}
+	}
 }

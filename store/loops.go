@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"google.golang.org/protobuf/proto"
 	"time"
 
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
@@ -86,22 +87,36 @@ func (s *Shard) leaderLoop(ctx context.Context) {
 // drops them from the outbox once delivered. Items go out in outbox order,
 // one call per target shard at a time, so a recall never overtakes the
 // message it recalls.
+// maxDeliverBytes caps the items of one Deliver call (the gRPC limit is
+// 16 MiB); a single larger item still goes alone.
+const maxDeliverBytes = 4 << 20
+
 func (s *Shard) deliverOutbox(ctx context.Context) {
 	items, err := s.fsm.Outbox(2000)
 	if err != nil || len(items) == 0 {
 		return
 	}
 	byShard := map[string][]OutboxItem{}
+	bytes := map[string]int{}
+	full := map[string]bool{}
 	var order []string
 	for _, it := range items {
 		sh := shardOf(s.table(), it.Item.User)
-		if sh == nil {
+		if sh == nil || full[sh.Id] {
+			continue
+		}
+		// One call stays well under the gRPC message limit; the rest of
+		// this shard's items wait for the next round, in order.
+		n := proto.Size(it.Item)
+		if len(byShard[sh.Id]) > 0 && bytes[sh.Id]+n > maxDeliverBytes {
+			full[sh.Id] = true
 			continue
 		}
 		if byShard[sh.Id] == nil {
 			order = append(order, sh.Id)
 		}
 		byShard[sh.Id] = append(byShard[sh.Id], it)
+		bytes[sh.Id] += n
 	}
 	var acked [][]byte
 	for _, id := range order {
@@ -113,7 +128,10 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 		var err error
 		if id == s.cfg.ShardID {
 			// The shard map moved these users here.
-			_, err = s.submit(ctx, &deliverBuilder{items: fan})
+			var res *OpResult
+			if res, err = s.submit(ctx, &deliverBuilder{items: fan}); err == nil {
+				err = s.opErr("deliver", res) // refused or out of order: keep the items
+			}
 		} else {
 			err = s.deliverRemote(ctx, batch[0].Item.User, fan)
 		}
@@ -162,10 +180,13 @@ func (s *Shard) hintGroups(ctx context.Context) {
 				remote = append(remote, m.User)
 			}
 		}
-		for len(local) > 0 || remote != nil {
+		for first := true; first || len(local) > 0 || len(remote) > 0; first = false {
+			// Each op hints at most hintChunk members, local ones first.
 			n := min(len(local), hintChunk)
-			b := &hintBuilder{group: gid, gseq: gseq, count: count, local: local[:n], remote: remote, final: n == len(local)}
-			local, remote = local[n:], nil
+			r := min(len(remote), hintChunk-n)
+			b := &hintBuilder{group: gid, gseq: gseq, count: count, local: local[:n], remote: remote[:r],
+				final: n == len(local) && r == len(remote)}
+			local, remote = local[n:], remote[r:]
 			if _, err := s.submit(ctx, b); err != nil {
 				s.log.Debug("group hint failed; will retry", "group", gid, "err", err)
 				break

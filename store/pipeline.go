@@ -33,9 +33,11 @@ func (a *answered) Error() string { return "answered without proposing" }
 
 // Pipeline limits.
 const (
-	maxBatchOps     = 256 // ops per Raft entry
-	maxInflight     = 32  // entries proposed and not yet committed
-	maxOrderRetries = 5   // re-plans after OUT_OF_ORDER (only after leader changes)
+	maxBatchOps     = 256     // ops per Raft entry
+	maxBatchAppends = 8192    // inbox appends per Raft entry (each writes a few Badger keys)
+	maxBatchBytes   = 4 << 20 // estimated bytes one Raft entry writes; Badger refuses a transaction near 10 MiB
+	maxInflight     = 32      // entries proposed and not yet committed
+	maxOrderRetries = 5       // re-plans after OUT_OF_ORDER (only after leader changes)
 )
 
 var errPipelineClosed = status.Error(codes.Unavailable, "store replica is shutting down; retry at another replica")
@@ -48,6 +50,18 @@ type request struct {
 	retries int
 	done    chan struct{}
 	early   bool // answered before its entry committed (a planted bug)
+	alone   bool // propose in an entry of its own (its batch was too large)
+}
+
+// sizer is a builder that can estimate the bytes its op writes, given
+// how many inbox appends it plans.
+type sizer interface{ estBytes(appends int) int }
+
+func estBytes(b builder, appends int) int {
+	if sz, ok := b.(sizer); ok {
+		return sz.estBytes(appends)
+	}
+	return 256 * (appends + 1)
 }
 
 func (r *request) finish(res *OpResult, err error) {
@@ -129,10 +143,31 @@ func (p *pipeline) enqueue(r *request, front bool) error {
 	return nil
 }
 
+// requeue puts requests back at the front of the queue, in order.
+func (p *pipeline) requeue(rs []*request) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		for _, r := range rs {
+			r.finish(nil, errPipelineClosed)
+		}
+		return
+	}
+	p.queue = append(append([]*request(nil), rs...), p.queue...)
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
 func (p *pipeline) take() []*request {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := min(len(p.queue), maxBatchOps)
+	if n > 0 && p.queue[0].alone {
+		n = 1
+	}
 	batch := append([]*request(nil), p.queue[:n]...)
 	p.queue = append(p.queue[:0], p.queue[n:]...)
 	return batch
@@ -174,8 +209,9 @@ func (p *pipeline) propose(batch []*request) *flight {
 		keys  []uint64
 		spans [][2]int
 		reqs  []*request
+		bytes int
 	)
-	for _, r := range batch {
+	for i, r := range batch {
 		ks, err := r.b.plan(s)
 		if err != nil {
 			var a *answered
@@ -186,6 +222,14 @@ func (p *pipeline) propose(batch []*request) *flight {
 			}
 			continue
 		}
+		// Keep the entry well inside what Badger takes in one
+		// transaction; the rest go into the next entry.
+		w := estBytes(r.b, len(ks))
+		if len(reqs) > 0 && (len(keys)+len(ks) > maxBatchAppends || bytes+w > maxBatchBytes) {
+			p.requeue(batch[i:])
+			break
+		}
+		bytes += w
 		spans = append(spans, [2]int{len(keys), len(keys) + len(ks)})
 		keys = append(keys, ks...)
 		reqs = append(reqs, r)
@@ -245,6 +289,15 @@ func (p *pipeline) completer() {
 			for _, r := range fl.reqs {
 				r.finish(nil, err)
 			}
+			continue
+		case br.Err != nil && len(fl.reqs) > 1:
+			// The entry was refused whole (too large for Badger despite
+			// the estimate): propose each request in an entry of its own,
+			// so only one that is too large by itself fails.
+			for _, r := range fl.reqs {
+				r.alone = true
+			}
+			p.requeue(fl.reqs)
 			continue
 		case br.Err != nil:
 			for _, r := range fl.reqs {

@@ -163,7 +163,17 @@ func (r *server) MarkRead(ctx context.Context, req *seqdv1.MarkReadRequest) (*se
 	}); ok {
 		return resp, err
 	}
-	res, err := s.submit(ctx, &markReadBuilder{req: req})
+	b := &markReadBuilder{req: req}
+	if g := req.Conversation.Id; req.Conversation.Type == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP && !s.isLocal(GroupKeyBit|g) {
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := s.timelineCount(tctx, g, req.UpToSeq)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		b.remote = resp
+	}
+	res, err := s.submit(ctx, b)
 	if err != nil {
 		return nil, err
 	}
@@ -328,13 +338,25 @@ func fromLeader[Resp any](ctx context.Context, s *Shard, call func(context.Conte
 }
 
 // checkAfter refuses a checkpoint from the future. Only the leader can
-// tell: a follower may simply not have applied that far yet.
+// tell: a follower may simply not have applied that far yet. Nor may a
+// leader's FSM, just after an election or while applying lags the commit,
+// so before refusing it waits for a barrier: everything committed before
+// it has then been applied here.
 func (s *Shard) checkAfter(user, after uint64) error {
 	if after == 0 || !s.IsLeader() {
 		return nil
 	}
 	last, err := s.fsm.LastSeq(user)
 	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	if after <= last {
+		return nil
+	}
+	if err := s.node.Raft.Barrier(2 * time.Second).Error(); err != nil {
+		return rpcerr.FromRaft(err, s.leaderAddr())
+	}
+	if last, err = s.fsm.LastSeq(user); err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
 	if after > last {
@@ -393,6 +415,11 @@ func (r *server) Subscribe(req *seqdv1.SubscribeRequest, stream seqdv1.Messages_
 	// goes unnoticed.
 	wake := s.subs.subscribe(req.User)
 	defer s.subs.unsubscribe(req.User, wake)
+	// The header tells the client the stream is accepted (router.Client
+	// waits for it before it gives up on this replica).
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
 	s.m.subscribers.Inc()
 	defer s.m.subscribers.Dec()
 	cp := req.AfterSeq

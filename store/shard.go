@@ -150,7 +150,9 @@ type Shard struct {
 
 	// members caches group membership for planning sends; an applied
 	// entry that changes a group's membership drops it.
-	members sync.Map // group id -> *clusterv1.GroupRecord
+	members    sync.Map // group id -> *clusterv1.GroupRecord
+	membersMu  sync.Mutex
+	membersGen uint64 // bumped (under membersMu) by every applied entry that changed groups
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -200,11 +202,16 @@ func New(cfg Config) (*Shard, error) {
 // groups it changed, and subscribers of the users it touched wake up. Nil
 // lists (after a snapshot restore) mean everything.
 func (s *Shard) applied(users, groups []uint64) {
-	if users == nil && groups == nil {
-		s.members.Clear()
-	}
-	for _, g := range groups {
-		s.members.Delete(g)
+	if groups != nil || users == nil {
+		s.membersMu.Lock()
+		s.membersGen++
+		if users == nil && groups == nil {
+			s.members.Clear()
+		}
+		for _, g := range groups {
+			s.members.Delete(g)
+		}
+		s.membersMu.Unlock()
 	}
 	s.subs.notify(users, groups)
 }
@@ -214,11 +221,21 @@ func (s *Shard) groupMembers(g uint64) (*clusterv1.GroupRecord, error) {
 	if v, ok := s.members.Load(g); ok {
 		return v.(*clusterv1.GroupRecord), nil
 	}
+	s.membersMu.Lock()
+	gen := s.membersGen
+	s.membersMu.Unlock()
 	rec, err := s.fsm.Group(g)
 	if err != nil {
 		return nil, err
 	}
-	s.members.Store(g, rec)
+	// Cache it only if no entry that changed groups was applied while it
+	// was read: that entry's invalidation may already have run, and the
+	// record read before it would then stay cached for good.
+	s.membersMu.Lock()
+	if s.membersGen == gen {
+		s.members.Store(g, rec)
+	}
+	s.membersMu.Unlock()
 	return rec, nil
 }
 
