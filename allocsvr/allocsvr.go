@@ -310,6 +310,9 @@ func (s *Server) register() error {
 	if t == nil || t.SectionSize == 0 || t.NumSlots == 0 {
 		return errors.New("arbiter returned an empty routing table")
 	}
+	if t.SectionSize > 1<<24 {
+		return fmt.Errorf("arbiter returned section size %d; an AllocSvr handles at most %d keys per section", t.SectionSize, 1<<24)
+	}
 	if lay := s.lay.Load(); lay != nil && (lay.sectionSize != t.SectionSize || lay.numSlots != t.NumSlots) {
 		return fmt.Errorf("cluster layout changed under this node (section size %d->%d, slots %d->%d); restart it",
 			lay.sectionSize, t.SectionSize, lay.numSlots, t.NumSlots)
@@ -419,11 +422,18 @@ func (s *Server) renewOnce() bool {
 		return false
 	}
 	s.m.renewals.WithLabelValues("granted").Inc()
-	ls.extend(send, time.Duration(resp.LeaseMs)*time.Millisecond)
+	// Ownership first, the lease after: until extend, nothing is served,
+	// so no section of a slot that moved away while the lease had lapsed
+	// can answer from its cache in between. After a lapse every cached
+	// section is dropped anyway: its slot may have moved away and back.
+	if !ls.valid() {
+		s.dropAll()
+	}
 	if resp.Table != nil {
 		s.setTable(resp.Table)
 	}
 	s.applyOwnership(ls, resp.Slots)
+	ls.extend(send, time.Duration(resp.LeaseMs)*time.Millisecond)
 	return true
 }
 

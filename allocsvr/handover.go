@@ -44,7 +44,10 @@ func (r *server) Release(ctx context.Context, req *clusterv1.ReleaseRequest) (*c
 		<-sc.ready
 		sc.mu.Lock()
 		sc.dead.Store(true)
-		if sc.loadErr == nil {
+		// Only a section loaded in the released generation reports its
+		// mark: one left from an older generation may be behind what
+		// another owner served in between.
+		if sc.loadErr == nil && sc.gen == gen {
 			fresh[sc.slot] = append(fresh[sc.slot], &clusterv1.SectionMark{Section: sc.id, HighWater: sc.hwm})
 		}
 		sc.mu.Unlock()

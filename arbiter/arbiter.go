@@ -39,6 +39,10 @@ type Arbiter struct {
 	// everything committed before its term (after the leader barrier).
 	// Lease grants read the FSM outside Raft, so they wait for it.
 	ready atomic.Bool
+	// readyTerm is the term in which ready was set: a leadership lost and
+	// regained (LeaderCh may hide it until the loop restarts) must not
+	// count as ready before its own barrier.
+	readyTerm atomic.Uint64
 
 	changed chan struct{} // wakes the leader loop
 	stop    chan struct{}
@@ -227,4 +231,10 @@ func (a *Arbiter) commitSectionOps(batch [][]*clusterv1.OwnedSectionOp) ([][]*cl
 		i += len(ops)
 	}
 	return out, nil
+}
+
+// readyNow reports whether this arbiter leads and its FSM has applied
+// every entry committed before its current term.
+func (a *Arbiter) readyNow() bool {
+	return a.ready.Load() && a.readyTerm.Load() == a.raft.CurrentTerm()
 }

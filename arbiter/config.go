@@ -153,6 +153,9 @@ func (c *Config) Validate() error {
 	if c.NumSlots > MaxSlots {
 		errs = append(errs, fmt.Errorf("arbiter: %d slots is more than the maximum %d", c.NumSlots, MaxSlots))
 	}
+	if c.SectionSize > MaxSectionSize {
+		errs = append(errs, fmt.Errorf("arbiter: section size %d is more than the maximum %d keys", c.SectionSize, MaxSectionSize))
+	}
 	if c.Step > 1<<40 {
 		errs = append(errs, fmt.Errorf("arbiter: step %d is too large (max 2^40)", c.Step))
 	}

@@ -33,6 +33,10 @@ var (
 // in a response.
 const MaxSlots = 4096
 
+// MaxSectionSize bounds keys per section: an AllocSvr keeps a key's offset
+// in its section in 32 bits and may hold a whole section as an array.
+const MaxSectionSize = 1 << 24
+
 // ApplyResult is what FSM.Apply returns for every command.
 type ApplyResult struct {
 	Type clusterv1.CommandType
@@ -208,8 +212,8 @@ func shardsFromSplits(splits []uint64) ([]*seqdv1.ShardInfo, error) {
 }
 
 func (f *FSM) initCluster(c *clusterv1.InitClusterCommand) *ApplyResult {
-	if c.ClusterId == "" || c.SectionSize == 0 || c.NumSlots == 0 || c.NumSlots > MaxSlots {
-		return &ApplyResult{Err: fmt.Errorf("%w: init needs a cluster id, section_size > 0 and 1..%d slots", ErrBadCommand, MaxSlots)}
+	if c.ClusterId == "" || c.SectionSize == 0 || c.SectionSize > MaxSectionSize || c.NumSlots == 0 || c.NumSlots > MaxSlots {
+		return &ApplyResult{Err: fmt.Errorf("%w: init needs a cluster id, section_size 1..%d and 1..%d slots", ErrBadCommand, MaxSectionSize, MaxSlots)}
 	}
 	shards, err := shardsFromSplits(c.ShardSplits)
 	if err != nil {
@@ -544,7 +548,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return errors.New("arbiter: snapshot: state records without the cluster settings record")
 	}
 	if n.meta != nil {
-		if n.meta.NumSlots == 0 || n.meta.NumSlots > MaxSlots || n.meta.SectionSize == 0 || n.meta.ClusterId == "" {
+		if n.meta.NumSlots == 0 || n.meta.NumSlots > MaxSlots || n.meta.SectionSize == 0 || n.meta.SectionSize > MaxSectionSize || n.meta.ClusterId == "" {
 			return fmt.Errorf("arbiter: snapshot: invalid cluster settings (cluster %q, %d slots, section size %d)", n.meta.ClusterId, n.meta.NumSlots, n.meta.SectionSize)
 		}
 		if uint32(len(n.slots)) != n.meta.NumSlots {

@@ -155,6 +155,8 @@ func TestFSMInitCluster(t *testing.T) {
 		{"zero section size", &clusterv1.InitClusterCommand{ClusterId: "c1", NumSlots: 4}, ErrBadCommand},
 		{"zero slots", &clusterv1.InitClusterCommand{ClusterId: "c1", SectionSize: 100}, ErrBadCommand},
 		{"too many slots", &clusterv1.InitClusterCommand{ClusterId: "c1", SectionSize: 100, NumSlots: MaxSlots + 1}, ErrBadCommand},
+		{"section too large", &clusterv1.InitClusterCommand{ClusterId: "c1", SectionSize: MaxSectionSize + 1, NumSlots: 8}, ErrBadCommand},
+		{"section size 2^32 (wraps to 0 in 32 bits)", &clusterv1.InitClusterCommand{ClusterId: "c1", SectionSize: 1 << 32, NumSlots: 8}, ErrBadCommand},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package arbiter
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -86,10 +87,15 @@ func (a *Arbiter) runLeader(ctx context.Context) {
 	// Renewals list the slots the FSM says an instance owns: wait until the
 	// FSM holds every entry committed before this term (a reassignment by
 	// the previous leader, say) before granting any.
+	var term uint64
 	for {
+		term = a.raft.CurrentTerm()
 		err := a.raft.Barrier(a.cfg.ElectionTimeout * 5).Error()
-		if err == nil {
+		if err == nil && a.raft.CurrentTerm() == term {
 			break
+		}
+		if err == nil {
+			err = errors.New("the term changed during the barrier")
 		}
 		// Still leading (or the loop would have been stopped): try again,
 		// or this term would never grant a lease or move a slot.
@@ -100,6 +106,7 @@ func (a *Arbiter) runLeader(ctx context.Context) {
 		case <-time.After(a.cfg.AssignInterval):
 		}
 	}
+	a.readyTerm.Store(term)
 	a.ready.Store(true)
 	if err := a.initCluster(ctx); err != nil {
 		a.log.Warn("cluster init failed", "err", err)

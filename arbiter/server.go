@@ -126,7 +126,7 @@ func (s *server) RenewLease(ctx context.Context, req *clusterv1.RenewLeaseReques
 			return clusterv1.NewArbiterClient(cc).RenewLease(ctx, req)
 		})
 	}
-	if !s.a.ready.Load() {
+	if !s.a.readyNow() {
 		return nil, status.Error(codes.Unavailable, "the arbiter leader is still catching up after an election; retry shortly")
 	}
 	i := instance{req.NodeId, req.Incarnation}
@@ -145,6 +145,9 @@ func (s *server) RenewLease(ctx context.Context, req *clusterv1.RenewLeaseReques
 	if err := s.a.raft.VerifyLeader().Error(); err != nil {
 		addr, _ := s.a.leaderAddr()
 		return nil, rpcerr.FromRaft(err, addr)
+	}
+	if !s.a.readyNow() { // leadership lost and regained meanwhile
+		return nil, status.Error(codes.Unavailable, "the arbiter leader is still catching up after an election; retry shortly")
 	}
 	if !s.a.leases.grant(i) {
 		return s.refuse("expired", "this instance's lease ran out at the arbiter; register again"), nil

@@ -92,23 +92,37 @@ func (b *batcher) close() {
 
 func (b *batcher) loop() {
 	var timer *time.Timer
+	// held is a call that would have pushed a batch past maxKeys: it
+	// starts the next batch.
+	var held *pending
 	for {
-		var first *pending
-		select {
-		case first = <-b.queue:
-		case <-b.quit:
-			b.drainQueue()
-			return
+		first := held
+		held = nil
+		if first == nil {
+			select {
+			case first = <-b.queue:
+			case <-b.quit:
+				b.drainQueue()
+				return
+			}
 		}
 		batch := []*pending{first}
 		n := len(first.keys)
+		join := func(p *pending) bool {
+			if n+len(p.keys) > b.maxKeys {
+				held = p
+				return false
+			}
+			batch = append(batch, p)
+			n += len(p.keys)
+			return true
+		}
 		// Take whatever is already queued.
 	drain:
-		for n < b.maxKeys {
+		for n < b.maxKeys && held == nil {
 			select {
 			case p := <-b.queue:
-				batch = append(batch, p)
-				n += len(p.keys)
+				join(p)
 			default:
 				break drain
 			}
@@ -118,18 +132,17 @@ func (b *batcher) loop() {
 		// others up to the window to join.
 		select {
 		case b.slots <- struct{}{}:
-			if b.window > 0 && n < b.maxKeys && len(batch) == 1 {
+			if b.window > 0 && n < b.maxKeys && len(batch) == 1 && held == nil {
 				if timer == nil {
 					timer = time.NewTimer(b.window)
 				} else {
 					timer.Reset(b.window)
 				}
 			wait:
-				for n < b.maxKeys {
+				for n < b.maxKeys && held == nil {
 					select {
 					case p := <-b.queue:
-						batch = append(batch, p)
-						n += len(p.keys)
+						join(p)
 					case <-timer.C:
 						break wait
 					}
@@ -143,6 +156,9 @@ func (b *batcher) loop() {
 			}
 		case <-b.quit:
 			fail(batch, status.Error(codes.Unavailable, ErrClosed.Error()))
+			if held != nil {
+				fail([]*pending{held}, status.Error(codes.Unavailable, ErrClosed.Error()))
+			}
 			b.drainQueue()
 			return
 		}

@@ -188,7 +188,11 @@ func (c *Client) refresh(ctx context.Context, force bool) error {
 			errs = append(errs, fmt.Errorf("%s: %w", a, err))
 			continue
 		}
-		c.learn(resp.Table)
+		if !c.learn(resp.Table) && c.table.Load() == nil {
+			errs = append(errs, fmt.Errorf("%s: answered with an unusable routing table (version %d, %d slots, section size %d)",
+				a, resp.Table.GetVersion(), resp.Table.GetNumSlots(), resp.Table.GetSectionSize()))
+			continue
+		}
 		c.refreshed = time.Now()
 		return nil
 	}

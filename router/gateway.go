@@ -56,10 +56,12 @@ func (g *Gateway) RegisterServices(s *grpc.Server) {
 }
 
 func (g *Gateway) header() *seqdv1.ResponseHeader {
-	if t := g.client.Load().Table(); t != nil {
-		return &seqdv1.ResponseHeader{RoutingVersion: t.Version}
+	if c := g.client.Load(); c != nil {
+		if t := c.Table(); t != nil {
+			return &seqdv1.ResponseHeader{RoutingVersion: t.Version}
+		}
 	}
-	return &seqdv1.ResponseHeader{}
+	return &seqdv1.ResponseHeader{} // still starting
 }
 
 type gatewaySequencer struct {

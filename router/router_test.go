@@ -1,0 +1,92 @@
+package router
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+func TestGatewayHeaderBeforeTheClientExists(t *testing.T) {
+	var g Gateway
+	if h := g.header(); h == nil || h.RoutingVersion != 0 {
+		t.Fatalf("header %v", h)
+	}
+}
+
+// countingSequencer answers NextStream messages with increasing seqs and
+// records the largest message it got.
+type countingSequencer struct {
+	seqdv1.UnimplementedSequencerServer
+	next    atomic.Uint64
+	maxKeys atomic.Int64
+}
+
+func (c *countingSequencer) NextStream(st seqdv1.Sequencer_NextStreamServer) error {
+	for {
+		req, err := st.Recv()
+		if err != nil {
+			return nil
+		}
+		if n := int64(len(req.Keys)); n > c.maxKeys.Load() {
+			c.maxKeys.Store(n)
+		}
+		resp := &seqdv1.NextBatchResponse{Id: req.Id}
+		for range req.Keys {
+			resp.Seqs = append(resp.Seqs, c.next.Add(1))
+		}
+		if err := st.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// Calls that queue together never make a message larger than the batch
+// limit: the call that would overflow it starts the next message.
+func TestBatcherKeepsMessagesWithinTheKeyLimit(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	fake := &countingSequencer{}
+	seqdv1.RegisterSequencerServer(srv, fake)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	const limit = 10
+	b := newBatcher(cc, limit, 1, time.Millisecond)
+	defer b.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			keys := make([]uint64, 1+i%7) // 1..7 keys: pairs of calls overflow the limit
+			for j := range keys {
+				keys[j] = uint64(i*10 + j + 1)
+			}
+			seqs, _, err := b.do(ctx, keys, 0)
+			if err != nil || len(seqs) != len(keys) {
+				t.Errorf("call %d: %d seqs for %d keys, err %v", i, len(seqs), len(keys), err)
+			}
+		}()
+	}
+	wg.Wait()
+	if m := fake.maxKeys.Load(); m > limit {
+		t.Fatalf("a message carried %d keys; the limit is %d", m, limit)
+	}
+}
