@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -356,13 +357,30 @@ func (r *run) finish() {
 		}
 	}
 	if res.HarnessError == "" && len(res.Checkers) > 0 {
-		var ok uint64
+		// Each workload must have done enough for its checkers to mean
+		// something: one busy workload must not vouch for an idle one.
 		for _, w := range r.wls {
-			n, _ := w.Progress()
-			ok += n
+			if n, _ := w.Progress(); n < 100 {
+				res.HarnessError = fmt.Sprintf("only %d %s operations succeeded: the cluster hardly served them, so the run shows nothing", n, w.Name())
+				break
+			}
 		}
-		if ok < 100 {
-			res.HarnessError = fmt.Sprintf("only %d operations succeeded: the cluster hardly served, so the run shows nothing", ok)
+	}
+	if res.HarnessError == "" {
+		// A fault kind that was tried and never injected (every attempt
+		// failed) did not test anything.
+		tried, injected := map[string]bool{}, map[string]bool{}
+		for _, f := range res.Faults {
+			tried[f.Kind] = true
+			if !strings.HasPrefix(f.Desc, "not injected") {
+				injected[f.Kind] = true
+			}
+		}
+		for _, k := range slices.Sorted(maps.Keys(tried)) {
+			if !injected[k] {
+				res.HarnessError = fmt.Sprintf("every %s fault failed to inject (see the faults in the report): the run did not test what it was asked to", k)
+				break
+			}
 		}
 	}
 	if r.o.Out != "" {

@@ -26,10 +26,27 @@ type Sent struct {
 
 // Subscription is what one Subscribe connection delivered, in order.
 type Subscription struct {
-	User   uint64
-	After  uint64   // the checkpoint it was opened from
-	Seqs   []uint64 // the seqs it delivered, in order
+	User  uint64
+	After uint64   // the checkpoint it was opened from
+	Seqs  []uint64 // the seqs it delivered, in order
+	// Keys are EventKey of each delivered event, parallel to Seqs (nil:
+	// only the seqs are compared).
+	Keys   []string
 	Client int
+	// Stopped: the harness ended the stream after the final heal, once its
+	// user's subscriber had caught up to Target (the newest seq of the
+	// user's inbox then), or gave up waiting. Such a stream must have
+	// delivered every event up to Target; one a fault broke, only a gap-free
+	// prefix.
+	Stopped bool
+	Target  uint64
+}
+
+// EventKey identifies an event's content for comparing what a stream
+// delivered with the final inbox: a stream that delivered a different
+// event at the same seq (say, from a deposed leader) is caught.
+func EventKey(e *seqdv1.Event) string {
+	return fmt.Sprintf("%s/%s/%q", e.Kind, e.MessageId, e.Body)
 }
 
 // UnreadView is one user's Unread answer.
@@ -127,28 +144,49 @@ func Increasing(inboxes map[uint64][]*seqdv1.Event) []Anomaly {
 	return out
 }
 
-// SubscriberGaps reports every Subscribe connection that skipped or
-// repeated an event: what it delivered must be exactly the final inbox's
-// seqs from its checkpoint up to the last one it delivered (G3).
+// SubscriberGaps reports every Subscribe connection that skipped,
+// repeated or changed an event: what it delivered must be exactly the
+// final inbox's events from its checkpoint up to the last one it delivered
+// or, for a stream the harness stopped, up to its Target (G3).
 func SubscriberGaps(subs []Subscription, inboxes map[uint64][]*seqdv1.Event) []Anomaly {
 	var out []Anomaly
 	for _, s := range subs {
-		if len(s.Seqs) == 0 {
+		if len(s.Seqs) == 0 && !s.Stopped {
 			continue
 		}
-		last := s.Seqs[len(s.Seqs)-1]
+		last := uint64(0)
+		if len(s.Seqs) > 0 {
+			last = s.Seqs[len(s.Seqs)-1]
+		}
+		if s.Stopped {
+			last = max(last, s.Target)
+		}
 		var want []uint64
+		byseq := map[uint64]*seqdv1.Event{}
 		for _, e := range inboxes[s.User] {
 			if e.Seq > s.After && e.Seq <= last {
 				want = append(want, e.Seq)
+				byseq[e.Seq] = e
 			}
 		}
-		if fmt.Sprint(want) == fmt.Sprint(s.Seqs) {
+		if fmt.Sprint(want) != fmt.Sprint(s.Seqs) {
+			what := "delivered"
+			if s.Stopped {
+				what = fmt.Sprintf("was stopped after catching up to %d and delivered", s.Target)
+			}
+			out = append(out, Anomaly{Kind: "subscribe", Key: s.User, Msg: fmt.Sprintf(
+				"client %d's stream for user %d from checkpoint %d %s %s; the final inbox has %s there",
+				s.Client, s.User, s.After, what, abbreviate(s.Seqs), abbreviate(want))})
 			continue
 		}
-		out = append(out, Anomaly{Kind: "subscribe", Key: s.User, Msg: fmt.Sprintf(
-			"client %d's stream for user %d from checkpoint %d delivered %s; the final inbox has %s there",
-			s.Client, s.User, s.After, abbreviate(s.Seqs), abbreviate(want))})
+		for i, k := range s.Keys {
+			if e := byseq[s.Seqs[i]]; e != nil && EventKey(e) != k {
+				out = append(out, Anomaly{Kind: "subscribe", Key: s.User, Msg: fmt.Sprintf(
+					"client %d's stream for user %d delivered %s at seq %d; the final inbox has %s there",
+					s.Client, s.User, k, s.Seqs[i], EventKey(e))})
+				break
+			}
+		}
 	}
 	return out
 }

@@ -84,6 +84,12 @@ func TestSubscriberGaps(t *testing.T) {
 		{"repeated one", Subscription{User: 1, After: 1, Seqs: []uint64{4, 4, 6}}, 1},
 		{"delivered something the inbox lacks", Subscription{User: 1, Seqs: []uint64{1, 2, 4}}, 1},
 		{"out of order", Subscription{User: 1, Seqs: []uint64{4, 1}}, 1},
+		{"stopped after catching up", Subscription{User: 1, After: 4, Seqs: []uint64{6, 9}, Stopped: true, Target: 9}, 0},
+		{"stopped short of its target", Subscription{User: 1, After: 1, Seqs: []uint64{4}, Stopped: true, Target: 9}, 1},
+		{"stopped having delivered nothing", Subscription{User: 1, After: 4, Stopped: true, Target: 9}, 1},
+		{"stopped, nothing to deliver", Subscription{User: 1, After: 9, Stopped: true, Target: 9}, 0},
+		{"same events", Subscription{User: 1, Seqs: []uint64{1, 4}, Keys: []string{EventKey(inbox[1][0]), EventKey(inbox[1][1])}}, 0},
+		{"another event at the same seq", Subscription{User: 1, Seqs: []uint64{1, 4}, Keys: []string{EventKey(inbox[1][0]), EventKey(msg(4, "phantom", false))}}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

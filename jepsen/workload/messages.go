@@ -87,13 +87,22 @@ type Messages struct {
 	finalErrs []string
 
 	ok, failed atomic.Uint64
+
+	// Subscribers outlive Run: Final lets them catch up with the final
+	// inboxes, then stops them (see drain).
+	subCancel context.CancelFunc
+	subWG     sync.WaitGroup
+	subCP     map[uint64]*atomic.Uint64 // newest seq each subscribed user's stream delivered
+	subTarget map[uint64]uint64         // set by drain before it stops the streams
+	stalled   []checker.Anomaly
 }
 
 // replicaView is what one store replica answered on its own.
 type replicaView struct {
-	inboxes map[uint64][]*seqdv1.Event
-	unread  map[uint64]checker.UnreadView
-	err     string
+	inboxes  map[uint64][]*seqdv1.Event
+	timeline []*seqdv1.Event
+	unread   map[uint64]checker.UnreadView
+	err      string
 }
 
 // NewMessages returns the messages workload; zero fields take the defaults.
@@ -196,13 +205,70 @@ func (m *Messages) Run(ctx context.Context) error {
 	}
 	start(m.opt.SendWorkers, m.directSender)
 	start(m.opt.GroupWorkers, m.groupSender)
-	for i := 0; i < m.opt.Subscribers && i < len(m.users); i++ {
-		u := m.users[i]
-		start(1, func(ctx context.Context, id int, _ *rand.Rand) { m.subscriber(ctx, id, u) })
-	}
 	start(m.opt.Readers, m.reader)
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.mu.Lock()
+	m.subCancel, m.subCP, m.subTarget = cancel, map[uint64]*atomic.Uint64{}, map[uint64]uint64{}
+	for i := 0; i < m.opt.Subscribers && i < len(m.users); i++ {
+		u, id := m.users[i], next
+		next++
+		m.subCP[u] = new(atomic.Uint64)
+		m.subWG.Add(1)
+		go func() {
+			defer m.subWG.Done()
+			m.subscriber(sctx, id, u)
+		}()
+	}
+	m.mu.Unlock()
 	wg.Wait()
 	return nil
+}
+
+// drain lets every subscriber catch up with its user's final inbox (the
+// newest seq read by Final), then stops the streams: each stopped stream
+// must have delivered everything up to that seq, so a stream that quietly
+// stopped delivering while it kept sending heartbeats shows.
+func (m *Messages) drain(ctx context.Context) {
+	m.mu.Lock()
+	cancel := m.subCancel
+	m.subCancel = nil
+	targets := map[uint64]uint64{}
+	for u := range m.subCP {
+		if evs := m.inboxes[u]; len(evs) > 0 {
+			targets[u] = evs[len(evs)-1].Seq
+		}
+		m.subTarget[u] = targets[u]
+	}
+	m.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		behind := 0
+		for u, t := range targets {
+			if m.subCP[u].Load() < t {
+				behind++
+			}
+		}
+		if behind == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	m.subWG.Wait()
+	users := make([]uint64, 0, len(targets))
+	for u := range targets {
+		users = append(users, u)
+	}
+	sort.Slice(users, func(i, j int) bool { return users[i] < users[j] })
+	for _, u := range users {
+		if got := m.subCP[u].Load(); got < targets[u] {
+			m.stalled = append(m.stalled, checker.Anomaly{Kind: "subscribe", Key: u, Msg: fmt.Sprintf(
+				"user %d's subscriber delivered up to seq %d but the healed inbox holds %d; it did not catch up within 30 s", u, got, targets[u])})
+		}
+	}
 }
 
 // send runs one logical send: attempts with the same client_msg_id until
@@ -297,12 +363,17 @@ func (m *Messages) subscriber(ctx context.Context, id int, user uint64) {
 				}
 				for _, e := range r.Events {
 					sub.Seqs = append(sub.Seqs, e.Seq)
+					sub.Keys = append(sub.Keys, checker.EventKey(e))
 					cp = e.Seq
 				}
+				m.subCP[user].Store(cp)
 			}
 		}
 		cancel()
 		m.mu.Lock()
+		if ctx.Err() != nil {
+			sub.Stopped, sub.Target = true, m.subTarget[user]
+		}
 		m.subs = append(m.subs, sub)
 		m.mu.Unlock()
 		select {
@@ -361,6 +432,20 @@ func (m *Messages) syncAll(ctx context.Context, u uint64) ([]*seqdv1.Event, erro
 // The leader may still append (hint rounds for the last group messages),
 // so the reads repeat until the replicas hold what the leader holds.
 func (m *Messages) Final(ctx context.Context) error {
+	m.settle(ctx)
+	if len(m.finalErrs) == 0 {
+		// Stop the streams once they hold what the inboxes hold, then
+		// read again: the inboxes only grow, so the second read covers
+		// everything the streams delivered.
+		m.drain(ctx)
+		m.settle(ctx)
+	}
+	return nil
+}
+
+// settle reads at the leader and at each replica until the replicas hold
+// what the leader holds (or it gives up).
+func (m *Messages) settle(ctx context.Context) {
 	for attempt := 0; attempt < 20; attempt++ {
 		m.finalErrs = nil
 		m.readLeader(ctx)
@@ -369,18 +454,17 @@ func (m *Messages) Final(ctx context.Context) error {
 		for _, n := range m.env.Cluster.Stores() {
 			v := m.readReplica(ctx, n)
 			m.replicas[n.ID] = v
-			settled = settled && v.err == "" && v.agrees(m.inboxes)
+			settled = settled && v.err == "" && v.agrees(m.inboxes, m.timelines[m.rg])
 		}
 		if settled {
-			return nil
+			return
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	return nil
 }
 
 // readLeader reads every inbox, unread count and the group timeline
@@ -477,23 +561,43 @@ func (m *Messages) readReplica(ctx context.Context, n *cluster.Node) *replicaVie
 		}
 		v.inboxes[u], v.unread[u] = evs, unreadView(ur)
 	}
-	return v
+	rctx, cancel := context.WithTimeout(local, 5*time.Second)
+	defer cancel()
+	cp := uint64(0)
+	for {
+		r, err := c.SyncGroup(rctx, &seqdv1.SyncGroupRequest{User: m.users[0], GroupId: m.rg, AfterGseq: cp, Limit: 1000})
+		if err != nil {
+			v.err = fmt.Sprintf("group timeline: %v", err)
+			return v
+		}
+		v.timeline = append(v.timeline, r.Events...)
+		cp = r.NextCheckpoint
+		if !r.HasMore {
+			return v
+		}
+	}
 }
 
-// agrees reports whether the replica holds the same inboxes as the leader.
-func (v *replicaView) agrees(leader map[uint64][]*seqdv1.Event) bool {
-	for u, evs := range leader {
-		got := v.inboxes[u]
-		if len(got) != len(evs) {
+// agrees reports whether the replica holds the same inboxes and group
+// timeline as the leader.
+func (v *replicaView) agrees(leader map[uint64][]*seqdv1.Event, timeline []*seqdv1.Event) bool {
+	same := func(got, want []*seqdv1.Event) bool {
+		if len(got) != len(want) {
 			return false
 		}
-		for i := range evs {
-			if !proto.Equal(got[i], evs[i]) {
+		for i := range want {
+			if !proto.Equal(got[i], want[i]) {
 				return false
 			}
 		}
+		return true
 	}
-	return true
+	for u, evs := range leader {
+		if !same(v.inboxes[u], evs) {
+			return false
+		}
+	}
+	return same(v.timeline, timeline)
 }
 
 // Progress implements Workload.
@@ -544,7 +648,7 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 		append(checker.DoubledPayloads(m.inboxes, "user"), checker.DoubledPayloads(m.timelines, "group")...))
 	add("inbox-order", "G3", "Every inbox is strictly increasing in seq.", checker.Increasing(m.inboxes))
 	add("subscribe-gap-free", "G3", "Every Subscribe connection delivered exactly the final inbox's events from its checkpoint on.",
-		checker.SubscriberGaps(m.subs, m.inboxes))
+		append(checker.SubscriberGaps(m.subs, m.inboxes), m.stalled...))
 	as := checker.UnreadAgrees(m.unread, m.inboxes, nil, "leader")
 	ids := make([]string, 0, len(m.replicas))
 	for id := range m.replicas {
@@ -559,8 +663,8 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 			continue
 		}
 		as = append(as, checker.UnreadAgrees(v.unread, v.inboxes, nil, "replica "+id)...)
-		if !v.agrees(m.inboxes) {
-			diverged = append(diverged, checker.Anomaly{Kind: "replica", Msg: fmt.Sprintf("replica %s holds other inboxes than the leader after the quiet period", id)})
+		if !v.agrees(m.inboxes, m.timelines[m.rg]) {
+			diverged = append(diverged, checker.Anomaly{Kind: "replica", Msg: fmt.Sprintf("replica %s holds other inboxes or another group timeline than the leader after the quiet period", id)})
 		}
 	}
 	add("unread-agrees", "G3", "At the leader and at each replica, unread counts per conversation and in total equal what the inbox implies.", as)
@@ -630,6 +734,14 @@ func (m *Messages) Artifacts(ctx context.Context, dir string, faults []nemesis.F
 
 // Close implements Workload.
 func (m *Messages) Close() error {
+	m.mu.Lock()
+	cancel := m.subCancel
+	m.subCancel = nil
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		m.subWG.Wait()
+	}
 	if m.client != nil {
 		return m.client.Close()
 	}
