@@ -149,6 +149,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 		spec = report.Spec{Scenario: sc.Name, Workload: sc.Workload, Nemesis: sc.Nemesis, Bug: sc.Bug, TimeLimit: sc.TimeLimit}
 		spec.Schedule.Interval = sc.Interval
+		if sc.Step != 0 && !set["step"] {
+			*step = sc.Step
+		}
 		fmt.Fprintf(stderr, "scenario %s: %s (expected outcome: %s)\n", sc.Name, sc.Doc, sc.Expect)
 	} else {
 		spec.Nemesis = "kill,pause,partition"
