@@ -21,6 +21,8 @@ type Scenario struct {
 	TimeLimit  time.Duration
 	// Interval overrides the default time between faults.
 	Interval [2]time.Duration
+	// Hold overrides how long each fault lasts.
+	Hold [2]time.Duration
 	// Step overrides the max_seq step (default 1000), unless --step is given.
 	Step uint64
 	// Expect is "pass" (no anomaly allowed) or "fail" (the run must catch
@@ -30,6 +32,14 @@ type Scenario struct {
 
 // bugInterval packs faults closer, so a 60 s run sees a dozen of them.
 var bugInterval = [2]time.Duration{2 * time.Second, 6 * time.Second}
+
+// Store bugs show in a window of a few milliseconds around each fault (the
+// entries in flight when the leader goes away), so their scenarios use
+// many short faults: about twenty in 60 s.
+var (
+	storeBugInterval = [2]time.Duration{1 * time.Second, 2 * time.Second}
+	storeBugHold     = [2]time.Duration{1 * time.Second, 2 * time.Second}
+)
 
 // The scenarios. Each planted bug has one named after it that must catch it
 // (exit code 1); the others must pass.
@@ -56,12 +66,12 @@ var scenarios = []Scenario{
 		Workload: "messages", Nemesis: "kill,pause,partition", TimeLimit: 60 * time.Second, Expect: "pass"},
 	{Name: "messages-store", Doc: "the store leader killed, paused and isolated over and over while sends, streams and read markers run",
 		Workload: "messages", Nemesis: "kill:store-leader+store,pause:store-leader,partition:isolate-store-leader", TimeLimit: 60 * time.Second, Expect: "pass"},
-	{Name: bugs.AckSendBeforeCommit, Doc: "planted bug: sends acknowledged on proposal; an isolated or killed store leader loses what it acknowledged",
-		Workload: "messages", Nemesis: "partition:isolate-store-leader,kill:store-leader", Bug: bugs.AckSendBeforeCommit, NeedsNetns: true,
-		TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
-	{Name: bugs.SkipClientMsgIDDedup, Doc: "planted bug: retries not deduplicated; pauses and isolation of the store leader make clients retry sends that committed",
-		Workload: "messages", Nemesis: "pause:store-leader,partition:isolate-store-leader", Bug: bugs.SkipClientMsgIDDedup,
-		TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
+	{Name: bugs.AckSendBeforeCommit, Doc: "planted bug: sends acknowledged on proposal; a store leader cut off from its followers (still reaching the allocator) or killed loses what it acknowledged",
+		Workload: "messages", Nemesis: "partition:store-leader-followers+isolate-store-leader,kill:store-leader", Bug: bugs.AckSendBeforeCommit, NeedsNetns: true,
+		TimeLimit: 60 * time.Second, Interval: storeBugInterval, Hold: storeBugHold, Expect: "fail"},
+	{Name: bugs.SkipClientMsgIDDedup, Doc: "planted bug: retries not deduplicated; pauses, kills and isolation of the store leader make clients retry sends that committed",
+		Workload: "messages", Nemesis: "pause:store-leader,kill:store-leader,partition:isolate-store-leader", Bug: bugs.SkipClientMsgIDDedup,
+		TimeLimit: 60 * time.Second, Interval: storeBugInterval, Hold: storeBugHold, Expect: "fail"},
 	{Name: bugs.UnreadOutsideBatch, Doc: "planted bug: unread counters written apart from their events; replicas killed in between keep counts that disagree with their inboxes",
 		Workload: "messages", Nemesis: "kill:store", Bug: bugs.UnreadOutsideBatch, TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
 	{Name: bugs.AcceptStaleRoutingTable, Doc: "planted bug: clients take older tables and an AllocSvr whose lease lapsed keeps serving its last table; an AllocSvr cut off from the arbiters serves what moved",

@@ -148,7 +148,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			return report.ExitHarness
 		}
 		spec = report.Spec{Scenario: sc.Name, Workload: sc.Workload, Nemesis: sc.Nemesis, Bug: sc.Bug, TimeLimit: sc.TimeLimit}
-		spec.Schedule.Interval = sc.Interval
+		spec.Schedule.Interval, spec.Schedule.Hold = sc.Interval, sc.Hold
 		if sc.Step != 0 && !set["step"] {
 			*step = sc.Step
 		}

@@ -20,8 +20,9 @@ type Sent struct {
 	// that group's timeline instead of in member inboxes.
 	ReadGroup uint64
 	Acked     bool
-	ID        string // message id from the acknowledgement
-	At        time.Duration
+	ID        string        // message id from the acknowledgement
+	At        time.Duration // when it was acknowledged
+	Last      time.Duration // when its last attempt ended
 }
 
 // Subscription is what one Subscribe connection delivered, in order.
@@ -98,9 +99,9 @@ func LostOrDoubled(sent []Sent, inboxes, timelines map[uint64][]*seqdv1.Event) [
 		for _, name := range names {
 			switch n := count(where[name], s.Body); {
 			case n == 0:
-				out = append(out, Anomaly{Kind: "lost", Msg: fmt.Sprintf("acknowledged message %s (%q, from %d) is missing from %s", s.ID, s.Body, s.Sender, name)})
+				out = append(out, Anomaly{Kind: "lost", At: s.At, Msg: fmt.Sprintf("acknowledged message %s (%q, from %d) is missing from %s", s.ID, s.Body, s.Sender, name)})
 			case n > 1:
-				out = append(out, Anomaly{Kind: "duplicated", Msg: fmt.Sprintf("acknowledged message %s (%q) appears %d times in %s", s.ID, s.Body, n, name)})
+				out = append(out, Anomaly{Kind: "duplicated", At: s.At, Msg: fmt.Sprintf("acknowledged message %s (%q) appears %d times in %s", s.ID, s.Body, n, name)})
 			}
 		}
 	}
@@ -109,8 +110,9 @@ func LostOrDoubled(sent []Sent, inboxes, timelines map[uint64][]*seqdv1.Event) [
 
 // DoubledPayloads reports any body that appears more than once in one
 // inbox or timeline, acknowledged or not: a retry that was not
-// deduplicated (G2).
-func DoubledPayloads(inboxes map[uint64][]*seqdv1.Event, where string) []Anomaly {
+// deduplicated (G2). sentAt (may be nil) gives each body's last attempt
+// time, used as the time the anomaly became visible.
+func DoubledPayloads(inboxes map[uint64][]*seqdv1.Event, where string, sentAt map[string]time.Duration) []Anomaly {
 	var out []Anomaly
 	for _, u := range sortedUsers(inboxes) {
 		seen := map[string]uint64{}
@@ -119,7 +121,7 @@ func DoubledPayloads(inboxes map[uint64][]*seqdv1.Event, where string) []Anomaly
 				continue
 			}
 			if first, dup := seen[string(e.Body)]; dup {
-				out = append(out, Anomaly{Kind: "duplicated", Key: u, Msg: fmt.Sprintf("%s %d holds %q twice: seqs %d and %d (message ids differ: a retry was not deduplicated)",
+				out = append(out, Anomaly{Kind: "duplicated", Key: u, At: sentAt[string(e.Body)], Msg: fmt.Sprintf("%s %d holds %q twice: seqs %d and %d (message ids differ: a retry was not deduplicated)",
 					where, u, e.Body, first, e.Seq)})
 				continue
 			}

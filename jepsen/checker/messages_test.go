@@ -48,15 +48,15 @@ func TestLostOrDoubled(t *testing.T) {
 
 func TestDoubledPayloads(t *testing.T) {
 	ok := map[uint64][]*seqdv1.Event{1: {msg(1, "a", false), msg(2, "b", false)}}
-	if got := DoubledPayloads(ok, "user"); len(got) != 0 {
+	if got := DoubledPayloads(ok, "user", nil); len(got) != 0 {
 		t.Fatalf("distinct bodies flagged: %v", got)
 	}
 	recalled := msg(2, "a", false)
 	recalled.Recalled = true
-	if got := DoubledPayloads(map[uint64][]*seqdv1.Event{1: {msg(1, "a", false), recalled}}, "user"); len(got) != 0 {
+	if got := DoubledPayloads(map[uint64][]*seqdv1.Event{1: {msg(1, "a", false), recalled}}, "user", nil); len(got) != 0 {
 		t.Fatalf("a recalled copy counted: %v", got)
 	}
-	if got := DoubledPayloads(map[uint64][]*seqdv1.Event{1: {msg(1, "a", false), msg(5, "a", false)}}, "user"); len(got) != 1 {
+	if got := DoubledPayloads(map[uint64][]*seqdv1.Event{1: {msg(1, "a", false), msg(5, "a", false)}}, "user", nil); len(got) != 1 {
 		t.Fatalf("an undeduplicated retry not flagged: %v", got)
 	}
 }

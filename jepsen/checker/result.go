@@ -54,7 +54,7 @@ func (o SeqOp) Record() OpRecord {
 
 // Finding turns an anomaly into report form.
 func (a Anomaly) Finding() Finding {
-	f := Finding{Kind: a.Kind, Key: a.Key, Msg: a.Msg}
+	f := Finding{Kind: a.Kind, Key: a.Key, Msg: a.Msg, At: a.At}
 	for _, o := range a.Ops {
 		f.Ops = append(f.Ops, o.Record())
 		f.At = max(f.At, o.End)

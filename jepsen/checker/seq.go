@@ -61,6 +61,9 @@ type Anomaly struct {
 	Key  uint64
 	Ops  []SeqOp
 	Msg  string
+	// At is when the anomaly became visible, if no operation in Ops says
+	// (the acknowledgement of a message that was lost, say); 0 if unknown.
+	At time.Duration
 }
 
 func (a Anomaly) String() string { return a.Kind + ": " + a.Msg }

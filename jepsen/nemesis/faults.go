@@ -177,6 +177,16 @@ func (p *partitioner) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Ac
 		}
 		blocked = cut([]string{l.ID}, without(all, l.ID))
 		desc, nodes = "partition: isolate store leader "+l.ID, []string{l.ID}
+	case "store-leader-followers":
+		// Only the store replicas are cut from each other: the old leader
+		// still reaches the allocator and keeps planning and proposing
+		// until it notices it lost its quorum.
+		l, err := c.StoreLeader(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("finding the store leader: %w", err)
+		}
+		blocked = cut([]string{l.ID}, without(ids(c.Stores()), l.ID))
+		desc, nodes = "partition: store leader "+l.ID+" cut off from its followers", []string{l.ID}
 	case "majorities-ring":
 		blocked = ring(shuffled)
 		desc, nodes = "partition: majorities ring "+strings.Join(shuffled, "-"), all

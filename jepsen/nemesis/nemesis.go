@@ -85,7 +85,7 @@ func (s Spec) String() string {
 var Kinds = map[string][]string{
 	"kill":         {"one", "allocsvr", "leader", "minority", "store", "store-leader"},
 	"pause":        {"one", "allocsvr", "leader", "store", "store-leader"},
-	"partition":    {"halves", "isolate-one", "isolate-leader", "majorities-ring", "bridge", "allocsvr-arbiters", "isolate-store-leader"},
+	"partition":    {"halves", "isolate-one", "isolate-leader", "majorities-ring", "bridge", "allocsvr-arbiters", "isolate-store-leader", "store-leader-followers"},
 	"clock":        {"allocsvr", "leader"},
 	"clock-beyond": {"leader", "allocsvr"},
 }

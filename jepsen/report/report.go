@@ -100,6 +100,9 @@ func (r *Results) Finish(samples []workload.Sample) {
 		c.Count = max(c.Count, len(c.Findings)) // untrimmed results count what they hold
 		vs = append(vs, c.Verdict)
 		for _, f := range c.Findings {
+			if f.At <= 0 {
+				continue // seen only in the final reads: no time to give
+			}
 			if r.FirstAnomaly == nil || f.At < *r.FirstAnomaly {
 				at := f.At
 				r.FirstAnomaly = &at

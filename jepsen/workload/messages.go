@@ -280,6 +280,7 @@ func (m *Messages) send(ctx context.Context, s checker.Sent, req *seqdv1.SendReq
 		resp, err := m.msgs.Send(actx, req)
 		cancel()
 		end := m.env.Now()
+		s.Last = end
 		m.mu.Lock()
 		m.samples = append(m.samples, Sample{Start: begin, End: end, OK: err == nil})
 		m.mu.Unlock()
@@ -642,10 +643,14 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 		return out
 	}
 	add("recovery", "G6", "After the final heal, every final read succeeds.", nil)
+	sentAt := make(map[string]time.Duration, len(m.sent))
+	for _, s := range m.sent {
+		sentAt[s.Body] = s.Last
+	}
 	add("no-lost-sends", "G2", "Every acknowledged send is in each intended inbox (or the group timeline) exactly once.",
 		checker.LostOrDoubled(m.sent, m.inboxes, m.timelines))
 	add("no-doubled-retries", "G2", "No body appears twice in an inbox or the timeline, acknowledged or not: retries were deduplicated.",
-		append(checker.DoubledPayloads(m.inboxes, "user"), checker.DoubledPayloads(m.timelines, "group")...))
+		append(checker.DoubledPayloads(m.inboxes, "user", sentAt), checker.DoubledPayloads(m.timelines, "group", sentAt)...))
 	add("inbox-order", "G3", "Every inbox is strictly increasing in seq.", checker.Increasing(m.inboxes))
 	add("subscribe-gap-free", "G3", "Every Subscribe connection delivered exactly the final inbox's events from its checkpoint on.",
 		append(checker.SubscriberGaps(m.subs, m.inboxes), m.stalled...))
