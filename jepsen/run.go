@@ -295,7 +295,7 @@ func (r *run) run(ctx context.Context) error {
 		if err := c.WaitServing(context.Background(), 60*time.Second); err != nil {
 			r.logf("after the final heal: %v", err)
 		}
-		sleepCtx(ctx, o.Quiet)
+		nemesis.Sleep(ctx, o.Quiet)
 	}
 	stopWork()
 	wwg.Wait()
@@ -474,14 +474,5 @@ func (r *run) showProgress(origin time.Time) {
 				r.logMu.Unlock()
 			}
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }

@@ -321,7 +321,7 @@ func resetClock(ctx context.Context, n *cluster.Node) error {
 		if err == nil || !n.Running() {
 			return nil
 		}
-		if !sleep(ctx, 200*time.Millisecond) {
+		if !Sleep(ctx, 200*time.Millisecond) {
 			return err
 		}
 	}

@@ -253,7 +253,7 @@ func (r *Runner) Run(ctx context.Context, current func(string)) []Fault {
 func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, rng *rand.Rand, report func(int, string)) []Fault {
 	var faults []Fault
 	for {
-		if !sleep(ctx, uniform(rng, r.sched.Interval)) {
+		if !Sleep(ctx, uniform(rng, r.sched.Interval)) {
 			return faults
 		}
 		n := group[rng.IntN(len(group))]
@@ -276,7 +276,7 @@ func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, rng *rand
 		f.Target, f.Desc, f.Nodes = a.Target, a.Desc, a.Nodes
 		r.env.Logf("nemesis: %s (for %v)", a.Desc, hold.Round(time.Millisecond))
 		report(class, a.Desc)
-		sleep(ctx, hold)
+		Sleep(ctx, hold)
 		hctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := a.Heal(hctx); err != nil {
 			f.Err = "heal: " + err.Error()
@@ -316,7 +316,8 @@ func uniform(rng *rand.Rand, r [2]time.Duration) time.Duration {
 	return r[0] + time.Duration(rng.Int64N(int64(r[1]-r[0])))
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
+// Sleep waits d or until ctx ends; it reports whether the full time passed.
+func Sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

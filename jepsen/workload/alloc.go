@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -100,37 +101,19 @@ type Alloc struct {
 // NewAlloc returns the alloc workload; zero fields take DefaultAllocOptions.
 func NewAlloc(opt AllocOptions) *Alloc {
 	d := DefaultAllocOptions
-	if opt.HotKeys == 0 {
-		opt.HotKeys = d.HotKeys
-	}
-	if opt.WarmKeys == 0 {
-		opt.WarmKeys = d.WarmKeys
-	}
-	if opt.WarmRate == 0 {
-		opt.WarmRate = d.WarmRate
-	}
-	if opt.WarmFraction == 0 {
-		opt.WarmFraction = d.WarmFraction
-	}
-	if opt.ColdKeys == 0 {
-		opt.ColdKeys = d.ColdKeys
-	}
+	opt.HotKeys = cmp.Or(opt.HotKeys, d.HotKeys)
+	opt.WarmKeys = cmp.Or(opt.WarmKeys, d.WarmKeys)
+	opt.WarmRate = cmp.Or(opt.WarmRate, d.WarmRate)
+	opt.WarmFraction = cmp.Or(opt.WarmFraction, d.WarmFraction)
+	opt.ColdKeys = cmp.Or(opt.ColdKeys, d.ColdKeys)
 	if opt.RouterWorkers+opt.HotRouterWorkers+opt.UnbatchedWorkers+opt.GatewayWorkers+opt.WarmRouterWorkers == 0 {
 		opt.RouterWorkers, opt.HotRouterWorkers, opt.UnbatchedWorkers, opt.GatewayWorkers = d.RouterWorkers, d.HotRouterWorkers, d.UnbatchedWorkers, d.GatewayWorkers
 		opt.WarmRouterWorkers = d.WarmRouterWorkers
 	}
-	if opt.HotFraction == 0 {
-		opt.HotFraction = d.HotFraction
-	}
-	if opt.CurrentFraction == 0 {
-		opt.CurrentFraction = d.CurrentFraction
-	}
-	if opt.OpTimeout == 0 {
-		opt.OpTimeout = d.OpTimeout
-	}
-	if opt.SectionSize == 0 {
-		opt.SectionSize = d.SectionSize
-	}
+	opt.HotFraction = cmp.Or(opt.HotFraction, d.HotFraction)
+	opt.CurrentFraction = cmp.Or(opt.CurrentFraction, d.CurrentFraction)
+	opt.OpTimeout = cmp.Or(opt.OpTimeout, d.OpTimeout)
+	opt.SectionSize = cmp.Or(opt.SectionSize, d.SectionSize)
 	return &Alloc{opt: opt}
 }
 
@@ -328,12 +311,12 @@ func (a *Alloc) Run(ctx context.Context) error {
 					// fails at once; back off as a real one would
 					// instead of spinning on the CPU the cluster needs.
 					failures++
-					sleepCtx(ctx, min(100*time.Millisecond, time.Millisecond<<min(failures, 7)))
+					nemesis.Sleep(ctx, min(100*time.Millisecond, time.Millisecond<<min(failures, 7)))
 				}
 				if w.every > 0 {
 					next = next.Add(w.every)
 					if d := time.Until(next); d > 0 {
-						sleepCtx(ctx, d)
+						nemesis.Sleep(ctx, d)
 					} else {
 						next = time.Now()
 					}
@@ -628,13 +611,4 @@ func (a *Alloc) Close() error {
 		a.gwConn.Close()
 	}
 	return nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

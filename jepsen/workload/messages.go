@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -8,9 +9,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -108,24 +111,16 @@ type replicaView struct {
 // NewMessages returns the messages workload; zero fields take the defaults.
 func NewMessages(opt MessagesOptions) *Messages {
 	d := DefaultMessagesOptions
-	if opt.Users == 0 {
-		opt.Users = d.Users
-	}
+	opt.Users = cmp.Or(opt.Users, d.Users)
 	if opt.GroupSize == 0 {
 		opt.GroupSize = min(d.GroupSize, opt.Users)
 	}
 	if opt.SendWorkers+opt.GroupWorkers+opt.Subscribers+opt.Readers == 0 {
 		opt.SendWorkers, opt.GroupWorkers, opt.Subscribers, opt.Readers = d.SendWorkers, d.GroupWorkers, d.Subscribers, d.Readers
 	}
-	if opt.OpTimeout == 0 {
-		opt.OpTimeout = d.OpTimeout
-	}
-	if opt.Attempts == 0 {
-		opt.Attempts = d.Attempts
-	}
-	if opt.FirstUser == 0 {
-		opt.FirstUser = d.FirstUser
-	}
+	opt.OpTimeout = cmp.Or(opt.OpTimeout, d.OpTimeout)
+	opt.Attempts = cmp.Or(opt.Attempts, d.Attempts)
+	opt.FirstUser = cmp.Or(opt.FirstUser, d.FirstUser)
 	return &Messages{opt: opt}
 }
 
@@ -258,12 +253,7 @@ func (m *Messages) drain(ctx context.Context) {
 	}
 	cancel()
 	m.subWG.Wait()
-	users := make([]uint64, 0, len(targets))
-	for u := range targets {
-		users = append(users, u)
-	}
-	sort.Slice(users, func(i, j int) bool { return users[i] < users[j] })
-	for _, u := range users {
+	for _, u := range slices.Sorted(maps.Keys(targets)) {
 		if got := m.subCP[u].Load(); got < targets[u] {
 			m.stalled = append(m.stalled, checker.Anomaly{Kind: "subscribe", Key: u, Msg: fmt.Sprintf(
 				"user %d's subscriber delivered up to seq %d but the healed inbox holds %d; it did not catch up within 30 s", u, got, targets[u])})
