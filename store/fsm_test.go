@@ -140,10 +140,22 @@ func (h *fsmHarness) must(op *clusterv1.StoreOp) *OpResult {
 	return r
 }
 
-// dump returns every key and value in Badger except the bookkeeping every
-// entry writes (the applied index and the entry's change-log record), so
-// "the op wrote nothing" is dumpBefore == dumpAfter.
+// dumpState returns every key and value in Badger except the bookkeeping
+// every entry writes (the applied index and the entry's change-log record),
+// so "the op wrote nothing" is dumpBefore == dumpAfter.
 func dumpState(t testTB, f *FSM) map[string]string {
+	t.Helper()
+	return dump(t, f, func(k []byte) bool { return k[0] != tagLog && !bytes.Equal(k, keyApplied) })
+}
+
+// dumpAll is dumpState including the change log and the applied index.
+func dumpAll(t testTB, f *FSM) map[string]string {
+	t.Helper()
+	return dump(t, f, func([]byte) bool { return true })
+}
+
+// dump returns the keys keep accepts, with their values.
+func dump(t testTB, f *FSM, keep func(key []byte) bool) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	err := f.db.View(func(txn *badger.Txn) error {
@@ -151,7 +163,7 @@ func dumpState(t testTB, f *FSM) map[string]string {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().KeyCopy(nil)
-			if k[0] == tagLog || bytes.Equal(k, keyApplied) {
+			if !keep(k) {
 				continue
 			}
 			v, err := it.Item().ValueCopy(nil)
@@ -159,28 +171,6 @@ func dumpState(t testTB, f *FSM) map[string]string {
 				return err
 			}
 			out[string(k)] = string(v)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("dump: %v", err)
-	}
-	return out
-}
-
-// dumpAll is dumpState including the change log and the applied index.
-func dumpAll(t testTB, f *FSM) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := f.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.DefaultIteratorOptions)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			out[string(it.Item().KeyCopy(nil))] = string(v)
 		}
 		return nil
 	})
