@@ -248,13 +248,18 @@ func throughputSVG(samples []workload.Sample, faults []nemesis.Fault, end time.D
 	frame(&b, sc, faults, "operations per second")
 	step := niceStep(top, 5)
 	for v := 0.0; v <= top; v += step {
-		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%g</text><line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#eee"/>`, padL-4, y(v)+4, v, padL, y(v), padL+innerW, y(v))
+		gridline(&b, v, y(v))
 	}
 	polyline(&b, sc, ok, y, "#1a7f37")
 	polyline(&b, sc, failed, y, "#cf222e")
 	legend(&b, "ok/s", "#1a7f37", "failed/s", "#cf222e")
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())
+}
+
+// gridline draws a horizontal grid line at height yv labelled v.
+func gridline(b *strings.Builder, v, yv float64) {
+	fmt.Fprintf(b, `<text x="%d" y="%.1f" text-anchor="end">%g</text><line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#eee"/>`, padL-4, yv+4, v, padL, yv, padL+innerW, yv)
 }
 
 func latencySVG(samples []workload.Sample, faults []nemesis.Fault, end time.Duration) template.HTML {
@@ -277,7 +282,7 @@ func latencySVG(samples []workload.Sample, faults []nemesis.Fault, end time.Dura
 	var b strings.Builder
 	frame(&b, sc, faults, "latency of successful operations (ms, log scale)")
 	for _, v := range []float64{0.1, 1, 10, 100, 1000, 10000} {
-		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%g</text><line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#eee"/>`, padL-4, y(v)+4, v, padL, y(v), padL+innerW, y(v))
+		gridline(&b, v, y(v))
 	}
 	polyline(&b, sc, p50, y, "#0969da")
 	polyline(&b, sc, p99, y, "#8250df")
