@@ -291,12 +291,7 @@ func (k *clocker) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active
 	return &Active{
 		Target: target, Nodes: []string{n.ID},
 		Desc: fmt.Sprintf("%s: %s lease clock at %.3fx (%s)", k.kind, n.ID, rate, target),
-		Heal: func(ctx context.Context) error {
-			if !n.Running() {
-				return nil // a restart runs at the real rate
-			}
-			return n.SetClockRate(ctx, 1)
-		},
+		Heal: func(ctx context.Context) error { return resetClock(ctx, n) },
 	}, nil
 }
 
@@ -310,9 +305,9 @@ func (k *clocker) HealAll(ctx context.Context, env *Env) error {
 	return errors.Join(errs...)
 }
 
-// resetClock sets n's lease clock back to the real rate. A node that was
-// just restarted (the end of a kill) runs at the real rate already but may
-// not listen yet, so it keeps trying for a few seconds while n runs.
+// resetClock sets n's lease clock back to the real rate. A node that is
+// down needs nothing (a restart runs at the real rate); one just restarted
+// may not listen yet, so it keeps trying for a few seconds while n runs.
 func resetClock(ctx context.Context, n *cluster.Node) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
