@@ -378,11 +378,17 @@ func (s *Server) setTable(t *seqdv1.RoutingTable) {
 // and returns when the arbiter refuses, so the caller registers anew.
 func (s *Server) renewLoop() {
 	for {
-		granted := s.renewOnce()
-		if !granted {
+		res := s.renewOnce()
+		if res == renewRefused {
 			return
 		}
-		t := time.NewTimer(time.Duration(s.renewEvery.Load()))
+		wait := time.Duration(s.renewEvery.Load())
+		if res == renewFailed {
+			// Try again sooner: an arbiter election or a lost packet
+			// should cost as little of the lease as possible.
+			wait /= 4
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-s.poke:
@@ -394,9 +400,19 @@ func (s *Server) renewLoop() {
 	}
 }
 
-// renewOnce sends one renewal. It returns false when the arbiter refused
-// (this incarnation is finished).
-func (s *Server) renewOnce() bool {
+// renewResult is how one renewal went.
+type renewResult int
+
+const (
+	renewGranted renewResult = iota
+	// renewFailed: no answer; the lease lapses by itself if this goes on.
+	renewFailed
+	// renewRefused: the arbiter refused; this incarnation is finished.
+	renewRefused
+)
+
+// renewOnce sends one renewal.
+func (s *Server) renewOnce() renewResult {
 	defer s.signalRenewed()
 	ls := s.leases()
 	lease := time.Duration(s.leaseDur.Load())
@@ -411,30 +427,33 @@ func (s *Server) renewOnce() bool {
 	})
 	switch {
 	case err != nil:
-		// The lease lapses by itself if this goes on.
 		s.m.renewals.WithLabelValues("error").Inc()
-		return true
+		return renewFailed
 	case !resp.Granted:
 		s.m.renewals.WithLabelValues("refused").Inc()
 		s.log.Warn("lease renewal refused; registering again", "reason", resp.Reason)
 		ls.revoke()
 		s.dropAll()
-		return false
+		return renewRefused
 	}
 	s.m.renewals.WithLabelValues("granted").Inc()
 	// Ownership first, the lease after: until extend, nothing is served,
 	// so no section of a slot that moved away while the lease had lapsed
-	// can answer from its cache in between. After a lapse every cached
-	// section is dropped anyway: its slot may have moved away and back.
-	if !ls.valid() {
-		s.dropAll()
-	}
+	// can answer from its cache in between.
+	lapsed := !ls.valid()
 	if resp.Table != nil {
 		s.setTable(resp.Table)
 	}
 	s.applyOwnership(ls, resp.Slots)
+	if lapsed {
+		// While the lease was out the slot may have moved away and back.
+		// Every move bumps the slot's generation, so a cached section whose
+		// generation is still the owned one never left, and keeps serving
+		// without a reload; any other is dropped.
+		s.dropSections(func(sc *section) bool { return sc.gen != ls.owned[sc.slot].Load() })
+	}
 	ls.extend(send, time.Duration(resp.LeaseMs)*time.Millisecond)
-	return true
+	return renewGranted
 }
 
 func (s *Server) signalRenewed() {
@@ -459,6 +478,29 @@ func (s *Server) renewNow(ctx context.Context, wait time.Duration) {
 	case <-ch:
 	case <-t.C:
 	case <-ctx.Done():
+	}
+}
+
+// awaitLease waits, at most wait, for renewals to make ls valid again, and
+// reports whether it is.
+func (s *Server) awaitLease(ctx context.Context, ls *leases, wait time.Duration) bool {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		s.renewMu.Lock()
+		ch := s.renewed
+		s.renewMu.Unlock()
+		// Checked after taking ch: a renewal in between closes ch.
+		if ls.valid() {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return ls.valid()
+		case <-ctx.Done():
+			return false
+		}
 	}
 }
 

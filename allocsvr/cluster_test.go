@@ -15,10 +15,7 @@ import (
 
 // Timings of the test clusters: Raft election 500 ms (localcluster Fast),
 // AllocSvr lease 1 s with the default 10% margin.
-const (
-	testLease    = time.Second
-	testElection = localcluster.FastElection
-)
+const testLease = time.Second
 
 func startCluster(t *testing.T, opts localcluster.Options) *localcluster.Cluster {
 	t.Helper()
@@ -227,6 +224,7 @@ func TestKillArbiterLeaderKeepsAllocating(t *testing.T) {
 	killAt := l.rec.Now()
 	c.KillArbiter(leader)
 	waitFor(t, 10*time.Second, "a new leader", func() bool { return c.Leader() != nil })
+	elected := l.rec.Now() - killAt
 	waitFor(t, 10*time.Second, "allocations after the kill", func() bool {
 		n := 0
 		for _, o := range l.rec.Ops() {
@@ -238,12 +236,18 @@ func TestKillArbiterLeaderKeepsAllocating(t *testing.T) {
 	})
 	ops := l.finish()
 	var worst time.Duration
+	var worstOp checker.SeqOp
 	for _, o := range ops {
-		worst = max(worst, o.End-o.Start)
+		if d := o.End - o.Start; d > worst {
+			worst, worstOp = d, o
+		}
 	}
-	t.Logf("longest Next across the leader kill: %v (%d ops, %d client errors)", worst, len(ops), l.errs.Load())
-	if limit := testElection + time.Second; worst > limit {
-		t.Errorf("a Next stalled %v, want at most election timeout + 1s = %v", worst, limit)
+	t.Logf("longest Next across the leader kill: %v, from %v to %v after the kill; new leader seen %v after it (%d ops, %d client errors)",
+		worst, worstOp.Start-killAt, worstOp.End-killAt, elected, len(ops), l.errs.Load())
+	// The election itself takes one to two election timeouts, longer on a
+	// loaded machine; what the allocator adds must stay under a second.
+	if limit := elected + time.Second; worst > limit {
+		t.Errorf("a Next stalled %v, want at most the election (%v) + 1s", worst, elected)
 	}
 	if n := l.errs.Load(); n > 0 {
 		t.Errorf("%d Next calls failed (last: %v)", n, l.lastErr.Load())

@@ -46,6 +46,13 @@ func (l *leases) revoke() { l.until.Store(0) }
 // valid reports whether the lease has not run out.
 func (l *leases) valid() bool { return int64(l.clock.Now()) < l.until.Load() }
 
+// lapsed reports whether a lease once granted has run out without being
+// revoked: the renewals may still win it back.
+func (l *leases) lapsed() bool {
+	u := l.until.Load()
+	return u != 0 && int64(l.clock.Now()) >= u
+}
+
 // remaining returns how long the lease has left (negative if expired).
 func (l *leases) remaining() time.Duration {
 	return time.Duration(l.until.Load() - int64(l.clock.Now()))
@@ -58,13 +65,6 @@ func (l *leases) serving(slot uint32) uint64 {
 		return 0
 	}
 	return g
-}
-
-// stillOwns reports whether slot is owned in gen and not handed over; the
-// hot path re-checks it under the section lock, after a hand-over may have
-// started.
-func (l *leases) stillOwns(slot uint32, gen uint64) bool {
-	return l.owned[slot].Load() == gen && l.released[slot].Load() < gen
 }
 
 // release records a planned hand-over of slot in generation gen.

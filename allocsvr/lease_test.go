@@ -130,10 +130,6 @@ func TestLeasesServing(t *testing.T) {
 			if got := l.serving(2); got != tc.want {
 				t.Errorf("serving(2) = %d, want %d", got, tc.want)
 			}
-			wantOwns := tc.owned != 0 && tc.released < tc.owned
-			if got := l.stillOwns(2, tc.owned); got != wantOwns {
-				t.Errorf("stillOwns(2, %d) = %v, want %v", tc.owned, got, wantOwns)
-			}
 			wantNeighbour := uint64(9)
 			if tc.expired {
 				wantNeighbour = 0
@@ -153,15 +149,12 @@ func TestLeasesNewGenerationAfterRelease(t *testing.T) {
 	l.extend(0, time.Hour)
 	l.owned[0].Store(2)
 	l.release(0, 2)
-	if l.serving(0) != 0 || l.stillOwns(0, 2) {
+	if l.serving(0) != 0 {
 		t.Fatal("served after release")
 	}
 	l.owned[0].Store(5) // the slot came back in generation 5
-	if l.serving(0) != 5 || !l.stillOwns(0, 5) {
+	if l.serving(0) != 5 {
 		t.Fatal("not served in the later generation")
-	}
-	if l.stillOwns(0, 2) {
-		t.Fatal("stillOwns in a generation it no longer owns")
 	}
 }
 
@@ -200,5 +193,32 @@ func TestLeasesConcurrentMonotonic(t *testing.T) {
 	}
 	if got, want := time.Duration(l.until.Load()), time.Duration(8*500-1)+time.Second; got != want {
 		t.Errorf("lease ends at %v, want %v", got, want)
+	}
+}
+
+// A caller waiting on a raise gives up when the lease lapses, not when the
+// raise RPC times out; a renewal meanwhile keeps it waiting.
+func TestWaitLeasedEndsWithTheLease(t *testing.T) {
+	c := mclock.New()
+	l := newLeases(c, 1)
+	l.extend(c.Now(), 100*time.Millisecond)
+	r := &raise{done: make(chan struct{})}
+	start := time.Now()
+	if err := waitLeased(t.Context(), l, r.done); err != errLeaseLapsed {
+		t.Fatalf("waitLeased = %v, want errLeaseLapsed", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("gave up after %v; the lease was 100ms", d)
+	}
+
+	l.extend(c.Now(), 100*time.Millisecond)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		l.extend(c.Now(), 300*time.Millisecond) // a renewal lands
+		time.Sleep(150 * time.Millisecond)
+		close(r.done)
+	}()
+	if err := waitLeased(t.Context(), l, r.done); err != nil {
+		t.Fatalf("waitLeased across a renewal = %v, want the raise's end", err)
 	}
 }

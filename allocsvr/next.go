@@ -38,14 +38,15 @@ var errKeyZero = status.Error(codes.InvalidArgument, "key 0 is reserved; keys st
 
 // section returns the loaded section id for slot generation gen, loading it
 // through the arbiter if needed. Concurrent callers share one load.
-func (s *Server) section(ctx context.Context, id uint64, slot uint32, gen uint64, key uint64) (*section, error) {
+func (s *Server) section(ctx context.Context, ls *leases, id uint64, slot uint32, gen uint64, key uint64) (*section, error) {
 	for {
 		if v, ok := s.sections.Load(id); ok {
 			sc := v.(*section)
-			select {
-			case <-sc.ready:
-			case <-ctx.Done():
-				return nil, ctx.Err()
+			if err := waitLeased(ctx, ls, sc.ready); err != nil {
+				if errors.Is(err, errLeaseLapsed) {
+					return nil, &notOwnerError{key, id, slot}
+				}
+				return nil, err
 			}
 			if sc.loadErr == nil && sc.gen == gen && !sc.dead.Load() {
 				return sc, nil
@@ -63,7 +64,7 @@ func (s *Server) section(ctx context.Context, id uint64, slot uint32, gen uint64
 		if _, loaded := s.sections.LoadOrStore(id, sc); loaded {
 			continue
 		}
-		s.load(sc, key)
+		s.load(sc, ls, key)
 		if sc.loadErr != nil {
 			return nil, sc.loadErr
 		}
@@ -73,15 +74,23 @@ func (s *Server) section(ctx context.Context, id uint64, slot uint32, gen uint64
 
 // load acquires the section from the arbiter: its floor (nothing above it
 // was ever handed out for any of its keys) and a raised max_seq.
-func (s *Server) load(sc *section, key uint64) {
+func (s *Server) load(sc *section, ls *leases, key uint64) {
 	defer close(sc.ready)
 	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
 	defer cancel()
+	// Give up when the lease lapses rather than at the timeout.
+	go func() {
+		if waitLeased(ctx, ls, ctx.Done()) == errLeaseLapsed {
+			cancel()
+		}
+	}()
 	res, err := s.ops.Do(ctx, &clusterv1.SectionOp{
 		Kind: clusterv1.SectionOpKind_SECTION_OP_KIND_ACQUIRE, Section: sc.id, Generation: sc.gen, Step: s.step.Load(),
 	})
 	if err == nil {
 		err = s.opError(res, sc, key)
+	} else if ls.remaining() <= 0 {
+		err = &notOwnerError{key, sc.id, sc.slot}
 	}
 	if err != nil {
 		sc.loadErr = err
@@ -150,6 +159,32 @@ func (s *Server) startRaise(sc *section, mode string, key uint64) *raise {
 	return r
 }
 
+// errLeaseLapsed means the lease ran out while a caller waited.
+var errLeaseLapsed = errors.New("lease lapsed")
+
+// waitLeased waits for done (a raise or a section load), but no longer than
+// the lease lasts: a node cut off from the arbiters must not hold its
+// callers until the arbiter RPC times out, long after the slot may already
+// be served elsewhere. Renewals that land meanwhile extend the wait.
+func waitLeased(ctx context.Context, ls *leases, done <-chan struct{}) error {
+	for {
+		left := ls.remaining()
+		if left <= 0 {
+			return errLeaseLapsed
+		}
+		t := time.NewTimer(max(left, time.Millisecond))
+		select {
+		case <-done:
+			t.Stop()
+			return nil
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 // nextOne hands out the next seq for key. The caller checked key != 0.
 func (s *Server) nextOne(ctx context.Context, lay *layout, ls *leases, key uint64) (uint64, error) {
 	id, slot, off := lay.locate(key)
@@ -160,7 +195,7 @@ func (s *Server) nextOne(ctx context.Context, lay *layout, ls *leases, key uint6
 	if gen == 0 {
 		return 0, &notOwnerError{key, id, slot}
 	}
-	sc, err := s.section(ctx, id, slot, gen, key)
+	sc, err := s.section(ctx, ls, id, slot, gen, key)
 	if err != nil {
 		return 0, err
 	}
@@ -170,7 +205,8 @@ func (s *Server) nextOne(ctx context.Context, lay *layout, ls *leases, key uint6
 		// Re-checked under the lock: a planned hand-over marks the slot
 		// released, then collects each section's high-water mark under
 		// this same lock.
-		if sc.dead.Load() || !ls.stillOwns(slot, sc.gen) {
+		// After a wait for a raise the lease must still hold too.
+		if sc.dead.Load() || ls.serving(slot) != sc.gen {
 			sc.mu.Unlock()
 			return 0, &notOwnerError{key, id, slot}
 		}
@@ -197,10 +233,11 @@ func (s *Server) nextOne(ctx context.Context, lay *layout, ls *leases, key uint6
 		}
 		sc.mu.Unlock()
 		start := time.Now()
-		select {
-		case <-r.done:
-		case <-ctx.Done():
-			return 0, ctx.Err()
+		if err := waitLeased(ctx, ls, r.done); err != nil {
+			if errors.Is(err, errLeaseLapsed) {
+				return 0, &notOwnerError{key, id, slot}
+			}
+			return 0, err
 		}
 		s.m.raiseWait.Observe(time.Since(start).Seconds())
 		if r.err != nil {
@@ -222,13 +259,13 @@ func (s *Server) current(ctx context.Context, lay *layout, ls *leases, key uint6
 	if gen == 0 {
 		return 0, &notOwnerError{key, id, slot}
 	}
-	sc, err := s.section(ctx, id, slot, gen, key)
+	sc, err := s.section(ctx, ls, id, slot, gen, key)
 	if err != nil {
 		return 0, err
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	if sc.dead.Load() || !ls.stillOwns(slot, sc.gen) {
+	if sc.dead.Load() || ls.serving(slot) != sc.gen {
 		return 0, &notOwnerError{key, id, slot}
 	}
 	return seqfmt.Make(sc.epoch, sc.floor+sc.keys.get(off))

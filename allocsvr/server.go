@@ -19,6 +19,11 @@ import (
 // holds a newer routing table than this node.
 const staleWait = 250 * time.Millisecond
 
+// lapseWait bounds how long a request waits for the renewal loop to win
+// back a lapsed lease (an arbiter election, say) before it answers
+// NOT_OWNER. It covers at least one renewal retry.
+const lapseWait = 250 * time.Millisecond
+
 type server struct {
 	seqdv1.UnimplementedSequencerServer
 	seqdv1.UnimplementedRoutingServer
@@ -45,14 +50,22 @@ func (s *Server) header(clientVersion uint64) *seqdv1.ResponseHeader {
 	return h
 }
 
-// withFreshness runs fn; if it fails with NOT_OWNER while the caller holds a
-// newer table than this node, the node renews at once (it may just have been
-// given the slot) and fn runs once more.
+// withFreshness runs fn; if it fails with NOT_OWNER, and either the caller
+// holds a newer table than this node (the node may just have been given the
+// slot) or the lease has lapsed while the renewals go on (an arbiter
+// election), the node waits briefly for a renewal and fn runs once more.
+// The caller is answered by this node rather than sent into backoff.
 func (s *Server) withFreshness(ctx context.Context, clientVersion uint64, fn func() error) error {
 	err := fn()
-	if err != nil && errors.Is(err, errNotOwner) && clientVersion > s.table.Load().Version {
+	if err == nil || !errors.Is(err, errNotOwner) {
+		return err
+	}
+	if clientVersion > s.table.Load().Version {
 		s.renewNow(ctx, staleWait)
-		err = fn()
+		return fn()
+	}
+	if ls := s.leases(); ls != nil && ls.lapsed() && s.awaitLease(ctx, ls, lapseWait) {
+		return fn()
 	}
 	return err
 }

@@ -134,21 +134,24 @@ func measureAllocKill(ctx context.Context, c *localcluster.Cluster, cl *router.C
 		return 0, err
 	}
 	var mu sync.Mutex
-	var kill, back time.Time
+	// killed is when the kill has finished: a call that started before it
+	// may still have been answered by the dying node.
+	var killed, back time.Time
 	stop := make(chan struct{})
 	wg := hammer(cl, key, stop, func(start, end time.Time) {
 		mu.Lock()
 		defer mu.Unlock()
-		if !kill.IsZero() && back.IsZero() && start.After(kill) {
+		if !killed.IsZero() && back.IsZero() && start.After(killed) {
 			back = end
 		}
 	})
 	defer func() { close(stop); wg.Wait() }()
 	time.Sleep(500 * time.Millisecond)
-	mu.Lock()
-	kill = time.Now()
-	mu.Unlock()
+	kill := time.Now()
 	c.KillAllocSvr(0)
+	mu.Lock()
+	killed = time.Now()
+	mu.Unlock()
 	return waitBack(ctx, &mu, &back, kill)
 }
 
