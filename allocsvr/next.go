@@ -169,6 +169,9 @@ var errLeaseLapsed = errors.New("lease lapsed")
 func waitLeased(ctx context.Context, ls *leases, done <-chan struct{}) error {
 	for {
 		left := ls.remaining()
+		if left <= 0 && bugs.Enabled(bugs.AcceptStaleRoutingTable) {
+			left = time.Hour // planted bug: a lapsed lease does not matter
+		}
 		if left <= 0 {
 			return errLeaseLapsed
 		}
@@ -185,13 +188,19 @@ func waitLeased(ctx context.Context, ls *leases, done <-chan struct{}) error {
 	}
 }
 
-// nextOne hands out the next seq for key. The caller checked key != 0.
-func (s *Server) nextOne(ctx context.Context, lay *layout, ls *leases, key uint64) (uint64, error) {
-	id, slot, off := lay.locate(key)
+// servingGen is the generation in which slot may be served now, or 0.
+func servingGen(ls *leases, slot uint32) uint64 {
 	gen := ls.serving(slot)
 	if gen == 0 && bugs.Enabled(bugs.AcceptStaleRoutingTable) {
 		gen = ls.owned[slot].Load() // planted bug: trust the last granted table, not the lease
 	}
+	return gen
+}
+
+// nextOne hands out the next seq for key. The caller checked key != 0.
+func (s *Server) nextOne(ctx context.Context, lay *layout, ls *leases, key uint64) (uint64, error) {
+	id, slot, off := lay.locate(key)
+	gen := servingGen(ls, slot)
 	if gen == 0 {
 		return 0, &notOwnerError{key, id, slot}
 	}
@@ -206,7 +215,7 @@ func (s *Server) nextOne(ctx context.Context, lay *layout, ls *leases, key uint6
 		// released, then collects each section's high-water mark under
 		// this same lock.
 		// After a wait for a raise the lease must still hold too.
-		if sc.dead.Load() || ls.serving(slot) != sc.gen {
+		if sc.dead.Load() || servingGen(ls, slot) != sc.gen {
 			sc.mu.Unlock()
 			return 0, &notOwnerError{key, id, slot}
 		}
@@ -252,10 +261,7 @@ func (s *Server) nextOne(ctx context.Context, lay *layout, ls *leases, key uint6
 // it was handed out, and the next one will be above it.
 func (s *Server) current(ctx context.Context, lay *layout, ls *leases, key uint64) (uint64, error) {
 	id, slot, off := lay.locate(key)
-	gen := ls.serving(slot)
-	if gen == 0 && bugs.Enabled(bugs.AcceptStaleRoutingTable) {
-		gen = ls.owned[slot].Load() // planted bug: trust the last granted table, not the lease
-	}
+	gen := servingGen(ls, slot)
 	if gen == 0 {
 		return 0, &notOwnerError{key, id, slot}
 	}
@@ -265,7 +271,7 @@ func (s *Server) current(ctx context.Context, lay *layout, ls *leases, key uint6
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	if sc.dead.Load() || ls.serving(slot) != sc.gen {
+	if sc.dead.Load() || servingGen(ls, slot) != sc.gen {
 		return 0, &notOwnerError{key, id, slot}
 	}
 	return seqfmt.Make(sc.epoch, sc.floor+sc.keys.get(off))
@@ -297,7 +303,7 @@ func (s *Server) nextBatch(ctx context.Context, keys []uint64) ([]uint64, error)
 		if k == 0 {
 			return nil, status.Errorf(codes.InvalidArgument, "keys[%d] is 0; key 0 is reserved, keys start at 1", i)
 		}
-		if id, slot, _ := lay.locate(k); ls.serving(slot) == 0 && !bugs.Enabled(bugs.AcceptStaleRoutingTable) {
+		if id, slot, _ := lay.locate(k); servingGen(ls, slot) == 0 {
 			return nil, &notOwnerError{k, id, slot}
 		}
 	}
