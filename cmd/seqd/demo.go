@@ -58,7 +58,7 @@ func runDemo(ctx context.Context, args []string) error {
 	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	c, err := localcluster.Start(startCtx, localcluster.Options{
-		Arbiters: *arbiters, AllocSvrs: *allocs, GatewayAddr: *addr, DataDir: *data,
+		Arbiters: *arbiters, AllocSvrs: *allocs, GatewayAddr: *addr, DataDir: *data, Host: "127.0.0.1",
 		ClusterID: "seqd-demo", Logger: logger, Shards: 1, StoreReplicas: 3,
 	})
 	if err != nil {

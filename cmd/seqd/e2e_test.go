@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/seqd/seqd/internal/grpcconn"
+	"github.com/seqd/seqd/internal/loopback"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
 )
@@ -49,14 +50,17 @@ func seqdBinary(t *testing.T) string {
 	return binPath
 }
 
+// e2eHost is this test binary's own loopback address: a process restarted
+// on its old port cannot find it taken by another package's test.
+var e2eHost = loopback.Host()
+
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := loopback.FreeAddr(e2eHost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 // proc is one seqd process with its log.

@@ -5,6 +5,7 @@
 package localcluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/seqd/seqd/arbiter"
 	"github.com/seqd/seqd/internal/faultnet"
+	"github.com/seqd/seqd/internal/loopback"
 	"github.com/seqd/seqd/internal/node"
 	"github.com/seqd/seqd/internal/raftnode"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
@@ -34,7 +36,11 @@ const FastElection = 500 * time.Millisecond
 type Options struct {
 	Arbiters  int // default 3
 	AllocSvrs int // default 2
-	// GatewayAddr is where the gateway listens; default 127.0.0.1:0.
+	// Host is the loopback address the nodes listen on; default a random
+	// one of the cluster's own (internal/loopback).
+	Host string
+	// GatewayAddr is where the gateway listens; default a free port on the
+	// cluster's own loopback address (see internal/loopback).
 	// "-" means no gateway.
 	GatewayAddr string
 	// DataDir holds every node's data; empty means a temporary directory
@@ -71,6 +77,7 @@ type Options struct {
 // Cluster is a running local cluster.
 type Cluster struct {
 	opts     Options
+	host     string // the cluster's own loopback address (internal/loopback)
 	tmp      string
 	base     *prometheus.Registry            // process-wide collectors
 	regs     map[string]*prometheus.Registry // per node; replaced on restart
@@ -95,9 +102,6 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if opts.AllocSvrs == 0 {
 		opts.AllocSvrs = 2
 	}
-	if opts.GatewayAddr == "" {
-		opts.GatewayAddr = "127.0.0.1:0"
-	}
 	if opts.ClusterID == "" {
 		opts.ClusterID = "seqd-local"
 	}
@@ -112,7 +116,10 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	c = &Cluster{opts: opts, base: prometheus.NewRegistry(), regs: map[string]*prometheus.Registry{}}
+	c = &Cluster{opts: opts, host: cmp.Or(opts.Host, loopback.Host()), base: prometheus.NewRegistry(), regs: map[string]*prometheus.Registry{}}
+	if c.opts.GatewayAddr == "" {
+		c.opts.GatewayAddr = c.any()
+	}
 	c.base.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if opts.DataDir == "" {
 		if c.tmp, err = os.MkdirTemp("", "seqd-local-"); err != nil {
@@ -130,11 +137,11 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	peers := make([]arbiter.Peer, opts.Arbiters)
 	var grpcLns, raftLns []net.Listener
 	for i := range peers {
-		g, err := net.Listen("tcp", "127.0.0.1:0")
+		g, err := net.Listen("tcp", c.any())
 		if err != nil {
 			return nil, err
 		}
-		r, err := net.Listen("tcp", "127.0.0.1:0")
+		r, err := net.Listen("tcp", c.any())
 		if err != nil {
 			g.Close()
 			return nil, err
@@ -143,7 +150,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		peers[i] = arbiter.Peer{ID: fmt.Sprintf("arb%d", i+1), RaftAddr: r.Addr().String(), GRPCAddr: g.Addr().String()}
 		if !opts.NoGossip {
 			// memberlist binds its own sockets; reserve a port for it.
-			if peers[i].GossipAddr, err = freeAddr(); err != nil {
+			if peers[i].GossipAddr, err = loopback.FreeAddr(c.host); err != nil {
 				return nil, err
 			}
 		}
@@ -169,7 +176,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	for i := 0; i < opts.AllocSvrs; i++ {
 		cfg := c.baseConfig(fmt.Sprintf("alloc%d", i+1), node.RoleAllocSvr)
-		cfg.GRPCAddr = "127.0.0.1:0"
+		cfg.GRPCAddr = c.any()
 		cfg.DataDir = ""
 		link := faultnet.New()
 		cfg.ArbiterDialOptions = []grpc.DialOption{grpc.WithContextDialer(link.Dial)}
@@ -187,9 +194,9 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 			return nil, err
 		}
 	}
-	if opts.GatewayAddr != "-" {
+	if c.opts.GatewayAddr != "-" {
 		cfg := c.baseConfig("gateway", node.RoleGateway)
-		cfg.GRPCAddr = opts.GatewayAddr
+		cfg.GRPCAddr = c.opts.GatewayAddr
 		cfg.DataDir = ""
 		cfg.GossipAddr = ""
 		if c.Gateway, err = c.startNode(ctx, cfg); err != nil {
@@ -213,12 +220,12 @@ func (c *Cluster) startShard(ctx context.Context, shard string) error {
 		}
 	}
 	for i := 0; i < n; i++ {
-		g, err := net.Listen("tcp", "127.0.0.1:0")
+		g, err := net.Listen("tcp", c.any())
 		if err != nil {
 			closeRest(0)
 			return err
 		}
-		r, err := net.Listen("tcp", "127.0.0.1:0")
+		r, err := net.Listen("tcp", c.any())
 		if err != nil {
 			g.Close()
 			closeRest(0)
@@ -293,15 +300,8 @@ func (c *Cluster) RestartStore(ctx context.Context, sh, i int) error {
 	return nil
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+// any is "any free port" on the cluster's loopback address.
+func (c *Cluster) any() string { return net.JoinHostPort(c.host, "0") }
 
 func (c *Cluster) baseConfig(id, role string) node.Config {
 	o := c.opts
@@ -314,7 +314,7 @@ func (c *Cluster) baseConfig(id, role string) node.Config {
 		DrainTimeout: 5 * time.Second,
 	}
 	if !o.NoGossip {
-		cfg.GossipAddr = "127.0.0.1:0"
+		cfg.GossipAddr = c.any()
 	}
 	if o.Fast {
 		// Short, but with headroom for a busy 2-core machine running
@@ -413,6 +413,21 @@ func (c *Cluster) WaitServing(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// RoutingVersion is the routing-table version on the arbiter leader, or 0
+// while there is none. A client that bootstrapped from a follower may hold
+// an older table for a moment; wait for this version before reading
+// ownership from the client's table.
+func (c *Cluster) RoutingVersion() uint64 {
+	l := c.Leader()
+	if l == nil {
+		return 0
+	}
+	if m := l.Arbiter().FSM().Meta(); m != nil {
+		return m.RoutingVersion
+	}
+	return 0
 }
 
 // balanced reports whether every running AllocSvr owns its share of slots.

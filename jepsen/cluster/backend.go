@@ -35,13 +35,13 @@ func (b *netnsBackend) block(ctx context.Context, blocked map[string][]string) e
 
 func (b *netnsBackend) close() error { return b.n.Close() }
 
-// localBackend runs every node on 127.0.0.1. It needs no privileges and
-// cannot cut links.
-type localBackend struct{}
+// localBackend runs every node on one loopback address, the cluster's own
+// (internal/loopback). It needs no privileges and cannot cut links.
+type localBackend struct{ host string }
 
 func (localBackend) name() string { return BackendLocal }
 
-func (localBackend) addNode(context.Context, string) (string, error) { return "127.0.0.1", nil }
+func (b localBackend) addNode(context.Context, string) (string, error) { return b.host, nil }
 
 func (localBackend) wrap(_ string, argv []string) []string { return argv }
 

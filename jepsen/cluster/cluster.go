@@ -24,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/seqd/seqd/internal/grpcconn"
+	"github.com/seqd/seqd/internal/loopback"
 	"github.com/seqd/seqd/jepsen/netns"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
@@ -135,7 +136,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 		c.be = &netnsBackend{n: n}
 	case BackendLocal:
-		c.be = localBackend{}
+		c.be = localBackend{host: loopback.Host()}
 	default:
 		return nil, fmt.Errorf("cluster: unknown backend %q; use netns or local", opts.Backend)
 	}
@@ -382,7 +383,7 @@ func (c *Cluster) WaitServing(ctx context.Context, d time.Duration) error {
 			continue
 		}
 		if err := n.WaitHealthy(ctx); err != nil {
-			return fmt.Errorf("%s did not become healthy within %v: %w (see %s)", n.ID, d, err, n.LogPath())
+			return fmt.Errorf("%s did not become healthy within %v: %w (see %s; it ends:\n%s)", n.ID, d, err, n.LogPath(), n.logTail(10))
 		}
 	}
 	var why string
@@ -471,7 +472,7 @@ func (n *Node) assignPorts(backend string) error {
 		}
 	}()
 	for range 4 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", net.JoinHostPort(n.Host, "0"))
 		if err != nil {
 			return err
 		}
@@ -480,6 +481,17 @@ func (n *Node) assignPorts(backend string) error {
 	}
 	n.GRPC, n.Raft, n.Gossip, n.HTTP = ports[0], ports[1], ports[2], ports[3]
 	return nil
+}
+
+// logTail returns the last lines of the node's log, for error messages
+// that outlive the run directory.
+func (n *Node) logTail(lines int) string {
+	b, err := os.ReadFile(n.LogPath())
+	if err != nil {
+		return err.Error()
+	}
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(all[max(0, len(all)-lines):], "\n")
 }
 
 // LogPath returns the node's log file.

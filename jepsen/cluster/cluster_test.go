@@ -24,6 +24,16 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the binary the tests built, once every test (and every
+// -count repetition) is done with it.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binary != "" {
+		os.RemoveAll(filepath.Dir(binary))
+	}
+	os.Exit(code)
+}
+
 func seqdBinary(t testing.TB) string {
 	buildOnce.Do(func() {
 		src, err := ModuleRoot(".")
@@ -190,5 +200,4 @@ func TestKilledRunLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertClean(t)
-	os.RemoveAll(filepath.Dir(binary))
 }
