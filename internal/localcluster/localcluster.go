@@ -95,7 +95,7 @@ type Cluster struct {
 
 // Start brings the cluster up and returns once the gateway (or, without
 // one, every AllocSvr) is ready to serve.
-func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
+func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.Arbiters == 0 {
 		opts.Arbiters = 3
 	}
@@ -116,7 +116,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	c = &Cluster{opts: opts, host: cmp.Or(opts.Host, loopback.Host()), base: prometheus.NewRegistry(), regs: map[string]*prometheus.Registry{}}
+	c := &Cluster{opts: opts, host: cmp.Or(opts.Host, loopback.Host()), base: prometheus.NewRegistry(), regs: map[string]*prometheus.Registry{}}
 	if c.opts.GatewayAddr == "" {
 		c.opts.GatewayAddr = c.any()
 	}
@@ -128,6 +128,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		c.opts.DataDir = c.tmp
 	}
 	defer func() {
+		// c, not the result: an error return sets that to nil.
 		if err != nil {
 			c.Close()
 		}
