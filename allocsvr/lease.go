@@ -67,6 +67,13 @@ func (l *leases) serving(slot uint32) uint64 {
 	return g
 }
 
+// owns reports whether slot is owned in gen and not handed over, lease
+// aside: the hot path's re-check under the section lock, right after
+// serving checked the lease.
+func (l *leases) owns(slot uint32, gen uint64) bool {
+	return l.owned[slot].Load() == gen && l.released[slot].Load() < gen
+}
+
 // release records a planned hand-over of slot in generation gen.
 func (l *leases) release(slot uint32, gen uint64) {
 	for {

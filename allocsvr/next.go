@@ -37,11 +37,23 @@ const loadTimeout = 5 * time.Second
 var errKeyZero = status.Error(codes.InvalidArgument, "key 0 is reserved; keys start at 1")
 
 // section returns the loaded section id for slot generation gen, loading it
-// through the arbiter if needed. Concurrent callers share one load.
-func (s *Server) section(ctx context.Context, ls *leases, id uint64, slot uint32, gen uint64, key uint64) (*section, error) {
+// through the arbiter if needed. Concurrent callers share one load. waited
+// reports that it did not find the section ready: the caller then checks
+// the lease again, as time has passed since it did.
+func (s *Server) section(ctx context.Context, ls *leases, id uint64, slot uint32, gen uint64, key uint64) (sc *section, waited bool, err error) {
+	sc, err = s.loadedSection(ctx, ls, id, slot, gen, key, &waited)
+	return sc, waited, err
+}
+
+func (s *Server) loadedSection(ctx context.Context, ls *leases, id uint64, slot uint32, gen uint64, key uint64, waited *bool) (*section, error) {
 	for {
 		if v, ok := s.sections.Load(id); ok {
 			sc := v.(*section)
+			select {
+			case <-sc.ready:
+			default:
+				*waited = true
+			}
 			if err := waitLeased(ctx, ls, sc.ready); err != nil {
 				if errors.Is(err, errLeaseLapsed) {
 					return nil, &notOwnerError{key, id, slot}
@@ -64,6 +76,7 @@ func (s *Server) section(ctx context.Context, ls *leases, id uint64, slot uint32
 		if _, loaded := s.sections.LoadOrStore(id, sc); loaded {
 			continue
 		}
+		*waited = true
 		s.load(sc, ls, key)
 		if sc.loadErr != nil {
 			return nil, sc.loadErr
@@ -167,6 +180,11 @@ var errLeaseLapsed = errors.New("lease lapsed")
 // callers until the arbiter RPC times out, long after the slot may already
 // be served elsewhere. Renewals that land meanwhile extend the wait.
 func waitLeased(ctx context.Context, ls *leases, done <-chan struct{}) error {
+	select {
+	case <-done: // the hot path: a loaded section; no timer
+		return nil
+	default:
+	}
 	for {
 		left := ls.remaining()
 		if left <= 0 && bugs.Enabled(bugs.AcceptStaleRoutingTable) {
@@ -204,7 +222,7 @@ func (s *Server) nextOne(ctx context.Context, lay *layout, ls *leases, key uint6
 	if gen == 0 {
 		return 0, &notOwnerError{key, id, slot}
 	}
-	sc, err := s.section(ctx, ls, id, slot, gen, key)
+	sc, waited, err := s.section(ctx, ls, id, slot, gen, key)
 	if err != nil {
 		return 0, err
 	}
@@ -213,9 +231,9 @@ func (s *Server) nextOne(ctx context.Context, lay *layout, ls *leases, key uint6
 	for {
 		// Re-checked under the lock: a planned hand-over marks the slot
 		// released, then collects each section's high-water mark under
-		// this same lock.
-		// After a wait for a raise the lease must still hold too.
-		if sc.dead.Load() || servingGen(ls, slot) != sc.gen {
+		// this same lock. After a wait (a load, a raise) the lease must
+		// still hold too; without one it was checked just now.
+		if sc.dead.Load() || !ls.owns(slot, sc.gen) || (waited && servingGen(ls, slot) != sc.gen) {
 			sc.mu.Unlock()
 			return 0, &notOwnerError{key, id, slot}
 		}
@@ -242,6 +260,7 @@ func (s *Server) nextOne(ctx context.Context, lay *layout, ls *leases, key uint6
 		}
 		sc.mu.Unlock()
 		start := time.Now()
+		waited = true
 		if err := waitLeased(ctx, ls, r.done); err != nil {
 			if errors.Is(err, errLeaseLapsed) {
 				return 0, &notOwnerError{key, id, slot}
@@ -265,7 +284,7 @@ func (s *Server) current(ctx context.Context, lay *layout, ls *leases, key uint6
 	if gen == 0 {
 		return 0, &notOwnerError{key, id, slot}
 	}
-	sc, err := s.section(ctx, ls, id, slot, gen, key)
+	sc, _, err := s.section(ctx, ls, id, slot, gen, key)
 	if err != nil {
 		return 0, err
 	}
