@@ -439,19 +439,14 @@ func (s *Server) renewOnce() renewResult {
 	s.m.renewals.WithLabelValues("granted").Inc()
 	// Ownership first, the lease after: until extend, nothing is served,
 	// so no section of a slot that moved away while the lease had lapsed
-	// can answer from its cache in between.
-	lapsed := !ls.valid()
+	// can answer from its cache in between. Every move bumps the slot's
+	// generation, so applyOwnership drops exactly the sections of slots
+	// that moved, even away and back during a lapse; the rest keep serving
+	// without a reload.
 	if resp.Table != nil {
 		s.setTable(resp.Table)
 	}
 	s.applyOwnership(ls, resp.Slots)
-	if lapsed {
-		// While the lease was out the slot may have moved away and back.
-		// Every move bumps the slot's generation, so a cached section whose
-		// generation is still the owned one never left, and keeps serving
-		// without a reload; any other is dropped.
-		s.dropSections(func(sc *section) bool { return sc.gen != ls.owned[sc.slot].Load() })
-	}
 	ls.extend(send, time.Duration(resp.LeaseMs)*time.Millisecond)
 	return renewGranted
 }
@@ -463,11 +458,16 @@ func (s *Server) signalRenewed() {
 	s.renewMu.Unlock()
 }
 
+// renewedCh returns the channel the next renewal attempt closes.
+func (s *Server) renewedCh() <-chan struct{} {
+	s.renewMu.Lock()
+	defer s.renewMu.Unlock()
+	return s.renewed
+}
+
 // renewNow asks for an immediate renewal and waits for it, at most wait.
 func (s *Server) renewNow(ctx context.Context, wait time.Duration) {
-	s.renewMu.Lock()
-	ch := s.renewed
-	s.renewMu.Unlock()
+	ch := s.renewedCh()
 	select {
 	case s.poke <- struct{}{}:
 	default:
@@ -487,9 +487,7 @@ func (s *Server) awaitLease(ctx context.Context, ls *leases, wait time.Duration)
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	for {
-		s.renewMu.Lock()
-		ch := s.renewed
-		s.renewMu.Unlock()
+		ch := s.renewedCh()
 		// Checked after taking ch: a renewal in between closes ch.
 		if ls.valid() {
 			return true

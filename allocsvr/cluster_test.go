@@ -43,16 +43,9 @@ func newClient(t *testing.T, c *localcluster.Cluster, cfg router.Config) *router
 		t.Fatalf("router client: %v", err)
 	}
 	t.Cleanup(func() { cl.Close() })
-	// The bootstrap arbiter may be a follower a step behind: tests read
-	// ownership from the table, so take the leader's.
-	want := c.RoutingVersion()
-	for cl.Table().Version < want {
-		if err := cl.Refresh(ctx); err != nil {
-			t.Fatalf("refresh to routing version %d: %v", want, err)
-		}
-		if cl.Table().Version < want {
-			time.Sleep(10 * time.Millisecond)
-		}
+	// Tests read ownership from the table: take the leader's.
+	if err := c.CatchUp(ctx, cl); err != nil {
+		t.Fatal(err)
 	}
 	return cl
 }

@@ -130,6 +130,10 @@ func TestLeasesServing(t *testing.T) {
 			if got := l.serving(2); got != tc.want {
 				t.Errorf("serving(2) = %d, want %d", got, tc.want)
 			}
+			wantOwns := tc.owned != 0 && tc.released < tc.owned
+			if got := l.owns(2, tc.owned); got != wantOwns {
+				t.Errorf("owns(2, %d) = %v, want %v", tc.owned, got, wantOwns)
+			}
 			wantNeighbour := uint64(9)
 			if tc.expired {
 				wantNeighbour = 0
@@ -149,12 +153,15 @@ func TestLeasesNewGenerationAfterRelease(t *testing.T) {
 	l.extend(0, time.Hour)
 	l.owned[0].Store(2)
 	l.release(0, 2)
-	if l.serving(0) != 0 {
+	if l.serving(0) != 0 || l.owns(0, 2) {
 		t.Fatal("served after release")
 	}
 	l.owned[0].Store(5) // the slot came back in generation 5
-	if l.serving(0) != 5 {
+	if l.serving(0) != 5 || !l.owns(0, 5) {
 		t.Fatal("not served in the later generation")
+	}
+	if l.owns(0, 2) {
+		t.Fatal("owns in a generation it no longer owns")
 	}
 }
 
@@ -202,9 +209,9 @@ func TestWaitLeasedEndsWithTheLease(t *testing.T) {
 	c := mclock.New()
 	l := newLeases(c, 1)
 	l.extend(c.Now(), 100*time.Millisecond)
-	r := &raise{done: make(chan struct{})}
+	done := make(chan struct{}) // a raise that has not finished
 	start := time.Now()
-	if err := waitLeased(t.Context(), l, r.done); err != errLeaseLapsed {
+	if err := waitLeased(t.Context(), l, done); err != errLeaseLapsed {
 		t.Fatalf("waitLeased = %v, want errLeaseLapsed", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
@@ -216,9 +223,9 @@ func TestWaitLeasedEndsWithTheLease(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 		l.extend(c.Now(), 300*time.Millisecond) // a renewal lands
 		time.Sleep(150 * time.Millisecond)
-		close(r.done)
+		close(done)
 	}()
-	if err := waitLeased(t.Context(), l, r.done); err != nil {
+	if err := waitLeased(t.Context(), l, done); err != nil {
 		t.Fatalf("waitLeased across a renewal = %v, want the raise's end", err)
 	}
 }

@@ -41,34 +41,26 @@ var errKeyZero = status.Error(codes.InvalidArgument, "key 0 is reserved; keys st
 // reports that it did not find the section ready: the caller then checks
 // the lease again, as time has passed since it did.
 func (s *Server) section(ctx context.Context, ls *leases, id uint64, slot uint32, gen uint64, key uint64) (sc *section, waited bool, err error) {
-	sc, err = s.loadedSection(ctx, ls, id, slot, gen, key, &waited)
-	return sc, waited, err
-}
-
-func (s *Server) loadedSection(ctx context.Context, ls *leases, id uint64, slot uint32, gen uint64, key uint64, waited *bool) (*section, error) {
 	for {
 		if v, ok := s.sections.Load(id); ok {
 			sc := v.(*section)
 			select {
-			case <-sc.ready:
+			case <-sc.ready: // the hot path: loaded, no timer
 			default:
-				*waited = true
-			}
-			if err := waitLeased(ctx, ls, sc.ready); err != nil {
-				if errors.Is(err, errLeaseLapsed) {
-					return nil, &notOwnerError{key, id, slot}
+				waited = true
+				if err := waitLeased(ctx, ls, sc.ready); err != nil {
+					return nil, waited, notOwnerIfLapsed(err, key, id, slot)
 				}
-				return nil, err
 			}
 			if sc.loadErr == nil && sc.gen == gen && !sc.dead.Load() {
-				return sc, nil
+				return sc, waited, nil
 			}
 			s.sections.CompareAndDelete(id, sc)
 			if sc.gen == gen && sc.loadErr != nil {
-				return nil, sc.loadErr
+				return nil, waited, sc.loadErr
 			}
 			if sc.gen > gen {
-				return nil, &notOwnerError{key, id, slot}
+				return nil, waited, &notOwnerError{key, id, slot}
 			}
 			continue
 		}
@@ -76,12 +68,11 @@ func (s *Server) loadedSection(ctx context.Context, ls *leases, id uint64, slot 
 		if _, loaded := s.sections.LoadOrStore(id, sc); loaded {
 			continue
 		}
-		*waited = true
 		s.load(sc, ls, key)
 		if sc.loadErr != nil {
-			return nil, sc.loadErr
+			return nil, true, sc.loadErr
 		}
-		return sc, nil
+		return sc, true, nil
 	}
 }
 
@@ -180,11 +171,6 @@ var errLeaseLapsed = errors.New("lease lapsed")
 // callers until the arbiter RPC times out, long after the slot may already
 // be served elsewhere. Renewals that land meanwhile extend the wait.
 func waitLeased(ctx context.Context, ls *leases, done <-chan struct{}) error {
-	select {
-	case <-done: // the hot path: a loaded section; no timer
-		return nil
-	default:
-	}
 	for {
 		left := ls.remaining()
 		if left <= 0 && bugs.Enabled(bugs.AcceptStaleRoutingTable) {
@@ -215,6 +201,22 @@ func servingGen(ls *leases, slot uint32) uint64 {
 	return gen
 }
 
+// notOwnerIfLapsed turns a wait that the lease ended into NOT_OWNER for key.
+func notOwnerIfLapsed(err error, key, id uint64, slot uint32) error {
+	if errors.Is(err, errLeaseLapsed) {
+		return &notOwnerError{key, id, slot}
+	}
+	return err
+}
+
+// stillServes re-checks, under sc's lock, that sc may hand out numbers: a
+// planned hand-over marks the slot released, then collects each section's
+// high-water mark under this same lock. After a wait (a load, a raise) the
+// lease must still hold too; without one the caller checked it just now.
+func stillServes(ls *leases, sc *section, waited bool) bool {
+	return !sc.dead.Load() && ls.owns(sc.slot, sc.gen) && (!waited || servingGen(ls, sc.slot) == sc.gen)
+}
+
 // nextOne hands out the next seq for key. The caller checked key != 0.
 func (s *Server) nextOne(ctx context.Context, lay *layout, ls *leases, key uint64) (uint64, error) {
 	id, slot, off := lay.locate(key)
@@ -229,11 +231,7 @@ func (s *Server) nextOne(ctx context.Context, lay *layout, ls *leases, key uint6
 	step := s.step.Load()
 	sc.mu.Lock()
 	for {
-		// Re-checked under the lock: a planned hand-over marks the slot
-		// released, then collects each section's high-water mark under
-		// this same lock. After a wait (a load, a raise) the lease must
-		// still hold too; without one it was checked just now.
-		if sc.dead.Load() || !ls.owns(slot, sc.gen) || (waited && servingGen(ls, slot) != sc.gen) {
+		if !stillServes(ls, sc, waited) {
 			sc.mu.Unlock()
 			return 0, &notOwnerError{key, id, slot}
 		}
@@ -262,10 +260,7 @@ func (s *Server) nextOne(ctx context.Context, lay *layout, ls *leases, key uint6
 		start := time.Now()
 		waited = true
 		if err := waitLeased(ctx, ls, r.done); err != nil {
-			if errors.Is(err, errLeaseLapsed) {
-				return 0, &notOwnerError{key, id, slot}
-			}
-			return 0, err
+			return 0, notOwnerIfLapsed(err, key, id, slot)
 		}
 		s.m.raiseWait.Observe(time.Since(start).Seconds())
 		if r.err != nil {
@@ -284,13 +279,13 @@ func (s *Server) current(ctx context.Context, lay *layout, ls *leases, key uint6
 	if gen == 0 {
 		return 0, &notOwnerError{key, id, slot}
 	}
-	sc, _, err := s.section(ctx, ls, id, slot, gen, key)
+	sc, waited, err := s.section(ctx, ls, id, slot, gen, key)
 	if err != nil {
 		return 0, err
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	if sc.dead.Load() || servingGen(ls, slot) != sc.gen {
+	if !stillServes(ls, sc, waited) {
 		return 0, &notOwnerError{key, id, slot}
 	}
 	return seqfmt.Make(sc.epoch, sc.floor+sc.keys.get(off))

@@ -90,13 +90,9 @@ func oneFailover(ctx context.Context, lease time.Duration, measure func(context.
 		return 0, err
 	}
 	defer cl.Close()
-	// keyOf reads ownership from the client's table: take the leader's,
-	// not a follower's a step behind.
-	for cl.Table().Version < c.RoutingVersion() {
-		if err := cl.Refresh(sctx); err != nil {
-			return 0, err
-		}
-		time.Sleep(10 * time.Millisecond)
+	// keyOf reads ownership from the client's table: take the leader's.
+	if err := c.CatchUp(sctx, cl); err != nil {
+		return 0, err
 	}
 	return measure(sctx, c, cl)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/seqd/seqd/internal/node"
 	"github.com/seqd/seqd/internal/raftnode"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+	"github.com/seqd/seqd/router"
 )
 
 // FastElection is the Raft heartbeat and election timeout with Options.Fast.
@@ -118,7 +119,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	c := &Cluster{opts: opts, host: cmp.Or(opts.Host, loopback.Host()), base: prometheus.NewRegistry(), regs: map[string]*prometheus.Registry{}}
 	if c.opts.GatewayAddr == "" {
-		c.opts.GatewayAddr = c.any()
+		c.opts.GatewayAddr = c.anyPort()
 	}
 	c.base.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if opts.DataDir == "" {
@@ -138,11 +139,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	peers := make([]arbiter.Peer, opts.Arbiters)
 	var grpcLns, raftLns []net.Listener
 	for i := range peers {
-		g, err := net.Listen("tcp", c.any())
+		g, err := net.Listen("tcp", c.anyPort())
 		if err != nil {
 			return nil, err
 		}
-		r, err := net.Listen("tcp", c.any())
+		r, err := net.Listen("tcp", c.anyPort())
 		if err != nil {
 			g.Close()
 			return nil, err
@@ -177,7 +178,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	for i := 0; i < opts.AllocSvrs; i++ {
 		cfg := c.baseConfig(fmt.Sprintf("alloc%d", i+1), node.RoleAllocSvr)
-		cfg.GRPCAddr = c.any()
+		cfg.GRPCAddr = c.anyPort()
 		cfg.DataDir = ""
 		link := faultnet.New()
 		cfg.ArbiterDialOptions = []grpc.DialOption{grpc.WithContextDialer(link.Dial)}
@@ -221,12 +222,12 @@ func (c *Cluster) startShard(ctx context.Context, shard string) error {
 		}
 	}
 	for i := 0; i < n; i++ {
-		g, err := net.Listen("tcp", c.any())
+		g, err := net.Listen("tcp", c.anyPort())
 		if err != nil {
 			closeRest(0)
 			return err
 		}
-		r, err := net.Listen("tcp", c.any())
+		r, err := net.Listen("tcp", c.anyPort())
 		if err != nil {
 			g.Close()
 			closeRest(0)
@@ -301,8 +302,8 @@ func (c *Cluster) RestartStore(ctx context.Context, sh, i int) error {
 	return nil
 }
 
-// any is "any free port" on the cluster's loopback address.
-func (c *Cluster) any() string { return net.JoinHostPort(c.host, "0") }
+// anyPort is "any free port" on the cluster's loopback address.
+func (c *Cluster) anyPort() string { return net.JoinHostPort(c.host, "0") }
 
 func (c *Cluster) baseConfig(id, role string) node.Config {
 	o := c.opts
@@ -315,7 +316,7 @@ func (c *Cluster) baseConfig(id, role string) node.Config {
 		DrainTimeout: 5 * time.Second,
 	}
 	if !o.NoGossip {
-		cfg.GossipAddr = c.any()
+		cfg.GossipAddr = c.anyPort()
 	}
 	if o.Fast {
 		// Short, but with headroom for a busy 2-core machine running
@@ -416,19 +417,24 @@ func (c *Cluster) WaitServing(ctx context.Context) error {
 	}
 }
 
-// RoutingVersion is the routing-table version on the arbiter leader, or 0
-// while there is none. A client that bootstrapped from a follower may hold
-// an older table for a moment; wait for this version before reading
-// ownership from the client's table.
-func (c *Cluster) RoutingVersion() uint64 {
-	l := c.Leader()
-	if l == nil {
-		return 0
+// CatchUp refreshes cl until its table is the leader's. A client that
+// bootstrapped from a follower may hold an older table for a moment; call
+// this before reading ownership from the client's table.
+func (c *Cluster) CatchUp(ctx context.Context, cl *router.Client) error {
+	for {
+		l := c.Leader()
+		if l == nil || cl.Table().Version >= l.Arbiter().FSM().RoutingVersion() {
+			return nil
+		}
+		if err := cl.Refresh(ctx); err != nil {
+			return fmt.Errorf("refresh the client's routing table: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
-	if m := l.Arbiter().FSM().Meta(); m != nil {
-		return m.RoutingVersion
-	}
-	return 0
 }
 
 // balanced reports whether every running AllocSvr owns its share of slots.
