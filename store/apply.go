@@ -190,10 +190,17 @@ func (x *tx) appendEvent(user uint64, e *seqdv1.Event) {
 	}
 	us := x.userState(user)
 	x.put(inboxKey(user, e.Seq), e)
-	x.updateConv(user, e.Conversation, us, func(cs *clusterv1.ConvState) {
+	readFanoutSend := e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && e.Outgoing &&
+		e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP && e.GroupCount > 0
+	// Only these change the conversation's state. Skipping the others
+	// saves a Badger read per send (the sender's copy), which is most
+	// often of a record that does not exist.
+	changesConv := readFanoutSend || e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT ||
+		e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && !e.Outgoing
+	update := func(cs *clusterv1.ConvState) {
 		switch e.Kind {
 		case seqdv1.EventKind_EVENT_KIND_MESSAGE:
-			if e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP && e.GroupCount > 0 && e.Outgoing {
+			if readFanoutSend {
 				// Sending to a read-fanout group reads it up to one's own message.
 				cs.ReadFanout = true
 				cs.ReadUpTo = max(cs.ReadUpTo, e.GroupSeq)
@@ -207,7 +214,10 @@ func (x *tx) appendEvent(user uint64, e *seqdv1.Event) {
 			cs.ReadFanout = true
 			cs.LatestCount = max(cs.LatestCount, e.GroupCount)
 		}
-	})
+	}
+	if changesConv {
+		x.updateConv(user, e.Conversation, us, update)
+	}
 	if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE {
 		x.putRaw(historyKey(user, e.Conversation, e.Seq), nil)
 	}
