@@ -39,38 +39,59 @@ func ok(t *testing.T, args ...string) string {
 	return r.stdout
 }
 
-var (
-	sharedOnce sync.Once
-	shared     *localcluster.Cluster
-	sharedErr  error
+// reusable is a cluster shared by the tests of one round: with -count N
+// every test runs N times in this process, and the tests use fixed user
+// and group ids, so each round gets fresh clusters. A round starts when a
+// test that already ran asks again.
+type reusable struct {
+	shards int
+	mu     sync.Mutex
+	c      *localcluster.Cluster
+	err    error
+	seen   map[string]bool
+}
 
-	msgOnce   sync.Once
-	msgShared *localcluster.Cluster
-	msgErr    error
+var (
+	shared    = &reusable{shards: 0}
+	msgShared = &reusable{shards: 1}
 )
+
+func (r *reusable) get(t *testing.T) string {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen[t.Name()] {
+		r.close()
+	}
+	if r.seen == nil {
+		r.seen = map[string]bool{}
+	}
+	r.seen[t.Name()] = true
+	if r.c == nil && r.err == nil {
+		r.c, r.err = startCluster(r.shards)
+	}
+	if r.err != nil {
+		t.Fatalf("start cluster: %v", r.err)
+	}
+	return r.c.GatewayAddr()
+}
+
+// close ends the round: the next test starts a new cluster.
+func (r *reusable) close() {
+	if r.c != nil {
+		r.c.Close()
+	}
+	r.c, r.err, r.seen = nil, nil, nil
+}
 
 // sharedCluster is one cluster for the tests that do not change its
 // membership; TestMain closes it.
-func sharedCluster(t *testing.T) string {
-	t.Helper()
-	sharedOnce.Do(func() { shared, sharedErr = startCluster(0) })
-	if sharedErr != nil {
-		t.Fatalf("start cluster: %v", sharedErr)
-	}
-	return shared.GatewayAddr()
-}
+func sharedCluster(t *testing.T) string { return shared.get(t) }
 
 // msgCluster is one cluster with a 3-replica message store for the tests
 // that only send and read; TestMain closes it. Each test uses its own
 // users so that they do not see each other's messages.
-func msgCluster(t *testing.T) string {
-	t.Helper()
-	msgOnce.Do(func() { msgShared, msgErr = startCluster(1) })
-	if msgErr != nil {
-		t.Fatalf("start cluster: %v", msgErr)
-	}
-	return msgShared.GatewayAddr()
-}
+func msgCluster(t *testing.T) string { return msgShared.get(t) }
 
 // ownCluster is a cluster for one test that changes it.
 func ownCluster(t *testing.T) *localcluster.Cluster {
@@ -99,12 +120,8 @@ func startCluster(shards int) (*localcluster.Cluster, error) {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if shared != nil {
-		shared.Close()
-	}
-	if msgShared != nil {
-		msgShared.Close()
-	}
+	shared.close()
+	msgShared.close()
 	os.Exit(code)
 }
 
