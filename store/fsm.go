@@ -60,6 +60,7 @@ type FSM struct {
 	mu      sync.RWMutex
 	db      *badger.DB
 	dir     string
+	opts    FSMOptions
 	cache   *stateCache
 	log     *slog.Logger
 	applied atomic.Uint64
@@ -70,12 +71,38 @@ type FSM struct {
 	observe func(ops int, d time.Duration)
 }
 
-// OpenFSM opens (or creates) the Badger database in dir.
+// FSMOptions tune the FSM's storage engine.
+type FSMOptions struct {
+	// MemtableSize is Badger's memtable size in bytes: 0 means
+	// DefaultMemtableSize, and anything else must be at least
+	// MinMemtableSize. See ReplicaMemtableSize.
+	MemtableSize int64
+}
+
+// Memtable sizes.
+const (
+	DefaultMemtableSize = 64 << 20
+	MinMemtableSize     = 1 << 20
+)
+
+// OpenFSM opens (or creates) the Badger database in dir with the default
+// options.
 func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
+	return OpenFSMWith(dir, log, FSMOptions{})
+}
+
+// OpenFSMWith opens (or creates) the Badger database in dir.
+func OpenFSMWith(dir string, log *slog.Logger, opts FSMOptions) (*FSM, error) {
+	if opts.MemtableSize == 0 {
+		opts.MemtableSize = DefaultMemtableSize
+	}
+	if opts.MemtableSize < MinMemtableSize {
+		return nil, fmt.Errorf("store: memtable size %d is under the minimum of %d bytes", opts.MemtableSize, MinMemtableSize)
+	}
 	if err := finishSwap(dir); err != nil {
 		return nil, err
 	}
-	db, err := openBadger(dir, log)
+	db, err := openBadger(dir, log, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +110,7 @@ func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
 		db.Close()
 		return nil, err
 	}
-	f := &FSM{db: db, dir: dir, log: log, cache: newStateCache()}
+	f := &FSM{db: db, dir: dir, opts: opts, log: log, cache: newStateCache()}
 	applied, err := readApplied(db)
 	if err != nil {
 		db.Close()
@@ -93,7 +120,7 @@ func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
 	return f, nil
 }
 
-func openBadger(dir string, log *slog.Logger) (*badger.DB, error) {
+func openBadger(dir string, log *slog.Logger, o FSMOptions) (*badger.DB, error) {
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log}).
 		WithSyncWrites(false). // the Raft log is the durable record; see Snapshot
@@ -102,7 +129,8 @@ func openBadger(dir string, log *slog.Logger) (*badger.DB, error) {
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
 		WithNumCompactors(2).
-		WithValueThreshold(1 << 10)
+		WithValueThreshold(1 << 10).
+		WithMemTableSize(o.MemtableSize)
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("store: open badger in %s: %w", dir, err)
@@ -309,7 +337,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	// load can leave that database unusable).
 	tmp := f.dir + ".restore"
 	os.RemoveAll(tmp)
-	ndb, err := openBadger(tmp, f.log)
+	ndb, err := openBadger(tmp, f.log, f.opts)
 	if err != nil {
 		return fmt.Errorf("store: snapshot: %w", err)
 	}
@@ -342,7 +370,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		panic(fmt.Sprintf("store: snapshot swap: %v", err))
 	}
 	os.RemoveAll(f.dir + ".old")
-	if f.db, err = openBadger(f.dir, f.log); err != nil {
+	if f.db, err = openBadger(f.dir, f.log, f.opts); err != nil {
 		panic(fmt.Sprintf("store: reopen after snapshot swap: %v", err))
 	}
 	if err := upgradeLayout(f.db); err != nil {
