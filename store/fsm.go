@@ -60,7 +60,6 @@ type FSM struct {
 	mu      sync.RWMutex
 	db      *badger.DB
 	dir     string
-	opts    FSMOptions
 	cache   *stateCache
 	log     *slog.Logger
 	applied atomic.Uint64
@@ -71,38 +70,12 @@ type FSM struct {
 	observe func(ops int, d time.Duration)
 }
 
-// FSMOptions tune the FSM's storage engine.
-type FSMOptions struct {
-	// MemtableSize is Badger's memtable size in bytes: 0 means
-	// DefaultMemtableSize, and anything else must be at least
-	// MinMemtableSize. See ReplicaMemtableSize.
-	MemtableSize int64
-}
-
-// Memtable sizes.
-const (
-	DefaultMemtableSize = 64 << 20
-	MinMemtableSize     = 1 << 20
-)
-
-// OpenFSM opens (or creates) the Badger database in dir with the default
-// options.
+// OpenFSM opens (or creates) the Badger database in dir.
 func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
-	return OpenFSMWith(dir, log, FSMOptions{})
-}
-
-// OpenFSMWith opens (or creates) the Badger database in dir.
-func OpenFSMWith(dir string, log *slog.Logger, opts FSMOptions) (*FSM, error) {
-	if opts.MemtableSize == 0 {
-		opts.MemtableSize = DefaultMemtableSize
-	}
-	if opts.MemtableSize < MinMemtableSize {
-		return nil, fmt.Errorf("store: memtable size %d is under the minimum of %d bytes", opts.MemtableSize, MinMemtableSize)
-	}
 	if err := finishSwap(dir); err != nil {
 		return nil, err
 	}
-	db, err := openBadger(dir, log, opts)
+	db, err := openBadger(dir, log)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +83,7 @@ func OpenFSMWith(dir string, log *slog.Logger, opts FSMOptions) (*FSM, error) {
 		db.Close()
 		return nil, err
 	}
-	f := &FSM{db: db, dir: dir, opts: opts, log: log, cache: newStateCache()}
+	f := &FSM{db: db, dir: dir, log: log, cache: newStateCache()}
 	applied, err := readApplied(db)
 	if err != nil {
 		db.Close()
@@ -120,7 +93,7 @@ func OpenFSMWith(dir string, log *slog.Logger, opts FSMOptions) (*FSM, error) {
 	return f, nil
 }
 
-func openBadger(dir string, log *slog.Logger, o FSMOptions) (*badger.DB, error) {
+func openBadger(dir string, log *slog.Logger) (*badger.DB, error) {
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log}).
 		WithSyncWrites(false). // the Raft log is the durable record; see Snapshot
@@ -129,8 +102,7 @@ func openBadger(dir string, log *slog.Logger, o FSMOptions) (*badger.DB, error) 
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
 		WithNumCompactors(2).
-		WithValueThreshold(1 << 10).
-		WithMemTableSize(o.MemtableSize)
+		WithValueThreshold(1 << 10)
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("store: open badger in %s: %w", dir, err)
@@ -337,7 +309,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	// load can leave that database unusable).
 	tmp := f.dir + ".restore"
 	os.RemoveAll(tmp)
-	ndb, err := openBadger(tmp, f.log, f.opts)
+	ndb, err := openBadger(tmp, f.log)
 	if err != nil {
 		return fmt.Errorf("store: snapshot: %w", err)
 	}
@@ -370,7 +342,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		panic(fmt.Sprintf("store: snapshot swap: %v", err))
 	}
 	os.RemoveAll(f.dir + ".old")
-	if f.db, err = openBadger(f.dir, f.log, f.opts); err != nil {
+	if f.db, err = openBadger(f.dir, f.log); err != nil {
 		panic(fmt.Sprintf("store: reopen after snapshot swap: %v", err))
 	}
 	if err := upgradeLayout(f.db); err != nil {

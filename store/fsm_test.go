@@ -16,7 +16,6 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/seqd/seqd/internal/raftnode"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
@@ -704,69 +703,5 @@ func TestFSMReadsDuringApplySeeWholeEntries(t *testing.T) {
 	evs := syncAllEvents(t, h.f, 2)
 	if len(evs) != 2*entries {
 		t.Fatalf("%d events, want %d", len(evs), 2*entries)
-	}
-}
-
-func TestReplicaMemtableSizeStaggersReplicas(t *testing.T) {
-	peers := []raftnode.Peer{{ID: "s1-c"}, {ID: "s1-a"}, {ID: "s1-b"}}
-	got := map[int64]string{}
-	for _, p := range peers {
-		size := ReplicaMemtableSize(p.ID, peers)
-		if other, dup := got[size]; dup {
-			t.Fatalf("replicas %s and %s both get %d bytes", other, p.ID, size)
-		}
-		got[size] = p.ID
-	}
-	if got[DefaultMemtableSize] != "s1-a" {
-		t.Fatalf("the first replica by id should get the default size: %v", got)
-	}
-	// 84% of the one before: 64, 54 and 45 MiB.
-	if s := ReplicaMemtableSize("s1-c", peers); s>>20 != 45 {
-		t.Fatalf("third replica: %d MiB, want 45", s>>20)
-	}
-	// A replica not among the peers, and no peers at all: deterministic,
-	// one of the first three sizes.
-	for _, ps := range [][]raftnode.Peer{peers, nil} {
-		a, b := ReplicaMemtableSize("s1-new", ps), ReplicaMemtableSize("s1-new", ps)
-		if a != b || a > DefaultMemtableSize || a < 45<<20 {
-			t.Fatalf("unknown replica with peers %v: %d then %d", ps, a, b)
-		}
-	}
-	// Many replicas never go under 16 MiB.
-	var many []raftnode.Peer
-	for i := range 20 {
-		many = append(many, raftnode.Peer{ID: fmt.Sprintf("r%02d", i)})
-	}
-	if s := ReplicaMemtableSize("r19", many); s != 16<<20 {
-		t.Fatalf("20th replica: %d bytes, want the 16 MiB floor", s)
-	}
-}
-
-func TestOpenFSMWithMemtableSize(t *testing.T) {
-	log := slog.New(slog.DiscardHandler)
-	for _, bad := range []int64{-1, 1, MinMemtableSize - 1} {
-		if f, err := OpenFSMWith(t.TempDir(), log, FSMOptions{MemtableSize: bad}); err == nil {
-			f.Close()
-			t.Fatalf("memtable size %d accepted", bad)
-		} else if !strings.Contains(err.Error(), "memtable size") {
-			t.Fatalf("memtable size %d: unclear error %v", bad, err)
-		}
-	}
-	dir := t.TempDir()
-	f, err := OpenFSMWith(dir, log, FSMOptions{MemtableSize: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := f.db.Opts().MemTableSize; got != 8<<20 {
-		t.Fatalf("badger memtable %d, want %d", got, 8<<20)
-	}
-	f.Close()
-	f, err = OpenFSM(dir, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if got := f.db.Opts().MemTableSize; got != DefaultMemtableSize {
-		t.Fatalf("default badger memtable %d, want %d", got, DefaultMemtableSize)
 	}
 }

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -179,8 +177,7 @@ func New(cfg Config) (*Shard, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("store: data dir: %w", err)
 	}
-	fsm, err := OpenFSMWith(filepath.Join(cfg.DataDir, "badger"), s.log,
-		FSMOptions{MemtableSize: ReplicaMemtableSize(cfg.ReplicaID, cfg.Peers)})
+	fsm, err := OpenFSM(filepath.Join(cfg.DataDir, "badger"), s.log)
 	if err != nil {
 		return nil, err
 	}
@@ -435,35 +432,4 @@ func (s *Shard) timelineCount(ctx context.Context, group, upTo uint64) (*cluster
 		return nil, err
 	}
 	return clusterv1.NewStoreNodeClient(cc).TimelineCount(ctx, &clusterv1.TimelineCountRequest{GroupId: group, UpToGseq: upTo})
-}
-
-// ReplicaMemtableSize staggers Badger's memtable size across a shard's
-// replicas: DefaultMemtableSize for the first by sorted replica id, and
-// each next one 84% of the one before (64, 54 and 45 MiB for three), never
-// under 16 MiB. A replica that is not among peers gets a size picked by a
-// hash of its id.
-//
-// Replicas apply the same entries, so with equal memtables they fill and
-// flush at the same moment. On one host (the tests, the demo, a small
-// deployment) three flushes at once starved every other goroutine for
-// 0.6-1 s; staggered, the paced send load's worst latency stayed under
-// 0.1 s (docs/benchmarks.md). On separate machines it only changes when
-// each replica flushes.
-func ReplicaMemtableSize(id string, peers []raftnode.Peer) int64 {
-	ids := make([]string, 0, len(peers))
-	for _, p := range peers {
-		ids = append(ids, p.ID)
-	}
-	sort.Strings(ids)
-	i := sort.SearchStrings(ids, id)
-	if i == len(ids) || ids[i] != id {
-		h := fnv.New32a()
-		h.Write([]byte(id))
-		i = int(h.Sum32() % 3)
-	}
-	size := float64(DefaultMemtableSize)
-	for range i {
-		size *= 0.84
-	}
-	return max(int64(size), 16<<20)
 }
