@@ -14,6 +14,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
 )
 
 // Host returns a random address in 127.0.0.0/8 that can be bound, or
@@ -29,12 +33,83 @@ func Host() string {
 	return "127.0.0.1"
 }
 
-// FreeAddr returns host:port with a port that was free on host a moment ago.
+// Ports FreeAddr picks from, below the kernel's ephemeral range.
+const (
+	firstPort = 10000
+	// defaultEphemeral is where Linux's ephemeral range starts by default
+	// (net.ipv4.ip_local_port_range).
+	defaultEphemeral = 32768
+)
+
+var (
+	mu sync.Mutex
+	// handed holds the ports FreeAddr returned, per host.
+	handed = map[string]map[int]bool{}
+)
+
+// FreeAddr returns host:port with a port that is free on host for TCP and
+// UDP (memberlist binds both), that FreeAddr has not returned before in
+// this process, and that lies below the kernel's ephemeral range.
+//
+// The caller binds the port later, not at once. A port the kernel chose
+// for a port-0 bind could meanwhile go to the next port-0 listener, which
+// CI saw as "bind: address already in use" for an arbiter's gossip port;
+// the kernel picks port-0 ports only inside the ephemeral range.
 func FreeAddr(host string) (string, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	if handed[host] == nil {
+		handed[host] = map[int]bool{}
+	}
+	if end := ephemeralStart(); end > firstPort {
+		for range 256 {
+			port := firstPort + rand.IntN(end-firstPort)
+			if handed[host][port] || !bindable(host, port) {
+				continue
+			}
+			handed[host][port] = true
+			return net.JoinHostPort(host, strconv.Itoa(port)), nil
+		}
+	}
+	// No room below the ephemeral range: a port the kernel picks.
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return "", err
 	}
 	defer l.Close()
+	handed[host][l.Addr().(*net.TCPAddr).Port] = true
 	return l.Addr().String(), nil
+}
+
+// bindable reports whether port is free on host for TCP and UDP.
+func bindable(host string, port int) bool {
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer l.Close()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	pc.Close()
+	return true
+}
+
+// ephemeralStart returns the first port of the kernel's ephemeral range.
+func ephemeralStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return defaultEphemeral
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return defaultEphemeral
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return defaultEphemeral
+	}
+	return n
 }

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -464,20 +463,15 @@ func (n *Node) assignPorts(backend string) error {
 		n.GRPC, n.Raft, n.Gossip, n.HTTP = n.Host+":7000", n.Host+":7001", n.Host+":7002", n.Host+":7003"
 		return nil
 	}
+	// The nodes bind these later; FreeAddr never hands out a port twice or
+	// one the kernel could give to another node's port-0 listener first.
 	var ports []string
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
 	for range 4 {
-		l, err := net.Listen("tcp", net.JoinHostPort(n.Host, "0"))
+		a, err := loopback.FreeAddr(n.Host)
 		if err != nil {
 			return err
 		}
-		lns = append(lns, l)
-		ports = append(ports, l.Addr().String())
+		ports = append(ports, a)
 	}
 	n.GRPC, n.Raft, n.Gossip, n.HTTP = ports[0], ports[1], ports[2], ports[3]
 	return nil
