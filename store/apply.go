@@ -192,9 +192,10 @@ func (x *tx) appendEvent(user uint64, e *seqdv1.Event) {
 	x.put(inboxKey(user, e.Seq), e)
 	readFanoutSend := e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && e.Outgoing &&
 		e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP && e.GroupCount > 0
-	// Only these change the conversation's state. Skipping the others
-	// saves a Badger read per send (the sender's copy), which is most
-	// often of a record that does not exist.
+	// Only these change the conversation's state (they are the cases of
+	// the switch below). Skipping the others saves a Badger read per send,
+	// for the sender's copy; in a new conversation it is the read of a
+	// record that does not exist, which costs Badger as much as a write.
 	changesConv := readFanoutSend || e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT ||
 		e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && !e.Outgoing
 	update := func(cs *clusterv1.ConvState) {

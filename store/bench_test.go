@@ -64,8 +64,10 @@ func BenchmarkApplySend(b *testing.B) {
 		if r.Err != nil {
 			b.Fatal(r.Err)
 		}
-		if r.Results[0].Status != clusterv1.OpStatus_OP_STATUS_OK {
-			b.Fatalf("entry %d: %v %s", i+1, r.Results[0].Status, r.Results[0].Msg)
+		for j, res := range r.Results {
+			if res.Status != clusterv1.OpStatus_OP_STATUS_OK {
+				b.Fatalf("entry %d op %d: %v %s", i+1, j, res.Status, res.Msg)
+			}
 		}
 	}
 }
