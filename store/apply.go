@@ -190,34 +190,8 @@ func (x *tx) appendEvent(user uint64, e *seqdv1.Event) {
 	}
 	us := x.userState(user)
 	x.put(inboxKey(user, e.Seq), e)
-	readFanoutSend := e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && e.Outgoing &&
-		e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP && e.GroupCount > 0
-	// Only these change the conversation's state (they are the cases of
-	// the switch below). Skipping the others saves a Badger read per send,
-	// for the sender's copy; in a new conversation it is the read of a
-	// record that does not exist, which costs Badger as much as a write.
-	changesConv := readFanoutSend || e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT ||
-		e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && !e.Outgoing
-	update := func(cs *clusterv1.ConvState) {
-		switch e.Kind {
-		case seqdv1.EventKind_EVENT_KIND_MESSAGE:
-			if readFanoutSend {
-				// Sending to a read-fanout group reads it up to one's own message.
-				cs.ReadFanout = true
-				cs.ReadUpTo = max(cs.ReadUpTo, e.GroupSeq)
-				cs.ReadCount = max(cs.ReadCount, e.GroupCount)
-				cs.LatestCount = max(cs.LatestCount, e.GroupCount)
-			}
-			if counted(e, cs) {
-				cs.Unread++
-			}
-		case seqdv1.EventKind_EVENT_KIND_GROUP_HINT:
-			cs.ReadFanout = true
-			cs.LatestCount = max(cs.LatestCount, e.GroupCount)
-		}
-	}
-	if changesConv {
-		x.updateConv(user, e.Conversation, us, update)
+	if change := convChange(e); change != nil {
+		x.updateConv(user, e.Conversation, us, change)
 	}
 	if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE {
 		x.putRaw(historyKey(user, e.Conversation, e.Seq), nil)
@@ -225,6 +199,37 @@ func (x *tx) appendEvent(user uint64, e *seqdv1.Event) {
 	us.LastSeq = e.Seq
 	x.putUser(user, us)
 	x.touchUser(user)
+}
+
+// convChange returns how appending e changes its conversation's state,
+// or nil if it cannot. Events that cannot (the sender's own copy, read
+// markers, recalls, deletes) skip the conversation read: in a new
+// conversation that is the read of a record that does not exist, which
+// costs Badger as much as a write.
+func convChange(e *seqdv1.Event) func(cs *clusterv1.ConvState) {
+	switch {
+	case e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && !e.Outgoing:
+		return func(cs *clusterv1.ConvState) {
+			if counted(e, cs) {
+				cs.Unread++
+			}
+		}
+	case e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && e.GroupCount > 0 &&
+		e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP:
+		// Sending to a read-fanout group reads it up to one's own message.
+		return func(cs *clusterv1.ConvState) {
+			cs.ReadFanout = true
+			cs.ReadUpTo = max(cs.ReadUpTo, e.GroupSeq)
+			cs.ReadCount = max(cs.ReadCount, e.GroupCount)
+			cs.LatestCount = max(cs.LatestCount, e.GroupCount)
+		}
+	case e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT:
+		return func(cs *clusterv1.ConvState) {
+			cs.ReadFanout = true
+			cs.LatestCount = max(cs.LatestCount, e.GroupCount)
+		}
+	}
+	return nil
 }
 
 // queue adds one delivery for another shard to the outbox.

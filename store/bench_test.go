@@ -2,14 +2,13 @@ package store
 
 import (
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
 
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
-	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
 // BenchmarkApplySend measures one replica's FSM applying 1:1 sends the way
@@ -20,17 +19,11 @@ import (
 //	go test ./store -run '^$' -bench BenchmarkApplySend -benchtime 200000x
 func BenchmarkApplySend(b *testing.B) {
 	const users, perEntry = 10_000, 16
-	f, err := OpenFSM(b.TempDir(), slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
+	f := openTestFSM(b, b.TempDir())
 	defer f.Close()
 	rng := rand.New(rand.NewPCG(1, 2))
 	last := make([]uint64, users+1)
-	body := make([]byte, 100)
-	for i := range body {
-		body[i] = 'a' + byte(i%26)
-	}
+	body := strings.Repeat("abcdefghij", 10)
 	next := func(u uint64) uint64 { last[u]++; return last[u] }
 	// Build the entries first: encoding is the leader's cost, not the FSM's.
 	entries := make([][]byte, 0, b.N/perEntry+1)
@@ -42,20 +35,10 @@ func BenchmarkApplySend(b *testing.B) {
 			if r >= s {
 				r++
 			}
-			ss, rs := next(s), next(r)
-			ops = append(ops, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Send{Send: &clusterv1.SendOp{
-				Request: &seqdv1.SendRequest{Sender: s, Recipients: []uint64{r}, ClientMsgId: fmt.Sprintf("c%d", n+i), Body: body,
-					Conversation: &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT, Id: min(s, r)<<32 | max(s, r)}},
-				MessageId:  DirectMessageID(s, ss),
-				Appends:    []*clusterv1.Append{{User: s, Seq: ss}, {User: r, Seq: rs}},
-				DedupTtlMs: 86_400_000,
-			}}})
+			conv := min(s, r)<<32 | max(s, r) // one conversation per pair
+			ops = append(ops, opSend(conv, fmt.Sprintf("c%d", n+i), body, apps(s, next(s), r, next(r))...))
 		}
-		data, err := EncodeBatch(&clusterv1.StoreBatch{NowMs: 1_000_000, Ops: ops})
-		if err != nil {
-			b.Fatal(err)
-		}
-		entries = append(entries, data)
+		entries = append(entries, encodeOps(b, 1_000_000, ops...))
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -98,7 +98,7 @@ func bindable(host string, port int) bool {
 }
 
 // ephemeralStart returns the first port of the kernel's ephemeral range.
-func ephemeralStart() int {
+var ephemeralStart = sync.OnceValue(func() int {
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	if err != nil {
 		return defaultEphemeral
@@ -112,4 +112,4 @@ func ephemeralStart() int {
 		return defaultEphemeral
 	}
 	return n
-}
+})
