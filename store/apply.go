@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -114,6 +115,12 @@ func convUnread(cs *clusterv1.ConvState) uint64 {
 	n := cs.Unread
 	if cs.LatestCount > cs.ReadCount {
 		n += cs.LatestCount - cs.ReadCount
+		for _, c := range cs.RecalledUnread {
+			// Distinct counts, so at most LatestCount-ReadCount of them.
+			if c > cs.ReadCount && c <= cs.LatestCount {
+				n--
+			}
+		}
 	}
 	return n
 }
@@ -125,12 +132,14 @@ func (x *tx) updateConv(u uint64, c *seqdv1.Conversation, us *clusterv1.UserStat
 	old := proto.Clone(cs)
 	before := convUnread(cs)
 	change(cs)
+	cs.RecalledUnread = slices.DeleteFunc(cs.RecalledUnread, func(c uint64) bool { return c <= cs.ReadCount })
 	after := convUnread(cs)
 	us.TotalUnread = us.TotalUnread + after - before
 	if after != before && bugs.Enabled(bugs.UnreadOutsideBatch) {
 		x.unreadLater(u, c, cs, after-before)
 		us.TotalUnread = us.TotalUnread - after + before
-		cs.Unread, cs.ReadCount, cs.LatestCount = old.(*clusterv1.ConvState).Unread, old.(*clusterv1.ConvState).ReadCount, old.(*clusterv1.ConvState).LatestCount
+		o := old.(*clusterv1.ConvState)
+		cs.Unread, cs.ReadCount, cs.LatestCount, cs.RecalledUnread = o.Unread, o.ReadCount, o.LatestCount, o.RecalledUnread
 	}
 	if !proto.Equal(old, cs) {
 		x.putCached(convKey(u, c), cs)
@@ -227,6 +236,11 @@ func convChange(e *seqdv1.Event) func(cs *clusterv1.ConvState) {
 		return func(cs *clusterv1.ConvState) {
 			cs.ReadFanout = true
 			cs.LatestCount = max(cs.LatestCount, e.GroupCount)
+			for _, c := range e.RecalledGroupCounts {
+				if c > cs.ReadCount && !slices.Contains(cs.RecalledUnread, c) {
+					cs.RecalledUnread = append(cs.RecalledUnread, c)
+				}
+			}
 		}
 	}
 	return nil
@@ -502,6 +516,8 @@ func (x *tx) recall(index uint64, n uint32, now int64, op *clusterv1.RecallOp) *
 		if x.get(timelineKey(rec.Conversation.Id, rec.GroupSeq), &te) {
 			te.Recalled, te.Body, te.Metadata = true, nil, nil
 			x.put(timelineKey(rec.Conversation.Id, rec.GroupSeq), &te)
+			// Members stop counting it once a hint round carries the mark.
+			gc.Recalls = append(gc.Recalls, &clusterv1.RecallMark{Gseq: op.GroupSeq, Count: te.GroupCount})
 		}
 		re := proto.Clone(ev).(*seqdv1.Event)
 		re.Seq, re.GroupSeq, re.GroupCount = op.GroupSeq, op.GroupSeq, gc.MessageCount
@@ -661,7 +677,7 @@ func (x *tx) addMembers(index uint64, n uint32, op *clusterv1.MembersOp) *OpResu
 		for _, u := range added {
 			if remote[u] {
 				x.queue(index, n, &j, clusterv1.FanoutItem_KIND_GROUP_JOIN, u, &seqdv1.Event{Conversation: conv, GroupCount: floor,
-					MessageId: fmt.Sprintf("j%d.%d.%d", op.GroupId, u, gc.LastGroupSeq)})
+					MessageId: fmt.Sprintf("j%d.%d.%d.%d", op.GroupId, u, index, n)})
 			} else {
 				x.joinFloor(u, conv, floor)
 			}
@@ -715,6 +731,11 @@ func (x *tx) groupHint(index uint64, n uint32, op *clusterv1.GroupHintOp) *OpRes
 	conv := &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_GROUP, Id: op.GroupId}
 	ev := &seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_GROUP_HINT, Conversation: conv, GroupSeq: op.GroupSeq, GroupCount: op.GroupCount,
 		MessageId: fmt.Sprintf("h%d.%d", op.GroupId, op.GroupSeq)}
+	for _, r := range gc.Recalls {
+		if r.Gseq <= op.GroupSeq {
+			ev.RecalledGroupCounts = append(ev.RecalledGroupCounts, r.Count)
+		}
+	}
 	for _, a := range op.Appends {
 		e := proto.Clone(ev).(*seqdv1.Event)
 		e.Seq = a.Seq
@@ -726,6 +747,7 @@ func (x *tx) groupHint(index uint64, n uint32, op *clusterv1.GroupHintOp) *OpRes
 	}
 	if op.Final {
 		gc.HintedGseq = op.GroupSeq
+		gc.Recalls = slices.DeleteFunc(gc.Recalls, func(r *clusterv1.RecallMark) bool { return r.Gseq <= op.GroupSeq })
 		x.putCounters(op.GroupId, gc)
 	}
 	return okResult()

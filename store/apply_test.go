@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
@@ -72,6 +73,20 @@ func wantUnread(t testTB, f *FSM, user uint64, total uint64, convs map[string]ui
 	}
 	if fmt.Sprint(got) != fmt.Sprint(convs) || gotTotal != total {
 		t.Fatalf("user %d unread %v total %d, want %v total %d", user, got, gotTotal, convs, total)
+	}
+}
+
+// readRecord reads the record under key into m.
+func readRecord(t testTB, f *FSM, key []byte, m proto.Message) {
+	t.Helper()
+	if err := f.view(func(txn *badger.Txn) error {
+		it, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error { return proto.Unmarshal(v, m) })
+	}); err != nil {
+		t.Fatalf("read %x: %v", key, err)
 	}
 }
 
@@ -857,6 +872,102 @@ func TestApplyReadFanoutJoinerUnreadStartsAtJoinPoint(t *testing.T) {
 	}
 	wantUnread(t, h.f, 2, 4, map[string]uint64{"g50": 4}) // a founding member: all four
 	wantUnread(t, h.f, 3, 1, map[string]uint64{"g50": 1}) // the joiner: only what it can see
+}
+
+// Recalling a read-fanout group message stops it counting as unread for
+// members once a hint round carries the recall, as a write-fanout recall
+// does at once; a recall of a message a member already read changes
+// nothing for it, and a hint round replayed or split counts a recall once.
+func TestApplyReadFanoutRecallLeavesUnread(t *testing.T) {
+	h := newHarness(t)
+	h.must(opCreateGroup(50, 1, true, 10, 2, 3))
+	for g := uint64(1); g <= 3; g++ {
+		h.must(opGroupSend(50, g, true, 1, fmt.Sprint("m", g), "x", apps(1, g)...))
+	}
+	h.must(opHint(50, 3, 3, true, []uint64{200}, apps(2, 1, 3, 1)...))
+	h.must(opMarkReadFanout(3, 50, 1, 1, 2)) // member 3 has read message 1
+	wantUnread(t, h.f, 2, 3, map[string]uint64{"g50": 3})
+	wantUnread(t, h.f, 3, 2, map[string]uint64{"g50": 2})
+
+	// Recall messages 1 (read by 3) and 2 (unread by both).
+	h.must(opRecall(1, GroupMessageID(50, 1), 120_000, 4, apps(1, 4)...))
+	h.must(opRecall(1, GroupMessageID(50, 2), 120_000, 5, apps(1, 5)...))
+	if g, _ := h.f.Group(50); g.MessageCount != 3 {
+		t.Fatalf("message count %d", g.MessageCount)
+	}
+	// Until a hint carries them, the counts stand, as for a new message.
+	wantUnread(t, h.f, 2, 3, map[string]uint64{"g50": 3})
+	// A round split in two chunks, the first replayed: each recall counts once.
+	h.must(opHint(50, 5, 3, false, []uint64{200}, apps(2, 2)...))
+	h.must(opHint(50, 5, 3, false, nil, apps(2, 3)...))
+	e := eventAt(t, h.f, 2, 2)
+	if fmt.Sprint(e.RecalledGroupCounts) != "[1 2]" {
+		t.Fatalf("hint carries recalled counts %v, want [1 2]", e.RecalledGroupCounts)
+	}
+	wantUnread(t, h.f, 2, 1, map[string]uint64{"g50": 1})
+	h.must(opHint(50, 5, 3, true, nil, apps(3, 3)...))
+	wantUnread(t, h.f, 3, 1, map[string]uint64{"g50": 1}) // message 3 only
+	var gc clusterv1.GroupCounters
+	readRecord(t, h.f, countersKey(50), &gc)
+	if len(gc.Recalls) != 0 {
+		t.Fatalf("the final chunk left recall marks %v", gc.Recalls)
+	}
+
+	// A remote member gets the recalls through the outbox item.
+	items, _ := h.f.Outbox(10)
+	var fan []*clusterv1.FanoutItem
+	var seqs []uint64
+	for _, it := range items {
+		fan = append(fan, it.Item)
+		seqs = append(seqs, uint64(len(seqs)+1))
+	}
+	h.must(opDeliver(fan, seqs...))
+	wantUnread(t, h.f, 200, 1, map[string]uint64{"g50": 1})
+
+	// The next round carries no old recalls; a new message counts again.
+	h.must(opGroupSend(50, 6, true, 1, "m6", "x", apps(1, 6)...))
+	h.must(opHint(50, 6, 4, true, nil, apps(2, 4, 3, 4)...))
+	if e := eventAt(t, h.f, 2, 4); len(e.RecalledGroupCounts) != 0 {
+		t.Fatalf("next round carries %v", e.RecalledGroupCounts)
+	}
+	wantUnread(t, h.f, 2, 2, map[string]uint64{"g50": 2})
+	// Reading past the recalled messages drops their marks.
+	h.must(opMarkReadFanout(2, 50, 6, 4, 5))
+	wantUnread(t, h.f, 2, 0, nil)
+	var cs clusterv1.ConvState
+	readRecord(t, h.f, convKey(2, gconv(50)), &cs)
+	if len(cs.RecalledUnread) != 0 {
+		t.Fatalf("marks below the read marker kept: %v", cs.RecalledUnread)
+	}
+}
+
+// A member removed and added again gets a join item of its own each time,
+// so a member on another shard ends where one on this shard does.
+func TestApplyReadFanoutRejoinOnOtherShard(t *testing.T) {
+	h := newHarness(t)
+	h.must(opCreateGroup(50, 1, true, 10))
+	h.must(opGroupSend(50, 1, true, 1, "a", "x", apps(1, 1)...))
+	h.must(opGroupSend(50, 2, true, 1, "b", "y", apps(1, 2)...))
+	add := func(withHistory bool) {
+		op := opAddMembers(50, withHistory, 10, 3, 300)
+		op.GetAddMembers().Remote = []uint64{300}
+		h.must(op)
+	}
+	add(true)
+	h.must(opRemoveMembers(50, 3, 300))
+	add(false)
+	items, _ := h.f.Outbox(10)
+	if len(items) != 2 || items[0].Item.Event.MessageId == items[1].Item.Event.MessageId {
+		t.Fatalf("join items %v", items)
+	}
+	var fan []*clusterv1.FanoutItem
+	for _, it := range items {
+		fan = append(fan, it.Item)
+	}
+	h.must(opDeliver(fan, 0, 0))
+	h.must(opHint(50, 2, 2, true, nil, apps(3, 1, 300, 1)...))
+	wantUnread(t, h.f, 3, 0, nil)
+	wantUnread(t, h.f, 300, 0, nil)
 }
 
 func TestApplyOutboxAckDeletesOnlyOutboxKeys(t *testing.T) {

@@ -37,6 +37,7 @@ const (
 type propConv struct {
 	rf                               bool
 	readUpTo, readCount, latestCount uint64
+	recalled                         map[uint64]bool // read fanout: group counts of recalls hints carried
 }
 
 type propUser struct {
@@ -192,6 +193,12 @@ func (m *propModel) appendEvent(u uint64, e *seqdv1.Event) {
 	case kHint:
 		cs.rf = true
 		cs.latestCount = max(cs.latestCount, e.GroupCount)
+		for _, c := range e.RecalledGroupCounts {
+			if cs.recalled == nil {
+				cs.recalled = map[uint64]bool{}
+			}
+			cs.recalled[c] = true
+		}
 	}
 }
 
@@ -207,13 +214,18 @@ func (m *propModel) find(u, seq uint64) *seqdv1.Event {
 // implied is the unread count the inbox implies: incoming message copies,
 // neither recalled nor deleted, above the conversation's read marker; for
 // read-fanout groups, the timeline messages between the read marker and
-// the latest hint.
+// the latest hint, less those whose recall a hint carried.
 func (m *propModel) implied(u uint64) (map[string]uint64, uint64) {
 	pu := m.u[u]
 	out := map[string]uint64{}
 	for k, cs := range pu.convs {
 		if cs.rf && cs.latestCount > cs.readCount {
 			out[k] += cs.latestCount - cs.readCount
+			for c := range cs.recalled {
+				if c > cs.readCount && c <= cs.latestCount {
+					out[k]--
+				}
+			}
 		}
 	}
 	for _, e := range pu.inbox {
@@ -787,6 +799,23 @@ func (m *propModel) removeMembers(t *rapid.T) {
 // hint runs one hint round of a read-fanout group in one or two chunks;
 // sometimes the round stops after its first chunk (the leader lost
 // leadership), and the next round starts over.
+// recalledSince returns the group counts of the messages recalled by the
+// timeline's recall entries in (after, upTo], in timeline order.
+func (g *propGroup) recalledSince(after, upTo uint64) []uint64 {
+	var out []uint64
+	for _, re := range g.timeline {
+		if re.Kind != kRecall || re.GroupSeq <= after || re.GroupSeq > upTo {
+			continue
+		}
+		for _, te := range g.timeline {
+			if te.Kind == kMessage && te.MessageId == re.MessageId {
+				out = append(out, te.GroupCount)
+			}
+		}
+	}
+	return out
+}
+
 func (m *propModel) hint(t *rapid.T) {
 	g := m.drawGroup(t, true)
 	var members []uint64
@@ -800,6 +829,7 @@ func (m *propModel) hint(t *rapid.T) {
 	}
 	interrupted := len(chunks) > 1 && rapid.IntRange(0, 3).Draw(t, "interrupted") == 0
 	gseq, count := g.info.LastGroupSeq, g.count
+	recalled := g.recalledSince(g.hinted, gseq)
 	for i, chunk := range chunks {
 		if interrupted && i > 0 {
 			return
@@ -820,7 +850,7 @@ func (m *propModel) hint(t *rapid.T) {
 			p.want = stOK
 			for _, a := range appends {
 				m.appendEvent(a.User, &seqdv1.Event{Seq: a.Seq, Kind: kHint, Conversation: gconv(g.info.GroupId), GroupSeq: gseq, GroupCount: count,
-					MessageId: fmt.Sprintf("h%d.%d", g.info.GroupId, gseq)})
+					MessageId: fmt.Sprintf("h%d.%d", g.info.GroupId, gseq), RecalledGroupCounts: recalled})
 			}
 			if final {
 				g.hinted = gseq

@@ -210,9 +210,13 @@ type Event struct {
 	Deleted bool `protobuf:"varint,13,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	// Read-fanout groups: messages in the timeline up to group_seq (on
 	// GROUP_HINT events, timeline entries and READ markers of such groups).
-	GroupCount    uint64 `protobuf:"varint,14,opt,name=group_count,json=groupCount,proto3" json:"group_count,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	GroupCount uint64 `protobuf:"varint,14,opt,name=group_count,json=groupCount,proto3" json:"group_count,omitempty"`
+	// GROUP_HINT: the group counts (the group_count of each message) of
+	// timeline messages recalled since the previous hint round. They no
+	// longer count as unread.
+	RecalledGroupCounts []uint64 `protobuf:"varint,15,rep,packed,name=recalled_group_counts,json=recalledGroupCounts,proto3" json:"recalled_group_counts,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Event) Reset() {
@@ -341,6 +345,13 @@ func (x *Event) GetGroupCount() uint64 {
 		return x.GroupCount
 	}
 	return 0
+}
+
+func (x *Event) GetRecalledGroupCounts() []uint64 {
+	if x != nil {
+		return x.RecalledGroupCounts
+	}
+	return nil
 }
 
 type SendRequest struct {
@@ -2127,7 +2138,7 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"\x16seqd/v1/messages.proto\x12\aseqd.v1\x1a\x17seqd/v1/sequencer.proto\"M\n" +
 	"\fConversation\x12-\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x19.seqd.v1.ConversationTypeR\x04type\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\x04R\x02id\"\x8a\x04\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"\xbe\x04\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12&\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x12.seqd.v1.EventKindR\x04kind\x129\n" +
@@ -2147,7 +2158,8 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"\brecalled\x18\f \x01(\bR\brecalled\x12\x18\n" +
 	"\adeleted\x18\r \x01(\bR\adeleted\x12\x1f\n" +
 	"\vgroup_count\x18\x0e \x01(\x04R\n" +
-	"groupCount\x1a;\n" +
+	"groupCount\x122\n" +
+	"\x15recalled_group_counts\x18\x0f \x03(\x04R\x13recalledGroupCounts\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb5\x02\n" +
