@@ -1,7 +1,8 @@
 // Package raftnode builds a hashicorp/raft node the way every seqd Raft
 // group wants it: raft-boltdb as log and stable store (fsync on),
 // FileSnapshotStore, a TCP transport on a listener the caller may have
-// opened already, and bootstrap from a static peer list.
+// opened already (heartbeats answered in order with every other RPC; see
+// serialTransport), and bootstrap from a static peer list.
 package raftnode
 
 import (
@@ -50,6 +51,7 @@ type Config struct {
 type Node struct {
 	Raft      *raft.Raft
 	Transport *raft.NetworkTransport
+	serial    *serialTransport // what Raft uses: Transport without the heartbeat fast path
 	store     *raftboltdb.BoltStore
 }
 
@@ -123,9 +125,10 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 	n.Transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: &streamLayer{Listener: ln, advertise: adv}, MaxPool: 3, Timeout: 10 * time.Second, Logger: rc.Logger,
 	})
+	n.serial = newSerialTransport(n.Transport)
 	has, err := raft.HasExistingState(n.store, n.store, snaps)
 	if err != nil {
-		n.Transport.Close()
+		n.serial.Close()
 		return nil, fmt.Errorf("read raft state: %w", err)
 	}
 	if !has && len(cfg.Bootstrap) > 0 {
@@ -133,13 +136,13 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 		for _, p := range cfg.Bootstrap {
 			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
 		}
-		if err := raft.BootstrapCluster(rc, n.store, n.store, snaps, n.Transport, raft.Configuration{Servers: servers}); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
-			n.Transport.Close()
+		if err := raft.BootstrapCluster(rc, n.store, n.store, snaps, n.serial, raft.Configuration{Servers: servers}); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			n.serial.Close()
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
 	}
-	if n.Raft, err = raft.NewRaft(rc, fsm, n.store, n.store, snaps, n.Transport); err != nil {
-		n.Transport.Close()
+	if n.Raft, err = raft.NewRaft(rc, fsm, n.store, n.store, snaps, n.serial); err != nil {
+		n.serial.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	return n, nil
@@ -148,7 +151,7 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 // Shutdown stops Raft and closes its transport and stores.
 func (n *Node) Shutdown() error {
 	err := n.Raft.Shutdown().Error()
-	n.Transport.Close()
+	n.serial.Close()
 	n.closeStores()
 	return err
 }
