@@ -431,6 +431,9 @@ func (s *server) JoinArbiter(ctx context.Context, req *seqdv1.JoinArbiterRequest
 			return seqdv1.NewAdminClient(cc).JoinArbiter(ctx, req)
 		})
 	}
+	if err := s.checkJoin(req); err != nil {
+		return nil, err
+	}
 	rec := &clusterv1.ArbiterRecord{Id: req.Id, RaftAddr: req.RaftAddr, GrpcAddr: req.GrpcAddr, GossipAddr: req.GossipAddr}
 	// Record the address first, so the new voter can find the leader as soon
 	// as it has caught up.
@@ -443,6 +446,33 @@ func (s *server) JoinArbiter(ctx context.Context, req *seqdv1.JoinArbiterRequest
 	}
 	s.a.log.Info("arbiter joined", "arbiter", req.Id, "raft", req.RaftAddr)
 	return &seqdv1.JoinArbiterResponse{}, nil
+}
+
+// checkJoin refuses a join that would move a member or take another's
+// Raft address: AddVoter would quietly rewrite the member's address, and
+// the group would then dial it where it does not listen. Repeating a join
+// with the same addresses (a retry) is allowed.
+func (s *server) checkJoin(req *seqdv1.JoinArbiterRequest) error {
+	cf := s.a.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return status.Errorf(codes.Unavailable, "join: read the Raft configuration: %v", err)
+	}
+	rec := s.a.fsm.Arbiters()[req.Id]
+	for _, srv := range cf.Configuration().Servers {
+		id, addr := string(srv.ID), string(srv.Address)
+		switch {
+		case id == req.Id && (addr != req.RaftAddr || rec != nil && rec.GrpcAddr != req.GrpcAddr):
+			grpcAddr := "unknown"
+			if rec != nil {
+				grpcAddr = rec.GrpcAddr
+			}
+			return status.Errorf(codes.AlreadyExists, "join: %s is already an arbiter, with Raft address %s and gRPC address %s; remove it first to give it new addresses",
+				req.Id, addr, grpcAddr)
+		case id != req.Id && addr == req.RaftAddr:
+			return status.Errorf(codes.AlreadyExists, "join: Raft address %s belongs to arbiter %s", req.RaftAddr, id)
+		}
+	}
+	return nil
 }
 
 func (s *server) RemoveArbiter(ctx context.Context, req *seqdv1.RemoveArbiterRequest) (*seqdv1.RemoveArbiterResponse, error) {

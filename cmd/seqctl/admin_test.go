@@ -225,16 +225,39 @@ func TestDrainWaitMovesEverySlot(t *testing.T) {
 
 func TestAdminErrorsExit1WithServerMessage(t *testing.T) {
 	addr := sharedCluster(t)
+	var st seqdv1.StatusResponse
+	if err := protojson.Unmarshal([]byte(ok(t, "--addr", addr, "--json", "status")), &st); err != nil {
+		t.Fatalf("status --json: %v", err)
+	}
+	arb := st.Arbiters[0]
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"drain", "nosuch"}, `no AllocSvr named "nosuch" is registered`},
 		{[]string{"arbiter", "remove", "arb9"}, `"arb9" is not an arbiter of this group`},
+		// A join must not move a member, or take a member's address.
+		{[]string{"arbiter", "join", arb.Id, "--raft-addr", "127.0.0.1:1", "--grpc-addr", "127.0.0.1:2"},
+			arb.Id + " is already an arbiter, with Raft address " + arb.RaftAddr},
+		{[]string{"arbiter", "join", arb.Id, "--raft-addr", arb.RaftAddr, "--grpc-addr", "127.0.0.1:2"},
+			arb.Id + " is already an arbiter"},
+		{[]string{"arbiter", "join", "arb9", "--raft-addr", arb.RaftAddr, "--grpc-addr", "127.0.0.1:2"},
+			"Raft address " + arb.RaftAddr + " belongs to arbiter " + arb.Id},
 	} {
 		r := seqctl(t, append([]string{"--addr", addr}, tc.args...)...)
 		if r.code != 1 || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want 1 and %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+	// The refused joins changed nothing; the same join again is a no-op.
+	ok(t, "--addr", addr, "arbiter", "join", arb.Id, "--raft-addr", arb.RaftAddr, "--grpc-addr", arb.GrpcAddr)
+	var after seqdv1.StatusResponse
+	if err := protojson.Unmarshal([]byte(ok(t, "--addr", addr, "--json", "status")), &after); err != nil {
+		t.Fatalf("status --json: %v", err)
+	}
+	for _, a := range after.Arbiters {
+		if a.Id == arb.Id && (a.RaftAddr != arb.RaftAddr || a.GrpcAddr != arb.GrpcAddr) {
+			t.Errorf("arbiter %s is now at %s and %s, was at %s and %s", a.Id, a.RaftAddr, a.GrpcAddr, arb.RaftAddr, arb.GrpcAddr)
 		}
 	}
 }
