@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -135,9 +136,21 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// Check validates c as New will see it, defaults filled in, without
+// changing c: callers check before they claim a data directory.
+func (c Config) Check() error {
+	c.setDefaults()
+	return c.Validate()
+}
+
 // Validate checks the configuration and says what to fix.
 func (c *Config) Validate() error {
 	var errs []error
+	if c.GossipAddr != "" {
+		if _, port, err := net.SplitHostPort(c.GossipAddr); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("arbiter: gossip address %q is not host:port (--gossip-addr)", c.GossipAddr))
+		}
+	}
 	if c.ID == "" {
 		errs = append(errs, errors.New("arbiter: id is empty; give every node a unique --id"))
 	}

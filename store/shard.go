@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -128,8 +129,26 @@ func (c *Config) Validate() error {
 	if len(c.Arbiters) == 0 {
 		errs = append(errs, errors.New("store: no arbiter addresses; set --arbiters"))
 	}
-	if c.RateLimit < 0 {
-		errs = append(errs, errors.New("store: rate limit is negative"))
+	if !(c.RateLimit >= 0) || math.IsInf(c.RateLimit, 1) {
+		errs = append(errs, fmt.Errorf("store: rate limit %v: want a number of requests per second, 0 for none (--rate-limit)", c.RateLimit))
+	}
+	if c.Retention < 0 {
+		errs = append(errs, fmt.Errorf("store: retention %v is negative; 0 keeps events forever (--retention)", c.Retention))
+	}
+	if c.WriteFanoutThreshold < 0 {
+		errs = append(errs, fmt.Errorf("store: write fanout threshold %d is negative (--write-fanout-threshold)", c.WriteFanoutThreshold))
+	}
+	if len(c.Peers) > 0 {
+		seen := map[string]bool{}
+		for _, p := range c.Peers {
+			if seen[p.ID] {
+				errs = append(errs, fmt.Errorf("store: replica %q appears twice in the initial replicas (--store-peer)", p.ID))
+			}
+			seen[p.ID] = true
+		}
+		if !seen[c.ReplicaID] {
+			errs = append(errs, fmt.Errorf("store: the initial replicas do not include this one (%q) (--store-peer)", c.ReplicaID))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -157,6 +176,13 @@ type Shard struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 	once sync.Once
+}
+
+// Check validates c as New will see it, defaults filled in, without
+// changing c: callers check before they claim a data directory.
+func (c Config) Check() error {
+	c.setDefaults()
+	return c.Validate()
 }
 
 // New opens the replica's Badger state and starts its Raft node.

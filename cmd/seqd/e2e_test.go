@@ -384,6 +384,10 @@ func TestStartRejectsBadInput(t *testing.T) {
 		return append([]string{"start", "--role", "arbiter", "--id", "arb1", "--cluster-id", "mine",
 			"--data", filepath.Join(dir, "d-"+fmt.Sprint(len(extra))), "--grpc-addr", freePort(t), "--raft-addr", freePort(t)}, extra...)
 	}
+	store := func(extra ...string) []string {
+		return append([]string{"start", "--role", "store", "--id", "s1r1", "--shard", "s1", "--arbiters", "127.0.0.1:1",
+			"--data", filepath.Join(dir, "s-"+fmt.Sprint(len(extra))), "--grpc-addr", freePort(t), "--raft-addr", freePort(t)}, extra...)
+	}
 	tests := []struct {
 		name string
 		args []string
@@ -400,6 +404,15 @@ func TestStartRejectsBadInput(t *testing.T) {
 		{"raft port in use", []string{"start", "--role", "arbiter", "--id", "arb1", "--data", filepath.Join(dir, "r"), "--grpc-addr", freePort(t), "--raft-addr", busy.Addr().String()}, "already in use"},
 		{"foreign data dir", []string{"start", "--role", "arbiter", "--id", "arb1", "--cluster-id", "mine", "--data", foreign, "--grpc-addr", freePort(t), "--raft-addr", freePort(t)}, `belongs to another cluster`},
 		{"unknown command", []string{"frobnicate"}, "unknown command"},
+		// Refused before the data dir is claimed (checked below).
+		{"duplicate peer", arbiter("--peer", "arb1=127.0.0.1:5,127.0.0.1:6", "--peer", "arb1=127.0.0.1:5,127.0.0.1:6"), `peer id "arb1" appears twice`},
+		{"peers without this node", arbiter("--peer", "arb2=127.0.0.1:5,127.0.0.1:6"), "do not include this node"},
+		{"malformed gossip address", arbiter("--gossip-addr", "bogus", "--peer", "arb1=127.0.0.1:5,127.0.0.1:6"), `gossip address "bogus" is not host:port`},
+		{"slots over 32 bits", arbiter("--slots", "4294967297"), "--slots 4294967297: at most 4294967295"},
+		{"duplicate store replica", store("--store-peer", "s1r1=127.0.0.1:5", "--store-peer", "s1r1=127.0.0.1:5"), `replica "s1r1" appears twice`},
+		{"store replicas without this one", store("--store-peer", "s1r2=127.0.0.1:5"), `do not include this one ("s1r1")`},
+		{"negative retention", store("--retention", "-1h"), "retention -1h0m0s is negative"},
+		{"rate limit NaN", store("--rate-limit", "NaN"), "rate limit NaN"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -418,5 +431,11 @@ func TestStartRejectsBadInput(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(foreign); len(entries) > 2 {
 		t.Errorf("refused start left files behind: %v", entries)
+	}
+	// No refused start claimed a data dir: a retry with fixed flags, or
+	// another cluster id, can use it.
+	claimed, _ := filepath.Glob(filepath.Join(dir, "[ds]-*", "seqd-identity.json"))
+	if len(claimed) > 0 {
+		t.Errorf("refused starts left identities behind: %v", claimed)
 	}
 }

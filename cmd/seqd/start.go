@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -133,6 +134,9 @@ func runStart(ctx context.Context, args []string) error {
 		cfg.SectionSize = *sectionSz
 	}
 	if set["slots"] {
+		if *slots > math.MaxUint32 {
+			return fmt.Errorf("--slots %d: at most %d", *slots, uint64(math.MaxUint32))
+		}
 		cfg.NumSlots = uint32(*slots)
 	}
 	if set["step"] {

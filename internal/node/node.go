@@ -233,11 +233,52 @@ func New(cfg Config) (_ *Node, err error) {
 		}
 	}
 
+	// The roles' configurations are checked before the data directory is
+	// claimed: a node that cannot start leaves no identity behind.
+	var acfg arbiter.Config
+	if cfg.Has(RoleArbiter) {
+		acfg = arbiter.Config{
+			ID: cfg.ID, ClusterID: cfg.ClusterID, DC: cfg.DC,
+			DataDir:  filepath.Join(cfg.DataDir, "arbiter"),
+			RaftAddr: raftLn.Addr().String(), GRPCAddr: n.GRPCAddr(),
+			GossipAddr: cfg.GossipAddr, GossipProfile: cfg.GossipProfile,
+			Bootstrap:   cfg.Peers,
+			SectionSize: cfg.SectionSize, NumSlots: cfg.NumSlots, Step: cfg.Step, Lease: cfg.Lease, ShardSplits: cfg.ShardSplits,
+			HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
+			Logger: cfg.Logger, Registry: n.reg, Clock: cfg.Clock,
+		}
+		if cfg.RaftAddr != "" && !strings.HasSuffix(cfg.RaftAddr, ":0") {
+			acfg.RaftAddr = cfg.RaftAddr
+		}
+		n.raftAddr = acfg.RaftAddr
+		if err := acfg.Check(); err != nil {
+			closeOwn(raftLn, cfg.RaftListener)
+			return nil, err
+		}
+	}
+	var scfg store.Config
+	if cfg.Has(RoleStore) {
+		raftAddr := raftLn.Addr().String()
+		if cfg.RaftAddr != "" && !strings.HasSuffix(cfg.RaftAddr, ":0") {
+			raftAddr = cfg.RaftAddr
+		}
+		n.raftAddr = raftAddr
+		scfg = store.Config{
+			ShardID: cfg.Shard, ReplicaID: cfg.ID, ClusterID: cfg.ClusterID, DataDir: filepath.Join(cfg.DataDir, "store"),
+			RaftAddr: raftAddr, RaftListener: raftLn, GRPCAddr: n.GRPCAddr(), Peers: cfg.StorePeers, Arbiters: n.arbiterAddrs(),
+			WriteFanoutThreshold: cfg.WriteFanoutThreshold, Retention: cfg.Retention, RateLimit: cfg.RateLimit, HintWindow: cfg.HintWindow,
+			HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
+			Logger: cfg.Logger, Registry: n.reg,
+		}
+		if err := scfg.Check(); err != nil {
+			closeOwn(raftLn, cfg.RaftListener)
+			return nil, err
+		}
+	}
+
 	if cfg.DataDir != "" {
 		if n.dir, err = datadir.Claim(cfg.DataDir, datadir.Identity{ClusterID: cfg.ClusterID, NodeID: cfg.ID}); err != nil {
-			if raftLn != nil && cfg.RaftListener == nil {
-				raftLn.Close()
-			}
+			closeOwn(raftLn, cfg.RaftListener)
 			return nil, err
 		}
 	}
@@ -254,20 +295,6 @@ func New(cfg Config) (_ *Node, err error) {
 	reflection.Register(n.grpc)
 
 	if cfg.Has(RoleArbiter) {
-		acfg := arbiter.Config{
-			ID: cfg.ID, ClusterID: cfg.ClusterID, DC: cfg.DC,
-			DataDir:  filepath.Join(cfg.DataDir, "arbiter"),
-			RaftAddr: raftLn.Addr().String(), GRPCAddr: n.GRPCAddr(),
-			GossipAddr: cfg.GossipAddr, GossipProfile: cfg.GossipProfile,
-			Bootstrap:   cfg.Peers,
-			SectionSize: cfg.SectionSize, NumSlots: cfg.NumSlots, Step: cfg.Step, Lease: cfg.Lease, ShardSplits: cfg.ShardSplits,
-			HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
-			Logger: cfg.Logger, Registry: n.reg, Clock: cfg.Clock,
-		}
-		if cfg.RaftAddr != "" && !strings.HasSuffix(cfg.RaftAddr, ":0") {
-			acfg.RaftAddr = cfg.RaftAddr
-		}
-		n.raftAddr = acfg.RaftAddr
 		if n.arbiter, err = arbiter.New(acfg, raftLn); err != nil {
 			n.dir.Close()
 			return nil, err
@@ -288,18 +315,7 @@ func New(cfg Config) (_ *Node, err error) {
 		n.alloc.RegisterServices(n.grpc)
 	}
 	if cfg.Has(RoleStore) {
-		raftAddr := raftLn.Addr().String()
-		if cfg.RaftAddr != "" && !strings.HasSuffix(cfg.RaftAddr, ":0") {
-			raftAddr = cfg.RaftAddr
-		}
-		n.raftAddr = raftAddr
-		n.store, err = store.New(store.Config{
-			ShardID: cfg.Shard, ReplicaID: cfg.ID, ClusterID: cfg.ClusterID, DataDir: filepath.Join(cfg.DataDir, "store"),
-			RaftAddr: raftAddr, RaftListener: raftLn, GRPCAddr: n.GRPCAddr(), Peers: cfg.StorePeers, Arbiters: n.arbiterAddrs(),
-			WriteFanoutThreshold: cfg.WriteFanoutThreshold, Retention: cfg.Retention, RateLimit: cfg.RateLimit, HintWindow: cfg.HintWindow,
-			HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
-			Logger: cfg.Logger, Registry: n.reg,
-		})
+		n.store, err = store.New(scfg)
 		if err != nil {
 			n.closeRoles()
 			return nil, err
@@ -331,6 +347,13 @@ func (n *Node) arbiterAddrs() []string {
 		return n.cfg.Arbiters
 	}
 	return []string{n.GRPCAddr()}
+}
+
+// closeOwn closes ln unless the caller passed it in (given).
+func closeOwn(ln, given net.Listener) {
+	if ln != nil && given == nil {
+		ln.Close()
+	}
 }
 
 func listen(what, flag, addr string) (net.Listener, error) {
