@@ -167,8 +167,8 @@ func runGroupSync(ctx context.Context, e *env, cmd *command, args []string) erro
 	if err != nil {
 		return err
 	}
-	if *limit > 1<<31 {
-		return usagef(cmd, "--limit %d is too large; at most 1000", *limit)
+	if err := checkLimit(cmd, fs, *limit); err != nil {
+		return err
 	}
 	return withMessages(ctx, e, func(_ context.Context, c *conn, m *router.Messages) error {
 		out := &seqdv1.SyncGroupResponse{NextCheckpoint: *after}

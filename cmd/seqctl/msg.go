@@ -208,8 +208,8 @@ func runSync(ctx context.Context, e *env, cmd *command, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *limit > 1<<31 {
-		return usagef(cmd, "--limit %d is too large; at most 1000", *limit)
+	if err := checkLimit(cmd, fs, *limit); err != nil {
+		return err
 	}
 	return withMessages(ctx, e, func(_ context.Context, c *conn, m *router.Messages) error {
 		out := &seqdv1.SyncResponse{NextCheckpoint: *after}
@@ -350,8 +350,8 @@ func runHistory(ctx context.Context, e *env, cmd *command, args []string) error 
 	if err != nil {
 		return err
 	}
-	if *limit > 1<<31 {
-		return usagef(cmd, "--limit %d is too large; at most 1000", *limit)
+	if err := checkLimit(cmd, fs, *limit); err != nil {
+		return err
 	}
 	return withMessages(ctx, e, func(ctx context.Context, c *conn, m *router.Messages) error {
 		resp, err := m.History(ctx, &seqdv1.HistoryRequest{User: u, Conversation: conv, BeforeSeq: *before, Limit: uint32(*limit)})

@@ -234,3 +234,18 @@ func page[R any](ctx context.Context, e *env, call func(context.Context) (R, err
 	defer cancel()
 	return call(ctx)
 }
+
+// maxPage is the most events or messages one page may ask for (the
+// server's limit too).
+const maxPage = 1000
+
+// checkLimit refuses a --limit given as 0 or above maxPage (left out, the
+// server's default applies).
+func checkLimit(cmd *command, fs *flag.FlagSet, limit uint) error {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "limit" })
+	if given && (limit == 0 || limit > maxPage) {
+		return usagef(cmd, "--limit %d: want 1..%d, or leave it out for the default", limit, maxPage)
+	}
+	return nil
+}

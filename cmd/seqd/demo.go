@@ -27,14 +27,14 @@ func runDemo(ctx context.Context, args []string) error {
 		logFormat = fs.String("log-format", "text", "text or json")
 		once      = fs.Bool("once", false, "start, print a sample, and exit (for scripts and tests)")
 	)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *arbiters < 1 || *arbiters%2 == 0 {
-		return fmt.Errorf("--arbiters %d: use an odd number (1, 3, 5)", *arbiters)
+	if *arbiters < 1 || *arbiters%2 == 0 || *arbiters > 7 {
+		return &usageError{err: fmt.Errorf("--arbiters %d: use an odd number from 1 to 7", *arbiters)}
 	}
-	if *allocs < 1 {
-		return fmt.Errorf("--allocsvrs %d: need at least one", *allocs)
+	if *allocs < 1 || *allocs > 16 {
+		return &usageError{err: fmt.Errorf("--allocsvrs %d: use 1 to 16", *allocs)}
 	}
 	logger, err := newLogger(*logLevel, *logFormat)
 	if err != nil {

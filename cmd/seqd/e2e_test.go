@@ -404,6 +404,11 @@ func TestStartRejectsBadInput(t *testing.T) {
 		{"raft port in use", []string{"start", "--role", "arbiter", "--id", "arb1", "--data", filepath.Join(dir, "r"), "--grpc-addr", freePort(t), "--raft-addr", busy.Addr().String()}, "already in use"},
 		{"foreign data dir", []string{"start", "--role", "arbiter", "--id", "arb1", "--cluster-id", "mine", "--data", foreign, "--grpc-addr", freePort(t), "--raft-addr", freePort(t)}, `belongs to another cluster`},
 		{"unknown command", []string{"frobnicate"}, "unknown command"},
+		{"start positional argument", []string{"start", "extra", "--id", "x"}, `unexpected argument "extra" (seqd start takes flags only)`},
+		{"demo positional argument", []string{"demo", "extra", "--once"}, `unexpected argument "extra" (seqd demo takes flags only)`},
+		{"demo too many arbiters", []string{"demo", "--arbiters", "9", "--once"}, "--arbiters 9: use an odd number from 1 to 7"},
+		{"demo no AllocSvr", []string{"demo", "--allocsvrs", "0", "--once"}, "--allocsvrs 0: use 1 to 16"},
+		{"undefined flag", []string{"start", "--bogus"}, "flag provided but not defined: -bogus"},
 		// Refused before the data dir is claimed (checked below).
 		{"duplicate peer", arbiter("--peer", "arb1=127.0.0.1:5,127.0.0.1:6", "--peer", "arb1=127.0.0.1:5,127.0.0.1:6"), `peer id "arb1" appears twice`},
 		{"peers without this node", arbiter("--peer", "arb2=127.0.0.1:5,127.0.0.1:6"), "do not include this node"},
@@ -419,6 +424,11 @@ func TestStartRejectsBadInput(t *testing.T) {
 			code, out := runSeqd(t, tt.args...)
 			if code == 0 {
 				t.Fatalf("exit code 0, want failure; output:\n%s", out)
+			}
+			if strings.HasPrefix(tt.name, "demo") || strings.Contains(tt.name, "argument") || tt.name == "undefined flag" {
+				if code != 2 {
+					t.Errorf("exit code %d, want 2 (bad usage)", code)
+				}
 			}
 			if !strings.Contains(out, tt.want) {
 				t.Fatalf("output does not mention %q:\n%s", tt.want, out)

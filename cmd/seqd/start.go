@@ -49,11 +49,8 @@ func runStart(ctx context.Context, args []string) error {
 	fs.Var(&peers, "peer", "initial arbiter voter id=raft_addr,grpc_addr[,gossip_addr]; repeat for each (the same list on every initial arbiter)")
 	var storePeers stringList
 	fs.Var(&storePeers, "store-peer", "initial store replica id=raft_addr of this node's shard; repeat for each (the same list on every initial replica)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	logger, err := newLogger(*logLevel, *logFormat)
 	if err != nil {
@@ -135,7 +132,7 @@ func runStart(ctx context.Context, args []string) error {
 	}
 	if set["slots"] {
 		if *slots > math.MaxUint32 {
-			return fmt.Errorf("--slots %d: at most %d", *slots, uint64(math.MaxUint32))
+			return &usageError{err: fmt.Errorf("--slots %d: at most %d", *slots, uint64(math.MaxUint32))}
 		}
 		cfg.NumSlots = uint32(*slots)
 	}
