@@ -33,21 +33,18 @@ func runAlloc(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		rate        = fs.Float64("rate", 0, "pace all workers to about this many ops/s (0: as fast as possible)")
 		jsonPath    = fs.String("json", "", "also write the summary as JSON to this file")
 	)
-	if err := fs.Parse(args); err != nil {
+	var sh shape
+	if err := parseFlags(fs, args, func() error {
+		sh = shape{concurrency: *concurrency, keys: *keys, depth: 1}
+		switch {
+		case *batch && *coalesce:
+			return errors.New("--batch and --coalesce are exclusive: --batch already uses the coalescing client")
+		case *batchSize < 1 || *batchSize > maxBatch:
+			return fmt.Errorf("--batch-size %d: must be 1..%d (an AllocSvr's NextBatch limit)", *batchSize, maxBatch)
+		}
+		return firstErr(sh.validate(), checkTimes(*duration, *warmup), checkRate(*rate), checkJSON(*jsonPath))
+	}); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("alloc: unexpected argument %q; every setting is a flag", fs.Arg(0))
-	}
-	sh := shape{concurrency: *concurrency, keys: *keys, depth: 1}
-	if err := sh.validate(*duration, *rate); err != nil {
-		return err
-	}
-	if *batch && *coalesce {
-		return errors.New("--batch and --coalesce are exclusive: --batch already uses the coalescing client")
-	}
-	if *batch && *batchSize < 1 {
-		return fmt.Errorf("--batch-size %d: must be at least 1", *batchSize)
 	}
 	mode := modeUnary
 	switch {
@@ -93,19 +90,12 @@ func runAlloc(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if st.Interrupted {
 		return errors.New("interrupted; the numbers above cover the part that ran")
 	}
-	return nil
+	return checkSucceeded(mode, res.Ops, res.Errors, res.ErrorSamples)
 }
 
-func (s shape) validate(d time.Duration, rate float64) error {
-	switch {
-	case s.concurrency < 1:
-		return fmt.Errorf("--concurrency %d: must be at least 1", s.concurrency)
-	case s.keys < 1:
+func (s shape) validate() error {
+	if s.keys < 1 {
 		return errors.New("--keys 0: must be at least 1 (keys start at 1)")
-	case d <= 0:
-		return fmt.Errorf("--duration %v: must be positive", d)
-	case rate < 0:
-		return fmt.Errorf("--rate %v: must be positive, or 0 for as fast as possible", rate)
 	}
-	return nil
+	return checkConcurrency("--concurrency", s.concurrency)
 }

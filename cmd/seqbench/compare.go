@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/bits"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -127,21 +128,19 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprint(stderr, compareUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("compare: unexpected argument %q; every setting is a flag", fs.Arg(0))
-	}
-	sh := shape{concurrency: *concurrency, keys: *keys, depth: *depth}
-	if err := sh.validate(*duration, 0); err != nil {
-		return err
-	}
-	if sh.depth < 1 {
-		return fmt.Errorf("--depth %d: must be at least 1", sh.depth)
-	}
-	want, err := parseSystems(*systems)
-	if err != nil {
+	var (
+		sh   shape
+		want []string
+	)
+	if err := parseFlags(fs, args, func() error {
+		sh = shape{concurrency: *concurrency, keys: *keys, depth: *depth}
+		if sh.depth < 1 || sh.depth > maxBatch {
+			return fmt.Errorf("--depth %d: must be 1..%d (an AllocSvr's NextBatch limit)", sh.depth, maxBatch)
+		}
+		var err error
+		want, err = parseSystems(*systems)
+		return firstErr(err, sh.validate(), checkTimes(*duration, *warmup), checkJSON(*jsonPath))
+	}); err != nil {
 		return err
 	}
 
@@ -205,31 +204,16 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case ctx.Err() != nil:
 		runErr = errors.New("interrupted; the table covers what ran")
 	case len(c.failed) > 0:
-		runErr = fmt.Errorf("%s could not run (see above)", strings.Join(c.failed, ", "))
+		runErr = fmt.Errorf("%s failed (see above)", strings.Join(c.failed, ", "))
+	case len(c.rep.Systems) == 0:
+		runErr = errors.New("nothing was measured: every system in --systems was skipped (see above)")
 	}
 	return runErr
 }
 
 func parseSystems(s string) ([]string, error) {
-	var want []string
-	for _, name := range strings.Split(s, ",") {
-		name = strings.TrimSpace(name)
-		if name == "" {
-			continue
-		}
-		if !slices.Contains(allSystems, name) {
-			return nil, fmt.Errorf("--systems: unknown system %q; choose from %s", name, strings.Join(allSystems, ", "))
-		}
-		if !slices.Contains(want, name) {
-			want = append(want, name)
-		}
-	}
-	if len(want) == 0 {
-		return nil, errors.New("--systems is empty; name at least one system")
-	}
-	// Always run in the documented order, whatever order was given.
-	slices.SortFunc(want, func(a, b string) int { return slices.Index(allSystems, a) - slices.Index(allSystems, b) })
-	return want, nil
+	// Always in the documented order, whatever order was given.
+	return pickSystems("--systems", s, allSystems)
 }
 
 // measure runs one system and records its result.
@@ -247,6 +231,9 @@ func (c *comparer) measure(ctx context.Context, name string, ops []bench.Op, seq
 	}
 	r := bench.NewResult(name, st, c.concurrency, c.keys, seqsPerOp, 0)
 	c.rep.Systems[name] = r
+	if err := checkSucceeded(name, r.Ops, r.Errors, r.ErrorSamples); err != nil {
+		c.failed = append(c.failed, name)
+	}
 	c.progress.Printf("seqbench: %-16s %12s seq/s  p50 %8.1f µs  p99 %8.1f µs  errors %d\n",
 		name, bench.FormatCount(r.SeqPerSec), r.P50us, r.P99us, r.Errors)
 	return &r
@@ -334,15 +321,26 @@ func (r *noopRouting) server(key uint64) int {
 	return r.slotServer[(key/r.sectionSize)%r.numSlots]
 }
 
-// spread returns the share of keys 1..keys each server gets.
+// spread returns the share of keys 1..keys each server gets. Sections
+// go round the slots, so it counts whole rounds at once and then the
+// sections of the last, partial round: at most numSlots steps, for any
+// --keys up to 2^64-1.
 func (r *noopRouting) spread(keys uint64) []float64 {
 	counts := make([]float64, r.servers)
-	for sec := uint64(0); sec*r.sectionSize <= keys; sec++ {
-		lo, hi := max(sec*r.sectionSize, 1), min((sec+1)*r.sectionSize-1, keys)
-		if hi >= lo {
-			counts[r.slotServer[sec%r.numSlots]] += float64(hi - lo + 1)
-		}
+	rounds, rest := uint64(0), keys // over positions 0..keys; 0 is taken off below
+	if hi, round := bits.Mul64(r.sectionSize, r.numSlots); hi == 0 {
+		rounds, rest = keys/round, keys%round
 	}
+	start, wrapped := uint64(0), false // section j's first position in the last round
+	for _, srv := range r.slotServer {
+		counts[srv] += float64(rounds) * float64(r.sectionSize)
+		if !wrapped && start <= rest {
+			counts[srv] += float64(min(r.sectionSize-1, rest-start)) + 1
+		}
+		start += r.sectionSize
+		wrapped = wrapped || start < r.sectionSize
+	}
+	counts[r.slotServer[0]]-- // key 0 is never picked
 	for i := range counts {
 		counts[i] /= float64(keys)
 	}
@@ -447,8 +445,7 @@ func (c *comparer) skip(err error, want []string, systems ...string) {
 		if !slices.Contains(want, s) {
 			continue
 		}
-		c.rep.Skipped[s] = msg
-		c.progress.Printf("%s: skipped (%s)\n", s, msg)
+		c.rep.Skipped[s] = msg // printed once, under the table
 	}
 }
 

@@ -86,26 +86,22 @@ func runCompareStore(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprint(stderr, compareStoreUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("compare-store: unexpected argument %q; every setting is a flag", fs.Arg(0))
-	}
-	pop := population{first: 1, n: *users}
-	switch {
-	case *concurrency < 1:
-		return fmt.Errorf("--concurrency %d: must be at least 1", *concurrency)
-	case *duration <= 0:
-		return fmt.Errorf("--duration %v: must be positive", *duration)
-	case *bodyBytes < 1:
-		return fmt.Errorf("--body-bytes %d: a body must have at least 1 byte", *bodyBytes)
-	}
-	if err := pop.validate(); err != nil {
-		return err
-	}
-	want, err := pickSystems("--systems", *systems, storeSystems)
-	if err != nil {
+	var (
+		pop  population
+		want []string
+	)
+	if err := parseFlags(fs, args, func() error {
+		pop = population{first: 1, n: *users}
+		switch *fsync {
+		case "always", "everysec", "no":
+		default:
+			return fmt.Errorf("--redis-fsync %q: use always, everysec or no", *fsync)
+		}
+		var err error
+		want, err = pickSystems("--systems", *systems, storeSystems)
+		return firstErr(err, checkConcurrency("--concurrency", *concurrency), checkTimes(*duration, *warmup),
+			checkBodyBytes(*bodyBytes), pop.validate(), checkJSON(*jsonPath))
+	}); err != nil {
 		return err
 	}
 	progress := bench.NewProgress(stderr)
@@ -129,6 +125,9 @@ func runCompareStore(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 		r := newSendResult("1:1", via, st, *concurrency, pop.n, *bodyBytes, copies, 0)
 		rep.Systems[name] = r
+		if err := checkSucceeded(name, r.Ops, r.Errors, r.ErrorSamples); err != nil {
+			failed = append(failed, name)
+		}
 		progress.Printf("seqbench: %-14s %10s msgs/s  p50 %8.1f µs  p99 %8.1f µs  errors %d\n",
 			name, bench.FormatCount(r.MsgsPerSec), r.P50us, r.P99us, r.Errors)
 	}
@@ -161,8 +160,7 @@ func runCompareStore(ctx context.Context, args []string, stdout, stderr io.Write
 			msg := strings.TrimSuffix(err.Error(), ": "+peer.ErrNotInstalled.Error())
 			for _, s := range []string{sysRedisInbox, sysRedisInbox1} {
 				if slices.Contains(want, s) {
-					rep.Skipped[s] = msg
-					progress.Printf("%s: skipped (%s)\n", s, msg)
+					rep.Skipped[s] = msg // printed once, under the table
 				}
 			}
 		} else if err != nil {
@@ -194,7 +192,9 @@ func runCompareStore(ctx context.Context, args []string, stdout, stderr io.Write
 	case ctx.Err() != nil:
 		return errors.New("interrupted; the table covers what ran")
 	case len(failed) > 0:
-		return fmt.Errorf("%s could not run (see above)", strings.Join(failed, ", "))
+		return fmt.Errorf("%s failed (see above)", strings.Join(failed, ", "))
+	case len(rep.Systems) == 0:
+		return errors.New("nothing was measured: every system in --systems was skipped (see above)")
 	}
 	return nil
 }

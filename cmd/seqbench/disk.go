@@ -102,22 +102,14 @@ func runDisk(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprint(stderr, diskUsage)
 		fset.PrintDefaults()
 	}
-	if err := fset.Parse(args); err != nil {
-		return err
-	}
-	if fset.NArg() > 0 {
-		return fmt.Errorf("disk: unexpected argument %q; every setting is a flag", fset.Arg(0))
-	}
-	pop := population{first: 1, n: *users}
-	switch {
-	case *messages < 1:
-		return fmt.Errorf("--messages %d: send at least one", *messages)
-	case *concurrency < 1:
-		return fmt.Errorf("--concurrency %d: must be at least 1", *concurrency)
-	case *bodyBytes < 1:
-		return fmt.Errorf("--body-bytes %d: a body must have at least 1 byte", *bodyBytes)
-	}
-	if err := pop.validate(); err != nil {
+	pop := population{}
+	if err := parseFlags(fset, args, func() error {
+		pop = population{first: 1, n: *users}
+		if *messages < 1 || *messages > maxPreload {
+			return fmt.Errorf("--messages %d: send at least one and at most %d", *messages, maxPreload)
+		}
+		return firstErr(checkConcurrency("--concurrency", *concurrency), checkBodyBytes(*bodyBytes), pop.validate(), checkJSON(*jsonPath))
+	}); err != nil {
 		return err
 	}
 	env := checkEnv(stderr)

@@ -2,18 +2,25 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/seqd/seqd/internal/bench"
 	"github.com/seqd/seqd/internal/localcluster"
 	"github.com/seqd/seqd/router"
 )
+
+// maxFailoverRuns caps --runs: each run starts a fresh cluster and takes
+// seconds.
+const maxFailoverRuns = 1000
+
+// maxFailoverLease caps --lease: a run has one minute to see the
+// AllocSvr's keys served again, a lease and more after the fault.
+const maxFailoverLease = 20 * time.Second
 
 // failoverResult is one measured fault.
 type failoverResult struct {
@@ -30,11 +37,16 @@ func runFailover(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	runs := fs.Int("runs", 3, "measurements per fault")
 	lease := fs.Duration("lease", 0, "AllocSvr lease (default: seqd's default, 2s)")
 	jsonPath := fs.String("json", "", "write the results as JSON to FILE")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, func() error {
+		switch {
+		case *runs < 1 || *runs > maxFailoverRuns:
+			return fmt.Errorf("--runs %d: must be 1..%d", *runs, maxFailoverRuns)
+		case *lease < 0 || *lease > maxFailoverLease:
+			return fmt.Errorf("--lease %v: must be 0 (seqd's default) .. %v (a run gets one minute)", *lease, maxFailoverLease)
+		}
+		return checkJSON(*jsonPath)
+	}); err != nil {
 		return err
-	}
-	if *runs < 1 {
-		return fmt.Errorf("--runs %d: need at least 1", *runs)
 	}
 	faults := []struct {
 		name, meaning string
@@ -70,8 +82,7 @@ func runFailover(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	fmt.Fprintf(stdout, "lease %s; each run on a fresh in-process cluster (3 arbiters, 2 AllocSvrs)\n", leaseText)
 	if *jsonPath != "" {
-		b, _ := json.MarshalIndent(map[string]any{"lease": leaseText, "faults": out}, "", "  ")
-		return os.WriteFile(*jsonPath, append(b, '\n'), 0o644)
+		return bench.WriteJSON(*jsonPath, map[string]any{"lease": leaseText, "faults": out})
 	}
 	return nil
 }

@@ -19,6 +19,10 @@ import (
 // CreateGroup or AddMembers call.
 const maxMembersPerCall = 10_000
 
+// maxStreams caps the Subscribe streams a group run opens: each is a
+// goroutine and a gRPC stream.
+const maxStreams = 100_000
+
 // writeFanoutThreshold is the store's default: larger groups use read
 // fanout.
 const writeFanoutThreshold = 500
@@ -39,6 +43,18 @@ func (g *groupFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&g.drain, "drain", 15*time.Second, "with --group-size: how long to wait after the run for the last deliveries")
 }
 
+// check checks the group flags that are wrong with or without
+// --group-size.
+func (g *groupFlags) check() error {
+	switch {
+	case g.subs < -1:
+		return fmt.Errorf("--subscribers %d: must be -1 (every member that does not send, at most 500) or 0 or more", g.subs)
+	case g.drain < 0:
+		return fmt.Errorf("--drain %v: must be 0 or positive", g.drain)
+	}
+	return nil
+}
+
 func (g *groupFlags) validate(pop population, bodyBytes int) error {
 	switch {
 	case g.size < 2:
@@ -54,6 +70,9 @@ func (g *groupFlags) validate(pop population, bodyBytes int) error {
 	}
 	if g.subs < 0 {
 		g.subs = int64(min(g.size-g.senders, 500))
+	}
+	if streams := uint64(g.subs) * (pop.n / g.size); streams > maxStreams {
+		return fmt.Errorf("--subscribers %d in each of %d groups: %d streams; at most %d (lower --subscribers or --users)", g.subs, pop.n/g.size, streams, maxStreams)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -82,14 +83,25 @@ func run(ctx context.Context) int {
 		fmt.Fprintf(os.Stderr, "seqbench: unknown command %q\n\n%s", os.Args[1], usage)
 		return 2
 	}
-	if errors.Is(err, flag.ErrHelp) {
+	return exitCode(os.Args[1], err, os.Stderr)
+}
+
+// exitCode reports command cmd's err and returns the exit code: 0 for
+// success or -h, 2 for bad usage (nothing was started), 1 for a run that
+// failed.
+func exitCode(cmd string, err error, stderr io.Writer) int {
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, &ue):
+		if !ue.printed { // the flag package prints its own errors
+			fmt.Fprintf(stderr, "seqbench: %v\nRun \"seqbench %s -h\" for the flags.\n", err, cmd)
+		}
+		return 2
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "seqbench:", err)
-		return 1
-	}
-	return 0
+	fmt.Fprintln(stderr, "seqbench:", err)
+	return 1
 }
 
 func startCPUProfile(path string) (func(), error) {

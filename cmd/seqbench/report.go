@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -73,4 +74,17 @@ func printTable(w io.Writer, rep *compareReport) {
 			}
 		}
 	}
+}
+
+// checkSucceeded fails a run in which no operation succeeded: its numbers
+// measure nothing, so seqbench must not exit 0 on it.
+func checkSucceeded(what string, ops, errs uint64, samples []bench.ErrorSample) error {
+	if ops > 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("%s: no operation succeeded (%d failed)", what, errs)
+	if len(samples) > 0 {
+		msg += "; most frequent error: " + samples[0].Message
+	}
+	return errors.New(msg)
 }

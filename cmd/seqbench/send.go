@@ -114,14 +114,11 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprint(stderr, sendUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("send: unexpected argument %q; every setting is a flag", fs.Arg(0))
-	}
-	pop := population{first: f.firstUser, n: f.users}
-	if err := f.validate(pop); err != nil {
+	pop := population{}
+	if err := parseFlags(fs, args, func() error {
+		pop = population{first: f.firstUser, n: f.users}
+		return f.validate(pop)
+	}); err != nil {
 		return err
 	}
 
@@ -156,31 +153,32 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if rep.Interrupted || ctx.Err() != nil {
 		return errors.New("interrupted; the numbers above cover the part that ran")
 	}
+	if err := checkSucceeded("send "+rep.Mode, rep.Ops, rep.Errors, rep.ErrorSamples); err != nil {
+		return err
+	}
+	if hr := rep.HalfRate; hr != nil {
+		return checkSucceeded("send "+hr.Mode+" at half rate", hr.Ops, hr.Errors, hr.ErrorSamples)
+	}
 	return nil
 }
 
 func (f *sendFlags) validate(pop population) error {
 	switch {
-	case f.concurrency < 1:
-		return fmt.Errorf("--concurrency %d: must be at least 1", f.concurrency)
-	case f.duration <= 0:
-		return fmt.Errorf("--duration %v: must be positive", f.duration)
-	case f.rate < 0:
-		return fmt.Errorf("--rate %v: must be positive, or 0 for as fast as possible", f.rate)
-	case f.bodyBytes < 1:
-		return fmt.Errorf("--body-bytes %d: a body must have at least 1 byte", f.bodyBytes)
 	case f.halfRate && f.rate > 0:
 		return errors.New("--half-rate and --rate are exclusive: --half-rate paces its second run itself")
 	case f.halfRate && f.group.size > 0:
 		return errors.New("--half-rate is for the 1:1 load; with --group-size use --rate")
 	}
-	if err := pop.validate(); err != nil {
+	if err := firstErr(checkConcurrency("--concurrency", f.concurrency), checkTimes(f.duration, f.warmup),
+		checkRate(f.rate), checkBodyBytes(f.bodyBytes), pop.validate(), f.group.check()); err != nil {
 		return err
 	}
 	if f.group.size > 0 {
-		return f.group.validate(pop, f.bodyBytes)
+		if err := f.group.validate(pop, f.bodyBytes); err != nil {
+			return err
+		}
 	}
-	return nil
+	return checkJSON(f.jsonPath)
 }
 
 // directSendOps makes one 1:1 send per op, from a random user to another.

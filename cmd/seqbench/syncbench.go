@@ -100,37 +100,33 @@ func runSyncBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprint(stderr, syncUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("sync: unexpected argument %q; every setting is a flag", fs.Arg(0))
-	}
-	pop := population{first: *firstUser, n: *users}
-	doSync, doSub := false, false
-	switch *paths {
-	case "sync":
-		doSync = true
-	case "subscribe":
-		doSub = true
-	case "sync,subscribe", "subscribe,sync":
-		doSync, doSub = true, true
-	default:
-		return fmt.Errorf("--paths %q: use sync, subscribe or sync,subscribe", *paths)
-	}
-	switch {
-	case *concurrency < 1 || *loadConc < 1:
-		return fmt.Errorf("--concurrency %d, --load-concurrency %d: both must be at least 1", *concurrency, *loadConc)
-	case *duration <= 0:
-		return fmt.Errorf("--duration %v: must be positive", *duration)
-	case *page < 1 || *page > 1000:
-		return fmt.Errorf("--page %d: the store serves 1..1000 events per Sync", *page)
-	case *events < 2:
-		return fmt.Errorf("--events %d: load at least 2 events (one send)", *events)
-	case *bodyBytes < 1:
-		return fmt.Errorf("--body-bytes %d: a body must have at least 1 byte", *bodyBytes)
-	}
-	if err := pop.validate(); err != nil {
+	var (
+		pop           population
+		doSync, doSub bool
+	)
+	if err := parseFlags(fs, args, func() error {
+		pop = population{first: *firstUser, n: *users}
+		switch *paths {
+		case "sync":
+			doSync = true
+		case "subscribe":
+			doSub = true
+		case "sync,subscribe", "subscribe,sync":
+			doSync, doSub = true, true
+		default:
+			return fmt.Errorf("--paths %q: use sync, subscribe or sync,subscribe", *paths)
+		}
+		switch {
+		case *page < 1 || *page > 1000:
+			return fmt.Errorf("--page %d: the store serves 1..1000 events per Sync", *page)
+		case *events < 2 || *events > maxPreload:
+			return fmt.Errorf("--events %d: must be 2 (one send) .. %d", *events, maxPreload)
+		case *users > maxSyncUsers:
+			return fmt.Errorf("--users %d: at most %d inboxes", *users, maxSyncUsers)
+		}
+		return firstErr(checkConcurrency("--concurrency", *concurrency), checkConcurrency("--load-concurrency", *loadConc),
+			checkTimes(*duration, *warmup), checkBodyBytes(*bodyBytes), pop.validate(), checkJSON(*jsonPath))
+	}); err != nil {
 		return err
 	}
 
@@ -187,6 +183,13 @@ func runSyncBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if interrupted || ctx.Err() != nil {
 		return errors.New("interrupted; the numbers above cover the part that ran")
+	}
+	for _, r := range []*readResult{rep.Sync, rep.Subscribe} {
+		if r != nil {
+			if err := checkSucceeded(r.Mode, r.Calls, r.Errors, r.ErrorSamples); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

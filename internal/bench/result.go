@@ -2,8 +2,11 @@ package bench
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -55,14 +58,96 @@ func NewResult(mode string, st *Stats, concurrency int, keys uint64, seqsPerOp i
 	return r
 }
 
-// WriteJSON writes v, indented, to path.
+// WriteJSON writes v, indented, to path. A regular file is replaced in
+// one rename, so a failed write leaves the old file (or none), never half
+// of the new one; a device or pipe such as /dev/stdout is written in place.
 func WriteJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		return err
+		return fmt.Errorf("--json %s: %w", path, err)
 	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+	if err := writeReplacing(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("write --json %s: %w", path, err)
 	}
 	return nil
+}
+
+// CheckJSONPath tells, before a run, whether WriteJSON will be able to
+// write path: it refuses a directory, a missing or read-only directory
+// and a read-only file. It leaves nothing behind: the file it tries is a
+// temporary one next to path, removed at once.
+func CheckJSONPath(path string) error {
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && fi.IsDir():
+		return fmt.Errorf("--json %s: is a directory; give a file name", path)
+	case err == nil:
+		// An existing file or device must be writable itself.
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("--json %s: cannot write it: %w", path, err)
+		}
+		f.Close()
+		if !fi.Mode().IsRegular() {
+			return nil // written in place
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("--json %s: %w", path, err)
+	}
+	f, _, err := tempNear(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) { // it names the temporary file, not path
+			err = pe.Err
+		}
+		return fmt.Errorf("--json %s: cannot create a file there: %w", path, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// tempNear creates the temporary file that replaces path: next to the
+// file a symbolic link points to, if path is one, so the rename replaces
+// that file and keeps the link. It returns the file and the path to
+// rename it to.
+func tempNear(path string) (*os.File, string, error) {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	return f, path, err
+}
+
+// writeReplacing writes b to a temporary file next to path, then renames
+// it over path.
+func writeReplacing(path string, b []byte) error {
+	mode := fs.FileMode(0o644)
+	if fi, err := os.Stat(path); err == nil {
+		if !fi.Mode().IsRegular() {
+			return os.WriteFile(path, b, 0o644)
+		}
+		mode = fi.Mode().Perm()
+	}
+	f, target, err := tempNear(path)
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, target)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/seqd/seqd/allocsvr"
+	"github.com/seqd/seqd/internal/bench"
+)
+
+// Bounds on seqbench's flags. Each keeps a run from an input it could
+// only crash on (out of memory, an overflow) or fail every operation
+// with; all are checked before anything starts.
+const (
+	// maxConcurrency caps workers per run: each has a goroutine and a
+	// 35 KiB latency histogram (Redis systems also a pooled connection),
+	// so 10,000 workers take about 350 MiB before the first call.
+	maxConcurrency = 10_000
+	// maxBodyBytes is the store's default body limit
+	// (store.DefaultLimits.MaxBody): a larger body fails every send.
+	maxBodyBytes = 64 << 10
+	// maxBatch is an AllocSvr's default NextBatch limit.
+	maxBatch = allocsvr.DefaultMaxBatch
+	// maxPreload caps the events sync loads and the messages disk sends.
+	maxPreload = 1_000_000_000
+	// maxSyncUsers caps sync's --users: it keeps 8 bytes per inbox.
+	maxSyncUsers = 1 << 24
+	// minRate and maxRate bound a positive --rate: below minRate a
+	// worker's pacing interval no longer fits a time.Duration.
+	minRate, maxRate = 0.001, 1e9
+)
+
+// usageError is bad command-line input, found before anything started:
+// seqbench prints it once and exits 2.
+type usageError struct {
+	err error
+	// printed is set when the flag package has already printed the error
+	// with the flag list.
+	printed bool
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// parseFlags parses args into fs, refuses positional arguments and runs
+// check. Every failure is a *usageError, except -h's flag.ErrHelp.
+func parseFlags(fs *flag.FlagSet, args []string, check func() error) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &usageError{err: err, printed: true}
+	}
+	if fs.NArg() > 0 {
+		cmd := strings.TrimPrefix(fs.Name(), "seqbench ")
+		return &usageError{err: fmt.Errorf("%s: unexpected argument %q; every setting is a flag", cmd, fs.Arg(0))}
+	}
+	if err := check(); err != nil {
+		return &usageError{err: err}
+	}
+	return nil
+}
+
+// firstErr returns the first non-nil error.
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkConcurrency(name string, n int) error {
+	if n < 1 || n > maxConcurrency {
+		return fmt.Errorf("%s %d: must be at least 1 and at most %d", name, n, maxConcurrency)
+	}
+	return nil
+}
+
+func checkBodyBytes(n int) error {
+	if n < 1 || n > maxBodyBytes {
+		return fmt.Errorf("--body-bytes %d: must be 1..%d (the store's 64 KiB body limit)", n, maxBodyBytes)
+	}
+	return nil
+}
+
+// checkTimes checks a measured duration and its warm-up.
+func checkTimes(duration, warmup time.Duration) error {
+	switch {
+	case duration <= 0:
+		return fmt.Errorf("--duration %v: must be positive", duration)
+	case warmup < 0:
+		return fmt.Errorf("--warmup %v: must be 0 (none) or positive", warmup)
+	}
+	return nil
+}
+
+func checkRate(rate float64) error {
+	if rate != 0 && !(rate >= minRate && rate <= maxRate) { // NaN fails both
+		return fmt.Errorf("--rate %v: must be 0 (as fast as possible) or %g..%g per second", rate, minRate, maxRate)
+	}
+	return nil
+}
+
+// checkJSON checks that the --json file can be written, so a run never
+// ends by losing its results; "" means no file.
+func checkJSON(path string) error {
+	if path == "" {
+		return nil
+	}
+	return bench.CheckJSONPath(path)
+}
