@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -76,13 +77,29 @@ func Defaults(s *report.Spec) {
 	}
 }
 
-// Validate checks a spec before anything starts.
+// Limits of a spec's numbers: past them a value is a typo, not a test.
+const (
+	maxTimeLimit    = 24 * time.Hour
+	maxQuiet        = time.Hour
+	minLease        = 100 * time.Millisecond
+	maxLease        = time.Minute
+	maxStep         = 1_000_000_000
+	maxCheckTimeout = 24 * time.Hour
+	maxFaultTime    = time.Hour
+	maxRate         = 1_000_000
+)
+
+// Validate checks a spec (with Defaults applied) before anything starts.
+// Its errors name the seqjepsen run flag that sets the bad field.
 func Validate(s report.Spec) ([]nemesis.Spec, error) {
 	if _, _, err := workload.New(s.Workload, s.Alloc); err != nil {
+		return nil, fmt.Errorf("--workload: %w", err)
+	}
+	specs, err := parseNemesis(s.Nemesis)
+	if err != nil {
 		return nil, err
 	}
-	specs, err := nemesis.ParseSpecs(s.Nemesis)
-	if err != nil {
+	if err := checkNumbers(s); err != nil {
 		return nil, err
 	}
 	if s.Bug != "" {
@@ -99,9 +116,194 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 		}
 	}
 	if s.Backend != cluster.BackendNetns && s.Backend != cluster.BackendLocal {
-		return nil, fmt.Errorf("unknown backend %q; use netns or local", s.Backend)
+		return nil, fmt.Errorf("--backend: unknown backend %q; use netns or local", s.Backend)
 	}
 	return specs, nil
+}
+
+// parseNemesis parses a --nemesis value, refusing empty entries, "none"
+// next to faults and a kind or target given twice. An empty spec is no
+// faults (what "none" is saved as).
+func parseNemesis(s string) ([]nemesis.Spec, error) {
+	if s == "" {
+		return nil, nil
+	}
+	parts := strings.Split(s, ",")
+	for _, p := range parts {
+		p = strings.TrimSpace(p)
+		kind, targets, narrowed := strings.Cut(p, ":")
+		switch {
+		case p == "":
+			return nil, fmt.Errorf("--nemesis %q: empty entry; separate faults with single commas, or use \"none\"", s)
+		case p == "none" && len(parts) > 1:
+			return nil, fmt.Errorf("--nemesis %q: \"none\" cannot be combined with faults", s)
+		case narrowed && targets == "":
+			return nil, fmt.Errorf("--nemesis %q: %s: has no target after the colon", s, kind)
+		}
+	}
+	specs, err := nemesis.ParseSpecs(s)
+	if err != nil {
+		return nil, fmt.Errorf("--nemesis %q: %w", s, err)
+	}
+	kinds := map[string]bool{}
+	for _, sp := range specs {
+		if kinds[sp.Kind] {
+			return nil, fmt.Errorf("--nemesis %q: %s given twice; give each fault once, narrowed to several targets with + (%s:a+b)", s, sp.Kind, sp.Kind)
+		}
+		kinds[sp.Kind] = true
+		for i, t := range sp.Targets {
+			if slices.Contains(sp.Targets[:i], t) {
+				return nil, fmt.Errorf("--nemesis %q: target %s of %s given twice", s, t, sp.Kind)
+			}
+		}
+	}
+	return specs, nil
+}
+
+// checkNumbers checks the spec's durations, counts and rate against their
+// limits.
+func checkNumbers(s report.Spec) error {
+	for _, d := range []struct {
+		flag      string
+		v, lo, hi time.Duration
+	}{
+		{"time-limit", s.TimeLimit, 1, maxTimeLimit},
+		{"quiet", s.Quiet, 1, maxQuiet},
+		{"lease", s.Lease, minLease, maxLease},
+		{"check-timeout", s.CheckTimeout, 1, maxCheckTimeout},
+	} {
+		if err := bounded(d.flag, d.v, d.lo, d.hi); err != nil {
+			return err
+		}
+	}
+	if err := bounded("allocsvrs", s.AllocSvrs, 2, 3); err != nil {
+		return err
+	}
+	if err := bounded("step", s.Step, 1, maxStep); err != nil {
+		return err
+	}
+	if r := s.Alloc.Rate; math.IsNaN(r) || math.IsInf(r, 0) {
+		return fmt.Errorf("--rate %v: must be a finite number of operations per second", r)
+	} else if r != 0 || math.Signbit(r) { // 0 is a closed loop
+		if err := bounded("rate", r, 0, maxRate); err != nil {
+			return err
+		}
+	}
+	if err := CheckRange("fault-interval", s.Schedule.Interval); err != nil {
+		return err
+	}
+	return CheckRange("fault-hold", s.Schedule.Hold)
+}
+
+// bounded says whether flag's value v is above zero and within [lo, hi].
+func bounded[T int | uint64 | float64 | time.Duration](flag string, v, lo, hi T) error {
+	switch {
+	case v <= 0 || math.Signbit(float64(v)):
+		return fmt.Errorf("--%s %v: must be above zero", flag, v)
+	case v < lo:
+		return fmt.Errorf("--%s %v: must be at least %v", flag, v, lo)
+	case v > hi:
+		return fmt.Errorf("--%s %v: must be at most %v", flag, v, hi)
+	}
+	return nil
+}
+
+// CheckRange checks a --fault-interval or --fault-hold range: both bounds
+// above zero, the upper not below the lower, and neither past an hour.
+func CheckRange(flag string, r [2]time.Duration) error {
+	switch {
+	case r[0] <= 0 || r[1] <= 0:
+		return fmt.Errorf("--%s %v-%v: both bounds must be above zero", flag, r[0], r[1])
+	case r[1] < r[0]:
+		return fmt.Errorf("--%s %v-%v: the upper bound is below the lower", flag, r[0], r[1])
+	case r[1] > maxFaultTime:
+		return fmt.Errorf("--%s %v-%v: must be at most %v", flag, r[0], r[1], maxFaultTime)
+	}
+	return nil
+}
+
+// Check validates o before anything is created: the spec (Defaults are
+// applied), the source tree (Src is resolved when empty) and the run
+// directory, which must be new or empty and not lie under a file. Run
+// calls it first; a caller that wants bad options to be a usage error,
+// with nothing written, calls it before Run.
+func Check(o *Options) ([]nemesis.Spec, error) {
+	Defaults(&o.Spec)
+	specs, err := Validate(o.Spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOut(o.Out); err != nil {
+		return nil, err
+	}
+	if o.Src == "" {
+		if o.Src, err = cluster.ModuleRoot("."); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkSrc(o.Src); err != nil {
+		return nil, err
+	}
+	return specs, nil
+}
+
+// checkOut says whether out can become a new run directory.
+func checkOut(out string) error {
+	if out == "" {
+		return errors.New("--out: give a directory for the report")
+	}
+	entries, err := os.ReadDir(out)
+	switch {
+	case err == nil && len(entries) > 0:
+		if _, err := os.Stat(filepath.Join(out, "results.json")); err == nil {
+			return fmt.Errorf("--out %s already holds a run; pick a new directory", out)
+		}
+		return fmt.Errorf("--out %s is not empty (it holds %s); pick a new or empty directory", out, entries[0].Name())
+	case err == nil:
+		return nil
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("--out %s: %w", out, err)
+	}
+	// New: the nearest existing parent must be a directory.
+	for d := filepath.Dir(filepath.Clean(out)); ; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err == nil && !st.IsDir() {
+			return fmt.Errorf("--out %s: %s is not a directory", out, d)
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, os.ErrNotExist) || d == filepath.Dir(d) {
+			return fmt.Errorf("--out %s: %w", out, err)
+		}
+	}
+}
+
+// MakeOut creates the run directory out (empty: Check still accepts it).
+func MakeOut(out string) error {
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fmt.Errorf("--out %s: cannot create the run directory: %w", out, err)
+	}
+	return nil
+}
+
+// checkSrc says whether src is the root of a seqd source tree.
+func checkSrc(src string) error {
+	abs, err := filepath.Abs(src)
+	if err != nil {
+		return fmt.Errorf("--src %s: %w", src, err)
+	}
+	root, err := cluster.ModuleRoot(abs)
+	switch {
+	case err != nil:
+		return fmt.Errorf("--src %s is not a seqd source tree: it has no go.mod of github.com/seqd/seqd", src)
+	case root != abs:
+		return fmt.Errorf("--src %s is not a seqd source tree but inside one: pass --src %s", src, root)
+	}
+	if st, err := os.Stat(filepath.Join(root, "cmd", "seqd")); err != nil || !st.IsDir() {
+		return fmt.Errorf("--src %s is not a seqd source tree: it has no cmd/seqd", src)
+	}
+	return nil
 }
 
 // BugWorkload names the workload that can catch b: alloc for G1, messages
@@ -139,6 +341,10 @@ func Run(ctx context.Context, o Options) (res *report.Results) {
 	}()
 	if err := r.run(ctx); err != nil {
 		res.HarnessError = err.Error()
+		if strings.Contains(res.HarnessError, "\n") {
+			// The message has the first line only (a build's output follows).
+			r.logf("%s", res.HarnessError)
+		}
 	}
 	return res
 }
@@ -154,6 +360,7 @@ type run struct {
 	log   *os.File
 	logMu sync.Mutex
 
+	outMade  bool // the run directory was created: finish writes the report
 	c        *cluster.Cluster
 	wls      []workload.Workload
 	samples  []workload.Sample
@@ -178,18 +385,17 @@ func (r *run) logf(format string, args ...any) {
 }
 
 func (r *run) run(ctx context.Context) error {
-	o := r.o
-	specs, err := Validate(o.Spec)
+	// Nothing is written until every option checked out.
+	specs, err := Check(&r.o)
 	if err != nil {
 		return err
 	}
-	if o.Out == "" {
-		return errors.New("--out: give a directory for the report")
+	o := r.o
+	if err := MakeOut(o.Out); err != nil {
+		return err
 	}
-	if _, err := os.Stat(filepath.Join(o.Out, "results.json")); err == nil {
-		return fmt.Errorf("--out %s already holds a run; pick a new directory", o.Out)
-	}
-	if err := os.MkdirAll(filepath.Join(o.Out, "bin"), 0o755); err != nil {
+	r.outMade = true
+	if err := os.Mkdir(filepath.Join(o.Out, "bin"), 0o755); err != nil {
 		return err
 	}
 	if r.log, err = os.Create(filepath.Join(o.Out, "harness.log")); err != nil {
@@ -209,11 +415,6 @@ func (r *run) run(ctx context.Context) error {
 	// Build: release binary, or the test build when a bug or a failpoint
 	// is needed. Release binaries cannot plant bugs.
 	src := o.Src
-	if src == "" {
-		if src, err = cluster.ModuleRoot("."); err != nil {
-			return err
-		}
-	}
 	tags := ""
 	if o.Bug != "" || slices.ContainsFunc(specs, func(s nemesis.Spec) bool { return strings.HasPrefix(s.Kind, "clock") }) {
 		tags = "seqdbugs"
@@ -221,7 +422,7 @@ func (r *run) run(ctx context.Context) error {
 	r.logf("building seqd from %s (tags %q)", src, tags)
 	bin, err := cluster.Build(ctx, src, filepath.Join(o.Out, "bin"), tags)
 	if err != nil {
-		return err
+		return fmt.Errorf("--src %s: cannot build cmd/seqd: %w", src, err)
 	}
 	var env []string
 	if o.Bug != "" {
@@ -345,7 +546,7 @@ func (r *run) finish() {
 		}
 		r.samples = append(r.samples, w.Samples()...)
 		res.Unavailability = append(res.Unavailability, w.Unavailability(res.Faults)...)
-		if r.o.Out != "" {
+		if r.outMade {
 			arts, err := w.Artifacts(context.Background(), r.o.Out, res.Faults, results)
 			if err != nil {
 				r.logf("artifacts (%s): %v", w.Name(), err)
@@ -383,7 +584,7 @@ func (r *run) finish() {
 			}
 		}
 	}
-	if r.o.Out != "" {
+	if r.outMade {
 		// The binaries are rebuilt (from the build cache) by a repro.
 		os.RemoveAll(filepath.Join(r.o.Out, "bin"))
 	}
@@ -391,7 +592,7 @@ func (r *run) finish() {
 	res.Finish(r.samples)
 	res.Message = message(res)
 	r.logf("%s", res.Message)
-	if r.o.Out != "" {
+	if r.outMade {
 		if err := res.WriteJSON(r.o.Out); err != nil {
 			r.logf("writing results.json: %v", err)
 		}

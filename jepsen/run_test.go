@@ -3,6 +3,7 @@ package jepsen
 import (
 	"bytes"
 	"context"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/seqd/seqd/jepsen/cluster"
 	"github.com/seqd/seqd/jepsen/nemesis"
 	"github.com/seqd/seqd/jepsen/report"
+	"github.com/seqd/seqd/jepsen/workload"
 )
 
 // A short run on the rootless backend: it must pass, say which faults it
@@ -48,4 +50,117 @@ func TestRunLocal(t *testing.T) {
 	if err != nil || back.Spec.Seed != 1 || back.Spec.Backend != cluster.BackendLocal {
 		t.Errorf("results.json spec %+v, %v", back.Spec, err)
 	}
+}
+
+// Validate names the flag and the rule for every out-of-range field, also
+// in a spec read back from a results.json (seqjepsen repro).
+func TestValidateRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*report.Spec)
+		want string
+	}{
+		{"rate NaN", func(s *report.Spec) { s.Alloc.Rate = math.NaN() }, "--rate NaN: must be a finite"},
+		{"rate Inf", func(s *report.Spec) { s.Alloc.Rate = math.Inf(1) }, "--rate +Inf: must be a finite"},
+		{"rate negative", func(s *report.Spec) { s.Alloc.Rate = -1 }, "--rate -1: must be above zero"},
+		{"rate negative zero", func(s *report.Spec) { s.Alloc.Rate = math.Copysign(0, -1) }, "--rate -0: must be above zero"},
+		{"rate huge", func(s *report.Spec) { s.Alloc.Rate = 1e300 }, "--rate 1e+300: must be at most"},
+		{"time-limit negative", func(s *report.Spec) { s.TimeLimit = -5 * time.Second }, "--time-limit -5s: must be above zero"},
+		{"time-limit huge", func(s *report.Spec) { s.TimeLimit = 1000 * time.Hour }, "--time-limit 1000h0m0s: must be at most 24h0m0s"},
+		{"quiet negative", func(s *report.Spec) { s.Quiet = -time.Second }, "--quiet -1s: must be above zero"},
+		{"lease negative", func(s *report.Spec) { s.Lease = -2 * time.Second }, "--lease -2s: must be above zero"},
+		{"lease tiny", func(s *report.Spec) { s.Lease = time.Nanosecond }, "--lease 1ns: must be at least 100ms"},
+		{"check-timeout negative", func(s *report.Spec) { s.CheckTimeout = -time.Second }, "--check-timeout -1s: must be above zero"},
+		{"allocsvrs huge", func(s *report.Spec) { s.AllocSvrs = 9 }, "--allocsvrs 9: must be at most 3"},
+		{"allocsvrs negative", func(s *report.Spec) { s.AllocSvrs = -1 }, "--allocsvrs -1: must be above zero"},
+		{"step huge", func(s *report.Spec) { s.Step = math.MaxUint64 }, "--step 18446744073709551615: must be at most"},
+		{"interval negative", func(s *report.Spec) { s.Schedule.Interval = [2]time.Duration{-time.Second, time.Second} }, "--fault-interval -1s-1s: both bounds"},
+		{"interval inverted", func(s *report.Spec) { s.Schedule.Interval = [2]time.Duration{10 * time.Second, 3 * time.Second} }, "--fault-interval 10s-3s: the upper bound is below"},
+		{"hold zero lower", func(s *report.Spec) { s.Schedule.Hold = [2]time.Duration{0, time.Second} }, "--fault-hold 0s-1s: both bounds"},
+		{"hold huge", func(s *report.Spec) { s.Schedule.Hold = [2]time.Duration{time.Second, 2 * time.Hour} }, "--fault-hold 1s-2h0m0s: must be at most 1h0m0s"},
+		{"nemesis blank", func(s *report.Spec) { s.Nemesis = " " }, "empty entry"},
+		{"nemesis duplicate", func(s *report.Spec) { s.Nemesis = "kill,pause,kill" }, "kill given twice"},
+		{"nemesis duplicate target", func(s *report.Spec) { s.Nemesis = "partition:halves+bridge+halves" }, "target halves of partition given twice"},
+		{"nemesis none and faults", func(s *report.Spec) { s.Nemesis = "kill,none" }, `"none" cannot be combined`},
+		{"nemesis unknown", func(s *report.Spec) { s.Nemesis = "flood" }, `unknown nemesis "flood"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := report.Spec{Backend: cluster.BackendLocal}
+			Defaults(&s)
+			tc.edit(&s)
+			if _, err := Validate(s); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+	for _, nem := range []string{"", "none", "kill,pause,partition", "kill:one+leader,partition:halves"} {
+		s := report.Spec{Backend: cluster.BackendLocal, Nemesis: nem, Alloc: workload.AllocOptions{Rate: 500}}
+		Defaults(&s)
+		if _, err := Validate(s); err != nil {
+			t.Errorf("nemesis %q: %v", nem, err)
+		}
+	}
+}
+
+// A run refused before it starts leaves nothing behind: no run directory,
+// no half report.
+func TestRunBadOptionsWriteNothing(t *testing.T) {
+	tmp := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		o    Options
+		want string
+	}{
+		{"NaN rate", Options{Spec: report.Spec{Alloc: workload.AllocOptions{Rate: math.NaN()}}}, "--rate NaN"},
+		{"src missing", Options{Src: filepath.Join(tmp, "nonexistent")}, "is not a seqd source tree"},
+		{"src without cmd/seqd", Options{Src: fakeTree(t, "")}, "has no cmd/seqd"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.Backend, tc.o.Out = cluster.BackendLocal, filepath.Join(tmp, "run")
+			res := Run(context.Background(), tc.o)
+			if res.ExitCode != report.ExitHarness || !strings.Contains(res.HarnessError, tc.want) {
+				t.Errorf("exit %d, harness error %q; want 2 with %q", res.ExitCode, res.HarnessError, tc.want)
+			}
+			if _, err := os.Stat(tc.o.Out); err == nil {
+				t.Errorf("created %s", tc.o.Out)
+			}
+		})
+	}
+}
+
+// A source tree that does not build fails the run with go's output in the
+// error and the progress, not just "exit status 1". No cluster starts.
+func TestRunBuildFailureShowsOutput(t *testing.T) {
+	src := fakeTree(t, "package main\n\nfunc main() { undefinedThing() }\n")
+	out := filepath.Join(t.TempDir(), "run")
+	var progress bytes.Buffer
+	res := Run(context.Background(), Options{Spec: report.Spec{Backend: cluster.BackendLocal, Nemesis: "kill"}, Src: src, Out: out, Progress: &progress})
+	if res.ExitCode != report.ExitHarness || !strings.HasPrefix(res.HarnessError, "--src "+src+": cannot build cmd/seqd") {
+		t.Fatalf("exit %d, harness error %q", res.ExitCode, res.HarnessError)
+	}
+	for _, where := range []string{res.HarnessError, progress.String()} {
+		if !strings.Contains(where, "undefinedThing") {
+			t.Errorf("the build's output is missing from:\n%s", where)
+		}
+	}
+}
+
+// fakeTree is a seqd source tree of only a go.mod and, unless main is
+// empty, a cmd/seqd/main.go holding main.
+func fakeTree(t *testing.T, main string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module github.com/seqd/seqd\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if main == "" {
+		return dir
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "cmd", "seqd"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cmd", "seqd", "main.go"), []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -56,29 +57,75 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return report.ExitHarness
 	}
+	if len(args) == 2 && args[1] == "help" {
+		args = []string{args[0], "-h"} // seqjepsen run help
+	}
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:], stdout, stderr)
 	case "repro":
 		return cmdRepro(args[1:], stdout, stderr)
 	case "scenarios":
-		return cmdScenarios(stdout)
+		return noArgs("scenarios", "Lists the named scenarios, the planted bugs and the workloads.", args[1:], stdout, stderr, cmdScenarios)
 	case "cleanup":
-		if len(args) > 1 {
-			if args[1] == "-h" || args[1] == "--help" || args[1] == "help" {
-				fmt.Fprintln(stdout, "Usage: seqjepsen cleanup\n\nRemoves the namespaces, bridge, veths, iptables rules and node processes a\nkilled netns run left behind. Refuses while a live run holds the lock.")
-				return 0
-			}
-			fmt.Fprintf(stderr, "seqjepsen cleanup: takes no arguments (got %q)\n", args[1:])
-			return report.ExitHarness
-		}
-		return cmdCleanup(stdout, stderr)
+		return noArgs("cleanup", "Removes the namespaces, bridge, veths, iptables rules and node processes a\nkilled netns run left behind. Refuses while a live run holds the lock.", args[1:], stdout, stderr, cmdCleanup)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
 	fmt.Fprintf(stderr, "seqjepsen: unknown command %q\n\n%s", args[0], usage)
 	return report.ExitHarness
+}
+
+// parseFlags parses a subcommand's flags and allows at most maxArgs
+// positional arguments. -h prints the usage to stdout (exit 0); a bad
+// flag or an extra argument prints the error and the usage to stderr
+// (exit 2). ok says whether to go on.
+func parseFlags(fs *flag.FlagSet, args []string, maxArgs int, stdout, stderr io.Writer) (code int, ok bool) {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return 0, false
+	case err != nil:
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+	case fs.NArg() > maxArgs:
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", fs.Name(), fs.Arg(maxArgs))
+	default:
+		return 0, true
+	}
+	fs.SetOutput(stderr)
+	fs.Usage()
+	return report.ExitHarness, false
+}
+
+// noArgs runs a subcommand that takes neither flags nor arguments.
+func noArgs(name, doc string, args []string, stdout, stderr io.Writer, cmd func(stdout, stderr io.Writer) int) int {
+	fs := flag.NewFlagSet("seqjepsen "+name, flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprintf(fs.Output(), "Usage: seqjepsen %s\n\n%s\n", name, doc) }
+	if code, ok := parseFlags(fs, args, 0, stdout, stderr); !ok {
+		return code
+	}
+	return cmd(stdout, stderr)
+}
+
+// givenEmpty refuses a flag given its zero value: the spec would take the
+// zero for "unset" and quietly run the default instead (--seed 0 is a
+// seed like any other).
+func givenEmpty(f *flag.Flag) error {
+	v := f.Value.String()
+	if f.Name == "seed" || strings.TrimSpace(v) != f.DefValue {
+		return nil
+	}
+	if f.DefValue == "" {
+		if f.Name == "nemesis" {
+			return errors.New(`--nemesis is empty; use "none" for no faults`)
+		}
+		return fmt.Errorf("--%s is empty; omit the flag for the default", f.Name)
+	}
+	return fmt.Errorf("--%s %s: must be above zero (omit the flag for the default)", f.Name, v)
 }
 
 // signalContext is cancelled on the first SIGINT/SIGTERM (the run stops,
@@ -124,15 +171,21 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		rate      = fs.Float64("rate", 0, "cap on operations per second (default: closed loop, as fast as answers come)")
 		src       = fs.String("src", "", "seqd source tree to build (default: found from the working directory)")
 	)
-	if err := fs.Parse(args); err != nil {
-		return report.ExitHarness
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "seqjepsen run: unexpected argument %q\n", fs.Arg(0))
-		return report.ExitHarness
+	if code, ok := parseFlags(fs, args, 0, stdout, stderr); !ok {
+		return code
 	}
 	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var bad error
+	fs.Visit(func(f *flag.Flag) {
+		set[f.Name] = true
+		if bad == nil {
+			bad = givenEmpty(f)
+		}
+	})
+	if bad != nil {
+		fmt.Fprintln(stderr, "seqjepsen run:", bad)
+		return report.ExitHarness
+	}
 
 	var spec report.Spec
 	if *scenario == "" && *bug != "" && !set["nemesis"] {
@@ -180,7 +233,12 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 		r, err := report.ParseRange(v)
 		if err != nil {
-			fmt.Fprintf(stderr, "seqjepsen run: --%s: %v\n", name, err)
+			err = fmt.Errorf("--%s: %w", name, err)
+		} else {
+			err = jepsen.CheckRange(name, r) // before Defaults takes 0s-0s for unset
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "seqjepsen run:", err)
 			return report.ExitHarness
 		}
 		*dst = r
@@ -192,19 +250,26 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	return execute(spec, *out, *src, stdout, stderr)
 }
 
+// execute checks every option, creates the run directory and runs. A bad
+// option, source tree or run directory exits 2 with nothing written.
 func execute(spec report.Spec, out, src string, stdout, stderr io.Writer) int {
 	jepsen.Defaults(&spec)
-	if _, err := jepsen.Validate(spec); err != nil {
-		fmt.Fprintln(stderr, "seqjepsen:", err)
-		return report.ExitHarness
-	}
 	if out == "" {
 		out = filepath.Join(os.TempDir(), "seqjepsen", fmt.Sprintf("%s-%s-seed%d", time.Now().Format("20060102-150405"), spec.Workload, spec.Seed))
+	}
+	o := jepsen.Options{Spec: spec, Out: out, Src: src, Progress: stderr}
+	_, err := jepsen.Check(&o)
+	if err == nil {
+		err = jepsen.MakeOut(out)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "seqjepsen:", err)
+		return report.ExitHarness
 	}
 	ctx, stop := signalContext(stderr, spec.Backend == cluster.BackendNetns)
 	defer stop()
 	fmt.Fprintf(stderr, "seqjepsen: seed %d, backend %s, report in %s\n", spec.Seed, spec.Backend, out)
-	res := jepsen.Run(ctx, jepsen.Options{Spec: spec, Out: out, Src: src, Progress: stderr})
+	res := jepsen.Run(ctx, o)
 	fmt.Fprintln(stdout, res.Message)
 	for _, c := range res.Checkers {
 		fmt.Fprintf(stdout, "  %-9s %-14s %-7s %d anomalies\n", c.Workload, c.Checker, c.Verdict, c.Count)
@@ -216,7 +281,10 @@ func execute(spec report.Spec, out, src string, stdout, stderr io.Writer) int {
 
 func cmdRepro(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("seqjepsen repro", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: seqjepsen repro DIR/results.json [--out DIR] [--src DIR]")
+		fs.PrintDefaults()
+	}
 	out := fs.String("out", "", "run directory (default: the original's with -repro-<time>)")
 	src := fs.String("src", "", "seqd source tree to build")
 	// Flags may come after the file name too.
@@ -224,14 +292,20 @@ func cmdRepro(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		path, args = args[0], args[1:]
 	}
-	if err := fs.Parse(args); err != nil {
-		return report.ExitHarness
+	maxArgs := 1
+	if path != "" {
+		maxArgs = 0
 	}
-	if path == "" && fs.NArg() == 1 {
+	if code, ok := parseFlags(fs, args, maxArgs, stdout, stderr); !ok {
+		return code
+	}
+	if path == "" {
 		path = fs.Arg(0)
 	}
 	if path == "" {
-		fmt.Fprintln(stderr, "usage: seqjepsen repro DIR/results.json [--out DIR]")
+		fmt.Fprintln(stderr, "seqjepsen repro: give the results.json (or run directory) to repeat")
+		fs.SetOutput(stderr)
+		fs.Usage()
 		return report.ExitHarness
 	}
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
@@ -239,6 +313,9 @@ func cmdRepro(args []string, stdout, stderr io.Writer) int {
 	}
 	res, err := report.Load(path)
 	if err != nil {
+		if pe := (*os.PathError)(nil); !errors.As(err, &pe) {
+			err = fmt.Errorf("%s is not a results.json: %w", path, err) // a read error names the file already
+		}
 		fmt.Fprintln(stderr, "seqjepsen repro:", err)
 		return report.ExitHarness
 	}
@@ -254,7 +331,7 @@ func cmdRepro(args []string, stdout, stderr io.Writer) int {
 	return execute(res.Spec, *out, *src, stdout, stderr)
 }
 
-func cmdScenarios(stdout io.Writer) int {
+func cmdScenarios(stdout, _ io.Writer) int {
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SCENARIO\tEXPECT\tNEMESIS\tBUG\tWHAT")
 	for _, s := range jepsen.Scenarios() {
