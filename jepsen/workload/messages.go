@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -572,23 +573,40 @@ func (m *Messages) readReplica(ctx context.Context, n *cluster.Node) *replicaVie
 // agrees reports whether the replica holds the same inboxes and group
 // timeline as the leader.
 func (v *replicaView) agrees(leader map[uint64][]*seqdv1.Event, timeline []*seqdv1.Event) bool {
-	same := func(got, want []*seqdv1.Event) bool {
-		if len(got) != len(want) {
-			return false
-		}
-		for i := range want {
-			if !proto.Equal(got[i], want[i]) {
-				return false
+	return v.diff(leader, timeline) == ""
+}
+
+// diff describes the first place the replica differs from the leader
+// (users in ascending order, then the timeline), or returns "".
+func (v *replicaView) diff(leader map[uint64][]*seqdv1.Event, timeline []*seqdv1.Event) string {
+	first := func(got, want []*seqdv1.Event) string {
+		for i := 0; i < max(len(got), len(want)); i++ {
+			switch {
+			case i >= len(got):
+				return fmt.Sprintf("lacks the leader's %s", eventBrief(want[i]))
+			case i >= len(want):
+				return fmt.Sprintf("has %s, which the leader lacks", eventBrief(got[i]))
+			case !proto.Equal(got[i], want[i]):
+				return fmt.Sprintf("has %s where the leader has %s", eventBrief(got[i]), eventBrief(want[i]))
 			}
 		}
-		return true
+		return ""
 	}
-	for u, evs := range leader {
-		if !same(v.inboxes[u], evs) {
-			return false
+	for _, u := range slices.Sorted(maps.Keys(leader)) {
+		if d := first(v.inboxes[u], leader[u]); d != "" {
+			return fmt.Sprintf("user %d's inbox %s", u, d)
 		}
 	}
-	return same(v.timeline, timeline)
+	if d := first(v.timeline, timeline); d != "" {
+		return "the group timeline " + d
+	}
+	return ""
+}
+
+// eventBrief names an event in a few words.
+func eventBrief(e *seqdv1.Event) string {
+	return fmt.Sprintf("seq %d (%s %s, group count %d, body %q)", e.Seq,
+		strings.ToLower(strings.TrimPrefix(e.Kind.String(), "EVENT_KIND_")), e.MessageId, e.GroupCount, e.Body)
 }
 
 // Progress implements Workload.
@@ -658,8 +676,8 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 			continue
 		}
 		as = append(as, checker.UnreadAgrees(v.unread, v.inboxes, nil, "replica "+id)...)
-		if !v.agrees(m.inboxes, m.timelines[m.rg]) {
-			diverged = append(diverged, checker.Anomaly{Kind: "replica", Msg: fmt.Sprintf("replica %s holds other inboxes or another group timeline than the leader after the quiet period", id)})
+		if d := v.diff(m.inboxes, m.timelines[m.rg]); d != "" {
+			diverged = append(diverged, checker.Anomaly{Kind: "replica", Msg: fmt.Sprintf("replica %s differs from the leader after the quiet period: %s", id, d)})
 		}
 	}
 	add("unread-agrees", "G3", "At the leader and at each replica, unread counts per conversation and in total equal what the inbox implies.", as)

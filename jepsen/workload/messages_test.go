@@ -1,0 +1,44 @@
+package workload
+
+import (
+	"strings"
+	"testing"
+
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+func ev(seq uint64, id, body string) *seqdv1.Event {
+	return &seqdv1.Event{Seq: seq, Kind: seqdv1.EventKind_EVENT_KIND_MESSAGE, MessageId: id, Body: []byte(body)}
+}
+
+// The replicas-agree checker names where a replica differs, so a
+// divergence can be traced to its entry.
+func TestReplicaDiffNamesFirstDifference(t *testing.T) {
+	leader := map[uint64][]*seqdv1.Event{
+		1: {ev(1, "1.1", "a"), ev(2, "1.2", "b")},
+		2: {ev(5, "1.1", "a")},
+	}
+	timeline := []*seqdv1.Event{ev(1, "g9.1", "t")}
+	same := &replicaView{inboxes: map[uint64][]*seqdv1.Event{
+		1: {ev(1, "1.1", "a"), ev(2, "1.2", "b")}, 2: {ev(5, "1.1", "a")}}, timeline: []*seqdv1.Event{ev(1, "g9.1", "t")}}
+	if d := same.diff(leader, timeline); d != "" || !same.agrees(leader, timeline) {
+		t.Fatalf("identical replica differs: %q", d)
+	}
+	for _, tc := range []struct {
+		name string
+		v    *replicaView
+		want string
+	}{
+		{"other event", &replicaView{inboxes: map[uint64][]*seqdv1.Event{1: {ev(1, "1.1", "a"), ev(2, "1.3", "x")}, 2: {ev(5, "1.1", "a")}}, timeline: timeline},
+			`user 1's inbox has seq 2 (message 1.3, group count 0, body "x") where the leader has seq 2 (message 1.2, group count 0, body "b")`},
+		{"missing event", &replicaView{inboxes: map[uint64][]*seqdv1.Event{1: {ev(1, "1.1", "a")}, 2: {ev(5, "1.1", "a")}}, timeline: timeline},
+			`user 1's inbox lacks the leader's seq 2 (message 1.2`},
+		{"extra event", &replicaView{inboxes: map[uint64][]*seqdv1.Event{1: leader[1], 2: {ev(5, "1.1", "a"), ev(6, "2.6", "z")}}, timeline: timeline},
+			`user 2's inbox has seq 6 (message 2.6, group count 0, body "z"), which the leader lacks`},
+		{"timeline", &replicaView{inboxes: leader}, `the group timeline lacks the leader's seq 1 (message g9.1`},
+	} {
+		if d := tc.v.diff(leader, timeline); !strings.Contains(d, tc.want) {
+			t.Errorf("%s: diff %q, want it to contain %q", tc.name, d, tc.want)
+		}
+	}
+}
