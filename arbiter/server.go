@@ -484,14 +484,20 @@ func (s *server) RemoveArbiter(ctx context.Context, req *seqdv1.RemoveArbiterReq
 			return seqdv1.NewAdminClient(cc).RemoveArbiter(ctx, req)
 		})
 	}
-	known := false
+	known, otherVoters := false, 0
 	if cf := s.a.raft.GetConfiguration(); cf.Error() == nil {
 		for _, srv := range cf.Configuration().Servers {
 			known = known || string(srv.ID) == req.Id
+			if string(srv.ID) != req.Id && srv.Suffrage == raft.Voter {
+				otherVoters++
+			}
 		}
 	}
 	if !known {
 		return nil, status.Errorf(codes.NotFound, "remove: %q is not an arbiter of this group", req.Id)
+	}
+	if otherVoters == 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "remove: %s is the group's last voter; join another arbiter first", req.Id)
 	}
 	if err := s.a.raft.RemoveServer(raft.ServerID(req.Id), 0, 30*time.Second).Error(); err != nil {
 		addr, _ := s.a.leaderAddr()

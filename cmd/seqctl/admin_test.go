@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"strconv"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/seqd/seqd/internal/localcluster"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
@@ -259,5 +261,25 @@ func TestAdminErrorsExit1WithServerMessage(t *testing.T) {
 		if a.Id == arb.Id && (a.RaftAddr != arb.RaftAddr || a.GrpcAddr != arb.GrpcAddr) {
 			t.Errorf("arbiter %s is now at %s and %s, was at %s and %s", a.Id, a.RaftAddr, a.GrpcAddr, arb.RaftAddr, arb.GrpcAddr)
 		}
+	}
+}
+
+// Removing a group's only voter is refused with a reason, not Raft's
+// internal message.
+func TestArbiterRemoveLastVoter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := localcluster.Start(ctx, localcluster.Options{Fast: true, Lease: time.Second, Arbiters: 1})
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var st seqdv1.StatusResponse
+	if err := protojson.Unmarshal([]byte(ok(t, "--addr", c.ArbiterAddrs()[0], "--json", "status")), &st); err != nil {
+		t.Fatalf("status --json: %v", err)
+	}
+	r := seqctl(t, "--addr", c.ArbiterAddrs()[0], "arbiter", "remove", st.LeaderId)
+	if want := st.LeaderId + " is the group's last voter"; r.code != 1 || !strings.Contains(r.stderr, want) {
+		t.Fatalf("remove last voter: exit %d, stderr %q; want 1 and %q", r.code, r.stderr, want)
 	}
 }

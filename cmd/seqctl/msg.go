@@ -312,7 +312,7 @@ func runRead(ctx context.Context, e *env, cmd *command, args []string) error {
 		return err
 	}
 	if *upTo == 0 {
-		return usagef(cmd, "read: --up-to is required (the seq read up to, as sync prints it)")
+		return usagef(cmd, "read: --up-to is required and at least 1: the seq read up to, as sync prints it")
 	}
 	return withMessages(ctx, e, func(ctx context.Context, c *conn, m *router.Messages) error {
 		resp, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: u, Conversation: conv, UpToSeq: *upTo})
