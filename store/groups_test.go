@@ -186,6 +186,22 @@ func TestBadInputThroughGateway(t *testing.T) {
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "beyond the newest event") {
 		t.Fatalf("mark read from the future: %v", err)
 	}
+	// A checkpoint from the future, at every replica: followers ask the
+	// leader rather than wait for an event that will never come.
+	for i := 0; i < 3; i++ {
+		rc, err := grpc.NewClient(c.Store(0, i).GRPCAddr(), grpcconn.DialOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := seqdv1.NewMessagesClient(rc).Subscribe(ctx, &seqdv1.SubscribeRequest{User: 2, AfterSeq: 999})
+		if err == nil {
+			_, err = st.Recv()
+		}
+		rc.Close()
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "beyond the newest event") {
+			t.Fatalf("subscribe from the future at replica %d (leader %d): %v", i, c.StoreLeader(0), err)
+		}
+	}
 	_, err = m.Sync(ctx, &seqdv1.SyncRequest{User: 2, Limit: 5000})
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "limit 5000") {
 		t.Fatalf("huge page: %v", err)

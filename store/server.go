@@ -337,6 +337,26 @@ func fromLeader[Resp any](ctx context.Context, s *Shard, call func(context.Conte
 	return resp, err, true
 }
 
+// checkAfterAtLeader is checkAfter on a follower whose inbox ends below
+// the checkpoint: it may only lag, so it asks the leader (a one-event
+// Sync), which refuses a checkpoint from the future. Without an answer
+// (no leader, or it is unreachable) the stream starts, and waits.
+func (s *Shard) checkAfterAtLeader(ctx context.Context, user, after uint64) error {
+	if after == 0 || s.IsLeader() {
+		return nil
+	}
+	if last, err := s.fsm.LastSeq(user); err != nil || after <= last {
+		return nil
+	}
+	_, err, ok := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.SyncResponse, error) {
+		return seqdv1.NewMessagesClient(cc).Sync(ctx, &seqdv1.SyncRequest{User: user, AfterSeq: after, Limit: 1})
+	})
+	if ok && status.Code(err) == codes.InvalidArgument {
+		return err
+	}
+	return nil
+}
+
 // checkAfter refuses a checkpoint from the future. Only the leader can
 // tell: a follower may simply not have applied that far yet. Nor may a
 // leader's FSM, just after an election or while applying lags the commit,
@@ -402,6 +422,9 @@ func (r *server) Subscribe(req *seqdv1.SubscribeRequest, stream seqdv1.Messages_
 		return err
 	}
 	if err := s.checkAfter(req.User, req.AfterSeq); err != nil {
+		return err
+	}
+	if err := s.checkAfterAtLeader(stream.Context(), req.User, req.AfterSeq); err != nil {
 		return err
 	}
 	hb := time.Duration(req.HeartbeatMs) * time.Millisecond
