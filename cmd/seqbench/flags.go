@@ -9,6 +9,7 @@ import (
 
 	"github.com/seqd/seqd/allocsvr"
 	"github.com/seqd/seqd/internal/bench"
+	"github.com/seqd/seqd/internal/cliflag"
 )
 
 // Bounds on seqbench's flags. Each keeps a run from an input it could
@@ -48,6 +49,7 @@ func (e *usageError) Unwrap() error { return e.err }
 // parseFlags parses args into fs, refuses positional arguments and runs
 // check. Every failure is a *usageError, except -h's flag.ErrHelp.
 func parseFlags(fs *flag.FlagSet, args []string, check func() error) error {
+	cliflag.OnlyOnce(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err

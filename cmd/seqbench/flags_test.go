@@ -228,6 +228,8 @@ func TestMalformedFlagsArePrintedOnce(t *testing.T) {
 		{"compare-store", []string{"--users", "many"}},
 		{"disk", []string{"--keep=maybe"}},
 		{"failover", []string{"--lease", "2x"}},
+		{"send", []string{"--users", "10", "--users", "20"}},
+		{"failover", []string{"--runs", "1", "--runs", "2"}},
 	}
 	for _, c := range cases {
 		t.Run(c.cmd+" "+strings.Join(c.args, " "), func(t *testing.T) {

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/seqd/seqd/internal/cliflag"
 )
 
 const defaultAddr = "127.0.0.1:7400"
@@ -149,6 +151,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&e.addr, "addr", defaultAddr, "")
 	fs.BoolVar(&e.json, "json", false, "")
 	fs.DurationVar(&e.timeout, "timeout", 10*time.Second, "")
+	cliflag.OnlyOnce(fs)
 	err := fs.Parse(args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -217,6 +220,7 @@ func fail(stderr io.Writer, err error) int {
 // both work.
 func parseArgs(cmd *command, e *env, fs *flag.FlagSet, args []string) ([]string, error) {
 	fs.SetOutput(io.Discard)
+	cliflag.OnlyOnce(fs)
 	var pos []string
 	for {
 		err := fs.Parse(args)

@@ -657,7 +657,6 @@ func TestMessagesServerErrors(t *testing.T) {
 	}{
 		{[]string{"send", "--from", "1801", "--group", "1899", "hi"}, "group 1899 does not exist"},
 		{[]string{"read", "--user", "1801", "--conv", "5", "--up-to", "999999999999"}, "up_to_seq"},
-		{[]string{"sync", "--user", "1801", "--limit", "5000"}, "limit 5000"},
 		{[]string{"group", "show", "1899"}, "group 1899 does not exist"},
 		{[]string{"delete", "--user", "1801", "--msg", "1802.99999999"}, ""},
 	} {
@@ -707,6 +706,8 @@ func TestMessagesBadInput(t *testing.T) {
 		{[]string{"sync", "--user", "2", "--after", "-1"}, `invalid value "-1" for flag -after`},
 		{[]string{"sync", "--user", "2", "extra"}, "sync takes no arguments"},
 		{[]string{"sync", "--user", "2", "--limit", "0"}, "--limit 0: want 1..1000"},
+		{[]string{"send", "--from", "1", "--from", "3", "--to", "2", "hi"}, "given twice; give --from once"},
+		{[]string{"sync", "--user", "2", "--user", "3"}, "given twice; give --user once"},
 		{[]string{"sync", "--user", "2", "--limit", "1001"}, "--limit 1001: want 1..1000"},
 		{[]string{"history", "--user", "2", "--conv", "5", "--limit", "0"}, "--limit 0: want 1..1000"},
 		{[]string{"group", "sync", "5", "--user", "2", "--limit", "4294967296"}, "--limit 4294967296: want 1..1000"},

@@ -30,6 +30,7 @@ type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+func (l *listFlag) Repeatable()        {}
 
 // parseID checks a user or group id given to flag name ("--from").
 func parseID(cmd *command, name, what, s string) (uint64, error) {

@@ -409,6 +409,7 @@ func TestStartRejectsBadInput(t *testing.T) {
 		{"demo too many arbiters", []string{"demo", "--arbiters", "9", "--once"}, "--arbiters 9: use an odd number from 1 to 7"},
 		{"demo no AllocSvr", []string{"demo", "--allocsvrs", "0", "--once"}, "--allocsvrs 0: use 1 to 16"},
 		{"undefined flag", []string{"start", "--bogus"}, "flag provided but not defined: -bogus"},
+		{"flag given twice", []string{"start", "--id", "a", "--id", "b"}, "given twice; give --id once"},
 		// Refused before the data dir is claimed (checked below).
 		{"duplicate peer", arbiter("--peer", "arb1=127.0.0.1:5,127.0.0.1:6", "--peer", "arb1=127.0.0.1:5,127.0.0.1:6"), `peer id "arb1" appears twice`},
 		{"peers without this node", arbiter("--peer", "arb2=127.0.0.1:5,127.0.0.1:6"), "do not include this node"},
@@ -425,7 +426,7 @@ func TestStartRejectsBadInput(t *testing.T) {
 			if code == 0 {
 				t.Fatalf("exit code 0, want failure; output:\n%s", out)
 			}
-			if strings.HasPrefix(tt.name, "demo") || strings.Contains(tt.name, "argument") || tt.name == "undefined flag" {
+			if strings.HasPrefix(tt.name, "demo") || strings.Contains(tt.name, "argument") || tt.name == "undefined flag" || tt.name == "flag given twice" {
 				if code != 2 {
 					t.Errorf("exit code %d, want 2 (bad usage)", code)
 				}

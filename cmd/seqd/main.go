@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/seqd/seqd/internal/cliflag"
 )
 
 const usage = `seqd: per-user sequence numbers that never go backwards.
@@ -75,6 +77,7 @@ func (e *usageError) Unwrap() error { return e.err }
 
 // parseFlags parses args with fs and refuses positional arguments.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	cliflag.OnlyOnce(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err

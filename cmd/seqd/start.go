@@ -16,6 +16,7 @@ type stringList []string
 
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+func (s *stringList) Repeatable()        {}
 
 func runStart(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("seqd start", flag.ContinueOnError)

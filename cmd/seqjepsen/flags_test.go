@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -51,8 +52,16 @@ func TestBadInputRejected(t *testing.T) {
 	dupNemesis := writeFile(t, filepath.Join(tmp, "dup", "results.json"),
 		`{"spec":{"workload":"alloc","nemesis":"kill,kill","backend":"local","seed":1}}`)
 
+	// run gives the defaults a case does not give itself: a flag may be
+	// given once.
 	run := func(flags ...string) []string {
-		return append([]string{"run", "--backend", "local", "--src", src, "--out", out}, flags...)
+		args := []string{"run"}
+		for _, d := range [][2]string{{"--backend", "local"}, {"--src", src}, {"--out", out}} {
+			if !slices.Contains(flags, d[0]) {
+				args = append(args, d[0], d[1])
+			}
+		}
+		return append(args, flags...)
 	}
 	for _, tc := range []struct {
 		name string
@@ -118,6 +127,7 @@ func TestBadInputRejected(t *testing.T) {
 		{"out holds a run", run("--out", filepath.Dir(done)), "already holds a run"},
 		{"out cannot be created", run("--out", "/proc/seqjepsen-test/run"), "cannot create the run directory"},
 		{"run extra argument", run("extra"), `unexpected argument "extra"`},
+		{"run flag given twice", run("--seed", "1", "--seed", "2"), "given twice; give --seed once"},
 		{"scenarios extra argument", []string{"scenarios", "extra"}, `unexpected argument "extra"`},
 		{"cleanup extra argument", []string{"cleanup", "extra"}, `unexpected argument "extra"`},
 		{"cleanup bad flag", []string{"cleanup", "--force"}, "-force"},

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/seqd/seqd/internal/bugs"
+	"github.com/seqd/seqd/internal/cliflag"
 	"github.com/seqd/seqd/jepsen"
 	"github.com/seqd/seqd/jepsen/cluster"
 	"github.com/seqd/seqd/jepsen/nemesis"
@@ -83,6 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // (exit 2). ok says whether to go on.
 func parseFlags(fs *flag.FlagSet, args []string, maxArgs int, stdout, stderr io.Writer) (code int, ok bool) {
 	fs.SetOutput(io.Discard)
+	cliflag.OnlyOnce(fs)
 	err := fs.Parse(args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
