@@ -236,14 +236,45 @@ func convChange(e *seqdv1.Event) func(cs *clusterv1.ConvState) {
 		return func(cs *clusterv1.ConvState) {
 			cs.ReadFanout = true
 			cs.LatestCount = max(cs.LatestCount, e.GroupCount)
-			for _, c := range e.RecalledGroupCounts {
-				if c > cs.ReadCount && !slices.Contains(cs.RecalledUnread, c) {
-					cs.RecalledUnread = append(cs.RecalledUnread, c)
-				}
-			}
+			addRecalled(cs, e.RecalledGroupCounts)
 		}
 	}
 	return nil
+}
+
+// addRecalled notes recalled messages (group counts) above the read marker,
+// each once: they are not unread.
+func addRecalled(cs *clusterv1.ConvState, counts []uint64) {
+	for _, c := range counts {
+		if c > cs.ReadCount && !slices.Contains(cs.RecalledUnread, c) {
+			cs.RecalledUnread = append(cs.RecalledUnread, c)
+		}
+	}
+}
+
+// recalledCounts returns the group counts of the messages recalled by a
+// group's recall entries in (after, upTo], in group seq order.
+func (x *tx) recalledCounts(g, after, upTo uint64) []uint64 {
+	p := recallPrefix(g)
+	it := x.t.NewIterator(iteratorOpts(p))
+	defer it.Close()
+	var out []uint64
+	for it.Seek(recallKey(g, after+1)); it.ValidForPrefix(p); it.Next() {
+		if beU64(it.Item().Key()[len(p):]) > upTo {
+			break
+		}
+		err := it.Item().Value(func(v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("recall mark %x holds %d bytes", it.Item().Key(), len(v))
+			}
+			out = append(out, beU64(v))
+			return nil
+		})
+		if err != nil {
+			panic(fmt.Sprintf("store: %v", err))
+		}
+	}
+	return out
 }
 
 // queue adds one delivery for another shard to the outbox.
@@ -373,7 +404,7 @@ func (x *tx) deliver(now int64, op *clusterv1.DeliverOp) *OpResult {
 	for _, i := range fresh {
 		it, seq := op.Items[i], op.Seqs[i]
 		if it.Kind == clusterv1.FanoutItem_KIND_GROUP_JOIN {
-			x.joinFloor(it.User, it.Event.Conversation, it.Event.GroupCount)
+			x.joinFloor(it.User, it.Event.Conversation, it.Event.GroupCount, it.Event.RecalledGroupCounts)
 			x.putU64(copyKey(it.User, eventKind(it.Kind), it.Event.MessageId), 0)
 			continue
 		}
@@ -516,8 +547,9 @@ func (x *tx) recall(index uint64, n uint32, now int64, op *clusterv1.RecallOp) *
 		if x.get(timelineKey(rec.Conversation.Id, rec.GroupSeq), &te) {
 			te.Recalled, te.Body, te.Metadata = true, nil, nil
 			x.put(timelineKey(rec.Conversation.Id, rec.GroupSeq), &te)
-			// Members stop counting it once a hint round carries the mark.
-			gc.Recalls = append(gc.Recalls, &clusterv1.RecallMark{Gseq: op.GroupSeq, Count: te.GroupCount})
+			// Members stop counting it once a hint round carries the mark,
+			// and members who join with history from the start.
+			x.putU64(recallKey(rec.Conversation.Id, op.GroupSeq), te.GroupCount)
 		}
 		re := proto.Clone(ev).(*seqdv1.Event)
 		re.Seq, re.GroupSeq, re.GroupCount = op.GroupSeq, op.GroupSeq, gc.MessageCount
@@ -624,13 +656,15 @@ func sameCreate(info *seqdv1.GroupInfo, req *seqdv1.CreateGroupRequest) bool {
 }
 
 // joinFloor sets where a read-fanout group's unread count starts for a
-// member who just joined: messages up to count are not unread for them.
-func (x *tx) joinFloor(user uint64, conv *seqdv1.Conversation, count uint64) {
+// member who just joined: messages up to count are not unread for them,
+// nor the recalled ones (their group counts).
+func (x *tx) joinFloor(user uint64, conv *seqdv1.Conversation, count uint64, recalled []uint64) {
 	us := x.userState(user)
 	x.updateConv(user, conv, us, func(cs *clusterv1.ConvState) {
 		cs.ReadFanout = true
 		cs.ReadCount = max(cs.ReadCount, count)
 		cs.LatestCount = max(cs.LatestCount, count)
+		addRecalled(cs, recalled)
 	})
 	x.putUser(user, us)
 	x.touchUser(user)
@@ -663,10 +697,13 @@ func (x *tx) addMembers(index uint64, n uint32, op *clusterv1.MembersOp) *OpResu
 			op.GroupId, op.ReadFanoutThreshold, len(g.Info.Members))
 	}
 	if g.Info.ReadFanout {
-		// Unread for a newcomer counts from where it joined.
+		// Unread for a newcomer counts from where it joined; one that sees
+		// the history does not count what was recalled in it.
 		floor := gc.MessageCount
+		var recalled []uint64
 		if op.WithHistory {
 			floor = 0
+			recalled = x.recalledCounts(op.GroupId, 0, gc.LastGroupSeq)
 		}
 		conv := &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_GROUP, Id: op.GroupId}
 		remote := map[uint64]bool{}
@@ -677,9 +714,9 @@ func (x *tx) addMembers(index uint64, n uint32, op *clusterv1.MembersOp) *OpResu
 		for _, u := range added {
 			if remote[u] {
 				x.queue(index, n, &j, clusterv1.FanoutItem_KIND_GROUP_JOIN, u, &seqdv1.Event{Conversation: conv, GroupCount: floor,
-					MessageId: fmt.Sprintf("j%d.%d.%d.%d", op.GroupId, u, index, n)})
+					RecalledGroupCounts: recalled, MessageId: fmt.Sprintf("j%d.%d.%d.%d", op.GroupId, u, index, n)})
 			} else {
-				x.joinFloor(u, conv, floor)
+				x.joinFloor(u, conv, floor, recalled)
 			}
 		}
 	}
@@ -731,11 +768,7 @@ func (x *tx) groupHint(index uint64, n uint32, op *clusterv1.GroupHintOp) *OpRes
 	conv := &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_GROUP, Id: op.GroupId}
 	ev := &seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_GROUP_HINT, Conversation: conv, GroupSeq: op.GroupSeq, GroupCount: op.GroupCount,
 		MessageId: fmt.Sprintf("h%d.%d", op.GroupId, op.GroupSeq)}
-	for _, r := range gc.Recalls {
-		if r.Gseq <= op.GroupSeq {
-			ev.RecalledGroupCounts = append(ev.RecalledGroupCounts, r.Count)
-		}
-	}
+	ev.RecalledGroupCounts = x.recalledCounts(op.GroupId, gc.HintedGseq, op.GroupSeq)
 	for _, a := range op.Appends {
 		e := proto.Clone(ev).(*seqdv1.Event)
 		e.Seq = a.Seq
@@ -747,7 +780,6 @@ func (x *tx) groupHint(index uint64, n uint32, op *clusterv1.GroupHintOp) *OpRes
 	}
 	if op.Final {
 		gc.HintedGseq = op.GroupSeq
-		gc.Recalls = slices.DeleteFunc(gc.Recalls, func(r *clusterv1.RecallMark) bool { return r.Gseq <= op.GroupSeq })
 		x.putCounters(op.GroupId, gc)
 	}
 	return okResult()

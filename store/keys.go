@@ -20,6 +20,7 @@ const (
 	tagCounters = 'K' // group                     -> GroupCounters
 	tagNews     = 'N' // group                     -> (empty): read-fanout group with un-hinted news
 	tagTimeline = 'T' // group, gseq               -> Event
+	tagRecall   = 'R' // group, gseq of the recall entry -> group count of the recalled message
 	tagOutbox   = 'O' // raft index, n             -> FanoutItem
 	tagLog      = 'L' // raft index                -> ChangeLogEntry
 	tagMeta     = 'Z' // name                      -> value
@@ -82,6 +83,11 @@ func newsKey(g uint64) []byte     { return u64([]byte{tagNews}, g) }
 func timelinePrefix(g uint64) []byte { return u64([]byte{tagTimeline}, g) }
 func timelineKey(g, gseq uint64) []byte {
 	return u64(timelinePrefix(g), gseq)
+}
+
+func recallPrefix(g uint64) []byte { return u64([]byte{tagRecall}, g) }
+func recallKey(g, gseq uint64) []byte {
+	return u64(recallPrefix(g), gseq)
 }
 
 func outboxKey(index uint64, n uint32) []byte {

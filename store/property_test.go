@@ -776,6 +776,15 @@ func (m *propModel) addMembers(t *rapid.T) {
 				cs.rf = true
 				cs.readCount = max(cs.readCount, floor)
 				cs.latestCount = max(cs.latestCount, floor)
+				if hist {
+					// What it sees of the history was not recalled.
+					for _, c := range g.recalledSince(0, g.info.LastGroupSeq) {
+						if cs.recalled == nil {
+							cs.recalled = map[uint64]bool{}
+						}
+						cs.recalled[c] = true
+					}
+				}
 			}
 		}
 		g.info = next

@@ -49,7 +49,9 @@ func (e *usageError) Unwrap() error { return e.err }
 // parseFlags parses args into fs, refuses positional arguments and runs
 // check. Every failure is a *usageError, except -h's flag.ErrHelp.
 func parseFlags(fs *flag.FlagSet, args []string, check func() error) error {
-	cliflag.OnlyOnce(fs)
+	if err := cliflag.CheckRepeats(fs, args); err != nil {
+		return &usageError{err: err}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err

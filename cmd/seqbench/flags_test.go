@@ -174,6 +174,7 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		// could not write, before starting anything.
 		perCmd[cmd] = append(perCmd[cmd],
 			bad{[]string{"extra"}, cmd + `: unexpected argument "extra"`},
+			bad{[]string{"--json", "a.json", "--json=b.json"}, "--json is given twice; give it once"},
 			bad{[]string{"--json", filepath.Join(t.TempDir(), "ok.json"), "extra", "--runs", "1"}, `unexpected argument "extra"`})
 		for _, p := range unwritable {
 			perCmd[cmd] = append(perCmd[cmd], bad{[]string{"--json", p}, "--json " + p})
@@ -228,8 +229,6 @@ func TestMalformedFlagsArePrintedOnce(t *testing.T) {
 		{"compare-store", []string{"--users", "many"}},
 		{"disk", []string{"--keep=maybe"}},
 		{"failover", []string{"--lease", "2x"}},
-		{"send", []string{"--users", "10", "--users", "20"}},
-		{"failover", []string{"--runs", "1", "--runs", "2"}},
 	}
 	for _, c := range cases {
 		t.Run(c.cmd+" "+strings.Join(c.args, " "), func(t *testing.T) {

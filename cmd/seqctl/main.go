@@ -151,7 +151,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&e.addr, "addr", defaultAddr, "")
 	fs.BoolVar(&e.json, "json", false, "")
 	fs.DurationVar(&e.timeout, "timeout", 10*time.Second, "")
-	cliflag.OnlyOnce(fs)
+	if err := cliflag.CheckRepeats(fs, args); err != nil {
+		return fail(stderr, usagef(nil, "%v", err))
+	}
 	err := fs.Parse(args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
@@ -220,7 +222,9 @@ func fail(stderr io.Writer, err error) int {
 // both work.
 func parseArgs(cmd *command, e *env, fs *flag.FlagSet, args []string) ([]string, error) {
 	fs.SetOutput(io.Discard)
-	cliflag.OnlyOnce(fs)
+	if err := cliflag.CheckRepeatsInterleaved(fs, args); err != nil {
+		return nil, usagef(cmd, "%s: %v", cmd.name, err)
+	}
 	var pos []string
 	for {
 		err := fs.Parse(args)

@@ -147,7 +147,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--addr", "127.0.0.1:99999", "status"}, `--addr "127.0.0.1:99999" is not host:port with a port 1..65535`},
 		{[]string{"--addr", "127.0.0.1:", "status"}, `--addr "127.0.0.1:" is not host:port`},
 		{[]string{"--addr", "127.0.0.1:0", "status"}, `--addr "127.0.0.1:0" is not host:port`},
-		{[]string{"--json", "--json", "status"}, "given twice; give --json once"},
+		{[]string{"--json", "--json", "status"}, "--json is given twice; give it once"},
 		{[]string{"next"}, "next: missing KEY"},
 		{[]string{"current"}, "current: missing KEY"},
 		{[]string{"next", "abc"}, `key "abc" is not a positive integer`},

@@ -409,7 +409,7 @@ func TestStartRejectsBadInput(t *testing.T) {
 		{"demo too many arbiters", []string{"demo", "--arbiters", "9", "--once"}, "--arbiters 9: use an odd number from 1 to 7"},
 		{"demo no AllocSvr", []string{"demo", "--allocsvrs", "0", "--once"}, "--allocsvrs 0: use 1 to 16"},
 		{"undefined flag", []string{"start", "--bogus"}, "flag provided but not defined: -bogus"},
-		{"flag given twice", []string{"start", "--id", "a", "--id", "b"}, "given twice; give --id once"},
+		{"flag given twice", []string{"start", "--id", "a", "--id", "b"}, "--id is given twice; give it once"},
 		// Refused before the data dir is claimed (checked below).
 		{"duplicate peer", arbiter("--peer", "arb1=127.0.0.1:5,127.0.0.1:6", "--peer", "arb1=127.0.0.1:5,127.0.0.1:6"), `peer id "arb1" appears twice`},
 		{"peers without this node", arbiter("--peer", "arb2=127.0.0.1:5,127.0.0.1:6"), "do not include this node"},

@@ -77,7 +77,9 @@ func (e *usageError) Unwrap() error { return e.err }
 
 // parseFlags parses args with fs and refuses positional arguments.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	cliflag.OnlyOnce(fs)
+	if err := cliflag.CheckRepeats(fs, args); err != nil {
+		return &usageError{err: err}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err

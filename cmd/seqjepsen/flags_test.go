@@ -127,7 +127,7 @@ func TestBadInputRejected(t *testing.T) {
 		{"out holds a run", run("--out", filepath.Dir(done)), "already holds a run"},
 		{"out cannot be created", run("--out", "/proc/seqjepsen-test/run"), "cannot create the run directory"},
 		{"run extra argument", run("extra"), `unexpected argument "extra"`},
-		{"run flag given twice", run("--seed", "1", "--seed", "2"), "given twice; give --seed once"},
+		{"run flag given twice", run("--seed", "1", "--seed", "2"), "--seed is given twice; give it once"},
 		{"scenarios extra argument", []string{"scenarios", "extra"}, `unexpected argument "extra"`},
 		{"cleanup extra argument", []string{"cleanup", "extra"}, `unexpected argument "extra"`},
 		{"cleanup bad flag", []string{"cleanup", "--force"}, "-force"},

@@ -84,8 +84,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 // (exit 2). ok says whether to go on.
 func parseFlags(fs *flag.FlagSet, args []string, maxArgs int, stdout, stderr io.Writer) (code int, ok bool) {
 	fs.SetOutput(io.Discard)
-	cliflag.OnlyOnce(fs)
-	err := fs.Parse(args)
+	err := cliflag.CheckRepeats(fs, args)
+	if err == nil {
+		err = fs.Parse(args)
+	}
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		fs.SetOutput(stdout)

@@ -4,6 +4,7 @@ package cliflag
 import (
 	"flag"
 	"fmt"
+	"strings"
 )
 
 // Repeatable marks a flag.Value that may be given more than once (a list
@@ -12,51 +13,50 @@ type Repeatable interface {
 	Repeatable()
 }
 
-// OnlyOnce makes every flag of fs that is not Repeatable refuse a second
-// value. The flag package would keep the last one silently, so
-// `--from 1 --from 3` sent from user 3. Call it after defining the flags
-// and before Parse.
-func OnlyOnce(fs *flag.FlagSet) {
-	fs.VisitAll(func(f *flag.Flag) {
+// CheckRepeats refuses args that give a flag of fs twice, unless its value
+// is Repeatable. The flag package would keep the last value silently, so
+// `--from 1 --from 3` sent from user 3. It reads args as fs.Parse does
+// (-x, --x, -x=v, a value in the next argument unless the flag is a bool,
+// nothing after "--" or after the first positional argument). Unknown
+// flags are left to Parse.
+func CheckRepeats(fs *flag.FlagSet, args []string) error {
+	return checkRepeats(fs, args, false)
+}
+
+// CheckRepeatsInterleaved is CheckRepeats for a command that parses flags
+// again after each positional argument.
+func CheckRepeatsInterleaved(fs *flag.FlagSet, args []string) error {
+	return checkRepeats(fs, args, true)
+}
+
+func checkRepeats(fs *flag.FlagSet, args []string, interleaved bool) error {
+	seen := map[string]bool{}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return nil
+		}
+		if len(a) < 2 || a[0] != '-' {
+			if !interleaved {
+				return nil
+			}
+			continue
+		}
+		name, _, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		f := fs.Lookup(name)
+		if f == nil {
+			continue
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !hasValue && !(ok && b.IsBoolFlag()) {
+			i++ // the value
+		}
 		if _, ok := f.Value.(Repeatable); ok {
-			return
+			continue
 		}
-		o := &once{Value: f.Value, name: f.Name}
-		if b, ok := f.Value.(boolFlag); ok && b.IsBoolFlag() {
-			f.Value = &onceBool{o}
-			return
+		if seen[name] {
+			return fmt.Errorf("--%s is given twice; give it once", name)
 		}
-		f.Value = o
-	})
-}
-
-type boolFlag interface {
-	flag.Value
-	IsBoolFlag() bool
-}
-
-type once struct {
-	flag.Value
-	name string
-	set  bool
-}
-
-func (o *once) Set(s string) error {
-	if o.set {
-		return fmt.Errorf("given twice; give --%s once", o.name)
+		seen[name] = true
 	}
-	o.set = true
-	return o.Value.Set(s)
+	return nil
 }
-
-// Get keeps flag.Getter working for the wrapped value.
-func (o *once) Get() any {
-	if g, ok := o.Value.(flag.Getter); ok {
-		return g.Get()
-	}
-	return o.Value.String()
-}
-
-type onceBool struct{ *once }
-
-func (o *onceBool) IsBoolFlag() bool { return true }

@@ -1,8 +1,8 @@
 package cliflag
 
 import (
+	"bytes"
 	"flag"
-	"io"
 	"strings"
 	"testing"
 )
@@ -13,48 +13,68 @@ func (l *list) String() string     { return strings.Join(*l, ",") }
 func (l *list) Set(s string) error { *l = append(*l, s); return nil }
 func (l *list) Repeatable()        {}
 
-func newSet() (*flag.FlagSet, *string, *bool, *uint, *list) {
+func newSet() *flag.FlagSet {
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	s := fs.String("from", "", "")
-	b := fs.Bool("json", false, "")
-	u := fs.Uint("limit", 0, "")
+	fs.String("from", "", "")
+	fs.Bool("json", false, "")
+	fs.Uint("limit", 0, "")
+	fs.Duration("wait", 0, "")
 	var l list
 	fs.Var(&l, "to", "")
-	OnlyOnce(fs)
-	return fs, s, b, u, &l
+	return fs
 }
 
-func TestOnlyOnceRefusesRepeats(t *testing.T) {
+func TestCheckRepeatsRefusesRepeats(t *testing.T) {
 	for _, args := range [][]string{
 		{"--from", "1", "--from", "3"},
 		{"--from=1", "-from", "1"},
 		{"--json", "--json"},
 		{"--json=false", "--json"},
-		{"--limit", "5", "--limit", "5"},
 	} {
-		fs, _, _, _, _ := newSet()
-		err := fs.Parse(args)
-		if err == nil || !strings.Contains(err.Error(), "given twice") {
+		err := CheckRepeats(newSet(), args)
+		if err == nil || !strings.Contains(err.Error(), "is given twice; give it once") {
 			t.Errorf("%q: %v, want a 'given twice' error", args, err)
 		}
 	}
 }
 
-func TestOnlyOnceKeepsSingleValuesAndLists(t *testing.T) {
-	fs, s, b, u, l := newSet()
-	if err := fs.Parse([]string{"--from", "7", "--json", "--limit", "9", "--to", "2", "--to", "3", "rest"}); err != nil {
-		t.Fatal(err)
+// Past the first positional argument only the interleaved form looks.
+func TestCheckRepeatsInterleaved(t *testing.T) {
+	args := []string{"--limit", "5", "pos", "--limit", "5"}
+	if err := CheckRepeats(newSet(), args); err != nil {
+		t.Errorf("CheckRepeats %q: %v; Parse stops at pos", args, err)
 	}
-	if *s != "7" || !*b || *u != 9 || l.String() != "2,3" || fs.Arg(0) != "rest" {
-		t.Fatalf("parsed from=%q json=%v limit=%d to=%q args=%q", *s, *b, *u, l.String(), fs.Args())
+	if err := CheckRepeatsInterleaved(newSet(), args); err == nil || !strings.Contains(err.Error(), "--limit is given twice") {
+		t.Errorf("CheckRepeatsInterleaved %q: %v", args, err)
 	}
-	var names []string
-	fs.Visit(func(f *flag.Flag) { names = append(names, f.Name) })
-	if strings.Join(names, ",") != "from,json,limit,to" {
-		t.Fatalf("visited %v", names)
+}
+
+func TestCheckRepeatsAllowsSingleValuesAndLists(t *testing.T) {
+	for _, args := range [][]string{
+		nil,
+		{"--from", "7", "--json", "--limit", "9", "--to", "2", "--to", "3", "rest"},
+		{"--from", "7", "rest", "--from", "8"}, // Parse stops at rest
+		{"--from", "--from"},                   // the second is the value of the first
+		{"--wait", "-1s", "--json"},            // a value that looks like a flag
+		{"--from", "1", "--", "--from"},        // after "--", arguments
+		{"--nope", "--nope"},                   // unknown: Parse reports it
+		{"-", "x", "-"},
+	} {
+		if err := CheckRepeats(newSet(), args); err != nil {
+			t.Errorf("%q: %v", args, err)
+		}
 	}
-	if g, ok := fs.Lookup("limit").Value.(flag.Getter); !ok || g.Get() != uint(9) {
-		t.Fatalf("getter lost: %v", fs.Lookup("limit").Value)
+}
+
+// The flag package's help works as before (values are not wrapped).
+func TestHelpUnchanged(t *testing.T) {
+	fs := newSet()
+	var out bytes.Buffer
+	fs.SetOutput(&out)
+	fs.Set("wait", "1s")
+	fs.Lookup("wait").DefValue = "1s"
+	fs.PrintDefaults()
+	if strings.Contains(out.String(), "panic") || !strings.Contains(out.String(), "-wait duration") || !strings.Contains(out.String(), "(default 1s)") {
+		t.Fatalf("help:\n%s", out.String())
 	}
 }

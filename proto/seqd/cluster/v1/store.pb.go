@@ -1778,10 +1778,7 @@ type GroupCounters struct {
 	// Messages in the timeline (recalls and other entries excluded).
 	MessageCount uint64 `protobuf:"varint,2,opt,name=message_count,json=messageCount,proto3" json:"message_count,omitempty"`
 	// The group seq the last hint round covered.
-	HintedGseq uint64 `protobuf:"varint,3,opt,name=hinted_gseq,json=hintedGseq,proto3" json:"hinted_gseq,omitempty"`
-	// Recalls of timeline messages that no completed hint round has carried
-	// to the members yet.
-	Recalls       []*RecallMark `protobuf:"bytes,4,rep,name=recalls,proto3" json:"recalls,omitempty"`
+	HintedGseq    uint64 `protobuf:"varint,3,opt,name=hinted_gseq,json=hintedGseq,proto3" json:"hinted_gseq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1837,68 +1834,6 @@ func (x *GroupCounters) GetHintedGseq() uint64 {
 	return 0
 }
 
-func (x *GroupCounters) GetRecalls() []*RecallMark {
-	if x != nil {
-		return x.Recalls
-	}
-	return nil
-}
-
-// RecallMark is one recall in a read-fanout group's timeline.
-type RecallMark struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The group seq of the recall entry.
-	Gseq uint64 `protobuf:"varint,1,opt,name=gseq,proto3" json:"gseq,omitempty"`
-	// The group count of the recalled message.
-	Count         uint64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *RecallMark) Reset() {
-	*x = RecallMark{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *RecallMark) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*RecallMark) ProtoMessage() {}
-
-func (x *RecallMark) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use RecallMark.ProtoReflect.Descriptor instead.
-func (*RecallMark) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
-}
-
-func (x *RecallMark) GetGseq() uint64 {
-	if x != nil {
-		return x.Gseq
-	}
-	return 0
-}
-
-func (x *RecallMark) GetCount() uint64 {
-	if x != nil {
-		return x.Count
-	}
-	return 0
-}
-
 // ChangeLogEntry records every applied change to user data, in order, for
 // replication to other DCs.
 type ChangeLogEntry struct {
@@ -1914,7 +1849,7 @@ type ChangeLogEntry struct {
 
 func (x *ChangeLogEntry) Reset() {
 	*x = ChangeLogEntry{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +1861,7 @@ func (x *ChangeLogEntry) String() string {
 func (*ChangeLogEntry) ProtoMessage() {}
 
 func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +1874,7 @@ func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeLogEntry.ProtoReflect.Descriptor instead.
 func (*ChangeLogEntry) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ChangeLogEntry) GetIndex() uint64 {
@@ -1980,7 +1915,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1992,7 +1927,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2005,7 +1940,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeliverRequest) GetFromShard() string {
@@ -2032,7 +1967,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +1979,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +1992,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeliverResponse) GetDelivered() uint32 {
@@ -2077,7 +2012,7 @@ type ReadChangeLogRequest struct {
 
 func (x *ReadChangeLogRequest) Reset() {
 	*x = ReadChangeLogRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2024,7 @@ func (x *ReadChangeLogRequest) String() string {
 func (*ReadChangeLogRequest) ProtoMessage() {}
 
 func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2037,7 @@ func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReadChangeLogRequest) GetAfterIndex() uint64 {
@@ -2129,7 +2064,7 @@ type ReadChangeLogResponse struct {
 
 func (x *ReadChangeLogResponse) Reset() {
 	*x = ReadChangeLogResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2141,7 +2076,7 @@ func (x *ReadChangeLogResponse) String() string {
 func (*ReadChangeLogResponse) ProtoMessage() {}
 
 func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2154,7 +2089,7 @@ func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadChangeLogResponse) GetEntries() []*ChangeLogEntry {
@@ -2182,7 +2117,7 @@ type StoreSnapshotHeader struct {
 
 func (x *StoreSnapshotHeader) Reset() {
 	*x = StoreSnapshotHeader{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2194,7 +2129,7 @@ func (x *StoreSnapshotHeader) String() string {
 func (*StoreSnapshotHeader) ProtoMessage() {}
 
 func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2207,7 +2142,7 @@ func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreSnapshotHeader.ProtoReflect.Descriptor instead.
 func (*StoreSnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{29}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StoreSnapshotHeader) GetFormatVersion() uint32 {
@@ -2366,17 +2301,12 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x04info\x18\x01 \x01(\v2\x12.seqd.v1.GroupInfoR\x04info\x12\x1f\n" +
 	"\vhinted_gseq\x18\x02 \x01(\x04R\n" +
 	"hintedGseq\x12#\n" +
-	"\rmessage_count\x18\x03 \x01(\x04R\fmessageCount\"\xb2\x01\n" +
+	"\rmessage_count\x18\x03 \x01(\x04R\fmessageCount\"{\n" +
 	"\rGroupCounters\x12$\n" +
 	"\x0elast_group_seq\x18\x01 \x01(\x04R\flastGroupSeq\x12#\n" +
 	"\rmessage_count\x18\x02 \x01(\x04R\fmessageCount\x12\x1f\n" +
 	"\vhinted_gseq\x18\x03 \x01(\x04R\n" +
-	"hintedGseq\x125\n" +
-	"\arecalls\x18\x04 \x03(\v2\x1b.seqd.cluster.v1.RecallMarkR\arecalls\"6\n" +
-	"\n" +
-	"RecallMark\x12\x12\n" +
-	"\x04gseq\x18\x01 \x01(\x04R\x04gseq\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x04R\x05count\"\x83\x01\n" +
+	"hintedGseq\"\x83\x01\n" +
 	"\x0eChangeLogEntry\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x15\n" +
 	"\x06now_ms\x18\x02 \x01(\x03R\x05nowMs\x12*\n" +
@@ -2427,7 +2357,7 @@ func file_seqd_cluster_v1_store_proto_rawDescGZIP() []byte {
 }
 
 var file_seqd_cluster_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_seqd_cluster_v1_store_proto_goTypes = []any{
 	(StoreCommandType)(0),         // 0: seqd.cluster.v1.StoreCommandType
 	(OpStatus)(0),                 // 1: seqd.cluster.v1.OpStatus
@@ -2455,22 +2385,21 @@ var file_seqd_cluster_v1_store_proto_goTypes = []any{
 	(*MessageRecord)(nil),         // 23: seqd.cluster.v1.MessageRecord
 	(*GroupRecord)(nil),           // 24: seqd.cluster.v1.GroupRecord
 	(*GroupCounters)(nil),         // 25: seqd.cluster.v1.GroupCounters
-	(*RecallMark)(nil),            // 26: seqd.cluster.v1.RecallMark
-	(*ChangeLogEntry)(nil),        // 27: seqd.cluster.v1.ChangeLogEntry
-	(*DeliverRequest)(nil),        // 28: seqd.cluster.v1.DeliverRequest
-	(*DeliverResponse)(nil),       // 29: seqd.cluster.v1.DeliverResponse
-	(*ReadChangeLogRequest)(nil),  // 30: seqd.cluster.v1.ReadChangeLogRequest
-	(*ReadChangeLogResponse)(nil), // 31: seqd.cluster.v1.ReadChangeLogResponse
-	(*StoreSnapshotHeader)(nil),   // 32: seqd.cluster.v1.StoreSnapshotHeader
-	(*v1.SendRequest)(nil),        // 33: seqd.v1.SendRequest
-	(*v1.Event)(nil),              // 34: seqd.v1.Event
-	(*v1.MarkReadRequest)(nil),    // 35: seqd.v1.MarkReadRequest
-	(*v1.RecallRequest)(nil),      // 36: seqd.v1.RecallRequest
-	(*v1.DeleteRequest)(nil),      // 37: seqd.v1.DeleteRequest
-	(*v1.CreateGroupRequest)(nil), // 38: seqd.v1.CreateGroupRequest
-	(*v1.SendResponse)(nil),       // 39: seqd.v1.SendResponse
-	(*v1.Conversation)(nil),       // 40: seqd.v1.Conversation
-	(*v1.GroupInfo)(nil),          // 41: seqd.v1.GroupInfo
+	(*ChangeLogEntry)(nil),        // 26: seqd.cluster.v1.ChangeLogEntry
+	(*DeliverRequest)(nil),        // 27: seqd.cluster.v1.DeliverRequest
+	(*DeliverResponse)(nil),       // 28: seqd.cluster.v1.DeliverResponse
+	(*ReadChangeLogRequest)(nil),  // 29: seqd.cluster.v1.ReadChangeLogRequest
+	(*ReadChangeLogResponse)(nil), // 30: seqd.cluster.v1.ReadChangeLogResponse
+	(*StoreSnapshotHeader)(nil),   // 31: seqd.cluster.v1.StoreSnapshotHeader
+	(*v1.SendRequest)(nil),        // 32: seqd.v1.SendRequest
+	(*v1.Event)(nil),              // 33: seqd.v1.Event
+	(*v1.MarkReadRequest)(nil),    // 34: seqd.v1.MarkReadRequest
+	(*v1.RecallRequest)(nil),      // 35: seqd.v1.RecallRequest
+	(*v1.DeleteRequest)(nil),      // 36: seqd.v1.DeleteRequest
+	(*v1.CreateGroupRequest)(nil), // 37: seqd.v1.CreateGroupRequest
+	(*v1.SendResponse)(nil),       // 38: seqd.v1.SendResponse
+	(*v1.Conversation)(nil),       // 39: seqd.v1.Conversation
+	(*v1.GroupInfo)(nil),          // 40: seqd.v1.GroupInfo
 }
 var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
 	0,  // 0: seqd.cluster.v1.StoreCommand.type:type_name -> seqd.cluster.v1.StoreCommandType
@@ -2486,36 +2415,35 @@ var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
 	17, // 10: seqd.cluster.v1.StoreOp.group_hint:type_name -> seqd.cluster.v1.GroupHintOp
 	18, // 11: seqd.cluster.v1.StoreOp.outbox_ack:type_name -> seqd.cluster.v1.OutboxAckOp
 	19, // 12: seqd.cluster.v1.StoreOp.expire:type_name -> seqd.cluster.v1.ExpireOp
-	33, // 13: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
+	32, // 13: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
 	8,  // 14: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
 	2,  // 15: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
-	34, // 16: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
+	33, // 16: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
 	10, // 17: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
-	35, // 18: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
-	36, // 19: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
+	34, // 18: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
+	35, // 19: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
 	8,  // 20: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
-	37, // 21: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
-	38, // 22: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
+	36, // 21: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
+	37, // 22: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
 	8,  // 23: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
-	39, // 24: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
-	40, // 25: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
+	38, // 24: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
+	39, // 25: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
 	8,  // 26: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
-	41, // 27: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
-	26, // 28: seqd.cluster.v1.GroupCounters.recalls:type_name -> seqd.cluster.v1.RecallMark
-	7,  // 29: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
-	10, // 30: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
-	27, // 31: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
-	28, // 32: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
-	30, // 33: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
-	3,  // 34: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
-	29, // 35: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
-	31, // 36: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
-	4,  // 37: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
-	35, // [35:38] is the sub-list for method output_type
-	32, // [32:35] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	40, // 27: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
+	7,  // 28: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
+	10, // 29: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
+	26, // 30: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
+	27, // 31: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
+	29, // 32: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
+	3,  // 33: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
+	28, // 34: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
+	30, // 35: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
+	4,  // 36: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
+	34, // [34:37] is the sub-list for method output_type
+	31, // [31:34] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_seqd_cluster_v1_store_proto_init() }
@@ -2542,7 +2470,7 @@ func file_seqd_cluster_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_cluster_v1_store_proto_rawDesc), len(file_seqd_cluster_v1_store_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   30,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
