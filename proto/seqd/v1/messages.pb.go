@@ -213,7 +213,8 @@ type Event struct {
 	GroupCount uint64 `protobuf:"varint,14,opt,name=group_count,json=groupCount,proto3" json:"group_count,omitempty"`
 	// GROUP_HINT: the group counts (the group_count of each message) of
 	// timeline messages recalled since the previous hint round. They no
-	// longer count as unread.
+	// longer count as unread. (Also on the join item of a member added with
+	// history: every message recalled so far.)
 	RecalledGroupCounts []uint64 `protobuf:"varint,15,rep,packed,name=recalled_group_counts,json=recalledGroupCounts,proto3" json:"recalled_group_counts,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
