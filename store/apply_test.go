@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
@@ -985,6 +987,24 @@ func TestApplyReadFanoutRejoinOnOtherShard(t *testing.T) {
 	h.must(opHint(50, 2, 2, true, nil, apps(3, 1, 300, 1)...))
 	wantUnread(t, h.f, 3, 0, nil)
 	wantUnread(t, h.f, 300, 0, nil)
+}
+
+// A write-fanout group has no timeline to read: the error says where its
+// messages are.
+func TestSyncGroupOfWriteFanoutGroup(t *testing.T) {
+	h := newHarness(t)
+	h.must(opCreateGroup(40, 1, false, 10, 2))
+	h.must(opGroupSend(40, 1, false, 1, "w1", "hi", apps(1, 1, 2, 1)...))
+	_, err := h.f.SyncGroup(2, 40, 0, 10)
+	if !errors.Is(err, ErrWriteFanout) || !strings.Contains(err.Error(), "group 40 uses write fanout") {
+		t.Fatalf("SyncGroup of a write-fanout group: %v", err)
+	}
+	if st := groupErr(err); status.Code(st) != codes.FailedPrecondition {
+		t.Fatalf("status %v, want FailedPrecondition", st)
+	}
+	if _, err := h.f.SyncGroup(9, 40, 0, 10); !errors.Is(err, ErrNotMember) {
+		t.Fatalf("non-member: %v, want ErrNotMember first", err)
+	}
 }
 
 func TestApplyOutboxAckDeletesOnlyOutboxKeys(t *testing.T) {

@@ -104,6 +104,8 @@ func groupErr(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, ErrNotMember):
 		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, ErrWriteFanout):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
 }

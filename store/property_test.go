@@ -1185,6 +1185,12 @@ func (m *propModel) checkAll(t *rapid.T) {
 				}
 				continue
 			}
+			if !g.info.ReadFanout {
+				if !errors.Is(err, ErrWriteFanout) {
+					t.Fatalf("member %d reads write-fanout group %d's timeline: %v", u, id, err)
+				}
+				continue
+			}
 			if err != nil {
 				t.Fatalf("SyncGroup(%d, %d): %v", u, id, err)
 			}

@@ -20,6 +20,10 @@ var ErrNotFound = errors.New("store: not found")
 // ErrNotMember is returned when a user reads a group it is not in.
 var ErrNotMember = errors.New("store: not a member")
 
+// ErrWriteFanout is returned for a timeline read of a write-fanout group,
+// which has no timeline: its messages are in each member's inbox.
+var ErrWriteFanout = errors.New("store: write-fanout group")
+
 // lookupError carries a message for the user and a sentinel for errors.Is.
 type lookupError struct {
 	kind error
@@ -232,6 +236,9 @@ func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 		m, ok := isMember(rec.Info, user)
 		if !ok {
 			return &lookupError{ErrNotMember, fmt.Sprintf("user %d is not a member of group %d", user, g)}
+		}
+		if !rec.Info.ReadFanout {
+			return &lookupError{ErrWriteFanout, fmt.Sprintf("group %d uses write fanout: it has no timeline, its messages are in each member's inbox (read them with Sync)", g)}
 		}
 		from := max(after, m.JoinedAfterGseq)
 		if from == ^uint64(0) || limit <= 0 {

@@ -415,6 +415,10 @@ func TestGroups(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "not a member") {
 		t.Errorf("group sync by a non-member: exit %d, stderr %q", r.code, r.stderr)
 	}
+	r = seqctl(t, "--addr", addr, "group", "sync", "1400", "--user", "1402")
+	if r.code != 1 || !strings.Contains(r.stderr, "group 1400 uses write fanout") {
+		t.Errorf("group sync of a write-fanout group: exit %d, stderr %q", r.code, r.stderr)
+	}
 }
 
 func TestMessagesJSON(t *testing.T) {

@@ -74,7 +74,8 @@ type MessagesClient interface {
 	RemoveMembers(ctx context.Context, in *RemoveMembersRequest, opts ...grpc.CallOption) (*RemoveMembersResponse, error)
 	GetGroup(ctx context.Context, in *GetGroupRequest, opts ...grpc.CallOption) (*GetGroupResponse, error)
 	// SyncGroup reads a read-fanout group's timeline from the member's group
-	// checkpoint.
+	// checkpoint. A write-fanout group has no timeline (FailedPrecondition):
+	// its messages are in each member's inbox.
 	SyncGroup(ctx context.Context, in *SyncGroupRequest, opts ...grpc.CallOption) (*SyncGroupResponse, error)
 }
 
@@ -265,7 +266,8 @@ type MessagesServer interface {
 	RemoveMembers(context.Context, *RemoveMembersRequest) (*RemoveMembersResponse, error)
 	GetGroup(context.Context, *GetGroupRequest) (*GetGroupResponse, error)
 	// SyncGroup reads a read-fanout group's timeline from the member's group
-	// checkpoint.
+	// checkpoint. A write-fanout group has no timeline (FailedPrecondition):
+	// its messages are in each member's inbox.
 	SyncGroup(context.Context, *SyncGroupRequest) (*SyncGroupResponse, error)
 	mustEmbedUnimplementedMessagesServer()
 }
