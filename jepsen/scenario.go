@@ -69,8 +69,11 @@ var scenarios = []Scenario{
 	{Name: bugs.AckSendBeforeCommit, Doc: "planted bug: sends acknowledged on proposal; a store leader cut off from its followers (still reaching the allocator) or killed loses what it acknowledged",
 		Workload: "messages", Nemesis: "partition:store-leader-followers+isolate-store-leader,kill:store-leader", Bug: bugs.AckSendBeforeCommit, NeedsNetns: true,
 		TimeLimit: 60 * time.Second, Interval: storeBugInterval, Hold: storeBugHold, Expect: "fail"},
-	{Name: bugs.SkipClientMsgIDDedup, Doc: "planted bug: retries not deduplicated; pauses and isolation of the store leader make clients retry sends that committed",
-		Workload: "messages", Nemesis: "pause:store-leader,partition:isolate-store-leader", Bug: bugs.SkipClientMsgIDDedup,
+	{Name: bugs.SkipClientMsgIDDedup, Doc: "planted bug: retries not deduplicated; pauses, kills and isolation of the store leader make clients retry sends that committed",
+		// A kill loses the answers to entries that committed in the same
+		// instant; an isolation alone commits nothing a retry could double
+		// (seed 44 drew only isolations and passed).
+		Workload: "messages", Nemesis: "pause:store-leader,partition:isolate-store-leader,kill:store-leader", Bug: bugs.SkipClientMsgIDDedup,
 		TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
 	{Name: bugs.UnreadOutsideBatch, Doc: "planted bug: unread counters written apart from their events; replicas killed in between keep counts that disagree with their inboxes",
 		Workload: "messages", Nemesis: "kill:store", Bug: bugs.UnreadOutsideBatch, TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
