@@ -1,10 +1,8 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/seqd/seqd/allocsvr"
@@ -34,36 +32,14 @@ const (
 	minRate, maxRate = 0.001, 1e9
 )
 
-// usageError is bad command-line input, found before anything started:
-// seqbench prints it once and exits 2.
-type usageError struct {
-	err error
-	// printed is set when the flag package has already printed the error
-	// with the flag list.
-	printed bool
-}
-
-func (e *usageError) Error() string { return e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
-
-// parseFlags parses args into fs, refuses positional arguments and runs
-// check. Every failure is a *usageError, except -h's flag.ErrHelp.
+// parseFlags parses args into fs (cliflag.Parse) and runs check. Every
+// failure is a *cliflag.UsageError, except -h's flag.ErrHelp.
 func parseFlags(fs *flag.FlagSet, args []string, check func() error) error {
-	if err := cliflag.CheckRepeats(fs, args); err != nil {
-		return &usageError{err: err}
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &usageError{err: err, printed: true}
-	}
-	if fs.NArg() > 0 {
-		cmd := strings.TrimPrefix(fs.Name(), "seqbench ")
-		return &usageError{err: fmt.Errorf("%s: unexpected argument %q; every setting is a flag", cmd, fs.Arg(0))}
+	if err := cliflag.Parse(fs, args); err != nil {
+		return err
 	}
 	if err := check(); err != nil {
-		return &usageError{err: err}
+		return &cliflag.UsageError{Err: err}
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/seqd/seqd/internal/bench"
+	"github.com/seqd/seqd/internal/cliflag"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/store"
 )
@@ -184,8 +185,8 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		for _, c := range cases {
 			t.Run(cmd+" "+strings.Join(c.args, " "), func(t *testing.T) {
 				stdout, stderr, err := runBad(cmd, c.args)
-				var ue *usageError
-				if !errors.As(err, &ue) || ue.printed {
+				var ue *cliflag.UsageError
+				if !errors.As(err, &ue) || ue.Printed {
 					t.Fatalf("got %v, want a usage error", err)
 				}
 				if !strings.Contains(err.Error(), c.want) {
@@ -233,8 +234,8 @@ func TestMalformedFlagsArePrintedOnce(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.cmd+" "+strings.Join(c.args, " "), func(t *testing.T) {
 			stdout, stderr, err := runBad(c.cmd, c.args)
-			var ue *usageError
-			if !errors.As(err, &ue) || !ue.printed {
+			var ue *cliflag.UsageError
+			if !errors.As(err, &ue) || !ue.Printed {
 				t.Fatalf("got %v, want a printed usage error", err)
 			}
 			if n := strings.Count(stderr, err.Error()); n != 1 || !strings.Contains(stderr, "-json") {

@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+
+	"github.com/seqd/seqd/internal/cliflag"
 )
 
 const usage = `seqbench: load generator and side-by-side comparisons for seqd.
@@ -90,12 +92,12 @@ func run(ctx context.Context) int {
 // success or -h, 2 for bad usage (nothing was started), 1 for a run that
 // failed.
 func exitCode(cmd string, err error, stderr io.Writer) int {
-	var ue *usageError
+	var ue *cliflag.UsageError
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &ue):
-		if !ue.printed { // the flag package prints its own errors
+		if !ue.Printed { // the flag package prints its own errors
 			fmt.Fprintf(stderr, "seqbench: %v\nRun \"seqbench %s -h\" for the flags.\n", err, cmd)
 		}
 		return 2

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/seqd/seqd/internal/cliflag"
 	"github.com/seqd/seqd/internal/localcluster"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
@@ -27,14 +28,14 @@ func runDemo(ctx context.Context, args []string) error {
 		logFormat = fs.String("log-format", "text", "text or json")
 		once      = fs.Bool("once", false, "start, print a sample, and exit (for scripts and tests)")
 	)
-	if err := parseFlags(fs, args); err != nil {
+	if err := cliflag.Parse(fs, args); err != nil {
 		return err
 	}
 	if *arbiters < 1 || *arbiters%2 == 0 || *arbiters > 7 {
-		return &usageError{err: fmt.Errorf("--arbiters %d: use an odd number from 1 to 7", *arbiters)}
+		return cliflag.Usagef("--arbiters %d: use an odd number from 1 to 7", *arbiters)
 	}
 	if *allocs < 1 || *allocs > 16 {
-		return &usageError{err: fmt.Errorf("--allocsvrs %d: use 1 to 16", *allocs)}
+		return cliflag.Usagef("--allocsvrs %d: use 1 to 16", *allocs)
 	}
 	logger, err := newLogger(*logLevel, *logFormat)
 	if err != nil {

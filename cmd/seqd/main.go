@@ -49,13 +49,13 @@ func main() {
 		fmt.Fprintf(os.Stderr, "seqd: unknown command %q\n\n%s", os.Args[1], usage)
 		os.Exit(2)
 	}
-	var ue *usageError
+	var ue *cliflag.UsageError
 	switch {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):
 		// The flag package printed the usage.
 	case errors.As(err, &ue):
-		if !ue.printed {
+		if !ue.Printed {
 			fmt.Fprintln(os.Stderr, "seqd:", err)
 		}
 		os.Exit(2)
@@ -63,31 +63,4 @@ func main() {
 		fmt.Fprintln(os.Stderr, "seqd:", err)
 		os.Exit(1)
 	}
-}
-
-// usageError is bad command-line input: exit code 2. printed means the
-// flag package has already shown it, with the usage.
-type usageError struct {
-	err     error
-	printed bool
-}
-
-func (e *usageError) Error() string { return e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
-
-// parseFlags parses args with fs and refuses positional arguments.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := cliflag.CheckRepeats(fs, args); err != nil {
-		return &usageError{err: err}
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &usageError{err: err, printed: true}
-	}
-	if fs.NArg() > 0 {
-		return &usageError{err: fmt.Errorf("unexpected argument %q (%s takes flags only)", fs.Arg(0), fs.Name())}
-	}
-	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/seqd/seqd/internal/cliflag"
 	"github.com/seqd/seqd/internal/node"
 )
 
@@ -50,7 +51,7 @@ func runStart(ctx context.Context, args []string) error {
 	fs.Var(&peers, "peer", "initial arbiter voter id=raft_addr,grpc_addr[,gossip_addr]; repeat for each (the same list on every initial arbiter)")
 	var storePeers stringList
 	fs.Var(&storePeers, "store-peer", "initial store replica id=raft_addr of this node's shard; repeat for each (the same list on every initial replica)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cliflag.Parse(fs, args); err != nil {
 		return err
 	}
 	logger, err := newLogger(*logLevel, *logFormat)
@@ -133,7 +134,7 @@ func runStart(ctx context.Context, args []string) error {
 	}
 	if set["slots"] {
 		if *slots > math.MaxUint32 {
-			return &usageError{err: fmt.Errorf("--slots %d: at most %d", *slots, uint64(math.MaxUint32))}
+			return cliflag.Usagef("--slots %d: at most %d", *slots, uint64(math.MaxUint32))
 		}
 		cfg.NumSlots = uint32(*slots)
 	}

@@ -2,10 +2,48 @@
 package cliflag
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"strings"
 )
+
+// UsageError is bad command-line input, found before anything started:
+// commands print it once and exit 2.
+type UsageError struct {
+	Err error
+	// Printed is set when the flag package has already printed the error
+	// with the flag list.
+	Printed bool
+}
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Usagef returns a *UsageError with a formatted message.
+func Usagef(format string, args ...any) *UsageError {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// Parse parses args into a command's fs, which takes flags only. A flag
+// given twice, a bad flag and a positional argument are *UsageErrors; -h
+// is flag.ErrHelp (the flag package printed the usage).
+func Parse(fs *flag.FlagSet, args []string) error {
+	if err := CheckRepeats(fs, args); err != nil {
+		return &UsageError{Err: err}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &UsageError{Err: err, Printed: true}
+	}
+	if fs.NArg() > 0 {
+		name := fs.Name()
+		return Usagef("%s: unexpected argument %q (%s takes flags only)", name[strings.LastIndex(name, " ")+1:], fs.Arg(0), name)
+	}
+	return nil
+}
 
 // Repeatable marks a flag.Value that may be given more than once (a list
 // such as --peer or --to).
