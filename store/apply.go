@@ -242,11 +242,12 @@ func convChange(e *seqdv1.Event) func(cs *clusterv1.ConvState) {
 	return nil
 }
 
-// addRecalled notes recalled messages (group counts) above the read marker,
-// each once: they are not unread.
+// addRecalled notes recalled messages (group counts), each once: they are
+// not unread. It runs inside updateConv, which drops those at or below the
+// read marker.
 func addRecalled(cs *clusterv1.ConvState, counts []uint64) {
 	for _, c := range counts {
-		if c > cs.ReadCount && !slices.Contains(cs.RecalledUnread, c) {
+		if !slices.Contains(cs.RecalledUnread, c) {
 			cs.RecalledUnread = append(cs.RecalledUnread, c)
 		}
 	}

@@ -1,7 +1,6 @@
 package cliflag
 
 import (
-	"bytes"
 	"flag"
 	"strings"
 	"testing"
@@ -63,18 +62,5 @@ func TestCheckRepeatsAllowsSingleValuesAndLists(t *testing.T) {
 		if err := CheckRepeats(newSet(), args); err != nil {
 			t.Errorf("%q: %v", args, err)
 		}
-	}
-}
-
-// The flag package's help works as before (values are not wrapped).
-func TestHelpUnchanged(t *testing.T) {
-	fs := newSet()
-	var out bytes.Buffer
-	fs.SetOutput(&out)
-	fs.Set("wait", "1s")
-	fs.Lookup("wait").DefValue = "1s"
-	fs.PrintDefaults()
-	if strings.Contains(out.String(), "panic") || !strings.Contains(out.String(), "-wait duration") || !strings.Contains(out.String(), "(default 1s)") {
-		t.Fatalf("help:\n%s", out.String())
 	}
 }
