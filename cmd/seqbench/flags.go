@@ -8,6 +8,7 @@ import (
 	"github.com/seqd/seqd/allocsvr"
 	"github.com/seqd/seqd/internal/bench"
 	"github.com/seqd/seqd/internal/cliflag"
+	"github.com/seqd/seqd/store"
 )
 
 // Bounds on seqbench's flags. Each keeps a run from an input it could
@@ -18,9 +19,6 @@ const (
 	// 35 KiB latency histogram (Redis systems also a pooled connection),
 	// so 10,000 workers take about 350 MiB before the first call.
 	maxConcurrency = 10_000
-	// maxBodyBytes is the store's default body limit
-	// (store.DefaultLimits.MaxBody): a larger body fails every send.
-	maxBodyBytes = 64 << 10
 	// maxBatch is an AllocSvr's default NextBatch limit.
 	maxBatch = allocsvr.DefaultMaxBatch
 	// maxPreload caps the events sync loads and the messages disk sends.
@@ -62,8 +60,9 @@ func checkConcurrency(name string, n int) error {
 }
 
 func checkBodyBytes(n int) error {
-	if n < 1 || n > maxBodyBytes {
-		return fmt.Errorf("--body-bytes %d: must be 1..%d (the store's 64 KiB body limit)", n, maxBodyBytes)
+	// A body over the store's limit fails every send.
+	if limit := store.DefaultLimits.MaxBody; n < 1 || n > limit {
+		return fmt.Errorf("--body-bytes %d: must be 1..%d (the store's 64 KiB body limit)", n, limit)
 	}
 	return nil
 }

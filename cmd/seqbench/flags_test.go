@@ -15,7 +15,6 @@ import (
 	"github.com/seqd/seqd/internal/bench"
 	"github.com/seqd/seqd/internal/cliflag"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
-	"github.com/seqd/seqd/store"
 )
 
 // commands are seqbench's subcommands, as main runs them.
@@ -290,12 +289,6 @@ func TestCheckSucceeded(t *testing.T) {
 		if (err == nil) != (c.want == "") || err != nil && !strings.Contains(err.Error(), c.want) {
 			t.Errorf("ops %d errors %d: got %v, want %q", c.ops, c.errs, err, c.want)
 		}
-	}
-}
-
-func TestMaxBodyBytesIsTheStoreLimit(t *testing.T) {
-	if maxBodyBytes != store.DefaultLimits.MaxBody {
-		t.Fatalf("maxBodyBytes %d, the store's limit %d", maxBodyBytes, store.DefaultLimits.MaxBody)
 	}
 }
 
