@@ -698,11 +698,13 @@ func (x *tx) addMembers(index uint64, n uint32, op *clusterv1.MembersOp) *OpResu
 			op.GroupId, op.ReadFanoutThreshold, len(g.Info.Members))
 	}
 	if g.Info.ReadFanout {
-		// Unread for a newcomer counts from where it joined; one that sees
-		// the history does not count what was recalled in it.
+		// Unread for a newcomer counts from where it joined. Entries from
+		// before unread_from_join counted a with-history newcomer's whole
+		// history, less what was recalled in it (every recall mark, with
+		// no bound): they replay the way they were applied.
 		floor := gc.MessageCount
 		var recalled []uint64
-		if op.WithHistory {
+		if op.WithHistory && !op.UnreadFromJoin {
 			floor = 0
 			recalled = x.recalledCounts(op.GroupId, 0, gc.LastGroupSeq)
 		}

@@ -937,27 +937,44 @@ func TestApplyReadFanoutRecallLeavesUnread(t *testing.T) {
 		t.Fatalf("marks below the read marker kept: %v", cs.RecalledUnread)
 	}
 
-	// Members added later with history, here and on another shard, do not
-	// count the recalled messages either; one added without history
-	// counts nothing before its join.
+	// Members added later, with history or without, here and on another
+	// shard, count only what comes after their join, and their join
+	// carries no recall marks. An entry proposed before unread_from_join
+	// (legacy) replays as it was applied: a with-history newcomer counts
+	// the history less what was recalled in it.
 	op := opAddMembers(50, true, 10, 4, 400)
 	op.GetAddMembers().Remote = []uint64{400}
 	h.must(op)
 	h.must(opAddMembers(50, false, 10, 5))
+	legacy := opAddMembers(50, true, 10, 6, 600)
+	legacy.GetAddMembers().Remote = []uint64{600}
+	legacy.GetAddMembers().UnreadFromJoin = false
+	h.must(legacy)
 	items, _ = h.f.Outbox(100)
 	fan, seqs = nil, nil
 	for _, it := range items {
 		if it.Item.Kind == clusterv1.FanoutItem_KIND_GROUP_JOIN {
 			fan = append(fan, it.Item)
 			seqs = append(seqs, 0)
+			marks := len(it.Item.Event.RecalledGroupCounts)
+			if (it.Item.User == 400) != (marks == 0) {
+				t.Fatalf("join item for %d carries %d recall marks", it.Item.User, marks)
+			}
 		}
 	}
 	h.must(opDeliver(fan, seqs...))
 	h.must(opGroupSend(50, 7, true, 1, "m7", "x", apps(1, 7)...))
-	h.must(opHint(50, 7, 5, true, nil, apps(4, 1, 5, 1, 400, 5)...))
-	wantUnread(t, h.f, 4, 3, map[string]uint64{"g50": 3})   // m3, m6, m7
-	wantUnread(t, h.f, 400, 3, map[string]uint64{"g50": 3}) // the same on another shard
-	wantUnread(t, h.f, 5, 1, map[string]uint64{"g50": 1})   // m7 only
+	h.must(opHint(50, 7, 5, true, nil, apps(4, 1, 5, 1, 6, 1, 400, 5, 600, 5)...))
+	for _, u := range []uint64{4, 400, 5} {
+		wantUnread(t, h.f, u, 1, map[string]uint64{"g50": 1}) // m7 only
+	}
+	wantUnread(t, h.f, 6, 3, map[string]uint64{"g50": 3})   // legacy: m3, m6, m7
+	wantUnread(t, h.f, 600, 3, map[string]uint64{"g50": 3}) // the same on another shard
+	var cs4 clusterv1.ConvState
+	readRecord(t, h.f, convKey(4, gconv(50)), &cs4)
+	if len(cs4.RecalledUnread) != 0 {
+		t.Fatalf("a newcomer holds recall marks %v", cs4.RecalledUnread)
+	}
 }
 
 // A member removed and added again gets a join item of its own each time,

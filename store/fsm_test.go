@@ -297,9 +297,10 @@ func opCreateGroup(group, owner uint64, readFanout bool, threshold uint32, membe
 		ReadFanoutThreshold: threshold}}}
 }
 
+// opAddMembers is an add as leaders propose it now (unread from the join).
 func opAddMembers(group uint64, withHistory bool, threshold uint32, members ...uint64) *clusterv1.StoreOp {
 	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_AddMembers{AddMembers: &clusterv1.MembersOp{
-		GroupId: group, Members: members, WithHistory: withHistory, ReadFanoutThreshold: threshold}}}
+		GroupId: group, Members: members, WithHistory: withHistory, UnreadFromJoin: true, ReadFanoutThreshold: threshold}}}
 }
 
 func opRemoveMembers(group uint64, members ...uint64) *clusterv1.StoreOp {

@@ -87,6 +87,10 @@ func TestReadFanoutGroup(t *testing.T) {
 	if sg, err := m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 10, GroupId: 50}); err != nil || len(sg.Events) != 3 {
 		t.Fatalf("newcomer with history SyncGroup: %v %v", sg, err)
 	}
+	// It may read the history, but none of it is unread.
+	if un, err := m.Unread(ctx, &seqdv1.UnreadRequest{User: 10}); err != nil || un.GetTotal() != 0 {
+		t.Fatalf("newcomer with history unread: %v %v, want 0", un, err)
+	}
 	if _, err := m.RemoveMembers(ctx, &seqdv1.RemoveMembersRequest{GroupId: 50, Members: []uint64{4}}); err != nil {
 		t.Fatal(err)
 	}

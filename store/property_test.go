@@ -749,6 +749,9 @@ func (m *propModel) addMembers(t *rapid.T) {
 	g := m.drawGroup(t, false)
 	users := rapid.SliceOfN(rapid.SampledFrom(m.users), 1, 3).Draw(t, "add")
 	hist := rapid.Bool().Draw(t, "withHistory")
+	// Leaders propose unread_from_join; entries from before it must
+	// still replay as they were applied.
+	legacy := hist && rapid.Bool().Draw(t, "legacyEntry")
 	next := proto.Clone(g.info).(*seqdv1.GroupInfo)
 	for _, u := range users {
 		if _, ok := isMember(next, u); ok {
@@ -760,15 +763,18 @@ func (m *propModel) addMembers(t *rapid.T) {
 		}
 		next.Members = append(next.Members, &seqdv1.GroupMember{User: u, JoinedAfterGseq: joined})
 	}
-	p := &propPlan{what: fmt.Sprintf("add %v to group %d", users, g.info.GroupId), op: opAddMembers(g.info.GroupId, hist, propThreshold, users...)}
+	p := &propPlan{what: fmt.Sprintf("add %v to group %d (history %v, legacy %v)", users, g.info.GroupId, hist, legacy),
+		op: opAddMembers(g.info.GroupId, hist, propThreshold, users...)}
+	p.op.GetAddMembers().UnreadFromJoin = !legacy
 	if !g.info.ReadFanout && len(next.Members) > propThreshold {
 		p.want = stRejected
 	} else {
 		p.want = stOK
 		if g.info.ReadFanout {
-			// A newcomer's unread counts from where it joined.
+			// A newcomer's unread counts from where it joined, or, in a
+			// legacy with-history entry, from the start.
 			floor := g.count
-			if hist {
+			if legacy {
 				floor = 0
 			}
 			for _, mem := range next.Members[len(g.info.Members):] {
@@ -776,7 +782,7 @@ func (m *propModel) addMembers(t *rapid.T) {
 				cs.rf = true
 				cs.readCount = max(cs.readCount, floor)
 				cs.latestCount = max(cs.latestCount, floor)
-				if hist {
+				if legacy {
 					// What it sees of the history was not recalled.
 					for _, c := range g.recalledSince(0, g.info.LastGroupSeq) {
 						if cs.recalled == nil {

@@ -285,7 +285,7 @@ func (r *server) AddMembers(ctx context.Context, req *seqdv1.AddMembersRequest) 
 		return nil, err
 	}
 	op := &membersBuilder{op: &clusterv1.MembersOp{GroupId: req.GroupId, Members: req.Members,
-		WithHistory: req.WithHistory, ReadFanoutThreshold: uint32(s.cfg.WriteFanoutThreshold)}}
+		WithHistory: req.WithHistory, UnreadFromJoin: true, ReadFanoutThreshold: uint32(s.cfg.WriteFanoutThreshold)}}
 	info, err := groupWrite(ctx, s, "add_members", req.GroupId, req, func(ctx context.Context, c seqdv1.MessagesClient, req *seqdv1.AddMembersRequest) (*seqdv1.GroupInfo, error) {
 		resp, err := c.AddMembers(ctx, req)
 		return resp.GetGroup(), err

@@ -1584,7 +1584,8 @@ type AddMembersRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	GroupId uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	Members []uint64               `protobuf:"varint,2,rep,packed,name=members,proto3" json:"members,omitempty"`
-	// Let the new members read the timeline from its start.
+	// Let the new members read the group's messages from before they
+	// joined. Either way their unread count starts at the join.
 	WithHistory   bool `protobuf:"varint,3,opt,name=with_history,json=withHistory,proto3" json:"with_history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1148,9 +1148,15 @@ type MembersOp struct {
 	WithHistory         bool                   `protobuf:"varint,3,opt,name=with_history,json=withHistory,proto3" json:"with_history,omitempty"`
 	ReadFanoutThreshold uint32                 `protobuf:"varint,4,opt,name=read_fanout_threshold,json=readFanoutThreshold,proto3" json:"read_fanout_threshold,omitempty"`
 	// Of members, those on other shards (their join floor goes by outbox).
-	Remote        []uint64 `protobuf:"varint,5,rep,packed,name=remote,proto3" json:"remote,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Remote []uint64 `protobuf:"varint,5,rep,packed,name=remote,proto3" json:"remote,omitempty"`
+	// Set by every leader since with_history stopped counting the history as
+	// unread: a newcomer's unread count starts at its join whether or not it
+	// may read the history. Entries proposed before (false) replay as they
+	// were applied then: with_history counted every earlier message not
+	// recalled.
+	UnreadFromJoin bool `protobuf:"varint,6,opt,name=unread_from_join,json=unreadFromJoin,proto3" json:"unread_from_join,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *MembersOp) Reset() {
@@ -1216,6 +1222,13 @@ func (x *MembersOp) GetRemote() []uint64 {
 		return x.Remote
 	}
 	return nil
+}
+
+func (x *MembersOp) GetUnreadFromJoin() bool {
+	if x != nil {
+		return x.UnreadFromJoin
+	}
+	return false
 }
 
 type GroupHintOp struct {
@@ -2249,13 +2262,14 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"z\n" +
 	"\rCreateGroupOp\x125\n" +
 	"\arequest\x18\x01 \x01(\v2\x1b.seqd.v1.CreateGroupRequestR\arequest\x122\n" +
-	"\x15read_fanout_threshold\x18\x02 \x01(\rR\x13readFanoutThreshold\"\xaf\x01\n" +
+	"\x15read_fanout_threshold\x18\x02 \x01(\rR\x13readFanoutThreshold\"\xd9\x01\n" +
 	"\tMembersOp\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\x04R\amembers\x12!\n" +
 	"\fwith_history\x18\x03 \x01(\bR\vwithHistory\x122\n" +
 	"\x15read_fanout_threshold\x18\x04 \x01(\rR\x13readFanoutThreshold\x12\x16\n" +
-	"\x06remote\x18\x05 \x03(\x04R\x06remote\"\xc7\x01\n" +
+	"\x06remote\x18\x05 \x03(\x04R\x06remote\x12(\n" +
+	"\x10unread_from_join\x18\x06 \x01(\bR\x0eunreadFromJoin\"\xc7\x01\n" +
 	"\vGroupHintOp\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x1b\n" +
 	"\tgroup_seq\x18\x02 \x01(\x04R\bgroupSeq\x12\x1f\n" +
