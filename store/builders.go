@@ -181,17 +181,27 @@ func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 		resp := b.remote
 		if resp == nil {
 			var err error
-			if resp, err = s.timelineCount(context.Background(), r.Conversation.Id, r.UpToSeq); err != nil {
+			if resp, err = s.timelineCount(context.Background(), r.Conversation.Id, r.UpToSeq, r.User); err != nil {
 				return nil, err
 			}
 		}
 		if resp.ReadFanout {
+			if !resp.Member {
+				// A member removed since keeps its state, so it can
+				// still clear what it had unread.
+				if has, err := s.fsm.HasConversation(r.User, r.Conversation); err != nil || !has {
+					return nil, noConversation(err, codes.PermissionDenied, "user %d is not a member of group %d", r.User, r.Conversation.Id)
+				}
+			}
 			if r.UpToSeq > resp.LastGseq {
 				return nil, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond group %d's newest group seq %d", r.UpToSeq, r.Conversation.Id, resp.LastGseq)
 			}
 			b.readFanout, b.count = true, resp.Count
 			return []uint64{r.User}, nil
 		}
+	}
+	if has, err := s.fsm.HasConversation(r.User, r.Conversation); err != nil || !has {
+		return nil, noConversation(err, codes.NotFound, "user %d has no messages in %s", r.User, convLabel(r.Conversation))
 	}
 	last, err := s.fsm.LastSeq(r.User)
 	if err != nil {
@@ -201,6 +211,23 @@ func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 		return nil, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond the newest event %d in user %d's inbox", r.UpToSeq, last, r.User)
 	}
 	return []uint64{r.User}, nil
+}
+
+// noConversation refuses a read marker for a conversation the user does not
+// have: nothing would be marked, and the marker would make one up.
+func noConversation(err error, code codes.Code, format string, args ...any) error {
+	if err != nil {
+		return err
+	}
+	return status.Errorf(code, format, args...)
+}
+
+// convLabel names a conversation in messages: "direct 7", "group 50".
+func convLabel(c *seqdv1.Conversation) string {
+	if c.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
+		return "group " + itoa(c.GetId())
+	}
+	return "direct conversation " + itoa(c.GetId())
 }
 
 func (b *markReadBuilder) build(seqs []uint64) *clusterv1.StoreOp {

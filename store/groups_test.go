@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -91,8 +92,21 @@ func TestReadFanoutGroup(t *testing.T) {
 	if un, err := m.Unread(ctx, &seqdv1.UnreadRequest{User: 10}); err != nil || un.GetTotal() != 0 {
 		t.Fatalf("newcomer with history unread: %v %v, want 0", un, err)
 	}
+	// A read marker needs the conversation: a user that never was a member
+	// is refused and nothing is appended to its inbox.
+	if _, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 77, Conversation: group(50), UpToSeq: 1}); status.Code(err) != codes.PermissionDenied ||
+		!strings.Contains(err.Error(), "user 77 is not a member of group 50") {
+		t.Fatalf("non-member MarkRead: %v, want PERMISSION_DENIED", err)
+	}
+	if evs := syncAll(t, m, 77); len(evs) != 0 {
+		t.Fatalf("refused MarkRead wrote %v", evs)
+	}
 	if _, err := m.RemoveMembers(ctx, &seqdv1.RemoveMembersRequest{GroupId: 50, Members: []uint64{4}}); err != nil {
 		t.Fatal(err)
+	}
+	// A removed member may still clear what it had unread.
+	if mr, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 4, Conversation: group(50), UpToSeq: sg.Events[2].Seq}); err != nil || mr.TotalUnread != 0 {
+		t.Fatalf("removed member MarkRead: %v %v, want its unread cleared", mr, err)
 	}
 	if _, err := m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 4, GroupId: 50}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("removed member SyncGroup: %v, want PERMISSION_DENIED", err)
@@ -126,6 +140,14 @@ func TestWriteFanoutGroup(t *testing.T) {
 	}
 	if evs := syncAll(t, m, 4); len(evs) != 0 {
 		t.Fatalf("newcomer inbox %v", evs)
+	}
+	// It has nothing to mark read yet; a member with a copy has.
+	if _, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 4, Conversation: group(60), UpToSeq: 1}); status.Code(err) != codes.NotFound ||
+		!strings.Contains(err.Error(), "user 4 has no messages in group 60") {
+		t.Fatalf("MarkRead with no copy: %v, want NOT_FOUND", err)
+	}
+	if _, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 3, Conversation: group(60), UpToSeq: r.Deliveries[0].Seq}); err != nil {
+		t.Fatalf("member MarkRead: %v", err)
 	}
 	// Write fanout stops at the threshold: the group cannot grow past it.
 	_, err = m.AddMembers(ctx, &seqdv1.AddMembersRequest{GroupId: 60, Members: []uint64{5, 6, 7}})
@@ -189,6 +211,20 @@ func TestBadInputThroughGateway(t *testing.T) {
 	_, err = m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 2, Conversation: direct(12), UpToSeq: 999})
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "beyond the newest event") {
 		t.Fatalf("mark read from the future: %v", err)
+	}
+	// A conversation the user never had: refused, and its inbox unchanged.
+	for _, u := range []uint64{2, 3} {
+		_, err = m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: u, Conversation: direct(13), UpToSeq: 1})
+		if want := "user " + strconv.FormatUint(u, 10) + " has no messages in direct conversation 13"; status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), want) {
+			t.Fatalf("mark read of a conversation user %d never had: %v, want NOT_FOUND %q", u, err, want)
+		}
+	}
+	if r, err := m.Sync(ctx, &seqdv1.SyncRequest{User: 2}); err != nil || len(r.Events) != 1 {
+		t.Fatalf("user 2 inbox after refused mark reads: %v %v", r, err)
+	}
+	// The sender has the conversation through its own copy.
+	if _, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 1, Conversation: direct(12), UpToSeq: 1}); err != nil {
+		t.Fatalf("sender MarkRead: %v", err)
 	}
 	// A checkpoint from the future, at every replica: followers ask the
 	// leader rather than wait for an event that will never come.

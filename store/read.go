@@ -103,6 +103,30 @@ func scanEvents(txn *badger.Txn, prefix, start []byte, limit int, res *SyncResul
 	return nil
 }
 
+// HasConversation reports whether user has conversation c: a state
+// record (unread counts, a read marker, a read-fanout join) or at least one
+// message copy in its history.
+func (f *FSM) HasConversation(user uint64, c *seqdv1.Conversation) (bool, error) {
+	var has bool
+	err := f.view(func(txn *badger.Txn) error {
+		if _, err := txn.Get(convKey(user, c)); err == nil {
+			has = true
+			return nil
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		p := historyPrefix(user, c)
+		opts := iteratorOpts(p)
+		opts.PrefetchValues = false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		it.Seek(p)
+		has = it.ValidForPrefix(p)
+		return nil
+	})
+	return has, err
+}
+
 // LastSeq returns the newest seq in user's inbox.
 func (f *FSM) LastSeq(user uint64) (uint64, error) {
 	var us clusterv1.UserState

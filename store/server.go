@@ -166,7 +166,7 @@ func (r *server) MarkRead(ctx context.Context, req *seqdv1.MarkReadRequest) (*se
 	b := &markReadBuilder{req: req}
 	if g := req.Conversation.Id; req.Conversation.Type == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP && !s.isLocal(GroupKeyBit|g) {
 		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := s.timelineCount(tctx, g, req.UpToSeq)
+		resp, err := s.timelineCount(tctx, g, req.UpToSeq, req.User)
 		cancel()
 		if err != nil {
 			return nil, err
@@ -632,5 +632,5 @@ func (r *server) TimelineCount(ctx context.Context, req *clusterv1.TimelineCount
 	if err := r.s.home(GroupKeyBit|req.GroupId, "group "+itoa(req.GroupId)); err != nil {
 		return nil, err
 	}
-	return r.s.timelineCount(ctx, req.GroupId, req.UpToGseq)
+	return r.s.timelineCount(ctx, req.GroupId, req.UpToGseq, req.User)
 }

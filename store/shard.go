@@ -441,7 +441,7 @@ func (s *Shard) shardConn(key uint64) (*grpc.ClientConn, *seqdv1.ShardInfo, erro
 }
 
 // timelineCount asks the group's shard how many messages its timeline holds.
-func (s *Shard) timelineCount(ctx context.Context, group, upTo uint64) (*clusterv1.TimelineCountResponse, error) {
+func (s *Shard) timelineCount(ctx context.Context, group, upTo, user uint64) (*clusterv1.TimelineCountResponse, error) {
 	if s.isLocal(GroupKeyBit | group) {
 		count, last, err := s.fsm.TimelineCount(group, upTo)
 		if err != nil {
@@ -451,11 +451,12 @@ func (s *Shard) timelineCount(ctx context.Context, group, upTo uint64) (*cluster
 		if err != nil {
 			return nil, groupErr(err)
 		}
-		return &clusterv1.TimelineCountResponse{Count: count, LastGseq: last, ReadFanout: rec.Info.ReadFanout}, nil
+		_, member := isMember(rec.Info, user)
+		return &clusterv1.TimelineCountResponse{Count: count, LastGseq: last, ReadFanout: rec.Info.ReadFanout, Member: member}, nil
 	}
 	cc, _, err := s.shardConn(GroupKeyBit | group)
 	if err != nil {
 		return nil, err
 	}
-	return clusterv1.NewStoreNodeClient(cc).TimelineCount(ctx, &clusterv1.TimelineCountRequest{GroupId: group, UpToGseq: upTo})
+	return clusterv1.NewStoreNodeClient(cc).TimelineCount(ctx, &clusterv1.TimelineCountRequest{GroupId: group, UpToGseq: upTo, User: user})
 }

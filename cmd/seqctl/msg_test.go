@@ -655,12 +655,14 @@ func TestTailReconnectsWhenItsReplicaDies(t *testing.T) {
 
 func TestMessagesServerErrors(t *testing.T) {
 	addr := msgCluster(t)
+	sent := send(t, addr, "--from", "1803", "--to", "1804", "hello")
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"send", "--from", "1801", "--group", "1899", "hi"}, "group 1899 does not exist"},
-		{[]string{"read", "--user", "1801", "--conv", "5", "--up-to", "999999999999"}, "up_to_seq"},
+		{[]string{"read", "--user", "1801", "--conv", "5", "--up-to", "1"}, "user 1801 has no messages in direct conversation 5"},
+		{[]string{"read", "--user", "1804", "--conv", strings.TrimPrefix(sent.conv, "direct:"), "--up-to", "999999999999"}, "up_to_seq"},
 		{[]string{"group", "show", "1899"}, "group 1899 does not exist"},
 		{[]string{"delete", "--user", "1801", "--msg", "1802.99999999"}, ""},
 	} {

@@ -60,6 +60,9 @@ type MessagesClient interface {
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
 	// MarkRead appends a read marker to the user's inbox (so every device
 	// replays it) and sets the conversation's unread count in the same batch.
+	// The user must have the conversation: NOT_FOUND if it holds no message
+	// of it, PERMISSION_DENIED for a read-fanout group it never belonged to
+	// (a member removed since may still mark it read).
 	MarkRead(ctx context.Context, in *MarkReadRequest, opts ...grpc.CallOption) (*MarkReadResponse, error)
 	// Unread returns per-conversation unread counts and the total.
 	Unread(ctx context.Context, in *UnreadRequest, opts ...grpc.CallOption) (*UnreadResponse, error)
@@ -252,6 +255,9 @@ type MessagesServer interface {
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
 	// MarkRead appends a read marker to the user's inbox (so every device
 	// replays it) and sets the conversation's unread count in the same batch.
+	// The user must have the conversation: NOT_FOUND if it holds no message
+	// of it, PERMISSION_DENIED for a read-fanout group it never belonged to
+	// (a member removed since may still mark it read).
 	MarkRead(context.Context, *MarkReadRequest) (*MarkReadResponse, error)
 	// Unread returns per-conversation unread counts and the total.
 	Unread(context.Context, *UnreadRequest) (*UnreadResponse, error)

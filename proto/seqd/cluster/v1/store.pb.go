@@ -186,9 +186,12 @@ func (FanoutItem_Kind) EnumDescriptor() ([]byte, []int) {
 }
 
 type TimelineCountRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	UpToGseq      uint64                 `protobuf:"varint,2,opt,name=up_to_gseq,json=upToGseq,proto3" json:"up_to_gseq,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	GroupId  uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	UpToGseq uint64                 `protobuf:"varint,2,opt,name=up_to_gseq,json=upToGseq,proto3" json:"up_to_gseq,omitempty"`
+	// The user marking the group read: the answer says whether it is a
+	// member.
+	User          uint64 `protobuf:"varint,3,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -237,11 +240,19 @@ func (x *TimelineCountRequest) GetUpToGseq() uint64 {
 	return 0
 }
 
+func (x *TimelineCountRequest) GetUser() uint64 {
+	if x != nil {
+		return x.User
+	}
+	return 0
+}
+
 type TimelineCountResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Count         uint64                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
 	LastGseq      uint64                 `protobuf:"varint,2,opt,name=last_gseq,json=lastGseq,proto3" json:"last_gseq,omitempty"`
 	ReadFanout    bool                   `protobuf:"varint,3,opt,name=read_fanout,json=readFanout,proto3" json:"read_fanout,omitempty"`
+	Member        bool                   `protobuf:"varint,4,opt,name=member,proto3" json:"member,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -293,6 +304,13 @@ func (x *TimelineCountResponse) GetLastGseq() uint64 {
 func (x *TimelineCountResponse) GetReadFanout() bool {
 	if x != nil {
 		return x.ReadFanout
+	}
+	return false
+}
+
+func (x *TimelineCountResponse) GetMember() bool {
+	if x != nil {
+		return x.Member
 	}
 	return false
 }
@@ -2183,16 +2201,18 @@ var File_seqd_cluster_v1_store_proto protoreflect.FileDescriptor
 
 const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\n" +
-	"\x1bseqd/cluster/v1/store.proto\x12\x0fseqd.cluster.v1\x1a\x16seqd/v1/messages.proto\"O\n" +
+	"\x1bseqd/cluster/v1/store.proto\x12\x0fseqd.cluster.v1\x1a\x16seqd/v1/messages.proto\"c\n" +
 	"\x14TimelineCountRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x1c\n" +
 	"\n" +
-	"up_to_gseq\x18\x02 \x01(\x04R\bupToGseq\"k\n" +
+	"up_to_gseq\x18\x02 \x01(\x04R\bupToGseq\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\x04R\x04user\"\x83\x01\n" +
 	"\x15TimelineCountResponse\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x04R\x05count\x12\x1b\n" +
 	"\tlast_gseq\x18\x02 \x01(\x04R\blastGseq\x12\x1f\n" +
 	"\vread_fanout\x18\x03 \x01(\bR\n" +
-	"readFanout\"_\n" +
+	"readFanout\x12\x16\n" +
+	"\x06member\x18\x04 \x01(\bR\x06member\"_\n" +
 	"\fStoreCommand\x125\n" +
 	"\x04type\x18\x01 \x01(\x0e2!.seqd.cluster.v1.StoreCommandTypeR\x04type\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\"O\n" +
