@@ -68,10 +68,19 @@ type FSM struct {
 	notify func(users, groups []uint64)
 	// observe, if set, times each entry (metrics).
 	observe func(ops int, d time.Duration)
+	// phase is the fraction of a memtable padded at every open (see
+	// padMemtable).
+	phase float64
 }
 
 // OpenFSM opens (or creates) the Badger database in dir.
 func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
+	return openFSM(dir, log, 0)
+}
+
+// openFSM opens the database and pads its memtable by phase (0 <= phase < 1)
+// of its size.
+func openFSM(dir string, log *slog.Logger, phase float64) (*FSM, error) {
 	if err := finishSwap(dir); err != nil {
 		return nil, err
 	}
@@ -83,7 +92,11 @@ func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
 		db.Close()
 		return nil, err
 	}
-	f := &FSM{db: db, dir: dir, log: log, cache: newStateCache()}
+	if err := padMemtable(db, phase); err != nil {
+		db.Close()
+		return nil, err
+	}
+	f := &FSM{db: db, dir: dir, log: log, cache: newStateCache(), phase: phase}
 	applied, err := readApplied(db)
 	if err != nil {
 		db.Close()
@@ -108,6 +121,53 @@ func openBadger(dir string, log *slog.Logger) (*badger.DB, error) {
 		return nil, fmt.Errorf("store: open badger in %s: %w", dir, err)
 	}
 	return db, nil
+}
+
+// padMemtable writes, then deletes, throw-away keys filling about phase
+// of a memtable, and stores nothing.
+//
+// Replicas apply the same entries as the same transactions, so with equal
+// memtables they fill, and flush, at the same moment. Three replicas on one
+// host (tests, the demo, seqbench) then build three tables at once, and on
+// two cores that starved every other goroutine for 0.6-1.3 s
+// (docs/benchmarks.md, "The half-rate tail"). Padding each replica by its
+// own phase keeps their flushes that far apart for as long as they run:
+// each memtable then holds the same entries' bytes. The memtable size, and
+// with it Badger's transaction limits, stays the same on every replica, so
+// the replicas still accept and refuse the same entries.
+func padMemtable(db *badger.DB, phase float64) error {
+	if phase <= 0 {
+		return nil
+	}
+	const (
+		valueBytes = 1000 // under the value threshold: the memtable holds it
+		perKey     = valueBytes + 80
+		perTxn     = 1000
+	)
+	keys := int(phase * float64(db.Opts().MemTableSize) / perKey)
+	value := make([]byte, valueBytes)
+	for _, del := range []bool{false, true} {
+		for i := 0; i < keys; i += perTxn {
+			txn := db.NewTransaction(true)
+			for j := i; j < min(i+perTxn, keys); j++ {
+				k := binary.BigEndian.AppendUint32(append([]byte(nil), keyPadPrefix...), uint32(j))
+				var err error
+				if del {
+					err = txn.Delete(k)
+				} else {
+					err = txn.Set(k, value)
+				}
+				if err != nil {
+					txn.Discard()
+					return fmt.Errorf("store: pad memtable: %w", err)
+				}
+			}
+			if err := txn.Commit(); err != nil {
+				return fmt.Errorf("store: pad memtable: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // readApplied reads the index of the last entry db holds (0 if none).
@@ -347,6 +407,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	if err := upgradeLayout(f.db); err != nil {
 		panic(fmt.Sprintf("store: upgrade restored state: %v", err))
+	}
+	if err := padMemtable(f.db, f.phase); err != nil {
+		panic(fmt.Sprintf("store: after snapshot swap: %v", err))
 	}
 	f.cache.reset()
 	f.applied.Store(applied)

@@ -29,6 +29,9 @@ const (
 var (
 	keyApplied = []byte{tagMeta, 'a', 'p', 'p', 'l', 'i', 'e', 'd'}
 	keyLayout  = []byte{tagMeta, 'l', 'a', 'y', 'o', 'u', 't'}
+	// keyPadPrefix + a 4-byte number: memtable padding, deleted as soon as
+	// written (padMemtable).
+	keyPadPrefix = []byte{tagMeta, 'p', 'a', 'd'}
 )
 
 // layoutVersion is the current Badger layout:

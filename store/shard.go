@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -203,7 +206,7 @@ func New(cfg Config) (*Shard, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("store: data dir: %w", err)
 	}
-	fsm, err := OpenFSM(filepath.Join(cfg.DataDir, "badger"), s.log)
+	fsm, err := openFSM(filepath.Join(cfg.DataDir, "badger"), s.log, flushPhase(cfg.ReplicaID, cfg.Peers))
 	if err != nil {
 		return nil, err
 	}
@@ -459,4 +462,23 @@ func (s *Shard) timelineCount(ctx context.Context, group, upTo, user uint64) (*c
 		return nil, err
 	}
 	return clusterv1.NewStoreNodeClient(cc).TimelineCount(ctx, &clusterv1.TimelineCountRequest{GroupId: group, UpToGseq: upTo, User: user})
+}
+
+// flushPhase is the fraction of a memtable a replica pads at open (see
+// padMemtable): its place among the shard's initial replicas sorted by id,
+// over their number (0, 1/3 and 2/3 for three). A replica that is not
+// among them picks its place by a hash of its id.
+func flushPhase(id string, peers []raftnode.Peer) float64 {
+	ids := make([]string, 0, len(peers))
+	for _, p := range peers {
+		ids = append(ids, p.ID)
+	}
+	sort.Strings(ids)
+	if i, found := sort.Find(len(ids), func(i int) int { return strings.Compare(id, ids[i]) }); found {
+		return float64(i) / float64(len(ids))
+	}
+	n := uint32(max(len(ids)+1, 3))
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return float64(h.Sum32()%n) / float64(n)
 }

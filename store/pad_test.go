@@ -1,0 +1,74 @@
+package store
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/seqd/seqd/internal/raftnode"
+)
+
+// Two replicas applying the same entries, one padded by three quarters of a
+// memtable: the padded one flushes a table long before the other, and the
+// two hold the same keys and values.
+func TestPaddedReplicaFlushesFirst(t *testing.T) {
+	open := func(phase float64) *FSM {
+		f, err := openFSM(t.TempDir(), slog.New(slog.DiscardHandler), phase)
+		if err != nil {
+			t.Fatalf("open with phase %v: %v", phase, err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	plain, padded := open(0), open(0.75)
+	if n := len(padded.db.Tables()); n != 0 {
+		t.Fatalf("padding flushed %d tables at open", n)
+	}
+	body := strings.Repeat("x", 900)
+	deadline := time.Now().Add(30 * time.Second)
+	for i := uint64(1); len(padded.db.Tables()) == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("the padded replica flushed nothing in %d entries", i)
+		}
+		entry := encodeOps(t, 1_000_000, opSend(7, fmt.Sprintf("c%d", i), body, apps(1, 2*i-1, 2, 2*i-1)...),
+			opSend(7, fmt.Sprintf("d%d", i), body, apps(1, 2*i, 2, 2*i)...))
+		for _, f := range []*FSM{plain, padded} {
+			if r := f.Apply(&raft.Log{Type: raft.LogCommand, Index: i, Data: entry}).(*BatchResult); r.Err != nil {
+				t.Fatalf("entry %d: %v", i, r.Err)
+			}
+		}
+		if i%64 == 0 {
+			time.Sleep(time.Millisecond) // let a flush that began show up
+		}
+	}
+	if n := len(plain.db.Tables()); n != 0 {
+		t.Fatalf("the unpadded replica flushed %d tables as early as the padded one", n)
+	}
+	if a, b := dumpAll(t, plain), dumpAll(t, padded); fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Fatalf("padding left something behind:\n%s", diffKeys(a, b))
+	}
+}
+
+func TestFlushPhase(t *testing.T) {
+	peers := []raftnode.Peer{{ID: "s1-c"}, {ID: "s1-a"}, {ID: "s1-b"}}
+	for id, want := range map[string]float64{"s1-a": 0, "s1-b": 1.0 / 3, "s1-c": 2.0 / 3} {
+		if got := flushPhase(id, peers); got != want {
+			t.Errorf("flushPhase(%s) = %v, want %v", id, got, want)
+		}
+	}
+	// Not among the initial replicas (or none given): a place by its id,
+	// the same every time.
+	for _, ps := range [][]raftnode.Peer{peers, nil} {
+		got := flushPhase("s1-d", ps)
+		if got < 0 || got >= 1 || got != flushPhase("s1-d", ps) {
+			t.Errorf("flushPhase(s1-d, %d peers) = %v", len(ps), got)
+		}
+	}
+	if got := flushPhase("only", []raftnode.Peer{{ID: "only"}}); got != 0 {
+		t.Errorf("a single replica pads %v, want 0", got)
+	}
+}
