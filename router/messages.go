@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/seqd/seqd/internal/forward"
 	"github.com/seqd/seqd/internal/rpcerr"
 	"github.com/seqd/seqd/keyspace"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
@@ -86,8 +87,14 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 			var cc *grpc.ClientConn
 			if cc, err = m.c.pool.Get(addr); err == nil {
 				var resp Resp
-				resp, err = call(ctx, seqdv1.NewMessagesClient(cc))
+				hc := &headerConn{ClientConnInterface: cc}
+				resp, err = call(ctx, seqdv1.NewMessagesClient(hc))
 				if err == nil {
+					// A follower that forwarded the call names the
+					// leader: go there directly from now on.
+					if l := forward.Leader(hc.md); l != "" {
+						addr = l
+					}
 					m.remember(sh.Id, addr)
 					return resp, nil
 				}
@@ -119,6 +126,16 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 			return zero, giveUp(last, err)
 		}
 	}
+}
+
+// headerConn keeps the response header of the unary call made through it.
+type headerConn struct {
+	grpc.ClientConnInterface
+	md metadata.MD
+}
+
+func (h *headerConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	return h.ClientConnInterface.Invoke(ctx, method, args, reply, append(opts, grpc.Header(&h.md))...)
 }
 
 // userKey checks a user id and returns its routing key.

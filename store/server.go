@@ -84,6 +84,7 @@ func toLeader[Resp any](ctx context.Context, s *Shard, call func(context.Context
 		return resp, rpcerr.NotLeader(s.leaderAddr()), true
 	}
 	resp, err = call(forward.Mark(ctx, s.cfg.ReplicaID), cc)
+	forward.SetLeader(ctx, s.leaderAddr())
 	return resp, err, true
 }
 
@@ -334,6 +335,7 @@ func fromLeader[Resp any](ctx context.Context, s *Shard, call func(context.Conte
 	if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded && ctx.Err() == nil {
 		return resp, nil, false
 	}
+	forward.SetLeader(ctx, s.leaderAddr())
 	return resp, err, true
 }
 

@@ -79,12 +79,12 @@ func tableOf(err error, reason string) (*seqdv1.RoutingTable, bool) {
 	return table, match
 }
 
-// NotLeader is UNAVAILABLE with reason NOT_LEADER and, when known, the
-// leader's gRPC address in the details.
+// NotLeader is UNAVAILABLE with reason NOT_LEADER (from an arbiter or a
+// store replica) and, when known, the leader's gRPC address in the details.
 func NotLeader(leaderAddr string) error {
-	msg := "this arbiter is not the leader and no leader is known; retry shortly"
+	msg := "this replica is not the leader and no leader is known; retry shortly"
 	if leaderAddr != "" {
-		msg = "this arbiter is not the leader; the leader is at " + leaderAddr
+		msg = "this replica is not the leader; the leader is at " + leaderAddr
 	}
 	st := status.New(codes.Unavailable, msg)
 	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonNotLeader, Domain: Domain, Metadata: map[string]string{leaderKey: leaderAddr}}); err == nil {
