@@ -5,6 +5,7 @@ package store
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -330,6 +331,9 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 		stream := s.f.db.NewStream()
 		stream.NumGo = 1
 		stream.LogPrefix = "seqd.store.snapshot"
+		// Memtable padding is deleted as soon as written, but Backup
+		// would carry its deletion markers.
+		stream.ChooseKey = func(item *badger.Item) bool { return !bytes.HasPrefix(item.Key(), keyPadPrefix) }
 		if _, err := stream.Backup(w, 0); err != nil {
 			return err
 		}

@@ -53,6 +53,43 @@ func TestPaddedReplicaFlushesFirst(t *testing.T) {
 	}
 }
 
+// A padded replica's snapshot carries none of the padding (not even its
+// deletion markers), and one restored from it is padded again.
+func TestPaddingStaysOutOfSnapshots(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	plain, err := openFSM(t.TempDir(), log, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	padded, err := openFSM(t.TempDir(), log, 2.0/3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer padded.Close()
+	entry := encodeOps(t, 1_000_000, opSend(7, "c1", "hello", apps(1, 1, 2, 1)...))
+	for _, f := range []*FSM{plain, padded} {
+		if r := f.Apply(&raft.Log{Type: raft.LogCommand, Index: 1, Data: entry}).(*BatchResult); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	a, b := persist(t, plain), persist(t, padded)
+	if len(b) > len(a)+256 {
+		t.Fatalf("padded snapshot is %d bytes, unpadded %d", len(b), len(a))
+	}
+	into, err := openFSM(t.TempDir(), log, 1.0/3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer into.Close()
+	if err := restore(t, into, b); err != nil {
+		t.Fatal(err)
+	}
+	if x, y := dumpAll(t, plain), dumpAll(t, into); fmt.Sprint(x) != fmt.Sprint(y) {
+		t.Fatalf("restored state differs:\n%s", diffKeys(x, y))
+	}
+}
+
 func TestFlushPhase(t *testing.T) {
 	peers := []raftnode.Peer{{ID: "s1-c"}, {ID: "s1-a"}, {ID: "s1-b"}}
 	for id, want := range map[string]float64{"s1-a": 0, "s1-b": 1.0 / 3, "s1-c": 2.0 / 3} {
