@@ -23,7 +23,7 @@ import (
 type Messages struct {
 	c       *Client
 	mu      sync.Mutex
-	leaders map[string]string // shard id -> gRPC address of the last replica that answered a write
+	leaders map[string]string // shard id -> gRPC address of its leader, as last learned
 }
 
 // Messages returns the message-store client that shares this client's

@@ -190,10 +190,13 @@ func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 				// A member removed since keeps its state, so it can
 				// still clear what it had unread.
 				if has, err := s.fsm.HasConversation(r.User, r.Conversation); err != nil || !has {
-					return nil, noConversation(err, codes.PermissionDenied, "user %d is not a member of group %d", r.User, r.Conversation.Id)
+					return nil, noConversation(s, err, codes.PermissionDenied, "user %d is not a member of group %d", r.User, r.Conversation.Id)
 				}
 			}
 			if r.UpToSeq > resp.LastGseq {
+				if err := s.settled(); err != nil {
+					return nil, err
+				}
 				return nil, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond group %d's newest group seq %d", r.UpToSeq, r.Conversation.Id, resp.LastGseq)
 			}
 			b.readFanout, b.count = true, resp.Count
@@ -201,13 +204,16 @@ func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 		}
 	}
 	if has, err := s.fsm.HasConversation(r.User, r.Conversation); err != nil || !has {
-		return nil, noConversation(err, codes.NotFound, "user %d has no messages in %s", r.User, convLabel(r.Conversation))
+		return nil, noConversation(s, err, codes.NotFound, "user %d has no messages in %s", r.User, convLabel(r.Conversation))
 	}
 	last, err := s.fsm.LastSeq(r.User)
 	if err != nil {
 		return nil, err
 	}
 	if r.UpToSeq > last {
+		if err := s.settled(); err != nil {
+			return nil, err
+		}
 		return nil, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond the newest event %d in user %d's inbox", r.UpToSeq, last, r.User)
 	}
 	return []uint64{r.User}, nil
@@ -215,14 +221,18 @@ func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 
 // noConversation refuses a read marker for a conversation the user does not
 // have: nothing would be marked, and the marker would make one up.
-func noConversation(err error, code codes.Code, format string, args ...any) error {
+func noConversation(s *Shard, err error, code codes.Code, format string, args ...any) error {
 	if err != nil {
+		return err
+	}
+	if err := s.settled(); err != nil {
 		return err
 	}
 	return status.Errorf(code, format, args...)
 }
 
-// convLabel names a conversation in messages: "direct 7", "group 50".
+// convLabel names a conversation in messages: "direct conversation 7",
+// "group 50".
 func convLabel(c *seqdv1.Conversation) string {
 	if c.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
 		return "group " + itoa(c.GetId())

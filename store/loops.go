@@ -46,6 +46,7 @@ func (s *Shard) startLeaderLoops() func() {
 	return func() {
 		cancel()
 		<-done
+		s.caughtUp.Store(false)
 	}
 }
 
@@ -59,6 +60,7 @@ func (s *Shard) leaderLoop(ctx context.Context) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	s.caughtUp.Store(true)
 	outbox := time.NewTicker(50 * time.Millisecond)
 	defer outbox.Stop()
 	hints := time.NewTicker(s.cfg.HintWindow)

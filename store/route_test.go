@@ -25,21 +25,23 @@ func TestRouterGoesToTheLeaderAfterAForward(t *testing.T) {
 	defer cl.Close()
 	// Its first pick is the table's first replica: make that a follower.
 	first := cl.Table().GetShards()[0].GetReplicas()[0].GetAddr()
+	waitFor(t, 10*time.Second, "a leader", func() bool { return c.StoreLeader(0) >= 0 })
+	if s := c.Store(0, c.StoreLeader(0)); s.GRPCAddr() == first {
+		if err := s.Store().Raft().LeadershipTransfer().Error(); err != nil {
+			t.Fatalf("leadership transfer: %v", err)
+		}
+	}
 	waitFor(t, 10*time.Second, "a leader that is not the first replica", func() bool {
 		i := c.StoreLeader(0)
-		if i < 0 {
-			return false
-		}
-		if s := c.Store(0, i); s.GRPCAddr() == first {
-			s.Store().Raft().LeadershipTransfer()
-			return false
-		}
-		return true
+		return i >= 0 && c.Store(0, i).GRPCAddr() != first
 	})
 	m := cl.Messages()
 	addrOf := map[string]string{}
 	for _, r := range cl.Table().GetShards()[0].GetReplicas() {
 		addrOf[r.Id] = r.Addr
+	}
+	if len(addrOf) != 3 {
+		t.Fatalf("table replicas %v", addrOf)
 	}
 	// Send calls handled, by replica address.
 	sendCalls := func() map[string]float64 {
@@ -64,6 +66,7 @@ func TestRouterGoesToTheLeaderAfterAForward(t *testing.T) {
 		}
 		return out
 	}
+	leader := c.Store(0, c.StoreLeader(0)).GRPCAddr()
 	before := sendCalls()
 	const n = 20
 	for i := range n {
@@ -73,9 +76,8 @@ func TestRouterGoesToTheLeaderAfterAForward(t *testing.T) {
 		}
 	}
 	after := sendCalls()
-	leader := c.Store(0, c.StoreLeader(0)).GRPCAddr()
-	if len(addrOf) != 3 {
-		t.Fatalf("table replicas %v", addrOf)
+	if i := c.StoreLeader(0); i < 0 || c.Store(0, i).GRPCAddr() != leader {
+		t.Skip("the leader changed during the sends (an election on a loaded machine); the counts below would not mean anything")
 	}
 	for _, addr := range addrOf {
 		got := after[addr] - before[addr]

@@ -79,12 +79,12 @@ func toLeader[Resp any](ctx context.Context, s *Shard, call func(context.Context
 	if forward.Was(ctx) {
 		return resp, rpcerr.NotLeader(s.leaderAddr()), true
 	}
-	cc, cerr := s.leaderConn()
+	cc, addr, cerr := s.leaderConn()
 	if cerr != nil {
 		return resp, rpcerr.NotLeader(s.leaderAddr()), true
 	}
 	resp, err = call(forward.Mark(ctx, s.cfg.ReplicaID), cc)
-	forward.SetLeader(ctx, s.leaderAddr())
+	forward.SetLeader(ctx, addr)
 	return resp, err, true
 }
 
@@ -325,7 +325,7 @@ func fromLeader[Resp any](ctx context.Context, s *Shard, call func(context.Conte
 	if s.IsLeader() || forward.Was(ctx) {
 		return resp, nil, false
 	}
-	cc, cerr := s.leaderConn()
+	cc, addr, cerr := s.leaderConn()
 	if cerr != nil {
 		return resp, nil, false
 	}
@@ -335,7 +335,7 @@ func fromLeader[Resp any](ctx context.Context, s *Shard, call func(context.Conte
 	if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded && ctx.Err() == nil {
 		return resp, nil, false
 	}
-	forward.SetLeader(ctx, s.leaderAddr())
+	forward.SetLeader(ctx, addr)
 	return resp, err, true
 }
 
@@ -633,6 +633,13 @@ func (r *server) ReadChangeLog(ctx context.Context, req *clusterv1.ReadChangeLog
 func (r *server) TimelineCount(ctx context.Context, req *clusterv1.TimelineCountRequest) (*clusterv1.TimelineCountResponse, error) {
 	if err := r.s.home(GroupKeyBit|req.GroupId, "group "+itoa(req.GroupId)); err != nil {
 		return nil, err
+	}
+	// The leader's state holds every acknowledged membership change; a
+	// lagging follower would call a member just added a stranger.
+	if resp, err, ok := fromLeader(ctx, r.s, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.TimelineCountResponse, error) {
+		return clusterv1.NewStoreNodeClient(cc).TimelineCount(ctx, req)
+	}); ok {
+		return resp, err
 	}
 	return r.s.timelineCount(ctx, req.GroupId, req.UpToGseq, req.User)
 }

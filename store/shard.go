@@ -165,6 +165,9 @@ type Shard struct {
 	node *raftnode.Node
 	// alloc is the allocator client (and routing table), set by Start.
 	alloc atomic.Pointer[router.Client]
+	// caughtUp: this replica leads and has applied every entry committed
+	// before its term (its first barrier returned).
+	caughtUp atomic.Bool
 	pipe  *pipeline
 	subs  *hub
 	conns *grpcconn.Pool
@@ -422,18 +425,19 @@ func (s *Shard) leaderAddr() string {
 }
 
 // leaderConn returns a connection to the shard leader, if it is not us.
-func (s *Shard) leaderConn() (*grpc.ClientConn, error) {
+func (s *Shard) leaderConn() (*grpc.ClientConn, string, error) {
 	addr := s.leaderAddr()
 	if addr == "" || addr == s.cfg.GRPCAddr {
-		return nil, errNoLeader
+		return nil, "", errNoLeader
 	}
-	return s.conns.Get(addr)
+	cc, err := s.conns.Get(addr)
+	return cc, addr, err
 }
 
 var errNoLeader = errors.New("store: no leader known")
 
-// shardConn returns a connection to some replica of the shard owning key,
-// preferring its leader if this replica knows it.
+// shardConn returns a connection to the first replica of the shard owning
+// key; that replica forwards to its leader what needs the leader.
 func (s *Shard) shardConn(key uint64) (*grpc.ClientConn, *seqdv1.ShardInfo, error) {
 	sh := shardOf(s.table(), key)
 	if sh == nil || len(sh.Replicas) == 0 {
@@ -481,4 +485,15 @@ func flushPhase(id string, peers []raftnode.Peer) float64 {
 	h := fnv.New32a()
 	h.Write([]byte(id))
 	return float64(h.Sum32()%n) / float64(n)
+}
+
+// settled returns nil if this leader has applied everything committed
+// before its term, so a refusal read from its state is final; otherwise
+// UNAVAILABLE, for the client to retry: a leader just elected may not have
+// applied the entries that would make the answer yes.
+func (s *Shard) settled() error {
+	if s.caughtUp.Load() {
+		return nil
+	}
+	return status.Error(codes.Unavailable, "the shard leader was just elected and is still applying earlier entries; retry")
 }
