@@ -21,7 +21,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/seqd/seqd/internal/grpcconn"
@@ -99,6 +101,7 @@ type Messages struct {
 	subCP     map[uint64]*atomic.Uint64 // newest seq each subscribed user's stream delivered
 	subTarget map[uint64]uint64         // set by drain before it stops the streams
 	stalled   []checker.Anomaly
+	refused   []checker.Anomaly // read markers refused for a message the reader had received
 }
 
 // replicaView is what one store replica answered on its own.
@@ -387,6 +390,15 @@ func (m *Messages) reader(ctx context.Context, id int, rng *rand.Rand) {
 				e := evs[i]
 				if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && !e.Outgoing && e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT {
 					_, err = m.msgs.MarkRead(rctx, &seqdv1.MarkReadRequest{User: u, Conversation: e.Conversation, UpToSeq: e.Seq})
+					switch status.Code(err) {
+					case codes.NotFound, codes.PermissionDenied, codes.InvalidArgument, codes.FailedPrecondition:
+						// A definite refusal of a marker for a message the
+						// user received: only "retry" answers are fair.
+						m.mu.Lock()
+						m.refused = append(m.refused, checker.Anomaly{Kind: "mark-read", Key: u, Msg: fmt.Sprintf(
+							"user %d marking %s read up to seq %d, a message it had received, was refused: %v", u, checker.ConvName(e.Conversation), e.Seq, err)})
+						m.mu.Unlock()
+					}
 					break
 				}
 			}
@@ -681,6 +693,7 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 		}
 	}
 	add("unread-agrees", "G3", "At the leader and at each replica, unread counts per conversation and in total equal what the inbox implies.", as)
+	add("mark-read-accepted", "G3", "A read marker up to a message the user received is never refused for good (only retried).", m.refused)
 	add("replicas-agree", "G2", "After the quiet period every replica holds the leader's inboxes.", diverged)
 	return out
 }
