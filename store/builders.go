@@ -55,10 +55,10 @@ func (b *sendBuilder) plan(s *Shard) ([]uint64, error) {
 	gid := r.Conversation.Id
 	rec, err := s.groupMembers(gid)
 	if err != nil {
-		return nil, groupErr(err)
+		return nil, refuse(s, groupErr(err))
 	}
 	if _, ok := isMember(rec.Info, r.Sender); !ok {
-		return nil, status.Errorf(codes.PermissionDenied, "user %d is not a member of group %d", r.Sender, gid)
+		return nil, refuse(s, status.Errorf(codes.PermissionDenied, "user %d is not a member of group %d", r.Sender, gid))
 	}
 	b.group, b.readFanout = true, rec.Info.ReadFanout
 	keys := []uint64{GroupKeyBit | gid}
@@ -194,10 +194,7 @@ func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 				}
 			}
 			if r.UpToSeq > resp.LastGseq {
-				if err := s.settled(); err != nil {
-					return nil, err
-				}
-				return nil, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond group %d's newest group seq %d", r.UpToSeq, r.Conversation.Id, resp.LastGseq)
+				return nil, refuse(s, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond group %d's newest group seq %d", r.UpToSeq, r.Conversation.Id, resp.LastGseq))
 			}
 			b.readFanout, b.count = true, resp.Count
 			return []uint64{r.User}, nil
@@ -211,10 +208,7 @@ func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 		return nil, err
 	}
 	if r.UpToSeq > last {
-		if err := s.settled(); err != nil {
-			return nil, err
-		}
-		return nil, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond the newest event %d in user %d's inbox", r.UpToSeq, last, r.User)
+		return nil, refuse(s, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond the newest event %d in user %d's inbox", r.UpToSeq, last, r.User))
 	}
 	return []uint64{r.User}, nil
 }
@@ -225,10 +219,17 @@ func noConversation(s *Shard, err error, code codes.Code, format string, args ..
 	if err != nil {
 		return err
 	}
+	return refuse(s, status.Errorf(code, format, args...))
+}
+
+// refuse returns refusal, read from this leader's state, once the leader
+// has applied everything before its term; until then UNAVAILABLE (retry),
+// since the entries it has yet to apply could change the answer.
+func refuse(s *Shard, refusal error) error {
 	if err := s.settled(); err != nil {
 		return err
 	}
-	return status.Errorf(code, format, args...)
+	return refusal
 }
 
 // convLabel names a conversation in messages: "direct conversation 7",
@@ -259,7 +260,7 @@ func (b *recallBuilder) plan(s *Shard) ([]uint64, error) {
 		return nil, err
 	}
 	if rec == nil {
-		return nil, status.Errorf(codes.NotFound, "message %s does not exist", b.req.MessageId)
+		return nil, refuse(s, status.Errorf(codes.NotFound, "message %s does not exist", b.req.MessageId))
 	}
 	b.users = b.users[:0]
 	for _, c := range rec.Copies {

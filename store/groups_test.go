@@ -222,6 +222,20 @@ func TestBadInputThroughGateway(t *testing.T) {
 	if r, err := m.Sync(ctx, &seqdv1.SyncRequest{User: 2}); err != nil || len(r.Events) != 1 {
 		t.Fatalf("user 2 inbox after refused mark reads: %v %v", r, err)
 	}
+	// A leader that has not applied everything before its term does not
+	// refuse for good: the answer is "retry".
+	leader := c.Store(0, c.StoreLeader(0))
+	lc, err := grpc.NewClient(leader.GRPCAddr(), grpcconn.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	leader.Store().SetCaughtUp(false)
+	_, err = seqdv1.NewMessagesClient(lc).MarkRead(ctx, &seqdv1.MarkReadRequest{User: 2, Conversation: direct(13), UpToSeq: 1})
+	leader.Store().SetCaughtUp(true)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "just elected") {
+		t.Fatalf("mark read at a leader still catching up: %v, want UNAVAILABLE (retry)", err)
+	}
 	// The sender has the conversation through its own copy.
 	if _, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 1, Conversation: direct(12), UpToSeq: 1}); err != nil {
 		t.Fatalf("sender MarkRead: %v", err)

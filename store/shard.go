@@ -168,6 +168,7 @@ type Shard struct {
 	// caughtUp: this replica leads and has applied every entry committed
 	// before its term (its first barrier returned).
 	caughtUp atomic.Bool
+
 	pipe  *pipeline
 	subs  *hub
 	conns *grpcconn.Pool
