@@ -453,11 +453,11 @@ func (s *Shard) timelineCount(ctx context.Context, group, upTo, user uint64) (*c
 	if s.isLocal(GroupKeyBit | group) {
 		count, last, err := s.fsm.TimelineCount(group, upTo)
 		if err != nil {
-			return nil, groupErr(err)
+			return nil, refuse(s, groupErr(err))
 		}
 		rec, err := s.fsm.Group(group)
 		if err != nil {
-			return nil, groupErr(err)
+			return nil, refuse(s, groupErr(err))
 		}
 		_, member := isMember(rec.Info, user)
 		return &clusterv1.TimelineCountResponse{Count: count, LastGseq: last, ReadFanout: rec.Info.ReadFanout, Member: member}, nil
