@@ -378,29 +378,40 @@ func (m *Messages) subscriber(ctx context.Context, id int, user uint64) {
 	}
 }
 
-// reader marks a random conversation of a random user read up to its
-// newest incoming message, exercising Sync and read markers under faults.
+// reader marks read, for a random user, either its newest incoming direct
+// conversation up to that message or (one time in three) the read-fanout
+// group up to the newest hint it got, exercising Sync and read markers
+// under faults.
 func (m *Messages) reader(ctx context.Context, id int, rng *rand.Rand) {
 	for ctx.Err() == nil {
 		u := m.users[rng.IntN(len(m.users))]
+		group := rng.IntN(3) == 0
 		rctx, cancel := context.WithTimeout(ctx, m.opt.OpTimeout)
 		evs, err := m.syncAll(rctx, u)
 		if err == nil {
 			for i := len(evs) - 1; i >= 0; i-- {
 				e := evs[i]
-				if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && !e.Outgoing && e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT {
-					_, err = m.msgs.MarkRead(rctx, &seqdv1.MarkReadRequest{User: u, Conversation: e.Conversation, UpToSeq: e.Seq})
-					switch status.Code(err) {
-					case codes.NotFound, codes.PermissionDenied, codes.InvalidArgument, codes.FailedPrecondition:
-						// A definite refusal of a marker for a message the
-						// user received: only "retry" answers are fair.
-						m.mu.Lock()
-						m.refused = append(m.refused, checker.Anomaly{Kind: "mark-read", Key: u, Msg: fmt.Sprintf(
-							"user %d marking %s read up to seq %d, a message it had received, was refused: %v", u, checker.ConvName(e.Conversation), e.Seq, err)})
-						m.mu.Unlock()
-					}
-					break
+				var upTo uint64
+				switch {
+				case group && e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT && e.Conversation.GetId() == m.rg:
+					upTo = e.GroupSeq
+				case !group && e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && !e.Outgoing &&
+					e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT:
+					upTo = e.Seq
+				default:
+					continue
 				}
+				_, err = m.msgs.MarkRead(rctx, &seqdv1.MarkReadRequest{User: u, Conversation: e.Conversation, UpToSeq: upTo})
+				switch status.Code(err) {
+				case codes.NotFound, codes.PermissionDenied, codes.InvalidArgument, codes.FailedPrecondition:
+					// A definite refusal of a marker for what the user
+					// received: only "retry" answers are fair.
+					m.mu.Lock()
+					m.refused = append(m.refused, checker.Anomaly{Kind: "mark-read", Key: u, Msg: fmt.Sprintf(
+						"user %d marking %s read up to %d, which it had received, was refused: %v", u, checker.ConvName(e.Conversation), upTo, err)})
+					m.mu.Unlock()
+				}
+				break
 			}
 		}
 		cancel()
@@ -641,6 +652,11 @@ func (m *Messages) Counts() map[string]uint64 {
 	}
 	for _, evs := range m.inboxes {
 		c["final_inbox_events"] += uint64(len(evs))
+		for _, e := range evs {
+			if e.Kind == seqdv1.EventKind_EVENT_KIND_READ {
+				c["read_markers_"+strings.ToLower(strings.TrimPrefix(e.Conversation.GetType().String(), "CONVERSATION_TYPE_"))]++
+			}
+		}
 	}
 	return c
 }
