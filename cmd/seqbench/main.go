@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/seqd/seqd/internal/cliflag"
+	"github.com/seqd/seqd/internal/maxprocs"
 )
 
 const usage = `seqbench: load generator and side-by-side comparisons for seqd.
@@ -44,6 +45,8 @@ func main() {
 	// and temporary directory seqbench started.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The in-process cluster is seqd's nodes in this process.
+	maxprocs.Raise()
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/seqd/seqd/internal/cliflag"
+	"github.com/seqd/seqd/internal/maxprocs"
 )
 
 const usage = `seqd: per-user sequence numbers that never go backwards.
@@ -31,6 +32,7 @@ func main() {
 	// Signals first, so a Ctrl-C during startup still shuts down cleanly.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	maxprocs.Raise()
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
