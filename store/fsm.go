@@ -125,7 +125,8 @@ func openBadger(dir string, log *slog.Logger) (*badger.DB, error) {
 }
 
 // padMemtable writes, then deletes, throw-away keys filling about phase
-// of a memtable, and stores nothing.
+// of a memtable. The FSM reads none of them and snapshots leave them out;
+// they reach Badger's tables only until compaction drops them.
 //
 // Replicas apply the same entries as the same transactions, so with equal
 // memtables they fill, and flush, at the same moment. Three replicas on one
