@@ -221,11 +221,7 @@ func New(cfg Config) (*Shard, error) {
 		ID: cfg.ReplicaID, Dir: filepath.Join(cfg.DataDir, "raft"), Addr: cfg.RaftAddr, Listener: cfg.RaftListener,
 		Bootstrap: cfg.Peers, HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 		CommitTimeout: 2 * time.Millisecond, MaxAppendEntries: 256, SnapshotThreshold: 16384, SnapshotInterval: time.Minute,
-		// The proposer hands an entry over and goes on to plan the next
-		// one while the leader loop writes the log (1.11x the sends in
-		// docs/benchmarks.md).
-		BatchApplyCh: true,
-		Logger:       s.log,
+		Logger: s.log,
 	}, fsm)
 	if err != nil {
 		fsm.Close()
