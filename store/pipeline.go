@@ -276,7 +276,7 @@ func (p *pipeline) propose(batch []*request) *flight {
 func (p *pipeline) completer() {
 	defer p.wg.Done()
 	for fl := range p.inflight {
-		if err := fl.f.Error(); err != nil {
+		if err := p.outcome(fl.f); err != nil {
 			for _, r := range fl.reqs {
 				r.finish(nil, err)
 			}
@@ -322,6 +322,28 @@ func (p *pipeline) completer() {
 			if err := p.enqueue(r, true); err != nil {
 				r.finish(nil, err)
 			}
+		}
+	}
+}
+
+// outcome waits for an entry's future. Raft buffers applies (the store
+// sets BatchApplyCh) and never answers one still in its buffer when it
+// shuts down, so once the pipeline is closed this stops waiting: the entry
+// may or may not commit, and its requests get errPipelineClosed (clients
+// retry; dedup keeps a retried send single). The waiting goroutine of such
+// a future is left behind.
+func (p *pipeline) outcome(f raft.ApplyFuture) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-p.stop:
+		select {
+		case err := <-done:
+			return err
+		default:
+			return errPipelineClosed
 		}
 	}
 }

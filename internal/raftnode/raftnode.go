@@ -43,6 +43,11 @@ type Config struct {
 	SnapshotInterval   time.Duration
 	// MaxAppendEntries caps entries per AppendEntries RPC (0 = raft default).
 	MaxAppendEntries int
+	// BatchApplyCh buffers Apply calls (up to MaxAppendEntries), so a
+	// proposer does not wait for the leader loop to finish its last log
+	// write. Apply's timeout then bounds only waiting for room in the
+	// buffer.
+	BatchApplyCh bool
 
 	Logger *slog.Logger
 }
@@ -89,6 +94,7 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 	if cfg.MaxAppendEntries > 0 {
 		rc.MaxAppendEntries = cfg.MaxAppendEntries
 	}
+	rc.BatchApplyCh = cfg.BatchApplyCh
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.Default()
