@@ -55,10 +55,10 @@ func (b *sendBuilder) plan(s *Shard) ([]uint64, error) {
 	gid := r.Conversation.Id
 	rec, err := s.groupMembers(gid)
 	if err != nil {
-		return nil, refuse(s, groupErr(err))
+		return nil, groupErr(err)
 	}
 	if _, ok := isMember(rec.Info, r.Sender); !ok {
-		return nil, refuse(s, status.Errorf(codes.PermissionDenied, "user %d is not a member of group %d", r.Sender, gid))
+		return nil, status.Errorf(codes.PermissionDenied, "user %d is not a member of group %d", r.Sender, gid)
 	}
 	b.group, b.readFanout = true, rec.Info.ReadFanout
 	keys := []uint64{GroupKeyBit | gid}
@@ -190,46 +190,36 @@ func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 				// A member removed since keeps its state, so it can
 				// still clear what it had unread.
 				if has, err := s.fsm.HasConversation(r.User, r.Conversation); err != nil || !has {
-					return nil, noConversation(s, err, codes.PermissionDenied, "user %d is not a member of group %d", r.User, r.Conversation.Id)
+					return nil, noConversation(err, codes.PermissionDenied, "user %d is not a member of group %d", r.User, r.Conversation.Id)
 				}
 			}
 			if r.UpToSeq > resp.LastGseq {
-				return nil, refuse(s, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond group %d's newest group seq %d", r.UpToSeq, r.Conversation.Id, resp.LastGseq))
+				return nil, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond group %d's newest group seq %d", r.UpToSeq, r.Conversation.Id, resp.LastGseq)
 			}
 			b.readFanout, b.count = true, resp.Count
 			return []uint64{r.User}, nil
 		}
 	}
 	if has, err := s.fsm.HasConversation(r.User, r.Conversation); err != nil || !has {
-		return nil, noConversation(s, err, codes.NotFound, "user %d has no messages in %s", r.User, convLabel(r.Conversation))
+		return nil, noConversation(err, codes.NotFound, "user %d has no messages in %s", r.User, convLabel(r.Conversation))
 	}
 	last, err := s.fsm.LastSeq(r.User)
 	if err != nil {
 		return nil, err
 	}
 	if r.UpToSeq > last {
-		return nil, refuse(s, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond the newest event %d in user %d's inbox", r.UpToSeq, last, r.User))
+		return nil, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond the newest event %d in user %d's inbox", r.UpToSeq, last, r.User)
 	}
 	return []uint64{r.User}, nil
 }
 
 // noConversation refuses a read marker for a conversation the user does not
 // have: nothing would be marked, and the marker would make one up.
-func noConversation(s *Shard, err error, code codes.Code, format string, args ...any) error {
+func noConversation(err error, code codes.Code, format string, args ...any) error {
 	if err != nil {
 		return err
 	}
-	return refuse(s, status.Errorf(code, format, args...))
-}
-
-// refuse returns refusal, read from this leader's state, once the leader
-// has applied everything before its term; until then UNAVAILABLE (retry),
-// since the entries it has yet to apply could change the answer.
-func refuse(s *Shard, refusal error) error {
-	if err := s.settled(); err != nil {
-		return err
-	}
-	return refusal
+	return status.Errorf(code, format, args...)
 }
 
 // convLabel names a conversation in messages: "direct conversation 7",
@@ -260,7 +250,7 @@ func (b *recallBuilder) plan(s *Shard) ([]uint64, error) {
 		return nil, err
 	}
 	if rec == nil {
-		return nil, refuse(s, status.Errorf(codes.NotFound, "message %s does not exist", b.req.MessageId))
+		return nil, status.Errorf(codes.NotFound, "message %s does not exist", b.req.MessageId)
 	}
 	b.users = b.users[:0]
 	for _, c := range rec.Copies {

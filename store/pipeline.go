@@ -218,6 +218,7 @@ func (p *pipeline) propose(batch []*request) *flight {
 			if errors.As(err, &a) {
 				r.finish(a.res, nil)
 			} else {
+				err = s.refuse(err)
 				r.finish(&OpResult{Status: clusterv1.OpStatus_OP_STATUS_REJECTED, Msg: err.Error(), err: err}, nil)
 			}
 			continue

@@ -641,5 +641,9 @@ func (r *server) TimelineCount(ctx context.Context, req *clusterv1.TimelineCount
 	}); ok {
 		return resp, err
 	}
-	return r.s.timelineCount(ctx, req.GroupId, req.UpToGseq, req.User)
+	resp, err := r.s.timelineCount(ctx, req.GroupId, req.UpToGseq, req.User)
+	if err != nil {
+		return nil, r.s.refuse(err)
+	}
+	return resp, nil
 }

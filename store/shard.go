@@ -457,11 +457,11 @@ func (s *Shard) timelineCount(ctx context.Context, group, upTo, user uint64) (*c
 	if s.isLocal(GroupKeyBit | group) {
 		count, last, err := s.fsm.TimelineCount(group, upTo)
 		if err != nil {
-			return nil, refuse(s, groupErr(err))
+			return nil, groupErr(err)
 		}
 		rec, err := s.fsm.Group(group)
 		if err != nil {
-			return nil, refuse(s, groupErr(err))
+			return nil, groupErr(err)
 		}
 		_, member := isMember(rec.Info, user)
 		return &clusterv1.TimelineCountResponse{Count: count, LastGseq: last, ReadFanout: rec.Info.ReadFanout, Member: member}, nil
@@ -492,13 +492,15 @@ func flushPhase(id string, peers []raftnode.Peer) float64 {
 	return float64(h.Sum32()%n) / float64(n)
 }
 
-// settled returns nil if this leader has applied everything committed
-// before its term, so a refusal read from its state is final; otherwise
+// refuse returns refusal, read from this leader's state, once the leader
+// has applied everything committed before its term; until then
 // UNAVAILABLE, for the client to retry: a leader just elected may not have
-// applied the entries that would make the answer yes.
-func (s *Shard) settled() error {
+// applied the entries that would change the answer. The pipeline passes
+// every planning refusal through it, and TimelineCount its answers to
+// other shards.
+func (s *Shard) refuse(refusal error) error {
 	if s.caughtUp.Load() {
-		return nil
+		return refusal
 	}
 	return status.Error(codes.Unavailable, "the shard leader was just elected and is still applying earlier entries; retry")
 }
