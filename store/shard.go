@@ -10,8 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -482,8 +481,8 @@ func flushPhase(id string, peers []raftnode.Peer) float64 {
 	for _, p := range peers {
 		ids = append(ids, p.ID)
 	}
-	sort.Strings(ids)
-	if i, found := sort.Find(len(ids), func(i int) int { return strings.Compare(id, ids[i]) }); found {
+	slices.Sort(ids)
+	if i, found := slices.BinarySearch(ids, id); found {
 		return float64(i) / float64(len(ids))
 	}
 	n := uint32(max(len(ids)+1, 3))
