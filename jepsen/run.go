@@ -95,9 +95,9 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 	if _, _, err := workload.New(s.Workload, s.Alloc); err != nil {
 		return nil, fmt.Errorf("--workload: %w", err)
 	}
-	specs, err := parseNemesis(s.Nemesis)
+	specs, err := nemesis.ParseSpecs(s.Nemesis)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--nemesis %q: %w", s.Nemesis, err)
 	}
 	if err := checkNumbers(s); err != nil {
 		return nil, err
@@ -117,45 +117,6 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 	}
 	if s.Backend != cluster.BackendNetns && s.Backend != cluster.BackendLocal {
 		return nil, fmt.Errorf("--backend: unknown backend %q; use netns or local", s.Backend)
-	}
-	return specs, nil
-}
-
-// parseNemesis parses a --nemesis value, refusing empty entries, "none"
-// next to faults and a kind or target given twice. An empty spec is no
-// faults (what "none" is saved as).
-func parseNemesis(s string) ([]nemesis.Spec, error) {
-	if s == "" {
-		return nil, nil
-	}
-	parts := strings.Split(s, ",")
-	for _, p := range parts {
-		p = strings.TrimSpace(p)
-		kind, targets, narrowed := strings.Cut(p, ":")
-		switch {
-		case p == "":
-			return nil, fmt.Errorf("--nemesis %q: empty entry; separate faults with single commas, or use \"none\"", s)
-		case p == "none" && len(parts) > 1:
-			return nil, fmt.Errorf("--nemesis %q: \"none\" cannot be combined with faults", s)
-		case narrowed && targets == "":
-			return nil, fmt.Errorf("--nemesis %q: %s: has no target after the colon", s, kind)
-		}
-	}
-	specs, err := nemesis.ParseSpecs(s)
-	if err != nil {
-		return nil, fmt.Errorf("--nemesis %q: %w", s, err)
-	}
-	kinds := map[string]bool{}
-	for _, sp := range specs {
-		if kinds[sp.Kind] {
-			return nil, fmt.Errorf("--nemesis %q: %s given twice; give each fault once, narrowed to several targets with + (%s:a+b)", s, sp.Kind, sp.Kind)
-		}
-		kinds[sp.Kind] = true
-		for i, t := range sp.Targets {
-			if slices.Contains(sp.Targets[:i], t) {
-				return nil, fmt.Errorf("--nemesis %q: target %s of %s given twice", s, t, sp.Kind)
-			}
-		}
 	}
 	return specs, nil
 }

@@ -90,25 +90,43 @@ var Kinds = map[string][]string{
 	"clock-beyond": {"leader", "allocsvr"},
 }
 
-// ParseSpecs parses a comma-separated --nemesis value. "none" or "" gives
-// no nemesis.
+// ParseSpecs parses a comma-separated --nemesis value. "" or "none" gives
+// no nemesis. It refuses an empty entry, "none" next to faults, a colon
+// with no target after it, and a kind or a target given twice.
 func ParseSpecs(s string) ([]Spec, error) {
+	if s == "" {
+		return nil, nil
+	}
+	parts := strings.Split(s, ",")
 	var out []Spec
-	for _, part := range strings.Split(s, ",") {
+	for _, part := range parts {
 		part = strings.TrimSpace(part)
-		if part == "" || part == "none" {
+		kind, targets, narrowed := strings.Cut(part, ":")
+		switch {
+		case part == "":
+			return nil, errors.New(`empty entry; separate faults with single commas, or use "none"`)
+		case part == "none" && len(parts) > 1:
+			return nil, errors.New(`"none" cannot be combined with faults`)
+		case part == "none":
 			continue
+		case narrowed && targets == "":
+			return nil, fmt.Errorf("%s: has no target after the colon", kind)
 		}
-		kind, targets, _ := strings.Cut(part, ":")
 		valid, ok := Kinds[kind]
 		if !ok {
 			return nil, fmt.Errorf("unknown nemesis %q; use %s", kind, strings.Join(KindNames(), ", "))
 		}
+		if slices.ContainsFunc(out, func(sp Spec) bool { return sp.Kind == kind }) {
+			return nil, fmt.Errorf("%s given twice; give each fault once, narrowed to several targets with + (%s:a+b)", kind, kind)
+		}
 		sp := Spec{Kind: kind}
-		if targets != "" {
+		if narrowed {
 			for _, t := range strings.Split(targets, "+") {
 				if !slices.Contains(valid, t) {
 					return nil, fmt.Errorf("nemesis %s has no target %q; use %s", kind, t, strings.Join(valid, ", "))
+				}
+				if slices.Contains(sp.Targets, t) {
+					return nil, fmt.Errorf("target %s of %s given twice", t, kind)
 				}
 				sp.Targets = append(sp.Targets, t)
 			}
