@@ -962,6 +962,9 @@ func TestApplyReadFanoutRecallLeavesUnread(t *testing.T) {
 			}
 		}
 	}
+	if len(fan) != 2 {
+		t.Fatalf("join items %v, want one each for 400 and 600", fan)
+	}
 	h.must(opDeliver(fan, seqs...))
 	h.must(opGroupSend(50, 7, true, 1, "m7", "x", apps(1, 7)...))
 	h.must(opHint(50, 7, 5, true, nil, apps(4, 1, 5, 1, 6, 1, 400, 5, 600, 5)...))

@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -16,15 +17,7 @@ import (
 // memtable: the padded one flushes a table long before the other, and the
 // two hold the same keys and values.
 func TestPaddedReplicaFlushesFirst(t *testing.T) {
-	open := func(phase float64) *FSM {
-		f, err := openFSM(t.TempDir(), slog.New(slog.DiscardHandler), phase)
-		if err != nil {
-			t.Fatalf("open with phase %v: %v", phase, err)
-		}
-		t.Cleanup(func() { f.Close() })
-		return f
-	}
-	plain, padded := open(0), open(0.75)
+	plain, padded := openPaddedFSM(t, 0), openPaddedFSM(t, 0.75)
 	if n := len(padded.db.Tables()); n != 0 {
 		t.Fatalf("padding flushed %d tables at open", n)
 	}
@@ -53,20 +46,23 @@ func TestPaddedReplicaFlushesFirst(t *testing.T) {
 	}
 }
 
-// A padded replica's snapshot carries none of the padding (not even its
-// deletion markers), and one restored from it is padded again.
+// openPaddedFSM opens an FSM in a fresh directory, padded by phase, and
+// closes it when the test ends.
+func openPaddedFSM(t *testing.T, phase float64) *FSM {
+	t.Helper()
+	f, err := openFSM(t.TempDir(), slog.New(slog.DiscardHandler), phase)
+	if err != nil {
+		t.Fatalf("open with phase %v: %v", phase, err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// A padded replica's snapshot carries none of the padding, not even its
+// deletion markers.
 func TestPaddingStaysOutOfSnapshots(t *testing.T) {
-	log := slog.New(slog.DiscardHandler)
-	plain, err := openFSM(t.TempDir(), log, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plain.Close()
-	padded, err := openFSM(t.TempDir(), log, 2.0/3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer padded.Close()
+	const phase = 2.0 / 3
+	plain, padded := openPaddedFSM(t, 0), openPaddedFSM(t, phase)
 	entry := encodeOps(t, 1_000_000, opSend(7, "c1", "hello", apps(1, 1, 2, 1)...))
 	for _, f := range []*FSM{plain, padded} {
 		if r := f.Apply(&raft.Log{Type: raft.LogCommand, Index: 1, Data: entry}).(*BatchResult); r.Err != nil {
@@ -74,14 +70,12 @@ func TestPaddingStaysOutOfSnapshots(t *testing.T) {
 		}
 	}
 	a, b := persist(t, plain), persist(t, padded)
-	if len(b) > len(a)+256 {
-		t.Fatalf("padded snapshot is %d bytes, unpadded %d", len(b), len(a))
+	// Each padding key left in would add at least its own key bytes.
+	padKeys := int(phase * float64(padded.db.Opts().MemTableSize) / (1000 + 80))
+	if len(b) >= len(a)+padKeys {
+		t.Fatalf("padded snapshot is %d bytes, unpadded %d: it holds some of the %d padding keys", len(b), len(a), padKeys)
 	}
-	into, err := openFSM(t.TempDir(), log, 1.0/3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer into.Close()
+	into := openPaddedFSM(t, 1.0/3)
 	if err := restore(t, into, b); err != nil {
 		t.Fatal(err)
 	}
@@ -97,12 +91,21 @@ func TestFlushPhase(t *testing.T) {
 			t.Errorf("flushPhase(%s) = %v, want %v", id, got, want)
 		}
 	}
-	// Not among the initial replicas (or none given): a place by its id,
-	// the same every time.
+	// Not among the initial replicas (or none given): one of n places
+	// (n = replicas + 1, at least 3), picked by its id, so several ids
+	// spread over more than one place.
 	for _, ps := range [][]raftnode.Peer{peers, nil} {
-		got := flushPhase("s1-d", ps)
-		if got < 0 || got >= 1 || got != flushPhase("s1-d", ps) {
-			t.Errorf("flushPhase(s1-d, %d peers) = %v", len(ps), got)
+		n := float64(max(len(ps)+1, 3))
+		places := map[float64]bool{}
+		for _, id := range []string{"s1-d", "s1-e", "s1-f", "s1-g", "s1-h", "s1-i"} {
+			got := flushPhase(id, ps)
+			if got < 0 || got >= 1 || got*n != math.Round(got*n) {
+				t.Errorf("flushPhase(%s, %d peers) = %v, want k/%v", id, len(ps), got, n)
+			}
+			places[got] = true
+		}
+		if len(places) < 2 {
+			t.Errorf("with %d peers, six unknown ids all got phase %v", len(ps), places)
 		}
 	}
 	if got := flushPhase("only", []raftnode.Peer{{ID: "only"}}); got != 0 {
