@@ -155,7 +155,6 @@ func signalContext(stderr io.Writer, ownsNetns bool) (context.Context, func()) {
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("seqjepsen run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var (
 		scenario  = fs.String("scenario", "", "named scenario (seqjepsen scenarios); other flags override its settings")
 		wl        = fs.String("workload", "", "alloc, messages or all (default alloc)")
