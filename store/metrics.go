@@ -8,6 +8,7 @@ type metrics struct {
 	ops          *prometheus.CounterVec
 	batchOps     prometheus.Histogram
 	applySeconds prometheus.Histogram
+	stageSeconds *prometheus.HistogramVec
 	outOfOrder   prometheus.Counter
 	duplicates   prometheus.Counter
 	delivered    prometheus.Counter
@@ -26,6 +27,10 @@ func newMetrics(reg prometheus.Registerer, s *Shard) *metrics {
 			Help: "Operations carried by one Raft entry (group commit).", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
 		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "seqd", Subsystem: "store", Name: "fsm_apply_seconds",
 			Help: "Time to apply one entry to Badger.", Buckets: prometheus.ExponentialBuckets(1e-5, 3, 10)}),
+		stageSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "seqd", Subsystem: "store", Name: "pipeline_stage_seconds",
+			Help: "Time a leader's write spends in each pipeline stage: queued (until the proposer takes it), " +
+				"allocate (the allocator call of its batch), commit (from proposal to the leader's FSM result).",
+			Buckets: prometheus.ExponentialBuckets(5e-5, 2, 14)}, []string{"stage"}),
 		outOfOrder: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "out_of_order_retries_total",
 			Help: "Ops planned again because a seq was not above the inbox's newest (after leader changes)."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "duplicate_sends_total",
@@ -45,7 +50,7 @@ func newMetrics(reg prometheus.Registerer, s *Shard) *metrics {
 	}
 	applied := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "applied_index",
 		Help: "Index of the last Raft entry applied on this replica."}, func() float64 { return float64(s.fsm.AppliedIndex()) })
-	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,
+	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,
 		m.rateLimited, m.isLeader, m.subscribers, applied)
 	return m
 }

@@ -49,8 +49,9 @@ type request struct {
 	err     error
 	retries int
 	done    chan struct{}
-	early   bool // answered before its entry committed (a planted bug)
-	alone   bool // propose in an entry of its own (its batch was too large)
+	queued  time.Time // when it (last) entered the queue
+	early   bool      // answered before its entry committed (a planted bug)
+	alone   bool      // propose in an entry of its own (its batch was too large)
 }
 
 // sizer is a builder that can estimate the bytes its op writes, given
@@ -71,8 +72,9 @@ func (r *request) finish(res *OpResult, err error) {
 
 // flight is one proposed entry awaiting commit.
 type flight struct {
-	reqs []*request
-	f    raft.ApplyFuture
+	reqs     []*request
+	f        raft.ApplyFuture
+	proposed time.Time
 }
 
 // pipeline orders and commits the leader's writes in two stages.
@@ -125,6 +127,7 @@ func (s *Shard) submit(ctx context.Context, b builder) (*OpResult, error) {
 }
 
 func (p *pipeline) enqueue(r *request, front bool) error {
+	r.queued = time.Now()
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -153,6 +156,10 @@ func (p *pipeline) requeue(rs []*request) {
 		}
 		return
 	}
+	now := time.Now()
+	for _, r := range rs {
+		r.queued = now
+	}
 	p.queue = append(append([]*request(nil), rs...), p.queue...)
 	p.mu.Unlock()
 	select {
@@ -170,6 +177,10 @@ func (p *pipeline) take() []*request {
 	}
 	batch := append([]*request(nil), p.queue[:n]...)
 	p.queue = append(p.queue[:0], p.queue[n:]...)
+	now, queued := time.Now(), p.s.m.stageSeconds.WithLabelValues("queued")
+	for _, r := range batch {
+		queued.Observe(now.Sub(r.queued).Seconds())
+	}
 	return batch
 }
 
@@ -211,6 +222,7 @@ func (p *pipeline) propose(batch []*request) *flight {
 		reqs  []*request
 		bytes int
 	)
+	planStart := time.Now()
 	for i, r := range batch {
 		ks, err := r.b.plan(s)
 		if err != nil {
@@ -235,6 +247,7 @@ func (p *pipeline) propose(batch []*request) *flight {
 		keys = append(keys, ks...)
 		reqs = append(reqs, r)
 	}
+	s.m.stageSeconds.WithLabelValues("plan").Observe(time.Since(planStart).Seconds())
 	if len(reqs) == 0 {
 		return nil
 	}
@@ -251,9 +264,11 @@ func (p *pipeline) propose(batch []*request) *flight {
 			return fail(status.Error(codes.Unavailable, "store replica is starting; retry shortly"))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		start := time.Now()
 		var err error
 		seqs, err = alloc.NextBatch(ctx, keys)
 		cancel()
+		s.m.stageSeconds.WithLabelValues("allocate").Observe(time.Since(start).Seconds())
 		if err != nil {
 			return fail(status.Errorf(codes.Unavailable, "allocating seqs: %v", status.Convert(err).Message()))
 		}
@@ -267,7 +282,7 @@ func (p *pipeline) propose(batch []*request) *flight {
 		return fail(fmt.Errorf("store: encode batch: %w", err))
 	}
 	s.m.batchOps.Observe(float64(len(ops)))
-	fl := &flight{reqs: reqs, f: s.node.Raft.Apply(data, 10*time.Second)}
+	fl := &flight{reqs: reqs, f: s.node.Raft.Apply(data, 10*time.Second), proposed: time.Now()}
 	if bugs.Enabled(bugs.AckSendBeforeCommit) {
 		ackEarly(reqs, ops)
 	}
@@ -277,7 +292,9 @@ func (p *pipeline) propose(batch []*request) *flight {
 func (p *pipeline) completer() {
 	defer p.wg.Done()
 	for fl := range p.inflight {
-		if err := p.outcome(fl.f); err != nil {
+		err := p.outcome(fl.f)
+		p.s.m.stageSeconds.WithLabelValues("commit").Observe(time.Since(fl.proposed).Seconds())
+		if err != nil {
 			for _, r := range fl.reqs {
 				r.finish(nil, err)
 			}
