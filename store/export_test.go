@@ -1,5 +1,28 @@
 package store
 
+import (
+	"testing"
+
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+)
+
 // SetCaughtUp sets whether this leader counts as having applied everything
 // before its term (tests of refusals from a leader just elected).
 func (s *Shard) SetCaughtUp(v bool) { s.caughtUp.Store(v) }
+
+// SetReplicaFormat gives the replicas New opens from now on the store
+// format format(replica id), as if they ran older or newer builds; nil
+// restores this build's.
+func SetReplicaFormat(format func(replicaID string) uint32) { replicaFormat = format }
+
+// StoreFormat is this build's store format.
+const StoreFormat = storeFormat
+
+// EncodeBatchNeeding encodes b as an entry that needs store format min.
+func EncodeBatchNeeding(t *testing.T, b *clusterv1.StoreBatch, min uint32) []byte {
+	return encodeFormat(t, b.NowMs, min, b.Ops...)
+}
+
+// DumpState returns the replica's Badger state without per-entry
+// bookkeeping (see dumpState).
+func DumpState(t *testing.T, f *FSM) map[string]string { return dumpState(t, f) }

@@ -46,6 +46,9 @@ type BatchResult struct {
 	Results []*OpResult
 	// Err is set when the whole entry was refused (malformed, too large).
 	Err error
+	// Halted is set when this replica did not apply the entry because it
+	// has halted (ErrHalted): the entry needs a newer build.
+	Halted error
 }
 
 // ErrBadCommand means an entry could not be decoded.
@@ -72,21 +75,34 @@ type FSM struct {
 	// phase is the fraction of a memtable padded at every open (see
 	// padMemtable).
 	phase float64
+	// format is the store format this replica applies (storeFormat but in
+	// tests); formatSeen the highest min_format it has applied.
+	format     uint32
+	formatSeen uint32
+	// halted is set once an entry needed a newer format; onHalt, if set,
+	// is told once.
+	halted atomic.Pointer[error]
+	onHalt func(error)
 }
 
 // OpenFSM opens (or creates) the Badger database in dir.
 func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
-	return openFSM(dir, log, 0)
+	return openFSM(dir, log, 0, storeFormat)
 }
 
-// openFSM opens the database and pads its memtable by phase (0 <= phase < 1)
-// of its size.
-func openFSM(dir string, log *slog.Logger, phase float64) (*FSM, error) {
+// openFSM opens the database for a replica of the given store format and
+// pads its memtable by phase (0 <= phase < 1) of its size.
+func openFSM(dir string, log *slog.Logger, phase float64, format uint32) (*FSM, error) {
 	if err := finishSwap(dir); err != nil {
 		return nil, err
 	}
 	db, err := openBadger(dir, log)
 	if err != nil {
+		return nil, err
+	}
+	seen, err := checkFormatSeen(db, format, "data in "+dir)
+	if err != nil {
+		db.Close()
 		return nil, err
 	}
 	if err := upgradeLayout(db); err != nil {
@@ -97,7 +113,7 @@ func openFSM(dir string, log *slog.Logger, phase float64) (*FSM, error) {
 		db.Close()
 		return nil, err
 	}
-	f := &FSM{db: db, dir: dir, log: log, cache: newStateCache(), phase: phase}
+	f := &FSM{db: db, dir: dir, log: log, cache: newStateCache(), phase: phase, format: format, formatSeen: seen}
 	applied, err := readApplied(db)
 	if err != nil {
 		db.Close()
@@ -174,21 +190,31 @@ func padMemtable(db *badger.DB, phase float64) error {
 
 // readApplied reads the index of the last entry db holds (0 if none).
 func readApplied(db *badger.DB) (uint64, error) {
-	var applied uint64
+	v, err := readMeta(db, keyApplied, 8)
+	if err != nil || v == nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// readMeta reads a bookkeeping value of size bytes under key; nil if absent.
+func readMeta(db *badger.DB, key []byte, size int) ([]byte, error) {
+	var v []byte
 	err := db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(keyApplied)
+		it, err := txn.Get(key)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		return it.Value(func(v []byte) error {
-			applied = binary.BigEndian.Uint64(v)
-			return nil
-		})
+		v, err = it.ValueCopy(nil)
+		return err
 	})
-	return applied, err
+	if err == nil && v != nil && len(v) != size {
+		err = fmt.Errorf("store: record %q is %d bytes, want %d", key, len(v), size)
+	}
+	return v, err
 }
 
 // view runs fn in a read transaction of the current database.
@@ -219,10 +245,22 @@ func EncodeBatch(b *clusterv1.StoreBatch) ([]byte, error) {
 
 // decodeBatch is the decoder of untrusted entry bytes (fuzzed).
 func decodeBatch(data []byte) (*clusterv1.StoreBatch, error) {
+	cmd, err := decodeCommand(data)
+	if err != nil {
+		return nil, err
+	}
+	return decodePayload(cmd)
+}
+
+func decodeCommand(data []byte) (*clusterv1.StoreCommand, error) {
 	var cmd clusterv1.StoreCommand
 	if err := proto.Unmarshal(data, &cmd); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
 	}
+	return &cmd, nil
+}
+
+func decodePayload(cmd *clusterv1.StoreCommand) (*clusterv1.StoreBatch, error) {
 	if cmd.Type != clusterv1.StoreCommandType_STORE_COMMAND_TYPE_BATCH {
 		return nil, fmt.Errorf("%w: unknown command type %d", ErrBadCommand, cmd.Type)
 	}
@@ -238,20 +276,32 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	if l.Type != raft.LogCommand || l.Index <= f.applied.Load() {
 		return &BatchResult{}
 	}
+	if err := f.Halted(); err != nil {
+		return &BatchResult{Halted: err}
+	}
 	start := time.Now()
-	b, err := decodeBatch(l.Data)
+	cmd, err := decodeCommand(l.Data)
+	if err == nil && cmd.MinFormat > f.format {
+		// Checked before the payload: a newer build may also add command
+		// types, which this one must not skip as malformed.
+		return &BatchResult{Halted: f.halt(formatError(fmt.Sprintf("entry %d", l.Index), cmd.MinFormat, f.format))}
+	}
+	var b *clusterv1.StoreBatch
+	if err == nil {
+		b, err = decodePayload(cmd)
+	}
 	if err != nil {
 		f.commitIndexOnly(l.Index)
 		return &BatchResult{Err: err}
 	}
-	res := f.applyBatch(l.Index, b)
+	res := f.applyBatch(l.Index, b, cmd.MinFormat)
 	if f.observe != nil {
 		f.observe(len(b.Ops), time.Since(start))
 	}
 	return res
 }
 
-func (f *FSM) applyBatch(index uint64, b *clusterv1.StoreBatch) *BatchResult {
+func (f *FSM) applyBatch(index uint64, b *clusterv1.StoreBatch, minFormat uint32) *BatchResult {
 	x := newTx(f.db, f.cache)
 	x.now = b.NowMs
 	results := make([]*OpResult, len(b.Ops))
@@ -262,6 +312,9 @@ func (f *FSM) applyBatch(index uint64, b *clusterv1.StoreBatch) *BatchResult {
 	}
 	x.put(logKey(index), entry)
 	x.putRaw(keyApplied, binary.BigEndian.AppendUint64(nil, index))
+	if minFormat > f.formatSeen {
+		x.putRaw(keyFormatSeen, binary.BigEndian.AppendUint32(nil, minFormat))
+	}
 	if x.err != nil {
 		// Badger refused a write for its size (transaction, key or value
 		// limits): the limits are the same on every replica, so all of
@@ -275,6 +328,7 @@ func (f *FSM) applyBatch(index uint64, b *clusterv1.StoreBatch) *BatchResult {
 	}
 	x.publish()
 	f.applied.Store(index)
+	f.formatSeen = max(f.formatSeen, minFormat)
 	if f.notify != nil {
 		f.notify(x.touchedUsers(), x.touchedGroups())
 	}
@@ -301,6 +355,11 @@ const snapshotFormat = 1
 // Snapshot implements raft.FSM. It syncs Badger first, so the state up to
 // the snapshot's index is durable before Raft may compact its log.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.Halted(); err != nil {
+		// Raft would compact its log up to the snapshot's index, and with
+		// it the entry this replica must apply once upgraded.
+		return nil, err
+	}
 	if err := f.db.Sync(); err != nil {
 		return nil, fmt.Errorf("store: sync before snapshot: %w", err)
 	}
@@ -353,6 +412,9 @@ func (s *fsmSnapshot) Release() {}
 // snapshot; if Badger already holds that state or newer, it is kept.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	if err := f.Halted(); err != nil {
+		return err
+	}
 	br := bufio.NewReader(rc)
 	magic := make([]byte, len(snapshotMagic))
 	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != snapshotMagic {
@@ -387,6 +449,15 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err == nil && applied == 0 {
 		err = errors.New("it holds no applied index")
 	}
+	var seen uint32
+	if err == nil {
+		seen, err = checkFormatSeen(ndb, f.format, fmt.Sprintf("the snapshot at index %d", h.AppliedIndex))
+		if errors.Is(err, ErrHalted) {
+			ndb.Close()
+			os.RemoveAll(tmp)
+			return f.halt(err)
+		}
+	}
 	if err == nil {
 		err = ndb.Close()
 	}
@@ -418,6 +489,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.cache.reset()
 	f.applied.Store(applied)
+	f.formatSeen = seen
 	if f.notify != nil {
 		f.notify(nil, nil)
 	}

@@ -16,6 +16,7 @@ type metrics struct {
 	expired      prometheus.Counter
 	rateLimited  prometheus.Counter
 	isLeader     prometheus.Gauge
+	halted       prometheus.Gauge
 	subscribers  prometheus.Gauge
 }
 
@@ -45,12 +46,14 @@ func newMetrics(reg prometheus.Registerer, s *Shard) *metrics {
 			Help: "Requests refused by the per-client rate limit."}),
 		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "raft_is_leader",
 			Help: "1 if this replica leads its shard."}),
+		halted: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "halted",
+			Help: "1 if this replica stopped applying entries: one needs a newer seqd build (upgrade and restart it)."}),
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "subscribers",
 			Help: "Open Subscribe streams on this replica."}),
 	}
 	applied := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "applied_index",
 		Help: "Index of the last Raft entry applied on this replica."}, func() float64 { return float64(s.fsm.AppliedIndex()) })
 	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,
-		m.rateLimited, m.isLeader, m.subscribers, applied)
+		m.rateLimited, m.isLeader, m.halted, m.subscribers, applied)
 	return m
 }

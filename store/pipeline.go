@@ -113,6 +113,9 @@ func newPipeline(s *Shard) *pipeline {
 func (s *Shard) submit(ctx context.Context, b builder) (*OpResult, error) {
 	r := &request{b: b, done: make(chan struct{})}
 	if err := s.pipe.enqueue(r, false); err != nil {
+		if herr := s.Halted(); herr != nil {
+			return nil, haltedErr(herr)
+		}
 		return nil, err
 	}
 	select {
@@ -304,6 +307,12 @@ func (p *pipeline) completer() {
 		switch {
 		case !ok:
 			err := errors.New("store: FSM returned no result")
+			for _, r := range fl.reqs {
+				r.finish(nil, err)
+			}
+			continue
+		case br.Halted != nil:
+			err := haltedErr(br.Halted)
 			for _, r := range fl.reqs {
 				r.finish(nil, err)
 			}

@@ -182,6 +182,11 @@ type Shard struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 	once sync.Once
+	// lifeMu orders Start's loops after a shutdown that a halt may begin
+	// at any time (closing: shutdown has begun).
+	lifeMu  sync.Mutex
+	closing bool
+	ready   chan struct{} // closed when New has set everything up
 }
 
 // Check validates c as New will see it, defaults filled in, without
@@ -204,17 +209,23 @@ func New(cfg Config) (*Shard, error) {
 		conns: grpcconn.NewPool(),
 		limit: newRateLimiter(cfg.RateLimit, cfg.RateBurst),
 		stop:  make(chan struct{}),
+		ready: make(chan struct{}),
 	}
 	s.m = newMetrics(cfg.Registry, s)
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("store: data dir: %w", err)
 	}
-	fsm, err := openFSM(filepath.Join(cfg.DataDir, "badger"), s.log, flushPhase(cfg.ReplicaID, cfg.Peers))
+	format := uint32(storeFormat)
+	if replicaFormat != nil {
+		format = replicaFormat(cfg.ReplicaID)
+	}
+	fsm, err := openFSM(filepath.Join(cfg.DataDir, "badger"), s.log, flushPhase(cfg.ReplicaID, cfg.Peers), format)
 	if err != nil {
 		return nil, err
 	}
 	s.fsm = fsm
 	fsm.notify = s.applied
+	fsm.onHalt = s.halt
 	fsm.observe = func(ops int, d time.Duration) { s.m.applySeconds.Observe(d.Seconds()) }
 	s.node, err = raftnode.Start(raftnode.Config{
 		ID: cfg.ReplicaID, Dir: filepath.Join(cfg.DataDir, "raft"), Addr: cfg.RaftAddr, Listener: cfg.RaftListener,
@@ -231,8 +242,28 @@ func New(cfg Config) (*Shard, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	s.pipe = newPipeline(s)
+	close(s.ready)
 	return s, nil
 }
+
+// replicaFormat, set only by tests, gives replicas a store format other
+// than this build's (an older or newer build in a mixed shard).
+var replicaFormat func(replicaID string) uint32
+
+// halt takes a replica whose FSM halted out of its shard: it leaves Raft
+// (a leader that cannot apply must not lead, and a voter that cannot apply
+// gains nothing by staying) and answers UNAVAILABLE. The process and its
+// other roles keep running; /healthz and seqd_store_halted report it.
+func (s *Shard) halt(err error) {
+	s.m.halted.Set(1)
+	go func() { // not on the FSM goroutine, which Raft's shutdown waits for
+		<-s.ready // Raft applies entries before New has finished
+		s.Kill()
+	}()
+}
+
+// Halted returns why this replica stopped applying entries, or nil.
+func (s *Shard) Halted() error { return s.fsm.Halted() }
 
 // applied runs after every committed entry: membership caches drop the
 // groups it changed, and subscribers of the users it touched wake up. Nil
@@ -295,7 +326,17 @@ func (s *Shard) Start(ctx context.Context) error {
 	}
 	s.alloc.Store(c)
 	if err := s.register(ctx); err != nil {
+		if herr := s.Halted(); herr != nil {
+			// It halted while starting (replaying an entry that needs a
+			// newer build): the node runs on and reports it.
+			return nil
+		}
 		return err
+	}
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	if s.closing {
+		return nil // halted meanwhile; shutdown has waited for the loops already
 	}
 	s.wg.Add(1)
 	go s.monitorLeadership()
@@ -348,6 +389,9 @@ func (s *Shard) shutdown(graceful bool) error {
 		if graceful && s.IsLeader() {
 			s.node.Raft.LeadershipTransfer().Error()
 		}
+		s.lifeMu.Lock()
+		s.closing = true
+		s.lifeMu.Unlock()
 		close(s.stop)
 		s.wg.Wait()
 		s.pipe.close()

@@ -387,6 +387,24 @@ func (n *Node) Arbiter() *arbiter.Arbiter { return n.arbiter }
 // AllocSvr returns the AllocSvr role, or nil.
 func (n *Node) AllocSvr() *allocsvr.Server { return n.alloc }
 
+// Health returns nil while every role can serve, or why one cannot: a
+// store replica that halted (it met an entry that needs a newer build).
+// /healthz answers 503 with it.
+func (n *Node) Health() error {
+	if n.store != nil {
+		return n.store.Halted()
+	}
+	return nil
+}
+
+func (n *Node) healthz(w http.ResponseWriter, _ *http.Request) {
+	if err := n.Health(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
 // Start serves gRPC and metrics, starts the roles, and for the gateway role
 // waits until a routing table can be loaded.
 func (n *Node) Start(ctx context.Context) error {
@@ -394,7 +412,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.httpLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(n.gatherer, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("/healthz", n.healthz)
 		bugs.RegisterHTTP(mux) // test-only failpoints; a no-op in release builds
 		n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { n.serveErr <- n.http.Serve(n.httpLn) }()

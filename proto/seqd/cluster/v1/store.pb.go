@@ -317,9 +317,13 @@ func (x *TimelineCountResponse) GetMember() bool {
 
 // StoreCommand is the envelope of every store Raft entry.
 type StoreCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Type          StoreCommandType       `protobuf:"varint,1,opt,name=type,proto3,enum=seqd.cluster.v1.StoreCommandType" json:"type,omitempty"`
-	Payload       []byte                 `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Type    StoreCommandType       `protobuf:"varint,1,opt,name=type,proto3,enum=seqd.cluster.v1.StoreCommandType" json:"type,omitempty"`
+	Payload []byte                 `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
+	// The lowest store format a replica must have to apply this entry as
+	// every other replica does (0: any). A replica of an older format stops
+	// applying at this entry instead of diverging; see storeFormat in store/.
+	MinFormat     uint32 `protobuf:"varint,3,opt,name=min_format,json=minFormat,proto3" json:"min_format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -366,6 +370,13 @@ func (x *StoreCommand) GetPayload() []byte {
 		return x.Payload
 	}
 	return nil
+}
+
+func (x *StoreCommand) GetMinFormat() uint32 {
+	if x != nil {
+		return x.MinFormat
+	}
+	return 0
 }
 
 // StoreBatch is many operations committed in one entry and one Badger
@@ -2212,10 +2223,12 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\tlast_gseq\x18\x02 \x01(\x04R\blastGseq\x12\x1f\n" +
 	"\vread_fanout\x18\x03 \x01(\bR\n" +
 	"readFanout\x12\x16\n" +
-	"\x06member\x18\x04 \x01(\bR\x06member\"_\n" +
+	"\x06member\x18\x04 \x01(\bR\x06member\"~\n" +
 	"\fStoreCommand\x125\n" +
 	"\x04type\x18\x01 \x01(\x0e2!.seqd.cluster.v1.StoreCommandTypeR\x04type\x12\x18\n" +
-	"\apayload\x18\x02 \x01(\fR\apayload\"O\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\x12\x1d\n" +
+	"\n" +
+	"min_format\x18\x03 \x01(\rR\tminFormat\"O\n" +
 	"\n" +
 	"StoreBatch\x12\x15\n" +
 	"\x06now_ms\x18\x01 \x01(\x03R\x05nowMs\x12*\n" +

@@ -1,0 +1,156 @@
+package store
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+)
+
+// encodeFormat wraps ops in an entry that needs store format minFormat.
+func encodeFormat(t testTB, now int64, minFormat uint32, ops ...*clusterv1.StoreOp) []byte {
+	t.Helper()
+	var cmd clusterv1.StoreCommand
+	if err := proto.Unmarshal(encodeOps(t, now, ops...), &cmd); err != nil {
+		t.Fatalf("decode envelope: %v", err)
+	}
+	cmd.MinFormat = minFormat
+	data, err := proto.Marshal(&cmd)
+	if err != nil {
+		t.Fatalf("encode envelope: %v", err)
+	}
+	return data
+}
+
+// newFormatHarness is a harness whose FSM applies store format format.
+func newFormatHarness(t *testing.T, format uint32) *fsmHarness {
+	t.Helper()
+	h := newHarness(t)
+	h.f.Close()
+	h.f = openFormatFSM(t, h.dir, format)
+	return h
+}
+
+func openFormatFSM(t testTB, dir string, format uint32) *FSM {
+	t.Helper()
+	f, err := openFSM(dir, slog.New(slog.DiscardHandler), 0, format)
+	if err != nil {
+		t.Fatalf("openFSM(format %d): %v", format, err)
+	}
+	return f
+}
+
+// An entry that needs a newer format is not applied, and neither is
+// anything after it: the replica halts, says why once, and refuses
+// snapshots (Raft would compact the entry away) and restores.
+func TestEntryNeedingNewerFormatHalts(t *testing.T) {
+	h := newHarness(t)
+	h.must(opSend(7, "c1", "before", apps(1, 1, 2, 1)...))
+	before := dumpAll(t, h.f)
+	var told []error
+	h.f.onHalt = func(err error) { told = append(told, err) }
+
+	br := h.applyData(encodeFormat(t, h.now, storeFormat+1, opSend(7, "c2", "newer", apps(1, 2, 2, 2)...)))
+	if !errors.Is(br.Halted, ErrHalted) || br.Err != nil || br.Results != nil {
+		t.Fatalf("entry needing format %d: got %+v, want Halted", storeFormat+1, br)
+	}
+	for _, want := range []string{"entry 2 needs store format 2", "applies up to 1", "upgrade"} {
+		if !strings.Contains(br.Halted.Error(), want) {
+			t.Fatalf("halt error %q does not say %q", br.Halted, want)
+		}
+	}
+	// An ordinary entry after it is not applied either: applying it would
+	// skip the one before.
+	br = h.applyData(encodeOps(t, h.now, opSend(7, "c3", "after", apps(1, 3, 2, 3)...)))
+	if !errors.Is(br.Halted, ErrHalted) || br.Results != nil {
+		t.Fatalf("entry after the halt: got %+v, want Halted", br)
+	}
+	if h.f.AppliedIndex() != 1 {
+		t.Fatalf("applied index %d after halting at entry 2, want 1", h.f.AppliedIndex())
+	}
+	if d := diffKeys(before, dumpAll(t, h.f)); d != "" {
+		t.Fatalf("a halted replica changed its state:\n%s", d)
+	}
+	if len(told) != 1 || !errors.Is(h.f.Halted(), ErrHalted) {
+		t.Fatalf("onHalt told %d times, Halted() = %v; want once and ErrHalted", len(told), h.f.Halted())
+	}
+	if _, err := h.f.Snapshot(); !errors.Is(err, ErrHalted) {
+		t.Fatalf("Snapshot of a halted replica: %v, want ErrHalted", err)
+	}
+	other := newHarness(t)
+	other.must(opSend(9, "x", "y", apps(5, 1)...))
+	if err := restore(t, h.f, persist(t, other.f)); !errors.Is(err, ErrHalted) {
+		t.Fatalf("Restore into a halted replica: %v, want ErrHalted", err)
+	}
+
+	// The upgraded build applies from the entry it halted at.
+	h.f.Close()
+	h.f = openFormatFSM(t, h.dir, storeFormat+1)
+	for i := uint64(2); i <= 3; i++ {
+		if br := h.f.Apply(&raft.Log{Type: raft.LogCommand, Index: i, Data: h.entries[i]}).(*BatchResult); br.Halted != nil || br.Err != nil {
+			t.Fatalf("entry %d after the upgrade: %+v", i, br)
+		}
+	}
+	wantSeqs(t, h.f, 2, 1, 2, 3)
+}
+
+// Entries that need at most this replica's format apply as always, and
+// the highest format applied is recorded: a build of a lower format
+// refuses to open that data (a downgrade) and to restore it from a
+// snapshot.
+func TestFormatSeenRefusesDowngrade(t *testing.T) {
+	h := newFormatHarness(t, 2)
+	h.must(opSend(7, "c1", "old", apps(1, 1, 2, 1)...))
+	plain := persist(t, h.f)
+	br := h.applyData(encodeFormat(t, h.now, 2, opSend(7, "c2", "new", apps(1, 2, 2, 2)...)))
+	if br.Halted != nil || br.Err != nil || br.Results[0].Status != clusterv1.OpStatus_OP_STATUS_OK {
+		t.Fatalf("format-2 entry on a format-2 replica: %+v", br)
+	}
+	wantSeqs(t, h.f, 2, 1, 2)
+	if seen, err := readFormatSeen(h.f.db); err != nil || seen != 2 {
+		t.Fatalf("format seen = %d, %v; want 2", seen, err)
+	}
+	newer := persist(t, h.f)
+
+	// A format-1 build restores a snapshot taken before the format-2
+	// entry, but not one taken after it.
+	old := newFormatHarness(t, 1)
+	if err := restore(t, old.f, plain); err != nil {
+		t.Fatalf("restoring format-0 data into a format-1 replica: %v", err)
+	}
+	wantSeqs(t, old.f, 2, 1)
+	old2 := newFormatHarness(t, 1)
+	old2.must(opSend(9, "x", "y", apps(5, 1)...))
+	before := dumpAll(t, old2.f)
+	err := restore(t, old2.f, newer)
+	if !errors.Is(err, ErrHalted) || !strings.Contains(err.Error(), "snapshot at index 2 needs store format 2") {
+		t.Fatalf("restoring format-2 data into a format-1 replica: %v, want ErrHalted naming the snapshot", err)
+	}
+	if d := diffKeys(before, dumpAll(t, old2.f)); d != "" {
+		t.Fatalf("a refused restore changed the state:\n%s", d)
+	}
+
+	// Reopening the data with a format-1 build is refused; format 2 opens.
+	h.f.Close()
+	_, err = openFSM(h.dir, slog.New(slog.DiscardHandler), 0, 1)
+	if !errors.Is(err, ErrHalted) || !strings.Contains(err.Error(), "needs store format 2") {
+		t.Fatalf("opening format-2 data with a format-1 build: %v, want a refusal", err)
+	}
+	h.f = openFormatFSM(t, h.dir, 2)
+	wantSeqs(t, h.f, 2, 1, 2)
+}
+
+// Entries carrying no min_format (every entry this build and older builds
+// propose) apply on every format, and record nothing.
+func TestEntriesWithoutMinFormatRecordNothing(t *testing.T) {
+	h := newHarness(t)
+	h.must(opSend(7, "c1", "hello", apps(1, 1, 2, 1)...))
+	if _, ok := dumpAll(t, h.f)[string(keyFormatSeen)]; ok {
+		t.Fatalf("an entry without min_format recorded a format")
+	}
+}

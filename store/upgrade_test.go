@@ -1,0 +1,107 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/seqd/seqd/internal/localcluster"
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+	"github.com/seqd/seqd/router"
+	"github.com/seqd/seqd/store"
+)
+
+// A shard in the middle of an upgrade: two replicas of a newer build (one
+// store format up) and one of this build. When the newer leader proposes
+// an entry that needs its format, the old replica halts there instead of
+// applying it differently: it leaves the shard, reports itself unhealthy,
+// and halts again at the same entry if restarted unchanged. The shard
+// keeps serving on the newer two. Once upgraded, the replica applies from
+// that entry and ends up with the others' state.
+func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
+	const old = 2 // s1-r3
+	newer := uint32(store.StoreFormat + 1)
+	store.SetReplicaFormat(func(id string) uint32 {
+		if id == "s1-r3" {
+			return store.StoreFormat
+		}
+		return newer
+	})
+	t.Cleanup(func() { store.SetReplicaFormat(nil) })
+	c, m := startCluster(t, localcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	sendSome(t, m, 1, 2, 5)
+	if c.StoreLeader(0) == old {
+		if err := c.Store(0, old).Store().Raft().LeadershipTransfer().Error(); err != nil {
+			t.Fatalf("moving leadership off the old replica: %v", err)
+		}
+	}
+	waitFor(t, 10*time.Second, "a newer replica to lead", func() bool { l := c.StoreLeader(0); return l >= 0 && l != old })
+
+	op := &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Send{Send: &clusterv1.SendOp{
+		Request: &seqdv1.SendRequest{Sender: 700, Recipients: []uint64{701}, Conversation: direct(700701),
+			ClientMsgId: "newer-1", Body: []byte("from a newer leader")},
+		MessageId: "700.1", Appends: []*clusterv1.Append{{User: 700, Seq: 1}, {User: 701, Seq: 1}}, DedupTtlMs: 60_000}}}
+	data := store.EncodeBatchNeeding(t, &clusterv1.StoreBatch{NowMs: time.Now().UnixMilli(), Ops: []*clusterv1.StoreOp{op}}, newer)
+	f := c.Store(0, c.StoreLeader(0)).Store().Raft().Apply(data, 5*time.Second)
+	if err := f.Error(); err != nil {
+		t.Fatalf("proposing the newer entry: %v", err)
+	}
+	if br := f.Response().(*store.BatchResult); br.Halted != nil || br.Err != nil || br.Results[0].Status != clusterv1.OpStatus_OP_STATUS_OK {
+		t.Fatalf("the newer leader applied its entry as %+v", br)
+	}
+	halted := func() bool { return errors.Is(c.Store(0, old).Health(), store.ErrHalted) }
+	waitFor(t, 10*time.Second, "the old replica to halt", halted)
+	t.Logf("old replica: %v", c.Store(0, old).Health())
+
+	sendSome(t, m, 3, 4, 10)
+	if got := len(syncAll(t, m, 701)); got != 1 {
+		t.Fatalf("user 701 holds %d events, want the newer entry's message", got)
+	}
+
+	c.KillStore(0, old)
+	if err := c.RestartStore(ctx, 0, old); err != nil {
+		t.Fatalf("restarting the old build: %v", err)
+	}
+	waitFor(t, 20*time.Second, "the restarted old build to halt at the same entry", halted)
+
+	c.KillStore(0, old)
+	store.SetReplicaFormat(func(string) uint32 { return newer })
+	if err := c.RestartStore(ctx, 0, old); err != nil {
+		t.Fatalf("restarting the upgraded replica: %v", err)
+	}
+	if err := c.Store(0, old).Health(); err != nil {
+		t.Fatalf("upgraded replica: %v", err)
+	}
+	sendSome(t, m, 5, 6, 5)
+	waitFor(t, 20*time.Second, "the upgraded replica to hold the leader's state", func() bool {
+		lead := c.StoreLeader(0)
+		if lead < 0 {
+			return false
+		}
+		a, b := c.Store(0, lead).Store().FSM(), c.Store(0, old).Store().FSM()
+		ia, ib := a.AppliedIndex(), b.AppliedIndex()
+		same := ia == ib && maps.Equal(store.DumpState(t, a), store.DumpState(t, b))
+		return same && a.AppliedIndex() == ia && b.AppliedIndex() == ib
+	})
+}
+
+// sendSome sends n messages from one user to another and fails on any error.
+func sendSome(t *testing.T, m *router.Messages, from, to uint64, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := m.Send(ctx, &seqdv1.SendRequest{Sender: from, Recipients: []uint64{to}, Conversation: direct(from*1000 + to),
+			ClientMsgId: fmt.Sprintf("some-%d-%d-%d", from, to, i), Body: []byte("hi")})
+		cancel()
+		if err != nil {
+			t.Fatalf("send %d -> %d: %v", from, to, err)
+		}
+	}
+}
