@@ -105,9 +105,10 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 		return nil, fmt.Errorf("raft data dir: %w", err)
 	}
 	n = &Node{}
+	opened := n // the error returns below set n to nil
 	defer func() {
 		if err != nil {
-			n.closeStores()
+			opened.closeStores()
 		}
 	}()
 	path := filepath.Join(cfg.Dir, "raft.db")
