@@ -31,19 +31,25 @@ const storeFormat = 1
 var keyFormatSeen = []byte{tagMeta, 'f', 'o', 'r', 'm', 'a', 't'}
 
 // ErrHalted means the replica stopped applying entries: it met one that
-// needs a newer build (see storeFormat). Upgrading the binary and
-// restarting the replica resumes from that entry.
+// needs a newer build (a *FormatError says which and why). Upgrading the
+// binary and restarting the replica resumes from that entry.
 var ErrHalted = errors.New("store: replica halted")
 
-// haltedErr is what a halted replica answers a write.
-func haltedErr(err error) error {
-	return status.Errorf(codes.Unavailable, "%v; retry at another replica", err)
+// FormatError is data or an entry that needs a newer store format than
+// this replica's.
+type FormatError struct {
+	What       string // "entry 9", "data in DIR", "a snapshot taken at index 9"
+	Need, Have uint32
 }
 
-// formatError describes data or an entry that needs a newer format.
-func formatError(what string, need, have uint32) error {
-	return fmt.Errorf("%w: %s needs store format %d and this build applies up to %d; upgrade this replica's seqd binary and restart it",
-		ErrHalted, what, need, have)
+func (e *FormatError) Error() string {
+	return fmt.Sprintf("%s needs store format %d and this build applies up to %d; run this replica on a seqd build of that format or newer",
+		e.What, e.Need, e.Have)
+}
+
+// haltedErr is what a halted replica answers every call.
+func haltedErr(err error) error {
+	return status.Errorf(codes.Unavailable, "%v; retry at another replica", err)
 }
 
 // readFormatSeen reads keyFormatSeen.
@@ -62,15 +68,16 @@ func checkFormatSeen(db *badger.DB, format uint32, what string) (uint32, error) 
 		return 0, err
 	}
 	if seen > format {
-		return seen, formatError(what, seen, format)
+		return seen, &FormatError{What: what, Need: seen, Have: format}
 	}
 	return seen, nil
 }
 
 // halt stops this replica applying entries, once; later entries get the
-// same error and leave the state alone. It tells onHalt, which takes the
-// replica out of its shard.
-func (f *FSM) halt(err error) error {
+// same error and leave the state alone. It tells onHalt, which stops the
+// replica's Raft node.
+func (f *FSM) halt(cause *FormatError) error {
+	err := fmt.Errorf("%w: %w", ErrHalted, cause)
 	if f.halted.CompareAndSwap(nil, &err) {
 		f.log.Error("store replica halted; it applies nothing more until upgraded and restarted", "err", err,
 			"applied", f.applied.Load())

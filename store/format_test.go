@@ -59,7 +59,11 @@ func TestEntryNeedingNewerFormatHalts(t *testing.T) {
 	if !errors.Is(br.Halted, ErrHalted) || br.Err != nil || br.Results != nil {
 		t.Fatalf("entry needing format %d: got %+v, want Halted", storeFormat+1, br)
 	}
-	for _, want := range []string{"entry 2 needs store format 2", "applies up to 1", "upgrade"} {
+	var fe *FormatError
+	if !errors.As(br.Halted, &fe) || fe.What != "entry 2" || fe.Need != storeFormat+1 || fe.Have != storeFormat {
+		t.Fatalf("halt error %v does not carry the entry and formats", br.Halted)
+	}
+	for _, want := range []string{"replica halted", "entry 2 needs store format 2", "applies up to 1", "newer"} {
 		if !strings.Contains(br.Halted.Error(), want) {
 			t.Fatalf("halt error %q does not say %q", br.Halted, want)
 		}
@@ -128,7 +132,7 @@ func TestFormatSeenRefusesDowngrade(t *testing.T) {
 	old2.must(opSend(9, "x", "y", apps(5, 1)...))
 	before := dumpAll(t, old2.f)
 	err := restore(t, old2.f, newer)
-	if !errors.Is(err, ErrHalted) || !strings.Contains(err.Error(), "snapshot at index 2 needs store format 2") {
+	if !errors.Is(err, ErrHalted) || !strings.Contains(err.Error(), "a snapshot taken at index 2 needs store format 2") {
 		t.Fatalf("restoring format-2 data into a format-1 replica: %v, want ErrHalted naming the snapshot", err)
 	}
 	if d := diffKeys(before, dumpAll(t, old2.f)); d != "" {
@@ -138,7 +142,9 @@ func TestFormatSeenRefusesDowngrade(t *testing.T) {
 	// Reopening the data with a format-1 build is refused; format 2 opens.
 	h.f.Close()
 	_, err = openFSM(h.dir, slog.New(slog.DiscardHandler), 0, 1)
-	if !errors.Is(err, ErrHalted) || !strings.Contains(err.Error(), "needs store format 2") {
+	var fe *FormatError
+	if !errors.As(err, &fe) || fe.Need != 2 || fe.Have != 1 || errors.Is(err, ErrHalted) ||
+		!strings.Contains(err.Error(), "refusing to open: the data in "+h.dir+" needs store format 2") {
 		t.Fatalf("opening format-2 data with a format-1 build: %v, want a refusal", err)
 	}
 	h.f = openFormatFSM(t, h.dir, 2)

@@ -100,10 +100,10 @@ func openFSM(dir string, log *slog.Logger, phase float64, format uint32) (*FSM, 
 	if err != nil {
 		return nil, err
 	}
-	seen, err := checkFormatSeen(db, format, "data in "+dir)
+	seen, err := checkFormatSeen(db, format, "the data in "+dir)
 	if err != nil {
 		db.Close()
-		return nil, err
+		return nil, fmt.Errorf("store: refusing to open: %w", err)
 	}
 	if err := upgradeLayout(db); err != nil {
 		db.Close()
@@ -284,7 +284,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	if err == nil && cmd.MinFormat > f.format {
 		// Checked before the payload: a newer build may also add command
 		// types, which this one must not skip as malformed.
-		return &BatchResult{Halted: f.halt(formatError(fmt.Sprintf("entry %d", l.Index), cmd.MinFormat, f.format))}
+		return &BatchResult{Halted: f.halt(&FormatError{What: fmt.Sprintf("entry %d", l.Index), Need: cmd.MinFormat, Have: f.format})}
 	}
 	var b *clusterv1.StoreBatch
 	if err == nil {
@@ -451,11 +451,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	var seen uint32
 	if err == nil {
-		seen, err = checkFormatSeen(ndb, f.format, fmt.Sprintf("the snapshot at index %d", h.AppliedIndex))
-		if errors.Is(err, ErrHalted) {
+		seen, err = checkFormatSeen(ndb, f.format, fmt.Sprintf("a snapshot taken at index %d", h.AppliedIndex))
+		var fe *FormatError
+		if errors.As(err, &fe) {
 			ndb.Close()
 			os.RemoveAll(tmp)
-			return f.halt(err)
+			return f.halt(fe)
 		}
 	}
 	if err == nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -31,6 +32,23 @@ func (s *Shard) RegisterServices(g *grpc.Server) {
 	srv := &server{s: s}
 	seqdv1.RegisterMessagesServer(g, srv)
 	clusterv1.RegisterStoreNodeServer(g, srv)
+}
+
+// Refusal is a halted replica's answer to a call of fullMethod on its
+// services (Messages, StoreNode), or nil. The node asks it before every
+// call: once halted, the replica's state is behind for good and Raft is
+// stopped, so it answers nothing from either.
+func (s *Shard) Refusal(fullMethod string) error {
+	err := s.Halted()
+	if err == nil {
+		return nil
+	}
+	for _, svc := range []string{seqdv1.Messages_ServiceDesc.ServiceName, clusterv1.StoreNode_ServiceDesc.ServiceName} {
+		if strings.HasPrefix(fullMethod, "/"+svc+"/") {
+			return haltedErr(err)
+		}
+	}
+	return nil
 }
 
 // home checks that key's data lives on this shard.

@@ -186,7 +186,8 @@ type Shard struct {
 	// at any time (closing: shutdown has begun).
 	lifeMu  sync.Mutex
 	closing bool
-	ready   chan struct{} // closed when New has set everything up
+	ready   chan struct{} // closed when New has returned
+	failed  bool          // New failed (set before ready is closed)
 }
 
 // Check validates c as New will see it, defaults filled in, without
@@ -238,7 +239,13 @@ func New(cfg Config) (*Shard, error) {
 		Logger:       s.log,
 	}, fsm)
 	if err != nil {
+		s.failed = true
+		close(s.ready)
 		fsm.Close()
+		if herr := fsm.Halted(); herr != nil {
+			// Raft could not restore a snapshot this build cannot read.
+			return nil, herr
+		}
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	s.pipe = newPipeline(s)
@@ -250,15 +257,19 @@ func New(cfg Config) (*Shard, error) {
 // than this build's (an older or newer build in a mixed shard).
 var replicaFormat func(replicaID string) uint32
 
-// halt takes a replica whose FSM halted out of its shard: it leaves Raft
-// (a leader that cannot apply must not lead, and a voter that cannot apply
-// gains nothing by staying) and answers UNAVAILABLE. The process and its
-// other roles keep running; /healthz and seqd_store_halted report it.
-func (s *Shard) halt(err error) {
+// halt stops a replica whose FSM halted: it hands leadership over if it
+// leads (a leader that cannot apply must not lead) and stops its Raft
+// node. It stays a voter in the shard's configuration, so the shard
+// tolerates one failure fewer until it is upgraded and back. Every call to
+// its services answers UNAVAILABLE (Refusal); the process and its other
+// roles run on, and /healthz and seqd_store_halted report it.
+func (s *Shard) halt(error) {
 	s.m.halted.Set(1)
 	go func() { // not on the FSM goroutine, which Raft's shutdown waits for
 		<-s.ready // Raft applies entries before New has finished
-		s.Kill()
+		if !s.failed {
+			s.shutdown(true)
+		}
 	}()
 }
 
@@ -324,7 +335,14 @@ func (s *Shard) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("store: allocator: %w", err)
 	}
-	s.alloc.Store(c)
+	s.lifeMu.Lock()
+	if s.closing {
+		s.lifeMu.Unlock()
+		c.Close()
+		return nil // halted while starting; the node runs on and reports it
+	}
+	s.alloc.Store(c) // shutdown closes it from here on
+	s.lifeMu.Unlock()
 	if err := s.register(ctx); err != nil {
 		if herr := s.Halted(); herr != nil {
 			// It halted while starting (replaying an entry that needs a

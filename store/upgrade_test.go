@@ -5,8 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/seqd/seqd/internal/localcluster"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
@@ -56,9 +62,30 @@ func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
 	if br := f.Response().(*store.BatchResult); br.Halted != nil || br.Err != nil || br.Results[0].Status != clusterv1.OpStatus_OP_STATUS_OK {
 		t.Fatalf("the newer leader applied its entry as %+v", br)
 	}
-	halted := func() bool { return errors.Is(c.Store(0, old).Health(), store.ErrHalted) }
-	waitFor(t, 10*time.Second, "the old replica to halt", halted)
+	haltedAt := func() string {
+		var fe *store.FormatError
+		if err := c.Store(0, old).Health(); errors.Is(err, store.ErrHalted) && errors.As(err, &fe) {
+			return fe.What
+		}
+		return ""
+	}
+	waitFor(t, 10*time.Second, "the old replica to halt", func() bool { return haltedAt() != "" })
+	at := haltedAt()
 	t.Logf("old replica: %v", c.Store(0, old).Health())
+	if got := haltedGauge(t, c, "s1-r3"); got != 1 {
+		t.Fatalf("seqd_store_halted of the old replica = %v, want 1", got)
+	}
+	// It answers every call UNAVAILABLE, naming why, rather than serve
+	// state that is behind for good.
+	cc, err := grpc.NewClient(c.Store(0, old).GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	_, err = seqdv1.NewMessagesClient(cc).Sync(ctx, &seqdv1.SyncRequest{User: 2})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "replica halted: "+at) {
+		t.Fatalf("Sync at the halted replica: %v, want UNAVAILABLE naming %s", err, at)
+	}
 
 	sendSome(t, m, 3, 4, 10)
 	if got := len(syncAll(t, m, 701)); got != 1 {
@@ -69,15 +96,15 @@ func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
 	if err := c.RestartStore(ctx, 0, old); err != nil {
 		t.Fatalf("restarting the old build: %v", err)
 	}
-	waitFor(t, 20*time.Second, "the restarted old build to halt at the same entry", halted)
+	waitFor(t, 20*time.Second, "the restarted old build to halt", func() bool { return haltedAt() != "" })
+	if again := haltedAt(); again != at {
+		t.Fatalf("the restarted old build halted at %s, first at %s", again, at)
+	}
 
 	c.KillStore(0, old)
 	store.SetReplicaFormat(func(string) uint32 { return newer })
 	if err := c.RestartStore(ctx, 0, old); err != nil {
 		t.Fatalf("restarting the upgraded replica: %v", err)
-	}
-	if err := c.Store(0, old).Health(); err != nil {
-		t.Fatalf("upgraded replica: %v", err)
 	}
 	sendSome(t, m, 5, 6, 5)
 	waitFor(t, 20*time.Second, "the upgraded replica to hold the leader's state", func() bool {
@@ -90,6 +117,35 @@ func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
 		same := ia == ib && maps.Equal(store.DumpState(t, a), store.DumpState(t, b))
 		return same && a.AppliedIndex() == ia && b.AppliedIndex() == ib
 	})
+	if err := c.Store(0, old).Health(); err != nil {
+		t.Fatalf("upgraded replica after catching up: %v", err)
+	}
+	if got := haltedGauge(t, c, "s1-r3"); got != 0 {
+		t.Fatalf("seqd_store_halted of the upgraded replica = %v, want 0", got)
+	}
+}
+
+// haltedGauge reads seqd_store_halted of one replica.
+func haltedGauge(t *testing.T, c *localcluster.Cluster, replica string) float64 {
+	t.Helper()
+	mfs, err := c.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "seqd_store_halted" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			for _, lp := range mt.GetLabel() {
+				if lp.GetName() == "node" && lp.GetValue() == replica {
+					return mt.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no seqd_store_halted for %s", replica)
+	return 0
 }
 
 // sendSome sends n messages from one user to another and fails on any error.

@@ -285,6 +285,7 @@ func New(cfg Config) (_ *Node, err error) {
 
 	rpcm := rpcmetrics.NewServer(n.reg)
 	opts := append(rpcm.ServerOptions(),
+		grpc.ChainUnaryInterceptor(n.refuseUnary), grpc.ChainStreamInterceptor(n.refuseStream),
 		grpc.MaxRecvMsgSize(16<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
@@ -395,6 +396,26 @@ func (n *Node) Health() error {
 		return n.store.Halted()
 	}
 	return nil
+}
+
+// refuseUnary and refuseStream answer calls a role refuses outright (a
+// halted store replica's services) before they reach it.
+func (n *Node) refuseUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if n.store != nil {
+		if err := n.store.Refusal(info.FullMethod); err != nil {
+			return nil, err
+		}
+	}
+	return h(ctx, req)
+}
+
+func (n *Node) refuseStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if n.store != nil {
+		if err := n.store.Refusal(info.FullMethod); err != nil {
+			return err
+		}
+	}
+	return h(srv, ss)
 }
 
 func (n *Node) healthz(w http.ResponseWriter, _ *http.Request) {
