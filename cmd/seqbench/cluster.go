@@ -82,6 +82,18 @@ func (t *seqdTarget) Close() error {
 	return nil
 }
 
+// stageSource is where the stage report reads the store's metrics: the
+// in-process cluster, the --metrics URL, or nowhere.
+func (t *seqdTarget) stageSource(metricsURL string) gatherFunc {
+	switch {
+	case t.local != nil:
+		return t.local.Gatherer().Gather
+	case metricsURL != "":
+		return scrapeMetrics(metricsURL)
+	}
+	return nil
+}
+
 // describe says what cluster a run measured.
 func (t *seqdTarget) describe() string {
 	if t.local == nil {

@@ -476,11 +476,13 @@ func runGroupSend(ctx context.Context, mc *msgConn, pop population, f sendFlags,
 		mode, copies = "group-read-fanout", 2 // the timeline entry and the sender's copy
 	}
 	cfg := bench.Config{Label: "send " + mode, Duration: f.duration, Warmup: f.warmup, Rate: f.rate, Progress: progress, Unit: "msg"}
+	watch := watchStages(f.stages, progress)
 	st, err := bench.Run(ctx, cfg, groupSendOps(mc.api, gs, f.concurrency, f.bodyBytes, newRunID(), t))
 	if err != nil {
 		return err
 	}
 	rep.sendResult = newSendResult(mode, mc.via, st, f.concurrency, pop.n, f.bodyBytes, copies, f.rate)
+	rep.Stages = watch.done()
 	from, to := st.Start.UnixNano(), st.Start.Add(st.Elapsed).UnixNano()
 	if gs.subs > 0 && !st.Interrupted {
 		// Wait for the last deliveries of the messages sent in the window.

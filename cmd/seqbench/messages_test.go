@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/seqd/seqd/internal/localcluster"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
@@ -21,7 +24,7 @@ var sendFields = []string{"ops", "msgs_per_sec", "p50_us", "p99_us", "p999_us", 
 
 // startStoreCluster starts one in-process cluster with a message store for
 // the tests that can share it (each uses its own users).
-func startStoreCluster(t *testing.T) string {
+func startStoreCluster(t *testing.T) *localcluster.Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -30,7 +33,35 @@ func startStoreCluster(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return c.GatewayAddr()
+	return c
+}
+
+// checkStages checks a send result's stage report: every stage timed,
+// each op in some entry.
+func checkStages(t *testing.T, out map[string]any) {
+	t.Helper()
+	rep, ok := out["stages"].(map[string]any)
+	if !ok {
+		t.Fatalf("no stages in %v", out)
+	}
+	if n, _ := rep["ops_per_entry"].(float64); n < 1 {
+		t.Errorf("ops_per_entry %v", rep["ops_per_entry"])
+	}
+	stages, _ := rep["stages"].(map[string]any)
+	sends, _ := out["ops"].(float64)
+	for _, name := range stageOrder {
+		st, ok := stages[name].(map[string]any)
+		if !ok {
+			t.Errorf("stage %s missing from %v", name, stages)
+			continue
+		}
+		count, _ := st["count"].(float64)
+		mean, _ := st["mean_us"].(float64)
+		p99, _ := st["p99_le_us"].(float64)
+		if count <= 0 || mean <= 0 || p99 <= 0 || name == "queued" && count < sends {
+			t.Errorf("stage %s: %v (for %v sends)", name, st, sends)
+		}
+	}
 }
 
 // runJSON runs cmd with args plus --json and returns the decoded output.
@@ -90,12 +121,20 @@ func checkSendResult(t *testing.T, name string, r map[string]any) {
 }
 
 func TestMessageCommandsOnOneCluster(t *testing.T) {
-	addr := startStoreCluster(t)
+	c := startStoreCluster(t)
+	addr := c.GatewayAddr()
 	short := []string{"--addr", addr, "--warmup", "200ms"}
+	metrics := httptest.NewServer(promhttp.HandlerFor(c.Gatherer(), promhttp.HandlerOpts{}))
+	defer metrics.Close()
 
 	t.Run("send 1:1 and at half rate", func(t *testing.T) {
-		out, _ := runJSON(t, sendCmd, append(short, "--duration", "1s", "--concurrency", "8", "--users", "50", "--first-user", "1000", "--half-rate")...)
+		out, stdout := runJSON(t, sendCmd, append(short, "--duration", "1s", "--concurrency", "8", "--users", "50", "--first-user", "1000", "--half-rate",
+			"--metrics", metrics.URL+"/metrics")...)
 		checkSendResult(t, "send", out)
+		checkStages(t, out)
+		if !strings.Contains(stdout, "leader ") || !strings.Contains(stdout, "commit ") {
+			t.Errorf("no stage line in\n%s", stdout)
+		}
 		if out["mode"] != "1:1" || out["via"] != "router.Client" || out["inbox_copies_per_msg"] != 2.0 {
 			t.Errorf("mode %v via %v copies %v", out["mode"], out["via"], out["inbox_copies_per_msg"])
 		}
@@ -104,6 +143,7 @@ func TestMessageCommandsOnOneCluster(t *testing.T) {
 			t.Fatalf("no half_rate in %v", out)
 		}
 		checkSendResult(t, "half_rate", half)
+		checkStages(t, half)
 		full, target := out["msgs_per_sec"].(float64), half["rate_target"].(float64)
 		if target < full/2*0.99 || target > full/2*1.01 {
 			t.Errorf("half rate paced at %v for %v msgs/s unpaced", target, full)

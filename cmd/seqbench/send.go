@@ -55,6 +55,8 @@ type sendResult struct {
 	RateTarget  float64 `json:"rate_target,omitempty"`
 	DurationS   float64 `json:"duration_s"`
 	Interrupted bool    `json:"interrupted,omitempty"`
+	// Stages: where the store leader's writes spent their time.
+	Stages *stageReport `json:"stages,omitempty"`
 }
 
 func newSendResult(mode, via string, st *bench.Stats, concurrency int, users uint64, bodyBytes, copies int, rate float64) sendResult {
@@ -91,7 +93,10 @@ type sendFlags struct {
 	rate        float64
 	halfRate    bool
 	jsonPath    string
+	metrics     string
 	group       groupFlags
+	// stages reads the cluster's metrics for the stage report (nil: none).
+	stages gatherFunc
 }
 
 func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -109,6 +114,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Float64Var(&f.rate, "rate", 0, "pace all workers to about this many sends/s (0: as fast as possible)")
 	fs.BoolVar(&f.halfRate, "half-rate", false, "1:1 only: after the run, run again paced at half the measured msgs/s and report its latency too")
 	fs.StringVar(&f.jsonPath, "json", "", "also write the summary as JSON to this file")
+	fs.StringVar(&f.metrics, "metrics", "", "with --addr: the store leader's /metrics URL, for the per-stage report (the in-process cluster reports it anyway)")
 	f.group.register(fs)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, sendUsage)
@@ -135,6 +141,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer mc.Close()
 	progress := bench.NewProgress(stderr)
 
+	f.stages = target.stageSource(f.metrics)
 	rep := sendReport{Cluster: target.describe(), Env: env}
 	if f.group.size > 0 {
 		err = runGroupSend(ctx, mc, pop, f, progress, &rep)
@@ -169,6 +176,9 @@ func (f *sendFlags) validate(pop population) error {
 	case f.halfRate && f.group.size > 0:
 		return errors.New("--half-rate is for the 1:1 load; with --group-size use --rate")
 	}
+	if err := checkMetricsURL(f.metrics, f.addr); err != nil {
+		return err
+	}
 	if err := firstErr(checkConcurrency("--concurrency", f.concurrency), checkTimes(f.duration, f.warmup),
 		checkRate(f.rate), checkBodyBytes(f.bodyBytes), pop.validate(), f.group.check()); err != nil {
 		return err
@@ -199,22 +209,26 @@ func runDirectSend(ctx context.Context, mc *msgConn, pop population, f sendFlags
 	const mode = "1:1"
 	runID := newRunID()
 	cfg := bench.Config{Label: "send 1:1", Duration: f.duration, Warmup: f.warmup, Rate: f.rate, Progress: progress, Unit: "msg"}
+	watch := watchStages(f.stages, progress)
 	st, err := bench.Run(ctx, cfg, directSendOps(mc.api, pop, f.concurrency, f.bodyBytes, runID))
 	if err != nil {
 		return err
 	}
 	rep.sendResult = newSendResult(mode, mc.via, st, f.concurrency, pop.n, f.bodyBytes, 2, f.rate)
+	rep.Stages = watch.done()
 	if !f.halfRate || st.Interrupted || rep.MsgsPerSec <= 0 {
 		return nil
 	}
 	half := rep.MsgsPerSec / 2
 	progress.Printf("seqbench: %s msgs/s unpaced; now paced at %s msgs/s\n", bench.FormatCount(rep.MsgsPerSec), bench.FormatCount(half))
 	cfg.Label, cfg.Rate = "send 1:1 at half rate", half
+	watch = watchStages(f.stages, progress)
 	st, err = bench.Run(ctx, cfg, directSendOps(mc.api, pop, f.concurrency, f.bodyBytes, runID+"h"))
 	if err != nil {
 		return err
 	}
 	hr := newSendResult(mode, mc.via, st, f.concurrency, pop.n, f.bodyBytes, 2, half)
+	hr.Stages = watch.done()
 	rep.HalfRate = &hr
 	rep.Interrupted = rep.Interrupted || hr.Interrupted
 	return nil
@@ -247,6 +261,7 @@ func printSendResult(w io.Writer, r *sendResult) {
 	for _, e := range r.ErrorSamples {
 		fmt.Fprintf(w, "  %d× %s\n", e.Count, e.Message)
 	}
+	printStages(w, r.Stages)
 }
 
 // eventIsGroup reports whether e belongs to a GROUP conversation.
