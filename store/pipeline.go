@@ -36,7 +36,7 @@ const (
 	maxBatchOps     = 256     // ops per Raft entry
 	maxBatchAppends = 8192    // inbox appends per Raft entry (each writes a few Badger keys)
 	maxBatchBytes   = 4 << 20 // estimated bytes one Raft entry writes; Badger refuses a transaction near 10 MiB
-	maxInflight     = 32      // entries proposed and not yet committed
+	maxInflight     = 4       // entries proposed and not yet answered (see proposer)
 	maxOrderRetries = 5       // re-plans after OUT_OF_ORDER (only after leader changes)
 )
 
@@ -96,12 +96,14 @@ type pipeline struct {
 	closed   bool
 	kick     chan struct{}
 	inflight chan *flight
+	slots    chan struct{} // one per entry proposed and not yet answered
 	stop     chan struct{}
 	wg       sync.WaitGroup
 }
 
 func newPipeline(s *Shard) *pipeline {
-	p := &pipeline{s: s, kick: make(chan struct{}, 1), inflight: make(chan *flight, maxInflight), stop: make(chan struct{})}
+	p := &pipeline{s: s, kick: make(chan struct{}, 1), inflight: make(chan *flight, maxInflight),
+		slots: make(chan struct{}, maxInflight), stop: make(chan struct{})}
 	p.wg.Add(2)
 	go p.proposer()
 	go p.completer()
@@ -187,12 +189,24 @@ func (p *pipeline) take() []*request {
 	return batch
 }
 
+// proposer proposes entries while fewer than maxInflight are unanswered.
+// It waits for a slot before it takes requests, so while Raft is busy they
+// queue and go out together. Without the limit, at half the closed-loop
+// rate it cut entries of 2-3 ops, and each entry's fixed cost (a Badger
+// transaction and a log record on every replica) doubled the commit time
+// (docs/benchmarks.md, "At most four entries in flight").
 func (p *pipeline) proposer() {
 	defer p.wg.Done()
 	defer close(p.inflight)
 	for {
+		select {
+		case p.slots <- struct{}{}:
+		case <-p.stop:
+			return
+		}
 		batch := p.take()
 		if len(batch) == 0 {
+			<-p.slots
 			select {
 			case <-p.kick:
 				continue
@@ -202,6 +216,7 @@ func (p *pipeline) proposer() {
 		}
 		fl := p.propose(batch)
 		if fl == nil {
+			<-p.slots
 			continue
 		}
 		select {
@@ -295,60 +310,66 @@ func (p *pipeline) propose(batch []*request) *flight {
 func (p *pipeline) completer() {
 	defer p.wg.Done()
 	for fl := range p.inflight {
-		err := p.outcome(fl.f)
-		p.s.m.stageSeconds.WithLabelValues("commit").Observe(time.Since(fl.proposed).Seconds())
-		if err != nil {
-			for _, r := range fl.reqs {
-				r.finish(nil, err)
-			}
+		p.complete(fl)
+		<-p.slots
+	}
+}
+
+// complete answers the requests of one entry once it has an outcome.
+func (p *pipeline) complete(fl *flight) {
+	err := p.outcome(fl.f)
+	p.s.m.stageSeconds.WithLabelValues("commit").Observe(time.Since(fl.proposed).Seconds())
+	if err != nil {
+		for _, r := range fl.reqs {
+			r.finish(nil, err)
+		}
+		return
+	}
+	br, ok := fl.f.Response().(*BatchResult)
+	switch {
+	case !ok:
+		err := errors.New("store: FSM returned no result")
+		for _, r := range fl.reqs {
+			r.finish(nil, err)
+		}
+		return
+	case br.Halted != nil:
+		err := haltedErr(br.Halted)
+		for _, r := range fl.reqs {
+			r.finish(nil, err)
+		}
+		return
+	case br.Err != nil && len(fl.reqs) > 1:
+		// The entry was refused whole (too large for Badger despite
+		// the estimate): propose each request in an entry of its own,
+		// so only one that is too large by itself fails.
+		for _, r := range fl.reqs {
+			r.alone = true
+		}
+		p.requeue(fl.reqs)
+		return
+	case br.Err != nil:
+		for _, r := range fl.reqs {
+			r.finish(nil, status.Error(codes.InvalidArgument, br.Err.Error()))
+		}
+		return
+	}
+	for j, r := range fl.reqs {
+		if r.early {
 			continue
 		}
-		br, ok := fl.f.Response().(*BatchResult)
-		switch {
-		case !ok:
-			err := errors.New("store: FSM returned no result")
-			for _, r := range fl.reqs {
-				r.finish(nil, err)
-			}
-			continue
-		case br.Halted != nil:
-			err := haltedErr(br.Halted)
-			for _, r := range fl.reqs {
-				r.finish(nil, err)
-			}
-			continue
-		case br.Err != nil && len(fl.reqs) > 1:
-			// The entry was refused whole (too large for Badger despite
-			// the estimate): propose each request in an entry of its own,
-			// so only one that is too large by itself fails.
-			for _, r := range fl.reqs {
-				r.alone = true
-			}
-			p.requeue(fl.reqs)
-			continue
-		case br.Err != nil:
-			for _, r := range fl.reqs {
-				r.finish(nil, status.Error(codes.InvalidArgument, br.Err.Error()))
-			}
+		res := br.Results[j]
+		if res.Status != clusterv1.OpStatus_OP_STATUS_OUT_OF_ORDER {
+			r.finish(res, nil)
 			continue
 		}
-		for j, r := range fl.reqs {
-			if r.early {
-				continue
-			}
-			res := br.Results[j]
-			if res.Status != clusterv1.OpStatus_OP_STATUS_OUT_OF_ORDER {
-				r.finish(res, nil)
-				continue
-			}
-			p.s.m.outOfOrder.Inc()
-			if r.retries++; r.retries > maxOrderRetries {
-				r.finish(res, nil)
-				continue
-			}
-			if err := p.enqueue(r, true); err != nil {
-				r.finish(nil, err)
-			}
+		p.s.m.outOfOrder.Inc()
+		if r.retries++; r.retries > maxOrderRetries {
+			r.finish(res, nil)
+			continue
+		}
+		if err := p.enqueue(r, true); err != nil {
+			r.finish(nil, err)
 		}
 	}
 }
