@@ -42,15 +42,15 @@ func TestStagesBetweenIsTheRunsShare(t *testing.T) {
 	}
 	rep := stagesBetween(before, after)
 	c := rep.Stages["commit"]
-	if c == nil || c.Count != 100 || math.Abs(c.MeanUs-(98*500+2*1500)/100.0) > 1e-6 || c.P99LeUs != 2000 {
-		t.Fatalf("commit %+v; want 100 samples, mean 520µs, p99 in the 2 ms bucket", c)
+	if c == nil || c.Count != 100 || math.Abs(c.MeanUs-(98*500+2*1500)/100.0) > 1e-6 || c.P99LeUs != 2000 || c.MaxLeUs != 2000 {
+		t.Fatalf("commit %+v; want 100 samples, mean 520µs, p99 and max in the 2 ms bucket", c)
 	}
 	if rep.OpsPerEntry != 4 || len(rep.Stages) != 1 {
 		t.Fatalf("report %+v; want 4 ops per entry and only the commit stage", rep)
 	}
 	var out bytes.Buffer
 	printStages(&out, rep)
-	if want := "4.0 ops per Raft entry; mean (p99 ≤) per stage: commit 0.52ms (2.00ms)"; !strings.Contains(out.String(), want) {
+	if want := "4.0 ops per Raft entry; mean (p99 ≤, max ≤) per stage: commit 0.52ms (2.00ms, 2.00ms)"; !strings.Contains(out.String(), want) {
 		t.Fatalf("printed %q, want it to contain %q", out.String(), want)
 	}
 	// Nothing new: no report.
@@ -68,7 +68,7 @@ func TestStagesP99BeyondTheBuckets(t *testing.T) {
 		"allocate": h(10, 10, map[float64]uint64{0.001: 5, math.Inf(1): 10}),
 	})
 	a := rep.Stages["allocate"]
-	if !math.IsInf(a.P99LeUs, 1) || fmtUs(a.P99LeUs) != "∞" {
+	if !math.IsInf(a.P99LeUs, 1) || !math.IsInf(a.MaxLeUs, 1) || fmtUs(a.P99LeUs) != "∞" {
 		t.Fatalf("allocate %+v", a)
 	}
 }
