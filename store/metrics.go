@@ -29,8 +29,8 @@ func newMetrics(reg prometheus.Registerer, s *Shard) *metrics {
 		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "seqd", Subsystem: "store", Name: "fsm_apply_seconds",
 			Help: "Time to apply one entry to Badger.", Buckets: prometheus.ExponentialBuckets(1e-5, 3, 10)}),
 		stageSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "seqd", Subsystem: "store", Name: "pipeline_stage_seconds",
-			Help: "Time a leader's write spends in each pipeline stage: queued (until the proposer takes it), " +
-				"allocate (the allocator call of its batch), commit (from proposal to the leader's FSM result).",
+			Help: "Time in each stage of the leader's write pipeline: queued (per request, each time it waits for the proposer), " +
+				"plan and allocate (per batch: planning it, its allocator call), commit (per entry: from proposal to the leader's FSM result).",
 			Buckets: prometheus.ExponentialBuckets(5e-5, 2, 14)}, []string{"stage"}),
 		outOfOrder: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "out_of_order_retries_total",
 			Help: "Ops planned again because a seq was not above the inbox's newest (after leader changes)."}),

@@ -96,13 +96,19 @@ type pipeline struct {
 	closed   bool
 	kick     chan struct{}
 	inflight chan *flight
-	slots    chan struct{} // one per entry proposed and not yet answered
+	slots    chan struct{} // one per entry being cut or proposed and not yet answered
+	apply    func(data []byte) raft.ApplyFuture
 	stop     chan struct{}
 	wg       sync.WaitGroup
 }
 
 func newPipeline(s *Shard) *pipeline {
-	p := &pipeline{s: s, kick: make(chan struct{}, 1), inflight: make(chan *flight, maxInflight),
+	return startPipeline(s, func(data []byte) raft.ApplyFuture { return s.node.Raft.Apply(data, 10*time.Second) })
+}
+
+// startPipeline starts a pipeline that proposes entries with apply.
+func startPipeline(s *Shard, apply func(data []byte) raft.ApplyFuture) *pipeline {
+	p := &pipeline{s: s, apply: apply, kick: make(chan struct{}, 1), inflight: make(chan *flight, maxInflight),
 		slots: make(chan struct{}, maxInflight), stop: make(chan struct{})}
 	p.wg.Add(2)
 	go p.proposer()
@@ -189,8 +195,9 @@ func (p *pipeline) take() []*request {
 	return batch
 }
 
-// proposer proposes entries while fewer than maxInflight are unanswered.
-// It waits for a slot before it takes requests, so while Raft is busy they
+// proposer proposes entries while fewer than maxInflight are unanswered
+// (an entry holds its slot from when its requests are taken until they
+// are answered). It waits for a slot before it takes requests, so while Raft is busy they
 // queue and go out together. Without the limit, at half the closed-loop
 // rate it cut entries of 2-3 ops, and each entry's fixed cost (a Badger
 // transaction and a log record on every replica) doubled the commit time
@@ -300,7 +307,8 @@ func (p *pipeline) propose(batch []*request) *flight {
 		return fail(fmt.Errorf("store: encode batch: %w", err))
 	}
 	s.m.batchOps.Observe(float64(len(ops)))
-	fl := &flight{reqs: reqs, f: s.node.Raft.Apply(data, 10*time.Second), proposed: time.Now()}
+	proposed := time.Now()
+	fl := &flight{reqs: reqs, f: p.apply(data), proposed: proposed}
 	if bugs.Enabled(bugs.AckSendBeforeCommit) {
 		ackEarly(reqs, ops)
 	}
@@ -318,13 +326,13 @@ func (p *pipeline) completer() {
 // complete answers the requests of one entry once it has an outcome.
 func (p *pipeline) complete(fl *flight) {
 	err := p.outcome(fl.f)
-	p.s.m.stageSeconds.WithLabelValues("commit").Observe(time.Since(fl.proposed).Seconds())
 	if err != nil {
 		for _, r := range fl.reqs {
 			r.finish(nil, err)
 		}
 		return
 	}
+	p.s.m.stageSeconds.WithLabelValues("commit").Observe(time.Since(fl.proposed).Seconds())
 	br, ok := fl.f.Response().(*BatchResult)
 	switch {
 	case !ok:

@@ -2,8 +2,14 @@ package store
 
 import (
 	"errors"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 )
 
 // neverFuture is an apply Raft never answers: one left in its buffer when
@@ -37,5 +43,119 @@ func TestOutcomeStopsWaitingWhenThePipelineCloses(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("outcome still waits on a future Raft will never answer")
+	}
+}
+
+// heldFuture is an entry the test commits when it chooses, with every op
+// OK.
+type heldFuture struct {
+	release chan struct{}
+	ops     int
+}
+
+func (f *heldFuture) Error() error  { <-f.release; return nil }
+func (f *heldFuture) Index() uint64 { return 1 }
+func (f *heldFuture) Response() interface{} {
+	res := make([]*OpResult, f.ops)
+	for i := range res {
+		res[i] = &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK}
+	}
+	return &BatchResult{Results: res}
+}
+
+// nopBuilder is an op that needs no seqs.
+type nopBuilder struct{}
+
+func (nopBuilder) plan(*Shard) ([]uint64, error)     { return nil, nil }
+func (nopBuilder) build([]uint64) *clusterv1.StoreOp { return &clusterv1.StoreOp{} }
+
+// The proposer keeps at most maxInflight entries unanswered; requests that
+// arrive meanwhile wait and go out together in the next entries.
+func TestAtMostFourEntriesInFlight(t *testing.T) {
+	s := &Shard{cfg: Config{Now: time.Now}}
+	s.m = newMetrics(prometheus.NewRegistry(), s)
+	var mu sync.Mutex
+	var held []*heldFuture
+	released, worst := 0, 0
+	p := startPipeline(s, func(data []byte) raft.ApplyFuture {
+		b, err := decodeBatch(data)
+		if err != nil {
+			t.Error(err)
+		}
+		f := &heldFuture{release: make(chan struct{}), ops: len(b.Ops)}
+		mu.Lock()
+		held = append(held, f)
+		worst = max(worst, len(held)-released)
+		mu.Unlock()
+		return f
+	})
+	defer func() { p.close(); p.wait() }()
+	proposed := func() int { mu.Lock(); defer mu.Unlock(); return len(held) }
+
+	// One request at a time until maxInflight entries are out.
+	var reqs []*request
+	add := func() {
+		r := &request{b: nopBuilder{}, done: make(chan struct{})}
+		reqs = append(reqs, r)
+		if err := p.enqueue(r, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= maxInflight; i++ {
+		add()
+		waitUntil(t, func() bool { return proposed() == i })
+	}
+	for range 40 {
+		add()
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := proposed(); n != maxInflight {
+		t.Fatalf("%d entries proposed with %d unanswered allowed", n, maxInflight)
+	}
+	// Answer entries one by one; the waiting requests go out in few entries.
+	allDone := func() bool {
+		for _, r := range reqs {
+			select {
+			case <-r.done:
+			default:
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; !allDone(); i++ {
+		if i > 40 {
+			t.Fatal("requests still unanswered after 40 entries")
+		}
+		mu.Lock()
+		f := held[i]
+		released++
+		mu.Unlock()
+		close(f.release)
+		waitUntil(t, func() bool { return allDone() || proposed() > i+1 })
+	}
+	for i, r := range reqs {
+		<-r.done
+		if r.err != nil || r.res.Status != clusterv1.OpStatus_OP_STATUS_OK {
+			t.Fatalf("request %d: %v %v", i, r.res, r.err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if worst > maxInflight {
+		t.Fatalf("%d entries were unanswered at once, over %d", worst, maxInflight)
+	}
+	if ops := held[maxInflight].ops; ops < 10 {
+		t.Fatalf("the first entry after the limit carried %d of the 40 waiting requests; want them batched", ops)
+	}
+	t.Logf("%d entries for %d requests", len(held), len(reqs))
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("timed out")
+		}
 	}
 }
