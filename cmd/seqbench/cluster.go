@@ -43,13 +43,7 @@ func openStore(ctx context.Context, addr, dataDir string, stderr io.Writer) (*se
 
 func openCluster(ctx context.Context, addr string, stderr io.Writer, opts localcluster.Options) (*seqdTarget, error) {
 	if addr != "" {
-		var addrs []string
-		for _, a := range strings.Split(addr, ",") {
-			if a = strings.TrimSpace(a); a != "" {
-				addrs = append(addrs, a)
-			}
-		}
-		return &seqdTarget{addrs: addrs}, nil
+		return &seqdTarget{addrs: splitList(addr)}, nil
 	}
 	what := "3 arbiters, 2 AllocSvrs, a gateway"
 	if opts.Shards > 0 {
@@ -89,7 +83,7 @@ func (t *seqdTarget) stageSource(metricsURL string) gatherFunc {
 	case t.local != nil:
 		return t.local.Gatherer().Gather
 	case metricsURL != "":
-		return scrapeMetrics(metricsURL)
+		return scrapeMetrics(metricsURLs(metricsURL)...)
 	}
 	return nil
 }

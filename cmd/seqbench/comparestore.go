@@ -257,11 +257,7 @@ func redisInboxOps(in *peer.Inbox, pop population, concurrency, bodyBytes, copie
 // the order of all.
 func pickSystems(flagName, s string, all []string) ([]string, error) {
 	var want []string
-	for _, name := range strings.Split(s, ",") {
-		name = strings.TrimSpace(name)
-		if name == "" {
-			continue
-		}
+	for _, name := range splitList(s) {
 		if !slices.Contains(all, name) {
 			return nil, fmt.Errorf("%s: unknown system %q; choose from %s", flagName, name, strings.Join(all, ", "))
 		}

@@ -114,7 +114,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Float64Var(&f.rate, "rate", 0, "pace all workers to about this many sends/s (0: as fast as possible)")
 	fs.BoolVar(&f.halfRate, "half-rate", false, "1:1 only: after the run, run again paced at half the measured msgs/s and report its latency too")
 	fs.StringVar(&f.jsonPath, "json", "", "also write the summary as JSON to this file")
-	fs.StringVar(&f.metrics, "metrics", "", "with --addr: the store leader's /metrics URL, for the per-stage report (the in-process cluster reports it anyway)")
+	fs.StringVar(&f.metrics, "metrics", "", "with --addr: the store replicas' /metrics URLs, comma-separated, for the per-stage report (the in-process cluster reports it anyway)")
 	f.group.register(fs)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, sendUsage)

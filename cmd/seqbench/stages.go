@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -35,9 +36,11 @@ type stageTime struct {
 	MeanUs float64 `json:"mean_us"`
 	// P99LeUs and MaxLeUs are the upper bounds of the histogram buckets
 	// holding the 99th percentile and the slowest (the buckets double, so
-	// they are within 2x; +Inf past the last bucket, 0.41 s for stages).
-	P99LeUs float64 `json:"p99_le_us"`
-	MaxLeUs float64 `json:"max_le_us"`
+	// they are within 2x). Null: past the last bucket, LastBucketUs (0.41 s
+	// for the pipeline stages, 0.20 s for fsm_apply).
+	P99LeUs      *float64 `json:"p99_le_us"`
+	MaxLeUs      *float64 `json:"max_le_us"`
+	LastBucketUs float64  `json:"last_bucket_us"`
 }
 
 // stageOrder is the order stages are printed in.
@@ -53,108 +56,166 @@ type histo struct {
 // gatherFunc returns the cluster's metric families.
 type gatherFunc func() ([]*dto.MetricFamily, error)
 
-// scrapeMetrics gathers the Prometheus text at url (a seqd /metrics page).
-func scrapeMetrics(url string) gatherFunc {
+// sourceLabel tells apart the series of different --metrics URLs.
+const sourceLabel = "seqbench_source"
+
+// scrapeMetrics gathers the Prometheus text at each URL (seqd /metrics
+// pages; give every store replica's, so a leader change during the run
+// is counted too).
+func scrapeMetrics(urls ...string) gatherFunc {
 	return func() ([]*dto.MetricFamily, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("%s: %s", url, resp.Status)
-		}
-		p := expfmt.NewTextParser(model.UTF8Validation)
-		m, err := p.TextToMetricFamilies(resp.Body)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", url, err)
-		}
-		out := make([]*dto.MetricFamily, 0, len(m))
-		for _, mf := range m {
-			out = append(out, mf)
+		var out []*dto.MetricFamily
+		for i, u := range urls {
+			mfs, err := scrapeOne(u)
+			if err != nil {
+				return nil, err
+			}
+			src := fmt.Sprint(i)
+			for _, mf := range mfs {
+				for _, m := range mf.GetMetric() {
+					m.Label = append(m.Label, &dto.LabelPair{Name: ptr(sourceLabel), Value: &src})
+				}
+				out = append(out, mf)
+			}
 		}
 		return out, nil
 	}
 }
 
-// stageHistos reads the store's stage histograms, keyed by stage name
-// ("entry" holds ops per entry).
-func stageHistos(gather gatherFunc) (map[string]*histo, error) {
+func ptr[T any](v T) *T { return &v }
+
+func scrapeOne(url string) ([]*dto.MetricFamily, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	m, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", url, err)
+	}
+	out := make([]*dto.MetricFamily, 0, len(m))
+	for _, mf := range m {
+		out = append(out, mf)
+	}
+	return out, nil
+}
+
+// series is one histogram of one node: a stage ("entry" for ops per
+// entry) and every other label.
+type series struct{ stage, labels string }
+
+// stageHistos reads the store's stage histograms, one per series.
+func stageHistos(gather gatherFunc) (map[series]*histo, error) {
 	mfs, err := gather()
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]*histo{}
-	add := func(key string, h *dto.Histogram) {
-		s := out[key]
-		if s == nil {
-			s = &histo{buckets: map[float64]uint64{}}
-			out[key] = s
-		}
-		s.count += h.GetSampleCount()
-		s.sum += h.GetSampleSum()
-		for _, b := range h.GetBucket() {
-			s.buckets[b.GetUpperBound()] += b.GetCumulativeCount()
-		}
-	}
+	out := map[series]*histo{}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
+			var stage string
+			var labels []string
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "stage" {
+					stage = l.GetValue()
+				} else {
+					labels = append(labels, l.GetName()+"="+l.GetValue())
+				}
+			}
 			switch mf.GetName() {
 			case "seqd_store_pipeline_stage_seconds":
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "stage" {
-						add(l.GetValue(), m.GetHistogram())
-					}
-				}
 			case "seqd_store_fsm_apply_seconds":
-				add("fsm_apply", m.GetHistogram())
+				stage = "fsm_apply"
 			case "seqd_store_ops_per_entry":
-				add("entry", m.GetHistogram())
+				stage = "entry"
+			default:
+				continue
 			}
+			sort.Strings(labels)
+			h := m.GetHistogram()
+			hs := &histo{count: h.GetSampleCount(), sum: h.GetSampleSum(), buckets: map[float64]uint64{}}
+			for _, b := range h.GetBucket() {
+				hs.buckets[b.GetUpperBound()] = b.GetCumulativeCount()
+			}
+			out[series{stage, strings.Join(labels, ",")}] = hs
 		}
 	}
 	return out, nil
 }
 
-// stagesBetween is what the histograms gained from before to after.
-func stagesBetween(before, after map[string]*histo) *stageReport {
-	rep := &stageReport{Stages: map[string]*stageTime{}}
-	for name, a := range after {
-		b := before[name]
-		if b == nil {
-			b = &histo{buckets: map[float64]uint64{}}
+// gained is what one series gained from b to a. A series whose count
+// went down was reset (its node restarted): all of a is new.
+func gained(b, a *histo) *histo {
+	if b == nil || a.count < b.count {
+		return a
+	}
+	d := &histo{count: a.count - b.count, sum: a.sum - b.sum, buckets: map[float64]uint64{}}
+	for ub, n := range a.buckets {
+		d.buckets[ub] = n - min(n, b.buckets[ub])
+	}
+	return d
+}
+
+// stagesBetween is what the histograms gained from before to after,
+// summed over nodes.
+func stagesBetween(before, after map[series]*histo) *stageReport {
+	sum := map[string]*histo{}
+	for k, a := range after {
+		d := gained(before[k], a)
+		t := sum[k.stage]
+		if t == nil {
+			t = &histo{buckets: map[float64]uint64{}}
+			sum[k.stage] = t
 		}
-		n := a.count - b.count
-		if n == 0 {
+		t.count += d.count
+		t.sum += d.sum
+		for ub, n := range d.buckets {
+			t.buckets[ub] += n
+		}
+	}
+	rep := &stageReport{Stages: map[string]*stageTime{}}
+	for name, h := range sum {
+		if h.count == 0 {
 			continue
 		}
-		mean := (a.sum - b.sum) / float64(n)
+		mean := h.sum / float64(h.count)
 		if name == "entry" {
 			rep.OpsPerEntry = mean
 			continue
 		}
-		bounds := make([]float64, 0, len(a.buckets))
-		for ub := range a.buckets {
-			bounds = append(bounds, ub)
+		var bounds []float64
+		for ub := range h.buckets {
+			if !math.IsInf(ub, 1) {
+				bounds = append(bounds, ub)
+			}
 		}
 		sort.Float64s(bounds)
-		// quantile is the upper bound of the first bucket holding q of
-		// the run's samples.
-		quantile := func(q float64) float64 {
+		// quantile is the upper bound in µs of the first bucket holding q
+		// of the run's samples; nil past the last one.
+		quantile := func(q float64) *float64 {
 			for _, ub := range bounds {
-				if float64(a.buckets[ub]-b.buckets[ub]) >= q*float64(n) {
-					return ub
+				if float64(h.buckets[ub]) >= q*float64(h.count) {
+					return ptr(ub * 1e6)
 				}
 			}
-			return math.Inf(1)
+			return nil
 		}
-		rep.Stages[name] = &stageTime{Count: n, MeanUs: mean * 1e6, P99LeUs: quantile(0.99) * 1e6, MaxLeUs: quantile(1) * 1e6}
+		st := &stageTime{Count: h.count, MeanUs: mean * 1e6, P99LeUs: quantile(0.99), MaxLeUs: quantile(1)}
+		if len(bounds) > 0 {
+			st.LastBucketUs = bounds[len(bounds)-1] * 1e6
+		}
+		rep.Stages[name] = st
 	}
 	if len(rep.Stages) == 0 {
 		return nil
@@ -167,7 +228,7 @@ func stagesBetween(before, after map[string]*histo) *stageReport {
 // read.
 type stageWatch struct {
 	gather gatherFunc
-	before map[string]*histo
+	before map[series]*histo
 	note   func(format string, args ...any)
 }
 
@@ -195,6 +256,20 @@ func (s *stageWatch) done() *stageReport {
 	return stagesBetween(s.before, after)
 }
 
+// metricsURLs splits --metrics.
+func metricsURLs(raw string) []string { return splitList(raw) }
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(raw string) []string {
+	var out []string
+	for _, u := range strings.Split(raw, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
 // checkMetricsURL checks --metrics.
 func checkMetricsURL(raw, addr string) error {
 	if raw == "" {
@@ -203,9 +278,15 @@ func checkMetricsURL(raw, addr string) error {
 	if addr == "" {
 		return errors.New("--metrics is for a cluster at --addr; the in-process cluster's stages are reported without it")
 	}
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("--metrics %q: want an http(s) URL such as http://127.0.0.1:7480/metrics", raw)
+	urls := metricsURLs(raw)
+	if len(urls) == 0 {
+		return fmt.Errorf("--metrics %q names no URL", raw)
+	}
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--metrics %q: want http(s) URLs such as http://127.0.0.1:7480/metrics, comma-separated", raw)
+		}
 	}
 	return nil
 }
@@ -217,7 +298,7 @@ func printStages(w io.Writer, r *stageReport) {
 	fmt.Fprintf(w, "leader       %.1f ops per Raft entry; mean (p99 ≤, max ≤) per stage:", r.OpsPerEntry)
 	for _, name := range stageOrder {
 		if st := r.Stages[name]; st != nil {
-			fmt.Fprintf(w, " %s %s (%s, %s)", name, fmtUs(st.MeanUs), fmtUs(st.P99LeUs), fmtUs(st.MaxLeUs))
+			printStage(w, name, st)
 		}
 	}
 	var other []string
@@ -228,16 +309,20 @@ func printStages(w io.Writer, r *stageReport) {
 	}
 	sort.Strings(other)
 	for _, name := range other {
-		st := r.Stages[name]
-		fmt.Fprintf(w, " %s %s (%s, %s)", name, fmtUs(st.MeanUs), fmtUs(st.P99LeUs), fmtUs(st.MaxLeUs))
+		printStage(w, name, r.Stages[name])
 	}
 	fmt.Fprintln(w)
 }
 
-// fmtUs prints microseconds as ms with two decimals.
-func fmtUs(us float64) string {
-	if math.IsInf(us, 1) {
-		return "∞"
+func printStage(w io.Writer, name string, st *stageTime) {
+	bound := func(us *float64) string {
+		if us == nil {
+			return ">" + fmtUs(st.LastBucketUs)
+		}
+		return fmtUs(*us)
 	}
-	return fmt.Sprintf("%.2fms", us/1000)
+	fmt.Fprintf(w, " %s %s (%s, %s)", name, fmtUs(st.MeanUs), bound(st.P99LeUs), bound(st.MaxLeUs))
 }
+
+// fmtUs prints microseconds as ms with two decimals.
+func fmtUs(us float64) string { return fmt.Sprintf("%.2fms", us/1000) }

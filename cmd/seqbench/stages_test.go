@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -12,15 +13,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// The report covers only what the histograms gained during the run, sums
-// them over nodes, and puts the p99 in the bucket that holds it.
-func TestStagesBetweenIsTheRunsShare(t *testing.T) {
+func newStageRegistry() (*prometheus.Registry, *prometheus.HistogramVec, *prometheus.HistogramVec) {
 	reg := prometheus.NewRegistry()
 	stage := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "seqd_store_pipeline_stage_seconds",
 		Buckets: []float64{0.001, 0.002, 0.004}}, []string{"node", "stage"})
 	perEntry := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "seqd_store_ops_per_entry",
 		Buckets: []float64{1, 2, 4, 8}}, []string{"node"})
 	reg.MustRegister(stage, perEntry)
+	return reg, stage, perEntry
+}
+
+func equalPtr(p *float64, v float64) bool { return p != nil && *p == v }
+
+// The report covers only what the histograms gained during the run, sums
+// them over nodes, and puts the p99 and the slowest in the buckets that
+// hold them.
+func TestStagesBetweenIsTheRunsShare(t *testing.T) {
+	reg, stage, perEntry := newStageRegistry()
 	commit := func(node string) prometheus.Observer { return stage.WithLabelValues(node, "commit") }
 	for range 50 {
 		commit("r1").Observe(0.0035) // before the run: not counted
@@ -42,8 +51,9 @@ func TestStagesBetweenIsTheRunsShare(t *testing.T) {
 	}
 	rep := stagesBetween(before, after)
 	c := rep.Stages["commit"]
-	if c == nil || c.Count != 100 || math.Abs(c.MeanUs-(98*500+2*1500)/100.0) > 1e-6 || c.P99LeUs != 2000 || c.MaxLeUs != 2000 {
-		t.Fatalf("commit %+v; want 100 samples, mean 520µs, p99 and max in the 2 ms bucket", c)
+	if c == nil || c.Count != 100 || math.Abs(c.MeanUs-(98*500+2*1500)/100.0) > 1e-6 ||
+		!equalPtr(c.P99LeUs, 2000) || !equalPtr(c.MaxLeUs, 2000) || c.LastBucketUs != 4000 {
+		t.Fatalf("commit %+v; want 100 samples, mean 520µs, p99 and max in the 2 ms bucket of 4", c)
 	}
 	if rep.OpsPerEntry != 4 || len(rep.Stages) != 1 {
 		t.Fatalf("report %+v; want 4 ops per entry and only the commit stage", rep)
@@ -59,39 +69,75 @@ func TestStagesBetweenIsTheRunsShare(t *testing.T) {
 	}
 }
 
-// A p99 beyond the last bucket is +Inf, printed as such.
-func TestStagesP99BeyondTheBuckets(t *testing.T) {
-	h := func(count uint64, sum float64, b map[float64]uint64) *histo {
-		return &histo{count: count, sum: sum, buckets: b}
+// A node that restarted during the run starts its histograms from zero:
+// what it has now is all new, not a negative gain.
+func TestStagesAfterANodeRestart(t *testing.T) {
+	reg, stage, _ := newStageRegistry()
+	for range 10 {
+		stage.WithLabelValues("r1", "plan").Observe(0.0005)
 	}
-	rep := stagesBetween(map[string]*histo{}, map[string]*histo{
-		"allocate": h(10, 10, map[float64]uint64{0.001: 5, math.Inf(1): 10}),
-	})
-	a := rep.Stages["allocate"]
-	if !math.IsInf(a.P99LeUs, 1) || !math.IsInf(a.MaxLeUs, 1) || fmtUs(a.P99LeUs) != "∞" {
-		t.Fatalf("allocate %+v", a)
+	before, _ := stageHistos(reg.Gather)
+	reg2, stage2, _ := newStageRegistry() // r1 again, restarted
+	for range 3 {
+		stage2.WithLabelValues("r1", "plan").Observe(0.0015)
+	}
+	after, _ := stageHistos(reg2.Gather)
+	p := stagesBetween(before, after).Stages["plan"]
+	if p.Count != 3 || math.Abs(p.MeanUs-1500) > 1e-6 || !equalPtr(p.MaxLeUs, 2000) {
+		t.Fatalf("plan after a restart %+v; want the 3 new samples", p)
 	}
 }
 
-// scrapeMetrics reads a seqd /metrics page; a page that is not there is
-// an error naming the URL.
+// Samples past the last bucket have no bound: null in the JSON (which has
+// no infinity) and "> last bucket" when printed.
+func TestStagesPastTheLastBucket(t *testing.T) {
+	reg, stage, _ := newStageRegistry()
+	before, _ := stageHistos(reg.Gather)
+	for range 9 {
+		stage.WithLabelValues("r1", "allocate").Observe(0.0005)
+	}
+	stage.WithLabelValues("r1", "allocate").Observe(0.5)
+	after, _ := stageHistos(reg.Gather)
+	rep := stagesBetween(before, after)
+	a := rep.Stages["allocate"]
+	if a.P99LeUs != nil || a.MaxLeUs != nil || a.LastBucketUs != 4000 {
+		t.Fatalf("allocate %+v; want no bound for the p99 (1 of 10) and the slowest", a)
+	}
+	b, err := json.Marshal(rep)
+	if err != nil || !strings.Contains(string(b), `"max_le_us":null,"last_bucket_us":4000`) {
+		t.Fatalf("JSON %s, %v", b, err)
+	}
+	var out bytes.Buffer
+	printStages(&out, rep)
+	if !strings.Contains(out.String(), ">4.00ms)") {
+		t.Fatalf("printed %q", out.String())
+	}
+}
+
+// scrapeMetrics reads seqd /metrics pages, each URL's series kept apart;
+// a page that is not there is an error naming its URL.
 func TestScrapeMetrics(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "seqd_store_fsm_apply_seconds"})
-	reg.MustRegister(h)
-	h.Observe(0.002)
-	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	defer srv.Close()
-	got, err := stageHistos(scrapeMetrics(srv.URL))
+	page := func(v float64) *httptest.Server {
+		reg := prometheus.NewRegistry()
+		h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "seqd_store_fsm_apply_seconds"})
+		reg.MustRegister(h)
+		h.Observe(v)
+		return httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	}
+	a, b := page(0.002), page(0.004)
+	defer a.Close()
+	defer b.Close()
+	got, err := stageHistos(scrapeMetrics(metricsURLs(a.URL + " , " + b.URL)...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := got["fsm_apply"]; a == nil || a.count != 1 || a.sum != 0.002 {
-		t.Fatalf("fsm_apply %+v", got["fsm_apply"])
+	rep := stagesBetween(nil, got)
+	if f := rep.Stages["fsm_apply"]; f == nil || f.Count != 2 || math.Abs(f.MeanUs-3000) > 1e-6 {
+		t.Fatalf("fsm_apply from two pages: %+v", rep.Stages["fsm_apply"])
 	}
 	missing := httptest.NewServer(http.NotFoundHandler())
 	defer missing.Close()
-	if _, err := scrapeMetrics(missing.URL + "/metrics")(); err == nil || !strings.Contains(err.Error(), missing.URL+"/metrics: 404") {
+	if _, err := scrapeMetrics(a.URL, missing.URL+"/metrics")(); err == nil || !strings.Contains(err.Error(), missing.URL+"/metrics: 404") {
 		t.Fatalf("scraping a missing page: %v", err)
 	}
 }
