@@ -450,3 +450,20 @@ func TestStartRejectsBadInput(t *testing.T) {
 		t.Errorf("refused starts left identities behind: %v", claimed)
 	}
 }
+
+// The quick start's first command: the demo starts, shows its sample, and
+// stops without printing errors (at shutdown its nodes' Raft transports
+// report each other gone, which is not worth showing).
+func TestDemoOnceIsClean(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, seqdBinary(t), "demo", "--once", "--addr", freePort(t), "--http-addr", "").CombinedOutput()
+	if err != nil {
+		t.Fatalf("seqd demo --once: %v\n%s", err, out)
+	}
+	s := string(out)
+	_, after, ready := strings.Cut(s, "\nready\n")
+	if !strings.Contains(s, "Sync(user 2) = 1 event(s)") || !ready || strings.Contains(after, "level=ERROR") {
+		t.Fatalf("seqd demo --once printed:\n%s", s)
+	}
+}
