@@ -29,16 +29,7 @@ import (
 // keeps serving on the newer two. Once upgraded, the replica applies from
 // that entry and ends up with the others' state.
 func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
-	const old = 2 // s1-r3
-	newer := uint32(store.StoreFormat + 1)
-	store.SetReplicaFormat(func(id string) uint32 {
-		if id == "s1-r3" {
-			return store.StoreFormat
-		}
-		return newer
-	})
-	t.Cleanup(func() { store.SetReplicaFormat(nil) })
-	c, m := startCluster(t, localcluster.Options{})
+	c, m := mixedShard(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -50,11 +41,7 @@ func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "a newer replica to lead", func() bool { l := c.StoreLeader(0); return l >= 0 && l != old })
 
-	op := &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Send{Send: &clusterv1.SendOp{
-		Request: &seqdv1.SendRequest{Sender: 700, Recipients: []uint64{701}, Conversation: direct(700701),
-			ClientMsgId: "newer-1", Body: []byte("from a newer leader")},
-		MessageId: "700.1", Appends: []*clusterv1.Append{{User: 700, Seq: 1}, {User: 701, Seq: 1}}, DedupTtlMs: 60_000}}}
-	data := store.EncodeBatchNeeding(t, &clusterv1.StoreBatch{NowMs: time.Now().UnixMilli(), Ops: []*clusterv1.StoreOp{op}}, newer)
+	data := store.EncodeBatchNeeding(t, &clusterv1.StoreBatch{NowMs: time.Now().UnixMilli(), Ops: []*clusterv1.StoreOp{newerSend()}}, newer)
 	f := c.Store(0, c.StoreLeader(0)).Store().Raft().Apply(data, 5*time.Second)
 	if err := f.Error(); err != nil {
 		t.Fatalf("proposing the newer entry: %v", err)
@@ -102,21 +89,7 @@ func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
 	}
 
 	c.KillStore(0, old)
-	store.SetReplicaFormat(func(string) uint32 { return newer })
-	if err := c.RestartStore(ctx, 0, old); err != nil {
-		t.Fatalf("restarting the upgraded replica: %v", err)
-	}
-	sendSome(t, m, 5, 6, 5)
-	waitFor(t, 20*time.Second, "the upgraded replica to hold the leader's state", func() bool {
-		lead := c.StoreLeader(0)
-		if lead < 0 {
-			return false
-		}
-		a, b := c.Store(0, lead).Store().FSM(), c.Store(0, old).Store().FSM()
-		ia, ib := a.AppliedIndex(), b.AppliedIndex()
-		same := ia == ib && maps.Equal(store.DumpState(t, a), store.DumpState(t, b))
-		return same && a.AppliedIndex() == ia && b.AppliedIndex() == ib
-	})
+	upgradeOld(t, ctx, c, m)
 	if err := c.Store(0, old).Health(); err != nil {
 		t.Fatalf("upgraded replica after catching up: %v", err)
 	}
@@ -146,6 +119,108 @@ func haltedGauge(t *testing.T, c *localcluster.Cluster, replica string) float64 
 	}
 	t.Fatalf("no seqd_store_halted for %s", replica)
 	return 0
+}
+
+// The same, when the old replica catches up by snapshot: it was down while
+// the newer entry was applied and the log compacted past it, so the leader
+// sends it a snapshot of format-2 data. It refuses to restore it and
+// halts; restarted unchanged it cannot start (Raft saved that snapshot and
+// cannot restore it), and says why; upgraded, it starts from the snapshot.
+func TestOldReplicaRefusesNewerSnapshotUntilUpgraded(t *testing.T) {
+	c, m := mixedShard(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	sendSome(t, m, 1, 2, 5)
+	c.KillStore(0, old)
+	waitFor(t, 10*time.Second, "a newer replica to lead", func() bool { l := c.StoreLeader(0); return l >= 0 && l != old })
+	data := store.EncodeBatchNeeding(t, &clusterv1.StoreBatch{NowMs: time.Now().UnixMilli(), Ops: []*clusterv1.StoreOp{newerSend()}}, newer)
+	if err := c.Store(0, c.StoreLeader(0)).Store().Raft().Apply(data, 5*time.Second).Error(); err != nil {
+		t.Fatalf("proposing the newer entry: %v", err)
+	}
+	sendSome(t, m, 3, 4, 5)
+	// Both newer replicas snapshot and keep no log behind it.
+	for i := 0; i < old; i++ {
+		r := c.Store(0, i).Store().Raft()
+		rc := r.ReloadableConfig()
+		rc.TrailingLogs = 0
+		if err := r.ReloadConfig(rc); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Snapshot().Error(); err != nil {
+			t.Fatalf("snapshot on replica %d: %v", i+1, err)
+		}
+	}
+
+	if err := c.RestartStore(ctx, 0, old); err != nil {
+		t.Fatalf("restarting the old build: %v", err)
+	}
+	var fe *store.FormatError
+	waitFor(t, 20*time.Second, "the old replica to refuse the snapshot", func() bool {
+		err := c.Store(0, old).Health()
+		return errors.Is(err, store.ErrHalted) && errors.As(err, &fe)
+	})
+	if !strings.HasPrefix(fe.What, "a snapshot taken at index") || fe.Need != newer {
+		t.Fatalf("halted on %+v, want a snapshot needing format %d", fe, newer)
+	}
+
+	c.KillStore(0, old)
+	err := c.RestartStore(ctx, 0, old)
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "needs store format 2") {
+		t.Fatalf("restarting the old build on a saved newer snapshot: %v, want a refusal naming the format", err)
+	}
+
+	upgradeOld(t, ctx, c, m)
+}
+
+// old is the replica (s1-r3) that runs the older build in a mixed shard,
+// and newer the other two's store format.
+const (
+	old   = 2
+	newer = uint32(store.StoreFormat + 1)
+)
+
+// mixedShard starts a cluster whose store replicas s1-r1 and s1-r2 run a
+// build one store format newer than s1-r3's.
+func mixedShard(t *testing.T) (*localcluster.Cluster, *router.Messages) {
+	t.Helper()
+	store.SetReplicaFormat(func(id string) uint32 {
+		if id == "s1-r3" {
+			return store.StoreFormat
+		}
+		return newer
+	})
+	t.Cleanup(func() { store.SetReplicaFormat(nil) })
+	return startCluster(t, localcluster.Options{})
+}
+
+// upgradeOld restarts the old replica on the newer build and waits until
+// it holds the leader's state.
+func upgradeOld(t *testing.T, ctx context.Context, c *localcluster.Cluster, m *router.Messages) {
+	t.Helper()
+	store.SetReplicaFormat(func(string) uint32 { return newer })
+	if err := c.RestartStore(ctx, 0, old); err != nil {
+		t.Fatalf("restarting the upgraded replica: %v", err)
+	}
+	sendSome(t, m, 5, 6, 5)
+	waitFor(t, 20*time.Second, "the upgraded replica to hold the leader's state", func() bool {
+		lead := c.StoreLeader(0)
+		if lead < 0 || lead == old {
+			return false
+		}
+		a, b := c.Store(0, lead).Store().FSM(), c.Store(0, old).Store().FSM()
+		ia, ib := a.AppliedIndex(), b.AppliedIndex()
+		same := ia == ib && maps.Equal(store.DumpState(t, a), store.DumpState(t, b))
+		return same && a.AppliedIndex() == ia && b.AppliedIndex() == ib
+	})
+}
+
+// newerSend is a send from a newer leader, to users no other send uses.
+func newerSend() *clusterv1.StoreOp {
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Send{Send: &clusterv1.SendOp{
+		Request: &seqdv1.SendRequest{Sender: 700, Recipients: []uint64{701}, Conversation: direct(700701),
+			ClientMsgId: "newer-1", Body: []byte("from a newer leader")},
+		MessageId: "700.1", Appends: []*clusterv1.Append{{User: 700, Seq: 1}, {User: 701, Seq: 1}}, DedupTtlMs: 60_000}}}
 }
 
 // sendSome sends n messages from one user to another and fails on any error.
