@@ -476,7 +476,8 @@ func runGroupSend(ctx context.Context, mc *msgConn, pop population, f sendFlags,
 		mode, copies = "group-read-fanout", 2 // the timeline entry and the sender's copy
 	}
 	cfg := bench.Config{Label: "send " + mode, Duration: f.duration, Warmup: f.warmup, Rate: f.rate, Progress: progress, Unit: "msg"}
-	watch := watchStages(f.stages, progress)
+	var watch *stageWatch
+	cfg.BeforeMeasure = func() { watch = watchStages(f.stages, progress) }
 	st, err := bench.Run(ctx, cfg, groupSendOps(mc.api, gs, f.concurrency, f.bodyBytes, newRunID(), t))
 	if err != nil {
 		return err

@@ -209,7 +209,8 @@ func runDirectSend(ctx context.Context, mc *msgConn, pop population, f sendFlags
 	const mode = "1:1"
 	runID := newRunID()
 	cfg := bench.Config{Label: "send 1:1", Duration: f.duration, Warmup: f.warmup, Rate: f.rate, Progress: progress, Unit: "msg"}
-	watch := watchStages(f.stages, progress)
+	var watch *stageWatch
+	cfg.BeforeMeasure = func() { watch = watchStages(f.stages, progress) }
 	st, err := bench.Run(ctx, cfg, directSendOps(mc.api, pop, f.concurrency, f.bodyBytes, runID))
 	if err != nil {
 		return err
@@ -222,7 +223,7 @@ func runDirectSend(ctx context.Context, mc *msgConn, pop population, f sendFlags
 	half := rep.MsgsPerSec / 2
 	progress.Printf("seqbench: %s msgs/s unpaced; now paced at %s msgs/s\n", bench.FormatCount(rep.MsgsPerSec), bench.FormatCount(half))
 	cfg.Label, cfg.Rate = "send 1:1 at half rate", half
-	watch = watchStages(f.stages, progress)
+	watch = nil
 	st, err = bench.Run(ctx, cfg, directSendOps(mc.api, pop, f.concurrency, f.bodyBytes, runID+"h"))
 	if err != nil {
 		return err

@@ -223,9 +223,9 @@ func stagesBetween(before, after map[series]*histo) *stageReport {
 	return rep
 }
 
-// stageWatch takes the histograms before a run (its warm-up included);
-// done returns the run's report, or nil (with a note) when they cannot be
-// read.
+// stageWatch takes the histograms when a run's measured phase starts
+// (bench.Config.BeforeMeasure); done returns the phase's report, or nil
+// (with a note) when they cannot be read.
 type stageWatch struct {
 	gather gatherFunc
 	before map[series]*histo

@@ -33,6 +33,9 @@ type Config struct {
 	// Unit names what an Op's count counts in the progress line (default
 	// "seq"; "msg" for sends, "event" for reads).
 	Unit string
+	// BeforeMeasure, if set, runs after the warm-up, just before the
+	// measured phase starts (to snapshot server-side counters).
+	BeforeMeasure func()
 }
 
 // Stats is what one measured phase produced.
@@ -85,6 +88,9 @@ func Run(ctx context.Context, cfg Config, ops []Op) (*Stats, error) {
 		if ctx.Err() != nil {
 			return &Stats{Latency: NewHistogram(), Interrupted: true}, nil
 		}
+	}
+	if cfg.BeforeMeasure != nil {
+		cfg.BeforeMeasure()
 	}
 	return runPhase(ctx, cfg.Label, cfg.Duration, cfg, ops)
 }

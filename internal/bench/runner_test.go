@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -120,5 +121,30 @@ func TestResultJSONHasTheDocumentedFields(t *testing.T) {
 		if !ok || got < exact*0.99 || got > exact*1.01 {
 			t.Errorf("%s = %v, want about %v", k, m[k], exact)
 		}
+	}
+}
+
+// BeforeMeasure runs once, after every warm-up op has returned and before
+// the first measured one starts.
+func TestBeforeMeasureRunsBetweenThePhases(t *testing.T) {
+	var calls atomic.Int64
+	var atCall int64 = -1
+	ops := make([]Op, 3)
+	for i := range ops {
+		ops[i] = func(context.Context) (int, error) {
+			calls.Add(1)
+			time.Sleep(200 * time.Microsecond)
+			return 1, nil
+		}
+	}
+	hooks := 0
+	st, err := Run(context.Background(), Config{Duration: 100 * time.Millisecond, Warmup: 50 * time.Millisecond,
+		BeforeMeasure: func() { hooks++; atCall = calls.Load() }}, ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hooks != 1 || atCall <= 0 || calls.Load()-atCall != int64(st.Ops) {
+		t.Fatalf("hook ran %d times at op %d; %d ops in all, %d measured: want once, between warm-up and measured ops",
+			hooks, atCall, calls.Load(), st.Ops)
 	}
 }
