@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/seqd/seqd/internal/cliflag"
 	"github.com/seqd/seqd/internal/localcluster"
 	"github.com/seqd/seqd/router"
 )
@@ -43,7 +44,7 @@ func openStore(ctx context.Context, addr, dataDir string, stderr io.Writer) (*se
 
 func openCluster(ctx context.Context, addr string, stderr io.Writer, opts localcluster.Options) (*seqdTarget, error) {
 	if addr != "" {
-		return &seqdTarget{addrs: splitList(addr)}, nil
+		return &seqdTarget{addrs: cliflag.SplitList(addr)}, nil
 	}
 	what := "3 arbiters, 2 AllocSvrs, a gateway"
 	if opts.Shards > 0 {
@@ -83,7 +84,7 @@ func (t *seqdTarget) stageSource(metricsURL string) gatherFunc {
 	case t.local != nil:
 		return t.local.Gatherer().Gather
 	case metricsURL != "":
-		return scrapeMetrics(metricsURLs(metricsURL)...)
+		return scrapeMetrics(cliflag.SplitList(metricsURL)...)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/seqd/seqd/internal/bench"
 	"github.com/seqd/seqd/internal/bench/peer"
+	"github.com/seqd/seqd/internal/cliflag"
 )
 
 // The systems compare-store runs, in order.
@@ -257,7 +258,7 @@ func redisInboxOps(in *peer.Inbox, pop population, concurrency, bodyBytes, copie
 // the order of all.
 func pickSystems(flagName, s string, all []string) ([]string, error) {
 	var want []string
-	for _, name := range splitList(s) {
+	for _, name := range cliflag.SplitList(s) {
 		if !slices.Contains(all, name) {
 			return nil, fmt.Errorf("%s: unknown system %q; choose from %s", flagName, name, strings.Join(all, ", "))
 		}

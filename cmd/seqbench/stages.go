@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/seqd/seqd/internal/bench"
+	"github.com/seqd/seqd/internal/cliflag"
 )
 
 // stageReport is where the store leader's writes spent their time during
@@ -256,20 +257,6 @@ func (s *stageWatch) done() *stageReport {
 	return stagesBetween(s.before, after)
 }
 
-// metricsURLs splits --metrics.
-func metricsURLs(raw string) []string { return splitList(raw) }
-
-// splitList splits a comma-separated flag value, dropping empty items.
-func splitList(raw string) []string {
-	var out []string
-	for _, u := range strings.Split(raw, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			out = append(out, u)
-		}
-	}
-	return out
-}
-
 // checkMetricsURL checks --metrics.
 func checkMetricsURL(raw, addr string) error {
 	if raw == "" {
@@ -278,7 +265,7 @@ func checkMetricsURL(raw, addr string) error {
 	if addr == "" {
 		return errors.New("--metrics is for a cluster at --addr; the in-process cluster's stages are reported without it")
 	}
-	urls := metricsURLs(raw)
+	urls := cliflag.SplitList(raw)
 	if len(urls) == 0 {
 		return fmt.Errorf("--metrics %q names no URL", raw)
 	}

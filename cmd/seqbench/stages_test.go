@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/seqd/seqd/internal/cliflag"
 )
 
 func newStageRegistry() (*prometheus.Registry, *prometheus.HistogramVec, *prometheus.HistogramVec) {
@@ -127,7 +129,7 @@ func TestScrapeMetrics(t *testing.T) {
 	a, b := page(0.002), page(0.004)
 	defer a.Close()
 	defer b.Close()
-	got, err := stageHistos(scrapeMetrics(metricsURLs(a.URL + " , " + b.URL)...))
+	got, err := stageHistos(scrapeMetrics(cliflag.SplitList(a.URL + " , " + b.URL)...))
 	if err != nil {
 		t.Fatal(err)
 	}

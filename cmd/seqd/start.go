@@ -84,10 +84,10 @@ func runStart(ctx context.Context, args []string) error {
 	str("gossip-addr", &cfg.GossipAddr, *gossipAddr)
 	str("join", &cfg.Join, *join)
 	if set["role"] {
-		cfg.Roles = splitList(*roles)
+		cfg.Roles = cliflag.SplitList(*roles)
 	}
 	if set["arbiters"] {
-		cfg.Arbiters = splitList(*arbiters)
+		cfg.Arbiters = cliflag.SplitList(*arbiters)
 	}
 	if len(peers) > 0 {
 		cfg.Peers = nil
@@ -102,7 +102,7 @@ func runStart(ctx context.Context, args []string) error {
 	str("shard", &cfg.Shard, *shard)
 	if set["shard-splits"] {
 		cfg.ShardSplits = nil
-		for _, p := range splitList(*splits) {
+		for _, p := range cliflag.SplitList(*splits) {
 			v, err := strconv.ParseUint(p, 10, 64)
 			if err != nil || v == 0 {
 				return fmt.Errorf("--shard-splits %q: want increasing section numbers such as 1000,2000", *splits)
@@ -171,14 +171,4 @@ func runStart(ctx context.Context, args []string) error {
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("shutdown took longer than 30s; exiting anyway")
 	}
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

@@ -98,3 +98,15 @@ func checkRepeats(fs *flag.FlagSet, args []string, interleaved bool) error {
 	}
 	return nil
 }
+
+// SplitList splits a comma-separated flag value, trimming spaces and
+// dropping empty items.
+func SplitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

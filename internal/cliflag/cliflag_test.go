@@ -2,6 +2,7 @@ package cliflag
 
 import (
 	"flag"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -61,6 +62,19 @@ func TestCheckRepeatsAllowsSingleValuesAndLists(t *testing.T) {
 	} {
 		if err := CheckRepeats(newSet(), args); err != nil {
 			t.Errorf("%q: %v", args, err)
+		}
+	}
+}
+
+func TestSplitList(t *testing.T) {
+	for in, want := range map[string][]string{
+		"":           nil,
+		" , ,":       nil,
+		"a":          {"a"},
+		" a, b ,,c ": {"a", "b", "c"},
+	} {
+		if got := SplitList(in); !slices.Equal(got, want) {
+			t.Errorf("SplitList(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
