@@ -9,15 +9,18 @@ type metrics struct {
 	batchOps     prometheus.Histogram
 	applySeconds prometheus.Histogram
 	stageSeconds *prometheus.HistogramVec
-	outOfOrder   prometheus.Counter
-	duplicates   prometheus.Counter
-	delivered    prometheus.Counter
-	hints        prometheus.Counter
-	expired      prometheus.Counter
-	rateLimited  prometheus.Counter
-	isLeader     prometheus.Gauge
-	halted       prometheus.Gauge
-	subscribers  prometheus.Gauge
+	// The stages' histograms, looked up once: they are observed on every
+	// write.
+	stageQueued, stagePlan, stageAllocate, stageCommit prometheus.Observer
+	outOfOrder                                         prometheus.Counter
+	duplicates                                         prometheus.Counter
+	delivered                                          prometheus.Counter
+	hints                                              prometheus.Counter
+	expired                                            prometheus.Counter
+	rateLimited                                        prometheus.Counter
+	isLeader                                           prometheus.Gauge
+	halted                                             prometheus.Gauge
+	subscribers                                        prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, s *Shard) *metrics {
@@ -51,6 +54,8 @@ func newMetrics(reg prometheus.Registerer, s *Shard) *metrics {
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "subscribers",
 			Help: "Open Subscribe streams on this replica."}),
 	}
+	m.stageQueued, m.stagePlan = m.stageSeconds.WithLabelValues("queued"), m.stageSeconds.WithLabelValues("plan")
+	m.stageAllocate, m.stageCommit = m.stageSeconds.WithLabelValues("allocate"), m.stageSeconds.WithLabelValues("commit")
 	applied := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "applied_index",
 		Help: "Index of the last Raft entry applied on this replica."}, func() float64 { return float64(s.fsm.AppliedIndex()) })
 	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,

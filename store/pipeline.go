@@ -70,6 +70,13 @@ func (r *request) finish(res *OpResult, err error) {
 	close(r.done)
 }
 
+// failAll answers every request with err.
+func failAll(reqs []*request, err error) {
+	for _, r := range reqs {
+		r.finish(nil, err)
+	}
+}
+
 // flight is one proposed entry awaiting commit.
 type flight struct {
 	reqs     []*request
@@ -121,9 +128,6 @@ func startPipeline(s *Shard, apply func(data []byte) raft.ApplyFuture) *pipeline
 func (s *Shard) submit(ctx context.Context, b builder) (*OpResult, error) {
 	r := &request{b: b, done: make(chan struct{})}
 	if err := s.pipe.enqueue(r, false); err != nil {
-		if herr := s.Halted(); herr != nil {
-			return nil, haltedErr(herr)
-		}
 		return nil, err
 	}
 	select {
@@ -162,9 +166,7 @@ func (p *pipeline) requeue(rs []*request) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		for _, r := range rs {
-			r.finish(nil, errPipelineClosed)
-		}
+		failAll(rs, errPipelineClosed)
 		return
 	}
 	now := time.Now()
@@ -188,9 +190,9 @@ func (p *pipeline) take() []*request {
 	}
 	batch := append([]*request(nil), p.queue[:n]...)
 	p.queue = append(p.queue[:0], p.queue[n:]...)
-	now, queued := time.Now(), p.s.m.stageSeconds.WithLabelValues("queued")
+	now := time.Now()
 	for _, r := range batch {
-		queued.Observe(now.Sub(r.queued).Seconds())
+		p.s.m.stageQueued.Observe(now.Sub(r.queued).Seconds())
 	}
 	return batch
 }
@@ -229,9 +231,7 @@ func (p *pipeline) proposer() {
 		select {
 		case p.inflight <- fl:
 		case <-p.stop:
-			for _, r := range fl.reqs {
-				r.finish(nil, errPipelineClosed)
-			}
+			failAll(fl.reqs, errPipelineClosed)
 			return
 		}
 	}
@@ -272,14 +272,12 @@ func (p *pipeline) propose(batch []*request) *flight {
 		keys = append(keys, ks...)
 		reqs = append(reqs, r)
 	}
-	s.m.stageSeconds.WithLabelValues("plan").Observe(time.Since(planStart).Seconds())
+	s.m.stagePlan.Observe(time.Since(planStart).Seconds())
 	if len(reqs) == 0 {
 		return nil
 	}
 	fail := func(err error) *flight {
-		for _, r := range reqs {
-			r.finish(nil, err)
-		}
+		failAll(reqs, err)
 		return nil
 	}
 	var seqs []uint64
@@ -293,7 +291,7 @@ func (p *pipeline) propose(batch []*request) *flight {
 		var err error
 		seqs, err = alloc.NextBatch(ctx, keys)
 		cancel()
-		s.m.stageSeconds.WithLabelValues("allocate").Observe(time.Since(start).Seconds())
+		s.m.stageAllocate.Observe(time.Since(start).Seconds())
 		if err != nil {
 			return fail(status.Errorf(codes.Unavailable, "allocating seqs: %v", status.Convert(err).Message()))
 		}
@@ -325,27 +323,18 @@ func (p *pipeline) completer() {
 
 // complete answers the requests of one entry once it has an outcome.
 func (p *pipeline) complete(fl *flight) {
-	err := p.outcome(fl.f)
-	if err != nil {
-		for _, r := range fl.reqs {
-			r.finish(nil, err)
-		}
+	if err := p.outcome(fl.f); err != nil {
+		failAll(fl.reqs, err)
 		return
 	}
-	p.s.m.stageSeconds.WithLabelValues("commit").Observe(time.Since(fl.proposed).Seconds())
+	p.s.m.stageCommit.Observe(time.Since(fl.proposed).Seconds())
 	br, ok := fl.f.Response().(*BatchResult)
 	switch {
 	case !ok:
-		err := errors.New("store: FSM returned no result")
-		for _, r := range fl.reqs {
-			r.finish(nil, err)
-		}
+		failAll(fl.reqs, errors.New("store: FSM returned no result"))
 		return
 	case br.Halted != nil:
-		err := haltedErr(br.Halted)
-		for _, r := range fl.reqs {
-			r.finish(nil, err)
-		}
+		failAll(fl.reqs, haltedErr(br.Halted))
 		return
 	case br.Err != nil && len(fl.reqs) > 1:
 		// The entry was refused whole (too large for Badger despite
@@ -357,9 +346,7 @@ func (p *pipeline) complete(fl *flight) {
 		p.requeue(fl.reqs)
 		return
 	case br.Err != nil:
-		for _, r := range fl.reqs {
-			r.finish(nil, status.Error(codes.InvalidArgument, br.Err.Error()))
-		}
+		failAll(fl.reqs, status.Error(codes.InvalidArgument, br.Err.Error()))
 		return
 	}
 	for j, r := range fl.reqs {
@@ -438,9 +425,7 @@ func (p *pipeline) close() {
 	p.queue = nil
 	p.mu.Unlock()
 	close(p.stop)
-	for _, r := range queued {
-		r.finish(nil, errPipelineClosed)
-	}
+	failAll(queued, errPipelineClosed)
 }
 
 // wait waits for the pipeline's goroutines; call after Raft shut down.
