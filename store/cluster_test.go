@@ -15,6 +15,7 @@ import (
 	"github.com/seqd/seqd/internal/localcluster"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
+	"github.com/seqd/seqd/store"
 )
 
 func startCluster(t *testing.T, opts localcluster.Options) (*localcluster.Cluster, *router.Messages) {
@@ -360,13 +361,21 @@ func TestCrossShardDeliveryAndRecall(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+var waitFor = store.WaitFor
+
+// moveLeaderOff waits until shard 0's leader is not one avoid picks,
+// asking such a leader to hand over (again, should a transfer miss).
+func moveLeaderOff(t *testing.T, c *localcluster.Cluster, what string, avoid func(i int) bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+	waitFor(t, 20*time.Second, what, func() bool {
+		i := c.StoreLeader(0)
+		if i < 0 {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		if !avoid(i) {
+			return true
+		}
+		c.Store(0, i).Store().Raft().LeadershipTransfer().Error()
+		return false
+	})
 }

@@ -26,3 +26,6 @@ func EncodeBatchNeeding(t *testing.T, b *clusterv1.StoreBatch, min uint32) []byt
 // DumpState returns the replica's Badger state without per-entry
 // bookkeeping (see dumpState).
 func DumpState(t *testing.T, f *FSM) map[string]string { return dumpState(t, f) }
+
+// WaitFor is waitFor.
+var WaitFor = waitFor

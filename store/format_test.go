@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -63,7 +64,8 @@ func TestEntryNeedingNewerFormatHalts(t *testing.T) {
 	if !errors.As(br.Halted, &fe) || fe.What != "entry 2" || fe.Need != storeFormat+1 || fe.Have != storeFormat {
 		t.Fatalf("halt error %v does not carry the entry and formats", br.Halted)
 	}
-	for _, want := range []string{"replica halted", "entry 2 needs store format 2", "applies up to 1", "newer"} {
+	for _, want := range []string{"replica halted", fmt.Sprintf("entry 2 needs store format %d", storeFormat+1),
+		fmt.Sprintf("applies up to %d", storeFormat), "newer"} {
 		if !strings.Contains(br.Halted.Error(), want) {
 			t.Fatalf("halt error %q does not say %q", br.Halted, want)
 		}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -103,7 +104,7 @@ func TestAtMostFourEntriesInFlight(t *testing.T) {
 	}
 	for i := 1; i <= maxInflight; i++ {
 		add()
-		waitUntil(t, func() bool { return proposed() == i })
+		waitFor(t, 10*time.Second, fmt.Sprintf("entry %d", i), func() bool { return proposed() == i })
 	}
 	for range 40 {
 		add()
@@ -132,7 +133,7 @@ func TestAtMostFourEntriesInFlight(t *testing.T) {
 		released++
 		mu.Unlock()
 		close(f.release)
-		waitUntil(t, func() bool { return allDone() || proposed() > i+1 })
+		waitFor(t, 10*time.Second, "the answers or the next entry", func() bool { return allDone() || proposed() > i+1 })
 	}
 	for i, r := range reqs {
 		<-r.done
@@ -151,11 +152,15 @@ func TestAtMostFourEntriesInFlight(t *testing.T) {
 	t.Logf("%d entries for %d requests", len(held), len(reqs))
 }
 
-func waitUntil(t *testing.T, cond func() bool) {
+// waitFor polls cond until it holds, failing after d. Tests outside the
+// package use it as WaitFor.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatal("timed out")
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
 		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -25,16 +25,7 @@ func TestRouterGoesToTheLeaderAfterAForward(t *testing.T) {
 	defer cl.Close()
 	// Its first pick is the table's first replica: make that a follower.
 	first := cl.Table().GetShards()[0].GetReplicas()[0].GetAddr()
-	waitFor(t, 10*time.Second, "a leader", func() bool { return c.StoreLeader(0) >= 0 })
-	if s := c.Store(0, c.StoreLeader(0)); s.GRPCAddr() == first {
-		if err := s.Store().Raft().LeadershipTransfer().Error(); err != nil {
-			t.Fatalf("leadership transfer: %v", err)
-		}
-	}
-	waitFor(t, 10*time.Second, "a leader that is not the first replica", func() bool {
-		i := c.StoreLeader(0)
-		return i >= 0 && c.Store(0, i).GRPCAddr() != first
-	})
+	moveLeaderOff(t, c, "a leader that is not the first replica", func(i int) bool { return c.Store(0, i).GRPCAddr() == first })
 	m := cl.Messages()
 	addrOf := map[string]string{}
 	for _, r := range cl.Table().GetShards()[0].GetReplicas() {

@@ -34,12 +34,7 @@ func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
 	defer cancel()
 
 	sendSome(t, m, 1, 2, 5)
-	if c.StoreLeader(0) == old {
-		if err := c.Store(0, old).Store().Raft().LeadershipTransfer().Error(); err != nil {
-			t.Fatalf("moving leadership off the old replica: %v", err)
-		}
-	}
-	waitFor(t, 10*time.Second, "a newer replica to lead", func() bool { l := c.StoreLeader(0); return l >= 0 && l != old })
+	moveLeaderOff(t, c, "a newer replica to lead", func(i int) bool { return i == old })
 
 	data := store.EncodeBatchNeeding(t, &clusterv1.StoreBatch{NowMs: time.Now().UnixMilli(), Ops: []*clusterv1.StoreOp{newerSend()}}, newer)
 	f := c.Store(0, c.StoreLeader(0)).Store().Raft().Apply(data, 5*time.Second)
@@ -166,7 +161,7 @@ func TestOldReplicaRefusesNewerSnapshotUntilUpgraded(t *testing.T) {
 
 	c.KillStore(0, old)
 	err := c.RestartStore(ctx, 0, old)
-	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "needs store format 2") {
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), fmt.Sprint("needs store format ", newer)) {
 		t.Fatalf("restarting the old build on a saved newer snapshot: %v, want a refusal naming the format", err)
 	}
 

@@ -138,7 +138,7 @@ func TestBeforeMeasureRunsBetweenThePhases(t *testing.T) {
 		}
 	}
 	hooks := 0
-	st, err := Run(context.Background(), Config{Duration: 100 * time.Millisecond, Warmup: 50 * time.Millisecond,
+	st, err := Run(context.Background(), Config{Duration: 100 * time.Millisecond, Warmup: 200 * time.Millisecond,
 		BeforeMeasure: func() { hooks++; atCall = calls.Load() }}, ops)
 	if err != nil {
 		t.Fatal(err)
