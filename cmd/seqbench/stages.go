@@ -8,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -44,7 +43,7 @@ type stageTime struct {
 	LastBucketUs float64  `json:"last_bucket_us"`
 }
 
-// stageOrder is the order stages are printed in.
+// stageOrder is the stages printed, in order (the JSON has any others).
 var stageOrder = []string{"queued", "plan", "allocate", "commit", "fsm_apply"}
 
 // histo is one histogram summed over the nodes that report it.
@@ -284,31 +283,19 @@ func printStages(w io.Writer, r *stageReport) {
 	}
 	fmt.Fprintf(w, "leader       %.1f ops per Raft entry; mean (p99 ≤, max ≤) per stage:", r.OpsPerEntry)
 	for _, name := range stageOrder {
-		if st := r.Stages[name]; st != nil {
-			printStage(w, name, st)
+		st := r.Stages[name]
+		if st == nil {
+			continue
 		}
-	}
-	var other []string
-	for name := range r.Stages {
-		if !slices.Contains(stageOrder, name) {
-			other = append(other, name)
+		bound := func(us *float64) string {
+			if us == nil {
+				return ">" + fmtUs(st.LastBucketUs)
+			}
+			return fmtUs(*us)
 		}
-	}
-	sort.Strings(other)
-	for _, name := range other {
-		printStage(w, name, r.Stages[name])
+		fmt.Fprintf(w, " %s %s (%s, %s)", name, fmtUs(st.MeanUs), bound(st.P99LeUs), bound(st.MaxLeUs))
 	}
 	fmt.Fprintln(w)
-}
-
-func printStage(w io.Writer, name string, st *stageTime) {
-	bound := func(us *float64) string {
-		if us == nil {
-			return ">" + fmtUs(st.LastBucketUs)
-		}
-		return fmtUs(*us)
-	}
-	fmt.Fprintf(w, " %s %s (%s, %s)", name, fmtUs(st.MeanUs), bound(st.P99LeUs), bound(st.MaxLeUs))
 }
 
 // fmtUs prints microseconds as ms with two decimals.
