@@ -231,6 +231,16 @@ func New(cfg Config) (_ *Node, err error) {
 		if raftLn, err = listen("Raft", "--raft-addr", cfg.RaftAddr); err != nil {
 			return nil, err
 		}
+		// Ours to close if New fails, whether or not a role's Raft
+		// transport took it (closing it twice does no harm). Left open,
+		// the port would accept its peers' Raft connections and never
+		// answer them, and a peer's replication to this replica would
+		// hang on them for its transport timeout.
+		defer func() {
+			if err != nil {
+				raftLn.Close()
+			}
+		}()
 	}
 
 	// The roles' configurations are checked before the data directory is
@@ -252,7 +262,6 @@ func New(cfg Config) (_ *Node, err error) {
 		}
 		n.raftAddr = acfg.RaftAddr
 		if err := acfg.Check(); err != nil {
-			closeOwn(raftLn, cfg.RaftListener)
 			return nil, err
 		}
 	}
@@ -271,14 +280,12 @@ func New(cfg Config) (_ *Node, err error) {
 			Logger: cfg.Logger, Registry: n.reg,
 		}
 		if err := scfg.Check(); err != nil {
-			closeOwn(raftLn, cfg.RaftListener)
 			return nil, err
 		}
 	}
 
 	if cfg.DataDir != "" {
 		if n.dir, err = datadir.Claim(cfg.DataDir, datadir.Identity{ClusterID: cfg.ClusterID, NodeID: cfg.ID}); err != nil {
-			closeOwn(raftLn, cfg.RaftListener)
 			return nil, err
 		}
 	}
@@ -348,13 +355,6 @@ func (n *Node) arbiterAddrs() []string {
 		return n.cfg.Arbiters
 	}
 	return []string{n.GRPCAddr()}
-}
-
-// closeOwn closes ln unless the caller passed it in (given).
-func closeOwn(ln, given net.Listener) {
-	if ln != nil && given == nil {
-		ln.Close()
-	}
 }
 
 func listen(what, flag, addr string) (net.Listener, error) {
