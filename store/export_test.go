@@ -2,8 +2,10 @@ package store
 
 import (
 	"testing"
+	"time"
 
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // SetCaughtUp sets whether this leader counts as having applied everything
@@ -29,3 +31,23 @@ func DumpState(t *testing.T, f *FSM) map[string]string { return dumpState(t, f) 
 
 // WaitFor is waitFor.
 var WaitFor = waitFor
+
+// SetOpFormat makes ops of the StoreOp field named field (e.g.
+// "mark_read") need store format format until the test ends, as if a
+// newer build had changed them.
+func SetOpFormat(t *testing.T, field string, format uint32) {
+	fd := (&clusterv1.StoreOp{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(field))
+	if fd == nil {
+		t.Fatalf("StoreOp has no field %q", field)
+	}
+	opFormats = map[protoreflect.FieldNumber]uint32{fd.Number(): format}
+	t.Cleanup(func() { opFormats = map[protoreflect.FieldNumber]uint32{} })
+}
+
+// SetFormatPollInterval sets how often leaders ask their replicas' formats
+// until the test ends.
+func SetFormatPollInterval(t *testing.T, d time.Duration) {
+	old := formatPollInterval
+	formatPollInterval = d
+	t.Cleanup(func() { formatPollInterval = old })
+}

@@ -1,13 +1,20 @@
 package store
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 )
 
 // storeFormat is the store format this build applies. Every replica of a
@@ -19,10 +26,11 @@ import (
 // StoreCommand.min_format, and a replica whose format is lower stops
 // applying at that entry (it halts) rather than diverge.
 //
-// When an op changes meaning, raise storeFormat and have EncodeBatch set
-// min_format on the entries that use the new meaning. Format 1 is this
-// build; nothing it proposes needs more than format 0, so entries carry no
-// min_format yet.
+// When an op is added or changes meaning, raise storeFormat and list the
+// op in opFormats: entries holding it then carry that min_format, and a
+// leader proposes them only once every replica runs the new format.
+// Format 1 is this build; nothing it proposes needs more than format 0,
+// so entries carry no min_format yet.
 const storeFormat = 1
 
 // keyFormatSeen holds the highest min_format of the entries applied here
@@ -92,6 +100,163 @@ func (f *FSM) halt(cause *FormatError) error {
 func (f *FSM) Halted() error {
 	if p := f.halted.Load(); p != nil {
 		return *p
+	}
+	return nil
+}
+
+// opFormats maps a StoreOp kind (its oneof field number in StoreOp) to
+// the store format that added it or changed what it does. An op not
+// listed applies alike on every format (0). An entry's min_format is the
+// highest of its ops' (EncodeBatch), and a leader proposes an op of
+// format N only once every replica of its shard applies format N or newer
+// (formatReady): otherwise the replicas still on older builds would all
+// halt at the entry, and with two of three halted the shard stops.
+//
+// Format 1 (this build) added halting and changed no op, so nothing is
+// listed: entries are byte for byte those of older builds.
+var opFormats = map[protoreflect.FieldNumber]uint32{}
+
+// opFormat is the lowest store format that applies op as this build does.
+func opFormat(op *clusterv1.StoreOp) uint32 {
+	if len(opFormats) == 0 {
+		return 0
+	}
+	m := op.ProtoReflect()
+	fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("op"))
+	if fd == nil {
+		return 0
+	}
+	return opFormats[fd.Number()]
+}
+
+// batchFormat is the min_format of an entry holding ops.
+func batchFormat(ops []*clusterv1.StoreOp) uint32 {
+	var need uint32
+	for _, op := range ops {
+		need = max(need, opFormat(op))
+	}
+	return need
+}
+
+// formatPollInterval is how often a leader asks its shard's replicas which
+// store format they apply.
+var formatPollInterval = 10 * time.Second
+
+// shardFormats is what a leader last heard of its replicas' formats.
+type shardFormats struct {
+	servers []string // the Raft configuration asked, by replica id, sorted
+	min     uint32   // the lowest format among them (the leader's included)
+	lowest  string   // a replica running min
+	err     error    // why the formats are not known (then min is 0)
+}
+
+// pollFormats asks every replica in the Raft configuration, voters and
+// non-voters alike (both apply every entry), for its store format.
+func (s *Shard) pollFormats(ctx context.Context) *shardFormats {
+	fut := s.node.Raft.GetConfiguration()
+	if err := fut.Error(); err != nil {
+		return &shardFormats{err: fmt.Errorf("reading the Raft configuration: %w", err)}
+	}
+	sf := &shardFormats{servers: configIDs(fut.Configuration()), min: s.fsm.format, lowest: s.cfg.ReplicaID}
+	for _, id := range sf.servers {
+		if id == s.cfg.ReplicaID {
+			continue
+		}
+		f, err := s.askFormat(ctx, id)
+		if err != nil {
+			return &shardFormats{servers: sf.servers, err: fmt.Errorf("replica %s: %w", id, err)}
+		}
+		if f < sf.min {
+			sf.min, sf.lowest = f, id
+		}
+	}
+	return sf
+}
+
+func configIDs(c raft.Configuration) []string {
+	ids := make([]string, len(c.Servers))
+	for i, srv := range c.Servers {
+		ids[i] = string(srv.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// askFormat asks one replica of the shard for its store format.
+func (s *Shard) askFormat(ctx context.Context, id string) (uint32, error) {
+	addr := s.peerAddr(id)
+	if addr == "" {
+		return 0, errors.New("its gRPC address is not in the shard map yet")
+	}
+	cc, err := s.conns.Get(addr)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return replicaFormatAt(ctx, clusterv1.NewStoreNodeClient(cc), s.cfg.ShardID, id)
+}
+
+// replicaFormatAt asks the replica behind c, which should be replica id of
+// shard, for its store format. A build from before store formats has no
+// ReplicaInfo and applies format 0.
+func replicaFormatAt(ctx context.Context, c clusterv1.StoreNodeClient, shard, id string) (uint32, error) {
+	resp, err := c.ReplicaInfo(ctx, &clusterv1.ReplicaInfoRequest{})
+	if status.Code(err) == codes.Unimplemented {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if resp.ShardId != shard || resp.ReplicaId != id {
+		return 0, fmt.Errorf("its address answers as replica %s of shard %s", resp.ReplicaId, resp.ShardId)
+	}
+	return resp.StoreFormat, nil
+}
+
+// formatLoop keeps the leader's view of its replicas' formats, polling
+// every formatPollInterval while it leads.
+func (s *Shard) formatLoop(ctx context.Context) {
+	t := time.NewTicker(formatPollInterval)
+	defer t.Stop()
+	for {
+		sf := s.pollFormats(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		s.formats.Store(sf)
+		if sf.err != nil {
+			s.m.shardFormat.Set(-1)
+		} else {
+			s.m.shardFormat.Set(float64(sf.min))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// formatReady says whether the leader may propose an op that needs store
+// format need: every replica in the current Raft configuration applies it.
+func (s *Shard) formatReady(need uint32) error {
+	if need == 0 {
+		return nil
+	}
+	sf := s.formats.Load()
+	switch {
+	case sf == nil:
+		return status.Errorf(codes.Unavailable, "this request needs store format %d and the shard leader has not yet heard every replica's format; retry shortly", need)
+	case sf.err != nil:
+		return status.Errorf(codes.Unavailable, "this request needs store format %d and the shard leader cannot tell every replica's format (%v); retry shortly", need, sf.err)
+	case sf.min < need:
+		return status.Errorf(codes.FailedPrecondition, "this request needs store format %d, and replica %s of shard %s runs a build of format %d: upgrade every replica of the shard first",
+			need, sf.lowest, s.cfg.ShardID, sf.min)
+	}
+	fut := s.node.Raft.GetConfiguration()
+	if err := fut.Error(); err != nil || !slices.Equal(configIDs(fut.Configuration()), sf.servers) {
+		return status.Errorf(codes.Unavailable, "this request needs store format %d and the shard's replicas changed since the leader asked their formats; retry shortly", need)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,9 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
@@ -160,5 +164,79 @@ func TestEntriesWithoutMinFormatRecordNothing(t *testing.T) {
 	h.must(opSend(7, "c1", "hello", apps(1, 1, 2, 1)...))
 	if _, ok := dumpAll(t, h.f)[string(keyFormatSeen)]; ok {
 		t.Fatalf("an entry without min_format recorded a format")
+	}
+}
+
+// An entry's min_format is the highest of its ops' formats; with no op
+// listed in opFormats (this build), entries carry none.
+func TestEncodeBatchSetsMinFormatFromOps(t *testing.T) {
+	minFormat := func() uint32 {
+		t.Helper()
+		data, err := EncodeBatch(&clusterv1.StoreBatch{Ops: []*clusterv1.StoreOp{
+			opSend(7, "c1", "hello", apps(1, 1, 2, 1)...),
+			{Op: &clusterv1.StoreOp_MarkRead{MarkRead: &clusterv1.MarkReadOp{}}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd, err := decodeCommand(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cmd.MinFormat
+	}
+	if got := minFormat(); got != 0 {
+		t.Fatalf("min_format = %d with no op of a newer format, want 0", got)
+	}
+	SetOpFormat(t, "mark_read", 3)
+	if got := minFormat(); got != 3 {
+		t.Fatalf("min_format = %d with a format-3 MarkRead in the entry, want 3", got)
+	}
+	if got := opFormat(opSend(7, "c2", "hello", apps(1, 2, 2, 2)...)); got != 0 {
+		t.Fatalf("a send's format = %d, want 0 (only mark_read is listed)", got)
+	}
+	if got := opFormat(&clusterv1.StoreOp{}); got != 0 {
+		t.Fatalf("an empty op's format = %d, want 0", got)
+	}
+}
+
+// storeNodeAnswering is a StoreNode client whose ReplicaInfo answers resp
+// or err.
+type storeNodeAnswering struct {
+	clusterv1.StoreNodeClient
+	resp *clusterv1.ReplicaInfoResponse
+	err  error
+}
+
+func (c storeNodeAnswering) ReplicaInfo(context.Context, *clusterv1.ReplicaInfoRequest, ...grpc.CallOption) (*clusterv1.ReplicaInfoResponse, error) {
+	return c.resp, c.err
+}
+
+// What a leader makes of each replica's answer: a build from before store
+// formats has no ReplicaInfo and counts as format 0; an address that
+// answers as another replica, or an error, leaves the format unknown.
+func TestReplicaFormatAt(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		c       storeNodeAnswering
+		want    uint32
+		wantErr string
+	}{
+		{"this build", storeNodeAnswering{resp: &clusterv1.ReplicaInfoResponse{ShardId: "s1", ReplicaId: "s1-r2", StoreFormat: 1}}, 1, ""},
+		{"a build before store formats", storeNodeAnswering{err: status.Error(codes.Unimplemented, "unknown method ReplicaInfo")}, 0, ""},
+		{"another replica at the address", storeNodeAnswering{resp: &clusterv1.ReplicaInfoResponse{ShardId: "s1", ReplicaId: "s1-r9", StoreFormat: 2}}, 0,
+			"answers as replica s1-r9 of shard s1"},
+		{"another shard's replica", storeNodeAnswering{resp: &clusterv1.ReplicaInfoResponse{ShardId: "s2", ReplicaId: "s1-r2", StoreFormat: 2}}, 0,
+			"answers as replica s1-r2 of shard s2"},
+		{"unreachable", storeNodeAnswering{err: status.Error(codes.Unavailable, "connection refused")}, 0, "connection refused"},
+	} {
+		got, err := replicaFormatAt(ctx, tc.c, "s1", "s1-r2")
+		if tc.wantErr == "" && (err != nil || got != tc.want) {
+			t.Errorf("%s: format %d, error %v; want %d", tc.name, got, err, tc.want)
+		}
+		if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: format %d, error %v; want an error saying %q", tc.name, got, err, tc.wantErr)
+		}
 	}
 }

@@ -234,13 +234,15 @@ func (f *FSM) Close() error {
 // AppliedIndex returns the index of the last entry applied.
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 
-// EncodeBatch wraps a batch in the command envelope.
+// EncodeBatch wraps a batch in the command envelope, with the store format
+// its ops need (see opFormats).
 func EncodeBatch(b *clusterv1.StoreBatch) ([]byte, error) {
 	p, err := proto.Marshal(b)
 	if err != nil {
 		return nil, err
 	}
-	return proto.Marshal(&clusterv1.StoreCommand{Type: clusterv1.StoreCommandType_STORE_COMMAND_TYPE_BATCH, Payload: p})
+	return proto.Marshal(&clusterv1.StoreCommand{Type: clusterv1.StoreCommandType_STORE_COMMAND_TYPE_BATCH, Payload: p,
+		MinFormat: batchFormat(b.Ops)})
 }
 
 // decodeBatch is the decoder of untrusted entry bytes (fuzzed).

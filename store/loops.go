@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
-	"google.golang.org/protobuf/proto"
+	"sync"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 )
@@ -39,14 +41,26 @@ func (s *Shard) monitorLeadership() {
 func (s *Shard) startLeaderLoops() func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
 	go func() {
-		defer close(done)
+		defer wg.Done()
 		s.leaderLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.formatLoop(ctx)
+	}()
+	go func() {
+		wg.Wait()
+		close(done)
 	}()
 	return func() {
 		cancel()
 		<-done
 		s.caughtUp.Store(false)
+		s.formats.Store(nil)
+		s.m.shardFormat.Set(-1)
 	}
 }
 

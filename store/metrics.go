@@ -20,6 +20,7 @@ type metrics struct {
 	rateLimited                                        prometheus.Counter
 	isLeader                                           prometheus.Gauge
 	halted                                             prometheus.Gauge
+	shardFormat                                        prometheus.Gauge
 	subscribers                                        prometheus.Gauge
 }
 
@@ -51,14 +52,19 @@ func newMetrics(reg prometheus.Registerer, s *Shard) *metrics {
 			Help: "1 if this replica leads its shard."}),
 		halted: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "halted",
 			Help: "1 if this replica stopped applying entries: one needs a newer seqd build (upgrade and restart it)."}),
+		shardFormat: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "shard_format",
+			Help: "On the shard leader, the lowest store format among the shard's replicas; -1 elsewhere, or while unknown."}),
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "subscribers",
 			Help: "Open Subscribe streams on this replica."}),
 	}
 	m.stageQueued, m.stagePlan = m.stageSeconds.WithLabelValues("queued"), m.stageSeconds.WithLabelValues("plan")
 	m.stageAllocate, m.stageCommit = m.stageSeconds.WithLabelValues("allocate"), m.stageSeconds.WithLabelValues("commit")
+	m.shardFormat.Set(-1)
+	format := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "format",
+		Help: "The store format this replica's build applies."}, func() float64 { return float64(s.fsm.format) })
 	applied := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "applied_index",
 		Help: "Index of the last Raft entry applied on this replica."}, func() float64 { return float64(s.fsm.AppliedIndex()) })
 	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,
-		m.rateLimited, m.isLeader, m.halted, m.subscribers, applied)
+		m.rateLimited, m.isLeader, m.halted, m.shardFormat, m.subscribers, format, applied)
 	return m
 }

@@ -296,9 +296,20 @@ func (p *pipeline) propose(batch []*request) *flight {
 			return fail(status.Errorf(codes.Unavailable, "allocating seqs: %v", status.Convert(err).Message()))
 		}
 	}
-	ops := make([]*clusterv1.StoreOp, len(reqs))
+	ops := make([]*clusterv1.StoreOp, 0, len(reqs))
+	kept := reqs[:0]
 	for j, r := range reqs {
-		ops[j] = r.b.build(seqs[spans[j][0]:spans[j][1]])
+		op := r.b.build(seqs[spans[j][0]:spans[j][1]])
+		// An op of a newer store format waits until every replica can
+		// apply it; its seqs are skipped (an inbox's seqs only go up).
+		if err := s.formatReady(opFormat(op)); err != nil {
+			r.finish(nil, err)
+			continue
+		}
+		ops, kept = append(ops, op), append(kept, r)
+	}
+	if reqs = kept; len(reqs) == 0 {
+		return nil
 	}
 	data, err := EncodeBatch(&clusterv1.StoreBatch{NowMs: s.now().UnixMilli(), Ops: ops})
 	if err != nil {

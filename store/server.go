@@ -40,8 +40,8 @@ func (s *Shard) RegisterServices(g *grpc.Server) {
 // stopped, so it answers nothing from either.
 func (s *Shard) Refusal(fullMethod string) error {
 	err := s.Halted()
-	if err == nil {
-		return nil
+	if err == nil || fullMethod == clusterv1.StoreNode_ReplicaInfo_FullMethodName {
+		return nil // a halted replica still says which format it runs
 	}
 	for _, svc := range []string{seqdv1.Messages_ServiceDesc.ServiceName, clusterv1.StoreNode_ServiceDesc.ServiceName} {
 		if strings.HasPrefix(fullMethod, "/"+svc+"/") {
@@ -646,6 +646,11 @@ func (r *server) ReadChangeLog(ctx context.Context, req *clusterv1.ReadChangeLog
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &clusterv1.ReadChangeLogResponse{Entries: entries, LastIndex: r.s.fsm.AppliedIndex()}, nil
+}
+
+func (r *server) ReplicaInfo(ctx context.Context, req *clusterv1.ReplicaInfoRequest) (*clusterv1.ReplicaInfoResponse, error) {
+	return &clusterv1.ReplicaInfoResponse{ShardId: r.s.cfg.ShardID, ReplicaId: r.s.cfg.ReplicaID, StoreFormat: r.s.fsm.format,
+		AppliedIndex: r.s.fsm.AppliedIndex()}, nil
 }
 
 func (r *server) TimelineCount(ctx context.Context, req *clusterv1.TimelineCountRequest) (*clusterv1.TimelineCountResponse, error) {

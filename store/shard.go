@@ -167,6 +167,9 @@ type Shard struct {
 	// caughtUp: this replica leads and has applied every entry committed
 	// before its term (its first barrier returned).
 	caughtUp atomic.Bool
+	// formats is what this replica, while it leads, last heard of the
+	// shard's replicas' store formats (formatLoop); nil otherwise.
+	formats atomic.Pointer[shardFormats]
 
 	pipe  *pipeline
 	subs  *hub
@@ -479,9 +482,14 @@ func (s *Shard) leaderAddr() string {
 	if id == "" {
 		return ""
 	}
+	return s.peerAddr(id)
+}
+
+// peerAddr is replicaAddr, reloading the shard map once if id is not in
+// it (a replica that registered after the map was loaded).
+func (s *Shard) peerAddr(id string) string {
 	addr := s.replicaAddr(id)
 	if c := s.alloc.Load(); addr == "" && c != nil {
-		// A replica registered after our table was loaded.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		c.Refresh(ctx)
 		cancel()

@@ -54,7 +54,7 @@ func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
 	waitFor(t, 10*time.Second, "the old replica to halt", func() bool { return haltedAt() != "" })
 	at := haltedAt()
 	t.Logf("old replica: %v", c.Store(0, old).Health())
-	if got := haltedGauge(t, c, "s1-r3"); got != 1 {
+	if got := storeGauge(t, c, "seqd_store_halted", "s1-r3"); got != 1 {
 		t.Fatalf("seqd_store_halted of the old replica = %v, want 1", got)
 	}
 	// It answers every call UNAVAILABLE, naming why, rather than serve
@@ -67,6 +67,12 @@ func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
 	_, err = seqdv1.NewMessagesClient(cc).Sync(ctx, &seqdv1.SyncRequest{User: 2})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "replica halted: "+at) {
 		t.Fatalf("Sync at the halted replica: %v, want UNAVAILABLE naming %s", err, at)
+	}
+	// Except which format it runs, so the leader can say who holds the
+	// shard back.
+	info, err := clusterv1.NewStoreNodeClient(cc).ReplicaInfo(ctx, &clusterv1.ReplicaInfoRequest{})
+	if err != nil || info.ReplicaId != "s1-r3" || info.StoreFormat != store.StoreFormat {
+		t.Fatalf("ReplicaInfo at the halted replica: %v, %v; want s1-r3 on format %d", info, err, store.StoreFormat)
 	}
 
 	sendSome(t, m, 3, 4, 10)
@@ -88,20 +94,20 @@ func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
 	if err := c.Store(0, old).Health(); err != nil {
 		t.Fatalf("upgraded replica after catching up: %v", err)
 	}
-	if got := haltedGauge(t, c, "s1-r3"); got != 0 {
+	if got := storeGauge(t, c, "seqd_store_halted", "s1-r3"); got != 0 {
 		t.Fatalf("seqd_store_halted of the upgraded replica = %v, want 0", got)
 	}
 }
 
-// haltedGauge reads seqd_store_halted of one replica.
-func haltedGauge(t *testing.T, c *localcluster.Cluster, replica string) float64 {
+// storeGauge reads the gauge name of one replica.
+func storeGauge(t *testing.T, c *localcluster.Cluster, name, replica string) float64 {
 	t.Helper()
 	mfs, err := c.Gatherer().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "seqd_store_halted" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, mt := range mf.GetMetric() {
@@ -112,7 +118,7 @@ func haltedGauge(t *testing.T, c *localcluster.Cluster, replica string) float64 
 			}
 		}
 	}
-	t.Fatalf("no seqd_store_halted for %s", replica)
+	t.Fatalf("no %s for %s", name, replica)
 	return 0
 }
 
@@ -166,6 +172,69 @@ func TestOldReplicaRefusesNewerSnapshotUntilUpgraded(t *testing.T) {
 	}
 
 	upgradeOld(t, ctx, c, m)
+}
+
+// The other side of a mixed shard: a leader proposes an op of a newer
+// store format only once every replica applies that format. MarkRead is
+// made an op of the newer format here. While s1-r3 runs the older build,
+// the newer leader refuses MarkRead (FAILED_PRECONDITION, naming s1-r3)
+// instead of proposing an entry s1-r3 would halt at, and ops every format
+// applies go on. Once s1-r3 is upgraded, MarkRead goes through, and its
+// entry carries the newer min_format: the older build can no longer open
+// that replica's data.
+func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
+	store.SetFormatPollInterval(t, 100*time.Millisecond)
+	store.SetOpFormat(t, "mark_read", newer)
+	c, m := mixedShard(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	sendSome(t, m, 1, 2, 3)
+	moveLeaderOff(t, c, "a newer replica to lead", func(i int) bool { return i == old })
+	markRead := func() error {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 2, Conversation: direct(1002), UpToSeq: 1})
+		return err
+	}
+	var err error
+	waitFor(t, 10*time.Second, "the leader to hear every replica's format", func() bool {
+		err = markRead()
+		return status.Code(err) != codes.Unavailable
+	})
+	want := fmt.Sprintf("needs store format %d, and replica s1-r3 of shard s1 runs a build of format %d", newer, store.StoreFormat)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), want) {
+		t.Fatalf("MarkRead with s1-r3 on the older build: %v, want FAILED_PRECONDITION saying %q", err, want)
+	}
+	leader := fmt.Sprintf("s1-r%d", c.StoreLeader(0)+1)
+	if got := storeGauge(t, c, "seqd_store_shard_format", leader); got != float64(store.StoreFormat) {
+		t.Fatalf("seqd_store_shard_format on the leader = %v, want %d", got, store.StoreFormat)
+	}
+	sendSome(t, m, 1, 2, 3)
+	if err := c.Store(0, old).Health(); err != nil {
+		t.Fatalf("the older replica: %v, want it applying entries", err)
+	}
+
+	c.KillStore(0, old)
+	upgradeOld(t, ctx, c, m)
+	waitFor(t, 10*time.Second, "MarkRead to go through once every replica has the newer format", func() bool {
+		err = markRead()
+		return err == nil
+	})
+	lead := c.StoreLeader(0)
+	if got := storeGauge(t, c, "seqd_store_shard_format", fmt.Sprintf("s1-r%d", lead+1)); got != float64(newer) {
+		t.Fatalf("seqd_store_shard_format on the leader = %v, want %d", got, newer)
+	}
+	applied := c.Store(0, lead).Store().FSM().AppliedIndex()
+	waitFor(t, 10*time.Second, "s1-r3 to apply the MarkRead", func() bool {
+		return c.Store(0, old).Store().FSM().AppliedIndex() >= applied
+	})
+	c.KillStore(0, old)
+	store.SetReplicaFormat(func(string) uint32 { return store.StoreFormat })
+	err = c.RestartStore(ctx, 0, old)
+	if !strings.Contains(fmt.Sprint(err), fmt.Sprint("needs store format ", newer)) {
+		t.Fatalf("opening s1-r3's data on the older build after the MarkRead: %v, want a refusal naming format %d", err, newer)
+	}
 }
 
 // old is the replica (s1-r3) that runs the older build in a mixed shard,

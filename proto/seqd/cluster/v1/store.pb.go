@@ -182,7 +182,113 @@ func (x FanoutItem_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FanoutItem_Kind.Descriptor instead.
 func (FanoutItem_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{7, 0}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{9, 0}
+}
+
+type ReplicaInfoRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaInfoRequest) Reset() {
+	*x = ReplicaInfoRequest{}
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaInfoRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaInfoRequest) ProtoMessage() {}
+
+func (x *ReplicaInfoRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaInfoRequest.ProtoReflect.Descriptor instead.
+func (*ReplicaInfoRequest) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{0}
+}
+
+type ReplicaInfoResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ShardId   string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	ReplicaId string                 `protobuf:"bytes,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	// The store format this replica applies (see storeFormat in store/).
+	StoreFormat uint32 `protobuf:"varint,3,opt,name=store_format,json=storeFormat,proto3" json:"store_format,omitempty"`
+	// The index of the last entry it applied.
+	AppliedIndex  uint64 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaInfoResponse) Reset() {
+	*x = ReplicaInfoResponse{}
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaInfoResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaInfoResponse) ProtoMessage() {}
+
+func (x *ReplicaInfoResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaInfoResponse.ProtoReflect.Descriptor instead.
+func (*ReplicaInfoResponse) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ReplicaInfoResponse) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *ReplicaInfoResponse) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+func (x *ReplicaInfoResponse) GetStoreFormat() uint32 {
+	if x != nil {
+		return x.StoreFormat
+	}
+	return 0
+}
+
+func (x *ReplicaInfoResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
 }
 
 type TimelineCountRequest struct {
@@ -198,7 +304,7 @@ type TimelineCountRequest struct {
 
 func (x *TimelineCountRequest) Reset() {
 	*x = TimelineCountRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[0]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -210,7 +316,7 @@ func (x *TimelineCountRequest) String() string {
 func (*TimelineCountRequest) ProtoMessage() {}
 
 func (x *TimelineCountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[0]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -223,7 +329,7 @@ func (x *TimelineCountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimelineCountRequest.ProtoReflect.Descriptor instead.
 func (*TimelineCountRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{0}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TimelineCountRequest) GetGroupId() uint64 {
@@ -259,7 +365,7 @@ type TimelineCountResponse struct {
 
 func (x *TimelineCountResponse) Reset() {
 	*x = TimelineCountResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[1]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +377,7 @@ func (x *TimelineCountResponse) String() string {
 func (*TimelineCountResponse) ProtoMessage() {}
 
 func (x *TimelineCountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[1]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +390,7 @@ func (x *TimelineCountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimelineCountResponse.ProtoReflect.Descriptor instead.
 func (*TimelineCountResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{1}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *TimelineCountResponse) GetCount() uint64 {
@@ -330,7 +436,7 @@ type StoreCommand struct {
 
 func (x *StoreCommand) Reset() {
 	*x = StoreCommand{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[2]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -342,7 +448,7 @@ func (x *StoreCommand) String() string {
 func (*StoreCommand) ProtoMessage() {}
 
 func (x *StoreCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[2]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -355,7 +461,7 @@ func (x *StoreCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreCommand.ProtoReflect.Descriptor instead.
 func (*StoreCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{2}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StoreCommand) GetType() StoreCommandType {
@@ -393,7 +499,7 @@ type StoreBatch struct {
 
 func (x *StoreBatch) Reset() {
 	*x = StoreBatch{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[3]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +511,7 @@ func (x *StoreBatch) String() string {
 func (*StoreBatch) ProtoMessage() {}
 
 func (x *StoreBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[3]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +524,7 @@ func (x *StoreBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreBatch.ProtoReflect.Descriptor instead.
 func (*StoreBatch) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{3}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StoreBatch) GetNowMs() int64 {
@@ -457,7 +563,7 @@ type StoreOp struct {
 
 func (x *StoreOp) Reset() {
 	*x = StoreOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[4]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +575,7 @@ func (x *StoreOp) String() string {
 func (*StoreOp) ProtoMessage() {}
 
 func (x *StoreOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[4]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +588,7 @@ func (x *StoreOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreOp.ProtoReflect.Descriptor instead.
 func (*StoreOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{4}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StoreOp) GetOp() isStoreOp_Op {
@@ -672,7 +778,7 @@ type Append struct {
 
 func (x *Append) Reset() {
 	*x = Append{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[5]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +790,7 @@ func (x *Append) String() string {
 func (*Append) ProtoMessage() {}
 
 func (x *Append) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[5]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +803,7 @@ func (x *Append) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Append.ProtoReflect.Descriptor instead.
 func (*Append) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{5}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Append) GetUser() uint64 {
@@ -735,7 +841,7 @@ type SendOp struct {
 
 func (x *SendOp) Reset() {
 	*x = SendOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[6]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +853,7 @@ func (x *SendOp) String() string {
 func (*SendOp) ProtoMessage() {}
 
 func (x *SendOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[6]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +866,7 @@ func (x *SendOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendOp.ProtoReflect.Descriptor instead.
 func (*SendOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{6}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SendOp) GetRequest() *v1.SendRequest {
@@ -825,7 +931,7 @@ type FanoutItem struct {
 
 func (x *FanoutItem) Reset() {
 	*x = FanoutItem{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[7]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +943,7 @@ func (x *FanoutItem) String() string {
 func (*FanoutItem) ProtoMessage() {}
 
 func (x *FanoutItem) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[7]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +956,7 @@ func (x *FanoutItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FanoutItem.ProtoReflect.Descriptor instead.
 func (*FanoutItem) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{7}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FanoutItem) GetKind() FanoutItem_Kind {
@@ -885,7 +991,7 @@ type DeliverOp struct {
 
 func (x *DeliverOp) Reset() {
 	*x = DeliverOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[8]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1003,7 @@ func (x *DeliverOp) String() string {
 func (*DeliverOp) ProtoMessage() {}
 
 func (x *DeliverOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[8]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1016,7 @@ func (x *DeliverOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverOp.ProtoReflect.Descriptor instead.
 func (*DeliverOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{8}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeliverOp) GetItems() []*FanoutItem {
@@ -940,7 +1046,7 @@ type MarkReadOp struct {
 
 func (x *MarkReadOp) Reset() {
 	*x = MarkReadOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[9]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1058,7 @@ func (x *MarkReadOp) String() string {
 func (*MarkReadOp) ProtoMessage() {}
 
 func (x *MarkReadOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[9]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1071,7 @@ func (x *MarkReadOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkReadOp.ProtoReflect.Descriptor instead.
 func (*MarkReadOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{9}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MarkReadOp) GetRequest() *v1.MarkReadRequest {
@@ -1010,7 +1116,7 @@ type RecallOp struct {
 
 func (x *RecallOp) Reset() {
 	*x = RecallOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[10]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1128,7 @@ func (x *RecallOp) String() string {
 func (*RecallOp) ProtoMessage() {}
 
 func (x *RecallOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[10]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1141,7 @@ func (x *RecallOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecallOp.ProtoReflect.Descriptor instead.
 func (*RecallOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{10}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RecallOp) GetRequest() *v1.RecallRequest {
@@ -1076,7 +1182,7 @@ type DeleteOp struct {
 
 func (x *DeleteOp) Reset() {
 	*x = DeleteOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[11]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1194,7 @@ func (x *DeleteOp) String() string {
 func (*DeleteOp) ProtoMessage() {}
 
 func (x *DeleteOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[11]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1207,7 @@ func (x *DeleteOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOp.ProtoReflect.Descriptor instead.
 func (*DeleteOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{11}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteOp) GetRequest() *v1.DeleteRequest {
@@ -1128,7 +1234,7 @@ type CreateGroupOp struct {
 
 func (x *CreateGroupOp) Reset() {
 	*x = CreateGroupOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[12]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1140,7 +1246,7 @@ func (x *CreateGroupOp) String() string {
 func (*CreateGroupOp) ProtoMessage() {}
 
 func (x *CreateGroupOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[12]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1153,7 +1259,7 @@ func (x *CreateGroupOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupOp.ProtoReflect.Descriptor instead.
 func (*CreateGroupOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{12}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateGroupOp) GetRequest() *v1.CreateGroupRequest {
@@ -1190,7 +1296,7 @@ type MembersOp struct {
 
 func (x *MembersOp) Reset() {
 	*x = MembersOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[13]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1308,7 @@ func (x *MembersOp) String() string {
 func (*MembersOp) ProtoMessage() {}
 
 func (x *MembersOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[13]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1321,7 @@ func (x *MembersOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersOp.ProtoReflect.Descriptor instead.
 func (*MembersOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{13}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MembersOp) GetGroupId() uint64 {
@@ -1276,7 +1382,7 @@ type GroupHintOp struct {
 
 func (x *GroupHintOp) Reset() {
 	*x = GroupHintOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[14]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1394,7 @@ func (x *GroupHintOp) String() string {
 func (*GroupHintOp) ProtoMessage() {}
 
 func (x *GroupHintOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[14]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1407,7 @@ func (x *GroupHintOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupHintOp.ProtoReflect.Descriptor instead.
 func (*GroupHintOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{14}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GroupHintOp) GetGroupId() uint64 {
@@ -1355,7 +1461,7 @@ type OutboxAckOp struct {
 
 func (x *OutboxAckOp) Reset() {
 	*x = OutboxAckOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[15]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1473,7 @@ func (x *OutboxAckOp) String() string {
 func (*OutboxAckOp) ProtoMessage() {}
 
 func (x *OutboxAckOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[15]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1486,7 @@ func (x *OutboxAckOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxAckOp.ProtoReflect.Descriptor instead.
 func (*OutboxAckOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{15}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OutboxAckOp) GetKeys() [][]byte {
@@ -1401,7 +1507,7 @@ type ExpireOp struct {
 
 func (x *ExpireOp) Reset() {
 	*x = ExpireOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[16]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1519,7 @@ func (x *ExpireOp) String() string {
 func (*ExpireOp) ProtoMessage() {}
 
 func (x *ExpireOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[16]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1532,7 @@ func (x *ExpireOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireOp.ProtoReflect.Descriptor instead.
 func (*ExpireOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{16}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExpireOp) GetBeforeMs() int64 {
@@ -1456,7 +1562,7 @@ type UserState struct {
 
 func (x *UserState) Reset() {
 	*x = UserState{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[17]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1574,7 @@ func (x *UserState) String() string {
 func (*UserState) ProtoMessage() {}
 
 func (x *UserState) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[17]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1587,7 @@ func (x *UserState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserState.ProtoReflect.Descriptor instead.
 func (*UserState) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{17}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UserState) GetLastSeq() uint64 {
@@ -1527,7 +1633,7 @@ type ConvState struct {
 
 func (x *ConvState) Reset() {
 	*x = ConvState{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[18]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1645,7 @@ func (x *ConvState) String() string {
 func (*ConvState) ProtoMessage() {}
 
 func (x *ConvState) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[18]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1658,7 @@ func (x *ConvState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvState.ProtoReflect.Descriptor instead.
 func (*ConvState) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{18}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ConvState) GetUnread() uint64 {
@@ -1615,7 +1721,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1733,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1746,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{19}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DedupRecord) GetResponse() *v1.SendResponse {
@@ -1673,7 +1779,7 @@ type MessageRecord struct {
 
 func (x *MessageRecord) Reset() {
 	*x = MessageRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +1791,7 @@ func (x *MessageRecord) String() string {
 func (*MessageRecord) ProtoMessage() {}
 
 func (x *MessageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +1804,7 @@ func (x *MessageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageRecord.ProtoReflect.Descriptor instead.
 func (*MessageRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{20}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MessageRecord) GetSender() uint64 {
@@ -1764,7 +1870,7 @@ type GroupRecord struct {
 
 func (x *GroupRecord) Reset() {
 	*x = GroupRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +1882,7 @@ func (x *GroupRecord) String() string {
 func (*GroupRecord) ProtoMessage() {}
 
 func (x *GroupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +1895,7 @@ func (x *GroupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRecord.ProtoReflect.Descriptor instead.
 func (*GroupRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{21}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GroupRecord) GetInfo() *v1.GroupInfo {
@@ -1827,7 +1933,7 @@ type GroupCounters struct {
 
 func (x *GroupCounters) Reset() {
 	*x = GroupCounters{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +1945,7 @@ func (x *GroupCounters) String() string {
 func (*GroupCounters) ProtoMessage() {}
 
 func (x *GroupCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +1958,7 @@ func (x *GroupCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupCounters.ProtoReflect.Descriptor instead.
 func (*GroupCounters) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{22}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GroupCounters) GetLastGroupSeq() uint64 {
@@ -1891,7 +1997,7 @@ type ChangeLogEntry struct {
 
 func (x *ChangeLogEntry) Reset() {
 	*x = ChangeLogEntry{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +2009,7 @@ func (x *ChangeLogEntry) String() string {
 func (*ChangeLogEntry) ProtoMessage() {}
 
 func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +2022,7 @@ func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeLogEntry.ProtoReflect.Descriptor instead.
 func (*ChangeLogEntry) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ChangeLogEntry) GetIndex() uint64 {
@@ -1957,7 +2063,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2075,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2088,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeliverRequest) GetFromShard() string {
@@ -2009,7 +2115,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2127,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2140,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeliverResponse) GetDelivered() uint32 {
@@ -2054,7 +2160,7 @@ type ReadChangeLogRequest struct {
 
 func (x *ReadChangeLogRequest) Reset() {
 	*x = ReadChangeLogRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2066,7 +2172,7 @@ func (x *ReadChangeLogRequest) String() string {
 func (*ReadChangeLogRequest) ProtoMessage() {}
 
 func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2079,7 +2185,7 @@ func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadChangeLogRequest) GetAfterIndex() uint64 {
@@ -2106,7 +2212,7 @@ type ReadChangeLogResponse struct {
 
 func (x *ReadChangeLogResponse) Reset() {
 	*x = ReadChangeLogResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2118,7 +2224,7 @@ func (x *ReadChangeLogResponse) String() string {
 func (*ReadChangeLogResponse) ProtoMessage() {}
 
 func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2131,7 +2237,7 @@ func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReadChangeLogResponse) GetEntries() []*ChangeLogEntry {
@@ -2159,7 +2265,7 @@ type StoreSnapshotHeader struct {
 
 func (x *StoreSnapshotHeader) Reset() {
 	*x = StoreSnapshotHeader{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2171,7 +2277,7 @@ func (x *StoreSnapshotHeader) String() string {
 func (*StoreSnapshotHeader) ProtoMessage() {}
 
 func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2184,7 +2290,7 @@ func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreSnapshotHeader.ProtoReflect.Descriptor instead.
 func (*StoreSnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StoreSnapshotHeader) GetFormatVersion() uint32 {
@@ -2212,7 +2318,14 @@ var File_seqd_cluster_v1_store_proto protoreflect.FileDescriptor
 
 const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\n" +
-	"\x1bseqd/cluster/v1/store.proto\x12\x0fseqd.cluster.v1\x1a\x16seqd/v1/messages.proto\"c\n" +
+	"\x1bseqd/cluster/v1/store.proto\x12\x0fseqd.cluster.v1\x1a\x16seqd/v1/messages.proto\"\x14\n" +
+	"\x12ReplicaInfoRequest\"\x97\x01\n" +
+	"\x13ReplicaInfoResponse\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\tR\treplicaId\x12!\n" +
+	"\fstore_format\x18\x03 \x01(\rR\vstoreFormat\x12#\n" +
+	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\"c\n" +
 	"\x14TimelineCountRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x1c\n" +
 	"\n" +
@@ -2385,11 +2498,12 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\fOP_STATUS_OK\x10\x01\x12\x17\n" +
 	"\x13OP_STATUS_DUPLICATE\x10\x02\x12\x1a\n" +
 	"\x16OP_STATUS_OUT_OF_ORDER\x10\x03\x12\x16\n" +
-	"\x12OP_STATUS_REJECTED\x10\x042\x99\x02\n" +
+	"\x12OP_STATUS_REJECTED\x10\x042\xf3\x02\n" +
 	"\tStoreNode\x12L\n" +
 	"\aDeliver\x12\x1f.seqd.cluster.v1.DeliverRequest\x1a .seqd.cluster.v1.DeliverResponse\x12^\n" +
 	"\rReadChangeLog\x12%.seqd.cluster.v1.ReadChangeLogRequest\x1a&.seqd.cluster.v1.ReadChangeLogResponse\x12^\n" +
-	"\rTimelineCount\x12%.seqd.cluster.v1.TimelineCountRequest\x1a&.seqd.cluster.v1.TimelineCountResponseB6Z4github.com/seqd/seqd/proto/seqd/cluster/v1;clusterv1b\x06proto3"
+	"\rTimelineCount\x12%.seqd.cluster.v1.TimelineCountRequest\x1a&.seqd.cluster.v1.TimelineCountResponse\x12X\n" +
+	"\vReplicaInfo\x12#.seqd.cluster.v1.ReplicaInfoRequest\x1a$.seqd.cluster.v1.ReplicaInfoResponseB6Z4github.com/seqd/seqd/proto/seqd/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_seqd_cluster_v1_store_proto_rawDescOnce sync.Once
@@ -2404,90 +2518,94 @@ func file_seqd_cluster_v1_store_proto_rawDescGZIP() []byte {
 }
 
 var file_seqd_cluster_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_seqd_cluster_v1_store_proto_goTypes = []any{
 	(StoreCommandType)(0),         // 0: seqd.cluster.v1.StoreCommandType
 	(OpStatus)(0),                 // 1: seqd.cluster.v1.OpStatus
 	(FanoutItem_Kind)(0),          // 2: seqd.cluster.v1.FanoutItem.Kind
-	(*TimelineCountRequest)(nil),  // 3: seqd.cluster.v1.TimelineCountRequest
-	(*TimelineCountResponse)(nil), // 4: seqd.cluster.v1.TimelineCountResponse
-	(*StoreCommand)(nil),          // 5: seqd.cluster.v1.StoreCommand
-	(*StoreBatch)(nil),            // 6: seqd.cluster.v1.StoreBatch
-	(*StoreOp)(nil),               // 7: seqd.cluster.v1.StoreOp
-	(*Append)(nil),                // 8: seqd.cluster.v1.Append
-	(*SendOp)(nil),                // 9: seqd.cluster.v1.SendOp
-	(*FanoutItem)(nil),            // 10: seqd.cluster.v1.FanoutItem
-	(*DeliverOp)(nil),             // 11: seqd.cluster.v1.DeliverOp
-	(*MarkReadOp)(nil),            // 12: seqd.cluster.v1.MarkReadOp
-	(*RecallOp)(nil),              // 13: seqd.cluster.v1.RecallOp
-	(*DeleteOp)(nil),              // 14: seqd.cluster.v1.DeleteOp
-	(*CreateGroupOp)(nil),         // 15: seqd.cluster.v1.CreateGroupOp
-	(*MembersOp)(nil),             // 16: seqd.cluster.v1.MembersOp
-	(*GroupHintOp)(nil),           // 17: seqd.cluster.v1.GroupHintOp
-	(*OutboxAckOp)(nil),           // 18: seqd.cluster.v1.OutboxAckOp
-	(*ExpireOp)(nil),              // 19: seqd.cluster.v1.ExpireOp
-	(*UserState)(nil),             // 20: seqd.cluster.v1.UserState
-	(*ConvState)(nil),             // 21: seqd.cluster.v1.ConvState
-	(*DedupRecord)(nil),           // 22: seqd.cluster.v1.DedupRecord
-	(*MessageRecord)(nil),         // 23: seqd.cluster.v1.MessageRecord
-	(*GroupRecord)(nil),           // 24: seqd.cluster.v1.GroupRecord
-	(*GroupCounters)(nil),         // 25: seqd.cluster.v1.GroupCounters
-	(*ChangeLogEntry)(nil),        // 26: seqd.cluster.v1.ChangeLogEntry
-	(*DeliverRequest)(nil),        // 27: seqd.cluster.v1.DeliverRequest
-	(*DeliverResponse)(nil),       // 28: seqd.cluster.v1.DeliverResponse
-	(*ReadChangeLogRequest)(nil),  // 29: seqd.cluster.v1.ReadChangeLogRequest
-	(*ReadChangeLogResponse)(nil), // 30: seqd.cluster.v1.ReadChangeLogResponse
-	(*StoreSnapshotHeader)(nil),   // 31: seqd.cluster.v1.StoreSnapshotHeader
-	(*v1.SendRequest)(nil),        // 32: seqd.v1.SendRequest
-	(*v1.Event)(nil),              // 33: seqd.v1.Event
-	(*v1.MarkReadRequest)(nil),    // 34: seqd.v1.MarkReadRequest
-	(*v1.RecallRequest)(nil),      // 35: seqd.v1.RecallRequest
-	(*v1.DeleteRequest)(nil),      // 36: seqd.v1.DeleteRequest
-	(*v1.CreateGroupRequest)(nil), // 37: seqd.v1.CreateGroupRequest
-	(*v1.SendResponse)(nil),       // 38: seqd.v1.SendResponse
-	(*v1.Conversation)(nil),       // 39: seqd.v1.Conversation
-	(*v1.GroupInfo)(nil),          // 40: seqd.v1.GroupInfo
+	(*ReplicaInfoRequest)(nil),    // 3: seqd.cluster.v1.ReplicaInfoRequest
+	(*ReplicaInfoResponse)(nil),   // 4: seqd.cluster.v1.ReplicaInfoResponse
+	(*TimelineCountRequest)(nil),  // 5: seqd.cluster.v1.TimelineCountRequest
+	(*TimelineCountResponse)(nil), // 6: seqd.cluster.v1.TimelineCountResponse
+	(*StoreCommand)(nil),          // 7: seqd.cluster.v1.StoreCommand
+	(*StoreBatch)(nil),            // 8: seqd.cluster.v1.StoreBatch
+	(*StoreOp)(nil),               // 9: seqd.cluster.v1.StoreOp
+	(*Append)(nil),                // 10: seqd.cluster.v1.Append
+	(*SendOp)(nil),                // 11: seqd.cluster.v1.SendOp
+	(*FanoutItem)(nil),            // 12: seqd.cluster.v1.FanoutItem
+	(*DeliverOp)(nil),             // 13: seqd.cluster.v1.DeliverOp
+	(*MarkReadOp)(nil),            // 14: seqd.cluster.v1.MarkReadOp
+	(*RecallOp)(nil),              // 15: seqd.cluster.v1.RecallOp
+	(*DeleteOp)(nil),              // 16: seqd.cluster.v1.DeleteOp
+	(*CreateGroupOp)(nil),         // 17: seqd.cluster.v1.CreateGroupOp
+	(*MembersOp)(nil),             // 18: seqd.cluster.v1.MembersOp
+	(*GroupHintOp)(nil),           // 19: seqd.cluster.v1.GroupHintOp
+	(*OutboxAckOp)(nil),           // 20: seqd.cluster.v1.OutboxAckOp
+	(*ExpireOp)(nil),              // 21: seqd.cluster.v1.ExpireOp
+	(*UserState)(nil),             // 22: seqd.cluster.v1.UserState
+	(*ConvState)(nil),             // 23: seqd.cluster.v1.ConvState
+	(*DedupRecord)(nil),           // 24: seqd.cluster.v1.DedupRecord
+	(*MessageRecord)(nil),         // 25: seqd.cluster.v1.MessageRecord
+	(*GroupRecord)(nil),           // 26: seqd.cluster.v1.GroupRecord
+	(*GroupCounters)(nil),         // 27: seqd.cluster.v1.GroupCounters
+	(*ChangeLogEntry)(nil),        // 28: seqd.cluster.v1.ChangeLogEntry
+	(*DeliverRequest)(nil),        // 29: seqd.cluster.v1.DeliverRequest
+	(*DeliverResponse)(nil),       // 30: seqd.cluster.v1.DeliverResponse
+	(*ReadChangeLogRequest)(nil),  // 31: seqd.cluster.v1.ReadChangeLogRequest
+	(*ReadChangeLogResponse)(nil), // 32: seqd.cluster.v1.ReadChangeLogResponse
+	(*StoreSnapshotHeader)(nil),   // 33: seqd.cluster.v1.StoreSnapshotHeader
+	(*v1.SendRequest)(nil),        // 34: seqd.v1.SendRequest
+	(*v1.Event)(nil),              // 35: seqd.v1.Event
+	(*v1.MarkReadRequest)(nil),    // 36: seqd.v1.MarkReadRequest
+	(*v1.RecallRequest)(nil),      // 37: seqd.v1.RecallRequest
+	(*v1.DeleteRequest)(nil),      // 38: seqd.v1.DeleteRequest
+	(*v1.CreateGroupRequest)(nil), // 39: seqd.v1.CreateGroupRequest
+	(*v1.SendResponse)(nil),       // 40: seqd.v1.SendResponse
+	(*v1.Conversation)(nil),       // 41: seqd.v1.Conversation
+	(*v1.GroupInfo)(nil),          // 42: seqd.v1.GroupInfo
 }
 var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
 	0,  // 0: seqd.cluster.v1.StoreCommand.type:type_name -> seqd.cluster.v1.StoreCommandType
-	7,  // 1: seqd.cluster.v1.StoreBatch.ops:type_name -> seqd.cluster.v1.StoreOp
-	9,  // 2: seqd.cluster.v1.StoreOp.send:type_name -> seqd.cluster.v1.SendOp
-	11, // 3: seqd.cluster.v1.StoreOp.deliver:type_name -> seqd.cluster.v1.DeliverOp
-	12, // 4: seqd.cluster.v1.StoreOp.mark_read:type_name -> seqd.cluster.v1.MarkReadOp
-	13, // 5: seqd.cluster.v1.StoreOp.recall:type_name -> seqd.cluster.v1.RecallOp
-	14, // 6: seqd.cluster.v1.StoreOp.delete:type_name -> seqd.cluster.v1.DeleteOp
-	15, // 7: seqd.cluster.v1.StoreOp.create_group:type_name -> seqd.cluster.v1.CreateGroupOp
-	16, // 8: seqd.cluster.v1.StoreOp.add_members:type_name -> seqd.cluster.v1.MembersOp
-	16, // 9: seqd.cluster.v1.StoreOp.remove_members:type_name -> seqd.cluster.v1.MembersOp
-	17, // 10: seqd.cluster.v1.StoreOp.group_hint:type_name -> seqd.cluster.v1.GroupHintOp
-	18, // 11: seqd.cluster.v1.StoreOp.outbox_ack:type_name -> seqd.cluster.v1.OutboxAckOp
-	19, // 12: seqd.cluster.v1.StoreOp.expire:type_name -> seqd.cluster.v1.ExpireOp
-	32, // 13: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
-	8,  // 14: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
+	9,  // 1: seqd.cluster.v1.StoreBatch.ops:type_name -> seqd.cluster.v1.StoreOp
+	11, // 2: seqd.cluster.v1.StoreOp.send:type_name -> seqd.cluster.v1.SendOp
+	13, // 3: seqd.cluster.v1.StoreOp.deliver:type_name -> seqd.cluster.v1.DeliverOp
+	14, // 4: seqd.cluster.v1.StoreOp.mark_read:type_name -> seqd.cluster.v1.MarkReadOp
+	15, // 5: seqd.cluster.v1.StoreOp.recall:type_name -> seqd.cluster.v1.RecallOp
+	16, // 6: seqd.cluster.v1.StoreOp.delete:type_name -> seqd.cluster.v1.DeleteOp
+	17, // 7: seqd.cluster.v1.StoreOp.create_group:type_name -> seqd.cluster.v1.CreateGroupOp
+	18, // 8: seqd.cluster.v1.StoreOp.add_members:type_name -> seqd.cluster.v1.MembersOp
+	18, // 9: seqd.cluster.v1.StoreOp.remove_members:type_name -> seqd.cluster.v1.MembersOp
+	19, // 10: seqd.cluster.v1.StoreOp.group_hint:type_name -> seqd.cluster.v1.GroupHintOp
+	20, // 11: seqd.cluster.v1.StoreOp.outbox_ack:type_name -> seqd.cluster.v1.OutboxAckOp
+	21, // 12: seqd.cluster.v1.StoreOp.expire:type_name -> seqd.cluster.v1.ExpireOp
+	34, // 13: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
+	10, // 14: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
 	2,  // 15: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
-	33, // 16: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
-	10, // 17: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
-	34, // 18: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
-	35, // 19: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
-	8,  // 20: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
-	36, // 21: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
-	37, // 22: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
-	8,  // 23: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
-	38, // 24: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
-	39, // 25: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
-	8,  // 26: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
-	40, // 27: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
-	7,  // 28: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
-	10, // 29: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
-	26, // 30: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
-	27, // 31: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
-	29, // 32: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
-	3,  // 33: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
-	28, // 34: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
-	30, // 35: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
-	4,  // 36: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
-	34, // [34:37] is the sub-list for method output_type
-	31, // [31:34] is the sub-list for method input_type
+	35, // 16: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
+	12, // 17: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
+	36, // 18: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
+	37, // 19: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
+	10, // 20: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
+	38, // 21: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
+	39, // 22: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
+	10, // 23: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
+	40, // 24: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
+	41, // 25: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
+	10, // 26: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
+	42, // 27: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
+	9,  // 28: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
+	12, // 29: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
+	28, // 30: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
+	29, // 31: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
+	31, // 32: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
+	5,  // 33: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
+	3,  // 34: seqd.cluster.v1.StoreNode.ReplicaInfo:input_type -> seqd.cluster.v1.ReplicaInfoRequest
+	30, // 35: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
+	32, // 36: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
+	6,  // 37: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
+	4,  // 38: seqd.cluster.v1.StoreNode.ReplicaInfo:output_type -> seqd.cluster.v1.ReplicaInfoResponse
+	35, // [35:39] is the sub-list for method output_type
+	31, // [31:35] is the sub-list for method input_type
 	31, // [31:31] is the sub-list for extension type_name
 	31, // [31:31] is the sub-list for extension extendee
 	0,  // [0:31] is the sub-list for field type_name
@@ -2498,7 +2616,7 @@ func file_seqd_cluster_v1_store_proto_init() {
 	if File_seqd_cluster_v1_store_proto != nil {
 		return
 	}
-	file_seqd_cluster_v1_store_proto_msgTypes[4].OneofWrappers = []any{
+	file_seqd_cluster_v1_store_proto_msgTypes[6].OneofWrappers = []any{
 		(*StoreOp_Send)(nil),
 		(*StoreOp_Deliver)(nil),
 		(*StoreOp_MarkRead)(nil),
@@ -2517,7 +2635,7 @@ func file_seqd_cluster_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_cluster_v1_store_proto_rawDesc), len(file_seqd_cluster_v1_store_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

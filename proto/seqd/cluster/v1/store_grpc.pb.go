@@ -22,6 +22,7 @@ const (
 	StoreNode_Deliver_FullMethodName       = "/seqd.cluster.v1.StoreNode/Deliver"
 	StoreNode_ReadChangeLog_FullMethodName = "/seqd.cluster.v1.StoreNode/ReadChangeLog"
 	StoreNode_TimelineCount_FullMethodName = "/seqd.cluster.v1.StoreNode/TimelineCount"
+	StoreNode_ReplicaInfo_FullMethodName   = "/seqd.cluster.v1.StoreNode/ReplicaInfo"
 )
 
 // StoreNodeClient is the client API for StoreNode service.
@@ -40,6 +41,11 @@ type StoreNodeClient interface {
 	// TimelineCount returns how many messages a read-fanout group's timeline
 	// holds up to a group seq (for read markers kept on other shards).
 	TimelineCount(ctx context.Context, in *TimelineCountRequest, opts ...grpc.CallOption) (*TimelineCountResponse, error)
+	// ReplicaInfo says which store format this replica's build applies. The
+	// shard leader asks every replica, and proposes an entry that needs a
+	// newer format only once all of them have it. Builds from before store
+	// formats answer Unimplemented (format 0).
+	ReplicaInfo(ctx context.Context, in *ReplicaInfoRequest, opts ...grpc.CallOption) (*ReplicaInfoResponse, error)
 }
 
 type storeNodeClient struct {
@@ -80,6 +86,16 @@ func (c *storeNodeClient) TimelineCount(ctx context.Context, in *TimelineCountRe
 	return out, nil
 }
 
+func (c *storeNodeClient) ReplicaInfo(ctx context.Context, in *ReplicaInfoRequest, opts ...grpc.CallOption) (*ReplicaInfoResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplicaInfoResponse)
+	err := c.cc.Invoke(ctx, StoreNode_ReplicaInfo_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StoreNodeServer is the server API for StoreNode service.
 // All implementations must embed UnimplementedStoreNodeServer
 // for forward compatibility.
@@ -96,6 +112,11 @@ type StoreNodeServer interface {
 	// TimelineCount returns how many messages a read-fanout group's timeline
 	// holds up to a group seq (for read markers kept on other shards).
 	TimelineCount(context.Context, *TimelineCountRequest) (*TimelineCountResponse, error)
+	// ReplicaInfo says which store format this replica's build applies. The
+	// shard leader asks every replica, and proposes an entry that needs a
+	// newer format only once all of them have it. Builds from before store
+	// formats answer Unimplemented (format 0).
+	ReplicaInfo(context.Context, *ReplicaInfoRequest) (*ReplicaInfoResponse, error)
 	mustEmbedUnimplementedStoreNodeServer()
 }
 
@@ -114,6 +135,9 @@ func (UnimplementedStoreNodeServer) ReadChangeLog(context.Context, *ReadChangeLo
 }
 func (UnimplementedStoreNodeServer) TimelineCount(context.Context, *TimelineCountRequest) (*TimelineCountResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TimelineCount not implemented")
+}
+func (UnimplementedStoreNodeServer) ReplicaInfo(context.Context, *ReplicaInfoRequest) (*ReplicaInfoResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplicaInfo not implemented")
 }
 func (UnimplementedStoreNodeServer) mustEmbedUnimplementedStoreNodeServer() {}
 func (UnimplementedStoreNodeServer) testEmbeddedByValue()                   {}
@@ -190,6 +214,24 @@ func _StoreNode_TimelineCount_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StoreNode_ReplicaInfo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplicaInfoRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StoreNodeServer).ReplicaInfo(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StoreNode_ReplicaInfo_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StoreNodeServer).ReplicaInfo(ctx, req.(*ReplicaInfoRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StoreNode_ServiceDesc is the grpc.ServiceDesc for StoreNode service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -208,6 +250,10 @@ var StoreNode_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TimelineCount",
 			Handler:    _StoreNode_TimelineCount_Handler,
+		},
+		{
+			MethodName: "ReplicaInfo",
+			Handler:    _StoreNode_ReplicaInfo_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
