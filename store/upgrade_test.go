@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -191,15 +192,9 @@ func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
 
 	sendSome(t, m, 1, 2, 3)
 	moveLeaderOff(t, c, "a newer replica to lead", func(i int) bool { return i == old })
-	markRead := func() error {
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		_, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 2, Conversation: direct(1002), UpToSeq: 1})
-		return err
-	}
 	var err error
 	waitFor(t, 10*time.Second, "the leader to hear every replica's format", func() bool {
-		err = markRead()
+		err = markRead(ctx, m)
 		return status.Code(err) != codes.Unavailable
 	})
 	want := fmt.Sprintf("needs store format %d, and replica s1-r3 of shard s1 runs a build of format %d", newer, store.StoreFormat)
@@ -218,7 +213,7 @@ func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
 	c.KillStore(0, old)
 	upgradeOld(t, ctx, c, m)
 	waitFor(t, 10*time.Second, "MarkRead to go through once every replica has the newer format", func() bool {
-		err = markRead()
+		err = markRead(ctx, m)
 		return err == nil
 	})
 	lead := c.StoreLeader(0)
@@ -235,6 +230,92 @@ func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
 	if !strings.Contains(fmt.Sprint(err), fmt.Sprint("needs store format ", newer)) {
 		t.Fatalf("opening s1-r3's data on the older build after the MarkRead: %v, want a refusal naming format %d", err, newer)
 	}
+}
+
+// A rolling upgrade under a send load, as docs/operations.md describes
+// it: each replica in turn, followers first and the leader last, is
+// stopped and started again on a build one store format newer, in which
+// MarkRead is an op of that format. No replica halts and the sends go on
+// throughout; MarkRead is refused until the last replica runs the newer
+// build, and works after. Every acknowledged send is in both inboxes
+// exactly once, and the replicas end with the same state.
+func TestRollingUpgradeUnderLoad(t *testing.T) {
+	store.SetFormatPollInterval(t, 100*time.Millisecond)
+	store.SetOpFormat(t, "mark_read", newer)
+	var mu sync.Mutex
+	upgraded := map[string]bool{}
+	store.SetReplicaFormat(func(id string) uint32 {
+		mu.Lock()
+		defer mu.Unlock()
+		if upgraded[id] {
+			return newer
+		}
+		return store.StoreFormat
+	})
+	t.Cleanup(func() { store.SetReplicaFormat(nil) })
+	c, m := startCluster(t, localcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+
+	sendSome(t, m, 1, 2, 1)
+	const users = 20
+	stop := make(chan struct{})
+	sent, wg, retries := sendLoad(m, users, 4, stop)
+	waitFor(t, 10*time.Second, "sends to flow", func() bool { return countSent(sent, wg) > 50 })
+
+	leader := c.StoreLeader(0)
+	if leader < 0 {
+		t.Fatal("no store leader")
+	}
+	var order []int
+	for i := 0; i < 3; i++ {
+		if i != leader {
+			order = append(order, i)
+		}
+	}
+	for n, i := range append(order, leader) {
+		if err := markRead(ctx, m); status.Code(err) != codes.FailedPrecondition && status.Code(err) != codes.Unavailable {
+			t.Fatalf("MarkRead with %d of 3 replicas upgraded: %v, want it refused", n, err)
+		}
+		id := fmt.Sprintf("s1-r%d", i+1)
+		if err := c.StopStore(0, i); err != nil {
+			t.Fatalf("stopping %s: %v", id, err)
+		}
+		mu.Lock()
+		upgraded[id] = true
+		mu.Unlock()
+		if err := c.RestartStore(ctx, 0, i); err != nil {
+			t.Fatalf("starting %s on the newer build: %v", id, err)
+		}
+		before := countSent(sent, wg)
+		waitFor(t, 20*time.Second, "sends to go on after upgrading "+id, func() bool { return countSent(sent, wg) > before+20 })
+	}
+	var err error
+	waitFor(t, 10*time.Second, "MarkRead to work once every replica runs the newer build", func() bool {
+		err = markRead(ctx, m)
+		return err == nil
+	})
+	close(stop)
+	wg.Wait()
+	for i := 0; i < 3; i++ {
+		if err := c.Store(0, i).Health(); err != nil {
+			t.Fatalf("replica s1-r%d after the upgrade: %v", i+1, err)
+		}
+	}
+	t.Logf("%d sends acknowledged, %d retried attempts", len(*sent), retries.Load())
+	checkExactlyOnce(t, m, users, *sent)
+	waitFor(t, 20*time.Second, "the replicas to hold the same state", func() bool {
+		f := [3]*store.FSM{}
+		for i := range f {
+			f[i] = c.Store(0, i).Store().FSM()
+		}
+		ia := f[0].AppliedIndex()
+		if f[1].AppliedIndex() != ia || f[2].AppliedIndex() != ia {
+			return false
+		}
+		a := store.DumpState(t, f[0])
+		return maps.Equal(a, store.DumpState(t, f[1])) && maps.Equal(a, store.DumpState(t, f[2])) && f[0].AppliedIndex() == ia
+	})
 }
 
 // old is the replica (s1-r3) that runs the older build in a mixed shard,
@@ -277,6 +358,15 @@ func upgradeOld(t *testing.T, ctx context.Context, c *localcluster.Cluster, m *r
 		same := ia == ib && maps.Equal(store.DumpState(t, a), store.DumpState(t, b))
 		return same && a.AppliedIndex() == ia && b.AppliedIndex() == ib
 	})
+}
+
+// markRead marks user 2's conversation with user 1 read (an op the tests
+// make need the newer format).
+func markRead(ctx context.Context, m *router.Messages) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 2, Conversation: direct(1002), UpToSeq: 1})
+	return err
 }
 
 // newerSend is a send from a newer leader, to users no other send uses.

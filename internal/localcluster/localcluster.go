@@ -290,6 +290,19 @@ func (c *Cluster) KillStore(sh, i int) {
 	}
 }
 
+// StopStore stops store replica i of shard sh gracefully (a leader hands
+// over first), as an operator stops a replica to upgrade it.
+func (c *Cluster) StopStore(sh, i int) error {
+	c.mu.Lock()
+	n := c.Stores[sh][i]
+	c.Stores[sh][i] = nil
+	c.mu.Unlock()
+	if n == nil {
+		return nil
+	}
+	return n.Close()
+}
+
 // RestartStore starts store replica i of shard sh again with its data.
 func (c *Cluster) RestartStore(ctx context.Context, sh, i int) error {
 	n, err := c.startNode(ctx, c.storeCfg[sh][i])
