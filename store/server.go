@@ -649,8 +649,14 @@ func (r *server) ReadChangeLog(ctx context.Context, req *clusterv1.ReadChangeLog
 }
 
 func (r *server) ReplicaInfo(ctx context.Context, req *clusterv1.ReplicaInfoRequest) (*clusterv1.ReplicaInfoResponse, error) {
-	return &clusterv1.ReplicaInfoResponse{ShardId: r.s.cfg.ShardID, ReplicaId: r.s.cfg.ReplicaID, StoreFormat: r.s.fsm.format,
-		AppliedIndex: r.s.fsm.AppliedIndex()}, nil
+	resp := &clusterv1.ReplicaInfoResponse{ShardId: r.s.cfg.ShardID, ReplicaId: r.s.cfg.ReplicaID, StoreFormat: r.s.fsm.format,
+		AppliedIndex: r.s.fsm.AppliedIndex()}
+	if err := r.s.Halted(); err != nil {
+		resp.Halted = err.Error()
+	} else {
+		resp.Leader = r.s.IsLeader()
+	}
+	return resp, nil
 }
 
 func (r *server) TimelineCount(ctx context.Context, req *clusterv1.TimelineCountRequest) (*clusterv1.TimelineCountResponse, error) {

@@ -72,8 +72,8 @@ func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
 	// Except which format it runs, so the leader can say who holds the
 	// shard back.
 	info, err := clusterv1.NewStoreNodeClient(cc).ReplicaInfo(ctx, &clusterv1.ReplicaInfoRequest{})
-	if err != nil || info.ReplicaId != "s1-r3" || info.StoreFormat != store.StoreFormat {
-		t.Fatalf("ReplicaInfo at the halted replica: %v, %v; want s1-r3 on format %d", info, err, store.StoreFormat)
+	if err != nil || info.ReplicaId != "s1-r3" || info.StoreFormat != store.StoreFormat || !strings.Contains(info.Halted, at) {
+		t.Fatalf("ReplicaInfo at the halted replica: %v, %v; want s1-r3 on format %d, halted at %s", info, err, store.StoreFormat, at)
 	}
 
 	sendSome(t, m, 3, 4, 10)

@@ -15,20 +15,14 @@ import (
 )
 
 func runStatus(ctx context.Context, e *env, cmd *command, args []string) error {
-	pos, err := parseArgs(cmd, e, flag.NewFlagSet(cmd.name, flag.ContinueOnError), args)
+	if err := flagsOnly(cmd, e, flag.NewFlagSet(cmd.name, flag.ContinueOnError), args); err != nil {
+		return err
+	}
+	ctx, c, release, err := dialTimed(ctx, e)
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return usagef(cmd, "status takes no arguments; got %q", pos)
-	}
-	ctx, cancel := context.WithTimeout(ctx, e.timeout)
-	defer cancel()
-	c, err := dial(e)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
+	defer release()
 	st, err := c.admin().Status(ctx, &seqdv1.StatusRequest{})
 	if err != nil {
 		return c.explain(err)
@@ -308,13 +302,11 @@ func oneID(cmd *command, what string, pos []string) error {
 // adminCall makes one membership call and reports it. The JSON form is the
 // request, since the responses are empty.
 func adminCall(ctx context.Context, e *env, req proto.Message, call func(context.Context, seqdv1.AdminClient) error, done string) error {
-	ctx, cancel := context.WithTimeout(ctx, e.timeout)
-	defer cancel()
-	c, err := dial(e)
+	ctx, c, release, err := dialTimed(ctx, e)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer release()
 	if err := call(ctx, c.admin()); err != nil {
 		return c.explain(err)
 	}

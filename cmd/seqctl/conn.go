@@ -36,14 +36,25 @@ func dial(e *env) (*conn, error) {
 
 func (c *conn) Close() error { return c.cc.Close() }
 
+// dialTimed dials --addr for one command, with a context that ends after
+// --timeout; call release when finished.
+func dialTimed(ctx context.Context, e *env) (_ context.Context, _ *conn, release func(), _ error) {
+	c, err := dial(e)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	return ctx, c, func() { cancel(); c.Close() }, nil
+}
+
 func (c *conn) admin() seqdv1.AdminClient { return seqdv1.NewAdminClient(c.cc) }
 
 // router returns a client for Next and Current bootstrapped from --addr.
 // It asks --addr for the table first, because router.New retries an
 // unreachable address until the deadline, and a typo should fail at once.
 func (c *conn) router(ctx context.Context) (*router.Client, error) {
-	if _, err := seqdv1.NewRoutingClient(c.cc).GetRoutingTable(ctx, &seqdv1.GetRoutingTableRequest{}); err != nil {
-		return nil, c.explain(err)
+	if _, err := c.table(ctx); err != nil {
+		return nil, err
 	}
 	rc, err := router.New(ctx, router.Config{
 		Addrs:   []string{c.e.addr},
@@ -54,6 +65,18 @@ func (c *conn) router(ctx context.Context) (*router.Client, error) {
 		return nil, c.explain(err)
 	}
 	return rc, nil
+}
+
+// table asks --addr for the routing table (with the store shard map).
+func (c *conn) table(ctx context.Context) (*seqdv1.RoutingTable, error) {
+	resp, err := seqdv1.NewRoutingClient(c.cc).GetRoutingTable(ctx, &seqdv1.GetRoutingTableRequest{})
+	if err != nil {
+		return nil, c.explain(err)
+	}
+	if resp.GetTable() == nil {
+		return nil, fmt.Errorf("%s returned no routing table; the cluster may still be starting", c.e.addr)
+	}
+	return resp.GetTable(), nil
 }
 
 // explain turns an RPC failure into the message an operator acts on: the

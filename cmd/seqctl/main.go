@@ -39,6 +39,7 @@ var commands = []*command{
 	{name: "next", run: runNext, forms: []form{{"next KEY [KEY...]", "allocate one seq per key"}}},
 	{name: "current", run: runCurrent, forms: []form{{"current KEY [KEY...]", "the last seq handed out per key, without allocating"}}},
 	{name: "routes", run: runRoutes, forms: []form{{"routes", "the routing table: which AllocSvr owns which slots, and the store shard map"}}},
+	{name: "replicas", run: runReplicas, forms: []form{{"replicas [--shard S]", "every store replica's format, applied index and state (during upgrades: what is left)"}}},
 	{name: "status", run: runStatus, forms: []form{{"status", "the arbiter group and every AllocSvr"}}},
 	{name: "drain", run: runDrain, forms: []form{{"drain NODE [--wait] [--wait-timeout D]", "move every slot off an AllocSvr before maintenance"}}},
 	{name: "undrain", run: runUndrain, forms: []form{{"undrain NODE", "let a drained AllocSvr take slots again"}}},
@@ -215,6 +216,19 @@ func fail(stderr io.Writer, err error) int {
 		fmt.Fprintf(stderr, "seqctl: %v\n", err)
 		return 1
 	}
+}
+
+// flagsOnly parses the flags of a command that takes no positional
+// arguments, and refuses any.
+func flagsOnly(cmd *command, e *env, fs *flag.FlagSet, args []string) error {
+	pos, err := parseArgs(cmd, e, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef(cmd, "%s takes no arguments; got %q", cmd.name, pos)
+	}
+	return nil
 }
 
 // parseArgs parses a command's flags wherever they appear among its

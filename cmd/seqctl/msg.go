@@ -197,12 +197,8 @@ func runSync(ctx context.Context, e *env, cmd *command, args []string) error {
 	after := fs.Uint64("after", 0, "return events after checkpoint `S` (0 = from the start)")
 	limit := fs.Uint("limit", 0, "at most `N` events per page, 1..1000 (default 100)")
 	all := fs.Bool("all", false, "page until the inbox is exhausted")
-	pos, err := parseArgs(cmd, e, fs, args)
-	if err != nil {
+	if err := flagsOnly(cmd, e, fs, args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef(cmd, "sync takes no arguments; got %q", pos)
 	}
 	u, err := parseID(cmd, "--user", "user", *user)
 	if err != nil {
@@ -258,12 +254,8 @@ func runSync(ctx context.Context, e *env, cmd *command, args []string) error {
 func runUnread(ctx context.Context, e *env, cmd *command, args []string) error {
 	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
 	user := fs.String("user", "", "the user `B` (required)")
-	pos, err := parseArgs(cmd, e, fs, args)
-	if err != nil {
+	if err := flagsOnly(cmd, e, fs, args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef(cmd, "unread takes no arguments; got %q", pos)
 	}
 	u, err := parseID(cmd, "--user", "user", *user)
 	if err != nil {
@@ -296,12 +288,8 @@ func runRead(ctx context.Context, e *env, cmd *command, args []string) error {
 	var cf convFlags
 	cf.register(fs)
 	upTo := fs.Uint64("up-to", 0, "read up to inbox seq `S` (for a read-fanout group, its group seq; required)")
-	pos, err := parseArgs(cmd, e, fs, args)
-	if err != nil {
+	if err := flagsOnly(cmd, e, fs, args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef(cmd, "read takes no arguments; got %q", pos)
 	}
 	u, err := parseID(cmd, "--user", "user", *user)
 	if err != nil {
@@ -335,12 +323,8 @@ func runHistory(ctx context.Context, e *env, cmd *command, args []string) error 
 	cf.register(fs)
 	before := fs.Uint64("before", 0, "page backwards from seq `S`, exclusive (0 = from the newest)")
 	limit := fs.Uint("limit", 0, "at most `N` messages, 1..1000 (default 50)")
-	pos, err := parseArgs(cmd, e, fs, args)
-	if err != nil {
+	if err := flagsOnly(cmd, e, fs, args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef(cmd, "history takes no arguments; got %q", pos)
 	}
 	u, err := parseID(cmd, "--user", "user", *user)
 	if err != nil {
@@ -379,12 +363,8 @@ func userAndMessage(e *env, cmd *command, args []string, userFlag, userHelp, msg
 	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
 	user := fs.String(userFlag, "", userHelp)
 	msg := fs.String("msg", "", msgHelp)
-	pos, err := parseArgs(cmd, e, fs, args)
-	if err != nil {
+	if err := flagsOnly(cmd, e, fs, args); err != nil {
 		return 0, "", err
-	}
-	if len(pos) > 0 {
-		return 0, "", usagef(cmd, "%s takes no arguments; got %q", cmd.name, pos)
 	}
 	u, err := parseID(cmd, "--"+userFlag, "user", *user)
 	if err != nil {

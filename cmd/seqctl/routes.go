@@ -12,27 +12,17 @@ import (
 )
 
 func runRoutes(ctx context.Context, e *env, cmd *command, args []string) error {
-	pos, err := parseArgs(cmd, e, flag.NewFlagSet(cmd.name, flag.ContinueOnError), args)
+	if err := flagsOnly(cmd, e, flag.NewFlagSet(cmd.name, flag.ContinueOnError), args); err != nil {
+		return err
+	}
+	ctx, c, release, err := dialTimed(ctx, e)
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return usagef(cmd, "routes takes no arguments; got %q", pos)
-	}
-	ctx, cancel := context.WithTimeout(ctx, e.timeout)
-	defer cancel()
-	c, err := dial(e)
+	defer release()
+	t, err := c.table(ctx)
 	if err != nil {
 		return err
-	}
-	defer c.Close()
-	resp, err := seqdv1.NewRoutingClient(c.cc).GetRoutingTable(ctx, &seqdv1.GetRoutingTableRequest{})
-	if err != nil {
-		return c.explain(err)
-	}
-	t := resp.GetTable()
-	if t == nil {
-		return fmt.Errorf("%s returned no routing table; the cluster may still be starting", e.addr)
 	}
 	if e.json {
 		return writeProto(e.stdout, t)

@@ -50,13 +50,11 @@ func runSeq(ctx context.Context, e *env, cmd *command, args []string, get func(c
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, e.timeout)
-	defer cancel()
-	c, err := dial(e)
+	ctx, c, release, err := dialTimed(ctx, e)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer release()
 	rc, err := c.router(ctx)
 	if err != nil {
 		return err

@@ -37,12 +37,8 @@ func runTail(ctx context.Context, e *env, cmd *command, args []string) error {
 	after := fs.Uint64("after", 0, "start after checkpoint `S`; the backlog after it comes first (0 = the whole inbox)")
 	verbose := fs.Bool("verbose", false, "also print heartbeats and each (re)connection")
 	hb := fs.Duration("heartbeat", 10*time.Second, "ask for a heartbeat every `D` (at least 100ms)")
-	pos, err := parseArgs(cmd, e, fs, args)
-	if err != nil {
+	if err := flagsOnly(cmd, e, fs, args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef(cmd, "tail takes no arguments; got %q", pos)
 	}
 	u, err := parseID(cmd, "--user", "user", *user)
 	if err != nil {

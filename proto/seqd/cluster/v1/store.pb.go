@@ -228,7 +228,12 @@ type ReplicaInfoResponse struct {
 	// The store format this replica applies (see storeFormat in store/).
 	StoreFormat uint32 `protobuf:"varint,3,opt,name=store_format,json=storeFormat,proto3" json:"store_format,omitempty"`
 	// The index of the last entry it applied.
-	AppliedIndex  uint64 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,4,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// Why it stopped applying entries (it met one of a newer format); empty
+	// while it applies them.
+	Halted string `protobuf:"bytes,5,opt,name=halted,proto3" json:"halted,omitempty"`
+	// Whether it leads the shard.
+	Leader        bool `protobuf:"varint,6,opt,name=leader,proto3" json:"leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -289,6 +294,20 @@ func (x *ReplicaInfoResponse) GetAppliedIndex() uint64 {
 		return x.AppliedIndex
 	}
 	return 0
+}
+
+func (x *ReplicaInfoResponse) GetHalted() string {
+	if x != nil {
+		return x.Halted
+	}
+	return ""
+}
+
+func (x *ReplicaInfoResponse) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
 }
 
 type TimelineCountRequest struct {
@@ -2319,13 +2338,15 @@ var File_seqd_cluster_v1_store_proto protoreflect.FileDescriptor
 const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"\x1bseqd/cluster/v1/store.proto\x12\x0fseqd.cluster.v1\x1a\x16seqd/v1/messages.proto\"\x14\n" +
-	"\x12ReplicaInfoRequest\"\x97\x01\n" +
+	"\x12ReplicaInfoRequest\"\xc7\x01\n" +
 	"\x13ReplicaInfoResponse\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x02 \x01(\tR\treplicaId\x12!\n" +
 	"\fstore_format\x18\x03 \x01(\rR\vstoreFormat\x12#\n" +
-	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\"c\n" +
+	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12\x16\n" +
+	"\x06halted\x18\x05 \x01(\tR\x06halted\x12\x16\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\"c\n" +
 	"\x14TimelineCountRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x1c\n" +
 	"\n" +

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/seqd/seqd/internal/grpcconn"
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+)
+
+// replicaRow is what one store replica says of itself (StoreNode.ReplicaInfo).
+type replicaRow struct {
+	Shard   string `json:"shard"`
+	Replica string `json:"replica"`
+	Addr    string `json:"addr"`
+	Leader  bool   `json:"leader"`
+	// Format is the store format its build applies; -1 if it did not say.
+	Format  int64  `json:"store_format"`
+	Applied uint64 `json:"applied_index"`
+	// State is "ok", "halted", "old build" (no ReplicaInfo: format 0) or
+	// "unreachable"; Detail says more.
+	State  string `json:"state"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// runReplicas asks every store replica in the shard map which store format
+// it runs, how far it has applied, and whether it halted: during a rolling
+// upgrade, what is left to upgrade.
+func runReplicas(ctx context.Context, e *env, cmd *command, args []string) error {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	shard := fs.String("shard", "", "only this shard's replicas")
+	if err := flagsOnly(cmd, e, fs, args); err != nil {
+		return err
+	}
+	ctx, c, release, err := dialTimed(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer release()
+	t, err := c.table(ctx)
+	if err != nil {
+		return err
+	}
+	var rows []*replicaRow
+	for _, sh := range t.Shards {
+		if *shard != "" && sh.Id != *shard {
+			continue
+		}
+		for _, r := range sh.Replicas {
+			rows = append(rows, &replicaRow{Shard: sh.Id, Replica: r.Id, Addr: r.Addr, Format: -1})
+		}
+	}
+	if len(rows) == 0 {
+		if *shard != "" {
+			return fmt.Errorf("the shard map names no replica of shard %q; `seqctl routes` lists the shards", *shard)
+		}
+		return fmt.Errorf("the shard map names no store replica; the cluster runs no message store, or its replicas have not registered yet")
+	}
+	var wg sync.WaitGroup
+	for _, r := range rows {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			askReplica(ctx, r)
+		}()
+	}
+	wg.Wait()
+	if e.json {
+		return writeJSON(e.stdout, rows)
+	}
+	tw := newTable(e.stdout)
+	row(tw, "SHARD", "REPLICA", "ADDR", "ROLE", "FORMAT", "APPLIED", "STATE")
+	for _, r := range rows {
+		role, format, applied := "follower", fmt.Sprint(r.Format), fmt.Sprint(r.Applied)
+		if r.Leader {
+			role = "leader"
+		}
+		switch r.State {
+		case "unreachable":
+			role, format, applied = "-", "-", "-"
+		case "old build":
+			role, format, applied = "-", "0", "-"
+		}
+		state := r.State
+		if r.Detail != "" {
+			state += ": " + r.Detail
+		}
+		row(tw, r.Shard, r.Replica, r.Addr, role, format, applied, state)
+	}
+	return tw.Flush()
+}
+
+// askReplica fills r from its replica's answer.
+func askReplica(ctx context.Context, r *replicaRow) {
+	cc, err := grpc.NewClient(r.Addr, grpcconn.DialOptions()...)
+	if err != nil {
+		r.State, r.Detail = "unreachable", err.Error()
+		return
+	}
+	defer cc.Close()
+	info, err := clusterv1.NewStoreNodeClient(cc).ReplicaInfo(ctx, &clusterv1.ReplicaInfoRequest{})
+	switch {
+	case status.Code(err) == codes.Unimplemented:
+		r.Format, r.State, r.Detail = 0, "old build", "a build from before store formats (format 0)"
+	case err != nil:
+		r.State, r.Detail = "unreachable", status.Convert(err).Message()
+	case info.ReplicaId != r.Replica || info.ShardId != r.Shard:
+		r.State, r.Detail = "unreachable", fmt.Sprintf("%s answers as replica %s of shard %s", r.Addr, info.ReplicaId, info.ShardId)
+	default:
+		r.Format, r.Applied, r.Leader, r.State = int64(info.StoreFormat), info.AppliedIndex, info.Leader, "ok"
+		if info.Halted != "" {
+			r.State, r.Detail = "halted", info.Halted
+		}
+	}
+}
