@@ -142,20 +142,27 @@ func batchFormat(ops []*clusterv1.StoreOp) uint32 {
 // store format they apply.
 var formatPollInterval = 10 * time.Second
 
-// shardFormats is what a leader last heard of its replicas' formats.
+// shardFormats is what a leader has heard of its replicas' formats this
+// term. A stored value is never changed.
 type shardFormats struct {
 	servers []string // the Raft configuration asked, by replica id, sorted
-	min     uint32   // the lowest format among them (the leader's included)
+	min     uint32   // the lowest format known (the leader's included)
 	lowest  string   // a replica running min
-	err     error    // why the formats are not known (then min is 0)
+	// unknown names a replica that has not told its format this term, and
+	// why ("" if every one has).
+	unknown string
 }
 
 // pollFormats asks every replica in the Raft configuration, voters and
-// non-voters alike (both apply every entry), for its store format.
-func (s *Shard) pollFormats(ctx context.Context) *shardFormats {
+// non-voters alike (both apply every entry), for its store format. A
+// replica that does not answer counts with the format it last told this
+// leader (known), if it told one: a replica cannot lower its format
+// without a restart, and one that comes back on an older build halts at
+// the first entry it cannot apply rather than diverge.
+func (s *Shard) pollFormats(ctx context.Context, known map[string]uint32) (*shardFormats, error) {
 	fut := s.node.Raft.GetConfiguration()
 	if err := fut.Error(); err != nil {
-		return &shardFormats{err: fmt.Errorf("reading the Raft configuration: %w", err)}
+		return nil, fmt.Errorf("reading the Raft configuration: %w", err)
 	}
 	sf := &shardFormats{servers: configIDs(fut.Configuration()), min: s.fsm.format, lowest: s.cfg.ReplicaID}
 	for _, id := range sf.servers {
@@ -163,14 +170,19 @@ func (s *Shard) pollFormats(ctx context.Context) *shardFormats {
 			continue
 		}
 		f, err := s.askFormat(ctx, id)
-		if err != nil {
-			return &shardFormats{servers: sf.servers, err: fmt.Errorf("replica %s: %w", id, err)}
+		if err == nil {
+			known[id] = f
+		} else if _, ok := known[id]; !ok {
+			if sf.unknown == "" {
+				sf.unknown = fmt.Sprintf("replica %s has not told its store format (%v)", id, err)
+			}
+			continue
 		}
-		if f < sf.min {
-			sf.min, sf.lowest = f, id
+		if known[id] < sf.min {
+			sf.min, sf.lowest = known[id], id
 		}
 	}
-	return sf
+	return sf, nil
 }
 
 func configIDs(c raft.Configuration) []string {
@@ -184,17 +196,23 @@ func configIDs(c raft.Configuration) []string {
 
 // askFormat asks one replica of the shard for its store format.
 func (s *Shard) askFormat(ctx context.Context, id string) (uint32, error) {
-	addr := s.peerAddr(id)
+	addr := s.peerAddr(ctx, id)
 	if addr == "" {
-		return 0, errors.New("its gRPC address is not in the shard map yet")
+		return 0, errors.New("its gRPC address is not in the shard map")
 	}
 	cc, err := s.conns.Get(addr)
 	if err != nil {
 		return 0, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return replicaFormatAt(ctx, clusterv1.NewStoreNodeClient(cc), s.cfg.ShardID, id)
+	f, err := replicaFormatAt(actx, clusterv1.NewStoreNodeClient(cc), s.cfg.ShardID, id)
+	if err != nil {
+		// The replica may be down or restarting: try afresh next poll
+		// instead of waiting out gRPC's reconnect backoff (up to 2 min).
+		cc.ResetConnectBackoff()
+	}
+	return f, err
 }
 
 // replicaFormatAt asks the replica behind c, which should be replica id of
@@ -214,48 +232,63 @@ func replicaFormatAt(ctx context.Context, c clusterv1.StoreNodeClient, shard, id
 	return resp.StoreFormat, nil
 }
 
-// formatLoop keeps the leader's view of its replicas' formats, polling
-// every formatPollInterval while it leads.
+// formatLoop keeps the leader's view of its replicas' formats: it polls
+// on taking over, every formatPollInterval, and when formatReady finds the
+// configuration changed since the last poll.
 func (s *Shard) formatLoop(ctx context.Context) {
 	t := time.NewTicker(formatPollInterval)
 	defer t.Stop()
+	known := map[string]uint32{}
 	for {
-		sf := s.pollFormats(ctx)
+		sf, err := s.pollFormats(ctx, known)
 		if ctx.Err() != nil {
 			return
 		}
-		s.formats.Store(sf)
-		if sf.err != nil {
+		switch {
+		case err != nil:
+			s.log.Warn("cannot tell the shard's store formats", "err", err)
+		case sf.unknown != "":
+			s.formats.Store(sf)
 			s.m.shardFormat.Set(-1)
-		} else {
+		default:
+			s.formats.Store(sf)
 			s.m.shardFormat.Set(float64(sf.min))
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.formatKick:
 		}
 	}
 }
 
 // formatReady says whether the leader may propose an op that needs store
 // format need: every replica in the current Raft configuration applies it.
+// It answers UNAVAILABLE (retry) only while the leader's first poll, or a
+// poll after a configuration change, is under way.
 func (s *Shard) formatReady(need uint32) error {
 	if need == 0 {
 		return nil
 	}
 	sf := s.formats.Load()
-	switch {
-	case sf == nil:
-		return status.Errorf(codes.Unavailable, "this request needs store format %d and the shard leader has not yet heard every replica's format; retry shortly", need)
-	case sf.err != nil:
-		return status.Errorf(codes.Unavailable, "this request needs store format %d and the shard leader cannot tell every replica's format (%v); retry shortly", need, sf.err)
-	case sf.min < need:
+	if sf == nil {
+		return status.Errorf(codes.Unavailable, "this request needs store format %d and the shard leader is still asking its replicas which format they run; retry shortly", need)
+	}
+	if sf.min < need {
 		return status.Errorf(codes.FailedPrecondition, "this request needs store format %d, and replica %s of shard %s runs a build of format %d: upgrade every replica of the shard first",
 			need, sf.lowest, s.cfg.ShardID, sf.min)
 	}
+	if sf.unknown != "" {
+		return status.Errorf(codes.FailedPrecondition, "this request needs store format %d, and %s: bring it back, or remove it from shard %s, first",
+			need, sf.unknown, s.cfg.ShardID)
+	}
 	fut := s.node.Raft.GetConfiguration()
 	if err := fut.Error(); err != nil || !slices.Equal(configIDs(fut.Configuration()), sf.servers) {
+		select {
+		case s.formatKick <- struct{}{}:
+		default:
+		}
 		return status.Errorf(codes.Unavailable, "this request needs store format %d and the shard's replicas changed since the leader asked their formats; retry shortly", need)
 	}
 	return nil

@@ -24,7 +24,7 @@ type metrics struct {
 	subscribers                                        prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer, s *Shard) *metrics {
+func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "ops_total",
 			Help: "Store operations answered by the leader, by op and outcome."}, []string{"op", "status"}),
@@ -60,11 +60,16 @@ func newMetrics(reg prometheus.Registerer, s *Shard) *metrics {
 	m.stageQueued, m.stagePlan = m.stageSeconds.WithLabelValues("queued"), m.stageSeconds.WithLabelValues("plan")
 	m.stageAllocate, m.stageCommit = m.stageSeconds.WithLabelValues("allocate"), m.stageSeconds.WithLabelValues("commit")
 	m.shardFormat.Set(-1)
-	format := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "format",
-		Help: "The store format this replica's build applies."}, func() float64 { return float64(s.fsm.format) })
-	applied := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "applied_index",
-		Help: "Index of the last Raft entry applied on this replica."}, func() float64 { return float64(s.fsm.AppliedIndex()) })
 	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,
-		m.rateLimited, m.isLeader, m.halted, m.shardFormat, m.subscribers, format, applied)
+		m.rateLimited, m.isLeader, m.halted, m.shardFormat, m.subscribers)
 	return m
+}
+
+// registerFSM adds the gauges read from the replica's FSM, once it is open.
+func registerFSM(reg prometheus.Registerer, f *FSM) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "format",
+			Help: "The store format this replica's build applies."}, func() float64 { return float64(f.format) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "applied_index",
+			Help: "Index of the last Raft entry applied on this replica."}, func() float64 { return float64(f.AppliedIndex()) }))
 }

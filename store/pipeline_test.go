@@ -74,7 +74,7 @@ func (nopBuilder) build([]uint64) *clusterv1.StoreOp { return &clusterv1.StoreOp
 // arrive meanwhile wait and go out together in the next entries.
 func TestAtMostFourEntriesInFlight(t *testing.T) {
 	s := &Shard{cfg: Config{Now: time.Now}}
-	s.m = newMetrics(prometheus.NewRegistry(), s)
+	s.m = newMetrics(prometheus.NewRegistry())
 	var mu sync.Mutex
 	var held []*heldFuture
 	released, worst := 0, 0

@@ -169,7 +169,8 @@ type Shard struct {
 	caughtUp atomic.Bool
 	// formats is what this replica, while it leads, last heard of the
 	// shard's replicas' store formats (formatLoop); nil otherwise.
-	formats atomic.Pointer[shardFormats]
+	formats    atomic.Pointer[shardFormats]
+	formatKick chan struct{} // asks formatLoop to poll now (buffer 1)
 
 	pipe  *pipeline
 	subs  *hub
@@ -214,8 +215,10 @@ func New(cfg Config) (*Shard, error) {
 		limit: newRateLimiter(cfg.RateLimit, cfg.RateBurst),
 		stop:  make(chan struct{}),
 		ready: make(chan struct{}),
+
+		formatKick: make(chan struct{}, 1),
 	}
-	s.m = newMetrics(cfg.Registry, s)
+	s.m = newMetrics(cfg.Registry)
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("store: data dir: %w", err)
 	}
@@ -228,6 +231,7 @@ func New(cfg Config) (*Shard, error) {
 		return nil, err
 	}
 	s.fsm = fsm
+	registerFSM(cfg.Registry, fsm)
 	fsm.notify = s.applied
 	fsm.onHalt = s.halt
 	fsm.observe = func(ops int, d time.Duration) { s.m.applySeconds.Observe(d.Seconds()) }
@@ -482,15 +486,16 @@ func (s *Shard) leaderAddr() string {
 	if id == "" {
 		return ""
 	}
-	return s.peerAddr(id)
+	return s.peerAddr(context.Background(), id)
 }
 
-// peerAddr is replicaAddr, reloading the shard map once if id is not in
-// it (a replica that registered after the map was loaded).
-func (s *Shard) peerAddr(id string) string {
+// peerAddr is replicaAddr, reloading the shard map once (for up to a
+// second) if id is not in it: a replica that registered after the map was
+// loaded.
+func (s *Shard) peerAddr(ctx context.Context, id string) string {
 	addr := s.replicaAddr(id)
 	if c := s.alloc.Load(); addr == "" && c != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		c.Refresh(ctx)
 		cancel()
 		addr = s.replicaAddr(id)

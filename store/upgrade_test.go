@@ -192,15 +192,21 @@ func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
 
 	sendSome(t, m, 1, 2, 3)
 	moveLeaderOff(t, c, "a newer replica to lead", func(i int) bool { return i == old })
-	var err error
-	waitFor(t, 10*time.Second, "the leader to hear every replica's format", func() bool {
-		err = markRead(ctx, m)
-		return status.Code(err) != codes.Unavailable
-	})
 	want := fmt.Sprintf("needs store format %d, and replica s1-r3 of shard s1 runs a build of format %d", newer, store.StoreFormat)
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), want) {
-		t.Fatalf("MarkRead with s1-r3 on the older build: %v, want FAILED_PRECONDITION saying %q", err, want)
+	refusedFor := func(what, want string) {
+		t.Helper()
+		var err error
+		// The router retries UNAVAILABLE (the leader still asking) until
+		// the call's deadline.
+		waitFor(t, 15*time.Second, "the leader to hear the replicas' formats", func() bool {
+			err = markRead(ctx, m)
+			return status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded
+		})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), want) {
+			t.Fatalf("MarkRead %s: %v, want FAILED_PRECONDITION saying %q", what, err, want)
+		}
 	}
+	refusedFor("with s1-r3 on the older build", want)
 	leader := fmt.Sprintf("s1-r%d", c.StoreLeader(0)+1)
 	if got := storeGauge(t, c, "seqd_store_shard_format", leader); got != float64(store.StoreFormat) {
 		t.Fatalf("seqd_store_shard_format on the leader = %v, want %d", got, store.StoreFormat)
@@ -210,23 +216,39 @@ func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
 		t.Fatalf("the older replica: %v, want it applying entries", err)
 	}
 
+	// Down, it counts with the format it last told this leader.
 	c.KillStore(0, old)
+	time.Sleep(300 * time.Millisecond) // a few polls
+	refusedFor("with s1-r3 down, last heard on the older build", want)
+
 	upgradeOld(t, ctx, c, m)
-	waitFor(t, 10*time.Second, "MarkRead to go through once every replica has the newer format", func() bool {
-		err = markRead(ctx, m)
-		return err == nil
+	waitFor(t, 20*time.Second, "MarkRead to go through once every replica has the newer format", func() bool {
+		return markRead(ctx, m) == nil
 	})
 	lead := c.StoreLeader(0)
 	if got := storeGauge(t, c, "seqd_store_shard_format", fmt.Sprintf("s1-r%d", lead+1)); got != float64(newer) {
 		t.Fatalf("seqd_store_shard_format on the leader = %v, want %d", got, newer)
 	}
+
+	// A leader that never heard from a replica (down all its term) cannot
+	// vouch for it, and says so.
+	c.KillStore(0, old)
+	moveLeaderOff(t, c, "another newer replica to lead", func(i int) bool { return i == lead || i == old })
+	refusedFor("from a leader elected while s1-r3 was down", "replica s1-r3 has not told its store format")
+	if err := c.RestartStore(ctx, 0, old); err != nil {
+		t.Fatalf("restarting s1-r3 on the newer build: %v", err)
+	}
+	waitFor(t, 20*time.Second, "MarkRead to go through once s1-r3 is back", func() bool {
+		return markRead(ctx, m) == nil
+	})
+	lead = c.StoreLeader(0)
 	applied := c.Store(0, lead).Store().FSM().AppliedIndex()
 	waitFor(t, 10*time.Second, "s1-r3 to apply the MarkRead", func() bool {
 		return c.Store(0, old).Store().FSM().AppliedIndex() >= applied
 	})
 	c.KillStore(0, old)
 	store.SetReplicaFormat(func(string) uint32 { return store.StoreFormat })
-	err = c.RestartStore(ctx, 0, old)
+	err := c.RestartStore(ctx, 0, old)
 	if !strings.Contains(fmt.Sprint(err), fmt.Sprint("needs store format ", newer)) {
 		t.Fatalf("opening s1-r3's data on the older build after the MarkRead: %v, want a refusal naming format %d", err, newer)
 	}
@@ -274,9 +296,13 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 		}
 	}
 	for n, i := range append(order, leader) {
-		if err := markRead(ctx, m); status.Code(err) != codes.FailedPrecondition && status.Code(err) != codes.Unavailable {
-			t.Fatalf("MarkRead with %d of 3 replicas upgraded: %v, want it refused", n, err)
-		}
+		waitFor(t, 15*time.Second, fmt.Sprintf("MarkRead to be refused with %d of 3 replicas upgraded", n), func() bool {
+			err := markRead(ctx, m)
+			if err == nil {
+				t.Fatalf("MarkRead went through with %d of 3 replicas upgraded", n)
+			}
+			return status.Code(err) == codes.FailedPrecondition
+		})
 		id := fmt.Sprintf("s1-r%d", i+1)
 		if err := c.StopStore(0, i); err != nil {
 			t.Fatalf("stopping %s: %v", id, err)
@@ -289,11 +315,14 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 		}
 		before := countSent(sent, wg)
 		waitFor(t, 20*time.Second, "sends to go on after upgrading "+id, func() bool { return countSent(sent, wg) > before+20 })
+		for j := 0; j < 3; j++ {
+			if err := c.Store(0, j).Health(); err != nil {
+				t.Fatalf("replica s1-r%d after upgrading %s: %v", j+1, id, err)
+			}
+		}
 	}
-	var err error
-	waitFor(t, 10*time.Second, "MarkRead to work once every replica runs the newer build", func() bool {
-		err = markRead(ctx, m)
-		return err == nil
+	waitFor(t, 20*time.Second, "MarkRead to work once every replica runs the newer build", func() bool {
+		return markRead(ctx, m) == nil
 	})
 	close(stop)
 	wg.Wait()
