@@ -149,8 +149,22 @@ type shardFormats struct {
 	min     uint32   // the lowest format known (the leader's included)
 	lowest  string   // a replica running min
 	// unknown names a replica that has not told its format this term, and
-	// why ("" if every one has).
-	unknown string
+	// why ("" if every one has); unknownSince is when the leader first
+	// failed to hear it.
+	unknown      string
+	unknownSince time.Time
+}
+
+// formatGrace is how long a leader keeps asking a replica that has not
+// told its format before it calls the replica missing: until then a
+// request that needs a newer format gets UNAVAILABLE (retry; the replica
+// may still be registering, or restarting), after it FAILED_PRECONDITION.
+const formatGrace = 5 * time.Second
+
+// formatPolls is what formatLoop keeps between polls in one term.
+type formatPolls struct {
+	known     map[string]uint32    // the format each replica last told
+	firstMiss map[string]time.Time // when each replica not yet heard was first asked
 }
 
 // pollFormats asks every replica in the Raft configuration, voters and
@@ -159,7 +173,7 @@ type shardFormats struct {
 // leader (known), if it told one: a replica cannot lower its format
 // without a restart, and one that comes back on an older build halts at
 // the first entry it cannot apply rather than diverge.
-func (s *Shard) pollFormats(ctx context.Context, known map[string]uint32) (*shardFormats, error) {
+func (s *Shard) pollFormats(ctx context.Context, p *formatPolls) (*shardFormats, error) {
 	fut := s.node.Raft.GetConfiguration()
 	if err := fut.Error(); err != nil {
 		return nil, fmt.Errorf("reading the Raft configuration: %w", err)
@@ -171,15 +185,19 @@ func (s *Shard) pollFormats(ctx context.Context, known map[string]uint32) (*shar
 		}
 		f, err := s.askFormat(ctx, id)
 		if err == nil {
-			known[id] = f
-		} else if _, ok := known[id]; !ok {
-			if sf.unknown == "" {
+			p.known[id] = f
+		} else if _, ok := p.known[id]; !ok {
+			if _, ok := p.firstMiss[id]; !ok {
+				p.firstMiss[id] = time.Now()
+			}
+			if sf.unknown == "" || p.firstMiss[id].Before(sf.unknownSince) {
 				sf.unknown = fmt.Sprintf("replica %s has not told its store format (%v)", id, err)
+				sf.unknownSince = p.firstMiss[id]
 			}
 			continue
 		}
-		if known[id] < sf.min {
-			sf.min, sf.lowest = known[id], id
+		if p.known[id] < sf.min {
+			sf.min, sf.lowest = p.known[id], id
 		}
 	}
 	return sf, nil
@@ -233,14 +251,21 @@ func replicaFormatAt(ctx context.Context, c clusterv1.StoreNodeClient, shard, id
 }
 
 // formatLoop keeps the leader's view of its replicas' formats: it polls
-// on taking over, every formatPollInterval, and when formatReady finds the
-// configuration changed since the last poll.
+// on taking over, every formatPollInterval (every second while a replica
+// has not told its format), and when formatReady finds the configuration
+// changed since the last poll.
 func (s *Shard) formatLoop(ctx context.Context) {
-	t := time.NewTicker(formatPollInterval)
+	t := time.NewTimer(0)
 	defer t.Stop()
-	known := map[string]uint32{}
+	p := &formatPolls{known: map[string]uint32{}, firstMiss: map[string]time.Time{}}
 	for {
-		sf, err := s.pollFormats(ctx, known)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.formatKick:
+		}
+		sf, err := s.pollFormats(ctx, p)
 		if ctx.Err() != nil {
 			return
 		}
@@ -254,19 +279,19 @@ func (s *Shard) formatLoop(ctx context.Context) {
 			s.formats.Store(sf)
 			s.m.shardFormat.Set(float64(sf.min))
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-s.formatKick:
+		next := formatPollInterval
+		if err != nil || sf.unknown != "" {
+			next = min(next, time.Second)
 		}
+		t.Reset(next)
 	}
 }
 
 // formatReady says whether the leader may propose an op that needs store
 // format need: every replica in the current Raft configuration applies it.
-// It answers UNAVAILABLE (retry) only while the leader's first poll, or a
-// poll after a configuration change, is under way.
+// It answers UNAVAILABLE (retry) while the leader's first poll, or a poll
+// after a configuration change, is under way, and for formatGrace while a
+// replica has not answered.
 func (s *Shard) formatReady(need uint32) error {
 	if need == 0 {
 		return nil
@@ -275,14 +300,8 @@ func (s *Shard) formatReady(need uint32) error {
 	if sf == nil {
 		return status.Errorf(codes.Unavailable, "this request needs store format %d and the shard leader is still asking its replicas which format they run; retry shortly", need)
 	}
-	if sf.min < need {
-		return status.Errorf(codes.FailedPrecondition, "this request needs store format %d, and replica %s of shard %s runs a build of format %d: upgrade every replica of the shard first",
-			need, sf.lowest, s.cfg.ShardID, sf.min)
-	}
-	if sf.unknown != "" {
-		return status.Errorf(codes.FailedPrecondition, "this request needs store format %d, and %s: bring it back, or remove it from shard %s, first",
-			need, sf.unknown, s.cfg.ShardID)
-	}
+	// A view of another configuration is stale either way, whatever it
+	// says: ask again.
 	fut := s.node.Raft.GetConfiguration()
 	if err := fut.Error(); err != nil || !slices.Equal(configIDs(fut.Configuration()), sf.servers) {
 		select {
@@ -290,6 +309,17 @@ func (s *Shard) formatReady(need uint32) error {
 		default:
 		}
 		return status.Errorf(codes.Unavailable, "this request needs store format %d and the shard's replicas changed since the leader asked their formats; retry shortly", need)
+	}
+	if sf.min < need {
+		return status.Errorf(codes.FailedPrecondition, "this request needs store format %d, and replica %s of shard %s runs a build of format %d: upgrade every replica of the shard first",
+			need, sf.lowest, s.cfg.ShardID, sf.min)
+	}
+	if sf.unknown != "" && time.Since(sf.unknownSince) < formatGrace {
+		return status.Errorf(codes.Unavailable, "this request needs store format %d, and %s yet; retry shortly", need, sf.unknown)
+	}
+	if sf.unknown != "" {
+		return status.Errorf(codes.FailedPrecondition, "this request needs store format %d, and %s for %v: bring it back, or remove it from shard %s, first",
+			need, sf.unknown, time.Since(sf.unknownSince).Round(time.Second), s.cfg.ShardID)
 	}
 	return nil
 }

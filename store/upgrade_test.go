@@ -254,6 +254,43 @@ func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
 	}
 }
 
+// The gate follows the Raft configuration: a server added to the shard
+// (here a non-voter that never answers) holds back ops of a newer format
+// until it tells its format or is removed, and the leader asks again as
+// soon as the configuration changes.
+func TestFormatGateFollowsTheRaftConfiguration(t *testing.T) {
+	store.SetFormatPollInterval(t, time.Hour) // only the configuration changes make it ask again
+	store.SetOpFormat(t, "mark_read", newer)
+	store.SetReplicaFormat(func(string) uint32 { return newer })
+	t.Cleanup(func() { store.SetReplicaFormat(nil) })
+	c, m := startCluster(t, localcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	sendSome(t, m, 1, 2, 1)
+	waitFor(t, 20*time.Second, "MarkRead to go through on a shard of the newer format", func() bool {
+		return markRead(ctx, m) == nil
+	})
+	r := c.Store(0, c.StoreLeader(0)).Store().Raft()
+	if err := r.AddNonvoter("s1-r9", "127.0.0.1:1", 0, 5*time.Second).Error(); err != nil {
+		t.Fatalf("adding a non-voter: %v", err)
+	}
+	var err error
+	waitFor(t, 20*time.Second, "the leader to ask the changed configuration", func() bool {
+		err = markRead(ctx, m)
+		return status.Code(err) == codes.FailedPrecondition
+	})
+	if !strings.Contains(err.Error(), "replica s1-r9 has not told its store format") {
+		t.Fatalf("MarkRead with a silent non-voter in the shard: %v, want it named", err)
+	}
+	if err := r.RemoveServer("s1-r9", 0, 5*time.Second).Error(); err != nil {
+		t.Fatalf("removing the non-voter: %v", err)
+	}
+	waitFor(t, 20*time.Second, "MarkRead to go through once the non-voter is removed", func() bool {
+		return markRead(ctx, m) == nil
+	})
+}
+
 // A rolling upgrade under a send load, as docs/operations.md describes
 // it: each replica in turn, followers first and the leader last, is
 // stopped and started again on a build one store format newer, in which
