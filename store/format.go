@@ -129,6 +129,16 @@ func opFormat(op *clusterv1.StoreOp) uint32 {
 	return opFormats[fd.Number()]
 }
 
+// needsFormat is the store format of the op b builds (with n seqs), known
+// before its seqs are allocated. Builders are pure, so it builds one with
+// placeholder seqs, and only while some op needs a format above 0.
+func needsFormat(b builder, n int) uint32 {
+	if len(opFormats) == 0 {
+		return 0
+	}
+	return opFormat(b.build(make([]uint64, n)))
+}
+
 // batchFormat is the min_format of an entry holding ops.
 func batchFormat(ops []*clusterv1.StoreOp) uint32 {
 	var need uint32

@@ -260,6 +260,12 @@ func (p *pipeline) propose(batch []*request) *flight {
 			}
 			continue
 		}
+		// An op of a newer store format waits until every replica can
+		// apply it (checked before its seqs are allocated).
+		if err := s.formatReady(needsFormat(r.b, len(ks))); err != nil {
+			r.finish(nil, err)
+			continue
+		}
 		// Keep the entry well inside what Badger takes in one
 		// transaction; the rest go into the next entry.
 		w := estBytes(r.b, len(ks))
@@ -296,20 +302,9 @@ func (p *pipeline) propose(batch []*request) *flight {
 			return fail(status.Errorf(codes.Unavailable, "allocating seqs: %v", status.Convert(err).Message()))
 		}
 	}
-	ops := make([]*clusterv1.StoreOp, 0, len(reqs))
-	kept := reqs[:0]
+	ops := make([]*clusterv1.StoreOp, len(reqs))
 	for j, r := range reqs {
-		op := r.b.build(seqs[spans[j][0]:spans[j][1]])
-		// An op of a newer store format waits until every replica can
-		// apply it; its seqs are skipped (an inbox's seqs only go up).
-		if err := s.formatReady(opFormat(op)); err != nil {
-			r.finish(nil, err)
-			continue
-		}
-		ops, kept = append(ops, op), append(kept, r)
-	}
-	if reqs = kept; len(reqs) == 0 {
-		return nil
+		ops[j] = r.b.build(seqs[spans[j][0]:spans[j][1]])
 	}
 	data, err := EncodeBatch(&clusterv1.StoreBatch{NowMs: s.now().UnixMilli(), Ops: ops})
 	if err != nil {
