@@ -210,6 +210,19 @@ func (x *tx) appendEvent(user uint64, e *seqdv1.Event) {
 	x.touchUser(user)
 }
 
+// appendCopies appends a copy of ev to each inbox in appends, at its seq,
+// outgoing in sender's (0: none). One copy serves them all: appendEvent
+// keeps nothing of the event it is given, so only the seq and the
+// direction change between inboxes (docs/benchmarks.md, "One replica's
+// FSM alone").
+func (x *tx) appendCopies(ev *seqdv1.Event, sender uint64, appends []*clusterv1.Append) {
+	e := proto.Clone(ev).(*seqdv1.Event)
+	for _, a := range appends {
+		e.Seq, e.Outgoing = a.Seq, sender != 0 && a.User == sender
+		x.appendEvent(a.User, e)
+	}
+}
+
 // convChange returns how appending e changes its conversation's state,
 // or nil if it cannot. Events that cannot (the sender's own copy, read
 // markers, recalls, deletes) skip the conversation read: in a new
@@ -327,11 +340,9 @@ func (x *tx) send(index uint64, n uint32, now int64, op *clusterv1.SendOp) *OpRe
 		Body: req.Body, Metadata: req.Metadata, SentAtMs: now, GroupSeq: op.GroupSeq, GroupCount: count,
 	}
 	resp := &seqdv1.SendResponse{MessageId: op.MessageId, GroupSeq: op.GroupSeq}
+	x.appendCopies(ev, req.Sender, op.Appends)
 	for _, a := range op.Appends {
-		e := proto.Clone(ev).(*seqdv1.Event)
-		e.Seq, e.Outgoing = a.Seq, a.User == req.Sender
-		x.appendEvent(a.User, e)
-		if e.Outgoing {
+		if a.User == req.Sender {
 			resp.SenderSeq = a.Seq
 		} else {
 			resp.Deliveries = append(resp.Deliveries, &seqdv1.Delivery{User: a.User, Seq: a.Seq})
@@ -534,11 +545,7 @@ func (x *tx) recall(index uint64, n uint32, now int64, op *clusterv1.RecallOp) *
 	}
 	ev := &seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_RECALL, Conversation: rec.Conversation, MessageId: req.MessageId,
 		Sender: rec.Sender, SentAtMs: now}
-	for _, a := range op.Appends {
-		e := proto.Clone(ev).(*seqdv1.Event)
-		e.Seq, e.Outgoing = a.Seq, a.User == rec.Sender
-		x.appendEvent(a.User, e)
-	}
+	x.appendCopies(ev, rec.Sender, op.Appends)
 	var j uint32
 	for _, u := range rec.Remote {
 		x.queue(index, n, &j, clusterv1.FanoutItem_KIND_RECALL, u, ev)
@@ -772,11 +779,7 @@ func (x *tx) groupHint(index uint64, n uint32, op *clusterv1.GroupHintOp) *OpRes
 	ev := &seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_GROUP_HINT, Conversation: conv, GroupSeq: op.GroupSeq, GroupCount: op.GroupCount,
 		MessageId: fmt.Sprintf("h%d.%d", op.GroupId, op.GroupSeq)}
 	ev.RecalledGroupCounts = x.recalledCounts(op.GroupId, gc.HintedGseq, op.GroupSeq)
-	for _, a := range op.Appends {
-		e := proto.Clone(ev).(*seqdv1.Event)
-		e.Seq = a.Seq
-		x.appendEvent(a.User, e)
-	}
+	x.appendCopies(ev, 0, op.Appends)
 	var j uint32
 	for _, u := range op.Remote {
 		x.queue(index, n, &j, clusterv1.FanoutItem_KIND_GROUP_HINT, u, ev)

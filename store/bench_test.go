@@ -40,6 +40,41 @@ func BenchmarkApplySend(b *testing.B) {
 		}
 		entries = append(entries, encodeOps(b, 1_000_000, ops...))
 	}
+	applyTimed(b, f, entries)
+}
+
+// BenchmarkApplyGroupSend is one replica's FSM applying sends to a group
+// of 500 with write fanout (one inbox copy per member), one send per
+// entry, from random members, 100-byte bodies. It reports ns and
+// allocations per member copy (b.N counts copies).
+//
+//	go test ./store -run '^$' -bench BenchmarkApplyGroupSend -benchtime 200000x
+func BenchmarkApplyGroupSend(b *testing.B) {
+	const members = 500
+	f := openTestFSM(b, b.TempDir())
+	defer f.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	body := strings.Repeat("abcdefghij", 10)
+	var seq uint64 // every member's inbox moves in step
+	entries := make([][]byte, 0, b.N/members+1)
+	for n := 0; n < b.N; n += members {
+		seq++
+		sender := 1 + rng.Uint64N(members)
+		appends := make([]*clusterv1.Append, 0, members)
+		appends = append(appends, &clusterv1.Append{User: sender, Seq: seq})
+		for u := uint64(1); u <= members; u++ {
+			if u != sender {
+				appends = append(appends, &clusterv1.Append{User: u, Seq: seq})
+			}
+		}
+		entries = append(entries, encodeOps(b, 1_000_000, opGroupSend(77, seq, false, sender, fmt.Sprintf("g%d", n), body, appends...)))
+	}
+	applyTimed(b, f, entries)
+}
+
+// applyTimed applies entries as Raft entries 1, 2, ... and times only
+// that; every op must succeed.
+func applyTimed(b *testing.B, f *FSM, entries [][]byte) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i, data := range entries {
