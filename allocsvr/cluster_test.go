@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/seqd/seqd/internal/localcluster"
+	"github.com/seqd/seqd/internal/testwait"
 	"github.com/seqd/seqd/jepsen/checker"
 	"github.com/seqd/seqd/router"
 )
@@ -48,18 +49,6 @@ func newClient(t *testing.T, c *localcluster.Cluster, cfg router.Config) *router
 		t.Fatal(err)
 	}
 	return cl
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // keysOwnedBy returns n keys whose slots node owns in the client's table.
@@ -343,3 +332,6 @@ func rawSequencer(t *testing.T, addr string) func(context.Context, uint64) (uint
 		return resp.Seq, nil
 	}
 }
+
+// waitFor is testwait.For.
+var waitFor = testwait.For

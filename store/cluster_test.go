@@ -13,9 +13,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/seqd/seqd/internal/localcluster"
+	"github.com/seqd/seqd/internal/testwait"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
-	"github.com/seqd/seqd/store"
 )
 
 func startCluster(t *testing.T, opts localcluster.Options) (*localcluster.Cluster, *router.Messages) {
@@ -361,7 +361,7 @@ func TestCrossShardDeliveryAndRecall(t *testing.T) {
 	}
 }
 
-var waitFor = store.WaitFor
+var waitFor = testwait.For
 
 // moveLeaderOff waits until shard 0's leader is not one avoid picks,
 // asking such a leader to hand over (again, should a transfer miss).

@@ -29,9 +29,6 @@ func EncodeBatchNeeding(t *testing.T, b *clusterv1.StoreBatch, min uint32) []byt
 // bookkeeping (see dumpState).
 func DumpState(t *testing.T, f *FSM) map[string]string { return dumpState(t, f) }
 
-// WaitFor is waitFor.
-var WaitFor = waitFor
-
 // SetOpFormat makes ops of the StoreOp field named field (e.g.
 // "mark_read") need store format format until the test ends, as if a
 // newer build had changed them.

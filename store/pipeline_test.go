@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/seqd/seqd/internal/testwait"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 )
 
@@ -152,15 +153,5 @@ func TestAtMostFourEntriesInFlight(t *testing.T) {
 	t.Logf("%d entries for %d requests", len(held), len(reqs))
 }
 
-// waitFor polls cond until it holds, failing after d. Tests outside the
-// package use it as WaitFor.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// waitFor is testwait.For.
+var waitFor = testwait.For

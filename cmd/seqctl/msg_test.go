@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/seqd/seqd/internal/testwait"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
@@ -517,18 +518,6 @@ func (tr *tailRun) stop(t *testing.T) int {
 	}
 }
 
-// waitFor polls cond for up to d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 var stoppedAt = regexp.MustCompile(`tail stopped at checkpoint (\d+) \(resume with --after (\d+)\)`)
 
 // tailSeqs returns the seq and message id of each event line tail printed.
@@ -807,3 +796,6 @@ func TestQuoteBody(t *testing.T) {
 		}
 	}
 }
+
+// waitFor is testwait.For.
+var waitFor = testwait.For

@@ -7,19 +7,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// waitUntil polls cond until it holds or a deadline passes.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
+	"github.com/seqd/seqd/internal/testwait"
+)
 
 func (b *Batcher[Req, Resp]) pendingLen() int {
 	b.mu.Lock()
@@ -111,7 +101,7 @@ func TestBatchesFormWhileCommitting(t *testing.T) {
 	first := doAll(context.Background(), b, []int{0})
 	<-g.started // request 0 is committing alone
 	rest := doAll(context.Background(), b, seq(1, 50))
-	waitUntil(t, "49 queued requests", func() bool { return b.pendingLen() == 49 })
+	testwait.For(t, 5*time.Second, "49 queued requests", func() bool { return b.pendingLen() == 49 })
 	g.open()
 
 	got := map[int]string{}
@@ -143,7 +133,7 @@ func TestMaxBatchSplits(t *testing.T) {
 	first := doAll(context.Background(), b, []int{0})
 	<-g.started
 	rest := doAll(context.Background(), b, seq(1, 26))
-	waitUntil(t, "25 queued requests", func() bool { return b.pendingLen() == 25 })
+	testwait.For(t, 5*time.Second, "25 queued requests", func() bool { return b.pendingLen() == 25 })
 	g.open()
 	<-first
 	for range 25 {
@@ -164,7 +154,7 @@ func TestMaxInflight(t *testing.T) {
 	for range 3 {
 		<-g.started
 	}
-	waitUntil(t, "2 queued requests", func() bool { return b.pendingLen() == 2 })
+	testwait.For(t, 5*time.Second, "2 queued requests", func() bool { return b.pendingLen() == 2 })
 	select {
 	case <-g.started:
 		t.Fatal("a fourth commit started while three were in flight")
@@ -239,7 +229,7 @@ func TestCommitErrorFailsOnlyItsBatch(t *testing.T) {
 	bad := doAll(context.Background(), b, []int{-1})
 	<-g.started
 	good := doAll(context.Background(), b, seq(1, 11))
-	waitUntil(t, "10 queued requests", func() bool { return b.pendingLen() == 10 })
+	testwait.For(t, 5*time.Second, "10 queued requests", func() bool { return b.pendingLen() == 10 })
 	g.open()
 	if o := <-bad; !errors.Is(o.err, errPoison) || o.resp != "" {
 		t.Errorf("poisoned request: %q, %v; want the commit error", o.resp, o.err)
@@ -269,7 +259,7 @@ func TestCloseFailsPendingRequests(t *testing.T) {
 	running := doAll(context.Background(), b, []int{0})
 	<-g.started
 	queued := doAll(context.Background(), b, seq(1, 6))
-	waitUntil(t, "5 queued requests", func() bool { return b.pendingLen() == 5 })
+	testwait.For(t, 5*time.Second, "5 queued requests", func() bool { return b.pendingLen() == 5 })
 
 	closed := make(chan struct{})
 	go func() {
@@ -316,7 +306,7 @@ func TestContextCancelReturnsPromptly(t *testing.T) {
 	inCommit := doAll(ctx, b, []int{0})
 	<-g.started
 	queued := doAll(ctx, b, []int{1})
-	waitUntil(t, "1 queued request", func() bool { return b.pendingLen() == 1 })
+	testwait.For(t, 5*time.Second, "1 queued request", func() bool { return b.pendingLen() == 1 })
 	cancel()
 	for _, ch := range []<-chan outcome{inCommit, queued} {
 		select {
