@@ -357,6 +357,15 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 				t.Fatalf("replica s1-r%d after upgrading %s: %v", j+1, id, err)
 			}
 		}
+		// As the runbook says: the next replica stops only once this one
+		// has caught up. A leader stopped while it streams a backlog to a
+		// follower can hang in hashicorp/raft's shutdown (docs/operations.md).
+		lead := c.StoreLeader(0)
+		if lead < 0 {
+			continue
+		}
+		caughtUp := c.Store(0, lead).Store().FSM().AppliedIndex()
+		waitFor(t, 20*time.Second, id+" to catch up", func() bool { return c.Store(0, i).Store().FSM().AppliedIndex() >= caughtUp })
 	}
 	waitFor(t, 20*time.Second, "MarkRead to work once every replica runs the newer build", func() bool {
 		return markRead(ctx, m) == nil
