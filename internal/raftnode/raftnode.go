@@ -58,6 +58,7 @@ type Node struct {
 	Transport *raft.NetworkTransport
 	serial    *serialTransport // what Raft uses: Transport without the heartbeat fast path
 	store     *raftboltdb.BoltStore
+	log       *slog.Logger
 }
 
 // streamLayer is a raft.StreamLayer over an already-open listener.
@@ -104,7 +105,7 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("raft data dir: %w", err)
 	}
-	n = &Node{}
+	n = &Node{log: logger}
 	opened := n // the error returns below set n to nil
 	defer func() {
 		if err != nil {
@@ -155,9 +156,26 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 	return n, nil
 }
 
+// shutdownWait bounds how long Shutdown waits for Raft's goroutines.
+// hashicorp/raft v1.8.0 can leave one behind for good: a leader's
+// pipelined replication blocks on a full in-progress queue whose reader
+// (pipelineDecode) has already returned on shutdown. Everything else has
+// stopped by then, and that goroutine is stuck on a channel, so the
+// transport and stores are closed anyway.
+var shutdownWait = 10 * time.Second
+
 // Shutdown stops Raft and closes its transport and stores.
 func (n *Node) Shutdown() error {
-	err := n.Raft.Shutdown().Error()
+	f := n.Raft.Shutdown()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(shutdownWait):
+		n.log.Error("raft shutdown still waiting; closing its transport and log store anyway (a replication goroutine stuck in hashicorp/raft's pipeline stays behind)",
+			"waited", shutdownWait)
+	}
 	n.serial.Close()
 	n.closeStores()
 	return err
