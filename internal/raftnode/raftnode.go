@@ -132,6 +132,7 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 	}
 	n.Transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: &streamLayer{Listener: ln, advertise: adv}, MaxPool: 3, Timeout: 10 * time.Second, Logger: rc.Logger,
+		MaxRPCsInFlight: maxRPCsInFlight,
 	})
 	n.serial = newSerialTransport(n.Transport)
 	has, err := raft.HasExistingState(n.store, n.store, snaps)
@@ -156,12 +157,24 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 	return n, nil
 }
 
-// shutdownWait bounds how long Shutdown waits for Raft's goroutines.
-// hashicorp/raft v1.8.0 can leave one behind for good: a leader's
-// pipelined replication blocks on a full in-progress queue whose reader
-// (pipelineDecode) has already returned on shutdown. Everything else has
-// stopped by then, and that goroutine is stuck on a channel, so the
-// transport and stores are closed anyway.
+// maxRPCsInFlight turns off hashicorp/raft's pipelined replication: each
+// follower gets one AppendEntries at a time, of up to MaxAppendEntries
+// entries. In v1.8.0 the pipeline can deadlock. Its decoder returns when a
+// follower refuses an entry (one that restarted without what was in
+// flight) or answers a newer term; if the send loop then makes one more
+// send before it sees that, the send waits for good on a queue nobody
+// reads. That follower gets heartbeats but no entries from then on, and
+// the leader's Shutdown, which waits for the loop, hangs
+// (hashicorp/raft#612; grafana/pyroscope#5518 turned pipelining off for
+// the same reason). The synchronous path has no such queue. It costs no
+// measurable throughput here, and restarted followers catch up faster
+// (docs/benchmarks.md, "Replication without the pipeline").
+const maxRPCsInFlight = 1
+
+// shutdownWait bounds how long Shutdown waits for Raft's goroutines. With
+// pipelining off (maxRPCsInFlight) none is known to stay behind; this is a
+// safety net, so a stop cannot hang on a Raft goroutine stuck on a channel:
+// the transport and stores are closed anyway.
 var shutdownWait = 10 * time.Second
 
 // Shutdown stops Raft and closes its transport and stores.
@@ -173,7 +186,7 @@ func (n *Node) Shutdown() error {
 	select {
 	case err = <-done:
 	case <-time.After(shutdownWait):
-		n.log.Error("raft shutdown still waiting; closing its transport and log store anyway (a replication goroutine stuck in hashicorp/raft's pipeline stays behind)",
+		n.log.Error("raft shutdown still waiting; closing its transport and log store anyway (the stuck goroutine stays behind)",
 			"waited", shutdownWait)
 	}
 	n.serial.Close()

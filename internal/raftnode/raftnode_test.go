@@ -4,11 +4,14 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/seqd/seqd/internal/testwait"
 )
 
 // countFSM counts applied entries; its Restore fails when refuse is set.
@@ -89,5 +92,134 @@ func TestStartFailureClosesStores(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Start after a failed start hung: the failed start left the log store open")
+	}
+}
+
+// Raft replicates through the synchronous path: the transport it is given
+// refuses to pipeline (maxRPCsInFlight).
+func TestTransportDoesNotPipeline(t *testing.T) {
+	n, err := startSingle(t.TempDir(), &countFSM{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	if _, err := n.serial.AppendEntriesPipeline("n2", "127.0.0.1:1"); !errors.Is(err, raft.ErrPipelineReplicationNotSupported) {
+		t.Fatalf("AppendEntriesPipeline: %v, want %v", err, raft.ErrPipelineReplicationNotSupported)
+	}
+}
+
+// A follower restarted under load, several times, catches up each time,
+// and the leader then shuts down at once. With hashicorp/raft's pipeline,
+// a follower that refuses an entry (it lost what was in flight) stopped
+// the pipeline's decoder; the next send then waited for good, so the
+// follower got no more entries and the leader's Shutdown hung.
+func TestFollowerRestartsUnderLoad(t *testing.T) {
+	var peers []Peer
+	lns := map[string]net.Listener{}
+	for _, id := range []string{"n1", "n2", "n3"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		peers = append(peers, Peer{ID: id, Addr: ln.Addr().String()})
+		lns[id] = ln
+	}
+	dirs := map[string]string{}
+	start := func(p Peer, ln net.Listener) *Node {
+		t.Helper()
+		if ln == nil {
+			var err error
+			if ln, err = net.Listen("tcp", p.Addr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if dirs[p.ID] == "" {
+			dirs[p.ID] = t.TempDir()
+		}
+		n, err := Start(Config{ID: p.ID, Dir: dirs[p.ID], Addr: p.Addr, Listener: ln, Bootstrap: peers,
+			Logger: slog.New(slog.DiscardHandler), HeartbeatTimeout: 200 * time.Millisecond,
+			ElectionTimeout: 200 * time.Millisecond, CommitTimeout: 2 * time.Millisecond,
+			MaxAppendEntries: 64, BatchApplyCh: true}, &countFSM{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	nodes := map[string]*Node{}
+	for _, p := range peers {
+		nodes[p.ID] = start(p, lns[p.ID])
+	}
+	defer func() {
+		for id, n := range nodes {
+			began := time.Now()
+			n.Shutdown()
+			t.Logf("%s shut down in %v", id, time.Since(began))
+		}
+	}()
+	var leader *Node
+	testwait.For(t, 10*time.Second, "a leader", func() bool {
+		for _, n := range nodes {
+			if n.Raft.State() == raft.Leader {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+
+	stop := make(chan struct{})
+	loadDone := make(chan struct{})
+	go func() { // the load: many small entries, many in flight
+		defer close(loadDone)
+		var fs []raft.ApplyFuture
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			fs = append(fs, leader.Raft.Apply([]byte("x"), time.Second))
+			if len(fs) == 256 {
+				for _, f := range fs {
+					f.Error()
+				}
+				fs = fs[:0]
+			}
+		}
+	}()
+	var follower Peer
+	for _, p := range peers {
+		if nodes[p.ID] != leader {
+			follower = p
+			break
+		}
+	}
+	for round := 0; round < 3; round++ {
+		time.Sleep(300 * time.Millisecond)
+		if err := nodes[follower.ID].Shutdown(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		nodes[follower.ID] = start(follower, nil)
+		f := nodes[follower.ID]
+		caught := time.Now()
+		testwait.For(t, 20*time.Second, "the restarted follower to catch up", func() bool {
+			return f.Raft.AppliedIndex() >= leader.Raft.CommitIndex()-512
+		})
+		t.Logf("round %d: caught up in %v", round, time.Since(caught))
+	}
+	close(stop)
+	<-loadDone
+	began := time.Now()
+	if err := leader.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(began); d > 5*time.Second {
+		t.Fatalf("leader Shutdown took %v", d)
+	}
+	for id, n := range nodes {
+		if n == leader {
+			delete(nodes, id) // shut down already
+		}
 	}
 }
