@@ -167,7 +167,7 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 // the leader's Shutdown, which waits for the loop, hangs
 // (hashicorp/raft#612; grafana/pyroscope#5518 turned pipelining off for
 // the same reason). The synchronous path has no such queue. It costs no
-// measurable throughput here, and restarted followers catch up faster
+// throughput measurable on this project's benchmark machine
 // (docs/benchmarks.md, "Replication without the pipeline").
 const maxRPCsInFlight = 1
 
