@@ -357,9 +357,9 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 				t.Fatalf("replica s1-r%d after upgrading %s: %v", j+1, id, err)
 			}
 		}
-		// As the runbook says: the next replica stops only once this one
-		// has caught up. A leader stopped while it streams a backlog to a
-		// follower can hang in hashicorp/raft's shutdown (docs/operations.md).
+		// As the runbook says (docs/operations.md): the next replica stops
+		// only once this one has caught up; until then a second stop leaves
+		// the leader with only a lagging replica, and writes wait for it.
 		lead := c.StoreLeader(0)
 		if lead < 0 {
 			continue
