@@ -137,7 +137,7 @@ func TestKillAllocSvrMovesItsSlots(t *testing.T) {
 	otherKeys := keysOwnedBy(t, cl, c.AllocSvr(1).AllocSvr().ID(), 8)
 
 	l := startLoad(cl, append(victimKeys, otherKeys...), 4)
-	waitFor(t, 5*time.Second, "load to get going", func() bool { return len(l.rec.Ops()) > 200 })
+	testwait.For(t, 5*time.Second, "load to get going", func() bool { return len(l.rec.Ops()) > 200 })
 	killAt := l.rec.Now()
 	c.KillAllocSvr(0)
 
@@ -146,7 +146,7 @@ func TestKillAllocSvrMovesItsSlots(t *testing.T) {
 		isVictim[k] = true
 	}
 	var back time.Duration
-	waitFor(t, 10*time.Second, "a victim key to be served again", func() bool {
+	testwait.For(t, 10*time.Second, "a victim key to be served again", func() bool {
 		for _, o := range l.rec.Ops() {
 			if isVictim[o.Key] && o.Start > killAt {
 				back = o.End - killAt
@@ -203,7 +203,7 @@ func TestKillArbiterLeaderKeepsAllocating(t *testing.T) {
 	cl := newClient(t, c, router.Config{})
 	keys := append(keysOwnedBy(t, cl, "alloc1", 4), keysOwnedBy(t, cl, "alloc2", 4)...)
 	l := startLoad(cl, keys, 4)
-	waitFor(t, 5*time.Second, "load to get going", func() bool { return len(l.rec.Ops()) > 500 })
+	testwait.For(t, 5*time.Second, "load to get going", func() bool { return len(l.rec.Ops()) > 500 })
 
 	leader := -1
 	for i := range c.Arbiters {
@@ -216,9 +216,9 @@ func TestKillArbiterLeaderKeepsAllocating(t *testing.T) {
 	}
 	killAt := l.rec.Now()
 	c.KillArbiter(leader)
-	waitFor(t, 10*time.Second, "a new leader", func() bool { return c.Leader() != nil })
+	testwait.For(t, 10*time.Second, "a new leader", func() bool { return c.Leader() != nil })
 	elected := l.rec.Now() - killAt
-	waitFor(t, 10*time.Second, "allocations after the kill", func() bool {
+	testwait.For(t, 10*time.Second, "allocations after the kill", func() bool {
 		n := 0
 		for _, o := range l.rec.Ops() {
 			if o.Start > killAt+2*time.Second {
@@ -298,10 +298,10 @@ func TestCutOffAllocSvrStopsBeforeTakeover(t *testing.T) {
 			}
 		}(i)
 	}
-	waitFor(t, 5*time.Second, "the owner to serve", func() bool { mu.Lock(); defer mu.Unlock(); return lastOld != nil })
+	testwait.For(t, 5*time.Second, "the owner to serve", func() bool { mu.Lock(); defer mu.Unlock(); return lastOld != nil })
 	cutAt := rec.Now()
 	c.CutAllocSvr(0)
-	waitFor(t, 10*time.Second, "the other AllocSvr to take over", func() bool {
+	testwait.For(t, 10*time.Second, "the other AllocSvr to take over", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return firstNew != nil
@@ -332,6 +332,3 @@ func rawSequencer(t *testing.T, addr string) func(context.Context, uint64) (uint
 		return resp.Seq, nil
 	}
 }
-
-// waitFor is testwait.For.
-var waitFor = testwait.For

@@ -161,14 +161,14 @@ func TestKillShardLeaderDuringSends(t *testing.T) {
 	const users = 20
 	stop := make(chan struct{})
 	sent, wg, retries := sendLoad(m, users, 6, stop)
-	waitFor(t, 10*time.Second, "sends to flow", func() bool { return countSent(sent, wg) > 100 })
+	testwait.For(t, 10*time.Second, "sends to flow", func() bool { return countSent(sent, wg) > 100 })
 	leader := c.StoreLeader(0)
 	if leader < 0 {
 		t.Fatal("no store leader")
 	}
 	c.KillStore(0, leader)
 	before := countSent(sent, wg)
-	waitFor(t, 20*time.Second, "sends to resume on the new leader", func() bool { return countSent(sent, wg) > before+100 })
+	testwait.For(t, 20*time.Second, "sends to resume on the new leader", func() bool { return countSent(sent, wg) > before+100 })
 	close(stop)
 	wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -332,7 +332,7 @@ func TestCrossShardDeliveryAndRecall(t *testing.T) {
 		t.Fatalf("deliveries %v: want one queued (seq 0) delivery to the other shard", resp.Deliveries)
 	}
 	var copyEv *seqdv1.Event
-	waitFor(t, 10*time.Second, "the copy on the other shard", func() bool {
+	testwait.For(t, 10*time.Second, "the copy on the other shard", func() bool {
 		for _, e := range syncAll(t, m, b) {
 			if e.MessageId == resp.MessageId && e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE {
 				copyEv = e
@@ -351,7 +351,7 @@ func TestCrossShardDeliveryAndRecall(t *testing.T) {
 	if _, err := m.Recall(ctx, &seqdv1.RecallRequest{Sender: a, MessageId: resp.MessageId}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the recall to reach the other shard", func() bool {
+	testwait.For(t, 10*time.Second, "the recall to reach the other shard", func() bool {
 		evs := syncAll(t, m, b)
 		return len(evs) == 2 && evs[0].Recalled && evs[1].Kind == seqdv1.EventKind_EVENT_KIND_RECALL
 	})
@@ -361,13 +361,11 @@ func TestCrossShardDeliveryAndRecall(t *testing.T) {
 	}
 }
 
-var waitFor = testwait.For
-
 // moveLeaderOff waits until shard 0's leader is not one avoid picks,
 // asking such a leader to hand over (again, should a transfer miss).
 func moveLeaderOff(t *testing.T, c *localcluster.Cluster, what string, avoid func(i int) bool) {
 	t.Helper()
-	waitFor(t, 20*time.Second, what, func() bool {
+	testwait.For(t, 20*time.Second, what, func() bool {
 		i := c.StoreLeader(0)
 		if i < 0 {
 			return false

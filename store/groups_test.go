@@ -14,6 +14,7 @@ import (
 
 	"github.com/seqd/seqd/internal/grpcconn"
 	"github.com/seqd/seqd/internal/localcluster"
+	"github.com/seqd/seqd/internal/testwait"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
@@ -41,7 +42,7 @@ func TestReadFanoutGroup(t *testing.T) {
 		ids = append(ids, r.MessageId)
 	}
 	// Members get a hint (not the messages) in their inbox, then pull.
-	waitFor(t, 5*time.Second, "hints", func() bool {
+	testwait.For(t, 5*time.Second, "hints", func() bool {
 		for _, u := range members {
 			evs := syncAll(t, m, u)
 			if len(evs) == 0 || evs[len(evs)-1].Kind != seqdv1.EventKind_EVENT_KIND_GROUP_HINT || evs[len(evs)-1].GroupCount != 3 {

@@ -105,7 +105,7 @@ func TestAtMostFourEntriesInFlight(t *testing.T) {
 	}
 	for i := 1; i <= maxInflight; i++ {
 		add()
-		waitFor(t, 10*time.Second, fmt.Sprintf("entry %d", i), func() bool { return proposed() == i })
+		testwait.For(t, 10*time.Second, fmt.Sprintf("entry %d", i), func() bool { return proposed() == i })
 	}
 	for range 40 {
 		add()
@@ -134,7 +134,7 @@ func TestAtMostFourEntriesInFlight(t *testing.T) {
 		released++
 		mu.Unlock()
 		close(f.release)
-		waitFor(t, 10*time.Second, "the answers or the next entry", func() bool { return allDone() || proposed() > i+1 })
+		testwait.For(t, 10*time.Second, "the answers or the next entry", func() bool { return allDone() || proposed() > i+1 })
 	}
 	for i, r := range reqs {
 		<-r.done
@@ -152,6 +152,3 @@ func TestAtMostFourEntriesInFlight(t *testing.T) {
 	}
 	t.Logf("%d entries for %d requests", len(held), len(reqs))
 }
-
-// waitFor is testwait.For.
-var waitFor = testwait.For

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/seqd/seqd/internal/localcluster"
+	"github.com/seqd/seqd/internal/testwait"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
@@ -52,7 +53,7 @@ func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
 		}
 		return ""
 	}
-	waitFor(t, 10*time.Second, "the old replica to halt", func() bool { return haltedAt() != "" })
+	testwait.For(t, 10*time.Second, "the old replica to halt", func() bool { return haltedAt() != "" })
 	at := haltedAt()
 	t.Logf("old replica: %v", c.Store(0, old).Health())
 	if got := storeGauge(t, c, "seqd_store_halted", "s1-r3"); got != 1 {
@@ -85,7 +86,7 @@ func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
 	if err := c.RestartStore(ctx, 0, old); err != nil {
 		t.Fatalf("restarting the old build: %v", err)
 	}
-	waitFor(t, 20*time.Second, "the restarted old build to halt", func() bool { return haltedAt() != "" })
+	testwait.For(t, 20*time.Second, "the restarted old build to halt", func() bool { return haltedAt() != "" })
 	if again := haltedAt(); again != at {
 		t.Fatalf("the restarted old build halted at %s, first at %s", again, at)
 	}
@@ -135,7 +136,7 @@ func TestOldReplicaRefusesNewerSnapshotUntilUpgraded(t *testing.T) {
 
 	sendSome(t, m, 1, 2, 5)
 	c.KillStore(0, old)
-	waitFor(t, 10*time.Second, "a newer replica to lead", func() bool { l := c.StoreLeader(0); return l >= 0 && l != old })
+	testwait.For(t, 10*time.Second, "a newer replica to lead", func() bool { l := c.StoreLeader(0); return l >= 0 && l != old })
 	data := store.EncodeBatchNeeding(t, &clusterv1.StoreBatch{NowMs: time.Now().UnixMilli(), Ops: []*clusterv1.StoreOp{newerSend()}}, newer)
 	if err := c.Store(0, c.StoreLeader(0)).Store().Raft().Apply(data, 5*time.Second).Error(); err != nil {
 		t.Fatalf("proposing the newer entry: %v", err)
@@ -158,7 +159,7 @@ func TestOldReplicaRefusesNewerSnapshotUntilUpgraded(t *testing.T) {
 		t.Fatalf("restarting the old build: %v", err)
 	}
 	var fe *store.FormatError
-	waitFor(t, 20*time.Second, "the old replica to refuse the snapshot", func() bool {
+	testwait.For(t, 20*time.Second, "the old replica to refuse the snapshot", func() bool {
 		err := c.Store(0, old).Health()
 		return errors.Is(err, store.ErrHalted) && errors.As(err, &fe)
 	})
@@ -198,7 +199,7 @@ func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
 		var err error
 		// The router retries UNAVAILABLE (the leader still asking) until
 		// the call's deadline.
-		waitFor(t, 15*time.Second, "the leader to hear the replicas' formats", func() bool {
+		testwait.For(t, 15*time.Second, "the leader to hear the replicas' formats", func() bool {
 			err = markRead(ctx, m)
 			return status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded
 		})
@@ -222,7 +223,7 @@ func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
 	refusedFor("with s1-r3 down, last heard on the older build", want)
 
 	upgradeOld(t, ctx, c, m)
-	waitFor(t, 20*time.Second, "MarkRead to go through once every replica has the newer format", func() bool {
+	testwait.For(t, 20*time.Second, "MarkRead to go through once every replica has the newer format", func() bool {
 		return markRead(ctx, m) == nil
 	})
 	lead := c.StoreLeader(0)
@@ -238,12 +239,12 @@ func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
 	if err := c.RestartStore(ctx, 0, old); err != nil {
 		t.Fatalf("restarting s1-r3 on the newer build: %v", err)
 	}
-	waitFor(t, 20*time.Second, "MarkRead to go through once s1-r3 is back", func() bool {
+	testwait.For(t, 20*time.Second, "MarkRead to go through once s1-r3 is back", func() bool {
 		return markRead(ctx, m) == nil
 	})
 	lead = c.StoreLeader(0)
 	applied := c.Store(0, lead).Store().FSM().AppliedIndex()
-	waitFor(t, 10*time.Second, "s1-r3 to apply the MarkRead", func() bool {
+	testwait.For(t, 10*time.Second, "s1-r3 to apply the MarkRead", func() bool {
 		return c.Store(0, old).Store().FSM().AppliedIndex() >= applied
 	})
 	c.KillStore(0, old)
@@ -268,7 +269,7 @@ func TestFormatGateFollowsTheRaftConfiguration(t *testing.T) {
 	defer cancel()
 
 	sendSome(t, m, 1, 2, 1)
-	waitFor(t, 20*time.Second, "MarkRead to go through on a shard of the newer format", func() bool {
+	testwait.For(t, 20*time.Second, "MarkRead to go through on a shard of the newer format", func() bool {
 		return markRead(ctx, m) == nil
 	})
 	r := c.Store(0, c.StoreLeader(0)).Store().Raft()
@@ -276,7 +277,7 @@ func TestFormatGateFollowsTheRaftConfiguration(t *testing.T) {
 		t.Fatalf("adding a non-voter: %v", err)
 	}
 	var err error
-	waitFor(t, 20*time.Second, "the leader to ask the changed configuration", func() bool {
+	testwait.For(t, 20*time.Second, "the leader to ask the changed configuration", func() bool {
 		err = markRead(ctx, m)
 		return status.Code(err) == codes.FailedPrecondition
 	})
@@ -286,7 +287,7 @@ func TestFormatGateFollowsTheRaftConfiguration(t *testing.T) {
 	if err := r.RemoveServer("s1-r9", 0, 5*time.Second).Error(); err != nil {
 		t.Fatalf("removing the non-voter: %v", err)
 	}
-	waitFor(t, 20*time.Second, "MarkRead to go through once the non-voter is removed", func() bool {
+	testwait.For(t, 20*time.Second, "MarkRead to go through once the non-voter is removed", func() bool {
 		return markRead(ctx, m) == nil
 	})
 }
@@ -320,7 +321,7 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 	const users = 20
 	stop := make(chan struct{})
 	sent, wg, retries := sendLoad(m, users, 4, stop)
-	waitFor(t, 10*time.Second, "sends to flow", func() bool { return countSent(sent, wg) > 50 })
+	testwait.For(t, 10*time.Second, "sends to flow", func() bool { return countSent(sent, wg) > 50 })
 
 	leader := c.StoreLeader(0)
 	if leader < 0 {
@@ -333,7 +334,7 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 		}
 	}
 	for n, i := range append(order, leader) {
-		waitFor(t, 15*time.Second, fmt.Sprintf("MarkRead to be refused with %d of 3 replicas upgraded", n), func() bool {
+		testwait.For(t, 15*time.Second, fmt.Sprintf("MarkRead to be refused with %d of 3 replicas upgraded", n), func() bool {
 			err := markRead(ctx, m)
 			if err == nil {
 				t.Fatalf("MarkRead went through with %d of 3 replicas upgraded", n)
@@ -351,7 +352,7 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 			t.Fatalf("starting %s on the newer build: %v", id, err)
 		}
 		before := countSent(sent, wg)
-		waitFor(t, 20*time.Second, "sends to go on after upgrading "+id, func() bool { return countSent(sent, wg) > before+20 })
+		testwait.For(t, 20*time.Second, "sends to go on after upgrading "+id, func() bool { return countSent(sent, wg) > before+20 })
 		for j := 0; j < 3; j++ {
 			if err := c.Store(0, j).Health(); err != nil {
 				t.Fatalf("replica s1-r%d after upgrading %s: %v", j+1, id, err)
@@ -365,9 +366,9 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 			continue
 		}
 		caughtUp := c.Store(0, lead).Store().FSM().AppliedIndex()
-		waitFor(t, 20*time.Second, id+" to catch up", func() bool { return c.Store(0, i).Store().FSM().AppliedIndex() >= caughtUp })
+		testwait.For(t, 20*time.Second, id+" to catch up", func() bool { return c.Store(0, i).Store().FSM().AppliedIndex() >= caughtUp })
 	}
-	waitFor(t, 20*time.Second, "MarkRead to work once every replica runs the newer build", func() bool {
+	testwait.For(t, 20*time.Second, "MarkRead to work once every replica runs the newer build", func() bool {
 		return markRead(ctx, m) == nil
 	})
 	close(stop)
@@ -379,7 +380,7 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d sends acknowledged, %d retried attempts", len(*sent), retries.Load())
 	checkExactlyOnce(t, m, users, *sent)
-	waitFor(t, 20*time.Second, "the replicas to hold the same state", func() bool {
+	testwait.For(t, 20*time.Second, "the replicas to hold the same state", func() bool {
 		f := [3]*store.FSM{}
 		for i := range f {
 			f[i] = c.Store(0, i).Store().FSM()
@@ -423,7 +424,7 @@ func upgradeOld(t *testing.T, ctx context.Context, c *localcluster.Cluster, m *r
 		t.Fatalf("restarting the upgraded replica: %v", err)
 	}
 	sendSome(t, m, 5, 6, 5)
-	waitFor(t, 20*time.Second, "the upgraded replica to hold the leader's state", func() bool {
+	testwait.For(t, 20*time.Second, "the upgraded replica to hold the leader's state", func() bool {
 		lead := c.StoreLeader(0)
 		if lead < 0 || lead == old {
 			return false

@@ -542,10 +542,10 @@ func TestTailLiveThenResume(t *testing.T) {
 	addr := msgCluster(t)
 	early := send(t, addr, "--from", "1601", "--to", "1602", "backlog")
 	tr := startTail(t, "--addr", addr, "tail", "--user", "1602", "--verbose", "--heartbeat", "200ms")
-	waitFor(t, 10*time.Second, "the backlog", func() bool { return strings.Contains(tr.stdout.String(), early.id) })
-	waitFor(t, 10*time.Second, "a heartbeat", func() bool { return strings.Contains(tr.stdout.String(), "heartbeat  checkpoint") })
+	testwait.For(t, 10*time.Second, "the backlog", func() bool { return strings.Contains(tr.stdout.String(), early.id) })
+	testwait.For(t, 10*time.Second, "a heartbeat", func() bool { return strings.Contains(tr.stdout.String(), "heartbeat  checkpoint") })
 	live := send(t, addr, "--from", "1603", "--to", "1602", "live")
-	waitFor(t, 10*time.Second, "the live message", func() bool { return strings.Contains(tr.stdout.String(), live.id) })
+	testwait.For(t, 10*time.Second, "the live message", func() bool { return strings.Contains(tr.stdout.String(), live.id) })
 	if code := tr.stop(t); code != 0 {
 		t.Fatalf("tail exit %d after Ctrl-C; stderr:\n%s", code, tr.stderr.String())
 	}
@@ -561,9 +561,9 @@ func TestTailLiveThenResume(t *testing.T) {
 	// Resume from the printed checkpoint: only what came after, once.
 	after := send(t, addr, "--from", "1601", "--to", "1602", "while away")
 	tr = startTail(t, "--addr", addr, "--json", "tail", "--user", "1602", "--after", m[1])
-	waitFor(t, 10*time.Second, "the resumed stream", func() bool { return strings.Contains(tr.stdout.String(), after.id) })
+	testwait.For(t, 10*time.Second, "the resumed stream", func() bool { return strings.Contains(tr.stdout.String(), after.id) })
 	more := send(t, addr, "--from", "1601", "--to", "1602", "and live again")
-	waitFor(t, 10*time.Second, "the second live message", func() bool { return strings.Contains(tr.stdout.String(), more.id) })
+	testwait.For(t, 10*time.Second, "the second live message", func() bool { return strings.Contains(tr.stdout.String(), more.id) })
 	if code := tr.stop(t); code != 0 {
 		t.Fatalf("tail exit %d", code)
 	}
@@ -608,7 +608,7 @@ func TestTailReconnectsWhenItsReplicaDies(t *testing.T) {
 		}
 	}
 	sendOne(0)
-	waitFor(t, 10*time.Second, "the first message", func() bool { return strings.Contains(tr.stdout.String(), want[0]) })
+	testwait.For(t, 10*time.Second, "the first message", func() bool { return strings.Contains(tr.stdout.String(), want[0]) })
 	// Restart every replica in turn: whichever one serves the stream dies.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -620,7 +620,7 @@ func TestTailReconnectsWhenItsReplicaDies(t *testing.T) {
 		}
 		sendOne(2*i + 2)
 	}
-	waitFor(t, 20*time.Second, "every message", func() bool {
+	testwait.For(t, 20*time.Second, "every message", func() bool {
 		_, ids := tailSeqs(t, tr.stdout.String())
 		return len(ids) >= len(want)
 	})
@@ -796,6 +796,3 @@ func TestQuoteBody(t *testing.T) {
 		}
 	}
 }
-
-// waitFor is testwait.For.
-var waitFor = testwait.For
