@@ -324,12 +324,12 @@ func (s *Shard) formatReady(need uint32) error {
 		return status.Errorf(codes.FailedPrecondition, "this request needs store format %d, and replica %s of shard %s runs a build of format %d: upgrade every replica of the shard first",
 			need, sf.lowest, s.cfg.ShardID, sf.min)
 	}
-	if sf.unknown != "" && time.Since(sf.unknownSince) < formatGrace {
-		return status.Errorf(codes.Unavailable, "this request needs store format %d, and %s yet; retry shortly", need, sf.unknown)
+	if sf.unknown == "" {
+		return nil
 	}
-	if sf.unknown != "" {
+	if waited := time.Since(sf.unknownSince); waited >= formatGrace {
 		return status.Errorf(codes.FailedPrecondition, "this request needs store format %d, and %s for %v: bring it back, or remove it from shard %s, first",
-			need, sf.unknown, time.Since(sf.unknownSince).Round(time.Second), s.cfg.ShardID)
+			need, sf.unknown, waited.Round(time.Second), s.cfg.ShardID)
 	}
-	return nil
+	return status.Errorf(codes.Unavailable, "this request needs store format %d, and %s yet; retry shortly", need, sf.unknown)
 }

@@ -311,7 +311,8 @@ func (p *pipeline) propose(batch []*request) *flight {
 		return fail(fmt.Errorf("store: encode batch: %w", err))
 	}
 	s.m.batchOps.Observe(float64(len(ops)))
-	fl := &flight{proposed: time.Now(), reqs: reqs, f: p.apply(data)} // the clock is read before Apply
+	proposed := time.Now()
+	fl := &flight{reqs: reqs, f: p.apply(data), proposed: proposed}
 	if bugs.Enabled(bugs.AckSendBeforeCommit) {
 		ackEarly(reqs, ops)
 	}
