@@ -159,16 +159,17 @@ func TestFollowerRestartsUnderLoad(t *testing.T) {
 			t.Logf("%s shut down in %v", id, time.Since(began))
 		}
 	}()
-	var leader *Node
+	var leaderID string
 	testwait.For(t, 10*time.Second, "a leader", func() bool {
-		for _, n := range nodes {
+		for id, n := range nodes {
 			if n.Raft.State() == raft.Leader {
-				leader = n
+				leaderID = id
 				return true
 			}
 		}
 		return false
 	})
+	leader := nodes[leaderID]
 
 	stop := make(chan struct{})
 	loadDone := make(chan struct{})
@@ -207,7 +208,7 @@ func TestFollowerRestartsUnderLoad(t *testing.T) {
 	}()
 	var follower Peer
 	for _, p := range peers {
-		if nodes[p.ID] != leader {
+		if p.ID != leaderID {
 			follower = p
 			break
 		}
@@ -231,12 +232,8 @@ func TestFollowerRestartsUnderLoad(t *testing.T) {
 	if err := leader.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
+	delete(nodes, leaderID) // shut down already
 	if d := time.Since(began); d > 5*time.Second {
 		t.Fatalf("leader Shutdown took %v", d)
-	}
-	for id, n := range nodes {
-		if n == leader {
-			delete(nodes, id) // shut down already
-		}
 	}
 }
