@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -177,6 +178,16 @@ type formatPolls struct {
 	firstMiss map[string]time.Time // when each replica not yet heard was first asked
 }
 
+// forgetLeft drops what the polls kept about replicas no longer in the
+// configuration servers. One added back later is a new member: it gets
+// formatGrace afresh to tell its format, and counts with the format it
+// tells then, not with one it told before it left (it may have been
+// reinstalled on another build meanwhile).
+func (p *formatPolls) forgetLeft(servers []string) {
+	maps.DeleteFunc(p.known, func(id string, _ uint32) bool { return !slices.Contains(servers, id) })
+	maps.DeleteFunc(p.firstMiss, func(id string, _ time.Time) bool { return !slices.Contains(servers, id) })
+}
+
 // pollFormats asks every replica in the Raft configuration, voters and
 // non-voters alike (both apply every entry), for its store format. A
 // replica that does not answer counts with the format it last told this
@@ -189,6 +200,7 @@ func (s *Shard) pollFormats(ctx context.Context, p *formatPolls) (*shardFormats,
 		return nil, fmt.Errorf("reading the Raft configuration: %w", err)
 	}
 	sf := &shardFormats{servers: configIDs(fut.Configuration()), min: s.fsm.format, lowest: s.cfg.ReplicaID}
+	p.forgetLeft(sf.servers)
 	for _, id := range sf.servers {
 		if id == s.cfg.ReplicaID {
 			continue

@@ -290,6 +290,27 @@ func TestFormatGateFollowsTheRaftConfiguration(t *testing.T) {
 	testwait.For(t, 20*time.Second, "MarkRead to go through once the non-voter is removed", func() bool {
 		return markRead(ctx, m) == nil
 	})
+
+	// Added back, it is a new member: the leader forgot when it first
+	// missed it (well over formatGrace ago), so it gets the grace afresh
+	// and MarkRead waits (UNAVAILABLE, which the router retries) instead
+	// of failing at once.
+	if err := r.AddNonvoter("s1-r9", "127.0.0.1:1", 0, 5*time.Second).Error(); err != nil {
+		t.Fatalf("adding the non-voter back: %v", err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancelShort()
+	_, err = m.MarkRead(short, &seqdv1.MarkReadRequest{User: 2, Conversation: direct(1002), UpToSeq: 1})
+	if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
+		t.Fatalf("MarkRead just after the silent non-voter came back: %v, want it held back for the grace period", err)
+	}
+	testwait.For(t, 20*time.Second, "the grace for the re-added non-voter to run out", func() bool {
+		err = markRead(ctx, m)
+		return status.Code(err) == codes.FailedPrecondition
+	})
+	if !strings.Contains(err.Error(), "replica s1-r9 has not told its store format") {
+		t.Fatalf("MarkRead with the silent non-voter back: %v, want it named", err)
+	}
 }
 
 // A rolling upgrade under a send load, as docs/operations.md describes
