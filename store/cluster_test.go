@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -157,16 +159,43 @@ func checkExactlyOnce(t *testing.T, m *router.Messages, users uint64, sent []ack
 }
 
 func TestKillShardLeaderDuringSends(t *testing.T) {
+	leaderGoesDuringSends(t, 6, func(c *localcluster.Cluster, leader int) { c.KillStore(0, leader) })
+}
+
+// A graceful stop of the shard leader under load (a rolling restart)
+// waits for the entries it proposed: they commit or fail while its Raft
+// still runs, so no goroutine is left waiting on one Raft will never
+// answer, and every acknowledged send is there exactly once.
+func TestStopShardLeaderDuringSends(t *testing.T) {
+	leftBefore := waitingOnOutcome() // left by replicas earlier tests killed
+	leaderGoesDuringSends(t, 16, func(c *localcluster.Cluster, leader int) {
+		if err := c.StopStore(0, leader); err != nil {
+			t.Fatalf("stopping the store leader: %v", err)
+		}
+	})
+	// With the load over, the running replicas have nothing in flight
+	// either, so any more goroutines waiting for an entry's outcome than
+	// before are ones the stopped replica left behind.
+	testwait.For(t, 10*time.Second, "no goroutine waiting on an entry's outcome", func() bool {
+		return waitingOnOutcome() <= leftBefore
+	})
+}
+
+// leaderGoesDuringSends runs a send load from workers, takes the shard
+// leader away with goes once sends flow, and checks, with the replica
+// back, that every acknowledged send is there exactly once.
+func leaderGoesDuringSends(t *testing.T, workers int, goes func(c *localcluster.Cluster, leader int)) {
+	t.Helper()
 	c, m := startCluster(t, localcluster.Options{})
 	const users = 20
 	stop := make(chan struct{})
-	sent, wg, retries := sendLoad(m, users, 6, stop)
+	sent, wg, retries := sendLoad(m, users, workers, stop)
 	testwait.For(t, 10*time.Second, "sends to flow", func() bool { return countSent(sent, wg) > 100 })
 	leader := c.StoreLeader(0)
 	if leader < 0 {
 		t.Fatal("no store leader")
 	}
-	c.KillStore(0, leader)
+	goes(c, leader)
 	before := countSent(sent, wg)
 	testwait.For(t, 20*time.Second, "sends to resume on the new leader", func() bool { return countSent(sent, wg) > before+100 })
 	close(stop)
@@ -178,6 +207,19 @@ func TestKillShardLeaderDuringSends(t *testing.T) {
 	}
 	t.Logf("%d sends acknowledged, %d retried attempts", len(*sent), retries.Load())
 	checkExactlyOnce(t, m, users, *sent)
+}
+
+// waitingOnOutcome counts the goroutines waiting for an entry's outcome
+// in the store pipeline.
+func waitingOnOutcome() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "store.(*pipeline).outcome.func1")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
 }
 
 var sentMu sync.Mutex

@@ -105,8 +105,12 @@ type pipeline struct {
 	inflight chan *flight
 	slots    chan struct{} // one per entry being cut or proposed and not yet answered
 	apply    func(data []byte) raft.ApplyFuture
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	stop     chan struct{} // closed by close: propose nothing more
+	// abandon is closed by giveUp: stop waiting for entries' outcomes,
+	// which Raft no longer gives once it has shut down.
+	abandon     chan struct{}
+	abandonOnce sync.Once
+	wg          sync.WaitGroup
 }
 
 func newPipeline(s *Shard) *pipeline {
@@ -116,7 +120,7 @@ func newPipeline(s *Shard) *pipeline {
 // startPipeline starts a pipeline that proposes entries with apply.
 func startPipeline(s *Shard, apply func(data []byte) raft.ApplyFuture) *pipeline {
 	p := &pipeline{s: s, apply: apply, kick: make(chan struct{}, 1), inflight: make(chan *flight, maxInflight),
-		slots: make(chan struct{}, maxInflight), stop: make(chan struct{})}
+		slots: make(chan struct{}, maxInflight), stop: make(chan struct{}), abandon: make(chan struct{})}
 	p.wg.Add(2)
 	go p.proposer()
 	go p.completer()
@@ -228,12 +232,11 @@ func (p *pipeline) proposer() {
 			<-p.slots
 			continue
 		}
-		select {
-		case p.inflight <- fl:
-		case <-p.stop:
-			failAll(fl.reqs, errPipelineClosed)
-			return
-		}
+		// Never blocks: an entry holds a slot until it is answered, and
+		// inflight has room for as many entries as there are slots. Once
+		// proposed, an entry's requests wait for its outcome, even if the
+		// pipeline closed meanwhile.
+		p.inflight <- fl
 	}
 }
 
@@ -377,17 +380,18 @@ func (p *pipeline) complete(fl *flight) {
 
 // outcome waits for an entry's future. Raft buffers applies (the store
 // sets BatchApplyCh) and never answers one still in its buffer when it
-// shuts down, so once the pipeline is closed this stops waiting: the entry
+// shuts down, so once the pipeline gives up this stops waiting: the entry
 // may or may not commit, and its requests get errPipelineClosed (clients
 // retry; dedup keeps a retried send single). The waiting goroutine of such
-// a future is left behind.
+// a future is left behind. A graceful close (settle) gives up only after
+// Raft, still running, has answered every entry, so it leaves none.
 func (p *pipeline) outcome(f raft.ApplyFuture) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
 	case err := <-done:
 		return err
-	case <-p.stop:
+	case <-p.abandon:
 		select {
 		case err := <-done:
 			return err
@@ -419,7 +423,7 @@ func ackEarly(reqs []*request, ops []*clusterv1.StoreOp) {
 }
 
 // close stops the pipeline: queued requests fail, proposed ones are
-// answered as their entries resolve (Raft shutdown fails them).
+// answered as their entries resolve, until giveUp.
 func (p *pipeline) close() {
 	p.mu.Lock()
 	if p.closed {
@@ -434,7 +438,27 @@ func (p *pipeline) close() {
 	failAll(queued, errPipelineClosed)
 }
 
-// wait waits for the pipeline's goroutines; call after Raft shut down.
+// settle waits, for at most d, until every entry proposed before close
+// has its outcome, then gives up on the rest. Call it while Raft still
+// runs: Raft answers each entry (committed, or not leader, or leadership
+// lost) unless it shuts down first, so the requests get their real
+// results and no goroutine is left waiting.
+func (p *pipeline) settle(d time.Duration) {
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+	p.giveUp()
+}
+
+// giveUp stops waiting for the outcome of entries still unanswered.
+func (p *pipeline) giveUp() { p.abandonOnce.Do(func() { close(p.abandon) }) }
+
+// wait waits for the pipeline's goroutines; call after giveUp.
 func (p *pipeline) wait() { p.wg.Wait() }
 
 // raftErr maps pipeline errors to gRPC statuses.

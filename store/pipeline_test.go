@@ -29,22 +29,80 @@ func (a doneFuture) Error() error        { return a.err }
 func (doneFuture) Index() uint64         { return 1 }
 func (doneFuture) Response() interface{} { return nil }
 
-func TestOutcomeStopsWaitingWhenThePipelineCloses(t *testing.T) {
-	p := &pipeline{stop: make(chan struct{})}
+func TestOutcomeStopsWaitingWhenThePipelineGivesUp(t *testing.T) {
+	p := &pipeline{abandon: make(chan struct{})}
 	want := errors.New("not leader")
 	if err := p.outcome(doneFuture{want}); err != want {
 		t.Fatalf("answered future: %v, want %v", err, want)
 	}
-	time.AfterFunc(20*time.Millisecond, func() { close(p.stop) })
+	time.AfterFunc(20*time.Millisecond, p.giveUp)
 	done := make(chan error, 1)
 	go func() { done <- p.outcome(neverFuture{}) }()
 	select {
 	case err := <-done:
 		if err != errPipelineClosed {
-			t.Fatalf("unanswered future after close: %v, want errPipelineClosed", err)
+			t.Fatalf("unanswered future after giving up: %v, want errPipelineClosed", err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("outcome still waits on a future Raft will never answer")
+	}
+}
+
+// A graceful close (settle) waits for the entries already proposed, so
+// their requests get the real outcome rather than "retry elsewhere", and
+// gives up on one Raft never answers after its time limit.
+func TestSettleAnswersEntriesInFlight(t *testing.T) {
+	s := &Shard{cfg: Config{Now: time.Now}}
+	s.m = newMetrics(prometheus.NewRegistry())
+	var held *heldFuture
+	proposed := make(chan struct{})
+	p := startPipeline(s, func(data []byte) raft.ApplyFuture {
+		held = &heldFuture{release: make(chan struct{}), ops: 1}
+		close(proposed)
+		return held
+	})
+	r := &request{b: nopBuilder{}, done: make(chan struct{})}
+	if err := p.enqueue(r, false); err != nil {
+		t.Fatal(err)
+	}
+	<-proposed
+	queued := &request{b: nopBuilder{}, done: make(chan struct{})}
+	p.close()
+	if err := p.enqueue(queued, false); err != errPipelineClosed {
+		t.Fatalf("enqueue after close: %v, want errPipelineClosed", err)
+	}
+	time.AfterFunc(100*time.Millisecond, func() { close(held.release) })
+	start := time.Now()
+	p.settle(10 * time.Second)
+	p.wait()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("settle took %v for an entry answered after 100ms", took)
+	}
+	<-r.done
+	if r.err != nil || r.res == nil || r.res.Status != clusterv1.OpStatus_OP_STATUS_OK {
+		t.Fatalf("request in flight at close: res %v err %v, want its entry's OK", r.res, r.err)
+	}
+
+	// An entry Raft never answers: settle gives up after its limit.
+	s2 := &Shard{cfg: Config{Now: time.Now}}
+	s2.m = newMetrics(prometheus.NewRegistry())
+	proposed2 := make(chan struct{})
+	p2 := startPipeline(s2, func([]byte) raft.ApplyFuture { close(proposed2); return neverFuture{} })
+	r2 := &request{b: nopBuilder{}, done: make(chan struct{})}
+	if err := p2.enqueue(r2, false); err != nil {
+		t.Fatal(err)
+	}
+	<-proposed2
+	p2.close()
+	start = time.Now()
+	p2.settle(200 * time.Millisecond)
+	p2.wait()
+	if took := time.Since(start); took < 200*time.Millisecond || took > 5*time.Second {
+		t.Fatalf("settle on an unanswered entry took %v, want its 200ms limit", took)
+	}
+	<-r2.done
+	if r2.err != errPipelineClosed {
+		t.Fatalf("request whose entry Raft never answered: %v, want errPipelineClosed", r2.err)
 	}
 }
 

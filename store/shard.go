@@ -408,6 +408,11 @@ func (s *Shard) Close() error { return s.shutdown(true) }
 // Kill stops at once, as a crash would.
 func (s *Shard) Kill() { s.shutdown(false) }
 
+// settleTimeout bounds how long a graceful close waits for the entries it
+// proposed to commit or fail. Raft answers them within an election's time
+// while it runs (a leader that lost its quorum steps down and fails them).
+const settleTimeout = 5 * time.Second
+
 func (s *Shard) shutdown(graceful bool) error {
 	var err error
 	s.once.Do(func() {
@@ -420,6 +425,10 @@ func (s *Shard) shutdown(graceful bool) error {
 		close(s.stop)
 		s.wg.Wait()
 		s.pipe.close()
+		if graceful {
+			s.pipe.settle(settleTimeout)
+		}
+		s.pipe.giveUp()
 		s.subs.close()
 		err = s.node.Shutdown()
 		s.pipe.wait()
