@@ -114,6 +114,9 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 		if w := BugWorkload(b); s.Workload != w && s.Workload != "all" {
 			return nil, fmt.Errorf("bug %s breaks %s, which only the %s workload exercises; run --workload %s", b.Name, b.Breaks, w, w)
 		}
+		if b.Name == bugs.ProposeNewerFormatEarly && !slices.ContainsFunc(specs, func(sp nemesis.Spec) bool { return sp.Kind == "upgrade" }) {
+			return nil, fmt.Errorf("bug %s only shows while the store shard runs mixed builds; add upgrade to --nemesis", b.Name)
+		}
 	}
 	if s.Backend != cluster.BackendNetns && s.Backend != cluster.BackendLocal {
 		return nil, fmt.Errorf("--backend: unknown backend %q; use netns or local", s.Backend)
@@ -385,6 +388,16 @@ func (r *run) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("--src %s: cannot build cmd/seqd: %w", src, err)
 	}
+	// The upgrade nemesis moves store replicas to a build one store format
+	// newer: the same code built with the seqdnext tag.
+	var next string
+	if slices.ContainsFunc(specs, func(s nemesis.Spec) bool { return s.Kind == "upgrade" }) {
+		ntags := strings.Trim(tags+",seqdnext", ",")
+		r.logf("building the newer seqd from %s (tags %q)", src, ntags)
+		if next, err = cluster.Build(ctx, src, filepath.Join(o.Out, "bin"), ntags); err != nil {
+			return fmt.Errorf("--src %s: cannot build cmd/seqd: %w", src, err)
+		}
+	}
 	var env []string
 	if o.Bug != "" {
 		env = append(env, bugs.EnvBugs+"="+o.Bug)
@@ -395,7 +408,7 @@ func (r *run) run(ctx context.Context) error {
 		stores = 3
 	}
 	c, err := cluster.Start(ctx, cluster.Options{
-		Dir: o.Out, Backend: o.Backend, Binary: bin, Env: env, Failpoints: tags != "",
+		Dir: o.Out, Backend: o.Backend, Binary: bin, NextBinary: next, Env: env, Failpoints: tags != "",
 		AllocSvrs: o.AllocSvrs, StoreReplicas: stores, Lease: o.Lease, Step: o.Step, Logf: r.logf,
 	})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seqd/seqd/internal/bugs"
 	"github.com/seqd/seqd/jepsen/cluster"
 	"github.com/seqd/seqd/jepsen/nemesis"
 	"github.com/seqd/seqd/jepsen/report"
@@ -83,6 +84,8 @@ func TestValidateRejects(t *testing.T) {
 		{"nemesis duplicate target", func(s *report.Spec) { s.Nemesis = "partition:halves+bridge+halves" }, "target halves of partition given twice"},
 		{"nemesis none and faults", func(s *report.Spec) { s.Nemesis = "kill,none" }, `"none" cannot be combined`},
 		{"nemesis unknown", func(s *report.Spec) { s.Nemesis = "flood" }, `unknown nemesis "flood"`},
+		{"format bug without upgrades", func(s *report.Spec) { s.Workload, s.Bug, s.Nemesis = "messages", bugs.ProposeNewerFormatEarly, "kill" },
+			"add upgrade to --nemesis"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := report.Spec{Backend: cluster.BackendLocal}
@@ -93,7 +96,7 @@ func TestValidateRejects(t *testing.T) {
 			}
 		})
 	}
-	for _, nem := range []string{"", "none", "kill,pause,partition", "kill:one+leader,partition:halves"} {
+	for _, nem := range []string{"", "none", "kill,pause,partition", "kill:one+leader,partition:halves", "upgrade,kill"} {
 		s := report.Spec{Backend: cluster.BackendLocal, Nemesis: nem, Alloc: workload.AllocOptions{Rate: 500}}
 		Defaults(&s)
 		if _, err := Validate(s); err != nil {

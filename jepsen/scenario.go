@@ -77,6 +77,14 @@ var scenarios = []Scenario{
 		TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
 	{Name: bugs.UnreadOutsideBatch, Doc: "planted bug: unread counters written apart from their events; replicas killed in between keep counts that disagree with their inboxes",
 		Workload: "messages", Nemesis: "kill:store", Bug: bugs.UnreadOutsideBatch, TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
+	{Name: "upgrade", Doc: "a rolling upgrade of the store shard to a build one store format newer (in which MarkRead is an op of that format), with store replicas killed and paused meanwhile: no replica halts, MarkRead waits for the last replica and works after",
+		Workload: "messages", Nemesis: "upgrade:store,kill:store+store-leader,pause:store-leader", TimeLimit: 60 * time.Second, Expect: "pass"},
+	{Name: bugs.ProposeNewerFormatEarly, Doc: "planted bug: a store leader on the newer build proposes MarkRead, an op of its newer format, while replicas of the older build still apply entries; they halt",
+		// Followers are upgraded and one replica stays on the older
+		// build until the final heal; leader kills then put a newer
+		// replica in the lead while an older one applies entries.
+		Workload: "messages", Nemesis: "upgrade:store-follower,kill:store-leader", Bug: bugs.ProposeNewerFormatEarly,
+		TimeLimit: 60 * time.Second, Interval: storeBugInterval, Hold: storeBugHold, Expect: "fail"},
 	{Name: bugs.AcceptStaleRoutingTable, Doc: "planted bug: clients take older tables and an AllocSvr whose lease lapsed keeps serving its last table; an AllocSvr cut off from the arbiters serves what moved",
 		Workload: "alloc", Nemesis: "partition:allocsvr-arbiters", Bug: bugs.AcceptStaleRoutingTable, NeedsNetns: true, TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
 }

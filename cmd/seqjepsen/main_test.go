@@ -28,7 +28,7 @@ func TestMessagesWorkloadPasses(t *testing.T) {
 	if code != report.ExitPass {
 		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
-	for _, c := range []string{"no-lost-sends", "no-doubled-retries", "inbox-order", "subscribe-gap-free", "unread-agrees", "mark-read-accepted", "replicas-agree"} {
+	for _, c := range []string{"no-lost-sends", "no-doubled-retries", "inbox-order", "subscribe-gap-free", "unread-agrees", "mark-read-accepted", "replicas-agree", "no-halted-replica"} {
 		if !strings.Contains(stderr+stdout, "messages/"+c+": pass") {
 			t.Errorf("checker %s did not report a pass:\n%s", c, stderr)
 		}

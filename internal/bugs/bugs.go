@@ -33,6 +33,9 @@ const (
 	// UnreadOutsideBatch: unread counters are written in a transaction of
 	// their own, a moment after the events they count.
 	UnreadOutsideBatch = "unread-outside-batch"
+	// ProposeNewerFormatEarly: a store leader proposes ops of a newer
+	// store format without waiting until every replica applies it.
+	ProposeNewerFormatEarly = "propose-newer-format-early"
 )
 
 // Bug describes one planted bug.
@@ -59,6 +62,8 @@ var Known = []Bug{
 		"Send ignores the (sender, client_msg_id) record, so a retried send is written twice"},
 	{UnreadOutsideBatch, "store/apply.go updateConv", "G3",
 		"unread counters are written in their own transaction, shortly after the events they count"},
+	{ProposeNewerFormatEarly, "store/format.go formatReady", "G6",
+		"a store leader of a newer build proposes ops of its store format while replicas of the older build still apply entries, which halts them"},
 }
 
 // Lookup returns the bug named name.

@@ -57,6 +57,10 @@ type Options struct {
 	Backend string
 	// Binary is the seqd binary to run.
 	Binary string
+	// NextBinary, if set, is a build one store format newer (tag
+	// seqdnext) that Node.UseNext switches a store replica to: the
+	// upgrade nemesis's mixed-build shard.
+	NextBinary string
 	// Env is added to every node's environment (SEQD_BUG=...).
 	Env []string
 	// Failpoints says Binary was built with the seqdbugs tag, so nodes
@@ -448,6 +452,7 @@ type Node struct {
 
 	c    *Cluster
 	args []string
+	next bool // runs Options.NextBinary from its next start on
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -504,7 +509,11 @@ func (n *Node) Start() error {
 	}
 	n.starts++
 	fmt.Fprintf(f, "==== seqjepsen: start #%d of %s at +%.3fs ====\n", n.starts, n.ID, time.Since(n.c.origin).Seconds())
-	argv := n.c.be.wrap(n.ID, append([]string{n.c.opts.Binary}, n.args...))
+	bin := n.c.opts.Binary
+	if n.next {
+		bin = n.c.opts.NextBinary
+	}
+	argv := n.c.be.wrap(n.ID, append([]string{bin}, n.args...))
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(nodeEnv(), n.c.opts.Env...)
@@ -557,6 +566,60 @@ func (n *Node) PID() int {
 	}
 	return n.cmd.Process.Pid
 }
+
+// NextBinary is the newer build store replicas can be upgraded to ("" if
+// none).
+func (c *Cluster) NextBinary() string { return c.opts.NextBinary }
+
+// UseNext makes the node run the newer build (Options.NextBinary) from its
+// next start on.
+func (n *Node) UseNext() error {
+	if n.c.opts.NextBinary == "" {
+		return errors.New("the cluster has no newer build to upgrade to")
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.next = true
+	return nil
+}
+
+// OnNext reports whether the node runs, or will run at its next start, the
+// newer build.
+func (n *Node) OnNext() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.next
+}
+
+// Stop sends SIGTERM, as an operator's stop would, and waits for the exit;
+// after grace it kills the process.
+func (n *Node) Stop(grace time.Duration) error {
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	if cmd == nil {
+		n.mu.Unlock()
+		return nil
+	}
+	n.stopping = true
+	if n.paused {
+		cmd.Process.Signal(syscall.SIGCONT)
+		n.paused = false
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	n.mu.Unlock()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-t.C:
+		n.kill()
+		return fmt.Errorf("%s did not stop within %v of SIGTERM; killed", n.ID, grace)
+	}
+}
+
+// Metric reads one unlabelled gauge from the node's /metrics.
+func (n *Node) Metric(ctx context.Context, name string) (float64, error) { return n.metric(ctx, name) }
 
 // Kill sends SIGKILL, as a crash would, and waits for the exit.
 func (n *Node) Kill() { n.kill() }

@@ -1,6 +1,7 @@
 // Package nemesis injects faults into a running cluster on a schedule drawn
 // from a seeded random generator: process crashes and pauses, network
-// partitions of several shapes, and lease-clock skew.
+// partitions of several shapes, lease-clock skew, and a rolling upgrade of
+// the message store to a newer build.
 package nemesis
 
 import (
@@ -20,7 +21,8 @@ import (
 // Fault is one injected fault, as the report shows it.
 type Fault struct {
 	// Kind is the nemesis ("kill", "pause", "partition", "clock",
-	// "clock-beyond"); Target the variant ("leader", "allocsvr-arbiters").
+	// "clock-beyond", "upgrade"); Target the variant ("leader",
+	// "allocsvr-arbiters").
 	Kind   string        `json:"kind"`
 	Target string        `json:"target"`
 	Desc   string        `json:"desc"`
@@ -88,6 +90,7 @@ var Kinds = map[string][]string{
 	"partition":    {"halves", "isolate-one", "isolate-leader", "majorities-ring", "bridge", "allocsvr-arbiters", "isolate-store-leader", "store-leader-followers"},
 	"clock":        {"allocsvr", "leader"},
 	"clock-beyond": {"leader", "allocsvr"},
+	"upgrade":      {"store", "store-follower"},
 }
 
 // ParseSpecs parses a comma-separated --nemesis value. "" or "none" gives
@@ -177,6 +180,16 @@ func Build(specs []Spec, c *cluster.Cluster) (ns []Nemesis, skipped []string) {
 				continue
 			}
 			ns = append(ns, &partitioner{shapes: targets})
+		case "upgrade":
+			switch {
+			case len(c.Stores()) == 0:
+				skipped = append(skipped, "upgrade: the cluster has no message store (use the messages workload)")
+				continue
+			case c.NextBinary() == "":
+				skipped = append(skipped, "upgrade: no newer build to upgrade to (the harness builds one with -tags seqdnext)")
+				continue
+			}
+			ns = append(ns, &upgrader{targets: targets})
 		case "clock", "clock-beyond":
 			if !c.Failpoints() {
 				skipped = append(skipped, sp.Kind+": the seqd binary has no clock failpoint (needs -tags seqdbugs)")
@@ -315,7 +328,7 @@ func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, rng *rand
 func HealAll(ctx context.Context, env *Env, nems []Nemesis) error {
 	// Resume paused processes before talking to them, and reset clocks
 	// before restarting crashed ones (a fresh process runs at the real rate).
-	order := map[string]int{"pause": 0, "clock": 1, "clock-beyond": 1, "partition": 2, "kill": 3}
+	order := map[string]int{"pause": 0, "clock": 1, "clock-beyond": 1, "partition": 2, "kill": 3, "upgrade": 4}
 	nems = slices.Clone(nems)
 	sort.SliceStable(nems, func(i, j int) bool { return order[nems[i].Kind()] < order[nems[j].Kind()] })
 	var errs []error

@@ -20,6 +20,8 @@ func TestParseSpecs(t *testing.T) {
 		" kill , clock ":                     "kill,clock",
 		"partition:allocsvr-arbiters+halves": "partition:allocsvr-arbiters+halves",
 		"kill:leader,clock-beyond:allocsvr":  "kill:leader,clock-beyond:allocsvr",
+		"upgrade,kill:store":                 "upgrade,kill:store",
+		"upgrade:store-follower":             "upgrade:store-follower",
 	}
 	for in, want := range good {
 		specs, err := ParseSpecs(in)
@@ -35,7 +37,7 @@ func TestParseSpecs(t *testing.T) {
 			t.Errorf("ParseSpecs(%q) = %v, want %s", in, got, want)
 		}
 	}
-	for _, bad := range []string{"kil", "partition:nowhere", "kill:allocsvr-arbiters", "clock:halves"} {
+	for _, bad := range []string{"kil", "partition:nowhere", "kill:allocsvr-arbiters", "clock:halves", "upgrade:leader", "upgrade:store+store"} {
 		if _, err := ParseSpecs(bad); err == nil {
 			t.Errorf("ParseSpecs(%q) accepted", bad)
 		}

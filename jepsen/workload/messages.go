@@ -102,6 +102,12 @@ type Messages struct {
 	subTarget map[uint64]uint64         // set by drain before it stops the streams
 	stalled   []checker.Anomaly
 	refused   []checker.Anomaly // read markers refused for a message the reader had received
+
+	// Mixed builds (the upgrade nemesis): read markers refused because a
+	// replica still runs the older store format, read markers accepted,
+	// and what the check after the upgrade found.
+	formatRefused, marksOK uint64
+	upgradeErrs            []checker.Anomaly
 }
 
 // replicaView is what one store replica answered on its own.
@@ -403,7 +409,22 @@ func (m *Messages) reader(ctx context.Context, id int, rng *rand.Rand) {
 				}
 				_, err = m.msgs.MarkRead(rctx, &seqdv1.MarkReadRequest{User: u, Conversation: e.Conversation, UpToSeq: upTo})
 				switch status.Code(err) {
-				case codes.NotFound, codes.PermissionDenied, codes.InvalidArgument, codes.FailedPrecondition:
+				case codes.OK:
+					m.mu.Lock()
+					m.marksOK++
+					m.mu.Unlock()
+				case codes.FailedPrecondition:
+					if m.upgrading() && strings.Contains(err.Error(), "needs store format") {
+						// The shard runs mixed builds: the leader holds
+						// back ops of its newer format (Final checks that
+						// it stops once every replica is upgraded).
+						m.mu.Lock()
+						m.formatRefused++
+						m.mu.Unlock()
+						break
+					}
+					fallthrough
+				case codes.NotFound, codes.PermissionDenied, codes.InvalidArgument:
 					// A definite refusal of a marker for what the user
 					// received: only "retry" answers are fair.
 					m.mu.Lock()
@@ -447,6 +468,9 @@ func (m *Messages) syncAll(ctx context.Context, u uint64) ([]*seqdv1.Event, erro
 // The leader may still append (hint rounds for the last group messages),
 // so the reads repeat until the replicas hold what the leader holds.
 func (m *Messages) Final(ctx context.Context) error {
+	if m.upgrading() {
+		m.markReadAfterUpgrade(ctx)
+	}
 	m.settle(ctx)
 	if len(m.finalErrs) == 0 {
 		// Stop the streams once they hold what the inboxes hold, then
@@ -456,6 +480,51 @@ func (m *Messages) Final(ctx context.Context) error {
 		m.settle(ctx)
 	}
 	return nil
+}
+
+// markReadAfterUpgrade checks, once the final heal has upgraded every
+// store replica, that an op of the newer store format goes through: the
+// leader stops holding MarkRead back. It marks the newest direct message
+// a user received as read, retrying only answers that mean "retry".
+func (m *Messages) markReadAfterUpgrade(ctx context.Context) {
+	fail := func(format string, args ...any) {
+		m.upgradeErrs = append(m.upgradeErrs, checker.Anomaly{Kind: "format-gate", Msg: fmt.Sprintf(format, args...)})
+	}
+	var req *seqdv1.MarkReadRequest
+	for _, u := range m.users {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		evs, err := m.syncAll(sctx, u)
+		cancel()
+		if err != nil {
+			continue
+		}
+		for i := len(evs) - 1; i >= 0 && req == nil; i-- {
+			e := evs[i]
+			if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && !e.Outgoing && e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT {
+				req = &seqdv1.MarkReadRequest{User: u, Conversation: e.Conversation, UpToSeq: e.Seq}
+			}
+		}
+		if req != nil {
+			break
+		}
+	}
+	if req == nil {
+		fail("after the upgrade no user could be read with a direct message to mark read")
+		return
+	}
+	var err error
+	for attempt := 0; attempt < 30; attempt++ {
+		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = m.msgs.MarkRead(mctx, req)
+		cancel()
+		if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		fail("with every store replica on the newer build, MarkRead of user %d up to %d: %v", req.User, req.UpToSeq, err)
+	}
 }
 
 // settle reads at the leader and at each replica until the replicas hold
@@ -639,7 +708,11 @@ func (m *Messages) Progress() (ok, failed uint64) { return m.ok.Load(), m.failed
 func (m *Messages) Counts() map[string]uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	c := map[string]uint64{"send_attempts": uint64(len(m.samples)), "subscribe_connections": uint64(len(m.subs)), "sync_and_mark_read_rounds": m.reads}
+	c := map[string]uint64{"send_attempts": uint64(len(m.samples)), "subscribe_connections": uint64(len(m.subs)), "sync_and_mark_read_rounds": m.reads,
+		"mark_reads_accepted": m.marksOK}
+	if m.upgrading() {
+		c["mark_reads_held_for_newer_format"] = m.formatRefused
+	}
 	for _, s := range m.sent {
 		if s.Acked {
 			c["sends_acknowledged"]++
@@ -711,6 +784,40 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 	add("unread-agrees", "G3", "At the leader and at each replica, unread counts per conversation and in total equal what the inbox implies.", as)
 	add("mark-read-accepted", "G3", "A read marker up to a message the user received is never refused for good (only retried).", m.refused)
 	add("replicas-agree", "G2", "After the quiet period every replica holds the leader's inboxes.", diverged)
+	add("no-halted-replica", "G6", "No store replica halted at an entry it could not apply: a leader proposes ops of a newer store format only once every replica applies it.",
+		m.halts())
+	if m.upgrading() {
+		add("newer-format-usable", "G6", "Once every store replica runs the newer build, an op of the newer store format (MarkRead) goes through.", m.upgradeErrs)
+	}
+	return out
+}
+
+// upgrading reports whether the run moves the store to a newer build
+// (the upgrade nemesis).
+func (m *Messages) upgrading() bool { return m.env != nil && m.env.Cluster.NextBinary() != "" }
+
+// haltMark is what a store replica logs when it halts (store.FSM.halt).
+const haltMark = "store replica halted"
+
+// halts finds store replicas that halted, in their logs: a halted replica
+// upgraded and restarted resumes, so by the end its state shows nothing.
+func (m *Messages) halts() []checker.Anomaly {
+	var out []checker.Anomaly
+	if m.env == nil {
+		return nil
+	}
+	for _, n := range m.env.Cluster.Stores() {
+		b, err := os.ReadFile(n.LogPath())
+		if err != nil {
+			out = append(out, checker.Anomaly{Kind: "halt", Msg: fmt.Sprintf("cannot read %s's log: %v", n.ID, err)})
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, haltMark) {
+				out = append(out, checker.Anomaly{Kind: "halt", Msg: fmt.Sprintf("%s halted: %s", n.ID, line)})
+			}
+		}
+	}
 	return out
 }
 
