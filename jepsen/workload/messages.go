@@ -814,11 +814,26 @@ func (m *Messages) halts() []checker.Anomaly {
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			if strings.Contains(line, haltMark) {
-				out = append(out, checker.Anomaly{Kind: "halt", Msg: fmt.Sprintf("%s halted: %s", n.ID, line)})
+				out = append(out, checker.Anomaly{Kind: "halt", Msg: fmt.Sprintf("%s halted: %s", n.ID, line), At: m.logTime(line)})
 			}
 		}
 	}
 	return out
+}
+
+// logTime is when a node logged line (its time= field), on the run's
+// clock; 0 if the line has none.
+func (m *Messages) logTime(line string) time.Duration {
+	_, rest, ok := strings.Cut(line, "time=")
+	if !ok {
+		return 0
+	}
+	stamp, _, _ := strings.Cut(rest, " ")
+	t, err := time.Parse(time.RFC3339Nano, stamp)
+	if err != nil {
+		return 0
+	}
+	return max(t.Sub(m.env.Origin), 0)
 }
 
 // Samples implements Workload.

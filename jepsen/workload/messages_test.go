@@ -3,6 +3,7 @@ package workload
 import (
 	"strings"
 	"testing"
+	"time"
 
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
@@ -39,6 +40,23 @@ func TestReplicaDiffNamesFirstDifference(t *testing.T) {
 	} {
 		if d := tc.v.diff(leader, timeline); !strings.Contains(d, tc.want) {
 			t.Errorf("%s: diff %q, want it to contain %q", tc.name, d, tc.want)
+		}
+	}
+}
+
+// A halt is placed on the run's clock from the time= field of the
+// replica's log line; a line without one (or before the run) gives 0.
+func TestLogTimeOnTheRunsClock(t *testing.T) {
+	origin := time.Date(2026, 11, 27, 15, 46, 0, 0, time.UTC)
+	m := &Messages{env: &Env{Origin: origin}}
+	for line, want := range map[string]time.Duration{
+		`time=2026-11-27T15:46:51.140Z level=ERROR msg="store replica halted; ..."`: 51140 * time.Millisecond,
+		`level=ERROR msg="store replica halted"`:                                    0,
+		`time=yesterday level=ERROR`:                                                0,
+		`time=2026-11-27T15:45:00Z level=ERROR`:                                     0,
+	} {
+		if got := m.logTime(line); got != want {
+			t.Errorf("logTime(%q) = %v, want %v", line, got, want)
 		}
 	}
 }
