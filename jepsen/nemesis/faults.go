@@ -376,7 +376,9 @@ func (u *upgrader) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Activ
 		return nil, errors.New("no store follower is running")
 	}
 	if err := n.Stop(stopGrace); err != nil {
-		return nil, err
+		// It hung in its stop and was killed: bring it back on the build
+		// it ran, and report the hang as the fault's error.
+		return nil, errors.Join(err, n.Start())
 	}
 	if upgrade {
 		if err := n.UseNext(); err != nil {
