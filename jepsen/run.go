@@ -395,7 +395,7 @@ func (r *run) run(ctx context.Context) error {
 		ntags := strings.Trim(tags+",seqdnext", ",")
 		r.logf("building the newer seqd from %s (tags %q)", src, ntags)
 		if next, err = cluster.Build(ctx, src, filepath.Join(o.Out, "bin"), ntags); err != nil {
-			return fmt.Errorf("--src %s: cannot build cmd/seqd: %w", src, err)
+			return fmt.Errorf("--src %s: cannot build the newer cmd/seqd (tags %s) for the upgrade nemesis: %w", src, ntags, err)
 		}
 	}
 	var env []string

@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/seqd/seqd/internal/localcluster"
@@ -89,6 +91,7 @@ func checkInbox(t *testing.T, user uint64, evs []*seqdv1.Event) map[string]int {
 type acked struct {
 	sender, recipient uint64
 	id                string
+	at                time.Time // when it was acknowledged
 }
 
 // sendLoad sends 1:1 messages among users from several workers until stop,
@@ -120,7 +123,7 @@ func sendLoad(m *router.Messages, users uint64, workers int, stop <-chan struct{
 					cancel()
 					if err == nil {
 						sentMu.Lock()
-						out = append(out, acked{from, to, resp.MessageId})
+						out = append(out, acked{from, to, resp.MessageId, time.Now()})
 						sentMu.Unlock()
 						break
 					}
@@ -179,6 +182,57 @@ func TestStopShardLeaderDuringSends(t *testing.T) {
 	testwait.For(t, 10*time.Second, "no goroutine waiting on an entry's outcome", func() bool {
 		return waitingOnOutcome() <= leftBefore
 	})
+}
+
+// A graceful stop of the shard leader hands leadership over before its
+// gRPC server drains: an open Subscribe stream on the leader would
+// otherwise hold the drain for its 3 s limit, with the leader still
+// leading and taking no new calls, and every write would wait with it.
+func TestStopShardLeaderWithSubscriberKeepsWritesFlowing(t *testing.T) {
+	c, m := startCluster(t, localcluster.Options{})
+	leader := c.StoreLeader(0)
+	if leader < 0 {
+		t.Fatal("no store leader")
+	}
+	cc, err := grpc.NewClient(c.Store(0, leader).GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := seqdv1.NewMessagesClient(cc).Subscribe(ctx, &seqdv1.SubscribeRequest{User: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Header(); err != nil {
+		t.Fatalf("subscribing at the leader: %v", err)
+	}
+
+	stop := make(chan struct{})
+	sent, wg, _ := sendLoad(m, 20, 4, stop)
+	testwait.For(t, 10*time.Second, "sends to flow", func() bool { return countSent(sent, wg) > 50 })
+	stopped := time.Now()
+	if err := c.StopStore(0, leader); err != nil {
+		t.Fatalf("stopping the store leader: %v", err)
+	}
+	before := countSent(sent, wg)
+	testwait.For(t, 20*time.Second, "sends to go on", func() bool { return countSent(sent, wg) > before+50 })
+	close(stop)
+	wg.Wait()
+	// The longest stretch without an acknowledged send from the stop on
+	// (acknowledgements are appended in the order they came).
+	last, worst := stopped, time.Duration(0)
+	for _, a := range *sent {
+		if a.at.After(stopped) {
+			worst = max(worst, a.at.Sub(last))
+			last = a.at
+		}
+	}
+	t.Logf("longest gap between acknowledged sends after the stop: %v", worst)
+	if worst > 2*time.Second {
+		t.Fatalf("sends stopped for %v while the leader stopped gracefully, want well under the gRPC drain limit (3 s)", worst)
+	}
 }
 
 // leaderGoesDuringSends runs a send load from workers, takes the shard

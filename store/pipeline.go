@@ -383,8 +383,9 @@ func (p *pipeline) complete(fl *flight) {
 // shuts down, so once the pipeline gives up this stops waiting: the entry
 // may or may not commit, and its requests get errPipelineClosed (clients
 // retry; dedup keeps a retried send single). The waiting goroutine of such
-// a future is left behind. A graceful close (settle) gives up only after
-// Raft, still running, has answered every entry, so it leaves none.
+// a future is left behind. A graceful close (settle) first gives Raft,
+// still running, up to settleTimeout to answer every entry, so it leaves
+// none unless Raft could not answer in that time.
 func (p *pipeline) outcome(f raft.ApplyFuture) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()

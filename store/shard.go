@@ -260,8 +260,9 @@ func New(cfg Config) (*Shard, error) {
 	return s, nil
 }
 
-// replicaFormat, set only by tests, gives replicas a store format other
-// than this build's (an older or newer build in a mixed shard).
+// replicaFormat, set only by tests and by the seqdnext build
+// (format_next.go), gives replicas a store format other than this build's
+// (an older or newer build in a mixed shard).
 var replicaFormat func(replicaID string) uint32
 
 // halt stops a replica whose FSM halted: it hands leadership over if it
@@ -407,6 +408,22 @@ func (s *Shard) Close() error { return s.shutdown(true) }
 
 // Kill stops at once, as a crash would.
 func (s *Shard) Kill() { s.shutdown(false) }
+
+// Handover readies a graceful stop while the replica still serves: a
+// leader hands leadership to a follower, and Subscribe streams end
+// (UNAVAILABLE; their clients reconnect from their checkpoints at another
+// replica). Call it before the gRPC server's graceful stop, which waits
+// for every call in progress: otherwise it waits out its time limit on
+// the streams, with this replica still leading and unreachable for new
+// calls, and every write in the shard waits with it.
+func (s *Shard) Handover() {
+	if s.IsLeader() {
+		if err := s.node.Raft.LeadershipTransfer().Error(); err != nil {
+			s.log.Warn("handing leadership over before stopping", "err", err)
+		}
+	}
+	s.subs.close()
+}
 
 // settleTimeout bounds how long a graceful close waits for the entries it
 // proposed to commit or fail. Raft answers them within an election's time

@@ -493,9 +493,11 @@ func (n *Node) join(ctx context.Context) error {
 func (n *Node) Errors() <-chan error { return n.serveErr }
 
 // Close shuts down in order: the AllocSvr hands its slots over (it still
-// serves Release while doing so), the gateway stops, gRPC stops accepting,
-// the arbiter transfers leadership and shuts Raft down, then the data
-// directory is released.
+// serves Release while doing so), the gateway stops, a store replica hands
+// its shard's leadership over and ends its Subscribe streams, gRPC stops
+// accepting and finishes the calls in progress, the store and the arbiter
+// shut Raft down (the arbiter after transferring leadership), then the
+// data directory is released.
 func (n *Node) Close() error {
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	var errs []error
@@ -507,6 +509,9 @@ func (n *Node) Close() error {
 	}
 	if n.client != nil {
 		n.client.Close()
+	}
+	if n.store != nil {
+		n.store.Handover()
 	}
 	stopped := make(chan struct{})
 	go func() { n.grpc.GracefulStop(); close(stopped) }()

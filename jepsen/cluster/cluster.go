@@ -452,7 +452,6 @@ type Node struct {
 
 	c    *Cluster
 	args []string
-	next bool // runs Options.NextBinary from its next start on
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -461,6 +460,7 @@ type Node struct {
 	paused   bool
 	stopping bool
 	starts   int
+	next     bool // runs Options.NextBinary from its next start on
 }
 
 func (n *Node) assignPorts(backend string) error {

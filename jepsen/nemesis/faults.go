@@ -1,10 +1,12 @@
 package nemesis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -347,7 +349,12 @@ func (u *upgrader) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Activ
 	if len(up) == 0 {
 		return nil, errors.New("no store replica is running")
 	}
-	leader, _ := env.Cluster.StoreLeader(ctx) // nil: none known; all count as followers
+	// Which replica leads decides the order; during an election there is
+	// none to go by, and the fault is not injected.
+	leader, err := env.Cluster.StoreLeader(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var followers, oldFollowers []*cluster.Node
 	old := 0
 	for _, n := range env.Cluster.Stores() {
@@ -368,7 +375,7 @@ func (u *upgrader) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Activ
 	switch {
 	case len(oldFollowers) > 0 && (target == "store" || old > 1):
 		n = pick(rng, oldFollowers)
-	case target == "store" && leader != nil && !leader.OnNext():
+	case target == "store" && !leader.OnNext():
 		n = leader
 	case len(followers) > 0:
 		n, upgrade, what = pick(rng, followers), false, "restart %s (store follower, on the build it runs)"
@@ -396,23 +403,43 @@ func (u *upgrader) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Activ
 	}, nil
 }
 
-// HealAll finishes the upgrade: every store replica still on the older
-// build is stopped and started on the newer one, stopped ones start, and
-// it waits until the shard leader reports that every replica runs the
-// newer store format (seqd_store_shard_format), so requests of that format
-// go through from then on.
+// HealAll finishes the upgrade: stopped store replicas start, then every
+// replica still on the older build is stopped and started on the newer
+// one, followers first and the leader last, each serving again before the
+// next stops. Then it waits until the shard leader reports that every
+// replica runs the newer store format (seqd_store_shard_format), so
+// requests of that format go through from then on.
 func (u *upgrader) HealAll(ctx context.Context, env *Env) error {
-	var errs []error
+	var old []*cluster.Node
 	for _, n := range env.Cluster.Stores() {
-		if !n.OnNext() {
-			errs = append(errs, n.Stop(stopGrace), n.UseNext())
-		}
 		if !n.Running() {
-			errs = append(errs, n.Start())
+			if err := n.Start(); err != nil {
+				return err
+			}
+		}
+		if !n.OnNext() {
+			old = append(old, n)
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return err
+	if leader, err := env.Cluster.StoreLeader(ctx); err == nil {
+		// Stable: the followers keep their order, the leader goes last.
+		slices.SortStableFunc(old, func(a, b *cluster.Node) int {
+			return cmp.Compare(boolInt(a == leader), boolInt(b == leader))
+		})
+	}
+	for _, n := range old {
+		if err := n.Stop(stopGrace); err != nil {
+			return err
+		}
+		if err := n.UseNext(); err != nil {
+			return err
+		}
+		if err := n.Start(); err != nil {
+			return err
+		}
+		if err := n.WaitHealthy(ctx); err != nil {
+			return fmt.Errorf("%s on the newer build: %w", n.ID, err)
+		}
 	}
 	for {
 		if err := newerFormatLeads(ctx, env.Cluster); err == nil {
@@ -422,6 +449,13 @@ func (u *upgrader) HealAll(ctx context.Context, env *Env) error {
 		}
 		Sleep(ctx, 500*time.Millisecond)
 	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // newerFormatLeads checks that the store leader runs the newer build and
