@@ -52,20 +52,8 @@ func TestOutcomeStopsWaitingWhenThePipelineGivesUp(t *testing.T) {
 // their requests get the real outcome rather than "retry elsewhere", and
 // gives up on one Raft never answers after its time limit.
 func TestSettleAnswersEntriesInFlight(t *testing.T) {
-	s := &Shard{cfg: Config{Now: time.Now}}
-	s.m = newMetrics(prometheus.NewRegistry())
-	var held *heldFuture
-	proposed := make(chan struct{})
-	p := startPipeline(s, func(data []byte) raft.ApplyFuture {
-		held = &heldFuture{release: make(chan struct{}), ops: 1}
-		close(proposed)
-		return held
-	})
-	r := &request{b: nopBuilder{}, done: make(chan struct{})}
-	if err := p.enqueue(r, false); err != nil {
-		t.Fatal(err)
-	}
-	<-proposed
+	held := &heldFuture{release: make(chan struct{}), ops: 1}
+	p, r := proposeOne(t, held)
 	queued := &request{b: nopBuilder{}, done: make(chan struct{})}
 	p.close()
 	if err := p.enqueue(queued, false); err != errPipelineClosed {
@@ -84,15 +72,7 @@ func TestSettleAnswersEntriesInFlight(t *testing.T) {
 	}
 
 	// An entry Raft never answers: settle gives up after its limit.
-	s2 := &Shard{cfg: Config{Now: time.Now}}
-	s2.m = newMetrics(prometheus.NewRegistry())
-	proposed2 := make(chan struct{})
-	p2 := startPipeline(s2, func([]byte) raft.ApplyFuture { close(proposed2); return neverFuture{} })
-	r2 := &request{b: nopBuilder{}, done: make(chan struct{})}
-	if err := p2.enqueue(r2, false); err != nil {
-		t.Fatal(err)
-	}
-	<-proposed2
+	p2, r2 := proposeOne(t, neverFuture{})
 	p2.close()
 	start = time.Now()
 	p2.settle(200 * time.Millisecond)
@@ -104,6 +84,28 @@ func TestSettleAnswersEntriesInFlight(t *testing.T) {
 	if r2.err != errPipelineClosed {
 		t.Fatalf("request whose entry Raft never answered: %v, want errPipelineClosed", r2.err)
 	}
+}
+
+// testPipeline starts a pipeline on a bare shard; apply stands in for
+// Raft.
+func testPipeline(apply func(data []byte) raft.ApplyFuture) *pipeline {
+	s := &Shard{cfg: Config{Now: time.Now}}
+	s.m = newMetrics(prometheus.NewRegistry())
+	return startPipeline(s, apply)
+}
+
+// proposeOne runs one request into a pipeline whose only entry gets the
+// future f, and returns once that entry is proposed.
+func proposeOne(t *testing.T, f raft.ApplyFuture) (*pipeline, *request) {
+	t.Helper()
+	proposed := make(chan struct{})
+	p := testPipeline(func([]byte) raft.ApplyFuture { close(proposed); return f })
+	r := &request{b: nopBuilder{}, done: make(chan struct{})}
+	if err := p.enqueue(r, false); err != nil {
+		t.Fatal(err)
+	}
+	<-proposed
+	return p, r
 }
 
 // heldFuture is an entry the test commits when it chooses, with every op
@@ -132,12 +134,10 @@ func (nopBuilder) build([]uint64) *clusterv1.StoreOp { return &clusterv1.StoreOp
 // The proposer keeps at most maxInflight entries unanswered; requests that
 // arrive meanwhile wait and go out together in the next entries.
 func TestAtMostFourEntriesInFlight(t *testing.T) {
-	s := &Shard{cfg: Config{Now: time.Now}}
-	s.m = newMetrics(prometheus.NewRegistry())
 	var mu sync.Mutex
 	var held []*heldFuture
 	released, worst := 0, 0
-	p := startPipeline(s, func(data []byte) raft.ApplyFuture {
+	p := testPipeline(func(data []byte) raft.ApplyFuture {
 		b, err := decodeBatch(data)
 		if err != nil {
 			t.Error(err)

@@ -415,11 +415,12 @@ func (s *Shard) Kill() { s.shutdown(false) }
 // replica). Call it before the gRPC server's graceful stop, which waits
 // for every call in progress: otherwise it waits out its time limit on
 // the streams, with this replica still leading and unreachable for new
-// calls, and every write in the shard waits with it.
+// calls, and every write in the shard waits with it. A graceful Close
+// calls it too; a second call finds nothing left to do.
 func (s *Shard) Handover() {
 	if s.IsLeader() {
 		if err := s.node.Raft.LeadershipTransfer().Error(); err != nil {
-			s.log.Warn("handing leadership over before stopping", "err", err)
+			s.log.Info("handing leadership over before stopping", "err", err)
 		}
 	}
 	s.subs.close()
@@ -433,8 +434,8 @@ const settleTimeout = 5 * time.Second
 func (s *Shard) shutdown(graceful bool) error {
 	var err error
 	s.once.Do(func() {
-		if graceful && s.IsLeader() {
-			s.node.Raft.LeadershipTransfer().Error()
+		if graceful {
+			s.Handover()
 		}
 		s.lifeMu.Lock()
 		s.closing = true

@@ -113,7 +113,10 @@ func TestTransportDoesNotPipeline(t *testing.T) {
 // and the leader then shuts down at once. With hashicorp/raft's pipeline,
 // a follower that refuses an entry (it lost what was in flight) stopped
 // the pipeline's decoder; the next send then waited for good, so the
-// follower got no more entries and the leader's Shutdown hung.
+// follower got no more entries and the leader's Shutdown hung. The race
+// is narrow: a build with the pipeline on passed this test too, so it
+// guards against a follower that stops catching up or a slow shutdown,
+// and TestTransportDoesNotPipeline is what pins the pipeline off.
 func TestFollowerRestartsUnderLoad(t *testing.T) {
 	var peers []Peer
 	lns := map[string]net.Listener{}
