@@ -33,11 +33,11 @@ func DumpState(t *testing.T, f *FSM) map[string]string { return dumpState(t, f) 
 // "mark_read") need store format format until the test ends, as if a
 // newer build had changed them.
 func SetOpFormat(t *testing.T, field string, format uint32) {
-	fd := (&clusterv1.StoreOp{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(field))
-	if fd == nil {
+	n, ok := opField(field)
+	if !ok {
 		t.Fatalf("StoreOp has no field %q", field)
 	}
-	opFormats = map[protoreflect.FieldNumber]uint32{fd.Number(): format}
+	opFormats = map[protoreflect.FieldNumber]uint32{n: format}
 	t.Cleanup(func() { opFormats = map[protoreflect.FieldNumber]uint32{} })
 }
 

@@ -118,6 +118,16 @@ func (f *FSM) Halted() error {
 // listed: entries are byte for byte those of older builds.
 var opFormats = map[protoreflect.FieldNumber]uint32{}
 
+// opField is the oneof field number of the StoreOp kind named name (e.g.
+// "mark_read"), as opFormats lists it.
+func opField(name string) (protoreflect.FieldNumber, bool) {
+	fd := (&clusterv1.StoreOp{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(name))
+	if fd == nil {
+		return 0, false
+	}
+	return fd.Number(), true
+}
+
 // opFormat is the lowest store format that applies op as this build does.
 func opFormat(op *clusterv1.StoreOp) uint32 {
 	if len(opFormats) == 0 {

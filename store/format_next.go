@@ -2,8 +2,6 @@
 
 package store
 
-import clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
-
 // A build with the seqdnext tag plays the next store format, for upgrade
 // runs of the chaos harness (seqjepsen's upgrade nemesis): its replicas
 // apply format storeFormat+1, in which MarkRead is an op of that format.
@@ -15,6 +13,9 @@ import clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 func init() {
 	next := uint32(storeFormat + 1)
 	replicaFormat = func(string) uint32 { return next }
-	fd := (&clusterv1.StoreOp{}).ProtoReflect().Descriptor().Fields().ByName("mark_read")
-	opFormats[fd.Number()] = next
+	n, ok := opField("mark_read")
+	if !ok {
+		panic("store: StoreOp has no mark_read")
+	}
+	opFormats[n] = next
 }
