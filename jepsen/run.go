@@ -114,7 +114,7 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 		if w := BugWorkload(b); s.Workload != w && s.Workload != "all" {
 			return nil, fmt.Errorf("bug %s breaks %s, which only the %s workload exercises; run --workload %s", b.Name, b.Breaks, w, w)
 		}
-		if b.Name == bugs.ProposeNewerFormatEarly && !slices.ContainsFunc(specs, func(sp nemesis.Spec) bool { return sp.Kind == "upgrade" }) {
+		if b.Name == bugs.ProposeNewerFormatEarly && !hasNemesis(specs, "upgrade") {
 			return nil, fmt.Errorf("bug %s only shows while the store shard runs mixed builds; add upgrade to --nemesis", b.Name)
 		}
 	}
@@ -122,6 +122,11 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 		return nil, fmt.Errorf("--backend: unknown backend %q; use netns or local", s.Backend)
 	}
 	return specs, nil
+}
+
+// hasNemesis reports whether specs hold a fault of kind.
+func hasNemesis(specs []nemesis.Spec, kind string) bool {
+	return slices.ContainsFunc(specs, func(s nemesis.Spec) bool { return s.Kind == kind })
 }
 
 // checkNumbers checks the spec's durations, counts and rate against their
@@ -391,7 +396,7 @@ func (r *run) run(ctx context.Context) error {
 	// The upgrade nemesis moves store replicas to a build one store format
 	// newer: the same code built with the seqdnext tag.
 	var next string
-	if slices.ContainsFunc(specs, func(s nemesis.Spec) bool { return s.Kind == "upgrade" }) {
+	if hasNemesis(specs, "upgrade") {
 		ntags := strings.Trim(tags+",seqdnext", ",")
 		r.logf("building the newer seqd from %s (tags %q)", src, ntags)
 		if next, err = cluster.Build(ctx, src, filepath.Join(o.Out, "bin"), ntags); err != nil {

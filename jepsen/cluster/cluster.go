@@ -340,15 +340,15 @@ func (c *Cluster) StoreLeader(ctx context.Context) (*Node, error) {
 		if !n.Running() || n.Paused() {
 			continue
 		}
-		if lead, err := n.metric(ctx, "seqd_store_raft_is_leader"); err == nil && lead == 1 {
+		if lead, err := n.Metric(ctx, "seqd_store_raft_is_leader"); err == nil && lead == 1 {
 			return n, nil
 		}
 	}
 	return nil, errors.New("no store replica reports leading the shard")
 }
 
-// metric reads one unlabelled gauge from the node's /metrics.
-func (n *Node) metric(ctx context.Context, name string) (float64, error) {
+// Metric reads one unlabelled gauge from the node's /metrics.
+func (n *Node) Metric(ctx context.Context, name string) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.HTTP+"/metrics", nil)
@@ -617,9 +617,6 @@ func (n *Node) Stop(grace time.Duration) error {
 		return fmt.Errorf("%s did not stop within %v of SIGTERM; killed", n.ID, grace)
 	}
 }
-
-// Metric reads one unlabelled gauge from the node's /metrics.
-func (n *Node) Metric(ctx context.Context, name string) (float64, error) { return n.metric(ctx, name) }
 
 // Kill sends SIGKILL, as a crash would, and waits for the exit.
 func (n *Node) Kill() { n.kill() }

@@ -1,7 +1,6 @@
 package nemesis
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -77,21 +76,18 @@ func (k *killer) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active,
 	return &Active{
 		Target: target, Nodes: ids(nodes),
 		Desc: fmt.Sprintf("kill -9 %s (%s)", strings.Join(ids(nodes), ","), target),
-		Heal: func(context.Context) error {
-			var errs []error
-			for _, n := range nodes {
-				if !n.Running() {
-					errs = append(errs, n.Start())
-				}
-			}
-			return errors.Join(errs...)
-		},
+		Heal: func(context.Context) error { return startStopped(nodes) },
 	}, nil
 }
 
 func (k *killer) HealAll(ctx context.Context, env *Env) error {
+	return startStopped(env.Cluster.Nodes())
+}
+
+// startStopped starts those of nodes that are not running.
+func startStopped(nodes []*cluster.Node) error {
 	var errs []error
-	for _, n := range env.Cluster.Nodes() {
+	for _, n := range nodes {
 		if !n.Running() {
 			errs = append(errs, n.Start())
 		}
@@ -345,16 +341,14 @@ const stopGrace = 20 * time.Second
 
 func (u *upgrader) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active, error) {
 	target := pick(rng, u.targets)
-	up := running(env.Cluster.Stores())
-	if len(up) == 0 {
-		return nil, errors.New("no store replica is running")
-	}
-	// Which replica leads decides the order; during an election there is
-	// none to go by, and the fault is not injected.
+	// Which replica leads decides the order; during an election, or with
+	// no store replica up, there is none to go by, and the fault is not
+	// injected.
 	leader, err := env.Cluster.StoreLeader(ctx)
 	if err != nil {
 		return nil, err
 	}
+	up := running(env.Cluster.Stores())
 	var followers, oldFollowers []*cluster.Node
 	old := 0
 	for _, n := range env.Cluster.Stores() {
@@ -394,12 +388,7 @@ func (u *upgrader) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Activ
 	}
 	return &Active{
 		Target: target, Nodes: []string{n.ID}, Desc: fmt.Sprintf(what, n.ID),
-		Heal: func(context.Context) error {
-			if n.Running() {
-				return nil
-			}
-			return n.Start()
-		},
+		Heal: func(context.Context) error { return startStopped([]*cluster.Node{n}) },
 	}, nil
 }
 
@@ -410,22 +399,12 @@ func (u *upgrader) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Activ
 // replica runs the newer store format (seqd_store_shard_format), so
 // requests of that format go through from then on.
 func (u *upgrader) HealAll(ctx context.Context, env *Env) error {
-	var old []*cluster.Node
-	for _, n := range env.Cluster.Stores() {
-		if !n.Running() {
-			if err := n.Start(); err != nil {
-				return err
-			}
-		}
-		if !n.OnNext() {
-			old = append(old, n)
-		}
+	if err := startStopped(env.Cluster.Stores()); err != nil {
+		return err
 	}
-	if leader, err := env.Cluster.StoreLeader(ctx); err == nil {
-		// Stable: the followers keep their order, the leader goes last.
-		slices.SortStableFunc(old, func(a, b *cluster.Node) int {
-			return cmp.Compare(boolInt(a == leader), boolInt(b == leader))
-		})
+	old := slices.DeleteFunc(slices.Clone(env.Cluster.Stores()), (*cluster.Node).OnNext)
+	if leader, err := env.Cluster.StoreLeader(ctx); err == nil && slices.Contains(old, leader) {
+		old = append(slices.DeleteFunc(old, func(n *cluster.Node) bool { return n == leader }), leader)
 	}
 	for _, n := range old {
 		if err := n.Stop(stopGrace); err != nil {
@@ -449,13 +428,6 @@ func (u *upgrader) HealAll(ctx context.Context, env *Env) error {
 		}
 		Sleep(ctx, 500*time.Millisecond)
 	}
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // newerFormatLeads checks that the store leader runs the newer build and

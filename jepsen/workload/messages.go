@@ -402,8 +402,7 @@ func (m *Messages) reader(ctx context.Context, id int, rng *rand.Rand) {
 				switch {
 				case group && e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT && e.Conversation.GetId() == m.rg:
 					upTo = e.GroupSeq
-				case !group && e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && !e.Outgoing &&
-					e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT:
+				case !group && incomingDirect(e):
 					upTo = e.Seq
 				default:
 					continue
@@ -491,6 +490,7 @@ func (m *Messages) markReadAfterUpgrade(ctx context.Context) {
 	fail := func(format string, args ...any) {
 		m.upgradeErrs = append(m.upgradeErrs, checker.Anomaly{Kind: "format-gate", Msg: fmt.Sprintf(format, args...)})
 	}
+	m.upgradeChecked = true
 	var req *seqdv1.MarkReadRequest
 	for _, u := range m.users {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -499,10 +499,10 @@ func (m *Messages) markReadAfterUpgrade(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		for i := len(evs) - 1; i >= 0 && req == nil; i-- {
-			e := evs[i]
-			if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && !e.Outgoing && e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT {
+		for _, e := range slices.Backward(evs) {
+			if incomingDirect(e) {
 				req = &seqdv1.MarkReadRequest{User: u, Conversation: e.Conversation, UpToSeq: e.Seq}
+				break
 			}
 		}
 		if req != nil {
@@ -510,26 +510,30 @@ func (m *Messages) markReadAfterUpgrade(ctx context.Context) {
 		}
 	}
 	if req == nil {
-		m.upgradeChecked = true
 		fail("after the upgrade no user could be read with a direct message to mark read")
 		return
 	}
-	m.upgradeChecked = true
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
 		mctx, cancelCall := context.WithTimeout(dctx, 5*time.Second)
 		_, err := m.msgs.MarkRead(mctx, req)
 		cancelCall()
-		c := status.Code(err)
 		if err == nil {
 			return
 		}
-		if (c != codes.Unavailable && c != codes.DeadlineExceeded) || !nemesis.Sleep(dctx, time.Second) {
+		if c := status.Code(err); (c != codes.Unavailable && c != codes.DeadlineExceeded) || !nemesis.Sleep(dctx, time.Second) {
 			fail("with every store replica on the newer build, MarkRead of user %d up to %d (retried for up to 30 s): %v", req.User, req.UpToSeq, err)
 			return
 		}
 	}
+}
+
+// incomingDirect reports whether e is a message the user received in a
+// direct conversation: what the reader marks read.
+func incomingDirect(e *seqdv1.Event) bool {
+	return e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && !e.Outgoing &&
+		e.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT
 }
 
 // settle reads at the leader and at each replica until the replicas hold
