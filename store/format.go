@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"time"
 
@@ -167,7 +166,8 @@ var formatPollInterval = 10 * time.Second
 // shardFormats is what a leader has heard of its replicas' formats this
 // term. A stored value is never changed.
 type shardFormats struct {
-	servers []string // the Raft configuration asked, by replica id, sorted
+	config  uint64   // the index of the last Raft configuration applied when asked (FSM.config)
+	servers []string // its replicas, by id, sorted
 	min     uint32   // the lowest format known (the leader's included)
 	lowest  string   // a replica running min
 	// unknown names a replica that has not told its format this term, and
@@ -185,18 +185,26 @@ const formatGrace = 5 * time.Second
 
 // formatPolls is what formatLoop keeps between polls in one term.
 type formatPolls struct {
+	config    uint64               // the configuration index (FSM.config) they were asked at
 	known     map[string]uint32    // the format each replica last told
 	firstMiss map[string]time.Time // when each replica not yet heard was first asked
 }
 
-// forgetLeft drops what the polls kept about replicas no longer in the
-// configuration servers. One added back later is a new member: it gets
+// forgetIfChanged drops what the polls kept once a Raft configuration
+// entry has been applied since they asked (config is the FSM's index of
+// the last one). A replica removed and added back
+// is a new member, even under the same id and between two polls: it gets
 // formatGrace afresh to tell its format, and counts with the format it
 // tells then, not with one it told before it left (it may have been
-// reinstalled on another build meanwhile).
-func (p *formatPolls) forgetLeft(servers []string) {
-	maps.DeleteFunc(p.known, func(id string, _ uint32) bool { return !slices.Contains(servers, id) })
-	maps.DeleteFunc(p.firstMiss, func(id string, _ time.Time) bool { return !slices.Contains(servers, id) })
+// reinstalled on another build meanwhile). The configuration does not say
+// which replicas came and went, so every replica is asked afresh; one
+// that is down then holds newer formats back until it answers.
+func (p *formatPolls) forgetIfChanged(config uint64) {
+	if config != p.config {
+		clear(p.known)
+		clear(p.firstMiss)
+		p.config = config
+	}
 }
 
 // pollFormats asks every replica in the Raft configuration, voters and
@@ -206,12 +214,13 @@ func (p *formatPolls) forgetLeft(servers []string) {
 // without a restart, and one that comes back on an older build halts at
 // the first entry it cannot apply rather than diverge.
 func (s *Shard) pollFormats(ctx context.Context, p *formatPolls) (*shardFormats, error) {
+	config := s.fsm.config.Load() // before the configuration: a change between them makes formatReady ask again
 	fut := s.node.Raft.GetConfiguration()
 	if err := fut.Error(); err != nil {
 		return nil, fmt.Errorf("reading the Raft configuration: %w", err)
 	}
-	sf := &shardFormats{servers: configIDs(fut.Configuration()), min: s.fsm.format, lowest: s.cfg.ReplicaID}
-	p.forgetLeft(sf.servers)
+	sf := &shardFormats{config: config, servers: configIDs(fut.Configuration()), min: s.fsm.format, lowest: s.cfg.ReplicaID}
+	p.forgetIfChanged(sf.config)
 	for _, id := range sf.servers {
 		if id == s.cfg.ReplicaID {
 			continue
@@ -334,9 +343,12 @@ func (s *Shard) formatReady(need uint32) error {
 		return status.Errorf(codes.Unavailable, "this request needs store format %d and the shard leader is still asking its replicas which format they run; retry shortly", need)
 	}
 	// A view of another configuration is stale either way, whatever it
-	// says: ask again.
+	// says: ask again. The latest configuration's replicas change as soon
+	// as the leader appends a change; the applied configuration's index
+	// (Raft has no other) changes too when a replica is removed and added
+	// back, which leaves the same replicas.
 	fut := s.node.Raft.GetConfiguration()
-	if err := fut.Error(); err != nil || !slices.Equal(configIDs(fut.Configuration()), sf.servers) {
+	if err := fut.Error(); err != nil || !slices.Equal(configIDs(fut.Configuration()), sf.servers) || s.fsm.config.Load() != sf.config {
 		select {
 		case s.formatKick <- struct{}{}:
 		default:

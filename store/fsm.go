@@ -83,6 +83,9 @@ type FSM struct {
 	// is told once.
 	halted atomic.Pointer[error]
 	onHalt func(error)
+	// config is the index of the last Raft configuration entry applied
+	// (StoreConfiguration), 0 if none since the replica started.
+	config atomic.Uint64
 }
 
 // OpenFSM opens (or creates) the Badger database in dir.
@@ -233,6 +236,13 @@ func (f *FSM) Close() error {
 
 // AppliedIndex returns the index of the last entry applied.
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// StoreConfiguration implements raft.ConfigurationStore: Raft calls it
+// for every configuration entry, in log order with the others, before it
+// answers the change's future. Only the index is kept, for the leader's
+// format gate (formatReady): a replica removed and added back leaves the
+// configuration as it was, but not its index.
+func (f *FSM) StoreConfiguration(index uint64, _ raft.Configuration) { f.config.Store(index) }
 
 // EncodeBatch wraps a batch in the command envelope, with the store format
 // its ops need (see opFormats).

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -260,18 +261,9 @@ func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
 // until it tells its format or is removed, and the leader asks again as
 // soon as the configuration changes.
 func TestFormatGateFollowsTheRaftConfiguration(t *testing.T) {
-	store.SetFormatPollInterval(t, time.Hour) // only the configuration changes make it ask again
-	store.SetOpFormat(t, "mark_read", newer)
-	store.SetReplicaFormat(func(string) uint32 { return newer })
-	t.Cleanup(func() { store.SetReplicaFormat(nil) })
-	c, m := startCluster(t, localcluster.Options{})
+	c, m := newerShardPollingOnChange(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-
-	sendSome(t, m, 1, 2, 1)
-	testwait.For(t, 20*time.Second, "MarkRead to go through on a shard of the newer format", func() bool {
-		return markRead(ctx, m) == nil
-	})
 	r := c.Store(0, c.StoreLeader(0)).Store().Raft()
 	if err := r.AddNonvoter("s1-r9", "127.0.0.1:1", 0, 5*time.Second).Error(); err != nil {
 		t.Fatalf("adding a non-voter: %v", err)
@@ -311,6 +303,64 @@ func TestFormatGateFollowsTheRaftConfiguration(t *testing.T) {
 	if !strings.Contains(err.Error(), "replica s1-r9 has not told its store format") {
 		t.Fatalf("MarkRead with the silent non-voter back: %v, want it named", err)
 	}
+}
+
+// A replica removed and added back under the same id is a new member,
+// even when both changes fall between two of the leader's polls: the
+// leader does not vouch for it with the format it told before it left.
+// Here it told the newer format, then was stopped, removed and added back
+// (it may have been reinstalled on an older build meanwhile): MarkRead,
+// an op of the newer format, is held back until it answers again.
+func TestFormatGateAsksAReplicaAddedBackBetweenPolls(t *testing.T) {
+	c, m := newerShardPollingOnChange(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	lead := c.StoreLeader(0)
+	gone := (lead + 1) % 3
+	id := raft.ServerID(fmt.Sprintf("s1-r%d", gone+1))
+	r := c.Store(0, lead).Store().Raft()
+	fut := r.GetConfiguration()
+	if err := fut.Error(); err != nil {
+		t.Fatal(err)
+	}
+	var addr raft.ServerAddress
+	for _, srv := range fut.Configuration().Servers {
+		if srv.ID == id {
+			addr = srv.Address
+		}
+	}
+	if err := c.StopStore(0, gone); err != nil {
+		t.Fatalf("stopping %s: %v", id, err)
+	}
+	// Down, it still counts with the format it told: a replica cannot
+	// lower its format without a restart, and one that comes back older
+	// halts rather than diverge.
+	if err := markRead(ctx, m); err != nil {
+		t.Fatalf("MarkRead with %s down: %v", id, err)
+	}
+	if err := r.RemoveServer(id, 0, 5*time.Second).Error(); err != nil {
+		t.Fatalf("removing %s: %v", id, err)
+	}
+	if err := r.AddVoter(id, addr, 0, 5*time.Second).Error(); err != nil {
+		t.Fatalf("adding %s back: %v", id, err)
+	}
+	var err error
+	testwait.For(t, 20*time.Second, "the leader to call the added-back replica missing", func() bool {
+		err = markRead(ctx, m)
+		if err == nil {
+			t.Fatalf("MarkRead went through while %s, added back, has not told its format", id)
+		}
+		return status.Code(err) == codes.FailedPrecondition
+	})
+	if want := fmt.Sprintf("replica %s has not told its store format", id); !strings.Contains(err.Error(), want) {
+		t.Fatalf("MarkRead with %s added back and down: %v, want it named", id, err)
+	}
+	if err := c.RestartStore(ctx, 0, gone); err != nil {
+		t.Fatalf("restarting %s: %v", id, err)
+	}
+	testwait.For(t, 30*time.Second, "MarkRead to go through once the added-back replica answers", func() bool {
+		return markRead(ctx, m) == nil
+	})
 }
 
 // A rolling upgrade under a send load, as docs/operations.md describes
@@ -455,6 +505,24 @@ func upgradeOld(t *testing.T, ctx context.Context, c *localcluster.Cluster, m *r
 		same := ia == ib && maps.Equal(store.DumpState(t, a), store.DumpState(t, b))
 		return same && a.AppliedIndex() == ia && b.AppliedIndex() == ib
 	})
+}
+
+// newerShardPollingOnChange starts a cluster whose replicas all run the
+// newer format, in which MarkRead is an op of that format, and whose
+// leader asks their formats again only when the configuration changes. It
+// returns once a MarkRead has gone through.
+func newerShardPollingOnChange(t *testing.T) (*localcluster.Cluster, *router.Messages) {
+	t.Helper()
+	store.SetFormatPollInterval(t, time.Hour)
+	store.SetOpFormat(t, "mark_read", newer)
+	store.SetReplicaFormat(func(string) uint32 { return newer })
+	t.Cleanup(func() { store.SetReplicaFormat(nil) })
+	c, m := startCluster(t, localcluster.Options{})
+	sendSome(t, m, 1, 2, 1)
+	testwait.For(t, 20*time.Second, "MarkRead to go through on a shard of the newer format", func() bool {
+		return markRead(context.Background(), m) == nil
+	})
+	return c, m
 }
 
 // markRead marks user 2's conversation with user 1 read (an op the tests
