@@ -192,9 +192,8 @@ type formatPolls struct {
 
 // forgetIfChanged drops what the polls kept once a Raft configuration
 // entry has been applied since they asked (config is the FSM's index of
-// the last one). A replica removed and added back
-// is a new member, even under the same id and between two polls: it gets
-// formatGrace afresh to tell its format, and counts with the format it
+// the last one). A replica removed and added back is a new member, even
+// under the same id and between two polls: it gets formatGrace afresh to tell its format, and counts with the format it
 // tells then, not with one it told before it left (it may have been
 // reinstalled on another build meanwhile). The configuration does not say
 // which replicas came and went, so every replica is asked afresh; one
