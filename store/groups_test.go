@@ -66,6 +66,18 @@ func TestReadFanoutGroup(t *testing.T) {
 	if err != nil || len(sg.Events) != 3 || sg.Events[0].MessageId != ids[0] {
 		t.Fatalf("SyncGroup: %v %v", sg, err)
 	}
+	// The newest checkpoint is fine and holds nothing; one beyond it comes
+	// from no entry a device received.
+	last := sg.Events[2].Seq
+	if sg, err := m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 3, GroupId: 50, AfterGseq: last}); err != nil || len(sg.Events) != 0 || sg.NextCheckpoint != last {
+		t.Fatalf("SyncGroup from the newest checkpoint: %v %v", sg, err)
+	}
+	for _, after := range []uint64{last + 1, ^uint64(0)} {
+		_, err := m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 3, GroupId: 50, AfterGseq: after})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "after_gseq") {
+			t.Fatalf("SyncGroup from the future (%d, newest %d): %v, want INVALID_ARGUMENT naming after_gseq", after, last, err)
+		}
+	}
 	// Reading up to the second message leaves one unread.
 	mr, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 3, Conversation: group(50), UpToSeq: sg.Events[1].Seq})
 	if err != nil || mr.Unread != 1 || mr.TotalUnread != 1 {

@@ -377,16 +377,34 @@ func (s *Shard) checkAfterAtLeader(ctx context.Context, user, after uint64) erro
 	return nil
 }
 
-// checkAfter refuses a checkpoint from the future. Only the leader can
-// tell: a follower may simply not have applied that far yet. Nor may a
-// leader's FSM, just after an election or while applying lags the commit,
-// so before refusing it waits for a barrier: everything committed before
-// it has then been applied here.
+// checkAfter refuses a checkpoint from the future of user's inbox.
 func (s *Shard) checkAfter(user, after uint64) error {
+	return s.checkFuture(after, func() (uint64, error) { return s.fsm.LastSeq(user) }, func(last uint64) error {
+		return invalid("after_seq %d is beyond the newest event %d in user %d's inbox; a device's checkpoint only comes from events it received", after, last, user)
+	})
+}
+
+// checkAfterGseq refuses a checkpoint from the future of group g's
+// timeline.
+func (s *Shard) checkAfterGseq(g, after uint64) error {
+	return s.checkFuture(after, func() (uint64, error) {
+		_, last, err := s.fsm.TimelineCount(g, ^uint64(0))
+		return last, err
+	}, func(last uint64) error {
+		return invalid("after_gseq %d is beyond the newest entry %d of group %d's timeline; a device's checkpoint only comes from entries it received", after, last, g)
+	})
+}
+
+// checkFuture refuses a checkpoint (after) beyond the newest seq (newest)
+// with refuse. Only the leader can tell: a follower may simply not have
+// applied that far yet. Nor may a leader's FSM, just after an election or
+// while applying lags the commit, so before refusing it waits for a
+// barrier: everything committed before it has then been applied here.
+func (s *Shard) checkFuture(after uint64, newest func() (uint64, error), refuse func(last uint64) error) error {
 	if after == 0 || !s.IsLeader() {
 		return nil
 	}
-	last, err := s.fsm.LastSeq(user)
+	last, err := newest()
 	if err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
@@ -396,11 +414,11 @@ func (s *Shard) checkAfter(user, after uint64) error {
 	if err := s.node.Raft.Barrier(2 * time.Second).Error(); err != nil {
 		return rpcerr.FromRaft(err, s.leaderAddr())
 	}
-	if last, err = s.fsm.LastSeq(user); err != nil {
+	if last, err = newest(); err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
 	if after > last {
-		return invalid("after_seq %d is beyond the newest event %d in user %d's inbox; a device's checkpoint only comes from events it received", after, last, user)
+		return refuse(last)
 	}
 	return nil
 }
@@ -599,6 +617,12 @@ func (r *server) SyncGroup(ctx context.Context, req *seqdv1.SyncGroupRequest) (*
 	res, err := s.fsm.SyncGroup(req.User, req.GroupId, req.AfterGseq, limit)
 	if err != nil {
 		return nil, groupErr(err)
+	}
+	if len(res.Events) == 0 {
+		// Nothing after the checkpoint: it may be from the future.
+		if err := s.checkAfterGseq(req.GroupId, req.AfterGseq); err != nil {
+			return nil, err
+		}
 	}
 	return &seqdv1.SyncGroupResponse{Events: res.Events, NextCheckpoint: res.NextCheckpoint, HasMore: res.HasMore}, nil
 }
