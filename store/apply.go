@@ -7,6 +7,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/seqd/seqd/internal/bugs"
@@ -24,8 +25,16 @@ const (
 
 func okResult() *OpResult { return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK} }
 
+// rejected refuses an op; the caller gets FAILED_PRECONDITION.
 func rejected(format string, args ...any) *OpResult {
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_REJECTED, Msg: fmt.Sprintf(format, args...)}
+}
+
+// rejectedAs refuses an op with the status code the caller gets.
+func rejectedAs(code codes.Code, format string, args ...any) *OpResult {
+	r := rejected(format, args...)
+	r.Code = code
+	return r
 }
 
 func outOfOrder(user, seq, last uint64) *OpResult {
@@ -462,7 +471,7 @@ func (x *tx) markRead(op *clusterv1.MarkReadOp) *OpResult {
 		return outOfOrder(req.User, op.Seq, us.LastSeq)
 	}
 	if !op.ReadFanout && req.UpToSeq > us.LastSeq {
-		return rejected("up_to_seq %d is beyond the newest event %d in user %d's inbox", req.UpToSeq, us.LastSeq, req.User)
+		return rejectedAs(codes.InvalidArgument, "up_to_seq %d is beyond the newest event %d in user %d's inbox", req.UpToSeq, us.LastSeq, req.User)
 	}
 	cs := x.updateConv(req.User, req.Conversation, us, func(cs *clusterv1.ConvState) {
 		if op.ReadFanout {
@@ -511,10 +520,10 @@ func (x *tx) recall(index uint64, n uint32, now int64, op *clusterv1.RecallOp) *
 	}
 	var rec clusterv1.MessageRecord
 	if !x.get(messageKey(req.MessageId), &rec) {
-		return rejected("no message %q is stored on this shard", req.MessageId)
+		return rejectedAs(codes.NotFound, "message %s does not exist", req.MessageId)
 	}
 	if rec.Sender != req.Sender {
-		return rejected("user %d did not send message %s; only its sender can recall it", req.Sender, req.MessageId)
+		return rejectedAs(codes.PermissionDenied, "user %d did not send message %s; only its sender can recall it", req.Sender, req.MessageId)
 	}
 	if rec.Recalled {
 		return okResult()
@@ -530,7 +539,7 @@ func (x *tx) recall(index uint64, n uint32, now int64, op *clusterv1.RecallOp) *
 	if rec.GroupSeq > 0 {
 		_, c, ok := x.group(rec.Conversation.Id)
 		if !ok {
-			return rejected("group %d of message %s is gone", rec.Conversation.Id, req.MessageId)
+			return rejectedAs(codes.NotFound, "group %d of message %s is gone", rec.Conversation.Id, req.MessageId)
 		}
 		if op.GroupSeq <= c.LastGroupSeq {
 			return outOfOrder(rec.Conversation.Id, op.GroupSeq, c.LastGroupSeq)
@@ -590,11 +599,11 @@ func (x *tx) deleteCopy(op *clusterv1.DeleteOp) *OpResult {
 	}
 	seq, ok := x.copySeq(req.User, req.MessageId)
 	if !ok {
-		return rejected("user %d has no copy of message %s", req.User, req.MessageId)
+		return rejectedAs(codes.NotFound, "user %d has no copy of message %s", req.User, req.MessageId)
 	}
 	var e seqdv1.Event
 	if !x.get(inboxKey(req.User, seq), &e) {
-		return rejected("user %d's copy of message %s was removed by retention", req.User, req.MessageId)
+		return rejectedAs(codes.NotFound, "user %d's copy of message %s was removed by retention", req.User, req.MessageId)
 	}
 	if e.Deleted {
 		return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK}
@@ -627,7 +636,7 @@ func (x *tx) createGroup(op *clusterv1.CreateGroupOp) *OpResult {
 			// A retry of the create that made it.
 			return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Group: withCounters(rec.Info, gc)}
 		}
-		return rejected("group %d already exists", req.GroupId)
+		return rejectedAs(codes.AlreadyExists, "group %d already exists with other members, owner or fanout; a retried create must repeat them", req.GroupId)
 	}
 	info := &seqdv1.GroupInfo{GroupId: req.GroupId, Owner: req.Owner}
 	seen := map[uint64]bool{}
@@ -681,7 +690,7 @@ func (x *tx) joinFloor(user uint64, conv *seqdv1.Conversation, count uint64, rec
 func (x *tx) addMembers(index uint64, n uint32, op *clusterv1.MembersOp) *OpResult {
 	g, gc, ok := x.group(op.GroupId)
 	if !ok {
-		return rejected("group %d does not exist", op.GroupId)
+		return rejectedAs(codes.NotFound, "group %d does not exist", op.GroupId)
 	}
 	have := map[uint64]bool{}
 	for _, m := range g.Info.Members {
@@ -744,7 +753,7 @@ func withCounters(info *seqdv1.GroupInfo, c *clusterv1.GroupCounters) *seqdv1.Gr
 func (x *tx) removeMembers(op *clusterv1.MembersOp) *OpResult {
 	g, gc, ok := x.group(op.GroupId)
 	if !ok {
-		return rejected("group %d does not exist", op.GroupId)
+		return rejectedAs(codes.NotFound, "group %d does not exist", op.GroupId)
 	}
 	drop := map[uint64]bool{}
 	for _, u := range op.Members {
@@ -767,7 +776,7 @@ func (x *tx) removeMembers(op *clusterv1.MembersOp) *OpResult {
 func (x *tx) groupHint(index uint64, n uint32, op *clusterv1.GroupHintOp) *OpResult {
 	_, gc, ok := x.group(op.GroupId)
 	if !ok {
-		return rejected("group %d does not exist", op.GroupId)
+		return rejectedAs(codes.NotFound, "group %d does not exist", op.GroupId)
 	}
 	if op.GroupSeq < gc.HintedGseq || op.GroupSeq == gc.HintedGseq && op.Final {
 		return okResult()

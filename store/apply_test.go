@@ -1140,3 +1140,37 @@ func TestApplyExpire(t *testing.T) {
 		wantUnread(t, h.f, 2, 2, map[string]uint64{"d7": 1, "d9": 1})
 	})
 }
+
+// Refusals the client could have avoided carry the status code that says
+// why (the leader answers with it); the rest leave Code unset, which
+// callers get as FAILED_PRECONDITION.
+func TestApplyRefusalCodes(t *testing.T) {
+	h := newHarness(t)
+	h.must(opSend(7, "c1", "hi", apps(1, 1, 2, 1)...))
+	h.must(opCreateGroup(50, 1, false, 5, 2))
+	const window = 120_000
+	cases := []struct {
+		name string
+		op   *clusterv1.StoreOp
+		want codes.Code
+	}{
+		{"recall of an unknown message", opRecall(1, "1.99", window, 0, apps(1, 2)...), codes.NotFound},
+		{"recall by another user", opRecall(2, "1.1", window, 0, apps(1, 2, 2, 2)...), codes.PermissionDenied},
+		{"delete without a copy", opDelete(3, "1.1", 1), codes.NotFound},
+		{"delete of an unknown message", opDelete(2, "1.77", 2), codes.NotFound},
+		{"create over another group", opCreateGroup(50, 2, false, 5, 3), codes.AlreadyExists},
+		{"add to an unknown group", opAddMembers(99, false, 5, 3), codes.NotFound},
+		{"remove from an unknown group", opRemoveMembers(99, 3), codes.NotFound},
+		{"mark read from the future", opMarkRead(2, dconv(7), 9, 2), codes.InvalidArgument},
+		{"remove the owner", opRemoveMembers(50, 1), codes.OK},
+	}
+	for _, c := range cases {
+		if r := h.one(c.op); r.Status != stRejected || r.Code != c.want {
+			t.Errorf("%s: %s (code %v), want REJECTED with code %v", c.name, statusOf(r), r.Code, c.want)
+		}
+	}
+	h.now += window + 1
+	if r := h.one(opRecall(1, "1.1", window, 0, apps(1, 2, 2, 2)...)); r.Status != stRejected || r.Code != codes.OK {
+		t.Errorf("recall outside the window: %s (code %v), want REJECTED without a code", statusOf(r), r.Code)
+	}
+}

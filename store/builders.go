@@ -249,8 +249,18 @@ func (b *recallBuilder) plan(s *Shard) ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	if rec == nil {
+	// The FSM checks all this again when it applies the op; checked here
+	// too, a refused recall allocates no seqs (which would leave gaps).
+	switch {
+	case rec == nil:
 		return nil, status.Errorf(codes.NotFound, "message %s does not exist", b.req.MessageId)
+	case rec.Sender != b.req.Sender:
+		return nil, status.Errorf(codes.PermissionDenied, "user %d did not send message %s; only its sender can recall it", b.req.Sender, b.req.MessageId)
+	case rec.Recalled:
+		return nil, &answered{okResult()}
+	}
+	if age := time.Duration(time.Now().UnixMilli()-rec.SentAtMs) * time.Millisecond; age > b.window {
+		return nil, status.Errorf(codes.FailedPrecondition, "message %s was sent %v ago; the recall window is %v", b.req.MessageId, age, b.window)
 	}
 	b.users = b.users[:0]
 	for _, c := range rec.Copies {
@@ -279,7 +289,22 @@ func (b *recallBuilder) build(seqs []uint64) *clusterv1.StoreOp {
 // deleteBuilder appends a delete event.
 type deleteBuilder struct{ req *seqdv1.DeleteRequest }
 
-func (b *deleteBuilder) plan(*Shard) ([]uint64, error) { return []uint64{b.req.User}, nil }
+func (b *deleteBuilder) plan(s *Shard) ([]uint64, error) {
+	// As for a recall, the FSM checks again; checked here, a refused or
+	// repeated delete allocates no seq.
+	seq, e, err := s.fsm.Copy(b.req.User, b.req.MessageId)
+	switch {
+	case err != nil:
+		return nil, err
+	case seq == 0:
+		return nil, status.Errorf(codes.NotFound, "user %d has no copy of message %s", b.req.User, b.req.MessageId)
+	case e == nil:
+		return nil, status.Errorf(codes.NotFound, "user %d's copy of message %s was removed by retention", b.req.User, b.req.MessageId)
+	case e.Deleted:
+		return nil, &answered{okResult()}
+	}
+	return []uint64{b.req.User}, nil
+}
 
 func (b *deleteBuilder) build(seqs []uint64) *clusterv1.StoreOp {
 	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Delete{Delete: &clusterv1.DeleteOp{Request: b.req, Seq: seqs[0]}}}

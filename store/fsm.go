@@ -18,6 +18,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
 
@@ -29,7 +30,10 @@ import (
 type OpResult struct {
 	Status clusterv1.OpStatus
 	// Why, for REJECTED (and OUT_OF_ORDER, for logs).
-	Msg       string
+	Msg string
+	// Code is the status a REJECTED op's caller gets (OK means
+	// FAILED_PRECONDITION). It is not replicated: only the leader answers.
+	Code      codes.Code
 	Send      *seqdv1.SendResponse
 	MarkRead  *seqdv1.MarkReadResponse
 	Group     *seqdv1.GroupInfo

@@ -292,6 +292,83 @@ func TestBadInputThroughGateway(t *testing.T) {
 	}
 }
 
+// Recalls, deletes and group changes the leader can tell are refused get
+// the status code that says why, and a refused or repeated recall or
+// delete allocates no seqs: the inboxes stay gap-free.
+func TestRefusedRecallAndDeleteUseNoSeqs(t *testing.T) {
+	_, m := startCluster(t, localcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	send := func(cmid string) *seqdv1.SendResponse {
+		t.Helper()
+		r, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Recipients: []uint64{2}, Conversation: direct(12), ClientMsgId: cmid, Body: []byte("x")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	id := send("a").MessageId
+	refusals := []struct {
+		name string
+		call func() error
+		want codes.Code
+	}{
+		{"delete without a copy", func() error {
+			_, err := m.Delete(ctx, &seqdv1.DeleteRequest{User: 3, MessageId: id})
+			return err
+		}, codes.NotFound},
+		{"delete of an unknown message", func() error {
+			_, err := m.Delete(ctx, &seqdv1.DeleteRequest{User: 2, MessageId: "1.999"})
+			return err
+		}, codes.NotFound},
+		{"recall by a recipient", func() error {
+			_, err := m.Recall(ctx, &seqdv1.RecallRequest{Sender: 2, MessageId: id})
+			return err
+		}, codes.PermissionDenied},
+		{"add to an unknown group", func() error {
+			_, err := m.AddMembers(ctx, &seqdv1.AddMembersRequest{GroupId: 99, Members: []uint64{3}})
+			return err
+		}, codes.NotFound},
+		{"remove from an unknown group", func() error {
+			_, err := m.RemoveMembers(ctx, &seqdv1.RemoveMembersRequest{GroupId: 99, Members: []uint64{3}})
+			return err
+		}, codes.NotFound},
+	}
+	for _, r := range refusals {
+		if err := r.call(); status.Code(err) != r.want {
+			t.Errorf("%s: %v, want %v", r.name, err, r.want)
+		}
+	}
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 50, Owner: 1, Members: []uint64{2}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 50, Owner: 1, Members: []uint64{3}}); status.Code(err) != codes.AlreadyExists {
+		t.Errorf("create over another group: %v, want AlreadyExists", err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := m.Delete(ctx, &seqdv1.DeleteRequest{User: 2, MessageId: id}); err != nil {
+			t.Fatalf("delete %d: %v", i+1, err)
+		}
+		if _, err := m.Recall(ctx, &seqdv1.RecallRequest{Sender: 1, MessageId: id}); err != nil {
+			t.Fatalf("recall %d: %v", i+1, err)
+		}
+	}
+	send("b")
+	// User 2: the message, its delete, the recall, the next message; user
+	// 1: the message, the recall, the next message. One seq each.
+	for u, want := range map[uint64]int{1: 3, 2: 4} {
+		evs := syncAll(t, m, u)
+		if len(evs) != want {
+			t.Fatalf("user %d has %d events, want %d: %v", u, len(evs), want, evs)
+		}
+		for i := 1; i < len(evs); i++ {
+			if evs[i].Seq != evs[i-1].Seq+1 {
+				t.Fatalf("user %d's inbox has a gap after seq %d (next %d): a refused or repeated op allocated seqs", u, evs[i-1].Seq, evs[i].Seq)
+			}
+		}
+	}
+}
+
 func TestRateLimit(t *testing.T) {
 	_, m := startCluster(t, localcluster.Options{RateLimit: 20})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -366,6 +366,50 @@ func (f *FSM) Message(id string) (*clusterv1.MessageRecord, error) {
 	return &rec, nil
 }
 
+// Copy returns user's copy of message id on this shard: its seq (0 if the
+// user has none) and its event (nil if retention removed it), as
+// tx.copySeq finds them.
+func (f *FSM) Copy(user uint64, id string) (uint64, *seqdv1.Event, error) {
+	var seq uint64
+	var e *seqdv1.Event
+	err := f.view(func(txn *badger.Txn) error {
+		var rec clusterv1.MessageRecord
+		ok, err := getProto(txn, messageKey(id), &rec)
+		if err != nil {
+			return err
+		}
+		for _, c := range rec.Copies {
+			if ok && c.User == user {
+				seq = c.Seq
+			}
+		}
+		if seq == 0 {
+			it, err := txn.Get(copyKey(user, seqdv1.EventKind_EVENT_KIND_MESSAGE, id))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if err := it.Value(func(v []byte) error {
+				if len(v) == 8 {
+					seq = beU64(v)
+				}
+				return nil
+			}); err != nil || seq == 0 {
+				return err
+			}
+		}
+		var ev seqdv1.Event
+		if ok, err := getProto(txn, inboxKey(user, seq), &ev); err != nil || !ok {
+			return err
+		}
+		e = &ev
+		return nil
+	})
+	return seq, e, err
+}
+
 // OutboxItem is one queued delivery with its key.
 type OutboxItem struct {
 	Key  []byte

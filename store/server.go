@@ -121,7 +121,11 @@ func (s *Shard) opErr(op string, r *OpResult) error {
 		}
 		return status.Error(codes.Internal, r.err.Error())
 	}
-	return status.Errorf(codes.FailedPrecondition, "%s: %s", op, r.Msg)
+	code := r.Code
+	if code == codes.OK {
+		code = codes.FailedPrecondition
+	}
+	return status.Errorf(code, "%s: %s", op, r.Msg)
 }
 
 func (s *Shard) header() *seqdv1.ResponseHeader {

@@ -68,17 +68,29 @@ type MessagesClient interface {
 	Unread(ctx context.Context, in *UnreadRequest, opts ...grpc.CallOption) (*UnreadResponse, error)
 	// History pages backwards through one conversation of one user.
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
-	// Recall withdraws a message from every copy, within the recall window.
+	// Recall withdraws a message from every copy, within the recall window:
+	// NOT_FOUND for an unknown message, PERMISSION_DENIED for a user other
+	// than its sender, FAILED_PRECONDITION once the window has passed. A
+	// repeated recall succeeds and appends nothing.
 	Recall(ctx context.Context, in *RecallRequest, opts ...grpc.CallOption) (*RecallResponse, error)
-	// Delete hides a message in one user's inbox.
+	// Delete hides a message in one user's inbox: NOT_FOUND if the user has
+	// no copy of it (or retention removed it). A repeated delete succeeds and
+	// appends nothing (seq 0).
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
+	// CreateGroup creates a group; a retry with the same owner, members and
+	// fanout answers the group, another create of the same id gets
+	// ALREADY_EXISTS.
 	CreateGroup(ctx context.Context, in *CreateGroupRequest, opts ...grpc.CallOption) (*CreateGroupResponse, error)
+	// AddMembers and RemoveMembers change a group's members (NOT_FOUND for an
+	// unknown group); adding a member or removing a non-member twice is a
+	// no-op.
 	AddMembers(ctx context.Context, in *AddMembersRequest, opts ...grpc.CallOption) (*AddMembersResponse, error)
 	RemoveMembers(ctx context.Context, in *RemoveMembersRequest, opts ...grpc.CallOption) (*RemoveMembersResponse, error)
 	GetGroup(ctx context.Context, in *GetGroupRequest, opts ...grpc.CallOption) (*GetGroupResponse, error)
 	// SyncGroup reads a read-fanout group's timeline from the member's group
-	// checkpoint. A write-fanout group has no timeline (FailedPrecondition):
-	// its messages are in each member's inbox.
+	// checkpoint; a checkpoint beyond the timeline's newest entry is
+	// INVALID_ARGUMENT. A write-fanout group has no timeline
+	// (FAILED_PRECONDITION): its messages are in each member's inbox.
 	SyncGroup(ctx context.Context, in *SyncGroupRequest, opts ...grpc.CallOption) (*SyncGroupResponse, error)
 }
 
@@ -263,17 +275,29 @@ type MessagesServer interface {
 	Unread(context.Context, *UnreadRequest) (*UnreadResponse, error)
 	// History pages backwards through one conversation of one user.
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
-	// Recall withdraws a message from every copy, within the recall window.
+	// Recall withdraws a message from every copy, within the recall window:
+	// NOT_FOUND for an unknown message, PERMISSION_DENIED for a user other
+	// than its sender, FAILED_PRECONDITION once the window has passed. A
+	// repeated recall succeeds and appends nothing.
 	Recall(context.Context, *RecallRequest) (*RecallResponse, error)
-	// Delete hides a message in one user's inbox.
+	// Delete hides a message in one user's inbox: NOT_FOUND if the user has
+	// no copy of it (or retention removed it). A repeated delete succeeds and
+	// appends nothing (seq 0).
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
+	// CreateGroup creates a group; a retry with the same owner, members and
+	// fanout answers the group, another create of the same id gets
+	// ALREADY_EXISTS.
 	CreateGroup(context.Context, *CreateGroupRequest) (*CreateGroupResponse, error)
+	// AddMembers and RemoveMembers change a group's members (NOT_FOUND for an
+	// unknown group); adding a member or removing a non-member twice is a
+	// no-op.
 	AddMembers(context.Context, *AddMembersRequest) (*AddMembersResponse, error)
 	RemoveMembers(context.Context, *RemoveMembersRequest) (*RemoveMembersResponse, error)
 	GetGroup(context.Context, *GetGroupRequest) (*GetGroupResponse, error)
 	// SyncGroup reads a read-fanout group's timeline from the member's group
-	// checkpoint. A write-fanout group has no timeline (FailedPrecondition):
-	// its messages are in each member's inbox.
+	// checkpoint; a checkpoint beyond the timeline's newest entry is
+	// INVALID_ARGUMENT. A write-fanout group has no timeline
+	// (FAILED_PRECONDITION): its messages are in each member's inbox.
 	SyncGroup(context.Context, *SyncGroupRequest) (*SyncGroupResponse, error)
 	mustEmbedUnimplementedMessagesServer()
 }
