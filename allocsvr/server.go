@@ -32,7 +32,7 @@ type server struct {
 }
 
 // RegisterServices adds the AllocSvr's gRPC services to g.
-func (s *Server) RegisterServices(g *grpc.Server) {
+func (s *Server) RegisterServices(g grpc.ServiceRegistrar) {
 	srv := &server{s: s}
 	seqdv1.RegisterSequencerServer(g, srv)
 	seqdv1.RegisterRoutingServer(g, srv)

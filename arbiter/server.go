@@ -34,7 +34,7 @@ type server struct {
 }
 
 // RegisterServices adds the arbiter's gRPC services to s.
-func (a *Arbiter) RegisterServices(s *grpc.Server) {
+func (a *Arbiter) RegisterServices(s grpc.ServiceRegistrar) {
 	srv := &server{a: a}
 	clusterv1.RegisterArbiterServer(s, srv)
 	seqdv1.RegisterAdminServer(s, srv)

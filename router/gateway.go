@@ -48,7 +48,7 @@ func (g *Gateway) c() (*Client, error) {
 func (g *Gateway) Close() error { return g.pool.Close() }
 
 // RegisterServices adds Sequencer, Messages, Routing and Admin to s.
-func (g *Gateway) RegisterServices(s *grpc.Server) {
+func (g *Gateway) RegisterServices(s grpc.ServiceRegistrar) {
 	seqdv1.RegisterSequencerServer(s, &gatewaySequencer{g: g})
 	seqdv1.RegisterMessagesServer(s, &gatewayMessages{g: g})
 	seqdv1.RegisterRoutingServer(s, &gatewayRouting{g: g})

@@ -28,7 +28,7 @@ type server struct {
 }
 
 // RegisterServices adds Messages and StoreNode to g.
-func (s *Shard) RegisterServices(g *grpc.Server) {
+func (s *Shard) RegisterServices(g grpc.ServiceRegistrar) {
 	srv := &server{s: s}
 	seqdv1.RegisterMessagesServer(g, srv)
 	clusterv1.RegisterStoreNodeServer(g, srv)

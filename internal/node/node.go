@@ -33,6 +33,7 @@ import (
 	"github.com/seqd/seqd/internal/mclock"
 	"github.com/seqd/seqd/internal/nodeid"
 	"github.com/seqd/seqd/internal/raftnode"
+	"github.com/seqd/seqd/internal/rpcerr"
 	"github.com/seqd/seqd/internal/rpcmetrics"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
@@ -294,6 +295,7 @@ func New(cfg Config) (_ *Node, err error) {
 	opts := append(rpcm.ServerOptions(),
 		grpc.ChainUnaryInterceptor(n.refuseUnary), grpc.ChainStreamInterceptor(n.refuseStream),
 		grpc.MaxRecvMsgSize(16<<20),
+		rpcerr.ServerCodec(), // with rpcerr.Registrar below
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	n.grpc = grpc.NewServer(opts...)
@@ -301,13 +303,14 @@ func New(cfg Config) (_ *Node, err error) {
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(n.grpc, n.health)
 	reflection.Register(n.grpc)
+	reg := rpcerr.Registrar(n.grpc) // seqd's own services: a request that does not decode is INVALID_ARGUMENT
 
 	if cfg.Has(RoleArbiter) {
 		if n.arbiter, err = arbiter.New(acfg, raftLn); err != nil {
 			n.dir.Close()
 			return nil, err
 		}
-		n.arbiter.RegisterServices(n.grpc)
+		n.arbiter.RegisterServices(reg)
 	}
 	if cfg.Has(RoleAllocSvr) {
 		n.alloc, err = allocsvr.New(allocsvr.Config{
@@ -320,7 +323,7 @@ func New(cfg Config) (_ *Node, err error) {
 			n.closeRoles()
 			return nil, err
 		}
-		n.alloc.RegisterServices(n.grpc)
+		n.alloc.RegisterServices(reg)
 	}
 	if cfg.Has(RoleStore) {
 		n.store, err = store.New(scfg)
@@ -328,11 +331,11 @@ func New(cfg Config) (_ *Node, err error) {
 			n.closeRoles()
 			return nil, err
 		}
-		n.store.RegisterServices(n.grpc)
+		n.store.RegisterServices(reg)
 	}
 	if cfg.Has(RoleGateway) {
 		n.gateway = router.NewGateway(n.arbiterAddrs())
-		n.gateway.RegisterServices(n.grpc)
+		n.gateway.RegisterServices(reg)
 	}
 	return n, nil
 }
