@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -323,6 +325,18 @@ func (x *tx) send(index uint64, n uint32, now int64, op *clusterv1.SendOp) *OpRe
 	dk := dedupKey(req.Sender, req.ClientMsgId)
 	var d clusterv1.DedupRecord
 	if x.get(dk, &d) && d.ExpiresMs > now && !bugs.Enabled(bugs.SkipClientMsgIDDedup) {
+		var rec clusterv1.MessageRecord
+		var ev seqdv1.Event
+		rp, ep := &rec, &ev
+		if !x.get(messageKey(d.Response.GetMessageId()), rp) {
+			rp = nil
+		}
+		if d.Response.GetSenderSeq() == 0 || !x.get(inboxKey(req.Sender, d.Response.GetSenderSeq()), ep) {
+			ep = nil
+		}
+		if f := sendDiffers(req, rp, ep); f != "" {
+			return rejectedAs(codes.InvalidArgument, "%s", reusedID(req, d.Response.GetMessageId(), f))
+		}
 		resp := proto.Clone(d.Response).(*seqdv1.SendResponse)
 		resp.Duplicate = true
 		return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_DUPLICATE, Send: resp}
@@ -379,6 +393,52 @@ func (x *tx) send(index uint64, n uint32, now int64, op *clusterv1.SendOp) *OpRe
 	})
 	x.put(dk, &clusterv1.DedupRecord{Response: resp, ExpiresMs: now + int64(op.DedupTtlMs)})
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Send: resp}
+}
+
+// sendDiffers names the first field in which req differs from the send
+// that first used its client_msg_id, as its message record (rec) and the
+// sender's copy (ev) show it; "" if none does. Either may be nil (the
+// sender is on another shard, or retention removed the copy), and a
+// recalled or deleted copy has no body left: what cannot be compared
+// counts as the same.
+func sendDiffers(req *seqdv1.SendRequest, rec *clusterv1.MessageRecord, ev *seqdv1.Event) string {
+	if rec != nil {
+		if !proto.Equal(rec.Conversation, req.Conversation) {
+			return "conversation"
+		}
+		if req.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT {
+			was := map[uint64]bool{}
+			for _, c := range rec.Copies {
+				was[c.User] = true
+			}
+			for _, u := range rec.Remote {
+				was[u] = true
+			}
+			delete(was, req.Sender)
+			now := map[uint64]bool{}
+			for _, u := range req.Recipients {
+				now[u] = true
+			}
+			if !maps.Equal(was, now) {
+				return "recipients"
+			}
+		}
+	}
+	if ev != nil && !ev.Recalled && !ev.Deleted {
+		if !bytes.Equal(ev.Body, req.Body) {
+			return "body"
+		}
+		if !maps.Equal(ev.Metadata, req.Metadata) {
+			return "metadata"
+		}
+	}
+	return ""
+}
+
+// reusedID says that req reuses its client_msg_id for another message.
+func reusedID(req *seqdv1.SendRequest, id, field string) string {
+	return fmt.Sprintf("client_msg_id %q was already used by sender %d for message %s, which had another %s: a retry must repeat the request, and a new message needs a new client_msg_id",
+		req.ClientMsgId, req.Sender, id, field)
 }
 
 // eventKind is the inbox event kind of a fanout item (a join, which

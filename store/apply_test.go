@@ -183,8 +183,8 @@ func TestApplySendDuplicate(t *testing.T) {
 		first := h.must(opSend(7, "c1", "hello", apps(1, 10, 2, 20)...)).Send
 		before := dumpState(t, h.f)
 		h.now += 1000
-		// The retry went through a new leader: new seqs, even a new body.
-		r := h.one(opSend(7, "c1", "changed", apps(1, 11, 2, 21, 3, 31)...))
+		// The retry went through a new leader: new seqs.
+		r := h.one(opSend(7, "c1", "hello", apps(1, 11, 2, 21)...))
 		if r.Status != stDuplicate {
 			t.Fatalf("retry: %s", statusOf(r))
 		}
@@ -197,6 +197,38 @@ func TestApplySendDuplicate(t *testing.T) {
 		got, err := h.f.Dedup(1, "c1", h.now)
 		if err != nil || protoDiff(want, got) != "" {
 			t.Fatalf("Dedup read: %v %v", got, err)
+		}
+	})
+	t.Run("the same id for another message is refused", func(t *testing.T) {
+		h := newHarness(t)
+		first := opSend(7, "c1", "hello", apps(1, 10, 2, 20)...)
+		first.GetSend().Request.Metadata = map[string]string{"k": "v"}
+		h.must(first)
+		h.now += 1000
+		other := func(change func(r *seqdv1.SendRequest)) *clusterv1.StoreOp {
+			op := proto.Clone(first).(*clusterv1.StoreOp)
+			op.GetSend().Appends = apps(1, 11, 2, 21)
+			change(op.GetSend().Request)
+			return op
+		}
+		checkRefusals(t, h, []refusal{
+			{"another body", other(func(r *seqdv1.SendRequest) { r.Body = []byte("changed") }), stRejected, "another body"},
+			{"other recipients", other(func(r *seqdv1.SendRequest) { r.Recipients = []uint64{3} }), stRejected, "another recipients"},
+			{"more recipients", other(func(r *seqdv1.SendRequest) { r.Recipients = []uint64{2, 3} }), stRejected, "another recipients"},
+			{"another conversation", other(func(r *seqdv1.SendRequest) { r.Conversation = dconv(8) }), stRejected, "another conversation"},
+			{"other metadata", other(func(r *seqdv1.SendRequest) { r.Metadata = nil }), stRejected, "another metadata"},
+		})
+		if r := h.one(other(func(*seqdv1.SendRequest) {})); r.Status != stDuplicate {
+			t.Fatalf("the same request again: %s, want DUPLICATE", statusOf(r))
+		}
+		if r := h.one(other(func(r *seqdv1.SendRequest) { r.Body = []byte("changed") })); r.Code != codes.InvalidArgument {
+			t.Fatalf("another body: code %v, want INVALID_ARGUMENT", r.Code)
+		}
+		// Once the first message's body is gone (recalled), only what is
+		// left is compared.
+		h.must(opRecall(1, "1.10", 60_000, 0, apps(1, 12, 2, 22)...))
+		if r := h.one(other(func(r *seqdv1.SendRequest) { r.Body = []byte("changed") })); r.Status != stDuplicate {
+			t.Fatalf("another body after a recall: %s, want DUPLICATE", statusOf(r))
 		}
 	})
 	t.Run("retry in the same entry", func(t *testing.T) {
@@ -235,7 +267,7 @@ func TestApplySendDuplicate(t *testing.T) {
 		wantSeqs(t, h.f, 2, 20, 22)
 		// The new record answers later retries.
 		h.now++
-		r = h.one(opSend(7, "c1", "x", apps(1, 13, 2, 23)...))
+		r = h.one(opSend(7, "c1", "hello again", apps(1, 13, 2, 23)...))
 		if r.Status != stDuplicate || r.Send.MessageId != "1.12" {
 			t.Fatalf("retry of the second send: %s %v", statusOf(r), r.Send)
 		}
@@ -244,17 +276,14 @@ func TestApplySendDuplicate(t *testing.T) {
 
 func TestApplySendRemote(t *testing.T) {
 	h := newHarness(t)
-	op := opSend(7, "c1", "hello", apps(1, 10, 2, 20)...)
-	op.GetSend().Request.Recipients = []uint64{2, 200, 201}
-	op.GetSend().Remote = []uint64{200, 201}
-	r := h.must(op)
+	r := h.must(remoteTo(opSend(7, "c1", "hello", apps(1, 10, 2, 20)...), 200, 201))
 	want := &seqdv1.SendResponse{MessageId: "1.10", SenderSeq: 10,
 		Deliveries: []*seqdv1.Delivery{{User: 2, Seq: 20}, {User: 200}, {User: 201}}}
 	if d := protoDiff(want, r.Send); d != "" {
 		t.Fatalf("response:\n%s", d)
 	}
 	// The sender lives on another shard: its copy is queued too.
-	op = opSend(8, "c9", "from afar", apps(2, 21)...)
+	op := opSend(8, "c9", "from afar", apps(2, 21)...)
 	op.GetSend().Request.Sender = 300
 	op.GetSend().MessageId = "300.5"
 	op.GetSend().RemoteSender = true
@@ -536,8 +565,7 @@ func TestApplyRecall(t *testing.T) {
 	const window = 120_000
 	setup := func(t *testing.T) *fsmHarness {
 		h := newHarness(t)
-		op := opSend(7, "c1", "secret", apps(1, 1, 2, 1, 3, 1)...)
-		op.GetSend().Remote = []uint64{200}
+		op := remoteTo(opSend(7, "c1", "secret", apps(1, 1, 2, 1, 3, 1)...), 200)
 		op.GetSend().Request.Metadata = map[string]string{"k": "v"}
 		h.must(op)
 		h.must(opSend(7, "c2", "kept", apps(1, 2, 2, 2)...))
@@ -1029,9 +1057,7 @@ func TestSyncGroupOfWriteFanoutGroup(t *testing.T) {
 
 func TestApplyOutboxAckDeletesOnlyOutboxKeys(t *testing.T) {
 	h := newHarness(t)
-	op := opSend(7, "abcd", "hello", apps(1, 1, 2, 1)...) // dedup key: 'D' + 8 + 4 = 13 bytes
-	op.GetSend().Remote = []uint64{200, 201}
-	h.must(op)
+	h.must(remoteTo(opSend(7, "abcd", "hello", apps(1, 1, 2, 1)...), 200, 201)) // dedup key: 'D' + 8 + 4 = 13 bytes
 	items, _ := h.f.Outbox(10)
 	if len(items) != 2 {
 		t.Fatalf("outbox %v", items)
@@ -1052,7 +1078,7 @@ func TestApplyOutboxAckDeletesOnlyOutboxKeys(t *testing.T) {
 	if len(left) != 1 || left[0].Item.User != 201 {
 		t.Fatalf("outbox after ack %v", left)
 	}
-	if r := h.one(opSend(7, "abcd", "hello", apps(1, 2, 2, 2)...)); r.Status != stDuplicate {
+	if r := h.one(remoteTo(opSend(7, "abcd", "hello", apps(1, 2, 2, 2)...), 200, 201)); r.Status != stDuplicate {
 		t.Fatalf("dedup record lost: %s", statusOf(r))
 	}
 	// Acking a key twice, or one never queued, is fine.

@@ -37,6 +37,11 @@ func (b *sendBuilder) estBytes(appends int) int {
 func (b *sendBuilder) plan(s *Shard) ([]uint64, error) {
 	r := b.req
 	if resp, err := s.fsm.Dedup(r.Sender, r.ClientMsgId, s.now().UnixMilli()); err == nil && resp != nil && !bugs.Enabled(bugs.SkipClientMsgIDDedup) {
+		if f, err := s.fsm.Reused(r, resp); err != nil {
+			return nil, err
+		} else if f != "" {
+			return nil, status.Error(codes.InvalidArgument, reusedID(r, resp.MessageId, f))
+		}
 		s.m.duplicates.Inc()
 		return nil, &answered{&OpResult{Status: clusterv1.OpStatus_OP_STATUS_DUPLICATE, Send: resp}}
 	}

@@ -247,6 +247,15 @@ func opSend(conv uint64, cmid, body string, appends ...*clusterv1.Append) *clust
 	}}}
 }
 
+// remoteTo makes a send's op also go to users on another shard: listed in
+// the request's recipients, and queued for them, as the leader builds it.
+func remoteTo(op *clusterv1.StoreOp, users ...uint64) *clusterv1.StoreOp {
+	s := op.GetSend()
+	s.Remote = append(s.Remote, users...)
+	s.Request.Recipients = append(s.Request.Recipients, users...)
+	return op
+}
+
 // opGroupSend is a GROUP send. For read fanout give gseq (and only the
 // sender's append); for write fanout gseq names the message only.
 func opGroupSend(group, gseq uint64, readFanout bool, sender uint64, cmid, body string, appends ...*clusterv1.Append) *clusterv1.StoreOp {

@@ -23,8 +23,7 @@ import (
 // seedOps is one op of every kind, valid against a fresh FSM when applied
 // in order.
 func seedOps() []*clusterv1.StoreOp {
-	send := opSend(7, "c1", "hello", apps(1, 1, 2, 1, 3, 1)...)
-	send.GetSend().Remote = []uint64{200}
+	send := remoteTo(opSend(7, "c1", "hello", apps(1, 1, 2, 1, 3, 1)...), 200)
 	return []*clusterv1.StoreOp{
 		opCreateGroup(50, 1, true, 10, 2, 3),
 		opCreateGroup(60, 1, false, 10, 2),

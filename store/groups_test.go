@@ -221,6 +221,15 @@ func TestBadInputThroughGateway(t *testing.T) {
 	if _, err := m.Send(ctx, ok); err != nil {
 		t.Fatal(err)
 	}
+	// The same client_msg_id again: a retry is answered with the first
+	// result; another message under it is refused. Neither writes.
+	if r, err := m.Send(ctx, ok); err != nil || !r.Duplicate {
+		t.Fatalf("retry: %v %v, want the first result", r, err)
+	}
+	_, err = m.Send(ctx, mod(func(r *seqdv1.SendRequest) { r.Body = []byte("another") }))
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `client_msg_id "ok" was already used`) {
+		t.Fatalf("another message under a used client_msg_id: %v, want INVALID_ARGUMENT naming client_msg_id", err)
+	}
 	_, err = m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 2, Conversation: direct(12), UpToSeq: 999})
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "beyond the newest event") {
 		t.Fatalf("mark read from the future: %v", err)

@@ -69,6 +69,8 @@ type propGroup struct {
 type propDedup struct {
 	sender  uint64
 	cmid    string
+	req     *seqdv1.SendRequest // the first send's
+	remote  []uint64            // its recipients on another shard
 	resp    *seqdv1.SendResponse
 	expires int64
 }
@@ -276,6 +278,23 @@ func (m *propModel) predictSend(op *clusterv1.SendOp) *propPlan {
 	p := &propPlan{what: "send " + id, op: opSendRaw(op)}
 	dk := fmt.Sprintf("%d/%s", req.Sender, req.ClientMsgId)
 	if d := m.dedup[dk]; d != nil && d.expires > m.h.now {
+		// Another message under the id is refused; what is compared is
+		// what the FSM still holds of the first (its record, and the
+		// sender's copy unless retention removed it).
+		var rec *clusterv1.MessageRecord
+		if msg := m.msgs[d.resp.MessageId]; msg != nil {
+			rec = &clusterv1.MessageRecord{Sender: msg.sender, Conversation: msg.conv, Copies: msg.copies, Remote: msg.remote}
+		}
+		var first *seqdv1.Event
+		if d.resp.SenderSeq != 0 {
+			first = m.find(req.Sender, d.resp.SenderSeq)
+		}
+		if sendDiffers(req, rec, first) != "" {
+			p.want = stRejected
+			p.what += " (another message under " + req.ClientMsgId + ")"
+			m.noteRefused(id)
+			return p
+		}
 		p.want = stDuplicate
 		want := proto.Clone(d.resp).(*seqdv1.SendResponse)
 		want.Duplicate = true
@@ -329,7 +348,7 @@ func (m *propModel) predictSend(op *clusterv1.SendOp) *propPlan {
 	}
 	m.msgs[id] = &propMsg{sender: req.Sender, conv: req.Conversation, copies: copies, remote: slices.Clone(op.Remote), sentAt: now, gseq: op.GroupSeq}
 	m.msgIDs = append(m.msgIDs, id)
-	m.dedup[dk] = &propDedup{sender: req.Sender, cmid: req.ClientMsgId, resp: resp, expires: now + propTTL}
+	m.dedup[dk] = &propDedup{sender: req.Sender, cmid: req.ClientMsgId, req: req, remote: slices.Clone(op.Remote), resp: resp, expires: now + propTTL}
 	m.acked[id] = true
 	delete(m.refused, id)
 	p.check = func(t *rapid.T, r *OpResult) {
@@ -345,6 +364,7 @@ type directParams struct {
 	rcpts, remote  []uint64
 	conv           uint64
 	cmid           string
+	body           []byte // nil: one naming the message
 	mayChangeLeads bool
 }
 
@@ -375,7 +395,10 @@ func (m *propModel) planDirect(t *rapid.T, p directParams) *propPlan {
 	}
 	id := DirectMessageID(p.sender, appends[0].Seq)
 	req := &seqdv1.SendRequest{Sender: p.sender, Conversation: dconv(p.conv), Recipients: append(slices.Clone(p.rcpts), p.remote...),
-		ClientMsgId: p.cmid, Body: []byte("body of " + id)}
+		ClientMsgId: p.cmid, Body: p.body}
+	if req.Body == nil {
+		req.Body = []byte("body of " + id)
+	}
 	return m.predictSend(&clusterv1.SendOp{Request: req, MessageId: id, Appends: appends, Remote: p.remote, DedupTtlMs: propTTL})
 }
 
@@ -440,7 +463,9 @@ func (m *propModel) sendGroup(t *rapid.T) {
 }
 
 // retry resends an earlier (sender, client_msg_id), as a client that timed
-// out would: a duplicate while the record lives, a new message after.
+// out would: a duplicate while the record lives, a new message after. Or
+// it sends another message under it, as a client that reuses ids would:
+// refused while the record lives.
 func (m *propModel) retry(t *rapid.T) {
 	if len(m.dedup) == 0 {
 		t.Skip("nothing sent yet")
@@ -456,6 +481,11 @@ func (m *propModel) retry(t *rapid.T) {
 		if u != d.sender {
 			others = append(others, u)
 		}
+	}
+	if d.req.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT && rapid.Bool().Draw(t, "replay") {
+		rcpts := slices.DeleteFunc(slices.Clone(d.req.Recipients), func(u uint64) bool { return slices.Contains(d.remote, u) })
+		m.run(t, m.planDirect(t, directParams{sender: d.sender, rcpts: rcpts, remote: d.remote, conv: d.req.Conversation.Id, cmid: d.cmid, body: d.req.Body}))
+		return
 	}
 	m.run(t, m.planDirect(t, directParams{sender: d.sender, rcpts: others[:1], conv: 1, cmid: d.cmid}))
 }

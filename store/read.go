@@ -351,6 +351,33 @@ func (f *FSM) Dedup(sender uint64, clientMsgID string, now int64) (*seqdv1.SendR
 	return resp, nil
 }
 
+// Reused names the field in which req differs from the send that first
+// used its client_msg_id, whose answer was first ("" if it is a retry).
+func (f *FSM) Reused(req *seqdv1.SendRequest, first *seqdv1.SendResponse) (string, error) {
+	var field string
+	err := f.view(func(txn *badger.Txn) error {
+		var rec clusterv1.MessageRecord
+		var ev seqdv1.Event
+		rp, ep := &rec, &ev
+		ok, err := getProto(txn, messageKey(first.MessageId), rp)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			rp = nil
+		}
+		if ok, err = getProto(txn, inboxKey(req.Sender, first.SenderSeq), ep); err != nil {
+			return err
+		}
+		if !ok || first.SenderSeq == 0 {
+			ep = nil
+		}
+		field = sendDiffers(req, rp, ep)
+		return nil
+	})
+	return field, err
+}
+
 // Message returns a message record, or nil.
 func (f *FSM) Message(id string) (*clusterv1.MessageRecord, error) {
 	var rec clusterv1.MessageRecord

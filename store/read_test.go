@@ -211,9 +211,7 @@ func TestReadDedupAndMessage(t *testing.T) {
 func TestReadOutboxOrder(t *testing.T) {
 	h := newHarness(t)
 	for i := uint64(1); i <= 3; i++ {
-		op := opSend(7, fmt.Sprint("c", i), "x", apps(1, i)...)
-		op.GetSend().Remote = []uint64{300 + i, 200 + i}
-		h.must(op)
+		h.must(remoteTo(opSend(7, fmt.Sprint("c", i), "x", apps(1, i)...), 300+i, 200+i))
 	}
 	items, err := h.f.Outbox(100)
 	if err != nil {

@@ -95,10 +95,7 @@ func richState(h *fsmHarness) {
 	h.now = 1_000_000
 	h.must(opCreateGroup(50, 1, true, 10, 2, 3))
 	h.must(opCreateGroup(60, 1, false, 10, 2))
-	send := opSend(7, "c1", "hello", apps(1, 1, 2, 1, 3, 1)...)
-	send.GetSend().Remote = []uint64{200}
-	send.GetSend().Request.Recipients = []uint64{2, 3, 200}
-	h.must(send)
+	h.must(remoteTo(opSend(7, "c1", "hello", apps(1, 1, 2, 1, 3, 1)...), 200))
 	h.must(opSend(7, "c2", "hi", apps(2, 2, 1, 2)...))
 	h.must(opMarkRead(2, dconv(7), 1, 3))
 	h.must(opGroupSend(50, 1, true, 1, "g1", "to all", apps(1, 3)...))
@@ -207,7 +204,7 @@ func checkRichState(t *testing.T, f *FSM) {
 func continueRichState(t *testing.T, h *fsmHarness) {
 	t.Helper()
 	h.t = t
-	if r := h.one(opSend(7, "c1", "retry", apps(1, 7, 2, 7)...)); r.Status != stDuplicate || r.Send.MessageId != "1.1" {
+	if r := h.one(remoteTo(opSend(7, "c1", "hello", apps(1, 7, 2, 7, 3, 7)...), 200)); r.Status != stDuplicate || r.Send.MessageId != "1.1" {
 		t.Fatalf("retry after restore: %s %v", statusOf(r), r.Send)
 	}
 	if r := h.one(opSend(7, "c3", "x", apps(3, 3)...)); r.Status != stOutOfOrder {

@@ -362,7 +362,9 @@ type SendRequest struct {
 	// DIRECT: 1..max_recipients users, not the sender, no repeats. GROUP:
 	// empty (the group's members receive it).
 	Recipients []uint64 `protobuf:"varint,3,rep,packed,name=recipients,proto3" json:"recipients,omitempty"`
-	// The client's idempotency key, unique per sender (1..128 bytes).
+	// The client's idempotency key, unique per sender (1..128 bytes). A retry
+	// must repeat the request: another conversation, recipients, body or
+	// metadata under a key still remembered is INVALID_ARGUMENT.
 	ClientMsgId   string            `protobuf:"bytes,4,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
 	Body          []byte            `protobuf:"bytes,5,opt,name=body,proto3" json:"body,omitempty"`
 	Metadata      map[string]string `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
