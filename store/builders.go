@@ -156,6 +156,25 @@ func (b *deliverBuilder) build(seqs []uint64) *clusterv1.StoreOp {
 type membersBuilder struct{ op *clusterv1.MembersOp }
 
 func (b *membersBuilder) plan(s *Shard) ([]uint64, error) {
+	rec, err := s.groupMembers(b.op.GroupId)
+	if err != nil {
+		return nil, groupErr(err)
+	}
+	have := make(map[uint64]bool, len(rec.Info.Members))
+	for _, m := range rec.Info.Members {
+		have[m.User] = true
+	}
+	n := len(have)
+	for _, u := range b.op.Members {
+		if !have[u] {
+			have[u] = true
+			n++
+		}
+	}
+	if n > s.cfg.MaxGroupSize {
+		return nil, status.Errorf(codes.FailedPrecondition, "group %d has %d members and would have %d; a group holds at most %d (--max-group-size)",
+			b.op.GroupId, len(rec.Info.Members), n, s.cfg.MaxGroupSize)
+	}
 	b.op.Remote = b.op.Remote[:0]
 	for _, u := range b.op.Members {
 		if !s.isLocal(u) {

@@ -378,6 +378,36 @@ func TestRefusedRecallAndDeleteUseNoSeqs(t *testing.T) {
 	}
 }
 
+// A group holds at most --max-group-size members: a create or an add that
+// would make it bigger is refused and changes nothing; adding members it
+// has already is fine at the limit.
+func TestMaxGroupSize(t *testing.T) {
+	_, m := startCluster(t, localcluster.Options{MaxGroupSize: 5})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 80, Owner: 1, Members: []uint64{2, 3, 4, 5, 6}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "would have 6 members") {
+		t.Fatalf("create over the limit: %v, want INVALID_ARGUMENT", err)
+	}
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 80, Owner: 1, Members: []uint64{2, 3, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.AddMembers(ctx, &seqdv1.AddMembersRequest{GroupId: 80, Members: []uint64{4, 5, 6}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "has 3 members and would have 6") {
+		t.Fatalf("add over the limit: %v, want FAILED_PRECONDITION", err)
+	}
+	g, err := m.AddMembers(ctx, &seqdv1.AddMembersRequest{GroupId: 80, Members: []uint64{2, 4, 5}})
+	if err != nil || len(g.Group.Members) != 5 {
+		t.Fatalf("add up to the limit: %v %v", g, err)
+	}
+	if _, err := m.AddMembers(ctx, &seqdv1.AddMembersRequest{GroupId: 80, Members: []uint64{3}}); err != nil {
+		t.Fatalf("adding a member at the limit: %v", err)
+	}
+	if g, err := m.GetGroup(ctx, &seqdv1.GetGroupRequest{GroupId: 80}); err != nil || len(g.Group.Members) != 5 {
+		t.Fatalf("group after the refused add: %v %v", g, err)
+	}
+}
+
 func TestRateLimit(t *testing.T) {
 	_, m := startCluster(t, localcluster.Options{RateLimit: 20})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -35,6 +35,10 @@ const (
 	DefaultDedupTTL             = 24 * time.Hour
 	DefaultRecallWindow         = 2 * time.Minute
 	DefaultHintWindow           = 500 * time.Millisecond
+	// DefaultMaxGroupSize keeps a group's record, and every answer
+	// carrying its member list (up to about 25 bytes a member), inside
+	// gRPC's default 4 MiB message limit.
+	DefaultMaxGroupSize = 100_000
 )
 
 // Config configures one replica of one shard.
@@ -57,8 +61,12 @@ type Config struct {
 	Limits Limits
 	// WriteFanoutThreshold: groups with more members use read fanout.
 	WriteFanoutThreshold int
-	DedupTTL             time.Duration
-	RecallWindow         time.Duration
+	// MaxGroupSize bounds one group's members. The leader checks it before
+	// proposing, against the state it has applied: concurrent adds may each
+	// pass, and together overshoot it.
+	MaxGroupSize int
+	DedupTTL     time.Duration
+	RecallWindow time.Duration
 	// Retention removes inbox events older than this; 0 keeps them forever.
 	Retention time.Duration
 	// HintWindow: a read-fanout group's members get at most one hint per
@@ -83,6 +91,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteFanoutThreshold == 0 {
 		c.WriteFanoutThreshold = DefaultWriteFanoutThreshold
+	}
+	if c.MaxGroupSize == 0 {
+		c.MaxGroupSize = DefaultMaxGroupSize
 	}
 	if c.DedupTTL == 0 {
 		c.DedupTTL = DefaultDedupTTL
@@ -139,6 +150,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WriteFanoutThreshold < 0 {
 		errs = append(errs, fmt.Errorf("store: write fanout threshold %d is negative (--write-fanout-threshold)", c.WriteFanoutThreshold))
+	}
+	if c.MaxGroupSize < 0 {
+		errs = append(errs, fmt.Errorf("store: max group size %d is negative (--max-group-size)", c.MaxGroupSize))
 	}
 	if len(c.Peers) > 0 {
 		seen := map[string]bool{}

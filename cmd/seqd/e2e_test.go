@@ -419,6 +419,7 @@ func TestStartRejectsBadInput(t *testing.T) {
 		{"store replicas without this one", store("--store-peer", "s1r2=127.0.0.1:5"), `do not include this one ("s1r1")`},
 		{"negative retention", store("--retention", "-1h"), "retention -1h0m0s is negative"},
 		{"rate limit NaN", store("--rate-limit", "NaN"), "rate limit NaN"},
+		{"negative group size", store("--max-group-size", "-1"), "max group size -1 is negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

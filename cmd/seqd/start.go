@@ -30,6 +30,7 @@ func runStart(ctx context.Context, args []string) error {
 		shard      = fs.String("shard", "", "message-store shard this store node serves, e.g. s1")
 		splits     = fs.String("shard-splits", "", "comma-separated section boundaries between store shards, fixed at cluster creation (arbiter)")
 		fanout     = fs.Int("write-fanout-threshold", 0, "groups with more members use read fanout (store; default 500)")
+		groupSize  = fs.Int("max-group-size", 0, "members one group may have (store; default 100000)")
 		retention  = fs.Duration("retention", 0, "remove inbox events older than this (store; default: keep forever)")
 		rateLimit  = fs.Float64("rate-limit", 0, "requests per second per client (store; default: no limit)")
 		data       = fs.String("data", "", "data directory (arbiter, store)")
@@ -122,6 +123,9 @@ func runStart(ctx context.Context, args []string) error {
 	}
 	if set["write-fanout-threshold"] {
 		cfg.WriteFanoutThreshold = *fanout
+	}
+	if set["max-group-size"] {
+		cfg.MaxGroupSize = *groupSize
 	}
 	if set["retention"] {
 		cfg.Retention = *retention

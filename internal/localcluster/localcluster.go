@@ -70,6 +70,7 @@ type Options struct {
 	ShardSplits []uint64
 	// Store tunables passed to every store node.
 	WriteFanoutThreshold int
+	MaxGroupSize         int
 	HintWindow           time.Duration
 	Retention            time.Duration
 	RateLimit            float64
@@ -245,6 +246,7 @@ func (c *Cluster) startShard(ctx context.Context, shard string) error {
 		cfg.RaftAddr, cfg.GRPCAddr = p.Addr, grpcLns[i].Addr().String()
 		cfg.GRPCListener, cfg.RaftListener = grpcLns[i], raftLns[i]
 		cfg.WriteFanoutThreshold, cfg.HintWindow, cfg.Retention, cfg.RateLimit = c.opts.WriteFanoutThreshold, c.opts.HintWindow, c.opts.Retention, c.opts.RateLimit
+		cfg.MaxGroupSize = c.opts.MaxGroupSize
 		nd, err := c.startNode(ctx, cfg)
 		if err != nil {
 			closeRest(i + 1)

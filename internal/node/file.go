@@ -34,6 +34,7 @@ type File struct {
 	} `toml:"store_peers"`
 	Store struct {
 		WriteFanoutThreshold int      `toml:"write_fanout_threshold"`
+		MaxGroupSize         int      `toml:"max_group_size"`
 		Retention            Duration `toml:"retention"`
 		RateLimit            float64  `toml:"rate_limit"`
 	} `toml:"store"`
@@ -113,6 +114,7 @@ func (f *File) Apply(cfg *Config) {
 		cfg.StorePeers = append(cfg.StorePeers, raftnode.Peer{ID: p.ID, Addr: p.RaftAddr})
 	}
 	cfg.WriteFanoutThreshold, cfg.Retention, cfg.RateLimit = f.Store.WriteFanoutThreshold, f.Store.Retention.Duration, f.Store.RateLimit
+	cfg.MaxGroupSize = f.Store.MaxGroupSize
 }
 
 // ParseStorePeer reads one --store-peer value: id=raft_addr.

@@ -80,6 +80,7 @@ type Config struct {
 	ShardSplits []uint64
 	// Store tunables; zero values take the store's defaults.
 	WriteFanoutThreshold int
+	MaxGroupSize         int
 	Retention            time.Duration
 	RateLimit            float64
 	HintWindow           time.Duration
@@ -276,7 +277,7 @@ func New(cfg Config) (_ *Node, err error) {
 		scfg = store.Config{
 			ShardID: cfg.Shard, ReplicaID: cfg.ID, ClusterID: cfg.ClusterID, DataDir: filepath.Join(cfg.DataDir, "store"),
 			RaftAddr: raftAddr, RaftListener: raftLn, GRPCAddr: n.GRPCAddr(), Peers: cfg.StorePeers, Arbiters: n.arbiterAddrs(),
-			WriteFanoutThreshold: cfg.WriteFanoutThreshold, Retention: cfg.Retention, RateLimit: cfg.RateLimit, HintWindow: cfg.HintWindow,
+			WriteFanoutThreshold: cfg.WriteFanoutThreshold, MaxGroupSize: cfg.MaxGroupSize, Retention: cfg.Retention, RateLimit: cfg.RateLimit, HintWindow: cfg.HintWindow,
 			HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 			Logger: cfg.Logger, Registry: n.reg,
 		}
