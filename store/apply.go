@@ -325,16 +325,7 @@ func (x *tx) send(index uint64, n uint32, now int64, op *clusterv1.SendOp) *OpRe
 	dk := dedupKey(req.Sender, req.ClientMsgId)
 	var d clusterv1.DedupRecord
 	if x.get(dk, &d) && d.ExpiresMs > now && !bugs.Enabled(bugs.SkipClientMsgIDDedup) {
-		var rec clusterv1.MessageRecord
-		var ev seqdv1.Event
-		rp, ep := &rec, &ev
-		if !x.get(messageKey(d.Response.GetMessageId()), rp) {
-			rp = nil
-		}
-		if d.Response.GetSenderSeq() == 0 || !x.get(inboxKey(req.Sender, d.Response.GetSenderSeq()), ep) {
-			ep = nil
-		}
-		if f := sendDiffers(req, rp, ep); f != "" {
+		if f := x.reused(req, d.Response); f != "" {
 			return rejectedAs(codes.InvalidArgument, "%s", reusedID(req, d.Response.GetMessageId(), f))
 		}
 		resp := proto.Clone(d.Response).(*seqdv1.SendResponse)
@@ -393,6 +384,20 @@ func (x *tx) send(index uint64, n uint32, now int64, op *clusterv1.SendOp) *OpRe
 	})
 	x.put(dk, &clusterv1.DedupRecord{Response: resp, ExpiresMs: now + int64(op.DedupTtlMs)})
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Send: resp}
+}
+
+// reused names the first field in which req differs from the send that
+// first used its client_msg_id, whose answer was first ("" if none does),
+// from the first message's record and the sender's copy (sendDiffers).
+func (x *tx) reused(req *seqdv1.SendRequest, first *seqdv1.SendResponse) string {
+	rec, ev := &clusterv1.MessageRecord{}, &seqdv1.Event{}
+	if !x.get(messageKey(first.GetMessageId()), rec) {
+		rec = nil
+	}
+	if first.GetSenderSeq() == 0 || !x.get(inboxKey(req.Sender, first.GetSenderSeq()), ev) {
+		ev = nil
+	}
+	return sendDiffers(req, rec, ev)
 }
 
 // sendDiffers names the first field in which req differs from the send
@@ -579,18 +584,9 @@ func (x *tx) recall(index uint64, n uint32, now int64, op *clusterv1.RecallOp) *
 		return rejected("recall op without a request")
 	}
 	var rec clusterv1.MessageRecord
-	if !x.get(messageKey(req.MessageId), &rec) {
-		return rejectedAs(codes.NotFound, "message %s does not exist", req.MessageId)
-	}
-	if rec.Sender != req.Sender {
-		return rejectedAs(codes.PermissionDenied, "user %d did not send message %s; only its sender can recall it", req.Sender, req.MessageId)
-	}
-	if rec.Recalled {
-		return okResult()
-	}
-	if age := now - rec.SentAtMs; age > int64(op.WindowMs) {
-		return rejected("message %s was sent %v ago; the recall window is %v", req.MessageId,
-			time.Duration(age)*time.Millisecond, time.Duration(op.WindowMs)*time.Millisecond)
+	found := x.get(messageKey(req.MessageId), &rec)
+	if r := recallCheck(req, &rec, found, now, time.Duration(op.WindowMs)*time.Millisecond); r != nil {
+		return r
 	}
 	if r := x.seqsAscend(op.Appends); r != nil {
 		return r
@@ -639,6 +635,53 @@ func (x *tx) recall(index uint64, n uint32, now int64, op *clusterv1.RecallOp) *
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Recalled: recalled}
 }
 
+// recallCheck is what a recall must pass, checked by the leader before it
+// allocates seqs and by the FSM: nil if it goes ahead, OK if the message
+// is recalled already (nothing to do), else the refusal. rec is the
+// message's record, if found.
+func recallCheck(req *seqdv1.RecallRequest, rec *clusterv1.MessageRecord, found bool, now int64, window time.Duration) *OpResult {
+	switch {
+	case !found:
+		return rejectedAs(codes.NotFound, "message %s does not exist", req.MessageId)
+	case rec.Sender != req.Sender:
+		return rejectedAs(codes.PermissionDenied, "user %d did not send message %s; only its sender can recall it", req.Sender, req.MessageId)
+	case rec.Recalled:
+		return okResult()
+	}
+	if age := time.Duration(now-rec.SentAtMs) * time.Millisecond; age > window {
+		return rejected("message %s was sent %v ago; the recall window is %v", req.MessageId, age, window)
+	}
+	return nil
+}
+
+// deleteCheck is what a delete must pass, as recallCheck: seq is the
+// user's copy (0: none), e its event (nil: removed by retention).
+func deleteCheck(req *seqdv1.DeleteRequest, seq uint64, e *seqdv1.Event) *OpResult {
+	switch {
+	case seq == 0:
+		return rejectedAs(codes.NotFound, "user %d has no copy of message %s", req.User, req.MessageId)
+	case e == nil:
+		return rejectedAs(codes.NotFound, "user %d's copy of message %s was removed by retention", req.User, req.MessageId)
+	case e.Deleted:
+		return okResult()
+	}
+	return nil
+}
+
+// copyOf finds user's copy of message id: its seq (0 if none) and its
+// event (nil if retention removed it).
+func (x *tx) copyOf(user uint64, id string) (uint64, *seqdv1.Event) {
+	seq, ok := x.copySeq(user, id)
+	if !ok || seq == 0 {
+		return 0, nil
+	}
+	var e seqdv1.Event
+	if !x.get(inboxKey(user, seq), &e) {
+		return seq, nil
+	}
+	return seq, &e
+}
+
 // copySeq finds user's copy of a message on this shard.
 func (x *tx) copySeq(user uint64, id string) (uint64, bool) {
 	var rec clusterv1.MessageRecord
@@ -657,29 +700,22 @@ func (x *tx) deleteCopy(op *clusterv1.DeleteOp) *OpResult {
 	if req == nil {
 		return rejected("delete op without a request")
 	}
-	seq, ok := x.copySeq(req.User, req.MessageId)
-	if !ok {
-		return rejectedAs(codes.NotFound, "user %d has no copy of message %s", req.User, req.MessageId)
-	}
-	var e seqdv1.Event
-	if !x.get(inboxKey(req.User, seq), &e) {
-		return rejectedAs(codes.NotFound, "user %d's copy of message %s was removed by retention", req.User, req.MessageId)
-	}
-	if e.Deleted {
-		return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK}
+	seq, e := x.copyOf(req.User, req.MessageId)
+	if r := deleteCheck(req, seq, e); r != nil {
+		return r
 	}
 	us := x.userState(req.User)
 	if op.Seq <= us.LastSeq {
 		return outOfOrder(req.User, op.Seq, us.LastSeq)
 	}
 	x.updateConv(req.User, e.Conversation, us, func(cs *clusterv1.ConvState) {
-		if counted(&e, cs) {
+		if counted(e, cs) {
 			cs.Unread--
 		}
 	})
 	x.putUser(req.User, us)
 	e.Deleted, e.Body, e.Metadata = true, nil, nil
-	x.put(inboxKey(req.User, seq), &e)
+	x.put(inboxKey(req.User, seq), e)
 	x.del(historyKey(req.User, e.Conversation, seq))
 	x.appendEvent(req.User, &seqdv1.Event{Seq: op.Seq, Kind: seqdv1.EventKind_EVENT_KIND_DELETE, Conversation: e.Conversation,
 		MessageId: req.MessageId, Sender: req.User, Outgoing: true})

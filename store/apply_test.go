@@ -201,7 +201,7 @@ func TestApplySendDuplicate(t *testing.T) {
 	})
 	t.Run("the same id for another message is refused", func(t *testing.T) {
 		h := newHarness(t)
-		first := opSend(7, "c1", "hello", apps(1, 10, 2, 20)...)
+		first := remoteTo(opSend(7, "c1", "hello", apps(1, 10, 2, 20)...), 200)
 		first.GetSend().Request.Metadata = map[string]string{"k": "v"}
 		h.must(first)
 		h.now += 1000
@@ -213,8 +213,9 @@ func TestApplySendDuplicate(t *testing.T) {
 		}
 		checkRefusals(t, h, []refusal{
 			{"another body", other(func(r *seqdv1.SendRequest) { r.Body = []byte("changed") }), stRejected, "another body"},
-			{"other recipients", other(func(r *seqdv1.SendRequest) { r.Recipients = []uint64{3} }), stRejected, "another recipients"},
-			{"more recipients", other(func(r *seqdv1.SendRequest) { r.Recipients = []uint64{2, 3} }), stRejected, "another recipients"},
+			{"other recipients", other(func(r *seqdv1.SendRequest) { r.Recipients = []uint64{3, 200} }), stRejected, "another recipients"},
+			{"more recipients", other(func(r *seqdv1.SendRequest) { r.Recipients = []uint64{2, 3, 200} }), stRejected, "another recipients"},
+			{"fewer recipients", other(func(r *seqdv1.SendRequest) { r.Recipients = []uint64{2} }), stRejected, "another recipients"},
 			{"another conversation", other(func(r *seqdv1.SendRequest) { r.Conversation = dconv(8) }), stRejected, "another conversation"},
 			{"other metadata", other(func(r *seqdv1.SendRequest) { r.Metadata = nil }), stRejected, "another metadata"},
 		})
@@ -229,6 +230,21 @@ func TestApplySendDuplicate(t *testing.T) {
 		h.must(opRecall(1, "1.10", 60_000, 0, apps(1, 12, 2, 22)...))
 		if r := h.one(other(func(r *seqdv1.SendRequest) { r.Body = []byte("changed") })); r.Status != stDuplicate {
 			t.Fatalf("another body after a recall: %s, want DUPLICATE", statusOf(r))
+		}
+		// A sender on another shard has no copy here: its record is all
+		// there is to compare.
+		far := func(body string, rcpts ...uint64) *clusterv1.StoreOp {
+			op := opSend(8, "c9", body, apps(2, 30)...)
+			op.GetSend().Request.Sender, op.GetSend().Request.Recipients = 300, rcpts
+			op.GetSend().MessageId, op.GetSend().RemoteSender = "300.5", true
+			return op
+		}
+		h.must(far("from afar", 2))
+		if r := h.one(far("changed", 2)); r.Status != stDuplicate {
+			t.Fatalf("another body from a remote sender: %s, want DUPLICATE", statusOf(r))
+		}
+		if r := h.one(far("from afar", 2, 3)); r.Status != stRejected {
+			t.Fatalf("other recipients from a remote sender: %s, want REJECTED", statusOf(r))
 		}
 	})
 	t.Run("retry in the same entry", func(t *testing.T) {

@@ -37,9 +37,9 @@ func (b *sendBuilder) estBytes(appends int) int {
 func (b *sendBuilder) plan(s *Shard) ([]uint64, error) {
 	r := b.req
 	if resp, err := s.fsm.Dedup(r.Sender, r.ClientMsgId, s.now().UnixMilli()); err == nil && resp != nil && !bugs.Enabled(bugs.SkipClientMsgIDDedup) {
-		if f, err := s.fsm.Reused(r, resp); err != nil {
-			return nil, err
-		} else if f != "" {
+		// A failed read lets the send through, as a failed Dedup does: the
+		// FSM checks again.
+		if f, err := s.fsm.Reused(r, resp); err == nil && f != "" {
 			return nil, status.Error(codes.InvalidArgument, reusedID(r, resp.MessageId, f))
 		}
 		s.m.duplicates.Inc()
@@ -273,18 +273,11 @@ func (b *recallBuilder) plan(s *Shard) ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The FSM checks all this again when it applies the op; checked here
-	// too, a refused recall allocates no seqs (which would leave gaps).
-	switch {
-	case rec == nil:
-		return nil, status.Errorf(codes.NotFound, "message %s does not exist", b.req.MessageId)
-	case rec.Sender != b.req.Sender:
-		return nil, status.Errorf(codes.PermissionDenied, "user %d did not send message %s; only its sender can recall it", b.req.Sender, b.req.MessageId)
-	case rec.Recalled:
-		return nil, &answered{okResult()}
-	}
-	if age := time.Duration(time.Now().UnixMilli()-rec.SentAtMs) * time.Millisecond; age > b.window {
-		return nil, status.Errorf(codes.FailedPrecondition, "message %s was sent %v ago; the recall window is %v", b.req.MessageId, age, b.window)
+	// The FSM checks this again when it applies the op; checked here too,
+	// a refused or repeated recall allocates no seqs (which would leave
+	// gaps), and is answered as the FSM would.
+	if r := recallCheck(b.req, rec, rec != nil, s.now().UnixMilli(), b.window); r != nil {
+		return nil, &answered{r}
 	}
 	b.users = b.users[:0]
 	for _, c := range rec.Copies {
@@ -317,15 +310,11 @@ func (b *deleteBuilder) plan(s *Shard) ([]uint64, error) {
 	// As for a recall, the FSM checks again; checked here, a refused or
 	// repeated delete allocates no seq.
 	seq, e, err := s.fsm.Copy(b.req.User, b.req.MessageId)
-	switch {
-	case err != nil:
+	if err != nil {
 		return nil, err
-	case seq == 0:
-		return nil, status.Errorf(codes.NotFound, "user %d has no copy of message %s", b.req.User, b.req.MessageId)
-	case e == nil:
-		return nil, status.Errorf(codes.NotFound, "user %d's copy of message %s was removed by retention", b.req.User, b.req.MessageId)
-	case e.Deleted:
-		return nil, &answered{okResult()}
+	}
+	if r := deleteCheck(b.req, seq, e); r != nil {
+		return nil, &answered{r}
 	}
 	return []uint64{b.req.User}, nil
 }

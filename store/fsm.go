@@ -231,6 +231,21 @@ func (f *FSM) view(fn func(txn *badger.Txn) error) error {
 	return f.db.View(fn)
 }
 
+// read runs fn with a read-only tx over the applied state, so a read
+// path finds records as the FSM's own code does. tx panics on a Badger
+// read error (in the FSM that must stop the replica); here it is an error.
+func (f *FSM) read(fn func(x *tx)) (err error) {
+	return f.view(func(txn *badger.Txn) (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("%v", p)
+			}
+		}()
+		fn(&tx{t: txn, db: f.db})
+		return nil
+	})
+}
+
 // Close closes Badger.
 func (f *FSM) Close() error {
 	f.mu.Lock()

@@ -352,29 +352,10 @@ func (f *FSM) Dedup(sender uint64, clientMsgID string, now int64) (*seqdv1.SendR
 }
 
 // Reused names the field in which req differs from the send that first
-// used its client_msg_id, whose answer was first ("" if it is a retry).
-func (f *FSM) Reused(req *seqdv1.SendRequest, first *seqdv1.SendResponse) (string, error) {
-	var field string
-	err := f.view(func(txn *badger.Txn) error {
-		var rec clusterv1.MessageRecord
-		var ev seqdv1.Event
-		rp, ep := &rec, &ev
-		ok, err := getProto(txn, messageKey(first.MessageId), rp)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			rp = nil
-		}
-		if ok, err = getProto(txn, inboxKey(req.Sender, first.SenderSeq), ep); err != nil {
-			return err
-		}
-		if !ok || first.SenderSeq == 0 {
-			ep = nil
-		}
-		field = sendDiffers(req, rp, ep)
-		return nil
-	})
+// used its client_msg_id, whose answer was first ("" if it is a retry), as
+// the FSM compares them (tx.reused).
+func (f *FSM) Reused(req *seqdv1.SendRequest, first *seqdv1.SendResponse) (field string, err error) {
+	err = f.read(func(x *tx) { field = x.reused(req, first) })
 	return field, err
 }
 
@@ -393,47 +374,11 @@ func (f *FSM) Message(id string) (*clusterv1.MessageRecord, error) {
 	return &rec, nil
 }
 
-// Copy returns user's copy of message id on this shard: its seq (0 if the
-// user has none) and its event (nil if retention removed it), as
-// tx.copySeq finds them.
-func (f *FSM) Copy(user uint64, id string) (uint64, *seqdv1.Event, error) {
-	var seq uint64
-	var e *seqdv1.Event
-	err := f.view(func(txn *badger.Txn) error {
-		var rec clusterv1.MessageRecord
-		ok, err := getProto(txn, messageKey(id), &rec)
-		if err != nil {
-			return err
-		}
-		for _, c := range rec.Copies {
-			if ok && c.User == user {
-				seq = c.Seq
-			}
-		}
-		if seq == 0 {
-			it, err := txn.Get(copyKey(user, seqdv1.EventKind_EVENT_KIND_MESSAGE, id))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if err := it.Value(func(v []byte) error {
-				if len(v) == 8 {
-					seq = beU64(v)
-				}
-				return nil
-			}); err != nil || seq == 0 {
-				return err
-			}
-		}
-		var ev seqdv1.Event
-		if ok, err := getProto(txn, inboxKey(user, seq), &ev); err != nil || !ok {
-			return err
-		}
-		e = &ev
-		return nil
-	})
+// Copy returns user's copy of message id on this shard, as the FSM finds
+// it (tx.copyOf): its seq (0 if the user has none) and its event (nil if
+// retention removed it).
+func (f *FSM) Copy(user uint64, id string) (seq uint64, e *seqdv1.Event, err error) {
+	err = f.read(func(x *tx) { seq, e = x.copyOf(user, id) })
 	return seq, e, err
 }
 

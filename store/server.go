@@ -117,10 +117,7 @@ func (s *Shard) opErr(op string, r *OpResult) error {
 		return status.Errorf(codes.Unavailable, "%s: the shard leader changed while ordering this write; retry", op)
 	}
 	if r.err != nil {
-		if _, ok := status.FromError(r.err); ok {
-			return r.err
-		}
-		return status.Error(codes.Internal, r.err.Error())
+		return asStatus(r.err)
 	}
 	code := r.Code
 	if code == codes.OK {
@@ -397,10 +394,21 @@ func (s *Shard) checkAfter(user, after uint64) error {
 func (s *Shard) checkAfterGseq(g, after uint64) error {
 	return s.checkFuture(after, func() (uint64, error) {
 		_, last, err := s.fsm.TimelineCount(g, ^uint64(0))
-		return last, err
+		if err != nil {
+			return 0, groupErr(err)
+		}
+		return last, nil
 	}, func(last uint64) error {
 		return invalid("after_gseq %d is beyond the newest entry %d of group %d's timeline; a device's checkpoint only comes from entries it received", after, last, g)
 	})
+}
+
+// asStatus passes a gRPC status on and makes any other error INTERNAL.
+func asStatus(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Error(codes.Internal, err.Error())
 }
 
 // checkFuture refuses a checkpoint (after) beyond the newest seq (newest)
@@ -414,7 +422,7 @@ func (s *Shard) checkFuture(after uint64, newest func() (uint64, error), refuse 
 	}
 	last, err := newest()
 	if err != nil {
-		return status.Error(codes.Internal, err.Error())
+		return asStatus(err)
 	}
 	if after <= last {
 		return nil
@@ -423,7 +431,7 @@ func (s *Shard) checkFuture(after uint64, newest func() (uint64, error), refuse 
 		return rpcerr.FromRaft(err, s.leaderAddr())
 	}
 	if last, err = newest(); err != nil {
-		return status.Error(codes.Internal, err.Error())
+		return asStatus(err)
 	}
 	if after > last {
 		return refuse(last)

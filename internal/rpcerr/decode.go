@@ -26,7 +26,9 @@ import (
 // A server must use both.
 
 // Registrar wraps r so that every service registered through it answers a
-// request that does not decode with INVALID_ARGUMENT (see ServerCodec).
+// request that does not decode with INVALID_ARGUMENT. The server must run
+// ServerCodec: without it, every call of those services fails (grpc's own
+// codec cannot decode into the box).
 func Registrar(r grpc.ServiceRegistrar) grpc.ServiceRegistrar { return decodeRegistrar{r} }
 
 // ServerCodec is the server option that goes with Registrar.

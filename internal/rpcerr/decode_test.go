@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -46,6 +48,7 @@ func TestUndecodableRequestsAreInvalidArgument(t *testing.T) {
 	}
 	srv := grpc.NewServer(rpcerr.ServerCodec())
 	seqdv1.RegisterMessagesServer(rpcerr.Registrar(srv), unimplemented{})
+	healthpb.RegisterHealthServer(srv, health.NewServer()) // not wrapped: the codec decodes its requests as grpc's does
 	go srv.Serve(ln)
 	defer srv.Stop()
 	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -104,5 +107,8 @@ func TestUndecodableRequestsAreInvalidArgument(t *testing.T) {
 	_, err = seqdv1.NewMessagesClient(cc).Send(ctx, &seqdv1.SendRequest{Sender: 1})
 	if status.Code(err) != codes.Unimplemented {
 		t.Fatalf("a request that decodes: %v, want the service's own answer (UNIMPLEMENTED)", err)
+	}
+	if r, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || r.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("a service registered without the wrapper: %v %v", r, err)
 	}
 }
