@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -153,6 +154,29 @@ func (b *deliverBuilder) build(seqs []uint64) *clusterv1.StoreOp {
 }
 
 // membersBuilder adds members, noting which live on other shards.
+// createGroupBuilder creates a group of at most MaxGroupSize members. A
+// retry of a create that made a group is the FSM's to answer, whatever the
+// limit is now.
+type createGroupBuilder struct{ op *clusterv1.CreateGroupOp }
+
+func (b *createGroupBuilder) plan(s *Shard) ([]uint64, error) {
+	req := b.op.Request
+	n := len(slices.Compact(slices.Sorted(slices.Values(append([]uint64{req.Owner}, req.Members...)))))
+	if n <= s.cfg.MaxGroupSize {
+		return nil, nil
+	}
+	if _, err := s.groupMembers(req.GroupId); err == nil {
+		return nil, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, groupErr(err)
+	}
+	return nil, status.Errorf(codes.InvalidArgument, "members: the group would have %d members with its owner; a group holds at most %d (--max-group-size)", n, s.cfg.MaxGroupSize)
+}
+
+func (b *createGroupBuilder) build([]uint64) *clusterv1.StoreOp {
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_CreateGroup{CreateGroup: b.op}}
+}
+
 type membersBuilder struct{ op *clusterv1.MembersOp }
 
 func (b *membersBuilder) plan(s *Shard) ([]uint64, error) {

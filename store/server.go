@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"slices"
 	"strings"
 	"time"
 
@@ -289,10 +288,7 @@ func (r *server) CreateGroup(ctx context.Context, req *seqdv1.CreateGroupRequest
 	if err := s.cfg.Limits.ValidateGroupMembers(req.GroupId, req.Members, false); err != nil {
 		return nil, err
 	}
-	if n := len(slices.Compact(slices.Sorted(slices.Values(append([]uint64{req.Owner}, req.Members...))))); n > s.cfg.MaxGroupSize {
-		return nil, invalid("members: the group would have %d members with its owner; a group holds at most %d", n, s.cfg.MaxGroupSize)
-	}
-	op := &plainBuilder{op: &clusterv1.StoreOp{Op: &clusterv1.StoreOp_CreateGroup{CreateGroup: &clusterv1.CreateGroupOp{Request: req, ReadFanoutThreshold: uint32(s.cfg.WriteFanoutThreshold)}}}}
+	op := &createGroupBuilder{op: &clusterv1.CreateGroupOp{Request: req, ReadFanoutThreshold: uint32(s.cfg.WriteFanoutThreshold)}}
 	info, err := groupWrite(ctx, s, "create_group", req.GroupId, req, func(ctx context.Context, c seqdv1.MessagesClient, req *seqdv1.CreateGroupRequest) (*seqdv1.GroupInfo, error) {
 		resp, err := c.CreateGroup(ctx, req)
 		return resp.GetGroup(), err
