@@ -194,12 +194,18 @@ func (b *batcher) send(batch []*pending) {
 			req.RoutingVersion = p.version
 		}
 	}
-	b.mu.Lock()
-	st, err := b.streamLocked()
+	st, err := b.openStream()
 	if err != nil {
-		b.mu.Unlock()
 		<-b.slots
 		fail(batch, err)
+		return
+	}
+	b.mu.Lock()
+	if b.stream != st {
+		// It broke meanwhile (recv saw it end): the batch goes nowhere.
+		b.mu.Unlock()
+		<-b.slots
+		fail(batch, status.Error(codes.Unavailable, "stream to AllocSvr broke as it opened"))
 		return
 	}
 	b.nextID++
@@ -211,18 +217,46 @@ func (b *batcher) send(batch []*pending) {
 	}
 }
 
-// streamLocked returns the open stream, opening one if needed.
-func (b *batcher) streamLocked() (seqdv1.Sequencer_NextStreamClient, error) {
+// streamOpenTimeout bounds opening a stream: an AllocSvr that accepts
+// connections but does not answer (a paused process) would otherwise
+// hold the batch, and the batcher, for gRPC's whole connect timeout.
+const streamOpenTimeout = 5 * time.Second
+
+// openStream returns the open stream, opening one if needed. Only the
+// loop's goroutine (send) calls it, so one opens at a time; it opens
+// without b.mu held, and close cancels an open under way.
+func (b *batcher) openStream() (seqdv1.Sequencer_NextStreamClient, error) {
+	b.mu.Lock()
 	if b.stream != nil {
-		return b.stream, nil
+		st := b.stream
+		b.mu.Unlock()
+		return st, nil
+	}
+	select {
+	case <-b.quit:
+		b.mu.Unlock()
+		return nil, status.Error(codes.Unavailable, ErrClosed.Error())
+	default:
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	b.cancel = cancel
+	b.mu.Unlock()
+	timer := time.AfterFunc(streamOpenTimeout, cancel)
 	st, err := seqdv1.NewSequencerClient(b.cc).NextStream(ctx)
+	if !timer.Stop() && err == nil {
+		err = context.DeadlineExceeded
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err() // closed while it opened
+	}
 	if err != nil {
 		cancel()
+		b.cancel = nil
 		return nil, status.Errorf(codes.Unavailable, "open stream to AllocSvr: %v", err)
 	}
-	b.stream, b.cancel = st, cancel
+	b.stream = st
 	go b.recv(st)
 	return st, nil
 }

@@ -90,3 +90,57 @@ func TestBatcherKeepsMessagesWithinTheKeyLimit(t *testing.T) {
 		t.Fatalf("a message carried %d keys; the limit is %d", m, limit)
 	}
 }
+
+// An AllocSvr that accepts connections but never answers (a paused
+// process: the kernel completes the TCP handshake, HTTP/2 never starts)
+// holds neither the caller past its deadline nor the batcher's close: the
+// caller gets its deadline, and close cancels the stream being opened.
+func TestBatcherCloseDoesNotWaitForAHungAllocSvr(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never read
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	b := newBatcher(cc, 10, 1, time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, _, err := b.do(ctx, []uint64{1}, 0); err == nil {
+		t.Fatal("a call to a hung AllocSvr succeeded")
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("the call took %v with a 300ms deadline", took)
+	}
+	closed := make(chan struct{})
+	go func() { b.close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("close still waits for the stream to the hung AllocSvr after 2s")
+	}
+}
