@@ -426,6 +426,17 @@ func (s *server) JoinArbiter(ctx context.Context, req *seqdv1.JoinArbiterRequest
 	if req.RaftAddr == "" || req.GrpcAddr == "" {
 		return nil, invalid("join: arbiter %s needs both a raft and a gRPC address", req.Id)
 	}
+	// A voter at an address nobody can dial counts toward the quorum and
+	// never votes: one such join leaves the group a failure closer to
+	// stopping.
+	for _, a := range []struct{ field, addr string }{{"raft_addr", req.RaftAddr}, {"grpc_addr", req.GrpcAddr}, {"gossip_addr", req.GossipAddr}} {
+		if a.addr == "" && a.field == "gossip_addr" {
+			continue
+		}
+		if err := nodeid.ValidateAddr(a.field, a.addr); err != nil {
+			return nil, invalid("join: arbiter %s: %v", req.Id, err)
+		}
+	}
 	if !s.leader() {
 		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.JoinArbiterResponse, error) {
 			return seqdv1.NewAdminClient(cc).JoinArbiter(ctx, req)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -260,8 +259,10 @@ func runArbiterJoin(ctx context.Context, e *env, cmd *command, args []string) er
 		if a.val == "" && a.flag != "--gossip-addr" {
 			return usagef(cmd, "arbiter join: %s is required", a.flag)
 		}
-		if _, _, err := net.SplitHostPort(a.val); a.val != "" && err != nil {
-			return usagef(cmd, "arbiter join: %s %q is not host:port", a.flag, a.val)
+		if a.val != "" {
+			if err := nodeid.ValidateAddr(a.flag, a.val); err != nil {
+				return usagef(cmd, "arbiter join: %v", err)
+			}
 		}
 	}
 	req := &seqdv1.JoinArbiterRequest{Id: pos[0], RaftAddr: *raftAddr, GrpcAddr: *grpcAddr, GossipAddr: *gossipAddr}

@@ -7,8 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/seqd/seqd/internal/grpcconn"
 	"github.com/seqd/seqd/internal/localcluster"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
@@ -251,11 +255,33 @@ func TestAdminErrorsExit1WithServerMessage(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want 1 and %q", tc.args, r.code, r.stderr, tc.want)
 		}
 	}
+	// A join with addresses nobody can dial would add a voter that never
+	// votes; the server refuses it (seqctl checks first, so call it raw).
+	cc, err := grpc.NewClient(addr, grpcconn.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, req := range []*seqdv1.JoinArbiterRequest{
+		{Id: "arbY", RaftAddr: "not an address", GrpcAddr: "127.0.0.1:2"},
+		{Id: "arbY", RaftAddr: "127.0.0.1:3", GrpcAddr: "bar:99999999"},
+		{Id: "arbY", RaftAddr: "127.0.0.1:3", GrpcAddr: "127.0.0.1:2", GossipAddr: "foo:0"},
+	} {
+		_, err := seqdv1.NewAdminClient(cc).JoinArbiter(ctx, req)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "_addr") {
+			t.Errorf("join %v: %v, want INVALID_ARGUMENT naming the address", req, err)
+		}
+	}
 	// The refused joins changed nothing; the same join again is a no-op.
 	ok(t, "--addr", addr, "arbiter", "join", arb.Id, "--raft-addr", arb.RaftAddr, "--grpc-addr", arb.GrpcAddr)
 	var after seqdv1.StatusResponse
 	if err := protojson.Unmarshal([]byte(ok(t, "--addr", addr, "--json", "status")), &after); err != nil {
 		t.Fatalf("status --json: %v", err)
+	}
+	if len(after.Arbiters) != len(st.Arbiters) {
+		t.Errorf("%d arbiters after the refused joins, were %d", len(after.Arbiters), len(st.Arbiters))
 	}
 	for _, a := range after.Arbiters {
 		if a.Id == arb.Id && (a.RaftAddr != arb.RaftAddr || a.GrpcAddr != arb.GrpcAddr) {
