@@ -351,6 +351,9 @@ func (a *Arbiter) status() *seqdv1.StatusResponse {
 	return resp
 }
 
+// maxDrainWait bounds a waiting Drain whose caller set no deadline.
+const maxDrainWait = 2 * time.Minute
+
 func (s *server) Drain(ctx context.Context, req *seqdv1.DrainRequest) (*seqdv1.DrainResponse, error) {
 	if err := nodeid.Validate(req.Node); err != nil {
 		return nil, invalid("drain: %v", err)
@@ -363,6 +366,21 @@ func (s *server) Drain(ctx context.Context, req *seqdv1.DrainRequest) (*seqdv1.D
 	n := s.a.fsm.Node(req.Node)
 	if n == nil {
 		return nil, status.Errorf(codes.NotFound, "drain: no AllocSvr named %q is registered; `seqctl status` lists them", req.Node)
+	}
+	// A drain nobody can take the slots of would never end (and an
+	// AllocSvr draining itself on shutdown would wait out its drain
+	// timeout for nothing).
+	nodes := s.a.fsm.Nodes()
+	lv := leaderLiveness{a: s.a, nodes: nodes}
+	takers := 0
+	for id, m := range nodes {
+		if id != req.Node && m.State == seqdv1.NodeState_NODE_STATE_ACTIVE && lv.alive(instance{id, m.Incarnation}) {
+			takers++
+		}
+	}
+	if takers == 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "drain: no other AllocSvr is active and alive to take %s's %d slots; start or undrain another first",
+			req.Node, len(s.a.fsm.OwnedSlots(n.Id, n.Incarnation)))
 	}
 	res, err := s.a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_SET_NODE_STATE, &clusterv1.SetNodeStateCommand{NodeId: req.Node, State: seqdv1.NodeState_NODE_STATE_DRAINING})
 	if err != nil {
@@ -377,13 +395,16 @@ func (s *server) Drain(ctx context.Context, req *seqdv1.DrainRequest) (*seqdv1.D
 		return &seqdv1.DrainResponse{RemainingSlots: remaining()}, nil
 	}
 	// Answer a little before the caller's deadline, so it hears how many
-	// slots are left instead of only DEADLINE_EXCEEDED.
-	wctx := ctx
+	// slots are left instead of only DEADLINE_EXCEEDED; a caller without
+	// one hears after maxDrainWait.
+	var wctx context.Context
+	var cancel context.CancelFunc
 	if dl, ok := ctx.Deadline(); ok {
-		var cancel context.CancelFunc
 		wctx, cancel = context.WithDeadline(ctx, dl.Add(-min(time.Until(dl)/10, 250*time.Millisecond)))
-		defer cancel()
+	} else {
+		wctx, cancel = context.WithTimeout(ctx, maxDrainWait)
 	}
+	defer cancel()
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for remaining() > 0 {
