@@ -27,6 +27,15 @@ type Identity struct {
 	Role      string `json:"role"`
 }
 
+// String names the identity as errors do: cluster, node and (if set) role.
+func (id Identity) String() string {
+	s := fmt.Sprintf("cluster %q node %q", id.ClusterID, id.NodeID)
+	if id.Role != "" {
+		s += fmt.Sprintf(" role %q", id.Role)
+	}
+	return s
+}
+
 // Dir is a claimed data directory. Close releases the lock.
 type Dir struct {
 	Path string
@@ -72,8 +81,8 @@ func Claim(dir string, id Identity) (*Dir, error) {
 	}
 	if have != id {
 		d.Close()
-		return nil, fmt.Errorf("%w: %s was created for cluster %q node %q role %q, not cluster %q node %q role %q; use an empty --data dir or the matching --cluster-id/--id",
-			ErrForeign, dir, have.ClusterID, have.NodeID, have.Role, id.ClusterID, id.NodeID, id.Role)
+		return nil, fmt.Errorf("%w: %s was created for %s, not %s; use an empty --data dir or the matching --cluster-id/--id",
+			ErrForeign, dir, have, id)
 	}
 	return d, nil
 }

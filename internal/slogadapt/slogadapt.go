@@ -5,6 +5,7 @@ package slogadapt
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -42,7 +43,20 @@ func (h *hcl) Log(level hclog.Level, msg string, args ...interface{}) {
 	if !h.l.Enabled(context.Background(), lv) {
 		return
 	}
-	h.l.Log(context.Background(), lv, msg, args...)
+	h.l.Log(context.Background(), lv, msg, formatted(args)...)
+}
+
+// formatted renders hclog.Fmt values (a format and its arguments, which
+// hclog formats itself) as the strings hclog would print.
+func formatted(args []interface{}) []interface{} {
+	for i, a := range args {
+		if f, ok := a.(hclog.Format); ok && len(f) > 0 {
+			if format, ok := f[0].(string); ok {
+				args[i] = fmt.Sprintf(format, f[1:]...)
+			}
+		}
+	}
+	return args
 }
 func (h *hcl) Trace(msg string, args ...interface{}) { h.Log(hclog.Trace, msg, args...) }
 func (h *hcl) Debug(msg string, args ...interface{}) { h.Log(hclog.Debug, msg, args...) }
