@@ -3,6 +3,9 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/seqd/seqd/allocsvr"
@@ -30,14 +33,43 @@ const (
 	minRate, maxRate = 0.001, 1e9
 )
 
-// parseFlags parses args into fs (cliflag.Parse) and runs check. Every
+// parseFlags parses args into fs (cliflag.Parse) and runs check, then the
+// checks every command shares: --addr holds host:port addresses, and a
+// flag whose usage begins "with --X:" is not given without --X. Every
 // failure is a *cliflag.UsageError, except -h's flag.ErrHelp.
 func parseFlags(fs *flag.FlagSet, args []string, check func() error) error {
 	if err := cliflag.Parse(fs, args); err != nil {
 		return err
 	}
-	if err := check(); err != nil {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	err := check()
+	if err == nil && set["addr"] {
+		err = checkAddrs(fs.Lookup("addr").Value.String())
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if err != nil {
+			return
+		}
+		if dep, ok := strings.CutPrefix(f.Usage, "with --"); ok {
+			if dep, _, ok = strings.Cut(dep, ":"); ok && !set[dep] {
+				err = fmt.Errorf("--%s is for use with --%s, which is not given", f.Name, dep)
+			}
+		}
+	})
+	if err != nil {
 		return &cliflag.UsageError{Err: err}
+	}
+	return nil
+}
+
+// checkAddrs checks --addr: comma-separated host:port, each port 1..65535.
+func checkAddrs(list string) error {
+	for _, a := range strings.Split(list, ",") {
+		_, port, err := net.SplitHostPort(a)
+		if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || n == 0 {
+			return fmt.Errorf("--addr %q is not host:port with a port 1..65535 (several: comma-separated)", a)
+		}
 	}
 	return nil
 }

@@ -7,10 +7,12 @@ import (
 	"flag"
 	"io"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/seqd/seqd/internal/bench"
 	"github.com/seqd/seqd/internal/cliflag"
@@ -124,6 +126,9 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 			{[]string{"--addr", "127.0.0.1:1", "--metrics", "ftp://h/metrics"}, `--metrics "ftp://h/metrics": want http(s) URLs`},
 			{[]string{"--addr", "127.0.0.1:1", "--metrics", "127.0.0.1:7480"}, `--metrics "127.0.0.1:7480": want http(s) URLs`},
 			{[]string{"--addr", "127.0.0.1:1", "--metrics", " , "}, `--metrics " , " names no URL`},
+			{[]string{"--read-fanout"}, "--read-fanout is for use with --group-size"},
+			{[]string{"--drain", "5s"}, "--drain is for use with --group-size"},
+			{[]string{"--senders-per-group", "3"}, "--senders-per-group is for use with --group-size"},
 			{[]string{"--subscribers", "-7"}, "--subscribers -7"},
 			{[]string{"--drain", "-1s"}, "--drain -1s"},
 			{[]string{"--group-size", "1"}, "--group-size 1"},
@@ -174,6 +179,12 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 	}
 	jsonDir, unwritable := unwritableJSON(t)
 	for cmd := range commands {
+		if cmd != "failover" && cmd != "disk" { // they start their own clusters: no --addr
+			perCmd[cmd] = append(perCmd[cmd],
+				bad{[]string{"--addr", "nonsense"}, `--addr "nonsense" is not host:port`},
+				bad{[]string{"--addr", "127.0.0.1:99999"}, `--addr "127.0.0.1:99999" is not host:port with a port 1..65535`},
+				bad{[]string{"--addr", "127.0.0.1:1,"}, `--addr "" is not host:port`})
+		}
 		// Every command refuses positional arguments and a --json file it
 		// could not write, before starting anything.
 		perCmd[cmd] = append(perCmd[cmd],
@@ -398,5 +409,28 @@ func TestNoopSpreadForAnyKeys(t *testing.T) {
 		if math.Abs(sum-1) > 1e-9 {
 			t.Errorf("keys %d: shares add up to %v", keys, sum)
 		}
+	}
+}
+
+// A gateway that does not answer stops the run before it starts, instead
+// of a run whose every send failed.
+func TestSendToADeadGatewayFailsAtOnce(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close() // nothing listens there now
+	var o, e bytes.Buffer
+	start := time.Now()
+	err = commands["send"](context.Background(), []string{"--addr", addr, "--gateway", "--duration", "1s", "--warmup", "0s"}, &o, &e)
+	if err == nil || !strings.Contains(err.Error(), "does not answer Messages calls") {
+		t.Fatalf("send to a dead gateway: %v, want it to say the gateway does not answer", err)
+	}
+	if took := time.Since(start); took > 8*time.Second {
+		t.Fatalf("took %v", took)
+	}
+	if strings.Contains(o.String(), "msgs/s") {
+		t.Fatalf("printed results for a run that never started:\n%s", o.String())
 	}
 }

@@ -82,6 +82,15 @@ func dialMessages(ctx context.Context, t *seqdTarget, viaGateway bool) (*msgConn
 			pool.Close()
 			return nil, fmt.Errorf("gateway %s: %w", t.addrs[0], err)
 		}
+		// A gateway that does not answer would fail every send of the run:
+		// ask it once first (a read of user 1's unread counts).
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = seqdv1.NewMessagesClient(cc).Unread(pctx, &seqdv1.UnreadRequest{User: 1})
+		cancel()
+		if err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("gateway %s does not answer Messages calls: %w", t.addrs[0], err)
+		}
 		return &msgConn{target: t, api: gatewayAPI{seqdv1.NewMessagesClient(cc)}, via: "gateway " + t.addrs[0], closers: []io.Closer{pool}}, nil
 	}
 	cl, err := t.client(ctx, true)
