@@ -100,6 +100,11 @@ func runDrain(ctx context.Context, e *env, cmd *command, args []string) error {
 	case *waitTimeout <= 0:
 		return usagef(cmd, "--wait-timeout %v: give a positive duration such as 2m", *waitTimeout)
 	}
+	waitTimeoutSet := false
+	fs.Visit(func(f *flag.Flag) { waitTimeoutSet = waitTimeoutSet || f.Name == "wait-timeout" })
+	if waitTimeoutSet && !*wait {
+		return usagef(cmd, "drain: --wait-timeout is for use with --wait, which is not given")
+	}
 	node := pos[0]
 	if err := nodeid.Validate(node); err != nil {
 		return usagef(cmd, "drain: %v", err)

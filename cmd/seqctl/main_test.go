@@ -163,6 +163,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"drain", "a", "b"}, "drain takes one NODE"},
 		{[]string{"drain", "bad id"}, `node id "bad id" is not valid`},
 		{[]string{"drain", "alloc1", "--wait-timeout", "-1s"}, "--wait-timeout -1s"},
+		{[]string{"drain", "alloc1", "--wait-timeout", "1000000h"}, "--wait-timeout is for use with --wait"},
 		{[]string{"arbiter"}, "arbiter: missing subcommand"},
 		{[]string{"arbiter", "promote", "arb1"}, `unknown subcommand "promote"`},
 		{[]string{"arbiter", "join", "arb4", "--grpc-addr", "127.0.0.1:1"}, "--raft-addr is required"},
