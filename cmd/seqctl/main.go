@@ -175,8 +175,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	name, rest := fs.Arg(0), fs.Args()[1:]
 	if name == "help" {
-		fmt.Fprint(stdout, usage())
-		return 0
+		if len(rest) == 0 {
+			fmt.Fprint(stdout, usage())
+			return 0
+		}
+		// "help CMD" is "CMD -h".
+		name, rest = rest[0], []string{"-h"}
 	}
 	var cmd *command
 	for _, c := range commands {
