@@ -99,13 +99,21 @@ func checkBodyBytes(n int) error {
 	return nil
 }
 
+// maxRunTime bounds --duration and --warmup: a week is a soak test; more is
+// a typo (the progress line and the report's figures stop making sense).
+const maxRunTime = 7 * 24 * time.Hour
+
 // checkTimes checks a measured duration and its warm-up.
 func checkTimes(duration, warmup time.Duration) error {
 	switch {
 	case duration <= 0:
 		return fmt.Errorf("--duration %v: must be positive", duration)
+	case duration > maxRunTime:
+		return fmt.Errorf("--duration %v: must be at most %v", duration, maxRunTime)
 	case warmup < 0:
 		return fmt.Errorf("--warmup %v: must be 0 (none) or positive", warmup)
+	case warmup > maxRunTime:
+		return fmt.Errorf("--warmup %v: must be at most %v", warmup, maxRunTime)
 	}
 	return nil
 }

@@ -88,6 +88,8 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 			{[]string{"--duration", "0s"}, "--duration 0s: must be positive"},
 			{[]string{"--duration", "-1s"}, "--duration -1s"},
 			{[]string{"--warmup", "-1s"}, "--warmup -1s"},
+			{[]string{"--duration", "2562047h"}, "--duration 2562047h0m0s: must be at most 168h0m0s"},
+			{[]string{"--warmup", "169h"}, "--warmup 169h0m0s: must be at most 168h0m0s"},
 			{[]string{"--rate", "NaN"}, "--rate NaN"},
 			{[]string{"--rate", "Inf"}, "--rate +Inf"},
 			{[]string{"--rate", "-Inf"}, "--rate -Inf"},

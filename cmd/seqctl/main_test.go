@@ -157,6 +157,8 @@ func TestBadInput(t *testing.T) {
 		{[]string{"current", "0"}, "key 0 is reserved; keys start at 1"},
 		{[]string{"next", "18446744073709551616"}, "is too large"},
 		{[]string{"next", "7", "--json"}, "global flags such as --json go before the command"},
+		{[]string{"next", "--"}, "next: missing KEY"},
+		{[]string{"replicas", "--shard", ""}, "--shard is empty"},
 		{[]string{"routes", "extra"}, "routes takes no arguments"},
 		{[]string{"status", "--verbose"}, "flag provided but not defined: -verbose"},
 		{[]string{"drain"}, "drain: missing NODE"},

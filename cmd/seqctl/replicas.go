@@ -38,6 +38,11 @@ func runReplicas(ctx context.Context, e *env, cmd *command, args []string) error
 	if err := flagsOnly(cmd, e, fs, args); err != nil {
 		return err
 	}
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "shard" })
+	if given && *shard == "" {
+		return usagef(cmd, "replicas: --shard is empty; name a shard (`seqctl routes` lists them), or leave the flag out for all")
+	}
 	ctx, c, release, err := dialTimed(ctx, e)
 	if err != nil {
 		return err

@@ -81,6 +81,9 @@ func runSeq(ctx context.Context, e *env, cmd *command, args []string, get func(c
 
 // parseKeys checks every key before anything is sent.
 func parseKeys(cmd *command, args []string) ([]uint64, error) {
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:] // the end of flags, as Go's flag package reads it
+	}
 	if len(args) == 0 {
 		return nil, usagef(cmd, "%s: missing KEY", cmd.name)
 	}
