@@ -48,5 +48,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.isLeader, m.leaderChanges, m.applies, m.applySeconds, m.sectionOps, m.sectionBatch,
 		m.leaseGrants, m.leaseRefusals, m.slotMoves, m.routingVersion, m.unassignedSlots, m.lastIndex)
+	// Every known label value exists from the start, at 0, so a dashboard
+	// (rate, increase, an alert on > 0) sees a series before the first event.
+	for _, r := range []string{"expired", "gossip_dead", "unknown"} {
+		m.leaseRefusals.WithLabelValues(r)
+	}
+	for _, k := range []string{"initial", "expired", "planned"} {
+		m.slotMoves.WithLabelValues(k)
+	}
 	return m
 }

@@ -2,6 +2,8 @@ package store
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 )
 
 type metrics struct {
@@ -23,6 +25,9 @@ type metrics struct {
 	shardFormat                                        prometheus.Gauge
 	subscribers                                        prometheus.Gauge
 }
+
+// opNames are the ops the leader counts in ops_total (opErr's names).
+var opNames = []string{"send", "mark_read", "recall", "delete", "deliver", "create_group", "add_members", "remove_members"}
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -62,6 +67,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.shardFormat.Set(-1)
 	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,
 		m.rateLimited, m.isLeader, m.halted, m.shardFormat, m.subscribers)
+	// Every op's outcomes exist from the start, at 0, so a dashboard sees
+	// a series before the first op.
+	for _, op := range opNames {
+		for _, st := range []clusterv1.OpStatus{clusterv1.OpStatus_OP_STATUS_OK, clusterv1.OpStatus_OP_STATUS_DUPLICATE,
+			clusterv1.OpStatus_OP_STATUS_OUT_OF_ORDER, clusterv1.OpStatus_OP_STATUS_REJECTED} {
+			m.ops.WithLabelValues(op, st.String())
+		}
+	}
 	return m
 }
 
