@@ -332,6 +332,7 @@ type run struct {
 	outMade  bool // the run directory was created: finish writes the report
 	c        *cluster.Cluster
 	wls      []workload.Workload
+	kinds    []string // the fault kinds the nemeses inject
 	samples  []workload.Sample
 	fault    atomic.Value // string: faults in progress
 	progress chan struct{}
@@ -425,6 +426,9 @@ func (r *run) run(ctx context.Context) error {
 		r.logf("SKIPPED FAULT: %s", s)
 	}
 	r.res.Skipped = append(r.res.Skipped, skipped...)
+	for _, n := range nems {
+		r.kinds = append(r.kinds, n.Kind())
+	}
 	for _, n := range specs {
 		r.res.Nemeses = append(r.res.Nemeses, n.String())
 	}
@@ -563,6 +567,21 @@ func (r *run) finish() {
 			}
 		}
 	}
+	// The nemeses deal each kind once per round, so a kind never drawn
+	// means the run had fewer faults than kinds: say so, a pass did not
+	// test it.
+	drawn := map[string]bool{}
+	for _, f := range res.Faults {
+		drawn[f.Kind] = true
+	}
+	for _, k := range r.kinds {
+		if !drawn[k] && !slices.Contains(res.NotDrawn, k) {
+			res.NotDrawn = append(res.NotDrawn, k)
+		}
+	}
+	if len(res.NotDrawn) > 0 {
+		r.logf("FAULT NOT DRAWN: %s (%d faults in all; run longer, or with a shorter --fault-interval, to test every kind)", strings.Join(res.NotDrawn, ", "), len(res.Faults))
+	}
 	if r.outMade {
 		// The binaries are rebuilt (from the build cache) by a repro.
 		os.RemoveAll(filepath.Join(r.o.Out, "bin"))
@@ -608,7 +627,11 @@ func message(res *report.Results) string {
 	case len(unknown) > 0:
 		return "INCONCLUSIVE: " + strings.Join(unknown, ", ") + " could not decide (see the checker summary); not a pass. Rerun with a longer --check-timeout or a lower --rate."
 	}
-	return fmt.Sprintf("PASS: every checker passed (%d operations, %d faults).", res.Ops["alloc.total"]+res.Ops["messages.send_attempts"], len(res.Faults))
+	pass := fmt.Sprintf("PASS: every checker passed (%d operations, %d faults).", res.Ops["alloc.total"]+res.Ops["messages.send_attempts"], len(res.Faults))
+	if len(res.NotDrawn) > 0 {
+		pass += " Fault kinds never drawn, so not tested: " + strings.Join(res.NotDrawn, ", ") + "."
+	}
+	return pass
 }
 
 func firstLine(s string) string {

@@ -283,11 +283,20 @@ func (r *Runner) Run(ctx context.Context, current func(string)) []Fault {
 
 func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, rng *rand.Rand, report func(int, string)) []Fault {
 	var faults []Fault
+	// Faults are dealt from a shuffled deck of the group, dealt again when
+	// empty: every kind asked for comes up once in each len(group) faults,
+	// so a short run does not miss one by chance.
+	var deck []Nemesis
 	for {
 		if !Sleep(ctx, uniform(rng, r.sched.Interval)) {
 			return faults
 		}
-		n := group[rng.IntN(len(group))]
+		if len(deck) == 0 {
+			deck = slices.Clone(group)
+			rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
+		}
+		n := deck[0]
+		deck = deck[1:]
 		hold := uniform(rng, r.sched.Hold)
 		if class == 1 {
 			// Skew lasts across several other faults, so they overlap.

@@ -185,3 +185,23 @@ func TestRunnerChoicesFollowTheSeed(t *testing.T) {
 		t.Fatalf("different seeds, same choices: %v", a1.injected[:n])
 	}
 }
+
+// Foreground faults are dealt from a deck: each kind comes up once in
+// every round of len(kinds) faults, so no kind asked for is missed by
+// chance in a short run.
+func TestRunnerDealsEveryKindEachRound(t *testing.T) {
+	for seed := uint64(1); seed <= 5; seed++ {
+		faults, _, _, _ := runFakes(seed)
+		var fg []string
+		for _, f := range faults {
+			if f.Kind != "clock" {
+				fg = append(fg, f.Kind)
+			}
+		}
+		for i := 0; i+2 <= len(fg); i += 2 {
+			if fg[i] == fg[i+1] {
+				t.Fatalf("seed %d: round %d dealt %s twice: %v", seed, i/2, fg[i], fg)
+			}
+		}
+	}
+}

@@ -31,12 +31,15 @@ type Results struct {
 	ExitCode int             `json:"exit_code"`
 	Message  string          `json:"message"`
 
-	Scenario  string   `json:"scenario,omitempty"`
-	Workload  string   `json:"workload"`
-	Backend   string   `json:"backend"`
-	Bug       string   `json:"bug,omitempty"`
-	Nemeses   []string `json:"nemeses"`
-	Skipped   []string `json:"skipped_faults,omitempty"`
+	Scenario string   `json:"scenario,omitempty"`
+	Workload string   `json:"workload"`
+	Backend  string   `json:"backend"`
+	Bug      string   `json:"bug,omitempty"`
+	Nemeses  []string `json:"nemeses"`
+	Skipped  []string `json:"skipped_faults,omitempty"`
+	// NotDrawn are fault kinds asked for that the run never drew (it had
+	// fewer faults than kinds).
+	NotDrawn  []string `json:"faults_not_drawn,omitempty"`
 	Seed      uint64   `json:"seed"`
 	AllocSvrs int      `json:"allocsvrs"`
 	// Spec is what `seqjepsen repro` runs again.
