@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/seqd/seqd/internal/bugs"
@@ -229,7 +230,7 @@ func checkOut(out string) error {
 		}
 		return fmt.Errorf("--out %s is not empty (it holds %s); pick a new or empty directory", out, entries[0].Name())
 	case err == nil:
-		return nil
+		return writable(out, out)
 	case !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("--out %s: %w", out, err)
 	}
@@ -240,12 +241,22 @@ func checkOut(out string) error {
 			return fmt.Errorf("--out %s: %s is not a directory", out, d)
 		}
 		if err == nil {
-			return nil
+			return writable(out, d)
 		}
 		if !errors.Is(err, os.ErrNotExist) || d == filepath.Dir(d) {
 			return fmt.Errorf("--out %s: %w", out, err)
 		}
 	}
+}
+
+// writable says whether this process may create files in dir (the run
+// directory out, or the parent it would be created in): a read-only mount
+// or a directory without write permission fails here, before the run.
+func writable(out, dir string) error {
+	if err := syscall.Access(dir, 2 /* W_OK */); err != nil {
+		return fmt.Errorf("--out %s: %s is not writable: %w", out, dir, err)
+	}
+	return nil
 }
 
 // MakeOut creates the run directory out (empty: Check still accepts it).

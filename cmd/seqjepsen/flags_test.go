@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/seqd/seqd/jepsen/report"
@@ -158,6 +159,31 @@ func TestHelpExits0(t *testing.T) {
 		code, stdout, stderr := seqjepsen(args...)
 		if code != 0 || !strings.Contains(stdout, "Usage") || stderr != "" {
 			t.Errorf("%q: exit %d, want 0 with the usage on stdout\nstdout %s\nstderr %s", args, code, stdout, stderr)
+		}
+	}
+}
+
+// An --out the harness cannot write in (here a read-only mount, or a
+// directory without write permission when not root) is refused with the
+// other options, before the run starts.
+func TestUnwritableOutRejected(t *testing.T) {
+	dir := t.TempDir()
+	ro := filepath.Join(dir, "ro")
+	if err := os.Mkdir(ro, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		if err := syscall.Mount("tmpfs", ro, "tmpfs", syscall.MS_RDONLY, "size=1m"); err != nil {
+			t.Skipf("cannot mount a read-only tmpfs to test with: %v", err)
+		}
+		t.Cleanup(func() { syscall.Unmount(ro, 0) })
+	} else if err := os.Chmod(ro, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{ro, filepath.Join(ro, "run")} {
+		code, stdout, stderr := seqjepsen("run", "--backend", "local", "--src", brokenTree(t), "--out", out)
+		if code != report.ExitHarness || !strings.Contains(stderr, "is not writable") || strings.Contains(stdout+stderr, "report:") {
+			t.Errorf("--out %s: exit %d, want 2 saying it is not writable\nstdout %s\nstderr %s", out, code, stdout, stderr)
 		}
 	}
 }
