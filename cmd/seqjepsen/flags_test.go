@@ -101,7 +101,7 @@ func TestBadInputRejected(t *testing.T) {
 		{"nemesis no target", run("--nemesis", "kill:"), "no target after the colon"},
 		{"nemesis unknown", run("--nemesis", "earthquake"), `unknown nemesis "earthquake"`},
 		{"fault-interval zero", run("--fault-interval", "0s-0s"), "--fault-interval 0s-0s: both bounds must be above zero"},
-		{"fault-interval negative", run("--fault-interval", "-1s-2s"), `--fault-interval: time: invalid duration`},
+		{"fault-interval negative", run("--fault-interval", "-1s-2s"), `--fault-interval: "-1s-2s": want a range like 3s-10s of positive durations (the lower bound "": time: invalid duration`},
 		{"fault-interval inverted", run("--fault-interval", "10s-3s"), `--fault-interval: "10s-3s": the upper bound is below the lower`},
 		{"fault-interval huge", run("--fault-interval", "1s-2h"), "--fault-interval 1s-2h0m0s: must be at most"},
 		{"fault-interval malformed", run("--fault-interval", "3s"), `--fault-interval: "3s": want a range like`},

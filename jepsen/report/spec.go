@@ -79,11 +79,11 @@ func ParseRange(s string) ([2]time.Duration, error) {
 	}
 	a, err := time.ParseDuration(lo)
 	if err != nil {
-		return [2]time.Duration{}, err
+		return [2]time.Duration{}, fmt.Errorf("%q: want a range like 3s-10s of positive durations (the lower bound %q: %v)", s, lo, err)
 	}
 	b, err := time.ParseDuration(hi)
 	if err != nil {
-		return [2]time.Duration{}, err
+		return [2]time.Duration{}, fmt.Errorf("%q: want a range like 3s-10s of positive durations (the upper bound %q: %v)", s, hi, err)
 	}
 	if b < a {
 		return [2]time.Duration{}, fmt.Errorf("%q: the upper bound is below the lower", s)
