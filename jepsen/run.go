@@ -320,6 +320,11 @@ func Run(ctx context.Context, o Options) (res *report.Results) {
 		r.finish()
 	}()
 	if err := r.run(ctx); err != nil {
+		if ctx.Err() != nil && !strings.HasPrefix(err.Error(), "interrupted") {
+			// Interrupted while building or starting: what failed is the
+			// interrupt's doing (a killed build, a node that had no time).
+			err = fmt.Errorf("interrupted (%v) while %s", context.Cause(ctx), err)
+		}
 		res.HarnessError = err.Error()
 		if strings.Contains(res.HarnessError, "\n") {
 			// The message has the first line only (a build's output follows).

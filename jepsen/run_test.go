@@ -3,6 +3,8 @@ package jepsen
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -166,4 +168,27 @@ func fakeTree(t *testing.T, main string) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// A run interrupted before its cluster is up says so: the failure it
+// records is the interrupt's, not the killed build's or the start's.
+func TestInterruptBeforeTheRunIsNamed(t *testing.T) {
+	src := t.TempDir()
+	for path, body := range map[string]string{"go.mod": "module github.com/seqd/seqd\n", "cmd/seqd/main.go": "package main\n\nfunc main() {}\n"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(src, path)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, path), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(errors.New("interrupt"))
+	res := Run(ctx, Options{
+		Spec: report.Spec{Workload: "alloc", Backend: cluster.BackendLocal, TimeLimit: 5 * time.Second, Seed: 1},
+		Src:  src, Out: filepath.Join(t.TempDir(), "run"), Progress: io.Discard,
+	})
+	if res.ExitCode != report.ExitHarness || !strings.HasPrefix(res.HarnessError, "interrupted (interrupt) while") {
+		t.Fatalf("exit %d, harness error %q; want 2 and the interrupt named", res.ExitCode, res.HarnessError)
+	}
 }

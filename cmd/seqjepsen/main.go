@@ -136,21 +136,21 @@ func givenEmpty(f *flag.Flag) error {
 // heals, checks what it has and cleans up); a second one cleans up the
 // network at once and exits.
 func signalContext(stderr io.Writer, ownsNetns bool) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		s := <-ch
 		fmt.Fprintf(stderr, "\nseqjepsen: %v: stopping, healing and cleaning up (again to abort at once)\n", s)
-		cancel()
+		cancel(fmt.Errorf("%v", s))
 		<-ch
-		fmt.Fprintln(stderr, "seqjepsen: aborting; removing the network")
+		fmt.Fprintln(stderr, "seqjepsen: aborting; removing the network; no report is written (the run directory keeps harness.log and the node logs)")
 		if ownsNetns {
 			netns.Abort() // this process holds the lock: it is our network
 		}
 		os.Exit(report.ExitHarness)
 	}()
-	return ctx, func() { signal.Stop(ch); cancel() }
+	return ctx, func() { signal.Stop(ch); cancel(nil) }
 }
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
