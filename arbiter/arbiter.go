@@ -23,6 +23,11 @@ import (
 
 // Arbiter is one voter of a DC's arbiter group.
 type Arbiter struct {
+	// drainMu makes a drain's check for another AllocSvr to take the
+	// slots and its state change one step, so two drains at once cannot
+	// each count the other as the taker.
+	drainMu sync.Mutex
+
 	cfg    Config
 	log    *slog.Logger
 	fsm    *FSM

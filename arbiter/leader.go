@@ -80,6 +80,7 @@ func (a *Arbiter) runLeader(ctx context.Context) {
 	a.log.Info("became leader; waiting one lease before moving any owned slot", "lease", a.cfg.Lease+a.cfg.LeaseMargin)
 	a.m.isLeader.Set(1)
 	defer a.m.isLeader.Set(0)
+	defer a.m.unassignedSlots.Set(0) // a follower's last value would alert forever
 	defer a.ready.Store(false)
 	// Forget grant times from any earlier term; every instance counts as
 	// granted now.

@@ -351,6 +351,22 @@ func (a *Arbiter) status() *seqdv1.StatusResponse {
 	return resp
 }
 
+// hasTaker reports whether n's slots can go somewhere: it owns none, or
+// another AllocSvr is active and alive.
+func (s *server) hasTaker(n *clusterv1.NodeRecord) bool {
+	if len(s.a.fsm.OwnedSlots(n.Id, n.Incarnation)) == 0 {
+		return true
+	}
+	nodes := s.a.fsm.Nodes()
+	lv := leaderLiveness{a: s.a, nodes: nodes}
+	for id, m := range nodes {
+		if id != n.Id && m.State == seqdv1.NodeState_NODE_STATE_ACTIVE && lv.alive(instance{id, m.Incarnation}) {
+			return true
+		}
+	}
+	return false
+}
+
 // maxDrainWait bounds a waiting Drain whose caller set no deadline.
 const maxDrainWait = 2 * time.Minute
 
@@ -367,20 +383,32 @@ func (s *server) Drain(ctx context.Context, req *seqdv1.DrainRequest) (*seqdv1.D
 	if n == nil {
 		return nil, status.Errorf(codes.NotFound, "drain: no AllocSvr named %q is registered; `seqctl status` lists them", req.Node)
 	}
-	// A drain nobody can take the slots of would never end (and an
-	// AllocSvr draining itself on shutdown would wait out its drain
-	// timeout for nothing).
-	nodes := s.a.fsm.Nodes()
-	lv := leaderLiveness{a: s.a, nodes: nodes}
-	takers := 0
-	for id, m := range nodes {
-		if id != req.Node && m.State == seqdv1.NodeState_NODE_STATE_ACTIVE && lv.alive(instance{id, m.Incarnation}) {
-			takers++
-		}
+	if !s.a.readyNow() {
+		return nil, status.Error(codes.Unavailable, "drain: the arbiter leader is still catching up after an election; retry shortly")
 	}
-	if takers == 0 {
-		return nil, status.Errorf(codes.FailedPrecondition, "drain: no other AllocSvr is active and alive to take %s's %d slots; start or undrain another first",
-			req.Node, len(s.a.fsm.OwnedSlots(n.Id, n.Incarnation)))
+	// A drain nobody can take the slots of would never end. One that
+	// waits (an AllocSvr draining itself on shutdown, say, while the one
+	// restarted before it registers again) waits for a taker up to its
+	// deadline; one that does not is refused at once. The check and the
+	// state change are one step (drainMu).
+	s.a.drainMu.Lock()
+	defer s.a.drainMu.Unlock()
+	tctx, tcancel := ctx, context.CancelFunc(func() {})
+	if _, ok := ctx.Deadline(); !ok {
+		tctx, tcancel = context.WithTimeout(ctx, maxDrainWait)
+	}
+	defer tcancel()
+	for !s.hasTaker(n) {
+		if !req.Wait {
+			return nil, status.Errorf(codes.FailedPrecondition, "drain: no other AllocSvr is active and alive to take %s's %d slots; start or undrain another first",
+				req.Node, len(s.a.fsm.OwnedSlots(n.Id, n.Incarnation)))
+		}
+		select {
+		case <-tctx.Done():
+			return nil, status.Errorf(codes.FailedPrecondition, "drain: no other AllocSvr became active and alive to take %s's %d slots before the deadline; start or undrain another first",
+				req.Node, len(s.a.fsm.OwnedSlots(n.Id, n.Incarnation)))
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	res, err := s.a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_SET_NODE_STATE, &clusterv1.SetNodeStateCommand{NodeId: req.Node, State: seqdv1.NodeState_NODE_STATE_DRAINING})
 	if err != nil {

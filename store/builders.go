@@ -153,7 +153,6 @@ func (b *deliverBuilder) build(seqs []uint64) *clusterv1.StoreOp {
 	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Deliver{Deliver: &clusterv1.DeliverOp{Items: b.items, Seqs: all}}}
 }
 
-// membersBuilder adds members, noting which live on other shards.
 // createGroupBuilder creates a group of at most MaxGroupSize members. A
 // retry of a create that made a group is the FSM's to answer, whatever the
 // limit is now.
@@ -161,6 +160,9 @@ type createGroupBuilder struct{ op *clusterv1.CreateGroupOp }
 
 func (b *createGroupBuilder) plan(s *Shard) ([]uint64, error) {
 	req := b.op.Request
+	if 1+len(req.Members) <= s.cfg.MaxGroupSize {
+		return nil, nil // under the limit even before duplicates are dropped
+	}
 	n := len(slices.Compact(slices.Sorted(slices.Values(append([]uint64{req.Owner}, req.Members...)))))
 	if n <= s.cfg.MaxGroupSize {
 		return nil, nil
@@ -177,6 +179,7 @@ func (b *createGroupBuilder) build([]uint64) *clusterv1.StoreOp {
 	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_CreateGroup{CreateGroup: b.op}}
 }
 
+// membersBuilder adds members, noting which live on other shards.
 type membersBuilder struct{ op *clusterv1.MembersOp }
 
 func (b *membersBuilder) plan(s *Shard) ([]uint64, error) {

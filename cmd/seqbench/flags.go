@@ -63,9 +63,10 @@ func parseFlags(fs *flag.FlagSet, args []string, check func() error) error {
 	return nil
 }
 
-// checkAddrs checks --addr: comma-separated host:port, each port 1..65535.
+// checkAddrs checks --addr: comma-separated host:port, each port 1..65535
+// (empty: the in-process cluster).
 func checkAddrs(list string) error {
-	for _, a := range strings.Split(list, ",") {
+	for _, a := range cliflag.SplitList(list) {
 		_, port, err := net.SplitHostPort(a)
 		if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || n == 0 {
 			return fmt.Errorf("--addr %q is not host:port with a port 1..65535 (several: comma-separated)", a)

@@ -185,7 +185,7 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 			perCmd[cmd] = append(perCmd[cmd],
 				bad{[]string{"--addr", "nonsense"}, `--addr "nonsense" is not host:port`},
 				bad{[]string{"--addr", "127.0.0.1:99999"}, `--addr "127.0.0.1:99999" is not host:port with a port 1..65535`},
-				bad{[]string{"--addr", "127.0.0.1:1,"}, `--addr "" is not host:port`})
+				bad{[]string{"--addr", "127.0.0.1:1, x"}, `--addr "x" is not host:port`})
 		}
 		// Every command refuses positional arguments and a --json file it
 		// could not write, before starting anything.

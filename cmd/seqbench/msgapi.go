@@ -8,9 +8,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/seqd/seqd/internal/grpcconn"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
@@ -83,13 +86,21 @@ func dialMessages(ctx context.Context, t *seqdTarget, viaGateway bool) (*msgConn
 			return nil, fmt.Errorf("gateway %s: %w", t.addrs[0], err)
 		}
 		// A gateway that does not answer would fail every send of the run:
-		// ask it once first (a read of user 1's unread counts).
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err = seqdv1.NewMessagesClient(cc).Unread(pctx, &seqdv1.UnreadRequest{User: 1})
-		cancel()
-		if err != nil {
-			pool.Close()
-			return nil, fmt.Errorf("gateway %s does not answer Messages calls: %w", t.addrs[0], err)
+		// ask it first (a read of user 1's unread counts). Any answer of
+		// its own will do; a cluster still starting gets up to 10 s, as the
+		// router's bootstrap does.
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		for {
+			_, err = seqdv1.NewMessagesClient(cc).Unread(pctx, &seqdv1.UnreadRequest{User: 1})
+			if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
+				break
+			}
+			if pctx.Err() != nil || strings.Contains(err.Error(), "connection refused") {
+				pool.Close()
+				return nil, fmt.Errorf("gateway %s does not answer Messages calls: %w", t.addrs[0], err)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 		return &msgConn{target: t, api: gatewayAPI{seqdv1.NewMessagesClient(cc)}, via: "gateway " + t.addrs[0], closers: []io.Closer{pool}}, nil
 	}

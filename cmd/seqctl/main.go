@@ -179,7 +179,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stdout, usage())
 			return 0
 		}
-		// "help CMD" is "CMD -h".
+		// "help CMD" is "CMD -h" ("help help" is the general help).
+		if rest[0] == "help" {
+			fmt.Fprint(stdout, usage())
+			return 0
+		}
 		name, rest = rest[0], []string{"-h"}
 	}
 	var cmd *command

@@ -49,14 +49,21 @@ func (h *hcl) Log(level hclog.Level, msg string, args ...interface{}) {
 // formatted renders hclog.Fmt values (a format and its arguments, which
 // hclog formats itself) as the strings hclog would print.
 func formatted(args []interface{}) []interface{} {
+	var out []interface{} // a copy, made only if something is formatted: args is the caller's
 	for i, a := range args {
 		if f, ok := a.(hclog.Format); ok && len(f) > 0 {
 			if format, ok := f[0].(string); ok {
-				args[i] = fmt.Sprintf(format, f[1:]...)
+				if out == nil {
+					out = append([]interface{}(nil), args...)
+				}
+				out[i] = fmt.Sprintf(format, f[1:]...)
 			}
 		}
 	}
-	return args
+	if out == nil {
+		return args
+	}
+	return out
 }
 func (h *hcl) Trace(msg string, args ...interface{}) { h.Log(hclog.Trace, msg, args...) }
 func (h *hcl) Debug(msg string, args ...interface{}) { h.Log(hclog.Debug, msg, args...) }
@@ -70,7 +77,7 @@ func (h *hcl) IsWarn() bool                          { return h.l.Enabled(contex
 func (h *hcl) IsError() bool                         { return h.l.Enabled(context.Background(), slog.LevelError) }
 func (h *hcl) ImpliedArgs() []interface{}            { return h.args }
 func (h *hcl) With(args ...interface{}) hclog.Logger {
-	return &hcl{l: h.l.With(args...), name: h.name, args: append(append([]interface{}{}, h.args...), args...)}
+	return &hcl{l: h.l.With(formatted(args)...), name: h.name, args: append(append([]interface{}{}, h.args...), args...)}
 }
 func (h *hcl) Name() string { return h.name }
 func (h *hcl) Named(name string) hclog.Logger {
