@@ -314,3 +314,42 @@ func TestArbiterRemoveLastVoter(t *testing.T) {
 		t.Fatalf("remove last voter: exit %d, stderr %q; want 1 and %q", r.code, r.stderr, want)
 	}
 }
+
+// A rolling restart: with alloc1 stopped, alloc2 is the last AllocSvr, and
+// a waiting Drain of it (what an AllocSvr does on SIGTERM) waits for a
+// taker instead of being refused; once alloc1 is back, alloc2's slots move
+// to it.
+func TestWaitingDrainWaitsForATaker(t *testing.T) {
+	c := ownCluster(t)
+	if err := c.StopAllocSvr(0); err != nil {
+		t.Fatalf("stopping alloc1: %v", err)
+	}
+	cc, err := grpc.NewClient(c.GatewayAddr(), grpcconn.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type result struct {
+		resp *seqdv1.DrainResponse
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := seqdv1.NewAdminClient(cc).Drain(ctx, &seqdv1.DrainRequest{Node: "alloc2", Wait: true})
+		done <- result{resp, err}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("the drain of the last AllocSvr answered before any taker came: %v %v", r.resp, r.err)
+	case <-time.After(time.Second):
+	}
+	if err := c.RestartAllocSvr(ctx, 0); err != nil {
+		t.Fatalf("restarting alloc1: %v", err)
+	}
+	r := <-done
+	if r.err != nil || r.resp.RemainingSlots != 0 {
+		t.Fatalf("drain of alloc2 once alloc1 was back: %v %v, want every slot moved", r.resp, r.err)
+	}
+}
