@@ -3,8 +3,6 @@ package main
 import (
 	"flag"
 	"fmt"
-	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -67,8 +65,7 @@ func parseFlags(fs *flag.FlagSet, args []string, check func() error) error {
 // (empty: the in-process cluster).
 func checkAddrs(list string) error {
 	for _, a := range cliflag.SplitList(list) {
-		_, port, err := net.SplitHostPort(a)
-		if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || n == 0 {
+		if !cliflag.HostPort(a) {
 			return fmt.Errorf("--addr %q is not host:port with a port 1..65535 (several: comma-separated)", a)
 		}
 	}

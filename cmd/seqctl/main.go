@@ -10,10 +10,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -170,7 +168,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if e.timeout <= 0 {
 		return fail(stderr, usagef(nil, "--timeout %v: give a positive duration such as 10s", e.timeout))
 	}
-	if _, port, err := net.SplitHostPort(e.addr); err != nil || !validPort(port) {
+	if !cliflag.HostPort(e.addr) {
 		return fail(stderr, usagef(nil, "--addr %q is not host:port with a port 1..65535 (for example %s)", e.addr, defaultAddr))
 	}
 	name, rest := fs.Arg(0), fs.Args()[1:]
@@ -196,12 +194,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, usagef(nil, "unknown command %q", name))
 	}
 	return fail(stderr, cmd.run(ctx, e, cmd, rest))
-}
-
-// validPort reports whether p is a TCP port number other than 0.
-func validPort(p string) bool {
-	n, err := strconv.ParseUint(p, 10, 16)
-	return err == nil && n > 0
 }
 
 // fail prints err and returns the exit code it stands for.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 )
 
@@ -109,4 +111,15 @@ func SplitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// HostPort reports whether addr is host:port with a port 1..65535, as an
+// address flag (--addr) must be.
+func HostPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n > 0
 }
