@@ -756,32 +756,19 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 		out = append(out, checker.Result{Checker: name, Workload: "messages", Guarantee: guarantee, Verdict: checker.FromAnomalies(as),
 			Summary: summary, Findings: checker.Findings(as)})
 	}
-	markReads := func() {
-		add("mark-read-accepted", "G3", "A read marker up to a message the user received is never refused for good (only retried).", m.refused)
-	}
-	halts := func() {
-		add("no-halted-replica", "G6", "No store replica halted at an entry it could not apply: a leader proposes ops of a newer store format only once every replica applies it.",
-			m.halts())
-	}
-	if !m.finalRan {
-		// An interrupted run made no final reads: the checks that compare
-		// the history with the final inboxes cannot tell anything (empty
-		// inboxes would show every acknowledged send as lost). Those that
-		// need only the history, or the replicas' logs, still run.
-		for _, c := range []struct{ name, guarantee string }{{"recovery", "G6"}, {"no-lost-sends", "G2"}, {"no-doubled-retries", "G2"},
-			{"inbox-order", "G3"}, {"subscribe-gap-free", "G3"}, {"unread-agrees", "G3"}, {"replicas-agree", "G2"}} {
-			out = append(out, checker.Result{Checker: c.name, Workload: "messages", Guarantee: c.guarantee, Verdict: checker.Unknown,
-				Summary: "(no final reads were made: the run was interrupted)"})
+	// final adds a check that compares the history with the final reads.
+	// An interrupted run made none, and empty inboxes would show every
+	// acknowledged send as lost: such a check answers UNKNOWN. The checks
+	// that need only the history, or the replicas' logs, run either way.
+	final := func(name, guarantee, summary string, as func() []checker.Anomaly) {
+		if !m.finalRan {
+			out = append(out, checker.Result{Checker: name, Workload: "messages", Guarantee: guarantee, Verdict: checker.Unknown,
+				Summary: summary + " (no final reads were made: the run was interrupted)"})
+			return
 		}
-		markReads()
-		halts()
-		if m.upgrading() {
-			out = append(out, checker.Result{Checker: "newer-format-usable", Workload: "messages", Guarantee: "G6", Verdict: checker.Unknown,
-				Summary: "(the check after the final upgrade did not run: the run was interrupted)"})
-		}
-		return out
+		add(name, guarantee, summary, as())
 	}
-	if len(m.finalErrs) > 0 {
+	if m.finalRan && len(m.finalErrs) > 0 {
 		var as []checker.Anomaly
 		for _, e := range m.finalErrs {
 			as = append(as, checker.Anomaly{Kind: "unavailable", Msg: "final read failed after the heal: " + e})
@@ -789,45 +776,49 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 		add("recovery", "G6", "After the final heal, every final read succeeds.", as)
 		return out
 	}
-	add("recovery", "G6", "After the final heal, every final read succeeds.", nil)
+	final("recovery", "G6", "After the final heal, every final read succeeds.", func() []checker.Anomaly { return nil })
 	sentAt := make(map[string]time.Duration, len(m.sent))
 	for _, s := range m.sent {
 		sentAt[s.Body] = s.Last
 	}
-	add("no-lost-sends", "G2", "Every acknowledged send is in each intended inbox (or the group timeline) exactly once.",
-		checker.LostOrDoubled(m.sent, m.inboxes, m.timelines))
-	add("no-doubled-retries", "G2", "No body appears twice in an inbox or the timeline, acknowledged or not: retries were deduplicated.",
-		append(checker.DoubledPayloads(m.inboxes, "user", sentAt), checker.DoubledPayloads(m.timelines, "group", sentAt)...))
-	add("inbox-order", "G3", "Every inbox is strictly increasing in seq.", checker.Increasing(m.inboxes))
-	add("subscribe-gap-free", "G3", "Every Subscribe connection delivered exactly the final inbox's events from its checkpoint on.",
-		append(checker.SubscriberGaps(m.subs, m.inboxes), m.stalled...))
-	as := checker.UnreadAgrees(m.unread, m.inboxes, nil, "leader")
-	ids := make([]string, 0, len(m.replicas))
-	for id := range m.replicas {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	var diverged []checker.Anomaly
-	for _, id := range ids {
-		v := m.replicas[id]
-		if v.err != "" {
-			diverged = append(diverged, checker.Anomaly{Kind: "replica", Msg: fmt.Sprintf("replica %s could not be read: %s", id, v.err)})
-			continue
+	final("no-lost-sends", "G2", "Every acknowledged send is in each intended inbox (or the group timeline) exactly once.", func() []checker.Anomaly {
+		return checker.LostOrDoubled(m.sent, m.inboxes, m.timelines)
+	})
+	final("no-doubled-retries", "G2", "No body appears twice in an inbox or the timeline, acknowledged or not: retries were deduplicated.", func() []checker.Anomaly {
+		return append(checker.DoubledPayloads(m.inboxes, "user", sentAt), checker.DoubledPayloads(m.timelines, "group", sentAt)...)
+	})
+	final("inbox-order", "G3", "Every inbox is strictly increasing in seq.", func() []checker.Anomaly { return checker.Increasing(m.inboxes) })
+	final("subscribe-gap-free", "G3", "Every Subscribe connection delivered exactly the final inbox's events from its checkpoint on.", func() []checker.Anomaly {
+		return append(checker.SubscriberGaps(m.subs, m.inboxes), m.stalled...)
+	})
+	var unread, diverged []checker.Anomaly
+	if m.finalRan {
+		unread = checker.UnreadAgrees(m.unread, m.inboxes, nil, "leader")
+		for _, id := range slices.Sorted(maps.Keys(m.replicas)) {
+			v := m.replicas[id]
+			if v.err != "" {
+				diverged = append(diverged, checker.Anomaly{Kind: "replica", Msg: fmt.Sprintf("replica %s could not be read: %s", id, v.err)})
+				continue
+			}
+			unread = append(unread, checker.UnreadAgrees(v.unread, v.inboxes, nil, "replica "+id)...)
+			if d := v.diff(m.inboxes, m.timelines[m.rg]); d != "" {
+				diverged = append(diverged, checker.Anomaly{Kind: "replica", Msg: fmt.Sprintf("replica %s differs from the leader after the quiet period: %s", id, d)})
+			}
 		}
-		as = append(as, checker.UnreadAgrees(v.unread, v.inboxes, nil, "replica "+id)...)
-		if d := v.diff(m.inboxes, m.timelines[m.rg]); d != "" {
-			diverged = append(diverged, checker.Anomaly{Kind: "replica", Msg: fmt.Sprintf("replica %s differs from the leader after the quiet period: %s", id, d)})
-		}
 	}
-	add("unread-agrees", "G3", "At the leader and at each replica, unread counts per conversation and in total equal what the inbox implies.", as)
-	markReads()
-	add("replicas-agree", "G2", "After the quiet period every replica holds the leader's inboxes.", diverged)
-	halts()
+	final("unread-agrees", "G3", "At the leader and at each replica, unread counts per conversation and in total equal what the inbox implies.",
+		func() []checker.Anomaly { return unread })
+	add("mark-read-accepted", "G3", "A read marker up to a message the user received is never refused for good (only retried).", m.refused)
+	final("replicas-agree", "G2", "After the quiet period every replica holds the leader's inboxes.", func() []checker.Anomaly { return diverged })
+	add("no-halted-replica", "G6", "No store replica halted at an entry it could not apply: a leader proposes ops of a newer store format only once every replica applies it.",
+		m.halts())
 	if m.upgrading() {
-		if !m.upgradeChecked && len(m.upgradeErrs) == 0 {
-			m.upgradeErrs = append(m.upgradeErrs, checker.Anomaly{Kind: "format-gate", Msg: "the check after the final upgrade did not run (the run ended before its final reads)"})
-		}
-		add("newer-format-usable", "G6", "Once every store replica runs the newer build, an op of the newer store format (MarkRead) goes through.", m.upgradeErrs)
+		final("newer-format-usable", "G6", "Once every store replica runs the newer build, an op of the newer store format (MarkRead) goes through.", func() []checker.Anomaly {
+			if !m.upgradeChecked && len(m.upgradeErrs) == 0 {
+				m.upgradeErrs = append(m.upgradeErrs, checker.Anomaly{Kind: "format-gate", Msg: "the check after the final upgrade did not run (the run ended before its final reads)"})
+			}
+			return m.upgradeErrs
+		})
 	}
 	return out
 }
