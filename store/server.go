@@ -116,7 +116,7 @@ func (s *Shard) opErr(op string, r *OpResult) error {
 		return status.Errorf(codes.Unavailable, "%s: the shard leader changed while ordering this write; retry", op)
 	}
 	if r.err != nil {
-		return asStatus(r.err)
+		return s.raftErr(r.err)
 	}
 	code := r.Code
 	if code == codes.OK {
@@ -399,14 +399,6 @@ func (s *Shard) checkAfterGseq(g, after uint64) error {
 	})
 }
 
-// asStatus passes a gRPC status on and makes any other error INTERNAL.
-func asStatus(err error) error {
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	return status.Error(codes.Internal, err.Error())
-}
-
 // checkFuture refuses a checkpoint (after) beyond the newest seq (newest)
 // with refuse. Only the leader can tell: a follower may simply not have
 // applied that far yet. Nor may a leader's FSM, just after an election or
@@ -418,7 +410,7 @@ func (s *Shard) checkFuture(after uint64, newest func() (uint64, error), refuse 
 	}
 	last, err := newest()
 	if err != nil {
-		return asStatus(err)
+		return s.raftErr(err)
 	}
 	if after <= last {
 		return nil
@@ -427,7 +419,7 @@ func (s *Shard) checkFuture(after uint64, newest func() (uint64, error), refuse 
 		return rpcerr.FromRaft(err, s.leaderAddr())
 	}
 	if last, err = newest(); err != nil {
-		return asStatus(err)
+		return s.raftErr(err)
 	}
 	if after > last {
 		return refuse(last)
