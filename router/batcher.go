@@ -194,13 +194,19 @@ func (b *batcher) send(batch []*pending) {
 			req.RoutingVersion = p.version
 		}
 	}
-	st, err := b.openStream()
-	if err != nil {
-		<-b.slots
-		fail(batch, err)
-		return
-	}
 	b.mu.Lock()
+	st := b.stream
+	if st == nil {
+		// No stream: open one without the lock (it may take a while).
+		b.mu.Unlock()
+		var err error
+		if st, err = b.openStream(); err != nil {
+			<-b.slots
+			fail(batch, err)
+			return
+		}
+		b.mu.Lock()
+	}
 	if b.stream != st {
 		// It broke meanwhile (recv saw it end): the batch goes nowhere.
 		b.mu.Unlock()
@@ -222,16 +228,11 @@ func (b *batcher) send(batch []*pending) {
 // hold the batch, and the batcher, for gRPC's whole connect timeout.
 const streamOpenTimeout = 5 * time.Second
 
-// openStream returns the open stream, opening one if needed. Only the
-// loop's goroutine (send) calls it, so one opens at a time; it opens
-// without b.mu held, and close cancels an open under way.
+// openStream opens a stream (send calls it, without b.mu, when there is
+// none). Only the loop's goroutine sends, so one opens at a time; close
+// cancels an open under way.
 func (b *batcher) openStream() (seqdv1.Sequencer_NextStreamClient, error) {
 	b.mu.Lock()
-	if b.stream != nil {
-		st := b.stream
-		b.mu.Unlock()
-		return st, nil
-	}
 	select {
 	case <-b.quit:
 		b.mu.Unlock()
