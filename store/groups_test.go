@@ -14,6 +14,7 @@ import (
 
 	"github.com/seqd/seqd/internal/grpcconn"
 	"github.com/seqd/seqd/internal/localcluster"
+	"github.com/seqd/seqd/internal/node"
 	"github.com/seqd/seqd/internal/testwait"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
@@ -405,6 +406,40 @@ func TestMaxGroupSize(t *testing.T) {
 	}
 	if g, err := m.GetGroup(ctx, &seqdv1.GetGroupRequest{GroupId: 80}); err != nil || len(g.Group.Members) != 5 {
 		t.Fatalf("group after the refused add: %v %v", g, err)
+	}
+}
+
+// A create retried after the limit was lowered (every replica restarted
+// with a smaller --max-group-size) is still the FSM's to answer: the
+// retry gets the group it made, another create under the same id is
+// refused as a different group, and only a new group meets the new limit.
+func TestCreateRetriedAfterTheLimitWasLowered(t *testing.T) {
+	c, m := startCluster(t, localcluster.Options{MaxGroupSize: 10})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	create := &seqdv1.CreateGroupRequest{GroupId: 90, Owner: 1, Members: []uint64{2, 3, 4, 5, 6}}
+	if _, err := m.CreateGroup(ctx, create); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := c.StopStore(0, i); err != nil {
+			t.Fatalf("stopping replica %d: %v", i, err)
+		}
+		if err := c.RestartStoreWith(ctx, 0, i, func(cfg *node.Config) { cfg.MaxGroupSize = 3 }); err != nil {
+			t.Fatalf("restarting replica %d: %v", i, err)
+		}
+	}
+	g, err := m.CreateGroup(ctx, create)
+	if err != nil || len(g.Group.GetMembers()) != 6 {
+		t.Fatalf("retried create after the limit was lowered: %v %v, want the group of 6 it made", g, err)
+	}
+	other := &seqdv1.CreateGroupRequest{GroupId: 90, Owner: 1, Members: []uint64{2, 3, 4, 5, 7}}
+	if _, err := m.CreateGroup(ctx, other); status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("another create under the same id: %v, want ALREADY_EXISTS", err)
+	}
+	_, err = m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 91, Owner: 1, Members: []uint64{2, 3, 4}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "at most 3") {
+		t.Fatalf("a new group over the lowered limit: %v, want INVALID_ARGUMENT naming 3", err)
 	}
 }
 

@@ -307,6 +307,17 @@ func (c *Cluster) StopStore(sh, i int) error {
 
 // RestartStore starts store replica i of shard sh again with its data.
 func (c *Cluster) RestartStore(ctx context.Context, sh, i int) error {
+	return c.RestartStoreWith(ctx, sh, i, nil)
+}
+
+// RestartStoreWith starts store replica i of shard sh again with its
+// data, after change (if not nil) has changed its configuration, as an
+// operator restarts a replica with other flags. The change stays for
+// later restarts.
+func (c *Cluster) RestartStoreWith(ctx context.Context, sh, i int, change func(*node.Config)) error {
+	if change != nil {
+		change(&c.storeCfg[sh][i])
+	}
 	n, err := c.startNode(ctx, c.storeCfg[sh][i])
 	if err != nil {
 		return err
