@@ -70,6 +70,8 @@ func (x *tx) applyOp(index uint64, n uint32, now int64, op *clusterv1.StoreOp) *
 		return x.outboxAck(o.OutboxAck)
 	case *clusterv1.StoreOp_Expire:
 		return x.expire(o.Expire)
+	case *clusterv1.StoreOp_SweepDedup:
+		return x.sweepDedup(now, o.SweepDedup)
 	}
 	return rejected("unknown op %T", op.GetOp())
 }
@@ -949,4 +951,52 @@ func (x *tx) expire(op *clusterv1.ExpireOp) *OpResult {
 		x.touchUser(user)
 	}
 	return okResult()
+}
+
+// maxSweep bounds the dedup records one sweep op looks at, so that one
+// entry's work stays small whatever the log holds.
+const maxSweep = 10_000
+
+// sweepDedup deletes the dedup records, among up to op.Limit after
+// op.AfterKey, whose TTL has passed by now. A record past its TTL
+// answers nothing already (Dedup, Reused and send treat it as absent),
+// so a sweep changes no answer; it only gives the disk back.
+func (x *tx) sweepDedup(now int64, op *clusterv1.SweepDedupOp) *OpResult {
+	prefix := []byte{tagDedup}
+	if op.Limit == 0 || op.Limit > maxSweep {
+		return rejectedAs(codes.InvalidArgument, "sweep limit %d: want 1..%d", op.Limit, maxSweep)
+	}
+	if len(op.AfterKey) > 0 && !bytes.HasPrefix(op.AfterKey, prefix) {
+		return rejectedAs(codes.InvalidArgument, "sweep after key %x is not a dedup key", op.AfterKey)
+	}
+	start := prefix
+	if len(op.AfterKey) > 0 {
+		start = append(slices.Clip(op.AfterKey), 0) // the first key after it
+	}
+	it := x.t.NewIterator(iteratorOpts(prefix))
+	var doomed [][]byte
+	var last []byte
+	looked := uint32(0)
+	for it.Seek(start); it.Valid() && looked < op.Limit; it.Next() {
+		looked++
+		last = it.Item().KeyCopy(nil)
+		var d clusterv1.DedupRecord
+		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &d) }); err != nil {
+			panic(fmt.Sprintf("store: corrupt dedup record under key %x: %v", last, err))
+		}
+		if d.ExpiresMs <= now {
+			doomed = append(doomed, last)
+		}
+	}
+	more := it.Valid()
+	it.Close()
+	for _, k := range doomed {
+		x.del(k)
+	}
+	res := okResult()
+	res.Swept = uint32(len(doomed))
+	if more {
+		res.SweepNext = last
+	}
+	return res
 }

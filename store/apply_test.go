@@ -1,8 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -1214,5 +1216,132 @@ func TestApplyRefusalCodes(t *testing.T) {
 	h.now += window + 1
 	if r := h.one(opRecall(1, "1.1", window, 0, apps(1, 2, 2, 2)...)); r.Status != stRejected || r.Code != codes.OK {
 		t.Errorf("recall outside the window: %s (code %v), want REJECTED without a code", statusOf(r), r.Code)
+	}
+}
+
+func opSweep(after []byte, limit uint32) *clusterv1.StoreOp {
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_SweepDedup{SweepDedup: &clusterv1.SweepDedupOp{AfterKey: after, Limit: limit}}}
+}
+
+// dedupKeys returns the dedup records' keys, in order.
+func dedupKeys(t testTB, f *FSM) []string {
+	t.Helper()
+	var out []string
+	for k := range dump(t, f, func(k []byte) bool { return k[0] == tagDedup }) {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// A sweep deletes the dedup records past their TTL, and only those; a
+// chain of sweeps, each after the key the one before looked at last,
+// walks the whole table; no answer changes.
+func TestApplySweepDedup(t *testing.T) {
+	h := newHarness(t)
+	first := h.now
+	for i := range 5 { // users 1..5, expiring at first+TTL
+		u := uint64(i + 1)
+		h.must(opSend(7, "old", "hello", apps(u, 10, 100, 20+u)...))
+	}
+	h.now += 1000
+	for i := range 3 { // expiring 1 s later
+		u := uint64(i + 1)
+		h.must(opSend(7, "new", "hello", apps(u, 11, 100, 30+u)...))
+	}
+	if n := len(dedupKeys(t, h.f)); n != 8 {
+		t.Fatalf("%d dedup records, want 8", n)
+	}
+	before := dumpState(t, h.f)
+
+	// Not yet expired: nothing goes.
+	h.now = first + testDedupTTL - 1
+	if r := h.must(opSweep(nil, 100)); r.Swept != 0 || r.SweepNext != nil {
+		t.Fatalf("sweep before expiry: swept %d, next %x", r.Swept, r.SweepNext)
+	}
+	// It needs store format 2, and the data says so from then on (a
+	// format-1 build refuses to open it).
+	after0 := dumpState(t, h.f)
+	if v := after0[string(keyFormatSeen)]; v != "\x00\x00\x00\x02" {
+		t.Fatalf("format seen after a sweep: %x, want 2", v)
+	}
+	delete(after0, string(keyFormatSeen))
+	if d := diffKeys(before, after0); d != "" {
+		t.Fatalf("a sweep with nothing expired wrote state:\n%s", d)
+	}
+
+	// The first five expire; sweep them 3 records at a time.
+	h.now = first + testDedupTTL
+	var after []byte
+	swept, ops := uint32(0), 0
+	for {
+		r := h.must(opSweep(after, 3))
+		swept, ops = swept+r.Swept, ops+1
+		if r.SweepNext == nil {
+			break
+		}
+		if after != nil && bytes.Compare(r.SweepNext, after) <= 0 {
+			t.Fatalf("sweep went back from %x to %x", after, r.SweepNext)
+		}
+		after = r.SweepNext
+	}
+	if swept != 5 || ops != 3 {
+		t.Fatalf("swept %d records in %d ops, want 5 in 3 (8 records, 3 a time)", swept, ops)
+	}
+	left := dedupKeys(t, h.f)
+	if len(left) != 3 {
+		t.Fatalf("%d dedup records left, want the 3 unexpired", len(left))
+	}
+	for _, k := range left {
+		if !strings.HasSuffix(k, "new") {
+			t.Fatalf("record %x left, want only the unexpired ones", k)
+		}
+	}
+	// The unexpired ones still answer retries; the swept ones' ids are new.
+	if r := h.one(opSend(7, "new", "hello", apps(1, 12, 100, 40)...)); r.Status != stDuplicate {
+		t.Fatalf("retry of an unexpired send after the sweep: %s", statusOf(r))
+	}
+	if r := h.must(opSend(7, "old", "hello", apps(1, 13, 100, 41)...)); r.Send.MessageId != "1.13" {
+		t.Fatalf("send under a swept id: %v, want a new message", r.Send)
+	}
+	// Replicas sweep alike: another replica applying the same entries
+	// ends in the same state.
+	other := newHarness(t)
+	for i := uint64(1); i <= h.idx; i++ {
+		other.applyData(h.entries[i])
+	}
+	if d := diffKeys(dumpState(t, h.f), dumpState(t, other.f)); d != "" {
+		t.Fatalf("a replica applying the same entries differs:\n%s", d)
+	}
+}
+
+func TestApplySweepDedupRefusals(t *testing.T) {
+	h := newHarness(t)
+	h.must(opSend(7, "c1", "hello", apps(1, 10, 2, 20)...))
+	h.now += testDedupTTL
+	h.must(opSweep([]byte{tagDedup, 0xff}, 1)) // nothing after it; marks the data format 2
+	before := dumpState(t, h.f)
+	for _, tc := range []struct {
+		name string
+		op   *clusterv1.StoreOp
+		want string
+	}{
+		{"limit 0", opSweep(nil, 0), "sweep limit 0"},
+		{"huge limit", opSweep(nil, maxSweep+1), "want 1..10000"},
+		{"not a dedup key", opSweep(inboxKey(1, 10), 10), "is not a dedup key"},
+	} {
+		r := h.one(tc.op)
+		if r.Status != clusterv1.OpStatus_OP_STATUS_REJECTED || r.Code != codes.InvalidArgument || !strings.Contains(r.Msg, tc.want) {
+			t.Fatalf("%s: %s %q, want REJECTED naming %q", tc.name, statusOf(r), r.Msg, tc.want)
+		}
+	}
+	requireUnchanged(t, before, h.f, "refused sweeps")
+	// A key past every dedup record: nothing to look at, the end.
+	if r := h.must(opSweep([]byte{tagDedup, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 10)); r.Swept != 0 || r.SweepNext != nil {
+		t.Fatalf("sweep after the last key: %d, %x", r.Swept, r.SweepNext)
+	}
+	// An exact limit ends at the last record: done, nothing after it.
+	if r := h.must(opSweep(nil, 1)); r.Swept != 1 || r.SweepNext != nil {
+		t.Fatalf("sweep of the only record with limit 1: swept %d, next %x", r.Swept, r.SweepNext)
 	}
 }

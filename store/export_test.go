@@ -1,11 +1,11 @@
 package store
 
 import (
+	"maps"
 	"testing"
 	"time"
 
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // SetCaughtUp sets whether this leader counts as having applied everything
@@ -37,8 +37,10 @@ func SetOpFormat(t *testing.T, field string, format uint32) {
 	if !ok {
 		t.Fatalf("StoreOp has no field %q", field)
 	}
-	opFormats = map[protoreflect.FieldNumber]uint32{n: format}
-	t.Cleanup(func() { opFormats = map[protoreflect.FieldNumber]uint32{} })
+	old := opFormats
+	opFormats = maps.Clone(old)
+	opFormats[n] = format
+	t.Cleanup(func() { opFormats = old })
 }
 
 // SetFormatPollInterval sets how often leaders ask their replicas' formats

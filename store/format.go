@@ -30,9 +30,8 @@ import (
 // When an op is added or changes meaning, raise storeFormat and list the
 // op in opFormats: entries holding it then carry that min_format, and a
 // leader proposes them only once every replica runs the new format.
-// Format 1 is this build; nothing it proposes needs more than format 0,
-// so entries carry no min_format yet.
-const storeFormat = 1
+// Format 1 added halting; format 2 (this build) added the dedup sweep.
+const storeFormat = 2
 
 // keyFormatSeen holds the highest min_format of the entries applied here
 // (absent: 0). Data holding it cannot be opened by a build of a lower
@@ -113,9 +112,21 @@ func (f *FSM) Halted() error {
 // (formatReady): otherwise the replicas still on older builds would all
 // halt at the entry, and with two of three halted the shard stops.
 //
-// Format 1 (this build) added halting and changed no op, so nothing is
-// listed: entries are byte for byte those of older builds.
-var opFormats = map[protoreflect.FieldNumber]uint32{}
+// Format 1 added halting and changed no op. Format 2 added sweep_dedup,
+// which deletes dedup records past their TTL: a format-1 replica would
+// refuse it as an unknown op and keep them. Every other op is byte for
+// byte what older builds propose.
+var opFormats = map[protoreflect.FieldNumber]uint32{
+	mustOpField("sweep_dedup"): 2,
+}
+
+func mustOpField(name string) protoreflect.FieldNumber {
+	n, ok := opField(name)
+	if !ok {
+		panic("store: StoreOp has no " + name)
+	}
+	return n
+}
 
 // opField is the oneof field number of the StoreOp kind named name (e.g.
 // "mark_read"), as opFormats lists it.

@@ -13,9 +13,5 @@ package store
 func init() {
 	next := uint32(storeFormat + 1)
 	replicaFormat = func(string) uint32 { return next }
-	n, ok := opField("mark_read")
-	if !ok {
-		panic("store: StoreOp has no mark_read")
-	}
-	opFormats[n] = next
+	opFormats[mustOpField("mark_read")] = next
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -42,7 +43,7 @@ func (s *Shard) startLeaderLoops() func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		s.leaderLoop(ctx)
@@ -50,6 +51,10 @@ func (s *Shard) startLeaderLoops() func() {
 	go func() {
 		defer wg.Done()
 		s.formatLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.sweepLoop(ctx)
 	}()
 	go func() {
 		wg.Wait()
@@ -212,6 +217,62 @@ func (s *Shard) hintGroups(ctx context.Context) {
 			}
 		}
 		s.m.hints.Inc()
+	}
+}
+
+// dedupSweepInterval is how often a leader walks the dedup records to
+// delete those past their TTL; sweepLimit is how many records one sweep
+// op looks at, and sweepPause the wait between two of them, which leaves
+// the pipeline to client requests.
+var dedupSweepInterval = 10 * time.Minute
+
+const (
+	sweepLimit = 1000
+	sweepPause = 20 * time.Millisecond
+)
+
+// sweepLoop sweeps the dedup records every dedupSweepInterval, on a
+// goroutine of its own: a pass over millions of records takes minutes,
+// which the outbox and the group hints must not wait for.
+func (s *Shard) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(dedupSweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.sweepDedup(ctx)
+		}
+	}
+}
+
+// sweepDedup deletes the dedup records past their TTL, with a chain of
+// sweep ops over the whole table. Until every replica applies the store
+// format that added the op, the pipeline refuses it and the records wait
+// for a later sweep.
+func (s *Shard) sweepDedup(ctx context.Context) {
+	var after []byte
+	for {
+		op := &clusterv1.SweepDedupOp{AfterKey: after, Limit: sweepLimit}
+		res, err := s.submit(ctx, &plainBuilder{op: &clusterv1.StoreOp{Op: &clusterv1.StoreOp_SweepDedup{SweepDedup: op}}})
+		if err == nil && res.Status != clusterv1.OpStatus_OP_STATUS_OK {
+			err = errors.New(res.Msg)
+		}
+		if err != nil {
+			s.log.Debug("dedup sweep stopped; the next one starts over", "err", err)
+			return
+		}
+		s.m.dedupSwept.Add(float64(res.Swept))
+		if res.SweepNext == nil {
+			return
+		}
+		after = res.SweepNext
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(sweepPause):
+		}
 	}
 }
 

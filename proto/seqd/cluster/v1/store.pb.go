@@ -575,6 +575,7 @@ type StoreOp struct {
 	//	*StoreOp_GroupHint
 	//	*StoreOp_OutboxAck
 	//	*StoreOp_Expire
+	//	*StoreOp_SweepDedup
 	Op            isStoreOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -716,6 +717,15 @@ func (x *StoreOp) GetExpire() *ExpireOp {
 	return nil
 }
 
+func (x *StoreOp) GetSweepDedup() *SweepDedupOp {
+	if x != nil {
+		if x, ok := x.Op.(*StoreOp_SweepDedup); ok {
+			return x.SweepDedup
+		}
+	}
+	return nil
+}
+
 type isStoreOp_Op interface {
 	isStoreOp_Op()
 }
@@ -764,6 +774,11 @@ type StoreOp_Expire struct {
 	Expire *ExpireOp `protobuf:"bytes,11,opt,name=expire,proto3,oneof"`
 }
 
+type StoreOp_SweepDedup struct {
+	// Store format 2.
+	SweepDedup *SweepDedupOp `protobuf:"bytes,12,opt,name=sweep_dedup,json=sweepDedup,proto3,oneof"`
+}
+
 func (*StoreOp_Send) isStoreOp_Op() {}
 
 func (*StoreOp_Deliver) isStoreOp_Op() {}
@@ -785,6 +800,8 @@ func (*StoreOp_GroupHint) isStoreOp_Op() {}
 func (*StoreOp_OutboxAck) isStoreOp_Op() {}
 
 func (*StoreOp_Expire) isStoreOp_Op() {}
+
+func (*StoreOp_SweepDedup) isStoreOp_Op() {}
 
 // Append is one inbox append the leader allocated a seq for.
 type Append struct {
@@ -1568,6 +1585,63 @@ func (x *ExpireOp) GetLimit() uint32 {
 	return 0
 }
 
+// SweepDedupOp removes dedup records whose TTL has passed as of the
+// entry's time: it looks at up to limit records after after_key, in key
+// order (empty: from the first), and deletes the expired ones. The leader
+// walks the whole table with a chain of them, each starting after the key
+// the one before looked at last.
+type SweepDedupOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AfterKey      []byte                 `protobuf:"bytes,1,opt,name=after_key,json=afterKey,proto3" json:"after_key,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SweepDedupOp) Reset() {
+	*x = SweepDedupOp{}
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SweepDedupOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SweepDedupOp) ProtoMessage() {}
+
+func (x *SweepDedupOp) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SweepDedupOp.ProtoReflect.Descriptor instead.
+func (*SweepDedupOp) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SweepDedupOp) GetAfterKey() []byte {
+	if x != nil {
+		return x.AfterKey
+	}
+	return nil
+}
+
+func (x *SweepDedupOp) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 // UserState is per-user inbox bookkeeping.
 type UserState struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -1581,7 +1655,7 @@ type UserState struct {
 
 func (x *UserState) Reset() {
 	*x = UserState{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1593,7 +1667,7 @@ func (x *UserState) String() string {
 func (*UserState) ProtoMessage() {}
 
 func (x *UserState) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1606,7 +1680,7 @@ func (x *UserState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserState.ProtoReflect.Descriptor instead.
 func (*UserState) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{19}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UserState) GetLastSeq() uint64 {
@@ -1652,7 +1726,7 @@ type ConvState struct {
 
 func (x *ConvState) Reset() {
 	*x = ConvState{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1738,7 @@ func (x *ConvState) String() string {
 func (*ConvState) ProtoMessage() {}
 
 func (x *ConvState) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1751,7 @@ func (x *ConvState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvState.ProtoReflect.Descriptor instead.
 func (*ConvState) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{20}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ConvState) GetUnread() uint64 {
@@ -1740,7 +1814,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1826,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1839,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{21}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DedupRecord) GetResponse() *v1.SendResponse {
@@ -1798,7 +1872,7 @@ type MessageRecord struct {
 
 func (x *MessageRecord) Reset() {
 	*x = MessageRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1810,7 +1884,7 @@ func (x *MessageRecord) String() string {
 func (*MessageRecord) ProtoMessage() {}
 
 func (x *MessageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1823,7 +1897,7 @@ func (x *MessageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageRecord.ProtoReflect.Descriptor instead.
 func (*MessageRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{22}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MessageRecord) GetSender() uint64 {
@@ -1889,7 +1963,7 @@ type GroupRecord struct {
 
 func (x *GroupRecord) Reset() {
 	*x = GroupRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +1975,7 @@ func (x *GroupRecord) String() string {
 func (*GroupRecord) ProtoMessage() {}
 
 func (x *GroupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +1988,7 @@ func (x *GroupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRecord.ProtoReflect.Descriptor instead.
 func (*GroupRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GroupRecord) GetInfo() *v1.GroupInfo {
@@ -1952,7 +2026,7 @@ type GroupCounters struct {
 
 func (x *GroupCounters) Reset() {
 	*x = GroupCounters{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2038,7 @@ func (x *GroupCounters) String() string {
 func (*GroupCounters) ProtoMessage() {}
 
 func (x *GroupCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2051,7 @@ func (x *GroupCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupCounters.ProtoReflect.Descriptor instead.
 func (*GroupCounters) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GroupCounters) GetLastGroupSeq() uint64 {
@@ -2016,7 +2090,7 @@ type ChangeLogEntry struct {
 
 func (x *ChangeLogEntry) Reset() {
 	*x = ChangeLogEntry{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2028,7 +2102,7 @@ func (x *ChangeLogEntry) String() string {
 func (*ChangeLogEntry) ProtoMessage() {}
 
 func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2041,7 +2115,7 @@ func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeLogEntry.ProtoReflect.Descriptor instead.
 func (*ChangeLogEntry) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ChangeLogEntry) GetIndex() uint64 {
@@ -2082,7 +2156,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2094,7 +2168,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2107,7 +2181,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeliverRequest) GetFromShard() string {
@@ -2134,7 +2208,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2220,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2233,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeliverResponse) GetDelivered() uint32 {
@@ -2179,7 +2253,7 @@ type ReadChangeLogRequest struct {
 
 func (x *ReadChangeLogRequest) Reset() {
 	*x = ReadChangeLogRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2191,7 +2265,7 @@ func (x *ReadChangeLogRequest) String() string {
 func (*ReadChangeLogRequest) ProtoMessage() {}
 
 func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2204,7 +2278,7 @@ func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReadChangeLogRequest) GetAfterIndex() uint64 {
@@ -2231,7 +2305,7 @@ type ReadChangeLogResponse struct {
 
 func (x *ReadChangeLogResponse) Reset() {
 	*x = ReadChangeLogResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +2317,7 @@ func (x *ReadChangeLogResponse) String() string {
 func (*ReadChangeLogResponse) ProtoMessage() {}
 
 func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +2330,7 @@ func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{29}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReadChangeLogResponse) GetEntries() []*ChangeLogEntry {
@@ -2284,7 +2358,7 @@ type StoreSnapshotHeader struct {
 
 func (x *StoreSnapshotHeader) Reset() {
 	*x = StoreSnapshotHeader{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2296,7 +2370,7 @@ func (x *StoreSnapshotHeader) String() string {
 func (*StoreSnapshotHeader) ProtoMessage() {}
 
 func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2309,7 +2383,7 @@ func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreSnapshotHeader.ProtoReflect.Descriptor instead.
 func (*StoreSnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{30}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StoreSnapshotHeader) GetFormatVersion() uint32 {
@@ -2366,7 +2440,7 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"StoreBatch\x12\x15\n" +
 	"\x06now_ms\x18\x01 \x01(\x03R\x05nowMs\x12*\n" +
-	"\x03ops\x18\x02 \x03(\v2\x18.seqd.cluster.v1.StoreOpR\x03ops\"\x98\x05\n" +
+	"\x03ops\x18\x02 \x03(\v2\x18.seqd.cluster.v1.StoreOpR\x03ops\"\xda\x05\n" +
 	"\aStoreOp\x12-\n" +
 	"\x04send\x18\x01 \x01(\v2\x17.seqd.cluster.v1.SendOpH\x00R\x04send\x126\n" +
 	"\adeliver\x18\x02 \x01(\v2\x1a.seqd.cluster.v1.DeliverOpH\x00R\adeliver\x12:\n" +
@@ -2382,7 +2456,9 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"outbox_ack\x18\n" +
 	" \x01(\v2\x1c.seqd.cluster.v1.OutboxAckOpH\x00R\toutboxAck\x123\n" +
-	"\x06expire\x18\v \x01(\v2\x19.seqd.cluster.v1.ExpireOpH\x00R\x06expireB\x04\n" +
+	"\x06expire\x18\v \x01(\v2\x19.seqd.cluster.v1.ExpireOpH\x00R\x06expire\x12@\n" +
+	"\vsweep_dedup\x18\f \x01(\v2\x1d.seqd.cluster.v1.SweepDedupOpH\x00R\n" +
+	"sweepDedupB\x04\n" +
 	"\x02op\".\n" +
 	"\x06Append\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\x04R\x04user\x12\x10\n" +
@@ -2449,6 +2525,9 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x04keys\x18\x01 \x03(\fR\x04keys\"=\n" +
 	"\bExpireOp\x12\x1b\n" +
 	"\tbefore_ms\x18\x01 \x01(\x03R\bbeforeMs\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"A\n" +
+	"\fSweepDedupOp\x12\x1b\n" +
+	"\tafter_key\x18\x01 \x01(\fR\bafterKey\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"r\n" +
 	"\tUserState\x12\x19\n" +
 	"\blast_seq\x18\x01 \x01(\x04R\alastSeq\x12!\n" +
@@ -2539,7 +2618,7 @@ func file_seqd_cluster_v1_store_proto_rawDescGZIP() []byte {
 }
 
 var file_seqd_cluster_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_seqd_cluster_v1_store_proto_goTypes = []any{
 	(StoreCommandType)(0),         // 0: seqd.cluster.v1.StoreCommandType
 	(OpStatus)(0),                 // 1: seqd.cluster.v1.OpStatus
@@ -2563,27 +2642,28 @@ var file_seqd_cluster_v1_store_proto_goTypes = []any{
 	(*GroupHintOp)(nil),           // 19: seqd.cluster.v1.GroupHintOp
 	(*OutboxAckOp)(nil),           // 20: seqd.cluster.v1.OutboxAckOp
 	(*ExpireOp)(nil),              // 21: seqd.cluster.v1.ExpireOp
-	(*UserState)(nil),             // 22: seqd.cluster.v1.UserState
-	(*ConvState)(nil),             // 23: seqd.cluster.v1.ConvState
-	(*DedupRecord)(nil),           // 24: seqd.cluster.v1.DedupRecord
-	(*MessageRecord)(nil),         // 25: seqd.cluster.v1.MessageRecord
-	(*GroupRecord)(nil),           // 26: seqd.cluster.v1.GroupRecord
-	(*GroupCounters)(nil),         // 27: seqd.cluster.v1.GroupCounters
-	(*ChangeLogEntry)(nil),        // 28: seqd.cluster.v1.ChangeLogEntry
-	(*DeliverRequest)(nil),        // 29: seqd.cluster.v1.DeliverRequest
-	(*DeliverResponse)(nil),       // 30: seqd.cluster.v1.DeliverResponse
-	(*ReadChangeLogRequest)(nil),  // 31: seqd.cluster.v1.ReadChangeLogRequest
-	(*ReadChangeLogResponse)(nil), // 32: seqd.cluster.v1.ReadChangeLogResponse
-	(*StoreSnapshotHeader)(nil),   // 33: seqd.cluster.v1.StoreSnapshotHeader
-	(*v1.SendRequest)(nil),        // 34: seqd.v1.SendRequest
-	(*v1.Event)(nil),              // 35: seqd.v1.Event
-	(*v1.MarkReadRequest)(nil),    // 36: seqd.v1.MarkReadRequest
-	(*v1.RecallRequest)(nil),      // 37: seqd.v1.RecallRequest
-	(*v1.DeleteRequest)(nil),      // 38: seqd.v1.DeleteRequest
-	(*v1.CreateGroupRequest)(nil), // 39: seqd.v1.CreateGroupRequest
-	(*v1.SendResponse)(nil),       // 40: seqd.v1.SendResponse
-	(*v1.Conversation)(nil),       // 41: seqd.v1.Conversation
-	(*v1.GroupInfo)(nil),          // 42: seqd.v1.GroupInfo
+	(*SweepDedupOp)(nil),          // 22: seqd.cluster.v1.SweepDedupOp
+	(*UserState)(nil),             // 23: seqd.cluster.v1.UserState
+	(*ConvState)(nil),             // 24: seqd.cluster.v1.ConvState
+	(*DedupRecord)(nil),           // 25: seqd.cluster.v1.DedupRecord
+	(*MessageRecord)(nil),         // 26: seqd.cluster.v1.MessageRecord
+	(*GroupRecord)(nil),           // 27: seqd.cluster.v1.GroupRecord
+	(*GroupCounters)(nil),         // 28: seqd.cluster.v1.GroupCounters
+	(*ChangeLogEntry)(nil),        // 29: seqd.cluster.v1.ChangeLogEntry
+	(*DeliverRequest)(nil),        // 30: seqd.cluster.v1.DeliverRequest
+	(*DeliverResponse)(nil),       // 31: seqd.cluster.v1.DeliverResponse
+	(*ReadChangeLogRequest)(nil),  // 32: seqd.cluster.v1.ReadChangeLogRequest
+	(*ReadChangeLogResponse)(nil), // 33: seqd.cluster.v1.ReadChangeLogResponse
+	(*StoreSnapshotHeader)(nil),   // 34: seqd.cluster.v1.StoreSnapshotHeader
+	(*v1.SendRequest)(nil),        // 35: seqd.v1.SendRequest
+	(*v1.Event)(nil),              // 36: seqd.v1.Event
+	(*v1.MarkReadRequest)(nil),    // 37: seqd.v1.MarkReadRequest
+	(*v1.RecallRequest)(nil),      // 38: seqd.v1.RecallRequest
+	(*v1.DeleteRequest)(nil),      // 39: seqd.v1.DeleteRequest
+	(*v1.CreateGroupRequest)(nil), // 40: seqd.v1.CreateGroupRequest
+	(*v1.SendResponse)(nil),       // 41: seqd.v1.SendResponse
+	(*v1.Conversation)(nil),       // 42: seqd.v1.Conversation
+	(*v1.GroupInfo)(nil),          // 43: seqd.v1.GroupInfo
 }
 var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
 	0,  // 0: seqd.cluster.v1.StoreCommand.type:type_name -> seqd.cluster.v1.StoreCommandType
@@ -2599,37 +2679,38 @@ var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
 	19, // 10: seqd.cluster.v1.StoreOp.group_hint:type_name -> seqd.cluster.v1.GroupHintOp
 	20, // 11: seqd.cluster.v1.StoreOp.outbox_ack:type_name -> seqd.cluster.v1.OutboxAckOp
 	21, // 12: seqd.cluster.v1.StoreOp.expire:type_name -> seqd.cluster.v1.ExpireOp
-	34, // 13: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
-	10, // 14: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
-	2,  // 15: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
-	35, // 16: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
-	12, // 17: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
-	36, // 18: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
-	37, // 19: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
-	10, // 20: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
-	38, // 21: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
-	39, // 22: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
-	10, // 23: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
-	40, // 24: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
-	41, // 25: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
-	10, // 26: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
-	42, // 27: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
-	9,  // 28: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
-	12, // 29: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
-	28, // 30: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
-	29, // 31: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
-	31, // 32: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
-	5,  // 33: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
-	3,  // 34: seqd.cluster.v1.StoreNode.ReplicaInfo:input_type -> seqd.cluster.v1.ReplicaInfoRequest
-	30, // 35: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
-	32, // 36: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
-	6,  // 37: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
-	4,  // 38: seqd.cluster.v1.StoreNode.ReplicaInfo:output_type -> seqd.cluster.v1.ReplicaInfoResponse
-	35, // [35:39] is the sub-list for method output_type
-	31, // [31:35] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	22, // 13: seqd.cluster.v1.StoreOp.sweep_dedup:type_name -> seqd.cluster.v1.SweepDedupOp
+	35, // 14: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
+	10, // 15: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
+	2,  // 16: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
+	36, // 17: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
+	12, // 18: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
+	37, // 19: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
+	38, // 20: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
+	10, // 21: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
+	39, // 22: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
+	40, // 23: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
+	10, // 24: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
+	41, // 25: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
+	42, // 26: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
+	10, // 27: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
+	43, // 28: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
+	9,  // 29: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
+	12, // 30: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
+	29, // 31: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
+	30, // 32: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
+	32, // 33: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
+	5,  // 34: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
+	3,  // 35: seqd.cluster.v1.StoreNode.ReplicaInfo:input_type -> seqd.cluster.v1.ReplicaInfoRequest
+	31, // 36: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
+	33, // 37: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
+	6,  // 38: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
+	4,  // 39: seqd.cluster.v1.StoreNode.ReplicaInfo:output_type -> seqd.cluster.v1.ReplicaInfoResponse
+	36, // [36:40] is the sub-list for method output_type
+	32, // [32:36] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_seqd_cluster_v1_store_proto_init() }
@@ -2649,6 +2730,7 @@ func file_seqd_cluster_v1_store_proto_init() {
 		(*StoreOp_GroupHint)(nil),
 		(*StoreOp_OutboxAck)(nil),
 		(*StoreOp_Expire)(nil),
+		(*StoreOp_SweepDedup)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2656,7 +2738,7 @@ func file_seqd_cluster_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_cluster_v1_store_proto_rawDesc), len(file_seqd_cluster_v1_store_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
