@@ -48,6 +48,11 @@ type Arbiter struct {
 	// regained (LeaderCh may hide it until the loop restarts) must not
 	// count as ready before its own barrier.
 	readyTerm atomic.Uint64
+	// given is the cluster settings the config sets (before defaults);
+	// settingsChecked is set once they have been compared with the stored
+	// ones.
+	given           clusterSettings
+	settingsChecked atomic.Bool
 
 	changed chan struct{} // wakes the leader loop
 	stop    chan struct{}
@@ -59,12 +64,14 @@ type Arbiter struct {
 // New builds an arbiter and starts its Raft node. raftLn, if not nil, is
 // the already-open Raft listener (otherwise cfg.RaftAddr is listened on).
 func New(cfg Config, raftLn net.Listener) (*Arbiter, error) {
+	given := givenSettings(cfg)
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	a := &Arbiter{
 		cfg:     cfg,
+		given:   given,
 		log:     cfg.Logger.With("component", "arbiter", "node", cfg.ID),
 		fsm:     NewFSM(),
 		m:       newMetrics(cfg.Registry),
@@ -73,7 +80,10 @@ func New(cfg Config, raftLn net.Listener) (*Arbiter, error) {
 		changed: make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
-	a.fsm.onChange = a.notify
+	a.fsm.onChange = func() {
+		a.notify()
+		a.checkSettings()
+	}
 	a.ops = groupcommit.New(256, 2, a.commitSectionOps)
 	if err := a.setupRaft(raftLn); err != nil {
 		return nil, err

@@ -134,13 +134,8 @@ func (a *Arbiter) runLeader(ctx context.Context) {
 }
 
 func (a *Arbiter) initCluster(ctx context.Context) error {
-	if m := a.fsm.Meta(); m != nil {
-		if m.SectionSize != a.cfg.SectionSize || m.NumSlots != a.cfg.NumSlots {
-			a.log.Warn("cluster settings are fixed at creation; ignoring the configured ones",
-				"section_size", m.SectionSize, "configured_section_size", a.cfg.SectionSize,
-				"slots", m.NumSlots, "configured_slots", a.cfg.NumSlots)
-		}
-		return nil
+	if a.fsm.Initialized() {
+		return nil // checkSettings warned if the config differs
 	}
 	res, err := a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_INIT_CLUSTER, &clusterv1.InitClusterCommand{
 		ClusterId: a.cfg.ClusterID, SectionSize: a.cfg.SectionSize, NumSlots: a.cfg.NumSlots, Dc: a.cfg.DC,

@@ -17,6 +17,7 @@ type metrics struct {
 	routingVersion  prometheus.Gauge
 	unassignedSlots prometheus.Gauge
 	lastIndex       prometheus.Gauge
+	settingMismatch *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -45,9 +46,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Slots with no owner, as the leader last saw."}),
 		lastIndex: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "raft_applied_index",
 			Help: "Index of the last Raft entry applied on this arbiter."}),
+		settingMismatch: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "cluster_setting_mismatch",
+			Help: "1 if this arbiter's config gives the [cluster] setting key a value other than the one the cluster was created with (which stays in force), else 0."}, []string{"key"}),
 	}
 	reg.MustRegister(m.isLeader, m.leaderChanges, m.applies, m.applySeconds, m.sectionOps, m.sectionBatch,
-		m.leaseGrants, m.leaseRefusals, m.slotMoves, m.routingVersion, m.unassignedSlots, m.lastIndex)
+		m.leaseGrants, m.leaseRefusals, m.slotMoves, m.routingVersion, m.unassignedSlots, m.lastIndex, m.settingMismatch)
 	// Every known label value exists from the start, at 0, so a dashboard
 	// (rate, increase, an alert on > 0) sees a series before the first event.
 	for _, r := range []string{"expired", "gossip_dead", "unknown"} {
@@ -55,6 +58,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	for _, k := range []string{"initial", "expired", "planned"} {
 		m.slotMoves.WithLabelValues(k)
+	}
+	for _, k := range storedKeys {
+		m.settingMismatch.WithLabelValues(k)
 	}
 	return m
 }

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/seqd/seqd/internal/cliflag"
@@ -63,11 +66,36 @@ func openCluster(ctx context.Context, addr string, stderr io.Writer, opts localc
 }
 
 // client bootstraps a router client from the target's addresses; the
-// client then sends each key straight to its AllocSvr.
+// client then sends each key straight to its AllocSvr. A cluster still
+// starting gets up to 10 s to answer.
 func (t *seqdTarget) client(ctx context.Context, batching bool) (*router.Client, error) {
+	if t.local == nil {
+		if err := probeAddrs(ctx, t.addrs); err != nil {
+			return nil, err
+		}
+	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return router.New(cctx, router.Config{Addrs: t.addrs, DisableBatching: !batching})
+}
+
+// probeAddrs fails when every address refuses a TCP connection: nothing
+// listens there, and the router's bootstrap would retry it for its whole
+// 10 s. An address that accepts, or does not answer at all (a slow or
+// far host), passes: the bootstrap waits for it.
+func probeAddrs(ctx context.Context, addrs []string) error {
+	d := net.Dialer{Timeout: time.Second}
+	for _, a := range addrs {
+		c, err := d.DialContext(ctx, "tcp", a)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil
+		}
+	}
+	return fmt.Errorf("--addr %s: connection refused, nothing listens there; start seqd or give its gRPC address", strings.Join(addrs, ","))
 }
 
 func (t *seqdTarget) Close() error {

@@ -1,0 +1,230 @@
+package arbiter
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+const settingsWarning = "settings in this arbiter's config differ from the ones the cluster was created with"
+
+// Two arbiters' configs agree; the third's gives other [cluster] settings.
+// Whoever leads creates the cluster with its own; then every arbiter whose
+// config differs, leader or not, warns once, naming each key with both
+// values, and sets its mismatch gauge. Before, only a leader elected on an
+// already created cluster compared (and only section_size and slots).
+func TestEveryArbiterWarnsAboutChangedClusterSettings(t *testing.T) {
+	type settings struct {
+		name        string
+		sectionSize uint64
+		slots       uint32
+		splits      []uint64
+	}
+	common := settings{"common", 1000, 16, []uint64{10}}
+	odd := settings{"odd", 2000, 32, []uint64{10, 20}}
+	want := map[string]map[string]string{ // what a warning names, by the config it is about
+		"common": {"section_size": "stored=2000 section_size.configured=1000", "slots": "stored=32 slots.configured=16", "shard_splits": `stored="[10, 20]" shard_splits.configured=[10]`},
+		"odd":    {"section_size": "stored=1000 section_size.configured=2000", "slots": "stored=16 slots.configured=32", "shard_splits": `stored=[10] shard_splits.configured="[10, 20]"`},
+	}
+
+	var peers []Peer
+	var lns []net.Listener
+	for i := range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		peers = append(peers, Peer{ID: fmt.Sprintf("a%d", i+1), RaftAddr: ln.Addr().String(), GRPCAddr: "127.0.0.1:1"})
+	}
+	type member struct {
+		a    *Arbiter
+		s    settings
+		logs *syncBuffer
+		reg  *prometheus.Registry
+	}
+	var ms []member
+	for i, p := range peers {
+		s := common
+		if i == 2 {
+			s = odd
+		}
+		logs, reg := &syncBuffer{}, prometheus.NewRegistry()
+		a, err := New(Config{
+			ID: p.ID, DataDir: t.TempDir(), RaftAddr: p.RaftAddr, GRPCAddr: p.GRPCAddr, Bootstrap: peers,
+			SectionSize: s.sectionSize, NumSlots: s.slots, ShardSplits: s.splits,
+			HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+			Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Registry: reg,
+		}, lns[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Close() })
+		if err := a.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, member{a, s, logs, reg})
+	}
+
+	// Every arbiter has the cluster's settings, and every arbiter record
+	// (more FSM changes after the INIT_CLUSTER: the warning must not repeat).
+	waitFor(t, "every arbiter to apply INIT_CLUSTER and the arbiter records", func() bool {
+		for _, m := range ms {
+			if !m.a.fsm.Initialized() || len(m.a.fsm.Arbiters()) < 3 {
+				return false
+			}
+		}
+		return true
+	})
+	meta := ms[0].a.fsm.Meta()
+	var stored settings
+	for _, s := range []settings{common, odd} {
+		if meta.SectionSize == s.sectionSize && meta.NumSlots == s.slots && slices.Equal(storedSplits(meta), s.splits) {
+			stored = s
+		}
+	}
+	if stored.name == "" {
+		t.Fatalf("stored settings %v are neither config's", meta)
+	}
+	for _, m := range ms {
+		if m.a.raft.State() == raft.Leader {
+			t.Logf("leader %s; the cluster has the %s settings", m.a.cfg.ID, stored.name)
+		}
+	}
+
+	followersWarned := 0
+	for _, m := range ms {
+		logs := m.logs.String()
+		gauges := mismatchGauges(t, m.reg)
+		if m.s.name == stored.name {
+			if strings.Contains(logs, settingsWarning) {
+				t.Errorf("%s (config as stored) warned:\n%s", m.a.cfg.ID, logs)
+			}
+			for k, v := range gauges {
+				if v != 0 {
+					t.Errorf("%s (config as stored): mismatch gauge %s = %v", m.a.cfg.ID, k, v)
+				}
+			}
+			continue
+		}
+		if n := strings.Count(logs, settingsWarning); n != 1 {
+			t.Errorf("%s (config differs): %d warnings, want 1:\n%s", m.a.cfg.ID, n, logs)
+			continue
+		}
+		if m.a.raft.State() != raft.Leader {
+			followersWarned++
+		}
+		if !strings.Contains(logs, "keys=section_size,slots,shard_splits") {
+			t.Errorf("%s: the warning does not list the keys:\n%s", m.a.cfg.ID, logs)
+		}
+		for k, both := range want[m.s.name] {
+			if !strings.Contains(logs, k+"."+both) {
+				t.Errorf("%s: the warning does not give %s as %s.%s:\n%s", m.a.cfg.ID, k, k, both, logs)
+			}
+			if gauges[k] != 1 {
+				t.Errorf("%s: mismatch gauge %s = %v, want 1", m.a.cfg.ID, k, gauges[k])
+			}
+		}
+	}
+	if followersWarned == 0 {
+		t.Error("no arbiter that is not the leader warned")
+	}
+}
+
+func mismatchGauges(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "seqd_arbiter_cluster_setting_mismatch" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "key" {
+					out[l.GetValue()] = m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	if len(out) != len(storedKeys) {
+		t.Fatalf("mismatch gauges %v, want one per key in %v", out, storedKeys)
+	}
+	return out
+}
+
+func TestSettingDiffs(t *testing.T) {
+	shards := func(splits ...uint64) []*seqdv1.ShardInfo {
+		s, err := shardsFromSplits(splits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	meta := &clusterv1.ClusterMeta{ClusterId: "c", SectionSize: 1000, NumSlots: 16, Shards: shards(10, 20)}
+	one := &clusterv1.ClusterMeta{ClusterId: "c", SectionSize: 1000, NumSlots: 16, Shards: shards()}
+	tests := []struct {
+		name  string
+		given clusterSettings
+		meta  *clusterv1.ClusterMeta
+		want  []settingDiff
+	}{
+		{"same", clusterSettings{1000, 16, []uint64{10, 20}}, meta, nil},
+		{"left out: not compared", clusterSettings{}, meta, nil},
+		{"one shard, none configured", clusterSettings{1000, 16, nil}, one, nil},
+		{"section size", clusterSettings{500, 16, nil}, meta, []settingDiff{{"section_size", "1000", "500"}}},
+		{"slots", clusterSettings{0, 32, nil}, meta, []settingDiff{{"slots", "16", "32"}}},
+		{"splits", clusterSettings{0, 0, []uint64{10}}, meta, []settingDiff{{"shard_splits", "[10, 20]", "[10]"}}},
+		{"splits on a one-shard cluster", clusterSettings{0, 0, []uint64{5}}, one, []settingDiff{{"shard_splits", "[]", "[5]"}}},
+	}
+	for _, tc := range tests {
+		if got := settingDiffs(tc.given, tc.meta); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
