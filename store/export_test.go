@@ -17,9 +17,6 @@ func (s *Shard) SetCaughtUp(v bool) { s.caughtUp.Store(v) }
 // restores this build's.
 func SetReplicaFormat(format func(replicaID string) uint32) { replicaFormat = format }
 
-// StoreFormat is this build's store format.
-const StoreFormat = storeFormat
-
 // EncodeBatchNeeding encodes b as an entry that needs store format min.
 func EncodeBatchNeeding(t *testing.T, b *clusterv1.StoreBatch, min uint32) []byte {
 	return encodeFormat(t, b.NowMs, min, b.Ops...)
@@ -50,3 +47,14 @@ func SetFormatPollInterval(t *testing.T, d time.Duration) {
 	formatPollInterval = d
 	t.Cleanup(func() { formatPollInterval = old })
 }
+
+// SetDedupSweepInterval sets how often leaders sweep dedup records until
+// the test ends.
+func SetDedupSweepInterval(t *testing.T, d time.Duration) {
+	old := dedupSweepInterval
+	dedupSweepInterval = d
+	t.Cleanup(func() { dedupSweepInterval = old })
+}
+
+// DedupSweepInterval is how often leaders sweep dedup records.
+func DedupSweepInterval() time.Duration { return dedupSweepInterval }

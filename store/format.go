@@ -33,6 +33,10 @@ import (
 // Format 1 added halting; format 2 (this build) added the dedup sweep.
 const storeFormat = 2
 
+// StoreFormat is the store format this build applies (seqctl replicas
+// shows each replica's).
+const StoreFormat = storeFormat
+
 // keyFormatSeen holds the highest min_format of the entries applied here
 // (absent: 0). Data holding it cannot be opened by a build of a lower
 // format (a downgrade), nor restored into one from a snapshot.

@@ -65,6 +65,7 @@ type Config struct {
 	// proposing, against the state it has applied: concurrent adds may each
 	// pass, and together overshoot it.
 	MaxGroupSize int
+	// DedupTTL is how long a (sender, client_msg_id) is remembered.
 	DedupTTL     time.Duration
 	RecallWindow time.Duration
 	// Retention removes inbox events older than this; 0 keeps them forever.
@@ -153,6 +154,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxGroupSize < 0 {
 		errs = append(errs, fmt.Errorf("store: max group size %d is negative (--max-group-size)", c.MaxGroupSize))
+	}
+	if c.DedupTTL != 0 && c.DedupTTL < time.Second {
+		errs = append(errs, fmt.Errorf("store: dedup TTL %v: want at least 1s, so that a client's retries find their first send (--dedup-ttl; 0 for the default, %v)", c.DedupTTL, DefaultDedupTTL))
 	}
 	if len(c.Peers) > 0 {
 		seen := map[string]bool{}

@@ -175,6 +175,9 @@ func TestBadInput(t *testing.T) {
 		{[]string{"arbiter", "join", "arb4", "--raft-addr", "foo:0", "--grpc-addr", "127.0.0.1:2"}, `--raft-addr "foo:0": the port must be 1..65535`},
 		{[]string{"arbiter", "join", "arb4", "--raft-addr", "127.0.0.1:1", "--grpc-addr", "bar:99999999"}, `--grpc-addr "bar:99999999": the port must be 1..65535`},
 		{[]string{"arbiter", "join", "arb4", "--raft-addr", ":7301", "--grpc-addr", "127.0.0.1:2"}, `--raft-addr ":7301" has no host`},
+		{[]string{"arbiter", "join", "arb4", "--raft-addr", "0.0.0.0:7301", "--grpc-addr", "127.0.0.1:2"}, `--raft-addr "0.0.0.0:7301": 0.0.0.0 means every interface, and other nodes cannot dial it`},
+		{[]string{"arbiter", "join", "arb4", "--raft-addr", "127.0.0.1:1", "--grpc-addr", "[::]:7300"}, `--grpc-addr "[::]:7300": :: means every interface`},
+		{[]string{"arbiter", "join", "arb4", "--raft-addr", "127.0.0.1:1", "--grpc-addr", "127.0.0.1:2", "--gossip-addr", "0.0.0.0:7302"}, `--gossip-addr "0.0.0.0:7302": 0.0.0.0 means every interface`},
 		{[]string{"drain", strings.Repeat("x", 1<<20)}, "is 1048576 bytes"},
 		{[]string{"arbiter", "remove"}, "arbiter remove: missing ID"},
 	} {

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/seqd/seqd/store"
 )
 
 // `seqctl replicas` lists every store replica with its store format, its
@@ -19,8 +21,8 @@ func TestReplicasShowsEachStoreReplica(t *testing.T) {
 	}
 	leaders := 0
 	for _, r := range rows {
-		if r.Shard != "s1" || r.State != "ok" || r.Format != 1 || (r.Leader && r.Applied == 0) {
-			t.Errorf("row %+v: want shard s1, state ok, format 1, and the leader to have applied the send", r)
+		if r.Shard != "s1" || r.State != "ok" || r.Format != store.StoreFormat || (r.Leader && r.Applied == 0) {
+			t.Errorf("row %+v: want shard s1, state ok, this build's format, and the leader to have applied the send", r)
 		}
 		if r.Leader {
 			leaders++

@@ -368,6 +368,8 @@ func TestStartRejectsBadInput(t *testing.T) {
 	os.WriteFile(badToml, []byte("id = \"arb1\"\nroles = [\"arbiter\"\ngrpc_addr = 7\n"), 0o644)
 	typoToml := filepath.Join(dir, "typo.toml")
 	os.WriteFile(typoToml, []byte("id = \"arb1\"\nroles = [\"arbiter\"]\ngrpc_adr = \"127.0.0.1:1\"\n"), 0o644)
+	emptyAdvToml := filepath.Join(dir, "empty-advertise.toml")
+	os.WriteFile(emptyAdvToml, []byte("id = \"gw\"\nroles = [\"gateway\"]\nadvertise_host = \"\"\n"), 0o644)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -420,6 +422,20 @@ func TestStartRejectsBadInput(t *testing.T) {
 		{"negative retention", store("--retention", "-1h"), "retention -1h0m0s is negative"},
 		{"rate limit NaN", store("--rate-limit", "NaN"), "rate limit NaN"},
 		{"negative group size", store("--max-group-size", "-1"), "max group size -1 is negative"},
+		{"negative dedup TTL", store("--dedup-ttl", "-1s"), "dedup TTL -1s: want at least 1s"},
+		{"dedup TTL under a second", store("--dedup-ttl", "500ms"), "dedup TTL 500ms: want at least 1s"},
+		{"dedup TTL not a duration", store("--dedup-ttl", "a day"), `invalid value "a day" for flag -dedup-ttl`},
+		// The gRPC port is busy so that a build without the check fails
+		// before it binds every interface.
+		{"Raft on every interface", []string{"start", "--role", "arbiter", "--id", "arb1", "--data", filepath.Join(dir, "d-wild"),
+			"--grpc-addr", busy.Addr().String(), "--raft-addr", "0.0.0.0:0"}, `--raft-addr "0.0.0.0:0" listens on every interface`},
+		{"store peer on every interface", store("--store-peer", "s1r1=127.0.0.1:5", "--store-peer", "s1r2=[::]:5"), `--store-peer s1r2: raft_addr "[::]:5"`},
+		{"empty --advertise-host", arbiter("--advertise-host", ""), "--advertise-host is empty"},
+		{"--advertise-host with a port", arbiter("--advertise-host", "10.0.0.1:7100"), `--advertise-host "10.0.0.1:7100" has a port`},
+		{"--advertise-host on every interface", arbiter("--advertise-host", "::"), `--advertise-host "::" means every interface`},
+		{"--advertise-host malformed", arbiter("--advertise-host", "arb 1"), "neither an IP address nor a host name"},
+		{"--advertise-host huge", arbiter("--advertise-host", strings.Repeat("h", 100000)), "is 100000 bytes"},
+		{"empty advertise_host in the config", []string{"start", "--config", emptyAdvToml}, "advertise_host is empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -427,7 +443,8 @@ func TestStartRejectsBadInput(t *testing.T) {
 			if code == 0 {
 				t.Fatalf("exit code 0, want failure; output:\n%s", out)
 			}
-			if strings.HasPrefix(tt.name, "demo") || strings.Contains(tt.name, "argument") || tt.name == "undefined flag" || tt.name == "flag given twice" {
+			if strings.HasPrefix(tt.name, "demo") || strings.Contains(tt.name, "argument") || tt.name == "undefined flag" || tt.name == "flag given twice" ||
+				strings.Contains(tt.name, "--advertise-host") {
 				if code != 2 {
 					t.Errorf("exit code %d, want 2 (bad usage)", code)
 				}

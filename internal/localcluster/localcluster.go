@@ -71,6 +71,7 @@ type Options struct {
 	// Store tunables passed to every store node.
 	WriteFanoutThreshold int
 	MaxGroupSize         int
+	DedupTTL             time.Duration
 	HintWindow           time.Duration
 	Retention            time.Duration
 	RateLimit            float64
@@ -246,7 +247,7 @@ func (c *Cluster) startShard(ctx context.Context, shard string) error {
 		cfg.RaftAddr, cfg.GRPCAddr = p.Addr, grpcLns[i].Addr().String()
 		cfg.GRPCListener, cfg.RaftListener = grpcLns[i], raftLns[i]
 		cfg.WriteFanoutThreshold, cfg.HintWindow, cfg.Retention, cfg.RateLimit = c.opts.WriteFanoutThreshold, c.opts.HintWindow, c.opts.Retention, c.opts.RateLimit
-		cfg.MaxGroupSize = c.opts.MaxGroupSize
+		cfg.MaxGroupSize, cfg.DedupTTL = c.opts.MaxGroupSize, c.opts.DedupTTL
 		nd, err := c.startNode(ctx, cfg)
 		if err != nil {
 			closeRest(i + 1)

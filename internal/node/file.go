@@ -9,32 +9,35 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/seqd/seqd/arbiter"
+	"github.com/seqd/seqd/internal/nodeid"
 	"github.com/seqd/seqd/internal/raftnode"
 )
 
 // File is the TOML config file of `seqd start --config`. Flags given on
 // the command line override it.
 type File struct {
-	ID         string     `toml:"id"`
-	ClusterID  string     `toml:"cluster_id"`
-	DC         string     `toml:"dc"`
-	Roles      []string   `toml:"roles"`
-	DataDir    string     `toml:"data_dir"`
-	GRPCAddr   string     `toml:"grpc_addr"`
-	HTTPAddr   string     `toml:"http_addr"`
-	RaftAddr   string     `toml:"raft_addr"`
-	GossipAddr string     `toml:"gossip_addr"`
-	Join       string     `toml:"join"`
-	Arbiters   []string   `toml:"arbiters"`
-	Peers      []FilePeer `toml:"peers"`
-	Shard      string     `toml:"shard"`
-	StorePeers []struct {
+	ID            string     `toml:"id"`
+	ClusterID     string     `toml:"cluster_id"`
+	DC            string     `toml:"dc"`
+	Roles         []string   `toml:"roles"`
+	DataDir       string     `toml:"data_dir"`
+	GRPCAddr      string     `toml:"grpc_addr"`
+	HTTPAddr      string     `toml:"http_addr"`
+	RaftAddr      string     `toml:"raft_addr"`
+	GossipAddr    string     `toml:"gossip_addr"`
+	AdvertiseHost string     `toml:"advertise_host"`
+	Join          string     `toml:"join"`
+	Arbiters      []string   `toml:"arbiters"`
+	Peers         []FilePeer `toml:"peers"`
+	Shard         string     `toml:"shard"`
+	StorePeers    []struct {
 		ID       string `toml:"id"`
 		RaftAddr string `toml:"raft_addr"`
 	} `toml:"store_peers"`
 	Store struct {
 		WriteFanoutThreshold int      `toml:"write_fanout_threshold"`
 		MaxGroupSize         int      `toml:"max_group_size"`
+		DedupTTL             Duration `toml:"dedup_ttl"`
 		Retention            Duration `toml:"retention"`
 		RateLimit            float64  `toml:"rate_limit"`
 	} `toml:"store"`
@@ -95,6 +98,13 @@ func ParseFile(path string) (*File, error) {
 		}
 		return nil, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(keys, ", "))
 	}
+	// Given, it is checked here: an empty one would otherwise read as
+	// not given, and the node would advertise its listeners' own hosts.
+	if md.IsDefined("advertise_host") {
+		if err := nodeid.ValidateHost("advertise_host", f.AdvertiseHost); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
 	return &f, nil
 }
 
@@ -102,6 +112,7 @@ func ParseFile(path string) (*File, error) {
 func (f *File) Apply(cfg *Config) {
 	cfg.ID, cfg.ClusterID, cfg.DC, cfg.Roles, cfg.DataDir = f.ID, f.ClusterID, f.DC, f.Roles, f.DataDir
 	cfg.GRPCAddr, cfg.HTTPAddr, cfg.RaftAddr, cfg.GossipAddr = f.GRPCAddr, f.HTTPAddr, f.RaftAddr, f.GossipAddr
+	cfg.AdvertiseHost = f.AdvertiseHost
 	cfg.Join, cfg.Arbiters = f.Join, f.Arbiters
 	for _, p := range f.Peers {
 		cfg.Peers = append(cfg.Peers, arbiter.Peer{ID: p.ID, RaftAddr: p.RaftAddr, GRPCAddr: p.GRPCAddr, GossipAddr: p.GossipAddr})
@@ -114,7 +125,7 @@ func (f *File) Apply(cfg *Config) {
 		cfg.StorePeers = append(cfg.StorePeers, raftnode.Peer{ID: p.ID, Addr: p.RaftAddr})
 	}
 	cfg.WriteFanoutThreshold, cfg.Retention, cfg.RateLimit = f.Store.WriteFanoutThreshold, f.Store.Retention.Duration, f.Store.RateLimit
-	cfg.MaxGroupSize = f.Store.MaxGroupSize
+	cfg.MaxGroupSize, cfg.DedupTTL = f.Store.MaxGroupSize, f.Store.DedupTTL.Duration
 }
 
 // ParseStorePeer reads one --store-peer value: id=raft_addr.

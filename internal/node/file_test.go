@@ -30,6 +30,7 @@ grpc_addr = "10.0.0.1:7400"
 http_addr = "10.0.0.1:9090"
 raft_addr = "10.0.0.1:7401"
 gossip_addr = "10.0.0.1:7402"
+advertise_host = "arb1.example"
 arbiters = ["10.0.0.1:7400", "10.0.0.2:7400"]
 drain_timeout = "45s"
 
@@ -50,6 +51,10 @@ slots = 128
 step = 2000
 lease = "4s"
 
+[store]
+max_group_size = 5000
+dedup_ttl = "48h"
+
 [raft]
 heartbeat_timeout = "500ms"
 election_timeout = "1m30s"
@@ -64,7 +69,7 @@ func TestParseFileFull(t *testing.T) {
 	f.Apply(&cfg)
 	want := Config{
 		ID: "arb1", ClusterID: "prod", DC: "dc-east", Roles: []string{"arbiter", "allocsvr"}, DataDir: "/var/lib/seqd",
-		GRPCAddr: "10.0.0.1:7400", HTTPAddr: "10.0.0.1:9090", RaftAddr: "10.0.0.1:7401", GossipAddr: "10.0.0.1:7402",
+		GRPCAddr: "10.0.0.1:7400", HTTPAddr: "10.0.0.1:9090", RaftAddr: "10.0.0.1:7401", GossipAddr: "10.0.0.1:7402", AdvertiseHost: "arb1.example",
 		Arbiters: []string{"10.0.0.1:7400", "10.0.0.2:7400"},
 		Peers: []arbiter.Peer{
 			{ID: "arb1", RaftAddr: "10.0.0.1:7401", GRPCAddr: "10.0.0.1:7400", GossipAddr: "10.0.0.1:7402"},
@@ -73,6 +78,7 @@ func TestParseFileFull(t *testing.T) {
 		SectionSize: 50000, NumSlots: 128, Step: 2000, Lease: 4 * time.Second,
 		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 90 * time.Second,
 		DrainTimeout: 45 * time.Second,
+		MaxGroupSize: 5000, DedupTTL: 48 * time.Hour,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("config after Apply:\n got %+v\nwant %+v", cfg, want)
@@ -86,7 +92,7 @@ func TestParseFileMinimal(t *testing.T) {
 	}
 	var cfg Config
 	f.Apply(&cfg)
-	if cfg.ID != "a" || cfg.Lease != 0 || cfg.SectionSize != 0 || len(cfg.Peers) != 0 || cfg.Join != "" {
+	if cfg.ID != "a" || cfg.Lease != 0 || cfg.SectionSize != 0 || len(cfg.Peers) != 0 || cfg.Join != "" || cfg.AdvertiseHost != "" {
 		t.Fatalf("unset keys did not stay zero (defaults are applied later): %+v", cfg)
 	}
 }
@@ -106,6 +112,14 @@ func TestParseFileErrors(t *testing.T) {
 		{"bad duration", "[cluster]\nlease = \"4 seconds\"\n", []string{"line 2", `"4 seconds" is not a duration`}},
 		{"negative duration", "drain_timeout = \"-1s\"\n", []string{`"-1s" is negative`}},
 		{"wrong type", "[cluster]\nslots = \"many\"\n", []string{"line 2", "slots"}},
+		// Given empty, advertise_host would read as not given.
+		{"empty advertise_host", "advertise_host = \"\"\n", []string{"advertise_host is empty"}},
+		{"advertise_host every interface", "advertise_host = \"0.0.0.0\"\n", []string{"advertise_host", "every interface"}},
+		{"advertise_host ::", "advertise_host = \"::\"\n", []string{"advertise_host", "every interface"}},
+		{"advertise_host with port", "advertise_host = \"10.0.0.1:7100\"\n", []string{"advertise_host", "has a port"}},
+		{"advertise_host malformed", "advertise_host = \"arb 1\"\n", []string{"advertise_host", "neither an IP address nor a host name"}},
+		{"advertise_host huge", "advertise_host = \"" + strings.Repeat("h", 1<<20) + "\"\n", []string{"advertise_host", "is 1048576 bytes"}},
+		{"advertise_host not a string", "advertise_host = 7\n", []string{"line 1", "advertise_host"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

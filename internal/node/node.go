@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -61,6 +62,13 @@ type Config struct {
 	RaftAddr   string // arbiter only
 	GossipAddr string // empty disables gossip
 
+	// AdvertiseHost is the host other nodes reach this one at. Every
+	// address the node tells them (gRPC, Raft, gossip) is this host with
+	// the listener's own port. Empty: each listener's own address, which
+	// then must not be every interface (0.0.0.0, ::) wherever other nodes
+	// dial it.
+	AdvertiseHost string
+
 	GossipProfile gossip.Profile
 
 	// Peers are the initial arbiter voters (arbiter role, first start).
@@ -81,6 +89,7 @@ type Config struct {
 	// Store tunables; zero values take the store's defaults.
 	WriteFanoutThreshold int
 	MaxGroupSize         int
+	DedupTTL             time.Duration
 	Retention            time.Duration
 	RateLimit            float64
 	HintWindow           time.Duration
@@ -161,7 +170,60 @@ func (c *Config) Validate() error {
 	if (c.Has(RoleAllocSvr) || c.Has(RoleGateway) || c.Has(RoleStore)) && len(c.Arbiters) == 0 && !c.Has(RoleArbiter) {
 		errs = append(errs, errors.New("--arbiters: allocsvr, gateway and store roles need at least one arbiter address"))
 	}
+	if c.AdvertiseHost != "" {
+		if err := nodeid.ValidateHost("--advertise-host", c.AdvertiseHost); err != nil {
+			errs = append(errs, err)
+		}
+	} else {
+		errs = append(errs, c.everyInterface()...)
+	}
+	// Every node dials the initial voters and replicas at these addresses.
+	if c.Has(RoleArbiter) {
+		for _, p := range c.Peers {
+			for _, a := range []struct{ field, addr string }{{"raft_addr", p.RaftAddr}, {"grpc_addr", p.GRPCAddr}, {"gossip_addr", p.GossipAddr}} {
+				if a.addr != "" { // a missing one is the arbiter's to report
+					if err := nodeid.ValidateAddr(a.field, a.addr); err != nil {
+						errs = append(errs, fmt.Errorf("--peer %s: %w", p.ID, err))
+					}
+				}
+			}
+		}
+	}
+	if c.Has(RoleStore) {
+		for _, p := range c.StorePeers {
+			if err := nodeid.ValidateAddr("raft_addr", p.Addr); err != nil {
+				errs = append(errs, fmt.Errorf("--store-peer %s: %w", p.ID, err))
+			}
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// everyInterface refuses the listeners that bind every interface among
+// those whose addresses other nodes are told (the gateway's gRPC and the
+// metrics are not). Told "[::]:7100", a node on another host dials
+// itself; on one host it happens to work, which hides the mistake until
+// the cluster spans hosts.
+func (c *Config) everyInterface() []error {
+	var errs []error
+	check := func(flag, addr string, ln net.Listener) {
+		if ln != nil {
+			addr = ln.Addr().String()
+		}
+		if host, _, err := net.SplitHostPort(addr); err == nil && nodeid.Unspecified(host) {
+			errs = append(errs, fmt.Errorf("%s %q listens on every interface, and other nodes cannot dial that address; give --advertise-host with the address they reach (or a specific host in %s)", flag, addr, flag))
+		}
+	}
+	if c.Has(RoleArbiter) || c.Has(RoleAllocSvr) || c.Has(RoleStore) {
+		check("--grpc-addr", c.GRPCAddr, c.GRPCListener)
+	}
+	if c.Has(RoleArbiter) || c.Has(RoleStore) {
+		check("--raft-addr", c.RaftAddr, c.RaftListener)
+	}
+	if (c.Has(RoleArbiter) || c.Has(RoleAllocSvr)) && c.GossipAddr != "" {
+		check("--gossip-addr", c.GossipAddr, nil)
+	}
+	return errs
 }
 
 // Node is a running seqd process.
@@ -182,7 +244,8 @@ type Node struct {
 	gatherer prometheus.Gatherer
 	reg      prometheus.Registerer
 	serveErr chan error
-	raftAddr string
+	grpcAdv  string // the gRPC address other nodes are told
+	raftAddr string // the Raft address other nodes are told
 }
 
 // New validates the config, opens every listener (so a port in use fails
@@ -201,6 +264,16 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = mclock.Real
+	}
+	if cfg.AdvertiseHost != "" && (cfg.Has(RoleArbiter) || cfg.Has(RoleStore)) {
+		// Raft advertises the IP the name resolves to, and where it
+		// resolves to none, its listener's own address.
+		if _, err := resolveHost(cfg.AdvertiseHost); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.GossipAddr, err = gossipBind(cfg); err != nil {
+		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), serveErr: make(chan error, 2)}
 	defer func() {
@@ -222,6 +295,7 @@ func New(cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	n.grpcAdv = advertise(cfg.AdvertiseHost, n.grpcLn)
 	n.httpLn = cfg.HTTPListener
 	if n.httpLn == nil && cfg.HTTPAddr != "" {
 		if n.httpLn, err = listen("metrics", "--http-addr", cfg.HTTPAddr); err != nil {
@@ -244,6 +318,16 @@ func New(cfg Config) (_ *Node, err error) {
 			}
 		}()
 	}
+	if cfg.Has(RoleArbiter) || cfg.Has(RoleStore) {
+		switch {
+		case cfg.AdvertiseHost != "":
+			n.raftAddr = advertise(cfg.AdvertiseHost, raftLn)
+		case cfg.RaftAddr != "" && !strings.HasSuffix(cfg.RaftAddr, ":0"):
+			n.raftAddr = cfg.RaftAddr // a host name stays a name
+		default:
+			n.raftAddr = raftLn.Addr().String()
+		}
+	}
 
 	// The roles' configurations are checked before the data directory is
 	// claimed: a node that cannot start leaves no identity behind.
@@ -252,32 +336,23 @@ func New(cfg Config) (_ *Node, err error) {
 		acfg = arbiter.Config{
 			ID: cfg.ID, ClusterID: cfg.ClusterID, DC: cfg.DC,
 			DataDir:  filepath.Join(cfg.DataDir, "arbiter"),
-			RaftAddr: raftLn.Addr().String(), GRPCAddr: n.GRPCAddr(),
+			RaftAddr: n.raftAddr, GRPCAddr: n.grpcAdv,
 			GossipAddr: cfg.GossipAddr, GossipProfile: cfg.GossipProfile,
 			Bootstrap:   cfg.Peers,
 			SectionSize: cfg.SectionSize, NumSlots: cfg.NumSlots, Step: cfg.Step, Lease: cfg.Lease, ShardSplits: cfg.ShardSplits,
 			HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 			Logger: cfg.Logger, Registry: n.reg, Clock: cfg.Clock,
 		}
-		if cfg.RaftAddr != "" && !strings.HasSuffix(cfg.RaftAddr, ":0") {
-			acfg.RaftAddr = cfg.RaftAddr
-		}
-		n.raftAddr = acfg.RaftAddr
 		if err := acfg.Check(); err != nil {
 			return nil, err
 		}
 	}
 	var scfg store.Config
 	if cfg.Has(RoleStore) {
-		raftAddr := raftLn.Addr().String()
-		if cfg.RaftAddr != "" && !strings.HasSuffix(cfg.RaftAddr, ":0") {
-			raftAddr = cfg.RaftAddr
-		}
-		n.raftAddr = raftAddr
 		scfg = store.Config{
 			ShardID: cfg.Shard, ReplicaID: cfg.ID, ClusterID: cfg.ClusterID, DataDir: filepath.Join(cfg.DataDir, "store"),
-			RaftAddr: raftAddr, RaftListener: raftLn, GRPCAddr: n.GRPCAddr(), Peers: cfg.StorePeers, Arbiters: n.arbiterAddrs(),
-			WriteFanoutThreshold: cfg.WriteFanoutThreshold, MaxGroupSize: cfg.MaxGroupSize, Retention: cfg.Retention, RateLimit: cfg.RateLimit, HintWindow: cfg.HintWindow,
+			RaftAddr: n.raftAddr, RaftListener: raftLn, GRPCAddr: n.grpcAdv, Peers: cfg.StorePeers, Arbiters: n.arbiterAddrs(),
+			WriteFanoutThreshold: cfg.WriteFanoutThreshold, MaxGroupSize: cfg.MaxGroupSize, DedupTTL: cfg.DedupTTL, Retention: cfg.Retention, RateLimit: cfg.RateLimit, HintWindow: cfg.HintWindow,
 			HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 			Logger: cfg.Logger, Registry: n.reg,
 		}
@@ -315,7 +390,7 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	if cfg.Has(RoleAllocSvr) {
 		n.alloc, err = allocsvr.New(allocsvr.Config{
-			ID: cfg.ID, ClusterID: cfg.ClusterID, Addr: n.GRPCAddr(), Arbiters: n.arbiterAddrs(),
+			ID: cfg.ID, ClusterID: cfg.ClusterID, Addr: n.grpcAdv, Arbiters: n.arbiterAddrs(),
 			GossipAddr: allocGossip(cfg), GossipProfile: cfg.GossipProfile, DrainTimeout: cfg.DrainTimeout,
 			ArbiterDialOptions: cfg.ArbiterDialOptions,
 			Logger:             cfg.Logger, Registry: n.reg, Clock: cfg.Clock,
@@ -338,6 +413,7 @@ func New(cfg Config) (_ *Node, err error) {
 		n.gateway = router.NewGateway(n.arbiterAddrs())
 		n.gateway.RegisterServices(reg)
 	}
+	rpcm.Precreate(n.grpc) // every service is registered by now
 	return n, nil
 }
 
@@ -352,6 +428,68 @@ func allocGossip(cfg Config) string {
 		return ""
 	}
 	return net.JoinHostPort(host, "0")
+}
+
+// advertise returns the address other nodes are told for ln: host with
+// ln's port (so a port-0 listener works), or without host ln's own address.
+func advertise(host string, ln net.Listener) string {
+	if host == "" {
+		return ln.Addr().String()
+	}
+	_, port, err := net.SplitHostPort(ln.Addr().String())
+	if err != nil {
+		return ln.Addr().String()
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// gossipBind returns the address gossip binds. memberlist tells the pool
+// the IP it binds (internal/gossip gives it no other address to advertise),
+// so with --advertise-host a gossip address on every interface binds the
+// advertised host's IP instead, which must be an address of this machine.
+func gossipBind(cfg Config) (string, error) {
+	host := cfg.AdvertiseHost
+	if host == "" || cfg.GossipAddr == "" || !(cfg.Has(RoleArbiter) || cfg.Has(RoleAllocSvr)) {
+		return cfg.GossipAddr, nil
+	}
+	gh, port, err := net.SplitHostPort(cfg.GossipAddr)
+	if err != nil || !nodeid.Unspecified(gh) {
+		return cfg.GossipAddr, nil // a malformed one is the roles' to report
+	}
+	ip, err := resolveHost(host)
+	if err != nil {
+		return "", err
+	}
+	addr := net.JoinHostPort(ip, port)
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return "", fmt.Errorf("--gossip-addr %q with --advertise-host %q: gossip tells other nodes the address it binds, so it binds %s, and this machine cannot (%v); give --advertise-host an address of this machine, or --gossip-addr one other nodes reach", cfg.GossipAddr, host, addr, err)
+	}
+	ln.Close()
+	return addr, nil
+}
+
+// resolveHost returns host if it is an IP address, else the IP it resolves
+// to (IPv4 first, as Raft's own resolution picks).
+func resolveHost(host string) (string, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.String(), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err == nil && len(ips) == 0 {
+		err = errors.New("no addresses")
+	}
+	if err != nil {
+		return "", fmt.Errorf("--advertise-host %q: %w; give a name this machine resolves, or an IP address (Raft and gossip advertise the IP it resolves to)", host, err)
+	}
+	for _, ip := range ips {
+		if ip.Unmap().Is4() {
+			return ip.Unmap().String(), nil
+		}
+	}
+	return ips[0].String(), nil
 }
 
 func (n *Node) arbiterAddrs() []string {
@@ -471,7 +609,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.gateway.SetClient(c)
 	}
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	n.log.Info("node started", "roles", strings.Join(n.cfg.Roles, ","), "grpc", n.GRPCAddr(), "metrics", n.HTTPAddr())
+	n.log.Info("node started", "roles", strings.Join(n.cfg.Roles, ","), "grpc", n.GRPCAddr(), "advertised_grpc", n.grpcAdv, "metrics", n.HTTPAddr())
 	return nil
 }
 
@@ -485,7 +623,7 @@ func (n *Node) join(ctx context.Context) error {
 	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	_, err = seqdv1.NewAdminClient(cc).JoinArbiter(jctx, &seqdv1.JoinArbiterRequest{
-		Id: n.cfg.ID, RaftAddr: n.raftAddr, GrpcAddr: n.GRPCAddr(), GossipAddr: n.arbiter.GossipAddr(),
+		Id: n.cfg.ID, RaftAddr: n.raftAddr, GrpcAddr: n.grpcAdv, GossipAddr: n.arbiter.GossipAddr(),
 	})
 	if err != nil {
 		return fmt.Errorf("--join %s: %w", n.cfg.Join, err)

@@ -60,6 +60,29 @@ func (s *Server) observe(method string, err error, d time.Duration) {
 	o.(prometheus.Observer).Observe(d.Seconds())
 }
 
+// ServiceInfoProvider is what Precreate reads; *grpc.Server is one.
+type ServiceInfoProvider interface {
+	GetServiceInfo() map[string]grpc.ServiceInfo
+}
+
+// Precreate gives every method registered on gs its handling_seconds series
+// with code OK (and each stream method its inflight series) at 0, so that a
+// dashboard or an alert sees a method before its first call: rate() over a
+// missing series is no data, not 0. Call it once the services are
+// registered. Other codes still appear on their first use: one series per
+// method and code would be 17 times as many, mostly never used.
+func (s *Server) Precreate(gs ServiceInfoProvider) {
+	for svc, info := range gs.GetServiceInfo() {
+		for _, m := range info.Methods {
+			k := key{"/" + svc + "/" + m.Name, codes.OK}
+			s.cache.LoadOrStore(k, s.duration.WithLabelValues(svc, m.Name, k.code.String()))
+			if m.IsClientStream || m.IsServerStream {
+				s.inflight.WithLabelValues(svc, m.Name)
+			}
+		}
+	}
+}
+
 // Unary is the unary server interceptor.
 func (s *Server) Unary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

@@ -1,0 +1,98 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/seqd/seqd/internal/localcluster"
+	"github.com/seqd/seqd/internal/testwait"
+	"github.com/seqd/seqd/store"
+)
+
+// dedupRecords counts a replica's dedup records.
+func dedupRecords(t *testing.T, c *localcluster.Cluster, i int) int {
+	t.Helper()
+	n := 0
+	for k := range store.DumpState(t, c.Store(0, i).Store().FSM()) {
+		if k[0] == 'D' {
+			n++
+		}
+	}
+	return n
+}
+
+// The shard leader deletes the dedup records past their TTL on every
+// replica, but not while a replica runs the store format before the
+// sweep's: that replica would halt at the entry. Once it is upgraded the
+// next sweep goes through, and the replicas end up alike.
+func TestLeaderSweepsExpiredDedupRecords(t *testing.T) {
+	store.SetDedupSweepInterval(t, 100*time.Millisecond)
+	store.SetFormatPollInterval(t, 200*time.Millisecond)
+	store.SetReplicaFormat(func(id string) uint32 {
+		if id == "s1-r3" {
+			return store.StoreFormat - 1
+		}
+		return store.StoreFormat
+	})
+	t.Cleanup(func() { store.SetReplicaFormat(nil) })
+	const ttl = time.Second
+	c, m := startCluster(t, localcluster.Options{DedupTTL: ttl})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	sendSome(t, m, 1, 2, 10)
+	sendSome(t, m, 3, 4, 5)
+	// Past the TTL and several sweep intervals: with s1-r3 on the format
+	// before, nothing is swept and nobody halts.
+	time.Sleep(ttl + 10*store.DedupSweepInterval())
+	for i := range 3 {
+		if n := dedupRecords(t, c, i); n != 15 {
+			t.Fatalf("replica %d holds %d dedup records with an older replica in the shard, want all 15", i, n)
+		}
+		if err := c.Store(0, i).Health(); err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+	}
+
+	store.SetReplicaFormat(nil)
+	if err := c.StopStore(0, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RestartStore(ctx, 0, old); err != nil {
+		t.Fatalf("restarting the upgraded replica: %v", err)
+	}
+	testwait.For(t, 20*time.Second, "every replica to drop the expired dedup records", func() bool {
+		for i := range 3 {
+			if dedupRecords(t, c, i) != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	// A record within its TTL stays; the replicas agree, record for record.
+	sendSome(t, m, 5, 6, 3)
+	time.Sleep(5 * store.DedupSweepInterval())
+	lead := c.StoreLeader(0)
+	if lead < 0 {
+		t.Fatal("no store leader")
+	}
+	applied := c.Store(0, lead).Store().FSM().AppliedIndex()
+	testwait.For(t, 10*time.Second, "the replicas to apply the leader's entries", func() bool {
+		for i := range 3 {
+			if c.Store(0, i).Store().FSM().AppliedIndex() < applied {
+				return false
+			}
+		}
+		return true
+	})
+	want := store.DumpState(t, c.Store(0, lead).Store().FSM())
+	for i := range 3 {
+		if n := dedupRecords(t, c, i); n != 3 {
+			t.Fatalf("replica %d holds %d dedup records, want the 3 within their TTL", i, n)
+		}
+		if got := store.DumpState(t, c.Store(0, i).Store().FSM()); len(got) != len(want) {
+			t.Fatalf("replica %d holds %d keys, the leader %d", i, len(got), len(want))
+		}
+	}
+}
