@@ -170,6 +170,9 @@ func (c *Config) Validate() error {
 	if (c.Has(RoleAllocSvr) || c.Has(RoleGateway) || c.Has(RoleStore)) && len(c.Arbiters) == 0 && !c.Has(RoleArbiter) {
 		errs = append(errs, errors.New("--arbiters: allocsvr, gateway and store roles need at least one arbiter address"))
 	}
+	if c.Has(RoleGateway) && len(c.Roles) > 1 {
+		errs = append(errs, fmt.Errorf("--role %s: the gateway serves Sequencer, Messages, Routing and Admin for the whole cluster on its gRPC port, where the other roles serve their own; run it as a node of its own", strings.Join(c.Roles, ",")))
+	}
 	if c.AdvertiseHost != "" {
 		if err := nodeid.ValidateHost("--advertise-host", c.AdvertiseHost); err != nil {
 			errs = append(errs, err)
@@ -399,7 +402,13 @@ func New(cfg Config) (_ *Node, err error) {
 			n.closeRoles()
 			return nil, err
 		}
-		n.alloc.RegisterServices(reg)
+		if cfg.Has(RoleArbiter) {
+			// The arbiter's Routing answers from the table it keeps; the
+			// AllocSvr's copy of it would be a second registration.
+			n.alloc.RegisterServices(without(reg, seqdv1.Routing_ServiceDesc.ServiceName))
+		} else {
+			n.alloc.RegisterServices(reg)
+		}
 	}
 	if cfg.Has(RoleStore) {
 		n.store, err = store.New(scfg)
@@ -415,6 +424,22 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	rpcm.Precreate(n.grpc) // every service is registered by now
 	return n, nil
+}
+
+// without drops the named services from what the roles register on r.
+func without(r grpc.ServiceRegistrar, services ...string) grpc.ServiceRegistrar {
+	return skipRegistrar{r, services}
+}
+
+type skipRegistrar struct {
+	grpc.ServiceRegistrar
+	skip []string
+}
+
+func (s skipRegistrar) RegisterService(d *grpc.ServiceDesc, impl any) {
+	if !slices.Contains(s.skip, d.ServiceName) {
+		s.ServiceRegistrar.RegisterService(d, impl)
+	}
 }
 
 // allocGossip gives an AllocSvr sharing a process with an arbiter its own
