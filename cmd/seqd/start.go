@@ -59,7 +59,7 @@ func startConfig(args []string) (node.Config, error) {
 		id         = fs.String("id", "", "unique node id, e.g. arb1 or alloc1")
 		cluster    = fs.String("cluster-id", "", "cluster id (default \"seqd\"); every node of a cluster uses the same")
 		dc         = fs.String("dc", "", "datacenter name (default \"dc1\")")
-		roles      = fs.String("role", "", "arbiter, allocsvr, gateway, store, or a comma-separated mix")
+		roles      = fs.String("role", "", "arbiter, allocsvr, store, or a comma-separated mix of them; or gateway, alone")
 		shard      = fs.String("shard", "", "message-store shard this store node serves, e.g. s1")
 		splits     = fs.String("shard-splits", "", "comma-separated section boundaries between store shards, fixed at cluster creation (arbiter)")
 		fanout     = fs.Int("write-fanout-threshold", 0, "groups with more members use read fanout (store; default 500)")
