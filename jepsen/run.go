@@ -40,6 +40,9 @@ type Options struct {
 	Src string
 	// Progress receives the live progress lines (nil: none).
 	Progress io.Writer
+	// Abort, when it closes, cuts the run short: a second Ctrl-C, after
+	// the first cancelled ctx. See Run.
+	Abort <-chan struct{}
 }
 
 // Defaults fills zero fields of a spec.
@@ -298,21 +301,71 @@ func BugWorkload(b bugs.Bug) string {
 // Run runs one test and writes its report into o.Out. It always returns
 // results (with HarnessError set when the harness itself failed); the
 // exit code is in them.
-func Run(ctx context.Context, o Options) (res *report.Results) {
+//
+// Cancelling ctx (the first Ctrl-C) stops the run gracefully: it heals,
+// checks what was recorded and reports. Closing o.Abort (the second)
+// cuts that short: Run kills every node, removes the network and the
+// built binaries, writes a report marked interrupted whose checks are
+// all unknown, and returns within seconds (abortStartWait plus the
+// teardown), whatever the run was doing. The run's own goroutine may
+// still be winding down then, writing nothing more; a caller that
+// aborts is expected to exit.
+func Run(ctx context.Context, o Options) *report.Results {
 	Defaults(&o.Spec)
 	start := time.Now()
-	res = &report.Results{
+	res := &report.Results{
 		Spec: o.Spec, Scenario: o.Scenario, Workload: o.Workload, Backend: o.Backend, Bug: o.Bug, Seed: o.Seed,
 		AllocSvrs: o.AllocSvrs, TimeLimit: o.TimeLimit, Quiet: o.Quiet, Started: start,
 	}
-	res.Command = o.Spec.Args(o.Out + "-repro")
+	res.Command = o.Spec.Args(ReproOut(o.Out))
 	res.CommandLine = report.ShellQuote(res.Command)
-	r := &run{o: o, res: res, start: start}
+	r := &run{o: o, res: res, start: start, started: make(chan struct{})}
 	if f, ok := o.Progress.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			r.tty = true
 		}
 	}
+	base := *res // what an abort reports from, before the run writes to res
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var stopHard context.CancelFunc
+	r.hard, stopHard = context.WithCancel(context.Background())
+	defer stopHard()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.main(ctx)
+	}()
+	select {
+	case <-done:
+		return res
+	case <-o.Abort:
+		return r.abort(base, done, func() { cancel(errAborted); stopHard() })
+	}
+}
+
+// ReproOut is the run directory a run's repro command names: next to
+// out, never inside it, so replaying a seed leaves the evidence as it
+// was (and Check refuses an --out that holds anything, so running the
+// command twice cannot overwrite the first replay either).
+func ReproOut(out string) string { return SiblingDir(out, "-repro") }
+
+// SiblingDir names a directory next to dir: dir's own name with suffix
+// added ("runs/7/" gives "runs/7-repro"; "." the working directory's
+// name, as an absolute path).
+func SiblingDir(dir, suffix string) string {
+	d := filepath.Clean(dir)
+	if b := filepath.Base(d); b == "." || b == ".." {
+		if abs, err := filepath.Abs(d); err == nil {
+			d = abs
+		}
+	}
+	return d + suffix
+}
+
+// main is the run proper, graceful to the end: run, then finish.
+func (r *run) main(ctx context.Context) {
+	res := r.res
 	defer func() {
 		if p := recover(); p != nil {
 			res.HarnessError = fmt.Sprintf("panic: %v\n%s", p, debug.Stack())
@@ -331,7 +384,6 @@ func Run(ctx context.Context, o Options) (res *report.Results) {
 			r.logf("%s", res.HarnessError)
 		}
 	}
-	return res
 }
 
 // maxFindings is how many anomalies per checker results.json keeps (the
@@ -342,17 +394,44 @@ type run struct {
 	o     Options
 	res   *report.Results
 	start time.Time
-	log   *os.File
+	// hard ends only when the run is aborted: the steps that must outlast
+	// a first interrupt (the heal, the final reads, the checks) stop then.
+	hard  context.Context
+	log   *os.File // guarded by logMu
 	logMu sync.Mutex
 
-	outMade  bool // the run directory was created: finish writes the report
+	// mu guards what an abort reads or changes while the run goes on in
+	// its own goroutine: the run writes these fields under it (and reads
+	// them without, being their only writer).
+	mu       sync.Mutex
+	aborted  bool
+	reported bool          // finish is writing, or wrote, the report
+	outMade  bool          // the run directory was created: a report goes there
+	starting bool          // cluster.Start was called ...
+	started  chan struct{} // ... and closed this when it returned
 	c        *cluster.Cluster
 	wls      []workload.Workload
-	kinds    []string // the fault kinds the nemeses inject
-	samples  []workload.Sample
-	fault    atomic.Value // string: faults in progress
-	progress chan struct{}
-	tty      bool
+	nenv     *nemesis.Env
+	runner   *nemesis.Runner
+	// reportMu is held while a report is written, so the run's and an
+	// abort's never mix.
+	reportMu sync.Mutex
+
+	requested []string // the faults asked for, as notDrawn compares them
+	samples   []workload.Sample
+	fault     atomic.Value // string: faults in progress
+	progress  chan struct{}
+	tty       bool
+}
+
+// closeLog closes harness.log; later lines go to the progress only.
+func (r *run) closeLog() {
+	r.logMu.Lock()
+	defer r.logMu.Unlock()
+	if r.log != nil {
+		r.log.Close()
+		r.log = nil
+	}
 }
 
 func (r *run) logf(format string, args ...any) {
@@ -377,26 +456,30 @@ func (r *run) run(ctx context.Context) error {
 		return err
 	}
 	o := r.o
-	if err := MakeOut(o.Out); err != nil {
+	if err := r.makeOut(); err != nil {
 		return err
 	}
-	r.outMade = true
-	if err := os.Mkdir(filepath.Join(o.Out, "bin"), 0o755); err != nil {
+	log, err := os.Create(filepath.Join(o.Out, "harness.log"))
+	if err != nil {
 		return err
 	}
-	if r.log, err = os.Create(filepath.Join(o.Out, "harness.log")); err != nil {
-		return err
-	}
+	r.logMu.Lock()
+	r.log = log
+	r.logMu.Unlock()
 	r.logf("seqjepsen: %s", r.res.CommandLine)
 	wls, missing, err := workload.New(o.Workload, o.Alloc)
 	if err != nil {
 		return err
 	}
+	r.mu.Lock()
 	for _, m := range missing {
-		r.logf("SKIPPED WORKLOAD: %s", m)
 		r.res.Skipped = append(r.res.Skipped, "workload "+m)
 	}
 	r.wls = wls
+	r.mu.Unlock()
+	for _, m := range missing {
+		r.logf("SKIPPED WORKLOAD: %s", m)
+	}
 
 	// Build: release binary, or the test build when a bug or a failpoint
 	// is needed. Release binaries cannot plant bugs.
@@ -429,25 +512,24 @@ func (r *run) run(ctx context.Context) error {
 	if workload.NeedsStore(wls) {
 		stores = 3
 	}
-	c, err := cluster.Start(ctx, cluster.Options{
+	c, err := r.startCluster(ctx, cluster.Options{
 		Dir: o.Out, Backend: o.Backend, Binary: bin, NextBinary: next, Env: env, Failpoints: tags != "",
 		AllocSvrs: o.AllocSvrs, StoreReplicas: stores, Lease: o.Lease, Step: o.Step, Logf: r.logf,
 	})
 	if err != nil {
-		return fmt.Errorf("starting the cluster: %w", err)
+		return err
 	}
-	r.c = c
 	nems, skipped := nemesis.Build(specs, c)
 	for _, s := range skipped {
 		r.logf("SKIPPED FAULT: %s", s)
 	}
+	r.requested = requested(specs, nems)
+	r.mu.Lock()
 	r.res.Skipped = append(r.res.Skipped, skipped...)
-	for _, n := range nems {
-		r.kinds = append(r.kinds, n.Kind())
-	}
 	for _, n := range specs {
 		r.res.Nemeses = append(r.res.Nemeses, n.String())
 	}
+	r.mu.Unlock()
 	if len(specs) > 0 && len(nems) == 0 {
 		return fmt.Errorf("none of the requested faults (%s) can be injected on the %s backend", o.Nemesis, c.Backend())
 	}
@@ -461,7 +543,7 @@ func (r *run) run(ctx context.Context) error {
 	}
 	r.logf("cluster serving; workload %s for %v with nemeses [%s], seed %d", o.Workload, o.TimeLimit, strings.Join(r.res.Nemeses, ", "), o.Seed)
 
-	wctx, stopWork := context.WithCancel(context.Background())
+	wctx, stopWork := context.WithCancel(r.hard)
 	var wwg sync.WaitGroup
 	for _, w := range r.wls {
 		wwg.Add(1)
@@ -477,22 +559,28 @@ func (r *run) run(ctx context.Context) error {
 	go r.showProgress(origin)
 
 	nenv := &nemesis.Env{Cluster: c, Now: wenv.Now, Logf: r.logf}
+	runner := nemesis.NewRunner(nenv, nems, o.Schedule, o.Seed)
+	r.mu.Lock()
+	r.nenv, r.runner = nenv, runner
+	r.mu.Unlock()
 	nctx, stopNemesis := context.WithTimeout(ctx, o.TimeLimit)
-	faults := nemesis.NewRunner(nenv, nems, o.Schedule, o.Seed).Run(nctx, func(s string) { r.fault.Store(s) })
+	// Run returns once every fault it began is healed and no other will
+	// start, so the final heal below has the cluster to itself.
+	faults := runner.Run(nctx, func(s string) { r.fault.Store(s) })
 	<-nctx.Done()
 	stopNemesis()
 	interrupted := ctx.Err() != nil
 
 	// Final heal, then a quiet period with the workload still running.
 	r.logf("final heal")
-	hctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	hctx, cancel := context.WithTimeout(r.hard, time.Minute)
 	if err := nemesis.HealAll(hctx, nenv, nems); err != nil {
 		r.logf("final heal: %v", err)
 	}
 	cancel()
 	r.fault.Store("healed, quiet period")
 	if !interrupted {
-		if err := c.WaitServing(context.Background(), 60*time.Second); err != nil {
+		if err := c.WaitServing(r.hard, 60*time.Second); err != nil {
 			r.logf("after the final heal: %v", err)
 		}
 		nemesis.Sleep(ctx, o.Quiet)
@@ -503,7 +591,7 @@ func (r *run) run(ctx context.Context) error {
 	r.fault.Store("final reads")
 	if !interrupted {
 		for _, w := range r.wls {
-			if err := w.Final(context.Background()); err != nil {
+			if err := w.Final(r.hard); err != nil {
 				r.logf("final reads (%s): %v", w.Name(), err)
 			}
 		}
@@ -519,8 +607,19 @@ func (r *run) run(ctx context.Context) error {
 
 // finish checks the histories, stops the cluster, and writes the report.
 // It runs even after a harness failure, so whatever was recorded is checked.
+// After an abort it only lets go of what the run holds: the abort reports.
 func (r *run) finish() {
 	res := r.res
+	if r.isAborted() {
+		if r.c != nil {
+			r.c.Close()
+		}
+		for _, w := range r.wls {
+			w.Close()
+		}
+		r.closeLog()
+		return
+	}
 	if r.c != nil {
 		r.c.Close()
 		for _, n := range r.c.Nodes() {
@@ -530,12 +629,15 @@ func (r *run) finish() {
 	res.Ops = map[string]uint64{}
 	for _, w := range r.wls {
 		defer w.Close()
+		if r.isAborted() {
+			break // the abort reports; the checks would only keep the harness up
+		}
 		ok, failed := w.Progress()
 		if ok+failed == 0 {
 			continue
 		}
 		r.logf("checking %d %s operations", ok+failed, w.Name())
-		results := w.Check(context.Background(), workload.CheckOptions{Timeout: r.o.CheckTimeout})
+		results := w.Check(r.hard, workload.CheckOptions{Timeout: r.o.CheckTimeout})
 		for i := range results {
 			results[i].Trim(maxFindings)
 		}
@@ -546,7 +648,7 @@ func (r *run) finish() {
 		r.samples = append(r.samples, w.Samples()...)
 		res.Unavailability = append(res.Unavailability, w.Unavailability(res.Faults)...)
 		if r.outMade {
-			arts, err := w.Artifacts(context.Background(), r.o.Out, res.Faults, results)
+			arts, err := w.Artifacts(r.hard, r.o.Out, res.Faults, results)
 			if err != nil {
 				r.logf("artifacts (%s): %v", w.Name(), err)
 			}
@@ -583,20 +685,21 @@ func (r *run) finish() {
 			}
 		}
 	}
-	// The nemeses deal each kind once per round, so a kind never drawn
-	// means the run had fewer faults than kinds: say so, a pass did not
-	// test it.
-	drawn := map[string]bool{}
-	for _, f := range res.Faults {
-		drawn[f.Kind] = true
-	}
-	for _, k := range r.kinds {
-		if !drawn[k] && !slices.Contains(res.NotDrawn, k) {
-			res.NotDrawn = append(res.NotDrawn, k)
-		}
-	}
+	// A fault asked for and never drawn was not tested: say so, a pass
+	// does not cover it.
+	res.NotDrawn = notDrawn(r.requested, res.Faults)
 	if len(res.NotDrawn) > 0 {
-		r.logf("FAULT NOT DRAWN: %s (%d faults in all; run longer, or with a shorter --fault-interval, to test every kind)", strings.Join(res.NotDrawn, ", "), len(res.Faults))
+		r.logf("FAULT NOT DRAWN: %s (%d faults in all; run longer, or with a shorter --fault-interval, to test every one)", strings.Join(res.NotDrawn, ", "), len(res.Faults))
+	}
+	r.reportMu.Lock()
+	defer r.reportMu.Unlock()
+	r.mu.Lock()
+	aborted := r.aborted
+	r.reported = !aborted
+	r.mu.Unlock()
+	if aborted {
+		r.closeLog()
+		return
 	}
 	if r.outMade {
 		// The binaries are rebuilt (from the build cache) by a repro.
@@ -614,9 +717,50 @@ func (r *run) finish() {
 			r.logf("writing index.html: %v", err)
 		}
 	}
-	if r.log != nil {
-		r.log.Close()
+	r.closeLog()
+}
+
+// requested lists the faults a run was asked for and can inject, as
+// notDrawn compares them: a kind given bare, or kind:target for each
+// target it was narrowed to (--nemesis kill:leader+allocsvr asks for
+// both).
+func requested(specs []nemesis.Spec, nems []nemesis.Nemesis) []string {
+	var out []string
+	for _, n := range nems {
+		i := slices.IndexFunc(specs, func(s nemesis.Spec) bool { return s.Kind == n.Kind() })
+		if i < 0 || len(specs[i].Targets) == 0 {
+			out = append(out, n.Kind())
+			continue
+		}
+		for _, t := range specs[i].Targets {
+			out = append(out, n.Kind()+":"+t)
+		}
 	}
+	return out
+}
+
+// notDrawn lists the requested faults no fault of the run hit. The deck
+// deals kinds, each once a round, so a kind is missed only by a run with
+// fewer faults than kinds; but each fault of a kind picks one of its
+// targets at random, so a target asked for can be missed however often
+// its kind came up. A target counts once a fault of it was injected (a
+// failed attempt records none); a bare kind once it was drawn at all
+// (one whose every attempt failed is a harness failure of its own).
+func notDrawn(requested []string, faults []nemesis.Fault) []string {
+	hit := map[string]bool{}
+	for _, f := range faults {
+		hit[f.Kind] = true
+		if f.Target != "" {
+			hit[f.Type()] = true
+		}
+	}
+	var out []string
+	for _, q := range requested {
+		if !hit[q] && !slices.Contains(out, q) {
+			out = append(out, q)
+		}
+	}
+	return out
 }
 
 func message(res *report.Results) string {
@@ -645,7 +789,7 @@ func message(res *report.Results) string {
 	}
 	pass := fmt.Sprintf("PASS: every checker passed (%d operations, %d faults).", res.Ops["alloc.total"]+res.Ops["messages.send_attempts"], len(res.Faults))
 	if len(res.NotDrawn) > 0 {
-		pass += " Fault kinds never drawn, so not tested: " + strings.Join(res.NotDrawn, ", ") + "."
+		pass += " Faults asked for but never drawn, so not tested: " + strings.Join(res.NotDrawn, ", ") + "."
 	}
 	return pass
 }

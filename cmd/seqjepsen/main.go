@@ -132,25 +132,52 @@ func givenEmpty(f *flag.Flag) error {
 	return fmt.Errorf("--%s %s: must be above zero (omit the flag for the default)", f.Name, v)
 }
 
+// abortLimit bounds an aborted run: if Run has not returned this long
+// after the second interrupt, the harness tears the network down and exits
+// without a report.
+const abortLimit = 15 * time.Second
+
 // signalContext is cancelled on the first SIGINT/SIGTERM (the run stops,
-// heals, checks what it has and cleans up); a second one cleans up the
-// network at once and exits.
-func signalContext(stderr io.Writer, ownsNetns bool) (context.Context, func()) {
+// heals, checks what it has and cleans up). A second closes abort: the run
+// kills every node, cleans up and writes a report marked interrupted, with
+// no heal and no checks. A third, or abortLimit passing without the run
+// returning, removes the network and exits at once. stop releases the
+// signals.
+func signalContext(stderr io.Writer, ownsNetns bool) (ctx context.Context, abort <-chan struct{}, stop func()) {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	ch := make(chan os.Signal, 2)
+	ch := make(chan os.Signal, 3)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	aborted, quit := make(chan struct{}), make(chan struct{})
 	go func() {
-		s := <-ch
-		fmt.Fprintf(stderr, "\nseqjepsen: %v: stopping, healing and cleaning up (again to abort at once)\n", s)
+		var s os.Signal
+		select {
+		case s = <-ch:
+		case <-quit:
+			return
+		}
+		fmt.Fprintf(stderr, "\nseqjepsen: %v: stopping, healing and cleaning up (again to abort: no heal and no checks)\n", s)
 		cancel(fmt.Errorf("%v", s))
-		<-ch
-		fmt.Fprintln(stderr, "seqjepsen: aborting; removing the network; no report is written (the run directory keeps harness.log and the node logs)")
+		select {
+		case s = <-ch:
+		case <-quit:
+			return
+		}
+		fmt.Fprintf(stderr, "\nseqjepsen: %v again: aborting: killing every node and writing what was recorded, unchecked (again to exit at once, with no report)\n", s)
+		close(aborted)
+		select {
+		case <-ch:
+		case <-time.After(abortLimit):
+			fmt.Fprintf(stderr, "seqjepsen: the abort did not end within %v\n", abortLimit)
+		case <-quit:
+			return
+		}
+		fmt.Fprintln(stderr, "seqjepsen: exiting now; removing the network; no report is written (the run directory keeps harness.log and the node logs)")
 		if ownsNetns {
-			netns.Abort() // this process holds the lock: it is our network
+			netns.Abort() // ours at once while our run holds the lock; never another run's
 		}
 		os.Exit(report.ExitHarness)
 	}()
-	return ctx, func() { signal.Stop(ch); cancel(nil) }
+	return ctx, aborted, func() { signal.Stop(ch); close(quit); cancel(nil) }
 }
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
@@ -269,10 +296,20 @@ func execute(spec report.Spec, out, src string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "seqjepsen:", err)
 		return report.ExitHarness
 	}
-	ctx, stop := signalContext(stderr, spec.Backend == cluster.BackendNetns)
+	ctx, abort, stop := signalContext(stderr, spec.Backend == cluster.BackendNetns)
 	defer stop()
+	o.Abort = abort
 	fmt.Fprintf(stderr, "seqjepsen: seed %d, backend %s, report in %s\n", spec.Seed, spec.Backend, out)
 	res := jepsen.Run(ctx, o)
+	select {
+	case <-abort:
+		if spec.Backend == cluster.BackendNetns {
+			// The abort closed the cluster, network and all, unless it
+			// was still starting: sweep whatever is left of ours.
+			netns.Abort()
+		}
+	default:
+	}
 	fmt.Fprintln(stdout, res.Message)
 	for _, c := range res.Checkers {
 		fmt.Fprintf(stdout, "  %-9s %-14s %-7s %d anomalies\n", c.Workload, c.Checker, c.Verdict, c.Count)
@@ -312,7 +349,7 @@ func cmdRepro(args []string, stdout, stderr io.Writer) int {
 		return report.ExitHarness
 	}
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		path += "/results.json"
+		path = filepath.Join(path, "results.json")
 	}
 	res, err := report.Load(path)
 	if err != nil {
@@ -327,8 +364,9 @@ func cmdRepro(args []string, stdout, stderr io.Writer) int {
 		return report.ExitHarness
 	}
 	if *out == "" {
-		dir := strings.TrimSuffix(strings.TrimSuffix(path, "results.json"), "/")
-		*out = fmt.Sprintf("%s-repro-%s", dir, time.Now().Format("150405"))
+		// Next to the original run, never inside it (path may be
+		// "runs/7//results.json" or, from within the run, "results.json").
+		*out = jepsen.SiblingDir(filepath.Dir(path), "-repro-"+time.Now().Format("150405"))
 	}
 	fmt.Fprintf(stderr, "seqjepsen repro: seed %d from %s (originally: %s)\n", res.Spec.Seed, path, res.Message)
 	return execute(res.Spec, *out, *src, stdout, stderr)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -84,5 +86,37 @@ func TestScenariosCoverEveryBug(t *testing.T) {
 		if !strings.Contains(out, b.Name) {
 			t.Errorf("scenarios output lacks %s", b.Name)
 		}
+	}
+}
+
+// repro writes next to the run it replays, never inside it, however the
+// run was named: with a trailing slash, or as results.json from within.
+func TestReproWritesNextToTheRun(t *testing.T) {
+	tmp := t.TempDir()
+	src := brokenTree(t) // the replay stops at the build, after creating its directory
+	spec := `{"spec":{"workload":"alloc","nemesis":"none","backend":"local","seed":1}}`
+	for _, tc := range []struct {
+		name string
+		arg  func(t *testing.T, run string) string
+	}{
+		{"directory with a slash", func(_ *testing.T, run string) string { return run + "/" }},
+		{"results.json from within", func(t *testing.T, run string) string { t.Chdir(run); return "results.json" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			run := filepath.Join(tmp, strings.ReplaceAll(tc.name, " ", "-"))
+			writeFile(t, filepath.Join(run, "results.json"), spec)
+			code, _, stderr := seqjepsen("repro", tc.arg(t, run), "--src", src)
+			_, out, ok := strings.Cut(stderr, "report in ")
+			out, _, _ = strings.Cut(out, "\n")
+			if code != report.ExitHarness || !ok {
+				t.Fatalf("exit %d; want 2 from the broken build, after naming the run directory:\n%s", code, stderr)
+			}
+			if filepath.Dir(out) != tmp || !strings.HasPrefix(filepath.Base(out), filepath.Base(run)+"-repro-") {
+				t.Errorf("the replay went to %s; want %s-repro-<time> next to it", out, run)
+			}
+			if entries, _ := os.ReadDir(run); len(entries) != 1 {
+				t.Errorf("the replayed run's directory now holds %v", entries)
+			}
+		})
 	}
 }

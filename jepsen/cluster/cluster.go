@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -86,6 +87,12 @@ type Cluster struct {
 	eventMu sync.Mutex
 	events  []Event
 	origin  time.Time
+
+	// closing is set when Close begins: from then on no node starts, so
+	// a heal racing with an aborting run cannot bring one back.
+	closing atomic.Bool
+	closeMu sync.Mutex // held through Close: a second caller waits for the first
+	closed  bool
 }
 
 // Event is something that happened to a node outside the harness's
@@ -425,9 +432,21 @@ func (c *Cluster) WaitServing(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// Close kills every node and removes the backend's network. It is safe to
-// call more than once.
+// ErrClosed is returned by Node.Start once the cluster is closed.
+var ErrClosed = errors.New("cluster: closed; no node starts again")
+
+// Close kills every node and removes the backend's network; no node starts
+// after it began. It is safe to call more than once and from several
+// goroutines at once (an aborted run closes the cluster while its run may
+// still be healing it): each call returns once everything is gone.
 func (c *Cluster) Close() error {
+	c.closing.Store(true)
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
 	var errs []error
 	for _, n := range c.nodes {
 		n.kill()
@@ -500,6 +519,11 @@ func (n *Node) LogPath() string { return filepath.Join(n.c.opts.Dir, "logs", n.I
 func (n *Node) Start() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.c.closing.Load() {
+		// Close sets closing before it kills node by node under n.mu, so
+		// a start either comes first and is killed, or sees it here.
+		return fmt.Errorf("start %s: %w", n.ID, ErrClosed)
+	}
 	if n.cmd != nil {
 		return fmt.Errorf("%s is already running", n.ID)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seqd/seqd/internal/grpcconn"
 	"github.com/seqd/seqd/jepsen/netns"
 )
 
@@ -200,4 +202,94 @@ func TestKilledRunLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertClean(t)
+}
+
+// sleepers is a cluster of n local "nodes" that only sleep: enough to
+// test process handling without building seqd.
+func sleepers(t *testing.T, n int) *Cluster {
+	t.Helper()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skipf("skipping: no sleep binary to run as a node: %v", err)
+	}
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{opts: Options{Dir: dir, Binary: sleep, Logf: t.Logf}, be: localBackend{host: "127.0.0.1"},
+		byID: map[string]*Node{}, pool: grpcconn.NewPool(), origin: time.Now()}
+	for i := range n {
+		node := &Node{ID: fmt.Sprintf("n%d", i), Role: Arbiter, c: c, args: []string{"3600"}}
+		c.nodes = append(c.nodes, node)
+		c.byID[node.ID] = node
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Close may come from an aborting run while the run itself still heals
+// (restarts nodes) or closes too: every call returns with every node
+// dead, and no node starts afterwards.
+func TestCloseRacingWithRestartsLeavesNoNode(t *testing.T) {
+	c := sleepers(t, 4)
+	for _, n := range c.Nodes() {
+		if err := n.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var pids []int
+	for _, n := range c.Nodes() {
+		pids = append(pids, n.PID())
+	}
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // a heal restarting whatever is down
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, n := range c.Nodes() {
+				if n.Start() == nil {
+					mu.Lock()
+					pids = append(pids, n.PID())
+					mu.Unlock()
+				}
+				n.Kill()
+			}
+		}
+	})
+	restarted := func() bool { mu.Lock(); defer mu.Unlock(); return len(pids) > 8 }
+	for deadline := time.Now().Add(10 * time.Second); !restarted() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	var closers sync.WaitGroup
+	for range 2 {
+		closers.Go(func() {
+			if err := c.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			for _, n := range c.Nodes() {
+				if n.Running() {
+					t.Errorf("%s runs after Close returned", n.ID)
+				}
+			}
+		})
+	}
+	closers.Wait()
+	close(stop)
+	wg.Wait()
+	for _, n := range c.Nodes() {
+		if err := n.Start(); !errors.Is(err, ErrClosed) {
+			t.Errorf("%s: Start after Close gave %v, want ErrClosed", n.ID, err)
+		}
+		if n.Running() {
+			t.Errorf("%s started after Close", n.ID)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	waitDead(t, slices.DeleteFunc(pids, func(p int) bool { return p == 0 }))
 }

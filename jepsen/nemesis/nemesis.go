@@ -221,6 +221,9 @@ type Runner struct {
 	sched Schedule
 	seed  uint64
 	nem   []Nemesis
+
+	mu     sync.Mutex
+	faults []Fault // in the order they began; End is 0 while one lasts
 }
 
 // NewRunner prepares to run nems. Each class (foreground, background) draws
@@ -233,6 +236,11 @@ func NewRunner(env *Env, nems []Nemesis, sched Schedule, seed uint64) *Runner {
 // Run injects faults until ctx ends, then heals the fault in progress, and
 // returns every fault with its interval. current receives a description of
 // the faults in progress whenever it changes (may be nil).
+//
+// Once ctx has ended no fault starts. A fault whose injection had begun
+// is injected in full and then healed before Run returns, so when Run
+// returns nothing it did is still in force: the caller's final heal
+// neither races with an injection nor misses one.
 func (r *Runner) Run(ctx context.Context, current func(string)) []Fault {
 	var fg, bg []Nemesis
 	for _, n := range r.nem {
@@ -242,8 +250,6 @@ func (r *Runner) Run(ctx context.Context, current func(string)) []Fault {
 			fg = append(fg, n)
 		}
 	}
-	type result struct{ faults []Fault }
-	results := make(chan result, 2)
 	var (
 		mu     sync.Mutex
 		active [2]string
@@ -262,34 +268,53 @@ func (r *Runner) Run(ctx context.Context, current func(string)) []Fault {
 			current(strings.Join(parts, " + "))
 		}
 	}
-	classes := 0
+	var wg sync.WaitGroup
 	for class, group := range [][]Nemesis{fg, bg} {
 		if len(group) == 0 {
 			continue
 		}
-		classes++
 		rng := rand.New(rand.NewPCG(r.seed, uint64(class)+1))
-		go func(class int, group []Nemesis) {
-			results <- result{r.loop(ctx, class, group, rng, report)}
-		}(class, group)
+		wg.Go(func() { r.loop(ctx, class, group, rng, report) })
 	}
-	var all []Fault
-	for range classes {
-		all = append(all, (<-results).faults...)
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].Start < all[j].Start })
-	return all
+	wg.Wait()
+	return r.Faults()
 }
 
-func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, rng *rand.Rand, report func(int, string)) []Fault {
-	var faults []Fault
+// Faults returns the faults so far, by start time. A fault still in
+// progress has End 0. It may be called while Run runs (an aborted run
+// reports what was done up to then).
+func (r *Runner) Faults() []Fault {
+	r.mu.Lock()
+	out := slices.Clone(r.faults)
+	r.mu.Unlock()
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Start < out[j].Start })
+	return out
+}
+
+// record adds f to the faults and returns a function that replaces it
+// with its final form.
+func (r *Runner) record(f Fault) func(Fault) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := len(r.faults)
+	r.faults = append(r.faults, f)
+	return func(f Fault) {
+		r.mu.Lock()
+		r.faults[i] = f
+		r.mu.Unlock()
+	}
+}
+
+func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, rng *rand.Rand, report func(int, string)) {
 	// Faults are dealt from a shuffled deck of the group, dealt again when
 	// empty: every kind asked for comes up once in each len(group) faults,
 	// so a short run does not miss one by chance.
 	var deck []Nemesis
 	for {
-		if !Sleep(ctx, uniform(rng, r.sched.Interval)) {
-			return faults
+		// Sleep may report a full interval when its timer and the end of
+		// ctx come together: no fault starts once ctx has ended.
+		if !Sleep(ctx, uniform(rng, r.sched.Interval)) || ctx.Err() != nil {
+			return
 		}
 		if len(deck) == 0 {
 			deck = slices.Clone(group)
@@ -303,6 +328,8 @@ func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, rng *rand
 			hold *= 3
 		}
 		f := Fault{Kind: n.Kind(), Start: r.env.Now()}
+		// An injection begun runs to its end even if ctx ends meanwhile:
+		// cut short, it could leave half a fault that no record names.
 		ictx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		a, err := n.Inject(ictx, r.env, rng)
 		cancel()
@@ -310,10 +337,11 @@ func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, rng *rand
 			f.End, f.Err = r.env.Now(), err.Error()
 			f.Desc = "not injected: " + err.Error()
 			r.env.Logf("nemesis %s: %v", n.Kind(), err)
-			faults = append(faults, f)
+			r.record(f)
 			continue
 		}
 		f.Target, f.Desc, f.Nodes = a.Target, a.Desc, a.Nodes
+		done := r.record(f)
 		r.env.Logf("nemesis: %s (for %v)", a.Desc, hold.Round(time.Millisecond))
 		report(class, a.Desc)
 		Sleep(ctx, hold)
@@ -324,10 +352,10 @@ func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, rng *rand
 		}
 		cancel()
 		f.End = r.env.Now()
+		done(f)
 		report(class, "")
-		faults = append(faults, f)
 		if ctx.Err() != nil {
-			return faults
+			return
 		}
 	}
 }

@@ -205,3 +205,95 @@ func TestRunnerDealsEveryKindEachRound(t *testing.T) {
 		}
 	}
 }
+
+// Once the run's time is up no fault starts, even when the interval's
+// timer and the end of the context come due together (the final heal
+// follows at once and must find nothing new to undo).
+func TestRunnerStartsNoFaultOnceItsContextEnded(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	env := &Env{Now: func() time.Duration { return time.Since(start) }, Logf: func(string, ...any) {}}
+	// A 1 ns interval has always run out by the time the runner waits on
+	// it, so its timer is ready together with ctx.Done.
+	sched := Schedule{Interval: [2]time.Duration{1, 1}, Hold: [2]time.Duration{1, 1}}
+	for seed := range uint64(100) {
+		f := &fake{kind: "kill"}
+		if faults := NewRunner(env, []Nemesis{f, &fake{kind: "clock", background: true}}, sched, seed).Run(ctx, nil); len(faults) > 0 {
+			t.Fatalf("seed %d: faults started after the end: %+v", seed, faults)
+		}
+	}
+}
+
+// blocking is a nemesis whose injection waits until released, so a test
+// can end the run in the middle of it.
+type blocking struct {
+	fake
+	injecting chan struct{}
+	release   chan struct{}
+}
+
+func (b *blocking) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active, error) {
+	close(b.injecting)
+	<-b.release
+	return b.fake.Inject(ctx, env, rng)
+}
+
+// A fault whose injection began before the end is injected in full,
+// recorded, and healed before Run returns; while it lasts, Faults shows
+// it in progress.
+func TestRunnerFinishesAndHealsTheFaultBeingInjected(t *testing.T) {
+	b := &blocking{fake: fake{kind: "kill"}, injecting: make(chan struct{}), release: make(chan struct{})}
+	start := time.Now()
+	env := &Env{Now: func() time.Duration { return time.Since(start) }, Logf: func(string, ...any) {}}
+	sched := Schedule{Interval: [2]time.Duration{time.Millisecond, time.Millisecond}, Hold: [2]time.Duration{time.Hour, time.Hour}}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := NewRunner(env, []Nemesis{b}, sched, 1)
+	done := make(chan []Fault)
+	go func() { done <- r.Run(ctx, nil) }()
+	<-b.injecting
+	cancel()
+	if fs := r.Faults(); len(fs) != 0 {
+		t.Fatalf("a fault is recorded before its injection ended: %+v", fs)
+	}
+	close(b.release)
+	var faults []Fault
+	select {
+	case faults = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(faults) != 1 || faults[0].Target == "" || faults[0].End < faults[0].Start || faults[0].End == 0 {
+		t.Fatalf("faults %+v; want the one injected, with its interval", faults)
+	}
+	if b.active != 0 || b.healed != 1 {
+		t.Fatalf("%d still active, %d healed; want the fault healed before Run returned", b.active, b.healed)
+	}
+}
+
+// While a fault lasts, Faults shows it with End 0.
+func TestRunnerFaultsShowsTheFaultInProgress(t *testing.T) {
+	f := &fake{kind: "pause"}
+	start := time.Now()
+	env := &Env{Now: func() time.Duration { return time.Since(start) }, Logf: func(string, ...any) {}}
+	sched := Schedule{Interval: [2]time.Duration{time.Millisecond, time.Millisecond}, Hold: [2]time.Duration{time.Hour, time.Hour}}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := NewRunner(env, []Nemesis{f}, sched, 1)
+	done := make(chan []Fault)
+	go func() { done <- r.Run(ctx, nil) }()
+	deadline := time.Now().Add(10 * time.Second)
+	var fs []Fault
+	for fs = r.Faults(); len(fs) == 0 && time.Now().Before(deadline); fs = r.Faults() {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	final := <-done
+	if len(fs) != 1 || fs[0].Kind != "pause" || fs[0].End != 0 {
+		t.Fatalf("during the fault Faults gave %+v; want one pause in progress (End 0)", fs)
+	}
+	if len(final) != 1 || final[0].End == 0 {
+		t.Fatalf("after Run, faults %+v; want the pause with its end", final)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -82,6 +83,7 @@ func Setup(ctx context.Context) (_ *Net, err error) {
 	if err != nil {
 		return nil, err
 	}
+	held.Store(true)
 	n := &Net{lock: lock, nodes: map[string]string{}}
 	defer func() {
 		if err != nil {
@@ -216,6 +218,7 @@ func (n *Net) Heal(ctx context.Context) error { return n.Block(ctx, nil) }
 func (n *Net) Close() error {
 	_, err := cleanup()
 	if n.lock != nil {
+		held.Store(false)
 		n.lock.Close()
 		n.lock = nil
 	}
@@ -281,9 +284,20 @@ func Cleanup() ([]string, error) {
 	return cleanup()
 }
 
-// Abort is Cleanup for the process that holds the lock (its own run),
-// when it must tear the network down at once, as on a second Ctrl-C.
-func Abort() ([]string, error) { return cleanup() }
+// held says whether a Net of this process holds the host-wide lock.
+var held atomic.Bool
+
+// Abort tears down this process's network at once, as an aborted run
+// must: while a run of this process holds the lock (its network may be
+// half built, or in use), without waiting for it; otherwise as Cleanup,
+// which refuses with ErrBusy while another run holds the lock, so an
+// abort that comes after its own run let go never removes another's.
+func Abort() ([]string, error) {
+	if held.Load() {
+		return cleanup()
+	}
+	return Cleanup()
+}
 
 func cleanup() ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

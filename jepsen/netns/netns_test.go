@@ -221,3 +221,22 @@ func TestKilledRunLeavesNothingAfterCleanup(t *testing.T) {
 		}
 	}
 }
+
+// An abort after this process's run let go of the network must not
+// remove another run's: Abort then refuses while another holds the lock.
+func TestAbortLeavesAnotherRunsNetwork(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	lock, err := takeLock() // another run, as far as Abort can tell
+	if errors.Is(err, ErrBusy) {
+		t.Skip("skipping: a seqjepsen run is using the network")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if removed, err := Abort(); !errors.Is(err, ErrBusy) || len(removed) > 0 {
+		t.Fatalf("Abort while another run holds the lock: removed %v, error %v; want ErrBusy and nothing removed", removed, err)
+	}
+}

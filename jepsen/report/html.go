@@ -91,7 +91,7 @@ th{background:#f3f3f3} code,pre{background:#f6f8fa;padding:2px 4px} pre{padding:
 <p>Reproduce: <code>{{.CommandLine}}</code></p>
 {{if .HarnessError}}<p class="anomaly"><b>Harness failure:</b> {{.HarnessError}}</p>{{end}}
 {{if .Skipped}}<p><b>Faults this backend cannot inject (skipped):</b></p><ul>{{range .Skipped}}<li>{{.}}</li>{{end}}</ul>{{end}}
-{{if .NotDrawn}}<p><b>Fault kinds never drawn (fewer faults than kinds), so not tested:</b> {{range .NotDrawn}}{{.}} {{end}}</p>{{end}}
+{{if .NotDrawn}}<p><b>Faults asked for but never drawn (a kind, or a target a kind was narrowed to), so not tested:</b> {{range .NotDrawn}}{{.}} {{end}}</p>{{end}}
 
 <h2>Checkers</h2>
 <table><tr><th>workload</th><th>checker</th><th>guarantee</th><th>verdict</th><th>anomalies</th><th>what it checks</th><th>time</th></tr>

@@ -37,8 +37,10 @@ type Results struct {
 	Bug      string   `json:"bug,omitempty"`
 	Nemeses  []string `json:"nemeses"`
 	Skipped  []string `json:"skipped_faults,omitempty"`
-	// NotDrawn are fault kinds asked for that the run never drew (it had
-	// fewer faults than kinds).
+	// NotDrawn are faults asked for that the run never drew: a kind (the
+	// run had fewer faults than kinds), or kind:target for a target named
+	// in --nemesis (kill:leader+allocsvr) that no injected fault of the
+	// kind picked.
 	NotDrawn  []string `json:"faults_not_drawn,omitempty"`
 	Seed      uint64   `json:"seed"`
 	AllocSvrs int      `json:"allocsvrs"`
