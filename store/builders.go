@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/seqd/seqd/internal/bugs"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
@@ -34,6 +35,8 @@ type sendBuilder struct {
 func (b *sendBuilder) estBytes(appends int) int {
 	return (appends + len(b.remote) + 3) * (proto.Size(b.req) + 128)
 }
+
+func (b *sendBuilder) opKind() protoreflect.FieldNumber { return kindSend }
 
 func (b *sendBuilder) plan(s *Shard) ([]uint64, error) {
 	r := b.req
@@ -120,6 +123,8 @@ func groupErr(err error) error {
 type deliverBuilder struct {
 	items []*clusterv1.FanoutItem
 }
+
+func (b *deliverBuilder) opKind() protoreflect.FieldNumber { return kindDeliver }
 
 func (b *deliverBuilder) plan(s *Shard) ([]uint64, error) {
 	var keys []uint64
@@ -222,6 +227,8 @@ type markReadBuilder struct {
 	readFanout bool
 	count      uint64
 }
+
+func (b *markReadBuilder) opKind() protoreflect.FieldNumber { return kindMarkRead }
 
 func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 	r := b.req

@@ -155,12 +155,29 @@ func opFormat(op *clusterv1.StoreOp) uint32 {
 	return opFormats[fd.Number()]
 }
 
+// kinded is a builder that knows the StoreOp field of the op it builds
+// without building it: the frequent ones (send, deliver, mark-read), on
+// the proposer's path.
+type kinded interface {
+	opKind() protoreflect.FieldNumber
+}
+
+var (
+	kindSend     = mustOpField("send")
+	kindDeliver  = mustOpField("deliver")
+	kindMarkRead = mustOpField("mark_read")
+)
+
 // needsFormat is the store format of the op b builds (with n seqs), known
-// before its seqs are allocated. Builders are pure, so it builds one with
-// placeholder seqs, and only while some op needs a format above 0.
+// before its seqs are allocated. Builders are pure, so one that does not
+// say its kind builds one with placeholder seqs (1.7 µs and 9 allocations
+// for a send).
 func needsFormat(b builder, n int) uint32 {
 	if len(opFormats) == 0 {
 		return 0
+	}
+	if k, ok := b.(kinded); ok {
+		return opFormats[k.opKind()]
 	}
 	return opFormat(b.build(make([]uint64, n)))
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
 // encodeFormat wraps ops in an entry that needs store format minFormat.
@@ -238,5 +239,34 @@ func TestReplicaFormatAt(t *testing.T) {
 		if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 			t.Errorf("%s: format %d, error %v; want an error saying %q", tc.name, got, err, tc.wantErr)
 		}
+	}
+}
+
+// A builder that says its kind needs the format its op would: the same
+// answer as building one.
+func TestKindedBuildersNeedTheFormatTheirOpNeeds(t *testing.T) {
+	req := &seqdv1.SendRequest{Sender: 1, Recipients: []uint64{2}, Conversation: dconv(7), Body: []byte("x")}
+	mr := &seqdv1.MarkReadRequest{User: 2, Conversation: dconv(7), UpToSeq: 1}
+	for _, b := range []builder{
+		&sendBuilder{req: req, local: []uint64{1, 2}},
+		&deliverBuilder{items: []*clusterv1.FanoutItem{{User: 2, Event: &seqdv1.Event{MessageId: "1.1"}}}},
+		&markReadBuilder{req: mr},
+	} {
+		k, ok := b.(kinded)
+		if !ok {
+			t.Fatalf("%T does not say its kind", b)
+		}
+		op := b.build(make([]uint64, 2))
+		m := op.ProtoReflect()
+		if fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("op")); fd == nil || fd.Number() != k.opKind() {
+			t.Fatalf("%T says kind %d, builds %v", b, k.opKind(), fd)
+		}
+	}
+	SetOpFormat(t, "mark_read", 9)
+	if got := needsFormat(&markReadBuilder{req: mr}, 1); got != 9 {
+		t.Fatalf("mark-read needs format %d with mark_read at 9, want 9", got)
+	}
+	if got := needsFormat(&sendBuilder{req: req, local: []uint64{1, 2}}, 2); got != 0 {
+		t.Fatalf("a send needs format %d, want 0", got)
 	}
 }
