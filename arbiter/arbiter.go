@@ -49,10 +49,12 @@ type Arbiter struct {
 	// count as ready before its own barrier.
 	readyTerm atomic.Uint64
 	// given is the cluster settings the config sets (before defaults);
-	// settingsChecked is set once they have been compared with the stored
-	// ones.
+	// settingsChecked is set once all have been compared with the stored
+	// ones, settingsWarned holds the keys already warned about.
 	given           clusterSettings
 	settingsChecked atomic.Bool
+	settingsMu      sync.Mutex
+	settingsWarned  map[string]bool
 
 	changed chan struct{} // wakes the leader loop
 	stop    chan struct{}

@@ -60,7 +60,11 @@ type Config struct {
 	ShardSplits []uint64
 
 	// Lease is how long an AllocSvr may serve after sending a renewal that
-	// succeeded. LeaseMargin covers clock-rate drift between machines.
+	// succeeded. Like SectionSize it is stored when this arbiter creates
+	// the cluster (or, on a cluster created without one, when it first
+	// leads), and the stored one is in force afterwards. LeaseMargin
+	// covers clock-rate drift between machines; it and RenewInterval keep
+	// their share of Lease when the stored lease differs.
 	Lease         time.Duration
 	LeaseMargin   time.Duration
 	RenewInterval time.Duration
@@ -171,6 +175,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Step > 1<<40 {
 		errs = append(errs, fmt.Errorf("arbiter: step %d is too large (max 2^40)", c.Step))
+	}
+	if c.Lease < time.Millisecond {
+		errs = append(errs, fmt.Errorf("arbiter: lease %v is below 1ms (it is stored in milliseconds)", c.Lease))
 	}
 	if c.LeaseMargin >= c.Lease || c.RenewInterval >= c.Lease {
 		errs = append(errs, fmt.Errorf("arbiter: lease %v must exceed both the margin (%v) and the renew interval (%v)", c.Lease, c.LeaseMargin, c.RenewInterval))

@@ -111,7 +111,9 @@ func (f *FSM) applyCommand(data []byte) (res *ApplyResult, changed bool) {
 		if err := proto.Unmarshal(cmd.Payload, &c); err != nil {
 			return badPayload(err), false
 		}
+		leaseBefore := f.meta != nil && f.meta.LeaseMs != 0
 		res = f.initCluster(&c)
+		changed = !leaseBefore && f.meta != nil && f.meta.LeaseMs != 0
 	case clusterv1.CommandType_COMMAND_TYPE_REGISTER_NODE:
 		var c clusterv1.RegisterNodeCommand
 		if err := proto.Unmarshal(cmd.Payload, &c); err != nil {
@@ -211,9 +213,17 @@ func shardsFromSplits(splits []uint64) ([]*seqdv1.ShardInfo, error) {
 	return append(shards, &seqdv1.ShardInfo{Id: fmt.Sprintf("s%d", len(splits)+1), FirstSection: lo}), nil
 }
 
+// initCluster creates the cluster. Repeated with the same id, section
+// size and slots it is a retry, except that it records the lease of a
+// cluster created without one (lease_ms 0: by a build that did not store
+// it). A stored lease never changes: every leader's wait before moving a
+// slot relies on no earlier leader having granted a longer one.
 func (f *FSM) initCluster(c *clusterv1.InitClusterCommand) *ApplyResult {
 	if c.ClusterId == "" || c.SectionSize == 0 || c.SectionSize > MaxSectionSize || c.NumSlots == 0 || c.NumSlots > MaxSlots {
 		return &ApplyResult{Err: fmt.Errorf("%w: init needs a cluster id, section_size 1..%d and 1..%d slots", ErrBadCommand, MaxSectionSize, MaxSlots)}
+	}
+	if c.LeaseMs < 0 {
+		return &ApplyResult{Err: fmt.Errorf("%w: lease %d ms is negative", ErrBadCommand, c.LeaseMs)}
 	}
 	shards, err := shardsFromSplits(c.ShardSplits)
 	if err != nil {
@@ -221,12 +231,15 @@ func (f *FSM) initCluster(c *clusterv1.InitClusterCommand) *ApplyResult {
 	}
 	if f.meta != nil {
 		if f.meta.ClusterId == c.ClusterId && f.meta.SectionSize == c.SectionSize && f.meta.NumSlots == c.NumSlots {
+			if f.meta.LeaseMs == 0 {
+				f.meta.LeaseMs = c.LeaseMs
+			}
 			return &ApplyResult{}
 		}
 		return &ApplyResult{Err: fmt.Errorf("%w: have cluster %q section_size %d slots %d", ErrAlreadyInitialized,
 			f.meta.ClusterId, f.meta.SectionSize, f.meta.NumSlots)}
 	}
-	f.meta = &clusterv1.ClusterMeta{ClusterId: c.ClusterId, SectionSize: c.SectionSize, NumSlots: c.NumSlots, Dc: c.Dc, RoutingVersion: 1, Shards: shards}
+	f.meta = &clusterv1.ClusterMeta{ClusterId: c.ClusterId, SectionSize: c.SectionSize, NumSlots: c.NumSlots, Dc: c.Dc, RoutingVersion: 1, Shards: shards, LeaseMs: c.LeaseMs}
 	f.slots = make([]*clusterv1.SlotRecord, c.NumSlots)
 	for i := range f.slots {
 		f.slots[i] = &clusterv1.SlotRecord{Slot: uint32(i)}
@@ -548,8 +561,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return errors.New("arbiter: snapshot: state records without the cluster settings record")
 	}
 	if n.meta != nil {
-		if n.meta.NumSlots == 0 || n.meta.NumSlots > MaxSlots || n.meta.SectionSize == 0 || n.meta.SectionSize > MaxSectionSize || n.meta.ClusterId == "" {
-			return fmt.Errorf("arbiter: snapshot: invalid cluster settings (cluster %q, %d slots, section size %d)", n.meta.ClusterId, n.meta.NumSlots, n.meta.SectionSize)
+		if n.meta.NumSlots == 0 || n.meta.NumSlots > MaxSlots || n.meta.SectionSize == 0 || n.meta.SectionSize > MaxSectionSize || n.meta.ClusterId == "" || n.meta.LeaseMs < 0 {
+			return fmt.Errorf("arbiter: snapshot: invalid cluster settings (cluster %q, %d slots, section size %d, lease %d ms)", n.meta.ClusterId, n.meta.NumSlots, n.meta.SectionSize, n.meta.LeaseMs)
 		}
 		if uint32(len(n.slots)) != n.meta.NumSlots {
 			return fmt.Errorf("arbiter: snapshot: %d slot records for %d slots", len(n.slots), n.meta.NumSlots)

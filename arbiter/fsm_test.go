@@ -223,6 +223,66 @@ func TestFSMInitClusterTwice(t *testing.T) {
 	}
 }
 
+// TestFSMInitClusterStoresLease: the lease is stored with the cluster and
+// never changes afterwards; a cluster created without one (by a build that
+// did not store it) gets it from the first INIT_CLUSTER that gives one with
+// the stored settings, once. Each leader's wait before moving a slot is the
+// stored lease, so a lease that changed could leave an earlier, longer
+// grant running past a later leader's wait.
+func TestFSMInitClusterStoresLease(t *testing.T) {
+	initCmd := func(leaseMs int64) *clusterv1.InitClusterCommand {
+		return &clusterv1.InitClusterCommand{ClusterId: "c1", SectionSize: 100, NumSlots: 4, LeaseMs: leaseMs}
+	}
+	lease := func(r *fsmRig) int64 { return r.f.Meta().LeaseMs }
+
+	r := newFSMRig(t)
+	r.mustApply(cmdInit, initCmd(3000))
+	if lease(r) != 3000 {
+		t.Fatalf("stored lease %d ms, want the command's 3000", lease(r))
+	}
+	before := persistFSM(t, r.f)
+	for _, again := range []*clusterv1.InitClusterCommand{initCmd(1000), initCmd(0), initCmd(5000)} {
+		r.mustApply(cmdInit, again)
+	}
+	if res := r.apply(cmdInit, &clusterv1.InitClusterCommand{ClusterId: "c2", SectionSize: 100, NumSlots: 4, LeaseMs: 1000}); !errors.Is(res.Err, ErrAlreadyInitialized) {
+		t.Fatalf("init of another cluster: err %v, want %v", res.Err, ErrAlreadyInitialized)
+	}
+	if !bytes.Equal(before, persistFSM(t, r.f)) {
+		t.Fatalf("a repeated INIT_CLUSTER changed the state; stored lease now %d ms", lease(r))
+	}
+
+	// A cluster created without a lease.
+	r = newFSMRig(t)
+	r.init(4)
+	r.register("n1", 1)
+	r.assign(0, 0, "n1", 1)
+	if lease(r) != 0 {
+		t.Fatalf("cluster created without a lease has %d ms stored", lease(r))
+	}
+	calls := 0
+	r.f.onChange = func() { calls++ }
+	version := r.f.RoutingVersion()
+	r.mustApply(cmdInit, initCmd(1500))
+	if lease(r) != 1500 {
+		t.Fatalf("stored lease %d ms after recording 1500", lease(r))
+	}
+	if calls != 1 {
+		t.Errorf("onChange called %d times when the lease was recorded, want 1 (settings are checked on change)", calls)
+	}
+	if r.f.RoutingVersion() != version || len(r.f.OwnedSlots("n1", 1)) != 1 {
+		t.Errorf("recording the lease changed the routing: version %d -> %d, n1 owns %v", version, r.f.RoutingVersion(), r.f.OwnedSlots("n1", 1))
+	}
+	r.mustApply(cmdInit, initCmd(500))
+	if lease(r) != 1500 || calls != 1 {
+		t.Fatalf("after a second recording: lease %d ms, onChange calls %d; want 1500 and 1", lease(r), calls)
+	}
+
+	r = newFSMRig(t)
+	if res := r.apply(cmdInit, initCmd(-1)); !errors.Is(res.Err, ErrBadCommand) || r.f.Initialized() {
+		t.Fatalf("init with a negative lease: err %v, initialized %v; want %v and no cluster", res.Err, r.f.Initialized(), ErrBadCommand)
+	}
+}
+
 func TestFSMUndecodableCommands(t *testing.T) {
 	r := newFSMRig(t)
 	r.init(4)
@@ -1113,7 +1173,7 @@ func (g *cmdGen) moves(n int) []*clusterv1.SlotMove {
 func (g *cmdGen) next() (clusterv1.CommandType, proto.Message) {
 	switch g.rng.IntN(20) {
 	case 0:
-		return cmdInit, &clusterv1.InitClusterCommand{ClusterId: "c1", SectionSize: 100, NumSlots: g.slots}
+		return cmdInit, &clusterv1.InitClusterCommand{ClusterId: "c1", SectionSize: 100, NumSlots: g.slots, LeaseMs: int64(g.rng.IntN(3)) * 1000}
 	case 1, 2:
 		n := g.node()
 		return cmdRegister, &clusterv1.RegisterNodeCommand{NodeId: n, Incarnation: g.inc(), Addr: n + ":1", GossipAddr: fmt.Sprintf("%s:%d", n, g.rng.IntN(2))}
@@ -1199,7 +1259,8 @@ func TestFSMDeterministic(t *testing.T) {
 // TestFSMInvariantsUnderRandomCommands checks, after every random command:
 // max_seq and slot generations never decrease, the routing version goes up
 // by exactly one whenever the public table changes and never otherwise
-// unless the registry changed, and every owner was registered at some point.
+// unless the registry changed, every owner was registered at some point,
+// and a stored lease never changes (the leaders' waits rely on it).
 func TestFSMInvariantsUnderRandomCommands(t *testing.T) {
 	for seed := range uint64(20) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
@@ -1210,7 +1271,7 @@ func TestFSMInvariantsUnderRandomCommands(t *testing.T) {
 			maxSeen := map[uint64]uint64{}
 			moved, raised := 0, 0
 			for i := range 400 {
-				beforeTable, beforeV, beforeNodes, beforeSlots := publicTable(r.f), r.f.RoutingVersion(), r.f.Nodes(), r.f.Slots()
+				beforeTable, beforeV, beforeNodes, beforeSlots, beforeLease := publicTable(r.f), r.f.RoutingVersion(), r.f.Nodes(), r.f.Slots(), r.f.Meta().LeaseMs
 				typ, payload := g.next()
 				res := r.apply(typ, payload)
 				for _, a := range res.Applied {
@@ -1225,6 +1286,9 @@ func TestFSMInvariantsUnderRandomCommands(t *testing.T) {
 				}
 				afterTable, afterV, afterNodes, afterSlots := publicTable(r.f), r.f.RoutingVersion(), r.f.Nodes(), r.f.Slots()
 
+				if l := r.f.Meta().LeaseMs; beforeLease != 0 && l != beforeLease {
+					t.Fatalf("command %d (%v) changed the stored lease %d ms -> %d ms", i, typ, beforeLease, l)
+				}
 				tableChanged := !proto.Equal(beforeTable, afterTable)
 				registryChanged := len(beforeNodes) != len(afterNodes)
 				for id, n := range afterNodes {

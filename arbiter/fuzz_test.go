@@ -53,6 +53,8 @@ func fuzzSeedCommands(t testing.TB) [][]byte {
 	return [][]byte{
 		encodeCmd(t, cmdInit, &clusterv1.InitClusterCommand{ClusterId: "c1", SectionSize: 100, NumSlots: 4}),
 		encodeCmd(t, cmdInit, &clusterv1.InitClusterCommand{ClusterId: "c2", SectionSize: 1, NumSlots: MaxSlots}),
+		encodeCmd(t, cmdInit, &clusterv1.InitClusterCommand{ClusterId: "c1", SectionSize: 100, NumSlots: 4, LeaseMs: 2000}),
+		encodeCmd(t, cmdInit, &clusterv1.InitClusterCommand{ClusterId: "c1", SectionSize: 100, NumSlots: 4, LeaseMs: -1}),
 		encodeCmd(t, cmdRegister, &clusterv1.RegisterNodeCommand{NodeId: "n3", Incarnation: 1, Addr: "n3:1"}),
 		encodeCmd(t, cmdRegister, &clusterv1.RegisterNodeCommand{NodeId: "n1", Incarnation: 2, Addr: "n1:2"}),
 		encodeCmd(t, cmdOps, &clusterv1.SectionOpsCommand{Ops: []*clusterv1.OwnedSectionOp{

@@ -3,6 +3,7 @@ package arbiter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -77,7 +78,6 @@ func (a *Arbiter) observeLeaders() {
 }
 
 func (a *Arbiter) runLeader(ctx context.Context) {
-	a.log.Info("became leader; waiting one lease before moving any owned slot", "lease", a.cfg.Lease+a.cfg.LeaseMargin)
 	a.m.isLeader.Set(1)
 	defer a.m.isLeader.Set(0)
 	defer a.m.unassignedSlots.Set(0) // a follower's last value would alert forever
@@ -107,11 +107,30 @@ func (a *Arbiter) runLeader(ctx context.Context) {
 		case <-time.After(a.cfg.AssignInterval):
 		}
 	}
+	// Grant nothing before the cluster has a stored lease: a grant made
+	// with this arbiter's own, were it longer than the one stored later,
+	// would outlive a later leader's wait.
+	for failures := 0; ; failures++ {
+		err := a.initCluster(ctx)
+		if err == nil {
+			break
+		}
+		if failures == 0 {
+			a.log.Warn("cluster init failed; retrying", "err", err)
+		} else {
+			a.log.Debug("cluster init failed; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(a.cfg.AssignInterval):
+		}
+	}
+	lt, _ := a.leaseTimes()
+	a.leases.setTimes(lt.lease, lt.margin)
+	a.log.Info("became leader; waiting one lease before moving any owned slot", "lease", lt.lease+lt.margin)
 	a.readyTerm.Store(term)
 	a.ready.Store(true)
-	if err := a.initCluster(ctx); err != nil {
-		a.log.Warn("cluster init failed", "err", err)
-	}
 	a.ensureArbiterRecords(ctx)
 
 	t := time.NewTicker(a.cfg.AssignInterval)
@@ -133,21 +152,39 @@ func (a *Arbiter) runLeader(ctx context.Context) {
 	}
 }
 
+// initCluster creates the cluster with this arbiter's settings, or, on a
+// cluster created by a build that stored no lease, records this arbiter's
+// lease (once: whoever leads first after the upgrade). It returns nil once
+// the cluster has a stored lease.
 func (a *Arbiter) initCluster(ctx context.Context) error {
-	if a.fsm.Initialized() {
-		return nil // checkSettings warned if the config differs
-	}
-	res, err := a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_INIT_CLUSTER, &clusterv1.InitClusterCommand{
+	cmd := &clusterv1.InitClusterCommand{
 		ClusterId: a.cfg.ClusterID, SectionSize: a.cfg.SectionSize, NumSlots: a.cfg.NumSlots, Dc: a.cfg.DC,
-		ShardSplits: a.cfg.ShardSplits,
-	})
+		ShardSplits: a.cfg.ShardSplits, LeaseMs: a.cfg.Lease.Milliseconds(),
+	}
+	m := a.fsm.Meta()
+	if m != nil {
+		if m.LeaseMs != 0 {
+			return nil // checkSettings warned if the config differs
+		}
+		// The stored settings, so the command is a retry but for the lease.
+		cmd.ClusterId, cmd.SectionSize, cmd.NumSlots, cmd.Dc, cmd.ShardSplits = m.ClusterId, m.SectionSize, m.NumSlots, m.Dc, storedSplits(m)
+	}
+	res, err := a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_INIT_CLUSTER, cmd)
 	if err != nil {
 		return err
 	}
-	if res.Err == nil {
-		a.log.Info("initialized cluster", "cluster", a.cfg.ClusterID, "section_size", a.cfg.SectionSize, "slots", a.cfg.NumSlots)
+	if res.Err != nil {
+		return res.Err
 	}
-	return res.Err
+	if _, ok := a.leaseTimes(); !ok {
+		return fmt.Errorf("the cluster still has no stored lease after INIT_CLUSTER (lease %v)", a.cfg.Lease)
+	}
+	if m == nil {
+		a.log.Info("initialized cluster", "cluster", a.cfg.ClusterID, "section_size", a.cfg.SectionSize, "slots", a.cfg.NumSlots, "lease", a.fsm.Lease())
+	} else {
+		a.log.Info("recorded the lease of a cluster created without one; it is fixed from now on", "cluster", m.ClusterId, "lease", a.fsm.Lease())
+	}
+	return nil
 }
 
 // ensureArbiterRecords keeps the address book complete: entries the

@@ -1,6 +1,7 @@
 package arbiter
 
 import (
+	"math/bits"
 	"sync"
 	"time"
 
@@ -17,7 +18,11 @@ type instance struct {
 // leaseTable is the leader's memory of lease grants. It is not in the FSM:
 // grants are frequent, and a new leader cannot know the old leader's grant
 // times anyway, so it starts by assuming every instance was granted just now
-// (it waits one full lease before moving anything).
+// (it waits one full lease before moving anything). That wait covers an
+// earlier leader's grants only because every leader grants the same lease,
+// the cluster's stored one (see leaseTimes): a new leader configured with a
+// shorter lease, waiting its own, would move slots whose old owner still
+// serves under the longer lease it was granted.
 //
 // The safety argument, on the leader's monotonic clock:
 //   - an AllocSvr serves a slot only until send+lease, where send is when it
@@ -55,6 +60,14 @@ func (t *leaseTable) reset() {
 	defer t.mu.Unlock()
 	t.leaderSince = t.clock.Now()
 	t.inst = make(map[instance]*instLease)
+}
+
+// setTimes sets the lease grants carry and the margin, once the leader
+// knows the stored lease, before it grants or expires anything.
+func (t *leaseTable) setTimes(lease, margin time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lease, t.margin = lease, margin
 }
 
 // getLocked returns the entry for i, creating it as if granted now: the
@@ -123,4 +136,50 @@ func (t *leaseTable) forget(keep func(instance) bool) {
 			delete(t.inst, i)
 		}
 	}
+}
+
+// leaseTimes are the lease every grant carries, with the margin the leader
+// adds before declaring an instance expired and the renew interval
+// AllocSvrs are told.
+type leaseTimes struct {
+	lease, margin, renew time.Duration
+}
+
+// leaseTimes returns the times in force. The lease is the cluster's stored
+// one, never this arbiter's configured one: a leader's wait before moving a
+// slot must cover every lease an earlier leader may have granted, and it
+// does only if they all grant the same. stored is false while the cluster
+// has none (not created, or created by a build that did not store it);
+// then the configured lease is returned, and no grant may be made with it.
+//
+// The margin and the renew interval keep their configured share of the
+// lease: the margin is what covers clock-rate drift (margin/lease), and a
+// renew interval past the stored lease would let every lease lapse.
+func (a *Arbiter) leaseTimes() (lt leaseTimes, stored bool) {
+	cfg := a.cfg
+	lt = leaseTimes{lease: cfg.Lease, margin: cfg.LeaseMargin, renew: cfg.RenewInterval}
+	l := a.fsm.Lease()
+	if l <= 0 {
+		return lt, false
+	}
+	if l != cfg.Lease {
+		lt.lease = l
+		lt.margin = scaleDuration(cfg.LeaseMargin, l, cfg.Lease, true)
+		lt.renew = scaleDuration(cfg.RenewInterval, l, cfg.Lease, false)
+	}
+	return lt, true
+}
+
+// scaleDuration returns d*num/den, rounded up or down, for d < den (so
+// the result fits; Validate sees to it) and num, den > 0.
+func scaleDuration(d, num, den time.Duration, up bool) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	hi, lo := bits.Mul64(uint64(d), uint64(num))
+	q, r := bits.Div64(hi, lo, uint64(den))
+	if up && r != 0 {
+		q++
+	}
+	return time.Duration(q)
 }

@@ -1,11 +1,16 @@
 package arbiter
 
 import (
+	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/seqd/seqd/internal/mclock"
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 )
 
 // manualClock is an mclock.Clock that moves only when told to.
@@ -251,6 +256,169 @@ func TestLeaseTableConcurrentUse(t *testing.T) {
 	for g := range 3 {
 		if lt.isExpired(instance{"n", uint64(g)}) {
 			t.Errorf("instance %d expired within one lease", g)
+		}
+	}
+}
+
+// TestShorterLeaseLeaderWaitsOutTheGrantedLease: a leader configured with
+// a 10 s lease grants one to n1 and dies; the next leader is configured
+// with 1 s (an operator lowering the lease in a rolling restart). n1 may
+// serve until 10 s after that grant, so the new leader must not hand its
+// slots to n2 before 10 s plus the margin have passed since the grant.
+// Before the lease was stored with the cluster, each leader granted and
+// waited its own, and n1's slots moved after 1.1 s while n1 still served
+// them: two owners, and a client could see a seq go backwards (G1).
+func TestShorterLeaseLeaderWaitsOutTheGrantedLease(t *testing.T) {
+	const long, short = 10 * time.Second, time.Second
+	clock := &manualClock{now: 100 * time.Second}
+	withLease := func(l time.Duration) func(*Config) {
+		return func(c *Config) { c.Lease, c.NumSlots, c.SectionSize, c.Clock = l, 4, 100, clock }
+	}
+
+	a1 := testArbiter(t, "a1", true, withLease(long))
+	if err := a1.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a1 to lead and create the cluster", func() bool { return a1.readyNow() && a1.fsm.Initialized() })
+	registerAllocSvr(t, a1, "n1", 1)
+	waitFor(t, "a1 to give every slot to n1", func() bool { return slices.Equal(owners(a1), []string{"n1", "n1", "n1", "n1"}) })
+	grant := renew(t, a1, "n1", 1)
+	granted := clock.Now()
+	if got := time.Duration(grant.LeaseMs) * time.Millisecond; got != long {
+		t.Fatalf("a1 granted n1 a %v lease, want %v", got, long)
+	}
+	// n1 may serve until granted+long; the first leader itself would wait
+	// this long (lease+margin) after its last grant before moving its slots.
+	runsOut := granted + long + long/10
+
+	var rest []*Arbiter
+	for _, id := range []string{"a2", "a3"} {
+		a := testArbiter(t, id, false, withLease(short))
+		if err := a.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := a1.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(a.cfg.RaftAddr), 0, 10*time.Second).Error(); err != nil {
+			t.Fatalf("add %s: %v", id, err)
+		}
+		rest = append(rest, a)
+	}
+	waitFor(t, "a2 and a3 to catch up", func() bool {
+		for _, a := range rest {
+			if !slices.Equal(owners(a), []string{"n1", "n1", "n1", "n1"}) {
+				return false
+			}
+		}
+		return true
+	})
+	a1.Kill() // n1's lease, granted by a1, keeps running at n1
+	var b *Arbiter
+	waitFor(t, "a2 or a3 to lead", func() bool {
+		for _, a := range rest {
+			if a.readyNow() {
+				b = a
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("%s leads, configured with a %v lease", b.cfg.ID, short)
+	registerAllocSvr(t, b, "n2", 1)
+
+	// Time passes in steps shorter than any lease; n2 renews at each, so it
+	// is alive and could take n1's slots, and the leader plans after each.
+	round := func() []string {
+		t.Helper()
+		renew(t, b, "n2", 1)
+		if err := b.assignOnce(context.Background()); err != nil {
+			t.Fatalf("assignment round: %v", err)
+		}
+		return owners(b)
+	}
+	// A round before the clock moves: the leader counts n1 as granted when
+	// it first looks at it, and the exact-boundary checks below need that
+	// to be the grant's time.
+	if got := round(); slices.Contains(got, "n2") {
+		t.Fatalf("right after the election, slots moved to n2: owners %v", got)
+	}
+	for clock.Now()+short/4 < runsOut {
+		clock.advance(short / 4)
+		if got := round(); slices.Contains(got, "n2") {
+			t.Fatalf("%v after n1's last grant, with n1 still serving under its %v lease, %s moved slots to n2: owners %v",
+				clock.Now()-granted, long, b.cfg.ID, got)
+		}
+	}
+	clock.advance(runsOut - 1 - clock.Now())
+	if got := round(); slices.Contains(got, "n2") {
+		t.Fatalf("1ns before n1's lease plus margin ran out, slots moved to n2: owners %v", got)
+	}
+	clock.advance(1)
+	if got := round(); !slices.Equal(got, []string{"n2", "n2", "n2", "n2"}) {
+		t.Fatalf("once n1's lease plus margin ran out, owners are %v, want every slot on n2", got)
+	}
+	if got := time.Duration(renew(t, b, "n2", 1).LeaseMs) * time.Millisecond; got != long {
+		t.Errorf("%s grants %v leases, want the cluster's %v", b.cfg.ID, got, long)
+	}
+}
+
+// TestLeaderRecordsLeaseOfClusterCreatedWithoutOne: a cluster created by a
+// build that stored no lease gets the lease of its first leader after the
+// upgrade, before that leader grants anything, and grants carry it.
+func TestLeaderRecordsLeaseOfClusterCreatedWithoutOne(t *testing.T) {
+	const lease = 1500 * time.Millisecond
+	a := testArbiter(t, "a1", true, func(c *Config) { c.Lease, c.NumSlots, c.SectionSize = lease, 4, 100 })
+	waitFor(t, "a1 to win its election", a.IsLeader)
+	// As the old build did, before the leader loop runs.
+	res, err := a.apply(context.Background(), cmdInit, &clusterv1.InitClusterCommand{ClusterId: a.cfg.ClusterID, SectionSize: 100, NumSlots: 4, Dc: a.cfg.DC})
+	if err != nil || res.Err != nil {
+		t.Fatalf("old-style INIT_CLUSTER: %v %v", err, res.Err)
+	}
+	registerAllocSvr(t, a, "n1", 1)
+	if got := a.fsm.Meta().LeaseMs; got != 0 {
+		t.Fatalf("cluster created without a lease has %d ms stored", got)
+	}
+
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a1 to be ready", a.readyNow)
+	if got := a.fsm.Meta().LeaseMs; got != lease.Milliseconds() {
+		t.Fatalf("stored lease %d ms once a1 leads, want its configured %v", got, lease)
+	}
+	if got := time.Duration(renew(t, a, "n1", 1).LeaseMs) * time.Millisecond; got != lease {
+		t.Fatalf("a1 grants %v, want %v", got, lease)
+	}
+}
+
+// TestLeaseTimesFollowTheStoredLease: the stored lease is in force, and the
+// margin and renew interval keep their configured share of it. A margin
+// left at a shorter configured lease's would shrink the clock-drift
+// tolerance; a renew interval left at a longer one's would pass the stored
+// lease, and every lease would lapse between renewals.
+func TestLeaseTimesFollowTheStoredLease(t *testing.T) {
+	tests := []struct {
+		name       string
+		configured Config
+		storedMs   int64
+		want       leaseTimes
+		wantStored bool
+	}{
+		{"none stored: the configured", Config{Lease: time.Second, LeaseMargin: 100 * time.Millisecond, RenewInterval: 250 * time.Millisecond}, 0,
+			leaseTimes{time.Second, 100 * time.Millisecond, 250 * time.Millisecond}, false},
+		{"stored as configured", Config{Lease: time.Second, LeaseMargin: 100 * time.Millisecond, RenewInterval: 250 * time.Millisecond}, 1000,
+			leaseTimes{time.Second, 100 * time.Millisecond, 250 * time.Millisecond}, true},
+		{"stored longer", Config{Lease: time.Second, LeaseMargin: 100 * time.Millisecond, RenewInterval: 250 * time.Millisecond}, 10_000,
+			leaseTimes{10 * time.Second, time.Second, 2500 * time.Millisecond}, true},
+		{"stored shorter", Config{Lease: 10 * time.Second, LeaseMargin: time.Second, RenewInterval: 2500 * time.Millisecond}, 2000,
+			leaseTimes{2 * time.Second, 200 * time.Millisecond, 500 * time.Millisecond}, true},
+	}
+	for _, tc := range tests {
+		a := &Arbiter{cfg: tc.configured, fsm: NewFSM()}
+		if tc.storedMs != 0 {
+			applyData(a.fsm, encodeCmd(t, cmdInit, &clusterv1.InitClusterCommand{ClusterId: "c", SectionSize: 10, NumSlots: 1, LeaseMs: tc.storedMs}))
+		}
+		got, stored := a.leaseTimes()
+		if got != tc.want || stored != tc.wantStored {
+			t.Errorf("%s: %+v stored=%v, want %+v stored=%v", tc.name, got, stored, tc.want, tc.wantStored)
 		}
 	}
 }

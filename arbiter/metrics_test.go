@@ -15,7 +15,7 @@ func TestLabelledCountersExistAtZero(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int{"seqd_arbiter_lease_refusals_total": 3, "seqd_arbiter_slot_moves_total": 3, "seqd_arbiter_cluster_setting_mismatch": 3}
+	want := map[string]int{"seqd_arbiter_lease_refusals_total": 3, "seqd_arbiter_slot_moves_total": 3, "seqd_arbiter_cluster_setting_mismatch": 4}
 	for _, mf := range mfs {
 		if n, ok := want[mf.GetName()]; ok {
 			if len(mf.GetMetric()) != n {

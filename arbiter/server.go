@@ -98,10 +98,17 @@ func (s *server) Register(ctx context.Context, req *clusterv1.RegisterRequest) (
 		return nil, stateErr(res.Err)
 	}
 	s.a.log.Info("allocsvr registered", "allocsvr", req.NodeId, "incarnation", req.Incarnation, "addr", req.Addr)
+	// The lease here only sizes the AllocSvr's renewal timeouts; the one
+	// it serves by comes with each grant. Step is this leader's own: it
+	// only says how far one ACQUIRE or RAISE moves max_seq, which the FSM
+	// never lowers, so AllocSvrs with different steps keep G1 (a larger
+	// step leaves larger gaps after a crash, a smaller one raises more
+	// often).
+	lt, _ := s.a.leaseTimes()
 	resp := &clusterv1.RegisterResponse{
 		Table:           s.a.fsm.RoutingTable(),
-		LeaseMs:         s.a.cfg.Lease.Milliseconds(),
-		RenewIntervalMs: s.a.cfg.RenewInterval.Milliseconds(),
+		LeaseMs:         lt.lease.Milliseconds(),
+		RenewIntervalMs: lt.renew.Milliseconds(),
 		Step:            s.a.cfg.Step,
 	}
 	for _, r := range s.a.fsm.Arbiters() {
@@ -128,6 +135,11 @@ func (s *server) RenewLease(ctx context.Context, req *clusterv1.RenewLeaseReques
 	}
 	if !s.a.readyNow() {
 		return nil, status.Error(codes.Unavailable, "the arbiter leader is still catching up after an election; retry shortly")
+	}
+	// Ready implies a stored lease, and a stored lease never changes.
+	lt, stored := s.a.leaseTimes()
+	if !stored {
+		return nil, status.Error(codes.Unavailable, "the cluster has no stored lease yet; retry shortly")
 	}
 	i := instance{req.NodeId, req.Incarnation}
 	n := s.a.fsm.Node(req.NodeId)
@@ -157,7 +169,7 @@ func (s *server) RenewLease(ctx context.Context, req *clusterv1.RenewLeaseReques
 		Granted:        true,
 		Slots:          s.a.fsm.OwnedSlots(req.NodeId, req.Incarnation),
 		RoutingVersion: s.a.fsm.RoutingVersion(),
-		LeaseMs:        s.a.cfg.Lease.Milliseconds(),
+		LeaseMs:        lt.lease.Milliseconds(),
 	}
 	if req.RoutingVersion < resp.RoutingVersion {
 		resp.Table = s.a.fsm.RoutingTable()
@@ -286,9 +298,10 @@ func (s *server) Status(ctx context.Context, req *seqdv1.StatusRequest) (*seqdv1
 // status builds the status report from this arbiter's state.
 func (a *Arbiter) status() *seqdv1.StatusResponse {
 	leaderAddr, leaderID := a.leaderAddr()
+	lt, _ := a.leaseTimes()
 	resp := &seqdv1.StatusResponse{
 		LeaderId: leaderID, LeaderAddr: leaderAddr,
-		Step: a.cfg.Step, LeaseMs: a.cfg.Lease.Milliseconds(),
+		Step: a.cfg.Step, LeaseMs: lt.lease.Milliseconds(),
 		Sections: uint64(a.fsm.SectionCount()),
 	}
 	if m := a.fsm.Meta(); m != nil {
@@ -339,7 +352,7 @@ func (a *Arbiter) status() *seqdv1.StatusResponse {
 		if leader {
 			st.LastRenewalMsAgo = a.leases.sinceGrant(i).Milliseconds()
 			st.Lease = "valid"
-			if a.leases.isExpired(i) || time.Duration(st.LastRenewalMsAgo)*time.Millisecond > a.cfg.Lease {
+			if a.leases.isExpired(i) || time.Duration(st.LastRenewalMsAgo)*time.Millisecond > lt.lease {
 				st.Lease = "expired"
 			}
 		}

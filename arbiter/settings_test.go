@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
@@ -53,19 +54,23 @@ const settingsWarning = "settings in this arbiter's config differ from the ones 
 // Whoever leads creates the cluster with its own; then every arbiter whose
 // config differs, leader or not, warns once, naming each key with both
 // values, and sets its mismatch gauge. Before, only a leader elected on an
-// already created cluster compared (and only section_size and slots).
+// already created cluster compared (and only section_size and slots), and
+// the lease was not stored at all: each leader granted its own.
 func TestEveryArbiterWarnsAboutChangedClusterSettings(t *testing.T) {
 	type settings struct {
 		name        string
 		sectionSize uint64
 		slots       uint32
 		splits      []uint64
+		lease       time.Duration
 	}
-	common := settings{"common", 1000, 16, []uint64{10}}
-	odd := settings{"odd", 2000, 32, []uint64{10, 20}}
+	common := settings{"common", 1000, 16, []uint64{10}, 2 * time.Second}
+	odd := settings{"odd", 2000, 32, []uint64{10, 20}, 3 * time.Second}
 	want := map[string]map[string]string{ // what a warning names, by the config it is about
-		"common": {"section_size": "stored=2000 section_size.configured=1000", "slots": "stored=32 slots.configured=16", "shard_splits": `stored="[10, 20]" shard_splits.configured=[10]`},
-		"odd":    {"section_size": "stored=1000 section_size.configured=2000", "slots": "stored=16 slots.configured=32", "shard_splits": `stored=[10] shard_splits.configured="[10, 20]"`},
+		"common": {"section_size": "stored=2000 section_size.configured=1000", "slots": "stored=32 slots.configured=16", "shard_splits": `stored="[10, 20]" shard_splits.configured=[10]`,
+			"lease": "stored=3s lease.configured=2s"},
+		"odd": {"section_size": "stored=1000 section_size.configured=2000", "slots": "stored=16 slots.configured=32", "shard_splits": `stored=[10] shard_splits.configured="[10, 20]"`,
+			"lease": "stored=2s lease.configured=3s"},
 	}
 
 	var peers []Peer
@@ -93,7 +98,7 @@ func TestEveryArbiterWarnsAboutChangedClusterSettings(t *testing.T) {
 		logs, reg := &syncBuffer{}, prometheus.NewRegistry()
 		a, err := New(Config{
 			ID: p.ID, DataDir: t.TempDir(), RaftAddr: p.RaftAddr, GRPCAddr: p.GRPCAddr, Bootstrap: peers,
-			SectionSize: s.sectionSize, NumSlots: s.slots, ShardSplits: s.splits,
+			SectionSize: s.sectionSize, NumSlots: s.slots, ShardSplits: s.splits, Lease: s.lease,
 			HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
 			Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
 			Registry: reg,
@@ -121,7 +126,7 @@ func TestEveryArbiterWarnsAboutChangedClusterSettings(t *testing.T) {
 	meta := ms[0].a.fsm.Meta()
 	var stored settings
 	for _, s := range []settings{common, odd} {
-		if meta.SectionSize == s.sectionSize && meta.NumSlots == s.slots && slices.Equal(storedSplits(meta), s.splits) {
+		if meta.SectionSize == s.sectionSize && meta.NumSlots == s.slots && slices.Equal(storedSplits(meta), s.splits) && meta.LeaseMs == s.lease.Milliseconds() {
 			stored = s
 		}
 	}
@@ -156,7 +161,7 @@ func TestEveryArbiterWarnsAboutChangedClusterSettings(t *testing.T) {
 		if m.a.raft.State() != raft.Leader {
 			followersWarned++
 		}
-		if !strings.Contains(logs, "keys=section_size,slots,shard_splits") {
+		if !strings.Contains(logs, "keys=section_size,slots,shard_splits,lease ") {
 			t.Errorf("%s: the warning does not list the keys:\n%s", m.a.cfg.ID, logs)
 		}
 		for k, both := range want[m.s.name] {
@@ -206,25 +211,72 @@ func TestSettingDiffs(t *testing.T) {
 		}
 		return s
 	}
-	meta := &clusterv1.ClusterMeta{ClusterId: "c", SectionSize: 1000, NumSlots: 16, Shards: shards(10, 20)}
-	one := &clusterv1.ClusterMeta{ClusterId: "c", SectionSize: 1000, NumSlots: 16, Shards: shards()}
+	meta := &clusterv1.ClusterMeta{ClusterId: "c", SectionSize: 1000, NumSlots: 16, Shards: shards(10, 20), LeaseMs: 2000}
+	one := &clusterv1.ClusterMeta{ClusterId: "c", SectionSize: 1000, NumSlots: 16, Shards: shards(), LeaseMs: 2000}
+	noLease := &clusterv1.ClusterMeta{ClusterId: "c", SectionSize: 1000, NumSlots: 16, Shards: shards()}
 	tests := []struct {
 		name  string
 		given clusterSettings
 		meta  *clusterv1.ClusterMeta
 		want  []settingDiff
 	}{
-		{"same", clusterSettings{1000, 16, []uint64{10, 20}}, meta, nil},
+		{"same", clusterSettings{1000, 16, []uint64{10, 20}, 2 * time.Second}, meta, nil},
 		{"left out: not compared", clusterSettings{}, meta, nil},
-		{"one shard, none configured", clusterSettings{1000, 16, nil}, one, nil},
-		{"section size", clusterSettings{500, 16, nil}, meta, []settingDiff{{"section_size", "1000", "500"}}},
-		{"slots", clusterSettings{0, 32, nil}, meta, []settingDiff{{"slots", "16", "32"}}},
-		{"splits", clusterSettings{0, 0, []uint64{10}}, meta, []settingDiff{{"shard_splits", "[10, 20]", "[10]"}}},
-		{"splits on a one-shard cluster", clusterSettings{0, 0, []uint64{5}}, one, []settingDiff{{"shard_splits", "[]", "[5]"}}},
+		{"one shard, none configured", clusterSettings{1000, 16, nil, 0}, one, nil},
+		{"section size", clusterSettings{500, 16, nil, 0}, meta, []settingDiff{{"section_size", "1000", "500"}}},
+		{"slots", clusterSettings{0, 32, nil, 0}, meta, []settingDiff{{"slots", "16", "32"}}},
+		{"splits", clusterSettings{0, 0, []uint64{10}, 0}, meta, []settingDiff{{"shard_splits", "[10, 20]", "[10]"}}},
+		{"splits on a one-shard cluster", clusterSettings{0, 0, []uint64{5}, 0}, one, []settingDiff{{"shard_splits", "[]", "[5]"}}},
+		{"lease", clusterSettings{0, 0, nil, 1500 * time.Millisecond}, meta, []settingDiff{{"lease", "2s", "1.5s"}}},
+		{"lease and slots", clusterSettings{0, 8, nil, 5 * time.Second}, meta, []settingDiff{{"slots", "16", "8"}, {"lease", "2s", "5s"}}},
+		{"lease not stored yet: not compared", clusterSettings{0, 0, nil, time.Second}, noLease, nil},
 	}
 	for _, tc := range tests {
 		if got := settingDiffs(tc.given, tc.meta); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestLeaseMismatchWarnedOnceRecorded: on a cluster created before the
+// lease was stored, the other settings are compared at once and the lease
+// when a leader records it: one more warning, for the lease alone, and
+// none after.
+func TestLeaseMismatchWarnedOnceRecorded(t *testing.T) {
+	logs, reg := &syncBuffer{}, prometheus.NewRegistry()
+	a := &Arbiter{
+		fsm:   NewFSM(),
+		given: clusterSettings{sectionSize: 500, lease: 2 * time.Second},
+		m:     newMetrics(reg),
+		log:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	a.fsm.onChange = a.checkSettings
+	apply := func(typ clusterv1.CommandType, payload proto.Message) {
+		t.Helper()
+		if res := applyData(a.fsm, encodeCmd(t, typ, payload)); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+
+	apply(cmdInit, &clusterv1.InitClusterCommand{ClusterId: "c", SectionSize: 1000, NumSlots: 4})
+	if n := strings.Count(logs.String(), settingsWarning); n != 1 || !strings.Contains(logs.String(), "keys=section_size ") {
+		t.Fatalf("after the old-style init: %d warnings, want 1 naming section_size alone:\n%s", n, logs)
+	}
+	if g := mismatchGauges(t, reg); g["section_size"] != 1 || g["lease"] != 0 {
+		t.Fatalf("gauges %v, want section_size 1 and lease 0 (none stored yet)", g)
+	}
+
+	apply(cmdInit, &clusterv1.InitClusterCommand{ClusterId: "c", SectionSize: 1000, NumSlots: 4, LeaseMs: 3000})
+	apply(cmdRegister, &clusterv1.RegisterNodeCommand{NodeId: "n1", Incarnation: 1, Addr: "n1:1"})
+	out := logs.String()
+	if n := strings.Count(out, settingsWarning); n != 2 {
+		t.Fatalf("%d warnings once the lease is recorded, want 2:\n%s", n, out)
+	}
+	second := out[strings.LastIndex(out, settingsWarning):]
+	if !strings.Contains(second, "keys=lease ") || !strings.Contains(second, "lease.stored=3s lease.configured=2s") {
+		t.Fatalf("the second warning does not name the lease alone with both values:\n%s", second)
+	}
+	if g := mismatchGauges(t, reg); g["section_size"] != 1 || g["lease"] != 1 {
+		t.Fatalf("gauges %v, want section_size and lease 1", g)
 	}
 }

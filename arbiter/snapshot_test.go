@@ -170,6 +170,28 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 }
 
+// TestSnapshotKeepsLease: the stored lease survives a snapshot, or an
+// arbiter restored from one would grant and wait its own configured lease
+// (or, seeing none, record its own) while others use the stored one.
+func TestSnapshotKeepsLease(t *testing.T) {
+	src := NewFSM()
+	if res := applyData(src, encodeCmd(t, cmdInit, &clusterv1.InitClusterCommand{ClusterId: "c", SectionSize: 10, NumSlots: 2, LeaseMs: 7500})); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	dst := NewFSM()
+	if err := restoreBytes(dst, persistFSM(t, src)); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if got := dst.Meta().LeaseMs; got != 7500 {
+		t.Fatalf("restored lease %d ms, want 7500", got)
+	}
+	// Stored, it is not replaced by a later INIT_CLUSTER's.
+	applyData(dst, encodeCmd(t, cmdInit, &clusterv1.InitClusterCommand{ClusterId: "c", SectionSize: 10, NumSlots: 2, LeaseMs: 1000}))
+	if got := dst.Meta().LeaseMs; got != 7500 {
+		t.Fatalf("restored lease replaced: %d ms, want 7500", got)
+	}
+}
+
 func TestSnapshotOfEmptyFSM(t *testing.T) {
 	data := persistFSM(t, NewFSM())
 	f := richFSM(t, 1000)
@@ -276,6 +298,7 @@ func TestSnapshotRestoreRejects(t *testing.T) {
 		{"too few slot records", snapshotFrom(t, 1, metaRec(3), slotRec(0), slotRec(1)), "2 slot records for 3 slots"},
 		{"too many slot records", snapshotFrom(t, 1, metaRec(1), slotRec(0), slotRec(1)), "2 slot records for 1 slots"},
 		{"slots out of order", snapshotFrom(t, 1, metaRec(2), slotRec(1), slotRec(0)), "out of order"},
+		{"negative lease", snapshotFrom(t, 1, &clusterv1.SnapshotRecord{Record: &clusterv1.SnapshotRecord_Meta{Meta: &clusterv1.ClusterMeta{ClusterId: "c", SectionSize: 10, NumSlots: 1, LeaseMs: -5}}}, slotRec(0)), "lease -5 ms"},
 		{"empty record", snapshotFrom(t, 1, metaRec(1), slotRec(0), &clusterv1.SnapshotRecord{}), "unknown record"},
 	}
 	for _, tc := range tests {
@@ -450,6 +473,9 @@ func TestSnapshotGoldenV1(t *testing.T) {
 	if m.ClusterId != "golden" || m.SectionSize != 100000 || m.NumSlots != 4 || m.RoutingVersion != 17 || m.Dc != "dc-east" {
 		t.Errorf("meta = %v", m)
 	}
+	if m.LeaseMs != 0 {
+		t.Errorf("a snapshot from before the lease was stored restores with lease %d ms, want 0 (recorded by the next leader)", m.LeaseMs)
+	}
 	slots := f.Slots()
 	if len(slots) != 4 {
 		t.Fatalf("%d slots, want 4", len(slots))
@@ -495,6 +521,16 @@ func TestSnapshotGoldenV1(t *testing.T) {
 		if g := res.SectionResults[i]; g.Status != opOK || g.Floor != w.floor || g.MaxSeq != w.max {
 			t.Errorf("op %d after restore = %v floor %d max %d, want OK floor %d max %d", i, g.Status, g.Floor, g.MaxSeq, w.floor, w.max)
 		}
+	}
+
+	// The first leader after the upgrade records its lease, once.
+	for _, l := range []int64{2500, 1000} {
+		if res := applyData(f, encodeCmd(t, cmdInit, &clusterv1.InitClusterCommand{ClusterId: "golden", SectionSize: 100000, NumSlots: 4, Dc: "dc-east", LeaseMs: l})); res.Err != nil {
+			t.Fatalf("recording lease %d ms on the restored cluster: %v", l, res.Err)
+		}
+	}
+	if got := f.Meta().LeaseMs; got != 2500 {
+		t.Errorf("lease recorded on the restored cluster = %d ms, want the first recorded, 2500", got)
 	}
 
 	// While this build still writes format 1, it must write the golden

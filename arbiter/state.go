@@ -1,6 +1,8 @@
 package arbiter
 
 import (
+	"time"
+
 	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
@@ -25,6 +27,17 @@ func (f *FSM) Meta() *clusterv1.ClusterMeta {
 		return nil
 	}
 	return proto.Clone(f.meta).(*clusterv1.ClusterMeta)
+}
+
+// Lease returns the cluster's stored lease: 0 before init, and on a
+// cluster created without one until a leader records it.
+func (f *FSM) Lease() time.Duration {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.meta == nil {
+		return 0
+	}
+	return time.Duration(f.meta.LeaseMs) * time.Millisecond
 }
 
 // RoutingVersion returns the routing-table version (0 before init).

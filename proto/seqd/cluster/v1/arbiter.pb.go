@@ -209,11 +209,13 @@ func (x *RegisterRequest) GetGossipAddr() string {
 }
 
 type RegisterResponse struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Table           *v1.RoutingTable       `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
-	LeaseMs         int64                  `protobuf:"varint,2,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
-	RenewIntervalMs int64                  `protobuf:"varint,3,opt,name=renew_interval_ms,json=renewIntervalMs,proto3" json:"renew_interval_ms,omitempty"`
-	Step            uint64                 `protobuf:"varint,4,opt,name=step,proto3" json:"step,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Table *v1.RoutingTable       `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	// The cluster's stored lease (ClusterMeta.lease_ms), not the leader's
+	// configured one.
+	LeaseMs         int64  `protobuf:"varint,2,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	RenewIntervalMs int64  `protobuf:"varint,3,opt,name=renew_interval_ms,json=renewIntervalMs,proto3" json:"renew_interval_ms,omitempty"`
+	Step            uint64 `protobuf:"varint,4,opt,name=step,proto3" json:"step,omitempty"`
 	// Gossip addresses of the arbiters, to join the memberlist pool.
 	GossipSeeds   []string `protobuf:"bytes,5,rep,name=gossip_seeds,json=gossipSeeds,proto3" json:"gossip_seeds,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -406,10 +408,12 @@ type RenewLeaseResponse struct {
 	// Set when the request named an older version.
 	Table          *v1.RoutingTable `protobuf:"bytes,3,opt,name=table,proto3" json:"table,omitempty"`
 	RoutingVersion uint64           `protobuf:"varint,4,opt,name=routing_version,json=routingVersion,proto3" json:"routing_version,omitempty"`
-	LeaseMs        int64            `protobuf:"varint,5,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
-	Reason         string           `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How long after the request's send time the instance may serve: the
+	// cluster's stored lease, the same from every leader.
+	LeaseMs       int64  `protobuf:"varint,5,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RenewLeaseResponse) Reset() {

@@ -157,7 +157,11 @@ type InitClusterCommand struct {
 	Dc          string                 `protobuf:"bytes,4,opt,name=dc,proto3" json:"dc,omitempty"`
 	// Message-store shards: shard i owns [splits[i-1], splits[i]) of the
 	// section space; no splits means one shard owning everything.
-	ShardSplits   []uint64 `protobuf:"varint,5,rep,packed,name=shard_splits,json=shardSplits,proto3" json:"shard_splits,omitempty"`
+	ShardSplits []uint64 `protobuf:"varint,5,rep,packed,name=shard_splits,json=shardSplits,proto3" json:"shard_splits,omitempty"`
+	// The AllocSvr lease every leader grants and waits out, fixed with the
+	// cluster. On a cluster created without one (0 stored), an INIT_CLUSTER
+	// with the stored settings records it once.
+	LeaseMs       int64 `protobuf:"varint,6,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -225,6 +229,13 @@ func (x *InitClusterCommand) GetShardSplits() []uint64 {
 		return x.ShardSplits
 	}
 	return nil
+}
+
+func (x *InitClusterCommand) GetLeaseMs() int64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
 }
 
 type SetStoreReplicaCommand struct {
@@ -826,8 +837,11 @@ type ClusterMeta struct {
 	RoutingVersion uint64                 `protobuf:"varint,4,opt,name=routing_version,json=routingVersion,proto3" json:"routing_version,omitempty"`
 	Dc             string                 `protobuf:"bytes,5,opt,name=dc,proto3" json:"dc,omitempty"`
 	Shards         []*v1.ShardInfo        `protobuf:"bytes,6,rep,name=shards,proto3" json:"shards,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The lease every grant carries. 0 on a cluster created before seqd
+	// stored it, until a leader records it.
+	LeaseMs       int64 `protobuf:"varint,7,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterMeta) Reset() {
@@ -900,6 +914,13 @@ func (x *ClusterMeta) GetShards() []*v1.ShardInfo {
 		return x.Shards
 	}
 	return nil
+}
+
+func (x *ClusterMeta) GetLeaseMs() int64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
 }
 
 type SectionRecord struct {
@@ -1454,14 +1475,15 @@ const file_seqd_cluster_v1_fsm_proto_rawDesc = "" +
 	"\x19seqd/cluster/v1/fsm.proto\x12\x0fseqd.cluster.v1\x1a\x1dseqd/cluster/v1/arbiter.proto\x1a\x17seqd/v1/sequencer.proto\"U\n" +
 	"\aCommand\x120\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1c.seqd.cluster.v1.CommandTypeR\x04type\x12\x18\n" +
-	"\apayload\x18\x02 \x01(\fR\apayload\"\xa6\x01\n" +
+	"\apayload\x18\x02 \x01(\fR\apayload\"\xc1\x01\n" +
 	"\x12InitClusterCommand\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12!\n" +
 	"\fsection_size\x18\x02 \x01(\x04R\vsectionSize\x12\x1b\n" +
 	"\tnum_slots\x18\x03 \x01(\rR\bnumSlots\x12\x0e\n" +
 	"\x02dc\x18\x04 \x01(\tR\x02dc\x12!\n" +
-	"\fshard_splits\x18\x05 \x03(\x04R\vshardSplits\"a\n" +
+	"\fshard_splits\x18\x05 \x03(\x04R\vshardSplits\x12\x19\n" +
+	"\blease_ms\x18\x06 \x01(\x03R\aleaseMs\"a\n" +
 	"\x16SetStoreReplicaCommand\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\tR\x05shard\x12\x1d\n" +
 	"\n" +
@@ -1498,7 +1520,7 @@ const file_seqd_cluster_v1_fsm_proto_rawDesc = "" +
 	"\x11SetArbiterCommand\x128\n" +
 	"\aarbiter\x18\x01 \x01(\v2\x1e.seqd.cluster.v1.ArbiterRecordR\aarbiter\"&\n" +
 	"\x14RemoveArbiterCommand\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xd1\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xec\x01\n" +
 	"\vClusterMeta\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12!\n" +
@@ -1506,7 +1528,8 @@ const file_seqd_cluster_v1_fsm_proto_rawDesc = "" +
 	"\tnum_slots\x18\x03 \x01(\rR\bnumSlots\x12'\n" +
 	"\x0frouting_version\x18\x04 \x01(\x04R\x0eroutingVersion\x12\x0e\n" +
 	"\x02dc\x18\x05 \x01(\tR\x02dc\x12*\n" +
-	"\x06shards\x18\x06 \x03(\v2\x12.seqd.v1.ShardInfoR\x06shards\"\xac\x01\n" +
+	"\x06shards\x18\x06 \x03(\v2\x12.seqd.v1.ShardInfoR\x06shards\x12\x19\n" +
+	"\blease_ms\x18\a \x01(\x03R\aleaseMs\"\xac\x01\n" +
 	"\rSectionRecord\x12\x18\n" +
 	"\asection\x18\x01 \x01(\x04R\asection\x12\x17\n" +
 	"\amax_seq\x18\x02 \x01(\x04R\x06maxSeq\x12\x14\n" +
