@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -70,29 +71,35 @@ func TestLeaderSweepsExpiredDedupRecords(t *testing.T) {
 		}
 		return true
 	})
-	// A record within its TTL stays; the replicas agree, record for record.
+	// The replicas agree, record for record (a sweep may land between two
+	// reads: ask again until all three have applied the same entries).
 	sendSome(t, m, 5, 6, 3)
-	time.Sleep(5 * store.DedupSweepInterval())
-	lead := c.StoreLeader(0)
-	if lead < 0 {
-		t.Fatal("no store leader")
-	}
-	applied := c.Store(0, lead).Store().FSM().AppliedIndex()
-	testwait.For(t, 10*time.Second, "the replicas to apply the leader's entries", func() bool {
-		for i := range 3 {
-			if c.Store(0, i).Store().FSM().AppliedIndex() < applied {
+	var diff string
+	agree := func() bool {
+		f0 := c.Store(0, 0).Store().FSM()
+		want, applied := store.DumpState(t, f0), f0.AppliedIndex()
+		for i := 1; i < 3; i++ {
+			f := c.Store(0, i).Store().FSM()
+			got := store.DumpState(t, f)
+			if f.AppliedIndex() != applied || f0.AppliedIndex() != applied {
 				return false
+			}
+			if len(got) != len(want) {
+				diff = fmt.Sprintf("replica %d holds %d keys, replica 0 %d", i, len(got), len(want))
+				return false
+			}
+			for k, v := range want {
+				if got[k] != v {
+					diff = fmt.Sprintf("replica %d differs from replica 0 at key %q", i, k)
+					return false
+				}
 			}
 		}
 		return true
-	})
-	want := store.DumpState(t, c.Store(0, lead).Store().FSM())
-	for i := range 3 {
-		if n := dedupRecords(t, c, i); n != 3 {
-			t.Fatalf("replica %d holds %d dedup records, want the 3 within their TTL", i, n)
-		}
-		if got := store.DumpState(t, c.Store(0, i).Store().FSM()); len(got) != len(want) {
-			t.Fatalf("replica %d holds %d keys, the leader %d", i, len(got), len(want))
+	}
+	for deadline := time.Now().Add(20 * time.Second); !agree(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the replicas did not come to hold the same state in 20s: %s", diff)
 		}
 	}
 }
