@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"slices"
@@ -953,50 +954,91 @@ func (x *tx) expire(op *clusterv1.ExpireOp) *OpResult {
 	return okResult()
 }
 
-// maxSweep bounds the dedup records one sweep op looks at, so that one
-// entry's work stays small whatever the log holds.
+// maxSweep bounds the sends one sweep op looks at, so that one entry's
+// work stays small whatever the log holds.
 const maxSweep = 10_000
 
-// sweepDedup deletes the dedup records, among up to op.Limit after
-// op.AfterKey, whose TTL has passed by now. A record past its TTL
-// answers nothing already (Dedup, Reused and send treat it as absent),
-// so a sweep changes no answer; it only gives the disk back.
+// keySweep holds the index of the last change-log entry whose sends' dedup
+// records the sweep has dealt with.
+var keySweep = []byte{tagMeta, 's', 'w', 'e', 'e', 'p'}
+
+// sweepDedup deletes the dedup records of the sends in the change log
+// after keySweep whose TTL ran out at least op.GraceMs before now, entry
+// by entry, and moves keySweep past the entries it finished. Its work is
+// the expired sends', whatever the number of records still remembered.
+// Such a record answers nothing already (Dedup, Reused and send treat it
+// as absent), so a sweep changes no answer; it gives the disk back.
 func (x *tx) sweepDedup(now int64, op *clusterv1.SweepDedupOp) *OpResult {
-	prefix := []byte{tagDedup}
 	if op.Limit == 0 || op.Limit > maxSweep {
 		return rejectedAs(codes.InvalidArgument, "sweep limit %d: want 1..%d", op.Limit, maxSweep)
 	}
-	if len(op.AfterKey) > 0 && !bytes.HasPrefix(op.AfterKey, prefix) {
-		return rejectedAs(codes.InvalidArgument, "sweep after key %x is not a dedup key", op.AfterKey)
+	if op.GraceMs < 0 {
+		return rejectedAs(codes.InvalidArgument, "sweep grace %d ms is negative", op.GraceMs)
 	}
-	start := prefix
-	if len(op.AfterKey) > 0 {
-		start = append(slices.Clip(op.AfterKey), 0) // the first key after it
-	}
-	it := x.t.NewIterator(iteratorOpts(prefix))
-	var doomed [][]byte
-	var last []byte
-	looked := uint32(0)
-	for it.Seek(start); it.Valid() && looked < op.Limit; it.Next() {
-		looked++
-		last = it.Item().KeyCopy(nil)
-		var d clusterv1.DedupRecord
-		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &d) }); err != nil {
-			panic(fmt.Sprintf("store: corrupt dedup record under key %x: %v", last, err))
-		}
-		if d.ExpiresMs <= now {
-			doomed = append(doomed, last)
-		}
-	}
-	more := it.Valid()
-	it.Close()
-	for _, k := range doomed {
-		x.del(k)
-	}
+	cutoff := now - op.GraceMs
+	doomed, done, last, more := x.sweepWalk(cutoff, op.Limit)
 	res := okResult()
-	res.Swept = uint32(len(doomed))
-	if more {
-		res.SweepNext = last
+	for _, k := range doomed {
+		var rec clusterv1.DedupRecord
+		// A later send under the id may have replaced the record: it stays
+		// until that send's own entry is swept.
+		if x.get(k, &rec) && rec.ExpiresMs <= cutoff {
+			x.del(k)
+			res.Swept++
+		}
 	}
+	if last != done {
+		x.putRaw(keySweep, binary.BigEndian.AppendUint64(nil, last))
+	}
+	res.SweepMore = more
 	return res
+}
+
+// sweepWalk walks the change log after keySweep (done) as a sweep at
+// cutoff does: entry by entry, up to the first holding a send still
+// remembered at cutoff, or until it has looked at limit sends (more). It
+// returns the dedup keys of those entries' sends and the last entry it
+// finished.
+func (x *tx) sweepWalk(cutoff int64, limit uint32) (doomed [][]byte, done, last uint64, more bool) {
+	done, _ = x.getU64(keySweep)
+	last, looked := done, uint32(0)
+	p := []byte{tagLog}
+	it := x.t.NewIterator(iteratorOpts(p))
+	defer it.Close()
+	for it.Seek(logKey(done + 1)); it.Valid(); it.Next() {
+		if looked >= limit {
+			return doomed, done, last, true
+		}
+		var e clusterv1.ChangeLogEntry
+		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
+			panic(fmt.Sprintf("store: corrupt change-log entry %d: %v", beU64(it.Item().Key()[1:]), err))
+		}
+		sends := appliedSends(&e)
+		if remembered(&e, sends, cutoff) {
+			break // not yet: this entry, and what follows, waits for a later sweep
+		}
+		for _, s := range sends {
+			doomed = append(doomed, dedupKey(s.Request.GetSender(), s.Request.GetClientMsgId()))
+		}
+		looked += uint32(len(sends))
+		last = e.Index
+	}
+	return doomed, done, last, false
+}
+
+// remembered reports whether any of sends, applied by e, is still
+// remembered at cutoff.
+func remembered(e *clusterv1.ChangeLogEntry, sends []*clusterv1.SendOp, cutoff int64) bool {
+	return slices.ContainsFunc(sends, func(s *clusterv1.SendOp) bool { return e.NowMs+int64(s.DedupTtlMs) > cutoff })
+}
+
+// appliedSends returns the sends e applied (each wrote a dedup record).
+func appliedSends(e *clusterv1.ChangeLogEntry) []*clusterv1.SendOp {
+	var out []*clusterv1.SendOp
+	for i, o := range e.Ops {
+		if s := o.GetSend(); s != nil && i < len(e.Applied) && e.Applied[i] {
+			out = append(out, s)
+		}
+	}
+	return out
 }

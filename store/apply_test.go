@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -1219,8 +1218,8 @@ func TestApplyRefusalCodes(t *testing.T) {
 	}
 }
 
-func opSweep(after []byte, limit uint32) *clusterv1.StoreOp {
-	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_SweepDedup{SweepDedup: &clusterv1.SweepDedupOp{AfterKey: after, Limit: limit}}}
+func opSweep(limit uint32, grace int64) *clusterv1.StoreOp {
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_SweepDedup{SweepDedup: &clusterv1.SweepDedupOp{Limit: limit, GraceMs: grace}}}
 }
 
 // dedupKeys returns the dedup records' keys, in order.
@@ -1234,13 +1233,25 @@ func dedupKeys(t testTB, f *FSM) []string {
 	return out
 }
 
-// A sweep deletes the dedup records past their TTL, and only those; a
-// chain of sweeps, each after the key the one before looked at last,
-// walks the whole table; no answer changes.
+// sweepAll applies sweeps until one says there is no more to look at, and
+// returns how many records they deleted and how many ops it took.
+func sweepAll(h *fsmHarness, limit uint32, grace int64) (swept uint32, ops int) {
+	for {
+		r := h.must(opSweep(limit, grace))
+		swept, ops = swept+r.Swept, ops+1
+		if !r.SweepMore {
+			return swept, ops
+		}
+	}
+}
+
+// A sweep deletes the dedup records past their TTL (and its grace), and
+// only those, walking the change log in order from where the last sweep
+// stopped; no answer changes, and every replica sweeps alike.
 func TestApplySweepDedup(t *testing.T) {
 	h := newHarness(t)
 	first := h.now
-	for i := range 5 { // users 1..5, expiring at first+TTL
+	for i := range 5 { // users 1..5, each in an entry of its own, expiring at first+TTL
 		u := uint64(i + 1)
 		h.must(opSend(7, "old", "hello", apps(u, 10, 100, 20+u)...))
 	}
@@ -1254,39 +1265,36 @@ func TestApplySweepDedup(t *testing.T) {
 	}
 	before := dumpState(t, h.f)
 
-	// Not yet expired: nothing goes.
-	h.now = first + testDedupTTL - 1
-	if r := h.must(opSweep(nil, 100)); r.Swept != 0 || r.SweepNext != nil {
-		t.Fatalf("sweep before expiry: swept %d, next %x", r.Swept, r.SweepNext)
+	// Not yet expired, or within the grace: nothing goes, nothing moves.
+	for _, tc := range []struct {
+		now, grace int64
+	}{{first + testDedupTTL - 1, 0}, {first + testDedupTTL, 1}} {
+		h.now = tc.now
+		if due, err := h.f.SweepDue(tc.now - tc.grace); err != nil || due {
+			t.Fatalf("SweepDue at %d with grace %d: %v %v, want false", tc.now, tc.grace, due, err)
+		}
+		if r := h.must(opSweep(100, tc.grace)); r.Swept != 0 || r.SweepMore {
+			t.Fatalf("sweep at %d with grace %d: swept %d, more %v", tc.now, tc.grace, r.Swept, r.SweepMore)
+		}
 	}
-	// It needs store format 2, and the data says so from then on (a
-	// format-1 build refuses to open it).
-	after0 := dumpState(t, h.f)
-	if v := after0[string(keyFormatSeen)]; v != "\x00\x00\x00\x02" {
+	// The sweeps need store format 2, and the data says so from then on
+	// (a format-1 build refuses to open it).
+	after := dumpState(t, h.f)
+	if v := after[string(keyFormatSeen)]; v != "\x00\x00\x00\x02" {
 		t.Fatalf("format seen after a sweep: %x, want 2", v)
 	}
-	delete(after0, string(keyFormatSeen))
-	if d := diffKeys(before, after0); d != "" {
-		t.Fatalf("a sweep with nothing expired wrote state:\n%s", d)
+	delete(after, string(keyFormatSeen))
+	if d := diffKeys(before, after); d != "" {
+		t.Fatalf("sweeps with nothing expired wrote state:\n%s", d)
 	}
 
-	// The first five expire; sweep them 3 records at a time.
+	// The first five expire; sweep them 2 sends at a time.
 	h.now = first + testDedupTTL
-	var after []byte
-	swept, ops := uint32(0), 0
-	for {
-		r := h.must(opSweep(after, 3))
-		swept, ops = swept+r.Swept, ops+1
-		if r.SweepNext == nil {
-			break
-		}
-		if after != nil && bytes.Compare(r.SweepNext, after) <= 0 {
-			t.Fatalf("sweep went back from %x to %x", after, r.SweepNext)
-		}
-		after = r.SweepNext
+	if due, err := h.f.SweepDue(h.now); err != nil || !due {
+		t.Fatalf("SweepDue once five records expired: %v %v, want true", due, err)
 	}
-	if swept != 5 || ops != 3 {
-		t.Fatalf("swept %d records in %d ops, want 5 in 3 (8 records, 3 a time)", swept, ops)
+	if swept, ops := sweepAll(h, 2, 0); swept != 5 || ops != 3 {
+		t.Fatalf("swept %d records in %d ops, want 5 in 3 (2 sends a time)", swept, ops)
 	}
 	left := dedupKeys(t, h.f)
 	if len(left) != 3 {
@@ -1294,15 +1302,26 @@ func TestApplySweepDedup(t *testing.T) {
 	}
 	for _, k := range left {
 		if !strings.HasSuffix(k, "new") {
-			t.Fatalf("record %x left, want only the unexpired ones", k)
+			t.Fatalf("record %q left, want only the unexpired ones", k)
 		}
 	}
-	// The unexpired ones still answer retries; the swept ones' ids are new.
+	if due, _ := h.f.SweepDue(h.now); due {
+		t.Fatal("SweepDue with only unexpired records left")
+	}
+	// The unexpired ones still answer retries; a swept one's id is new,
+	// and its record, written now, outlives the sweep of its first send.
 	if r := h.one(opSend(7, "new", "hello", apps(1, 12, 100, 40)...)); r.Status != stDuplicate {
 		t.Fatalf("retry of an unexpired send after the sweep: %s", statusOf(r))
 	}
 	if r := h.must(opSend(7, "old", "hello", apps(1, 13, 100, 41)...)); r.Send.MessageId != "1.13" {
 		t.Fatalf("send under a swept id: %v, want a new message", r.Send)
+	}
+	h.now = first + testDedupTTL + 1000
+	if swept, _ := sweepAll(h, 100, 0); swept != 3 {
+		t.Fatalf("second sweep deleted %d records, want the 3 of the second batch", swept)
+	}
+	if r := h.one(opSend(7, "old", "hello", apps(1, 14, 100, 42)...)); r.Status != stDuplicate || r.Send.MessageId != "1.13" {
+		t.Fatalf("retry of the resend after the sweep: %s %v, want the resend's answer", statusOf(r), r.Send)
 	}
 	// Replicas sweep alike: another replica applying the same entries
 	// ends in the same state.
@@ -1319,16 +1338,16 @@ func TestApplySweepDedupRefusals(t *testing.T) {
 	h := newHarness(t)
 	h.must(opSend(7, "c1", "hello", apps(1, 10, 2, 20)...))
 	h.now += testDedupTTL
-	h.must(opSweep([]byte{tagDedup, 0xff}, 1)) // nothing after it; marks the data format 2
+	h.must(opSweep(1, testDedupTTL)) // nothing expired that long ago; marks the data format 2
 	before := dumpState(t, h.f)
 	for _, tc := range []struct {
 		name string
 		op   *clusterv1.StoreOp
 		want string
 	}{
-		{"limit 0", opSweep(nil, 0), "sweep limit 0"},
-		{"huge limit", opSweep(nil, maxSweep+1), "want 1..10000"},
-		{"not a dedup key", opSweep(inboxKey(1, 10), 10), "is not a dedup key"},
+		{"limit 0", opSweep(0, 0), "sweep limit 0"},
+		{"huge limit", opSweep(maxSweep+1, 0), "want 1..10000"},
+		{"negative grace", opSweep(10, -1), "sweep grace -1 ms is negative"},
 	} {
 		r := h.one(tc.op)
 		if r.Status != clusterv1.OpStatus_OP_STATUS_REJECTED || r.Code != codes.InvalidArgument || !strings.Contains(r.Msg, tc.want) {
@@ -1336,12 +1355,12 @@ func TestApplySweepDedupRefusals(t *testing.T) {
 		}
 	}
 	requireUnchanged(t, before, h.f, "refused sweeps")
-	// A key past every dedup record: nothing to look at, the end.
-	if r := h.must(opSweep([]byte{tagDedup, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 10)); r.Swept != 0 || r.SweepNext != nil {
-		t.Fatalf("sweep after the last key: %d, %x", r.Swept, r.SweepNext)
+	// A limit of 1 takes the one expired send and stops with entries left
+	// (the sweeps' own); the next walks them, sends none, and is done.
+	if r := h.must(opSweep(1, 0)); r.Swept != 1 || !r.SweepMore {
+		t.Fatalf("sweep of the only expired record with limit 1: swept %d, more %v", r.Swept, r.SweepMore)
 	}
-	// An exact limit ends at the last record: done, nothing after it.
-	if r := h.must(opSweep(nil, 1)); r.Swept != 1 || r.SweepNext != nil {
-		t.Fatalf("sweep of the only record with limit 1: swept %d, next %x", r.Swept, r.SweepNext)
+	if r := h.must(opSweep(1, 0)); r.Swept != 0 || r.SweepMore {
+		t.Fatalf("sweep of what is left: swept %d, more %v", r.Swept, r.SweepMore)
 	}
 }

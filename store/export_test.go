@@ -48,12 +48,12 @@ func SetFormatPollInterval(t *testing.T, d time.Duration) {
 	t.Cleanup(func() { formatPollInterval = old })
 }
 
-// SetDedupSweepInterval sets how often leaders sweep dedup records until
-// the test ends.
-func SetDedupSweepInterval(t *testing.T, d time.Duration) {
-	old := dedupSweepInterval
-	dedupSweepInterval = d
-	t.Cleanup(func() { dedupSweepInterval = old })
+// SetDedupSweep sets how often leaders sweep dedup records, and how long
+// past its expiry a record stays, until the test ends.
+func SetDedupSweep(t *testing.T, interval, grace time.Duration) {
+	oldInterval, oldGrace := dedupSweepInterval, sweepGrace
+	dedupSweepInterval, sweepGrace = interval, grace
+	t.Cleanup(func() { dedupSweepInterval, sweepGrace = oldInterval, oldGrace })
 }
 
 // DedupSweepInterval is how often leaders sweep dedup records.

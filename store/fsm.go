@@ -40,10 +40,10 @@ type OpResult struct {
 	Recalled  uint32
 	DeleteSeq uint64
 	Delivered uint32
-	// Swept is how many dedup records a sweep deleted; SweepNext the
-	// key to sweep after next (nil: the sweep reached the end).
+	// Swept is how many dedup records a sweep deleted; SweepMore says it
+	// stopped at its limit with more of the log left to look at.
 	Swept     uint32
-	SweepNext []byte
+	SweepMore bool
 	// err is the status to return when the leader refused the op while
 	// planning it (never set by the FSM).
 	err error

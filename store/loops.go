@@ -220,11 +220,16 @@ func (s *Shard) hintGroups(ctx context.Context) {
 	}
 }
 
-// dedupSweepInterval is how often a leader walks the dedup records to
-// delete those past their TTL; sweepLimit is how many records one sweep
-// op looks at, and sweepPause the wait between two of them, which leaves
-// the pipeline to client requests.
-var dedupSweepInterval = 10 * time.Minute
+// dedupSweepInterval is how often a leader sweeps the dedup records past
+// their TTL; sweepLimit is how many sends one sweep op looks at, and
+// sweepPause the wait between two of them, which leaves the pipeline to
+// client requests. sweepGrace keeps a record that long past its expiry:
+// the entries' times are their leaders' clocks, and a record deleted by one
+// leader must not be missed by a later one whose clock is behind.
+var (
+	dedupSweepInterval = 10 * time.Minute
+	sweepGrace         = time.Minute
+)
 
 const (
 	sweepLimit = 1000
@@ -232,8 +237,8 @@ const (
 )
 
 // sweepLoop sweeps the dedup records every dedupSweepInterval, on a
-// goroutine of its own: a pass over millions of records takes minutes,
-// which the outbox and the group hints must not wait for.
+// goroutine of its own: a sweep after a busy day takes a while, which the
+// outbox and the group hints must not wait for.
 func (s *Shard) sweepLoop(ctx context.Context) {
 	t := time.NewTicker(dedupSweepInterval)
 	defer t.Stop()
@@ -247,27 +252,28 @@ func (s *Shard) sweepLoop(ctx context.Context) {
 	}
 }
 
-// sweepDedup deletes the dedup records past their TTL, with a chain of
-// sweep ops over the whole table. Until every replica applies the store
-// format that added the op, the pipeline refuses it and the records wait
-// for a later sweep.
+// sweepDedup deletes the dedup records past their TTL with sweep ops, one
+// after another while there is work: the leader proposes one only when
+// its own state says the next change-log entry's sends have expired, so
+// a shard with nothing to sweep proposes nothing. Until every replica
+// applies the store format that added the op, the pipeline refuses it and
+// the records wait for a later sweep.
 func (s *Shard) sweepDedup(ctx context.Context) {
-	var after []byte
 	for {
-		op := &clusterv1.SweepDedupOp{AfterKey: after, Limit: sweepLimit}
+		cutoff := s.now().Add(-sweepGrace).UnixMilli()
+		if due, err := s.fsm.SweepDue(cutoff); err != nil || !due {
+			return
+		}
+		op := &clusterv1.SweepDedupOp{Limit: sweepLimit, GraceMs: sweepGrace.Milliseconds()}
 		res, err := s.submit(ctx, &plainBuilder{op: &clusterv1.StoreOp{Op: &clusterv1.StoreOp_SweepDedup{SweepDedup: op}}})
 		if err == nil && res.Status != clusterv1.OpStatus_OP_STATUS_OK {
 			err = errors.New(res.Msg)
 		}
 		if err != nil {
-			s.log.Debug("dedup sweep stopped; the next one starts over", "err", err)
+			s.log.Debug("dedup sweep stopped; the next one goes on", "err", err)
 			return
 		}
 		s.m.dedupSwept.Add(float64(res.Swept))
-		if res.SweepNext == nil {
-			return
-		}
-		after = res.SweepNext
 		select {
 		case <-ctx.Done():
 			return

@@ -333,6 +333,18 @@ func (f *FSM) ChangeLog(after uint64, limit int) ([]*clusterv1.ChangeLogEntry, e
 	return out, err
 }
 
+// SweepDue reports whether a dedup sweep at cutoff would find work: the
+// change-log entry after the last one swept exists and none of its sends
+// is still remembered (sweepDedup).
+func (f *FSM) SweepDue(cutoff int64) (bool, error) {
+	due := false
+	err := f.read(func(x *tx) {
+		_, done, last, _ := x.sweepWalk(cutoff, 1)
+		due = last != done
+	})
+	return due, err
+}
+
 // Dedup returns the first result of (sender, clientMsgID) if it is still
 // remembered at now.
 func (f *FSM) Dedup(sender uint64, clientMsgID string, now int64) (*seqdv1.SendResponse, error) {

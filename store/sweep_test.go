@@ -28,7 +28,7 @@ func dedupRecords(t *testing.T, c *localcluster.Cluster, i int) int {
 // sweep's: that replica would halt at the entry. Once it is upgraded the
 // next sweep goes through, and the replicas end up alike.
 func TestLeaderSweepsExpiredDedupRecords(t *testing.T) {
-	store.SetDedupSweepInterval(t, 100*time.Millisecond)
+	store.SetDedupSweep(t, 100*time.Millisecond, 0)
 	store.SetFormatPollInterval(t, 200*time.Millisecond)
 	store.SetReplicaFormat(func(id string) uint32 {
 		if id == "s1-r3" {
@@ -47,6 +47,13 @@ func TestLeaderSweepsExpiredDedupRecords(t *testing.T) {
 	// Past the TTL and several sweep intervals: with s1-r3 on the format
 	// before, nothing is swept and nobody halts.
 	time.Sleep(ttl + 10*store.DedupSweepInterval())
+	lead := c.StoreLeader(0)
+	if lead < 0 {
+		t.Fatal("no store leader")
+	}
+	if due, err := c.Store(0, lead).Store().FSM().SweepDue(time.Now().UnixMilli()); err != nil || !due {
+		t.Fatalf("the leader sees no sweep due (%v, %v): the check below would pass without the format gate", due, err)
+	}
 	for i := range 3 {
 		if n := dedupRecords(t, c, i); n != 15 {
 			t.Fatalf("replica %d holds %d dedup records with an older replica in the shard, want all 15", i, n)

@@ -1585,15 +1585,19 @@ func (x *ExpireOp) GetLimit() uint32 {
 	return 0
 }
 
-// SweepDedupOp removes dedup records whose TTL has passed as of the
-// entry's time: it looks at up to limit records after after_key, in key
-// order (empty: from the first), and deletes the expired ones. The leader
-// walks the whole table with a chain of them, each starting after the key
-// the one before looked at last.
+// SweepDedupOp removes the dedup records whose TTL has passed. It walks
+// the change log from where the sweep before it stopped (kept in the FSM),
+// entry by entry in log order: for each send an entry applied, it deletes
+// the sender's record of that client_msg_id if the record (which a later
+// send under the id may have replaced) expired grace_ms or more before the
+// entry's time. It stops at the first entry holding a send whose TTL has
+// not run out by then, or once it has looked at limit sends.
 type SweepDedupOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AfterKey      []byte                 `protobuf:"bytes,1,opt,name=after_key,json=afterKey,proto3" json:"after_key,omitempty"`
-	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Limit uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Leaders' clocks differ: a record is kept this long past its expiry,
+	// so that no leader whose clock is behind sees it gone early.
+	GraceMs       int64 `protobuf:"varint,2,opt,name=grace_ms,json=graceMs,proto3" json:"grace_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1628,16 +1632,16 @@ func (*SweepDedupOp) Descriptor() ([]byte, []int) {
 	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{19}
 }
 
-func (x *SweepDedupOp) GetAfterKey() []byte {
-	if x != nil {
-		return x.AfterKey
-	}
-	return nil
-}
-
 func (x *SweepDedupOp) GetLimit() uint32 {
 	if x != nil {
 		return x.Limit
+	}
+	return 0
+}
+
+func (x *SweepDedupOp) GetGraceMs() int64 {
+	if x != nil {
+		return x.GraceMs
 	}
 	return 0
 }
@@ -2525,10 +2529,10 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x04keys\x18\x01 \x03(\fR\x04keys\"=\n" +
 	"\bExpireOp\x12\x1b\n" +
 	"\tbefore_ms\x18\x01 \x01(\x03R\bbeforeMs\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"A\n" +
-	"\fSweepDedupOp\x12\x1b\n" +
-	"\tafter_key\x18\x01 \x01(\fR\bafterKey\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"r\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"?\n" +
+	"\fSweepDedupOp\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x19\n" +
+	"\bgrace_ms\x18\x02 \x01(\x03R\agraceMs\"r\n" +
 	"\tUserState\x12\x19\n" +
 	"\blast_seq\x18\x01 \x01(\x04R\alastSeq\x12!\n" +
 	"\ftotal_unread\x18\x02 \x01(\x04R\vtotalUnread\x12'\n" +
