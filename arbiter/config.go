@@ -176,8 +176,8 @@ func (c *Config) Validate() error {
 	if c.Step > 1<<40 {
 		errs = append(errs, fmt.Errorf("arbiter: step %d is too large (max 2^40)", c.Step))
 	}
-	if c.Lease < time.Millisecond {
-		errs = append(errs, fmt.Errorf("arbiter: lease %v is below 1ms (it is stored in milliseconds)", c.Lease))
+	if c.Lease < time.Millisecond || c.Lease%time.Millisecond != 0 {
+		errs = append(errs, fmt.Errorf("arbiter: lease %v: want whole milliseconds, at least 1ms (it is stored in milliseconds)", c.Lease))
 	}
 	if c.LeaseMargin >= c.Lease || c.RenewInterval >= c.Lease {
 		errs = append(errs, fmt.Errorf("arbiter: lease %v must exceed both the margin (%v) and the renew interval (%v)", c.Lease, c.LeaseMargin, c.RenewInterval))

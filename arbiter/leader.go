@@ -154,8 +154,12 @@ func (a *Arbiter) runLeader(ctx context.Context) {
 
 // initCluster creates the cluster with this arbiter's settings, or, on a
 // cluster created by a build that stored no lease, records this arbiter's
-// lease (once: whoever leads first after the upgrade). It returns nil once
-// the cluster has a stored lease.
+// lease (once: whoever leads first after the upgrade). With a lease
+// stored, it proposes it again at the start of every term: an arbiter of
+// an older build applies the recording as a plain retry and keeps no
+// lease, nor do its snapshots, and a replica that restored one of those
+// gets it back from this (INIT_CLUSTER fills a missing lease only). It
+// returns nil once the cluster has a stored lease.
 func (a *Arbiter) initCluster(ctx context.Context) error {
 	cmd := &clusterv1.InitClusterCommand{
 		ClusterId: a.cfg.ClusterID, SectionSize: a.cfg.SectionSize, NumSlots: a.cfg.NumSlots, Dc: a.cfg.DC,
@@ -163,11 +167,12 @@ func (a *Arbiter) initCluster(ctx context.Context) error {
 	}
 	m := a.fsm.Meta()
 	if m != nil {
-		if m.LeaseMs != 0 {
-			return nil // checkSettings warned if the config differs
-		}
-		// The stored settings, so the command is a retry but for the lease.
+		// The stored settings (checkSettings warned if the config
+		// differs), so the command is a retry but for a missing lease.
 		cmd.ClusterId, cmd.SectionSize, cmd.NumSlots, cmd.Dc, cmd.ShardSplits = m.ClusterId, m.SectionSize, m.NumSlots, m.Dc, storedSplits(m)
+		if m.LeaseMs != 0 {
+			cmd.LeaseMs = m.LeaseMs
+		}
 	}
 	res, err := a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_INIT_CLUSTER, cmd)
 	if err != nil {
@@ -179,9 +184,11 @@ func (a *Arbiter) initCluster(ctx context.Context) error {
 	if _, ok := a.leaseTimes(); !ok {
 		return fmt.Errorf("the cluster still has no stored lease after INIT_CLUSTER (lease %v)", a.cfg.Lease)
 	}
-	if m == nil {
+	switch {
+	case m != nil && m.LeaseMs != 0:
+	case m == nil:
 		a.log.Info("initialized cluster", "cluster", a.cfg.ClusterID, "section_size", a.cfg.SectionSize, "slots", a.cfg.NumSlots, "lease", a.fsm.Lease())
-	} else {
+	default:
 		a.log.Info("recorded the lease of a cluster created without one; it is fixed from now on", "cluster", m.ClusterId, "lease", a.fsm.Lease())
 	}
 	return nil

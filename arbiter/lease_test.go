@@ -3,6 +3,7 @@ package arbiter
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -419,6 +420,56 @@ func TestLeaseTimesFollowTheStoredLease(t *testing.T) {
 		got, stored := a.leaseTimes()
 		if got != tc.want || stored != tc.wantStored {
 			t.Errorf("%s: %+v stored=%v, want %+v stored=%v", tc.name, got, stored, tc.want, tc.wantStored)
+		}
+	}
+}
+
+// An arbiter of an older build applies the recording of the lease as a
+// plain retry and keeps none, nor do its snapshots; a replica that restored
+// one has 0 where the others have the lease. A leader proposes the stored
+// lease again (every term, in initCluster), and the replica gets it back,
+// so it cannot lead later with its own configured lease.
+func TestLeaderRepairsALostLease(t *testing.T) {
+	const lease = 1500 * time.Millisecond
+	a1 := testArbiter(t, "a1", true, func(c *Config) { c.Lease, c.NumSlots, c.SectionSize = lease, 4, 100 })
+	if err := a1.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a1 to be ready", a1.readyNow)
+	a2 := testArbiter(t, "a2", false, func(c *Config) { c.Lease, c.NumSlots, c.SectionSize = 3*lease, 4, 100 })
+	if err := a2.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a1.raft.AddVoter(raft.ServerID("a2"), raft.ServerAddress(a2.cfg.RaftAddr), 0, 10*time.Second).Error(); err != nil {
+		t.Fatalf("add a2: %v", err)
+	}
+	waitFor(t, "a2 to hold the lease", func() bool { return a2.fsm.Lease() == lease })
+	// As if a2 had restored an older build's snapshot.
+	a2.fsm.mu.Lock()
+	a2.fsm.meta.LeaseMs = 0
+	a2.fsm.mu.Unlock()
+	if err := a1.initCluster(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a2 to get the stored lease back", func() bool { return a2.fsm.Lease() == lease })
+	if got := a1.fsm.Lease(); got != lease {
+		t.Fatalf("a1's stored lease became %v, want %v", got, lease)
+	}
+}
+
+// The lease is stored in whole milliseconds: a config that would lose part
+// of it is refused, not rounded (the creating arbiter would then warn about
+// its own config).
+func TestLeaseInWholeMilliseconds(t *testing.T) {
+	for _, tc := range []struct {
+		lease time.Duration
+		ok    bool
+	}{{time.Millisecond, true}, {2 * time.Second, true}, {2*time.Second + 500*time.Microsecond, false}, {time.Microsecond, false}, {-time.Second, false}} {
+		c := Config{ID: "a1", DataDir: "/d", RaftAddr: "127.0.0.1:7101", GRPCAddr: "127.0.0.1:7100", Lease: tc.lease}
+		c.setDefaults()
+		err := c.Validate()
+		if got := err == nil || !strings.Contains(err.Error(), "lease"); got != tc.ok {
+			t.Errorf("lease %v: %v, want accepted %v", tc.lease, err, tc.ok)
 		}
 	}
 }
