@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/seqd/seqd/internal/testwait"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
@@ -37,15 +38,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// waitFor waits up to 20 s for cond.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, 20*time.Second, what, cond)
 }
 
 const settingsWarning = "settings in this arbiter's config differ from the ones the cluster was created with"

@@ -67,7 +67,7 @@ func openCluster(ctx context.Context, addr string, stderr io.Writer, opts localc
 
 // client bootstraps a router client from the target's addresses; the
 // client then sends each key straight to its AllocSvr. A cluster still
-// starting gets up to 10 s to answer.
+// starting gets up to 10 s to answer, once its port is open (probeAddrs).
 func (t *seqdTarget) client(ctx context.Context, batching bool) (*router.Client, error) {
 	if t.local == nil {
 		if err := probeAddrs(ctx, t.addrs); err != nil {
@@ -79,24 +79,38 @@ func (t *seqdTarget) client(ctx context.Context, batching bool) (*router.Client,
 	return router.New(cctx, router.Config{Addrs: t.addrs, DisableBatching: !batching})
 }
 
-// probeAddrs fails when every address refuses a TCP connection: nothing
-// listens there, and the router's bootstrap would retry it for its whole
-// 10 s. An address that accepts, or does not answer at all (a slow or
-// far host), passes: the bootstrap waits for it.
+// probeAddrs fails when every address has refused TCP connections for
+// probeWait: nothing listens there, and the router's bootstrap would retry
+// it for its whole 10 s. The wait covers a node started just before (`seqd
+// demo &` then seqbench) that has not opened its port yet. An address that
+// accepts, or does not answer at all (a slow or far host), passes: the
+// bootstrap waits for it.
 func probeAddrs(ctx context.Context, addrs []string) error {
 	d := net.Dialer{Timeout: time.Second}
-	for _, a := range addrs {
-		c, err := d.DialContext(ctx, "tcp", a)
-		if err == nil {
-			c.Close()
-			return nil
+	for deadline := time.Now().Add(probeWait); ; {
+		for _, a := range addrs {
+			c, err := d.DialContext(ctx, "tcp", a)
+			if err == nil {
+				c.Close()
+				return nil
+			}
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				return nil
+			}
 		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			return nil
+		if time.Now().After(deadline) {
+			return fmt.Errorf("--addr %s: connection refused for %v, nothing listens there; start seqd or give its gRPC address", strings.Join(addrs, ","), probeWait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("--addr %s: connection refused, nothing listens there; start seqd or give its gRPC address", strings.Join(addrs, ","))
 }
+
+// probeWait is how long probeAddrs lets every address refuse.
+const probeWait = 2 * time.Second
 
 func (t *seqdTarget) Close() error {
 	if t.local != nil {

@@ -98,3 +98,27 @@ func TestAddrStillStartingIsWaitedFor(t *testing.T) {
 		t.Errorf("table with %d slots, want the node's 1", n)
 	}
 }
+
+// A port that opens within probeWait (a node started just before
+// seqbench) passes the probe; the bootstrap then waits for it.
+func TestProbeWaitsForAPortAboutToOpen(t *testing.T) {
+	addr := closedAddr(t)
+	opened := make(chan net.Listener, 1)
+	time.AfterFunc(probeWait/2, func() {
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			opened <- nil
+			return
+		}
+		opened <- lis
+	})
+	err := probeAddrs(context.Background(), []string{addr})
+	if lis := <-opened; lis != nil {
+		lis.Close()
+	} else {
+		t.Skip("the port was taken meanwhile")
+	}
+	if err != nil {
+		t.Fatalf("a port opened %v after the probe began: %v, want it waited for", probeWait/2, err)
+	}
+}

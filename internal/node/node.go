@@ -62,11 +62,13 @@ type Config struct {
 	RaftAddr   string // arbiter only
 	GossipAddr string // empty disables gossip
 
-	// AdvertiseHost is the host other nodes reach this one at. Every
-	// address the node tells them (gRPC, Raft, gossip) is this host with
-	// the listener's own port. Empty: each listener's own address, which
-	// then must not be every interface (0.0.0.0, ::) wherever other nodes
-	// dial it.
+	// AdvertiseHost is the host other nodes reach this one at. The gRPC
+	// and Raft addresses the node tells them are this host with the
+	// listener's own port; gossip tells the address memberlist binds, so a
+	// --gossip-addr on every interface binds this host instead (gossipBind),
+	// and one with a host of its own is told as given. Empty: each
+	// listener's own address, which then must not be every interface
+	// (0.0.0.0, ::) wherever other nodes dial it.
 	AdvertiseHost string
 
 	GossipProfile gossip.Profile
