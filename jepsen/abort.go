@@ -137,19 +137,6 @@ func (r *run) abort(base report.Results, done <-chan struct{}, stop func()) *rep
 			Summary: "Not checked: a second interrupt aborted the run before its checks."})
 	}
 	res.HarnessError = "interrupted twice: aborted without the final heal, the final reads or the checks (every node was killed; harness.log and the node logs are kept)"
-	res.Duration = time.Since(r.start)
-	res.Finish(nil)
-	res.Message = message(&res)
-	r.logf("%s", res.Message)
-	if outMade {
-		os.RemoveAll(filepath.Join(r.o.Out, "bin"))
-		if err := res.WriteJSON(r.o.Out); err != nil {
-			r.logf("writing results.json: %v", err)
-		}
-		if err := res.WriteHTML(r.o.Out, nil); err != nil {
-			r.logf("writing index.html: %v", err)
-		}
-	}
-	r.closeLog()
+	r.writeReport(&res, outMade, nil)
 	return &res
 }

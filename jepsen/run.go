@@ -701,19 +701,23 @@ func (r *run) finish() {
 		r.closeLog()
 		return
 	}
-	if r.outMade {
-		// The binaries are rebuilt (from the build cache) by a repro.
-		os.RemoveAll(filepath.Join(r.o.Out, "bin"))
-	}
+	r.writeReport(res, r.outMade, r.samples)
+}
+
+// writeReport finishes res, logs its message, and, if the run directory
+// was made, removes bin/ (a repro rebuilds the binaries from the build
+// cache) and writes results.json and the page; then it closes the log.
+func (r *run) writeReport(res *report.Results, outMade bool, samples []workload.Sample) {
 	res.Duration = time.Since(r.start)
-	res.Finish(r.samples)
+	res.Finish(samples)
 	res.Message = message(res)
 	r.logf("%s", res.Message)
-	if r.outMade {
+	if outMade {
+		os.RemoveAll(filepath.Join(r.o.Out, "bin"))
 		if err := res.WriteJSON(r.o.Out); err != nil {
 			r.logf("writing results.json: %v", err)
 		}
-		if err := res.WriteHTML(r.o.Out, r.samples); err != nil {
+		if err := res.WriteHTML(r.o.Out, samples); err != nil {
 			r.logf("writing index.html: %v", err)
 		}
 	}

@@ -1320,6 +1320,11 @@ func TestApplySweepDedup(t *testing.T) {
 	if swept, _ := sweepAll(h, 100, 0); swept != 3 {
 		t.Fatalf("second sweep deleted %d records, want the 3 of the second batch", swept)
 	}
+	// Only the sweeps' own entries are left after the resend: nothing is
+	// due, or each sweep would call for the next.
+	if due, _ := h.f.SweepDue(h.now); due {
+		t.Fatal("SweepDue with only sweep entries and an unexpired send left")
+	}
 	if r := h.one(opSend(7, "old", "hello", apps(1, 14, 100, 42)...)); r.Status != stDuplicate || r.Send.MessageId != "1.13" {
 		t.Fatalf("retry of the resend after the sweep: %s %v, want the resend's answer", statusOf(r), r.Send)
 	}

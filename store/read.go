@@ -333,14 +333,15 @@ func (f *FSM) ChangeLog(after uint64, limit int) ([]*clusterv1.ChangeLogEntry, e
 	return out, err
 }
 
-// SweepDue reports whether a dedup sweep at cutoff would find work: the
-// change-log entry after the last one swept exists and none of its sends
-// is still remembered (sweepDedup).
+// SweepDue reports whether a dedup sweep at cutoff would find work: a
+// send past its TTL in the change log after the last entry swept
+// (sweepDedup). Entries without sends do not count: a sweep's own entry
+// is one, and counting it would have each sweep call for the next.
 func (f *FSM) SweepDue(cutoff int64) (bool, error) {
 	due := false
 	err := f.read(func(x *tx) {
-		_, done, last, _ := x.sweepWalk(cutoff, 1)
-		due = last != done
+		doomed, _, _, _ := x.sweepWalk(cutoff, 1)
+		due = len(doomed) > 0
 	})
 	return due, err
 }

@@ -78,6 +78,18 @@ func TestLeaderSweepsExpiredDedupRecords(t *testing.T) {
 		}
 		return true
 	})
+	// Nothing left to sweep: the leader proposes nothing more (a sweep's
+	// own entry must not call for the next one).
+	lead = c.StoreLeader(0)
+	if lead < 0 {
+		t.Fatal("no store leader")
+	}
+	idle := c.Store(0, lead).Store().FSM().AppliedIndex()
+	time.Sleep(10 * store.DedupSweepInterval())
+	if now := c.Store(0, lead).Store().FSM().AppliedIndex(); now != idle {
+		t.Fatalf("the leader applied entries %d..%d with nothing to sweep", idle+1, now)
+	}
+
 	// The replicas agree, record for record (a sweep may land between two
 	// reads: ask again until all three have applied the same entries).
 	sendSome(t, m, 5, 6, 3)
