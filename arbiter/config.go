@@ -11,6 +11,7 @@ import (
 
 	"github.com/seqd/seqd/internal/gossip"
 	"github.com/seqd/seqd/internal/mclock"
+	"github.com/seqd/seqd/internal/nodeid"
 )
 
 // Defaults for a production cluster. Tests shorten the Raft timings.
@@ -188,6 +189,14 @@ func (c *Config) Validate() error {
 		for _, p := range c.Bootstrap {
 			if p.ID == "" || p.RaftAddr == "" || p.GRPCAddr == "" {
 				errs = append(errs, fmt.Errorf("arbiter: bootstrap peer %+v needs id, raft and gRPC addresses", p))
+			}
+			// Every node dials the initial voters at these addresses.
+			for _, a := range []struct{ field, addr string }{{"raft_addr", p.RaftAddr}, {"grpc_addr", p.GRPCAddr}, {"gossip_addr", p.GossipAddr}} {
+				if a.addr != "" { // a missing one is reported above
+					if err := nodeid.ValidateAddr(a.field, a.addr); err != nil {
+						errs = append(errs, fmt.Errorf("arbiter: --peer %s: %w", p.ID, err))
+					}
+				}
 			}
 			if seen[p.ID] {
 				errs = append(errs, fmt.Errorf("arbiter: bootstrap peer id %q appears twice", p.ID))

@@ -161,6 +161,10 @@ func (c *Config) Validate() error {
 	if len(c.Peers) > 0 {
 		seen := map[string]bool{}
 		for _, p := range c.Peers {
+			// The other replicas dial it at this address.
+			if err := nodeid.ValidateAddr("raft_addr", p.Addr); err != nil {
+				errs = append(errs, fmt.Errorf("store: --store-peer %s: %w", p.ID, err))
+			}
 			if seen[p.ID] {
 				errs = append(errs, fmt.Errorf("store: replica %q appears twice in the initial replicas (--store-peer)", p.ID))
 			}

@@ -182,25 +182,6 @@ func (c *Config) Validate() error {
 	} else {
 		errs = append(errs, c.everyInterface()...)
 	}
-	// Every node dials the initial voters and replicas at these addresses.
-	if c.Has(RoleArbiter) {
-		for _, p := range c.Peers {
-			for _, a := range []struct{ field, addr string }{{"raft_addr", p.RaftAddr}, {"grpc_addr", p.GRPCAddr}, {"gossip_addr", p.GossipAddr}} {
-				if a.addr != "" { // a missing one is the arbiter's to report
-					if err := nodeid.ValidateAddr(a.field, a.addr); err != nil {
-						errs = append(errs, fmt.Errorf("--peer %s: %w", p.ID, err))
-					}
-				}
-			}
-		}
-	}
-	if c.Has(RoleStore) {
-		for _, p := range c.StorePeers {
-			if err := nodeid.ValidateAddr("raft_addr", p.Addr); err != nil {
-				errs = append(errs, fmt.Errorf("--store-peer %s: %w", p.ID, err))
-			}
-		}
-	}
 	return errors.Join(errs...)
 }
 
