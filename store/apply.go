@@ -958,10 +958,6 @@ func (x *tx) expire(op *clusterv1.ExpireOp) *OpResult {
 // work stays small whatever the log holds.
 const maxSweep = 10_000
 
-// keySweep holds the index of the last change-log entry whose sends' dedup
-// records the sweep has dealt with.
-var keySweep = []byte{tagMeta, 's', 'w', 'e', 'e', 'p'}
-
 // sweepDedup deletes the dedup records of the sends in the change log
 // after keySweep whose TTL ran out at least op.GraceMs before now, entry
 // by entry, and moves keySweep past the entries it finished. Its work is

@@ -32,6 +32,9 @@ var (
 	// keyPadPrefix + a 4-byte number: memtable padding, deleted as soon as
 	// written (padMemtable).
 	keyPadPrefix = []byte{tagMeta, 'p', 'a', 'd'}
+	// keySweep holds the index of the last change-log entry whose sends'
+	// dedup records the sweep has dealt with (sweepDedup).
+	keySweep = []byte{tagMeta, 's', 'w', 'e', 'e', 'p'}
 )
 
 // layoutVersion is the current Badger layout:

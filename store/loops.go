@@ -254,8 +254,8 @@ func (s *Shard) sweepLoop(ctx context.Context) {
 
 // sweepDedup deletes the dedup records past their TTL with sweep ops, one
 // after another while there is work: the leader proposes one only when
-// its own state says the next change-log entry's sends have expired, so
-// a shard with nothing to sweep proposes nothing. Until every replica
+// its own state shows a send past its TTL after where the last sweep
+// stopped (SweepDue), so a shard with nothing to sweep proposes nothing. Until every replica
 // applies the store format that added the op, the pipeline refuses it and
 // the records wait for a later sweep.
 func (s *Shard) sweepDedup(ctx context.Context) {
