@@ -88,43 +88,26 @@ func (a *Arbiter) runLeader(ctx context.Context) {
 	// Renewals list the slots the FSM says an instance owns: wait until the
 	// FSM holds every entry committed before this term (a reassignment by
 	// the previous leader, say) before granting any.
+	// Still leading while these fail (or the loop would have been
+	// stopped): they are tried again, or this term would never grant a
+	// lease or move a slot.
 	var term uint64
-	for {
+	barrier := func() error {
 		term = a.raft.CurrentTerm()
 		err := a.raft.Barrier(a.cfg.ElectionTimeout * 5).Error()
-		if err == nil && a.raft.CurrentTerm() == term {
-			break
-		}
-		if err == nil {
+		if err == nil && a.raft.CurrentTerm() != term {
 			err = errors.New("the term changed during the barrier")
 		}
-		// Still leading (or the loop would have been stopped): try again,
-		// or this term would never grant a lease or move a slot.
-		a.log.Warn("leader barrier failed; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(a.cfg.AssignInterval):
-		}
+		return err
+	}
+	if !a.untilDone(ctx, "leader barrier", barrier) {
+		return
 	}
 	// Grant nothing before the cluster has a stored lease: a grant made
 	// with this arbiter's own, were it longer than the one stored later,
 	// would outlive a later leader's wait.
-	for failures := 0; ; failures++ {
-		err := a.initCluster(ctx)
-		if err == nil {
-			break
-		}
-		if failures == 0 {
-			a.log.Warn("cluster init failed; retrying", "err", err)
-		} else {
-			a.log.Debug("cluster init failed; retrying", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(a.cfg.AssignInterval):
-		}
+	if !a.untilDone(ctx, "cluster init", func() error { return a.initCluster(ctx) }) {
+		return
 	}
 	lt, _ := a.leaseTimes()
 	a.leases.setTimes(lt.lease, lt.margin)
@@ -148,6 +131,28 @@ func (a *Arbiter) runLeader(ctx context.Context) {
 		}
 		if err := a.assignOnce(ctx); err != nil && ctx.Err() == nil {
 			a.log.Debug("assignment round failed", "err", err)
+		}
+	}
+}
+
+// untilDone calls f every AssignInterval until it succeeds, and reports
+// false if ctx ended first. The first failure is a warning, the next ones
+// are logged at debug level.
+func (a *Arbiter) untilDone(ctx context.Context, what string, f func() error) bool {
+	for failures := 0; ; failures++ {
+		err := f()
+		if err == nil {
+			return true
+		}
+		if failures == 0 {
+			a.log.Warn(what+" failed; retrying", "err", err)
+		} else {
+			a.log.Debug(what+" failed; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(a.cfg.AssignInterval):
 		}
 	}
 }
