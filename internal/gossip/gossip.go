@@ -3,11 +3,15 @@
 package gossip
 
 import (
+	"cmp"
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 
@@ -67,6 +71,9 @@ func Start(cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip address %q: bad port", cfg.Addr)
 	}
+	if host, err = bindIP(host); err != nil {
+		return nil, fmt.Errorf("gossip address %q: %w", cfg.Addr, err)
+	}
 	var mc *memberlist.Config
 	if cfg.Profile == "local" {
 		mc = memberlist.DefaultLocalConfig()
@@ -90,6 +97,32 @@ func Start(cfg Config) (*Pool, error) {
 	}
 	p.ml = ml
 	return p, nil
+}
+
+// bindIP turns a host name into one of its IP addresses (IPv4 first):
+// memberlist binds only IPs, and given a name it bound every interface
+// and told the pool "[::]". An IP or an empty host is returned as is.
+func bindIP(host string) (string, error) {
+	if host == "" || net.ParseIP(host) != nil {
+		return host, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupIP(ctx, "ip", host)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", host, err)
+	}
+	slices.SortStableFunc(ips, func(a, b net.IP) int {
+		return cmp.Compare(boolInt(a.To4() == nil), boolInt(b.To4() == nil))
+	})
+	return ips[0].String(), nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Addr returns the bound address (useful when the port was 0).
