@@ -954,8 +954,8 @@ func (x *tx) expire(op *clusterv1.ExpireOp) *OpResult {
 	return okResult()
 }
 
-// maxSweep bounds the sends one sweep op looks at, so that one entry's
-// work stays small whatever the log holds.
+// maxSweep bounds the work of one sweep op (sweepWalk's limit), so that
+// one entry's work stays small whatever the log holds.
 const maxSweep = 10_000
 
 // sweepDedup deletes the dedup records of the sends in the change log
@@ -992,9 +992,10 @@ func (x *tx) sweepDedup(now int64, op *clusterv1.SweepDedupOp) *OpResult {
 
 // sweepWalk walks the change log after keySweep (done) as a sweep at
 // cutoff does: entry by entry, up to the first holding a send still
-// remembered at cutoff, or until it has looked at limit sends (more). It
-// returns the dedup keys of those entries' sends and the last entry it
-// finished.
+// remembered at cutoff, or until its work reaches limit (more), each entry
+// counting one plus its sends, so that a long stretch of entries without
+// sends is walked in bounded steps too. It returns the dedup keys of those
+// entries' sends and the last entry it finished.
 func (x *tx) sweepWalk(cutoff int64, limit uint32) (doomed [][]byte, done, last uint64, more bool) {
 	done, _ = x.getU64(keySweep)
 	last, looked := done, uint32(0)
@@ -1016,7 +1017,7 @@ func (x *tx) sweepWalk(cutoff int64, limit uint32) (doomed [][]byte, done, last 
 		for _, s := range sends {
 			doomed = append(doomed, dedupKey(s.Request.GetSender(), s.Request.GetClientMsgId()))
 		}
-		looked += uint32(len(sends))
+		looked += 1 + uint32(len(sends))
 		last = e.Index
 	}
 	return doomed, done, last, false

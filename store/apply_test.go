@@ -1288,13 +1288,14 @@ func TestApplySweepDedup(t *testing.T) {
 		t.Fatalf("sweeps with nothing expired wrote state:\n%s", d)
 	}
 
-	// The first five expire; sweep them 2 sends at a time.
+	// The first five expire; sweep them two entries at a time (each
+	// counts one, and one for its send).
 	h.now = first + testDedupTTL
 	if due, err := h.f.SweepDue(h.now); err != nil || !due {
 		t.Fatalf("SweepDue once five records expired: %v %v, want true", due, err)
 	}
-	if swept, ops := sweepAll(h, 2, 0); swept != 5 || ops != 3 {
-		t.Fatalf("swept %d records in %d ops, want 5 in 3 (2 sends a time)", swept, ops)
+	if swept, ops := sweepAll(h, 4, 0); swept != 5 || ops != 3 {
+		t.Fatalf("swept %d records in %d ops, want 5 in 3 (two entries a time)", swept, ops)
 	}
 	left := dedupKeys(t, h.f)
 	if len(left) != 3 {
@@ -1365,7 +1366,26 @@ func TestApplySweepDedupRefusals(t *testing.T) {
 	if r := h.must(opSweep(1, 0)); r.Swept != 1 || !r.SweepMore {
 		t.Fatalf("sweep of the only expired record with limit 1: swept %d, more %v", r.Swept, r.SweepMore)
 	}
-	if r := h.must(opSweep(1, 0)); r.Swept != 0 || r.SweepMore {
+	if r := h.must(opSweep(100, 0)); r.Swept != 0 || r.SweepMore {
 		t.Fatalf("sweep of what is left: swept %d, more %v", r.Swept, r.SweepMore)
+	}
+
+	// A stretch of entries without sends (here refused sweeps) before an
+	// expired send: walked in steps of the limit, then the record goes.
+	h.must(opSend(7, "c2", "hello", apps(1, 11, 2, 21)...))
+	for range 5 {
+		h.one(opSweep(0, 0))
+	}
+	h.must(opSend(7, "c3", "hello", apps(1, 12, 2, 22)...))
+	h.now += testDedupTTL
+	h.must(opSweep(1, testDedupTTL)) // nothing expired that long ago: it stops at the first send
+	if due, err := h.f.SweepDue(h.now); err != nil || !due {
+		t.Fatalf("SweepDue with two expired sends around a stretch without: %v %v", due, err)
+	}
+	if swept, ops := sweepAll(h, 2, 0); swept != 2 || ops < 4 {
+		t.Fatalf("swept %d records in %d ops, want 2 in at least 4 (8 entries, 2 a time)", swept, ops)
+	}
+	if due, _ := h.f.SweepDue(h.now); due {
+		t.Fatal("SweepDue after the stretch was swept")
 	}
 }

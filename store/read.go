@@ -334,14 +334,15 @@ func (f *FSM) ChangeLog(after uint64, limit int) ([]*clusterv1.ChangeLogEntry, e
 }
 
 // SweepDue reports whether a dedup sweep at cutoff would find work: a
-// send past its TTL in the change log after the last entry swept
-// (sweepDedup). Entries without sends do not count: a sweep's own entry
-// is one, and counting it would have each sweep call for the next.
+// send past its TTL in the change log after the last entry swept, or more
+// entries without sends than one sweep walks (sweepDedup). A few entries
+// without sends do not count: a sweep's own entry is one, and counting it
+// would have each sweep call for the next.
 func (f *FSM) SweepDue(cutoff int64) (bool, error) {
 	due := false
 	err := f.read(func(x *tx) {
-		doomed, _, _, _ := x.sweepWalk(cutoff, 1)
-		due = len(doomed) > 0
+		doomed, _, _, more := x.sweepWalk(cutoff, sweepLimit)
+		due = len(doomed) > 0 || more
 	})
 	return due, err
 }
