@@ -3,12 +3,10 @@
 package gossip
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -112,17 +110,12 @@ func bindIP(host string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("resolve %s: %w", host, err)
 	}
-	slices.SortStableFunc(ips, func(a, b net.IP) int {
-		return cmp.Compare(boolInt(a.To4() == nil), boolInt(b.To4() == nil))
-	})
-	return ips[0].String(), nil
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			return ip.String(), nil
+		}
 	}
-	return 0
+	return ips[0].String(), nil
 }
 
 // Addr returns the bound address (useful when the port was 0).
