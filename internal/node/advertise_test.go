@@ -48,6 +48,24 @@ func hostOf(addr string) string {
 	return host
 }
 
+// startNode builds a node of cfg, with Raft timings short enough for tests
+// where cfg leaves them out, starts it, and closes it when the test ends.
+func startNode(ctx context.Context, t *testing.T, cfg Config) *Node {
+	t.Helper()
+	if cfg.HeartbeatTimeout == 0 {
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout = 200*time.Millisecond, 200*time.Millisecond
+	}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // Without --advertise-host, a listener whose address other nodes are told
 // must not bind every interface; the gateway's gRPC and the metrics may.
 func TestValidateRefusesEveryInterface(t *testing.T) {
@@ -201,22 +219,14 @@ func TestGossipBind(t *testing.T) {
 func TestAdvertiseHostReachesTheArbiters(t *testing.T) {
 	grpcLn, raftLn := listenLoopback(t), listenLoopback(t)
 	adv := func(ln net.Listener) string { return net.JoinHostPort(advHost, portOf(t, ln.Addr().String())) }
-	a, err := New(Config{
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := startNode(ctx, t, Config{
 		ID: "arb1", ClusterID: "adv", Roles: []string{RoleArbiter}, DataDir: t.TempDir(),
 		GRPCListener: grpcLn, RaftListener: raftLn, GossipAddr: ":0", GossipProfile: "local", AdvertiseHost: advHost,
 		Peers:       []arbiter.Peer{{ID: "arb1", RaftAddr: adv(raftLn), GRPCAddr: adv(grpcLn)}},
 		SectionSize: 1000, NumSlots: 4, Lease: time.Second,
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	fsm := a.Arbiter().FSM()
 	testwait.For(t, 20*time.Second, "the arbiter's record of itself", func() bool {
 		r := fsm.Arbiters()["arb1"]
@@ -229,37 +239,22 @@ func TestAdvertiseHostReachesTheArbiters(t *testing.T) {
 	}
 
 	aGRPC := listenLoopback(t)
-	al, err := New(Config{
+	startNode(ctx, t, Config{
 		ID: "alloc1", ClusterID: "adv", Roles: []string{RoleAllocSvr}, GRPCListener: aGRPC, GossipAddr: "0.0.0.0:0", GossipProfile: "local",
 		AdvertiseHost: advHost, Arbiters: []string{grpcLn.Addr().String()}, DrainTimeout: time.Second,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { al.Close() })
-	if err := al.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	testwait.For(t, 20*time.Second, "the AllocSvr's registration", func() bool { return fsm.Node("alloc1") != nil })
 	if nr := fsm.Node("alloc1"); nr.Addr != adv(aGRPC) || hostOf(nr.GossipAddr) != advHost {
 		t.Errorf("the AllocSvr registered at %s with gossip %s; want %s and gossip on %s", nr.Addr, nr.GossipAddr, adv(aGRPC), advHost)
 	}
 
 	sGRPC, sRaft := listenLoopback(t), listenLoopback(t)
-	s, err := New(Config{
+	startNode(ctx, t, Config{
 		ID: "s1-r1", ClusterID: "adv", Roles: []string{RoleStore}, Shard: "s1", DataDir: t.TempDir(),
 		GRPCListener: sGRPC, RaftListener: sRaft, AdvertiseHost: advHost,
-		Arbiters:         []string{grpcLn.Addr().String()},
-		StorePeers:       []raftnode.Peer{{ID: "s1-r1", Addr: adv(sRaft)}},
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+		Arbiters:   []string{grpcLn.Addr().String()},
+		StorePeers: []raftnode.Peer{{ID: "s1-r1", Addr: adv(sRaft)}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	var replicas []*seqdv1.ReplicaInfo
 	for _, sh := range fsm.RoutingTable().Shards {
 		if sh.Id == "s1" {
@@ -317,20 +312,12 @@ func TestJoinSendsAdvertisedAddresses(t *testing.T) {
 	t.Cleanup(srv.Stop)
 
 	grpcLn, raftLn := listenLoopback(t), listenLoopback(t)
-	n, err := New(Config{
-		ID: "arb4", Roles: []string{RoleArbiter}, DataDir: t.TempDir(), Join: ln.Addr().String(),
-		GRPCListener: grpcLn, RaftListener: raftLn, GossipAddr: ":0", GossipProfile: "local", AdvertiseHost: advHost,
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	startNode(ctx, t, Config{
+		ID: "arb4", Roles: []string{RoleArbiter}, DataDir: t.TempDir(), Join: ln.Addr().String(),
+		GRPCListener: grpcLn, RaftListener: raftLn, GossipAddr: ":0", GossipProfile: "local", AdvertiseHost: advHost,
+	})
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if len(rec.reqs) != 1 {

@@ -16,22 +16,14 @@ import (
 func TestArbiterAndAllocSvrInOneNode(t *testing.T) {
 	grpcLn, raftLn := listenLoopback(t), listenLoopback(t)
 	addr := grpcLn.Addr().String()
-	n, err := New(Config{
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	startNode(ctx, t, Config{
 		ID: "a1", ClusterID: "mix", Roles: []string{RoleArbiter, RoleAllocSvr}, DataDir: t.TempDir(),
 		GRPCListener: grpcLn, RaftListener: raftLn,
 		Peers:       []arbiter.Peer{{ID: "a1", RaftAddr: raftLn.Addr().String(), GRPCAddr: addr}},
 		SectionSize: 1000, NumSlots: 4, Lease: time.Second, DrainTimeout: time.Second,
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	c, err := router.New(ctx, router.Config{Addrs: []string{addr}})
 	if err != nil {
 		t.Fatal(err)
