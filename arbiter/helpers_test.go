@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/seqd/seqd/internal/loopback"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 )
 
@@ -44,15 +45,14 @@ func testArbiter(t *testing.T, id string, bootstrap bool, edit func(*Config)) *A
 }
 
 // deadAddr returns a loopback address nothing listens on: calls to it
-// fail at once.
+// fail at once. loopback.FreeAddr keeps it out of the ports the kernel
+// hands to other tests' port-0 listeners meanwhile.
 func deadAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loopback.FreeAddr("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	return addr
 }
 

@@ -11,18 +11,18 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/seqd/seqd/internal/loopback"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
-// closedAddr returns a loopback address nothing listens on.
+// closedAddr returns a loopback address nothing listens on (outside the
+// ports the kernel hands to port-0 listeners meanwhile).
 func closedAddr(t *testing.T) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loopback.FreeAddr("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := lis.Addr().String()
-	lis.Close()
 	return addr
 }
 
