@@ -73,6 +73,8 @@ func (x *tx) applyOp(index uint64, n uint32, now int64, op *clusterv1.StoreOp) *
 		return x.expire(o.Expire)
 	case *clusterv1.StoreOp_SweepDedup:
 		return x.sweepDedup(now, o.SweepDedup)
+	case *clusterv1.StoreOp_ExpireScan:
+		return x.expireScan(o.ExpireScan)
 	}
 	return rejected("unknown op %T", op.GetOp())
 }
@@ -938,20 +940,111 @@ func (x *tx) expire(op *clusterv1.ExpireOp) *OpResult {
 	}
 	it.Close()
 	for i, e := range doomed {
-		user := users[i]
-		us := x.userState(user)
-		x.updateConv(user, e.Conversation, us, func(cs *clusterv1.ConvState) {
-			if counted(e, cs) {
-				cs.Unread--
-			}
-		})
-		us.TruncatedBelow = max(us.TruncatedBelow, e.Seq+1)
-		x.putUser(user, us)
-		x.del(inboxKey(user, e.Seq))
-		x.del(historyKey(user, e.Conversation, e.Seq))
-		x.touchUser(user)
+		x.expireEvent(users[i], e)
 	}
-	return okResult()
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Expired: removed}
+}
+
+// expireEvent removes user's event e (retention), keeping the unread
+// counts and the truncation mark in step.
+func (x *tx) expireEvent(user uint64, e *seqdv1.Event) {
+	us := x.userState(user)
+	x.updateConv(user, e.Conversation, us, func(cs *clusterv1.ConvState) {
+		if counted(e, cs) {
+			cs.Unread--
+		}
+	})
+	us.TruncatedBelow = max(us.TruncatedBelow, e.Seq+1)
+	x.putUser(user, us)
+	x.del(inboxKey(user, e.Seq))
+	x.del(historyKey(user, e.Conversation, e.Seq))
+	x.touchUser(user)
+}
+
+// Bounds of one retention step (ExpireScanOp), so that one entry's work
+// stays small whatever the shard holds.
+const (
+	maxExpireEvents = 10_000
+	maxExpireUsers  = 100_000
+)
+
+// expireScan is one step of a retention pass: see ExpireScanOp. Its work
+// is bounded by the users it looks at (one seek each) and the events it
+// removes, whatever the shard holds, and the leader's next step starts
+// where it stopped (OpResult.ExpireNext).
+func (x *tx) expireScan(op *clusterv1.ExpireScanOp) *OpResult {
+	switch {
+	case op.BeforeMs <= 0:
+		return rejectedAs(codes.InvalidArgument, "expire before %d ms: want a time after 1970", op.BeforeMs)
+	case op.Limit == 0 || op.Limit > maxExpireEvents:
+		return rejectedAs(codes.InvalidArgument, "expire limit %d: want 1..%d", op.Limit, maxExpireEvents)
+	case op.MaxUsers == 0 || op.MaxUsers > maxExpireUsers:
+		return rejectedAs(codes.InvalidArgument, "expire max_users %d: want 1..%d", op.MaxUsers, maxExpireUsers)
+	}
+	var (
+		doomed []*seqdv1.Event
+		owners []uint64
+		looked uint32
+		next   uint64 // 0: the walk passed the last user
+	)
+	it := x.t.NewIterator(iteratorOpts([]byte{tagInbox}))
+	for it.Seek(inboxPrefix(op.FromUser)); it.Valid(); {
+		user := beU64(it.Item().Key()[1:9])
+		if looked == op.MaxUsers {
+			next = user
+			break
+		}
+		looked++
+		// This user's events, oldest first, up to the first newer one.
+		for ; it.ValidForPrefix(inboxPrefix(user)); it.Next() {
+			var e seqdv1.Event
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
+				panic(fmt.Sprintf("store: corrupt inbox record: %v", err))
+			}
+			if e.SentAtMs >= op.BeforeMs {
+				break
+			}
+			if uint32(len(doomed)) == op.Limit {
+				next = user // the rest of this user's are for the next step
+				break
+			}
+			doomed = append(doomed, &e)
+			owners = append(owners, user)
+		}
+		if next != 0 || user == ^uint64(0) {
+			break
+		}
+		it.Seek(inboxPrefix(user + 1))
+	}
+	it.Close()
+	lastOwner := map[string]uint64{}
+	for i, e := range doomed {
+		x.expireEvent(owners[i], e)
+		if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && x.lastOwner(lastOwner, e.MessageId) == owners[i] {
+			x.del(messageKey(e.MessageId))
+		}
+	}
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Expired: uint32(len(doomed)), ExpireNext: next}
+}
+
+// lastOwner returns the user whose copy of message id a retention walk
+// meets last on this shard (the highest user among its record's copies;
+// 0 if the shard has no record): that copy's expiry removes the record,
+// the walk having passed every other copy by then. seen keeps the answer
+// for one step, since a group message's record lists every member's copy.
+func (x *tx) lastOwner(seen map[string]uint64, id string) uint64 {
+	if u, ok := seen[id]; ok {
+		return u
+	}
+	var rec clusterv1.MessageRecord
+	last := uint64(0)
+	if x.get(messageKey(id), &rec) {
+		for _, c := range rec.Copies {
+			last = max(last, c.User)
+		}
+	}
+	seen[id] = last
+	return last
 }
 
 // maxSweep bounds the work of one sweep op (sweepWalk's limit), so that

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -1102,18 +1103,23 @@ func TestApplyOutboxAckDeletesOnlyOutboxKeys(t *testing.T) {
 	h.must(opOutboxAck(items[0].Key, outboxKey(999, 0)))
 }
 
+// expireSetup holds three messages from user 1 to user 2: 1.1 at 1000
+// ms (read by 2), 1.2 at 2000 (unread) and 1.3 at 5000 (unread); user 2's
+// mark-read event (seq 3) at 2000.
+func expireSetup(t *testing.T) *fsmHarness {
+	h := newHarness(t)
+	h.now = 1000
+	h.must(opSend(7, "a", "old", apps(1, 1, 2, 1)...))
+	h.now = 2000
+	h.must(opSend(7, "b", "old unread", apps(1, 2, 2, 2)...))
+	h.must(opMarkRead(2, dconv(7), 1, 3))
+	h.now = 5000
+	h.must(opSend(7, "c", "new", apps(1, 3, 2, 4)...))
+	return h
+}
+
 func TestApplyExpire(t *testing.T) {
-	setup := func(t *testing.T) *fsmHarness {
-		h := newHarness(t)
-		h.now = 1000
-		h.must(opSend(7, "a", "old", apps(1, 1, 2, 1)...))
-		h.now = 2000
-		h.must(opSend(7, "b", "old unread", apps(1, 2, 2, 2)...))
-		h.must(opMarkRead(2, dconv(7), 1, 3))
-		h.now = 5000
-		h.must(opSend(7, "c", "new", apps(1, 3, 2, 4)...))
-		return h
-	}
+	setup := expireSetup
 	t.Run("removes old events and keeps counts", func(t *testing.T) {
 		h := setup(t)
 		wantUnread(t, h.f, 2, 2, map[string]uint64{"d7": 2})
@@ -1181,6 +1187,129 @@ func TestApplyExpire(t *testing.T) {
 		h.must(opExpire(3000, 100))
 		wantSeqs(t, h.f, 2, 4, 5)
 		wantUnread(t, h.f, 2, 2, map[string]uint64{"d7": 1, "d9": 1})
+	})
+}
+
+// A retention step (ExpireScanOp) removes what the whole-shard ExpireOp
+// does, resumes where the step before it stopped, and removes a message's
+// record with the last of its copies.
+func TestApplyExpireScan(t *testing.T) {
+	hasRecord := func(t *testing.T, h *fsmHarness, id string) bool {
+		t.Helper()
+		rec, err := h.f.Message(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec != nil
+	}
+	// step applies a step and checks what it removed and where it stopped.
+	step := func(t *testing.T, h *fsmHarness, from uint64, maxUsers, limit uint32, expired uint32, next uint64) {
+		t.Helper()
+		r := h.must(opExpireScan(3000, from, maxUsers, limit))
+		if r.Expired != expired || r.ExpireNext != next {
+			t.Fatalf("step from %d (%d users, %d events): expired %d, next %d; want %d and %d",
+				from, maxUsers, limit, r.Expired, r.ExpireNext, expired, next)
+		}
+	}
+	t.Run("a step over every user", func(t *testing.T) {
+		h := expireSetup(t)
+		step(t, h, 0, 100, 100, 5, 0) // 0: the pass is over
+		wantSeqs(t, h.f, 1, 3)
+		wantSeqs(t, h.f, 2, 4)
+		wantUnread(t, h.f, 2, 1, map[string]uint64{"d7": 1})
+		if res, _ := h.f.Sync(2, 0, 10); !res.Truncated || res.EarliestSeq != 4 {
+			t.Fatalf("Sync(2, 0) = %+v", res)
+		}
+		for id, want := range map[string]bool{"1.1": false, "1.2": false, "1.3": true} {
+			if got := hasRecord(t, h, id); got != want {
+				t.Fatalf("record of %s kept: %v, want %v", id, got, want)
+			}
+		}
+		// The same state as the whole-shard op, but for the records.
+		g := expireSetup(t)
+		g.must(opExpire(3000, 100))
+		want, got := dumpState(t, g.f), dumpState(t, h.f)
+		for _, id := range []string{"1.1", "1.2"} {
+			delete(want, string(messageKey(id)))
+		}
+		delete(got, string(keyFormatSeen)) // this entry needed format 3
+		if !maps.Equal(got, want) {
+			t.Fatalf("state after the step differs from ExpireOp's, the records of 1.1 and 1.2 aside:\n%v\n%v", got, want)
+		}
+		// Recalling or deleting what retention removed is refused.
+		checkRefusals(t, h, []refusal{
+			{"recall of a removed message", opRecall(1, "1.2", 1<<40, 0, apps(1, 4, 2, 5)...), stRejected, "does not exist"},
+			{"delete of a removed copy", opDelete(2, "1.2", 5), stRejected, "no copy"},
+		})
+		// A pass with nothing due changes nothing.
+		before := dumpState(t, h.f)
+		step(t, h, 0, 100, 100, 0, 0)
+		requireUnchanged(t, before, h.f, "a second pass")
+	})
+	t.Run("max users", func(t *testing.T) {
+		h := expireSetup(t)
+		step(t, h, 0, 1, 100, 2, 2) // user 1's two events, then user 2
+		wantSeqs(t, h.f, 1, 3)
+		wantSeqs(t, h.f, 2, 1, 2, 3, 4)
+		// User 2's copies are left: the records stay until they go.
+		if !hasRecord(t, h, "1.1") || !hasRecord(t, h, "1.2") {
+			t.Fatal("a record went before its last copy")
+		}
+		step(t, h, 2, 1, 100, 3, 0)
+		wantSeqs(t, h.f, 2, 4)
+		if hasRecord(t, h, "1.1") || hasRecord(t, h, "1.2") {
+			t.Fatal("a record outlived its last copy")
+		}
+		// A step from past the last user finds nothing and ends the pass.
+		step(t, h, 3, 1, 100, 0, 0)
+	})
+	t.Run("limit", func(t *testing.T) {
+		h := expireSetup(t)
+		var steps []string
+		for from, n := uint64(0), 0; ; n++ {
+			if n > 10 {
+				t.Fatalf("no end to the pass: %v", steps)
+			}
+			r := h.must(opExpireScan(3000, from, 100, 2))
+			steps = append(steps, fmt.Sprintf("%d:%d", r.Expired, r.ExpireNext))
+			if r.ExpireNext == 0 {
+				break
+			}
+			from = r.ExpireNext
+		}
+		// Two events a step; a step that stops at its limit starts the next
+		// one at the same user.
+		if fmt.Sprint(steps) != "[2:2 2:2 1:0]" {
+			t.Fatalf("steps (expired:next) %v", steps)
+		}
+		wantSeqs(t, h.f, 1, 3)
+		wantSeqs(t, h.f, 2, 4)
+		wantUnread(t, h.f, 2, 1, map[string]uint64{"d7": 1})
+	})
+	t.Run("group message record goes with the last member's copy", func(t *testing.T) {
+		h := newHarness(t)
+		h.must(opCreateGroup(50, 1, false, 5, 2, 3))
+		h.now = 1000
+		h.must(opGroupSend(50, 1, false, 1, "g", "hello", apps(1, 1, 2, 1, 3, 1)...))
+		id := GroupMessageID(50, 1)
+		step(t, h, 0, 2, 100, 2, 3)
+		if !hasRecord(t, h, id) {
+			t.Fatal("the group message's record went before member 3's copy")
+		}
+		step(t, h, 3, 2, 100, 1, 0)
+		if hasRecord(t, h, id) {
+			t.Fatal("the group message's record outlived its copies")
+		}
+	})
+	h := expireSetup(t)
+	h.must(opExpireScan(1, 0, 1, 1)) // nothing due; the data is marked as format 3's
+	checkRefusals(t, h, []refusal{
+		{"before 0", opExpireScan(0, 0, 10, 10), stRejected, "expire before 0"},
+		{"before negative", opExpireScan(-1, 0, 10, 10), stRejected, "expire before -1"},
+		{"limit 0", opExpireScan(3000, 0, 10, 0), stRejected, "limit 0"},
+		{"limit too large", opExpireScan(3000, 0, 10, maxExpireEvents+1), stRejected, "limit 10001"},
+		{"max users 0", opExpireScan(3000, 0, 0, 10), stRejected, "max_users 0"},
+		{"max users too large", opExpireScan(3000, 0, maxExpireUsers+1, 10), stRejected, "max_users 100001"},
 	})
 }
 

@@ -18,29 +18,74 @@ import (
 //
 //	go test ./store -run '^$' -bench BenchmarkApplySend -benchtime 200000x
 func BenchmarkApplySend(b *testing.B) {
-	const users, perEntry = 10_000, 16
 	f := openTestFSM(b, b.TempDir())
 	defer f.Close()
+	applyTimed(b, f, sendEntries(b, b.N, 1_000_000))
+}
+
+// sendEntries builds the entries of n 1:1 sends as `seqbench send` makes
+// them (see BenchmarkApplySend), at time now. Building them is the
+// leader's cost, not the FSM's.
+func sendEntries(b *testing.B, n int, now int64) [][]byte {
+	const users, perEntry = 10_000, 16
 	rng := rand.New(rand.NewPCG(1, 2))
 	last := make([]uint64, users+1)
 	body := strings.Repeat("abcdefghij", 10)
 	next := func(u uint64) uint64 { last[u]++; return last[u] }
-	// Build the entries first: encoding is the leader's cost, not the FSM's.
-	entries := make([][]byte, 0, b.N/perEntry+1)
-	for n := 0; n < b.N; n += perEntry {
+	entries := make([][]byte, 0, n/perEntry+1)
+	for k := 0; k < n; k += perEntry {
 		ops := make([]*clusterv1.StoreOp, 0, perEntry)
-		for i := 0; i < perEntry && n+i < b.N; i++ {
+		for i := 0; i < perEntry && k+i < n; i++ {
 			s := 1 + rng.Uint64N(users)
 			r := 1 + rng.Uint64N(users-1)
 			if r >= s {
 				r++
 			}
 			conv := min(s, r)<<32 | max(s, r) // one conversation per pair
-			ops = append(ops, opSend(conv, fmt.Sprintf("c%d", n+i), body, apps(s, next(s), r, next(r))...))
+			ops = append(ops, opSend(conv, fmt.Sprintf("c%d", k+i), body, apps(s, next(s), r, next(r))...))
 		}
-		entries = append(entries, encodeOps(b, 1_000_000, ops...))
+		entries = append(entries, encodeOps(b, now, ops...))
 	}
-	applyTimed(b, f, entries)
+	return entries
+}
+
+// BenchmarkApplyExpireScan measures one replica's FSM running a retention
+// pass, in steps of the leader's size (expireUsers, expireLimit), over
+// b.N 1:1 messages between 10,000 users that are all past the retention
+// period: ns per removed inbox event (two per message), the records of
+// the messages included.
+//
+//	go test ./store -run '^$' -bench BenchmarkApplyExpireScan -benchtime 100000x
+func BenchmarkApplyExpireScan(b *testing.B) {
+	f := openTestFSM(b, b.TempDir())
+	defer f.Close()
+	entries := sendEntries(b, b.N, 1_000_000)
+	for i, data := range entries {
+		if r := f.Apply(&raft.Log{Type: raft.LogCommand, Index: uint64(i + 1), Data: data}).(*BatchResult); r.Err != nil {
+			b.Fatal(r.Err)
+		}
+	}
+	index := uint64(len(entries))
+	b.ReportAllocs()
+	b.ResetTimer()
+	removed := 0
+	for from := uint64(0); ; {
+		index++
+		op := opExpireScan(2_000_000, from, expireUsers, expireLimit)
+		r := f.Apply(&raft.Log{Type: raft.LogCommand, Index: index, Data: encodeOps(b, 3_000_000, op)}).(*BatchResult)
+		if r.Err != nil || r.Results[0].Status != clusterv1.OpStatus_OP_STATUS_OK {
+			b.Fatalf("step from %d: %v %+v", from, r.Err, r.Results)
+		}
+		removed += int(r.Results[0].Expired)
+		if from = r.Results[0].ExpireNext; from == 0 {
+			break
+		}
+	}
+	b.StopTimer()
+	if removed != 2*b.N {
+		b.Fatalf("the pass removed %d events, want %d", removed, 2*b.N)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(removed), "ns/event")
 }
 
 // BenchmarkApplyGroupSend is one replica's FSM applying sends to a group

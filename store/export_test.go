@@ -58,3 +58,11 @@ func SetDedupSweep(t *testing.T, interval, grace time.Duration) {
 
 // DedupSweepInterval is how often leaders sweep dedup records.
 func DedupSweepInterval() time.Duration { return dedupSweepInterval }
+
+// SetRetentionSteps sets how many users and events one retention step
+// looks at and removes at most, until the test ends.
+func SetRetentionSteps(t *testing.T, users, events uint32) {
+	oldUsers, oldEvents := expireUsers, expireLimit
+	expireUsers, expireLimit = users, events
+	t.Cleanup(func() { expireUsers, expireLimit = oldUsers, oldEvents })
+}

@@ -30,8 +30,9 @@ import (
 // When an op is added or changes meaning, raise storeFormat and list the
 // op in opFormats: entries holding it then carry that min_format, and a
 // leader proposes them only once every replica runs the new format.
-// Format 1 added halting; format 2 (this build) added the dedup sweep.
-const storeFormat = 2
+// Format 1 added halting; format 2 added the dedup sweep; format 3 (this
+// build) added retention in bounded steps.
+const storeFormat = 3
 
 // StoreFormat is the store format this build applies (seqctl replicas
 // shows each replica's).
@@ -118,10 +119,13 @@ func (f *FSM) Halted() error {
 //
 // Format 1 added halting and changed no op. Format 2 added sweep_dedup,
 // which deletes dedup records past their TTL: a format-1 replica would
-// refuse it as an unknown op and keep them. Every other op is byte for
+// refuse it as an unknown op and keep them. Format 3 added expire_scan,
+// retention in steps that each resume where the last stopped and that
+// remove message records with their last copy. Every other op is byte for
 // byte what older builds propose.
 var opFormats = map[protoreflect.FieldNumber]uint32{
 	mustOpField("sweep_dedup"): 2,
+	mustOpField("expire_scan"): 3,
 }
 
 func mustOpField(name string) protoreflect.FieldNumber {
@@ -166,6 +170,8 @@ var (
 	kindSend     = mustOpField("send")
 	kindDeliver  = mustOpField("deliver")
 	kindMarkRead = mustOpField("mark_read")
+
+	kindExpireScan = mustOpField("expire_scan")
 )
 
 // needsFormat is the store format of the op b builds (with n seqs), known

@@ -44,6 +44,10 @@ type OpResult struct {
 	// stopped at its limit with more of the log left to look at.
 	Swept     uint32
 	SweepMore bool
+	// Expired is how many inbox events a retention step removed, and
+	// ExpireNext the user the next step starts at (0: the pass is over).
+	Expired    uint32
+	ExpireNext uint64
 	// err is the status to return when the leader refused the op while
 	// planning it (never set by the FSM).
 	err error

@@ -329,6 +329,11 @@ func opExpire(before int64, limit uint32) *clusterv1.StoreOp {
 	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Expire{Expire: &clusterv1.ExpireOp{BeforeMs: before, Limit: limit}}}
 }
 
+func opExpireScan(before int64, from uint64, maxUsers, limit uint32) *clusterv1.StoreOp {
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_ExpireScan{ExpireScan: &clusterv1.ExpireScanOp{
+		BeforeMs: before, FromUser: from, MaxUsers: maxUsers, Limit: limit}}}
+}
+
 // Read helpers.
 
 func syncAllEvents(t testTB, f *FSM, user uint64) []*seqdv1.Event {

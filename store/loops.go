@@ -43,10 +43,14 @@ func (s *Shard) startLeaderLoops() func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		s.leaderLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.retentionLoop(ctx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -69,8 +73,8 @@ func (s *Shard) startLeaderLoops() func() {
 	}
 }
 
-// leaderLoop delivers the outbox, hints read-fanout groups and applies
-// retention, each on its own period.
+// leaderLoop delivers the outbox and hints read-fanout groups, each on its
+// own period.
 func (s *Shard) leaderLoop(ctx context.Context) {
 	for s.node.Raft.Barrier(10*time.Second).Error() != nil {
 		select {
@@ -84,12 +88,6 @@ func (s *Shard) leaderLoop(ctx context.Context) {
 	defer outbox.Stop()
 	hints := time.NewTicker(s.cfg.HintWindow)
 	defer hints.Stop()
-	var expire <-chan time.Time
-	if s.cfg.Retention > 0 {
-		t := time.NewTicker(min(s.cfg.Retention/10, time.Minute))
-		defer t.Stop()
-		expire = t.C
-	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -98,8 +96,6 @@ func (s *Shard) leaderLoop(ctx context.Context) {
 			s.deliverOutbox(ctx)
 		case <-hints.C:
 			s.hintGroups(ctx)
-		case <-expire:
-			s.applyRetention(ctx)
 		}
 	}
 }
@@ -220,6 +216,15 @@ func (s *Shard) hintGroups(ctx context.Context) {
 	}
 }
 
+// submitOK proposes a leader's own op and fails unless it applied.
+func (s *Shard) submitOK(ctx context.Context, op *clusterv1.StoreOp) (*OpResult, error) {
+	res, err := s.submit(ctx, &plainBuilder{op: op})
+	if err == nil && res.Status != clusterv1.OpStatus_OP_STATUS_OK {
+		err = errors.New(res.Msg)
+	}
+	return res, err
+}
+
 // dedupSweepInterval is how often a leader sweeps the dedup records past
 // their TTL; sweepLimit is how many sends one sweep op looks at, and
 // sweepPause the wait between two of them, which leaves the pipeline to
@@ -265,10 +270,7 @@ func (s *Shard) sweepDedup(ctx context.Context) {
 			return
 		}
 		op := &clusterv1.SweepDedupOp{Limit: sweepLimit, GraceMs: sweepGrace.Milliseconds()}
-		res, err := s.submit(ctx, &plainBuilder{op: &clusterv1.StoreOp{Op: &clusterv1.StoreOp_SweepDedup{SweepDedup: op}}})
-		if err == nil && res.Status != clusterv1.OpStatus_OP_STATUS_OK {
-			err = errors.New(res.Msg)
-		}
+		res, err := s.submitOK(ctx, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_SweepDedup{SweepDedup: op}})
 		if err != nil {
 			s.log.Debug("dedup sweep stopped; the next one goes on", "err", err)
 			return
@@ -282,9 +284,77 @@ func (s *Shard) sweepDedup(ctx context.Context) {
 	}
 }
 
-// applyRetention removes events older than the retention period.
+// Retention works in passes over the users, each pass in steps
+// (ExpireScanOp) that look at most expireUsers users and remove at most
+// expireLimit events, expirePause apart so that client requests go
+// between them. A pass starts every retentionEvery(retention).
+var (
+	expireUsers uint32 = 1000
+	expireLimit uint32 = 500
+	expirePause        = 20 * time.Millisecond
+)
+
+// legacyExpireLimit is the events one ExpireOp removes, the op a leader
+// proposes while a replica of its shard is of a format before 3.
+const legacyExpireLimit = 5000
+
+// retentionEvery is the time between two retention passes: a tenth of the
+// retention period, at most a minute.
+func retentionEvery(retention time.Duration) time.Duration { return min(retention/10, time.Minute) }
+
+// retentionLoop runs retention passes, on a goroutine of its own: a pass
+// over many users takes a while, which the outbox and the group hints
+// must not wait for.
+func (s *Shard) retentionLoop(ctx context.Context) {
+	if s.cfg.Retention <= 0 {
+		return
+	}
+	t := time.NewTicker(retentionEvery(s.cfg.Retention))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if s.caughtUp.Load() {
+				s.applyRetention(ctx)
+			}
+		}
+	}
+}
+
+// applyRetention runs one retention pass: it removes the inbox events
+// sent before the retention period, however many there are, step by step
+// from the first user to the last. Until every replica applies store
+// format 3 it proposes one ExpireOp per pass instead, which older builds
+// apply too.
 func (s *Shard) applyRetention(ctx context.Context) {
 	before := s.now().Add(-s.cfg.Retention).UnixMilli()
-	s.submit(ctx, &plainBuilder{op: &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Expire{Expire: &clusterv1.ExpireOp{BeforeMs: before, Limit: 5000}}}})
 	s.m.expired.Inc()
+	if err := s.formatReady(opFormats[kindExpireScan]); err != nil {
+		s.log.Debug("retention in one step: not every replica applies store format 3", "err", err)
+		op := &clusterv1.ExpireOp{BeforeMs: before, Limit: legacyExpireLimit}
+		if res, err := s.submitOK(ctx, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Expire{Expire: op}}); err == nil {
+			s.m.expiredEvents.Add(float64(res.Expired))
+		}
+		return
+	}
+	for from := uint64(0); ; {
+		op := &clusterv1.ExpireScanOp{BeforeMs: before, FromUser: from, MaxUsers: expireUsers, Limit: expireLimit}
+		res, err := s.submitOK(ctx, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_ExpireScan{ExpireScan: op}})
+		if err != nil {
+			s.log.Debug("retention pass stopped; the next one starts over", "err", err)
+			return
+		}
+		s.m.expiredEvents.Add(float64(res.Expired))
+		if res.ExpireNext == 0 {
+			return
+		}
+		from = res.ExpireNext
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(expirePause):
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -56,6 +57,7 @@ type propMsg struct {
 	sentAt   int64
 	recalled bool
 	gseq     uint64
+	gone     bool // retention removed its record with its last copy
 }
 
 type propGroup struct {
@@ -282,7 +284,7 @@ func (m *propModel) predictSend(op *clusterv1.SendOp) *propPlan {
 		// what the FSM still holds of the first (its record, and the
 		// sender's copy unless retention removed it).
 		var rec *clusterv1.MessageRecord
-		if msg := m.msgs[d.resp.MessageId]; msg != nil {
+		if msg := m.msgs[d.resp.MessageId]; msg != nil && !msg.gone {
 			rec = &clusterv1.MessageRecord{Sender: msg.sender, Conversation: msg.conv, Copies: msg.copies, Remote: msg.remote}
 		}
 		var first *seqdv1.Event
@@ -627,7 +629,7 @@ func (m *propModel) recall(t *rapid.T) {
 	p := &propPlan{what: fmt.Sprintf("recall %s by %d", id, sender), op: opRecall(sender, id, propWindow, gseq, appends...)}
 	now := m.h.now
 	switch {
-	case sender != rec.sender:
+	case rec.gone, sender != rec.sender:
 		p.want = stRejected
 	case rec.recalled:
 		p.want = stOK
@@ -693,7 +695,7 @@ func (m *propModel) del(t *rapid.T) {
 	id := rapid.SampledFrom(ids).Draw(t, "deleteID")
 	var cseq uint64
 	found := false
-	if rec := m.msgs[id]; rec != nil {
+	if rec := m.msgs[id]; rec != nil && !rec.gone {
 		for _, c := range rec.copies {
 			if c.User == u {
 				cseq, found = c.Seq, true
@@ -1032,6 +1034,54 @@ func (m *propModel) expire(t *rapid.T) {
 	m.run(t, &propPlan{what: fmt.Sprintf("expire before %d limit %d", before, limit), op: opExpire(before, uint32(limit)), want: stOK})
 }
 
+// expireScan is one retention step: from a user, per user in key order
+// the oldest events sent before a time, at most maxUsers users (those with
+// inbox events) and limit events; a message's record goes with the copy
+// of the highest user among its copies.
+func (m *propModel) expireScan(t *rapid.T) {
+	before := m.h.now - int64(rapid.IntRange(0, 15_000).Draw(t, "retention"))
+	from := m.users[0] - 1 + rapid.Uint64Range(0, uint64(len(m.users))).Draw(t, "expireFrom")
+	maxUsers := rapid.IntRange(1, 6).Draw(t, "expireUsers")
+	limit := rapid.IntRange(1, 30).Draw(t, "expireLimit")
+	removed, looked, next := 0, 0, uint64(0)
+	for _, u := range m.users {
+		pu := m.u[u]
+		if u < from || len(pu.inbox) == 0 {
+			continue
+		}
+		if looked == maxUsers {
+			next = u
+			break
+		}
+		looked++
+		for len(pu.inbox) > 0 && pu.inbox[0].SentAtMs < before {
+			if removed == limit {
+				next = u
+				break
+			}
+			e := pu.inbox[0]
+			if rec := m.msgs[e.MessageId]; e.Kind == kMessage && rec != nil &&
+				slices.MaxFunc(rec.copies, func(a, b *clusterv1.Append) int { return cmp.Compare(a.User, b.User) }).User == u {
+				rec.gone = true
+			}
+			pu.truncBelow = max(pu.truncBelow, e.Seq+1)
+			pu.inbox = pu.inbox[1:]
+			removed++
+		}
+		if next != 0 {
+			break
+		}
+	}
+	m.stats["(events expired by steps)"] += removed
+	m.run(t, &propPlan{what: fmt.Sprintf("expire step before %d from %d users %d limit %d", before, from, maxUsers, limit),
+		op: opExpireScan(before, from, uint32(maxUsers), uint32(limit)), want: stOK,
+		check: func(t *rapid.T, r *OpResult) {
+			if int(r.Expired) != removed || r.ExpireNext != next {
+				t.Fatalf("step expired %d and stopped at %d, want %d and %d", r.Expired, r.ExpireNext, removed, next)
+			}
+		}})
+}
+
 // sweepDedup deletes dedup records past their TTL and a grace: no answer
 // changes (checkAll asks Dedup for every record the model remembers).
 func (m *propModel) sweepDedup(t *rapid.T) {
@@ -1182,8 +1232,9 @@ func (m *propModel) checkAll(t *rapid.T) {
 				t.Fatalf("message %s is %d times in user %d's inbox, want %d", id, n, c.User, want)
 			}
 		}
-		if rec, err := f.Message(id); err != nil || rec == nil || rec.Recalled != m.msgs[id].recalled {
-			t.Fatalf("message record %s: %v %v (model recalled %v)", id, rec, err, m.msgs[id].recalled)
+		rec, err := f.Message(id)
+		if msg := m.msgs[id]; err != nil || (rec == nil) != msg.gone || rec != nil && rec.Recalled != msg.recalled {
+			t.Fatalf("message record %s: %v %v (model: recalled %v, removed %v)", id, rec, err, msg.recalled, msg.gone)
 		}
 	}
 
@@ -1328,6 +1379,7 @@ func TestPropStoreModel(t *testing.T) {
 			"deliver":       m.deliver,
 			"outboxAck":     m.outboxAck,
 			"expire":        m.expire,
+			"expireScan":    m.expireScan,
 			"sweepDedup":    m.sweepDedup,
 			"tick":          m.tick,
 			"replay":        m.replay,

@@ -576,6 +576,7 @@ type StoreOp struct {
 	//	*StoreOp_OutboxAck
 	//	*StoreOp_Expire
 	//	*StoreOp_SweepDedup
+	//	*StoreOp_ExpireScan
 	Op            isStoreOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -726,6 +727,15 @@ func (x *StoreOp) GetSweepDedup() *SweepDedupOp {
 	return nil
 }
 
+func (x *StoreOp) GetExpireScan() *ExpireScanOp {
+	if x != nil {
+		if x, ok := x.Op.(*StoreOp_ExpireScan); ok {
+			return x.ExpireScan
+		}
+	}
+	return nil
+}
+
 type isStoreOp_Op interface {
 	isStoreOp_Op()
 }
@@ -779,6 +789,11 @@ type StoreOp_SweepDedup struct {
 	SweepDedup *SweepDedupOp `protobuf:"bytes,12,opt,name=sweep_dedup,json=sweepDedup,proto3,oneof"`
 }
 
+type StoreOp_ExpireScan struct {
+	// Store format 3.
+	ExpireScan *ExpireScanOp `protobuf:"bytes,13,opt,name=expire_scan,json=expireScan,proto3,oneof"`
+}
+
 func (*StoreOp_Send) isStoreOp_Op() {}
 
 func (*StoreOp_Deliver) isStoreOp_Op() {}
@@ -802,6 +817,8 @@ func (*StoreOp_OutboxAck) isStoreOp_Op() {}
 func (*StoreOp_Expire) isStoreOp_Op() {}
 
 func (*StoreOp_SweepDedup) isStoreOp_Op() {}
+
+func (*StoreOp_ExpireScan) isStoreOp_Op() {}
 
 // Append is one inbox append the leader allocated a seq for.
 type Append struct {
@@ -1532,6 +1549,9 @@ func (x *OutboxAckOp) GetKeys() [][]byte {
 	return nil
 }
 
+// ExpireOp is retention before store format 3: it walks every user from
+// the first on each time, and removes at most limit events. Entries
+// holding it still replay; leaders of format 3 propose ExpireScanOp.
 type ExpireOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Remove inbox events sent before this time, at most limit of them.
@@ -1585,6 +1605,82 @@ func (x *ExpireOp) GetLimit() uint32 {
 	return 0
 }
 
+// ExpireScanOp is one step of a retention pass (store format 3). It walks
+// the users that have inbox events from from_user up, removing each one's
+// events sent before before_ms, oldest first, up to the first that is
+// newer, with their history entries; a message's record goes with the
+// last of its copies on the shard (the copy of the highest user). It
+// looks at most max_users users and removes at most limit events. Its
+// result says where the next step starts (0: the walk passed the last
+// user, and the pass is over).
+type ExpireScanOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BeforeMs      int64                  `protobuf:"varint,1,opt,name=before_ms,json=beforeMs,proto3" json:"before_ms,omitempty"`
+	FromUser      uint64                 `protobuf:"varint,2,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"`
+	MaxUsers      uint32                 `protobuf:"varint,3,opt,name=max_users,json=maxUsers,proto3" json:"max_users,omitempty"`
+	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireScanOp) Reset() {
+	*x = ExpireScanOp{}
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireScanOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireScanOp) ProtoMessage() {}
+
+func (x *ExpireScanOp) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireScanOp.ProtoReflect.Descriptor instead.
+func (*ExpireScanOp) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ExpireScanOp) GetBeforeMs() int64 {
+	if x != nil {
+		return x.BeforeMs
+	}
+	return 0
+}
+
+func (x *ExpireScanOp) GetFromUser() uint64 {
+	if x != nil {
+		return x.FromUser
+	}
+	return 0
+}
+
+func (x *ExpireScanOp) GetMaxUsers() uint32 {
+	if x != nil {
+		return x.MaxUsers
+	}
+	return 0
+}
+
+func (x *ExpireScanOp) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 // SweepDedupOp removes the dedup records whose TTL has passed. It walks
 // the change log from where the sweep before it stopped (kept in the FSM),
 // entry by entry in log order: for each send an entry applied, it deletes
@@ -1604,7 +1700,7 @@ type SweepDedupOp struct {
 
 func (x *SweepDedupOp) Reset() {
 	*x = SweepDedupOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1712,7 @@ func (x *SweepDedupOp) String() string {
 func (*SweepDedupOp) ProtoMessage() {}
 
 func (x *SweepDedupOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1725,7 @@ func (x *SweepDedupOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepDedupOp.ProtoReflect.Descriptor instead.
 func (*SweepDedupOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{19}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SweepDedupOp) GetLimit() uint32 {
@@ -1659,7 +1755,7 @@ type UserState struct {
 
 func (x *UserState) Reset() {
 	*x = UserState{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1767,7 @@ func (x *UserState) String() string {
 func (*UserState) ProtoMessage() {}
 
 func (x *UserState) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1780,7 @@ func (x *UserState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserState.ProtoReflect.Descriptor instead.
 func (*UserState) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{20}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UserState) GetLastSeq() uint64 {
@@ -1730,7 +1826,7 @@ type ConvState struct {
 
 func (x *ConvState) Reset() {
 	*x = ConvState{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1742,7 +1838,7 @@ func (x *ConvState) String() string {
 func (*ConvState) ProtoMessage() {}
 
 func (x *ConvState) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1755,7 +1851,7 @@ func (x *ConvState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvState.ProtoReflect.Descriptor instead.
 func (*ConvState) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{21}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ConvState) GetUnread() uint64 {
@@ -1818,7 +1914,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +1926,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +1939,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{22}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DedupRecord) GetResponse() *v1.SendResponse {
@@ -1876,7 +1972,7 @@ type MessageRecord struct {
 
 func (x *MessageRecord) Reset() {
 	*x = MessageRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +1984,7 @@ func (x *MessageRecord) String() string {
 func (*MessageRecord) ProtoMessage() {}
 
 func (x *MessageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +1997,7 @@ func (x *MessageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageRecord.ProtoReflect.Descriptor instead.
 func (*MessageRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *MessageRecord) GetSender() uint64 {
@@ -1967,7 +2063,7 @@ type GroupRecord struct {
 
 func (x *GroupRecord) Reset() {
 	*x = GroupRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +2075,7 @@ func (x *GroupRecord) String() string {
 func (*GroupRecord) ProtoMessage() {}
 
 func (x *GroupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +2088,7 @@ func (x *GroupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRecord.ProtoReflect.Descriptor instead.
 func (*GroupRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GroupRecord) GetInfo() *v1.GroupInfo {
@@ -2030,7 +2126,7 @@ type GroupCounters struct {
 
 func (x *GroupCounters) Reset() {
 	*x = GroupCounters{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2138,7 @@ func (x *GroupCounters) String() string {
 func (*GroupCounters) ProtoMessage() {}
 
 func (x *GroupCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2151,7 @@ func (x *GroupCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupCounters.ProtoReflect.Descriptor instead.
 func (*GroupCounters) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GroupCounters) GetLastGroupSeq() uint64 {
@@ -2094,7 +2190,7 @@ type ChangeLogEntry struct {
 
 func (x *ChangeLogEntry) Reset() {
 	*x = ChangeLogEntry{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2202,7 @@ func (x *ChangeLogEntry) String() string {
 func (*ChangeLogEntry) ProtoMessage() {}
 
 func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2215,7 @@ func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeLogEntry.ProtoReflect.Descriptor instead.
 func (*ChangeLogEntry) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ChangeLogEntry) GetIndex() uint64 {
@@ -2160,7 +2256,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2172,7 +2268,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2185,7 +2281,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeliverRequest) GetFromShard() string {
@@ -2212,7 +2308,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2224,7 +2320,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2237,7 +2333,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeliverResponse) GetDelivered() uint32 {
@@ -2257,7 +2353,7 @@ type ReadChangeLogRequest struct {
 
 func (x *ReadChangeLogRequest) Reset() {
 	*x = ReadChangeLogRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2269,7 +2365,7 @@ func (x *ReadChangeLogRequest) String() string {
 func (*ReadChangeLogRequest) ProtoMessage() {}
 
 func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2282,7 +2378,7 @@ func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{29}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReadChangeLogRequest) GetAfterIndex() uint64 {
@@ -2309,7 +2405,7 @@ type ReadChangeLogResponse struct {
 
 func (x *ReadChangeLogResponse) Reset() {
 	*x = ReadChangeLogResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2417,7 @@ func (x *ReadChangeLogResponse) String() string {
 func (*ReadChangeLogResponse) ProtoMessage() {}
 
 func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2430,7 @@ func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{30}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReadChangeLogResponse) GetEntries() []*ChangeLogEntry {
@@ -2362,7 +2458,7 @@ type StoreSnapshotHeader struct {
 
 func (x *StoreSnapshotHeader) Reset() {
 	*x = StoreSnapshotHeader{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2470,7 @@ func (x *StoreSnapshotHeader) String() string {
 func (*StoreSnapshotHeader) ProtoMessage() {}
 
 func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2483,7 @@ func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreSnapshotHeader.ProtoReflect.Descriptor instead.
 func (*StoreSnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{31}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StoreSnapshotHeader) GetFormatVersion() uint32 {
@@ -2444,7 +2540,7 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"StoreBatch\x12\x15\n" +
 	"\x06now_ms\x18\x01 \x01(\x03R\x05nowMs\x12*\n" +
-	"\x03ops\x18\x02 \x03(\v2\x18.seqd.cluster.v1.StoreOpR\x03ops\"\xda\x05\n" +
+	"\x03ops\x18\x02 \x03(\v2\x18.seqd.cluster.v1.StoreOpR\x03ops\"\x9c\x06\n" +
 	"\aStoreOp\x12-\n" +
 	"\x04send\x18\x01 \x01(\v2\x17.seqd.cluster.v1.SendOpH\x00R\x04send\x126\n" +
 	"\adeliver\x18\x02 \x01(\v2\x1a.seqd.cluster.v1.DeliverOpH\x00R\adeliver\x12:\n" +
@@ -2462,7 +2558,9 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	" \x01(\v2\x1c.seqd.cluster.v1.OutboxAckOpH\x00R\toutboxAck\x123\n" +
 	"\x06expire\x18\v \x01(\v2\x19.seqd.cluster.v1.ExpireOpH\x00R\x06expire\x12@\n" +
 	"\vsweep_dedup\x18\f \x01(\v2\x1d.seqd.cluster.v1.SweepDedupOpH\x00R\n" +
-	"sweepDedupB\x04\n" +
+	"sweepDedup\x12@\n" +
+	"\vexpire_scan\x18\r \x01(\v2\x1d.seqd.cluster.v1.ExpireScanOpH\x00R\n" +
+	"expireScanB\x04\n" +
 	"\x02op\".\n" +
 	"\x06Append\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\x04R\x04user\x12\x10\n" +
@@ -2529,7 +2627,12 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x04keys\x18\x01 \x03(\fR\x04keys\"=\n" +
 	"\bExpireOp\x12\x1b\n" +
 	"\tbefore_ms\x18\x01 \x01(\x03R\bbeforeMs\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"?\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"{\n" +
+	"\fExpireScanOp\x12\x1b\n" +
+	"\tbefore_ms\x18\x01 \x01(\x03R\bbeforeMs\x12\x1b\n" +
+	"\tfrom_user\x18\x02 \x01(\x04R\bfromUser\x12\x1b\n" +
+	"\tmax_users\x18\x03 \x01(\rR\bmaxUsers\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"?\n" +
 	"\fSweepDedupOp\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x19\n" +
 	"\bgrace_ms\x18\x02 \x01(\x03R\agraceMs\"r\n" +
@@ -2622,7 +2725,7 @@ func file_seqd_cluster_v1_store_proto_rawDescGZIP() []byte {
 }
 
 var file_seqd_cluster_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_seqd_cluster_v1_store_proto_goTypes = []any{
 	(StoreCommandType)(0),         // 0: seqd.cluster.v1.StoreCommandType
 	(OpStatus)(0),                 // 1: seqd.cluster.v1.OpStatus
@@ -2646,28 +2749,29 @@ var file_seqd_cluster_v1_store_proto_goTypes = []any{
 	(*GroupHintOp)(nil),           // 19: seqd.cluster.v1.GroupHintOp
 	(*OutboxAckOp)(nil),           // 20: seqd.cluster.v1.OutboxAckOp
 	(*ExpireOp)(nil),              // 21: seqd.cluster.v1.ExpireOp
-	(*SweepDedupOp)(nil),          // 22: seqd.cluster.v1.SweepDedupOp
-	(*UserState)(nil),             // 23: seqd.cluster.v1.UserState
-	(*ConvState)(nil),             // 24: seqd.cluster.v1.ConvState
-	(*DedupRecord)(nil),           // 25: seqd.cluster.v1.DedupRecord
-	(*MessageRecord)(nil),         // 26: seqd.cluster.v1.MessageRecord
-	(*GroupRecord)(nil),           // 27: seqd.cluster.v1.GroupRecord
-	(*GroupCounters)(nil),         // 28: seqd.cluster.v1.GroupCounters
-	(*ChangeLogEntry)(nil),        // 29: seqd.cluster.v1.ChangeLogEntry
-	(*DeliverRequest)(nil),        // 30: seqd.cluster.v1.DeliverRequest
-	(*DeliverResponse)(nil),       // 31: seqd.cluster.v1.DeliverResponse
-	(*ReadChangeLogRequest)(nil),  // 32: seqd.cluster.v1.ReadChangeLogRequest
-	(*ReadChangeLogResponse)(nil), // 33: seqd.cluster.v1.ReadChangeLogResponse
-	(*StoreSnapshotHeader)(nil),   // 34: seqd.cluster.v1.StoreSnapshotHeader
-	(*v1.SendRequest)(nil),        // 35: seqd.v1.SendRequest
-	(*v1.Event)(nil),              // 36: seqd.v1.Event
-	(*v1.MarkReadRequest)(nil),    // 37: seqd.v1.MarkReadRequest
-	(*v1.RecallRequest)(nil),      // 38: seqd.v1.RecallRequest
-	(*v1.DeleteRequest)(nil),      // 39: seqd.v1.DeleteRequest
-	(*v1.CreateGroupRequest)(nil), // 40: seqd.v1.CreateGroupRequest
-	(*v1.SendResponse)(nil),       // 41: seqd.v1.SendResponse
-	(*v1.Conversation)(nil),       // 42: seqd.v1.Conversation
-	(*v1.GroupInfo)(nil),          // 43: seqd.v1.GroupInfo
+	(*ExpireScanOp)(nil),          // 22: seqd.cluster.v1.ExpireScanOp
+	(*SweepDedupOp)(nil),          // 23: seqd.cluster.v1.SweepDedupOp
+	(*UserState)(nil),             // 24: seqd.cluster.v1.UserState
+	(*ConvState)(nil),             // 25: seqd.cluster.v1.ConvState
+	(*DedupRecord)(nil),           // 26: seqd.cluster.v1.DedupRecord
+	(*MessageRecord)(nil),         // 27: seqd.cluster.v1.MessageRecord
+	(*GroupRecord)(nil),           // 28: seqd.cluster.v1.GroupRecord
+	(*GroupCounters)(nil),         // 29: seqd.cluster.v1.GroupCounters
+	(*ChangeLogEntry)(nil),        // 30: seqd.cluster.v1.ChangeLogEntry
+	(*DeliverRequest)(nil),        // 31: seqd.cluster.v1.DeliverRequest
+	(*DeliverResponse)(nil),       // 32: seqd.cluster.v1.DeliverResponse
+	(*ReadChangeLogRequest)(nil),  // 33: seqd.cluster.v1.ReadChangeLogRequest
+	(*ReadChangeLogResponse)(nil), // 34: seqd.cluster.v1.ReadChangeLogResponse
+	(*StoreSnapshotHeader)(nil),   // 35: seqd.cluster.v1.StoreSnapshotHeader
+	(*v1.SendRequest)(nil),        // 36: seqd.v1.SendRequest
+	(*v1.Event)(nil),              // 37: seqd.v1.Event
+	(*v1.MarkReadRequest)(nil),    // 38: seqd.v1.MarkReadRequest
+	(*v1.RecallRequest)(nil),      // 39: seqd.v1.RecallRequest
+	(*v1.DeleteRequest)(nil),      // 40: seqd.v1.DeleteRequest
+	(*v1.CreateGroupRequest)(nil), // 41: seqd.v1.CreateGroupRequest
+	(*v1.SendResponse)(nil),       // 42: seqd.v1.SendResponse
+	(*v1.Conversation)(nil),       // 43: seqd.v1.Conversation
+	(*v1.GroupInfo)(nil),          // 44: seqd.v1.GroupInfo
 }
 var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
 	0,  // 0: seqd.cluster.v1.StoreCommand.type:type_name -> seqd.cluster.v1.StoreCommandType
@@ -2683,38 +2787,39 @@ var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
 	19, // 10: seqd.cluster.v1.StoreOp.group_hint:type_name -> seqd.cluster.v1.GroupHintOp
 	20, // 11: seqd.cluster.v1.StoreOp.outbox_ack:type_name -> seqd.cluster.v1.OutboxAckOp
 	21, // 12: seqd.cluster.v1.StoreOp.expire:type_name -> seqd.cluster.v1.ExpireOp
-	22, // 13: seqd.cluster.v1.StoreOp.sweep_dedup:type_name -> seqd.cluster.v1.SweepDedupOp
-	35, // 14: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
-	10, // 15: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
-	2,  // 16: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
-	36, // 17: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
-	12, // 18: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
-	37, // 19: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
-	38, // 20: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
-	10, // 21: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
-	39, // 22: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
-	40, // 23: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
-	10, // 24: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
-	41, // 25: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
-	42, // 26: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
-	10, // 27: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
-	43, // 28: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
-	9,  // 29: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
-	12, // 30: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
-	29, // 31: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
-	30, // 32: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
-	32, // 33: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
-	5,  // 34: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
-	3,  // 35: seqd.cluster.v1.StoreNode.ReplicaInfo:input_type -> seqd.cluster.v1.ReplicaInfoRequest
-	31, // 36: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
-	33, // 37: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
-	6,  // 38: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
-	4,  // 39: seqd.cluster.v1.StoreNode.ReplicaInfo:output_type -> seqd.cluster.v1.ReplicaInfoResponse
-	36, // [36:40] is the sub-list for method output_type
-	32, // [32:36] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	23, // 13: seqd.cluster.v1.StoreOp.sweep_dedup:type_name -> seqd.cluster.v1.SweepDedupOp
+	22, // 14: seqd.cluster.v1.StoreOp.expire_scan:type_name -> seqd.cluster.v1.ExpireScanOp
+	36, // 15: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
+	10, // 16: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
+	2,  // 17: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
+	37, // 18: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
+	12, // 19: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
+	38, // 20: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
+	39, // 21: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
+	10, // 22: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
+	40, // 23: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
+	41, // 24: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
+	10, // 25: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
+	42, // 26: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
+	43, // 27: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
+	10, // 28: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
+	44, // 29: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
+	9,  // 30: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
+	12, // 31: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
+	30, // 32: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
+	31, // 33: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
+	33, // 34: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
+	5,  // 35: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
+	3,  // 36: seqd.cluster.v1.StoreNode.ReplicaInfo:input_type -> seqd.cluster.v1.ReplicaInfoRequest
+	32, // 37: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
+	34, // 38: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
+	6,  // 39: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
+	4,  // 40: seqd.cluster.v1.StoreNode.ReplicaInfo:output_type -> seqd.cluster.v1.ReplicaInfoResponse
+	37, // [37:41] is the sub-list for method output_type
+	33, // [33:37] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_seqd_cluster_v1_store_proto_init() }
@@ -2735,6 +2840,7 @@ func file_seqd_cluster_v1_store_proto_init() {
 		(*StoreOp_OutboxAck)(nil),
 		(*StoreOp_Expire)(nil),
 		(*StoreOp_SweepDedup)(nil),
+		(*StoreOp_ExpireScan)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2742,7 +2848,7 @@ func file_seqd_cluster_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_cluster_v1_store_proto_rawDesc), len(file_seqd_cluster_v1_store_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

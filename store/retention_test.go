@@ -1,0 +1,70 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/seqd/seqd/internal/localcluster"
+	"github.com/seqd/seqd/internal/testwait"
+	"github.com/seqd/seqd/store"
+)
+
+// The shard leader's retention passes remove every inbox event older than
+// the retention period, however many steps that takes. While a replica
+// runs the store format before the steps', the leader keeps to the
+// one-op retention that format applies (events go, message records stay)
+// and nobody halts; once it is upgraded, the steps remove the records of
+// the messages whose copies they remove, and the replicas end up alike.
+func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
+	store.SetRetentionSteps(t, 2, 3) // many steps for a few messages
+	oldReplicaOn(t, 2)               // the format before the steps'
+	const retention = time.Second
+	c, m := startCluster(t, localcluster.Options{Retention: retention})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	eventsLeft := func(want int) func() bool {
+		return func() bool {
+			for i := range 3 {
+				if tagged(t, c, i, 'I') != want {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	sendSome(t, m, 1, 2, 10)
+	sendSome(t, m, 3, 4, 5)
+	testwait.For(t, 20*time.Second, "every replica to drop the expired events with an older replica in the shard", eventsLeft(0))
+	// The format before removes events only.
+	wantHealthyHolding(t, c, 'M', 15, "message records with an older replica in the shard")
+	upgradeOldToThisBuild(ctx, t, c)
+	// Five users with events, two a step, three events a step: a pass of
+	// at least seven steps removes the 20 copies of these 10 messages.
+	for u := uint64(5); u <= 9; u++ {
+		sendSome(t, m, u, u+10, 2)
+	}
+	testwait.For(t, 20*time.Second, "every replica to drop the events and records of the messages sent after the upgrade", func() bool {
+		if !eventsLeft(0)() {
+			return false
+		}
+		for i := range 3 {
+			if tagged(t, c, i, 'M') != 15 {
+				return false
+			}
+		}
+		return true
+	})
+	lead := c.StoreLeader(0)
+	if lead < 0 {
+		t.Fatal("no store leader")
+	}
+	for u := uint64(5); u <= 9; u++ {
+		res, err := c.Store(0, lead).Store().FSM().Sync(u+10, 0, 10)
+		if err != nil || !res.Truncated || len(res.Events) != 0 || res.EarliestSeq == 0 {
+			t.Fatalf("Sync(%d, 0) after retention: %+v, %v; want truncated with nothing left", u+10, res, err)
+		}
+	}
+	waitReplicasAgree(t, c)
+}
