@@ -103,15 +103,7 @@ func TestAddrStillStartingIsWaitedFor(t *testing.T) {
 // seqbench) passes the probe; the bootstrap then waits for it.
 func TestProbeWaitsForAPortAboutToOpen(t *testing.T) {
 	addr := closedAddr(t)
-	opened := make(chan net.Listener, 1)
-	time.AfterFunc(probeWait/2, func() {
-		lis, err := net.Listen("tcp", addr)
-		if err != nil {
-			opened <- nil
-			return
-		}
-		opened <- lis
-	})
+	opened := listenAfter(addr, probeWait/2, nil)
 	err := probeAddrs(context.Background(), []string{addr})
 	if lis := <-opened; lis != nil {
 		lis.Close()
@@ -121,4 +113,47 @@ func TestProbeWaitsForAPortAboutToOpen(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a port opened %v after the probe began: %v, want it waited for", probeWait/2, err)
 	}
+}
+
+// --gateway gets the wait --addr gets: a gateway whose port opens within
+// probeWait is dialled, not given up at the first refusal.
+func TestGatewayProbeWaitsForAPortAboutToOpen(t *testing.T) {
+	addr := closedAddr(t)
+	gs := grpc.NewServer()
+	seqdv1.RegisterMessagesServer(gs, seqdv1.UnimplementedMessagesServer{})
+	t.Cleanup(gs.Stop)
+	opened := listenAfter(addr, probeWait/2, func(lis net.Listener) { gs.Serve(lis) })
+
+	ctx := context.Background()
+	target, err := openSeqd(ctx, addr, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, err := dialMessages(ctx, target, true)
+	if <-opened == nil {
+		t.Skip("the port was taken meanwhile")
+	}
+	if err != nil {
+		t.Fatalf("--gateway at a port opened %v after the probe began: %v, want it waited for", probeWait/2, err)
+	}
+	mc.Close()
+}
+
+// listenAfter listens on addr after d, as a node started just before
+// seqbench would, hands the listener to serve if set, and sends it on the
+// returned channel (nil: the port was taken meanwhile).
+func listenAfter(addr string, d time.Duration, serve func(net.Listener)) <-chan net.Listener {
+	opened := make(chan net.Listener, 1)
+	time.AfterFunc(d, func() {
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			opened <- nil
+			return
+		}
+		opened <- lis
+		if serve != nil {
+			serve(lis)
+		}
+	})
+	return opened
 }

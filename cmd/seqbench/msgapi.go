@@ -79,6 +79,13 @@ type msgConn struct {
 // in-process gateway) with viaGateway.
 func dialMessages(ctx context.Context, t *seqdTarget, viaGateway bool) (*msgConn, error) {
 	if viaGateway {
+		// A gateway started just before seqbench gets the time --addr
+		// gets to open its port.
+		if t.local == nil {
+			if err := probeAddrs(ctx, t.addrs[:1]); err != nil {
+				return nil, fmt.Errorf("gateway %s does not answer Messages calls: %w", t.addrs[0], err)
+			}
+		}
 		pool := grpcconn.NewPool()
 		cc, err := pool.Get(t.addrs[0])
 		if err != nil {
