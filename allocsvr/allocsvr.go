@@ -34,8 +34,11 @@ type Config struct {
 	// Arbiters lists arbiter gRPC addresses; any one is enough.
 	Arbiters []string
 	// GossipAddr is the memberlist address; empty disables gossip.
-	GossipAddr    string
-	GossipProfile gossip.Profile
+	GossipAddr string
+	// GossipAdvertiseHost, if set, is the host the pool is told, with
+	// the gossip port (--advertise-host).
+	GossipAdvertiseHost string
+	GossipProfile       gossip.Profile
 	// MaxBatch caps the keys of one NextBatch (default 10,000).
 	MaxBatch int
 	// DrainTimeout bounds the planned hand-over on Close (default 10 s).
@@ -357,7 +360,7 @@ func (s *Server) restartGossip(inc uint64) (*gossip.Pool, error) {
 		s.gossip.Close()
 		s.gossip = nil
 	}
-	g, err := gossip.Start(gossip.Config{Name: gossip.AllocSvrName(s.cfg.ID, inc), Addr: s.cfg.GossipAddr, Profile: s.cfg.GossipProfile, Logger: s.log})
+	g, err := gossip.Start(gossip.Config{Name: gossip.AllocSvrName(s.cfg.ID, inc), Addr: s.cfg.GossipAddr, AdvertiseHost: s.cfg.GossipAdvertiseHost, Profile: s.cfg.GossipProfile, Logger: s.log})
 	if err != nil {
 		return nil, err
 	}

@@ -91,7 +91,7 @@ func New(cfg Config, raftLn net.Listener) (*Arbiter, error) {
 		return nil, err
 	}
 	if cfg.GossipAddr != "" {
-		g, err := gossip.Start(gossip.Config{Name: gossip.ArbiterName(cfg.ID), Addr: cfg.GossipAddr, Profile: cfg.GossipProfile, Logger: a.log, OnChange: a.notify})
+		g, err := gossip.Start(gossip.Config{Name: gossip.ArbiterName(cfg.ID), Addr: cfg.GossipAddr, AdvertiseHost: cfg.GossipAdvertiseHost, Profile: cfg.GossipProfile, Logger: a.log, OnChange: a.notify})
 		if err != nil {
 			a.node.Shutdown()
 			return nil, err
@@ -167,7 +167,7 @@ func (a *Arbiter) ID() string { return a.cfg.ID }
 // IsLeader reports whether this arbiter is the Raft leader.
 func (a *Arbiter) IsLeader() bool { return a.raft.State() == raft.Leader }
 
-// GossipAddr returns the bound gossip address, or "".
+// GossipAddr returns the gossip address the pool is told, or "".
 func (a *Arbiter) GossipAddr() string {
 	if a.gossip == nil {
 		return ""

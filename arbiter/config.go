@@ -43,8 +43,11 @@ type Config struct {
 	// followers forward to and AllocSvrs call.
 	GRPCAddr string
 	// GossipAddr is the memberlist address; empty disables gossip.
-	GossipAddr    string
-	GossipProfile gossip.Profile
+	GossipAddr string
+	// GossipAdvertiseHost, if set, is the host the pool is told, with
+	// the gossip port (--advertise-host).
+	GossipAdvertiseHost string
+	GossipProfile       gossip.Profile
 
 	// Bootstrap lists the initial voters, this one included. Every initial
 	// voter gets the same list. Empty means "join an existing group" (or

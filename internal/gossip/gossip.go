@@ -36,9 +36,14 @@ type Config struct {
 	// Name must be unique in the pool; see ArbiterName and AllocSvrName.
 	Name string
 	// Addr is host:port for both TCP and UDP. Port 0 picks a free port.
-	Addr    string
-	Profile Profile
-	Logger  *slog.Logger
+	Addr string
+	// AdvertiseHost, if set, is the host the pool is told instead of
+	// Addr's, with the bound port: peers behind NAT, or on another network
+	// than Addr's, reach this member there. A name is resolved to one of
+	// its IPs, as Addr's is.
+	AdvertiseHost string
+	Profile       Profile
+	Logger        *slog.Logger
 	// OnChange, if set, is called after any member's state changed.
 	OnChange func()
 }
@@ -69,7 +74,7 @@ func Start(cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip address %q: bad port", cfg.Addr)
 	}
-	if host, err = bindIP(host); err != nil {
+	if host, err = hostIP(host); err != nil {
 		return nil, fmt.Errorf("gossip address %q: %w", cfg.Addr, err)
 	}
 	var mc *memberlist.Config
@@ -83,6 +88,11 @@ func Start(cfg Config) (*Pool, error) {
 	mc.BindAddr = host
 	mc.BindPort = port
 	mc.AdvertisePort = port
+	if cfg.AdvertiseHost != "" {
+		if mc.AdvertiseAddr, err = hostIP(cfg.AdvertiseHost); err != nil {
+			return nil, fmt.Errorf("gossip advertise host %q: %w", cfg.AdvertiseHost, err)
+		}
+	}
 	mc.Events = (*events)(p)
 	logger := cfg.Logger
 	if logger == nil {
@@ -97,10 +107,11 @@ func Start(cfg Config) (*Pool, error) {
 	return p, nil
 }
 
-// bindIP turns a host name into one of its IP addresses (IPv4 first):
-// memberlist binds only IPs, and given a name it bound every interface
-// and told the pool "[::]". An IP or an empty host is returned as is.
-func bindIP(host string) (string, error) {
+// hostIP turns a host name into one of its IP addresses (IPv4 first):
+// memberlist binds and advertises only IPs, and given a name to bind it
+// bound every interface and told the pool "[::]". An IP or an empty host
+// is returned as is.
+func hostIP(host string) (string, error) {
 	if host == "" || net.ParseIP(host) != nil {
 		return host, nil
 	}
@@ -118,7 +129,8 @@ func bindIP(host string) (string, error) {
 	return ips[0].String(), nil
 }
 
-// Addr returns the bound address (useful when the port was 0).
+// Addr returns the address the pool is told: the advertise host, else the
+// bound IP, with the bound port (useful when the port was 0).
 func (p *Pool) Addr() string {
 	n := p.ml.LocalNode()
 	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))

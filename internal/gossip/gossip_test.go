@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"net"
+	"strconv"
 	"testing"
 )
 
@@ -23,10 +24,40 @@ func TestHostNameBindsItsIP(t *testing.T) {
 	}
 }
 
-func TestBindIP(t *testing.T) {
+func TestHostIP(t *testing.T) {
 	for in, want := range map[string]string{"": "", "10.0.0.1": "10.0.0.1", "::1": "::1"} {
-		if got, err := bindIP(in); err != nil || got != want {
-			t.Errorf("bindIP(%q) = %q, %v; want %q", in, got, err, want)
+		if got, err := hostIP(in); err != nil || got != want {
+			t.Errorf("hostIP(%q) = %q, %v; want %q", in, got, err, want)
 		}
+	}
+}
+
+// With an advertise host the member binds Addr but tells the pool the
+// advertise host with the bound port, as a member behind NAT must: a peer
+// that joined through the bound address knows it at the advertised one.
+func TestAdvertiseHost(t *testing.T) {
+	p1, err := Start(Config{Name: "n1", Addr: "127.0.0.1:0", AdvertiseHost: "127.0.0.2", Profile: "local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p1.Close()
+	port := strconv.Itoa(int(p1.ml.LocalNode().Port))
+	if want := "127.0.0.2:" + port; p1.Addr() != want {
+		t.Errorf("bound 127.0.0.1:%s advertising 127.0.0.2: tells %s, want %s", port, p1.Addr(), want)
+	}
+
+	p2, err := Start(Config{Name: "n2", Addr: "127.0.0.1:0", Profile: "local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	if err := p2.Join([]string{"127.0.0.1:" + port}); err != nil {
+		t.Fatalf("join at the bound address 127.0.0.1:%s: %v", port, err)
+	}
+	if got, want := p2.MemberAddr("n1"), "127.0.0.2:"+port; got != want {
+		t.Errorf("a peer knows n1 at %q, want the advertised %s", got, want)
+	}
+	if host, _, _ := net.SplitHostPort(p2.MemberAddr("n2")); host != "127.0.0.1" {
+		t.Errorf("a member without an advertise host tells %s, want its bound 127.0.0.1", p2.MemberAddr("n2"))
 	}
 }

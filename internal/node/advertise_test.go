@@ -213,20 +213,34 @@ func TestGossipBind(t *testing.T) {
 	}
 }
 
+// startAdvertisingArbiter starts the one voter of a cluster, listening on
+// 127.0.0.1 and advertising advHost, with gossip on gossipAddr and any
+// further roles.
+func startAdvertisingArbiter(ctx context.Context, t *testing.T, gossipAddr string, roles ...string) (n *Node, grpcLn, raftLn net.Listener) {
+	t.Helper()
+	grpcLn, raftLn = listenLoopback(t), listenLoopback(t)
+	n = startNode(ctx, t, Config{
+		ID: "arb1", ClusterID: "adv", Roles: append([]string{RoleArbiter}, roles...), DataDir: t.TempDir(),
+		GRPCListener: grpcLn, RaftListener: raftLn, GossipAddr: gossipAddr, GossipProfile: "local", AdvertiseHost: advHost,
+		Peers:       []arbiter.Peer{{ID: "arb1", RaftAddr: advAddr(t, raftLn), GRPCAddr: advAddr(t, grpcLn)}},
+		SectionSize: 1000, NumSlots: 4, Lease: time.Second, DrainTimeout: time.Second,
+	})
+	return n, grpcLn, raftLn
+}
+
+// advAddr is the address a node advertising advHost tells for ln.
+func advAddr(t *testing.T, ln net.Listener) string {
+	return net.JoinHostPort(advHost, portOf(t, ln.Addr().String()))
+}
+
 // Nodes listening on 127.0.0.1 with --advertise-host 127.0.0.2 are known
 // to the others at 127.0.0.2: the arbiter's record of itself (Raft, gRPC,
 // gossip), an AllocSvr's registration, a store replica's registration.
 func TestAdvertiseHostReachesTheArbiters(t *testing.T) {
-	grpcLn, raftLn := listenLoopback(t), listenLoopback(t)
-	adv := func(ln net.Listener) string { return net.JoinHostPort(advHost, portOf(t, ln.Addr().String())) }
+	adv := func(ln net.Listener) string { return advAddr(t, ln) }
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	a := startNode(ctx, t, Config{
-		ID: "arb1", ClusterID: "adv", Roles: []string{RoleArbiter}, DataDir: t.TempDir(),
-		GRPCListener: grpcLn, RaftListener: raftLn, GossipAddr: ":0", GossipProfile: "local", AdvertiseHost: advHost,
-		Peers:       []arbiter.Peer{{ID: "arb1", RaftAddr: adv(raftLn), GRPCAddr: adv(grpcLn)}},
-		SectionSize: 1000, NumSlots: 4, Lease: time.Second,
-	})
+	a, grpcLn, raftLn := startAdvertisingArbiter(ctx, t, ":0")
 	fsm := a.Arbiter().FSM()
 	testwait.For(t, 20*time.Second, "the arbiter's record of itself", func() bool {
 		r := fsm.Arbiters()["arb1"]
@@ -283,6 +297,33 @@ func TestAdvertiseHostReachesTheArbiters(t *testing.T) {
 			t.Errorf("JoinArbiter(raft %s, grpc %s, gossip %s): %v; want INVALID_ARGUMENT saying other nodes cannot dial it",
 				req.RaftAddr, req.GrpcAddr, req.GossipAddr, err)
 		}
+	}
+}
+
+// A --gossip-addr with a host of its own still binds there, and with
+// --advertise-host the arbiter and AllocSvr tell the others the advertised
+// host with the gossip port (behind NAT the bound address is not the one
+// peers reach).
+func TestGossipOnItsOwnHostAdvertisesTheHost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, _, _ := startAdvertisingArbiter(ctx, t, "127.0.0.1:0", RoleAllocSvr)
+	fsm := a.Arbiter().FSM()
+	testwait.For(t, 20*time.Second, "the arbiter's record of itself and the AllocSvr's registration", func() bool {
+		r := fsm.Arbiters()["arb1"]
+		return r != nil && r.GossipAddr != "" && fsm.Node("arb1") != nil
+	})
+	for what, addr := range map[string]string{"arbiter": fsm.Arbiters()["arb1"].GossipAddr, "AllocSvr": fsm.Node("arb1").GossipAddr} {
+		if hostOf(addr) != advHost || portOf(t, addr) == "0" {
+			t.Errorf("the %s's gossip address is %s, want %s with the bound port", what, addr, advHost)
+			continue
+		}
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", portOf(t, addr)), time.Second)
+		if err != nil {
+			t.Errorf("the %s's gossip, advertised at %s, does not listen on 127.0.0.1 (--gossip-addr): %v", what, addr, err)
+			continue
+		}
+		c.Close()
 	}
 }
 

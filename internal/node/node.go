@@ -62,13 +62,13 @@ type Config struct {
 	RaftAddr   string // arbiter only
 	GossipAddr string // empty disables gossip
 
-	// AdvertiseHost is the host other nodes reach this one at. The gRPC
-	// and Raft addresses the node tells them are this host with the
-	// listener's own port; gossip tells the address memberlist binds, so a
-	// --gossip-addr on every interface binds this host instead (gossipBind),
-	// and one with a host of its own is told as given. Empty: each
-	// listener's own address, which then must not be every interface
-	// (0.0.0.0, ::) wherever other nodes dial it.
+	// AdvertiseHost is the host other nodes reach this one at. The gRPC,
+	// Raft and gossip addresses the node tells them are this host (gossip
+	// and Raft: its IP) with the listener's own port. Gossip still binds
+	// where --gossip-addr says, except that one on every interface binds
+	// this host (gossipBind). Empty: each listener's own address, which
+	// then must not be every interface (0.0.0.0, ::) wherever other nodes
+	// dial it.
 	AdvertiseHost string
 
 	GossipProfile gossip.Profile
@@ -251,9 +251,10 @@ func New(cfg Config) (_ *Node, err error) {
 	if cfg.Clock == nil {
 		cfg.Clock = mclock.Real
 	}
-	if cfg.AdvertiseHost != "" && (cfg.Has(RoleArbiter) || cfg.Has(RoleStore)) {
-		// Raft advertises the IP the name resolves to, and where it
-		// resolves to none, its listener's own address.
+	if cfg.AdvertiseHost != "" && (cfg.Has(RoleArbiter) || cfg.Has(RoleStore) || cfg.GossipAddr != "" && cfg.Has(RoleAllocSvr)) {
+		// Raft and gossip advertise the IP the name resolves to: Raft,
+		// where it resolves to none, its listener's own address, and an
+		// AllocSvr's gossip would fail only when it registers.
 		if _, err := resolveHost(cfg.AdvertiseHost); err != nil {
 			return nil, err
 		}
@@ -323,7 +324,7 @@ func New(cfg Config) (_ *Node, err error) {
 			ID: cfg.ID, ClusterID: cfg.ClusterID, DC: cfg.DC,
 			DataDir:  filepath.Join(cfg.DataDir, "arbiter"),
 			RaftAddr: n.raftAddr, GRPCAddr: n.grpcAdv,
-			GossipAddr: cfg.GossipAddr, GossipProfile: cfg.GossipProfile,
+			GossipAddr: cfg.GossipAddr, GossipAdvertiseHost: cfg.AdvertiseHost, GossipProfile: cfg.GossipProfile,
 			Bootstrap:   cfg.Peers,
 			SectionSize: cfg.SectionSize, NumSlots: cfg.NumSlots, Step: cfg.Step, Lease: cfg.Lease, ShardSplits: cfg.ShardSplits,
 			HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
@@ -377,7 +378,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if cfg.Has(RoleAllocSvr) {
 		n.alloc, err = allocsvr.New(allocsvr.Config{
 			ID: cfg.ID, ClusterID: cfg.ClusterID, Addr: n.grpcAdv, Arbiters: n.arbiterAddrs(),
-			GossipAddr: allocGossip(cfg), GossipProfile: cfg.GossipProfile, DrainTimeout: cfg.DrainTimeout,
+			GossipAddr: allocGossip(cfg), GossipAdvertiseHost: cfg.AdvertiseHost, GossipProfile: cfg.GossipProfile, DrainTimeout: cfg.DrainTimeout,
 			ArbiterDialOptions: cfg.ArbiterDialOptions,
 			Logger:             cfg.Logger, Registry: n.reg, Clock: cfg.Clock,
 		})
@@ -451,10 +452,11 @@ func advertise(host string, ln net.Listener) string {
 	return net.JoinHostPort(host, port)
 }
 
-// gossipBind returns the address gossip binds. memberlist tells the pool
-// the IP it binds (internal/gossip gives it no other address to advertise),
-// so with --advertise-host a gossip address on every interface binds the
-// advertised host's IP instead, which must be an address of this machine.
+// gossipBind returns the address gossip binds. With --advertise-host a
+// gossip address on every interface binds the advertised host's IP, which
+// must be an address of this machine; one with a host of its own binds
+// that host. Either way the pool is told the advertised host
+// (gossip.Config.AdvertiseHost).
 func gossipBind(cfg Config) (string, error) {
 	host := cfg.AdvertiseHost
 	if host == "" || cfg.GossipAddr == "" || !(cfg.Has(RoleArbiter) || cfg.Has(RoleAllocSvr)) {
@@ -471,7 +473,7 @@ func gossipBind(cfg Config) (string, error) {
 	addr := net.JoinHostPort(ip, port)
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
-		return "", fmt.Errorf("--gossip-addr %q with --advertise-host %q: gossip tells other nodes the address it binds, so it binds %s, and this machine cannot (%v); give --advertise-host an address of this machine, or --gossip-addr one other nodes reach", cfg.GossipAddr, host, addr, err)
+		return "", fmt.Errorf("--gossip-addr %q with --advertise-host %q: gossip on every interface binds only the advertised host, so it binds %s, and this machine cannot (%v); give --advertise-host an address of this machine, or --gossip-addr this machine's own address to bind (gossip still tells other nodes --advertise-host)", cfg.GossipAddr, host, addr, err)
 	}
 	ln.Close()
 	return addr, nil
