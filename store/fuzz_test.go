@@ -41,6 +41,8 @@ func seedOps() []*clusterv1.StoreOp {
 		opRemoveMembers(50, 4),
 		opOutboxAck(outboxKey(3, 0)),
 		opExpire(500_000, 10),
+		opExpireScan(500_000, 1, 2, 10),
+		opSweep(10, 0),
 		{},
 	}
 }
