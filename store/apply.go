@@ -75,6 +75,8 @@ func (x *tx) applyOp(index uint64, n uint32, now int64, op *clusterv1.StoreOp) *
 		return x.sweepDedup(now, o.SweepDedup)
 	case *clusterv1.StoreOp_ExpireScan:
 		return x.expireScan(o.ExpireScan)
+	case *clusterv1.StoreOp_TrimChangeLog:
+		return x.trimChangeLog(o.TrimChangeLog)
 	}
 	return rejected("unknown op %T", op.GetOp())
 }
@@ -1025,6 +1027,61 @@ func (x *tx) expireScan(op *clusterv1.ExpireScanOp) *OpResult {
 		}
 	}
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Expired: uint32(len(doomed)), ExpireNext: next}
+}
+
+// maxTrim bounds the change-log entries one TrimChangeLogOp removes.
+const maxTrim = 10_000
+
+// trimChangeLog removes change-log entries from the start of the log that
+// were applied before op.BeforeMs (trimWalk), and moves keyLogStart past
+// them.
+func (x *tx) trimChangeLog(op *clusterv1.TrimChangeLogOp) *OpResult {
+	switch {
+	case op.BeforeMs <= 0:
+		return rejectedAs(codes.InvalidArgument, "trim before %d ms: want a time after 1970", op.BeforeMs)
+	case op.Limit == 0 || op.Limit > maxTrim:
+		return rejectedAs(codes.InvalidArgument, "trim limit %d: want 1..%d", op.Limit, maxTrim)
+	}
+	doomed, more := x.trimWalk(op.BeforeMs, op.Limit)
+	for _, index := range doomed {
+		x.del(logKey(index))
+	}
+	if n := len(doomed); n > 0 {
+		x.putU64(keyLogStart, doomed[n-1]+1)
+	}
+	res := okResult()
+	res.LogTrimmed, res.LogMore = uint32(len(doomed)), more
+	return res
+}
+
+// trimWalk returns the indexes of the change-log entries from the start of
+// the log applied before before, up to the first newer one or the dedup
+// sweep's cursor (the sweep reads the sends of the entries after it), at
+// most limit of them (more: it stopped there with more due).
+func (x *tx) trimWalk(before int64, limit uint32) (doomed []uint64, more bool) {
+	start, _ := x.getU64(keyLogStart)
+	swept, _ := x.getU64(keySweep)
+	p := []byte{tagLog}
+	it := x.t.NewIterator(iteratorOpts(p))
+	defer it.Close()
+	for it.Seek(logKey(start)); it.ValidForPrefix(p); it.Next() {
+		index := beU64(it.Item().Key()[1:])
+		if index > swept {
+			break
+		}
+		var e clusterv1.ChangeLogEntry
+		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
+			panic(fmt.Sprintf("store: corrupt change-log entry %d: %v", index, err))
+		}
+		if e.NowMs >= before {
+			break
+		}
+		if uint32(len(doomed)) == limit {
+			return doomed, true
+		}
+		doomed = append(doomed, index)
+	}
+	return doomed, false
 }
 
 // lastOwner returns the user whose copy of message id a retention walk

@@ -1313,6 +1313,54 @@ func TestApplyExpireScan(t *testing.T) {
 	})
 }
 
+// A change-log trim removes the entries applied before its time from the
+// start of the log, never past the dedup sweep's cursor, and a read from
+// before the log's new start says so.
+func TestApplyTrimChangeLog(t *testing.T) {
+	h := expireSetup(t) // entries 1 (1000 ms), 2 and 3 (2000), 4 (5000)
+	trim := func(before int64, limit uint32, trimmed uint32, more bool) {
+		t.Helper()
+		r := h.must(opTrimLog(before, limit))
+		if r.LogTrimmed != trimmed || r.LogMore != more {
+			t.Fatalf("trim before %d limit %d: trimmed %d, more %v; want %d, %v", before, limit, r.LogTrimmed, r.LogMore, trimmed, more)
+		}
+	}
+	// Nothing swept yet: the sweep still has to read every entry's sends.
+	trim(3000, 10, 0, false)
+	if due, err := h.f.TrimDue(3000); err != nil || due {
+		t.Fatalf("TrimDue before any sweep: %v, %v", due, err)
+	}
+	// Sweep past entries 1..3 (their sends' TTL, 60 s, ran out; entry 4's
+	// did not), then trim up to 3000 ms in steps.
+	h.now = 62_001
+	if r := h.must(opSweep(100, 0)); r.Swept != 2 {
+		t.Fatalf("swept %d", r.Swept)
+	}
+	if due, err := h.f.TrimDue(3000); err != nil || !due {
+		t.Fatalf("TrimDue after the sweep: %v, %v", due, err)
+	}
+	trim(3000, 2, 2, true)
+	log, first, err := h.f.ChangeLog(2, 10)
+	if err != nil || first != 3 || len(log) == 0 || log[0].Index != 3 {
+		t.Fatalf("ChangeLog(2): first %d, %d entries, %v; want the log from 3", first, len(log), err)
+	}
+	var trimmed *LogTrimmedError
+	if _, _, err := h.f.ChangeLog(0, 10); !errors.As(err, &trimmed) || trimmed.First != 3 || !strings.Contains(err.Error(), "retention") {
+		t.Fatalf("ChangeLog(0) after a trim: %v, want a LogTrimmedError from 3", err)
+	}
+	trim(3000, 2, 1, false)
+	// Entry 4's send is still remembered: the trim stops at the cursor.
+	trim(1<<40, 10, 0, false)
+	if _, first, err := h.f.ChangeLog(3, 10); err != nil || first != 4 {
+		t.Fatalf("ChangeLog(3): first %d, %v", first, err)
+	}
+	checkRefusals(t, h, []refusal{
+		{"before 0", opTrimLog(0, 10), stRejected, "trim before 0"},
+		{"limit 0", opTrimLog(3000, 0), stRejected, "limit 0"},
+		{"limit too large", opTrimLog(3000, maxTrim+1), stRejected, "limit 10001"},
+	})
+}
+
 // Refusals the client could have avoided carry the status code that says
 // why (the leader answers with it); the rest leave Code unset, which
 // callers get as FAILED_PRECONDITION.

@@ -121,11 +121,13 @@ func (f *FSM) Halted() error {
 // which deletes dedup records past their TTL: a format-1 replica would
 // refuse it as an unknown op and keep them. Format 3 added expire_scan,
 // retention in steps that each resume where the last stopped and that
-// remove message records with their last copy. Every other op is byte for
-// byte what older builds propose.
+// remove message records with their last copy, and trim_change_log, which
+// removes the change log's entries past the retention period. Every other
+// op is byte for byte what older builds propose.
 var opFormats = map[protoreflect.FieldNumber]uint32{
-	mustOpField("sweep_dedup"): 2,
-	mustOpField("expire_scan"): 3,
+	mustOpField("sweep_dedup"):     2,
+	mustOpField("expire_scan"):     3,
+	mustOpField("trim_change_log"): 3,
 }
 
 func mustOpField(name string) protoreflect.FieldNumber {

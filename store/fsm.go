@@ -48,6 +48,10 @@ type OpResult struct {
 	// ExpireNext the user the next step starts at (0: the pass is over).
 	Expired    uint32
 	ExpireNext uint64
+	// LogTrimmed is how many change-log entries a trim removed; LogMore
+	// says it stopped at its limit with more due.
+	LogTrimmed uint32
+	LogMore    bool
 	// err is the status to return when the leader refused the op while
 	// planning it (never set by the FSM).
 	err error
@@ -215,18 +219,24 @@ func readApplied(db *badger.DB) (uint64, error) {
 // readMeta reads a bookkeeping value of size bytes under key; nil if absent.
 func readMeta(db *badger.DB, key []byte, size int) ([]byte, error) {
 	var v []byte
-	err := db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(key)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		v, err = it.ValueCopy(nil)
+	err := db.View(func(txn *badger.Txn) (err error) {
+		v, err = getMeta(txn, key, size)
 		return err
 	})
-	if err == nil && v != nil && len(v) != size {
+	return v, err
+}
+
+// getMeta is readMeta in a transaction.
+func getMeta(txn *badger.Txn, key []byte, size int) ([]byte, error) {
+	it, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	v, err := it.ValueCopy(nil)
+	if err == nil && len(v) != size {
 		err = fmt.Errorf("store: record %q is %d bytes, want %d", key, len(v), size)
 	}
 	return v, err

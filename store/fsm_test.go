@@ -329,6 +329,10 @@ func opExpire(before int64, limit uint32) *clusterv1.StoreOp {
 	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Expire{Expire: &clusterv1.ExpireOp{BeforeMs: before, Limit: limit}}}
 }
 
+func opTrimLog(before int64, limit uint32) *clusterv1.StoreOp {
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_TrimChangeLog{TrimChangeLog: &clusterv1.TrimChangeLogOp{BeforeMs: before, Limit: limit}}}
+}
+
 func opExpireScan(before int64, from uint64, maxUsers, limit uint32) *clusterv1.StoreOp {
 	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_ExpireScan{ExpireScan: &clusterv1.ExpireScanOp{
 		BeforeMs: before, FromUser: from, MaxUsers: maxUsers, Limit: limit}}}
@@ -449,7 +453,7 @@ func TestFSMUndecodableEntryAdvancesIndex(t *testing.T) {
 				t.Fatalf("applied index %d after a refused entry 2", h.f.AppliedIndex())
 			}
 			requireUnchanged(t, before, h.f, "an undecodable entry")
-			log, err := h.f.ChangeLog(1, 10)
+			log, _, err := h.f.ChangeLog(1, 10)
 			if err != nil || len(log) != 0 {
 				t.Fatalf("change log after 1: %v %v; an undecodable entry changes no user data", log, err)
 			}
@@ -516,7 +520,7 @@ func TestFSMChangeLogOneEntryPerIndex(t *testing.T) {
 	h.now += 5
 	h.must(opMarkRead(2, dconv(7), 2, 4))
 
-	log, err := h.f.ChangeLog(0, 100)
+	log, _, err := h.f.ChangeLog(0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -538,15 +542,15 @@ func TestFSMChangeLogOneEntryPerIndex(t *testing.T) {
 		t.Fatalf("entry 1: %v", log[0])
 	}
 	// Paging.
-	page, _ := h.f.ChangeLog(1, 1)
+	page, _, _ := h.f.ChangeLog(1, 1)
 	if len(page) != 1 || page[0].Index != 2 {
 		t.Fatalf("ChangeLog(1, 1) = %v", page)
 	}
-	page, _ = h.f.ChangeLog(2, 10)
+	page, _, _ = h.f.ChangeLog(2, 10)
 	if len(page) != 1 || page[0].Index != 4 {
 		t.Fatalf("ChangeLog(2, 10) = %v", page)
 	}
-	page, _ = h.f.ChangeLog(4, 10)
+	page, _, _ = h.f.ChangeLog(4, 10)
 	if len(page) != 0 {
 		t.Fatalf("ChangeLog(4, 10) = %v", page)
 	}

@@ -43,6 +43,7 @@ func seedOps() []*clusterv1.StoreOp {
 		opExpire(500_000, 10),
 		opExpireScan(500_000, 1, 2, 10),
 		opSweep(10, 0),
+		opTrimLog(500_000, 10),
 		{},
 	}
 }

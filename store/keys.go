@@ -35,6 +35,9 @@ var (
 	// keySweep holds the index of the last change-log entry whose sends'
 	// dedup records the sweep has dealt with (sweepDedup).
 	keySweep = []byte{tagMeta, 's', 'w', 'e', 'e', 'p'}
+	// keyLogStart holds the index of the first change-log entry still
+	// held (absent: the log was never trimmed; trimChangeLog).
+	keyLogStart = []byte{tagMeta, 'l', 'o', 'g', 's', 't', 'a', 'r', 't'}
 )
 
 // layoutVersion is the current Badger layout:

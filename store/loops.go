@@ -276,10 +276,8 @@ func (s *Shard) sweepDedup(ctx context.Context) {
 			return
 		}
 		s.m.dedupSwept.Add(float64(res.Swept))
-		select {
-		case <-ctx.Done():
+		if !sleepCtx(ctx, sweepPause) {
 			return
-		case <-time.After(sweepPause):
 		}
 	}
 }
@@ -293,6 +291,10 @@ var (
 	expireLimit uint32 = 500
 	expirePause        = 20 * time.Millisecond
 )
+
+// trimLimit is the change-log entries one TrimChangeLogOp removes at
+// most (each holds the ops of one Raft entry).
+const trimLimit = 500
 
 // legacyExpireLimit is the events one ExpireOp removes, the op a leader
 // proposes while a replica of its shard is of a format before 3.
@@ -325,7 +327,8 @@ func (s *Shard) retentionLoop(ctx context.Context) {
 
 // applyRetention runs one retention pass: it removes the inbox events
 // sent before the retention period, however many there are, step by step
-// from the first user to the last. Until every replica applies store
+// from the first user to the last, then the change-log entries applied
+// before it (as far as the dedup sweep has gone). Until every replica applies store
 // format 3 it proposes one ExpireOp per pass instead, which older builds
 // apply too.
 func (s *Shard) applyRetention(ctx context.Context) {
@@ -348,13 +351,37 @@ func (s *Shard) applyRetention(ctx context.Context) {
 		}
 		s.m.expiredEvents.Add(float64(res.Expired))
 		if res.ExpireNext == 0 {
-			return
+			break
 		}
 		from = res.ExpireNext
-		select {
-		case <-ctx.Done():
+		if !sleepCtx(ctx, expirePause) {
 			return
-		case <-time.After(expirePause):
 		}
+	}
+	// The change log's copies of what the steps removed.
+	for {
+		if due, err := s.fsm.TrimDue(before); err != nil || !due {
+			return
+		}
+		op := &clusterv1.TrimChangeLogOp{BeforeMs: before, Limit: trimLimit}
+		res, err := s.submitOK(ctx, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_TrimChangeLog{TrimChangeLog: op}})
+		if err != nil {
+			s.log.Debug("change-log trim stopped; the next pass goes on", "err", err)
+			return
+		}
+		s.m.logTrimmed.Add(float64(res.LogTrimmed))
+		if !res.LogMore || !sleepCtx(ctx, expirePause) {
+			return
+		}
+	}
+}
+
+// sleepCtx waits d, and reports false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
 	}
 }

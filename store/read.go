@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -314,10 +315,31 @@ func (f *FSM) TimelineCount(g, upTo uint64) (count, last uint64, err error) {
 	return count, last, err
 }
 
-// ChangeLog returns up to limit change-log entries after index.
-func (f *FSM) ChangeLog(after uint64, limit int) ([]*clusterv1.ChangeLogEntry, error) {
+// LogTrimmedError is a read of the change log from before the first entry
+// it still holds: retention removed the entries in between.
+type LogTrimmedError struct{ After, First uint64 }
+
+func (e *LogTrimmedError) Error() string {
+	return fmt.Sprintf("the change log no longer holds the entries after %d: retention removed them, and it starts at %d", e.After, e.First)
+}
+
+// ChangeLog returns up to limit change-log entries after index, and the
+// first entry the log holds (0: it was never trimmed). Reading from before
+// that entry fails with a *LogTrimmedError.
+func (f *FSM) ChangeLog(after uint64, limit int) ([]*clusterv1.ChangeLogEntry, uint64, error) {
 	var out []*clusterv1.ChangeLogEntry
+	var first uint64
 	err := f.view(func(txn *badger.Txn) error {
+		v, err := getMeta(txn, keyLogStart, 8)
+		if err != nil {
+			return err
+		}
+		if v != nil {
+			first = binary.BigEndian.Uint64(v)
+		}
+		if after+1 < first {
+			return &LogTrimmedError{After: after, First: first}
+		}
 		p := []byte{tagLog}
 		it := txn.NewIterator(iteratorOpts(p))
 		defer it.Close()
@@ -330,7 +352,18 @@ func (f *FSM) ChangeLog(after uint64, limit int) ([]*clusterv1.ChangeLogEntry, e
 		}
 		return nil
 	})
-	return out, err
+	return out, first, err
+}
+
+// TrimDue reports whether the change log holds an entry a trim before
+// before would remove (trimWalk).
+func (f *FSM) TrimDue(before int64) (bool, error) {
+	due := false
+	err := f.read(func(x *tx) {
+		doomed, _ := x.trimWalk(before, 1)
+		due = len(doomed) > 0
+	})
+	return due, err
 }
 
 // SweepDue reports whether a dedup sweep at cutoff would find work: a

@@ -2,11 +2,19 @@ package store_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
 	"github.com/seqd/seqd/internal/localcluster"
 	"github.com/seqd/seqd/internal/testwait"
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	"github.com/seqd/seqd/store"
 )
 
@@ -15,12 +23,14 @@ import (
 // runs the store format before the steps', the leader keeps to the
 // one-op retention that format applies (events go, message records stay)
 // and nobody halts; once it is upgraded, the steps remove the records of
-// the messages whose copies they remove, and the replicas end up alike.
+// the messages whose copies they remove, the change log's entries go too
+// once the dedup sweep has passed them, and the replicas end up alike.
 func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 	store.SetRetentionSteps(t, 2, 3) // many steps for a few messages
-	oldReplicaOn(t, 2)               // the format before the steps'
+	store.SetDedupSweep(t, 100*time.Millisecond, 0)
+	oldReplicaOn(t, 2) // the format before the steps'
 	const retention = time.Second
-	c, m := startCluster(t, localcluster.Options{Retention: retention})
+	c, m := startCluster(t, localcluster.Options{Retention: retention, DedupTTL: retention})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -65,6 +75,33 @@ func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 		if err != nil || !res.Truncated || len(res.Events) != 0 || res.EarliestSeq == 0 {
 			t.Fatalf("Sync(%d, 0) after retention: %+v, %v; want truncated with nothing left", u+10, res, err)
 		}
+	}
+	// The change log went with them: it starts after the upgrade's sends,
+	// and a read from its old start is refused.
+	testwait.For(t, 20*time.Second, "every replica to trim its change log", func() bool {
+		for i := range 3 {
+			if _, _, err := c.Store(0, i).Store().FSM().ChangeLog(0, 1); err == nil {
+				return false
+			}
+		}
+		return true
+	})
+	cc, err := grpc.NewClient(c.Store(0, lead).GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	_, err = clusterv1.NewStoreNodeClient(cc).ReadChangeLog(ctx, &clusterv1.ReadChangeLogRequest{AfterIndex: 0, Limit: 10})
+	if status.Code(err) != codes.OutOfRange || !strings.Contains(err.Error(), "retention removed them") {
+		t.Fatalf("ReadChangeLog from 0 after the trim: %v, want OUT_OF_RANGE saying retention removed the entries", err)
+	}
+	var trimmed *store.LogTrimmedError
+	if _, _, err := c.Store(0, lead).Store().FSM().ChangeLog(0, 1); !errors.As(err, &trimmed) {
+		t.Fatalf("ChangeLog(0) at the leader: %v, want a LogTrimmedError", err)
+	}
+	resp, err := clusterv1.NewStoreNodeClient(cc).ReadChangeLog(ctx, &clusterv1.ReadChangeLogRequest{AfterIndex: trimmed.First - 1, Limit: 10})
+	if err != nil || resp.FirstIndex != trimmed.First || len(resp.Entries) == 0 || resp.Entries[0].Index != trimmed.First {
+		t.Fatalf("ReadChangeLog from the log's start %d: %v, %v", trimmed.First, resp, err)
 	}
 	waitReplicasAgree(t, c)
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -669,11 +670,15 @@ func (r *server) ReadChangeLog(ctx context.Context, req *clusterv1.ReadChangeLog
 	if limit <= 0 || limit > 1000 {
 		limit = 1000
 	}
-	entries, err := r.s.fsm.ChangeLog(req.AfterIndex, limit)
+	entries, first, err := r.s.fsm.ChangeLog(req.AfterIndex, limit)
+	var trimmed *LogTrimmedError
+	if errors.As(err, &trimmed) {
+		return nil, status.Error(codes.OutOfRange, err.Error())
+	}
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	return &clusterv1.ReadChangeLogResponse{Entries: entries, LastIndex: r.s.fsm.AppliedIndex()}, nil
+	return &clusterv1.ReadChangeLogResponse{Entries: entries, LastIndex: r.s.fsm.AppliedIndex(), FirstIndex: first}, nil
 }
 
 func (r *server) ReplicaInfo(ctx context.Context, req *clusterv1.ReplicaInfoRequest) (*clusterv1.ReplicaInfoResponse, error) {

@@ -193,7 +193,7 @@ func checkRichState(t *testing.T, f *FSM) {
 	if fmt.Sprint(ob) != "[KIND_MESSAGE:200:1.1 KIND_RECALL:200:1.1]" {
 		t.Fatalf("outbox %v", ob)
 	}
-	log, _ := f.ChangeLog(0, 100)
+	log, _, _ := f.ChangeLog(0, 100)
 	if len(log) != 11 || log[10].Index != 11 || f.AppliedIndex() != 11 {
 		t.Fatalf("change log of %d entries, applied %d", len(log), f.AppliedIndex())
 	}

@@ -577,6 +577,7 @@ type StoreOp struct {
 	//	*StoreOp_Expire
 	//	*StoreOp_SweepDedup
 	//	*StoreOp_ExpireScan
+	//	*StoreOp_TrimChangeLog
 	Op            isStoreOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -736,6 +737,15 @@ func (x *StoreOp) GetExpireScan() *ExpireScanOp {
 	return nil
 }
 
+func (x *StoreOp) GetTrimChangeLog() *TrimChangeLogOp {
+	if x != nil {
+		if x, ok := x.Op.(*StoreOp_TrimChangeLog); ok {
+			return x.TrimChangeLog
+		}
+	}
+	return nil
+}
+
 type isStoreOp_Op interface {
 	isStoreOp_Op()
 }
@@ -794,6 +804,10 @@ type StoreOp_ExpireScan struct {
 	ExpireScan *ExpireScanOp `protobuf:"bytes,13,opt,name=expire_scan,json=expireScan,proto3,oneof"`
 }
 
+type StoreOp_TrimChangeLog struct {
+	TrimChangeLog *TrimChangeLogOp `protobuf:"bytes,14,opt,name=trim_change_log,json=trimChangeLog,proto3,oneof"`
+}
+
 func (*StoreOp_Send) isStoreOp_Op() {}
 
 func (*StoreOp_Deliver) isStoreOp_Op() {}
@@ -819,6 +833,8 @@ func (*StoreOp_Expire) isStoreOp_Op() {}
 func (*StoreOp_SweepDedup) isStoreOp_Op() {}
 
 func (*StoreOp_ExpireScan) isStoreOp_Op() {}
+
+func (*StoreOp_TrimChangeLog) isStoreOp_Op() {}
 
 // Append is one inbox append the leader allocated a seq for.
 type Append struct {
@@ -1681,6 +1697,64 @@ func (x *ExpireScanOp) GetLimit() uint32 {
 	return 0
 }
 
+// TrimChangeLogOp removes change-log entries from the start of the log
+// that were applied before before_ms, at most limit of them (store format
+// 3; a retention pass runs it after its ExpireScanOp steps). It stops at
+// the first newer entry, and never passes the dedup sweep's cursor: the
+// sweep reads the sends of the entries after it. The FSM keeps the first
+// index still held, and ReadChangeLog refuses to read from before it.
+type TrimChangeLogOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BeforeMs      int64                  `protobuf:"varint,1,opt,name=before_ms,json=beforeMs,proto3" json:"before_ms,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrimChangeLogOp) Reset() {
+	*x = TrimChangeLogOp{}
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrimChangeLogOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrimChangeLogOp) ProtoMessage() {}
+
+func (x *TrimChangeLogOp) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrimChangeLogOp.ProtoReflect.Descriptor instead.
+func (*TrimChangeLogOp) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *TrimChangeLogOp) GetBeforeMs() int64 {
+	if x != nil {
+		return x.BeforeMs
+	}
+	return 0
+}
+
+func (x *TrimChangeLogOp) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 // SweepDedupOp removes the dedup records whose TTL has passed. It walks
 // the change log from where the sweep before it stopped (kept in the FSM),
 // entry by entry in log order: for each send an entry applied, it deletes
@@ -1700,7 +1774,7 @@ type SweepDedupOp struct {
 
 func (x *SweepDedupOp) Reset() {
 	*x = SweepDedupOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +1786,7 @@ func (x *SweepDedupOp) String() string {
 func (*SweepDedupOp) ProtoMessage() {}
 
 func (x *SweepDedupOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +1799,7 @@ func (x *SweepDedupOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepDedupOp.ProtoReflect.Descriptor instead.
 func (*SweepDedupOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{20}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SweepDedupOp) GetLimit() uint32 {
@@ -1755,7 +1829,7 @@ type UserState struct {
 
 func (x *UserState) Reset() {
 	*x = UserState{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +1841,7 @@ func (x *UserState) String() string {
 func (*UserState) ProtoMessage() {}
 
 func (x *UserState) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +1854,7 @@ func (x *UserState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserState.ProtoReflect.Descriptor instead.
 func (*UserState) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{21}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UserState) GetLastSeq() uint64 {
@@ -1826,7 +1900,7 @@ type ConvState struct {
 
 func (x *ConvState) Reset() {
 	*x = ConvState{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1912,7 @@ func (x *ConvState) String() string {
 func (*ConvState) ProtoMessage() {}
 
 func (x *ConvState) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +1925,7 @@ func (x *ConvState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvState.ProtoReflect.Descriptor instead.
 func (*ConvState) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{22}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ConvState) GetUnread() uint64 {
@@ -1914,7 +1988,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2000,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2013,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DedupRecord) GetResponse() *v1.SendResponse {
@@ -1972,7 +2046,7 @@ type MessageRecord struct {
 
 func (x *MessageRecord) Reset() {
 	*x = MessageRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2058,7 @@ func (x *MessageRecord) String() string {
 func (*MessageRecord) ProtoMessage() {}
 
 func (x *MessageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2071,7 @@ func (x *MessageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageRecord.ProtoReflect.Descriptor instead.
 func (*MessageRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MessageRecord) GetSender() uint64 {
@@ -2063,7 +2137,7 @@ type GroupRecord struct {
 
 func (x *GroupRecord) Reset() {
 	*x = GroupRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2149,7 @@ func (x *GroupRecord) String() string {
 func (*GroupRecord) ProtoMessage() {}
 
 func (x *GroupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2162,7 @@ func (x *GroupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRecord.ProtoReflect.Descriptor instead.
 func (*GroupRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GroupRecord) GetInfo() *v1.GroupInfo {
@@ -2126,7 +2200,7 @@ type GroupCounters struct {
 
 func (x *GroupCounters) Reset() {
 	*x = GroupCounters{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2212,7 @@ func (x *GroupCounters) String() string {
 func (*GroupCounters) ProtoMessage() {}
 
 func (x *GroupCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2225,7 @@ func (x *GroupCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupCounters.ProtoReflect.Descriptor instead.
 func (*GroupCounters) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GroupCounters) GetLastGroupSeq() uint64 {
@@ -2190,7 +2264,7 @@ type ChangeLogEntry struct {
 
 func (x *ChangeLogEntry) Reset() {
 	*x = ChangeLogEntry{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2202,7 +2276,7 @@ func (x *ChangeLogEntry) String() string {
 func (*ChangeLogEntry) ProtoMessage() {}
 
 func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2215,7 +2289,7 @@ func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeLogEntry.ProtoReflect.Descriptor instead.
 func (*ChangeLogEntry) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ChangeLogEntry) GetIndex() uint64 {
@@ -2256,7 +2330,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2268,7 +2342,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2281,7 +2355,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeliverRequest) GetFromShard() string {
@@ -2308,7 +2382,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2320,7 +2394,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2333,7 +2407,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{29}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeliverResponse) GetDelivered() uint32 {
@@ -2353,7 +2427,7 @@ type ReadChangeLogRequest struct {
 
 func (x *ReadChangeLogRequest) Reset() {
 	*x = ReadChangeLogRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2439,7 @@ func (x *ReadChangeLogRequest) String() string {
 func (*ReadChangeLogRequest) ProtoMessage() {}
 
 func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2452,7 @@ func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{30}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReadChangeLogRequest) GetAfterIndex() uint64 {
@@ -2396,16 +2470,19 @@ func (x *ReadChangeLogRequest) GetLimit() uint32 {
 }
 
 type ReadChangeLogResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*ChangeLogEntry      `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
-	LastIndex     uint64                 `protobuf:"varint,2,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Entries   []*ChangeLogEntry      `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	LastIndex uint64                 `protobuf:"varint,2,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	// The first entry the log still holds (retention trims it); 0 if it
+	// was never trimmed. A read from before it fails with OUT_OF_RANGE.
+	FirstIndex    uint64 `protobuf:"varint,3,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadChangeLogResponse) Reset() {
 	*x = ReadChangeLogResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2494,7 @@ func (x *ReadChangeLogResponse) String() string {
 func (*ReadChangeLogResponse) ProtoMessage() {}
 
 func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2507,7 @@ func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{31}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReadChangeLogResponse) GetEntries() []*ChangeLogEntry {
@@ -2447,6 +2524,13 @@ func (x *ReadChangeLogResponse) GetLastIndex() uint64 {
 	return 0
 }
 
+func (x *ReadChangeLogResponse) GetFirstIndex() uint64 {
+	if x != nil {
+		return x.FirstIndex
+	}
+	return 0
+}
+
 type StoreSnapshotHeader struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FormatVersion uint32                 `protobuf:"varint,1,opt,name=format_version,json=formatVersion,proto3" json:"format_version,omitempty"`
@@ -2458,7 +2542,7 @@ type StoreSnapshotHeader struct {
 
 func (x *StoreSnapshotHeader) Reset() {
 	*x = StoreSnapshotHeader{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[32]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2470,7 +2554,7 @@ func (x *StoreSnapshotHeader) String() string {
 func (*StoreSnapshotHeader) ProtoMessage() {}
 
 func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[32]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2483,7 +2567,7 @@ func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreSnapshotHeader.ProtoReflect.Descriptor instead.
 func (*StoreSnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{32}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StoreSnapshotHeader) GetFormatVersion() uint32 {
@@ -2540,7 +2624,7 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"StoreBatch\x12\x15\n" +
 	"\x06now_ms\x18\x01 \x01(\x03R\x05nowMs\x12*\n" +
-	"\x03ops\x18\x02 \x03(\v2\x18.seqd.cluster.v1.StoreOpR\x03ops\"\x9c\x06\n" +
+	"\x03ops\x18\x02 \x03(\v2\x18.seqd.cluster.v1.StoreOpR\x03ops\"\xe8\x06\n" +
 	"\aStoreOp\x12-\n" +
 	"\x04send\x18\x01 \x01(\v2\x17.seqd.cluster.v1.SendOpH\x00R\x04send\x126\n" +
 	"\adeliver\x18\x02 \x01(\v2\x1a.seqd.cluster.v1.DeliverOpH\x00R\adeliver\x12:\n" +
@@ -2560,7 +2644,8 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\vsweep_dedup\x18\f \x01(\v2\x1d.seqd.cluster.v1.SweepDedupOpH\x00R\n" +
 	"sweepDedup\x12@\n" +
 	"\vexpire_scan\x18\r \x01(\v2\x1d.seqd.cluster.v1.ExpireScanOpH\x00R\n" +
-	"expireScanB\x04\n" +
+	"expireScan\x12J\n" +
+	"\x0ftrim_change_log\x18\x0e \x01(\v2 .seqd.cluster.v1.TrimChangeLogOpH\x00R\rtrimChangeLogB\x04\n" +
 	"\x02op\".\n" +
 	"\x06Append\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\x04R\x04user\x12\x10\n" +
@@ -2632,7 +2717,10 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\tbefore_ms\x18\x01 \x01(\x03R\bbeforeMs\x12\x1b\n" +
 	"\tfrom_user\x18\x02 \x01(\x04R\bfromUser\x12\x1b\n" +
 	"\tmax_users\x18\x03 \x01(\rR\bmaxUsers\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"?\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"D\n" +
+	"\x0fTrimChangeLogOp\x12\x1b\n" +
+	"\tbefore_ms\x18\x01 \x01(\x03R\bbeforeMs\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"?\n" +
 	"\fSweepDedupOp\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x19\n" +
 	"\bgrace_ms\x18\x02 \x01(\x03R\agraceMs\"r\n" +
@@ -2688,11 +2776,13 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x14ReadChangeLogRequest\x12\x1f\n" +
 	"\vafter_index\x18\x01 \x01(\x04R\n" +
 	"afterIndex\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"q\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x92\x01\n" +
 	"\x15ReadChangeLogResponse\x129\n" +
 	"\aentries\x18\x01 \x03(\v2\x1f.seqd.cluster.v1.ChangeLogEntryR\aentries\x12\x1d\n" +
 	"\n" +
-	"last_index\x18\x02 \x01(\x04R\tlastIndex\"w\n" +
+	"last_index\x18\x02 \x01(\x04R\tlastIndex\x12\x1f\n" +
+	"\vfirst_index\x18\x03 \x01(\x04R\n" +
+	"firstIndex\"w\n" +
 	"\x13StoreSnapshotHeader\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x14\n" +
@@ -2725,7 +2815,7 @@ func file_seqd_cluster_v1_store_proto_rawDescGZIP() []byte {
 }
 
 var file_seqd_cluster_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_seqd_cluster_v1_store_proto_goTypes = []any{
 	(StoreCommandType)(0),         // 0: seqd.cluster.v1.StoreCommandType
 	(OpStatus)(0),                 // 1: seqd.cluster.v1.OpStatus
@@ -2750,28 +2840,29 @@ var file_seqd_cluster_v1_store_proto_goTypes = []any{
 	(*OutboxAckOp)(nil),           // 20: seqd.cluster.v1.OutboxAckOp
 	(*ExpireOp)(nil),              // 21: seqd.cluster.v1.ExpireOp
 	(*ExpireScanOp)(nil),          // 22: seqd.cluster.v1.ExpireScanOp
-	(*SweepDedupOp)(nil),          // 23: seqd.cluster.v1.SweepDedupOp
-	(*UserState)(nil),             // 24: seqd.cluster.v1.UserState
-	(*ConvState)(nil),             // 25: seqd.cluster.v1.ConvState
-	(*DedupRecord)(nil),           // 26: seqd.cluster.v1.DedupRecord
-	(*MessageRecord)(nil),         // 27: seqd.cluster.v1.MessageRecord
-	(*GroupRecord)(nil),           // 28: seqd.cluster.v1.GroupRecord
-	(*GroupCounters)(nil),         // 29: seqd.cluster.v1.GroupCounters
-	(*ChangeLogEntry)(nil),        // 30: seqd.cluster.v1.ChangeLogEntry
-	(*DeliverRequest)(nil),        // 31: seqd.cluster.v1.DeliverRequest
-	(*DeliverResponse)(nil),       // 32: seqd.cluster.v1.DeliverResponse
-	(*ReadChangeLogRequest)(nil),  // 33: seqd.cluster.v1.ReadChangeLogRequest
-	(*ReadChangeLogResponse)(nil), // 34: seqd.cluster.v1.ReadChangeLogResponse
-	(*StoreSnapshotHeader)(nil),   // 35: seqd.cluster.v1.StoreSnapshotHeader
-	(*v1.SendRequest)(nil),        // 36: seqd.v1.SendRequest
-	(*v1.Event)(nil),              // 37: seqd.v1.Event
-	(*v1.MarkReadRequest)(nil),    // 38: seqd.v1.MarkReadRequest
-	(*v1.RecallRequest)(nil),      // 39: seqd.v1.RecallRequest
-	(*v1.DeleteRequest)(nil),      // 40: seqd.v1.DeleteRequest
-	(*v1.CreateGroupRequest)(nil), // 41: seqd.v1.CreateGroupRequest
-	(*v1.SendResponse)(nil),       // 42: seqd.v1.SendResponse
-	(*v1.Conversation)(nil),       // 43: seqd.v1.Conversation
-	(*v1.GroupInfo)(nil),          // 44: seqd.v1.GroupInfo
+	(*TrimChangeLogOp)(nil),       // 23: seqd.cluster.v1.TrimChangeLogOp
+	(*SweepDedupOp)(nil),          // 24: seqd.cluster.v1.SweepDedupOp
+	(*UserState)(nil),             // 25: seqd.cluster.v1.UserState
+	(*ConvState)(nil),             // 26: seqd.cluster.v1.ConvState
+	(*DedupRecord)(nil),           // 27: seqd.cluster.v1.DedupRecord
+	(*MessageRecord)(nil),         // 28: seqd.cluster.v1.MessageRecord
+	(*GroupRecord)(nil),           // 29: seqd.cluster.v1.GroupRecord
+	(*GroupCounters)(nil),         // 30: seqd.cluster.v1.GroupCounters
+	(*ChangeLogEntry)(nil),        // 31: seqd.cluster.v1.ChangeLogEntry
+	(*DeliverRequest)(nil),        // 32: seqd.cluster.v1.DeliverRequest
+	(*DeliverResponse)(nil),       // 33: seqd.cluster.v1.DeliverResponse
+	(*ReadChangeLogRequest)(nil),  // 34: seqd.cluster.v1.ReadChangeLogRequest
+	(*ReadChangeLogResponse)(nil), // 35: seqd.cluster.v1.ReadChangeLogResponse
+	(*StoreSnapshotHeader)(nil),   // 36: seqd.cluster.v1.StoreSnapshotHeader
+	(*v1.SendRequest)(nil),        // 37: seqd.v1.SendRequest
+	(*v1.Event)(nil),              // 38: seqd.v1.Event
+	(*v1.MarkReadRequest)(nil),    // 39: seqd.v1.MarkReadRequest
+	(*v1.RecallRequest)(nil),      // 40: seqd.v1.RecallRequest
+	(*v1.DeleteRequest)(nil),      // 41: seqd.v1.DeleteRequest
+	(*v1.CreateGroupRequest)(nil), // 42: seqd.v1.CreateGroupRequest
+	(*v1.SendResponse)(nil),       // 43: seqd.v1.SendResponse
+	(*v1.Conversation)(nil),       // 44: seqd.v1.Conversation
+	(*v1.GroupInfo)(nil),          // 45: seqd.v1.GroupInfo
 }
 var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
 	0,  // 0: seqd.cluster.v1.StoreCommand.type:type_name -> seqd.cluster.v1.StoreCommandType
@@ -2787,39 +2878,40 @@ var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
 	19, // 10: seqd.cluster.v1.StoreOp.group_hint:type_name -> seqd.cluster.v1.GroupHintOp
 	20, // 11: seqd.cluster.v1.StoreOp.outbox_ack:type_name -> seqd.cluster.v1.OutboxAckOp
 	21, // 12: seqd.cluster.v1.StoreOp.expire:type_name -> seqd.cluster.v1.ExpireOp
-	23, // 13: seqd.cluster.v1.StoreOp.sweep_dedup:type_name -> seqd.cluster.v1.SweepDedupOp
+	24, // 13: seqd.cluster.v1.StoreOp.sweep_dedup:type_name -> seqd.cluster.v1.SweepDedupOp
 	22, // 14: seqd.cluster.v1.StoreOp.expire_scan:type_name -> seqd.cluster.v1.ExpireScanOp
-	36, // 15: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
-	10, // 16: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
-	2,  // 17: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
-	37, // 18: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
-	12, // 19: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
-	38, // 20: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
-	39, // 21: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
-	10, // 22: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
-	40, // 23: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
-	41, // 24: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
-	10, // 25: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
-	42, // 26: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
-	43, // 27: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
-	10, // 28: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
-	44, // 29: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
-	9,  // 30: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
-	12, // 31: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
-	30, // 32: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
-	31, // 33: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
-	33, // 34: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
-	5,  // 35: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
-	3,  // 36: seqd.cluster.v1.StoreNode.ReplicaInfo:input_type -> seqd.cluster.v1.ReplicaInfoRequest
-	32, // 37: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
-	34, // 38: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
-	6,  // 39: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
-	4,  // 40: seqd.cluster.v1.StoreNode.ReplicaInfo:output_type -> seqd.cluster.v1.ReplicaInfoResponse
-	37, // [37:41] is the sub-list for method output_type
-	33, // [33:37] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	23, // 15: seqd.cluster.v1.StoreOp.trim_change_log:type_name -> seqd.cluster.v1.TrimChangeLogOp
+	37, // 16: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
+	10, // 17: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
+	2,  // 18: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
+	38, // 19: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
+	12, // 20: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
+	39, // 21: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
+	40, // 22: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
+	10, // 23: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
+	41, // 24: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
+	42, // 25: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
+	10, // 26: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
+	43, // 27: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
+	44, // 28: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
+	10, // 29: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
+	45, // 30: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
+	9,  // 31: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
+	12, // 32: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
+	31, // 33: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
+	32, // 34: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
+	34, // 35: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
+	5,  // 36: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
+	3,  // 37: seqd.cluster.v1.StoreNode.ReplicaInfo:input_type -> seqd.cluster.v1.ReplicaInfoRequest
+	33, // 38: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
+	35, // 39: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
+	6,  // 40: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
+	4,  // 41: seqd.cluster.v1.StoreNode.ReplicaInfo:output_type -> seqd.cluster.v1.ReplicaInfoResponse
+	38, // [38:42] is the sub-list for method output_type
+	34, // [34:38] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_seqd_cluster_v1_store_proto_init() }
@@ -2841,6 +2933,7 @@ func file_seqd_cluster_v1_store_proto_init() {
 		(*StoreOp_Expire)(nil),
 		(*StoreOp_SweepDedup)(nil),
 		(*StoreOp_ExpireScan)(nil),
+		(*StoreOp_TrimChangeLog)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2848,7 +2941,7 @@ func file_seqd_cluster_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_cluster_v1_store_proto_rawDesc), len(file_seqd_cluster_v1_store_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
