@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"maps"
@@ -1019,14 +1020,40 @@ func (x *tx) expireScan(op *clusterv1.ExpireScanOp) *OpResult {
 		it.Seek(inboxPrefix(user + 1))
 	}
 	it.Close()
-	lastOwner := map[string]uint64{}
+	records := map[string]*clusterv1.MessageRecord{}
 	for i, e := range doomed {
 		x.expireEvent(owners[i], e)
-		if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && x.lastOwner(lastOwner, e.MessageId) == owners[i] {
+		if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && x.lastCopyGone(records, e.MessageId) {
 			x.del(messageKey(e.MessageId))
 		}
 	}
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Expired: uint32(len(doomed)), ExpireNext: next}
+}
+
+// firstDue returns the first user from user `from` on whose oldest inbox
+// event was sent before `before` (ok false: none): where a retention step
+// has work. The leader asks it of its own state before each step, so that
+// a pass with nothing due proposes nothing.
+func (x *tx) firstDue(before int64, from uint64) (user uint64, ok bool) {
+	opts := iteratorOpts([]byte{tagInbox})
+	opts.PrefetchValues = false
+	it := x.t.NewIterator(opts)
+	defer it.Close()
+	for it.Seek(inboxPrefix(from)); it.Valid(); {
+		user := beU64(it.Item().Key()[1:9])
+		var e seqdv1.Event
+		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
+			panic(fmt.Sprintf("store: corrupt inbox record: %v", err))
+		}
+		if e.SentAtMs < before {
+			return user, true
+		}
+		if user == ^uint64(0) {
+			break
+		}
+		it.Seek(inboxPrefix(user + 1))
+	}
+	return 0, false
 }
 
 // maxTrim bounds the change-log entries one TrimChangeLogOp removes.
@@ -1084,24 +1111,33 @@ func (x *tx) trimWalk(before int64, limit uint32) (doomed []uint64, more bool) {
 	return doomed, false
 }
 
-// lastOwner returns the user whose copy of message id a retention walk
-// meets last on this shard (the highest user among its record's copies;
-// 0 if the shard has no record): that copy's expiry removes the record,
-// the walk having passed every other copy by then. seen keeps the answer
-// for one step, since a group message's record lists every member's copy.
-func (x *tx) lastOwner(seen map[string]uint64, id string) uint64 {
-	if u, ok := seen[id]; ok {
-		return u
+// lastCopyGone reports whether a retention step has removed the last
+// copy on this shard of message id, whose record then goes with it: every
+// copy its record lists has left the inbox (a step's deletes are visible
+// to its own reads). records keeps each record a step looked up, its
+// copies sorted by user, highest first: the walk goes by user, so until
+// the last copy goes the first one checked is still there.
+func (x *tx) lastCopyGone(records map[string]*clusterv1.MessageRecord, id string) bool {
+	rec, ok := records[id]
+	if !ok {
+		rec = &clusterv1.MessageRecord{}
+		if !x.get(messageKey(id), rec) {
+			rec = nil
+		} else {
+			slices.SortFunc(rec.Copies, func(a, b *clusterv1.Append) int { return cmp.Compare(b.User, a.User) })
+		}
+		records[id] = rec
 	}
-	var rec clusterv1.MessageRecord
-	last := uint64(0)
-	if x.get(messageKey(id), &rec) {
-		for _, c := range rec.Copies {
-			last = max(last, c.User)
+	if rec == nil || len(rec.Copies) == 0 {
+		return false
+	}
+	for _, c := range rec.Copies {
+		if x.has(inboxKey(c.User, c.Seq)) {
+			return false
 		}
 	}
-	seen[id] = last
-	return last
+	records[id] = nil // removed now: a later copy in this step finds no record
+	return true
 }
 
 // maxSweep bounds the work of one sweep op (sweepWalk's limit), so that

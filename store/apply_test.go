@@ -1211,9 +1211,19 @@ func TestApplyExpireScan(t *testing.T) {
 				from, maxUsers, limit, r.Expired, r.ExpireNext, expired, next)
 		}
 	}
+	firstDue := func(t *testing.T, h *fsmHarness, from uint64, want uint64, wantOK bool) {
+		t.Helper()
+		if u, ok, err := h.f.FirstDue(3000, from); err != nil || u != want || ok != wantOK {
+			t.Fatalf("FirstDue(3000, %d) = %d, %v, %v; want %d, %v", from, u, ok, err, want, wantOK)
+		}
+	}
 	t.Run("a step over every user", func(t *testing.T) {
 		h := expireSetup(t)
+		firstDue(t, h, 0, 1, true)
+		firstDue(t, h, 2, 2, true)
+		firstDue(t, h, 3, 0, false)
 		step(t, h, 0, 100, 100, 5, 0) // 0: the pass is over
+		firstDue(t, h, 0, 0, false)
 		wantSeqs(t, h.f, 1, 3)
 		wantSeqs(t, h.f, 2, 4)
 		wantUnread(t, h.f, 2, 1, map[string]uint64{"d7": 1})
@@ -1285,6 +1295,22 @@ func TestApplyExpireScan(t *testing.T) {
 		wantSeqs(t, h.f, 1, 3)
 		wantSeqs(t, h.f, 2, 4)
 		wantUnread(t, h.f, 2, 1, map[string]uint64{"d7": 1})
+	})
+	t.Run("a copy behind a newer event keeps the record", func(t *testing.T) {
+		// A leader whose clock is behind stamps user 1's copy of 2.1 older
+		// than the event before it: the step stops at that event, and the
+		// record stays for user 1's copy.
+		h := newHarness(t)
+		h.now = 5000
+		h.must(opSend(13, "n", "newer", apps(1, 1, 3, 1)...))
+		h.now = 1000
+		h.must(opSend(12, "m", "older", apps(2, 1, 1, 2)...))
+		step(t, h, 0, 100, 100, 1, 0) // user 2's copy only
+		wantSeqs(t, h.f, 1, 1, 2)
+		if !hasRecord(t, h, "2.1") {
+			t.Fatal("the record went while user 1's copy remains")
+		}
+		h.must(opDelete(1, "2.1", 3)) // user 1 still finds its copy
 	})
 	t.Run("group message record goes with the last member's copy", func(t *testing.T) {
 		h := newHarness(t)

@@ -368,6 +368,13 @@ func (s *Shard) formatLoop(ctx context.Context) {
 	}
 }
 
+// formatBelow reports whether the leader knows a replica of its shard runs
+// a store format below need (not merely that one has not told its format).
+func (s *Shard) formatBelow(need uint32) bool {
+	sf := s.formats.Load()
+	return sf != nil && sf.min < need
+}
+
 // formatReady says whether the leader may propose an op that needs store
 // format need: every replica in the current Raft configuration applies it.
 // It answers UNAVAILABLE (retry) while the leader's first poll, or a poll

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -1036,8 +1035,8 @@ func (m *propModel) expire(t *rapid.T) {
 
 // expireScan is one retention step: from a user, per user in key order
 // the oldest events sent before a time, at most maxUsers users (those with
-// inbox events) and limit events; a message's record goes with the copy
-// of the highest user among its copies.
+// inbox events) and limit events; a message's record goes once a step
+// removes a copy and none of its copies is left.
 func (m *propModel) expireScan(t *rapid.T) {
 	before := m.h.now - int64(rapid.IntRange(0, 15_000).Draw(t, "retention"))
 	from := m.users[0] - 1 + rapid.Uint64Range(0, uint64(len(m.users))).Draw(t, "expireFrom")
@@ -1060,13 +1059,14 @@ func (m *propModel) expireScan(t *rapid.T) {
 				break
 			}
 			e := pu.inbox[0]
-			if rec := m.msgs[e.MessageId]; e.Kind == kMessage && rec != nil &&
-				slices.MaxFunc(rec.copies, func(a, b *clusterv1.Append) int { return cmp.Compare(a.User, b.User) }).User == u {
-				rec.gone = true
-			}
 			pu.truncBelow = max(pu.truncBelow, e.Seq+1)
 			pu.inbox = pu.inbox[1:]
 			removed++
+			// The record goes with the last of its copies to leave.
+			if rec := m.msgs[e.MessageId]; e.Kind == kMessage && rec != nil && !slices.ContainsFunc(rec.copies,
+				func(c *clusterv1.Append) bool { return m.find(c.User, c.Seq) != nil }) {
+				rec.gone = true
+			}
 		}
 		if next != 0 {
 			break

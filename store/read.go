@@ -355,6 +355,14 @@ func (f *FSM) ChangeLog(after uint64, limit int) ([]*clusterv1.ChangeLogEntry, u
 	return out, first, err
 }
 
+// FirstDue returns the first user from `from` on with an inbox event sent
+// before `before` at the head of the inbox (ok false: none), where a
+// retention step has work (tx.firstDue).
+func (f *FSM) FirstDue(before int64, from uint64) (user uint64, ok bool, err error) {
+	err = f.read(func(x *tx) { user, ok = x.firstDue(before, from) })
+	return user, ok, err
+}
+
 // TrimDue reports whether the change log holds an entry a trim before
 // before would remove (trimWalk).
 func (f *FSM) TrimDue(before int64) (bool, error) {
