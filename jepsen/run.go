@@ -743,13 +743,13 @@ func requested(specs []nemesis.Spec, nems []nemesis.Nemesis) []string {
 	return out
 }
 
-// notDrawn lists the requested faults no fault of the run hit. The deck
-// deals kinds, each once a round, so a kind is missed only by a run with
-// fewer faults than kinds; but each fault of a kind picks one of its
-// targets at random, so a target asked for can be missed however often
-// its kind came up. A target counts once a fault of it was injected (a
-// failed attempt records none); a bare kind once it was drawn at all
-// (one whose every attempt failed is a harness failure of its own).
+// notDrawn lists the requested faults no fault of the run hit. Kinds are
+// dealt from a deck, each once a round, and so are a kind's targets, so a
+// kind is missed only by a run with fewer faults than kinds, and a target
+// only by one with fewer faults of its kind than targets or whose
+// injections of it failed. A target counts once a fault of it was
+// injected (a failed attempt records none); a bare kind once it was drawn
+// at all (one whose every attempt failed is a harness failure of its own).
 func notDrawn(requested []string, faults []nemesis.Fault) []string {
 	hit := map[string]bool{}
 	for _, f := range faults {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -219,7 +218,7 @@ type nemesisOf string
 
 func (n nemesisOf) Kind() string     { return string(n) }
 func (n nemesisOf) Background() bool { return false }
-func (n nemesisOf) Inject(context.Context, *nemesis.Env, *rand.Rand) (*nemesis.Active, error) {
+func (n nemesisOf) Inject(context.Context, *nemesis.Env, *nemesis.Dealer) (*nemesis.Active, error) {
 	return nil, errors.New("not for injecting")
 }
 func (n nemesisOf) HealAll(context.Context, *nemesis.Env) error { return nil }

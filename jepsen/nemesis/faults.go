@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -12,17 +11,20 @@ import (
 	"github.com/seqd/seqd/jepsen/cluster"
 )
 
-// choose returns the nodes a process fault hits for target.
-func choose(ctx context.Context, env *Env, rng *rand.Rand, target string) ([]*cluster.Node, error) {
+// choose returns the nodes a process fault of kind hits for target. The
+// node, or a minority's first arbiter and AllocSvr, is dealt from the deck
+// of kind:target among the nodes running then.
+func choose(ctx context.Context, env *Env, d *Dealer, kind, target string) ([]*cluster.Node, error) {
 	c := env.Cluster
+	key := kind + ":" + target
 	switch target {
 	case "one":
 		if up := running(c.Nodes()); len(up) > 0 {
-			return []*cluster.Node{pick(rng, up)}, nil
+			return []*cluster.Node{d.node(key, up)}, nil
 		}
 	case "allocsvr":
 		if up := running(c.AllocSvrs()); len(up) > 0 {
-			return []*cluster.Node{pick(rng, up)}, nil
+			return []*cluster.Node{d.node(key, up)}, nil
 		}
 	case "leader":
 		l, err := c.Leader(ctx)
@@ -32,7 +34,7 @@ func choose(ctx context.Context, env *Env, rng *rand.Rand, target string) ([]*cl
 		return []*cluster.Node{l}, nil
 	case "store":
 		if up := running(c.Stores()); len(up) > 0 {
-			return []*cluster.Node{pick(rng, up)}, nil
+			return []*cluster.Node{d.node(key, up)}, nil
 		}
 	case "store-leader":
 		l, err := c.StoreLeader(ctx)
@@ -42,15 +44,21 @@ func choose(ctx context.Context, env *Env, rng *rand.Rand, target string) ([]*cl
 		return []*cluster.Node{l}, nil
 	case "minority":
 		// One arbiter (the group keeps its majority) and, of the AllocSvrs
-		// and the gateway, up to all but one AllocSvr.
+		// and the gateway, up to all but one AllocSvr. The arbiter and one
+		// AllocSvr are dealt, so each takes its turn; how many more
+		// AllocSvrs go, and which, stays random: what is tested is the
+		// shape of the minority, and a deck of subsets would take rounds
+		// longer than most runs.
 		arbs, allocs := running(c.Arbiters()), running(c.AllocSvrs())
 		if len(arbs) < 3 || len(allocs) < 2 {
 			break
 		}
-		out := []*cluster.Node{pick(rng, arbs)}
-		rng.Shuffle(len(allocs), func(i, j int) { allocs[i], allocs[j] = allocs[j], allocs[i] })
-		out = append(out, allocs[:1+rng.IntN(len(allocs)-1)]...)
-		if gw := c.Gateway(); gw.Running() && rng.IntN(2) == 0 {
+		first := d.node(key+"/allocsvr", allocs)
+		out := []*cluster.Node{d.node(key, arbs), first}
+		rest := slices.DeleteFunc(allocs, func(n *cluster.Node) bool { return n == first })
+		d.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
+		out = append(out, rest[:d.IntN(len(rest))]...)
+		if gw := c.Gateway(); gw.Running() && d.IntN(2) == 0 {
 			out = append(out, gw)
 		}
 		return out, nil
@@ -64,9 +72,9 @@ type killer struct{ targets []string }
 func (k *killer) Kind() string     { return "kill" }
 func (k *killer) Background() bool { return false }
 
-func (k *killer) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active, error) {
-	target := pick(rng, k.targets)
-	nodes, err := choose(ctx, env, rng, target)
+func (k *killer) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, error) {
+	target := d.deal(k.Kind(), k.targets)
+	nodes, err := choose(ctx, env, d, k.Kind(), target)
 	if err != nil {
 		return nil, err
 	}
@@ -101,9 +109,9 @@ type pauser struct{ targets []string }
 func (p *pauser) Kind() string     { return "pause" }
 func (p *pauser) Background() bool { return false }
 
-func (p *pauser) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active, error) {
-	target := pick(rng, p.targets)
-	nodes, err := choose(ctx, env, rng, target)
+func (p *pauser) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, error) {
+	target := d.deal(p.Kind(), p.targets)
+	nodes, err := choose(ctx, env, d, p.Kind(), target)
 	if err != nil {
 		return nil, err
 	}
@@ -141,25 +149,29 @@ type partitioner struct{ shapes []string }
 func (p *partitioner) Kind() string     { return "partition" }
 func (p *partitioner) Background() bool { return false }
 
-func (p *partitioner) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active, error) {
-	shape := pick(rng, p.shapes)
+func (p *partitioner) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, error) {
+	shape := d.deal(p.Kind(), p.shapes)
+	key := p.Kind() + ":" + shape
 	c := env.Cluster
 	all := ids(c.Nodes())
-	shuffled := append([]string(nil), all...)
-	rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
 	var (
 		blocked map[string][]string
 		desc    string
 		nodes   []string
 	)
+	// A shape that singles a node out (isolate-one, bridge) deals it, so
+	// each node takes its turn. Halves and majorities-ring take in every
+	// node and stay random: what varies is the split, and there are too
+	// many splits for a deck of them to go round in a run.
 	switch shape {
 	case "halves":
+		shuffled := d.shuffled(all)
 		a, b := shuffled[:len(shuffled)/2], shuffled[len(shuffled)/2:]
 		blocked = cut(a, b)
 		desc, nodes = fmt.Sprintf("partition %s | %s", strings.Join(a, ","), strings.Join(b, ",")), all
 	case "isolate-one":
-		one := shuffled[0]
-		blocked = cut([]string{one}, shuffled[1:])
+		one := d.deal(key, all)
+		blocked = cut([]string{one}, without(all, one))
 		desc, nodes = "partition: isolate "+one, []string{one}
 	case "isolate-leader":
 		l, err := c.Leader(ctx)
@@ -186,11 +198,12 @@ func (p *partitioner) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Ac
 		blocked = cut([]string{l.ID}, without(ids(c.Stores()), l.ID))
 		desc, nodes = "partition: store leader "+l.ID+" cut off from its followers", []string{l.ID}
 	case "majorities-ring":
+		shuffled := d.shuffled(all)
 		blocked = ring(shuffled)
 		desc, nodes = "partition: majorities ring "+strings.Join(shuffled, "-"), all
 	case "bridge":
-		b := shuffled[0]
-		rest := shuffled[1:]
+		b := d.deal(key, all)
+		rest := d.shuffled(without(all, b))
 		x, y := rest[:len(rest)/2], rest[len(rest)/2:]
 		blocked = cut(x, y)
 		desc, nodes = fmt.Sprintf("partition: %s | %s bridged by %s", strings.Join(x, ","), strings.Join(y, ","), b), all
@@ -199,7 +212,7 @@ func (p *partitioner) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Ac
 		if len(up) == 0 {
 			return nil, errors.New("no running AllocSvr to cut off")
 		}
-		a := pick(rng, up).ID
+		a := d.node(key, up).ID
 		blocked = cut([]string{a}, ids(c.Arbiters()))
 		desc, nodes = fmt.Sprintf("partition: %s cut off from the arbiters, still reachable by clients", a), []string{a}
 	default:
@@ -264,17 +277,17 @@ type clocker struct {
 func (k *clocker) Kind() string     { return k.kind }
 func (k *clocker) Background() bool { return true }
 
-func (k *clocker) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active, error) {
-	target := pick(rng, k.targets)
-	nodes, err := choose(ctx, env, rng, target)
+func (k *clocker) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, error) {
+	target := d.deal(k.kind, k.targets)
+	nodes, err := choose(ctx, env, d, k.kind, target)
 	if err != nil {
 		return nil, err
 	}
 	n := nodes[0]
 	var rate float64
 	if k.kind == "clock" {
-		rate = 1 + 0.01 + 0.04*rng.Float64()
-		if rng.IntN(2) == 0 {
+		rate = 1 + 0.01 + 0.04*d.Float64()
+		if d.IntN(2) == 0 {
 			rate = 2 - rate
 		}
 	} else {
@@ -339,8 +352,9 @@ func (u *upgrader) Background() bool { return false }
 // hands over leadership and waits for its entries in flight (up to 5 s).
 const stopGrace = 20 * time.Second
 
-func (u *upgrader) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active, error) {
-	target := pick(rng, u.targets)
+func (u *upgrader) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, error) {
+	target := d.deal(u.Kind(), u.targets)
+	key := u.Kind() + ":" + target
 	// Which replica leads decides the order; during an election, or with
 	// no store replica up, there is none to go by, and the fault is not
 	// injected.
@@ -368,11 +382,11 @@ func (u *upgrader) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Activ
 	upgrade, what := true, "upgrade %s (store): stop, start on the newer build"
 	switch {
 	case len(oldFollowers) > 0 && (target == "store" || old > 1):
-		n = pick(rng, oldFollowers)
+		n = d.node(key, oldFollowers)
 	case target == "store" && !leader.OnNext():
 		n = leader
 	case len(followers) > 0:
-		n, upgrade, what = pick(rng, followers), false, "restart %s (store follower, on the build it runs)"
+		n, upgrade, what = d.node(key, followers), false, "restart %s (store follower, on the build it runs)"
 	default:
 		return nil, errors.New("no store follower is running")
 	}

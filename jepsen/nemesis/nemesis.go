@@ -60,8 +60,8 @@ type Nemesis interface {
 	// Background nemeses (clock skew) run alongside the others instead of
 	// taking turns with them.
 	Background() bool
-	// Inject starts one fault chosen with rng.
-	Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active, error)
+	// Inject starts one fault, its target and nodes dealt by d.
+	Inject(ctx context.Context, env *Env, d *Dealer) (*Active, error)
 	// HealAll undoes whatever this nemesis may have left behind.
 	HealAll(ctx context.Context, env *Env) error
 }
@@ -226,9 +226,9 @@ type Runner struct {
 	faults []Fault // in the order they began; End is 0 while one lasts
 }
 
-// NewRunner prepares to run nems. Each class (foreground, background) draws
-// from its own generator seeded from seed, so the sequence of choices
-// depends only on the seed.
+// NewRunner prepares to run nems. Each class (foreground, background) has
+// its own Dealer seeded from seed, so the sequence of choices depends only
+// on the seed (and on the cluster's replies: who leads, which node runs).
 func NewRunner(env *Env, nems []Nemesis, sched Schedule, seed uint64) *Runner {
 	return &Runner{env: env, sched: sched, seed: seed, nem: nems}
 }
@@ -273,8 +273,8 @@ func (r *Runner) Run(ctx context.Context, current func(string)) []Fault {
 		if len(group) == 0 {
 			continue
 		}
-		rng := rand.New(rand.NewPCG(r.seed, uint64(class)+1))
-		wg.Go(func() { r.loop(ctx, class, group, rng, report) })
+		d := newDealer(r.seed, uint64(class)+1)
+		wg.Go(func() { r.loop(ctx, class, group, d, report) })
 	}
 	wg.Wait()
 	return r.Faults()
@@ -305,24 +305,22 @@ func (r *Runner) record(f Fault) func(Fault) {
 	}
 }
 
-func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, rng *rand.Rand, report func(int, string)) {
-	// Faults are dealt from a shuffled deck of the group, dealt again when
-	// empty: every kind asked for comes up once in each len(group) faults,
-	// so a short run does not miss one by chance.
-	var deck []Nemesis
+func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, d *Dealer, report func(int, string)) {
+	// Kinds are dealt from a deck of the group: every kind asked for comes
+	// up once in each len(group) faults, so a short run does not miss one
+	// by chance. A kind names its nemesis: ParseSpecs refuses one twice.
+	kinds := make([]string, len(group))
+	for i, n := range group {
+		kinds[i] = n.Kind()
+	}
 	for {
 		// Sleep may report a full interval when its timer and the end of
 		// ctx come together: no fault starts once ctx has ended.
-		if !Sleep(ctx, uniform(rng, r.sched.Interval)) || ctx.Err() != nil {
+		if !Sleep(ctx, uniform(d.Rand, r.sched.Interval)) || ctx.Err() != nil {
 			return
 		}
-		if len(deck) == 0 {
-			deck = slices.Clone(group)
-			rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
-		}
-		n := deck[0]
-		deck = deck[1:]
-		hold := uniform(rng, r.sched.Hold)
+		n := group[slices.Index(kinds, d.deal("kinds", kinds))]
+		hold := uniform(d.Rand, r.sched.Hold)
 		if class == 1 {
 			// Skew lasts across several other faults, so they overlap.
 			hold *= 3
@@ -331,7 +329,7 @@ func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, rng *rand
 		// An injection begun runs to its end even if ctx ends meanwhile:
 		// cut short, it could leave half a fault that no record names.
 		ictx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		a, err := n.Inject(ictx, r.env, rng)
+		a, err := n.Inject(ictx, r.env, d)
 		cancel()
 		if err != nil {
 			f.End, f.Err = r.env.Now(), err.Error()
@@ -395,8 +393,6 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
-
-func pick[T any](rng *rand.Rand, xs []T) T { return xs[rng.IntN(len(xs))] }
 
 func ids(ns []*cluster.Node) []string {
 	out := make([]string, len(ns))

@@ -111,12 +111,12 @@ type fake struct {
 func (f *fake) Kind() string     { return f.kind }
 func (f *fake) Background() bool { return f.background }
 
-func (f *fake) Inject(_ context.Context, _ *Env, rng *rand.Rand) (*Active, error) {
+func (f *fake) Inject(_ context.Context, _ *Env, d *Dealer) (*Active, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.active++
 	f.maxActive = max(f.maxActive, f.active)
-	target := fmt.Sprint(rng.IntN(1000))
+	target := fmt.Sprint(d.IntN(1000))
 	f.injected = append(f.injected, target)
 	return &Active{Target: target, Desc: f.kind + " " + target, Heal: func(context.Context) error {
 		f.mu.Lock()
@@ -233,10 +233,10 @@ type blocking struct {
 	release   chan struct{}
 }
 
-func (b *blocking) Inject(ctx context.Context, env *Env, rng *rand.Rand) (*Active, error) {
+func (b *blocking) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, error) {
 	close(b.injecting)
 	<-b.release
-	return b.fake.Inject(ctx, env, rng)
+	return b.fake.Inject(ctx, env, d)
 }
 
 // A fault whose injection began before the end is injected in full,
