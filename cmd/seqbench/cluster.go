@@ -40,8 +40,14 @@ const (
 // runs a store shard of three replicas. dataDir, if set, keeps the
 // cluster's data there (the caller removes it).
 func openStore(ctx context.Context, addr, dataDir string, stderr io.Writer) (*seqdTarget, error) {
+	return openStoreRetaining(ctx, addr, dataDir, 0, stderr)
+}
+
+// openStoreRetaining is openStore with the local store's retention
+// period (0: off).
+func openStoreRetaining(ctx context.Context, addr, dataDir string, retention time.Duration, stderr io.Writer) (*seqdTarget, error) {
 	return openCluster(ctx, addr, stderr, localcluster.Options{
-		ClusterID: "seqbench", Shards: storeShards, StoreReplicas: storeReplicas, DataDir: dataDir,
+		ClusterID: "seqbench", Shards: storeShards, StoreReplicas: storeReplicas, DataDir: dataDir, Retention: retention,
 	})
 }
 

@@ -385,3 +385,17 @@ func TestMessageFlagErrorsSayWhatToDo(t *testing.T) {
 		}
 	}
 }
+
+// With --retention the in-process store removes what is older than the
+// period while the load runs, and the report says how much.
+func TestSendWithRetentionReportsWhatWasRemoved(t *testing.T) {
+	out, stdout := runJSON(t, sendCmd, "--retention", "1s", "--duration", "3s", "--warmup", "200ms", "--concurrency", "4", "--users", "20")
+	checkSendResult(t, "send with retention", out)
+	r, _ := out["retention"].(map[string]any)
+	if r == nil || r["period_s"] != 1.0 || r["passes"].(float64) < 1 || r["expired_events"].(float64) < 1 {
+		t.Fatalf("retention report %v; want a 1 s period, passes and removed events", out["retention"])
+	}
+	if !strings.Contains(stdout, "retention    1s: ") {
+		t.Fatalf("stdout has no retention line:\n%s", stdout)
+	}
+}

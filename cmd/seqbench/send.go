@@ -30,7 +30,9 @@ send's acknowledgement before the next: Raft majority commit with fsync).
 
 Bodies are --body-bytes long: the send time (8 bytes) then random letters.
 Without --addr an in-process cluster is started: 3 arbiters, 2 AllocSvrs,
-one store shard of 3 replicas (Raft, fsync on) and a gateway.
+one store shard of 3 replicas (Raft, fsync on) and a gateway; with
+--retention its store removes what is older than that, and the report
+sums what retention removed (the store leaders' counters) over the run.
 
 Flags:
 `
@@ -76,9 +78,20 @@ type sendReport struct {
 	// HalfRate is the same load paced at half the measured rate (--half-rate).
 	HalfRate *sendResult `json:"half_rate,omitempty"`
 	// Group is the group setup and delivery timing (--group-size).
-	Group   *groupReport `json:"group,omitempty"`
-	Cluster string       `json:"cluster"`
-	Env     bench.Env    `json:"env"`
+	Group *groupReport `json:"group,omitempty"`
+	// Retention is what the in-process store's retention removed over the
+	// whole command (--retention).
+	Retention *retentionReport `json:"retention,omitempty"`
+	Cluster   string           `json:"cluster"`
+	Env       bench.Env        `json:"env"`
+}
+
+// retentionReport sums the store leaders' retention counters.
+type retentionReport struct {
+	PeriodS       float64 `json:"period_s"`
+	Passes        float64 `json:"passes"`
+	ExpiredEvents float64 `json:"expired_events"`
+	LogTrimmed    float64 `json:"change_log_trimmed"`
 }
 
 type sendFlags struct {
@@ -94,6 +107,7 @@ type sendFlags struct {
 	halfRate    bool
 	jsonPath    string
 	metrics     string
+	retention   time.Duration
 	group       groupFlags
 	// stages reads the cluster's metrics for the stage report (nil: none).
 	stages gatherFunc
@@ -115,6 +129,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.BoolVar(&f.halfRate, "half-rate", false, "1:1 only: after the run, run again paced at half the measured msgs/s and report its latency too")
 	fs.StringVar(&f.jsonPath, "json", "", "also write the summary as JSON to this file")
 	fs.StringVar(&f.metrics, "metrics", "", "with --addr: the store replicas' /metrics URLs, comma-separated, for the per-stage report (the in-process cluster reports it anyway)")
+	fs.DurationVar(&f.retention, "retention", 0, "in-process cluster only: the store's retention period (0: off), to measure sends while retention removes what is older")
 	f.group.register(fs)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, sendUsage)
@@ -129,7 +144,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 
 	env := checkEnv(stderr)
-	target, err := openStore(ctx, f.addr, "", stderr)
+	target, err := openStoreRetaining(ctx, f.addr, "", f.retention, stderr)
 	if err != nil {
 		return err
 	}
@@ -150,6 +165,11 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if err != nil {
 		return err
+	}
+	if f.retention > 0 {
+		if rep.Retention, err = readRetention(f.stages, f.retention); err != nil {
+			return err
+		}
 	}
 	printSend(stdout, &rep)
 	if f.jsonPath != "" {
@@ -175,6 +195,12 @@ func (f *sendFlags) validate(pop population) error {
 		return errors.New("--half-rate and --rate are exclusive: --half-rate paces its second run itself")
 	case f.halfRate && f.group.size > 0:
 		return errors.New("--half-rate is for the 1:1 load; with --group-size use --rate")
+	case f.retention < 0:
+		return fmt.Errorf("--retention %v is negative; 0 keeps events forever", f.retention)
+	case f.retention > 0 && f.addr != "":
+		return errors.New("--retention is for the in-process cluster; a cluster at --addr has its own (seqd start --retention)")
+	case f.retention > 0 && f.retention < time.Second:
+		return fmt.Errorf("--retention %v: give at least 1s", f.retention)
 	}
 	if err := checkMetricsURL(f.metrics, f.addr); err != nil {
 		return err
@@ -246,7 +272,38 @@ func printSend(w io.Writer, rep *sendReport) {
 		fmt.Fprintln(w)
 		printGroup(w, rep.Group)
 	}
+	if r := rep.Retention; r != nil {
+		fmt.Fprintf(w, "retention    %v: %s inbox events and %s change-log entries removed in %s passes\n",
+			time.Duration(r.PeriodS*float64(time.Second)), bench.FormatCount(r.ExpiredEvents), bench.FormatCount(r.LogTrimmed), bench.FormatCount(r.Passes))
+	}
 	fmt.Fprintf(w, "cluster      %s\n", rep.Cluster)
+}
+
+// readRetention sums the retention counters of every store replica (only
+// leaders count) from gather.
+func readRetention(gather gatherFunc, period time.Duration) (*retentionReport, error) {
+	mfs, err := gather()
+	if err != nil {
+		return nil, fmt.Errorf("reading the store's retention metrics: %w", err)
+	}
+	r := &retentionReport{PeriodS: period.Seconds()}
+	for _, mf := range mfs {
+		var into *float64
+		switch mf.GetName() {
+		case "seqd_store_retention_rounds_total":
+			into = &r.Passes
+		case "seqd_store_expired_events_total":
+			into = &r.ExpiredEvents
+		case "seqd_store_change_log_trimmed_total":
+			into = &r.LogTrimmed
+		default:
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			*into += m.GetCounter().GetValue()
+		}
+	}
+	return r, nil
 }
 
 func printSendResult(w io.Writer, r *sendResult) {
