@@ -917,8 +917,7 @@ func (x *tx) outboxAck(op *clusterv1.OutboxAckOp) *OpResult {
 // first per user, keeping unread counts and truncation marks in step.
 func (x *tx) expire(op *clusterv1.ExpireOp) *OpResult {
 	removed := uint32(0)
-	opts := iteratorOpts([]byte{tagInbox})
-	it := x.t.NewIterator(opts)
+	it := x.t.NewIterator(seekOpts([]byte{tagInbox}))
 	var doomed []*seqdv1.Event
 	var users []uint64
 	for it.Rewind(); it.Valid() && removed < op.Limit; {
@@ -987,19 +986,14 @@ func (x *tx) expireScan(op *clusterv1.ExpireScanOp) *OpResult {
 	var (
 		doomed []*seqdv1.Event
 		owners []uint64
-		looked uint32
-		next   uint64 // 0: the walk passed the last user
 	)
-	it := x.t.NewIterator(iteratorOpts([]byte{tagInbox}))
-	for it.Seek(inboxPrefix(op.FromUser)); it.Valid(); {
-		user := beU64(it.Item().Key()[1:9])
-		if looked == op.MaxUsers {
-			next = user
-			break
-		}
-		looked++
+	heads, next := x.inboxHeads(op.FromUser, op.MaxUsers)
+	it := x.t.NewIterator(seekOpts([]byte{tagInbox}))
+walk:
+	for _, h := range heads {
 		// This user's events, oldest first, up to the first newer one.
-		for ; it.ValidForPrefix(inboxPrefix(user)); it.Next() {
+		p := inboxPrefix(h.user)
+		for it.Seek(inboxKey(h.user, h.start)); it.ValidForPrefix(p); it.Next() {
 			var e seqdv1.Event
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
 				panic(fmt.Sprintf("store: corrupt inbox record: %v", err))
@@ -1008,16 +1002,12 @@ func (x *tx) expireScan(op *clusterv1.ExpireScanOp) *OpResult {
 				break
 			}
 			if uint32(len(doomed)) == op.Limit {
-				next = user // the rest of this user's are for the next step
-				break
+				next = h.user // the rest of this user's are for the next step
+				break walk
 			}
 			doomed = append(doomed, &e)
-			owners = append(owners, user)
+			owners = append(owners, h.user)
 		}
-		if next != 0 || user == ^uint64(0) {
-			break
-		}
-		it.Seek(inboxPrefix(user + 1))
 	}
 	it.Close()
 	records := map[string]*clusterv1.MessageRecord{}
@@ -1035,25 +1025,74 @@ func (x *tx) expireScan(op *clusterv1.ExpireScanOp) *OpResult {
 // has work. The leader asks it of its own state before each step, so that
 // a pass with nothing due proposes nothing.
 func (x *tx) firstDue(before int64, from uint64) (user uint64, ok bool) {
-	opts := iteratorOpts([]byte{tagInbox})
-	opts.PrefetchValues = false
-	it := x.t.NewIterator(opts)
+	for {
+		heads, next := x.inboxHeads(from, 1000)
+		if user, ok := x.firstDueOf(heads, before); ok {
+			return user, true
+		}
+		if next == 0 {
+			return 0, false
+		}
+		from = next
+	}
+}
+
+// firstDueOf returns the first of heads whose oldest event was sent
+// before `before`.
+func (x *tx) firstDueOf(heads []inboxHead, before int64) (uint64, bool) {
+	it := x.t.NewIterator(seekOpts([]byte{tagInbox}))
 	defer it.Close()
-	for it.Seek(inboxPrefix(from)); it.Valid(); {
-		user := beU64(it.Item().Key()[1:9])
+	for _, h := range heads {
+		it.Seek(inboxKey(h.user, h.start))
+		if !it.ValidForPrefix(inboxPrefix(h.user)) {
+			continue
+		}
 		var e seqdv1.Event
 		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
 			panic(fmt.Sprintf("store: corrupt inbox record: %v", err))
 		}
 		if e.SentAtMs < before {
-			return user, true
+			return h.user, true
 		}
-		if user == ^uint64(0) {
-			break
-		}
-		it.Seek(inboxPrefix(user + 1))
 	}
 	return 0, false
+}
+
+// inboxHead is a user whose inbox holds events, and the seq they start at
+// (events below it were removed by retention).
+type inboxHead struct{ user, start uint64 }
+
+// inboxHeads walks the user records from user `from` on, in order: it
+// looks at most max users that ever had an inbox event (a record with a
+// last seq), returns those whose inbox still holds events with where they
+// start, and the user it stopped at (0: it passed the last one). The walk
+// goes by the user records, one per user, rather than by the inbox keys:
+// Badger keeps a deleted key as a tombstone until compaction drops it, and
+// a seek to the start of an inbox that retention has cleared steps over
+// every tombstone it left, a cost that grew with each pass.
+func (x *tx) inboxHeads(from uint64, max uint32) (heads []inboxHead, next uint64) {
+	p := []byte{tagUser}
+	it := x.t.NewIterator(iteratorOpts(p))
+	defer it.Close()
+	looked := uint32(0)
+	for it.Seek(userKey(from)); it.ValidForPrefix(p); it.Next() {
+		user := beU64(it.Item().Key()[1:9])
+		var us clusterv1.UserState
+		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &us) }); err != nil {
+			panic(fmt.Sprintf("store: corrupt user record %d: %v", user, err))
+		}
+		if us.LastSeq == 0 {
+			continue // never had an event (a group member's counters only)
+		}
+		if looked == max {
+			return heads, user
+		}
+		looked++
+		if us.LastSeq >= us.TruncatedBelow {
+			heads = append(heads, inboxHead{user: user, start: us.TruncatedBelow})
+		}
+	}
+	return heads, 0
 }
 
 // maxTrim bounds the change-log entries one TrimChangeLogOp removes.

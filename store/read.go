@@ -73,7 +73,9 @@ func (f *FSM) Sync(user, after uint64, limit int) (*SyncResult, error) {
 			res.Truncated = true
 			res.EarliestSeq = us.TruncatedBelow
 		}
-		if err := scanEvents(txn, inboxPrefix(user), inboxKey(user, after+1), limit, res); err != nil {
+		// From the first event retention left: below it are only its
+		// deletes, which a scan would step over one by one.
+		if err := scanEvents(txn, inboxPrefix(user), inboxKey(user, max(after+1, us.TruncatedBelow)), limit, res); err != nil {
 			return err
 		}
 		if res.Truncated && len(res.Events) > 0 && res.EarliestSeq > res.Events[0].Seq {

@@ -145,3 +145,13 @@ func iteratorOpts(prefix []byte) badger.IteratorOptions {
 	opts.Prefix = prefix
 	return opts
 }
+
+// seekOpts are iterator options for a walk that seeks from key to key and
+// reads a few values at each (one inbox after another): without them each
+// seek would prefetch the next 100 values under prefix, most of which the
+// walk never reads.
+func seekOpts(prefix []byte) badger.IteratorOptions {
+	opts := iteratorOpts(prefix)
+	opts.PrefetchValues = false
+	return opts
+}
