@@ -986,30 +986,43 @@ func (x *tx) expireScan(op *clusterv1.ExpireScanOp) *OpResult {
 	var (
 		doomed []*seqdv1.Event
 		owners []uint64
+		next   uint64 // 0: the walk passed the last user
 	)
-	heads, next := x.inboxHeads(op.FromUser, op.MaxUsers)
-	it := x.t.NewIterator(seekOpts([]byte{tagInbox}))
+	// The user records come in small batches (a Badger read-write
+	// transaction holds one iterator at a time): a step that reaches its
+	// event limit early reads few more than it used.
+	from, left := op.FromUser, op.MaxUsers
 walk:
-	for _, h := range heads {
-		// This user's events, oldest first, up to the first newer one.
-		p := inboxPrefix(h.user)
-		for it.Seek(inboxKey(h.user, h.start)); it.ValidForPrefix(p); it.Next() {
-			var e seqdv1.Event
-			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
-				panic(fmt.Sprintf("store: corrupt inbox record: %v", err))
+	for {
+		heads, looked, after := x.inboxHeads(from, min(left, headBatch))
+		it := x.t.NewIterator(seekOpts([]byte{tagInbox}))
+		for _, h := range heads {
+			// This user's events, oldest first, up to the first newer one.
+			p := inboxPrefix(h.user)
+			for it.Seek(inboxKey(h.user, h.start)); it.ValidForPrefix(p); it.Next() {
+				var e seqdv1.Event
+				if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
+					panic(fmt.Sprintf("store: corrupt inbox record: %v", err))
+				}
+				if e.SentAtMs >= op.BeforeMs {
+					break
+				}
+				if uint32(len(doomed)) == op.Limit {
+					next = h.user // the rest of this user's are for the next step
+					it.Close()
+					break walk
+				}
+				doomed = append(doomed, &e)
+				owners = append(owners, h.user)
 			}
-			if e.SentAtMs >= op.BeforeMs {
-				break
-			}
-			if uint32(len(doomed)) == op.Limit {
-				next = h.user // the rest of this user's are for the next step
-				break walk
-			}
-			doomed = append(doomed, &e)
-			owners = append(owners, h.user)
 		}
+		it.Close()
+		left -= looked
+		if next = after; after == 0 || left == 0 {
+			break
+		}
+		from = after
 	}
-	it.Close()
 	records := map[string]*clusterv1.MessageRecord{}
 	for i, e := range doomed {
 		x.expireEvent(owners[i], e)
@@ -1026,7 +1039,7 @@ walk:
 // a pass with nothing due proposes nothing.
 func (x *tx) firstDue(before int64, from uint64) (user uint64, ok bool) {
 	for {
-		heads, next := x.inboxHeads(from, 1000)
+		heads, _, next := x.inboxHeads(from, 1000)
 		if user, ok := x.firstDueOf(heads, before); ok {
 			return user, true
 		}
@@ -1062,19 +1075,22 @@ func (x *tx) firstDueOf(heads []inboxHead, before int64) (uint64, bool) {
 // (events below it were removed by retention).
 type inboxHead struct{ user, start uint64 }
 
+// headBatch is how many users' records a retention step reads at a time.
+const headBatch = 64
+
 // inboxHeads walks the user records from user `from` on, in order: it
-// looks at most max users that ever had an inbox event (a record with a
-// last seq), returns those whose inbox still holds events with where they
-// start, and the user it stopped at (0: it passed the last one). The walk
-// goes by the user records, one per user, rather than by the inbox keys:
-// Badger keeps a deleted key as a tombstone until compaction drops it, and
-// a seek to the start of an inbox that retention has cleared steps over
-// every tombstone it left, a cost that grew with each pass.
-func (x *tx) inboxHeads(from uint64, max uint32) (heads []inboxHead, next uint64) {
+// looks at up to max users that ever had an inbox event (a record with a
+// last seq) and returns those whose inbox still holds events, with where
+// they start, how many it looked at, and the user after them (0: it passed
+// the last one). The walk goes by the user records, one per user, rather
+// than by the inbox keys: Badger keeps a deleted key as a tombstone until
+// compaction drops it, and a seek to the start of an inbox that retention
+// has cleared steps over every tombstone it left, a cost that grew with
+// each pass.
+func (x *tx) inboxHeads(from uint64, max uint32) (heads []inboxHead, looked uint32, next uint64) {
 	p := []byte{tagUser}
 	it := x.t.NewIterator(iteratorOpts(p))
 	defer it.Close()
-	looked := uint32(0)
 	for it.Seek(userKey(from)); it.ValidForPrefix(p); it.Next() {
 		user := beU64(it.Item().Key()[1:9])
 		var us clusterv1.UserState
@@ -1085,14 +1101,14 @@ func (x *tx) inboxHeads(from uint64, max uint32) (heads []inboxHead, next uint64
 			continue // never had an event (a group member's counters only)
 		}
 		if looked == max {
-			return heads, user
+			return heads, looked, user
 		}
 		looked++
 		if us.LastSeq >= us.TruncatedBelow {
 			heads = append(heads, inboxHead{user: user, start: us.TruncatedBelow})
 		}
 	}
-	return heads, 0
+	return heads, looked, 0
 }
 
 // maxTrim bounds the change-log entries one TrimChangeLogOp removes.
