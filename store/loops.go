@@ -333,7 +333,6 @@ func (s *Shard) retentionLoop(ctx context.Context) {
 // apply too.
 func (s *Shard) applyRetention(ctx context.Context) {
 	before := s.now().Add(-s.cfg.Retention).UnixMilli()
-	s.m.expired.Inc()
 	if err := s.formatReady(opFormats[kindExpireScan]); err != nil {
 		if !s.formatBelow(opFormats[kindExpireScan]) {
 			// A replica's format is not known yet (a poll under way, or one
@@ -341,6 +340,7 @@ func (s *Shard) applyRetention(ctx context.Context) {
 			s.log.Debug("retention pass skipped: the shard's store formats are not all known", "err", err)
 			return
 		}
+		s.m.expired.Inc()
 		s.log.Debug("retention in one op: a replica runs a store format before 3", "err", err)
 		op := &clusterv1.ExpireOp{BeforeMs: before, Limit: legacyExpireLimit}
 		if res, err := s.submitOK(ctx, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Expire{Expire: op}}); err == nil {
@@ -348,6 +348,7 @@ func (s *Shard) applyRetention(ctx context.Context) {
 		}
 		return
 	}
+	s.m.expired.Inc()
 	for from := uint64(0); ; {
 		// Start at the next user with work, by this leader's own state: a
 		// pass with nothing due proposes nothing.
