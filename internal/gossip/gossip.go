@@ -3,16 +3,15 @@
 package gossip
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/seqd/seqd/internal/nodeid"
 	"github.com/seqd/seqd/internal/slogadapt"
 )
 
@@ -74,7 +73,7 @@ func Start(cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip address %q: bad port", cfg.Addr)
 	}
-	if host, err = hostIP(host); err != nil {
+	if host, err = nodeid.ResolveIP(host); err != nil {
 		return nil, fmt.Errorf("gossip address %q: %w", cfg.Addr, err)
 	}
 	var mc *memberlist.Config
@@ -89,7 +88,7 @@ func Start(cfg Config) (*Pool, error) {
 	mc.BindPort = port
 	mc.AdvertisePort = port
 	if cfg.AdvertiseHost != "" {
-		if mc.AdvertiseAddr, err = hostIP(cfg.AdvertiseHost); err != nil {
+		if mc.AdvertiseAddr, err = nodeid.ResolveIP(cfg.AdvertiseHost); err != nil {
 			return nil, fmt.Errorf("gossip advertise host %q: %w", cfg.AdvertiseHost, err)
 		}
 	}
@@ -105,28 +104,6 @@ func Start(cfg Config) (*Pool, error) {
 	}
 	p.ml = ml
 	return p, nil
-}
-
-// hostIP turns a host name into one of its IP addresses (IPv4 first):
-// memberlist binds and advertises only IPs, and given a name to bind it
-// bound every interface and told the pool "[::]". An IP or an empty host
-// is returned as is.
-func hostIP(host string) (string, error) {
-	if host == "" || net.ParseIP(host) != nil {
-		return host, nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ips, err := net.DefaultResolver.LookupIP(ctx, "ip", host)
-	if err != nil {
-		return "", fmt.Errorf("resolve %s: %w", host, err)
-	}
-	for _, ip := range ips {
-		if ip.To4() != nil {
-			return ip.String(), nil
-		}
-	}
-	return ips[0].String(), nil
 }
 
 // Addr returns the address the pool is told: the advertise host, else the

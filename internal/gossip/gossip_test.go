@@ -24,14 +24,6 @@ func TestHostNameBindsItsIP(t *testing.T) {
 	}
 }
 
-func TestHostIP(t *testing.T) {
-	for in, want := range map[string]string{"": "", "10.0.0.1": "10.0.0.1", "::1": "::1"} {
-		if got, err := hostIP(in); err != nil || got != want {
-			t.Errorf("hostIP(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-}
-
 // With an advertise host the member binds Addr but tells the pool the
 // advertise host with the bound port, as a member behind NAT must: a peer
 // that joined through the bound address knows it at the advertised one.

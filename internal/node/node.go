@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -479,27 +478,14 @@ func gossipBind(cfg Config) (string, error) {
 	return addr, nil
 }
 
-// resolveHost returns host if it is an IP address, else the IP it resolves
-// to (IPv4 first, as Raft's own resolution picks).
+// resolveHost is nodeid.ResolveIP for --advertise-host, saying what to do
+// when the name does not resolve.
 func resolveHost(host string) (string, error) {
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return ip.String(), nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err == nil && len(ips) == 0 {
-		err = errors.New("no addresses")
-	}
+	ip, err := nodeid.ResolveIP(host)
 	if err != nil {
 		return "", fmt.Errorf("--advertise-host %q: %w; give a name this machine resolves, or an IP address (Raft and gossip advertise the IP it resolves to)", host, err)
 	}
-	for _, ip := range ips {
-		if ip.Unmap().Is4() {
-			return ip.Unmap().String(), nil
-		}
-	}
-	return ips[0].String(), nil
+	return ip, nil
 }
 
 func (n *Node) arbiterAddrs() []string {

@@ -2,12 +2,15 @@
 package nodeid
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 var valid = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -116,4 +119,31 @@ func hostName(s string) bool {
 		}
 	}
 	return true
+}
+
+// ResolveIP returns host if it is an IP address (or empty), else one of
+// the IPs it resolves to, IPv4 first (as Raft's own resolution picks):
+// Raft and memberlist advertise, and memberlist binds, only IPs.
+func ResolveIP(host string) (string, error) {
+	if host == "" {
+		return "", nil
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.String(), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err == nil && len(ips) == 0 {
+		err = errors.New("no addresses")
+	}
+	if err != nil {
+		return "", err
+	}
+	for _, ip := range ips {
+		if ip.Unmap().Is4() {
+			return ip.Unmap().String(), nil
+		}
+	}
+	return ips[0].String(), nil
 }

@@ -117,3 +117,11 @@ func TestValidateHost(t *testing.T) {
 		}
 	}
 }
+
+func TestResolveIP(t *testing.T) {
+	for in, want := range map[string]string{"": "", "10.0.0.1": "10.0.0.1", "::1": "::1"} {
+		if got, err := ResolveIP(in); err != nil || got != want {
+			t.Errorf("ResolveIP(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
