@@ -219,24 +219,18 @@ func readApplied(db *badger.DB) (uint64, error) {
 // readMeta reads a bookkeeping value of size bytes under key; nil if absent.
 func readMeta(db *badger.DB, key []byte, size int) ([]byte, error) {
 	var v []byte
-	err := db.View(func(txn *badger.Txn) (err error) {
-		v, err = getMeta(txn, key, size)
+	err := db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(key)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v, err = it.ValueCopy(nil)
 		return err
 	})
-	return v, err
-}
-
-// getMeta is readMeta in a transaction.
-func getMeta(txn *badger.Txn, key []byte, size int) ([]byte, error) {
-	it, err := txn.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	v, err := it.ValueCopy(nil)
-	if err == nil && len(v) != size {
+	if err == nil && v != nil && len(v) != size {
 		err = fmt.Errorf("store: record %q is %d bytes, want %d", key, len(v), size)
 	}
 	return v, err

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -328,32 +327,26 @@ func (e *LogTrimmedError) Error() string {
 // ChangeLog returns up to limit change-log entries after index, and the
 // first entry the log holds (0: it was never trimmed). Reading from before
 // that entry fails with a *LogTrimmedError.
-func (f *FSM) ChangeLog(after uint64, limit int) ([]*clusterv1.ChangeLogEntry, uint64, error) {
-	var out []*clusterv1.ChangeLogEntry
-	var first uint64
-	err := f.view(func(txn *badger.Txn) error {
-		v, err := getMeta(txn, keyLogStart, 8)
-		if err != nil {
-			return err
-		}
-		if v != nil {
-			first = binary.BigEndian.Uint64(v)
-		}
-		if after+1 < first {
-			return &LogTrimmedError{After: after, First: first}
+func (f *FSM) ChangeLog(after uint64, limit int) (out []*clusterv1.ChangeLogEntry, first uint64, err error) {
+	rerr := f.read(func(x *tx) {
+		if first, _ = x.getU64(keyLogStart); after+1 < first {
+			err = &LogTrimmedError{After: after, First: first}
+			return
 		}
 		p := []byte{tagLog}
-		it := txn.NewIterator(iteratorOpts(p))
+		it := x.t.NewIterator(iteratorOpts(p))
 		defer it.Close()
 		for it.Seek(logKey(after + 1)); it.ValidForPrefix(p) && len(out) < limit; it.Next() {
 			e := &clusterv1.ChangeLogEntry{}
-			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
-				return err
+			if err = it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
+				return
 			}
 			out = append(out, e)
 		}
-		return nil
 	})
+	if err == nil {
+		err = rerr
+	}
 	return out, first, err
 }
 
