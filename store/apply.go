@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"time"
 
@@ -983,46 +984,7 @@ func (x *tx) expireScan(op *clusterv1.ExpireScanOp) *OpResult {
 	case op.MaxUsers == 0 || op.MaxUsers > maxExpireUsers:
 		return rejectedAs(codes.InvalidArgument, "expire max_users %d: want 1..%d", op.MaxUsers, maxExpireUsers)
 	}
-	var (
-		doomed []*seqdv1.Event
-		owners []uint64
-		next   uint64 // 0: the walk passed the last user
-	)
-	// The user records come in small batches (a Badger read-write
-	// transaction holds one iterator at a time): a step that reaches its
-	// event limit early reads few more than it used.
-	from, left := op.FromUser, op.MaxUsers
-walk:
-	for {
-		heads, looked, after := x.inboxHeads(from, min(left, headBatch))
-		it := x.t.NewIterator(seekOpts([]byte{tagInbox}))
-		for _, h := range heads {
-			// This user's events, oldest first, up to the first newer one.
-			p := inboxPrefix(h.user)
-			for it.Seek(inboxKey(h.user, h.start)); it.ValidForPrefix(p); it.Next() {
-				var e seqdv1.Event
-				if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
-					panic(fmt.Sprintf("store: corrupt inbox record: %v", err))
-				}
-				if e.SentAtMs >= op.BeforeMs {
-					break
-				}
-				if uint32(len(doomed)) == op.Limit {
-					next = h.user // the rest of this user's are for the next step
-					it.Close()
-					break walk
-				}
-				doomed = append(doomed, &e)
-				owners = append(owners, h.user)
-			}
-		}
-		it.Close()
-		left -= looked
-		if next = after; after == 0 || left == 0 {
-			break
-		}
-		from = after
-	}
+	doomed, owners, next := x.dueWalk(op.BeforeMs, op.FromUser, op.MaxUsers, op.Limit)
 	records := map[string]*clusterv1.MessageRecord{}
 	for i, e := range doomed {
 		x.expireEvent(owners[i], e)
@@ -1033,49 +995,61 @@ walk:
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Expired: uint32(len(doomed)), ExpireNext: next}
 }
 
-// firstDue returns the first user from user `from` on whose oldest inbox
-// event was sent before `before` (ok false: none): where a retention step
-// has work. The leader asks it of its own state before each step, so that
-// a pass with nothing due proposes nothing.
-func (x *tx) firstDue(before int64, from uint64) (user uint64, ok bool) {
-	for {
-		heads, _, next := x.inboxHeads(from, 1000)
-		if user, ok := x.firstDueOf(heads, before); ok {
-			return user, true
+// dueWalk walks the inboxes of the users from user `from` on, at most
+// maxUsers users (inboxHeads), and returns their events sent before
+// `before`, oldest first per user up to its first newer one, at most limit
+// of them, with their owners, and the user the next walk starts at (0: it
+// passed the last user). The user records come in small batches (a Badger
+// read-write transaction holds one iterator at a time), so a walk that
+// reaches its limit early reads few more than it used.
+func (x *tx) dueWalk(before int64, from uint64, maxUsers, limit uint32) (doomed []*seqdv1.Event, owners []uint64, next uint64) {
+	for left := maxUsers; ; {
+		heads, looked, after := x.inboxHeads(from, min(left, headBatch))
+		it := x.t.NewIterator(seekOpts([]byte{tagInbox}))
+		for _, h := range heads {
+			p := inboxPrefix(h.user)
+			for it.Seek(inboxKey(h.user, h.start)); it.ValidForPrefix(p); it.Next() {
+				var e seqdv1.Event
+				if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
+					panic(fmt.Sprintf("store: corrupt inbox record: %v", err))
+				}
+				if e.SentAtMs >= before {
+					break
+				}
+				if uint32(len(doomed)) == limit {
+					it.Close()
+					return doomed, owners, h.user // the rest of this user's are for the next walk
+				}
+				doomed = append(doomed, &e)
+				owners = append(owners, h.user)
+			}
 		}
-		if next == 0 {
-			return 0, false
+		it.Close()
+		left -= looked
+		if after == 0 || left == 0 {
+			return doomed, owners, after
 		}
-		from = next
+		from = after
 	}
 }
 
-// firstDueOf returns the first of heads whose oldest event was sent
-// before `before`.
-func (x *tx) firstDueOf(heads []inboxHead, before int64) (uint64, bool) {
-	it := x.t.NewIterator(seekOpts([]byte{tagInbox}))
-	defer it.Close()
-	for _, h := range heads {
-		it.Seek(inboxKey(h.user, h.start))
-		if !it.ValidForPrefix(inboxPrefix(h.user)) {
-			continue
-		}
-		var e seqdv1.Event
-		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
-			panic(fmt.Sprintf("store: corrupt inbox record: %v", err))
-		}
-		if e.SentAtMs < before {
-			return h.user, true
-		}
+// firstDue returns the first user from user `from` on with an inbox event
+// sent before `before` (ok false: none): where a retention step has work.
+// The leader asks it of its own state before each step, so that a pass
+// with nothing due proposes nothing.
+func (x *tx) firstDue(before int64, from uint64) (user uint64, ok bool) {
+	_, owners, _ := x.dueWalk(before, from, math.MaxUint32, 1)
+	if len(owners) == 0 {
+		return 0, false
 	}
-	return 0, false
+	return owners[0], true
 }
 
 // inboxHead is a user whose inbox holds events, and the seq they start at
 // (events below it were removed by retention).
 type inboxHead struct{ user, start uint64 }
 
-// headBatch is how many users' records a retention step reads at a time.
+// headBatch is how many users' records a retention walk reads at a time.
 const headBatch = 64
 
 // inboxHeads walks the user records from user `from` on, in order: it
