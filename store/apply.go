@@ -948,6 +948,24 @@ func (x *tx) expire(op *clusterv1.ExpireOp) *OpResult {
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Expired: removed}
 }
 
+// refuseCount refuses a leader's housekeeping op whose count (what names
+// it) is outside 1..max; nil if it is inside.
+func refuseCount(what string, n, max uint32) *OpResult {
+	if n == 0 || n > max {
+		return rejectedAs(codes.InvalidArgument, "%s %d: want 1..%d", what, n, max)
+	}
+	return nil
+}
+
+// refuseCutoff refuses a housekeeping op (what) whose cutoff time is not
+// after 1970; nil if it is.
+func refuseCutoff(what string, ms int64) *OpResult {
+	if ms <= 0 {
+		return rejectedAs(codes.InvalidArgument, "%s before %d ms: want a time after 1970", what, ms)
+	}
+	return nil
+}
+
 // expireEvent removes user's event e (retention), keeping the unread
 // counts and the truncation mark in step.
 func (x *tx) expireEvent(user uint64, e *seqdv1.Event) {
@@ -976,13 +994,9 @@ const (
 // removes, whatever the shard holds, and the leader's next step starts
 // where it stopped (OpResult.ExpireNext).
 func (x *tx) expireScan(op *clusterv1.ExpireScanOp) *OpResult {
-	switch {
-	case op.BeforeMs <= 0:
-		return rejectedAs(codes.InvalidArgument, "expire before %d ms: want a time after 1970", op.BeforeMs)
-	case op.Limit == 0 || op.Limit > maxExpireEvents:
-		return rejectedAs(codes.InvalidArgument, "expire limit %d: want 1..%d", op.Limit, maxExpireEvents)
-	case op.MaxUsers == 0 || op.MaxUsers > maxExpireUsers:
-		return rejectedAs(codes.InvalidArgument, "expire max_users %d: want 1..%d", op.MaxUsers, maxExpireUsers)
+	if r := cmp.Or(refuseCutoff("expire", op.BeforeMs), refuseCount("expire limit", op.Limit, maxExpireEvents),
+		refuseCount("expire max_users", op.MaxUsers, maxExpireUsers)); r != nil {
+		return r
 	}
 	doomed, owners, next := x.dueWalk(op.BeforeMs, op.FromUser, op.MaxUsers, op.Limit)
 	records := map[string]*clusterv1.MessageRecord{}
@@ -1092,11 +1106,8 @@ const maxTrim = 10_000
 // were applied before op.BeforeMs (trimWalk), and moves keyLogStart past
 // them.
 func (x *tx) trimChangeLog(op *clusterv1.TrimChangeLogOp) *OpResult {
-	switch {
-	case op.BeforeMs <= 0:
-		return rejectedAs(codes.InvalidArgument, "trim before %d ms: want a time after 1970", op.BeforeMs)
-	case op.Limit == 0 || op.Limit > maxTrim:
-		return rejectedAs(codes.InvalidArgument, "trim limit %d: want 1..%d", op.Limit, maxTrim)
+	if r := cmp.Or(refuseCutoff("trim", op.BeforeMs), refuseCount("trim limit", op.Limit, maxTrim)); r != nil {
+		return r
 	}
 	doomed, more := x.trimWalk(op.BeforeMs, op.Limit)
 	for _, index := range doomed {
@@ -1180,8 +1191,8 @@ const maxSweep = 10_000
 // Such a record answers nothing already (Dedup, Reused and send treat it
 // as absent), so a sweep changes no answer; it gives the disk back.
 func (x *tx) sweepDedup(now int64, op *clusterv1.SweepDedupOp) *OpResult {
-	if op.Limit == 0 || op.Limit > maxSweep {
-		return rejectedAs(codes.InvalidArgument, "sweep limit %d: want 1..%d", op.Limit, maxSweep)
+	if r := refuseCount("sweep limit", op.Limit, maxSweep); r != nil {
+		return r
 	}
 	if op.GraceMs < 0 {
 		return rejectedAs(codes.InvalidArgument, "sweep grace %d ms is negative", op.GraceMs)
