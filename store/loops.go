@@ -333,22 +333,22 @@ func (s *Shard) retentionLoop(ctx context.Context) {
 // apply too.
 func (s *Shard) applyRetention(ctx context.Context) {
 	before := s.now().Add(-s.cfg.Retention).UnixMilli()
-	if err := s.formatReady(opFormats[kindExpireScan]); err != nil {
-		if !s.formatBelow(opFormats[kindExpireScan]) {
-			// A replica's format is not known yet (a poll under way, or one
-			// not answering): the next pass asks again.
-			s.log.Debug("retention pass skipped: the shard's store formats are not all known", "err", err)
-			return
-		}
-		s.m.expired.Inc()
-		s.log.Debug("retention in one op: a replica runs a store format before 3", "err", err)
+	notReady := s.formatReady(opFormats[kindExpireScan])
+	if notReady != nil && !s.formatBelow(opFormats[kindExpireScan]) {
+		// A replica's format is not known yet (a poll under way, or one
+		// not answering): the next pass asks again.
+		s.log.Debug("retention pass skipped: the shard's store formats are not all known", "err", notReady)
+		return
+	}
+	s.m.expired.Inc()
+	if notReady != nil {
+		s.log.Debug("retention in one op: a replica runs a store format before 3", "err", notReady)
 		op := &clusterv1.ExpireOp{BeforeMs: before, Limit: legacyExpireLimit}
 		if res, err := s.submitOK(ctx, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Expire{Expire: op}}); err == nil {
 			s.m.expiredEvents.Add(float64(res.Expired))
 		}
 		return
 	}
-	s.m.expired.Inc()
 	for from := uint64(0); ; {
 		// Start at the next user with work, by this leader's own state: a
 		// pass with nothing due proposes nothing.
