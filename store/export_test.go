@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"maps"
 	"testing"
 	"time"
@@ -66,3 +67,14 @@ func SetRetentionSteps(t *testing.T, users, events uint32) {
 	expireUsers, expireLimit = users, events
 	t.Cleanup(func() { expireUsers, expireLimit = oldUsers, oldEvents })
 }
+
+// SetRetentionEvery sets the time between two retention passes until the
+// test ends (a test that runs the passes itself sets it long).
+func SetRetentionEvery(t *testing.T, d time.Duration) {
+	old := retentionEvery
+	retentionEvery = func(time.Duration) time.Duration { return d }
+	t.Cleanup(func() { retentionEvery = old })
+}
+
+// RetentionPass runs one retention pass now, as the leader's loop does.
+func (s *Shard) RetentionPass(ctx context.Context) { s.applyRetention(ctx) }

@@ -302,7 +302,7 @@ const legacyExpireLimit = 5000
 
 // retentionEvery is the time between two retention passes: a tenth of the
 // retention period, at most a minute.
-func retentionEvery(retention time.Duration) time.Duration { return min(retention/10, time.Minute) }
+var retentionEvery = func(retention time.Duration) time.Duration { return min(retention/10, time.Minute) }
 
 // retentionLoop runs retention passes, on a goroutine of its own: a pass
 // over many users takes a while, which the outbox and the group hints

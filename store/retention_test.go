@@ -18,15 +18,17 @@ import (
 	"github.com/seqd/seqd/store"
 )
 
-// The shard leader's retention passes remove every inbox event older than
-// the retention period, however many steps that takes. While a replica
-// runs the store format before the steps', the leader keeps to the
-// one-op retention that format applies (events go, message records stay)
-// and nobody halts; once it is upgraded, the steps remove the records of
-// the messages whose copies they remove, the change log's entries go too
-// once the dedup sweep has passed them, and the replicas end up alike.
+// One retention pass of the shard leader removes every inbox event older
+// than the retention period, however many steps that takes. While a
+// replica runs the store format before the steps', the leader keeps to
+// the one-op retention that format applies (events go, message records
+// stay) and nobody halts; once it is upgraded, the steps remove the
+// records of the messages whose copies they remove, the change log's
+// entries go too once the dedup sweep has passed them, and the replicas
+// end up alike. The test runs the passes itself.
 func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 	store.SetRetentionSteps(t, 2, 3) // many steps for a few messages
+	store.SetRetentionEvery(t, time.Hour)
 	store.SetDedupSweep(t, 100*time.Millisecond, 0)
 	oldReplicaOn(t, 2) // the format before the steps'
 	const retention = time.Second
@@ -34,27 +36,53 @@ func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
+	events := func(i int) int { return tagged(t, c, i, 'I') }
 	eventsLeft := func(want int) func() bool {
 		return func() bool {
 			for i := range 3 {
-				if tagged(t, c, i, 'I') != want {
+				if events(i) != want {
 					return false
 				}
 			}
 			return true
 		}
 	}
+	// onePassRemovesAll runs passes on the leader until one removes
+	// something (a pass is skipped while the leader does not yet know
+	// every replica's format), and fails unless that pass removed all of
+	// the leader's events, held = how many there were.
+	onePassRemovesAll := func(held int) {
+		t.Helper()
+		testwait.For(t, 20*time.Second, "a retention pass that removes something", func() bool {
+			lead := c.StoreLeader(0)
+			if lead < 0 {
+				return false
+			}
+			c.Store(0, lead).Store().RetentionPass(ctx)
+			switch n := events(lead); {
+			case n == held:
+				return false
+			case n != 0:
+				t.Fatalf("one pass left %d of the leader's %d events due", n, held)
+			}
+			return true
+		})
+	}
 	sendSome(t, m, 1, 2, 10)
 	sendSome(t, m, 3, 4, 5)
+	time.Sleep(retention)
+	onePassRemovesAll(30)
 	testwait.For(t, 20*time.Second, "every replica to drop the expired events with an older replica in the shard", eventsLeft(0))
 	// The format before removes events only.
 	wantHealthyHolding(t, c, 'M', 15, "message records with an older replica in the shard")
 	upgradeOldToThisBuild(ctx, t, c)
-	// Five users with events, two a step, three events a step: a pass of
+	// Five users with events, two a step, three events a step: one pass of
 	// at least seven steps removes the 20 copies of these 10 messages.
 	for u := uint64(5); u <= 9; u++ {
 		sendSome(t, m, u, u+10, 2)
 	}
+	time.Sleep(retention)
+	onePassRemovesAll(20)
 	testwait.For(t, 20*time.Second, "every replica to drop the events and records of the messages sent after the upgrade", func() bool {
 		if !eventsLeft(0)() {
 			return false
@@ -76,9 +104,13 @@ func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 			t.Fatalf("Sync(%d, 0) after retention: %+v, %v; want truncated with nothing left", u+10, res, err)
 		}
 	}
-	// The change log went with them: it starts after the upgrade's sends,
-	// and a read from its old start is refused.
+	// The change log went with them once the sweep had passed them: it
+	// starts after the upgrade's sends, and a read from its old start is
+	// refused.
 	testwait.For(t, 20*time.Second, "every replica to trim its change log", func() bool {
+		if lead := c.StoreLeader(0); lead >= 0 {
+			c.Store(0, lead).Store().RetentionPass(ctx)
+		}
 		for i := range 3 {
 			if _, _, err := c.Store(0, i).Store().FSM().ChangeLog(0, 1); err == nil {
 				return false
@@ -86,6 +118,10 @@ func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 		}
 		return true
 	})
+	lead = c.StoreLeader(0)
+	if lead < 0 {
+		t.Fatal("no store leader")
+	}
 	cc, err := grpc.NewClient(c.Store(0, lead).GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
