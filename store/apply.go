@@ -79,6 +79,8 @@ func (x *tx) applyOp(index uint64, n uint32, now int64, op *clusterv1.StoreOp) *
 		return x.expireScan(o.ExpireScan)
 	case *clusterv1.StoreOp_TrimChangeLog:
 		return x.trimChangeLog(o.TrimChangeLog)
+	case *clusterv1.StoreOp_ExpireTimelines:
+		return x.expireTimelines(o.ExpireTimelines)
 	}
 	return rejected("unknown op %T", op.GetOp())
 }
@@ -564,8 +566,47 @@ func (x *tx) markRead(op *clusterv1.MarkReadOp) *OpResult {
 		Seq: op.Seq, Kind: seqdv1.EventKind_EVENT_KIND_READ, Conversation: req.Conversation,
 		ReadUpTo: req.UpToSeq, GroupCount: op.GroupCount, Sender: req.User, Outgoing: true,
 	})
-	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK,
-		MarkRead: &seqdv1.MarkReadResponse{Seq: op.Seq, Unread: convUnread(cs), TotalUnread: x.userState(req.User).TotalUnread}}
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, MarkRead: x.unreadAnswer(req.User, req.Conversation, cs, op.Seq)}
+}
+
+// unreadAnswer is a mark-read's answer: the conversation's unread count
+// and the user's total, as Unread reports them (less the messages
+// retention removed from read-fanout timelines, once it has removed any).
+func (x *tx) unreadAnswer(user uint64, conv *seqdv1.Conversation, cs *clusterv1.ConvState, seq uint64) *seqdv1.MarkReadResponse {
+	resp := &seqdv1.MarkReadResponse{Seq: seq, Unread: convUnread(cs), TotalUnread: x.userState(user).TotalUnread}
+	if !x.has(keyTimelinesExpired) {
+		return resp
+	}
+	expired := func(c *seqdv1.Conversation) uint64 {
+		if c.GetType() != seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
+			return 0
+		}
+		_, gc, ok := x.group(c.GetId())
+		if !ok {
+			return 0
+		}
+		return gc.ExpiredCount
+	}
+	resp.Unread = unreadAfterExpiry(cs, expired(conv), resp.Unread)
+	p := convPrefix(user)
+	it := x.t.NewIterator(iteratorOpts(p))
+	var states []*clusterv1.ConvState
+	var convs []*seqdv1.Conversation
+	for it.Rewind(); it.ValidForPrefix(p); it.Next() {
+		var s clusterv1.ConvState
+		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &s) }); err != nil {
+			panic(fmt.Sprintf("store: corrupt conversation record: %v", err))
+		}
+		if s.ReadFanout {
+			states, convs = append(states, &s), append(convs, convFromKey(it.Item().Key()))
+		}
+	}
+	it.Close() // x.group reads with the transaction's one iterator closed
+	for i, s := range states {
+		n := convUnread(s)
+		resp.TotalUnread -= n - unreadAfterExpiry(s, expired(convs[i]), n)
+	}
+	return resp
 }
 
 // recallCopy blanks one copy of a recalled message and stops counting it.
@@ -1013,35 +1054,55 @@ func (x *tx) expireScan(op *clusterv1.ExpireScanOp) *OpResult {
 // maxUsers users (inboxHeads), and returns their events sent before
 // `before`, oldest first per user up to its first newer one, at most limit
 // of them, with their owners, and the user the next walk starts at (0: it
-// passed the last user). The user records come in small batches (a Badger
-// read-write transaction holds one iterator at a time), so a walk that
-// reaches its limit early reads few more than it used.
+// passed the last user; eventWalk).
 func (x *tx) dueWalk(before int64, from uint64, maxUsers, limit uint32) (doomed []*seqdv1.Event, owners []uint64, next uint64) {
-	for left := maxUsers; ; {
-		heads, looked, after := x.inboxHeads(from, min(left, headBatch))
-		it := x.t.NewIterator(seekOpts([]byte{tagInbox}))
-		for _, h := range heads {
-			p := inboxPrefix(h.user)
-			for it.Seek(inboxKey(h.user, h.start)); it.ValidForPrefix(p); it.Next() {
-				var e seqdv1.Event
-				if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
-					panic(fmt.Sprintf("store: corrupt inbox record: %v", err))
+	next = x.eventWalk(tagInbox, x.inboxHeads, before, from, maxUsers, limit, func(user uint64, e *seqdv1.Event) {
+		doomed, owners = append(doomed, e), append(owners, user)
+	})
+	return doomed, owners, next
+}
+
+// walkHead is where a retention walk reads one inbox or timeline: its
+// owner (a user or a group), the seq it starts at (those below were
+// removed), and the last seq it may remove.
+type walkHead struct{ owner, start, last uint64 }
+
+// eventWalk walks the event logs of table tag (inboxes or timelines) of
+// the owners from `from` on, at most maxOwners of them, which heads finds
+// headBatch at a time, and calls visit with each event sent before
+// `before`, oldest first per owner up to its first newer one or its head's
+// last seq, at most limit of them. It returns the owner the next walk
+// starts at (0: it passed the last one). The heads come in small batches
+// (a Badger read-write transaction holds one iterator at a time), so a
+// walk that reaches its limit early reads few more than it used.
+func (x *tx) eventWalk(tag byte, heads func(from uint64, max uint32) ([]walkHead, uint32, uint64),
+	before int64, from uint64, maxOwners, limit uint32, visit func(owner uint64, e *seqdv1.Event)) (next uint64) {
+	n := uint32(0)
+	for left := maxOwners; ; {
+		hs, looked, after := heads(from, min(left, headBatch))
+		it := x.t.NewIterator(seekOpts([]byte{tag}))
+		for _, h := range hs {
+			p := u64([]byte{tag}, h.owner)
+			for it.Seek(u64(p, h.start)); it.ValidForPrefix(p); it.Next() {
+				e := &seqdv1.Event{}
+				if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
+					panic(fmt.Sprintf("store: corrupt event %x: %v", it.Item().Key(), err))
 				}
-				if e.SentAtMs >= before {
+				if e.SentAtMs >= before || e.Seq > h.last {
 					break
 				}
-				if uint32(len(doomed)) == limit {
+				if n == limit {
 					it.Close()
-					return doomed, owners, h.user // the rest of this user's are for the next walk
+					return h.owner // the rest of this owner's are for the next walk
 				}
-				doomed = append(doomed, &e)
-				owners = append(owners, h.user)
+				visit(h.owner, e)
+				n++
 			}
 		}
 		it.Close()
 		left -= looked
 		if after == 0 || left == 0 {
-			return doomed, owners, after
+			return after
 		}
 		from = after
 	}
@@ -1059,10 +1120,6 @@ func (x *tx) firstDue(before int64, from uint64) (user uint64, ok bool) {
 	return owners[0], true
 }
 
-// inboxHead is a user whose inbox holds events, and the seq they start at
-// (events below it were removed by retention).
-type inboxHead struct{ user, start uint64 }
-
 // headBatch is how many users' records a retention walk reads at a time.
 const headBatch = 64
 
@@ -1075,25 +1132,44 @@ const headBatch = 64
 // compaction drops it, and a seek to the start of an inbox that retention
 // has cleared steps over every tombstone it left, a cost that grew with
 // each pass.
-func (x *tx) inboxHeads(from uint64, max uint32) (heads []inboxHead, looked uint32, next uint64) {
-	p := []byte{tagUser}
+func (x *tx) inboxHeads(from uint64, max uint32) (heads []walkHead, looked uint32, next uint64) {
+	return walkHeads(x, tagUser, from, max, func(user uint64, us *clusterv1.UserState) (bool, walkHead, bool) {
+		// A user without a last seq never had an event (a group member's
+		// counters only): it does not count.
+		return us.LastSeq != 0, walkHead{owner: user, start: us.TruncatedBelow, last: math.MaxUint64}, us.LastSeq >= us.TruncatedBelow
+	})
+}
+
+// walkHeads reads the records of table tag (keyed by the tag and a uint64
+// id) from id from on, in order, for a retention walk. head says of each
+// record whether it counts (a user that ever had an inbox event, a group
+// that ever had a timeline entry) and, if so, the head to return for it
+// (ok false: it holds nothing to remove). It looks at up to max records
+// that count and returns their heads, how many it looked at, and the id
+// after them (0: it passed the last one).
+func walkHeads[H, M any, PM interface {
+	*M
+	proto.Message
+}](x *tx, tag byte, from uint64, max uint32, head func(id uint64, m PM) (counts bool, h H, ok bool)) (heads []H, looked uint32, next uint64) {
+	p := []byte{tag}
 	it := x.t.NewIterator(iteratorOpts(p))
 	defer it.Close()
-	for it.Seek(userKey(from)); it.ValidForPrefix(p); it.Next() {
-		user := beU64(it.Item().Key()[1:9])
-		var us clusterv1.UserState
-		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &us) }); err != nil {
-			panic(fmt.Sprintf("store: corrupt user record %d: %v", user, err))
+	m := PM(new(M)) // one for every record: head keeps nothing of it
+	for it.Seek(u64([]byte{tag}, from)); it.ValidForPrefix(p); it.Next() {
+		id := beU64(it.Item().Key()[1:9])
+		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, m) }); err != nil {
+			panic(fmt.Sprintf("store: corrupt record %x: %v", it.Item().Key(), err))
 		}
-		if us.LastSeq == 0 {
-			continue // never had an event (a group member's counters only)
+		counts, h, ok := head(id, m)
+		if !counts {
+			continue
 		}
 		if looked == max {
-			return heads, looked, user
+			return heads, looked, id
 		}
 		looked++
-		if us.LastSeq >= us.TruncatedBelow {
-			heads = append(heads, inboxHead{user: user, start: us.TruncatedBelow})
+		if ok {
+			heads = append(heads, h)
 		}
 	}
 	return heads, looked, 0
@@ -1264,4 +1340,84 @@ func appliedSends(e *clusterv1.ChangeLogEntry) []*clusterv1.SendOp {
 		}
 	}
 	return out
+}
+
+// maxExpireGroups bounds the groups one timeline retention step looks at.
+const maxExpireGroups = 100_000
+
+// expireTimelines is one step of a retention pass over read-fanout group
+// timelines: see ExpireTimelinesOp. Like expireScan, its work is bounded
+// by the groups it looks at and the entries it removes, and the leader's
+// next step starts where it stopped (OpResult.ExpireNext, a group here).
+func (x *tx) expireTimelines(op *clusterv1.ExpireTimelinesOp) *OpResult {
+	if r := cmp.Or(refuseCutoff("expire", op.BeforeMs), refuseCount("expire limit", op.Limit, maxExpireEvents),
+		refuseCount("expire max_groups", op.MaxGroups, maxExpireGroups)); r != nil {
+		return r
+	}
+	doomed, next := x.timelineWalk(op.BeforeMs, op.FromGroup, op.MaxGroups, op.Limit)
+	if len(doomed) > 0 && !x.has(keyTimelinesExpired) {
+		// Mark-read answers look for removed messages from now on.
+		x.putRaw(keyTimelinesExpired, nil)
+	}
+	for i, d := range doomed {
+		x.del(timelineKey(d.group, d.gseq))
+		if d.recall {
+			x.del(recallKey(d.group, d.gseq))
+		}
+		if i+1 == len(doomed) || doomed[i+1].group != d.group {
+			// The group's last entry removed by this step.
+			_, gc, ok := x.group(d.group)
+			if !ok {
+				panic(fmt.Sprintf("store: group %d has timeline entries and no record", d.group))
+			}
+			gc.TimelineStart, gc.ExpiredCount = d.gseq+1, d.count
+			x.putCached(countersKey(d.group), gc)
+		}
+	}
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Expired: uint32(len(doomed)), ExpireNext: next}
+}
+
+// timelineEntry is a timeline entry a retention step removes: its group,
+// group seq, the running message count it carries, and whether it is a
+// recall entry (with a recall mark under the same group seq).
+type timelineEntry struct {
+	group, gseq, count uint64
+	recall             bool
+}
+
+// timelineWalk walks the timelines of the groups from group `from` on, at
+// most maxGroups groups (timelineHeads), and returns their entries sent
+// before `before` and covered by the group's last hint round, oldest first
+// per group up to its first other one, at most limit of them, and the
+// group the next walk starts at (0: it passed the last group; eventWalk).
+func (x *tx) timelineWalk(before int64, from uint64, maxGroups, limit uint32) (doomed []timelineEntry, next uint64) {
+	next = x.eventWalk(tagTimeline, x.timelineHeads, before, from, maxGroups, limit, func(g uint64, e *seqdv1.Event) {
+		doomed = append(doomed, timelineEntry{group: g, gseq: e.Seq, count: e.GroupCount,
+			recall: e.Kind == seqdv1.EventKind_EVENT_KIND_RECALL})
+	})
+	return doomed, next
+}
+
+// firstTimelineDue returns the first group from group `from` on with a
+// timeline entry a retention step would remove (ok false: none).
+func (x *tx) firstTimelineDue(before int64, from uint64) (group uint64, ok bool) {
+	doomed, _ := x.timelineWalk(before, from, math.MaxUint32, 1)
+	if len(doomed) == 0 {
+		return 0, false
+	}
+	return doomed[0].group, true
+}
+
+// timelineHeads walks the group counters from group `from` on, in order,
+// as inboxHeads walks the user records: it looks at up to max groups that
+// ever had a timeline entry and returns those with hinted entries still
+// held, how many it looked at, and the group after them (0: it passed the
+// last one).
+func (x *tx) timelineHeads(from uint64, max uint32) (heads []walkHead, looked uint32, next uint64) {
+	return walkHeads(x, tagCounters, from, max, func(g uint64, c *clusterv1.GroupCounters) (bool, walkHead, bool) {
+		// Entries past the last hint round stay: the next round reads the
+		// recall marks above it.
+		start := cmp.Or(c.TimelineStart, 1)
+		return c.LastGroupSeq != 0, walkHead{owner: g, start: start, last: c.HintedGseq}, start <= c.HintedGseq
+	})
 }

@@ -1193,6 +1193,35 @@ func TestApplyExpire(t *testing.T) {
 // A retention step (ExpireScanOp) removes what the whole-shard ExpireOp
 // does, resumes where the step before it stopped, and removes a message's
 // record with the last of its copies.
+// wantStep applies a retention step and checks what it removed and where
+// it says the next step starts.
+func wantStep(t *testing.T, h *fsmHarness, op *clusterv1.StoreOp, expired uint32, next uint64) {
+	t.Helper()
+	r := h.must(op)
+	if r.Expired != expired || r.ExpireNext != next {
+		t.Fatalf("step %v: expired %d, next %d; want %d and %d", op, r.Expired, r.ExpireNext, expired, next)
+	}
+}
+
+// passSteps runs the retention steps op(from) of one pass, from 0 until a
+// step ends it, and returns what each removed and where the next started
+// ("[expired:next ...]").
+func passSteps(t *testing.T, h *fsmHarness, op func(from uint64) *clusterv1.StoreOp) string {
+	t.Helper()
+	var steps []string
+	for from, n := uint64(0), 0; ; n++ {
+		if n > 10 {
+			t.Fatalf("no end to the pass: %v", steps)
+		}
+		r := h.must(op(from))
+		steps = append(steps, fmt.Sprintf("%d:%d", r.Expired, r.ExpireNext))
+		if r.ExpireNext == 0 {
+			return fmt.Sprint(steps)
+		}
+		from = r.ExpireNext
+	}
+}
+
 func TestApplyExpireScan(t *testing.T) {
 	hasRecord := func(t *testing.T, h *fsmHarness, id string) bool {
 		t.Helper()
@@ -1205,11 +1234,7 @@ func TestApplyExpireScan(t *testing.T) {
 	// step applies a step and checks what it removed and where it stopped.
 	step := func(t *testing.T, h *fsmHarness, from uint64, maxUsers, limit uint32, expired uint32, next uint64) {
 		t.Helper()
-		r := h.must(opExpireScan(3000, from, maxUsers, limit))
-		if r.Expired != expired || r.ExpireNext != next {
-			t.Fatalf("step from %d (%d users, %d events): expired %d, next %d; want %d and %d",
-				from, maxUsers, limit, r.Expired, r.ExpireNext, expired, next)
-		}
+		wantStep(t, h, opExpireScan(3000, from, maxUsers, limit), expired, next)
 	}
 	firstDue := func(t *testing.T, h *fsmHarness, from uint64, want uint64, wantOK bool) {
 		t.Helper()
@@ -1275,21 +1300,9 @@ func TestApplyExpireScan(t *testing.T) {
 	})
 	t.Run("limit", func(t *testing.T) {
 		h := expireSetup(t)
-		var steps []string
-		for from, n := uint64(0), 0; ; n++ {
-			if n > 10 {
-				t.Fatalf("no end to the pass: %v", steps)
-			}
-			r := h.must(opExpireScan(3000, from, 100, 2))
-			steps = append(steps, fmt.Sprintf("%d:%d", r.Expired, r.ExpireNext))
-			if r.ExpireNext == 0 {
-				break
-			}
-			from = r.ExpireNext
-		}
 		// Two events a step; a step that stops at its limit starts the next
 		// one at the same user.
-		if fmt.Sprint(steps) != "[2:2 2:2 1:0]" {
+		if steps := passSteps(t, h, func(from uint64) *clusterv1.StoreOp { return opExpireScan(3000, from, 100, 2) }); steps != "[2:2 2:2 1:0]" {
 			t.Fatalf("steps (expired:next) %v", steps)
 		}
 		wantSeqs(t, h.f, 1, 3)

@@ -30,9 +30,10 @@ import (
 // When an op is added or changes meaning, raise storeFormat and list the
 // op in opFormats: entries holding it then carry that min_format, and a
 // leader proposes them only once every replica runs the new format.
-// Format 1 added halting; format 2 added the dedup sweep; format 3 (this
-// build) added retention in bounded steps.
-const storeFormat = 3
+// Format 1 added halting; format 2 added the dedup sweep; format 3 added
+// retention in bounded steps; format 4 (this build) added retention of
+// read-fanout group timelines.
+const storeFormat = 4
 
 // StoreFormat is the store format this build applies (seqctl replicas
 // shows each replica's).
@@ -122,12 +123,14 @@ func (f *FSM) Halted() error {
 // refuse it as an unknown op and keep them. Format 3 added expire_scan,
 // retention in steps that each resume where the last stopped and that
 // remove message records with their last copy, and trim_change_log, which
-// removes the change log's entries past the retention period. Every other
-// op is byte for byte what older builds propose.
+// removes the change log's entries past the retention period. Format 4
+// added expire_timelines, which removes old entries of read-fanout group
+// timelines. Every other op is byte for byte what older builds propose.
 var opFormats = map[protoreflect.FieldNumber]uint32{
-	mustOpField("sweep_dedup"):     2,
-	mustOpField("expire_scan"):     3,
-	mustOpField("trim_change_log"): 3,
+	mustOpField("sweep_dedup"):      2,
+	mustOpField("expire_scan"):      3,
+	mustOpField("trim_change_log"):  3,
+	mustOpField("expire_timelines"): 4,
 }
 
 func mustOpField(name string) protoreflect.FieldNumber {
@@ -173,7 +176,8 @@ var (
 	kindDeliver  = mustOpField("deliver")
 	kindMarkRead = mustOpField("mark_read")
 
-	kindExpireScan = mustOpField("expire_scan")
+	kindExpireScan      = mustOpField("expire_scan")
+	kindExpireTimelines = mustOpField("expire_timelines")
 )
 
 // needsFormat is the store format of the op b builds (with n seqs), known

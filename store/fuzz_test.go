@@ -44,6 +44,7 @@ func seedOps() []*clusterv1.StoreOp {
 		opExpireScan(500_000, 1, 2, 10),
 		opSweep(10, 0),
 		opTrimLog(500_000, 10),
+		opExpireTimelines(500_000, 1, 2, 10),
 		{},
 	}
 }

@@ -38,6 +38,10 @@ var (
 	// keyLogStart holds the index of the first change-log entry still
 	// held (absent: the log was never trimmed; trimChangeLog).
 	keyLogStart = []byte{tagMeta, 'l', 'o', 'g', 's', 't', 'a', 'r', 't'}
+	// keyTimelinesExpired exists once retention has removed an entry of a
+	// read-fanout group timeline (expireTimelines); until then a
+	// mark-read's answer has no removed messages to look for.
+	keyTimelinesExpired = []byte{tagMeta, 't', 'l', 'e', 'x', 'p'}
 )
 
 // layoutVersion is the current Badger layout:

@@ -327,8 +327,9 @@ func (s *Shard) retentionLoop(ctx context.Context) {
 
 // applyRetention runs one retention pass: it removes the inbox events
 // sent before the retention period, however many there are, step by step
-// from the first user to the last, then the change-log entries applied
-// before it (as far as the dedup sweep has gone). Until every replica applies store
+// from the first user to the last, then the read-fanout group timelines'
+// entries (expireTimelines), then the change-log entries applied before it
+// (as far as the dedup sweep has gone). Until every replica applies store
 // format 3 it proposes one ExpireOp per pass instead, which older builds
 // apply too.
 func (s *Shard) applyRetention(ctx context.Context) {
@@ -371,6 +372,9 @@ func (s *Shard) applyRetention(ctx context.Context) {
 			return
 		}
 	}
+	if !s.expireTimelines(ctx, before) {
+		return
+	}
 	// The change log's copies of what the steps removed.
 	for {
 		if due, err := s.fsm.TrimDue(before); err != nil || !due {
@@ -385,6 +389,38 @@ func (s *Shard) applyRetention(ctx context.Context) {
 		s.m.logTrimmed.Add(float64(res.LogTrimmed))
 		if !res.LogMore || !sleepCtx(ctx, expirePause) {
 			return
+		}
+	}
+}
+
+// expireTimelines runs the steps of a retention pass over read-fanout
+// group timelines, as applyRetention does over the inboxes, once every
+// replica applies store format 4 (a pass before that leaves the
+// timelines; a later one removes what is due then). It reports false if
+// the pass should stop.
+func (s *Shard) expireTimelines(ctx context.Context, before int64) bool {
+	if err := s.formatReady(opFormats[kindExpireTimelines]); err != nil {
+		s.log.Debug("group timelines left this pass: a replica's store format is before 4 or not known", "err", err)
+		return true
+	}
+	for from := uint64(0); ; {
+		first, due, err := s.fsm.FirstTimelineDue(before, from)
+		if err != nil || !due {
+			return true
+		}
+		op := &clusterv1.ExpireTimelinesOp{BeforeMs: before, FromGroup: first, MaxGroups: expireUsers, Limit: expireLimit}
+		res, err := s.submitOK(ctx, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_ExpireTimelines{ExpireTimelines: op}})
+		if err != nil {
+			s.log.Debug("timeline retention stopped; the next pass starts over", "err", err)
+			return false
+		}
+		s.m.expiredTimeline.Add(float64(res.Expired))
+		if res.ExpireNext == 0 {
+			return true
+		}
+		from = res.ExpireNext
+		if !sleepCtx(ctx, expirePause) {
+			return false
 		}
 	}
 }

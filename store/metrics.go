@@ -20,6 +20,7 @@ type metrics struct {
 	hints                                              prometheus.Counter
 	expired                                            prometheus.Counter
 	expiredEvents                                      prometheus.Counter
+	expiredTimeline                                    prometheus.Counter
 	logTrimmed                                         prometheus.Counter
 	dedupSwept                                         prometheus.Counter
 	rateLimited                                        prometheus.Counter
@@ -56,6 +57,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Retention passes the leader started."}),
 		expiredEvents: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "expired_events_total",
 			Help: "Inbox events removed by retention (counted on the leader that proposed the steps)."}),
+		expiredTimeline: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "expired_timeline_entries_total",
+			Help: "Read-fanout group timeline entries removed by retention (counted on the leader that proposed the steps)."}),
 		logTrimmed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "change_log_trimmed_total",
 			Help: "Change-log entries removed by retention (counted on the leader that proposed the trims)."}),
 		dedupSwept: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "dedup_swept_total",
@@ -75,7 +78,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.stageAllocate, m.stageCommit = m.stageSeconds.WithLabelValues("allocate"), m.stageSeconds.WithLabelValues("commit")
 	m.shardFormat.Set(-1)
 	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,
-		m.expiredEvents, m.logTrimmed, m.dedupSwept, m.rateLimited, m.isLeader, m.halted, m.shardFormat, m.subscribers)
+		m.expiredEvents, m.expiredTimeline, m.logTrimmed, m.dedupSwept, m.rateLimited, m.isLeader, m.halted, m.shardFormat, m.subscribers)
 	// Every op's outcomes exist from the start, at 0, so a dashboard sees
 	// a series before the first op.
 	for _, op := range opNames {

@@ -65,6 +65,12 @@ type propGroup struct {
 	count    uint64
 	hinted   uint64
 	timeline []*seqdv1.Event
+	// marks holds the recall marks: recall entry gseq -> the recalled
+	// message's count.
+	marks map[uint64]uint64
+	// Retention: the first gseq the timeline may hold, and the count of
+	// the last entry removed.
+	start, expired uint64
 }
 
 type propDedup struct {
@@ -222,10 +228,16 @@ func (m *propModel) implied(u uint64) (map[string]uint64, uint64) {
 	pu := m.u[u]
 	out := map[string]uint64{}
 	for k, cs := range pu.convs {
-		if cs.rf && cs.latestCount > cs.readCount {
-			out[k] += cs.latestCount - cs.readCount
+		// Messages retention removed from the timeline are read.
+		read := cs.readCount
+		var id uint64
+		if _, err := fmt.Sscanf(k, "g%d", &id); err == nil && m.groups[id] != nil {
+			read = max(read, m.groups[id].expired)
+		}
+		if cs.rf && cs.latestCount > read {
+			out[k] += cs.latestCount - read
 			for c := range cs.recalled {
-				if c > cs.readCount && c <= cs.latestCount {
+				if c > read && c <= cs.latestCount {
 					out[k]--
 				}
 			}
@@ -491,8 +503,10 @@ func (m *propModel) retry(t *rapid.T) {
 	m.run(t, m.planDirect(t, directParams{sender: d.sender, rcpts: others[:1], conv: 1, cmid: d.cmid}))
 }
 
+// timelineCount counts the timeline's messages up to upTo; those
+// retention removed count wherever upTo is.
 func (m *propModel) timelineCount(g *propGroup, upTo uint64) uint64 {
-	n := uint64(0)
+	n := g.expired
 	for _, e := range g.timeline {
 		if e.Seq <= upTo && e.Kind == kMessage {
 			n++
@@ -663,6 +677,10 @@ func (m *propModel) recall(t *rapid.T) {
 			for _, te := range g.timeline {
 				if te.Seq == rec.gseq {
 					te.Recalled, te.Body, te.Metadata = true, nil, nil
+					if g.marks == nil {
+						g.marks = map[uint64]uint64{}
+					}
+					g.marks[gseq] = te.GroupCount
 				}
 			}
 			re := proto.Clone(ev).(*seqdv1.Event)
@@ -853,10 +871,8 @@ func (g *propGroup) recalledSince(after, upTo uint64) []uint64 {
 		if re.Kind != kRecall || re.GroupSeq <= after || re.GroupSeq > upTo {
 			continue
 		}
-		for _, te := range g.timeline {
-			if te.Kind == kMessage && te.MessageId == re.MessageId {
-				out = append(out, te.GroupCount)
-			}
+		if c, ok := g.marks[re.GroupSeq]; ok {
+			out = append(out, c)
 		}
 	}
 	return out
@@ -1073,13 +1089,60 @@ func (m *propModel) expireScan(t *rapid.T) {
 		}
 	}
 	m.stats["(events expired by steps)"] += removed
-	m.run(t, &propPlan{what: fmt.Sprintf("expire step before %d from %d users %d limit %d", before, from, maxUsers, limit),
-		op: opExpireScan(before, from, uint32(maxUsers), uint32(limit)), want: stOK,
+	m.run(t, stepPlan(fmt.Sprintf("expire step before %d from %d users %d limit %d", before, from, maxUsers, limit),
+		opExpireScan(before, from, uint32(maxUsers), uint32(limit)), removed, next))
+}
+
+// stepPlan is the plan of a retention step, which must remove `removed`
+// and say the next step starts at next.
+func stepPlan(what string, op *clusterv1.StoreOp, removed int, next uint64) *propPlan {
+	return &propPlan{what: what, op: op, want: stOK,
 		check: func(t *rapid.T, r *OpResult) {
 			if int(r.Expired) != removed || r.ExpireNext != next {
 				t.Fatalf("step expired %d and stopped at %d, want %d and %d", r.Expired, r.ExpireNext, removed, next)
 			}
-		}})
+		}}
+}
+
+// expireTimelines is one retention step over the read-fanout timelines:
+// entries older than the cutoff that a hint round has covered go, oldest
+// first per group, with their recall marks.
+func (m *propModel) expireTimelines(t *rapid.T) {
+	// From everything sent so far being due (0) to a few ticks' worth.
+	before := m.h.now + 1 - int64(rapid.IntRange(0, 3_000).Draw(t, "retention"))
+	from := m.users[0] - 1 + rapid.Uint64Range(0, 5).Draw(t, "timelinesFrom")
+	maxGroups := rapid.IntRange(1, 3).Draw(t, "timelinesGroups")
+	limit := rapid.IntRange(1, 10).Draw(t, "timelinesLimit")
+	ids := slices.Sorted(slices.Values(m.gids))
+	removed, looked, next := 0, 0, uint64(0)
+	for _, id := range ids {
+		g := m.groups[id]
+		if id < from || !g.info.ReadFanout || g.info.LastGroupSeq == 0 {
+			continue // a step looks at the groups with a timeline
+		}
+		if looked == maxGroups {
+			next = id
+			break
+		}
+		looked++
+		for len(g.timeline) > 0 && g.timeline[0].SentAtMs < before && g.timeline[0].Seq <= g.hinted {
+			if removed == limit {
+				next = id
+				break
+			}
+			e := g.timeline[0]
+			g.timeline = g.timeline[1:]
+			g.start, g.expired = e.Seq+1, e.GroupCount
+			delete(g.marks, e.Seq)
+			removed++
+		}
+		if next != 0 {
+			break
+		}
+	}
+	m.stats["(timeline entries expired)"] += removed
+	m.run(t, stepPlan(fmt.Sprintf("expire timelines before %d from %d groups %d limit %d", before, from, maxGroups, limit),
+		opExpireTimelines(before, from, uint32(maxGroups), uint32(limit)), removed, next))
 }
 
 // sweepDedup deletes dedup records past their TTL and a grace: no answer
@@ -1295,6 +1358,9 @@ func (m *propModel) checkAll(t *rapid.T) {
 					want = append(want, e)
 				}
 			}
+			if truncated := g.start > mem.JoinedAfterGseq+1; res.Truncated != truncated || truncated && res.EarliestSeq != g.start {
+				t.Fatalf("member %d of group %d: truncated %v from %d, want %v from %d", u, id, res.Truncated, res.EarliestSeq, truncated, g.start)
+			}
 			if len(res.Events) != len(want) {
 				t.Fatalf("member %d of group %d sees %v, want %v", u, id, seqsOf(res.Events), seqsOf(want))
 			}
@@ -1363,28 +1429,31 @@ func TestPropStoreModel(t *testing.T) {
 		}
 		m.first = h.idx + 1
 		rt.Repeat(map[string]func(*rapid.T){
-			"sendDirect":    m.sendDirect,
-			"sendDirect2":   m.sendDirect,
-			"sendGroup":     m.sendGroup,
-			"sendGroup2":    m.sendGroup,
-			"retry":         m.retry,
-			"markRead":      m.markRead,
-			"batch":         m.batch,
-			"recall":        m.recall,
-			"delete":        m.del,
-			"createGroup":   m.createGroup,
-			"addMembers":    m.addMembers,
-			"removeMembers": m.removeMembers,
-			"hint":          m.hint,
-			"deliver":       m.deliver,
-			"outboxAck":     m.outboxAck,
-			"expire":        m.expire,
-			"expireScan":    m.expireScan,
-			"sweepDedup":    m.sweepDedup,
-			"tick":          m.tick,
-			"replay":        m.replay,
-			"restart":       m.restart,
-			"":              m.checkAll,
+			"sendDirect":       m.sendDirect,
+			"sendDirect2":      m.sendDirect,
+			"sendGroup":        m.sendGroup,
+			"sendGroup2":       m.sendGroup,
+			"retry":            m.retry,
+			"markRead":         m.markRead,
+			"batch":            m.batch,
+			"recall":           m.recall,
+			"delete":           m.del,
+			"createGroup":      m.createGroup,
+			"addMembers":       m.addMembers,
+			"removeMembers":    m.removeMembers,
+			"hint":             m.hint,
+			"hint2":            m.hint,
+			"deliver":          m.deliver,
+			"outboxAck":        m.outboxAck,
+			"expire":           m.expire,
+			"expireScan":       m.expireScan,
+			"expireTimelines":  m.expireTimelines,
+			"expireTimelines2": m.expireTimelines,
+			"sweepDedup":       m.sweepDedup,
+			"tick":             m.tick,
+			"replay":           m.replay,
+			"restart":          m.restart,
+			"":                 m.checkAll,
 		})
 	})
 	// With -v, show how often each op met each outcome.

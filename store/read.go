@@ -195,14 +195,53 @@ func (f *FSM) Unread(user uint64) (*seqdv1.UnreadResponse, error) {
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &cs) }); err != nil {
 				return err
 			}
-			if n := convUnread(&cs); n > 0 {
+			conv := convFromKey(it.Item().Key())
+			n := convUnread(&cs)
+			if cs.ReadFanout && n > 0 {
+				left, err := unreadRetained(txn, conv, &cs, n)
+				if err != nil {
+					return err
+				}
+				resp.Total -= n - left
+				n = left
+			}
+			if n > 0 {
 				resp.Conversations = append(resp.Conversations, &seqdv1.ConversationUnread{
-					Conversation: convFromKey(it.Item().Key()), Count: n, ReadUpTo: cs.ReadUpTo})
+					Conversation: conv, Count: n, ReadUpTo: cs.ReadUpTo})
 			}
 		}
 		return nil
 	})
 	return resp, err
+}
+
+// unreadRetained is a read-fanout group's unread count n for a member
+// (state cs) less the messages retention removed from the group's
+// timeline: those can no longer be read, so they are read already. The
+// member's state, which hints and read markers change, is left as it is;
+// its next read marker counts them read (TimelineCount). A group on
+// another shard is not looked up: its removed messages stay unread until
+// the member marks the group read.
+func unreadRetained(txn *badger.Txn, conv *seqdv1.Conversation, cs *clusterv1.ConvState, n uint64) (uint64, error) {
+	if conv.GetType() != seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
+		return n, nil
+	}
+	c, err := countersIn(txn, conv.GetId())
+	if err != nil {
+		return n, err
+	}
+	return unreadAfterExpiry(cs, c.ExpiredCount, n), nil
+}
+
+// unreadAfterExpiry is convUnread(cs), n, with the first expired messages
+// of the group's timeline read.
+func unreadAfterExpiry(cs *clusterv1.ConvState, expired, n uint64) uint64 {
+	if expired <= cs.ReadCount {
+		return n
+	}
+	eff := proto.Clone(cs).(*clusterv1.ConvState)
+	eff.ReadCount = expired
+	return convUnread(eff)
 }
 
 // groupIn reads a group's membership with its counters filled in.
@@ -221,6 +260,14 @@ func groupIn(txn *badger.Txn, g uint64) (*clusterv1.GroupRecord, bool, error) {
 		rec.Info.LastGroupSeq, rec.MessageCount, rec.HintedGseq = c.LastGroupSeq, c.MessageCount, c.HintedGseq
 	}
 	return &rec, true, nil
+}
+
+// countersIn reads a group's counters record (zero if it has none: a
+// write-fanout group, or one without a timeline entry yet).
+func countersIn(txn *badger.Txn, g uint64) (*clusterv1.GroupCounters, error) {
+	var c clusterv1.GroupCounters
+	_, err := getProto(txn, countersKey(g), &c)
+	return &c, err
 }
 
 // Group returns a group's record, counters included.
@@ -270,7 +317,15 @@ func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 		if from == ^uint64(0) || limit <= 0 {
 			return nil // nothing is above the largest seq
 		}
-		if err := scanEvents(txn, timelinePrefix(g), timelineKey(g, from+1), limit, res); err != nil {
+		c, err := countersIn(txn, g)
+		if err != nil {
+			return err
+		}
+		if c.TimelineStart > from+1 {
+			// Retention removed entries this member had not read.
+			res.Truncated, res.EarliestSeq = true, c.TimelineStart
+		}
+		if err := scanEvents(txn, timelinePrefix(g), timelineKey(g, max(from+1, c.TimelineStart)), limit, res); err != nil {
 			return err
 		}
 		if res.NextCheckpoint < from {
@@ -282,7 +337,9 @@ func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 }
 
 // TimelineCount returns how many messages the group's timeline holds up
-// to gseq, and its newest gseq.
+// to gseq, and its newest gseq. Messages retention removed count as held:
+// a gseq inside the removed range counts all of them (a read marker there
+// reads them all, as none can be fetched any more).
 func (f *FSM) TimelineCount(g, upTo uint64) (count, last uint64, err error) {
 	err = f.view(func(txn *badger.Txn) error {
 		rec, ok, err := groupIn(txn, g)
@@ -297,6 +354,11 @@ func (f *FSM) TimelineCount(g, upTo uint64) (count, last uint64, err error) {
 			count = rec.MessageCount
 			return nil
 		}
+		c, err := countersIn(txn, g)
+		if err != nil {
+			return err
+		}
+		count = c.ExpiredCount
 		// The entry at or below upTo carries the running count.
 		p := timelinePrefix(g)
 		opts := iteratorOpts(p)
@@ -309,7 +371,7 @@ func (f *FSM) TimelineCount(g, upTo uint64) (count, last uint64, err error) {
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
 				return err
 			}
-			count = e.GroupCount
+			count = max(count, e.GroupCount)
 		}
 		return nil
 	})
@@ -356,6 +418,14 @@ func (f *FSM) ChangeLog(after uint64, limit int) (out []*clusterv1.ChangeLogEntr
 func (f *FSM) FirstDue(before int64, from uint64) (user uint64, ok bool, err error) {
 	err = f.read(func(x *tx) { user, ok = x.firstDue(before, from) })
 	return user, ok, err
+}
+
+// FirstTimelineDue returns the first read-fanout group from `from` on
+// with a timeline entry a retention step would remove (ok false: none;
+// tx.firstTimelineDue).
+func (f *FSM) FirstTimelineDue(before int64, from uint64) (group uint64, ok bool, err error) {
+	err = f.read(func(x *tx) { group, ok = x.firstTimelineDue(before, from) })
+	return group, ok, err
 }
 
 // TrimDue reports whether the change log holds an entry a trim before

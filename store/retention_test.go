@@ -15,6 +15,7 @@ import (
 	"github.com/seqd/seqd/internal/localcluster"
 	"github.com/seqd/seqd/internal/testwait"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/store"
 )
 
@@ -140,4 +141,89 @@ func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 		t.Fatalf("ReadChangeLog from the log's start %d: %v, %v", trimmed.First, resp, err)
 	}
 	waitReplicasAgree(t, c)
+}
+
+// A retention pass also removes the old entries of read-fanout group
+// timelines, once every replica applies the format of the step that does
+// it: before that the timelines stay and nobody halts. After it a member
+// reading from before the removed entries is told its history was
+// truncated, and its unread count no longer holds what it cannot read.
+func TestLeaderRetentionRemovesOldTimelineEntries(t *testing.T) {
+	store.SetRetentionEvery(t, time.Hour)
+	oldReplicaOn(t, store.StoreFormat-1) // the format before timeline steps
+	const retention = time.Second
+	c, m := startCluster(t, localcluster.Options{Retention: retention, HintWindow: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 50, Owner: 1, Members: []uint64{2, 3}, ReadFanout: true}); err != nil {
+		t.Fatal(err)
+	}
+	send := func(cmid string) {
+		t.Helper()
+		if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Conversation: group(50), ClientMsgId: cmid, Body: []byte("to all")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unread := func(u uint64) uint64 {
+		t.Helper()
+		un, err := m.Unread(ctx, &seqdv1.UnreadRequest{User: u})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return un.Total
+	}
+	send("a")
+	send("b")
+	testwait.For(t, 10*time.Second, "the hint round", func() bool { return unread(2) == 2 })
+	time.Sleep(retention)
+	// pass runs retention passes on the leader until its timeline holds
+	// want entries, or for 3 s.
+	pass := func(want int) bool {
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			if lead := c.StoreLeader(0); lead >= 0 {
+				c.Store(0, lead).Store().RetentionPass(ctx)
+				if tagged(t, c, lead, 'T') == want {
+					return true
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return false
+	}
+	if pass(0) {
+		t.Fatal("a timeline step went ahead with a replica on the format before")
+	}
+	wantHealthyHolding(t, c, 'T', 2, "timeline entries with an older replica in the shard")
+	upgradeOldToThisBuild(ctx, t, c)
+	send("c") // newer than the period: it stays
+	testwait.For(t, 10*time.Second, "the second hint round", func() bool { return unread(2) == 3 })
+	if !pass(1) {
+		t.Fatal("no pass removed the old timeline entries")
+	}
+	testwait.For(t, 20*time.Second, "every replica to drop the old entries", func() bool {
+		for i := range 3 {
+			if tagged(t, c, i, 'T') != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	waitReplicasAgree(t, c)
+	sg, err := m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 2, GroupId: 50})
+	if err != nil || !sg.HistoryTruncated || len(sg.Events) != 1 || sg.EarliestGseq != sg.Events[0].Seq {
+		t.Fatalf("SyncGroup from 0 after retention: %v, %v; want truncated, the newest entry only, from its gseq", sg, err)
+	}
+	if sg, err := m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 2, GroupId: 50, AfterGseq: sg.EarliestGseq - 1}); err != nil || sg.HistoryTruncated {
+		t.Fatalf("SyncGroup from just before the first entry held: %v, %v; want not truncated", sg, err)
+	}
+	for _, u := range []uint64{2, 3} {
+		if n := unread(u); n != 1 {
+			t.Fatalf("member %d unread %d after retention, want 1 (the message still held)", u, n)
+		}
+	}
+	r, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 3, Conversation: group(50), UpToSeq: 1})
+	if err != nil || r.Unread != 1 || r.TotalUnread != 1 {
+		t.Fatalf("marking read at a removed entry: %v, %v; want 1 unread left", r, err)
+	}
 }

@@ -629,7 +629,8 @@ func (r *server) SyncGroup(ctx context.Context, req *seqdv1.SyncGroupRequest) (*
 			return nil, err
 		}
 	}
-	return &seqdv1.SyncGroupResponse{Events: res.Events, NextCheckpoint: res.NextCheckpoint, HasMore: res.HasMore}, nil
+	return &seqdv1.SyncGroupResponse{Events: res.Events, NextCheckpoint: res.NextCheckpoint, HasMore: res.HasMore,
+		HistoryTruncated: res.Truncated, EarliestGseq: res.EarliestSeq}, nil
 }
 
 // StoreNode.

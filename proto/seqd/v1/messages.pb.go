@@ -2080,8 +2080,12 @@ type SyncGroupResponse struct {
 	Events         []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	NextCheckpoint uint64   `protobuf:"varint,2,opt,name=next_checkpoint,json=nextCheckpoint,proto3" json:"next_checkpoint,omitempty"`
 	HasMore        bool     `protobuf:"varint,3,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Entries after after_gseq were removed by retention: the member missed
+	// them; earliest_gseq is the first group seq the timeline may still hold.
+	HistoryTruncated bool   `protobuf:"varint,4,opt,name=history_truncated,json=historyTruncated,proto3" json:"history_truncated,omitempty"`
+	EarliestGseq     uint64 `protobuf:"varint,5,opt,name=earliest_gseq,json=earliestGseq,proto3" json:"earliest_gseq,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SyncGroupResponse) Reset() {
@@ -2133,6 +2137,20 @@ func (x *SyncGroupResponse) GetHasMore() bool {
 		return x.HasMore
 	}
 	return false
+}
+
+func (x *SyncGroupResponse) GetHistoryTruncated() bool {
+	if x != nil {
+		return x.HistoryTruncated
+	}
+	return false
+}
+
+func (x *SyncGroupResponse) GetEarliestGseq() uint64 {
+	if x != nil {
+		return x.EarliestGseq
+	}
+	return 0
 }
 
 var File_seqd_v1_messages_proto protoreflect.FileDescriptor
@@ -2293,11 +2311,13 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"\bgroup_id\x18\x02 \x01(\x04R\agroupId\x12\x1d\n" +
 	"\n" +
 	"after_gseq\x18\x03 \x01(\x04R\tafterGseq\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"\x7f\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"\xd1\x01\n" +
 	"\x11SyncGroupResponse\x12&\n" +
 	"\x06events\x18\x01 \x03(\v2\x0e.seqd.v1.EventR\x06events\x12'\n" +
 	"\x0fnext_checkpoint\x18\x02 \x01(\x04R\x0enextCheckpoint\x12\x19\n" +
-	"\bhas_more\x18\x03 \x01(\bR\ahasMore*p\n" +
+	"\bhas_more\x18\x03 \x01(\bR\ahasMore\x12+\n" +
+	"\x11history_truncated\x18\x04 \x01(\bR\x10historyTruncated\x12#\n" +
+	"\rearliest_gseq\x18\x05 \x01(\x04R\fearliestGseq*p\n" +
 	"\x10ConversationType\x12!\n" +
 	"\x1dCONVERSATION_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_TYPE_DIRECT\x10\x01\x12\x1b\n" +

@@ -578,6 +578,7 @@ type StoreOp struct {
 	//	*StoreOp_SweepDedup
 	//	*StoreOp_ExpireScan
 	//	*StoreOp_TrimChangeLog
+	//	*StoreOp_ExpireTimelines
 	Op            isStoreOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -746,6 +747,15 @@ func (x *StoreOp) GetTrimChangeLog() *TrimChangeLogOp {
 	return nil
 }
 
+func (x *StoreOp) GetExpireTimelines() *ExpireTimelinesOp {
+	if x != nil {
+		if x, ok := x.Op.(*StoreOp_ExpireTimelines); ok {
+			return x.ExpireTimelines
+		}
+	}
+	return nil
+}
+
 type isStoreOp_Op interface {
 	isStoreOp_Op()
 }
@@ -808,6 +818,11 @@ type StoreOp_TrimChangeLog struct {
 	TrimChangeLog *TrimChangeLogOp `protobuf:"bytes,14,opt,name=trim_change_log,json=trimChangeLog,proto3,oneof"`
 }
 
+type StoreOp_ExpireTimelines struct {
+	// Store format 4.
+	ExpireTimelines *ExpireTimelinesOp `protobuf:"bytes,15,opt,name=expire_timelines,json=expireTimelines,proto3,oneof"`
+}
+
 func (*StoreOp_Send) isStoreOp_Op() {}
 
 func (*StoreOp_Deliver) isStoreOp_Op() {}
@@ -835,6 +850,8 @@ func (*StoreOp_SweepDedup) isStoreOp_Op() {}
 func (*StoreOp_ExpireScan) isStoreOp_Op() {}
 
 func (*StoreOp_TrimChangeLog) isStoreOp_Op() {}
+
+func (*StoreOp_ExpireTimelines) isStoreOp_Op() {}
 
 // Append is one inbox append the leader allocated a seq for.
 type Append struct {
@@ -1755,6 +1772,86 @@ func (x *TrimChangeLogOp) GetLimit() uint32 {
 	return 0
 }
 
+// ExpireTimelinesOp is one step of a retention pass over the timelines of
+// read-fanout groups (store format 4; a pass runs it after its
+// ExpireScanOp steps). It walks the groups with timeline entries from
+// from_group up, removing each one's entries (messages and recall entries)
+// sent before before_ms, oldest first, up to the first that is newer or
+// that the group's last hint round has not covered (a hint round reads the
+// recall marks above the hinted group seq), with the recall marks of the
+// recall entries it removes. The group's counters keep where the timeline
+// now starts and the running message count of the last entry removed. It
+// looks at most max_groups groups and removes at most limit entries; its
+// result says where the next step starts (0: the walk passed the last
+// group).
+type ExpireTimelinesOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BeforeMs      int64                  `protobuf:"varint,1,opt,name=before_ms,json=beforeMs,proto3" json:"before_ms,omitempty"`
+	FromGroup     uint64                 `protobuf:"varint,2,opt,name=from_group,json=fromGroup,proto3" json:"from_group,omitempty"`
+	MaxGroups     uint32                 `protobuf:"varint,3,opt,name=max_groups,json=maxGroups,proto3" json:"max_groups,omitempty"`
+	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireTimelinesOp) Reset() {
+	*x = ExpireTimelinesOp{}
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireTimelinesOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireTimelinesOp) ProtoMessage() {}
+
+func (x *ExpireTimelinesOp) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireTimelinesOp.ProtoReflect.Descriptor instead.
+func (*ExpireTimelinesOp) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ExpireTimelinesOp) GetBeforeMs() int64 {
+	if x != nil {
+		return x.BeforeMs
+	}
+	return 0
+}
+
+func (x *ExpireTimelinesOp) GetFromGroup() uint64 {
+	if x != nil {
+		return x.FromGroup
+	}
+	return 0
+}
+
+func (x *ExpireTimelinesOp) GetMaxGroups() uint32 {
+	if x != nil {
+		return x.MaxGroups
+	}
+	return 0
+}
+
+func (x *ExpireTimelinesOp) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 // SweepDedupOp removes the dedup records whose TTL has passed. It walks
 // the change log from where the sweep before it stopped (kept in the FSM),
 // entry by entry in log order: for each send an entry applied, it deletes
@@ -1774,7 +1871,7 @@ type SweepDedupOp struct {
 
 func (x *SweepDedupOp) Reset() {
 	*x = SweepDedupOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1786,7 +1883,7 @@ func (x *SweepDedupOp) String() string {
 func (*SweepDedupOp) ProtoMessage() {}
 
 func (x *SweepDedupOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1799,7 +1896,7 @@ func (x *SweepDedupOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepDedupOp.ProtoReflect.Descriptor instead.
 func (*SweepDedupOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{21}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SweepDedupOp) GetLimit() uint32 {
@@ -1829,7 +1926,7 @@ type UserState struct {
 
 func (x *UserState) Reset() {
 	*x = UserState{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1938,7 @@ func (x *UserState) String() string {
 func (*UserState) ProtoMessage() {}
 
 func (x *UserState) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +1951,7 @@ func (x *UserState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserState.ProtoReflect.Descriptor instead.
 func (*UserState) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{22}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UserState) GetLastSeq() uint64 {
@@ -1900,7 +1997,7 @@ type ConvState struct {
 
 func (x *ConvState) Reset() {
 	*x = ConvState{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1912,7 +2009,7 @@ func (x *ConvState) String() string {
 func (*ConvState) ProtoMessage() {}
 
 func (x *ConvState) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1925,7 +2022,7 @@ func (x *ConvState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvState.ProtoReflect.Descriptor instead.
 func (*ConvState) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ConvState) GetUnread() uint64 {
@@ -1988,7 +2085,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2097,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2110,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DedupRecord) GetResponse() *v1.SendResponse {
@@ -2046,7 +2143,7 @@ type MessageRecord struct {
 
 func (x *MessageRecord) Reset() {
 	*x = MessageRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2155,7 @@ func (x *MessageRecord) String() string {
 func (*MessageRecord) ProtoMessage() {}
 
 func (x *MessageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2168,7 @@ func (x *MessageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageRecord.ProtoReflect.Descriptor instead.
 func (*MessageRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MessageRecord) GetSender() uint64 {
@@ -2137,7 +2234,7 @@ type GroupRecord struct {
 
 func (x *GroupRecord) Reset() {
 	*x = GroupRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2246,7 @@ func (x *GroupRecord) String() string {
 func (*GroupRecord) ProtoMessage() {}
 
 func (x *GroupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2259,7 @@ func (x *GroupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRecord.ProtoReflect.Descriptor instead.
 func (*GroupRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GroupRecord) GetInfo() *v1.GroupInfo {
@@ -2193,14 +2290,19 @@ type GroupCounters struct {
 	// Messages in the timeline (recalls and other entries excluded).
 	MessageCount uint64 `protobuf:"varint,2,opt,name=message_count,json=messageCount,proto3" json:"message_count,omitempty"`
 	// The group seq the last hint round covered.
-	HintedGseq    uint64 `protobuf:"varint,3,opt,name=hinted_gseq,json=hintedGseq,proto3" json:"hinted_gseq,omitempty"`
+	HintedGseq uint64 `protobuf:"varint,3,opt,name=hinted_gseq,json=hintedGseq,proto3" json:"hinted_gseq,omitempty"`
+	// Retention (store format 4): the first group seq the timeline may still
+	// hold (0: nothing was removed), and message_count as of the last entry
+	// removed: that many messages are no longer in the timeline.
+	TimelineStart uint64 `protobuf:"varint,4,opt,name=timeline_start,json=timelineStart,proto3" json:"timeline_start,omitempty"`
+	ExpiredCount  uint64 `protobuf:"varint,5,opt,name=expired_count,json=expiredCount,proto3" json:"expired_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GroupCounters) Reset() {
 	*x = GroupCounters{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +2314,7 @@ func (x *GroupCounters) String() string {
 func (*GroupCounters) ProtoMessage() {}
 
 func (x *GroupCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +2327,7 @@ func (x *GroupCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupCounters.ProtoReflect.Descriptor instead.
 func (*GroupCounters) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GroupCounters) GetLastGroupSeq() uint64 {
@@ -2249,6 +2351,20 @@ func (x *GroupCounters) GetHintedGseq() uint64 {
 	return 0
 }
 
+func (x *GroupCounters) GetTimelineStart() uint64 {
+	if x != nil {
+		return x.TimelineStart
+	}
+	return 0
+}
+
+func (x *GroupCounters) GetExpiredCount() uint64 {
+	if x != nil {
+		return x.ExpiredCount
+	}
+	return 0
+}
+
 // ChangeLogEntry records every applied change to user data, in order, for
 // replication to other DCs.
 type ChangeLogEntry struct {
@@ -2264,7 +2380,7 @@ type ChangeLogEntry struct {
 
 func (x *ChangeLogEntry) Reset() {
 	*x = ChangeLogEntry{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2276,7 +2392,7 @@ func (x *ChangeLogEntry) String() string {
 func (*ChangeLogEntry) ProtoMessage() {}
 
 func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2289,7 +2405,7 @@ func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeLogEntry.ProtoReflect.Descriptor instead.
 func (*ChangeLogEntry) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ChangeLogEntry) GetIndex() uint64 {
@@ -2330,7 +2446,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2458,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2471,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{29}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeliverRequest) GetFromShard() string {
@@ -2382,7 +2498,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2394,7 +2510,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2407,7 +2523,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{30}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeliverResponse) GetDelivered() uint32 {
@@ -2427,7 +2543,7 @@ type ReadChangeLogRequest struct {
 
 func (x *ReadChangeLogRequest) Reset() {
 	*x = ReadChangeLogRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2439,7 +2555,7 @@ func (x *ReadChangeLogRequest) String() string {
 func (*ReadChangeLogRequest) ProtoMessage() {}
 
 func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2452,7 +2568,7 @@ func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{31}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReadChangeLogRequest) GetAfterIndex() uint64 {
@@ -2482,7 +2598,7 @@ type ReadChangeLogResponse struct {
 
 func (x *ReadChangeLogResponse) Reset() {
 	*x = ReadChangeLogResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[32]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2494,7 +2610,7 @@ func (x *ReadChangeLogResponse) String() string {
 func (*ReadChangeLogResponse) ProtoMessage() {}
 
 func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[32]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2507,7 +2623,7 @@ func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{32}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReadChangeLogResponse) GetEntries() []*ChangeLogEntry {
@@ -2542,7 +2658,7 @@ type StoreSnapshotHeader struct {
 
 func (x *StoreSnapshotHeader) Reset() {
 	*x = StoreSnapshotHeader{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[33]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2554,7 +2670,7 @@ func (x *StoreSnapshotHeader) String() string {
 func (*StoreSnapshotHeader) ProtoMessage() {}
 
 func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[33]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2567,7 +2683,7 @@ func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreSnapshotHeader.ProtoReflect.Descriptor instead.
 func (*StoreSnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{33}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *StoreSnapshotHeader) GetFormatVersion() uint32 {
@@ -2624,7 +2740,7 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"StoreBatch\x12\x15\n" +
 	"\x06now_ms\x18\x01 \x01(\x03R\x05nowMs\x12*\n" +
-	"\x03ops\x18\x02 \x03(\v2\x18.seqd.cluster.v1.StoreOpR\x03ops\"\xe8\x06\n" +
+	"\x03ops\x18\x02 \x03(\v2\x18.seqd.cluster.v1.StoreOpR\x03ops\"\xb9\a\n" +
 	"\aStoreOp\x12-\n" +
 	"\x04send\x18\x01 \x01(\v2\x17.seqd.cluster.v1.SendOpH\x00R\x04send\x126\n" +
 	"\adeliver\x18\x02 \x01(\v2\x1a.seqd.cluster.v1.DeliverOpH\x00R\adeliver\x12:\n" +
@@ -2645,7 +2761,8 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"sweepDedup\x12@\n" +
 	"\vexpire_scan\x18\r \x01(\v2\x1d.seqd.cluster.v1.ExpireScanOpH\x00R\n" +
 	"expireScan\x12J\n" +
-	"\x0ftrim_change_log\x18\x0e \x01(\v2 .seqd.cluster.v1.TrimChangeLogOpH\x00R\rtrimChangeLogB\x04\n" +
+	"\x0ftrim_change_log\x18\x0e \x01(\v2 .seqd.cluster.v1.TrimChangeLogOpH\x00R\rtrimChangeLog\x12O\n" +
+	"\x10expire_timelines\x18\x0f \x01(\v2\".seqd.cluster.v1.ExpireTimelinesOpH\x00R\x0fexpireTimelinesB\x04\n" +
 	"\x02op\".\n" +
 	"\x06Append\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\x04R\x04user\x12\x10\n" +
@@ -2720,7 +2837,14 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\rR\x05limit\"D\n" +
 	"\x0fTrimChangeLogOp\x12\x1b\n" +
 	"\tbefore_ms\x18\x01 \x01(\x03R\bbeforeMs\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"?\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x84\x01\n" +
+	"\x11ExpireTimelinesOp\x12\x1b\n" +
+	"\tbefore_ms\x18\x01 \x01(\x03R\bbeforeMs\x12\x1d\n" +
+	"\n" +
+	"from_group\x18\x02 \x01(\x04R\tfromGroup\x12\x1d\n" +
+	"\n" +
+	"max_groups\x18\x03 \x01(\rR\tmaxGroups\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"?\n" +
 	"\fSweepDedupOp\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x19\n" +
 	"\bgrace_ms\x18\x02 \x01(\x03R\agraceMs\"r\n" +
@@ -2756,12 +2880,14 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x04info\x18\x01 \x01(\v2\x12.seqd.v1.GroupInfoR\x04info\x12\x1f\n" +
 	"\vhinted_gseq\x18\x02 \x01(\x04R\n" +
 	"hintedGseq\x12#\n" +
-	"\rmessage_count\x18\x03 \x01(\x04R\fmessageCount\"{\n" +
+	"\rmessage_count\x18\x03 \x01(\x04R\fmessageCount\"\xc7\x01\n" +
 	"\rGroupCounters\x12$\n" +
 	"\x0elast_group_seq\x18\x01 \x01(\x04R\flastGroupSeq\x12#\n" +
 	"\rmessage_count\x18\x02 \x01(\x04R\fmessageCount\x12\x1f\n" +
 	"\vhinted_gseq\x18\x03 \x01(\x04R\n" +
-	"hintedGseq\"\x83\x01\n" +
+	"hintedGseq\x12%\n" +
+	"\x0etimeline_start\x18\x04 \x01(\x04R\rtimelineStart\x12#\n" +
+	"\rexpired_count\x18\x05 \x01(\x04R\fexpiredCount\"\x83\x01\n" +
 	"\x0eChangeLogEntry\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x15\n" +
 	"\x06now_ms\x18\x02 \x01(\x03R\x05nowMs\x12*\n" +
@@ -2815,7 +2941,7 @@ func file_seqd_cluster_v1_store_proto_rawDescGZIP() []byte {
 }
 
 var file_seqd_cluster_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_seqd_cluster_v1_store_proto_goTypes = []any{
 	(StoreCommandType)(0),         // 0: seqd.cluster.v1.StoreCommandType
 	(OpStatus)(0),                 // 1: seqd.cluster.v1.OpStatus
@@ -2841,28 +2967,29 @@ var file_seqd_cluster_v1_store_proto_goTypes = []any{
 	(*ExpireOp)(nil),              // 21: seqd.cluster.v1.ExpireOp
 	(*ExpireScanOp)(nil),          // 22: seqd.cluster.v1.ExpireScanOp
 	(*TrimChangeLogOp)(nil),       // 23: seqd.cluster.v1.TrimChangeLogOp
-	(*SweepDedupOp)(nil),          // 24: seqd.cluster.v1.SweepDedupOp
-	(*UserState)(nil),             // 25: seqd.cluster.v1.UserState
-	(*ConvState)(nil),             // 26: seqd.cluster.v1.ConvState
-	(*DedupRecord)(nil),           // 27: seqd.cluster.v1.DedupRecord
-	(*MessageRecord)(nil),         // 28: seqd.cluster.v1.MessageRecord
-	(*GroupRecord)(nil),           // 29: seqd.cluster.v1.GroupRecord
-	(*GroupCounters)(nil),         // 30: seqd.cluster.v1.GroupCounters
-	(*ChangeLogEntry)(nil),        // 31: seqd.cluster.v1.ChangeLogEntry
-	(*DeliverRequest)(nil),        // 32: seqd.cluster.v1.DeliverRequest
-	(*DeliverResponse)(nil),       // 33: seqd.cluster.v1.DeliverResponse
-	(*ReadChangeLogRequest)(nil),  // 34: seqd.cluster.v1.ReadChangeLogRequest
-	(*ReadChangeLogResponse)(nil), // 35: seqd.cluster.v1.ReadChangeLogResponse
-	(*StoreSnapshotHeader)(nil),   // 36: seqd.cluster.v1.StoreSnapshotHeader
-	(*v1.SendRequest)(nil),        // 37: seqd.v1.SendRequest
-	(*v1.Event)(nil),              // 38: seqd.v1.Event
-	(*v1.MarkReadRequest)(nil),    // 39: seqd.v1.MarkReadRequest
-	(*v1.RecallRequest)(nil),      // 40: seqd.v1.RecallRequest
-	(*v1.DeleteRequest)(nil),      // 41: seqd.v1.DeleteRequest
-	(*v1.CreateGroupRequest)(nil), // 42: seqd.v1.CreateGroupRequest
-	(*v1.SendResponse)(nil),       // 43: seqd.v1.SendResponse
-	(*v1.Conversation)(nil),       // 44: seqd.v1.Conversation
-	(*v1.GroupInfo)(nil),          // 45: seqd.v1.GroupInfo
+	(*ExpireTimelinesOp)(nil),     // 24: seqd.cluster.v1.ExpireTimelinesOp
+	(*SweepDedupOp)(nil),          // 25: seqd.cluster.v1.SweepDedupOp
+	(*UserState)(nil),             // 26: seqd.cluster.v1.UserState
+	(*ConvState)(nil),             // 27: seqd.cluster.v1.ConvState
+	(*DedupRecord)(nil),           // 28: seqd.cluster.v1.DedupRecord
+	(*MessageRecord)(nil),         // 29: seqd.cluster.v1.MessageRecord
+	(*GroupRecord)(nil),           // 30: seqd.cluster.v1.GroupRecord
+	(*GroupCounters)(nil),         // 31: seqd.cluster.v1.GroupCounters
+	(*ChangeLogEntry)(nil),        // 32: seqd.cluster.v1.ChangeLogEntry
+	(*DeliverRequest)(nil),        // 33: seqd.cluster.v1.DeliverRequest
+	(*DeliverResponse)(nil),       // 34: seqd.cluster.v1.DeliverResponse
+	(*ReadChangeLogRequest)(nil),  // 35: seqd.cluster.v1.ReadChangeLogRequest
+	(*ReadChangeLogResponse)(nil), // 36: seqd.cluster.v1.ReadChangeLogResponse
+	(*StoreSnapshotHeader)(nil),   // 37: seqd.cluster.v1.StoreSnapshotHeader
+	(*v1.SendRequest)(nil),        // 38: seqd.v1.SendRequest
+	(*v1.Event)(nil),              // 39: seqd.v1.Event
+	(*v1.MarkReadRequest)(nil),    // 40: seqd.v1.MarkReadRequest
+	(*v1.RecallRequest)(nil),      // 41: seqd.v1.RecallRequest
+	(*v1.DeleteRequest)(nil),      // 42: seqd.v1.DeleteRequest
+	(*v1.CreateGroupRequest)(nil), // 43: seqd.v1.CreateGroupRequest
+	(*v1.SendResponse)(nil),       // 44: seqd.v1.SendResponse
+	(*v1.Conversation)(nil),       // 45: seqd.v1.Conversation
+	(*v1.GroupInfo)(nil),          // 46: seqd.v1.GroupInfo
 }
 var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
 	0,  // 0: seqd.cluster.v1.StoreCommand.type:type_name -> seqd.cluster.v1.StoreCommandType
@@ -2878,40 +3005,41 @@ var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
 	19, // 10: seqd.cluster.v1.StoreOp.group_hint:type_name -> seqd.cluster.v1.GroupHintOp
 	20, // 11: seqd.cluster.v1.StoreOp.outbox_ack:type_name -> seqd.cluster.v1.OutboxAckOp
 	21, // 12: seqd.cluster.v1.StoreOp.expire:type_name -> seqd.cluster.v1.ExpireOp
-	24, // 13: seqd.cluster.v1.StoreOp.sweep_dedup:type_name -> seqd.cluster.v1.SweepDedupOp
+	25, // 13: seqd.cluster.v1.StoreOp.sweep_dedup:type_name -> seqd.cluster.v1.SweepDedupOp
 	22, // 14: seqd.cluster.v1.StoreOp.expire_scan:type_name -> seqd.cluster.v1.ExpireScanOp
 	23, // 15: seqd.cluster.v1.StoreOp.trim_change_log:type_name -> seqd.cluster.v1.TrimChangeLogOp
-	37, // 16: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
-	10, // 17: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
-	2,  // 18: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
-	38, // 19: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
-	12, // 20: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
-	39, // 21: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
-	40, // 22: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
-	10, // 23: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
-	41, // 24: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
-	42, // 25: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
-	10, // 26: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
-	43, // 27: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
-	44, // 28: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
-	10, // 29: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
-	45, // 30: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
-	9,  // 31: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
-	12, // 32: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
-	31, // 33: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
-	32, // 34: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
-	34, // 35: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
-	5,  // 36: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
-	3,  // 37: seqd.cluster.v1.StoreNode.ReplicaInfo:input_type -> seqd.cluster.v1.ReplicaInfoRequest
-	33, // 38: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
-	35, // 39: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
-	6,  // 40: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
-	4,  // 41: seqd.cluster.v1.StoreNode.ReplicaInfo:output_type -> seqd.cluster.v1.ReplicaInfoResponse
-	38, // [38:42] is the sub-list for method output_type
-	34, // [34:38] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	24, // 16: seqd.cluster.v1.StoreOp.expire_timelines:type_name -> seqd.cluster.v1.ExpireTimelinesOp
+	38, // 17: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
+	10, // 18: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
+	2,  // 19: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
+	39, // 20: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
+	12, // 21: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
+	40, // 22: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
+	41, // 23: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
+	10, // 24: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
+	42, // 25: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
+	43, // 26: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
+	10, // 27: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
+	44, // 28: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
+	45, // 29: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
+	10, // 30: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
+	46, // 31: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
+	9,  // 32: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
+	12, // 33: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
+	32, // 34: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
+	33, // 35: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
+	35, // 36: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
+	5,  // 37: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
+	3,  // 38: seqd.cluster.v1.StoreNode.ReplicaInfo:input_type -> seqd.cluster.v1.ReplicaInfoRequest
+	34, // 39: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
+	36, // 40: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
+	6,  // 41: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
+	4,  // 42: seqd.cluster.v1.StoreNode.ReplicaInfo:output_type -> seqd.cluster.v1.ReplicaInfoResponse
+	39, // [39:43] is the sub-list for method output_type
+	35, // [35:39] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_seqd_cluster_v1_store_proto_init() }
@@ -2934,6 +3062,7 @@ func file_seqd_cluster_v1_store_proto_init() {
 		(*StoreOp_SweepDedup)(nil),
 		(*StoreOp_ExpireScan)(nil),
 		(*StoreOp_TrimChangeLog)(nil),
+		(*StoreOp_ExpireTimelines)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2941,7 +3070,7 @@ func file_seqd_cluster_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_cluster_v1_store_proto_rawDesc), len(file_seqd_cluster_v1_store_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,212 @@
+package store
+
+import (
+	"fmt"
+	"maps"
+	"testing"
+
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+)
+
+func opExpireTimelines(before int64, from uint64, maxGroups, limit uint32) *clusterv1.StoreOp {
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_ExpireTimelines{ExpireTimelines: &clusterv1.ExpireTimelinesOp{
+		BeforeMs: before, FromGroup: from, MaxGroups: maxGroups, Limit: limit}}}
+}
+
+// timelineSetup holds read-fanout group 50 (owner 1, members 2 and 3)
+// with timeline entries g50.1 and g50.2 at 1000 ms, the recall of g50.1
+// (entry 3, with its recall mark) at 2000 and g50.4 at 5000, all hinted
+// to both members; member 3 has read up to entry 2. Read-fanout group 60
+// (member 2) has g60.1 at 1000, not hinted yet; write-fanout group 70 has
+// a message at 1000 in every member's inbox.
+func timelineSetup(t *testing.T) *fsmHarness {
+	h := newHarness(t)
+	h.must(opCreateGroup(50, 1, true, 100, 2, 3))
+	h.must(opCreateGroup(60, 1, true, 100, 2))
+	h.must(opCreateGroup(70, 1, false, 100, 2, 3))
+	h.now = 1000
+	h.must(opGroupSend(50, 1, true, 1, "a", "first", apps(1, 1)...))
+	h.must(opGroupSend(50, 2, true, 1, "b", "second", apps(1, 2)...))
+	h.must(opGroupSend(60, 1, true, 1, "c", "other group", apps(1, 3)...))
+	h.must(opGroupSend(70, 1, false, 1, "d", "write fanout", apps(1, 4, 2, 1, 3, 1)...))
+	h.now = 2000
+	h.must(opRecall(1, "g50.1", 1<<40, 3, apps(1, 5)...))
+	h.now = 5000
+	h.must(opGroupSend(50, 4, true, 1, "e", "new", apps(1, 6)...))
+	h.must(opHint(50, 4, 3, true, nil, apps(2, 2, 3, 2)...))
+	h.must(opMarkReadFanout(3, 50, 2, 2, 3))
+	return h
+}
+
+func TestApplyExpireTimelines(t *testing.T) {
+	step := func(t *testing.T, h *fsmHarness, from uint64, maxGroups, limit uint32, expired uint32, next uint64) {
+		t.Helper()
+		wantStep(t, h, opExpireTimelines(3000, from, maxGroups, limit), expired, next)
+	}
+	firstDue := func(t *testing.T, h *fsmHarness, from uint64, want uint64, wantOK bool) {
+		t.Helper()
+		if g, ok, err := h.f.FirstTimelineDue(3000, from); err != nil || g != want || ok != wantOK {
+			t.Fatalf("FirstTimelineDue(3000, %d) = %d, %v, %v; want %d, %v", from, g, ok, err, want, wantOK)
+		}
+	}
+	timeline := func(t *testing.T, h *fsmHarness, user, g, after uint64) string {
+		t.Helper()
+		res, err := h.f.SyncGroup(user, g, after, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%v truncated=%v earliest=%d next=%d", seqsOf(res.Events), res.Truncated, res.EarliestSeq, res.NextCheckpoint)
+	}
+	hasRecallMark := func(t *testing.T, h *fsmHarness) bool {
+		t.Helper()
+		_, ok := dumpState(t, h.f)[string(recallKey(50, 3))]
+		return ok
+	}
+
+	t.Run("removes the hinted entries past the period", func(t *testing.T) {
+		h := timelineSetup(t)
+		// Member 2 has g50.2 and g50.4 unread (g50.1 was recalled), and g60.1
+		// is not hinted yet; member 3 read up to entry 2.
+		wantUnread(t, h.f, 2, 3, map[string]uint64{"g50": 2, "g70": 1})
+		wantUnread(t, h.f, 3, 2, map[string]uint64{"g50": 1, "g70": 1})
+		if got := timeline(t, h, 2, 50, 0); got != "[1 2 3 4] truncated=false earliest=0 next=4" {
+			t.Fatalf("timeline before: %s", got)
+		}
+		firstDue(t, h, 0, 50, true)
+		firstDue(t, h, 51, 0, false) // group 60's entry is not hinted
+		step(t, h, 0, 100, 100, 3, 0)
+		firstDue(t, h, 0, 0, false)
+		if got := timeline(t, h, 2, 50, 0); got != "[4] truncated=true earliest=4 next=4" {
+			t.Fatalf("timeline from 0 after the step: %s", got)
+		}
+		if got := timeline(t, h, 2, 50, 3); got != "[4] truncated=false earliest=0 next=4" {
+			t.Fatalf("timeline from 3 after the step: %s", got)
+		}
+		if got := timeline(t, h, 2, 50, 1); got != "[4] truncated=true earliest=4 next=4" {
+			t.Fatalf("timeline from 1 after the step: %s", got)
+		}
+		if hasRecallMark(t, h) {
+			t.Fatal("the removed recall entry's mark stayed")
+		}
+		// g50.2 can no longer be read: member 2 has only g50.4 unread.
+		wantUnread(t, h.f, 2, 2, map[string]uint64{"g50": 1, "g70": 1})
+		wantUnread(t, h.f, 3, 2, map[string]uint64{"g50": 1, "g70": 1})
+		// Counts up to a removed entry count every removed message (two).
+		for _, c := range []struct{ upTo, count uint64 }{{0, 2}, {1, 2}, {3, 2}, {4, 3}, {9, 3}} {
+			n, last, err := h.f.TimelineCount(50, c.upTo)
+			if err != nil || n != c.count || last != 4 {
+				t.Fatalf("TimelineCount(50, %d) = %d, %d, %v; want %d, 4", c.upTo, n, last, err, c.count)
+			}
+		}
+		var gc clusterv1.GroupCounters
+		readRecord(t, h.f, countersKey(50), &gc)
+		if gc.TimelineStart != 4 || gc.ExpiredCount != 2 || gc.LastGroupSeq != 4 || gc.MessageCount != 3 || gc.HintedGseq != 4 {
+			t.Fatalf("group 50's counters after the step: %v", &gc)
+		}
+		// Group 60's entry goes once a hint round has covered it; the
+		// write-fanout group's copies are the inbox retention's.
+		h.must(opHint(60, 1, 1, true, nil, apps(2, 3)...))
+		firstDue(t, h, 0, 60, true)
+		step(t, h, 0, 100, 100, 1, 0)
+		if got := timeline(t, h, 2, 60, 0); got != "[] truncated=true earliest=2 next=0" {
+			t.Fatalf("group 60's timeline after the step: %s", got)
+		}
+		wantUnread(t, h.f, 2, 2, map[string]uint64{"g50": 1, "g70": 1})
+		wantSeqs(t, h.f, 2, 1, 2, 3)
+		// Marking read at a removed entry reads every removed message.
+		h.must(opMarkReadFanout(2, 50, 1, 2, 4))
+		wantUnread(t, h.f, 2, 2, map[string]uint64{"g50": 1, "g70": 1})
+		// A pass with nothing due changes nothing.
+		before := dumpState(t, h.f)
+		step(t, h, 0, 100, 100, 0, 0)
+		requireUnchanged(t, before, h.f, "a second pass")
+	})
+	t.Run("a member who joined after the removed entries", func(t *testing.T) {
+		h := timelineSetup(t)
+		step(t, h, 0, 100, 100, 3, 0)
+		h.must(opAddMembers(50, false, 100, 9))
+		if got := timeline(t, h, 9, 50, 0); got != "[] truncated=false earliest=0 next=4" {
+			t.Fatalf("a newcomer's timeline: %s", got)
+		}
+		h.must(opAddMembers(50, true, 100, 8)) // with history: it starts at 0
+		if got := timeline(t, h, 8, 50, 0); got != "[4] truncated=true earliest=4 next=4" {
+			t.Fatalf("a newcomer with history: %s", got)
+		}
+	})
+	t.Run("max groups", func(t *testing.T) {
+		h := timelineSetup(t)
+		h.must(opHint(60, 1, 1, true, nil, apps(2, 3)...))
+		step(t, h, 0, 1, 100, 3, 60) // group 50, then the next step starts at 60
+		step(t, h, 60, 1, 100, 1, 0)
+		step(t, h, 61, 1, 100, 0, 0) // past the last group
+	})
+	t.Run("limit", func(t *testing.T) {
+		h := timelineSetup(t)
+		h.must(opHint(60, 1, 1, true, nil, apps(2, 3)...))
+		// Two entries a step; a step that stops at its limit starts the
+		// next at the same group.
+		if steps := passSteps(t, h, func(from uint64) *clusterv1.StoreOp { return opExpireTimelines(3000, from, 100, 2) }); steps != "[2:50 2:0]" {
+			t.Fatalf("steps (expired:next) %v", steps)
+		}
+		if got := timeline(t, h, 2, 50, 0); got != "[4] truncated=true earliest=4 next=4" {
+			t.Fatalf("timeline after the pass: %s", got)
+		}
+		// Stopped after entry 2, the first step left the counters there.
+		var gc clusterv1.GroupCounters
+		readRecord(t, h.f, countersKey(50), &gc)
+		if gc.TimelineStart != 4 || gc.ExpiredCount != 2 {
+			t.Fatalf("counters after the pass: %v", &gc)
+		}
+	})
+	t.Run("the same state as one step, whatever the steps", func(t *testing.T) {
+		one, many := timelineSetup(t), timelineSetup(t)
+		one.must(opExpireTimelines(3000, 0, 100, 100))
+		for _, from := range []uint64{0, 50} {
+			many.must(opExpireTimelines(3000, from, 100, 1+uint32(from%2)))
+		}
+		many.must(opExpireTimelines(3000, 50, 100, 1))
+		// The group tables: timelines, recall marks and counters (the
+		// change log and the applied index differ by the entries' count).
+		groups := func(h *fsmHarness) map[string]string {
+			out := map[string]string{}
+			for k, v := range dumpState(t, h.f) {
+				if k[0] == tagTimeline || k[0] == tagRecall || k[0] == tagCounters {
+					out[k] = v
+				}
+			}
+			return out
+		}
+		if a, b := groups(one), groups(many); !maps.Equal(a, b) {
+			t.Fatalf("one step and several left different states:\n%v\n%v", a, b)
+		}
+	})
+	t.Run("survives a reopen", func(t *testing.T) {
+		h := timelineSetup(t)
+		step(t, h, 0, 100, 100, 3, 0)
+		h.reopen(t)
+		if got := timeline(t, h, 2, 50, 0); got != "[4] truncated=true earliest=4 next=4" {
+			t.Fatalf("timeline after a reopen: %s", got)
+		}
+		wantUnread(t, h.f, 2, 2, map[string]uint64{"g50": 1, "g70": 1})
+	})
+	t.Run("bad input", func(t *testing.T) {
+		h := timelineSetup(t)
+		// A first step, with nothing due, records that the shard's data
+		// has met format 4; the refusals then write nothing at all.
+		if r := h.must(opExpireTimelines(500, 0, 100, 100)); r.Expired != 0 || r.ExpireNext != 0 {
+			t.Fatalf("a step before every entry: %+v", r)
+		}
+		checkRefusals(t, h, []refusal{
+			{"no cutoff", opExpireTimelines(0, 0, 100, 100), stRejected, "want a time after 1970"},
+			{"cutoff before 1970", opExpireTimelines(-5, 0, 100, 100), stRejected, "want a time after 1970"},
+			{"zero limit", opExpireTimelines(3000, 0, 100, 0), stRejected, "expire limit 0"},
+			{"huge limit", opExpireTimelines(3000, 0, 100, maxExpireEvents+1), stRejected, "expire limit"},
+			{"zero groups", opExpireTimelines(3000, 0, 0, 100), stRejected, "expire max_groups 0"},
+			{"huge groups", opExpireTimelines(3000, 0, maxExpireGroups+1, 100), stRejected, "expire max_groups"},
+		})
+		// Nothing due from past the last group either.
+		before := dumpState(t, h.f)
+		step(t, h, 1<<62, 100, 100, 0, 0)
+		requireUnchanged(t, before, h.f, "a step from past the last group")
+	})
+}
