@@ -183,10 +183,16 @@ func runGroupSync(ctx context.Context, e *env, cmd *command, args []string) erro
 			out.Events = append(out.Events, resp.Events...)
 			out.HasMore = resp.HasMore
 			out.NextCheckpoint = max(out.NextCheckpoint, resp.NextCheckpoint)
+			if resp.HistoryTruncated && !out.HistoryTruncated {
+				out.HistoryTruncated, out.EarliestGseq = true, resp.EarliestGseq
+			}
 			if !*all || !resp.HasMore || resp.NextCheckpoint <= cp {
 				break
 			}
 			cp = resp.NextCheckpoint
+		}
+		if out.HistoryTruncated {
+			fmt.Fprintf(e.stderr, "seqctl: warning: history truncated: timeline entries after group seq %d were removed by retention; the timeline now starts at group seq %d\n", *after, out.EarliestGseq)
 		}
 		if e.json {
 			return writeProto(e.stdout, out)
