@@ -1363,6 +1363,11 @@ func (x *tx) expireTimelines(op *clusterv1.ExpireTimelinesOp) *OpResult {
 		x.del(timelineKey(d.group, d.gseq))
 		if d.recall {
 			x.del(recallKey(d.group, d.gseq))
+		} else if x.copiesGone(d.id) {
+			// Its record goes with the entry if no copy it lists is left:
+			// a sender on another shard left none here, and a local
+			// sender's copy took it along when the inbox step removed it.
+			x.del(messageKey(d.id))
 		}
 		if i+1 == len(doomed) || doomed[i+1].group != d.group {
 			// The group's last entry removed by this step.
@@ -1378,11 +1383,21 @@ func (x *tx) expireTimelines(op *clusterv1.ExpireTimelinesOp) *OpResult {
 }
 
 // timelineEntry is a timeline entry a retention step removes: its group,
-// group seq, the running message count it carries, and whether it is a
-// recall entry (with a recall mark under the same group seq).
+// group seq, the running message count it carries, its message id, and
+// whether it is a recall entry (with a recall mark under the same group
+// seq).
 type timelineEntry struct {
 	group, gseq, count uint64
+	id                 string
 	recall             bool
+}
+
+// copiesGone reports whether message id has a record on this shard and
+// none of the inbox copies it lists is left.
+func (x *tx) copiesGone(id string) bool {
+	var rec clusterv1.MessageRecord
+	return x.get(messageKey(id), &rec) &&
+		!slices.ContainsFunc(rec.Copies, func(c *clusterv1.Append) bool { return x.has(inboxKey(c.User, c.Seq)) })
 }
 
 // timelineWalk walks the timelines of the groups from group `from` on, at
@@ -1392,7 +1407,7 @@ type timelineEntry struct {
 // group the next walk starts at (0: it passed the last group; eventWalk).
 func (x *tx) timelineWalk(before int64, from uint64, maxGroups, limit uint32) (doomed []timelineEntry, next uint64) {
 	next = x.eventWalk(tagTimeline, x.timelineHeads, before, from, maxGroups, limit, func(g uint64, e *seqdv1.Event) {
-		doomed = append(doomed, timelineEntry{group: g, gseq: e.Seq, count: e.GroupCount,
+		doomed = append(doomed, timelineEntry{group: g, gseq: e.Seq, count: e.GroupCount, id: e.MessageId,
 			recall: e.Kind == seqdv1.EventKind_EVENT_KIND_RECALL})
 	})
 	return doomed, next

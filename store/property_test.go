@@ -1079,10 +1079,7 @@ func (m *propModel) expireScan(t *rapid.T) {
 			pu.inbox = pu.inbox[1:]
 			removed++
 			// The record goes with the last of its copies to leave.
-			if rec := m.msgs[e.MessageId]; e.Kind == kMessage && rec != nil && !slices.ContainsFunc(rec.copies,
-				func(c *clusterv1.Append) bool { return m.find(c.User, c.Seq) != nil }) {
-				rec.gone = true
-			}
+			m.dropIfNoCopy(e)
 		}
 		if next != 0 {
 			break
@@ -1102,6 +1099,15 @@ func stepPlan(what string, op *clusterv1.StoreOp, removed int, next uint64) *pro
 				t.Fatalf("step expired %d and stopped at %d, want %d and %d", r.Expired, r.ExpireNext, removed, next)
 			}
 		}}
+}
+
+// dropIfNoCopy marks the record of message event e gone if none of the
+// copies it lists is left in an inbox.
+func (m *propModel) dropIfNoCopy(e *seqdv1.Event) {
+	if rec := m.msgs[e.MessageId]; e.Kind == kMessage && rec != nil && !slices.ContainsFunc(rec.copies,
+		func(c *clusterv1.Append) bool { return m.find(c.User, c.Seq) != nil }) {
+		rec.gone = true
+	}
 }
 
 // expireTimelines is one retention step over the read-fanout timelines:
@@ -1135,6 +1141,9 @@ func (m *propModel) expireTimelines(t *rapid.T) {
 			g.start, g.expired = e.Seq+1, e.GroupCount
 			delete(g.marks, e.Seq)
 			removed++
+			// A message's record goes with its entry once no copy it
+			// lists is left.
+			m.dropIfNoCopy(e)
 		}
 		if next != 0 {
 			break

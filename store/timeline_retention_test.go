@@ -121,6 +121,35 @@ func TestApplyExpireTimelines(t *testing.T) {
 		step(t, h, 0, 100, 100, 0, 0)
 		requireUnchanged(t, before, h.f, "a second pass")
 	})
+	t.Run("a record goes when no copy it lists is left", func(t *testing.T) {
+		h := newHarness(t)
+		h.must(opCreateGroup(80, 1, true, 100, 2))
+		h.now = 1000
+		remote := opGroupSend(80, 1, true, 900, "r", "from another shard")
+		remote.GetSend().RemoteSender = true
+		h.must(remote)
+		h.must(opGroupSend(80, 2, true, 1, "l", "from here", apps(1, 1)...))
+		h.must(opHint(80, 2, 2, true, nil, apps(2, 1)...))
+		h.now = 5000
+		record := func(id string) bool {
+			t.Helper()
+			rec, err := h.f.Message(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rec != nil
+		}
+		wantStep(t, h, opExpireTimelines(3000, 0, 100, 100), 2, 0)
+		// The sender on another shard left no copy here; the local
+		// sender's copy keeps its record until the inbox step removes it.
+		if record("g80.1") || !record("g80.2") {
+			t.Fatalf("records after the timeline step: g80.1 %v, g80.2 %v; want gone and kept", record("g80.1"), record("g80.2"))
+		}
+		wantStep(t, h, opExpireScan(3000, 0, 100, 100), 2, 0)
+		if record("g80.2") {
+			t.Fatal("g80.2's record outlived its last copy")
+		}
+	})
 	t.Run("a member who joined after the removed entries", func(t *testing.T) {
 		h := timelineSetup(t)
 		step(t, h, 0, 100, 100, 3, 0)
