@@ -588,7 +588,9 @@ func (x *tx) unreadAnswer(user uint64, conv *seqdv1.Conversation, cs *clusterv1.
 		return gc.ExpiredCount
 	}
 	resp.Unread = unreadAfterExpiry(cs, expired(conv), resp.Unread)
-	p := convPrefix(user)
+	// The user's group conversations only: they sort together, after the
+	// direct ones.
+	p := append(convPrefix(user), byte(seqdv1.ConversationType_CONVERSATION_TYPE_GROUP))
 	it := x.t.NewIterator(iteratorOpts(p))
 	var states []*clusterv1.ConvState
 	var convs []*seqdv1.Conversation

@@ -80,6 +80,11 @@ func (f *FSM) Sync(user, after uint64, limit int) (*SyncResult, error) {
 		if res.Truncated && len(res.Events) > 0 && res.EarliestSeq > res.Events[0].Seq {
 			res.EarliestSeq = res.Events[0].Seq
 		}
+		if res.Truncated {
+			// Past the removed range, so that the next call from the
+			// checkpoint is not told again.
+			res.NextCheckpoint = max(res.NextCheckpoint, us.TruncatedBelow-1)
+		}
 		return nil
 	})
 	return res, err
@@ -322,10 +327,13 @@ func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 			return err
 		}
 		if c.TimelineStart > from+1 {
-			// Retention removed entries this member had not read.
+			// Retention removed entries this member had not read. The
+			// checkpoint moves past them, so that the next call from it is
+			// not told again.
 			res.Truncated, res.EarliestSeq = true, c.TimelineStart
+			from = c.TimelineStart - 1
 		}
-		if err := scanEvents(txn, timelinePrefix(g), timelineKey(g, max(from+1, c.TimelineStart)), limit, res); err != nil {
+		if err := scanEvents(txn, timelinePrefix(g), timelineKey(g, from+1), limit, res); err != nil {
 			return err
 		}
 		if res.NextCheckpoint < from {

@@ -101,8 +101,8 @@ func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 	}
 	for u := uint64(5); u <= 9; u++ {
 		res, err := c.Store(0, lead).Store().FSM().Sync(u+10, 0, 10)
-		if err != nil || !res.Truncated || len(res.Events) != 0 || res.EarliestSeq == 0 {
-			t.Fatalf("Sync(%d, 0) after retention: %+v, %v; want truncated with nothing left", u+10, res, err)
+		if err != nil || !res.Truncated || len(res.Events) != 0 || res.EarliestSeq == 0 || res.NextCheckpoint != res.EarliestSeq-1 {
+			t.Fatalf("Sync(%d, 0) after retention: %+v, %v; want truncated with nothing left, the checkpoint past the removed events", u+10, res, err)
 		}
 	}
 	// The change log went with them once the sweep had passed them: it
@@ -151,7 +151,9 @@ func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 func TestLeaderRetentionRemovesOldTimelineEntries(t *testing.T) {
 	store.SetRetentionEvery(t, time.Hour)
 	oldReplicaOn(t, store.StoreFormat-1) // the format before timeline steps
-	const retention = time.Second
+	// Long enough that the message sent after the upgrade stays through
+	// the passes that follow it, on a slow machine too.
+	const retention = 5 * time.Second
 	c, m := startCluster(t, localcluster.Options{Retention: retention, HintWindow: 100 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

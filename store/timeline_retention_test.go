@@ -108,14 +108,33 @@ func TestApplyExpireTimelines(t *testing.T) {
 		h.must(opHint(60, 1, 1, true, nil, apps(2, 3)...))
 		firstDue(t, h, 0, 60, true)
 		step(t, h, 0, 100, 100, 1, 0)
-		if got := timeline(t, h, 2, 60, 0); got != "[] truncated=true earliest=2 next=0" {
+		// Nothing is left: the checkpoint moves past the removed entry, and
+		// a read from it is not told again.
+		if got := timeline(t, h, 2, 60, 0); got != "[] truncated=true earliest=2 next=1" {
 			t.Fatalf("group 60's timeline after the step: %s", got)
+		}
+		if got := timeline(t, h, 2, 60, 1); got != "[] truncated=false earliest=0 next=1" {
+			t.Fatalf("group 60's timeline from the checkpoint past the removed entry: %s", got)
 		}
 		wantUnread(t, h.f, 2, 2, map[string]uint64{"g50": 1, "g70": 1})
 		wantSeqs(t, h.f, 2, 1, 2, 3)
+		// A mark-read's answer counts as Unread does: g60.1 and g50.2 are
+		// not unread any more (member 2's own records still count them).
+		r := h.must(opMarkRead(2, gconv(70), 1, 4))
+		if r.MarkRead.Unread != 0 || r.MarkRead.TotalUnread != 1 {
+			t.Fatalf("marking write-fanout group 70 read: %v; want 0 left there, 1 in all", r.MarkRead)
+		}
+		wantUnread(t, h.f, 2, 1, map[string]uint64{"g50": 1})
 		// Marking read at a removed entry reads every removed message.
-		h.must(opMarkReadFanout(2, 50, 1, 2, 4))
-		wantUnread(t, h.f, 2, 2, map[string]uint64{"g50": 1, "g70": 1})
+		count, _, err := h.f.TimelineCount(50, 1)
+		if err != nil || count != 2 {
+			t.Fatalf("TimelineCount(50, 1) = %d, %v; want 2", count, err)
+		}
+		r = h.must(opMarkReadFanout(2, 50, 1, count, 5))
+		if r.MarkRead.Unread != 1 || r.MarkRead.TotalUnread != 1 {
+			t.Fatalf("marking group 50 read at a removed entry: %v; want g50.4 left", r.MarkRead)
+		}
+		wantUnread(t, h.f, 2, 1, map[string]uint64{"g50": 1})
 		// A pass with nothing due changes nothing.
 		before := dumpState(t, h.f)
 		step(t, h, 0, 100, 100, 0, 0)
@@ -190,10 +209,10 @@ func TestApplyExpireTimelines(t *testing.T) {
 	t.Run("the same state as one step, whatever the steps", func(t *testing.T) {
 		one, many := timelineSetup(t), timelineSetup(t)
 		one.must(opExpireTimelines(3000, 0, 100, 100))
-		for _, from := range []uint64{0, 50} {
-			many.must(opExpireTimelines(3000, from, 100, 1+uint32(from%2)))
+		// One entry a step, as a step that meets its limit at every entry.
+		for _, from := range []uint64{0, 50, 50} {
+			many.must(opExpireTimelines(3000, from, 100, 1))
 		}
-		many.must(opExpireTimelines(3000, 50, 100, 1))
 		// The group tables: timelines, recall marks and counters (the
 		// change log and the applied index differ by the entries' count).
 		groups := func(h *fsmHarness) map[string]string {
