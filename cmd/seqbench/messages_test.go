@@ -395,7 +395,14 @@ func TestSendWithRetentionReportsWhatWasRemoved(t *testing.T) {
 	if r == nil || r["period_s"] != 1.0 || r["passes"].(float64) < 1 || r["expired_events"].(float64) < 1 {
 		t.Fatalf("retention report %v; want a 1 s period, passes and removed events", out["retention"])
 	}
-	if !strings.Contains(stdout, "retention    1s: ") {
+	if !strings.Contains(stdout, "retention    1s: ") || !strings.Contains(stdout, "group timeline entries") {
 		t.Fatalf("stdout has no retention line:\n%s", stdout)
+	}
+	// Sends to a read-fanout group: its timeline entries go too.
+	out, _ = runJSON(t, sendCmd, "--retention", "1s", "--duration", "3s", "--warmup", "200ms", "--concurrency", "2", "--users", "20",
+		"--group-size", "20", "--read-fanout", "--subscribers", "2")
+	r, _ = out["retention"].(map[string]any)
+	if r == nil || r["expired_timeline_entries"].(float64) < 1 {
+		t.Fatalf("retention report of a read-fanout group load %v; want removed timeline entries", out["retention"])
 	}
 }

@@ -91,7 +91,9 @@ type retentionReport struct {
 	PeriodS       float64 `json:"period_s"`
 	Passes        float64 `json:"passes"`
 	ExpiredEvents float64 `json:"expired_events"`
-	LogTrimmed    float64 `json:"change_log_trimmed"`
+	// ExpiredTimeline is read-fanout group timeline entries removed.
+	ExpiredTimeline float64 `json:"expired_timeline_entries"`
+	LogTrimmed      float64 `json:"change_log_trimmed"`
 }
 
 type sendFlags struct {
@@ -273,8 +275,9 @@ func printSend(w io.Writer, rep *sendReport) {
 		printGroup(w, rep.Group)
 	}
 	if r := rep.Retention; r != nil {
-		fmt.Fprintf(w, "retention    %v: %s inbox events and %s change-log entries removed in %s passes\n",
-			time.Duration(r.PeriodS*float64(time.Second)), bench.FormatCount(r.ExpiredEvents), bench.FormatCount(r.LogTrimmed), bench.FormatCount(r.Passes))
+		fmt.Fprintf(w, "retention    %v: %s inbox events, %s group timeline entries and %s change-log entries removed in %s passes\n",
+			time.Duration(r.PeriodS*float64(time.Second)), bench.FormatCount(r.ExpiredEvents), bench.FormatCount(r.ExpiredTimeline),
+			bench.FormatCount(r.LogTrimmed), bench.FormatCount(r.Passes))
 	}
 	fmt.Fprintf(w, "cluster      %s\n", rep.Cluster)
 }
@@ -294,6 +297,8 @@ func readRetention(gather gatherFunc, period time.Duration) (*retentionReport, e
 			into = &r.Passes
 		case "seqd_store_expired_events_total":
 			into = &r.ExpiredEvents
+		case "seqd_store_expired_timeline_entries_total":
+			into = &r.ExpiredTimeline
 		case "seqd_store_change_log_trimmed_total":
 			into = &r.LogTrimmed
 		default:
