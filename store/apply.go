@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/seqd/seqd/internal/bugs"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
@@ -574,8 +575,8 @@ func (x *tx) markRead(op *clusterv1.MarkReadOp) *OpResult {
 // retention removed from read-fanout timelines, once it has removed any).
 func (x *tx) unreadAnswer(user uint64, conv *seqdv1.Conversation, cs *clusterv1.ConvState, seq uint64) *seqdv1.MarkReadResponse {
 	resp := &seqdv1.MarkReadResponse{Seq: seq, Unread: convUnread(cs), TotalUnread: x.userState(user).TotalUnread}
-	if !x.has(keyTimelinesExpired) {
-		return resp
+	if !x.getCached(keyTimelinesExpired, &emptypb.Empty{}) {
+		return resp // from the cache, mostly: no Badger read per mark-read
 	}
 	expired := func(c *seqdv1.Conversation) uint64 {
 		if c.GetType() != seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
@@ -1357,9 +1358,9 @@ func (x *tx) expireTimelines(op *clusterv1.ExpireTimelinesOp) *OpResult {
 		return r
 	}
 	doomed, next := x.timelineWalk(op.BeforeMs, op.FromGroup, op.MaxGroups, op.Limit)
-	if len(doomed) > 0 && !x.has(keyTimelinesExpired) {
+	if len(doomed) > 0 && !x.getCached(keyTimelinesExpired, &emptypb.Empty{}) {
 		// Mark-read answers look for removed messages from now on.
-		x.putRaw(keyTimelinesExpired, nil)
+		x.putCached(keyTimelinesExpired, &emptypb.Empty{})
 	}
 	for i, d := range doomed {
 		x.del(timelineKey(d.group, d.gseq))

@@ -20,19 +20,29 @@ import (
 func BenchmarkApplySend(b *testing.B) {
 	f := openTestFSM(b, b.TempDir())
 	defer f.Close()
-	applyTimed(b, f, sendEntries(b, b.N, 1_000_000))
+	applyTimed(b, f, 1, sendEntries(b, b.N, 1_000_000))
 }
 
 // sendEntries builds the entries of n 1:1 sends as `seqbench send` makes
 // them (see BenchmarkApplySend), at time now. Building them is the
 // leader's cost, not the FSM's.
 func sendEntries(b *testing.B, n int, now int64) [][]byte {
+	entries, _, _ := sendPlan(b, n, now)
+	return entries
+}
+
+// received is a recipient's copy of a sent message.
+type received struct{ user, conv, seq uint64 }
+
+// sendPlan is sendEntries, with each message's recipient copy and every
+// user's newest seq after them.
+func sendPlan(b *testing.B, n int, now int64) (entries [][]byte, copies []received, last []uint64) {
 	const users, perEntry = 10_000, 16
 	rng := rand.New(rand.NewPCG(1, 2))
-	last := make([]uint64, users+1)
+	last = make([]uint64, users+1)
 	body := strings.Repeat("abcdefghij", 10)
 	next := func(u uint64) uint64 { last[u]++; return last[u] }
-	entries := make([][]byte, 0, n/perEntry+1)
+	entries = make([][]byte, 0, n/perEntry+1)
 	for k := 0; k < n; k += perEntry {
 		ops := make([]*clusterv1.StoreOp, 0, perEntry)
 		for i := 0; i < perEntry && k+i < n; i++ {
@@ -42,11 +52,40 @@ func sendEntries(b *testing.B, n int, now int64) [][]byte {
 				r++
 			}
 			conv := min(s, r)<<32 | max(s, r) // one conversation per pair
-			ops = append(ops, opSend(conv, fmt.Sprintf("c%d", k+i), body, apps(s, next(s), r, next(r))...))
+			ss, rs := next(s), next(r)
+			ops = append(ops, opSend(conv, fmt.Sprintf("c%d", k+i), body, apps(s, ss, r, rs)...))
+			copies = append(copies, received{user: r, conv: conv, seq: rs})
 		}
 		entries = append(entries, encodeOps(b, now, ops...))
 	}
-	return entries
+	return entries, copies, last
+}
+
+// BenchmarkApplyMarkRead measures one replica's FSM applying mark-reads,
+// 16 per entry: after b.N 1:1 sends (not timed), each recipient marks its
+// conversation read up to the copy it got. It reports ns and allocations
+// per mark-read.
+//
+//	go test ./store -run '^$' -bench BenchmarkApplyMarkRead -benchtime 100000x
+func BenchmarkApplyMarkRead(b *testing.B) {
+	f := openTestFSM(b, b.TempDir())
+	defer f.Close()
+	sends, copies, last := sendPlan(b, b.N, 1_000_000)
+	for i, data := range sends {
+		if r := f.Apply(&raft.Log{Type: raft.LogCommand, Index: uint64(i + 1), Data: data}).(*BatchResult); r.Err != nil {
+			b.Fatal(r.Err)
+		}
+	}
+	var entries [][]byte
+	for k := 0; k < len(copies); k += 16 {
+		var ops []*clusterv1.StoreOp
+		for _, c := range copies[k:min(k+16, len(copies))] {
+			last[c.user]++
+			ops = append(ops, opMarkRead(c.user, dconv(c.conv), c.seq, last[c.user]))
+		}
+		entries = append(entries, encodeOps(b, 2_000_000, ops...))
+	}
+	applyTimed(b, f, uint64(len(sends))+1, entries)
 }
 
 // BenchmarkApplyExpireScan measures one replica's FSM running a retention
@@ -114,22 +153,23 @@ func BenchmarkApplyGroupSend(b *testing.B) {
 		}
 		entries = append(entries, encodeOps(b, 1_000_000, opGroupSend(77, seq, false, sender, fmt.Sprintf("g%d", n), body, appends...)))
 	}
-	applyTimed(b, f, entries)
+	applyTimed(b, f, 1, entries)
 }
 
-// applyTimed applies entries as Raft entries 1, 2, ... and times only
-// that; every op must succeed.
-func applyTimed(b *testing.B, f *FSM, entries [][]byte) {
+// applyTimed applies entries as Raft entries first, first+1, ... and
+// times only that; every op must succeed.
+func applyTimed(b *testing.B, f *FSM, first uint64, entries [][]byte) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i, data := range entries {
-		r := f.Apply(&raft.Log{Type: raft.LogCommand, Index: uint64(i + 1), Data: data}).(*BatchResult)
+		index := first + uint64(i)
+		r := f.Apply(&raft.Log{Type: raft.LogCommand, Index: index, Data: data}).(*BatchResult)
 		if r.Err != nil {
 			b.Fatal(r.Err)
 		}
 		for j, res := range r.Results {
 			if res.Status != clusterv1.OpStatus_OP_STATUS_OK {
-				b.Fatalf("entry %d op %d: %v %s", i+1, j, res.Status, res.Msg)
+				b.Fatalf("entry %d op %d: %v %s", index, j, res.Status, res.Msg)
 			}
 		}
 	}
