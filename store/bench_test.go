@@ -71,11 +71,7 @@ func BenchmarkApplyMarkRead(b *testing.B) {
 	f := openTestFSM(b, b.TempDir())
 	defer f.Close()
 	sends, copies, last := sendPlan(b, b.N, 1_000_000)
-	for i, data := range sends {
-		if r := f.Apply(&raft.Log{Type: raft.LogCommand, Index: uint64(i + 1), Data: data}).(*BatchResult); r.Err != nil {
-			b.Fatal(r.Err)
-		}
-	}
+	applyAll(b, f, sends)
 	var entries [][]byte
 	for k := 0; k < len(copies); k += 16 {
 		var ops []*clusterv1.StoreOp
@@ -99,28 +95,10 @@ func BenchmarkApplyExpireScan(b *testing.B) {
 	f := openTestFSM(b, b.TempDir())
 	defer f.Close()
 	entries := sendEntries(b, b.N, 1_000_000)
-	for i, data := range entries {
-		if r := f.Apply(&raft.Log{Type: raft.LogCommand, Index: uint64(i + 1), Data: data}).(*BatchResult); r.Err != nil {
-			b.Fatal(r.Err)
-		}
-	}
-	index := uint64(len(entries))
-	b.ReportAllocs()
-	b.ResetTimer()
-	removed := 0
-	for from := uint64(0); ; {
-		index++
-		op := opExpireScan(2_000_000, from, expireUsers, expireLimit)
-		r := f.Apply(&raft.Log{Type: raft.LogCommand, Index: index, Data: encodeOps(b, 3_000_000, op)}).(*BatchResult)
-		if r.Err != nil || r.Results[0].Status != clusterv1.OpStatus_OP_STATUS_OK {
-			b.Fatalf("step from %d: %v %+v", from, r.Err, r.Results)
-		}
-		removed += int(r.Results[0].Expired)
-		if from = r.Results[0].ExpireNext; from == 0 {
-			break
-		}
-	}
-	b.StopTimer()
+	applyAll(b, f, entries)
+	removed := timedPass(b, f, uint64(len(entries))+1, func(from uint64) *clusterv1.StoreOp {
+		return opExpireScan(2_000_000, from, expireUsers, expireLimit)
+	})
 	if removed != 2*b.N {
 		b.Fatalf("the pass removed %d events, want %d", removed, 2*b.N)
 	}
@@ -206,19 +184,34 @@ func BenchmarkApplyExpireTimelines(b *testing.B) {
 	for g := uint64(1); g <= groups; g++ {
 		entries = append(entries, encodeOps(b, 1_000_000, opHint(g, gseq[g], gseq[g], true, []uint64{2, 3})))
 	}
+	applyAll(b, f, entries)
+	removed := timedPass(b, f, uint64(len(entries))+1, func(from uint64) *clusterv1.StoreOp {
+		return opExpireTimelines(2_000_000, from, expireUsers, expireLimit)
+	})
+	if removed != b.N {
+		b.Fatalf("the pass removed %d entries, want %d", removed, b.N)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(removed), "ns/entry")
+}
+
+// applyAll applies entries as Raft entries 1, 2, ... (a benchmark's
+// setup, not timed).
+func applyAll(b *testing.B, f *FSM, entries [][]byte) {
 	for i, data := range entries {
 		if r := f.Apply(&raft.Log{Type: raft.LogCommand, Index: uint64(i + 1), Data: data}).(*BatchResult); r.Err != nil {
 			b.Fatal(r.Err)
 		}
 	}
-	index := uint64(len(entries))
+}
+
+// timedPass times a retention pass: the steps op(from), applied as Raft
+// entries from index on, from 0 until a step ends the pass. It returns
+// how much the steps removed.
+func timedPass(b *testing.B, f *FSM, index uint64, op func(from uint64) *clusterv1.StoreOp) (removed int) {
 	b.ReportAllocs()
 	b.ResetTimer()
-	removed := 0
-	for from := uint64(0); ; {
-		index++
-		op := opExpireTimelines(2_000_000, from, expireUsers, expireLimit)
-		r := f.Apply(&raft.Log{Type: raft.LogCommand, Index: index, Data: encodeOps(b, 3_000_000, op)}).(*BatchResult)
+	for from := uint64(0); ; index++ {
+		r := f.Apply(&raft.Log{Type: raft.LogCommand, Index: index, Data: encodeOps(b, 3_000_000, op(from))}).(*BatchResult)
 		if r.Err != nil || r.Results[0].Status != clusterv1.OpStatus_OP_STATUS_OK {
 			b.Fatalf("step from %d: %v %+v", from, r.Err, r.Results)
 		}
@@ -228,8 +221,5 @@ func BenchmarkApplyExpireTimelines(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	if removed != b.N {
-		b.Fatalf("the pass removed %d entries, want %d", removed, b.N)
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(removed), "ns/entry")
+	return removed
 }
