@@ -1058,36 +1058,46 @@ func (m *propModel) expireScan(t *rapid.T) {
 	from := m.users[0] - 1 + rapid.Uint64Range(0, uint64(len(m.users))).Draw(t, "expireFrom")
 	maxUsers := rapid.IntRange(1, 6).Draw(t, "expireUsers")
 	limit := rapid.IntRange(1, 30).Draw(t, "expireLimit")
-	removed, looked, next := 0, 0, uint64(0)
-	for _, u := range m.users {
-		pu := m.u[u]
-		if u < from || pu.last == 0 {
-			continue // a step looks at the users that ever had an event
-		}
-		if looked == maxUsers {
-			next = u
-			break
-		}
-		looked++
-		for len(pu.inbox) > 0 && pu.inbox[0].SentAtMs < before {
-			if removed == limit {
-				next = u
-				break
-			}
+	removed, next := modelSteps(m.users, from, maxUsers, limit,
+		func(u uint64) bool { return m.u[u].last != 0 }, // the users that ever had an event
+		func(u uint64) bool { return len(m.u[u].inbox) > 0 && m.u[u].inbox[0].SentAtMs < before },
+		func(u uint64) {
+			pu := m.u[u]
 			e := pu.inbox[0]
 			pu.truncBelow = max(pu.truncBelow, e.Seq+1)
 			pu.inbox = pu.inbox[1:]
-			removed++
 			// The record goes with the last of its copies to leave.
 			m.dropIfNoCopy(e)
-		}
-		if next != 0 {
-			break
-		}
-	}
+		})
 	m.stats["(events expired by steps)"] += removed
 	m.run(t, stepPlan(fmt.Sprintf("expire step before %d from %d users %d limit %d", before, from, maxUsers, limit),
 		opExpireScan(before, from, uint32(maxUsers), uint32(limit)), removed, next))
+}
+
+// modelSteps is a retention step over owners (users or groups, in key
+// order) from `from` on: it looks at up to maxOwners owners that count,
+// and while an owner's oldest is due removes it (remove), at most limit in
+// all. It returns how many it removed and the owner the next step starts
+// at (0: it passed the last one).
+func modelSteps(owners []uint64, from uint64, maxOwners, limit int, counts, due func(uint64) bool, remove func(uint64)) (removed int, next uint64) {
+	looked := 0
+	for _, o := range owners {
+		if o < from || !counts(o) {
+			continue
+		}
+		if looked == maxOwners {
+			return removed, o
+		}
+		looked++
+		for due(o) {
+			if removed == limit {
+				return removed, o
+			}
+			remove(o)
+			removed++
+		}
+	}
+	return removed, 0
 }
 
 // stepPlan is the plan of a retention step, which must remove `removed`
@@ -1120,35 +1130,22 @@ func (m *propModel) expireTimelines(t *rapid.T) {
 	maxGroups := rapid.IntRange(1, 3).Draw(t, "timelinesGroups")
 	limit := rapid.IntRange(1, 10).Draw(t, "timelinesLimit")
 	ids := slices.Sorted(slices.Values(m.gids))
-	removed, looked, next := 0, 0, uint64(0)
-	for _, id := range ids {
-		g := m.groups[id]
-		if id < from || !g.info.ReadFanout || g.info.LastGroupSeq == 0 {
-			continue // a step looks at the groups with a timeline
-		}
-		if looked == maxGroups {
-			next = id
-			break
-		}
-		looked++
-		for len(g.timeline) > 0 && g.timeline[0].SentAtMs < before && g.timeline[0].Seq <= g.hinted {
-			if removed == limit {
-				next = id
-				break
-			}
+	removed, next := modelSteps(ids, from, maxGroups, limit,
+		func(id uint64) bool { g := m.groups[id]; return g.info.ReadFanout && g.info.LastGroupSeq != 0 }, // a timeline
+		func(id uint64) bool {
+			g := m.groups[id]
+			return len(g.timeline) > 0 && g.timeline[0].SentAtMs < before && g.timeline[0].Seq <= g.hinted
+		},
+		func(id uint64) {
+			g := m.groups[id]
 			e := g.timeline[0]
 			g.timeline = g.timeline[1:]
 			g.start, g.expired = e.Seq+1, e.GroupCount
 			delete(g.marks, e.Seq)
-			removed++
 			// A message's record goes with its entry once no copy it
 			// lists is left.
 			m.dropIfNoCopy(e)
-		}
-		if next != 0 {
-			break
-		}
-	}
+		})
 	m.stats["(timeline entries expired)"] += removed
 	m.run(t, stepPlan(fmt.Sprintf("expire timelines before %d from %d groups %d limit %d", before, from, maxGroups, limit),
 		opExpireTimelines(before, from, uint32(maxGroups), uint32(limit)), removed, next))
