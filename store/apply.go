@@ -293,7 +293,7 @@ func addRecalled(cs *clusterv1.ConvState, counts []uint64) {
 // group's recall entries in (after, upTo], in group seq order.
 func (x *tx) recalledCounts(g, after, upTo uint64) []uint64 {
 	p := recallPrefix(g)
-	it := x.t.NewIterator(iteratorOpts(p))
+	it := x.t.NewIterator(seekOpts(p))
 	defer it.Close()
 	var out []uint64
 	for it.Seek(recallKey(g, after+1)); it.ValidForPrefix(p); it.Next() {
@@ -578,21 +578,24 @@ func (x *tx) unreadAnswer(user uint64, conv *seqdv1.Conversation, cs *clusterv1.
 	if !x.getCached(keyTimelinesExpired, &emptypb.Empty{}) {
 		return resp // from the cache, mostly: no Badger read per mark-read
 	}
+	// Only the counters record: the group record holds every member.
+	// Without one the group never had an entry removed.
 	expired := func(c *seqdv1.Conversation) uint64 {
 		if c.GetType() != seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
 			return 0
 		}
-		_, gc, ok := x.group(c.GetId())
-		if !ok {
-			return 0
-		}
+		var gc clusterv1.GroupCounters
+		x.getCached(countersKey(c.GetId()), &gc)
 		return gc.ExpiredCount
 	}
-	resp.Unread = unreadAfterExpiry(cs, expired(conv), resp.Unread)
+	if resp.Unread > 0 && cs.ReadFanout {
+		resp.Unread = unreadAfterExpiry(cs, expired(conv), resp.Unread)
+	}
 	// The user's group conversations only: they sort together, after the
-	// direct ones.
+	// direct ones. Only read-fanout ones with unread messages can have
+	// some of them removed.
 	p := append(convPrefix(user), byte(seqdv1.ConversationType_CONVERSATION_TYPE_GROUP))
-	it := x.t.NewIterator(iteratorOpts(p))
+	it := x.t.NewIterator(seekOpts(p))
 	var states []*clusterv1.ConvState
 	var convs []*seqdv1.Conversation
 	for it.Rewind(); it.ValidForPrefix(p); it.Next() {
@@ -600,11 +603,11 @@ func (x *tx) unreadAnswer(user uint64, conv *seqdv1.Conversation, cs *clusterv1.
 		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &s) }); err != nil {
 			panic(fmt.Sprintf("store: corrupt conversation record: %v", err))
 		}
-		if s.ReadFanout {
+		if s.ReadFanout && convUnread(&s) > 0 {
 			states, convs = append(states, &s), append(convs, convFromKey(it.Item().Key()))
 		}
 	}
-	it.Close() // x.group reads with the transaction's one iterator closed
+	it.Close() // getCached reads with the transaction's one iterator closed
 	for i, s := range states {
 		n := convUnread(s)
 		resp.TotalUnread -= n - unreadAfterExpiry(s, expired(convs[i]), n)
@@ -1155,7 +1158,7 @@ func walkHeads[H, M any, PM interface {
 	proto.Message
 }](x *tx, tag byte, from uint64, max uint32, head func(id uint64, m PM) (counts bool, h H, ok bool)) (heads []H, looked uint32, next uint64) {
 	p := []byte{tag}
-	it := x.t.NewIterator(iteratorOpts(p))
+	it := x.t.NewIterator(seekOpts(p))
 	defer it.Close()
 	m := PM(new(M)) // one for every record: head keeps nothing of it
 	for it.Seek(u64([]byte{tag}, from)); it.ValidForPrefix(p); it.Next() {

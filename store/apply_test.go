@@ -1190,12 +1190,9 @@ func TestApplyExpire(t *testing.T) {
 	})
 }
 
-// A retention step (ExpireScanOp) removes what the whole-shard ExpireOp
-// does, resumes where the step before it stopped, and removes a message's
-// record with the last of its copies.
 // wantStep applies a retention step and checks what it removed and where
 // it says the next step starts.
-func wantStep(t *testing.T, h *fsmHarness, op *clusterv1.StoreOp, expired uint32, next uint64) {
+func wantStep(t testTB, h *fsmHarness, op *clusterv1.StoreOp, expired uint32, next uint64) {
 	t.Helper()
 	r := h.must(op)
 	if r.Expired != expired || r.ExpireNext != next {
@@ -1222,6 +1219,9 @@ func passSteps(t *testing.T, h *fsmHarness, op func(from uint64) *clusterv1.Stor
 	}
 }
 
+// A retention step (ExpireScanOp) removes what the whole-shard ExpireOp
+// does, resumes where the step before it stopped, and removes a message's
+// record with the last of its copies.
 func TestApplyExpireScan(t *testing.T) {
 	hasRecord := func(t *testing.T, h *fsmHarness, id string) bool {
 		t.Helper()

@@ -84,6 +84,47 @@ func BenchmarkApplyMarkRead(b *testing.B) {
 	applyTimed(b, f, uint64(len(sends))+1, entries)
 }
 
+// BenchmarkApplyMarkReadInGroups is one replica's FSM applying mark-reads
+// of a direct conversation by a member of 10, 100 and 1,000 read-fanout
+// groups, each with one unread message, with no timeline entry removed
+// on the shard and with one removed (from another group): once one is, a
+// mark-read's answer looks at each of the member's read-fanout groups
+// with unread messages (unreadAnswer). ns per mark-read.
+//
+//	go test ./store -run '^$' -bench BenchmarkApplyMarkReadInGroups -benchtime 2000x
+func BenchmarkApplyMarkReadInGroups(b *testing.B) {
+	for _, groups := range []uint64{10, 100, 1000} {
+		for _, expired := range []bool{false, true} {
+			b.Run(fmt.Sprintf("groups=%d/expired=%v", groups, expired), func(b *testing.B) {
+				h := &fsmHarness{t: b, dir: b.TempDir(), now: 1000, entries: map[uint64][]byte{}}
+				h.f = openTestFSM(b, h.dir)
+				defer h.f.Close()
+				if expired {
+					h.must(opCreateGroup(5, 1, true, 100, 3))
+					h.must(opGroupSend(5, 1, true, 1, "x", "old", apps(1, 1)...))
+					h.must(opHint(5, 1, 1, true, nil, apps(3, 1)...))
+				}
+				h.now = 100_000
+				var seq uint64
+				for g := uint64(1); g <= groups; g++ {
+					h.must(opCreateGroup(1000+g, 1, true, 100, 2))
+					h.must(opGroupSend(1000+g, 1, true, 1, fmt.Sprintf("m%d", g), "body", apps(1, g+1)...))
+					seq++
+					h.must(opHint(1000+g, 1, 1, true, nil, apps(2, seq)...))
+				}
+				if expired {
+					wantStep(b, h, opExpireTimelines(50_000, 0, 100_000, 100), 1, 0)
+				}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					seq++
+					h.must(opMarkRead(2, dconv(7), 0, seq))
+				}
+			})
+		}
+	}
+}
+
 // BenchmarkApplyExpireScan measures one replica's FSM running a retention
 // pass, in steps of the leader's size (expireUsers, expireLimit), over
 // b.N 1:1 messages between 10,000 users that are all past the retention

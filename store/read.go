@@ -193,7 +193,7 @@ func (f *FSM) Unread(user uint64) (*seqdv1.UnreadResponse, error) {
 		}
 		resp.Total = us.TotalUnread
 		p := convPrefix(user)
-		it := txn.NewIterator(iteratorOpts(p))
+		it := txn.NewIterator(seekOpts(p))
 		defer it.Close()
 		for it.Rewind(); it.ValidForPrefix(p); it.Next() {
 			var cs clusterv1.ConvState

@@ -146,10 +146,13 @@ func iteratorOpts(prefix []byte) badger.IteratorOptions {
 	return opts
 }
 
-// seekOpts are iterator options for a walk that seeks from key to key and
-// reads a few values at each (one inbox after another): without them each
-// seek would prefetch the next 100 values under prefix, most of which the
-// walk never reads.
+// seekOpts are iterator options without value prefetch, for a walk that
+// seeks from key to key and reads a few values at each (one inbox after
+// another), where each seek would otherwise prefetch the next 100 values
+// under prefix, and for a walk over small records (conversation states,
+// head records, recall marks), whose values are in the tree already:
+// Badger starts a goroutine per prefetched value, which costs more than
+// the read (BenchmarkApplyMarkReadInGroups).
 func seekOpts(prefix []byte) badger.IteratorOptions {
 	opts := iteratorOpts(prefix)
 	opts.PrefetchValues = false
