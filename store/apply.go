@@ -940,6 +940,9 @@ func (x *tx) groupHint(index uint64, n uint32, op *clusterv1.GroupHintOp) *OpRes
 	ev := &seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_GROUP_HINT, Conversation: conv, GroupSeq: op.GroupSeq, GroupCount: op.GroupCount,
 		MessageId: fmt.Sprintf("h%d.%d", op.GroupId, op.GroupSeq)}
 	ev.RecalledGroupCounts = x.recalledCounts(op.GroupId, gc.HintedGseq, op.GroupSeq)
+	if op.WithExpired {
+		ev.GroupExpiredCount = gc.ExpiredCount
+	}
 	x.appendCopies(ev, 0, op.Appends)
 	var j uint32
 	for _, u := range op.Remote {

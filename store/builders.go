@@ -368,12 +368,15 @@ type hintBuilder struct {
 	group, gseq, count uint64
 	local, remote      []uint64
 	final              bool
+	// withExpired: every replica applies formatHintExpired.
+	withExpired bool
 }
 
 func (b *hintBuilder) plan(*Shard) ([]uint64, error) { return b.local, nil }
 
 func (b *hintBuilder) build(seqs []uint64) *clusterv1.StoreOp {
-	op := &clusterv1.GroupHintOp{GroupId: b.group, GroupSeq: b.gseq, GroupCount: b.count, Remote: b.remote, Final: b.final}
+	op := &clusterv1.GroupHintOp{GroupId: b.group, GroupSeq: b.gseq, GroupCount: b.count, Remote: b.remote, Final: b.final,
+		WithExpired: b.withExpired}
 	for i, u := range b.local {
 		op.Appends = append(op.Appends, &clusterv1.Append{User: u, Seq: seqs[i]})
 	}

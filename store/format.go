@@ -31,9 +31,10 @@ import (
 // op in opFormats: entries holding it then carry that min_format, and a
 // leader proposes them only once every replica runs the new format.
 // Format 1 added halting; format 2 added the dedup sweep; format 3 added
-// retention in bounded steps; format 4 (this build) added retention of
-// read-fanout group timelines.
-const storeFormat = 4
+// retention in bounded steps; format 4 added retention of read-fanout
+// group timelines; format 5 (this build) puts the group's expired count on
+// hint events.
+const storeFormat = 5
 
 // StoreFormat is the store format this build applies (seqctl replicas
 // shows each replica's).
@@ -125,12 +126,43 @@ func (f *FSM) Halted() error {
 // remove message records with their last copy, and trim_change_log, which
 // removes the change log's entries past the retention period. Format 4
 // added expire_timelines, which removes old entries of read-fanout group
-// timelines. Every other op is byte for byte what older builds propose.
+// timelines. Format 5 changed an op kind that older formats know (see
+// fieldFormats). Every other op is byte for byte what older builds
+// propose.
 var opFormats = map[protoreflect.FieldNumber]uint32{
 	mustOpField("sweep_dedup"):      2,
 	mustOpField("expire_scan"):      3,
 	mustOpField("trim_change_log"):  3,
 	mustOpField("expire_timelines"): 4,
+}
+
+// fieldFormats lists, per StoreOp kind, fields of its message that a
+// later format added: an op that sets one needs that format, though its
+// kind is older (an older replica would drop the field and apply the op
+// as it was). Format 5 added group_hint's with_expired, which puts the
+// group's expired_count on the hint events.
+var fieldFormats = map[protoreflect.FieldNumber][]fieldFormat{
+	mustOpField("group_hint"): {mustFieldFormat("group_hint", "with_expired", formatHintExpired)},
+}
+
+// formatHintExpired is the store format that added group_hint's
+// with_expired.
+const formatHintExpired = 5
+
+// fieldFormat is one field of an op's message, and the format that added
+// it.
+type fieldFormat struct {
+	field  protoreflect.FieldNumber
+	format uint32
+}
+
+func mustFieldFormat(kind, field string, format uint32) fieldFormat {
+	k, ok := opField(kind)
+	fd := (&clusterv1.StoreOp{}).ProtoReflect().Descriptor().Fields().ByNumber(k)
+	if !ok || fd.Message() == nil || fd.Message().Fields().ByName(protoreflect.Name(field)) == nil {
+		panic("store: StoreOp has no " + kind + "." + field)
+	}
+	return fieldFormat{field: fd.Message().Fields().ByName(protoreflect.Name(field)).Number(), format: format}
 }
 
 func mustOpField(name string) protoreflect.FieldNumber {
@@ -161,7 +193,16 @@ func opFormat(op *clusterv1.StoreOp) uint32 {
 	if fd == nil {
 		return 0
 	}
-	return opFormats[fd.Number()]
+	need := opFormats[fd.Number()]
+	if ffs := fieldFormats[fd.Number()]; len(ffs) > 0 {
+		inner := m.Get(fd).Message()
+		for _, ff := range ffs {
+			if inner.Has(inner.Descriptor().Fields().ByNumber(ff.field)) {
+				need = max(need, ff.format)
+			}
+		}
+	}
+	return need
 }
 
 // kinded is a builder that knows the StoreOp field of the op it builds
@@ -188,7 +229,7 @@ func needsFormat(b builder, n int) uint32 {
 	if len(opFormats) == 0 {
 		return 0
 	}
-	if k, ok := b.(kinded); ok {
+	if k, ok := b.(kinded); ok && fieldFormats[k.opKind()] == nil {
 		return opFormats[k.opKind()]
 	}
 	return opFormat(b.build(make([]uint64, n)))

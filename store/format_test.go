@@ -270,3 +270,30 @@ func TestKindedBuildersNeedTheFormatTheirOpNeeds(t *testing.T) {
 		t.Fatalf("a send needs format %d, want 0", got)
 	}
 }
+
+// An op of a kind older formats know needs the format that added a field
+// it sets: a hint with with_expired needs formatHintExpired, one without
+// it none; so does its builder, and so does the entry holding it.
+func TestFieldFormats(t *testing.T) {
+	hint := func(withExpired bool) *hintBuilder {
+		return &hintBuilder{group: 50, gseq: 3, count: 3, local: []uint64{2, 3}, final: true, withExpired: withExpired}
+	}
+	for _, tc := range []struct {
+		withExpired bool
+		want        uint32
+	}{{false, 0}, {true, formatHintExpired}} {
+		op := hint(tc.withExpired).build([]uint64{7, 8})
+		if got := opFormat(op); got != tc.want {
+			t.Errorf("with_expired %v: op format %d, want %d", tc.withExpired, got, tc.want)
+		}
+		if got := needsFormat(hint(tc.withExpired), 2); got != tc.want {
+			t.Errorf("with_expired %v: builder needs format %d, want %d", tc.withExpired, got, tc.want)
+		}
+		if got := batchFormat([]*clusterv1.StoreOp{opSend(7, "c1", "hello", apps(1, 1, 2, 1)...), op}); got != tc.want {
+			t.Errorf("with_expired %v: entry's min_format %d, want %d", tc.withExpired, got, tc.want)
+		}
+	}
+	if formatHintExpired > storeFormat {
+		t.Fatalf("formatHintExpired %d is above this build's format %d", formatHintExpired, storeFormat)
+	}
+}

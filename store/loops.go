@@ -187,6 +187,9 @@ func (s *Shard) hintGroups(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	// Hints tell the group's expired count once every replica can write it
+	// (a replica of an older format would leave it out of its copies).
+	withExpired := len(groups) > 0 && s.formatReady(formatHintExpired) == nil
 	for _, g := range groups {
 		gid, gseq, count := g.Info.GroupId, g.Info.LastGroupSeq, g.MessageCount
 		var local, remote []uint64
@@ -202,7 +205,7 @@ func (s *Shard) hintGroups(ctx context.Context) {
 			n := min(len(local), hintChunk)
 			r := min(len(remote), hintChunk-n)
 			b := &hintBuilder{group: gid, gseq: gseq, count: count, local: local[:n], remote: remote[:r],
-				final: n == len(local) && r == len(remote)}
+				final: n == len(local) && r == len(remote), withExpired: withExpired}
 			local, remote = local[n:], remote[r:]
 			if _, err := s.submit(ctx, b); err != nil {
 				s.log.Debug("group hint failed; will retry", "group", gid, "err", err)

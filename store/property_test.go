@@ -890,6 +890,9 @@ func (m *propModel) hint(t *rapid.T) {
 		chunks = [][]uint64{members[:split], members[split:]}
 	}
 	interrupted := len(chunks) > 1 && rapid.IntRange(0, 3).Draw(t, "interrupted") == 0
+	// A leader of a shard with every replica on formatHintExpired sets
+	// with_expired; one with a replica before it does not.
+	withExpired := rapid.Bool().Draw(t, "withExpired")
 	gseq, count := g.info.LastGroupSeq, g.count
 	recalled := g.recalledSince(g.hinted, gseq)
 	for i, chunk := range chunks {
@@ -902,7 +905,13 @@ func (m *propModel) hint(t *rapid.T) {
 			appends = append(appends, &clusterv1.Append{User: u, Seq: m.next(t, u)})
 		}
 		m.leaderChange(t, appends)
-		p := &propPlan{what: fmt.Sprintf("hint group %d gseq %d chunk %d", g.info.GroupId, gseq, i), op: opHint(g.info.GroupId, gseq, count, final, nil, appends...)}
+		op := opHint(g.info.GroupId, gseq, count, final, nil, appends...)
+		op.GetGroupHint().WithExpired = withExpired
+		var expired uint64
+		if withExpired {
+			expired = g.expired
+		}
+		p := &propPlan{what: fmt.Sprintf("hint group %d gseq %d chunk %d (with_expired %v)", g.info.GroupId, gseq, i, withExpired), op: op}
 		switch {
 		case gseq < g.hinted || gseq == g.hinted && final:
 			p.want = stOK
@@ -912,7 +921,7 @@ func (m *propModel) hint(t *rapid.T) {
 			p.want = stOK
 			for _, a := range appends {
 				m.appendEvent(a.User, &seqdv1.Event{Seq: a.Seq, Kind: kHint, Conversation: gconv(g.info.GroupId), GroupSeq: gseq, GroupCount: count,
-					MessageId: fmt.Sprintf("h%d.%d", g.info.GroupId, gseq), RecalledGroupCounts: recalled})
+					MessageId: fmt.Sprintf("h%d.%d", g.info.GroupId, gseq), RecalledGroupCounts: recalled, GroupExpiredCount: expired})
 			}
 			if final {
 				g.hinted = gseq

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -150,7 +151,7 @@ func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 // truncated, and its unread count no longer holds what it cannot read.
 func TestLeaderRetentionRemovesOldTimelineEntries(t *testing.T) {
 	store.SetRetentionEvery(t, time.Hour)
-	oldReplicaOn(t, store.StoreFormat-1) // the format before timeline steps
+	oldReplicaOn(t, 3) // the format before timeline steps
 	// Long enough that the message sent after the upgrade stays through
 	// the passes that follow it, on a slow machine too.
 	const retention = 5 * time.Second
@@ -228,4 +229,76 @@ func TestLeaderRetentionRemovesOldTimelineEntries(t *testing.T) {
 	if err != nil || r.Unread != 1 || r.TotalUnread != 1 {
 		t.Fatalf("marking read at a removed entry: %v, %v; want 1 unread left", r, err)
 	}
+}
+
+// While a replica runs format 4, timeline entries expire but the group
+// hints leave out the expired count (a format-4 replica would not write
+// it into its copies), and they keep coming; once it is upgraded, a hint
+// tells the members how many of the group's messages retention removed,
+// and the replicas agree.
+func TestHintsCarryTheExpiredCountOnceEveryReplicaCan(t *testing.T) {
+	store.SetRetentionEvery(t, time.Hour)
+	oldReplicaOn(t, 4)
+	const retention = time.Second
+	c, m := startCluster(t, localcluster.Options{Retention: retention, HintWindow: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 50, Owner: 1, Members: []uint64{2, 3}, ReadFanout: true}); err != nil {
+		t.Fatal(err)
+	}
+	sent := 0
+	send := func() {
+		t.Helper()
+		sent++
+		if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Conversation: group(50), ClientMsgId: fmt.Sprint(sent), Body: []byte("to all")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// lastHint waits for member 2's hint of the group's count n and
+	// returns it.
+	lastHint := func(n uint64) *seqdv1.Event {
+		t.Helper()
+		var hint *seqdv1.Event
+		testwait.For(t, 10*time.Second, fmt.Sprintf("a hint of count %d", n), func() bool {
+			res, err := m.Sync(ctx, &seqdv1.SyncRequest{User: 2, Limit: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range res.Events {
+				if e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT && e.GroupCount == n {
+					hint = e
+				}
+			}
+			return hint != nil
+		})
+		return hint
+	}
+	send()
+	send()
+	lastHint(2)
+	time.Sleep(retention)
+	testwait.For(t, 10*time.Second, "a pass to remove the timeline entries", func() bool {
+		if lead := c.StoreLeader(0); lead >= 0 {
+			c.Store(0, lead).Store().RetentionPass(ctx)
+			return tagged(t, c, lead, 'T') == 0
+		}
+		return false
+	})
+	send()
+	if h := lastHint(3); h.GroupExpiredCount != 0 {
+		t.Fatalf("a hint with a format-4 replica in the shard: %v; want no expired count", h)
+	}
+	wantHealthyHolding(t, c, 'T', 1, "timeline entries with a format-4 replica in the shard")
+	upgradeOldToThisBuild(ctx, t, c)
+	// The leader hears of the upgrade at its next format poll; hints
+	// before that still leave the count out.
+	for n := uint64(4); ; n++ {
+		send()
+		if h := lastHint(n); h.GroupExpiredCount == 2 {
+			break
+		} else if h.GroupExpiredCount != 0 || n == 20 {
+			t.Fatalf("hint of count %d after the upgrade: %v; want expired count 2", n, h)
+		}
+	}
+	waitReplicasAgree(t, c)
 }

@@ -169,6 +169,33 @@ func TestApplyExpireTimelines(t *testing.T) {
 			t.Fatal("g80.2's record outlived its last copy")
 		}
 	})
+	t.Run("hints tell the expired count", func(t *testing.T) {
+		h := timelineSetup(t)
+		step(t, h, 0, 100, 100, 3, 0)
+		h.must(opGroupSend(50, 5, true, 1, "f", "newer", apps(1, 7)...))
+		// Without with_expired (a shard with a replica before format 5) a
+		// hint is what it was; with it, every copy carries the count, the
+		// queued one for a member on another shard included.
+		h.must(opHint(50, 5, 4, false, nil, apps(2, 3)...))
+		if e := eventAt(t, h.f, 2, 3); e.GroupCount != 4 || e.GroupExpiredCount != 0 {
+			t.Fatalf("hint without with_expired: %v", e)
+		}
+		hint := opHint(50, 5, 4, true, []uint64{9}, apps(3, 4)...)
+		hint.GetGroupHint().WithExpired = true
+		h.must(hint)
+		if e := eventAt(t, h.f, 3, 4); e.GroupCount != 4 || e.GroupExpiredCount != 2 {
+			t.Fatalf("hint with with_expired: %v; want group count 4, expired 2", e)
+		}
+		items, err := h.f.Outbox(10)
+		if err != nil || len(items) != 1 || items[0].Item.User != 9 || items[0].Item.Event.GroupExpiredCount != 2 {
+			t.Fatalf("queued hint for the member elsewhere: %v, %v; want one for 9 with expired 2", items, err)
+		}
+		// A device's count from its events, the hint's 4 less the larger
+		// of its read marker's count and the 2 removed, is what Unread
+		// says: member 3 read 2, member 2 none.
+		wantUnread(t, h.f, 3, 3, map[string]uint64{"g50": 2, "g70": 1})
+		wantUnread(t, h.f, 2, 3, map[string]uint64{"g50": 2, "g70": 1})
+	})
 	t.Run("a member who joined after the removed entries", func(t *testing.T) {
 		h := timelineSetup(t)
 		step(t, h, 0, 100, 100, 3, 0)

@@ -116,7 +116,11 @@ func eventContent(e *seqdv1.Event) string {
 	case seqdv1.EventKind_EVENT_KIND_DELETE:
 		return "deleted here"
 	case seqdv1.EventKind_EVENT_KIND_GROUP_HINT:
-		return fmt.Sprintf("group has news up to group seq %d (%s in all): see `seqctl group sync %d`", e.GroupSeq, plural(e.GroupCount, "message"), e.Conversation.GetId())
+		s := fmt.Sprintf("group has news up to group seq %d (%s in all", e.GroupSeq, plural(e.GroupCount, "message"))
+		if e.GroupExpiredCount > 0 {
+			s += fmt.Sprintf(", the first %d removed by retention", e.GroupExpiredCount)
+		}
+		return s + fmt.Sprintf("): see `seqctl group sync %d`", e.Conversation.GetId())
 	}
 	return "-"
 }

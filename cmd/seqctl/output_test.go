@@ -1,6 +1,10 @@
 package main
 
-import "testing"
+import (
+	"testing"
+
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
 
 func TestSlotRanges(t *testing.T) {
 	for _, tc := range []struct {
@@ -16,6 +20,23 @@ func TestSlotRanges(t *testing.T) {
 	} {
 		if got := slotRanges(tc.in); got != tc.want {
 			t.Errorf("slotRanges(%v) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestGroupHintContent(t *testing.T) {
+	g := &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_GROUP, Id: 50}
+	for _, tc := range []struct {
+		e    *seqdv1.Event
+		want string
+	}{
+		{&seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_GROUP_HINT, Conversation: g, GroupSeq: 9, GroupCount: 7},
+			"group has news up to group seq 9 (7 messages in all): see `seqctl group sync 50`"},
+		{&seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_GROUP_HINT, Conversation: g, GroupSeq: 9, GroupCount: 7, GroupExpiredCount: 3},
+			"group has news up to group seq 9 (7 messages in all, the first 3 removed by retention): see `seqctl group sync 50`"},
+	} {
+		if got := eventContent(tc.e); got != tc.want {
+			t.Errorf("eventContent(%v) = %q, want %q", tc.e, got, tc.want)
 		}
 	}
 }

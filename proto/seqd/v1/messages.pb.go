@@ -216,8 +216,14 @@ type Event struct {
 	// longer count as unread. (Also on the join item of a member added with
 	// history: every message recalled so far.)
 	RecalledGroupCounts []uint64 `protobuf:"varint,15,rep,packed,name=recalled_group_counts,json=recalledGroupCounts,proto3" json:"recalled_group_counts,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// GROUP_HINT: retention has removed the group timeline's messages whose
+	// group_count is at or below this (0: none, or a shard not yet on store
+	// format 5). They can no longer be read, so they are not unread: a
+	// device counting a group's unread from its events takes the read
+	// marker's group_count as at least this.
+	GroupExpiredCount uint64 `protobuf:"varint,16,opt,name=group_expired_count,json=groupExpiredCount,proto3" json:"group_expired_count,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Event) Reset() {
@@ -353,6 +359,13 @@ func (x *Event) GetRecalledGroupCounts() []uint64 {
 		return x.RecalledGroupCounts
 	}
 	return nil
+}
+
+func (x *Event) GetGroupExpiredCount() uint64 {
+	if x != nil {
+		return x.GroupExpiredCount
+	}
+	return 0
 }
 
 type SendRequest struct {
@@ -2160,7 +2173,7 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"\x16seqd/v1/messages.proto\x12\aseqd.v1\x1a\x17seqd/v1/sequencer.proto\"M\n" +
 	"\fConversation\x12-\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x19.seqd.v1.ConversationTypeR\x04type\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\x04R\x02id\"\xbe\x04\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"\xee\x04\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12&\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x12.seqd.v1.EventKindR\x04kind\x129\n" +
@@ -2181,7 +2194,8 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"\adeleted\x18\r \x01(\bR\adeleted\x12\x1f\n" +
 	"\vgroup_count\x18\x0e \x01(\x04R\n" +
 	"groupCount\x122\n" +
-	"\x15recalled_group_counts\x18\x0f \x03(\x04R\x13recalledGroupCounts\x1a;\n" +
+	"\x15recalled_group_counts\x18\x0f \x03(\x04R\x13recalledGroupCounts\x12.\n" +
+	"\x13group_expired_count\x18\x10 \x01(\x04R\x11groupExpiredCount\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb5\x02\n" +

@@ -1460,8 +1460,11 @@ type GroupHintOp struct {
 	// Large groups are hinted in chunks; the last one records the round.
 	Final bool `protobuf:"varint,6,opt,name=final,proto3" json:"final,omitempty"`
 	// Hints for members on this shard; members elsewhere are queued.
-	Appends       []*Append `protobuf:"bytes,3,rep,name=appends,proto3" json:"appends,omitempty"`
-	Remote        []uint64  `protobuf:"varint,4,rep,packed,name=remote,proto3" json:"remote,omitempty"`
+	Appends []*Append `protobuf:"bytes,3,rep,name=appends,proto3" json:"appends,omitempty"`
+	Remote  []uint64  `protobuf:"varint,4,rep,packed,name=remote,proto3" json:"remote,omitempty"`
+	// Store format 5: the hint events carry the group's expired_count
+	// (Event.group_expired_count).
+	WithExpired   bool `protobuf:"varint,7,opt,name=with_expired,json=withExpired,proto3" json:"with_expired,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1536,6 +1539,13 @@ func (x *GroupHintOp) GetRemote() []uint64 {
 		return x.Remote
 	}
 	return nil
+}
+
+func (x *GroupHintOp) GetWithExpired() bool {
+	if x != nil {
+		return x.WithExpired
+	}
+	return false
 }
 
 type OutboxAckOp struct {
@@ -2816,7 +2826,7 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\fwith_history\x18\x03 \x01(\bR\vwithHistory\x122\n" +
 	"\x15read_fanout_threshold\x18\x04 \x01(\rR\x13readFanoutThreshold\x12\x16\n" +
 	"\x06remote\x18\x05 \x03(\x04R\x06remote\x12(\n" +
-	"\x10unread_from_join\x18\x06 \x01(\bR\x0eunreadFromJoin\"\xc7\x01\n" +
+	"\x10unread_from_join\x18\x06 \x01(\bR\x0eunreadFromJoin\"\xea\x01\n" +
 	"\vGroupHintOp\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x1b\n" +
 	"\tgroup_seq\x18\x02 \x01(\x04R\bgroupSeq\x12\x1f\n" +
@@ -2824,7 +2834,8 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"groupCount\x12\x14\n" +
 	"\x05final\x18\x06 \x01(\bR\x05final\x121\n" +
 	"\aappends\x18\x03 \x03(\v2\x17.seqd.cluster.v1.AppendR\aappends\x12\x16\n" +
-	"\x06remote\x18\x04 \x03(\x04R\x06remote\"!\n" +
+	"\x06remote\x18\x04 \x03(\x04R\x06remote\x12!\n" +
+	"\fwith_expired\x18\a \x01(\bR\vwithExpired\"!\n" +
 	"\vOutboxAckOp\x12\x12\n" +
 	"\x04keys\x18\x01 \x03(\fR\x04keys\"=\n" +
 	"\bExpireOp\x12\x1b\n" +
