@@ -29,7 +29,11 @@ import (
 //
 // When an op is added or changes meaning, raise storeFormat and list the
 // op in opFormats: entries holding it then carry that min_format, and a
-// leader proposes them only once every replica runs the new format.
+// leader proposes them only once every replica runs the new format. When
+// an op kind gains a field that changes what it does, list the field in
+// fieldFormats instead, and have the code that proposes the op set the
+// field only once formatReady says every replica applies that format (the
+// pipeline refuses the op otherwise).
 // Format 1 added halting; format 2 added the dedup sweep; format 3 added
 // retention in bounded steps; format 4 added retention of read-fanout
 // group timelines; format 5 (this build) puts the group's expired count on
@@ -139,7 +143,8 @@ var opFormats = map[protoreflect.FieldNumber]uint32{
 // fieldFormats lists, per StoreOp kind, fields of its message that a
 // later format added: an op that sets one needs that format, though its
 // kind is older (an older replica would drop the field and apply the op
-// as it was). Format 5 added group_hint's with_expired, which puts the
+// as it was). Only the op message's own fields are looked at, not those
+// of messages inside it. Format 5 added group_hint's with_expired, which puts the
 // group's expired_count on the hint events.
 var fieldFormats = map[protoreflect.FieldNumber][]fieldFormat{
 	mustOpField("group_hint"): {mustFieldFormat("group_hint", "with_expired", formatHintExpired)},
@@ -185,7 +190,7 @@ func opField(name string) (protoreflect.FieldNumber, bool) {
 
 // opFormat is the lowest store format that applies op as this build does.
 func opFormat(op *clusterv1.StoreOp) uint32 {
-	if len(opFormats) == 0 {
+	if len(opFormats) == 0 && len(fieldFormats) == 0 {
 		return 0
 	}
 	m := op.ProtoReflect()
@@ -226,7 +231,7 @@ var (
 // say its kind builds one with placeholder seqs (1.7 µs and 9 allocations
 // for a send).
 func needsFormat(b builder, n int) uint32 {
-	if len(opFormats) == 0 {
+	if len(opFormats) == 0 && len(fieldFormats) == 0 {
 		return 0
 	}
 	if k, ok := b.(kinded); ok && fieldFormats[k.opKind()] == nil {

@@ -296,4 +296,15 @@ func TestFieldFormats(t *testing.T) {
 	if formatHintExpired > storeFormat {
 		t.Fatalf("formatHintExpired %d is above this build's format %d", formatHintExpired, storeFormat)
 	}
+	// A builder that says its kind still answers for a field of that kind.
+	mr := &seqdv1.MarkReadRequest{User: 2, Conversation: dconv(7), UpToSeq: 1}
+	if got := needsFormat(&markReadBuilder{req: mr}, 1); got != 0 {
+		t.Fatalf("a mark-read needs format %d, want 0", got)
+	}
+	kind := mustOpField("mark_read")
+	fieldFormats[kind] = []fieldFormat{mustFieldFormat("mark_read", "request", 9)}
+	t.Cleanup(func() { delete(fieldFormats, kind) })
+	if got := needsFormat(&markReadBuilder{req: mr}, 1); got != 9 {
+		t.Fatalf("a mark-read needs format %d with mark_read.request listed at 9, want 9", got)
+	}
 }

@@ -187,9 +187,12 @@ func (s *Shard) hintGroups(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	// Hints tell the group's expired count once every replica can write it
-	// (a replica of an older format would leave it out of its copies).
-	withExpired := len(groups) > 0 && s.formatReady(formatHintExpired) == nil
+	// Hints tell the group's expired count once there is one (until then
+	// the entry would need format 5 for nothing, and mark the data so) and
+	// every replica can write it (a replica of an older format would leave
+	// it out of its copies).
+	expired, err := s.fsm.TimelinesExpired()
+	withExpired := err == nil && expired && s.formatReady(formatHintExpired) == nil
 	for _, g := range groups {
 		gid, gseq, count := g.Info.GroupId, g.Info.LastGroupSeq, g.MessageCount
 		var local, remote []uint64

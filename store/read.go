@@ -436,6 +436,14 @@ func (f *FSM) FirstTimelineDue(before int64, from uint64) (group uint64, ok bool
 	return group, ok, err
 }
 
+// TimelinesExpired reports whether retention has removed an entry of a
+// read-fanout group timeline on this shard (keyTimelinesExpired).
+func (f *FSM) TimelinesExpired() (bool, error) {
+	expired := false
+	err := f.read(func(x *tx) { expired = x.has(keyTimelinesExpired) })
+	return expired, err
+}
+
 // TrimDue reports whether the change log holds an entry a trim before
 // before would remove (trimWalk).
 func (f *FSM) TrimDue(before int64) (bool, error) {

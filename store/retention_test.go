@@ -288,6 +288,7 @@ func TestHintsCarryTheExpiredCountOnceEveryReplicaCan(t *testing.T) {
 	if h := lastHint(3); h.GroupExpiredCount != 0 {
 		t.Fatalf("a hint with a format-4 replica in the shard: %v; want no expired count", h)
 	}
+	waitReplicasAgree(t, c)
 	wantHealthyHolding(t, c, 'T', 1, "timeline entries with a format-4 replica in the shard")
 	upgradeOldToThisBuild(ctx, t, c)
 	// The leader hears of the upgrade at its next format poll; hints

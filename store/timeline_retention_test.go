@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
 func opExpireTimelines(before int64, from uint64, maxGroups, limit uint32) *clusterv1.StoreOp {
@@ -171,7 +172,13 @@ func TestApplyExpireTimelines(t *testing.T) {
 	})
 	t.Run("hints tell the expired count", func(t *testing.T) {
 		h := timelineSetup(t)
+		if expired, err := h.f.TimelinesExpired(); err != nil || expired {
+			t.Fatalf("TimelinesExpired before any step: %v, %v", expired, err)
+		}
 		step(t, h, 0, 100, 100, 3, 0)
+		if expired, err := h.f.TimelinesExpired(); err != nil || !expired {
+			t.Fatalf("TimelinesExpired after a step removed entries: %v, %v", expired, err)
+		}
 		h.must(opGroupSend(50, 5, true, 1, "f", "newer", apps(1, 7)...))
 		// Without with_expired (a shard with a replica before format 5) a
 		// hint is what it was; with it, every copy carries the count, the
@@ -190,10 +197,43 @@ func TestApplyExpireTimelines(t *testing.T) {
 		if err != nil || len(items) != 1 || items[0].Item.User != 9 || items[0].Item.Event.GroupExpiredCount != 2 {
 			t.Fatalf("queued hint for the member elsewhere: %v, %v; want one for 9 with expired 2", items, err)
 		}
-		// A device's count from its events, the hint's 4 less the larger
-		// of its read marker's count and the 2 removed, is what Unread
-		// says: member 3 read 2, member 2 none.
+		// A device counts a group's unread from its events: the last
+		// hint's count less the larger of its read marker's count and the
+		// hint's expired count (no recall above either here). That is
+		// what Unread says, for member 3 (read up to 2) as for member 2
+		// (read nothing), once the hint carries the expired count.
+		device := func(user uint64) uint64 {
+			t.Helper()
+			var hint, read uint64
+			var expired uint64
+			for _, e := range syncAllEvents(t, h.f, user) {
+				if e.Conversation.GetId() != 50 {
+					continue
+				}
+				switch e.Kind {
+				case seqdv1.EventKind_EVENT_KIND_GROUP_HINT:
+					hint, expired = e.GroupCount, e.GroupExpiredCount
+				case seqdv1.EventKind_EVENT_KIND_READ:
+					read = e.GroupCount
+				}
+			}
+			return hint - max(read, expired)
+		}
+		if n := device(3); n != 2 {
+			t.Fatalf("member 3's device counts %d unread in the group, want 2", n)
+		}
 		wantUnread(t, h.f, 3, 3, map[string]uint64{"g50": 2, "g70": 1})
+		// Member 2's hint above had no count: its device counts the two
+		// removed messages too, until a hint with the count comes.
+		if n := device(2); n != 4 {
+			t.Fatalf("member 2's device counts %d unread from a hint without the count, want 4", n)
+		}
+		again := opHint(50, 5, 4, false, nil, apps(2, 4)...)
+		again.GetGroupHint().WithExpired = true
+		h.must(again)
+		if n := device(2); n != 2 {
+			t.Fatalf("member 2's device counts %d unread, want 2", n)
+		}
 		wantUnread(t, h.f, 2, 3, map[string]uint64{"g50": 2, "g70": 1})
 	})
 	t.Run("a member who joined after the removed entries", func(t *testing.T) {
