@@ -490,6 +490,9 @@ func (x *tx) deliver(now int64, op *clusterv1.DeliverOp) *OpResult {
 		if seen[string(ck)] || x.has(ck) {
 			continue // delivered before, or twice in this op
 		}
+		if through := x.userState(it.User).ExpiredThroughMs; through > 0 && it.Kind != clusterv1.FanoutItem_KIND_GROUP_JOIN && it.Event.SentAtMs <= through {
+			continue // retention has passed it, and may have removed its copy key (dropCopy)
+		}
 		seen[string(ck)] = true
 		fresh = append(fresh, i)
 		if it.Kind != clusterv1.FanoutItem_KIND_GROUP_JOIN {
@@ -993,7 +996,7 @@ func (x *tx) expire(op *clusterv1.ExpireOp) *OpResult {
 	}
 	it.Close()
 	for i, e := range doomed {
-		x.expireEvent(users[i], e)
+		x.expireEvent(users[i], e, false)
 	}
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Expired: removed}
 }
@@ -1018,7 +1021,7 @@ func refuseCutoff(what string, ms int64) *OpResult {
 
 // expireEvent removes user's event e (retention), keeping the unread
 // counts and the truncation mark in step.
-func (x *tx) expireEvent(user uint64, e *seqdv1.Event) {
+func (x *tx) expireEvent(user uint64, e *seqdv1.Event, dropCopies bool) {
 	us := x.userState(user)
 	x.updateConv(user, e.Conversation, us, func(cs *clusterv1.ConvState) {
 		if counted(e, cs) {
@@ -1026,10 +1029,41 @@ func (x *tx) expireEvent(user uint64, e *seqdv1.Event) {
 		}
 	})
 	us.TruncatedBelow = max(us.TruncatedBelow, e.Seq+1)
+	if dropCopies && deliveredKind(e.Kind) {
+		us.ExpiredThroughMs = max(us.ExpiredThroughMs, e.SentAtMs)
+	}
 	x.putUser(user, us)
 	x.del(inboxKey(user, e.Seq))
 	x.del(historyKey(user, e.Conversation, e.Seq))
 	x.touchUser(user)
+}
+
+// deliveredKind says whether deliveries from other shards write events of
+// kind k (with a copy key each).
+func deliveredKind(k seqdv1.EventKind) bool {
+	switch k {
+	case seqdv1.EventKind_EVENT_KIND_MESSAGE, seqdv1.EventKind_EVENT_KIND_RECALL, seqdv1.EventKind_EVENT_KIND_GROUP_HINT:
+		return true
+	}
+	return false
+}
+
+// dropCopy removes the copy key of event e, which retention has just
+// removed, if another shard delivered it. expireEvent has raised the
+// user's expired_through_ms to its send time, so a redelivery of it, or
+// any delivery of an event sent no later, is skipped (deliver) instead of
+// appended again. A message whose record is on this shard (records, as
+// lastCopyGone left it) was sent here and has no copy key: no lookup.
+func (x *tx) dropCopy(user uint64, e *seqdv1.Event, records map[string]*clusterv1.MessageRecord) {
+	if !deliveredKind(e.Kind) {
+		return
+	}
+	if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && records[e.MessageId] != nil {
+		return
+	}
+	if ck := copyKey(user, e.Kind, e.MessageId); x.has(ck) {
+		x.del(ck)
+	}
 }
 
 // Bounds of one retention step (ExpireScanOp), so that one entry's work
@@ -1051,9 +1085,12 @@ func (x *tx) expireScan(op *clusterv1.ExpireScanOp) *OpResult {
 	doomed, owners, next := x.dueWalk(op.BeforeMs, op.FromUser, op.MaxUsers, op.Limit)
 	records := map[string]*clusterv1.MessageRecord{}
 	for i, e := range doomed {
-		x.expireEvent(owners[i], e)
+		x.expireEvent(owners[i], e, op.DropCopies)
 		if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && x.lastCopyGone(records, e.MessageId) {
 			x.del(messageKey(e.MessageId))
+		}
+		if op.DropCopies {
+			x.dropCopy(owners[i], e, records)
 		}
 	}
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Expired: uint32(len(doomed)), ExpireNext: next}
@@ -1236,6 +1273,10 @@ func (x *tx) trimWalk(before int64, limit uint32) (doomed []uint64, more bool) {
 	return doomed, false
 }
 
+// removedRecord stands in lastCopyGone's records for a record the step
+// removed: nil is a message with no record on this shard.
+var removedRecord = &clusterv1.MessageRecord{}
+
 // lastCopyGone reports whether a retention step has removed the last
 // copy on this shard of message id, whose record then goes with it: every
 // copy its record lists has left the inbox (a step's deletes are visible
@@ -1261,7 +1302,7 @@ func (x *tx) lastCopyGone(records map[string]*clusterv1.MessageRecord, id string
 			return false
 		}
 	}
-	records[id] = nil // removed now: a later copy in this step finds no record
+	records[id] = removedRecord // a later copy in this step finds no record
 	return true
 }
 

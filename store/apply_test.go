@@ -1309,6 +1309,86 @@ func TestApplyExpireScan(t *testing.T) {
 		wantSeqs(t, h.f, 2, 4)
 		wantUnread(t, h.f, 2, 1, map[string]uint64{"d7": 1})
 	})
+	t.Run("drop_copies removes the copy keys of removed deliveries", func(t *testing.T) {
+		msg, recall := clusterv1.FanoutItem_KIND_MESSAGE, clusterv1.FanoutItem_KIND_RECALL
+		dropStep := func(h *fsmHarness, expired uint32) {
+			t.Helper()
+			op := opExpireScan(3000, 0, 100, 100)
+			op.GetExpireScan().DropCopies = true
+			wantStep(t, h, op, expired, 0)
+		}
+		copyKeys := func(h *fsmHarness) int {
+			t.Helper()
+			n := 0
+			for k := range dumpState(t, h.f) {
+				if k[0] == tagCopy {
+					n++
+				}
+			}
+			return n
+		}
+		holds := func(h *fsmHarness, want bool) {
+			t.Helper()
+			if held, err := h.f.HoldsCopyKeys(); err != nil || held != want {
+				t.Fatalf("HoldsCopyKeys = %v, %v; want %v", held, err, want)
+			}
+		}
+		h := newHarness(t)
+		holds(h, false) // a leader leaves drop_copies off
+		h.now = 1000
+		// User 2 gets 9.1 (sent at 500) and its recall from another shard,
+		// and a local message from user 1.
+		h.must(opDeliver([]*clusterv1.FanoutItem{fanItem(msg, 2, "9.1", 9)}, 1))
+		h.must(opDeliver([]*clusterv1.FanoutItem{fanItem(recall, 2, "9.1", 9)}, 2))
+		h.must(opSend(7, "l", "local", apps(1, 1, 2, 3)...))
+		if n := copyKeys(h); n != 2 {
+			t.Fatalf("%d copy keys before retention, want 2", n)
+		}
+		h.now = 5000
+		// Without drop_copies (a replica before format 6) they stay.
+		g := newHarness(t)
+		for idx := uint64(1); idx <= h.idx; idx++ {
+			g.applyData(h.entries[idx])
+		}
+		wantStep(t, g, opExpireScan(3000, 0, 100, 100), 4, 0)
+		if n := copyKeys(g); n != 2 {
+			t.Fatalf("%d copy keys after a step without drop_copies, want 2", n)
+		}
+		holds(h, true)
+		dropStep(h, 4)
+		if n := copyKeys(h); n != 0 {
+			t.Fatalf("%d copy keys after the step, want 0", n)
+		}
+		holds(h, false)
+		var us clusterv1.UserState
+		readRecord(t, h.f, userKey(2), &us)
+		if us.ExpiredThroughMs != 1000 {
+			t.Fatalf("user 2's expired_through_ms %d, want 1000 (the local message's send time)", us.ExpiredThroughMs)
+		}
+		// A late redelivery of 9.1, and a first delivery of a message sent
+		// before the removed ones, are skipped as applied; a newer one is
+		// appended. The seqs of the skipped ones stay unused.
+		late := fanItem(msg, 2, "9.2", 9)
+		late.Event.SentAtMs = 900
+		fresh := fanItem(msg, 2, "9.3", 9)
+		fresh.Event.SentAtMs = 4000
+		if r := h.must(opDeliver([]*clusterv1.FanoutItem{fanItem(msg, 2, "9.1", 9), late, fresh}, 4, 5, 6)); r.Delivered != 3 {
+			t.Fatalf("delivered %d, want 3", r.Delivered)
+		}
+		wantSeqs(t, h.f, 2, 6)
+		wantUnread(t, h.f, 2, 1, map[string]uint64{"d9": 1})
+		if n := copyKeys(h); n != 1 {
+			t.Fatalf("%d copy keys after the deliveries, want 1 (9.3's)", n)
+		}
+		// A join is never skipped, however old: it adds no event, only the
+		// member's starting point in a group.
+		join := fanItem(clusterv1.FanoutItem_KIND_GROUP_JOIN, 2, "j60.1", 9)
+		join.Event.Conversation, join.Event.GroupCount = gconv(60), 3
+		h.must(opDeliver([]*clusterv1.FanoutItem{join}, 7))
+		if n := copyKeys(h); n != 2 {
+			t.Fatalf("%d copy keys after an old join, want 2", n)
+		}
+	})
 	t.Run("a copy behind a newer event keeps the record", func(t *testing.T) {
 		// A leader whose clock is behind stamps user 1's copy of 2.1 older
 		// than the event before it: the step stops at that event, and the

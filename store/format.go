@@ -36,9 +36,10 @@ import (
 // pipeline refuses the op otherwise).
 // Format 1 added halting; format 2 added the dedup sweep; format 3 added
 // retention in bounded steps; format 4 added retention of read-fanout
-// group timelines; format 5 (this build) puts the group's expired count on
-// hint events.
-const storeFormat = 5
+// group timelines; format 5 puts the group's expired count on hint events;
+// format 6 (this build) has retention remove the copy keys of deliveries
+// from other shards.
+const storeFormat = 6
 
 // StoreFormat is the store format this build applies (seqctl replicas
 // shows each replica's).
@@ -145,14 +146,19 @@ var opFormats = map[protoreflect.FieldNumber]uint32{
 // kind is older (an older replica would drop the field and apply the op
 // as it was). Only the op message's own fields are looked at, not those
 // of messages inside it. Format 5 added group_hint's with_expired, which puts the
-// group's expired_count on the hint events.
+// group's expired_count on the hint events; format 6 expire_scan's
+// drop_copies, which removes the copy keys of the events it removes.
 var fieldFormats = map[protoreflect.FieldNumber][]fieldFormat{
-	mustOpField("group_hint"): {mustFieldFormat("group_hint", "with_expired", formatHintExpired)},
+	mustOpField("group_hint"):  {mustFieldFormat("group_hint", "with_expired", formatHintExpired)},
+	mustOpField("expire_scan"): {mustFieldFormat("expire_scan", "drop_copies", formatDropCopies)},
 }
 
-// formatHintExpired is the store format that added group_hint's
-// with_expired.
-const formatHintExpired = 5
+// The store formats that added group_hint's with_expired and
+// expire_scan's drop_copies.
+const (
+	formatHintExpired = 5
+	formatDropCopies  = 6
+)
 
 // fieldFormat is one field of an op's message, and the format that added
 // it.

@@ -293,8 +293,8 @@ func TestFieldFormats(t *testing.T) {
 			t.Errorf("with_expired %v: entry's min_format %d, want %d", tc.withExpired, got, tc.want)
 		}
 	}
-	if formatHintExpired > storeFormat {
-		t.Fatalf("formatHintExpired %d is above this build's format %d", formatHintExpired, storeFormat)
+	if formatHintExpired > storeFormat || formatDropCopies > storeFormat {
+		t.Fatalf("formatHintExpired %d or formatDropCopies %d is above this build's format %d", formatHintExpired, formatDropCopies, storeFormat)
 	}
 	// A builder that says its kind still answers for a field of that kind.
 	mr := &seqdv1.MarkReadRequest{User: 2, Conversation: dconv(7), UpToSeq: 1}

@@ -356,6 +356,12 @@ func (s *Shard) applyRetention(ctx context.Context) {
 		}
 		return
 	}
+	// The copy keys of removed deliveries go too once every replica can
+	// remove them (format 6); a pass before that leaves them for good. A
+	// shard that never had a delivery from another shard has none, and
+	// needs no format 6 for them.
+	held, err := s.fsm.HoldsCopyKeys()
+	dropCopies := err == nil && held && s.formatReady(formatDropCopies) == nil
 	for from := uint64(0); ; {
 		// Start at the next user with work, by this leader's own state: a
 		// pass with nothing due proposes nothing.
@@ -363,7 +369,7 @@ func (s *Shard) applyRetention(ctx context.Context) {
 		if err != nil || !due {
 			break
 		}
-		op := &clusterv1.ExpireScanOp{BeforeMs: before, FromUser: first, MaxUsers: expireUsers, Limit: expireLimit}
+		op := &clusterv1.ExpireScanOp{BeforeMs: before, FromUser: first, MaxUsers: expireUsers, Limit: expireLimit, DropCopies: dropCopies}
 		res, err := s.submitOK(ctx, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_ExpireScan{ExpireScan: op}})
 		if err != nil {
 			s.log.Debug("retention pass stopped; the next one starts over", "err", err)

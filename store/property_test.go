@@ -46,6 +46,9 @@ type propUser struct {
 	alloc      uint64 // the allocator's high-water mark for the user
 	truncBelow uint64
 	convs      map[string]*propConv
+	// expiredThrough is UserState.expired_through_ms: the latest send time
+	// of the events a step with drop_copies removed.
+	expiredThrough int64
 }
 
 type propMsg struct {
@@ -971,7 +974,10 @@ func (m *propModel) deliver(t *rapid.T) {
 	var freshAppends []*clusterv1.Append
 	for i, a := range appends {
 		seqs[i] = a.Seq
-		if _, done := m.copies[fmt.Sprintf("%d/%v/%s", items[i].User, eventKind(items[i].Kind), items[i].Event.MessageId)]; !done {
+		_, done := m.copies[fmt.Sprintf("%d/%v/%s", items[i].User, eventKind(items[i].Kind), items[i].Event.MessageId)]
+		// Retention has passed it (dropCopy): skipped as applied.
+		through := m.u[items[i].User].expiredThrough
+		if !done && !(through > 0 && items[i].Event.SentAtMs <= through) {
 			fresh = append(fresh, i)
 			freshAppends = append(freshAppends, a)
 		}
@@ -1067,6 +1073,8 @@ func (m *propModel) expireScan(t *rapid.T) {
 	from := m.users[0] - 1 + rapid.Uint64Range(0, uint64(len(m.users))).Draw(t, "expireFrom")
 	maxUsers := rapid.IntRange(1, 6).Draw(t, "expireUsers")
 	limit := rapid.IntRange(1, 30).Draw(t, "expireLimit")
+	// A leader whose replicas all apply formatDropCopies sets drop_copies.
+	dropCopies := rapid.Bool().Draw(t, "dropCopies")
 	removed, next := modelSteps(m.users, from, maxUsers, limit,
 		func(u uint64) bool { return m.u[u].last != 0 }, // the users that ever had an event
 		func(u uint64) bool { return len(m.u[u].inbox) > 0 && m.u[u].inbox[0].SentAtMs < before },
@@ -1077,10 +1085,16 @@ func (m *propModel) expireScan(t *rapid.T) {
 			pu.inbox = pu.inbox[1:]
 			// The record goes with the last of its copies to leave.
 			m.dropIfNoCopy(e)
+			if dropCopies && (e.Kind == kMessage || e.Kind == kRecall || e.Kind == kHint) {
+				pu.expiredThrough = max(pu.expiredThrough, e.SentAtMs)
+				delete(m.copies, fmt.Sprintf("%d/%v/%s", u, e.Kind, e.MessageId))
+			}
 		})
 	m.stats["(events expired by steps)"] += removed
-	m.run(t, stepPlan(fmt.Sprintf("expire step before %d from %d users %d limit %d", before, from, maxUsers, limit),
-		opExpireScan(before, from, uint32(maxUsers), uint32(limit)), removed, next))
+	op := opExpireScan(before, from, uint32(maxUsers), uint32(limit))
+	op.GetExpireScan().DropCopies = dropCopies
+	m.run(t, stepPlan(fmt.Sprintf("expire step before %d from %d users %d limit %d drop_copies %v", before, from, maxUsers, limit, dropCopies),
+		op, removed, next))
 }
 
 // modelSteps is a retention step over owners (users or groups, in key

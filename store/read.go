@@ -444,6 +444,14 @@ func (f *FSM) TimelinesExpired() (bool, error) {
 	return expired, err
 }
 
+// HoldsCopyKeys reports whether the shard holds a copy key: a delivery
+// from another shard, or a join, has been applied here.
+func (f *FSM) HoldsCopyKeys() (bool, error) {
+	held := false
+	err := f.read(func(x *tx) { held = len(x.keys([]byte{tagCopy}, []byte{tagCopy}, 1)) > 0 })
+	return held, err
+}
+
 // TrimDue reports whether the change log holds an entry a trim before
 // before would remove (trimWalk).
 func (f *FSM) TrimDue(before int64) (bool, error) {

@@ -303,3 +303,42 @@ func TestHintsCarryTheExpiredCountOnceEveryReplicaCan(t *testing.T) {
 	}
 	waitReplicasAgree(t, c)
 }
+
+// With two shards, retention on the recipient's shard removes a
+// delivery's copy key with the copy, and the replicas agree (a late
+// redelivery after that is TestApplyExpireScan's).
+func TestRetentionRemovesTheCopyKeysOfDeliveries(t *testing.T) {
+	store.SetRetentionEvery(t, time.Hour)
+	const retention = time.Second
+	c, m := startCluster(t, localcluster.Options{Shards: 2, Retention: retention})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// User 5 is on shard s1, user 200,000,001 on s2 (TestCrossShardDeliveryAndRecall).
+	const a, b = uint64(5), uint64(200_000_001)
+	for i := range 3 {
+		if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: a, Recipients: []uint64{b}, Conversation: direct(77),
+			ClientMsgId: fmt.Sprint("x", i), Body: []byte("across")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const s2 = 1
+	copies := func(i int) int { return taggedIn(t, c, s2, i, 'X') }
+	testwait.For(t, 10*time.Second, "the three copies on the other shard", func() bool {
+		return len(syncAll(t, m, b)) == 3 && copies(0) == 3 && copies(1) == 3 && copies(2) == 3
+	})
+	time.Sleep(retention)
+	testwait.For(t, 20*time.Second, "a pass on s2 to remove the copies and their keys", func() bool {
+		if lead := c.StoreLeader(s2); lead >= 0 {
+			c.Store(s2, lead).Store().RetentionPass(ctx)
+			return copies(lead) == 0
+		}
+		return false
+	})
+	testwait.For(t, 20*time.Second, "every replica of s2 to drop the copy keys", func() bool {
+		return copies(0) == 0 && copies(1) == 0 && copies(2) == 0
+	})
+	if evs := syncAll(t, m, b); len(evs) != 0 {
+		t.Fatalf("user %d still holds %d events after retention", b, len(evs))
+	}
+	waitShardReplicasAgree(t, c, s2)
+}

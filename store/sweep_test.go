@@ -15,8 +15,14 @@ import (
 // records, 'I' inbox events, 'M' message records.
 func tagged(t *testing.T, c *localcluster.Cluster, i int, tag byte) int {
 	t.Helper()
+	return taggedIn(t, c, 0, i, tag)
+}
+
+// taggedIn counts the keys of table tag on replica i of shard sh.
+func taggedIn(t *testing.T, c *localcluster.Cluster, sh, i int, tag byte) int {
+	t.Helper()
 	n := 0
-	for k := range store.DumpState(t, c.Store(0, i).Store().FSM()) {
+	for k := range store.DumpState(t, c.Store(sh, i).Store().FSM()) {
 		if k[0] == tag {
 			n++
 		}
@@ -71,12 +77,18 @@ func wantHealthyHolding(t *testing.T, c *localcluster.Cluster, tag byte, n int, 
 // sweep or retention step may land between two reads: it asks again).
 func waitReplicasAgree(t *testing.T, c *localcluster.Cluster) {
 	t.Helper()
+	waitShardReplicasAgree(t, c, 0)
+}
+
+// waitShardReplicasAgree is waitReplicasAgree for shard sh.
+func waitShardReplicasAgree(t *testing.T, c *localcluster.Cluster, sh int) {
+	t.Helper()
 	var diff string
 	agree := func() bool {
-		f0 := c.Store(0, 0).Store().FSM()
+		f0 := c.Store(sh, 0).Store().FSM()
 		want, applied := store.DumpState(t, f0), f0.AppliedIndex()
 		for i := 1; i < 3; i++ {
-			f := c.Store(0, i).Store().FSM()
+			f := c.Store(sh, i).Store().FSM()
 			got := store.DumpState(t, f)
 			if f.AppliedIndex() != applied || f0.AppliedIndex() != applied {
 				diff = "not every replica has applied the same entries"

@@ -1657,11 +1657,15 @@ func (x *ExpireOp) GetLimit() uint32 {
 // result says where the next step starts (0: the walk passed the last
 // user, and the pass is over).
 type ExpireScanOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BeforeMs      int64                  `protobuf:"varint,1,opt,name=before_ms,json=beforeMs,proto3" json:"before_ms,omitempty"`
-	FromUser      uint64                 `protobuf:"varint,2,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"`
-	MaxUsers      uint32                 `protobuf:"varint,3,opt,name=max_users,json=maxUsers,proto3" json:"max_users,omitempty"`
-	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	BeforeMs int64                  `protobuf:"varint,1,opt,name=before_ms,json=beforeMs,proto3" json:"before_ms,omitempty"`
+	FromUser uint64                 `protobuf:"varint,2,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"`
+	MaxUsers uint32                 `protobuf:"varint,3,opt,name=max_users,json=maxUsers,proto3" json:"max_users,omitempty"`
+	Limit    uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Store format 6: also remove the copy keys of the removed events that
+	// other shards delivered, and raise each user's expired_through_ms to the
+	// send times removed, so that a late redelivery is not appended again.
+	DropCopies    bool `protobuf:"varint,5,opt,name=drop_copies,json=dropCopies,proto3" json:"drop_copies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1722,6 +1726,13 @@ func (x *ExpireScanOp) GetLimit() uint32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *ExpireScanOp) GetDropCopies() bool {
+	if x != nil {
+		return x.DropCopies
+	}
+	return false
 }
 
 // TrimChangeLogOp removes change-log entries from the start of the log
@@ -1930,8 +1941,13 @@ type UserState struct {
 	TotalUnread uint64                 `protobuf:"varint,2,opt,name=total_unread,json=totalUnread,proto3" json:"total_unread,omitempty"`
 	// Events below this seq were removed by retention.
 	TruncatedBelow uint64 `protobuf:"varint,3,opt,name=truncated_below,json=truncatedBelow,proto3" json:"truncated_below,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The latest send time of the events a retention step with drop_copies
+	// removed (store format 6). A delivery from another shard of an event
+	// sent at or before it is skipped as applied: its copy key may be gone,
+	// and retention would remove it.
+	ExpiredThroughMs int64 `protobuf:"varint,4,opt,name=expired_through_ms,json=expiredThroughMs,proto3" json:"expired_through_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *UserState) Reset() {
@@ -1981,6 +1997,13 @@ func (x *UserState) GetTotalUnread() uint64 {
 func (x *UserState) GetTruncatedBelow() uint64 {
 	if x != nil {
 		return x.TruncatedBelow
+	}
+	return 0
+}
+
+func (x *UserState) GetExpiredThroughMs() int64 {
+	if x != nil {
+		return x.ExpiredThroughMs
 	}
 	return 0
 }
@@ -2840,12 +2863,14 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x04keys\x18\x01 \x03(\fR\x04keys\"=\n" +
 	"\bExpireOp\x12\x1b\n" +
 	"\tbefore_ms\x18\x01 \x01(\x03R\bbeforeMs\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"{\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x9c\x01\n" +
 	"\fExpireScanOp\x12\x1b\n" +
 	"\tbefore_ms\x18\x01 \x01(\x03R\bbeforeMs\x12\x1b\n" +
 	"\tfrom_user\x18\x02 \x01(\x04R\bfromUser\x12\x1b\n" +
 	"\tmax_users\x18\x03 \x01(\rR\bmaxUsers\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"D\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1f\n" +
+	"\vdrop_copies\x18\x05 \x01(\bR\n" +
+	"dropCopies\"D\n" +
 	"\x0fTrimChangeLogOp\x12\x1b\n" +
 	"\tbefore_ms\x18\x01 \x01(\x03R\bbeforeMs\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x84\x01\n" +
@@ -2858,11 +2883,12 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x05limit\x18\x04 \x01(\rR\x05limit\"?\n" +
 	"\fSweepDedupOp\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x19\n" +
-	"\bgrace_ms\x18\x02 \x01(\x03R\agraceMs\"r\n" +
+	"\bgrace_ms\x18\x02 \x01(\x03R\agraceMs\"\xa0\x01\n" +
 	"\tUserState\x12\x19\n" +
 	"\blast_seq\x18\x01 \x01(\x04R\alastSeq\x12!\n" +
 	"\ftotal_unread\x18\x02 \x01(\x04R\vtotalUnread\x12'\n" +
-	"\x0ftruncated_below\x18\x03 \x01(\x04R\x0etruncatedBelow\"\xe8\x01\n" +
+	"\x0ftruncated_below\x18\x03 \x01(\x04R\x0etruncatedBelow\x12,\n" +
+	"\x12expired_through_ms\x18\x04 \x01(\x03R\x10expiredThroughMs\"\xe8\x01\n" +
 	"\tConvState\x12\x16\n" +
 	"\x06unread\x18\x01 \x01(\x04R\x06unread\x12\x1c\n" +
 	"\n" +
