@@ -490,8 +490,8 @@ func (x *tx) deliver(now int64, op *clusterv1.DeliverOp) *OpResult {
 		if seen[string(ck)] || x.has(ck) {
 			continue // delivered before, or twice in this op
 		}
-		if through := x.userState(it.User).ExpiredThroughMs; through > 0 && it.Kind != clusterv1.FanoutItem_KIND_GROUP_JOIN && it.Event.SentAtMs <= through {
-			continue // retention has passed it, and may have removed its copy key (dropCopy)
+		if it.Kind == clusterv1.FanoutItem_KIND_MESSAGE && it.Event.SentAtMs > 0 && it.Event.SentAtMs <= x.userState(it.User).ExpiredThroughMs {
+			continue // older than what retention removed here, which may include its copy (dropCopy)
 		}
 		seen[string(ck)] = true
 		fresh = append(fresh, i)
@@ -1050,10 +1050,14 @@ func deliveredKind(k seqdv1.EventKind) bool {
 
 // dropCopy removes the copy key of event e, which retention has just
 // removed, if another shard delivered it. expireEvent has raised the
-// user's expired_through_ms to its send time, so a redelivery of it, or
-// any delivery of an event sent no later, is skipped (deliver) instead of
-// appended again. A message whose record is on this shard (records, as
-// lastCopyGone left it) was sent here and has no copy key: no lookup.
+// user's expired_through_ms to its send time, so a redelivery of a
+// message, or any delivery of a message sent no later, is skipped
+// (deliver) instead of appended again. Recalls and hints are not skipped
+// (a hint item carries no send time, and a recall still blanks a copy held
+// behind a newer event): one redelivered after its copy key went is
+// appended again, which changes no count. A message whose record is on
+// this shard (records, as lastCopyGone left it) was sent here and has no
+// copy key: no lookup.
 func (x *tx) dropCopy(user uint64, e *seqdv1.Event, records map[string]*clusterv1.MessageRecord) {
 	if !deliveredKind(e.Kind) {
 		return
@@ -1274,7 +1278,8 @@ func (x *tx) trimWalk(before int64, limit uint32) (doomed []uint64, more bool) {
 }
 
 // removedRecord stands in lastCopyGone's records for a record the step
-// removed: nil is a message with no record on this shard.
+// removed: nil is a message with no record on this shard. It is shared:
+// never change it.
 var removedRecord = &clusterv1.MessageRecord{}
 
 // lastCopyGone reports whether a retention step has removed the last

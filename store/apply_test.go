@@ -1388,6 +1388,31 @@ func TestApplyExpireScan(t *testing.T) {
 		if n := copyKeys(h); n != 2 {
 			t.Fatalf("%d copy keys after an old join, want 2", n)
 		}
+
+		// Recalls and hints are never skipped: a recall still blanks a copy
+		// that retention left behind a newer event, and a hint item has no
+		// send time. User 2 holds 9.6 (sent at 600) behind 9.5 (4500) after
+		// 9.4 (800) went.
+		k := newHarness(t)
+		k.now = 1000
+		for i, sent := range []int64{800, 4500, 600} {
+			it := fanItem(msg, 2, fmt.Sprintf("9.%d", i+4), 9)
+			it.Event.SentAtMs = sent
+			k.must(opDeliver([]*clusterv1.FanoutItem{it}, uint64(i+1)))
+		}
+		k.now = 5000
+		dropStep(k, 1)
+		wantSeqs(t, k.f, 2, 2, 3)
+		oldRecall := fanItem(recall, 2, "9.6", 9)
+		oldRecall.Event.SentAtMs = 700
+		hint := fanItem(clusterv1.FanoutItem_KIND_GROUP_HINT, 2, "h80.2", 0)
+		hint.Event.SentAtMs, hint.Event.Conversation, hint.Event.GroupSeq, hint.Event.GroupCount = 0, gconv(80), 2, 2
+		k.must(opDeliver([]*clusterv1.FanoutItem{oldRecall, hint}, 4, 5))
+		wantSeqs(t, k.f, 2, 2, 3, 4, 5)
+		if e := eventAt(t, k.f, 2, 3); !e.Recalled {
+			t.Fatalf("9.6 after its recall: %v; want recalled", e)
+		}
+		wantUnread(t, k.f, 2, 3, map[string]uint64{"d9": 1, "g80": 2})
 	})
 	t.Run("a copy behind a newer event keeps the record", func(t *testing.T) {
 		// A leader whose clock is behind stamps user 1's copy of 2.1 older

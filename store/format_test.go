@@ -293,6 +293,14 @@ func TestFieldFormats(t *testing.T) {
 			t.Errorf("with_expired %v: entry's min_format %d, want %d", tc.withExpired, got, tc.want)
 		}
 	}
+	scan := opExpireScan(3000, 0, 10, 10)
+	if got := opFormat(scan); got != opFormats[kindExpireScan] {
+		t.Errorf("a step without drop_copies needs format %d, want %d", got, opFormats[kindExpireScan])
+	}
+	scan.GetExpireScan().DropCopies = true
+	if got := opFormat(scan); got != formatDropCopies {
+		t.Errorf("a step with drop_copies needs format %d, want %d", got, formatDropCopies)
+	}
 	if formatHintExpired > storeFormat || formatDropCopies > storeFormat {
 		t.Fatalf("formatHintExpired %d or formatDropCopies %d is above this build's format %d", formatHintExpired, formatDropCopies, storeFormat)
 	}

@@ -361,7 +361,13 @@ func (s *Shard) applyRetention(ctx context.Context) {
 	// shard that never had a delivery from another shard has none, and
 	// needs no format 6 for them.
 	held, err := s.fsm.HoldsCopyKeys()
-	dropCopies := err == nil && held && s.formatReady(formatDropCopies) == nil
+	dropCopies := err == nil && held
+	if dropCopies {
+		if err := s.formatReady(formatDropCopies); err != nil {
+			s.log.Debug("retention leaves the copy keys of deliveries this pass: a replica's store format is before 6 or not known", "err", err)
+			dropCopies = false
+		}
+	}
 	for from := uint64(0); ; {
 		// Start at the next user with work, by this leader's own state: a
 		// pass with nothing due proposes nothing.

@@ -975,9 +975,11 @@ func (m *propModel) deliver(t *rapid.T) {
 	for i, a := range appends {
 		seqs[i] = a.Seq
 		_, done := m.copies[fmt.Sprintf("%d/%v/%s", items[i].User, eventKind(items[i].Kind), items[i].Event.MessageId)]
-		// Retention has passed it (dropCopy): skipped as applied.
-		through := m.u[items[i].User].expiredThrough
-		if !done && !(through > 0 && items[i].Event.SentAtMs <= through) {
+		// A message older than what retention removed (dropCopy): skipped
+		// as applied.
+		old := items[i].Kind == clusterv1.FanoutItem_KIND_MESSAGE && items[i].Event.SentAtMs > 0 &&
+			items[i].Event.SentAtMs <= m.u[items[i].User].expiredThrough
+		if !done && !old {
 			fresh = append(fresh, i)
 			freshAppends = append(freshAppends, a)
 		}

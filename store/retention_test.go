@@ -306,39 +306,80 @@ func TestHintsCarryTheExpiredCountOnceEveryReplicaCan(t *testing.T) {
 
 // With two shards, retention on the recipient's shard removes a
 // delivery's copy key with the copy, and the replicas agree (a late
-// redelivery after that is TestApplyExpireScan's).
+// redelivery after that is TestApplyExpireScan's). Group hints from the
+// other shard, whose items carry no send time, still reach a member after
+// retention has removed some of its inbox.
 func TestRetentionRemovesTheCopyKeysOfDeliveries(t *testing.T) {
 	store.SetRetentionEvery(t, time.Hour)
 	const retention = time.Second
-	c, m := startCluster(t, localcluster.Options{Shards: 2, Retention: retention})
+	c, m := startCluster(t, localcluster.Options{Shards: 2, Retention: retention, HintWindow: 100 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	// User 5 is on shard s1, user 200,000,001 on s2 (TestCrossShardDeliveryAndRecall).
+	// User 5 is on shard s1, user 200,000,001 and group 50 on s2
+	// (TestCrossShardDeliveryAndRecall).
 	const a, b = uint64(5), uint64(200_000_001)
+	const s1, s2 = 0, 1
 	for i := range 3 {
 		if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: a, Recipients: []uint64{b}, Conversation: direct(77),
 			ClientMsgId: fmt.Sprint("x", i), Body: []byte("across")}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	const s2 = 1
-	copies := func(i int) int { return taggedIn(t, c, s2, i, 'X') }
-	testwait.For(t, 10*time.Second, "the three copies on the other shard", func() bool {
-		return len(syncAll(t, m, b)) == 3 && copies(0) == 3 && copies(1) == 3 && copies(2) == 3
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 50, Owner: b, Members: []uint64{a}, ReadFanout: true}); err != nil {
+		t.Fatal(err)
+	}
+	groupSend := func(cmid string) {
+		t.Helper()
+		if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: b, Conversation: group(50), ClientMsgId: cmid, Body: []byte("to all")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// hinted waits for member a's hint of group count n.
+	hinted := func(n uint64) {
+		t.Helper()
+		testwait.For(t, 10*time.Second, fmt.Sprintf("member %d's hint of count %d", a, n), func() bool {
+			for _, e := range syncAll(t, m, a) {
+				if e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT && e.GroupCount == n {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	groupSend("g1")
+	hinted(1)
+	copies := func(sh, i int) int { return taggedIn(t, c, sh, i, 'X') }
+	testwait.For(t, 10*time.Second, "the three copies on s2", func() bool {
+		return copies(s2, 0) == 3 && copies(s2, 1) == 3 && copies(s2, 2) == 3
 	})
 	time.Sleep(retention)
-	testwait.For(t, 20*time.Second, "a pass on s2 to remove the copies and their keys", func() bool {
-		if lead := c.StoreLeader(s2); lead >= 0 {
-			c.Store(s2, lead).Store().RetentionPass(ctx)
-			return copies(lead) == 0
+	// pass runs retention passes on shard sh's leader until it holds no
+	// copy key.
+	pass := func(sh int) {
+		t.Helper()
+		testwait.For(t, 20*time.Second, fmt.Sprintf("a pass on shard %d to remove the copies and their keys", sh), func() bool {
+			if lead := c.StoreLeader(sh); lead >= 0 {
+				c.Store(sh, lead).Store().RetentionPass(ctx)
+				return copies(sh, lead) == 0
+			}
+			return false
+		})
+	}
+	pass(s2)
+	pass(s1) // member a's hint, delivered from s2
+	testwait.For(t, 20*time.Second, "every replica to drop the copy keys", func() bool {
+		for i := range 3 {
+			if copies(s1, i) != 0 || copies(s2, i) != 0 {
+				return false
+			}
 		}
-		return false
-	})
-	testwait.For(t, 20*time.Second, "every replica of s2 to drop the copy keys", func() bool {
-		return copies(0) == 0 && copies(1) == 0 && copies(2) == 0
+		return true
 	})
 	if evs := syncAll(t, m, b); len(evs) != 0 {
 		t.Fatalf("user %d still holds %d events after retention", b, len(evs))
 	}
+	groupSend("g2")
+	hinted(2)
+	waitShardReplicasAgree(t, c, s1)
 	waitShardReplicasAgree(t, c, s2)
 }
