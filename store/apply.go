@@ -217,12 +217,18 @@ func counted(e *seqdv1.Event, cs *clusterv1.ConvState) bool {
 // appendEvent writes e into user's inbox at e.Seq and keeps the user's and
 // the conversation's counters in step, in the same transaction.
 func (x *tx) appendEvent(user uint64, e *seqdv1.Event) {
+	x.appendEventAs(user, e, e)
+}
+
+// appendEventAs is appendEvent with the counters moved as for event as
+// (e itself, or e without a field the entry may not act on yet).
+func (x *tx) appendEventAs(user uint64, e, as *seqdv1.Event) {
 	if e.SentAtMs == 0 {
 		e.SentAtMs = x.now
 	}
 	us := x.userState(user)
 	x.put(inboxKey(user, e.Seq), e)
-	if change := convChange(e); change != nil {
+	if change := convChange(as); change != nil {
 		x.updateConv(user, e.Conversation, us, change)
 	}
 	if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE {
@@ -272,6 +278,7 @@ func convChange(e *seqdv1.Event) func(cs *clusterv1.ConvState) {
 		return func(cs *clusterv1.ConvState) {
 			cs.ReadFanout = true
 			cs.LatestCount = max(cs.LatestCount, e.GroupCount)
+			cs.ExpiredCount = max(cs.ExpiredCount, e.GroupExpiredCount)
 			addRecalled(cs, e.RecalledGroupCounts)
 		}
 	}
@@ -520,7 +527,15 @@ func (x *tx) deliver(now int64, op *clusterv1.DeliverOp) *OpResult {
 			}
 		}
 		e.Kind = eventKind(it.Kind)
-		x.appendEvent(it.User, e)
+		as := e
+		if e.GroupExpiredCount > 0 && !op.WithExpired {
+			// A replica of format 4 writes the hint as it came and leaves
+			// the count out of the member's state; so does this one, until
+			// the entry says every replica takes it in.
+			as = proto.Clone(e).(*seqdv1.Event)
+			as.GroupExpiredCount = 0
+		}
+		x.appendEventAs(it.User, e, as)
 		x.putU64(copyKey(it.User, e.Kind, e.MessageId), seq)
 	}
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Delivered: uint32(len(op.Items))}
@@ -582,17 +597,18 @@ func (x *tx) unreadAnswer(user uint64, conv *seqdv1.Conversation, cs *clusterv1.
 		return resp // from the cache, mostly: no Badger read per mark-read
 	}
 	// Only the counters record: the group record holds every member.
-	// Without one the group never had an entry removed.
-	expired := func(c *seqdv1.Conversation) uint64 {
+	// Without one the group never had an entry removed here (it may live
+	// on another shard: the member's state has the latest hint's count).
+	expired := func(c *seqdv1.Conversation, cs *clusterv1.ConvState) uint64 {
 		if c.GetType() != seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
 			return 0
 		}
 		var gc clusterv1.GroupCounters
 		x.getCached(countersKey(c.GetId()), &gc)
-		return gc.ExpiredCount
+		return max(gc.ExpiredCount, cs.ExpiredCount)
 	}
 	if resp.Unread > 0 && cs.ReadFanout {
-		resp.Unread = unreadAfterExpiry(cs, expired(conv), resp.Unread)
+		resp.Unread = unreadAfterExpiry(cs, expired(conv, cs), resp.Unread)
 	}
 	// The user's group conversations only: they sort together, after the
 	// direct ones. Only read-fanout ones with unread messages can have
@@ -613,7 +629,7 @@ func (x *tx) unreadAnswer(user uint64, conv *seqdv1.Conversation, cs *clusterv1.
 	it.Close() // getCached reads with the transaction's one iterator closed
 	for i, s := range states {
 		n := convUnread(s)
-		resp.TotalUnread -= n - unreadAfterExpiry(s, expired(convs[i]), n)
+		resp.TotalUnread -= n - unreadAfterExpiry(s, expired(convs[i], s), n)
 	}
 	return resp
 }

@@ -122,6 +122,23 @@ func groupErr(err error) error {
 // deliverBuilder applies items another shard queued for users here.
 type deliverBuilder struct {
 	items []*clusterv1.FanoutItem
+	// withExpired: a hint item carries a group_expired_count and every
+	// replica applies formatHintExpired (newDeliverBuilder).
+	withExpired bool
+}
+
+// newDeliverBuilder delivers items here, with hints' expired counts taken
+// into the members' states once every replica can (until then the hints
+// are written, and the counts only shown to devices).
+func (s *Shard) newDeliverBuilder(items []*clusterv1.FanoutItem) *deliverBuilder {
+	b := &deliverBuilder{items: items}
+	for _, it := range items {
+		if it.Kind == clusterv1.FanoutItem_KIND_GROUP_HINT && it.Event.GetGroupExpiredCount() > 0 {
+			b.withExpired = s.formatReady(formatHintExpired) == nil
+			break
+		}
+	}
+	return b
 }
 
 func (b *deliverBuilder) opKind() protoreflect.FieldNumber { return kindDeliver }
@@ -155,7 +172,7 @@ func (b *deliverBuilder) build(seqs []uint64) *clusterv1.StoreOp {
 			all[i], seqs = seqs[0], seqs[1:]
 		}
 	}
-	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Deliver{Deliver: &clusterv1.DeliverOp{Items: b.items, Seqs: all}}}
+	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Deliver{Deliver: &clusterv1.DeliverOp{Items: b.items, Seqs: all, WithExpired: b.withExpired}}}
 }
 
 // createGroupBuilder creates a group of at most MaxGroupSize members. A

@@ -146,10 +146,12 @@ var opFormats = map[protoreflect.FieldNumber]uint32{
 // kind is older (an older replica would drop the field and apply the op
 // as it was). Only the op message's own fields are looked at, not those
 // of messages inside it. Format 5 added group_hint's with_expired, which puts the
-// group's expired_count on the hint events; format 6 expire_scan's
+// group's expired_count on the hint events, and deliver's, which takes a
+// delivered hint's count into the member's state; format 6 expire_scan's
 // drop_copies, which removes the copy keys of the events it removes.
 var fieldFormats = map[protoreflect.FieldNumber][]fieldFormat{
 	mustOpField("group_hint"):  {mustFieldFormat("group_hint", "with_expired", formatHintExpired)},
+	mustOpField("deliver"):     {mustFieldFormat("deliver", "with_expired", formatHintExpired)},
 	mustOpField("expire_scan"): {mustFieldFormat("expire_scan", "drop_copies", formatDropCopies)},
 }
 

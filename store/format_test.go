@@ -304,6 +304,15 @@ func TestFieldFormats(t *testing.T) {
 	if formatHintExpired > storeFormat || formatDropCopies > storeFormat {
 		t.Fatalf("formatHintExpired %d or formatDropCopies %d is above this build's format %d", formatHintExpired, formatDropCopies, storeFormat)
 	}
+	deliver := &deliverBuilder{items: []*clusterv1.FanoutItem{{Kind: clusterv1.FanoutItem_KIND_GROUP_HINT, User: 2,
+		Event: &seqdv1.Event{MessageId: "h9.1", GroupExpiredCount: 1}}}}
+	if got := needsFormat(deliver, 1); got != 0 {
+		t.Errorf("a delivery without with_expired needs format %d, want 0", got)
+	}
+	deliver.withExpired = true
+	if got := needsFormat(deliver, 1); got != formatHintExpired {
+		t.Errorf("a delivery with with_expired needs format %d, want %d", got, formatHintExpired)
+	}
 	// A builder that says its kind still answers for a field of that kind.
 	mr := &seqdv1.MarkReadRequest{User: 2, Conversation: dconv(7), UpToSeq: 1}
 	if got := needsFormat(&markReadBuilder{req: mr}, 1); got != 0 {

@@ -146,7 +146,7 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 		if id == s.cfg.ShardID {
 			// The shard map moved these users here.
 			var res *OpResult
-			if res, err = s.submit(ctx, &deliverBuilder{items: fan}); err == nil {
+			if res, err = s.submit(ctx, s.newDeliverBuilder(fan)); err == nil {
 				err = s.opErr("deliver", res) // refused or out of order: keep the items
 			}
 		} else {

@@ -225,8 +225,8 @@ func (f *FSM) Unread(user uint64) (*seqdv1.UnreadResponse, error) {
 // timeline: those can no longer be read, so they are read already. The
 // member's state, which hints and read markers change, is left as it is;
 // its next read marker counts them read (TimelineCount). A group on
-// another shard is not looked up: its removed messages stay unread until
-// the member marks the group read.
+// another shard is not looked up: the member's state has the expired
+// count of the latest hint that carried one (store format 5).
 func unreadRetained(txn *badger.Txn, conv *seqdv1.Conversation, cs *clusterv1.ConvState, n uint64) (uint64, error) {
 	if conv.GetType() != seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
 		return n, nil
@@ -235,7 +235,7 @@ func unreadRetained(txn *badger.Txn, conv *seqdv1.Conversation, cs *clusterv1.Co
 	if err != nil {
 		return n, err
 	}
-	return unreadAfterExpiry(cs, c.ExpiredCount, n), nil
+	return unreadAfterExpiry(cs, max(c.ExpiredCount, cs.ExpiredCount), n), nil
 }
 
 // unreadAfterExpiry is convUnread(cs), n, with the first expired messages

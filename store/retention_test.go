@@ -308,7 +308,8 @@ func TestHintsCarryTheExpiredCountOnceEveryReplicaCan(t *testing.T) {
 // delivery's copy key with the copy, and the replicas agree (a late
 // redelivery after that is TestApplyExpireScan's). Group hints from the
 // other shard, whose items carry no send time, still reach a member after
-// retention has removed some of its inbox.
+// retention has removed some of its inbox, and tell the member's shard
+// which of the group's messages retention removed.
 func TestRetentionRemovesTheCopyKeysOfDeliveries(t *testing.T) {
 	store.SetRetentionEvery(t, time.Hour)
 	const retention = time.Second
@@ -380,6 +381,15 @@ func TestRetentionRemovesTheCopyKeysOfDeliveries(t *testing.T) {
 	}
 	groupSend("g2")
 	hinted(2)
+	// g1 went from the group's timeline on s2: the hint told a's shard, and
+	// only g2 is unread.
+	testwait.For(t, 10*time.Second, fmt.Sprintf("member %d's unread to leave out the removed message", a), func() bool {
+		u, err := m.Unread(ctx, &seqdv1.UnreadRequest{User: a})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.Total == 1
+	})
 	waitShardReplicasAgree(t, c, s1)
 	waitShardReplicasAgree(t, c, s2)
 }

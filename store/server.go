@@ -656,7 +656,7 @@ func (r *server) Deliver(ctx context.Context, req *clusterv1.DeliverRequest) (*c
 	}); ok {
 		return resp, err
 	}
-	res, err := s.submit(ctx, &deliverBuilder{items: req.Items})
+	res, err := s.submit(ctx, s.newDeliverBuilder(req.Items))
 	if err != nil {
 		return nil, err
 	}

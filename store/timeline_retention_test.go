@@ -236,6 +236,37 @@ func TestApplyExpireTimelines(t *testing.T) {
 		}
 		wantUnread(t, h.f, 2, 3, map[string]uint64{"g50": 2, "g70": 1})
 	})
+	t.Run("a delivered hint's count, for a group on another shard", func(t *testing.T) {
+		h := newHarness(t)
+		hint := func(gseq, count, expired uint64) *clusterv1.FanoutItem {
+			return &clusterv1.FanoutItem{Kind: clusterv1.FanoutItem_KIND_GROUP_HINT, User: 2, Event: &seqdv1.Event{
+				Kind: seqdv1.EventKind_EVENT_KIND_GROUP_HINT, Conversation: gconv(90), MessageId: fmt.Sprintf("h90.%d", gseq),
+				GroupSeq: gseq, GroupCount: count, GroupExpiredCount: expired}}
+		}
+		deliver := func(withExpired bool, it *clusterv1.FanoutItem, seq uint64) {
+			t.Helper()
+			op := opDeliver([]*clusterv1.FanoutItem{it}, seq)
+			op.GetDeliver().WithExpired = withExpired
+			h.must(op)
+			if e := eventAt(t, h.f, 2, seq); e.GroupExpiredCount != it.Event.GroupExpiredCount {
+				t.Fatalf("delivered hint %v; want it written as it came", e)
+			}
+		}
+		// Without with_expired (a replica of this shard before format 5)
+		// the hint is written with its count, and the member's state
+		// leaves it out: all five messages are unread.
+		deliver(false, hint(5, 5, 3), 1)
+		wantUnread(t, h.f, 2, 5, map[string]uint64{"g90": 5})
+		// With it, the three removed messages are read.
+		deliver(true, hint(6, 6, 3), 2)
+		wantUnread(t, h.f, 2, 3, map[string]uint64{"g90": 3})
+		// A mark-read's answer says the same: a marker at count 4 leaves 2.
+		r := h.must(opMarkReadFanout(2, 90, 4, 4, 3))
+		if r.MarkRead.Unread != 2 || r.MarkRead.TotalUnread != 2 {
+			t.Fatalf("mark-read answer %v; want 2 unread, 2 in all", r.MarkRead)
+		}
+		wantUnread(t, h.f, 2, 2, map[string]uint64{"g90": 2})
+	})
 	t.Run("a member who joined after the removed entries", func(t *testing.T) {
 		h := timelineSetup(t)
 		step(t, h, 0, 100, 100, 3, 0)

@@ -1070,7 +1070,10 @@ type DeliverOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Items []*FanoutItem          `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
 	// One per item, allocated by this shard's leader.
-	Seqs          []uint64 `protobuf:"varint,2,rep,packed,name=seqs,proto3" json:"seqs,omitempty"`
+	Seqs []uint64 `protobuf:"varint,2,rep,packed,name=seqs,proto3" json:"seqs,omitempty"`
+	// Store format 5: a hint item's group_expired_count also goes into the
+	// member's conversation state (ConvState.expired_count).
+	WithExpired   bool `protobuf:"varint,3,opt,name=with_expired,json=withExpired,proto3" json:"with_expired,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1117,6 +1120,13 @@ func (x *DeliverOp) GetSeqs() []uint64 {
 		return x.Seqs
 	}
 	return nil
+}
+
+func (x *DeliverOp) GetWithExpired() bool {
+	if x != nil {
+		return x.WithExpired
+	}
+	return false
 }
 
 type MarkReadOp struct {
@@ -2024,8 +2034,12 @@ type ConvState struct {
 	// Read-fanout groups: group counts above read_count of messages whose
 	// recall a hint carried; they are not unread.
 	RecalledUnread []uint64 `protobuf:"varint,7,rep,packed,name=recalled_unread,json=recalledUnread,proto3" json:"recalled_unread,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Read-fanout groups: the group_expired_count of the latest hint that
+	// carried one (store format 5). Retention removed the group's messages
+	// up to it, so they count as read, for a group on another shard too.
+	ExpiredCount  uint64 `protobuf:"varint,8,opt,name=expired_count,json=expiredCount,proto3" json:"expired_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConvState) Reset() {
@@ -2105,6 +2119,13 @@ func (x *ConvState) GetRecalledUnread() []uint64 {
 		return x.RecalledUnread
 	}
 	return nil
+}
+
+func (x *ConvState) GetExpiredCount() uint64 {
+	if x != nil {
+		return x.ExpiredCount
+	}
+	return 0
 }
 
 // DedupRecord answers a retried send.
@@ -2820,10 +2841,11 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\fKIND_MESSAGE\x10\x01\x12\x0f\n" +
 	"\vKIND_RECALL\x10\x02\x12\x13\n" +
 	"\x0fKIND_GROUP_HINT\x10\x03\x12\x13\n" +
-	"\x0fKIND_GROUP_JOIN\x10\x04\"R\n" +
+	"\x0fKIND_GROUP_JOIN\x10\x04\"u\n" +
 	"\tDeliverOp\x121\n" +
 	"\x05items\x18\x01 \x03(\v2\x1b.seqd.cluster.v1.FanoutItemR\x05items\x12\x12\n" +
-	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\"\x94\x01\n" +
+	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12!\n" +
+	"\fwith_expired\x18\x03 \x01(\bR\vwithExpired\"\x94\x01\n" +
 	"\n" +
 	"MarkReadOp\x122\n" +
 	"\arequest\x18\x01 \x01(\v2\x18.seqd.v1.MarkReadRequestR\arequest\x12\x10\n" +
@@ -2888,7 +2910,7 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\blast_seq\x18\x01 \x01(\x04R\alastSeq\x12!\n" +
 	"\ftotal_unread\x18\x02 \x01(\x04R\vtotalUnread\x12'\n" +
 	"\x0ftruncated_below\x18\x03 \x01(\x04R\x0etruncatedBelow\x12,\n" +
-	"\x12expired_through_ms\x18\x04 \x01(\x03R\x10expiredThroughMs\"\xe8\x01\n" +
+	"\x12expired_through_ms\x18\x04 \x01(\x03R\x10expiredThroughMs\"\x8d\x02\n" +
 	"\tConvState\x12\x16\n" +
 	"\x06unread\x18\x01 \x01(\x04R\x06unread\x12\x1c\n" +
 	"\n" +
@@ -2899,7 +2921,8 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\flatest_count\x18\x05 \x01(\x04R\vlatestCount\x12\x1f\n" +
 	"\vread_fanout\x18\x06 \x01(\bR\n" +
 	"readFanout\x12'\n" +
-	"\x0frecalled_unread\x18\a \x03(\x04R\x0erecalledUnread\"_\n" +
+	"\x0frecalled_unread\x18\a \x03(\x04R\x0erecalledUnread\x12#\n" +
+	"\rexpired_count\x18\b \x01(\x04R\fexpiredCount\"_\n" +
 	"\vDedupRecord\x121\n" +
 	"\bresponse\x18\x01 \x01(\v2\x15.seqd.v1.SendResponseR\bresponse\x12\x1d\n" +
 	"\n" +
