@@ -535,6 +535,10 @@ func (x *tx) deliver(now int64, op *clusterv1.DeliverOp) *OpResult {
 			as = proto.Clone(e).(*seqdv1.Event)
 			as.GroupExpiredCount = 0
 		}
+		if as.GroupExpiredCount > 0 && !x.getCached(keyTimelinesExpired, &emptypb.Empty{}) {
+			// Mark-read answers look for removed messages from now on.
+			x.putCached(keyTimelinesExpired, &emptypb.Empty{})
+		}
 		x.appendEventAs(it.User, e, as)
 		x.putU64(copyKey(it.User, e.Kind, e.MessageId), seq)
 	}

@@ -128,17 +128,23 @@ type deliverBuilder struct {
 }
 
 // newDeliverBuilder delivers items here, with hints' expired counts taken
-// into the members' states once every replica can (until then the hints
-// are written, and the counts only shown to devices).
-func (s *Shard) newDeliverBuilder(items []*clusterv1.FanoutItem) *deliverBuilder {
+// into the members' states once every replica can (while a replica runs
+// an older format the hints are written, and the counts only shown to
+// devices). While the replicas' formats are being asked it fails
+// (UNAVAILABLE; the sender retries) rather than let a count go unused.
+func (s *Shard) newDeliverBuilder(items []*clusterv1.FanoutItem) (*deliverBuilder, error) {
 	b := &deliverBuilder{items: items}
 	for _, it := range items {
 		if it.Kind == clusterv1.FanoutItem_KIND_GROUP_HINT && it.Event.GetGroupExpiredCount() > 0 {
-			b.withExpired = s.formatReady(formatHintExpired) == nil
+			err := s.formatReady(formatHintExpired)
+			if status.Code(err) == codes.Unavailable {
+				return nil, err
+			}
+			b.withExpired = err == nil
 			break
 		}
 	}
-	return b
+	return b, nil
 }
 
 func (b *deliverBuilder) opKind() protoreflect.FieldNumber { return kindDeliver }

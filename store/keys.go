@@ -39,8 +39,10 @@ var (
 	// held (absent: the log was never trimmed; trimChangeLog).
 	keyLogStart = []byte{tagMeta, 'l', 'o', 'g', 's', 't', 'a', 'r', 't'}
 	// keyTimelinesExpired exists once retention has removed an entry of a
-	// read-fanout group timeline (expireTimelines); until then a
-	// mark-read's answer has no removed messages to look for.
+	// read-fanout group timeline here (expireTimelines), or a hint
+	// delivered from another shard has told a member of one (deliver with
+	// with_expired); until then a mark-read's answer has no removed
+	// messages to look for.
 	keyTimelinesExpired = []byte{tagMeta, 't', 'l', 'e', 'x', 'p'}
 )
 

@@ -146,8 +146,11 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 		if id == s.cfg.ShardID {
 			// The shard map moved these users here.
 			var res *OpResult
-			if res, err = s.submit(ctx, s.newDeliverBuilder(fan)); err == nil {
-				err = s.opErr("deliver", res) // refused or out of order: keep the items
+			var b *deliverBuilder
+			if b, err = s.newDeliverBuilder(fan); err == nil {
+				if res, err = s.submit(ctx, b); err == nil {
+					err = s.opErr("deliver", res) // refused or out of order: keep the items
+				}
 			}
 		} else {
 			err = s.deliverRemote(ctx, batch[0].Item.User, fan)

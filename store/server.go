@@ -656,7 +656,11 @@ func (r *server) Deliver(ctx context.Context, req *clusterv1.DeliverRequest) (*c
 	}); ok {
 		return resp, err
 	}
-	res, err := s.submit(ctx, s.newDeliverBuilder(req.Items))
+	b, err := s.newDeliverBuilder(req.Items)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.submit(ctx, b)
 	if err != nil {
 		return nil, err
 	}

@@ -260,8 +260,14 @@ func TestApplyExpireTimelines(t *testing.T) {
 		// With it, the three removed messages are read.
 		deliver(true, hint(6, 6, 3), 2)
 		wantUnread(t, h.f, 2, 3, map[string]uint64{"g90": 3})
-		// A mark-read's answer says the same: a marker at count 4 leaves 2.
-		r := h.must(opMarkReadFanout(2, 90, 4, 4, 3))
+		// A mark-read's answer says the same, on a shard where no timeline
+		// entry has expired: a marker at count 2, below the removed ones,
+		// leaves 3; one at 4 leaves 2.
+		r := h.must(opMarkReadFanout(2, 90, 2, 2, 3))
+		if r.MarkRead.Unread != 3 || r.MarkRead.TotalUnread != 3 {
+			t.Fatalf("mark-read answer %v; want 3 unread, 3 in all", r.MarkRead)
+		}
+		r = h.must(opMarkReadFanout(2, 90, 4, 4, 4))
 		if r.MarkRead.Unread != 2 || r.MarkRead.TotalUnread != 2 {
 			t.Fatalf("mark-read answer %v; want 2 unread, 2 in all", r.MarkRead)
 		}
