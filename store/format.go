@@ -131,8 +131,8 @@ func (f *FSM) Halted() error {
 // remove message records with their last copy, and trim_change_log, which
 // removes the change log's entries past the retention period. Format 4
 // added expire_timelines, which removes old entries of read-fanout group
-// timelines. Format 5 changed an op kind that older formats know (see
-// fieldFormats). Every other op is byte for byte what older builds
+// timelines. Formats 5 and 6 changed op kinds that older formats know
+// (see fieldFormats). Every other op is byte for byte what older builds
 // propose.
 var opFormats = map[protoreflect.FieldNumber]uint32{
 	mustOpField("sweep_dedup"):      2,
@@ -145,18 +145,19 @@ var opFormats = map[protoreflect.FieldNumber]uint32{
 // later format added: an op that sets one needs that format, though its
 // kind is older (an older replica would drop the field and apply the op
 // as it was). Only the op message's own fields are looked at, not those
-// of messages inside it. Format 5 added group_hint's with_expired, which puts the
-// group's expired_count on the hint events, and deliver's, which takes a
-// delivered hint's count into the member's state; format 6 expire_scan's
-// drop_copies, which removes the copy keys of the events it removes.
+// of messages inside it. Format 5 added group_hint's with_expired, which
+// puts the group's expired_count on the hint events and in the members'
+// states, and deliver's, which takes a delivered hint's count into the
+// member's state; format 6 expire_scan's drop_copies, which removes the
+// copy keys of the events it removes.
 var fieldFormats = map[protoreflect.FieldNumber][]fieldFormat{
 	mustOpField("group_hint"):  {mustFieldFormat("group_hint", "with_expired", formatHintExpired)},
 	mustOpField("deliver"):     {mustFieldFormat("deliver", "with_expired", formatHintExpired)},
 	mustOpField("expire_scan"): {mustFieldFormat("expire_scan", "drop_copies", formatDropCopies)},
 }
 
-// The store formats that added group_hint's with_expired and
-// expire_scan's drop_copies.
+// The store formats that added group_hint's and deliver's with_expired,
+// and expire_scan's drop_copies.
 const (
 	formatHintExpired = 5
 	formatDropCopies  = 6
