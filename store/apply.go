@@ -535,9 +535,8 @@ func (x *tx) deliver(now int64, op *clusterv1.DeliverOp) *OpResult {
 			as = proto.Clone(e).(*seqdv1.Event)
 			as.GroupExpiredCount = 0
 		}
-		if as.GroupExpiredCount > 0 && !x.getCached(keyTimelinesExpired, &emptypb.Empty{}) {
-			// Mark-read answers look for removed messages from now on.
-			x.putCached(keyTimelinesExpired, &emptypb.Empty{})
+		if as.GroupExpiredCount > 0 {
+			x.noteTimelinesExpired()
 		}
 		x.appendEventAs(it.User, e, as)
 		x.putU64(copyKey(it.User, e.Kind, e.MessageId), seq)
@@ -592,27 +591,37 @@ func (x *tx) markRead(op *clusterv1.MarkReadOp) *OpResult {
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, MarkRead: x.unreadAnswer(req.User, req.Conversation, cs, op.Seq)}
 }
 
+// timelinesExpired says whether keyTimelinesExpired is set: from the
+// state cache, mostly, so a mark-read reads no Badger key for it.
+func (x *tx) timelinesExpired() bool { return x.getCached(keyTimelinesExpired, &emptypb.Empty{}) }
+
+// noteTimelinesExpired sets keyTimelinesExpired: mark-read answers look
+// for removed messages from now on.
+func (x *tx) noteTimelinesExpired() {
+	if !x.timelinesExpired() {
+		x.putCached(keyTimelinesExpired, &emptypb.Empty{})
+	}
+}
+
 // unreadAnswer is a mark-read's answer: the conversation's unread count
 // and the user's total, as Unread reports them (less the messages
 // retention removed from read-fanout timelines, once it has removed any).
 func (x *tx) unreadAnswer(user uint64, conv *seqdv1.Conversation, cs *clusterv1.ConvState, seq uint64) *seqdv1.MarkReadResponse {
 	resp := &seqdv1.MarkReadResponse{Seq: seq, Unread: convUnread(cs), TotalUnread: x.userState(user).TotalUnread}
-	if !x.getCached(keyTimelinesExpired, &emptypb.Empty{}) {
-		return resp // from the cache, mostly: no Badger read per mark-read
+	if !x.timelinesExpired() {
+		return resp
 	}
-	// Only the counters record: the group record holds every member.
-	// Without one the group never had an entry removed here (it may live
-	// on another shard: the member's state has the latest hint's count).
-	expired := func(c *seqdv1.Conversation, cs *clusterv1.ConvState) uint64 {
-		if c.GetType() != seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
-			return 0
-		}
+	// A read-fanout conversation is a group's. Only the counters record:
+	// the group record holds every member. Without one the group never had
+	// an entry removed here (it may live on another shard: the member's
+	// state has the latest hint's count).
+	expired := func(c *seqdv1.Conversation) uint64 {
 		var gc clusterv1.GroupCounters
 		x.getCached(countersKey(c.GetId()), &gc)
-		return max(gc.ExpiredCount, cs.ExpiredCount)
+		return gc.ExpiredCount
 	}
 	if resp.Unread > 0 && cs.ReadFanout {
-		resp.Unread = unreadAfterExpiry(cs, expired(conv, cs), resp.Unread)
+		resp.Unread = unreadAfterExpiry(cs, expired(conv), resp.Unread)
 	}
 	// The user's group conversations only: they sort together, after the
 	// direct ones. Only read-fanout ones with unread messages can have
@@ -633,7 +642,7 @@ func (x *tx) unreadAnswer(user uint64, conv *seqdv1.Conversation, cs *clusterv1.
 	it.Close() // getCached reads with the transaction's one iterator closed
 	for i, s := range states {
 		n := convUnread(s)
-		resp.TotalUnread -= n - unreadAfterExpiry(s, expired(convs[i], s), n)
+		resp.TotalUnread -= n - unreadAfterExpiry(s, expired(convs[i]), n)
 	}
 	return resp
 }
@@ -1430,9 +1439,8 @@ func (x *tx) expireTimelines(op *clusterv1.ExpireTimelinesOp) *OpResult {
 		return r
 	}
 	doomed, next := x.timelineWalk(op.BeforeMs, op.FromGroup, op.MaxGroups, op.Limit)
-	if len(doomed) > 0 && !x.getCached(keyTimelinesExpired, &emptypb.Empty{}) {
-		// Mark-read answers look for removed messages from now on.
-		x.putCached(keyTimelinesExpired, &emptypb.Empty{})
+	if len(doomed) > 0 {
+		x.noteTimelinesExpired()
 	}
 	for i, d := range doomed {
 		x.del(timelineKey(d.group, d.gseq))

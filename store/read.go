@@ -235,12 +235,15 @@ func unreadRetained(txn *badger.Txn, conv *seqdv1.Conversation, cs *clusterv1.Co
 	if err != nil {
 		return n, err
 	}
-	return unreadAfterExpiry(cs, max(c.ExpiredCount, cs.ExpiredCount), n), nil
+	return unreadAfterExpiry(cs, c.ExpiredCount, n), nil
 }
 
-// unreadAfterExpiry is convUnread(cs), n, with the first expired messages
-// of the group's timeline read.
-func unreadAfterExpiry(cs *clusterv1.ConvState, expired, n uint64) uint64 {
+// unreadAfterExpiry is convUnread(cs), n, with the group timeline's first
+// messages read up to what retention removed: the larger of
+// groupExpired (the group's counters, on the group's shard) and the
+// member's state's (the latest hint that carried a count).
+func unreadAfterExpiry(cs *clusterv1.ConvState, groupExpired, n uint64) uint64 {
+	expired := max(groupExpired, cs.ExpiredCount)
 	if expired <= cs.ReadCount {
 		return n
 	}
