@@ -1319,13 +1319,7 @@ func TestApplyExpireScan(t *testing.T) {
 		}
 		copyKeys := func(h *fsmHarness) int {
 			t.Helper()
-			n := 0
-			for k := range dumpState(t, h.f) {
-				if k[0] == tagCopy {
-					n++
-				}
-			}
-			return n
+			return len(dump(t, h.f, func(k []byte) bool { return k[0] == tagCopy }))
 		}
 		holds := func(h *fsmHarness, want bool) {
 			t.Helper()
@@ -1346,10 +1340,7 @@ func TestApplyExpireScan(t *testing.T) {
 		}
 		h.now = 5000
 		// Without drop_copies (a replica before format 6) they stay.
-		g := newHarness(t)
-		for idx := uint64(1); idx <= h.idx; idx++ {
-			g.applyData(h.entries[idx])
-		}
+		g := h.replica(t)
 		wantStep(t, g, opExpireScan(3000, 0, 100, 100), 4, 0)
 		if n := copyKeys(g); n != 2 {
 			t.Fatalf("%d copy keys after a step without drop_copies, want 2", n)
@@ -1652,10 +1643,7 @@ func TestApplySweepDedup(t *testing.T) {
 	}
 	// Replicas sweep alike: another replica applying the same entries
 	// ends in the same state.
-	other := newHarness(t)
-	for i := uint64(1); i <= h.idx; i++ {
-		other.applyData(h.entries[i])
-	}
+	other := h.replica(t)
 	if d := diffKeys(dumpState(t, h.f), dumpState(t, other.f)); d != "" {
 		t.Fatalf("a replica applying the same entries differs:\n%s", d)
 	}

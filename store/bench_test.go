@@ -96,9 +96,8 @@ func BenchmarkApplyMarkReadInGroups(b *testing.B) {
 	for _, groups := range []uint64{10, 100, 1000} {
 		for _, expired := range []bool{false, true} {
 			b.Run(fmt.Sprintf("groups=%d/expired=%v", groups, expired), func(b *testing.B) {
-				h := &fsmHarness{t: b, dir: b.TempDir(), now: 1000, entries: map[uint64][]byte{}}
-				h.f = openTestFSM(b, h.dir)
-				defer h.f.Close()
+				h := newHarness(b)
+				h.now = 1000
 				if expired {
 					h.must(opCreateGroup(5, 1, true, 100, 3))
 					h.must(opGroupSend(5, 1, true, 1, "x", "old", apps(1, 1)...))

@@ -65,7 +65,7 @@ func openTestFSM(t testTB, dir string) *FSM {
 	return f
 }
 
-func newHarness(t *testing.T) *fsmHarness {
+func newHarness(t testing.TB) *fsmHarness {
 	t.Helper()
 	dir := t.TempDir()
 	h := &fsmHarness{t: t, dir: dir, f: openTestFSM(t, dir), now: 1_000_000, entries: map[uint64][]byte{}}
@@ -75,6 +75,17 @@ func newHarness(t *testing.T) *fsmHarness {
 		}
 	})
 	return h
+}
+
+// replica is another replica of h's shard: a new harness that has
+// applied every entry h has.
+func (h *fsmHarness) replica(t testing.TB) *fsmHarness {
+	t.Helper()
+	r := newHarness(t)
+	for i := uint64(1); i <= h.idx; i++ {
+		r.applyData(h.entries[i])
+	}
+	return r
 }
 
 // reopen closes Badger and opens it again, as a replica restart does.

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -723,7 +724,7 @@ func (m *propModel) del(t *rapid.T) {
 		}
 	}
 	if !found {
-		cseq, found = m.copies[fmt.Sprintf("%d/%v/%s", u, kMessage, id)]
+		cseq, found = m.copies[copyName(u, kMessage, id)]
 	}
 	pu := m.u[u]
 	seq := m.next(t, u)
@@ -974,7 +975,7 @@ func (m *propModel) deliver(t *rapid.T) {
 	var freshAppends []*clusterv1.Append
 	for i, a := range appends {
 		seqs[i] = a.Seq
-		_, done := m.copies[fmt.Sprintf("%d/%v/%s", items[i].User, eventKind(items[i].Kind), items[i].Event.MessageId)]
+		_, done := m.copies[copyName(items[i].User, eventKind(items[i].Kind), items[i].Event.MessageId)]
 		// A message older than what retention removed (dropCopy): skipped
 		// as applied.
 		old := items[i].Kind == clusterv1.FanoutItem_KIND_MESSAGE && items[i].Event.SentAtMs > 0 &&
@@ -995,14 +996,14 @@ func (m *propModel) deliver(t *rapid.T) {
 			e.Seq = seqs[i]
 			if it.Kind == clusterv1.FanoutItem_KIND_MESSAGE {
 				e.Outgoing = it.User == e.Sender
-			} else if cseq, ok := m.copies[fmt.Sprintf("%d/%v/%s", it.User, kMessage, e.MessageId)]; ok {
+			} else if cseq, ok := m.copies[copyName(it.User, kMessage, e.MessageId)]; ok {
 				if c := m.find(it.User, cseq); c != nil && !c.Recalled {
 					c.Recalled, c.Body, c.Metadata = true, nil, nil
 				}
 			}
 			e.Kind = eventKind(it.Kind)
 			m.appendEvent(it.User, e)
-			m.copies[fmt.Sprintf("%d/%v/%s", it.User, e.Kind, e.MessageId)] = seqs[i]
+			m.copies[copyName(it.User, e.Kind, e.MessageId)] = seqs[i]
 		}
 		n := uint32(len(items))
 		p.check = func(t *rapid.T, r *OpResult) {
@@ -1089,7 +1090,7 @@ func (m *propModel) expireScan(t *rapid.T) {
 			m.dropIfNoCopy(e)
 			if dropCopies && (e.Kind == kMessage || e.Kind == kRecall || e.Kind == kHint) {
 				pu.expiredThrough = max(pu.expiredThrough, e.SentAtMs)
-				delete(m.copies, fmt.Sprintf("%d/%v/%s", u, e.Kind, e.MessageId))
+				delete(m.copies, copyName(u, e.Kind, e.MessageId))
 			}
 		})
 	m.stats["(events expired by steps)"] += removed
@@ -1134,6 +1135,12 @@ func stepPlan(what string, op *clusterv1.StoreOp, removed int, next uint64) *pro
 				t.Fatalf("step expired %d and stopped at %d, want %d and %d", r.Expired, r.ExpireNext, removed, next)
 			}
 		}}
+}
+
+// copyName names a delivered copy in propModel.copies, as the FSM's copy
+// key does: user, event kind, message id.
+func copyName(user uint64, kind seqdv1.EventKind, id string) string {
+	return fmt.Sprintf("%d/%v/%s", user, kind, id)
 }
 
 // dropIfNoCopy marks the record of message event e gone if none of the
@@ -1443,32 +1450,20 @@ func (m *propModel) checkAll(t *rapid.T) {
 
 func TestPropStoreModel(t *testing.T) {
 	runPropModel(t, func(m *propModel) map[string]func(*rapid.T) {
-		return map[string]func(*rapid.T){
-			"sendDirect":      m.sendDirect,
-			"sendDirect2":     m.sendDirect,
-			"sendGroup":       m.sendGroup,
-			"sendGroup2":      m.sendGroup,
-			"retry":           m.retry,
-			"markRead":        m.markRead,
-			"batch":           m.batch,
-			"recall":          m.recall,
-			"delete":          m.del,
-			"createGroup":     m.createGroup,
-			"addMembers":      m.addMembers,
-			"removeMembers":   m.removeMembers,
-			"hint":            m.hint,
-			"hint2":           m.hint,
-			"deliver":         m.deliver,
-			"outboxAck":       m.outboxAck,
-			"expire":          m.expire,
-			"expireScan":      m.expireScan,
-			"expireTimelines": m.expireTimelines,
-			"sweepDedup":      m.sweepDedup,
-			"tick":            m.tick,
-			"replay":          m.replay,
-			"restart":         m.restart,
-			"":                m.checkAll,
-		}
+		actions := groupActions(m)
+		maps.Copy(actions, map[string]func(*rapid.T){
+			"sendDirect":  m.sendDirect,
+			"sendDirect2": m.sendDirect,
+			"retry":       m.retry,
+			"batch":       m.batch,
+			"delete":      m.del,
+			"deliver":     m.deliver,
+			"outboxAck":   m.outboxAck,
+			"expire":      m.expire,
+			"sweepDedup":  m.sweepDedup,
+			"replay":      m.replay,
+		})
+		return actions
 	})
 }
 
@@ -1477,24 +1472,32 @@ func TestPropStoreModel(t *testing.T) {
 // their removal meet often (the whole model above meets them seldom).
 func TestPropGroupRetention(t *testing.T) {
 	runPropModel(t, func(m *propModel) map[string]func(*rapid.T) {
-		return map[string]func(*rapid.T){
-			"sendGroup":        m.sendGroup,
-			"sendGroup2":       m.sendGroup,
-			"markRead":         m.markRead,
-			"recall":           m.recall,
-			"createGroup":      m.createGroup,
-			"addMembers":       m.addMembers,
-			"removeMembers":    m.removeMembers,
-			"hint":             m.hint,
-			"hint2":            m.hint,
-			"expireScan":       m.expireScan,
-			"expireTimelines":  m.expireTimelines,
-			"expireTimelines2": m.expireTimelines,
-			"tick":             m.tick,
-			"restart":          m.restart,
-			"":                 m.checkAll,
-		}
+		actions := groupActions(m)
+		actions["expireTimelines2"] = m.expireTimelines
+		return actions
 	})
+}
+
+// groupActions are the model's actions on groups, marks, recalls and
+// retention, with ticks, restarts and the checks: what both property
+// tests run.
+func groupActions(m *propModel) map[string]func(*rapid.T) {
+	return map[string]func(*rapid.T){
+		"sendGroup":       m.sendGroup,
+		"sendGroup2":      m.sendGroup,
+		"markRead":        m.markRead,
+		"recall":          m.recall,
+		"createGroup":     m.createGroup,
+		"addMembers":      m.addMembers,
+		"removeMembers":   m.removeMembers,
+		"hint":            m.hint,
+		"hint2":           m.hint,
+		"expireScan":      m.expireScan,
+		"expireTimelines": m.expireTimelines,
+		"tick":            m.tick,
+		"restart":         m.restart,
+		"":                m.checkAll,
+	}
 }
 
 // runPropModel checks the model against the FSM with the actions

@@ -17,6 +17,7 @@ import (
 	"github.com/seqd/seqd/internal/testwait"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+	"github.com/seqd/seqd/router"
 	"github.com/seqd/seqd/store"
 )
 
@@ -254,25 +255,7 @@ func TestHintsCarryTheExpiredCountOnceEveryReplicaCan(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// lastHint waits for member 2's hint of the group's count n and
-	// returns it.
-	lastHint := func(n uint64) *seqdv1.Event {
-		t.Helper()
-		var hint *seqdv1.Event
-		testwait.For(t, 10*time.Second, fmt.Sprintf("a hint of count %d", n), func() bool {
-			res, err := m.Sync(ctx, &seqdv1.SyncRequest{User: 2, Limit: 1000})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range res.Events {
-				if e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT && e.GroupCount == n {
-					hint = e
-				}
-			}
-			return hint != nil
-		})
-		return hint
-	}
+	lastHint := func(n uint64) *seqdv1.Event { t.Helper(); return waitHint(t, m, 2, n) }
 	send()
 	send()
 	lastHint(2)
@@ -335,18 +318,7 @@ func TestRetentionRemovesTheCopyKeysOfDeliveries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// hinted waits for member a's hint of group count n.
-	hinted := func(n uint64) {
-		t.Helper()
-		testwait.For(t, 10*time.Second, fmt.Sprintf("member %d's hint of count %d", a, n), func() bool {
-			for _, e := range syncAll(t, m, a) {
-				if e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT && e.GroupCount == n {
-					return true
-				}
-			}
-			return false
-		})
-	}
+	hinted := func(n uint64) { t.Helper(); waitHint(t, m, a, n) }
 	groupSend("g1")
 	hinted(1)
 	copies := func(sh, i int) int { return taggedIn(t, c, sh, i, 'X') }
@@ -392,4 +364,20 @@ func TestRetentionRemovesTheCopyKeysOfDeliveries(t *testing.T) {
 	})
 	waitShardReplicasAgree(t, c, s1)
 	waitShardReplicasAgree(t, c, s2)
+}
+
+// waitHint waits up to 10 s for user's GROUP_HINT event of group count n
+// and returns it.
+func waitHint(t *testing.T, m *router.Messages, user, n uint64) *seqdv1.Event {
+	t.Helper()
+	var hint *seqdv1.Event
+	testwait.For(t, 10*time.Second, fmt.Sprintf("member %d's hint of count %d", user, n), func() bool {
+		for _, e := range syncAll(t, m, user) {
+			if e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT && e.GroupCount == n {
+				hint = e
+			}
+		}
+		return hint != nil
+	})
+	return hint
 }
