@@ -73,7 +73,7 @@ func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 	}
 	sendSome(t, m, 1, 2, 10)
 	sendSome(t, m, 3, 4, 5)
-	time.Sleep(retention)
+	sleepPast(retention)
 	onePassRemovesAll(30)
 	testwait.For(t, 20*time.Second, "every replica to drop the expired events with an older replica in the shard", eventsLeft(0))
 	// The format before removes events only.
@@ -84,7 +84,7 @@ func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 	for u := uint64(5); u <= 9; u++ {
 		sendSome(t, m, u, u+10, 2)
 	}
-	time.Sleep(retention)
+	sleepPast(retention)
 	onePassRemovesAll(20)
 	testwait.For(t, 20*time.Second, "every replica to drop the events and records of the messages sent after the upgrade", func() bool {
 		if !eventsLeft(0)() {
@@ -179,7 +179,7 @@ func TestLeaderRetentionRemovesOldTimelineEntries(t *testing.T) {
 	send("a")
 	send("b")
 	testwait.For(t, 10*time.Second, "the hint round", func() bool { return unread(2) == 2 })
-	time.Sleep(retention)
+	sleepPast(retention)
 	// pass runs retention passes on the leader until its timeline holds
 	// want entries, or for 3 s.
 	pass := func(want int) bool {
@@ -259,7 +259,7 @@ func TestHintsCarryTheExpiredCountOnceEveryReplicaCan(t *testing.T) {
 	send()
 	send()
 	lastHint(2)
-	time.Sleep(retention)
+	sleepPast(retention)
 	testwait.For(t, 10*time.Second, "a pass to remove the timeline entries", func() bool {
 		if lead := c.StoreLeader(0); lead >= 0 {
 			c.Store(0, lead).Store().RetentionPass(ctx)
@@ -325,7 +325,7 @@ func TestRetentionRemovesTheCopyKeysOfDeliveries(t *testing.T) {
 	testwait.For(t, 10*time.Second, "the three copies on s2", func() bool {
 		return copies(s2, 0) == 3 && copies(s2, 1) == 3 && copies(s2, 2) == 3
 	})
-	time.Sleep(retention)
+	sleepPast(retention)
 	// pass runs retention passes on shard sh's leader until it holds no
 	// copy key.
 	pass := func(sh int) {
@@ -381,3 +381,10 @@ func waitHint(t *testing.T, m *router.Messages, user, n uint64) *seqdv1.Event {
 	})
 	return hint
 }
+
+// sleepPast waits until everything sent before the call is older than
+// the retention period d. A retention pass removes events sent before
+// now−d in whole milliseconds, so an event sent in the same millisecond
+// as now−d is not yet due: waiting d alone left the last message of a
+// burst to the next pass now and then.
+func sleepPast(d time.Duration) { time.Sleep(d + 2*time.Millisecond) }
