@@ -233,6 +233,7 @@ var (
 
 	kindExpireScan      = mustOpField("expire_scan")
 	kindExpireTimelines = mustOpField("expire_timelines")
+	kindTrimChangeLog   = mustOpField("trim_change_log")
 )
 
 // needsFormat is the store format of the op b builds (with n seqs), known

@@ -310,17 +310,25 @@ const trimLimit = 500
 const legacyExpireLimit = 5000
 
 // retentionEvery is the time between two retention passes: a tenth of the
-// retention period, at most a minute.
+// shortest retention period, at most a minute.
 var retentionEvery = func(retention time.Duration) time.Duration { return min(retention/10, time.Minute) }
+
+// logRetention is how long the change log keeps an entry: the
+// change-log retention, or the inbox retention if that is shorter (an
+// entry outlives the events it wrote by no more than that).
+func (c *Config) logRetention() time.Duration {
+	if c.Retention > 0 {
+		return min(c.Retention, c.ChangeLogRetention)
+	}
+	return c.ChangeLogRetention
+}
 
 // retentionLoop runs retention passes, on a goroutine of its own: a pass
 // over many users takes a while, which the outbox and the group hints
-// must not wait for.
+// must not wait for. With inbox retention off, a pass only trims the
+// change log.
 func (s *Shard) retentionLoop(ctx context.Context) {
-	if s.cfg.Retention <= 0 {
-		return
-	}
-	t := time.NewTicker(retentionEvery(s.cfg.Retention))
+	t := time.NewTicker(retentionEvery(s.cfg.logRetention()))
 	defer t.Stop()
 	for {
 		select {
@@ -334,21 +342,32 @@ func (s *Shard) retentionLoop(ctx context.Context) {
 	}
 }
 
-// applyRetention runs one retention pass: it removes the inbox events
-// sent before the retention period, however many there are, step by step
-// from the first user to the last, then the read-fanout group timelines'
-// entries (expireTimelines), then the change-log entries applied before it
-// (as far as the dedup sweep has gone). Until every replica applies store
-// format 3 it proposes one ExpireOp per pass instead, which older builds
-// apply too.
+// applyRetention runs one retention pass. With inbox retention on, it
+// removes the inbox events sent before the retention period, however many
+// there are, step by step from the first user to the last (expireInboxes),
+// then the read-fanout group timelines' entries (expireTimelines). Then it
+// trims the change log (trimChangeLog).
 func (s *Shard) applyRetention(ctx context.Context) {
-	before := s.now().Add(-s.cfg.Retention).UnixMilli()
+	now := s.now()
+	if s.cfg.Retention > 0 {
+		before := now.Add(-s.cfg.Retention).UnixMilli()
+		if !s.expireInboxes(ctx, before) || !s.expireTimelines(ctx, before) {
+			return
+		}
+	}
+	s.trimChangeLog(ctx, now.Add(-s.cfg.logRetention()).UnixMilli())
+}
+
+// expireInboxes runs the steps of a retention pass over the inboxes. Until
+// every replica applies store format 3 it proposes one ExpireOp instead,
+// which older builds apply too. It reports false if the pass should stop.
+func (s *Shard) expireInboxes(ctx context.Context, before int64) bool {
 	notReady := s.formatReady(opFormats[kindExpireScan])
 	if notReady != nil && !s.formatBelow(opFormats[kindExpireScan]) {
 		// A replica's format is not known yet (a poll under way, or one
 		// not answering): the next pass asks again.
 		s.log.Debug("retention pass skipped: the shard's store formats are not all known", "err", notReady)
-		return
+		return false
 	}
 	s.m.expired.Inc()
 	if notReady != nil {
@@ -357,7 +376,7 @@ func (s *Shard) applyRetention(ctx context.Context) {
 		if res, err := s.submitOK(ctx, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_Expire{Expire: op}}); err == nil {
 			s.m.expiredEvents.Add(float64(res.Expired))
 		}
-		return
+		return false
 	}
 	// The copy keys of removed deliveries go too once every replica can
 	// remove them (format 6); a pass before that leaves them for good. A
@@ -376,27 +395,33 @@ func (s *Shard) applyRetention(ctx context.Context) {
 		// pass with nothing due proposes nothing.
 		first, due, err := s.fsm.FirstDue(before, from)
 		if err != nil || !due {
-			break
+			return true
 		}
 		op := &clusterv1.ExpireScanOp{BeforeMs: before, FromUser: first, MaxUsers: expireUsers, Limit: expireLimit, DropCopies: dropCopies}
 		res, err := s.submitOK(ctx, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_ExpireScan{ExpireScan: op}})
 		if err != nil {
 			s.log.Debug("retention pass stopped; the next one starts over", "err", err)
-			return
+			return false
 		}
 		s.m.expiredEvents.Add(float64(res.Expired))
 		if res.ExpireNext == 0 {
-			break
+			return true
 		}
 		from = res.ExpireNext
 		if !sleepCtx(ctx, expirePause) {
-			return
+			return false
 		}
 	}
-	if !s.expireTimelines(ctx, before) {
+}
+
+// trimChangeLog removes the change-log entries applied before before, as
+// far as the dedup sweep has gone (it reads the sends after its cursor),
+// once every replica applies store format 3.
+func (s *Shard) trimChangeLog(ctx context.Context, before int64) {
+	if err := s.formatReady(opFormats[kindTrimChangeLog]); err != nil {
+		s.log.Debug("change log left this pass: a replica's store format is before 3 or not known", "err", err)
 		return
 	}
-	// The change log's copies of what the steps removed.
 	for {
 		if due, err := s.fsm.TrimDue(before); err != nil || !due {
 			return

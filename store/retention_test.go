@@ -145,6 +145,73 @@ func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 	waitReplicasAgree(t, c)
 }
 
+// With inbox retention off, a pass still trims the change log, of the
+// entries applied before the change-log retention that the dedup sweep
+// has passed, once every replica applies the format of the trim: before
+// that the log stays and nobody halts. The inboxes and message records
+// stay whole.
+func TestLeaderTrimsTheChangeLogWithoutRetention(t *testing.T) {
+	store.SetRetentionEvery(t, time.Hour)
+	store.SetDedupSweep(t, 100*time.Millisecond, 0)
+	oldReplicaOn(t, 2) // the format before the trim
+	const logRetention = time.Second
+	c, m := startCluster(t, localcluster.Options{ChangeLogRetention: logRetention, DedupTTL: logRetention})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// logStart is replica i's first change-log index, 1 for a whole log.
+	logStart := func(i int) uint64 {
+		_, _, err := c.Store(0, i).Store().FSM().ChangeLog(0, 1)
+		var trimmed *store.LogTrimmedError
+		if errors.As(err, &trimmed) {
+			return trimmed.First
+		}
+		if err != nil {
+			t.Fatalf("replica %d: ChangeLog(0): %v", i, err)
+		}
+		return 1
+	}
+	pass := func() {
+		if lead := c.StoreLeader(0); lead >= 0 {
+			c.Store(0, lead).Store().RetentionPass(ctx)
+		}
+	}
+	sendSome(t, m, 1, 2, 10)
+	sleepPast(logRetention)
+	// Passes while the dedup sweep passes the sends: the log stays whole.
+	for range 5 {
+		pass()
+		time.Sleep(100 * time.Millisecond)
+	}
+	for i := range 3 {
+		if got := logStart(i); got != 1 {
+			t.Fatalf("replica %d: the change log starts at %d with a format-2 replica in the shard, want it whole", i, got)
+		}
+	}
+	wantHealthyHolding(t, c, 'I', 20, "inbox events with an older replica in the shard")
+	upgradeOldToThisBuild(ctx, t, c)
+	sendSome(t, m, 3, 4, 5)
+	lastSend := c.Store(0, c.StoreLeader(0)).Store().FSM().AppliedIndex()
+	sleepPast(logRetention)
+	testwait.For(t, 20*time.Second, "every replica to trim its change log past the sends", func() bool {
+		pass()
+		for i := range 3 {
+			if logStart(i) <= lastSend {
+				return false
+			}
+		}
+		return true
+	})
+	wantHealthyHolding(t, c, 'I', 30, "inbox events without retention")
+	wantHealthyHolding(t, c, 'M', 15, "message records without retention")
+	for u := uint64(2); u <= 4; u += 2 {
+		res, err := c.Store(0, c.StoreLeader(0)).Store().FSM().Sync(u, 0, 100)
+		if err != nil || res.Truncated || len(res.Events) == 0 {
+			t.Fatalf("Sync(%d, 0) after the change-log trim: %+v, %v; want every event, not truncated", u, res, err)
+		}
+	}
+	waitReplicasAgree(t, c)
+}
+
 // A retention pass also removes the old entries of read-fanout group
 // timelines, once every replica applies the format of the step that does
 // it: before that the timelines stay and nobody halts. After it a member

@@ -35,6 +35,10 @@ const (
 	DefaultDedupTTL             = 24 * time.Hour
 	DefaultRecallWindow         = 2 * time.Minute
 	DefaultHintWindow           = 500 * time.Millisecond
+	// DefaultChangeLogRetention is how long the change log keeps an entry
+	// when the configuration does not say: a peer DC's replication that
+	// falls further behind needs a full copy instead.
+	DefaultChangeLogRetention = 7 * 24 * time.Hour
 	// DefaultMaxGroupSize keeps a group's record, and every answer
 	// carrying its member list (up to about 25 bytes a member), inside
 	// gRPC's default 4 MiB message limit.
@@ -70,6 +74,10 @@ type Config struct {
 	RecallWindow time.Duration
 	// Retention removes inbox events older than this; 0 keeps them forever.
 	Retention time.Duration
+	// ChangeLogRetention removes change-log entries applied longer ago than
+	// this (and than Retention, when that is shorter), once the dedup sweep
+	// has passed them; 0 takes DefaultChangeLogRetention.
+	ChangeLogRetention time.Duration
 	// HintWindow: a read-fanout group's members get at most one hint per
 	// window.
 	HintWindow time.Duration
@@ -104,6 +112,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HintWindow == 0 {
 		c.HintWindow = DefaultHintWindow
+	}
+	if c.ChangeLogRetention == 0 {
+		c.ChangeLogRetention = DefaultChangeLogRetention
 	}
 	if c.RateBurst == 0 {
 		c.RateBurst = int(2 * c.RateLimit)
@@ -148,6 +159,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Retention < 0 {
 		errs = append(errs, fmt.Errorf("store: retention %v is negative; 0 keeps events forever (--retention)", c.Retention))
+	}
+	if c.ChangeLogRetention < 0 {
+		errs = append(errs, fmt.Errorf("store: change-log retention %v is negative; 0 for the default, %v (--change-log-retention)", c.ChangeLogRetention, DefaultChangeLogRetention))
 	}
 	if c.WriteFanoutThreshold < 0 {
 		errs = append(errs, fmt.Errorf("store: write fanout threshold %d is negative (--write-fanout-threshold)", c.WriteFanoutThreshold))

@@ -420,6 +420,8 @@ func TestStartRejectsBadInput(t *testing.T) {
 		{"duplicate store replica", store("--store-peer", "s1r1=127.0.0.1:5", "--store-peer", "s1r1=127.0.0.1:5"), `replica "s1r1" appears twice`},
 		{"store replicas without this one", store("--store-peer", "s1r2=127.0.0.1:5"), `do not include this one ("s1r1")`},
 		{"negative retention", store("--retention", "-1h"), "retention -1h0m0s is negative"},
+		{"negative change-log retention", store("--change-log-retention", "-1s"), "change-log retention -1s is negative"},
+		{"change-log retention not a duration", store("--change-log-retention", "week"), `invalid value "week" for flag -change-log-retention`},
 		{"rate limit NaN", store("--rate-limit", "NaN"), "rate limit NaN"},
 		{"negative group size", store("--max-group-size", "-1"), "max group size -1 is negative"},
 		{"negative dedup TTL", store("--dedup-ttl", "-1s"), "dedup TTL -1s: want at least 1s"},

@@ -66,6 +66,7 @@ func startConfig(args []string) (node.Config, error) {
 		groupSize  = fs.Int("max-group-size", 0, "members one group may have (store; default 100000)")
 		dedupTTL   = fs.Duration("dedup-ttl", 0, "how long a (sender, client_msg_id) is remembered, so a retry gets the first send's answer (store; default 24h, at least 1s)")
 		retention  = fs.Duration("retention", 0, "remove inbox events older than this (store; default: keep forever)")
+		logKeep    = fs.Duration("change-log-retention", 0, "remove change-log entries older than this, or than --retention if shorter (store; default 168h)")
 		rateLimit  = fs.Float64("rate-limit", 0, "requests per second per client (store; default: no limit)")
 		data       = fs.String("data", "", "data directory (arbiter, store)")
 		grpcAddr   = fs.String("grpc-addr", "", "gRPC listen address")
@@ -174,6 +175,9 @@ func startConfig(args []string) (node.Config, error) {
 	}
 	if set["retention"] {
 		cfg.Retention = *retention
+	}
+	if set["change-log-retention"] {
+		cfg.ChangeLogRetention = *logKeep
 	}
 	if set["rate-limit"] {
 		cfg.RateLimit = *rateLimit

@@ -74,6 +74,7 @@ type Options struct {
 	DedupTTL             time.Duration
 	HintWindow           time.Duration
 	Retention            time.Duration
+	ChangeLogRetention   time.Duration
 	RateLimit            float64
 }
 
@@ -247,7 +248,7 @@ func (c *Cluster) startShard(ctx context.Context, shard string) error {
 		cfg.RaftAddr, cfg.GRPCAddr = p.Addr, grpcLns[i].Addr().String()
 		cfg.GRPCListener, cfg.RaftListener = grpcLns[i], raftLns[i]
 		cfg.WriteFanoutThreshold, cfg.HintWindow, cfg.Retention, cfg.RateLimit = c.opts.WriteFanoutThreshold, c.opts.HintWindow, c.opts.Retention, c.opts.RateLimit
-		cfg.MaxGroupSize, cfg.DedupTTL = c.opts.MaxGroupSize, c.opts.DedupTTL
+		cfg.MaxGroupSize, cfg.DedupTTL, cfg.ChangeLogRetention = c.opts.MaxGroupSize, c.opts.DedupTTL, c.opts.ChangeLogRetention
 		nd, err := c.startNode(ctx, cfg)
 		if err != nil {
 			closeRest(i + 1)

@@ -39,6 +39,7 @@ type File struct {
 		MaxGroupSize         int      `toml:"max_group_size"`
 		DedupTTL             Duration `toml:"dedup_ttl"`
 		Retention            Duration `toml:"retention"`
+		ChangeLogRetention   Duration `toml:"change_log_retention"`
 		RateLimit            float64  `toml:"rate_limit"`
 	} `toml:"store"`
 	Cluster struct {
@@ -125,7 +126,7 @@ func (f *File) Apply(cfg *Config) {
 		cfg.StorePeers = append(cfg.StorePeers, raftnode.Peer{ID: p.ID, Addr: p.RaftAddr})
 	}
 	cfg.WriteFanoutThreshold, cfg.Retention, cfg.RateLimit = f.Store.WriteFanoutThreshold, f.Store.Retention.Duration, f.Store.RateLimit
-	cfg.MaxGroupSize, cfg.DedupTTL = f.Store.MaxGroupSize, f.Store.DedupTTL.Duration
+	cfg.MaxGroupSize, cfg.DedupTTL, cfg.ChangeLogRetention = f.Store.MaxGroupSize, f.Store.DedupTTL.Duration, f.Store.ChangeLogRetention.Duration
 }
 
 // ParseStorePeer reads one --store-peer value: id=raft_addr.

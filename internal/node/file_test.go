@@ -54,6 +54,8 @@ lease = "4s"
 [store]
 max_group_size = 5000
 dedup_ttl = "48h"
+retention = "720h"
+change_log_retention = "72h"
 
 [raft]
 heartbeat_timeout = "500ms"
@@ -78,7 +80,7 @@ func TestParseFileFull(t *testing.T) {
 		SectionSize: 50000, NumSlots: 128, Step: 2000, Lease: 4 * time.Second,
 		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 90 * time.Second,
 		DrainTimeout: 45 * time.Second,
-		MaxGroupSize: 5000, DedupTTL: 48 * time.Hour,
+		MaxGroupSize: 5000, DedupTTL: 48 * time.Hour, Retention: 720 * time.Hour, ChangeLogRetention: 72 * time.Hour,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("config after Apply:\n got %+v\nwant %+v", cfg, want)

@@ -92,6 +92,7 @@ type Config struct {
 	MaxGroupSize         int
 	DedupTTL             time.Duration
 	Retention            time.Duration
+	ChangeLogRetention   time.Duration
 	RateLimit            float64
 	HintWindow           time.Duration
 
@@ -338,7 +339,7 @@ func New(cfg Config) (_ *Node, err error) {
 		scfg = store.Config{
 			ShardID: cfg.Shard, ReplicaID: cfg.ID, ClusterID: cfg.ClusterID, DataDir: filepath.Join(cfg.DataDir, "store"),
 			RaftAddr: n.raftAddr, RaftListener: raftLn, GRPCAddr: n.grpcAdv, Peers: cfg.StorePeers, Arbiters: n.arbiterAddrs(),
-			WriteFanoutThreshold: cfg.WriteFanoutThreshold, MaxGroupSize: cfg.MaxGroupSize, DedupTTL: cfg.DedupTTL, Retention: cfg.Retention, RateLimit: cfg.RateLimit, HintWindow: cfg.HintWindow,
+			WriteFanoutThreshold: cfg.WriteFanoutThreshold, MaxGroupSize: cfg.MaxGroupSize, DedupTTL: cfg.DedupTTL, Retention: cfg.Retention, ChangeLogRetention: cfg.ChangeLogRetention, RateLimit: cfg.RateLimit, HintWindow: cfg.HintWindow,
 			HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 			Logger: cfg.Logger, Registry: n.reg,
 		}
