@@ -115,14 +115,21 @@ func (x *tx) group(g uint64) (*clusterv1.GroupRecord, *clusterv1.GroupCounters, 
 }
 
 // putCounters records a read-fanout group's counters and whether it has
-// news its members have not been hinted about.
+// news its members have not been hinted about (hasNews).
 func (x *tx) putCounters(g uint64, c *clusterv1.GroupCounters) {
 	x.putCached(countersKey(g), c)
-	if c.LastGroupSeq > c.HintedGseq {
+	if hasNews(c) {
 		x.putRaw(newsKey(g), nil)
 	} else {
 		x.del(newsKey(g))
 	}
+}
+
+// hasNews reports whether a group's members have not been hinted about
+// its newest timeline entries, or (store format 7, expiry_hints) about
+// the messages retention removed from it.
+func hasNews(c *clusterv1.GroupCounters) bool {
+	return c.LastGroupSeq > c.HintedGseq || c.ExpiryHints && c.ExpiredCount > c.HintedExpired
 }
 
 // putMembers records a membership change.
@@ -962,17 +969,28 @@ func (x *tx) groupHint(index uint64, n uint32, op *clusterv1.GroupHintOp) *OpRes
 	if !ok {
 		return rejectedAs(codes.NotFound, "group %d does not exist", op.GroupId)
 	}
-	if op.GroupSeq < gc.HintedGseq || op.GroupSeq == gc.HintedGseq && op.Final {
+	if op.ToldExpired > gc.ExpiredCount {
+		return rejected("group hint tells expired count %d; group %d has %d", op.ToldExpired, op.GroupId, gc.ExpiredCount)
+	}
+	// A round at the group seq the last one covered is a retry of it,
+	// unless it tells a higher expired count than that one did.
+	if op.GroupSeq < gc.HintedGseq || op.GroupSeq == gc.HintedGseq && op.Final && op.ToldExpired <= gc.HintedExpired {
 		return okResult()
 	}
 	if r := x.seqsAscend(op.Appends); r != nil {
 		return r
 	}
 	conv := &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_GROUP, Id: op.GroupId}
+	// The id is what a member's shard knows a delivered hint by: a round
+	// telling a count has one of its own, as it may repeat a group seq.
+	id := fmt.Sprintf("h%d.%d", op.GroupId, op.GroupSeq)
+	if op.ToldExpired > 0 {
+		id = fmt.Sprintf("h%d.%d.x%d", op.GroupId, op.GroupSeq, op.ToldExpired)
+	}
 	ev := &seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_GROUP_HINT, Conversation: conv, GroupSeq: op.GroupSeq, GroupCount: op.GroupCount,
-		MessageId: fmt.Sprintf("h%d.%d", op.GroupId, op.GroupSeq)}
+		MessageId: id}
 	ev.RecalledGroupCounts = x.recalledCounts(op.GroupId, gc.HintedGseq, op.GroupSeq)
-	if op.WithExpired {
+	if op.WithExpired || op.ToldExpired > 0 {
 		ev.GroupExpiredCount = gc.ExpiredCount
 	}
 	x.appendCopies(ev, 0, op.Appends)
@@ -982,6 +1000,7 @@ func (x *tx) groupHint(index uint64, n uint32, op *clusterv1.GroupHintOp) *OpRes
 	}
 	if op.Final {
 		gc.HintedGseq = op.GroupSeq
+		gc.HintedExpired = max(gc.HintedExpired, op.ToldExpired)
 		x.putCounters(op.GroupId, gc)
 	}
 	return okResult()
@@ -1459,7 +1478,15 @@ func (x *tx) expireTimelines(op *clusterv1.ExpireTimelinesOp) *OpResult {
 				panic(fmt.Sprintf("store: group %d has timeline entries and no record", d.group))
 			}
 			gc.TimelineStart, gc.ExpiredCount = d.gseq+1, d.count
-			x.putCached(countersKey(d.group), gc)
+			if op.HintExpired {
+				gc.ExpiryHints = true
+			}
+			if gc.ExpiryHints {
+				// Its members hear of the removed messages (hasNews).
+				x.putCounters(d.group, gc)
+			} else {
+				x.putCached(countersKey(d.group), gc)
+			}
 		}
 	}
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Expired: uint32(len(doomed)), ExpireNext: next}

@@ -393,13 +393,16 @@ type hintBuilder struct {
 	final              bool
 	// withExpired: every replica applies formatHintExpired.
 	withExpired bool
+	// told: the group's expired count, for a round that tells it
+	// (formatExpiryHints); 0 for one that does not.
+	told uint64
 }
 
 func (b *hintBuilder) plan(*Shard) ([]uint64, error) { return b.local, nil }
 
 func (b *hintBuilder) build(seqs []uint64) *clusterv1.StoreOp {
 	op := &clusterv1.GroupHintOp{GroupId: b.group, GroupSeq: b.gseq, GroupCount: b.count, Remote: b.remote, Final: b.final,
-		WithExpired: b.withExpired}
+		WithExpired: b.withExpired, ToldExpired: b.told}
 	for i, u := range b.local {
 		op.Appends = append(op.Appends, &clusterv1.Append{User: u, Seq: seqs[i]})
 	}

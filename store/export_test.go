@@ -78,3 +78,7 @@ func SetRetentionEvery(t *testing.T, d time.Duration) {
 
 // RetentionPass runs one retention pass now, as the leader's loop does.
 func (s *Shard) RetentionPass(ctx context.Context) { s.applyRetention(ctx) }
+
+// FormatsReady reports whether this leader knows that every replica of
+// its shard applies store format need.
+func (s *Shard) FormatsReady(need uint32) bool { return s.formatReady(need) == nil }

@@ -37,9 +37,10 @@ import (
 // Format 1 added halting; format 2 added the dedup sweep; format 3 added
 // retention in bounded steps; format 4 added retention of read-fanout
 // group timelines; format 5 puts the group's expired count on hint events;
-// format 6 (this build) has retention remove the copy keys of deliveries
-// from other shards.
-const storeFormat = 6
+// format 6 has retention remove the copy keys of deliveries from other
+// shards; format 7 (this build) has a group's members hinted when
+// retention removes messages from its timeline.
+const storeFormat = 7
 
 // StoreFormat is the store format this build applies (seqctl replicas
 // shows each replica's).
@@ -131,7 +132,7 @@ func (f *FSM) Halted() error {
 // remove message records with their last copy, and trim_change_log, which
 // removes the change log's entries past the retention period. Format 4
 // added expire_timelines, which removes old entries of read-fanout group
-// timelines. Formats 5 and 6 changed op kinds that older formats know
+// timelines. Formats 5, 6 and 7 changed op kinds that older formats know
 // (see fieldFormats). Every other op is byte for byte what older builds
 // propose.
 var opFormats = map[protoreflect.FieldNumber]uint32{
@@ -149,18 +150,26 @@ var opFormats = map[protoreflect.FieldNumber]uint32{
 // puts the group's expired_count on the hint events and in the members'
 // states, and deliver's, which takes a delivered hint's count into the
 // member's state; format 6 expire_scan's drop_copies, which removes the
-// copy keys of the events it removes.
+// copy keys of the events it removes; format 7 expire_timelines'
+// hint_expired, which lists the groups whose expired count it raises for
+// a hint round, and group_hint's told_expired, the round that tells it.
 var fieldFormats = map[protoreflect.FieldNumber][]fieldFormat{
-	mustOpField("group_hint"):  {mustFieldFormat("group_hint", "with_expired", formatHintExpired)},
-	mustOpField("deliver"):     {mustFieldFormat("deliver", "with_expired", formatHintExpired)},
-	mustOpField("expire_scan"): {mustFieldFormat("expire_scan", "drop_copies", formatDropCopies)},
+	mustOpField("group_hint"): {
+		mustFieldFormat("group_hint", "with_expired", formatHintExpired),
+		mustFieldFormat("group_hint", "told_expired", formatExpiryHints),
+	},
+	mustOpField("deliver"):          {mustFieldFormat("deliver", "with_expired", formatHintExpired)},
+	mustOpField("expire_scan"):      {mustFieldFormat("expire_scan", "drop_copies", formatDropCopies)},
+	mustOpField("expire_timelines"): {mustFieldFormat("expire_timelines", "hint_expired", formatExpiryHints)},
 }
 
 // The store formats that added group_hint's and deliver's with_expired,
-// and expire_scan's drop_copies.
+// expire_scan's drop_copies, and expire_timelines' hint_expired with
+// group_hint's told_expired.
 const (
 	formatHintExpired = 5
 	formatDropCopies  = 6
+	formatExpiryHints = 7
 )
 
 // fieldFormat is one field of an op's message, and the format that added

@@ -293,16 +293,36 @@ func TestFieldFormats(t *testing.T) {
 			t.Errorf("with_expired %v: entry's min_format %d, want %d", tc.withExpired, got, tc.want)
 		}
 	}
-	scan := opExpireScan(3000, 0, 10, 10)
-	if got := opFormat(scan); got != opFormats[kindExpireScan] {
-		t.Errorf("a step without drop_copies needs format %d, want %d", got, opFormats[kindExpireScan])
+	if formatHintExpired > storeFormat || formatDropCopies > storeFormat || formatExpiryHints > storeFormat {
+		t.Fatalf("formatHintExpired %d, formatDropCopies %d or formatExpiryHints %d is above this build's format %d",
+			formatHintExpired, formatDropCopies, formatExpiryHints, storeFormat)
 	}
-	scan.GetExpireScan().DropCopies = true
-	if got := opFormat(scan); got != formatDropCopies {
-		t.Errorf("a step with drop_copies needs format %d, want %d", got, formatDropCopies)
+	// Retention steps: their kind's format without the field, the
+	// field's with it.
+	for _, tc := range []struct {
+		field   string
+		op      *clusterv1.StoreOp
+		set     func(*clusterv1.StoreOp)
+		without uint32
+		withSet uint32
+	}{
+		{"expire_scan.drop_copies", opExpireScan(3000, 0, 10, 10), func(op *clusterv1.StoreOp) { op.GetExpireScan().DropCopies = true },
+			opFormats[kindExpireScan], formatDropCopies},
+		{"expire_timelines.hint_expired", opExpireTimelines(3000, 0, 10, 10), func(op *clusterv1.StoreOp) { op.GetExpireTimelines().HintExpired = true },
+			opFormats[kindExpireTimelines], formatExpiryHints},
+	} {
+		if got := opFormat(tc.op); got != tc.without {
+			t.Errorf("a step without %s needs format %d, want %d", tc.field, got, tc.without)
+		}
+		tc.set(tc.op)
+		if got := opFormat(tc.op); got != tc.withSet {
+			t.Errorf("a step with %s needs format %d, want %d", tc.field, got, tc.withSet)
+		}
 	}
-	if formatHintExpired > storeFormat || formatDropCopies > storeFormat {
-		t.Fatalf("formatHintExpired %d or formatDropCopies %d is above this build's format %d", formatHintExpired, formatDropCopies, storeFormat)
+	telling := hint(true)
+	telling.told = 2
+	if got := needsFormat(telling, 2); got != formatExpiryHints {
+		t.Errorf("a hint round telling the expired count needs format %d, want %d", got, formatExpiryHints)
 	}
 	deliver := &deliverBuilder{items: []*clusterv1.FanoutItem{{Kind: clusterv1.FanoutItem_KIND_GROUP_HINT, User: 2,
 		Event: &seqdv1.Event{MessageId: "h9.1", GroupExpiredCount: 1}}}}

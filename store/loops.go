@@ -183,8 +183,9 @@ func (s *Shard) deliverRemote(ctx context.Context, user uint64, items []*cluster
 // hintChunk bounds the members hinted by one op (one Badger transaction).
 const hintChunk = 4000
 
-// hintGroups gives the members of every read-fanout group with news one
-// hint each: at most one per member per hint window.
+// hintGroups gives the members of every read-fanout group with news (new
+// timeline entries, or messages retention removed) one hint each: at most
+// one per member per hint window.
 func (s *Shard) hintGroups(ctx context.Context) {
 	groups, err := s.fsm.ReadFanoutGroups()
 	if err != nil {
@@ -196,8 +197,22 @@ func (s *Shard) hintGroups(ctx context.Context) {
 	// it out of its copies).
 	expired, err := s.fsm.TimelinesExpired()
 	withExpired := err == nil && expired && s.formatReady(formatHintExpired) == nil
+	tellReady := s.formatReady(formatExpiryHints) == nil
 	for _, g := range groups {
 		gid, gseq, count := g.Info.GroupId, g.Info.LastGroupSeq, g.MessageCount
+		// The members of a group whose messages retention removes (its
+		// steps set expiry_hints once every replica applies format 7) are
+		// told the count in every round, one at the last round's group
+		// seq included. A replica since replaced by an older build holds
+		// such a round back: without the count it would be a retry.
+		var told uint64
+		if g.Counters.ExpiryHints {
+			if tellReady {
+				told = g.Counters.ExpiredCount
+			} else if gseq == g.HintedGseq {
+				continue
+			}
+		}
 		var local, remote []uint64
 		for _, m := range g.Info.Members {
 			if s.isLocal(m.User) {
@@ -211,7 +226,7 @@ func (s *Shard) hintGroups(ctx context.Context) {
 			n := min(len(local), hintChunk)
 			r := min(len(remote), hintChunk-n)
 			b := &hintBuilder{group: gid, gseq: gseq, count: count, local: local[:n], remote: remote[:r],
-				final: n == len(local) && r == len(remote), withExpired: withExpired}
+				final: n == len(local) && r == len(remote), withExpired: withExpired, told: told}
 			local, remote = local[n:], remote[r:]
 			if _, err := s.submit(ctx, b); err != nil {
 				s.log.Debug("group hint failed; will retry", "group", gid, "err", err)
@@ -449,12 +464,16 @@ func (s *Shard) expireTimelines(ctx context.Context, before int64) bool {
 		s.log.Debug("group timelines left this pass: a replica's store format is before 4 or not known", "err", err)
 		return true
 	}
+	// Members hear of the removed messages by a hint round once every
+	// replica applies format 7; until then only the next message's round
+	// tells them (format 5).
+	hintExpired := s.formatReady(formatExpiryHints) == nil
 	for from := uint64(0); ; {
 		first, due, err := s.fsm.FirstTimelineDue(before, from)
 		if err != nil || !due {
 			return true
 		}
-		op := &clusterv1.ExpireTimelinesOp{BeforeMs: before, FromGroup: first, MaxGroups: expireUsers, Limit: expireLimit}
+		op := &clusterv1.ExpireTimelinesOp{BeforeMs: before, FromGroup: first, MaxGroups: expireUsers, Limit: expireLimit, HintExpired: hintExpired}
 		res, err := s.submitOK(ctx, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_ExpireTimelines{ExpireTimelines: op}})
 		if err != nil {
 			s.log.Debug("timeline retention stopped; the next pass starts over", "err", err)

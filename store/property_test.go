@@ -75,6 +75,15 @@ type propGroup struct {
 	// Retention: the first gseq the timeline may hold, and the count of
 	// the last entry removed.
 	start, expired uint64
+	// Format 7: the expired count the last round told, and whether a step
+	// with hint_expired removed entries (a raised count is news then).
+	hintedExpired uint64
+	expiryHints   bool
+}
+
+// news reports whether the group is due a hint round (hasNews).
+func (g *propGroup) news() bool {
+	return g.info.ReadFanout && (g.info.LastGroupSeq > g.hinted || g.expiryHints && g.expired > g.hintedExpired)
 }
 
 type propDedup struct {
@@ -897,6 +906,13 @@ func (m *propModel) hint(t *rapid.T) {
 	// A leader of a shard with every replica on formatHintExpired sets
 	// with_expired; one with a replica before it does not.
 	withExpired := rapid.Bool().Draw(t, "withExpired")
+	// A leader of a shard with every replica on formatExpiryHints tells
+	// the group's expired count in every round of a group with
+	// expiry_hints, at the last round's group seq too.
+	var told uint64
+	if rapid.Bool().Draw(t, "tellExpired") {
+		told = g.expired
+	}
 	gseq, count := g.info.LastGroupSeq, g.count
 	recalled := g.recalledSince(g.hinted, gseq)
 	for i, chunk := range chunks {
@@ -911,13 +927,18 @@ func (m *propModel) hint(t *rapid.T) {
 		m.leaderChange(t, appends)
 		op := opHint(g.info.GroupId, gseq, count, final, nil, appends...)
 		op.GetGroupHint().WithExpired = withExpired
+		op.GetGroupHint().ToldExpired = told
 		var expired uint64
-		if withExpired {
+		if withExpired || told > 0 {
 			expired = g.expired
 		}
-		p := &propPlan{what: fmt.Sprintf("hint group %d gseq %d chunk %d (with_expired %v)", g.info.GroupId, gseq, i, withExpired), op: op}
+		id := fmt.Sprintf("h%d.%d", g.info.GroupId, gseq)
+		if told > 0 {
+			id = fmt.Sprintf("h%d.%d.x%d", g.info.GroupId, gseq, told)
+		}
+		p := &propPlan{what: fmt.Sprintf("hint group %d gseq %d chunk %d (with_expired %v, told %d)", g.info.GroupId, gseq, i, withExpired, told), op: op}
 		switch {
-		case gseq < g.hinted || gseq == g.hinted && final:
+		case gseq < g.hinted || gseq == g.hinted && final && told <= g.hintedExpired:
 			p.want = stOK
 		case m.outOfOrder(appends):
 			p.want = stOutOfOrder
@@ -925,10 +946,14 @@ func (m *propModel) hint(t *rapid.T) {
 			p.want = stOK
 			for _, a := range appends {
 				m.appendEvent(a.User, &seqdv1.Event{Seq: a.Seq, Kind: kHint, Conversation: gconv(g.info.GroupId), GroupSeq: gseq, GroupCount: count,
-					MessageId: fmt.Sprintf("h%d.%d", g.info.GroupId, gseq), RecalledGroupCounts: recalled, GroupExpiredCount: expired})
+					MessageId: id, RecalledGroupCounts: recalled, GroupExpiredCount: expired})
 			}
 			if final {
+				if gseq == g.hinted {
+					m.stats["(rounds telling a count at the last round's group seq)"]++
+				}
 				g.hinted = gseq
+				g.hintedExpired = max(g.hintedExpired, told)
 			}
 		}
 		m.run(t, p)
@@ -1161,6 +1186,9 @@ func (m *propModel) expireTimelines(t *rapid.T) {
 	from := m.users[0] - 1 + rapid.Uint64Range(0, 5).Draw(t, "timelinesFrom")
 	maxGroups := rapid.IntRange(1, 3).Draw(t, "timelinesGroups")
 	limit := rapid.IntRange(1, 10).Draw(t, "timelinesLimit")
+	// A leader of a shard with every replica on formatExpiryHints lists
+	// the groups whose expired count a step raises for a hint round.
+	hintExpired := rapid.Bool().Draw(t, "hintExpired")
 	ids := slices.Sorted(slices.Values(m.gids))
 	removed, next := modelSteps(ids, from, maxGroups, limit,
 		func(id uint64) bool { g := m.groups[id]; return g.info.ReadFanout && g.info.LastGroupSeq != 0 }, // a timeline
@@ -1173,14 +1201,17 @@ func (m *propModel) expireTimelines(t *rapid.T) {
 			e := g.timeline[0]
 			g.timeline = g.timeline[1:]
 			g.start, g.expired = e.Seq+1, e.GroupCount
+			g.expiryHints = g.expiryHints || hintExpired
 			delete(g.marks, e.Seq)
 			// A message's record goes with its entry once no copy it
 			// lists is left.
 			m.dropIfNoCopy(e)
 		})
 	m.stats["(timeline entries expired)"] += removed
-	m.run(t, stepPlan(fmt.Sprintf("expire timelines before %d from %d groups %d limit %d", before, from, maxGroups, limit),
-		opExpireTimelines(before, from, uint32(maxGroups), uint32(limit)), removed, next))
+	op := opExpireTimelines(before, from, uint32(maxGroups), uint32(limit))
+	op.GetExpireTimelines().HintExpired = hintExpired
+	m.run(t, stepPlan(fmt.Sprintf("expire timelines before %d from %d groups %d limit %d (hint_expired %v)", before, from, maxGroups, limit, hintExpired),
+		op, removed, next))
 }
 
 // sweepDedup deletes dedup records past their TTL and a grace: no answer
@@ -1369,7 +1400,7 @@ func (m *propModel) checkAll(t *rapid.T) {
 		if err != nil || !proto.Equal(rec.Info, g.info) || rec.MessageCount != g.count || rec.HintedGseq != g.hinted {
 			t.Fatalf("group %d: %v %v; model %v count %d hinted %d", id, rec, err, g.info, g.count, g.hinted)
 		}
-		if g.info.ReadFanout && g.info.LastGroupSeq > g.hinted {
+		if g.news() {
 			unhinted[id] = true
 		}
 		for _, u := range m.users {
@@ -1416,6 +1447,9 @@ func (m *propModel) checkAll(t *rapid.T) {
 	for _, g := range listed {
 		if _, mine := m.groups[g.Info.GroupId]; mine && !unhinted[g.Info.GroupId] {
 			t.Fatalf("group %d listed for hints without news", g.Info.GroupId)
+		}
+		if mg := m.groups[g.Info.GroupId]; mg != nil && (g.Counters.ExpiredCount != mg.expired || g.Counters.HintedExpired != mg.hintedExpired || g.Counters.ExpiryHints != mg.expiryHints) {
+			t.Fatalf("group %d listed with counters %v; model expired %d, told %d, expiry hints %v", g.Info.GroupId, g.Counters, mg.expired, mg.hintedExpired, mg.expiryHints)
 		}
 		delete(unhinted, g.Info.GroupId)
 	}

@@ -554,10 +554,18 @@ func (f *FSM) Outbox(limit int) ([]OutboxItem, error) {
 	return out, err
 }
 
-// ReadFanoutGroups returns every read-fanout group with timeline entries
-// not yet hinted to its members.
-func (f *FSM) ReadFanoutGroups() ([]*clusterv1.GroupRecord, error) {
-	var out []*clusterv1.GroupRecord
+// GroupNews is a read-fanout group whose members are due a hint round:
+// its record (counters included, as Group returns it) and its counters.
+type GroupNews struct {
+	*clusterv1.GroupRecord
+	Counters *clusterv1.GroupCounters
+}
+
+// ReadFanoutGroups returns every read-fanout group with news for its
+// members (hasNews): timeline entries not yet hinted to them, or messages
+// retention removed that no hint has told.
+func (f *FSM) ReadFanoutGroups() ([]GroupNews, error) {
+	var out []GroupNews
 	err := f.view(func(txn *badger.Txn) error {
 		p := []byte{tagNews}
 		opts := iteratorOpts(p)
@@ -565,12 +573,23 @@ func (f *FSM) ReadFanoutGroups() ([]*clusterv1.GroupRecord, error) {
 		it := txn.NewIterator(opts)
 		defer it.Close()
 		for it.Rewind(); it.ValidForPrefix(p); it.Next() {
-			rec, ok, err := groupIn(txn, beU64(it.Item().Key()[1:]))
+			g := beU64(it.Item().Key()[1:])
+			rec, ok, err := groupIn(txn, g)
 			if err != nil {
 				return err
 			}
-			if ok && rec.Info.GetReadFanout() && rec.Info.LastGroupSeq > rec.HintedGseq {
-				out = append(out, rec)
+			if !ok || !rec.Info.GetReadFanout() {
+				continue
+			}
+			c, err := countersIn(txn, g)
+			if err != nil {
+				return err
+			}
+			// groupIn read the counters into rec, and fell back on rec's
+			// own for a group written before they had their record.
+			c.LastGroupSeq, c.MessageCount, c.HintedGseq = rec.Info.LastGroupSeq, rec.MessageCount, rec.HintedGseq
+			if hasNews(c) {
+				out = append(out, GroupNews{GroupRecord: rec, Counters: c})
 			}
 		}
 		return nil

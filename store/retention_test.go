@@ -235,14 +235,7 @@ func TestLeaderRetentionRemovesOldTimelineEntries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	unread := func(u uint64) uint64 {
-		t.Helper()
-		un, err := m.Unread(ctx, &seqdv1.UnreadRequest{User: u})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return un.Total
-	}
+	unread := func(u uint64) uint64 { t.Helper(); return totalUnread(ctx, t, m, u) }
 	send("a")
 	send("b")
 	testwait.For(t, 10*time.Second, "the hint round", func() bool { return unread(2) == 2 })
@@ -299,41 +292,56 @@ func TestLeaderRetentionRemovesOldTimelineEntries(t *testing.T) {
 	}
 }
 
-// While a replica runs format 4, timeline entries expire but the group
-// hints leave out the expired count (a format-4 replica would not write
-// it into its copies), and they keep coming; once it is upgraded, a hint
-// tells the members how many of the group's messages retention removed,
-// and the replicas agree.
-func TestHintsCarryTheExpiredCountOnceEveryReplicaCan(t *testing.T) {
+// groupRetentionCluster starts a one-shard cluster with retention of 1 s,
+// hint rounds every 100 ms and a replica on store format old, and creates
+// read-fanout group 50 of owner 1 with members 2 and 3. send sends the
+// group a message from 1; expireAll waits past the retention period and
+// runs passes on the leader until its timeline is empty.
+func groupRetentionCluster(t *testing.T, old uint32) (ctx context.Context, c *localcluster.Cluster, m *router.Messages, send, expireAll func()) {
+	t.Helper()
 	store.SetRetentionEvery(t, time.Hour)
-	oldReplicaOn(t, 4)
+	oldReplicaOn(t, old)
 	const retention = time.Second
-	c, m := startCluster(t, localcluster.Options{Retention: retention, HintWindow: 100 * time.Millisecond})
+	c, m = startCluster(t, localcluster.Options{Retention: retention, HintWindow: 100 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 50, Owner: 1, Members: []uint64{2, 3}, ReadFanout: true}); err != nil {
 		t.Fatal(err)
 	}
 	sent := 0
-	send := func() {
+	send = func() {
 		t.Helper()
 		sent++
 		if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Conversation: group(50), ClientMsgId: fmt.Sprint(sent), Body: []byte("to all")}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	expireAll = func() {
+		t.Helper()
+		sleepPast(retention)
+		testwait.For(t, 10*time.Second, "a pass to remove the timeline entries", func() bool {
+			if lead := c.StoreLeader(0); lead >= 0 {
+				c.Store(0, lead).Store().RetentionPass(ctx)
+				return tagged(t, c, lead, 'T') == 0
+			}
+			return false
+		})
+	}
+	return ctx, c, m, send, expireAll
+}
+
+// While a replica runs format 4, timeline entries expire but the group
+// hints leave out the expired count (a format-4 replica would not write
+// it into its copies), and they keep coming; once it is upgraded, a hint
+// tells the members how many of the group's messages retention removed,
+// and the replicas agree.
+func TestHintsCarryTheExpiredCountOnceEveryReplicaCan(t *testing.T) {
+	ctx, c, m, send, expireAll := groupRetentionCluster(t, 4)
 	lastHint := func(n uint64) *seqdv1.Event { t.Helper(); return waitHint(t, m, 2, n) }
 	send()
 	send()
 	lastHint(2)
-	sleepPast(retention)
-	testwait.For(t, 10*time.Second, "a pass to remove the timeline entries", func() bool {
-		if lead := c.StoreLeader(0); lead >= 0 {
-			c.Store(0, lead).Store().RetentionPass(ctx)
-			return tagged(t, c, lead, 'T') == 0
-		}
-		return false
-	})
+	expireAll()
 	send()
 	if h := lastHint(3); h.GroupExpiredCount != 0 {
 		t.Fatalf("a hint with a format-4 replica in the shard: %v; want no expired count", h)
@@ -354,12 +362,61 @@ func TestHintsCarryTheExpiredCountOnceEveryReplicaCan(t *testing.T) {
 	waitReplicasAgree(t, c)
 }
 
+// While a replica runs format 6, retention removes timeline entries and
+// nobody hears of it until the group's next message; once every replica
+// runs format 7, a pass that removes messages from the timeline is
+// followed by a round of hints at the same group seq, which tells the
+// members their count, and the replicas agree.
+func TestRemovedGroupMessagesAreHintedOnceEveryReplicaCan(t *testing.T) {
+	ctx, c, m, send, expireAll := groupRetentionCluster(t, 6)
+	// hints returns member 2's hint events. Retention removes them with
+	// the timeline entries: after a pass, those left came after it.
+	hints := func() []*seqdv1.Event {
+		var out []*seqdv1.Event
+		for _, e := range syncAll(t, m, 2) {
+			if e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	send()
+	send()
+	waitHint(t, m, 2, 2)
+	expireAll()
+	time.Sleep(500 * time.Millisecond) // five hint windows
+	if hs := hints(); len(hs) != 0 {
+		t.Fatalf("member 2's hints after retention with a format-6 replica in the shard: %v; want none", hs)
+	}
+	waitReplicasAgree(t, c)
+	upgradeOldToThisBuild(ctx, t, c)
+	send()
+	send()
+	waitHint(t, m, 2, 4)
+	// The leader hears of the upgrade at its next format poll.
+	testwait.For(t, 10*time.Second, "the leader to know every replica runs format 7", func() bool {
+		lead := c.StoreLeader(0)
+		return lead >= 0 && c.Store(0, lead).Store().FormatsReady(7)
+	})
+	expireAll()
+	testwait.For(t, 10*time.Second, "a hint telling member 2 that four messages went", func() bool {
+		return len(hints()) > 0
+	})
+	time.Sleep(500 * time.Millisecond)
+	if hs := hints(); len(hs) != 1 || hs[0].GroupSeq != 4 || hs[0].GroupCount != 4 || hs[0].GroupExpiredCount != 4 {
+		t.Fatalf("member 2's hints after the pass: %v; want one, at group seq 4 with count 4 and expired count 4", hs)
+	}
+	waitReplicasAgree(t, c)
+}
+
 // With two shards, retention on the recipient's shard removes a
 // delivery's copy key with the copy, and the replicas agree (a late
-// redelivery after that is TestApplyExpireScan's). Group hints from the
-// other shard, whose items carry no send time, still reach a member after
-// retention has removed some of its inbox, and tell the member's shard
-// which of the group's messages retention removed.
+// redelivery after that is TestApplyExpireScan's). When retention removes
+// a message from a group's timeline, a hint round tells the members on
+// the other shard, with no new message in the group: their unread leaves
+// it out. Group hints from the other shard, whose items carry no send
+// time, still reach a member after retention has removed some of its
+// inbox.
 func TestRetentionRemovesTheCopyKeysOfDeliveries(t *testing.T) {
 	store.SetRetentionEvery(t, time.Hour)
 	const retention = time.Second
@@ -405,8 +462,30 @@ func TestRetentionRemovesTheCopyKeysOfDeliveries(t *testing.T) {
 			return false
 		})
 	}
+	unread := func(u uint64) uint64 { t.Helper(); return totalUnread(ctx, t, m, u) }
+	if n := unread(a); n != 1 {
+		t.Fatalf("member %d's unread before retention: %d, want 1 (g1)", a, n)
+	}
 	pass(s2)
-	pass(s1) // member a's hint, delivered from s2
+	// g1 went from the group's timeline on s2, and a round of hints at
+	// the same group seq told a's shard so.
+	testwait.For(t, 10*time.Second, fmt.Sprintf("member %d's unread to leave out the removed message, with no new one", a), func() bool {
+		return unread(a) == 0
+	})
+	var told *seqdv1.Event
+	for _, e := range syncAll(t, m, a) {
+		if e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT && e.GroupExpiredCount == 1 {
+			told = e
+		}
+	}
+	if told == nil || told.GroupSeq != 1 || told.GroupCount != 1 {
+		t.Fatalf("member %d's hint telling the removed message: %v; want group seq 1, count 1, expired count 1", a, told)
+	}
+	// Retention then removes the hints too, and the copy keys of those
+	// delivered to a.
+	sleepPast(retention)
+	pass(s2)
+	pass(s1)
 	testwait.For(t, 20*time.Second, "every replica to drop the copy keys", func() bool {
 		for i := range 3 {
 			if copies(s1, i) != 0 || copies(s2, i) != 0 {
@@ -420,15 +499,9 @@ func TestRetentionRemovesTheCopyKeysOfDeliveries(t *testing.T) {
 	}
 	groupSend("g2")
 	hinted(2)
-	// g1 went from the group's timeline on s2: the hint told a's shard, and
-	// only g2 is unread.
-	testwait.For(t, 10*time.Second, fmt.Sprintf("member %d's unread to leave out the removed message", a), func() bool {
-		u, err := m.Unread(ctx, &seqdv1.UnreadRequest{User: a})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return u.Total == 1
-	})
+	if n := unread(a); n != 1 {
+		t.Fatalf("member %d's unread after g2: %d, want 1", a, n)
+	}
 	waitShardReplicasAgree(t, c, s1)
 	waitShardReplicasAgree(t, c, s2)
 }
@@ -447,6 +520,16 @@ func waitHint(t *testing.T, m *router.Messages, user, n uint64) *seqdv1.Event {
 		return hint != nil
 	})
 	return hint
+}
+
+// totalUnread is user's total unread count, through the router.
+func totalUnread(ctx context.Context, t *testing.T, m *router.Messages, user uint64) uint64 {
+	t.Helper()
+	un, err := m.Unread(ctx, &seqdv1.UnreadRequest{User: user})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return un.Total
 }
 
 // sleepPast waits until everything sent before the call is older than

@@ -236,6 +236,102 @@ func TestApplyExpireTimelines(t *testing.T) {
 		}
 		wantUnread(t, h.f, 2, 3, map[string]uint64{"g50": 2, "g70": 1})
 	})
+	t.Run("hint_expired lists the group for a round that tells the count", func(t *testing.T) {
+		listed := func(t *testing.T, h *fsmHarness) *clusterv1.GroupCounters {
+			t.Helper()
+			gs, err := h.f.ReadFanoutGroups()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, g := range gs {
+				if g.Info.GroupId == 50 {
+					return g.Counters
+				}
+			}
+			return nil
+		}
+		// Without the field (format 6 and before) the group, hinted up to
+		// its last entry, has no news after the step.
+		h := timelineSetup(t)
+		step(t, h, 0, 100, 100, 3, 0)
+		if c := listed(t, h); c != nil {
+			t.Fatalf("group 50 listed for hints after a step without hint_expired: %v", c)
+		}
+		h = timelineSetup(t)
+		op := opExpireTimelines(3000, 0, 100, 100)
+		op.GetExpireTimelines().HintExpired = true
+		wantStep(t, h, op, 3, 0)
+		if c := listed(t, h); c == nil || !c.ExpiryHints || c.ExpiredCount != 2 || c.HintedExpired != 0 || c.HintedGseq != 4 {
+			t.Fatalf("group 50's counters after a step with hint_expired: %v; want it listed, expired count 2, none told", c)
+		}
+		// A round telling more than the group's count is refused.
+		bad := opHint(50, 4, 3, true, nil, apps(2, 3)...)
+		bad.GetGroupHint().ToldExpired = 3
+		if r := h.one(bad); r.Status == clusterv1.OpStatus_OP_STATUS_OK {
+			t.Fatalf("a round telling expired count 3 of 2: %v", r)
+		}
+		// A round at the group seq the last one covered, telling the
+		// count: every copy carries it, under an id of its own (a member's
+		// shard knows delivered hints by id), the queued one for a member
+		// elsewhere included; its final chunk records the count.
+		hint := opHint(50, 4, 3, false, nil, apps(2, 3)...)
+		hint.GetGroupHint().ToldExpired = 2
+		h.must(hint)
+		hint = opHint(50, 4, 3, true, []uint64{9}, apps(3, 4)...)
+		hint.GetGroupHint().ToldExpired = 2
+		h.must(hint)
+		for _, c := range []struct{ user, seq uint64 }{{2, 3}, {3, 4}} {
+			if e := eventAt(t, h.f, c.user, c.seq); e.Kind != seqdv1.EventKind_EVENT_KIND_GROUP_HINT || e.GroupSeq != 4 || e.GroupCount != 3 ||
+				e.GroupExpiredCount != 2 || e.MessageId != "h50.4.x2" {
+				t.Fatalf("member %d's hint telling the count: %v", c.user, e)
+			}
+		}
+		items, err := h.f.Outbox(10)
+		if err != nil || len(items) != 1 || items[0].Item.User != 9 || items[0].Item.Event.GroupExpiredCount != 2 || items[0].Item.Event.MessageId != "h50.4.x2" {
+			t.Fatalf("queued hint for the member elsewhere: %v, %v", items, err)
+		}
+		if c := listed(t, h); c != nil {
+			t.Fatalf("group 50 still listed after the round told its count: %v", c)
+		}
+		var gc clusterv1.GroupCounters
+		readRecord(t, h.f, countersKey(50), &gc)
+		if gc.HintedExpired != 2 || gc.HintedGseq != 4 {
+			t.Fatalf("group 50's counters after the round: %v", &gc)
+		}
+		// The round's final chunk again (a leader that lost its answer),
+		// and a round telling no more, are retries: nothing is appended.
+		before := len(syncAllEvents(t, h.f, 2))
+		h.must(hint)
+		again := opHint(50, 4, 3, true, nil, apps(2, 4)...)
+		again.GetGroupHint().ToldExpired = 1
+		h.must(again)
+		if n := len(syncAllEvents(t, h.f, 2)); n != before {
+			t.Fatalf("member 2 has %d events after retries of the round, want %d", n, before)
+		}
+		// Unread never counted the removed messages here (the group's
+		// counters are on this shard).
+		wantUnread(t, h.f, 2, 2, map[string]uint64{"g50": 1, "g70": 1})
+		// A new message's round records the count it tells too; the next
+		// step's removal lists the group again.
+		h.now = 6000
+		h.must(opGroupSend(50, 5, true, 1, "f", "newer", apps(1, 7)...))
+		next := opHint(50, 5, 4, true, nil, apps(2, 4, 3, 5)...)
+		next.GetGroupHint().ToldExpired = 2
+		next.GetGroupHint().WithExpired = true
+		h.must(next)
+		if e := eventAt(t, h.f, 2, 4); e.GroupSeq != 5 || e.GroupExpiredCount != 2 || e.MessageId != "h50.5.x2" {
+			t.Fatalf("member 2's hint of the new message: %v", e)
+		}
+		if c := listed(t, h); c != nil {
+			t.Fatalf("group 50 listed after the new message's round: %v", c)
+		}
+		op = opExpireTimelines(5500, 0, 100, 100)
+		op.GetExpireTimelines().HintExpired = true
+		wantStep(t, h, op, 1, 0)
+		if c := listed(t, h); c == nil || c.ExpiredCount != 3 || c.HintedExpired != 2 {
+			t.Fatalf("group 50's counters after the next step: %v; want it listed, expired count 3, 2 told", c)
+		}
+	})
 	t.Run("a delivered hint's count, for a group on another shard", func(t *testing.T) {
 		h := newHarness(t)
 		hint := func(gseq, count, expired uint64) *clusterv1.FanoutItem {

@@ -1474,7 +1474,14 @@ type GroupHintOp struct {
 	Remote  []uint64  `protobuf:"varint,4,rep,packed,name=remote,proto3" json:"remote,omitempty"`
 	// Store format 5: the hint events carry the group's expired_count
 	// (Event.group_expired_count).
-	WithExpired   bool `protobuf:"varint,7,opt,name=with_expired,json=withExpired,proto3" json:"with_expired,omitempty"`
+	WithExpired bool `protobuf:"varint,7,opt,name=with_expired,json=withExpired,proto3" json:"with_expired,omitempty"`
+	// Store format 7: the group's expired_count as the leader read it; the
+	// events carry the count (as with_expired). The round may repeat the
+	// last round's group_seq: it tells members that retention removed
+	// messages (ExpireTimelinesOp.hint_expired). Its final chunk records
+	// the count (GroupCounters.hinted_expired), and is a retry if the last
+	// round covered this group_seq and told at least this count.
+	ToldExpired   uint64 `protobuf:"varint,8,opt,name=told_expired,json=toldExpired,proto3" json:"told_expired,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1556,6 +1563,13 @@ func (x *GroupHintOp) GetWithExpired() bool {
 		return x.WithExpired
 	}
 	return false
+}
+
+func (x *GroupHintOp) GetToldExpired() uint64 {
+	if x != nil {
+		return x.ToldExpired
+	}
+	return 0
 }
 
 type OutboxAckOp struct {
@@ -1816,11 +1830,15 @@ func (x *TrimChangeLogOp) GetLimit() uint32 {
 // result says where the next step starts (0: the walk passed the last
 // group).
 type ExpireTimelinesOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BeforeMs      int64                  `protobuf:"varint,1,opt,name=before_ms,json=beforeMs,proto3" json:"before_ms,omitempty"`
-	FromGroup     uint64                 `protobuf:"varint,2,opt,name=from_group,json=fromGroup,proto3" json:"from_group,omitempty"`
-	MaxGroups     uint32                 `protobuf:"varint,3,opt,name=max_groups,json=maxGroups,proto3" json:"max_groups,omitempty"`
-	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	BeforeMs  int64                  `protobuf:"varint,1,opt,name=before_ms,json=beforeMs,proto3" json:"before_ms,omitempty"`
+	FromGroup uint64                 `protobuf:"varint,2,opt,name=from_group,json=fromGroup,proto3" json:"from_group,omitempty"`
+	MaxGroups uint32                 `protobuf:"varint,3,opt,name=max_groups,json=maxGroups,proto3" json:"max_groups,omitempty"`
+	Limit     uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Store format 7: a group whose expired_count the step raises is listed
+	// for a hint round (GroupCounters.expiry_hints), which tells its members
+	// the count even if no new message comes.
+	HintExpired   bool `protobuf:"varint,5,opt,name=hint_expired,json=hintExpired,proto3" json:"hint_expired,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1881,6 +1899,13 @@ func (x *ExpireTimelinesOp) GetLimit() uint32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *ExpireTimelinesOp) GetHintExpired() bool {
+	if x != nil {
+		return x.HintExpired
+	}
+	return false
 }
 
 // SweepDedupOp removes the dedup records whose TTL has passed. It walks
@@ -2350,6 +2375,11 @@ type GroupCounters struct {
 	// removed: that many messages are no longer in the timeline.
 	TimelineStart uint64 `protobuf:"varint,4,opt,name=timeline_start,json=timelineStart,proto3" json:"timeline_start,omitempty"`
 	ExpiredCount  uint64 `protobuf:"varint,5,opt,name=expired_count,json=expiredCount,proto3" json:"expired_count,omitempty"`
+	// Store format 7: the expired_count the last hint round told, and
+	// whether a raised count lists the group for a hint round (set by the
+	// first ExpireTimelinesOp with hint_expired that removed entries of it).
+	HintedExpired uint64 `protobuf:"varint,6,opt,name=hinted_expired,json=hintedExpired,proto3" json:"hinted_expired,omitempty"`
+	ExpiryHints   bool   `protobuf:"varint,7,opt,name=expiry_hints,json=expiryHints,proto3" json:"expiry_hints,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2417,6 +2447,20 @@ func (x *GroupCounters) GetExpiredCount() uint64 {
 		return x.ExpiredCount
 	}
 	return 0
+}
+
+func (x *GroupCounters) GetHintedExpired() uint64 {
+	if x != nil {
+		return x.HintedExpired
+	}
+	return 0
+}
+
+func (x *GroupCounters) GetExpiryHints() bool {
+	if x != nil {
+		return x.ExpiryHints
+	}
+	return false
 }
 
 // ChangeLogEntry records every applied change to user data, in order, for
@@ -2871,7 +2915,7 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\fwith_history\x18\x03 \x01(\bR\vwithHistory\x122\n" +
 	"\x15read_fanout_threshold\x18\x04 \x01(\rR\x13readFanoutThreshold\x12\x16\n" +
 	"\x06remote\x18\x05 \x03(\x04R\x06remote\x12(\n" +
-	"\x10unread_from_join\x18\x06 \x01(\bR\x0eunreadFromJoin\"\xea\x01\n" +
+	"\x10unread_from_join\x18\x06 \x01(\bR\x0eunreadFromJoin\"\x8d\x02\n" +
 	"\vGroupHintOp\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x1b\n" +
 	"\tgroup_seq\x18\x02 \x01(\x04R\bgroupSeq\x12\x1f\n" +
@@ -2880,7 +2924,8 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x05final\x18\x06 \x01(\bR\x05final\x121\n" +
 	"\aappends\x18\x03 \x03(\v2\x17.seqd.cluster.v1.AppendR\aappends\x12\x16\n" +
 	"\x06remote\x18\x04 \x03(\x04R\x06remote\x12!\n" +
-	"\fwith_expired\x18\a \x01(\bR\vwithExpired\"!\n" +
+	"\fwith_expired\x18\a \x01(\bR\vwithExpired\x12!\n" +
+	"\ftold_expired\x18\b \x01(\x04R\vtoldExpired\"!\n" +
 	"\vOutboxAckOp\x12\x12\n" +
 	"\x04keys\x18\x01 \x03(\fR\x04keys\"=\n" +
 	"\bExpireOp\x12\x1b\n" +
@@ -2895,14 +2940,15 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"dropCopies\"D\n" +
 	"\x0fTrimChangeLogOp\x12\x1b\n" +
 	"\tbefore_ms\x18\x01 \x01(\x03R\bbeforeMs\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x84\x01\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xa7\x01\n" +
 	"\x11ExpireTimelinesOp\x12\x1b\n" +
 	"\tbefore_ms\x18\x01 \x01(\x03R\bbeforeMs\x12\x1d\n" +
 	"\n" +
 	"from_group\x18\x02 \x01(\x04R\tfromGroup\x12\x1d\n" +
 	"\n" +
 	"max_groups\x18\x03 \x01(\rR\tmaxGroups\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"?\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12!\n" +
+	"\fhint_expired\x18\x05 \x01(\bR\vhintExpired\"?\n" +
 	"\fSweepDedupOp\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x19\n" +
 	"\bgrace_ms\x18\x02 \x01(\x03R\agraceMs\"\xa0\x01\n" +
@@ -2940,14 +2986,16 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x04info\x18\x01 \x01(\v2\x12.seqd.v1.GroupInfoR\x04info\x12\x1f\n" +
 	"\vhinted_gseq\x18\x02 \x01(\x04R\n" +
 	"hintedGseq\x12#\n" +
-	"\rmessage_count\x18\x03 \x01(\x04R\fmessageCount\"\xc7\x01\n" +
+	"\rmessage_count\x18\x03 \x01(\x04R\fmessageCount\"\x91\x02\n" +
 	"\rGroupCounters\x12$\n" +
 	"\x0elast_group_seq\x18\x01 \x01(\x04R\flastGroupSeq\x12#\n" +
 	"\rmessage_count\x18\x02 \x01(\x04R\fmessageCount\x12\x1f\n" +
 	"\vhinted_gseq\x18\x03 \x01(\x04R\n" +
 	"hintedGseq\x12%\n" +
 	"\x0etimeline_start\x18\x04 \x01(\x04R\rtimelineStart\x12#\n" +
-	"\rexpired_count\x18\x05 \x01(\x04R\fexpiredCount\"\x83\x01\n" +
+	"\rexpired_count\x18\x05 \x01(\x04R\fexpiredCount\x12%\n" +
+	"\x0ehinted_expired\x18\x06 \x01(\x04R\rhintedExpired\x12!\n" +
+	"\fexpiry_hints\x18\a \x01(\bR\vexpiryHints\"\x83\x01\n" +
 	"\x0eChangeLogEntry\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x15\n" +
 	"\x06now_ms\x18\x02 \x01(\x03R\x05nowMs\x12*\n" +
