@@ -1000,6 +1000,10 @@ func (x *tx) groupHint(index uint64, n uint32, op *clusterv1.GroupHintOp) *OpRes
 	}
 	if op.Final {
 		gc.HintedGseq = op.GroupSeq
+		// What the leader read, not the count at this chunk: a step
+		// between two chunks of the round raised the count after the
+		// first chunk's members were told the lower one, and the next
+		// round tells them.
 		gc.HintedExpired = max(gc.HintedExpired, op.ToldExpired)
 		x.putCounters(op.GroupId, gc)
 	}

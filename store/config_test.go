@@ -32,6 +32,8 @@ func TestConfigRefusesUndialablePeersAndShortDedupTTL(t *testing.T) {
 		{"negative dedup TTL", func(c *Config) { c.DedupTTL = -1 }, "dedup TTL -1ns: want at least 1s"},
 		{"dedup TTL under a second", func(c *Config) { c.DedupTTL = 999_000_000 }, "dedup TTL 999ms: want at least 1s"},
 		{"negative change-log retention", func(c *Config) { c.ChangeLogRetention = -time.Hour }, "change-log retention -1h0m0s is negative"},
+		{"change-log retention under a second", func(c *Config) { c.ChangeLogRetention = 5 }, "change-log retention 5ns: want at least 1s"},
+		{"retention under a second", func(c *Config) { c.Retention = 999 * time.Millisecond }, "retention 999ms: want at least 1s"},
 	} {
 		c := base()
 		tc.edit(&c)

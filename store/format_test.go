@@ -345,3 +345,37 @@ func TestFieldFormats(t *testing.T) {
 		t.Fatalf("a mark-read needs format %d with mark_read.request listed at 9, want 9", got)
 	}
 }
+
+// A leader's round for a listed group: it tells the expired count of a
+// group with expiry_hints once every replica applies format 7, and holds
+// back an expiry-only round (one at the last round's group seq) while a
+// replica does not, or once the window's budget of them is spent; a
+// round with new messages always goes.
+func TestHintRound(t *testing.T) {
+	news := func(last, hinted uint64, expiryHints bool) GroupNews {
+		return GroupNews{
+			GroupRecord: &clusterv1.GroupRecord{Info: &seqdv1.GroupInfo{GroupId: 50, LastGroupSeq: last}, HintedGseq: hinted},
+			Counters:    &clusterv1.GroupCounters{LastGroupSeq: last, HintedGseq: hinted, ExpiredCount: 3, ExpiryHints: expiryHints},
+		}
+	}
+	for _, tc := range []struct {
+		name         string
+		g            GroupNews
+		tellReady    bool
+		expiryRounds int
+		told         uint64
+		wait         bool
+	}{
+		{"new messages, no expiry hints", news(5, 4, false), true, 8, 0, false},
+		{"new messages, expiry hints", news(5, 4, true), true, 8, 3, false},
+		{"new messages, a replica before format 7", news(5, 4, true), false, 8, 0, false},
+		{"new messages, no budget left", news(5, 4, true), true, 0, 3, false},
+		{"expiry only", news(5, 5, true), true, 8, 3, false},
+		{"expiry only, a replica before format 7", news(5, 5, true), false, 8, 0, true},
+		{"expiry only, no budget left", news(5, 5, true), true, 0, 0, true},
+	} {
+		if told, wait := hintRound(tc.g, tc.tellReady, tc.expiryRounds); told != tc.told || wait != tc.wait {
+			t.Errorf("%s: told %d, wait %v; want %d, %v", tc.name, told, wait, tc.told, tc.wait)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -183,6 +184,31 @@ func (s *Shard) deliverRemote(ctx context.Context, user uint64, items []*cluster
 // hintChunk bounds the members hinted by one op (one Badger transaction).
 const hintChunk = 4000
 
+// expiryRoundsPerWindow bounds the rounds one hint window runs for
+// groups whose only news is that retention removed messages: the first
+// pass after retention is turned on can list every group with history,
+// and the outbox waits while the rounds run. The others stay listed for
+// the next windows.
+var expiryRoundsPerWindow = 8
+
+// hintRound decides a listed group's round: told, the expired count the
+// round tells (0: none), and whether the round waits. The members of a
+// group whose messages retention removes (its steps set expiry_hints once
+// every replica applies format 7) are told the count in every round, one
+// at the last round's group seq included (an expiry-only round). A
+// replica since replaced by an older build holds an expiry-only round
+// back, as without the count it would be a retry; so does the window's
+// budget of them (expiryRounds left).
+func hintRound(g GroupNews, tellReady bool, expiryRounds int) (told uint64, wait bool) {
+	switch {
+	case !g.Counters.ExpiryHints:
+		return 0, false
+	case !tellReady || g.expiryOnly() && expiryRounds <= 0:
+		return 0, g.expiryOnly()
+	}
+	return g.Counters.ExpiredCount, false
+}
+
 // hintGroups gives the members of every read-fanout group with news (new
 // timeline entries, or messages retention removed) one hint each: at most
 // one per member per hint window.
@@ -198,20 +224,25 @@ func (s *Shard) hintGroups(ctx context.Context) {
 	expired, err := s.fsm.TimelinesExpired()
 	withExpired := err == nil && expired && s.formatReady(formatHintExpired) == nil
 	tellReady := s.formatReady(formatExpiryHints) == nil
+	// Groups with new messages first, in group order as listed.
+	slices.SortStableFunc(groups, func(a, b GroupNews) int {
+		switch ea, eb := a.expiryOnly(), b.expiryOnly(); {
+		case ea == eb:
+			return 0
+		case eb:
+			return -1
+		}
+		return 1
+	})
+	expiryRounds := expiryRoundsPerWindow
 	for _, g := range groups {
 		gid, gseq, count := g.Info.GroupId, g.Info.LastGroupSeq, g.MessageCount
-		// The members of a group whose messages retention removes (its
-		// steps set expiry_hints once every replica applies format 7) are
-		// told the count in every round, one at the last round's group
-		// seq included. A replica since replaced by an older build holds
-		// such a round back: without the count it would be a retry.
-		var told uint64
-		if g.Counters.ExpiryHints {
-			if tellReady {
-				told = g.Counters.ExpiredCount
-			} else if gseq == g.HintedGseq {
-				continue
-			}
+		told, wait := hintRound(g, tellReady, expiryRounds)
+		if wait {
+			continue
+		}
+		if g.expiryOnly() {
+			expiryRounds--
 		}
 		var local, remote []uint64
 		for _, m := range g.Info.Members {

@@ -561,6 +561,10 @@ type GroupNews struct {
 	Counters *clusterv1.GroupCounters
 }
 
+// expiryOnly reports whether the group's only news is that retention
+// removed messages: every timeline entry has been hinted.
+func (g GroupNews) expiryOnly() bool { return g.Info.LastGroupSeq == g.HintedGseq }
+
 // ReadFanoutGroups returns every read-fanout group with news for its
 // members (hasNews): timeline entries not yet hinted to them, or messages
 // retention removed that no hint has told.

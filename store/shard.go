@@ -159,9 +159,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Retention < 0 {
 		errs = append(errs, fmt.Errorf("store: retention %v is negative; 0 keeps events forever (--retention)", c.Retention))
+	} else if c.Retention > 0 && c.Retention < time.Second {
+		errs = append(errs, fmt.Errorf("store: retention %v: want at least 1s, or 0 to keep events forever (--retention)", c.Retention))
 	}
 	if c.ChangeLogRetention < 0 {
 		errs = append(errs, fmt.Errorf("store: change-log retention %v is negative; 0 for the default, %v (--change-log-retention)", c.ChangeLogRetention, DefaultChangeLogRetention))
+	} else if c.ChangeLogRetention > 0 && c.ChangeLogRetention < time.Second {
+		errs = append(errs, fmt.Errorf("store: change-log retention %v: want at least 1s, or 0 for the default, %v (--change-log-retention)", c.ChangeLogRetention, DefaultChangeLogRetention))
 	}
 	if c.WriteFanoutThreshold < 0 {
 		errs = append(errs, fmt.Errorf("store: write fanout threshold %d is negative (--write-fanout-threshold)", c.WriteFanoutThreshold))

@@ -422,6 +422,7 @@ func TestStartRejectsBadInput(t *testing.T) {
 		{"negative retention", store("--retention", "-1h"), "retention -1h0m0s is negative"},
 		{"negative change-log retention", store("--change-log-retention", "-1s"), "change-log retention -1s is negative"},
 		{"change-log retention not a duration", store("--change-log-retention", "week"), `invalid value "week" for flag -change-log-retention`},
+		{"change-log retention under a second", store("--change-log-retention", "10ms"), "change-log retention 10ms: want at least 1s"},
 		{"rate limit NaN", store("--rate-limit", "NaN"), "rate limit NaN"},
 		{"negative group size", store("--max-group-size", "-1"), "max group size -1 is negative"},
 		{"negative dedup TTL", store("--dedup-ttl", "-1s"), "dedup TTL -1s: want at least 1s"},
