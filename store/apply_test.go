@@ -1267,7 +1267,10 @@ func TestApplyExpireScan(t *testing.T) {
 		for _, id := range []string{"1.1", "1.2"} {
 			delete(want, string(messageKey(id)))
 		}
-		delete(got, string(keyFormatSeen)) // this entry needed format 3
+		// This entry needed format 3 (and a seqdnext build's mark-read in
+		// the setup the next one).
+		delete(got, string(keyFormatSeen))
+		delete(want, string(keyFormatSeen))
 		if !maps.Equal(got, want) {
 			t.Fatalf("state after the step differs from ExpireOp's, the records of 1.1 and 1.2 aside:\n%v\n%v", got, want)
 		}

@@ -43,8 +43,8 @@ import (
 const storeFormat = 7
 
 // StoreFormat is the store format this build applies (seqctl replicas
-// shows each replica's).
-const StoreFormat = storeFormat
+// shows each replica's): storeFormat, but in a seqdnext build.
+const StoreFormat = buildFormat
 
 // keyFormatSeen holds the highest min_format of the entries applied here
 // (absent: 0). Data holding it cannot be opened by a build of a lower

@@ -10,8 +10,8 @@ package store
 // a mixed shard needs to show that a leader proposes such entries only
 // once every replica can apply them, and that an older replica halts
 // rather than diverge. It is never a release.
+const buildFormat = storeFormat + 1
+
 func init() {
-	next := uint32(storeFormat + 1)
-	replicaFormat = func(string) uint32 { return next }
-	opFormats[mustOpField("mark_read")] = next
+	opFormats[mustOpField("mark_read")] = buildFormat
 }

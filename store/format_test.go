@@ -61,16 +61,16 @@ func TestEntryNeedingNewerFormatHalts(t *testing.T) {
 	var told []error
 	h.f.onHalt = func(err error) { told = append(told, err) }
 
-	br := h.applyData(encodeFormat(t, h.now, storeFormat+1, opSend(7, "c2", "newer", apps(1, 2, 2, 2)...)))
+	br := h.applyData(encodeFormat(t, h.now, buildFormat+1, opSend(7, "c2", "newer", apps(1, 2, 2, 2)...)))
 	if !errors.Is(br.Halted, ErrHalted) || br.Err != nil || br.Results != nil {
-		t.Fatalf("entry needing format %d: got %+v, want Halted", storeFormat+1, br)
+		t.Fatalf("entry needing format %d: got %+v, want Halted", buildFormat+1, br)
 	}
 	var fe *FormatError
-	if !errors.As(br.Halted, &fe) || fe.What != "entry 2" || fe.Need != storeFormat+1 || fe.Have != storeFormat {
+	if !errors.As(br.Halted, &fe) || fe.What != "entry 2" || fe.Need != buildFormat+1 || fe.Have != buildFormat {
 		t.Fatalf("halt error %v does not carry the entry and formats", br.Halted)
 	}
-	for _, want := range []string{"replica halted", fmt.Sprintf("entry 2 needs store format %d", storeFormat+1),
-		fmt.Sprintf("applies up to %d", storeFormat), "newer"} {
+	for _, want := range []string{"replica halted", fmt.Sprintf("entry 2 needs store format %d", buildFormat+1),
+		fmt.Sprintf("applies up to %d", buildFormat), "newer"} {
 		if !strings.Contains(br.Halted.Error(), want) {
 			t.Fatalf("halt error %q does not say %q", br.Halted, want)
 		}
@@ -101,7 +101,7 @@ func TestEntryNeedingNewerFormatHalts(t *testing.T) {
 
 	// The upgraded build applies from the entry it halted at.
 	h.f.Close()
-	h.f = openFormatFSM(t, h.dir, storeFormat+1)
+	h.f = openFormatFSM(t, h.dir, buildFormat+1)
 	for i := uint64(2); i <= 3; i++ {
 		if br := h.f.Apply(&raft.Log{Type: raft.LogCommand, Index: i, Data: h.entries[i]}).(*BatchResult); br.Halted != nil || br.Err != nil {
 			t.Fatalf("entry %d after the upgrade: %+v", i, br)
@@ -186,8 +186,9 @@ func TestEncodeBatchSetsMinFormatFromOps(t *testing.T) {
 		}
 		return cmd.MinFormat
 	}
-	if got := minFormat(); got != 0 {
-		t.Fatalf("min_format = %d with no op of a newer format, want 0", got)
+	// MarkRead has no format of its own but in a seqdnext build.
+	if got, want := minFormat(), opFormats[kindMarkRead]; got != want {
+		t.Fatalf("min_format = %d with no op of a newer format, want %d", got, want)
 	}
 	SetOpFormat(t, "mark_read", 3)
 	if got := minFormat(); got != 3 {
@@ -335,8 +336,8 @@ func TestFieldFormats(t *testing.T) {
 	}
 	// A builder that says its kind still answers for a field of that kind.
 	mr := &seqdv1.MarkReadRequest{User: 2, Conversation: dconv(7), UpToSeq: 1}
-	if got := needsFormat(&markReadBuilder{req: mr}, 1); got != 0 {
-		t.Fatalf("a mark-read needs format %d, want 0", got)
+	if got, want := needsFormat(&markReadBuilder{req: mr}, 1), opFormats[kindMarkRead]; got != want {
+		t.Fatalf("a mark-read needs format %d, want %d", got, want)
 	}
 	kind := mustOpField("mark_read")
 	fieldFormats[kind] = []fieldFormat{mustFieldFormat("mark_read", "request", 9)}

@@ -91,7 +91,7 @@ type FSM struct {
 	// phase is the fraction of a memtable padded at every open (see
 	// padMemtable).
 	phase float64
-	// format is the store format this replica applies (storeFormat but in
+	// format is the store format this replica applies (buildFormat but in
 	// tests); formatSeen the highest min_format it has applied.
 	format     uint32
 	formatSeen uint32
@@ -106,7 +106,7 @@ type FSM struct {
 
 // OpenFSM opens (or creates) the Badger database in dir.
 func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
-	return openFSM(dir, log, 0, storeFormat)
+	return openFSM(dir, log, 0, buildFormat)
 }
 
 // openFSM opens the database for a replica of the given store format and

@@ -50,7 +50,7 @@ func TestPaddedReplicaFlushesFirst(t *testing.T) {
 // closes it when the test ends.
 func openPaddedFSM(t *testing.T, phase float64) *FSM {
 	t.Helper()
-	f, err := openFSM(t.TempDir(), slog.New(slog.DiscardHandler), phase, storeFormat)
+	f, err := openFSM(t.TempDir(), slog.New(slog.DiscardHandler), phase, buildFormat)
 	if err != nil {
 		t.Fatalf("open with phase %v: %v", phase, err)
 	}

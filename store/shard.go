@@ -262,7 +262,7 @@ func New(cfg Config) (*Shard, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("store: data dir: %w", err)
 	}
-	format := uint32(storeFormat)
+	format := uint32(buildFormat)
 	if replicaFormat != nil {
 		format = replicaFormat(cfg.ReplicaID)
 	}
