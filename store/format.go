@@ -18,7 +18,8 @@ import (
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 )
 
-// storeFormat is the store format this build applies. Every replica of a
+// storeFormat is this release's store format, the one its builds apply
+// (buildFormat; a seqdnext build plays the next). Every replica of a
 // shard must apply every entry alike, and a replica of an older build
 // would silently apply differently an entry that uses something it does
 // not know (an unknown field is dropped by protobuf, an unknown op or
@@ -38,7 +39,7 @@ import (
 // retention in bounded steps; format 4 added retention of read-fanout
 // group timelines; format 5 puts the group's expired count on hint events;
 // format 6 has retention remove the copy keys of deliveries from other
-// shards; format 7 (this build) has a group's members hinted when
+// shards; format 7 (this release) has a group's members hinted when
 // retention removes messages from its timeline.
 const storeFormat = 7
 

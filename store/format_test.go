@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 
@@ -377,6 +378,37 @@ func TestHintRound(t *testing.T) {
 	} {
 		if told, wait := hintRound(tc.g, tc.tellReady, tc.expiryRounds); told != tc.told || wait != tc.wait {
 			t.Errorf("%s: told %d, wait %v; want %d, %v", tc.name, told, wait, tc.told, tc.wait)
+		}
+	}
+}
+
+// A hint window serves the groups with new messages first, then those
+// with only a count to tell from the one after the last served, round the
+// groups.
+func TestOrderForHints(t *testing.T) {
+	var groups []GroupNews
+	for id := uint64(1); id <= 6; id++ {
+		last, hinted := uint64(5), uint64(5) // only a count to tell
+		if id%2 == 0 {
+			hinted = 4 // a new message
+		}
+		groups = append(groups, GroupNews{
+			GroupRecord: &clusterv1.GroupRecord{Info: &seqdv1.GroupInfo{GroupId: id, LastGroupSeq: last}, HintedGseq: hinted},
+			Counters:    &clusterv1.GroupCounters{LastGroupSeq: last, HintedGseq: hinted, ExpiredCount: 1, ExpiryHints: true},
+		})
+	}
+	for _, tc := range []struct {
+		after uint64
+		want  string
+	}{{0, "[2 4 6 1 3 5]"}, {3, "[2 4 6 5 1 3]"}, {5, "[2 4 6 1 3 5]"}, {9, "[2 4 6 1 3 5]"}} {
+		gs := slices.Clone(groups)
+		orderForHints(gs, tc.after)
+		var ids []uint64
+		for _, g := range gs {
+			ids = append(ids, g.Info.GroupId)
+		}
+		if got := fmt.Sprint(ids); got != tc.want {
+			t.Errorf("after group %d: %s, want %s", tc.after, got, tc.want)
 		}
 	}
 }

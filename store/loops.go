@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -191,6 +192,24 @@ const hintChunk = 4000
 // the next windows.
 var expiryRoundsPerWindow = 8
 
+// orderForHints puts the listed groups (in group order) in the order a
+// hint window serves them: those with new messages first, in group order;
+// then those with only a count to tell, from the first after group after
+// (the last one served) round the groups, so that every group gets its
+// turn though the window's budget of them leaves the others to the next.
+func orderForHints(groups []GroupNews, after uint64) {
+	order := func(g GroupNews) int {
+		switch {
+		case !g.expiryOnly():
+			return 0
+		case g.Info.GroupId > after:
+			return 1
+		}
+		return 2
+	}
+	slices.SortStableFunc(groups, func(a, b GroupNews) int { return cmp.Compare(order(a), order(b)) })
+}
+
 // hintRound decides a listed group's round: told, the expired count the
 // round tells (0: none), and whether the round waits. The members of a
 // group whose messages retention removes (its steps set expiry_hints once
@@ -224,16 +243,7 @@ func (s *Shard) hintGroups(ctx context.Context) {
 	expired, err := s.fsm.TimelinesExpired()
 	withExpired := err == nil && expired && s.formatReady(formatHintExpired) == nil
 	tellReady := s.formatReady(formatExpiryHints) == nil
-	// Groups with new messages first, in group order as listed.
-	slices.SortStableFunc(groups, func(a, b GroupNews) int {
-		switch ea, eb := a.expiryOnly(), b.expiryOnly(); {
-		case ea == eb:
-			return 0
-		case eb:
-			return -1
-		}
-		return 1
-	})
+	orderForHints(groups, s.expiryAfter)
 	expiryRounds := expiryRoundsPerWindow
 	for _, g := range groups {
 		gid, gseq, count := g.Info.GroupId, g.Info.LastGroupSeq, g.MessageCount
@@ -243,6 +253,7 @@ func (s *Shard) hintGroups(ctx context.Context) {
 		}
 		if g.expiryOnly() {
 			expiryRounds--
+			s.expiryAfter = gid
 		}
 		var local, remote []uint64
 		for _, m := range g.Info.Members {

@@ -211,6 +211,10 @@ type Shard struct {
 	// shard's replicas' store formats (formatLoop); nil otherwise.
 	formats    atomic.Pointer[shardFormats]
 	formatKick chan struct{} // asks formatLoop to poll now (buffer 1)
+	// expiryAfter is the last group hintGroups ran an expiry-only round
+	// for: the next window's start there, so that every group gets its
+	// turn (only the leader loop's goroutine uses it).
+	expiryAfter uint64
 
 	pipe  *pipeline
 	subs  *hub
@@ -300,9 +304,8 @@ func New(cfg Config) (*Shard, error) {
 	return s, nil
 }
 
-// replicaFormat, set only by tests and by the seqdnext build
-// (format_next.go), gives replicas a store format other than this build's
-// (an older or newer build in a mixed shard).
+// replicaFormat, set only by tests, gives replicas a store format other
+// than this build's (an older or newer build in a mixed shard).
 var replicaFormat func(replicaID string) uint32
 
 // halt stops a replica whose FSM halted: it hands leadership over if it
