@@ -194,9 +194,9 @@ var expiryRoundsPerWindow = 8
 
 // orderForHints puts the listed groups (in group order) in the order a
 // hint window serves them: those with new messages first, in group order;
-// then those with only a count to tell, from the first after group after
-// (the last one served) round the groups, so that every group gets its
-// turn though the window's budget of them leaves the others to the next.
+// then those with only a count to tell, starting after group `after` (the
+// last one served) and wrapping round, so that every group gets its turn
+// though the window's budget leaves the rest to the next windows.
 func orderForHints(groups []GroupNews, after uint64) {
 	order := func(g GroupNews) int {
 		switch {
