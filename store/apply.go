@@ -1482,15 +1482,10 @@ func (x *tx) expireTimelines(op *clusterv1.ExpireTimelinesOp) *OpResult {
 				panic(fmt.Sprintf("store: group %d has timeline entries and no record", d.group))
 			}
 			gc.TimelineStart, gc.ExpiredCount = d.gseq+1, d.count
-			if op.HintExpired {
-				gc.ExpiryHints = true
-			}
-			if gc.ExpiryHints {
-				// Its members hear of the removed messages (hasNews).
-				x.putCounters(d.group, gc)
-			} else {
-				x.putCached(countersKey(d.group), gc)
-			}
+			gc.ExpiryHints = gc.ExpiryHints || op.HintExpired
+			// With expiry_hints its members hear of the removed messages
+			// (hasNews); without, its news key stays as it was.
+			x.putCounters(d.group, gc)
 		}
 	}
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, Expired: uint32(len(doomed)), ExpireNext: next}

@@ -252,22 +252,26 @@ func unreadAfterExpiry(cs *clusterv1.ConvState, groupExpired, n uint64) uint64 {
 	return convUnread(eff)
 }
 
-// groupIn reads a group's membership with its counters filled in.
-func groupIn(txn *badger.Txn, g uint64) (*clusterv1.GroupRecord, bool, error) {
+// groupIn reads a group's membership with its counters filled in, and
+// the counters (from the record's own fields for a group written before
+// counters had their record, as tx.group does).
+func groupIn(txn *badger.Txn, g uint64) (*clusterv1.GroupRecord, *clusterv1.GroupCounters, bool, error) {
 	var rec clusterv1.GroupRecord
 	ok, err := getProto(txn, groupKey(g), &rec)
 	if err != nil || !ok {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	var c clusterv1.GroupCounters
 	has, err := getProto(txn, countersKey(g), &c)
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	if has {
 		rec.Info.LastGroupSeq, rec.MessageCount, rec.HintedGseq = c.LastGroupSeq, c.MessageCount, c.HintedGseq
+	} else {
+		c.LastGroupSeq, c.MessageCount, c.HintedGseq = rec.Info.GetLastGroupSeq(), rec.MessageCount, rec.HintedGseq
 	}
-	return &rec, true, nil
+	return &rec, &c, true, nil
 }
 
 // countersIn reads a group's counters record (zero if it has none: a
@@ -284,7 +288,7 @@ func (f *FSM) Group(g uint64) (*clusterv1.GroupRecord, error) {
 	var ok bool
 	err := f.view(func(txn *badger.Txn) error {
 		var err error
-		rec, ok, err = groupIn(txn, g)
+		rec, _, ok, err = groupIn(txn, g)
 		return err
 	})
 	if err == nil && !ok {
@@ -307,7 +311,7 @@ func isMember(info *seqdv1.GroupInfo, user uint64) (*seqdv1.GroupMember, bool) {
 func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 	res := &SyncResult{NextCheckpoint: after}
 	err := f.view(func(txn *badger.Txn) error {
-		rec, ok, err := groupIn(txn, g)
+		rec, c, ok, err := groupIn(txn, g)
 		if err != nil {
 			return err
 		}
@@ -324,10 +328,6 @@ func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 		from := max(after, m.JoinedAfterGseq)
 		if from == ^uint64(0) || limit <= 0 {
 			return nil // nothing is above the largest seq
-		}
-		c, err := countersIn(txn, g)
-		if err != nil {
-			return err
 		}
 		if c.TimelineStart > from+1 {
 			// Retention removed entries this member had not read. The
@@ -353,21 +353,17 @@ func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 // reads them all, as none can be fetched any more).
 func (f *FSM) TimelineCount(g, upTo uint64) (count, last uint64, err error) {
 	err = f.view(func(txn *badger.Txn) error {
-		rec, ok, err := groupIn(txn, g)
+		_, c, ok, err := groupIn(txn, g)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return notFound("group %d does not exist", g)
 		}
-		last = rec.Info.LastGroupSeq
+		last = c.LastGroupSeq
 		if upTo >= last {
-			count = rec.MessageCount
+			count = c.MessageCount
 			return nil
-		}
-		c, err := countersIn(txn, g)
-		if err != nil {
-			return err
 		}
 		count = c.ExpiredCount
 		// The entry at or below upTo carries the running count.
@@ -577,22 +573,11 @@ func (f *FSM) ReadFanoutGroups() ([]GroupNews, error) {
 		it := txn.NewIterator(opts)
 		defer it.Close()
 		for it.Rewind(); it.ValidForPrefix(p); it.Next() {
-			g := beU64(it.Item().Key()[1:])
-			rec, ok, err := groupIn(txn, g)
+			rec, c, ok, err := groupIn(txn, beU64(it.Item().Key()[1:]))
 			if err != nil {
 				return err
 			}
-			if !ok || !rec.Info.GetReadFanout() {
-				continue
-			}
-			c, err := countersIn(txn, g)
-			if err != nil {
-				return err
-			}
-			// groupIn read the counters into rec, and fell back on rec's
-			// own for a group written before they had their record.
-			c.LastGroupSeq, c.MessageCount, c.HintedGseq = rec.Info.LastGroupSeq, rec.MessageCount, rec.HintedGseq
-			if hasNews(c) {
+			if ok && rec.Info.GetReadFanout() && hasNews(c) {
 				out = append(out, GroupNews{GroupRecord: rec, Counters: c})
 			}
 		}
