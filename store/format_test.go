@@ -355,10 +355,7 @@ func TestFieldFormats(t *testing.T) {
 // round with new messages always goes.
 func TestHintRound(t *testing.T) {
 	news := func(last, hinted uint64, expiryHints bool) GroupNews {
-		return GroupNews{
-			GroupRecord: &clusterv1.GroupRecord{Info: &seqdv1.GroupInfo{GroupId: 50, LastGroupSeq: last}, HintedGseq: hinted},
-			Counters:    &clusterv1.GroupCounters{LastGroupSeq: last, HintedGseq: hinted, ExpiredCount: 3, ExpiryHints: expiryHints},
-		}
+		return groupNews(50, last, hinted, 3, expiryHints)
 	}
 	for _, tc := range []struct {
 		name         string
@@ -388,14 +385,11 @@ func TestHintRound(t *testing.T) {
 func TestOrderForHints(t *testing.T) {
 	var groups []GroupNews
 	for id := uint64(1); id <= 6; id++ {
-		last, hinted := uint64(5), uint64(5) // only a count to tell
+		hinted := uint64(5) // only a count to tell
 		if id%2 == 0 {
 			hinted = 4 // a new message
 		}
-		groups = append(groups, GroupNews{
-			GroupRecord: &clusterv1.GroupRecord{Info: &seqdv1.GroupInfo{GroupId: id, LastGroupSeq: last}, HintedGseq: hinted},
-			Counters:    &clusterv1.GroupCounters{LastGroupSeq: last, HintedGseq: hinted, ExpiredCount: 1, ExpiryHints: true},
-		})
+		groups = append(groups, groupNews(id, 5, hinted, 1, true))
 	}
 	for _, tc := range []struct {
 		after uint64
@@ -410,5 +404,14 @@ func TestOrderForHints(t *testing.T) {
 		if got := fmt.Sprint(ids); got != tc.want {
 			t.Errorf("after group %d: %s, want %s", tc.after, got, tc.want)
 		}
+	}
+}
+
+// groupNews is read-fanout group id as ReadFanoutGroups lists it: its
+// timeline up to last, hinted up to hinted, expired messages removed.
+func groupNews(id, last, hinted, expired uint64, expiryHints bool) GroupNews {
+	return GroupNews{
+		GroupRecord: &clusterv1.GroupRecord{Info: &seqdv1.GroupInfo{GroupId: id, LastGroupSeq: last, ReadFanout: true}, HintedGseq: hinted},
+		Counters:    &clusterv1.GroupCounters{LastGroupSeq: last, HintedGseq: hinted, ExpiredCount: expired, ExpiryHints: expiryHints},
 	}
 }

@@ -57,11 +57,10 @@ func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 	onePassRemovesAll := func(held int) {
 		t.Helper()
 		testwait.For(t, 20*time.Second, "a retention pass that removes something", func() bool {
-			lead := c.StoreLeader(0)
+			lead := leaderPass(ctx, c, 0)
 			if lead < 0 {
 				return false
 			}
-			c.Store(0, lead).Store().RetentionPass(ctx)
 			switch n := events(lead); {
 			case n == held:
 				return false
@@ -111,9 +110,7 @@ func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 	// starts after the upgrade's sends, and a read from its old start is
 	// refused.
 	testwait.For(t, 20*time.Second, "every replica to trim its change log", func() bool {
-		if lead := c.StoreLeader(0); lead >= 0 {
-			c.Store(0, lead).Store().RetentionPass(ctx)
-		}
+		leaderPass(ctx, c, 0)
 		for i := range 3 {
 			if _, _, err := c.Store(0, i).Store().FSM().ChangeLog(0, 1); err == nil {
 				return false
@@ -170,11 +167,7 @@ func TestLeaderTrimsTheChangeLogWithoutRetention(t *testing.T) {
 		}
 		return 1
 	}
-	pass := func() {
-		if lead := c.StoreLeader(0); lead >= 0 {
-			c.Store(0, lead).Store().RetentionPass(ctx)
-		}
-	}
+	pass := func() { leaderPass(ctx, c, 0) }
 	sendSome(t, m, 1, 2, 10)
 	sleepPast(logRetention)
 	// Passes while the dedup sweep passes the sends: the log stays whole.
@@ -245,11 +238,8 @@ func TestLeaderRetentionRemovesOldTimelineEntries(t *testing.T) {
 	pass := func(want int) bool {
 		deadline := time.Now().Add(3 * time.Second)
 		for time.Now().Before(deadline) {
-			if lead := c.StoreLeader(0); lead >= 0 {
-				c.Store(0, lead).Store().RetentionPass(ctx)
-				if tagged(t, c, lead, 'T') == want {
-					return true
-				}
+			if lead := leaderPass(ctx, c, 0); lead >= 0 && tagged(t, c, lead, 'T') == want {
+				return true
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -320,11 +310,8 @@ func groupRetentionCluster(t *testing.T, old uint32) (ctx context.Context, c *lo
 		t.Helper()
 		sleepPast(retention)
 		testwait.For(t, 10*time.Second, "a pass to remove the timeline entries", func() bool {
-			if lead := c.StoreLeader(0); lead >= 0 {
-				c.Store(0, lead).Store().RetentionPass(ctx)
-				return tagged(t, c, lead, 'T') == 0
-			}
-			return false
+			lead := leaderPass(ctx, c, 0)
+			return lead >= 0 && tagged(t, c, lead, 'T') == 0
 		})
 	}
 	return ctx, c, m, send, expireAll
@@ -371,15 +358,7 @@ func TestRemovedGroupMessagesAreHintedOnceEveryReplicaCan(t *testing.T) {
 	ctx, c, m, send, expireAll := groupRetentionCluster(t, 6)
 	// hints returns member 2's hint events. Retention removes them with
 	// the timeline entries: after a pass, those left came after it.
-	hints := func() []*seqdv1.Event {
-		var out []*seqdv1.Event
-		for _, e := range syncAll(t, m, 2) {
-			if e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT {
-				out = append(out, e)
-			}
-		}
-		return out
-	}
+	hints := func() []*seqdv1.Event { return hintsOf(t, m, 2) }
 	send()
 	send()
 	waitHint(t, m, 2, 2)
@@ -455,11 +434,8 @@ func TestRetentionRemovesTheCopyKeysOfDeliveries(t *testing.T) {
 	pass := func(sh int) {
 		t.Helper()
 		testwait.For(t, 20*time.Second, fmt.Sprintf("a pass on shard %d to remove the copies and their keys", sh), func() bool {
-			if lead := c.StoreLeader(sh); lead >= 0 {
-				c.Store(sh, lead).Store().RetentionPass(ctx)
-				return copies(sh, lead) == 0
-			}
-			return false
+			lead := leaderPass(ctx, c, sh)
+			return lead >= 0 && copies(sh, lead) == 0
 		})
 	}
 	unread := func(u uint64) uint64 { t.Helper(); return totalUnread(ctx, t, m, u) }
@@ -473,8 +449,8 @@ func TestRetentionRemovesTheCopyKeysOfDeliveries(t *testing.T) {
 		return unread(a) == 0
 	})
 	var told *seqdv1.Event
-	for _, e := range syncAll(t, m, a) {
-		if e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT && e.GroupExpiredCount == 1 {
+	for _, e := range hintsOf(t, m, a) {
+		if e.GroupExpiredCount == 1 {
 			told = e
 		}
 	}
@@ -512,14 +488,36 @@ func waitHint(t *testing.T, m *router.Messages, user, n uint64) *seqdv1.Event {
 	t.Helper()
 	var hint *seqdv1.Event
 	testwait.For(t, 10*time.Second, fmt.Sprintf("member %d's hint of count %d", user, n), func() bool {
-		for _, e := range syncAll(t, m, user) {
-			if e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT && e.GroupCount == n {
+		for _, e := range hintsOf(t, m, user) {
+			if e.GroupCount == n {
 				hint = e
 			}
 		}
 		return hint != nil
 	})
 	return hint
+}
+
+// hintsOf returns user's GROUP_HINT events, in inbox order.
+func hintsOf(t *testing.T, m *router.Messages, user uint64) []*seqdv1.Event {
+	t.Helper()
+	var out []*seqdv1.Event
+	for _, e := range syncAll(t, m, user) {
+		if e.Kind == seqdv1.EventKind_EVENT_KIND_GROUP_HINT {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// leaderPass runs a retention pass on shard sh's leader, as its loop
+// does, and returns the leader (-1: there is none, and no pass ran).
+func leaderPass(ctx context.Context, c *localcluster.Cluster, sh int) int {
+	lead := c.StoreLeader(sh)
+	if lead >= 0 {
+		c.Store(sh, lead).Store().RetentionPass(ctx)
+	}
+	return lead
 }
 
 // totalUnread is user's total unread count, through the router.
