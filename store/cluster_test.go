@@ -92,9 +92,31 @@ type acked struct {
 	at                time.Time // when it was acknowledged
 }
 
-// sendLoad sends 1:1 messages among users from several workers until stop,
-// retrying each message with the same client_msg_id until acknowledged.
-func sendLoad(m *router.Messages, users uint64, workers int, stop <-chan struct{}) (*[]acked, *sync.WaitGroup, *atomic.Int64) {
+// among returns a picker of 1:1 pairs of distinct users among 1..users.
+func among(users uint64) func() (from, to uint64) {
+	return func() (uint64, uint64) {
+		from := 1 + rand.Uint64N(users)
+		to := 1 + rand.Uint64N(users)
+		if to == from {
+			to = from%users + 1
+		}
+		return from, to
+	}
+}
+
+// userRange lists the users 1..n.
+func userRange(n uint64) []uint64 {
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = uint64(i) + 1
+	}
+	return out
+}
+
+// sendLoad sends 1:1 messages between the pairs pick draws from several
+// workers until stop, retrying each message with the same client_msg_id
+// until acknowledged.
+func sendLoad(m *router.Messages, pick func() (from, to uint64), workers int, stop <-chan struct{}) (*[]acked, *sync.WaitGroup, *atomic.Int64) {
 	var out []acked
 	var wg sync.WaitGroup
 	var retries atomic.Int64
@@ -108,11 +130,7 @@ func sendLoad(m *router.Messages, users uint64, workers int, stop <-chan struct{
 					return
 				default:
 				}
-				from := 1 + rand.Uint64N(users)
-				to := 1 + rand.Uint64N(users)
-				if to == from {
-					to = from%users + 1
-				}
+				from, to := pick()
 				req := &seqdv1.SendRequest{Sender: from, Recipients: []uint64{to}, Conversation: direct(min(from, to)*1000 + max(from, to)),
 					ClientMsgId: fmt.Sprintf("w%d-%d", w, i), Body: []byte(fmt.Sprintf("m %d %d", w, i))}
 				for {
@@ -140,10 +158,10 @@ func sendLoad(m *router.Messages, users uint64, workers int, stop <-chan struct{
 
 // checkExactlyOnce verifies every acknowledged message is in the sender's
 // and the recipient's inbox exactly once, and nothing else is duplicated.
-func checkExactlyOnce(t *testing.T, m *router.Messages, users uint64, sent []acked) {
+func checkExactlyOnce(t *testing.T, m *router.Messages, users []uint64, sent []acked) {
 	t.Helper()
 	inbox := map[uint64]map[string]int{}
-	for u := uint64(1); u <= users; u++ {
+	for _, u := range users {
 		inbox[u] = checkInbox(t, u, syncAll(t, m, u))
 		for id, n := range inbox[u] {
 			if n != 1 {
@@ -213,7 +231,7 @@ func leaderGoesDuringSends(t *testing.T, workers int, goes func(c *localcluster.
 	c, m := startCluster(t, localcluster.Options{})
 	const users = 20
 	stop := make(chan struct{})
-	sent, wg, retries := sendLoad(m, users, workers, stop)
+	sent, wg, retries := sendLoad(m, among(users), workers, stop)
 	testwait.For(t, 10*time.Second, "sends to flow", func() bool { return countSent(sent, wg) > 100 })
 	leader := c.StoreLeader(0)
 	if leader < 0 {
@@ -230,7 +248,7 @@ func leaderGoesDuringSends(t *testing.T, workers int, goes func(c *localcluster.
 		t.Fatal(err)
 	}
 	t.Logf("%d sends acknowledged, %d retried attempts", len(*sent), retries.Load())
-	checkExactlyOnce(t, m, users, *sent)
+	checkExactlyOnce(t, m, userRange(users), *sent)
 	return *sent
 }
 
@@ -413,6 +431,97 @@ func TestCrossShardDeliveryAndRecall(t *testing.T) {
 	if err != nil || u.Total != 0 {
 		t.Fatalf("unread after recall: %v %v", u, err)
 	}
+}
+
+// A send to a user on another shard is acknowledged once the sender's
+// shard has committed it with its delivery intent; the sender's shard
+// then retries the delivery until the recipient's shard has applied it,
+// which skips a retry it has applied before. Kill the leader of one shard
+// and then of the other while sends cross between them both ways: every
+// acknowledged message ends up exactly once in the sender's inbox and
+// once in the recipient's, and each shard's replicas agree.
+func TestKillShardLeadersDuringCrossShardSends(t *testing.T) {
+	c, m := startCluster(t, localcluster.Options{Shards: 2})
+	// Shard s1 owns sections below 1000 and s2 the rest: users 1..8 are on
+	// s1 and 200,000,001..200,000,008 on s2.
+	var near, far []uint64
+	for i := uint64(1); i <= 8; i++ {
+		near, far = append(near, i), append(far, 200_000_000+i)
+	}
+	pick := func() (uint64, uint64) {
+		a, b := near[rand.IntN(len(near))], far[rand.IntN(len(far))]
+		if rand.IntN(2) == 0 {
+			return a, b
+		}
+		return b, a
+	}
+	stop := make(chan struct{})
+	sent, wg, retries := sendLoad(m, pick, 6, stop)
+	testwait.For(t, 10*time.Second, "sends to flow", func() bool { return countSent(sent, wg) > 100 })
+	var killed [2]int
+	for sh := range killed {
+		killed[sh] = c.StoreLeader(sh)
+		if killed[sh] < 0 {
+			t.Fatalf("shard %d has no leader", sh)
+		}
+		c.KillStore(sh, killed[sh])
+		before := countSent(sent, wg)
+		testwait.For(t, 20*time.Second, fmt.Sprintf("sends to resume after killing shard %d's leader", sh), func() bool {
+			return countSent(sent, wg) > before+100
+		})
+	}
+	close(stop)
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for sh, i := range killed {
+		if err := c.RestartStore(ctx, sh, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := append(near, far...)
+	// Deliveries to the other shard are asynchronous: wait until every
+	// acknowledged message has reached its recipient, then check.
+	testwait.For(t, 30*time.Second, "every acknowledged message to reach its recipient", func() bool {
+		return undelivered(ctx, m, *sent) == 0
+	})
+	t.Logf("%d sends acknowledged, %d retried attempts", len(*sent), retries.Load())
+	checkExactlyOnce(t, m, all, *sent)
+	for sh := range killed {
+		waitShardReplicasAgree(t, c, sh)
+	}
+}
+
+// undelivered counts the acknowledged messages not yet in their
+// recipient's inbox (all of a recipient's, should a Sync fail).
+func undelivered(ctx context.Context, m *router.Messages, sent []acked) int {
+	want := map[uint64][]string{}
+	for _, a := range sent {
+		want[a.recipient] = append(want[a.recipient], a.id)
+	}
+	missing := 0
+	for u, ids := range want {
+		have := map[string]bool{}
+		for cp := uint64(0); ; {
+			r, err := m.Sync(ctx, &seqdv1.SyncRequest{User: u, AfterSeq: cp, Limit: 1000})
+			if err != nil {
+				return missing + len(ids)
+			}
+			for _, e := range r.Events {
+				have[e.MessageId] = true
+			}
+			cp = r.NextCheckpoint
+			if !r.HasMore {
+				break
+			}
+		}
+		for _, id := range ids {
+			if !have[id] {
+				missing++
+			}
+		}
+	}
+	return missing
 }
 
 // moveLeaderOff waits until shard 0's leader is not one avoid picks,

@@ -391,7 +391,7 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 	sendSome(t, m, 1, 2, 1)
 	const users = 20
 	stop := make(chan struct{})
-	sent, wg, retries := sendLoad(m, users, 4, stop)
+	sent, wg, retries := sendLoad(m, among(users), 4, stop)
 	testwait.For(t, 10*time.Second, "sends to flow", func() bool { return countSent(sent, wg) > 50 })
 
 	leader := c.StoreLeader(0)
@@ -450,7 +450,7 @@ func TestRollingUpgradeUnderLoad(t *testing.T) {
 		}
 	}
 	t.Logf("%d sends acknowledged, %d retried attempts", len(*sent), retries.Load())
-	checkExactlyOnce(t, m, users, *sent)
+	checkExactlyOnce(t, m, userRange(users), *sent)
 	testwait.For(t, 20*time.Second, "the replicas to hold the same state", func() bool {
 		f := [3]*store.FSM{}
 		for i := range f {
