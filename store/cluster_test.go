@@ -489,7 +489,56 @@ func TestKillShardLeadersDuringCrossShardSends(t *testing.T) {
 	checkExactlyOnce(t, m, all, *sent)
 	for sh := range killed {
 		waitShardReplicasAgree(t, c, sh)
+		// Each leader's outbox gauge comes down to 0 once its deliveries
+		// are acknowledged; followers report -1.
+		testwait.For(t, 10*time.Second, fmt.Sprintf("shard %d's outbox gauges to show an empty outbox", sh), func() bool {
+			leader := c.StoreLeader(sh)
+			for i := 0; i < 3 && leader >= 0; i++ {
+				want := -1.0
+				if i == leader {
+					want = 0
+				}
+				if storeGauge(t, c, "seqd_store_outbox_items", fmt.Sprintf("s%d-r%d", sh+1, i+1)) != want {
+					return false
+				}
+			}
+			return leader >= 0
+		})
 	}
+}
+
+// While the recipient's shard has no quorum, a send to it is still
+// acknowledged (its delivery waits in the sender's shard's outbox), and the
+// sender's leader counts the waiting item in seqd_store_outbox_items; once
+// the shard is back the delivery lands and the gauge returns to 0.
+func TestOutboxGaugeShowsDeliveriesWaitingForAShard(t *testing.T) {
+	c, m := startCluster(t, localcluster.Options{Shards: 2})
+	const a, b = uint64(5), uint64(200_000_001) // on s1 and s2
+	outbox := func() float64 {
+		l := c.StoreLeader(0)
+		if l < 0 {
+			return -1
+		}
+		return storeGauge(t, c, "seqd_store_outbox_items", fmt.Sprintf("s1-r%d", l+1))
+	}
+	testwait.For(t, 10*time.Second, "s1's leader to report an empty outbox", func() bool { return outbox() == 0 })
+	c.KillStore(1, 0)
+	c.KillStore(1, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := m.Send(ctx, &seqdv1.SendRequest{Sender: a, Recipients: []uint64{b}, Conversation: direct(77), ClientMsgId: "g1", Body: []byte("waits")})
+	if err != nil {
+		t.Fatalf("a send to a shard without quorum: %v (want it acknowledged, its delivery queued)", err)
+	}
+	testwait.For(t, 10*time.Second, "s1's leader to count the waiting delivery", func() bool { return outbox() == 1 })
+	for i := 0; i < 2; i++ {
+		if err := c.RestartStore(ctx, 1, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testwait.For(t, 20*time.Second, "the delivery to land and the outbox to empty", func() bool {
+		return undelivered(ctx, m, []acked{{a, b, resp.MessageId, time.Now()}}) == 0 && outbox() == 0
+	})
 }
 
 // undelivered counts the acknowledged messages not yet in their

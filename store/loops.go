@@ -72,6 +72,7 @@ func (s *Shard) startLeaderLoops() func() {
 		s.caughtUp.Store(false)
 		s.formats.Store(nil)
 		s.m.shardFormat.Set(-1)
+		s.m.outboxItems.Set(-1)
 	}
 }
 
@@ -112,7 +113,11 @@ const maxDeliverBytes = 4 << 20
 
 func (s *Shard) deliverOutbox(ctx context.Context) {
 	items, err := s.fsm.Outbox(2000)
-	if err != nil || len(items) == 0 {
+	if err != nil {
+		return
+	}
+	if len(items) == 0 {
+		s.m.outboxItems.Set(0)
 		return
 	}
 	byShard := map[string][]OutboxItem{}
@@ -166,9 +171,13 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 			acked = append(acked, it.Key)
 		}
 	}
+	left := len(items)
 	if len(acked) > 0 {
-		s.submit(ctx, &plainBuilder{op: &clusterv1.StoreOp{Op: &clusterv1.StoreOp_OutboxAck{OutboxAck: &clusterv1.OutboxAckOp{Keys: acked}}}})
+		if _, err := s.submitOK(ctx, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_OutboxAck{OutboxAck: &clusterv1.OutboxAckOp{Keys: acked}}}); err == nil {
+			left -= len(acked)
+		}
 	}
+	s.m.outboxItems.Set(float64(left))
 }
 
 func (s *Shard) deliverRemote(ctx context.Context, user uint64, items []*clusterv1.FanoutItem) error {

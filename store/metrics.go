@@ -27,6 +27,7 @@ type metrics struct {
 	isLeader                                           prometheus.Gauge
 	halted                                             prometheus.Gauge
 	shardFormat                                        prometheus.Gauge
+	outboxItems                                        prometheus.Gauge
 	subscribers                                        prometheus.Gauge
 }
 
@@ -71,14 +72,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "1 if this replica stopped applying entries: one needs a newer seqd build (upgrade and restart it)."}),
 		shardFormat: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "shard_format",
 			Help: "On the shard leader, the lowest store format among the shard's replicas; -1 elsewhere, or while unknown."}),
+		outboxItems: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "outbox_items",
+			Help: "On the shard leader, the items queued for other shards (deliveries, recalls, group hints) that its last outbox round (every 50 ms) left undelivered, counting at most the round's 2,000; -1 elsewhere."}),
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "subscribers",
 			Help: "Open Subscribe streams on this replica."}),
 	}
 	m.stageQueued, m.stagePlan = m.stageSeconds.WithLabelValues("queued"), m.stageSeconds.WithLabelValues("plan")
 	m.stageAllocate, m.stageCommit = m.stageSeconds.WithLabelValues("allocate"), m.stageSeconds.WithLabelValues("commit")
 	m.shardFormat.Set(-1)
+	m.outboxItems.Set(-1)
 	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,
-		m.expiredEvents, m.expiredTimeline, m.logTrimmed, m.dedupSwept, m.rateLimited, m.isLeader, m.halted, m.shardFormat, m.subscribers)
+		m.expiredEvents, m.expiredTimeline, m.logTrimmed, m.dedupSwept, m.rateLimited, m.isLeader, m.halted, m.shardFormat,
+		m.outboxItems, m.subscribers)
 	// Every op's outcomes exist from the start, at 0, so a dashboard sees
 	// a series before the first op.
 	for _, op := range opNames {
