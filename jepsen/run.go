@@ -62,6 +62,9 @@ func Defaults(s *report.Spec) {
 	if s.AllocSvrs == 0 {
 		s.AllocSvrs = 2
 	}
+	if s.StoreShards == 0 {
+		s.StoreShards = 1
+	}
 	if s.Lease == 0 {
 		s.Lease = 2 * time.Second
 	}
@@ -91,6 +94,7 @@ const (
 	maxCheckTimeout = 24 * time.Hour
 	maxFaultTime    = time.Hour
 	maxRate         = 1_000_000
+	maxStoreShards  = 3
 )
 
 // Validate checks a spec (with Defaults applied) before anything starts.
@@ -121,6 +125,17 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 		if b.Name == bugs.ProposeNewerFormatEarly && !hasNemesis(specs, "upgrade") {
 			return nil, fmt.Errorf("bug %s only shows while the store shard runs mixed builds; add upgrade to --nemesis", b.Name)
 		}
+		if b.Name == bugs.RedeliverWithoutDedup && s.StoreShards < 2 {
+			return nil, fmt.Errorf("bug %s only shows with deliveries between store shards; add --store-shards 2", b.Name)
+		}
+	}
+	if s.StoreShards > 1 {
+		if ws, _, _ := workload.New(s.Workload, s.Alloc); !workload.NeedsStore(ws) {
+			return nil, fmt.Errorf("--store-shards %d: the %s workload runs no message store; use --workload messages or all", s.StoreShards, s.Workload)
+		}
+		if hasNemesis(specs, "upgrade") {
+			return nil, fmt.Errorf("--store-shards %d: the upgrade nemesis moves one shard; run it with one", s.StoreShards)
+		}
 	}
 	if s.Backend != cluster.BackendNetns && s.Backend != cluster.BackendLocal {
 		return nil, fmt.Errorf("--backend: unknown backend %q; use netns or local", s.Backend)
@@ -150,6 +165,9 @@ func checkNumbers(s report.Spec) error {
 		}
 	}
 	if err := bounded("allocsvrs", s.AllocSvrs, 2, 3); err != nil {
+		return err
+	}
+	if err := bounded("store-shards", s.StoreShards, 1, maxStoreShards); err != nil {
 		return err
 	}
 	if err := bounded("step", s.Step, 1, maxStep); err != nil {
@@ -508,13 +526,17 @@ func (r *run) run(ctx context.Context) error {
 		env = append(env, bugs.EnvBugs+"="+o.Bug)
 		r.logf("PLANTED BUG: %s", o.Bug)
 	}
-	stores := 0
+	stores, shards := 0, 0
 	if workload.NeedsStore(wls) {
-		stores = 3
+		stores, shards = 3, o.StoreShards
 	}
+	r.mu.Lock()
+	r.res.StoreShards = shards
+	r.mu.Unlock()
 	c, err := r.startCluster(ctx, cluster.Options{
 		Dir: o.Out, Backend: o.Backend, Binary: bin, NextBinary: next, Env: env, Failpoints: tags != "",
-		AllocSvrs: o.AllocSvrs, StoreReplicas: stores, Lease: o.Lease, Step: o.Step, Logf: r.logf,
+		AllocSvrs: o.AllocSvrs, StoreReplicas: stores, StoreShards: shards, ShardSplits: workload.MessagesShardSplits(shards),
+		Lease: o.Lease, Step: o.Step, Logf: r.logf,
 	})
 	if err != nil {
 		return err

@@ -89,6 +89,12 @@ func TestValidateRejects(t *testing.T) {
 		{"nemesis unknown", func(s *report.Spec) { s.Nemesis = "flood" }, `unknown nemesis "flood"`},
 		{"format bug without upgrades", func(s *report.Spec) { s.Workload, s.Bug, s.Nemesis = "messages", bugs.ProposeNewerFormatEarly, "kill" },
 			"add upgrade to --nemesis"},
+		{"store-shards huge", func(s *report.Spec) { s.Workload, s.StoreShards = "messages", 4 }, "--store-shards 4: must be at most 3"},
+		{"store-shards negative", func(s *report.Spec) { s.StoreShards = -1 }, "--store-shards -1: must be above zero"},
+		{"store-shards without a store", func(s *report.Spec) { s.StoreShards = 2 }, "the alloc workload runs no message store"},
+		{"store-shards with upgrades", func(s *report.Spec) { s.Workload, s.Nemesis, s.StoreShards = "messages", "upgrade", 2 }, "the upgrade nemesis moves one shard"},
+		{"cross-shard bug on one shard", func(s *report.Spec) { s.Workload, s.Bug, s.Nemesis = "messages", bugs.RedeliverWithoutDedup, "kill" },
+			"add --store-shards 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := report.Spec{Backend: cluster.BackendLocal}
@@ -98,6 +104,11 @@ func TestValidateRejects(t *testing.T) {
 				t.Errorf("error %v, want %q", err, tc.want)
 			}
 		})
+	}
+	s := report.Spec{Backend: cluster.BackendLocal, Workload: "all", StoreShards: 3, Nemesis: "partition:store-shards"}
+	Defaults(&s)
+	if _, err := Validate(s); err != nil {
+		t.Errorf("3 store shards: %v", err)
 	}
 	for _, nem := range []string{"", "none", "kill,pause,partition", "kill:one+leader,partition:halves", "upgrade,kill"} {
 		s := report.Spec{Backend: cluster.BackendLocal, Nemesis: nem, Alloc: workload.AllocOptions{Rate: 500}}

@@ -25,6 +25,9 @@ type Scenario struct {
 	Hold [2]time.Duration
 	// Step overrides the max_seq step (default 1000), unless --step is given.
 	Step uint64
+	// StoreShards overrides the number of store shards (default 1),
+	// unless --store-shards is given.
+	StoreShards int
 	// Expect is "pass" (no anomaly allowed) or "fail" (the run must catch
 	// the anomaly: a planted bug, or clock skew beyond the margin).
 	Expect string
@@ -66,6 +69,12 @@ var scenarios = []Scenario{
 		Workload: "messages", Nemesis: "kill,pause,partition", TimeLimit: 60 * time.Second, Expect: "pass"},
 	{Name: "messages-store", Doc: "the store leader killed, paused and isolated over and over while sends, streams and read markers run",
 		Workload: "messages", Nemesis: "kill:store-leader+store,pause:store-leader,partition:isolate-store-leader", TimeLimit: 60 * time.Second, Expect: "pass"},
+	{Name: "messages-shards", Doc: "two store shards, with sends and group hints crossing between them: each shard's leader killed, paused and isolated, and the shards cut off from each other while deliveries wait in their outboxes",
+		Workload: "messages", Nemesis: "kill:store-leader+store,pause:store-leader,partition:store-shards+isolate-store-leader", StoreShards: 2,
+		TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "pass"},
+	{Name: bugs.RedeliverWithoutDedup, Doc: "planted bug: deliveries from another shard not deduplicated; the faults of messages-shards make the sender's shard retry deliveries that were applied",
+		Workload: "messages", Nemesis: "kill:store-leader+store,pause:store-leader,partition:store-shards+isolate-store-leader", Bug: bugs.RedeliverWithoutDedup, StoreShards: 2,
+		TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
 	{Name: bugs.AckSendBeforeCommit, Doc: "planted bug: sends acknowledged on proposal; a store leader cut off from its followers (still reaching the allocator) or killed loses what it acknowledged",
 		Workload: "messages", Nemesis: "partition:store-leader-followers+isolate-store-leader,kill:store-leader", Bug: bugs.AckSendBeforeCommit, NeedsNetns: true,
 		TimeLimit: 60 * time.Second, Interval: storeBugInterval, Hold: storeBugHold, Expect: "fail"},

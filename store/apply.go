@@ -501,7 +501,7 @@ func (x *tx) deliver(now int64, op *clusterv1.DeliverOp) *OpResult {
 			return rejected("deliver item %d is malformed", i)
 		}
 		ck := copyKey(it.User, eventKind(it.Kind), it.Event.MessageId)
-		if seen[string(ck)] || x.has(ck) {
+		if seen[string(ck)] || x.has(ck) && !bugs.Enabled(bugs.RedeliverWithoutDedup) {
 			continue // delivered before, or twice in this op
 		}
 		if it.Kind == clusterv1.FanoutItem_KIND_MESSAGE && it.Event.SentAtMs > 0 && it.Event.SentAtMs <= x.userState(it.User).ExpiredThroughMs {

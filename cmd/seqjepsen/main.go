@@ -193,6 +193,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		bug       = fs.String("bug", "", "plant a bug (test build): "+bugNames())
 		backend   = fs.String("backend", "", "netns (root; default when possible) or local (loopback; no partitions)")
 		allocsvrs = fs.Int("allocsvrs", 0, "AllocSvrs to run, 2 or 3 (default 2)")
+		shards    = fs.Int("store-shards", 0, "message-store shards of 3 replicas each, 1 to 3, with the messages workload's users spread over them (default 1)")
 		lease     = fs.Duration("lease", 0, "AllocSvr lease (default 2s)")
 		step      = fs.Uint64("step", 0, "max_seq step; hot keys must run through one within a lease (default 1000)")
 		interval  = fs.String("fault-interval", "", "quiet time between faults, a range (default 3s-10s)")
@@ -235,6 +236,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		if sc.Step != 0 && !set["step"] {
 			*step = sc.Step
 		}
+		spec.StoreShards = sc.StoreShards
 		fmt.Fprintf(stderr, "scenario %s: %s (expected outcome: %s)\n", sc.Name, sc.Doc, sc.Expect)
 	} else {
 		spec.Nemesis = "kill,pause,partition"
@@ -255,6 +257,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		spec.Quiet = *quiet
 	}
 	spec.AllocSvrs, spec.Lease, spec.Step, spec.CheckTimeout = *allocsvrs, *lease, *step, *checkTO
+	if set["store-shards"] {
+		spec.StoreShards = *shards
+	}
 	spec.Alloc.Rate = *rate
 	for name, dst := range map[string]*[2]time.Duration{"fault-interval": &spec.Schedule.Interval, "fault-hold": &spec.Schedule.Hold} {
 		v := map[string]string{"fault-interval": *interval, "fault-hold": *hold}[name]

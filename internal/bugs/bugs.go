@@ -36,6 +36,9 @@ const (
 	// ProposeNewerFormatEarly: a store leader proposes ops of a newer
 	// store format without waiting until every replica applies it.
 	ProposeNewerFormatEarly = "propose-newer-format-early"
+	// RedeliverWithoutDedup: a shard applies a delivery from another
+	// shard without looking for the copy it already holds.
+	RedeliverWithoutDedup = "redeliver-without-dedup"
 )
 
 // Bug describes one planted bug.
@@ -64,6 +67,8 @@ var Known = []Bug{
 		"unread counters are written in their own transaction, shortly after the events they count"},
 	{ProposeNewerFormatEarly, "store/format.go formatReady", "G6",
 		"a store leader of a newer build proposes ops of its store format while replicas of the older build still apply entries, which halts them"},
+	{RedeliverWithoutDedup, "store/apply.go deliver", "G2",
+		"a shard applies a delivery from another shard without looking for its copy key, so an outbox retry of a delivery that was applied writes the copy again"},
 }
 
 // Lookup returns the bug named name.

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,11 +69,16 @@ type Options struct {
 	// serve the clock failpoint.
 	Failpoints bool
 	AllocSvrs  int // 2 or 3; default 2
-	// StoreReplicas is the size of the message-store shard (0: no store).
+	// StoreReplicas is the size of each message-store shard (0: no
+	// store), and StoreShards their number (0: one).
 	StoreReplicas int
-	Lease         time.Duration // default 2s
-	Step          uint64        // max_seq step; default 1000 (the production default is 10,000)
-	ClusterID     string
+	StoreShards   int
+	// ShardSplits are the section boundaries between the shards
+	// (--shard-splits on the arbiters), one fewer than StoreShards.
+	ShardSplits []uint64
+	Lease       time.Duration // default 2s
+	Step        uint64        // max_seq step; default 1000 (the production default is 10,000)
+	ClusterID   string
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
 }
@@ -134,6 +140,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
+	if opts.StoreShards == 0 {
+		opts.StoreShards = 1
+	}
+	if opts.StoreShards < 1 || len(opts.ShardSplits) != opts.StoreShards-1 {
+		return nil, fmt.Errorf("cluster: %d store shards with %d splits; give one split fewer than shards", opts.StoreShards, len(opts.ShardSplits))
+	}
 	if opts.Backend == "" {
 		opts.Backend = DefaultBackend()
 	}
@@ -160,23 +172,26 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 	}
-	var ids []struct{ id, role string }
+	type spec struct{ id, role, shard string }
+	var ids []spec
 	for i := 1; i <= 3; i++ {
-		ids = append(ids, struct{ id, role string }{fmt.Sprintf("arb%d", i), Arbiter})
+		ids = append(ids, spec{fmt.Sprintf("arb%d", i), Arbiter, ""})
 	}
 	for i := 1; i <= opts.AllocSvrs; i++ {
-		ids = append(ids, struct{ id, role string }{fmt.Sprintf("alloc%d", i), AllocSvr})
+		ids = append(ids, spec{fmt.Sprintf("alloc%d", i), AllocSvr, ""})
 	}
-	for i := 1; i <= opts.StoreReplicas; i++ {
-		ids = append(ids, struct{ id, role string }{fmt.Sprintf("s1-r%d", i), Store})
+	for sh := 1; opts.StoreReplicas > 0 && sh <= opts.StoreShards; sh++ {
+		for i := 1; i <= opts.StoreReplicas; i++ {
+			ids = append(ids, spec{fmt.Sprintf("s%d-r%d", sh, i), Store, fmt.Sprintf("s%d", sh)})
+		}
 	}
-	ids = append(ids, struct{ id, role string }{"gw1", Gateway})
+	ids = append(ids, spec{"gw1", Gateway, ""})
 	for _, x := range ids {
 		host, err := c.be.addNode(ctx, x.id)
 		if err != nil {
 			return nil, err
 		}
-		n := &Node{ID: x.id, Role: x.role, Host: host, c: c}
+		n := &Node{ID: x.id, Role: x.role, Shard: x.shard, Host: host, c: c}
 		if err := n.assignPorts(c.be.name()); err != nil {
 			return nil, err
 		}
@@ -188,9 +203,13 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		peers = append(peers, "--peer", fmt.Sprintf("%s=%s,%s,%s", n.ID, n.Raft, n.GRPC, n.Gossip))
 		arbAddrs = append(arbAddrs, n.GRPC)
 	}
-	var storePeers []string
+	storePeers := map[string][]string{}
 	for _, n := range c.Stores() {
-		storePeers = append(storePeers, "--store-peer", n.ID+"="+n.Raft)
+		storePeers[n.Shard] = append(storePeers[n.Shard], "--store-peer", n.ID+"="+n.Raft)
+	}
+	var splits []string
+	for _, s := range opts.ShardSplits {
+		splits = append(splits, strconv.FormatUint(s, 10))
 	}
 	common := []string{"--cluster-id", opts.ClusterID, "--lease", opts.Lease.String(), "--log-level", "info"}
 	for _, n := range c.nodes {
@@ -200,14 +219,17 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			args = append(args, "--data", filepath.Join(opts.Dir, "data", n.ID), "--raft-addr", n.Raft,
 				"--gossip-addr", n.Gossip, "--step", strconv.FormatUint(opts.Step, 10))
 			args = append(args, peers...)
+			if len(splits) > 0 {
+				args = append(args, "--shard-splits", strings.Join(splits, ","))
+			}
 		case AllocSvr:
 			args = append(args, "--gossip-addr", n.Gossip, "--arbiters", strings.Join(arbAddrs, ","), "--drain-timeout", "5s")
 		case Gateway:
 			args = append(args, "--arbiters", strings.Join(arbAddrs, ","))
 		case Store:
-			args = append(args, "--data", filepath.Join(opts.Dir, "data", n.ID), "--raft-addr", n.Raft, "--shard", "s1",
+			args = append(args, "--data", filepath.Join(opts.Dir, "data", n.ID), "--raft-addr", n.Raft, "--shard", n.Shard,
 				"--arbiters", strings.Join(arbAddrs, ","))
-			args = append(args, storePeers...)
+			args = append(args, storePeers[n.Shard]...)
 		}
 		n.args = append(args, common...)
 	}
@@ -251,8 +273,26 @@ func (c *Cluster) Arbiters() []*Node { return c.role(Arbiter) }
 // AllocSvrs returns the AllocSvr nodes.
 func (c *Cluster) AllocSvrs() []*Node { return c.role(AllocSvr) }
 
-// Stores returns the message-store replicas (none unless asked for).
+// Stores returns the message-store replicas of every shard (none unless
+// asked for).
 func (c *Cluster) Stores() []*Node { return c.role(Store) }
+
+// Shards returns the message-store shards' ids ("s1", "s2", ...), in the
+// order of their sections; none without a store.
+func (c *Cluster) Shards() []string {
+	var out []string
+	for _, n := range c.Stores() {
+		if !slices.Contains(out, n.Shard) {
+			out = append(out, n.Shard)
+		}
+	}
+	return out
+}
+
+// ShardStores returns the replicas of one message-store shard.
+func (c *Cluster) ShardStores(shard string) []*Node {
+	return slices.DeleteFunc(c.Stores(), func(n *Node) bool { return n.Shard != shard })
+}
 
 // Gateway returns the gateway node.
 func (c *Cluster) Gateway() *Node { return c.role(Gateway)[0] }
@@ -340,10 +380,10 @@ func (c *Cluster) Leader(ctx context.Context) (*Node, error) {
 	return nil, fmt.Errorf("leader %q is not a node of this cluster", st.LeaderId)
 }
 
-// StoreLeader returns the message-store replica that leads the shard, as
-// its metrics say.
-func (c *Cluster) StoreLeader(ctx context.Context) (*Node, error) {
-	for _, n := range c.Stores() {
+// StoreLeader returns the replica that leads message-store shard shard,
+// as its metrics say.
+func (c *Cluster) StoreLeader(ctx context.Context, shard string) (*Node, error) {
+	for _, n := range c.ShardStores(shard) {
 		if !n.Running() || n.Paused() {
 			continue
 		}
@@ -351,7 +391,7 @@ func (c *Cluster) StoreLeader(ctx context.Context) (*Node, error) {
 			return n, nil
 		}
 	}
-	return nil, errors.New("no store replica reports leading the shard")
+	return nil, fmt.Errorf("no store replica of shard %s reports leading it", shard)
 }
 
 // Metric reads one unlabelled gauge from the node's /metrics.
@@ -413,9 +453,11 @@ func (c *Cluster) WaitServing(ctx context.Context, d time.Duration) error {
 					why = n.ID + " holds no slots"
 				}
 			}
-			if why == "" && len(c.Stores()) > 0 {
-				if _, err := c.StoreLeader(ctx); err != nil {
-					why = err.Error()
+			for _, sh := range c.Shards() {
+				if why == "" {
+					if _, err := c.StoreLeader(ctx, sh); err != nil {
+						why = err.Error()
+					}
 				}
 			}
 			if why == "" {
@@ -462,9 +504,11 @@ func (c *Cluster) Close() error {
 type Node struct {
 	ID   string
 	Role string
-	Host string
-	GRPC string
-	Raft string
+	// Shard is a store replica's shard ("s1", ...); empty for other roles.
+	Shard string
+	Host  string
+	GRPC  string
+	Raft  string
 	// Gossip is the memberlist address (arbiters and AllocSvrs).
 	Gossip string
 	HTTP   string

@@ -37,9 +37,9 @@ func choose(ctx context.Context, env *Env, d *Dealer, kind, target string) ([]*c
 			return []*cluster.Node{d.node(key, up)}, nil
 		}
 	case "store-leader":
-		l, err := c.StoreLeader(ctx)
+		l, err := storeLeader(ctx, c, d, key)
 		if err != nil {
-			return nil, fmt.Errorf("finding the store leader: %w", err)
+			return nil, err
 		}
 		return []*cluster.Node{l}, nil
 	case "minority":
@@ -64,6 +64,21 @@ func choose(ctx context.Context, env *Env, d *Dealer, kind, target string) ([]*c
 		return out, nil
 	}
 	return nil, fmt.Errorf("no running node fits target %q", target)
+}
+
+// storeLeader returns the leader of a store shard dealt from the deck of
+// key's shards, so that with several shards each takes its turn.
+func storeLeader(ctx context.Context, c *cluster.Cluster, d *Dealer, key string) (*cluster.Node, error) {
+	shards := c.Shards()
+	if len(shards) == 0 {
+		return nil, errors.New("the cluster has no message store")
+	}
+	sh := d.deal(key+"/shard", shards)
+	l, err := c.StoreLeader(ctx, sh)
+	if err != nil {
+		return nil, fmt.Errorf("finding the store leader: %w", err)
+	}
+	return l, nil
 }
 
 // killer crashes processes with SIGKILL and restarts them when healed.
@@ -181,9 +196,9 @@ func (p *partitioner) Inject(ctx context.Context, env *Env, d *Dealer) (*Active,
 		blocked = cut([]string{l.ID}, without(all, l.ID))
 		desc, nodes = "partition: isolate leader "+l.ID, []string{l.ID}
 	case "isolate-store-leader":
-		l, err := c.StoreLeader(ctx)
+		l, err := storeLeader(ctx, c, d, key)
 		if err != nil {
-			return nil, fmt.Errorf("finding the store leader: %w", err)
+			return nil, err
 		}
 		blocked = cut([]string{l.ID}, without(all, l.ID))
 		desc, nodes = "partition: isolate store leader "+l.ID, []string{l.ID}
@@ -191,12 +206,24 @@ func (p *partitioner) Inject(ctx context.Context, env *Env, d *Dealer) (*Active,
 		// Only the store replicas are cut from each other: the old leader
 		// still reaches the allocator and keeps planning and proposing
 		// until it notices it lost its quorum.
-		l, err := c.StoreLeader(ctx)
+		l, err := storeLeader(ctx, c, d, key)
 		if err != nil {
-			return nil, fmt.Errorf("finding the store leader: %w", err)
+			return nil, err
 		}
-		blocked = cut([]string{l.ID}, without(ids(c.Stores()), l.ID))
+		blocked = cut([]string{l.ID}, without(ids(c.ShardStores(l.Shard)), l.ID))
 		desc, nodes = "partition: store leader "+l.ID+" cut off from its followers", []string{l.ID}
+	case "store-shards":
+		// The shards' replicas cannot reach each other: deliveries to
+		// users on another shard wait in the outboxes. Everything else,
+		// the allocator and every client included, reaches every replica.
+		shards := c.Shards()
+		if len(shards) < 2 {
+			return nil, errors.New("partition store-shards needs a cluster with more than one store shard (--store-shards)")
+		}
+		sh := d.deal(key, shards)
+		these := ids(c.ShardStores(sh))
+		blocked = cut(these, without(ids(c.Stores()), these...))
+		desc, nodes = fmt.Sprintf("partition: store shard %s cut off from the other shards", sh), these
 	case "majorities-ring":
 		shuffled := d.shuffled(all)
 		blocked = ring(shuffled)
@@ -235,10 +262,11 @@ func cut(a, b []string) map[string][]string {
 	return m
 }
 
-func without(xs []string, drop string) []string {
+// without returns xs less every one of drop.
+func without(xs []string, drop ...string) []string {
 	var out []string
 	for _, x := range xs {
-		if x != drop {
+		if !slices.Contains(drop, x) {
 			out = append(out, x)
 		}
 	}
@@ -333,7 +361,8 @@ func resetClock(ctx context.Context, n *cluster.Node) error {
 	}
 }
 
-// upgrader moves the message-store shard to the newer build
+// upgrader moves the message-store shard (there is one: the run refuses
+// the upgrade nemesis with more) to the newer build
 // (cluster.Options.NextBinary), one replica per fault: it stops a
 // replica still on the older build as an operator would (SIGTERM), and
 // starts it on the newer build when the fault heals. The shard runs mixed
@@ -348,6 +377,9 @@ type upgrader struct{ targets []string }
 func (u *upgrader) Kind() string     { return "upgrade" }
 func (u *upgrader) Background() bool { return false }
 
+// upgradeShard is the one store shard of a run with the upgrade nemesis.
+const upgradeShard = "s1"
+
 // stopGrace is how long a replica gets to stop after SIGTERM: a leader
 // hands over leadership and waits for its entries in flight (up to 5 s).
 const stopGrace = 20 * time.Second
@@ -358,7 +390,7 @@ func (u *upgrader) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, er
 	// Which replica leads decides the order; during an election, or with
 	// no store replica up, there is none to go by, and the fault is not
 	// injected.
-	leader, err := env.Cluster.StoreLeader(ctx)
+	leader, err := env.Cluster.StoreLeader(ctx, upgradeShard)
 	if err != nil {
 		return nil, err
 	}
@@ -417,7 +449,7 @@ func (u *upgrader) HealAll(ctx context.Context, env *Env) error {
 		return err
 	}
 	old := slices.DeleteFunc(slices.Clone(env.Cluster.Stores()), (*cluster.Node).OnNext)
-	if leader, err := env.Cluster.StoreLeader(ctx); err == nil && slices.Contains(old, leader) {
+	if leader, err := env.Cluster.StoreLeader(ctx, upgradeShard); err == nil && slices.Contains(old, leader) {
 		old = append(slices.DeleteFunc(old, func(n *cluster.Node) bool { return n == leader }), leader)
 	}
 	for _, n := range old {
@@ -447,7 +479,7 @@ func (u *upgrader) HealAll(ctx context.Context, env *Env) error {
 // newerFormatLeads checks that the store leader runs the newer build and
 // has heard every replica apply its format.
 func newerFormatLeads(ctx context.Context, c *cluster.Cluster) error {
-	l, err := c.StoreLeader(ctx)
+	l, err := c.StoreLeader(ctx, upgradeShard)
 	if err != nil {
 		return err
 	}

@@ -82,12 +82,13 @@ func (s Spec) String() string {
 
 // Kinds lists every nemesis with its targets; the first target list is
 // what a bare kind picks from.
-// The store-* targets need a cluster with a message store; a bare kind
-// picks them only then (see DefaultTargets).
+// The store-* targets need a cluster with a message store, and
+// store-shards one with several store shards; a bare kind picks them only
+// then (see DefaultTargets).
 var Kinds = map[string][]string{
 	"kill":         {"one", "allocsvr", "leader", "minority", "store", "store-leader"},
 	"pause":        {"one", "allocsvr", "leader", "store", "store-leader"},
-	"partition":    {"halves", "isolate-one", "isolate-leader", "majorities-ring", "bridge", "allocsvr-arbiters", "isolate-store-leader", "store-leader-followers"},
+	"partition":    {"halves", "isolate-one", "isolate-leader", "majorities-ring", "bridge", "allocsvr-arbiters", "isolate-store-leader", "store-leader-followers", "store-shards"},
 	"clock":        {"allocsvr", "leader"},
 	"clock-beyond": {"leader", "allocsvr"},
 	"upgrade":      {"store", "store-follower"},
@@ -149,12 +150,14 @@ func KindNames() []string {
 	return ks
 }
 
-// DefaultTargets is what a bare kind picks from: every target, the
-// store ones only when the cluster has a message store.
-func DefaultTargets(kind string, store bool) []string {
+// DefaultTargets is what a bare kind picks from on a cluster with shards
+// message-store shards: every target, the store ones only when there is a
+// message store, and store-shards only with more than one shard.
+func DefaultTargets(kind string, shards int) []string {
 	var out []string
 	for _, t := range Kinds[kind] {
-		if store || !strings.HasPrefix(t, "store") && !strings.HasSuffix(t, "store-leader") {
+		storeOnly := strings.HasPrefix(t, "store") || strings.HasSuffix(t, "store-leader")
+		if (shards > 0 || !storeOnly) && (shards > 1 || t != "store-shards") {
 			out = append(out, t)
 		}
 	}
@@ -167,7 +170,7 @@ func Build(specs []Spec, c *cluster.Cluster) (ns []Nemesis, skipped []string) {
 	for _, sp := range specs {
 		targets := sp.Targets
 		if len(targets) == 0 {
-			targets = DefaultTargets(sp.Kind, len(c.Stores()) > 0)
+			targets = DefaultTargets(sp.Kind, len(c.Shards()))
 		}
 		switch sp.Kind {
 		case "kill":

@@ -46,6 +46,28 @@ func TestParseSpecs(t *testing.T) {
 
 // In a majorities ring every node reaches a majority (itself included),
 // cuts are symmetric, and no two nodes see the same majority.
+// A bare kind picks the store targets only on a cluster with a message
+// store, and store-shards only with more than one shard.
+func TestDefaultTargets(t *testing.T) {
+	for _, tc := range []struct {
+		kind   string
+		shards int
+		want   []string
+	}{
+		{"kill", 0, []string{"one", "allocsvr", "leader", "minority"}},
+		{"kill", 1, []string{"one", "allocsvr", "leader", "minority", "store", "store-leader"}},
+		{"partition", 0, []string{"halves", "isolate-one", "isolate-leader", "majorities-ring", "bridge", "allocsvr-arbiters"}},
+		{"partition", 1, []string{"halves", "isolate-one", "isolate-leader", "majorities-ring", "bridge", "allocsvr-arbiters", "isolate-store-leader", "store-leader-followers"}},
+		{"partition", 2, []string{"halves", "isolate-one", "isolate-leader", "majorities-ring", "bridge", "allocsvr-arbiters", "isolate-store-leader", "store-leader-followers", "store-shards"}},
+		{"upgrade", 0, nil},
+		{"upgrade", 1, []string{"store", "store-follower"}},
+	} {
+		if got := DefaultTargets(tc.kind, tc.shards); !slices.Equal(got, tc.want) {
+			t.Errorf("DefaultTargets(%s, %d shards) = %v, want %v", tc.kind, tc.shards, got, tc.want)
+		}
+	}
+}
+
 func TestRing(t *testing.T) {
 	for n := 3; n <= 9; n++ {
 		var nodes []string

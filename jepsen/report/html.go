@@ -86,7 +86,7 @@ th{background:#f3f3f3} code,pre{background:#f6f8fa;padding:2px 4px} pre{padding:
 <tr><th>nemeses</th><td>{{join .Nemeses ", "}}</td><th>seed</th><td>{{.Seed}}</td></tr>
 <tr><th>planted bug</th><td>{{if .Bug}}<b>{{.Bug}}</b>{{else}}none{{end}}</td><th>scenario</th><td>{{.Scenario}}</td></tr>
 <tr><th>time limit</th><td>{{sec .TimeLimit}} s (+{{sec .Quiet}} s quiet)</td><th>started</th><td>{{.Started.Format "2006-01-02 15:04:05 MST"}}, took {{sec .Duration}} s</td></tr>
-<tr><th>first anomaly</th><td>{{secp .FirstAnomaly}}</td><th>AllocSvrs</th><td>{{.AllocSvrs}}</td></tr>
+<tr><th>first anomaly</th><td>{{secp .FirstAnomaly}}</td><th>AllocSvrs</th><td>{{.AllocSvrs}}{{if gt .StoreShards 1}}; {{.StoreShards}} store shards{{end}}</td></tr>
 </table>
 <p>Reproduce: <code>{{.CommandLine}}</code></p>
 {{if .HarnessError}}<p class="anomaly"><b>Harness failure:</b> {{.HarnessError}}</p>{{end}}

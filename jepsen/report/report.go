@@ -44,6 +44,8 @@ type Results struct {
 	NotDrawn  []string `json:"faults_not_drawn,omitempty"`
 	Seed      uint64   `json:"seed"`
 	AllocSvrs int      `json:"allocsvrs"`
+	// StoreShards is how many message-store shards ran (0: no store).
+	StoreShards int `json:"store_shards,omitempty"`
 	// Spec is what `seqjepsen repro` runs again.
 	Spec Spec `json:"spec"`
 	// Command reproduces the run (same seed, same options).

@@ -24,8 +24,11 @@ type Spec struct {
 	Bug       string        `json:"bug,omitempty"`
 	Backend   string        `json:"backend"`
 	AllocSvrs int           `json:"allocsvrs"`
-	Lease     time.Duration `json:"lease_ns"`
-	Step      uint64        `json:"step"`
+	// StoreShards is the number of message-store shards (of three
+	// replicas each) the messages workload runs on.
+	StoreShards int           `json:"store_shards,omitempty"`
+	Lease       time.Duration `json:"lease_ns"`
+	Step        uint64        `json:"step"`
 	// Schedule of faults.
 	Schedule     nemesis.Schedule      `json:"schedule"`
 	CheckTimeout time.Duration         `json:"check_timeout_ns"`
@@ -47,6 +50,7 @@ func (s Spec) Args(out string) []string {
 		"--seed", strconv.FormatUint(s.Seed, 10),
 		"--backend", s.Backend,
 		"--allocsvrs", strconv.Itoa(s.AllocSvrs),
+		"--store-shards", strconv.Itoa(max(s.StoreShards, 1)),
 		"--lease", s.Lease.String(),
 		"--step", strconv.FormatUint(s.Step, 10),
 		"--fault-interval", durRange(s.Schedule.Interval),

@@ -73,8 +73,12 @@ type Messages struct {
 	opt   MessagesOptions
 	env   *Env
 	users []uint64
-	wg    uint64 // write-fanout group
-	rg    uint64 // read-fanout group
+	// shardOf is each user's store shard, and groupShard the one holding
+	// the groups (the shard of the highest sections).
+	shardOf    map[uint64]string
+	groupShard string
+	wg         uint64 // write-fanout group
+	rg         uint64 // read-fanout group
 
 	client *router.Client
 	msgs   *router.Messages
@@ -112,10 +116,14 @@ type Messages struct {
 	upgradeErrs            []checker.Anomaly
 }
 
-// replicaView is what one store replica answered on its own.
+// replicaView is what one store replica answered on its own: the
+// inboxes of its shard's users, and the group timeline if its shard holds
+// the groups.
 type replicaView struct {
+	users    []uint64
 	inboxes  map[uint64][]*seqdv1.Event
 	timeline []*seqdv1.Event
+	groups   bool // the timeline was read
 	unread   map[uint64]checker.UnreadView
 	err      string
 }
@@ -138,6 +146,29 @@ func NewMessages(opt MessagesOptions) *Messages {
 
 // Name implements Workload.
 func (m *Messages) Name() string { return "messages" }
+
+// sectionSize is the cluster's section size (the arbiters' default).
+const sectionSize = 100_000
+
+// userKey places the i-th of the workload's users on a cluster of shards
+// store shards cut by MessagesShardSplits: in turn on each shard, so that
+// most direct conversations and both groups span shards.
+func userKey(first uint64, shards, i int) uint64 {
+	return first + uint64(i%shards)*sectionSize + uint64(i/shards)
+}
+
+// MessagesShardSplits returns the section boundaries (--shard-splits)
+// between shards store shards for the messages workload's users: shard k
+// (from 0) owns the section of the first user's key plus k, the first
+// shard everything below as well, and the last everything above, the
+// groups included.
+func MessagesShardSplits(shards int) []uint64 {
+	var out []uint64
+	for k := 1; k < shards; k++ {
+		out = append(out, DefaultMessagesOptions.FirstUser/sectionSize+uint64(k))
+	}
+	return out
+}
 
 func direct(id uint64) *seqdv1.Conversation {
 	return &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT, Id: id}
@@ -165,8 +196,15 @@ func (m *Messages) Start(ctx context.Context, env *Env) error {
 		return errors.New("messages workload: the cluster has no message store")
 	}
 	m.env = env
+	shards := env.Cluster.Shards()
+	if len(shards) > 1 && m.opt.FirstUser != DefaultMessagesOptions.FirstUser {
+		return fmt.Errorf("messages workload: with %d store shards the first user must be %d, where MessagesShardSplits cuts the sections", len(shards), DefaultMessagesOptions.FirstUser)
+	}
+	m.shardOf, m.groupShard = map[uint64]string{}, shards[len(shards)-1]
 	for i := 0; i < m.opt.Users; i++ {
-		m.users = append(m.users, m.opt.FirstUser+uint64(i))
+		u := userKey(m.opt.FirstUser, len(shards), i)
+		m.users = append(m.users, u)
+		m.shardOf[u] = shards[i%len(shards)]
 	}
 	seed := env.Seed
 	m.wg, m.rg = 1_000_000+seed%1000*2, 1_000_001+seed%1000*2
@@ -541,13 +579,15 @@ func incomingDirect(e *seqdv1.Event) bool {
 }
 
 // settle reads at the leader and at each replica until the replicas hold
-// what the leader holds (or it gives up).
+// what the leader holds and no shard has deliveries to another waiting in
+// its outbox (or it gives up).
 func (m *Messages) settle(ctx context.Context) {
 	for attempt := 0; attempt < 20; attempt++ {
 		m.finalErrs = nil
+		settled := m.outboxesEmpty(ctx)
 		m.readLeader(ctx)
 		m.replicas = map[string]*replicaView{}
-		settled := len(m.finalErrs) == 0
+		settled = settled && len(m.finalErrs) == 0
 		for _, n := range m.env.Cluster.Stores() {
 			v := m.readReplica(ctx, n)
 			m.replicas[n.ID] = v
@@ -562,6 +602,22 @@ func (m *Messages) settle(ctx context.Context) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// outboxesEmpty reports whether every shard's leader says its outbox
+// holds nothing for another shard (seqd_store_outbox_items), so that the
+// reads that follow see every delivery.
+func (m *Messages) outboxesEmpty(ctx context.Context) bool {
+	for _, sh := range m.env.Cluster.Shards() {
+		l, err := m.env.Cluster.StoreLeader(ctx, sh)
+		if err != nil {
+			return false
+		}
+		if n, err := l.Metric(ctx, "seqd_store_outbox_items"); err != nil || n != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // readLeader reads every inbox, unread count and the group timeline
@@ -621,9 +677,15 @@ func unreadView(r *seqdv1.UnreadResponse) checker.UnreadView {
 	return v
 }
 
-// readReplica reads every inbox and unread count from one replica alone.
+// readReplica reads the inboxes and unread counts of its shard's users,
+// and the group timeline if its shard holds it, from one replica alone.
 func (m *Messages) readReplica(ctx context.Context, n *cluster.Node) *replicaView {
-	v := &replicaView{inboxes: map[uint64][]*seqdv1.Event{}, unread: map[uint64]checker.UnreadView{}}
+	v := &replicaView{inboxes: map[uint64][]*seqdv1.Event{}, unread: map[uint64]checker.UnreadView{}, groups: n.Shard == m.groupShard}
+	for _, u := range m.users {
+		if m.shardOf[u] == n.Shard {
+			v.users = append(v.users, u)
+		}
+	}
 	cc, err := grpc.NewClient(n.GRPC, append(grpcconn.DialOptions(), grpc.WithNoProxy())...)
 	if err != nil {
 		v.err = err.Error()
@@ -633,7 +695,7 @@ func (m *Messages) readReplica(ctx context.Context, n *cluster.Node) *replicaVie
 	c := seqdv1.NewMessagesClient(cc)
 	// The same mark a follower puts on a call it forwards: answer here.
 	local := metadata.AppendToOutgoingContext(ctx, "seqd-forwarded-by", "seqjepsen")
-	for _, u := range m.users {
+	for _, u := range v.users {
 		rctx, cancel := context.WithTimeout(local, 5*time.Second)
 		var evs []*seqdv1.Event
 		cp := uint64(0)
@@ -658,6 +720,9 @@ func (m *Messages) readReplica(ctx context.Context, n *cluster.Node) *replicaVie
 		}
 		v.inboxes[u], v.unread[u] = evs, unreadView(ur)
 	}
+	if !v.groups {
+		return v
+	}
 	rctx, cancel := context.WithTimeout(local, 5*time.Second)
 	defer cancel()
 	cp := uint64(0)
@@ -676,13 +741,14 @@ func (m *Messages) readReplica(ctx context.Context, n *cluster.Node) *replicaVie
 }
 
 // agrees reports whether the replica holds the same inboxes and group
-// timeline as the leader.
+// timeline as the leader (those it read).
 func (v *replicaView) agrees(leader map[uint64][]*seqdv1.Event, timeline []*seqdv1.Event) bool {
 	return v.diff(leader, timeline) == ""
 }
 
 // diff describes the first place the replica differs from the leader
-// (users in ascending order, then the timeline), or returns "".
+// (its users in ascending order, then the timeline if it read it), or
+// returns "".
 func (v *replicaView) diff(leader map[uint64][]*seqdv1.Event, timeline []*seqdv1.Event) string {
 	first := func(got, want []*seqdv1.Event) string {
 		for i := 0; i < max(len(got), len(want)); i++ {
@@ -697,10 +763,13 @@ func (v *replicaView) diff(leader map[uint64][]*seqdv1.Event, timeline []*seqdv1
 		}
 		return ""
 	}
-	for _, u := range slices.Sorted(maps.Keys(leader)) {
+	for _, u := range slices.Sorted(slices.Values(v.users)) {
 		if d := first(v.inboxes[u], leader[u]); d != "" {
 			return fmt.Sprintf("user %d's inbox %s", u, d)
 		}
+	}
+	if !v.groups {
+		return ""
 	}
 	if d := first(v.timeline, timeline); d != "" {
 		return "the group timeline " + d
@@ -729,6 +798,9 @@ func (m *Messages) Counts() map[string]uint64 {
 	for _, s := range m.sent {
 		if s.Acked {
 			c["sends_acknowledged"]++
+			if m.crossesShards(s) {
+				c["sends_acknowledged_across_shards"]++
+			}
 		} else {
 			c["sends_given_up"]++
 		}
@@ -745,6 +817,18 @@ func (m *Messages) Counts() map[string]uint64 {
 		}
 	}
 	return c
+}
+
+// crossesShards reports whether a send has an inbox on a shard other
+// than its sender's (with several store shards): its copy there came
+// through the sender's shard's outbox.
+func (m *Messages) crossesShards(s checker.Sent) bool {
+	for _, u := range s.Inboxes {
+		if m.shardOf[u] != m.shardOf[s.Sender] {
+			return true
+		}
+	}
+	return false
 }
 
 // Check implements Workload.

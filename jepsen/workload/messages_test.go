@@ -2,11 +2,13 @@ package workload
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/seqd/seqd/jepsen/checker"
+	"github.com/seqd/seqd/keyspace"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
@@ -22,27 +24,76 @@ func TestReplicaDiffNamesFirstDifference(t *testing.T) {
 		2: {ev(5, "1.1", "a")},
 	}
 	timeline := []*seqdv1.Event{ev(1, "g9.1", "t")}
-	same := &replicaView{inboxes: map[uint64][]*seqdv1.Event{
-		1: {ev(1, "1.1", "a"), ev(2, "1.2", "b")}, 2: {ev(5, "1.1", "a")}}, timeline: []*seqdv1.Event{ev(1, "g9.1", "t")}}
+	// view is a replica of the shard holding users 1 and 2 and the groups.
+	view := func(inboxes map[uint64][]*seqdv1.Event, timeline []*seqdv1.Event) *replicaView {
+		return &replicaView{users: []uint64{2, 1}, inboxes: inboxes, timeline: timeline, groups: true}
+	}
+	same := view(map[uint64][]*seqdv1.Event{1: {ev(1, "1.1", "a"), ev(2, "1.2", "b")}, 2: {ev(5, "1.1", "a")}}, []*seqdv1.Event{ev(1, "g9.1", "t")})
 	if d := same.diff(leader, timeline); d != "" {
 		t.Fatalf("identical replica differs: %q", d)
+	}
+	// A replica of another shard holds user 2 only, and not the groups:
+	// what it does not hold is not compared.
+	other := &replicaView{users: []uint64{2}, inboxes: map[uint64][]*seqdv1.Event{2: {ev(5, "1.1", "a")}}}
+	if d := other.diff(leader, timeline); d != "" {
+		t.Fatalf("a replica of user 2's shard differs: %q", d)
 	}
 	for _, tc := range []struct {
 		name string
 		v    *replicaView
 		want string
 	}{
-		{"other event", &replicaView{inboxes: map[uint64][]*seqdv1.Event{1: {ev(1, "1.1", "a"), ev(2, "1.3", "x")}, 2: {ev(5, "1.1", "a")}}, timeline: timeline},
+		{"other event", view(map[uint64][]*seqdv1.Event{1: {ev(1, "1.1", "a"), ev(2, "1.3", "x")}, 2: {ev(5, "1.1", "a")}}, timeline),
 			`user 1's inbox has seq 2 (message 1.3, group count 0, body "x") where the leader has seq 2 (message 1.2, group count 0, body "b")`},
-		{"missing event", &replicaView{inboxes: map[uint64][]*seqdv1.Event{1: {ev(1, "1.1", "a")}, 2: {ev(5, "1.1", "a")}}, timeline: timeline},
+		{"missing event", view(map[uint64][]*seqdv1.Event{1: {ev(1, "1.1", "a")}, 2: {ev(5, "1.1", "a")}}, timeline),
 			`user 1's inbox lacks the leader's seq 2 (message 1.2`},
-		{"extra event", &replicaView{inboxes: map[uint64][]*seqdv1.Event{1: leader[1], 2: {ev(5, "1.1", "a"), ev(6, "2.6", "z")}}, timeline: timeline},
+		{"extra event", view(map[uint64][]*seqdv1.Event{1: leader[1], 2: {ev(5, "1.1", "a"), ev(6, "2.6", "z")}}, timeline),
 			`user 2's inbox has seq 6 (message 2.6, group count 0, body "z"), which the leader lacks`},
-		{"timeline", &replicaView{inboxes: leader}, `the group timeline lacks the leader's seq 1 (message g9.1`},
+		{"timeline", view(leader, nil), `the group timeline lacks the leader's seq 1 (message g9.1`},
+		{"another shard's replica", &replicaView{users: []uint64{2}, inboxes: map[uint64][]*seqdv1.Event{2: nil}},
+			`user 2's inbox lacks the leader's seq 5 (message 1.1`},
 	} {
 		if d := tc.v.diff(leader, timeline); !strings.Contains(d, tc.want) {
 			t.Errorf("%s: diff %q, want it to contain %q", tc.name, d, tc.want)
 		}
+	}
+}
+
+// The workload's users go to the shards in turn, and the splits it gives
+// the arbiters put each user on that shard and the groups on the last.
+func TestUsersSpreadOverShards(t *testing.T) {
+	first := DefaultMessagesOptions.FirstUser
+	if got := MessagesShardSplits(1); len(got) != 0 {
+		t.Fatalf("splits for one shard: %v, want none", got)
+	}
+	splits := MessagesShardSplits(3)
+	if want := []uint64{first/sectionSize + 1, first/sectionSize + 2}; !slices.Equal(splits, want) {
+		t.Fatalf("splits for 3 shards: %v, want %v", splits, want)
+	}
+	// shardIndex is the shard (from 0) that owns key's section.
+	shardIndex := func(key uint64) int {
+		i, _ := slices.BinarySearch(splits, key/sectionSize+1)
+		return i
+	}
+	seen := map[uint64]bool{}
+	for i := range 12 {
+		k := userKey(first, 3, i)
+		if seen[k] {
+			t.Fatalf("user %d gets key %d twice", i, k)
+		}
+		seen[k] = true
+		if got := shardIndex(k); got != i%3 {
+			t.Errorf("user %d (key %d) is on shard %d, want %d", i, k, got, i%3)
+		}
+		if k < first {
+			t.Errorf("user %d's key %d is below the first user %d, among the alloc workload's keys", i, k, first)
+		}
+	}
+	if got := shardIndex(keyspace.GroupBit | 1_000_001); got != 2 {
+		t.Errorf("the groups are on shard %d, want the last (2)", got)
+	}
+	if userKey(first, 1, 5) != first+5 {
+		t.Errorf("with one shard user 5 has key %d, want %d", userKey(first, 1, 5), first+5)
 	}
 }
 
