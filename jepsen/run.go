@@ -100,7 +100,8 @@ const (
 // Validate checks a spec (with Defaults applied) before anything starts.
 // Its errors name the seqjepsen run flag that sets the bad field.
 func Validate(s report.Spec) ([]nemesis.Spec, error) {
-	if _, _, err := workload.New(s.Workload, s.Alloc); err != nil {
+	wls, _, err := workload.New(s.Workload, s.Alloc)
+	if err != nil {
 		return nil, fmt.Errorf("--workload: %w", err)
 	}
 	specs, err := nemesis.ParseSpecs(s.Nemesis)
@@ -129,8 +130,11 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 			return nil, fmt.Errorf("bug %s only shows with deliveries between store shards; add --store-shards 2", b.Name)
 		}
 	}
+	if slices.ContainsFunc(specs, func(sp nemesis.Spec) bool { return sp.Kind == "partition" && slices.Contains(sp.Targets, "store-shards") }) && s.StoreShards < 2 {
+		return nil, fmt.Errorf("--nemesis %q: partition store-shards cuts store shards from each other; add --store-shards 2", s.Nemesis)
+	}
 	if s.StoreShards > 1 {
-		if ws, _, _ := workload.New(s.Workload, s.Alloc); !workload.NeedsStore(ws) {
+		if !workload.NeedsStore(wls) {
 			return nil, fmt.Errorf("--store-shards %d: the %s workload runs no message store; use --workload messages or all", s.StoreShards, s.Workload)
 		}
 		if hasNemesis(specs, "upgrade") {

@@ -92,6 +92,7 @@ func TestValidateRejects(t *testing.T) {
 		{"store-shards huge", func(s *report.Spec) { s.Workload, s.StoreShards = "messages", 4 }, "--store-shards 4: must be at most 3"},
 		{"store-shards negative", func(s *report.Spec) { s.StoreShards = -1 }, "--store-shards -1: must be above zero"},
 		{"store-shards without a store", func(s *report.Spec) { s.StoreShards = 2 }, "the alloc workload runs no message store"},
+		{"store-shards partition on one shard", func(s *report.Spec) { s.Workload, s.Nemesis = "messages", "partition:store-shards" }, "add --store-shards 2"},
 		{"store-shards with upgrades", func(s *report.Spec) { s.Workload, s.Nemesis, s.StoreShards = "messages", "upgrade", 2 }, "the upgrade nemesis moves one shard"},
 		{"cross-shard bug on one shard", func(s *report.Spec) { s.Workload, s.Bug, s.Nemesis = "messages", bugs.RedeliverWithoutDedup, "kill" },
 			"add --store-shards 2"},

@@ -47,8 +47,8 @@ var (
 // The scenarios. Each planted bug has one named after it that must catch it
 // (exit code 1); the others must pass.
 var scenarios = []Scenario{
-	{Name: "smoke", Doc: "CI smoke run: alloc and messages under kill, pause and partition (partition skipped on the local backend)",
-		Workload: "all", Nemesis: "kill,pause,partition", TimeLimit: 60 * time.Second, Expect: "pass"},
+	{Name: "smoke", Doc: "CI smoke run: alloc and messages (on two store shards) under kill, pause and partition (partition skipped on the local backend)",
+		Workload: "all", Nemesis: "kill,pause,partition", StoreShards: 2, TimeLimit: 60 * time.Second, Expect: "pass"},
 	{Name: "mixed", Doc: "every nemesis, clock skew within the lease margin included",
 		Workload: "alloc", Nemesis: "kill,pause,partition,clock", TimeLimit: 60 * time.Second, Expect: "pass"},
 	{Name: "lease-cut", Doc: "the lease case: an AllocSvr cut off from the arbiters but still reachable by clients, plus AllocSvr pauses",

@@ -53,17 +53,26 @@ func syncAll(t *testing.T, m *router.Messages, user uint64) []*seqdv1.Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	out, err := syncInbox(ctx, m, user)
+	if err != nil {
+		t.Fatalf("Sync(%d): %v", user, err)
+	}
+	return out
+}
+
+// syncInbox reads user's whole inbox from checkpoint 0, or fails.
+func syncInbox(ctx context.Context, m *router.Messages, user uint64) ([]*seqdv1.Event, error) {
 	var out []*seqdv1.Event
 	cp := uint64(0)
 	for {
 		r, err := m.Sync(ctx, &seqdv1.SyncRequest{User: user, AfterSeq: cp, Limit: 1000})
 		if err != nil {
-			t.Fatalf("Sync(%d): %v", user, err)
+			return nil, err
 		}
 		out = append(out, r.Events...)
 		cp = r.NextCheckpoint
 		if !r.HasMore {
-			return out
+			return out, nil
 		}
 	}
 }
@@ -441,6 +450,9 @@ func TestCrossShardDeliveryAndRecall(t *testing.T) {
 // acknowledged message ends up exactly once in the sender's inbox and
 // once in the recipient's, and each shard's replicas agree.
 func TestKillShardLeadersDuringCrossShardSends(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: a load test of two shards (.ci/run's -race and seqdnext steps run -short); go test ./store runs it")
+	}
 	c, m := startCluster(t, localcluster.Options{Shards: 2})
 	// Shard s1 owns sections below 1000 and s2 the rest: users 1..8 are on
 	// s1 and 200,000,001..200,000,008 on s2.
@@ -509,8 +521,9 @@ func TestKillShardLeadersDuringCrossShardSends(t *testing.T) {
 
 // While the recipient's shard has no quorum, a send to it is still
 // acknowledged (its delivery waits in the sender's shard's outbox), and the
-// sender's leader counts the waiting item in seqd_store_outbox_items; once
-// the shard is back the delivery lands and the gauge returns to 0.
+// sender's leader counts the waiting items in seqd_store_outbox_items,
+// beyond what one outbox round reads too; once the shard is back the
+// deliveries land and the gauge returns to 0.
 func TestOutboxGaugeShowsDeliveriesWaitingForAShard(t *testing.T) {
 	c, m := startCluster(t, localcluster.Options{Shards: 2})
 	const a, b = uint64(5), uint64(200_000_001) // on s1 and s2
@@ -531,6 +544,18 @@ func TestOutboxGaugeShowsDeliveriesWaitingForAShard(t *testing.T) {
 		t.Fatalf("a send to a shard without quorum: %v (want it acknowledged, its delivery queued)", err)
 	}
 	testwait.For(t, 10*time.Second, "s1's leader to count the waiting delivery", func() bool { return outbox() == 1 })
+	// More than one round reads (2,000): 21 sends of 100 recipients each
+	// on s2 queue 2,100 more, and the gauge counts them all.
+	var far []uint64
+	for i := uint64(1); i <= 100; i++ {
+		far = append(far, 200_000_100+i)
+	}
+	for i := 0; i < 21; i++ {
+		if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: a, Recipients: far, Conversation: direct(78), ClientMsgId: fmt.Sprintf("many%d", i), Body: []byte("waits")}); err != nil {
+			t.Fatalf("send %d to 100 users on a shard without quorum: %v", i, err)
+		}
+	}
+	testwait.For(t, 20*time.Second, "s1's leader to count 2,101 waiting deliveries", func() bool { return outbox() == 2101 })
 	for i := 0; i < 2; i++ {
 		if err := c.RestartStore(ctx, 1, i); err != nil {
 			t.Fatal(err)
@@ -550,19 +575,14 @@ func undelivered(ctx context.Context, m *router.Messages, sent []acked) int {
 	}
 	missing := 0
 	for u, ids := range want {
+		evs, err := syncInbox(ctx, m, u)
+		if err != nil {
+			missing += len(ids)
+			continue
+		}
 		have := map[string]bool{}
-		for cp := uint64(0); ; {
-			r, err := m.Sync(ctx, &seqdv1.SyncRequest{User: u, AfterSeq: cp, Limit: 1000})
-			if err != nil {
-				return missing + len(ids)
-			}
-			for _, e := range r.Events {
-				have[e.MessageId] = true
-			}
-			cp = r.NextCheckpoint
-			if !r.HasMore {
-				break
-			}
+		for _, e := range evs {
+			have[e.MessageId] = true
 		}
 		for _, id := range ids {
 			if !have[id] {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -108,12 +109,25 @@ func (s *Shard) leaderLoop(ctx context.Context) {
 // one call per target shard at a time, so a recall never overtakes the
 // message it recalls.
 // maxDeliverBytes caps the items of one Deliver call (the gRPC limit is
-// 16 MiB); a single larger item still goes alone.
-const maxDeliverBytes = 4 << 20
+// 16 MiB); a single larger item still goes alone. A round reads at most
+// outboxRound items; after one that read that many, the gauge counts what
+// is left, up to maxOutboxCount.
+const (
+	maxDeliverBytes = 4 << 20
+	outboxRound     = 2000
+	maxOutboxCount  = 100_000
+)
 
 func (s *Shard) deliverOutbox(ctx context.Context) {
-	items, err := s.fsm.Outbox(2000)
+	items, err := s.fsm.Outbox(outboxRound)
 	if err != nil {
+		// Nothing is delivered while the outbox cannot be read: the gauge
+		// says it does not know, rather than keep its last value.
+		s.m.outboxItems.Set(math.NaN())
+		if ctx.Err() == nil && time.Since(s.outboxErrLogged) > 10*time.Second {
+			s.outboxErrLogged = time.Now()
+			s.log.Error("cannot read the outbox; deliveries to other shards wait", "err", err)
+		}
 		return
 	}
 	if len(items) == 0 {
@@ -175,6 +189,12 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 	if len(acked) > 0 {
 		if _, err := s.submitOK(ctx, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_OutboxAck{OutboxAck: &clusterv1.OutboxAckOp{Keys: acked}}}); err == nil {
 			left -= len(acked)
+		}
+	}
+	if len(items) == outboxRound {
+		// More may wait than the round read: count them.
+		if n, err := s.fsm.OutboxCount(maxOutboxCount); err == nil {
+			left = n
 		}
 	}
 	s.m.outboxItems.Set(float64(left))

@@ -73,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		shardFormat: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "shard_format",
 			Help: "On the shard leader, the lowest store format among the shard's replicas; -1 elsewhere, or while unknown."}),
 		outboxItems: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "outbox_items",
-			Help: "On the shard leader, the items queued for other shards (deliveries, recalls, group hints) that its last outbox round (every 50 ms) left undelivered, counting at most the round's 2,000; -1 elsewhere."}),
+			Help: "On the shard leader, the items queued for other shards (message copies, recalls, group hints) that its last outbox round left (rounds run every 50 ms, longer while a shard does not answer), counted up to 100,000; NaN if the leader cannot read its outbox; -1 on followers, and on a new leader until its first round."}),
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "subscribers",
 			Help: "Open Subscribe streams on this replica."}),
 	}

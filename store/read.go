@@ -550,6 +550,21 @@ func (f *FSM) Outbox(limit int) ([]OutboxItem, error) {
 	return out, err
 }
 
+// OutboxCount counts the outbox's items, up to limit (keys only).
+func (f *FSM) OutboxCount(limit int) (int, error) {
+	n := 0
+	err := f.view(func(txn *badger.Txn) error {
+		p := []byte{tagOutbox}
+		it := txn.NewIterator(seekOpts(p))
+		defer it.Close()
+		for it.Rewind(); it.ValidForPrefix(p) && n < limit; it.Next() {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
 // GroupNews is a read-fanout group whose members are due a hint round:
 // its record (counters included, as Group returns it) and its counters.
 type GroupNews struct {

@@ -211,6 +211,9 @@ type Shard struct {
 	// shard's replicas' store formats (formatLoop); nil otherwise.
 	formats    atomic.Pointer[shardFormats]
 	formatKick chan struct{} // asks formatLoop to poll now (buffer 1)
+	// outboxErrLogged is when deliverOutbox last logged that it cannot
+	// read the outbox (only the leader loop's goroutine uses it).
+	outboxErrLogged time.Time
 	// expiryAfter is the last group hintGroups ran an expiry-only round
 	// for: the next window's start there, so that every group gets its
 	// turn (only the leader loop's goroutine uses it).

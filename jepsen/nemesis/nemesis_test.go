@@ -44,8 +44,6 @@ func TestParseSpecs(t *testing.T) {
 	}
 }
 
-// In a majorities ring every node reaches a majority (itself included),
-// cuts are symmetric, and no two nodes see the same majority.
 // A bare kind picks the store targets only on a cluster with a message
 // store, and store-shards only with more than one shard.
 func TestDefaultTargets(t *testing.T) {
@@ -68,6 +66,8 @@ func TestDefaultTargets(t *testing.T) {
 	}
 }
 
+// In a majorities ring every node reaches a majority (itself included),
+// cuts are symmetric, and no two nodes see the same majority.
 func TestRing(t *testing.T) {
 	for n := 3; n <= 9; n++ {
 		var nodes []string

@@ -10,6 +10,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/seqd/seqd/arbiter"
 	"github.com/seqd/seqd/internal/grpcconn"
 	"github.com/seqd/seqd/jepsen/checker"
 	"github.com/seqd/seqd/jepsen/cluster"
@@ -147,8 +149,9 @@ func NewMessages(opt MessagesOptions) *Messages {
 // Name implements Workload.
 func (m *Messages) Name() string { return "messages" }
 
-// sectionSize is the cluster's section size (the arbiters' default).
-const sectionSize = 100_000
+// sectionSize is the cluster's section size: the harness gives the
+// arbiters none, so they take the default.
+const sectionSize = arbiter.DefaultSectionSize
 
 // userKey places the i-th of the workload's users on a cluster of shards
 // store shards cut by MessagesShardSplits: in turn on each shard, so that
@@ -579,45 +582,76 @@ func incomingDirect(e *seqdv1.Event) bool {
 }
 
 // settle reads at the leader and at each replica until the replicas hold
-// what the leader holds and no shard has deliveries to another waiting in
-// its outbox (or it gives up).
+// what the leader holds and no delivery between shards was pending or
+// made while they read (or it gives up: a delivery still pending then is
+// a failed final read).
 func (m *Messages) settle(ctx context.Context) {
-	for attempt := 0; attempt < 20; attempt++ {
+	for attempt := 0; ; attempt++ {
 		m.finalErrs = nil
-		settled := m.outboxesEmpty(ctx)
+		before, pending := m.outboxes(ctx)
 		m.readLeader(ctx)
 		m.replicas = map[string]*replicaView{}
-		settled = settled && len(m.finalErrs) == 0
+		settled := len(m.finalErrs) == 0
 		for _, n := range m.env.Cluster.Stores() {
 			v := m.readReplica(ctx, n)
 			m.replicas[n.ID] = v
 			settled = settled && v.err == "" && v.agrees(m.inboxes, m.timelines[m.rg])
 		}
-		if settled {
+		after, pendingAfter := m.outboxes(ctx)
+		pending = cmp.Or(pending, pendingAfter)
+		if pending == "" && before != after {
+			pending = "deliveries between shards were still being made"
+		}
+		if settled && pending == "" {
 			return
 		}
-		select {
-		case <-ctx.Done():
+		if attempt == 19 || !nemesis.Sleep(ctx, 500*time.Millisecond) {
+			if pending != "" {
+				m.finalErrs = append(m.finalErrs, pending)
+			}
 			return
-		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }
 
-// outboxesEmpty reports whether every shard's leader says its outbox
-// holds nothing for another shard (seqd_store_outbox_items), so that the
-// reads that follow see every delivery.
-func (m *Messages) outboxesEmpty(ctx context.Context) bool {
+// outboxes reads every shard's outbox gauges: it returns the items
+// delivered between shards so far (seqd_store_fanout_delivered_total,
+// summed over the replicas), so that two calls tell whether a delivery
+// came in between, and what is pending ("" if nothing): a shard whose
+// running replicas do not show exactly one leader with an empty outbox
+// (seqd_store_outbox_items 0, the others -1).
+func (m *Messages) outboxes(ctx context.Context) (delivered float64, pending string) {
 	for _, sh := range m.env.Cluster.Shards() {
-		l, err := m.env.Cluster.StoreLeader(ctx, sh)
-		if err != nil {
-			return false
+		leaders, items := 0, 0.0
+		for _, n := range m.env.Cluster.ShardStores(sh) {
+			if !n.Running() || n.Paused() {
+				continue
+			}
+			d, err := n.Metric(ctx, "seqd_store_fanout_delivered_total")
+			if err != nil {
+				return 0, fmt.Sprintf("shard %s: %v", sh, err)
+			}
+			delivered += d
+			v, err := n.Metric(ctx, "seqd_store_outbox_items")
+			switch {
+			case err != nil:
+				return 0, fmt.Sprintf("shard %s: %v", sh, err)
+			case v >= 0 || math.IsNaN(v):
+				leaders++
+				items = v
+			}
 		}
-		if n, err := l.Metric(ctx, "seqd_store_outbox_items"); err != nil || n != 0 {
-			return false
+		if pending != "" {
+			continue
+		}
+		switch {
+		case leaders != 1:
+			pending = fmt.Sprintf("shard %s's outbox: %d of its running replicas report one as its leader, want 1", sh, leaders)
+		case items != 0:
+			pending = fmt.Sprintf("shard %s's outbox still holds %v items for other shards (seqd_store_outbox_items)", sh, items)
 		}
 	}
-	return true
+	return delivered, pending
 }
 
 // readLeader reads every inbox, unread count and the group timeline
@@ -820,11 +854,17 @@ func (m *Messages) Counts() map[string]uint64 {
 }
 
 // crossesShards reports whether a send has an inbox on a shard other
-// than its sender's (with several store shards): its copy there came
-// through the sender's shard's outbox.
+// than the one that wrote it (with several store shards): the sender's
+// for a direct message, the groups' for a group message (the group
+// senders' bodies start with "g/"). Its copy there came through that
+// shard's outbox.
 func (m *Messages) crossesShards(s checker.Sent) bool {
+	home := m.shardOf[s.Sender]
+	if strings.HasPrefix(s.Body, "g/") {
+		home = m.groupShard
+	}
 	for _, u := range s.Inboxes {
-		if m.shardOf[u] != m.shardOf[s.Sender] {
+		if m.shardOf[u] != home {
 			return true
 		}
 	}
