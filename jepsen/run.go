@@ -130,7 +130,10 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 			return nil, fmt.Errorf("bug %s only shows with deliveries between store shards; add --store-shards 2", b.Name)
 		}
 	}
-	if slices.ContainsFunc(specs, func(sp nemesis.Spec) bool { return sp.Kind == "partition" && slices.Contains(sp.Targets, "store-shards") }) && s.StoreShards < 2 {
+	cutsShards := slices.ContainsFunc(specs, func(sp nemesis.Spec) bool {
+		return sp.Kind == "partition" && slices.Contains(sp.Targets, "store-shards")
+	})
+	if cutsShards && s.StoreShards < 2 {
 		return nil, fmt.Errorf("--nemesis %q: partition store-shards cuts store shards from each other; add --store-shards 2", s.Nemesis)
 	}
 	if s.StoreShards > 1 {
