@@ -138,7 +138,7 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 	}
 	if s.StoreShards > 1 {
 		if !workload.NeedsStore(wls) {
-			return nil, fmt.Errorf("--store-shards %d: the %s workload runs no message store; use --workload messages or all", s.StoreShards, s.Workload)
+			return nil, fmt.Errorf("--store-shards %d: the %s workload runs no message store; use --workload messages or all, or --store-shards 1", s.StoreShards, s.Workload)
 		}
 		if hasNemesis(specs, "upgrade") {
 			return nil, fmt.Errorf("--store-shards %d: the upgrade nemesis moves one shard; run it with one", s.StoreShards)

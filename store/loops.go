@@ -119,6 +119,7 @@ const (
 )
 
 func (s *Shard) deliverOutbox(ctx context.Context) {
+	defer s.m.outboxRounds.Inc()
 	items, err := s.fsm.Outbox(outboxRound)
 	if err != nil {
 		// Nothing is delivered while the outbox cannot be read: the gauge
@@ -191,13 +192,16 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 			left -= len(acked)
 		}
 	}
+	v := float64(left)
 	if len(items) == outboxRound {
 		// More may wait than the round read: count them.
-		if n, err := s.fsm.OutboxCount(maxOutboxCount); err == nil {
-			left = n
+		n, err := s.fsm.OutboxCount(maxOutboxCount)
+		v = float64(n)
+		if err != nil {
+			v = math.NaN()
 		}
 	}
-	s.m.outboxItems.Set(float64(left))
+	s.m.outboxItems.Set(v)
 }
 
 func (s *Shard) deliverRemote(ctx context.Context, user uint64, items []*clusterv1.FanoutItem) error {

@@ -28,6 +28,7 @@ type metrics struct {
 	halted                                             prometheus.Gauge
 	shardFormat                                        prometheus.Gauge
 	outboxItems                                        prometheus.Gauge
+	outboxRounds                                       prometheus.Counter
 	subscribers                                        prometheus.Gauge
 }
 
@@ -74,6 +75,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "On the shard leader, the lowest store format among the shard's replicas; -1 elsewhere, or while unknown."}),
 		outboxItems: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "outbox_items",
 			Help: "On the shard leader, the items queued for other shards (message copies, recalls, group hints) that its last outbox round left (rounds run every 50 ms, longer while a shard does not answer), counted up to 100,000; NaN if the leader cannot read its outbox; -1 on followers, and on a new leader until its first round."}),
+		outboxRounds: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "outbox_rounds_total",
+			Help: "Outbox rounds this replica finished as leader (one every 50 ms, longer while a shard does not answer)."}),
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "subscribers",
 			Help: "Open Subscribe streams on this replica."}),
 	}
@@ -83,7 +86,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.outboxItems.Set(-1)
 	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,
 		m.expiredEvents, m.expiredTimeline, m.logTrimmed, m.dedupSwept, m.rateLimited, m.isLeader, m.halted, m.shardFormat,
-		m.outboxItems, m.subscribers)
+		m.outboxItems, m.outboxRounds, m.subscribers)
 	// Every op's outcomes exist from the start, at 0, so a dashboard sees
 	// a series before the first op.
 	for _, op := range opNames {

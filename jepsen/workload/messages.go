@@ -10,7 +10,6 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"maps"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -98,6 +97,9 @@ type Messages struct {
 	replicas  map[string]*replicaView
 	finalErrs []string
 	finalRan  bool // Final ran (not on an interrupted run)
+	// undelivered is why the final reads gave up waiting for deliveries
+	// between store shards ("" if they did not).
+	undelivered string
 
 	ok, failed atomic.Uint64
 
@@ -582,13 +584,17 @@ func incomingDirect(e *seqdv1.Event) bool {
 }
 
 // settle reads at the leader and at each replica until the replicas hold
-// what the leader holds and no delivery between shards was pending or
-// made while they read (or it gives up: a delivery still pending then is
-// a failed final read).
+// what the leader holds and, with several store shards, no delivery
+// between them was pending or made while they read (or it gives up; a
+// delivery still pending then is noted in undelivered).
 func (m *Messages) settle(ctx context.Context) {
+	multi := len(m.env.Cluster.Shards()) > 1
 	for attempt := 0; ; attempt++ {
-		m.finalErrs = nil
-		before, pending := m.outboxes(ctx)
+		m.finalErrs, m.undelivered = nil, ""
+		var before outboxState
+		if multi {
+			before = m.outboxes(ctx)
+		}
 		m.readLeader(ctx)
 		m.replicas = map[string]*replicaView{}
 		settled := len(m.finalErrs) == 0
@@ -597,61 +603,95 @@ func (m *Messages) settle(ctx context.Context) {
 			m.replicas[n.ID] = v
 			settled = settled && v.err == "" && v.agrees(m.inboxes, m.timelines[m.rg])
 		}
-		after, pendingAfter := m.outboxes(ctx)
-		pending = cmp.Or(pending, pendingAfter)
-		if pending == "" && before != after {
-			pending = "deliveries between shards were still being made"
+		pending := ""
+		if multi {
+			after := m.outboxes(ctx)
+			pending = cmp.Or(before.pending, after.pending, before.quietUntil(after))
 		}
 		if settled && pending == "" {
 			return
 		}
 		if attempt == 19 || !nemesis.Sleep(ctx, 500*time.Millisecond) {
-			if pending != "" {
-				m.finalErrs = append(m.finalErrs, pending)
-			}
+			m.undelivered = pending
 			return
 		}
 	}
 }
 
-// outboxes reads every shard's outbox gauges: it returns the items
-// delivered between shards so far (seqd_store_fanout_delivered_total,
-// summed over the replicas), so that two calls tell whether a delivery
-// came in between, and what is pending ("" if nothing): a shard whose
-// running replicas do not show exactly one leader with an empty outbox
-// (seqd_store_outbox_items 0, the others -1).
-func (m *Messages) outboxes(ctx context.Context) (delivered float64, pending string) {
+// outboxState is what a shard's replicas report of its outbox.
+type outboxState struct {
+	// delivered sums seqd_store_fanout_delivered_total over the running
+	// replicas of every shard.
+	delivered float64
+	// leader and rounds are each shard's leader and the outbox rounds it
+	// has finished (seqd_store_outbox_rounds_total).
+	leader map[string]string
+	rounds map[string]float64
+	// pending says what is not drained ("" if nothing): a shard whose
+	// running replicas do not show exactly one leader with an empty
+	// outbox (seqd_store_outbox_items 0, the others -1).
+	pending string
+}
+
+// outboxes reads every shard's outbox metrics.
+func (m *Messages) outboxes(ctx context.Context) outboxState {
+	st := outboxState{leader: map[string]string{}, rounds: map[string]float64{}}
+	fail := func(format string, args ...any) outboxState {
+		st.pending = cmp.Or(st.pending, fmt.Sprintf(format, args...))
+		return st
+	}
 	for _, sh := range m.env.Cluster.Shards() {
-		leaders, items := 0, 0.0
+		leaders := 0
 		for _, n := range m.env.Cluster.ShardStores(sh) {
 			if !n.Running() || n.Paused() {
 				continue
 			}
 			d, err := n.Metric(ctx, "seqd_store_fanout_delivered_total")
 			if err != nil {
-				return 0, fmt.Sprintf("shard %s: %v", sh, err)
+				return fail("shard %s: %v", sh, err)
 			}
-			delivered += d
-			v, err := n.Metric(ctx, "seqd_store_outbox_items")
-			switch {
-			case err != nil:
-				return 0, fmt.Sprintf("shard %s: %v", sh, err)
-			case v >= 0 || math.IsNaN(v):
-				leaders++
-				items = v
+			st.delivered += d
+			items, err := n.Metric(ctx, "seqd_store_outbox_items")
+			if err != nil {
+				return fail("shard %s: %v", sh, err)
 			}
+			if items == -1 {
+				continue // a follower
+			}
+			leaders++
+			if items != 0 {
+				fail("shard %s's outbox still holds %v items for other shards (seqd_store_outbox_items on %s)", sh, items, n.ID)
+			}
+			if st.rounds[sh], err = n.Metric(ctx, "seqd_store_outbox_rounds_total"); err != nil {
+				return fail("shard %s: %v", sh, err)
+			}
+			st.leader[sh] = n.ID
 		}
-		if pending != "" {
-			continue
-		}
-		switch {
-		case leaders != 1:
-			pending = fmt.Sprintf("shard %s's outbox: %d of its running replicas report one as its leader, want 1", sh, leaders)
-		case items != 0:
-			pending = fmt.Sprintf("shard %s's outbox still holds %v items for other shards (seqd_store_outbox_items)", sh, items)
+		if leaders != 1 {
+			fail("shard %s's outbox: %d of its running replicas report one as its leader, want 1", sh, leaders)
 		}
 	}
-	return delivered, pending
+	return st
+}
+
+// quietUntil says what happened between two readings that leaves a
+// delivery possibly unread ("" if nothing): a delivery was made, a shard
+// changed leaders, or a shard's leader finished no outbox round in
+// between (a round stuck on a shard that does not answer keeps the gauge
+// at its last value).
+func (st outboxState) quietUntil(later outboxState) string {
+	if later.delivered != st.delivered {
+		return "deliveries between shards were still being made"
+	}
+	for sh, l := range st.leader {
+		switch {
+		case later.leader[sh] != l:
+			return fmt.Sprintf("shard %s changed leaders during the final reads", sh)
+		case later.rounds[sh] <= st.rounds[sh]:
+			return fmt.Sprintf("shard %s's leader %s finished no outbox round during the final reads", sh, l)
+		}
+	}
+	return ""
 }
 
 // readLeader reads every inbox, unread count and the group timeline
@@ -871,6 +911,9 @@ func (m *Messages) crossesShards(s checker.Sent) bool {
 	return false
 }
 
+// recoverySummary says what the recovery check holds.
+const recoverySummary = "After the final heal, every final read succeeds, and no delivery between store shards is left waiting."
+
 // Check implements Workload.
 func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result {
 	m.mu.Lock()
@@ -897,10 +940,15 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 		for _, e := range m.finalErrs {
 			as = append(as, checker.Anomaly{Kind: "unavailable", Msg: "final read failed after the heal: " + e})
 		}
-		add("recovery", "G6", "After the final heal, every final read succeeds.", as)
+		add("recovery", "G6", recoverySummary, as)
 		return out
 	}
-	final("recovery", "G6", "After the final heal, every final read succeeds.", func() []checker.Anomaly { return nil })
+	final("recovery", "G6", recoverySummary, func() []checker.Anomaly {
+		if m.undelivered == "" {
+			return nil
+		}
+		return []checker.Anomaly{{Kind: "unavailable", Msg: "after the final heal and the final reads' retries: " + m.undelivered}}
+	})
 	sentAt := make(map[string]time.Duration, len(m.sent))
 	for _, s := range m.sent {
 		sentAt[s.Body] = s.Last

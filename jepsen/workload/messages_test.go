@@ -142,3 +142,28 @@ func TestInterruptedRunChecksNothingAgainstEmptyInboxes(t *testing.T) {
 		}
 	}
 }
+
+// The final reads trust two readings of the outboxes only if nothing
+// happened in between that could hide a delivery: none was made, no shard
+// changed leaders, and each leader finished an outbox round (a round stuck
+// on a shard that does not answer leaves the gauge at its last value).
+func TestOutboxesQuietBetweenReadings(t *testing.T) {
+	at := func(delivered, r1, r2 float64, l2 string) outboxState {
+		return outboxState{delivered: delivered, leader: map[string]string{"s1": "s1-r1", "s2": l2}, rounds: map[string]float64{"s1": r1, "s2": r2}}
+	}
+	before := at(100, 10, 20, "s2-r1")
+	for _, tc := range []struct {
+		name  string
+		later outboxState
+		want  string
+	}{
+		{"quiet", at(100, 11, 25, "s2-r1"), ""},
+		{"a delivery", at(101, 11, 25, "s2-r1"), "deliveries between shards were still being made"},
+		{"a new leader", at(100, 11, 25, "s2-r2"), "shard s2 changed leaders"},
+		{"a stuck round", at(100, 11, 20, "s2-r1"), "shard s2's leader s2-r1 finished no outbox round"},
+	} {
+		if got := before.quietUntil(tc.later); tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
