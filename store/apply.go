@@ -106,12 +106,17 @@ func (x *tx) group(g uint64) (*clusterv1.GroupRecord, *clusterv1.GroupCounters, 
 	if !x.getCached(groupKey(g), &rec) {
 		return nil, nil, false
 	}
-	var c clusterv1.GroupCounters
-	if !x.getCached(countersKey(g), &c) {
-		// Written before counters had their own record.
-		c = clusterv1.GroupCounters{LastGroupSeq: rec.Info.GetLastGroupSeq(), MessageCount: rec.MessageCount, HintedGseq: rec.HintedGseq}
+	c := &clusterv1.GroupCounters{}
+	if !x.getCached(countersKey(g), c) {
+		c = legacyCounters(&rec)
 	}
-	return &rec, &c, true
+	return &rec, c, true
+}
+
+// legacyCounters are the counters of a group written before counters had
+// their own record: its record's fields.
+func legacyCounters(rec *clusterv1.GroupRecord) *clusterv1.GroupCounters {
+	return &clusterv1.GroupCounters{LastGroupSeq: rec.Info.GetLastGroupSeq(), MessageCount: rec.MessageCount, HintedGseq: rec.HintedGseq}
 }
 
 // putCounters records a read-fanout group's counters and whether it has

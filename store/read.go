@@ -253,25 +253,25 @@ func unreadAfterExpiry(cs *clusterv1.ConvState, groupExpired, n uint64) uint64 {
 }
 
 // groupIn reads a group's membership with its counters filled in, and
-// the counters (from the record's own fields for a group written before
-// counters had their record, as tx.group does).
+// the counters (legacyCounters for a group written before counters had
+// their record, as tx.group does).
 func groupIn(txn *badger.Txn, g uint64) (*clusterv1.GroupRecord, *clusterv1.GroupCounters, bool, error) {
 	var rec clusterv1.GroupRecord
 	ok, err := getProto(txn, groupKey(g), &rec)
 	if err != nil || !ok {
 		return nil, nil, false, err
 	}
-	var c clusterv1.GroupCounters
-	has, err := getProto(txn, countersKey(g), &c)
+	c := &clusterv1.GroupCounters{}
+	has, err := getProto(txn, countersKey(g), c)
 	if err != nil {
 		return nil, nil, false, err
 	}
 	if has {
 		rec.Info.LastGroupSeq, rec.MessageCount, rec.HintedGseq = c.LastGroupSeq, c.MessageCount, c.HintedGseq
 	} else {
-		c.LastGroupSeq, c.MessageCount, c.HintedGseq = rec.Info.GetLastGroupSeq(), rec.MessageCount, rec.HintedGseq
+		c = legacyCounters(&rec)
 	}
-	return &rec, &c, true, nil
+	return &rec, c, true, nil
 }
 
 // countersIn reads a group's counters record (zero if it has none: a
