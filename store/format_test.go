@@ -411,7 +411,7 @@ func TestOrderForHints(t *testing.T) {
 // timeline up to last, hinted up to hinted, expired messages removed.
 func groupNews(id, last, hinted, expired uint64, expiryHints bool) GroupNews {
 	return GroupNews{
-		GroupRecord: &clusterv1.GroupRecord{Info: &seqdv1.GroupInfo{GroupId: id, LastGroupSeq: last, ReadFanout: true}, HintedGseq: hinted},
+		GroupRecord: &clusterv1.GroupRecord{Info: &seqdv1.GroupInfo{GroupId: id, ReadFanout: true}},
 		Counters:    &clusterv1.GroupCounters{LastGroupSeq: last, HintedGseq: hinted, ExpiredCount: expired, ExpiryHints: expiryHints},
 	}
 }

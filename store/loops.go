@@ -279,7 +279,7 @@ func (s *Shard) hintGroups(ctx context.Context) {
 	orderForHints(groups, s.expiryAfter)
 	expiryRounds := expiryRoundsPerWindow
 	for _, g := range groups {
-		gid, gseq, count := g.Info.GroupId, g.Info.LastGroupSeq, g.MessageCount
+		gid, gseq, count := g.Info.GroupId, g.Counters.LastGroupSeq, g.Counters.MessageCount
 		told, wait := hintRound(g, tellReady, expiryRounds)
 		if wait {
 			continue

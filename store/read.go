@@ -566,7 +566,7 @@ func (f *FSM) OutboxCount(limit int) (int, error) {
 }
 
 // GroupNews is a read-fanout group whose members are due a hint round:
-// its record (counters included, as Group returns it) and its counters.
+// its record (for its members) and its counters.
 type GroupNews struct {
 	*clusterv1.GroupRecord
 	Counters *clusterv1.GroupCounters
@@ -574,7 +574,7 @@ type GroupNews struct {
 
 // expiryOnly reports whether the group's only news is that retention
 // removed messages: every timeline entry has been hinted.
-func (g GroupNews) expiryOnly() bool { return g.Info.LastGroupSeq == g.HintedGseq }
+func (g GroupNews) expiryOnly() bool { return g.Counters.LastGroupSeq == g.Counters.HintedGseq }
 
 // ReadFanoutGroups returns every read-fanout group with news for its
 // members (hasNews): timeline entries not yet hinted to them, or messages
