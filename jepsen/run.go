@@ -140,9 +140,6 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 		if !workload.NeedsStore(wls) {
 			return nil, fmt.Errorf("--store-shards %d: the %s workload runs no message store; use --workload messages or all, or --store-shards 1", s.StoreShards, s.Workload)
 		}
-		if hasNemesis(specs, "upgrade") {
-			return nil, fmt.Errorf("--store-shards %d: the upgrade nemesis moves one shard; run it with one", s.StoreShards)
-		}
 	}
 	if s.Backend != cluster.BackendNetns && s.Backend != cluster.BackendLocal {
 		return nil, fmt.Errorf("--backend: unknown backend %q; use netns or local", s.Backend)

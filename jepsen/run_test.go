@@ -93,7 +93,6 @@ func TestValidateRejects(t *testing.T) {
 		{"store-shards negative", func(s *report.Spec) { s.StoreShards = -1 }, "--store-shards -1: must be above zero"},
 		{"store-shards without a store", func(s *report.Spec) { s.StoreShards = 2 }, "the alloc workload runs no message store"},
 		{"store-shards partition on one shard", func(s *report.Spec) { s.Workload, s.Nemesis = "messages", "partition:store-shards" }, "add --store-shards 2"},
-		{"store-shards with upgrades", func(s *report.Spec) { s.Workload, s.Nemesis, s.StoreShards = "messages", "upgrade", 2 }, "the upgrade nemesis moves one shard"},
 		{"cross-shard bug on one shard", func(s *report.Spec) { s.Workload, s.Bug, s.Nemesis = "messages", bugs.RedeliverWithoutDedup, "kill" },
 			"add --store-shards 2"},
 	} {
@@ -106,10 +105,12 @@ func TestValidateRejects(t *testing.T) {
 			}
 		})
 	}
-	s := report.Spec{Backend: cluster.BackendLocal, Workload: "all", StoreShards: 3, Nemesis: "partition:store-shards"}
-	Defaults(&s)
-	if _, err := Validate(s); err != nil {
-		t.Errorf("3 store shards: %v", err)
+	for _, nem := range []string{"partition:store-shards", "upgrade:store-follower,kill:store-leader"} {
+		s := report.Spec{Backend: cluster.BackendLocal, Workload: "all", StoreShards: 3, Nemesis: nem}
+		Defaults(&s)
+		if _, err := Validate(s); err != nil {
+			t.Errorf("3 store shards, nemesis %q: %v", nem, err)
+		}
 	}
 	for _, nem := range []string{"", "none", "kill,pause,partition", "kill:one+leader,partition:halves", "upgrade,kill"} {
 		s := report.Spec{Backend: cluster.BackendLocal, Nemesis: nem, Alloc: workload.AllocOptions{Rate: 500}}

@@ -86,12 +86,14 @@ var scenarios = []Scenario{
 		TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
 	{Name: bugs.UnreadOutsideBatch, Doc: "planted bug: unread counters written apart from their events; replicas killed in between keep counts that disagree with their inboxes",
 		Workload: "messages", Nemesis: "kill:store", Bug: bugs.UnreadOutsideBatch, TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},
-	{Name: "upgrade", Doc: "a rolling upgrade of the store shard to a build one store format newer (in which MarkRead is an op of that format), with store replicas killed and paused meanwhile: no replica halts, MarkRead waits for the last replica and works after",
-		// Followers are upgraded and one replica stays on the older build
-		// until the final heal, so leader kills and pauses put either
-		// build in the lead while the shard is mixed: the planted bug's
-		// faults and schedule, plus pauses, without the bug.
-		Workload: "messages", Nemesis: "upgrade:store-follower,kill:store-leader,pause:store-leader", TimeLimit: 60 * time.Second,
+	{Name: "upgrade", Doc: "a rolling upgrade of two store shards to a build one store format newer (in which MarkRead is an op of that format), with store replicas killed and paused meanwhile: no replica halts, MarkRead waits for each shard's last replica and works after",
+		// Followers are upgraded and one replica of each shard stays on
+		// the older build until the final heal, so leader kills and
+		// pauses put either build in the lead while the shards are
+		// mixed, and deliveries cross between shards at different stages
+		// of the upgrade: the planted bug's faults and schedule, plus
+		// pauses, without the bug.
+		Workload: "messages", Nemesis: "upgrade:store-follower,kill:store-leader,pause:store-leader", StoreShards: 2, TimeLimit: 60 * time.Second,
 		Interval: storeBugInterval, Hold: storeBugHold, Expect: "pass"},
 	{Name: bugs.ProposeNewerFormatEarly, Doc: "planted bug: a store leader on the newer build proposes MarkRead, an op of its newer format, while replicas of the older build still apply entries; they halt",
 		// Followers are upgraded and one replica stays on the older

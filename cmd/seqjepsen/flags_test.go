@@ -92,7 +92,6 @@ func TestBadInputRejected(t *testing.T) {
 		{"store-shards malformed", run("--store-shards", "two"), `invalid value "two" for flag -store-shards`},
 		{"store-shards without a store", run("--workload", "alloc", "--store-shards", "2"), "--store-shards 2: the alloc workload runs no message store"},
 		{"cross-shard bug with one shard", run("--workload", "messages", "--nemesis", "kill", "--bug", "redeliver-without-dedup"), "only shows with deliveries between store shards"},
-		{"store-shards with upgrade", run("--workload", "messages", "--nemesis", "upgrade", "--store-shards", "2"), "the upgrade nemesis moves one shard"},
 		{"step zero", run("--step", "0"), "--step 0: must be above zero"},
 		{"step huge", run("--step", "99999999999"), "--step 99999999999: must be at most"},
 		{"step negative", run("--step", "-1"), `invalid value "-1" for flag -step`},

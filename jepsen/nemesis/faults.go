@@ -361,24 +361,23 @@ func resetClock(ctx context.Context, n *cluster.Node) error {
 	}
 }
 
-// upgrader moves the message-store shard (there is one: the run refuses
-// the upgrade nemesis with more) to the newer build
+// upgrader moves the message-store shards to the newer build
 // (cluster.Options.NextBinary), one replica per fault: it stops a
 // replica still on the older build as an operator would (SIGTERM), and
-// starts it on the newer build when the fault heals. The shard runs mixed
-// builds in between. Target store takes followers first and the leader
-// last, as docs/operations.md says. Target store-follower takes only
-// followers and always leaves one replica on the older build (the final
-// heal upgrades it), so the shard runs mixed builds for the whole run and
-// every leader change may put either build in the lead. When no replica
-// fits, a fault is a graceful restart of a follower on the build it runs.
+// starts it on the newer build when the fault heals. Each fault deals a
+// shard, so with several shards each takes its turn, and shards run
+// mixed builds in between, each at its own stage of the upgrade. Target
+// store takes a shard's followers first and its leader last, as
+// docs/operations.md says. Target store-follower takes only followers
+// and always leaves one replica of each shard on the older build (the
+// final heal upgrades it), so every shard runs mixed builds for the
+// whole run and every leader change may put either build in the lead.
+// When no replica of the dealt shard fits, a fault is a graceful restart
+// of one of its followers on the build it runs.
 type upgrader struct{ targets []string }
 
 func (u *upgrader) Kind() string     { return "upgrade" }
 func (u *upgrader) Background() bool { return false }
-
-// upgradeShard is the one store shard of a run with the upgrade nemesis.
-const upgradeShard = "s1"
 
 // stopGrace is how long a replica gets to stop after SIGTERM: a leader
 // hands over leadership and waits for its entries in flight (up to 5 s).
@@ -388,21 +387,21 @@ func (u *upgrader) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, er
 	target := d.deal(u.Kind(), u.targets)
 	key := u.Kind() + ":" + target
 	// Which replica leads decides the order; during an election, or with
-	// no store replica up, there is none to go by, and the fault is not
-	// injected.
-	leader, err := env.Cluster.StoreLeader(ctx, upgradeShard)
+	// no replica of the shard up, there is none to go by, and the fault is
+	// not injected.
+	leader, err := storeLeader(ctx, env.Cluster, d, key)
 	if err != nil {
 		return nil, err
 	}
-	up := running(env.Cluster.Stores())
+	shard := env.Cluster.ShardStores(leader.Shard)
 	var followers, oldFollowers []*cluster.Node
 	old := 0
-	for _, n := range env.Cluster.Stores() {
+	for _, n := range shard {
 		if !n.OnNext() {
 			old++
 		}
 	}
-	for _, n := range up {
+	for _, n := range running(shard) {
 		if n != leader {
 			followers = append(followers, n)
 			if !n.OnNext() {
@@ -420,7 +419,7 @@ func (u *upgrader) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, er
 	case len(followers) > 0:
 		n, upgrade, what = d.node(key, followers), false, "restart %s (store follower, on the build it runs)"
 	default:
-		return nil, errors.New("no store follower is running")
+		return nil, fmt.Errorf("no follower of store shard %s is running", leader.Shard)
 	}
 	if err := n.Stop(stopGrace); err != nil {
 		// It hung in its stop and was killed: bring it back on the build
@@ -438,48 +437,56 @@ func (u *upgrader) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, er
 	}, nil
 }
 
-// HealAll finishes the upgrade: stopped store replicas start, then every
-// replica still on the older build is stopped and started on the newer
-// one, followers first and the leader last, each serving again before the
-// next stops. Then it waits until the shard leader reports that every
-// replica runs the newer store format (seqd_store_shard_format), so
-// requests of that format go through from then on.
+// HealAll finishes the upgrade: stopped store replicas start, then, shard
+// by shard, every replica still on the older build is stopped and
+// started on the newer one, followers first and the leader last, each
+// serving again before the next stops. Then it waits until each shard's
+// leader reports that every replica of its shard runs the newer store
+// format (seqd_store_shard_format), so requests of that format go
+// through from then on.
 func (u *upgrader) HealAll(ctx context.Context, env *Env) error {
 	if err := startStopped(env.Cluster.Stores()); err != nil {
 		return err
 	}
-	old := slices.DeleteFunc(slices.Clone(env.Cluster.Stores()), (*cluster.Node).OnNext)
-	if leader, err := env.Cluster.StoreLeader(ctx, upgradeShard); err == nil && slices.Contains(old, leader) {
-		old = append(slices.DeleteFunc(old, func(n *cluster.Node) bool { return n == leader }), leader)
+	for _, sh := range env.Cluster.Shards() {
+		old := slices.DeleteFunc(env.Cluster.ShardStores(sh), (*cluster.Node).OnNext)
+		if leader, err := env.Cluster.StoreLeader(ctx, sh); err == nil && slices.Contains(old, leader) {
+			old = append(slices.DeleteFunc(old, func(n *cluster.Node) bool { return n == leader }), leader)
+		}
+		for _, n := range old {
+			if err := n.Stop(stopGrace); err != nil {
+				return err
+			}
+			if err := n.UseNext(); err != nil {
+				return err
+			}
+			if err := n.Start(); err != nil {
+				return err
+			}
+			if err := n.WaitHealthy(ctx); err != nil {
+				return fmt.Errorf("%s on the newer build: %w", n.ID, err)
+			}
+		}
 	}
-	for _, n := range old {
-		if err := n.Stop(stopGrace); err != nil {
-			return err
-		}
-		if err := n.UseNext(); err != nil {
-			return err
-		}
-		if err := n.Start(); err != nil {
-			return err
-		}
-		if err := n.WaitHealthy(ctx); err != nil {
-			return fmt.Errorf("%s on the newer build: %w", n.ID, err)
+	for _, sh := range env.Cluster.Shards() {
+		for {
+			err := newerFormatLeads(ctx, env.Cluster, sh)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("after upgrading every store replica: %w", err)
+			}
+			Sleep(ctx, 500*time.Millisecond)
 		}
 	}
-	for {
-		if err := newerFormatLeads(ctx, env.Cluster); err == nil {
-			return nil
-		} else if ctx.Err() != nil {
-			return fmt.Errorf("after upgrading every store replica: %w", err)
-		}
-		Sleep(ctx, 500*time.Millisecond)
-	}
+	return nil
 }
 
-// newerFormatLeads checks that the store leader runs the newer build and
-// has heard every replica apply its format.
-func newerFormatLeads(ctx context.Context, c *cluster.Cluster) error {
-	l, err := c.StoreLeader(ctx, upgradeShard)
+// newerFormatLeads checks that a store shard's leader runs the newer
+// build and has heard every replica of the shard apply its format.
+func newerFormatLeads(ctx context.Context, c *cluster.Cluster, shard string) error {
+	l, err := c.StoreLeader(ctx, shard)
 	if err != nil {
 		return err
 	}
@@ -487,12 +494,12 @@ func newerFormatLeads(ctx context.Context, c *cluster.Cluster) error {
 	if err != nil {
 		return err
 	}
-	shard, err := l.Metric(ctx, "seqd_store_shard_format")
+	all, err := l.Metric(ctx, "seqd_store_shard_format")
 	if err != nil {
 		return err
 	}
-	if !l.OnNext() || shard < own {
-		return fmt.Errorf("the store leader %s runs format %v and reports %v for the shard", l.ID, own, shard)
+	if !l.OnNext() || all < own {
+		return fmt.Errorf("the store leader %s runs format %v and reports %v for the shard", l.ID, own, all)
 	}
 	return nil
 }

@@ -530,16 +530,35 @@ func (m *Messages) Final(ctx context.Context) error {
 }
 
 // markReadAfterUpgrade checks, once the final heal has upgraded every
-// store replica, that an op of the newer store format goes through: the
-// leader stops holding MarkRead back. It marks the newest direct message
-// a user received as read, retrying only answers that mean "retry".
+// store replica, that an op of the newer store format goes through on
+// every shard: each shard's leader stops holding MarkRead back. On each
+// shard it marks the newest direct message one of the shard's users
+// received as read, retrying only answers that mean "retry".
 func (m *Messages) markReadAfterUpgrade(ctx context.Context) {
 	fail := func(format string, args ...any) {
 		m.upgradeErrs = append(m.upgradeErrs, checker.Anomaly{Kind: "format-gate", Msg: fmt.Sprintf(format, args...)})
 	}
 	m.upgradeChecked = true
-	var req *seqdv1.MarkReadRequest
+	for _, sh := range m.env.Cluster.Shards() {
+		req := m.newestIncomingDirect(ctx, sh)
+		if req == nil {
+			fail("after the upgrade no user of store shard %s could be read with a direct message to mark read", sh)
+			continue
+		}
+		if err := m.markReadRetrying(ctx, req); err != nil {
+			fail("with every store replica on the newer build, MarkRead of user %d (shard %s) up to %d (retried for up to 30 s): %v", req.User, sh, req.UpToSeq, err)
+		}
+	}
+}
+
+// newestIncomingDirect returns a marker, for the first of shard's users
+// that has one, of the newest direct message they received (nil: none
+// could be read or had one).
+func (m *Messages) newestIncomingDirect(ctx context.Context, shard string) *seqdv1.MarkReadRequest {
 	for _, u := range m.users {
+		if m.shardOf[u] != shard {
+			continue
+		}
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		evs, err := m.syncAll(sctx, u)
 		cancel()
@@ -548,18 +567,16 @@ func (m *Messages) markReadAfterUpgrade(ctx context.Context) {
 		}
 		for _, e := range slices.Backward(evs) {
 			if incomingDirect(e) {
-				req = &seqdv1.MarkReadRequest{User: u, Conversation: e.Conversation, UpToSeq: e.Seq}
-				break
+				return &seqdv1.MarkReadRequest{User: u, Conversation: e.Conversation, UpToSeq: e.Seq}
 			}
 		}
-		if req != nil {
-			break
-		}
 	}
-	if req == nil {
-		fail("after the upgrade no user could be read with a direct message to mark read")
-		return
-	}
+	return nil
+}
+
+// markReadRetrying sends req until it succeeds, retrying Unavailable and
+// DeadlineExceeded for up to 30 s.
+func (m *Messages) markReadRetrying(ctx context.Context, req *seqdv1.MarkReadRequest) error {
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
@@ -567,11 +584,10 @@ func (m *Messages) markReadAfterUpgrade(ctx context.Context) {
 		_, err := m.msgs.MarkRead(mctx, req)
 		cancelCall()
 		if err == nil {
-			return
+			return nil
 		}
 		if c := status.Code(err); (c != codes.Unavailable && c != codes.DeadlineExceeded) || !nemesis.Sleep(dctx, time.Second) {
-			fail("with every store replica on the newer build, MarkRead of user %d up to %d (retried for up to 30 s): %v", req.User, req.UpToSeq, err)
-			return
+			return err
 		}
 	}
 }
