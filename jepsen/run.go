@@ -124,7 +124,7 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 			return nil, fmt.Errorf("bug %s breaks %s, which only the %s workload exercises; run --workload %s", b.Name, b.Breaks, w, w)
 		}
 		if b.Name == bugs.ProposeNewerFormatEarly && !hasNemesis(specs, "upgrade") {
-			return nil, fmt.Errorf("bug %s only shows while the store shard runs mixed builds; add upgrade to --nemesis", b.Name)
+			return nil, fmt.Errorf("bug %s only shows while a store shard runs mixed builds; add upgrade to --nemesis", b.Name)
 		}
 		if b.Name == bugs.RedeliverWithoutDedup && s.StoreShards < 2 {
 			return nil, fmt.Errorf("bug %s only shows with deliveries between store shards; add --store-shards 2", b.Name)
@@ -599,7 +599,9 @@ func (r *run) run(ctx context.Context) error {
 
 	// Final heal, then a quiet period with the workload still running.
 	r.logf("final heal")
-	hctx, cancel := context.WithTimeout(r.hard, time.Minute)
+	// A minute per store shard: the upgrade nemesis's heal restarts each
+	// shard's replicas left on the older build in turn.
+	hctx, cancel := context.WithTimeout(r.hard, time.Minute*time.Duration(max(1, len(c.Shards()))))
 	if err := nemesis.HealAll(hctx, nenv, nems); err != nil {
 		r.logf("final heal: %v", err)
 	}

@@ -92,7 +92,7 @@ var scenarios = []Scenario{
 		// pauses put either build in the lead while the shards are
 		// mixed, and deliveries cross between shards at different stages
 		// of the upgrade: the planted bug's faults and schedule, plus
-		// pauses, without the bug.
+		// pauses and a second shard, without the bug.
 		Workload: "messages", Nemesis: "upgrade:store-follower,kill:store-leader,pause:store-leader", StoreShards: 2, TimeLimit: 60 * time.Second,
 		Interval: storeBugInterval, Hold: storeBugHold, Expect: "pass"},
 	{Name: bugs.ProposeNewerFormatEarly, Doc: "planted bug: a store leader on the newer build proposes MarkRead, an op of its newer format, while replicas of the older build still apply entries; they halt",

@@ -193,3 +193,14 @@ func TestUnwritableOutRejected(t *testing.T) {
 		}
 	}
 }
+
+// The upgrade nemesis with several store shards passes validation: the
+// run goes on to the build (which the broken tree then fails).
+func TestUpgradeWithShardsAccepted(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "run")
+	code, stdout, stderr := seqjepsen("run", "--backend", "local", "--workload", "messages", "--nemesis", "upgrade,kill",
+		"--store-shards", "2", "--src", brokenTree(t), "--out", out)
+	if code != report.ExitHarness || !strings.Contains(stdout+stderr, "cannot build cmd/seqd") {
+		t.Errorf("exit %d, want 2 at the build\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+}

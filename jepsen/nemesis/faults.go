@@ -394,32 +394,18 @@ func (u *upgrader) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, er
 		return nil, err
 	}
 	shard := env.Cluster.ShardStores(leader.Shard)
-	var followers, oldFollowers []*cluster.Node
-	old := 0
-	for _, n := range shard {
-		if !n.OnNext() {
-			old++
-		}
+	eligible, upgrade, err := upgradeChoice(target, replicaStates(shard, leader))
+	if err != nil {
+		return nil, fmt.Errorf("store shard %s: %w", leader.Shard, err)
 	}
-	for _, n := range running(shard) {
-		if n != leader {
-			followers = append(followers, n)
-			if !n.OnNext() {
-				oldFollowers = append(oldFollowers, n)
-			}
-		}
+	var from []*cluster.Node
+	for _, i := range eligible {
+		from = append(from, shard[i])
 	}
-	var n *cluster.Node
-	upgrade, what := true, "upgrade %s (store): stop, start on the newer build"
-	switch {
-	case len(oldFollowers) > 0 && (target == "store" || old > 1):
-		n = d.node(key, oldFollowers)
-	case target == "store" && !leader.OnNext():
-		n = leader
-	case len(followers) > 0:
-		n, upgrade, what = d.node(key, followers), false, "restart %s (store follower, on the build it runs)"
-	default:
-		return nil, fmt.Errorf("no follower of store shard %s is running", leader.Shard)
+	n := d.node(key, from)
+	what := "upgrade %s (store): stop, start on the newer build"
+	if !upgrade {
+		what = "restart %s (store follower, on the build it runs)"
 	}
 	if err := n.Stop(stopGrace); err != nil {
 		// It hung in its stop and was killed: bring it back on the build
@@ -437,34 +423,108 @@ func (u *upgrader) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, er
 	}, nil
 }
 
+// replica is what the upgrader goes by for one store replica.
+type replica struct {
+	up     bool // running, not paused
+	next   bool // on the newer build
+	leader bool
+}
+
+// replicaStates returns the states of one shard's replicas (leader: nil
+// when none is known).
+func replicaStates(shard []*cluster.Node, leader *cluster.Node) []replica {
+	rs := make([]replica, len(shard))
+	for i, n := range shard {
+		rs[i] = replica{up: n.Running() && !n.Paused(), next: n.OnNext(), leader: n == leader}
+	}
+	return rs
+}
+
+// upgradeChoice returns the indexes of the replicas of one shard that an
+// upgrade fault of target may stop (the fault deals one of them), and
+// whether it upgrades that replica or only restarts it on the build it
+// runs. Followers still on the older build come first; target store then
+// takes the leader, target store-follower never takes the last replica
+// on the older build. With none of those, a running follower is
+// restarted as it is.
+func upgradeChoice(target string, rs []replica) (eligible []int, upgrade bool, err error) {
+	var followers, oldFollowers []int
+	old, leader := 0, -1
+	for i, r := range rs {
+		if !r.next {
+			old++
+		}
+		switch {
+		case r.leader && r.up:
+			leader = i
+		case r.up:
+			followers = append(followers, i)
+			if !r.next {
+				oldFollowers = append(oldFollowers, i)
+			}
+		}
+	}
+	switch {
+	case len(oldFollowers) > 0 && (target == "store" || old > 1):
+		return oldFollowers, true, nil
+	case target == "store" && leader >= 0 && !rs[leader].next:
+		return []int{leader}, true, nil
+	case len(followers) > 0:
+		return followers, false, nil
+	}
+	return nil, false, errors.New("no store follower is running")
+}
+
+// healNext returns the replica the final heal upgrades next: a follower
+// on the older build, else the leader if it still runs it; -1 when every
+// replica runs the newer build.
+func healNext(rs []replica) int {
+	last := -1
+	for i, r := range rs {
+		switch {
+		case r.next:
+		case !r.leader:
+			return i
+		default:
+			last = i
+		}
+	}
+	return last
+}
+
 // HealAll finishes the upgrade: stopped store replicas start, then, shard
 // by shard, every replica still on the older build is stopped and
-// started on the newer one, followers first and the leader last, each
-// serving again before the next stops. Then it waits until each shard's
-// leader reports that every replica of its shard runs the newer store
-// format (seqd_store_shard_format), so requests of that format go
-// through from then on.
+// started on the newer one, followers first and the leader last (the
+// leader is looked up again before each), each serving again before the
+// next stops. A replica that hangs in its stop is killed and still
+// started on the newer build; the heal goes on and reports it. Then it
+// waits until each shard's leader reports that every replica of its
+// shard runs the newer store format (seqd_store_shard_format), so
+// requests of that format go through from then on.
 func (u *upgrader) HealAll(ctx context.Context, env *Env) error {
 	if err := startStopped(env.Cluster.Stores()); err != nil {
 		return err
 	}
+	var errs []error
 	for _, sh := range env.Cluster.Shards() {
-		old := slices.DeleteFunc(env.Cluster.ShardStores(sh), (*cluster.Node).OnNext)
-		if leader, err := env.Cluster.StoreLeader(ctx, sh); err == nil && slices.Contains(old, leader) {
-			old = append(slices.DeleteFunc(old, func(n *cluster.Node) bool { return n == leader }), leader)
-		}
-		for _, n := range old {
+		nodes := env.Cluster.ShardStores(sh)
+		for {
+			i := healNext(replicaStates(nodes, shardLeader(ctx, env.Cluster, sh)))
+			if i < 0 {
+				break
+			}
+			n := nodes[i]
 			if err := n.Stop(stopGrace); err != nil {
-				return err
+				errs = append(errs, fmt.Errorf("stopping %s to upgrade it: %w", n.ID, err))
 			}
 			if err := n.UseNext(); err != nil {
-				return err
+				return errors.Join(append(errs, err)...)
 			}
 			if err := n.Start(); err != nil {
-				return err
+				return errors.Join(append(errs, fmt.Errorf("starting %s on the newer build: %w", n.ID, err))...)
 			}
 			if err := n.WaitHealthy(ctx); err != nil {
-				return fmt.Errorf("%s on the newer build: %w", n.ID, err)
+				return errors.Join(append(errs, fmt.Errorf("%s on the newer build: %w", n.ID, err))...)
 			}
 		}
 	}
@@ -475,12 +535,27 @@ func (u *upgrader) HealAll(ctx context.Context, env *Env) error {
 				break
 			}
 			if ctx.Err() != nil {
-				return fmt.Errorf("after upgrading every store replica: %w", err)
+				return errors.Join(append(errs, fmt.Errorf("after upgrading every store replica, shard %s: %w", sh, err))...)
 			}
 			Sleep(ctx, 500*time.Millisecond)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// shardLeader returns the leader of store shard sh, waiting up to 10 s
+// for one (nil if none shows).
+func shardLeader(ctx context.Context, c *cluster.Cluster, sh string) *cluster.Node {
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		if l, err := c.StoreLeader(wctx, sh); err == nil {
+			return l
+		}
+		if !Sleep(wctx, 200*time.Millisecond) {
+			return nil
+		}
+	}
 }
 
 // newerFormatLeads checks that a store shard's leader runs the newer
@@ -499,7 +574,7 @@ func newerFormatLeads(ctx context.Context, c *cluster.Cluster, shard string) err
 		return err
 	}
 	if !l.OnNext() || all < own {
-		return fmt.Errorf("the store leader %s runs format %v and reports %v for the shard", l.ID, own, all)
+		return fmt.Errorf("the leader of store shard %s, %s, runs format %v and reports %v for the shard", shard, l.ID, own, all)
 	}
 	return nil
 }

@@ -319,3 +319,61 @@ func TestRunnerFaultsShowsTheFaultInProgress(t *testing.T) {
 		t.Fatalf("after Run, faults %+v; want the pause with its end", final)
 	}
 }
+
+// The upgrader's choice within one shard: followers on the older build
+// first; target store then the leader, target store-follower never the
+// last replica on the older build; otherwise a restart of a running
+// follower. Stopped and paused replicas are never chosen.
+func TestUpgradeChoice(t *testing.T) {
+	old, next := replica{up: true}, replica{up: true, next: true}
+	oldLeader, nextLeader := replica{up: true, leader: true}, replica{up: true, next: true, leader: true}
+	down, nextDown := replica{}, replica{next: true}
+	for _, tc := range []struct {
+		name     string
+		target   string
+		rs       []replica
+		eligible []int
+		upgrade  bool
+		err      bool
+	}{
+		{"store: old followers first", "store", []replica{oldLeader, old, old}, []int{1, 2}, true, false},
+		{"store: then the leader", "store", []replica{next, oldLeader, next}, []int{1}, true, false},
+		{"store: all upgraded, a follower restarts", "store", []replica{next, nextLeader, next}, []int{0, 2}, false, false},
+		{"store: a stopped old follower is not chosen", "store", []replica{down, oldLeader, next}, []int{1}, true, false},
+		{"follower: old followers while two are old", "store-follower", []replica{oldLeader, old, next}, []int{1}, true, false},
+		{"follower: the last old follower stays", "store-follower", []replica{nextLeader, old, next}, []int{1, 2}, false, false},
+		{"follower: never the leader", "store-follower", []replica{next, oldLeader, next}, []int{0, 2}, false, false},
+		{"follower: a stopped old replica counts as old", "store-follower", []replica{down, old, nextLeader}, []int{1}, true, false},
+		{"nothing running but the leader", "store", []replica{nextLeader, nextDown, down}, nil, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			eligible, upgrade, err := upgradeChoice(tc.target, tc.rs)
+			if (err != nil) != tc.err || upgrade != tc.upgrade || fmt.Sprint(eligible) != fmt.Sprint(tc.eligible) {
+				t.Errorf("got %v, upgrade %v, err %v; want %v, upgrade %v, err %v", eligible, upgrade, err, tc.eligible, tc.upgrade, tc.err)
+			}
+		})
+	}
+}
+
+// The final heal upgrades followers before the leader, and stops when
+// every replica runs the newer build; with no leader known it goes in
+// order.
+func TestHealNext(t *testing.T) {
+	old, next := replica{up: true}, replica{up: true, next: true}
+	oldLeader, nextLeader := replica{up: true, leader: true}, replica{up: true, next: true, leader: true}
+	for _, tc := range []struct {
+		rs   []replica
+		want int
+	}{
+		{[]replica{oldLeader, old, old}, 1},
+		{[]replica{oldLeader, next, next}, 0},
+		{[]replica{next, nextLeader, old}, 2},
+		{[]replica{next, nextLeader, next}, -1},
+		{[]replica{old, old, next}, 0},
+		{nil, -1},
+	} {
+		if got := healNext(tc.rs); got != tc.want {
+			t.Errorf("healNext(%+v) = %d, want %d", tc.rs, got, tc.want)
+		}
+	}
+}

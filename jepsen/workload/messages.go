@@ -551,14 +551,16 @@ func (m *Messages) markReadAfterUpgrade(ctx context.Context) {
 	}
 }
 
+// usersOf returns the users that live on store shard sh, in order.
+func (m *Messages) usersOf(sh string) []uint64 {
+	return slices.DeleteFunc(slices.Clone(m.users), func(u uint64) bool { return m.shardOf[u] != sh })
+}
+
 // newestIncomingDirect returns a marker, for the first of shard's users
 // that has one, of the newest direct message they received (nil: none
 // could be read or had one).
 func (m *Messages) newestIncomingDirect(ctx context.Context, shard string) *seqdv1.MarkReadRequest {
-	for _, u := range m.users {
-		if m.shardOf[u] != shard {
-			continue
-		}
+	for _, u := range m.usersOf(shard) {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		evs, err := m.syncAll(sctx, u)
 		cancel()
@@ -771,11 +773,7 @@ func unreadView(r *seqdv1.UnreadResponse) checker.UnreadView {
 // and the group timeline if its shard holds it, from one replica alone.
 func (m *Messages) readReplica(ctx context.Context, n *cluster.Node) *replicaView {
 	v := &replicaView{inboxes: map[uint64][]*seqdv1.Event{}, unread: map[uint64]checker.UnreadView{}, groups: n.Shard == m.groupShard}
-	for _, u := range m.users {
-		if m.shardOf[u] == n.Shard {
-			v.users = append(v.users, u)
-		}
-	}
+	v.users = m.usersOf(n.Shard)
 	cc, err := grpc.NewClient(n.GRPC, append(grpcconn.DialOptions(), grpc.WithNoProxy())...)
 	if err != nil {
 		v.err = err.Error()
