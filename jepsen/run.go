@@ -95,6 +95,10 @@ const (
 	maxFaultTime    = time.Hour
 	maxRate         = 1_000_000
 	maxStoreShards  = 3
+	// The store refuses a retention under a second; the messages
+	// workload waits out the retention after the run, so it is kept short.
+	minRetention = time.Second
+	maxRetention = 5 * time.Minute
 )
 
 // Validate checks a spec (with Defaults applied) before anything starts.
@@ -126,6 +130,9 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 		if b.Name == bugs.ProposeNewerFormatEarly && !hasNemesis(specs, "upgrade") {
 			return nil, fmt.Errorf("bug %s only shows while a store shard runs mixed builds; add upgrade to --nemesis", b.Name)
 		}
+		if (b.Name == bugs.ExpireTooEarly || b.Name == bugs.ExpireKeepsUnread) && s.Retention == 0 {
+			return nil, fmt.Errorf("bug %s only shows while the store removes old events; add --retention 10s", b.Name)
+		}
 		if b.Name == bugs.RedeliverWithoutDedup && s.StoreShards < 2 {
 			return nil, fmt.Errorf("bug %s only shows with deliveries between store shards; add --store-shards 2", b.Name)
 		}
@@ -135,6 +142,14 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 	})
 	if cutsShards && s.StoreShards < 2 {
 		return nil, fmt.Errorf("--nemesis %q: partition store-shards cuts store shards from each other; add --store-shards 2", s.Nemesis)
+	}
+	if s.Retention != 0 {
+		if err := bounded("retention", s.Retention, minRetention, maxRetention); err != nil {
+			return nil, err
+		}
+		if !workload.NeedsStore(wls) {
+			return nil, fmt.Errorf("--retention %v: the %s workload runs no message store; use --workload messages or all", s.Retention, s.Workload)
+		}
 	}
 	if s.StoreShards > 1 {
 		if !workload.NeedsStore(wls) {
@@ -539,7 +554,7 @@ func (r *run) run(ctx context.Context) error {
 	r.mu.Unlock()
 	c, err := r.startCluster(ctx, cluster.Options{
 		Dir: o.Out, Backend: o.Backend, Binary: bin, NextBinary: next, Env: env, Failpoints: tags != "",
-		AllocSvrs: o.AllocSvrs, StoreReplicas: stores, StoreShards: shards, ShardSplits: workload.MessagesShardSplits(shards),
+		AllocSvrs: o.AllocSvrs, StoreReplicas: stores, StoreShards: shards, ShardSplits: workload.MessagesShardSplits(shards), Retention: o.Retention,
 		Lease: o.Lease, Step: o.Step, Logf: r.logf,
 	})
 	if err != nil {

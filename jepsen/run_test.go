@@ -93,6 +93,12 @@ func TestValidateRejects(t *testing.T) {
 		{"store-shards negative", func(s *report.Spec) { s.StoreShards = -1 }, "--store-shards -1: must be above zero"},
 		{"store-shards without a store", func(s *report.Spec) { s.StoreShards = 2 }, "the alloc workload runs no message store"},
 		{"store-shards partition on one shard", func(s *report.Spec) { s.Workload, s.Nemesis = "messages", "partition:store-shards" }, "add --store-shards 2"},
+		{"retention without a store", func(s *report.Spec) { s.Retention = 10 * time.Second }, "--retention 10s: the alloc workload runs no message store"},
+		{"retention under a second", func(s *report.Spec) { s.Workload, s.Retention = "messages", 500*time.Millisecond }, "--retention 500ms: must be at least 1s"},
+		{"retention negative", func(s *report.Spec) { s.Workload, s.Retention = "messages", -time.Second }, "--retention -1s: must be above zero"},
+		{"retention huge", func(s *report.Spec) { s.Workload, s.Retention = "messages", time.Hour }, "--retention 1h0m0s: must be at most 5m0s"},
+		{"retention bug without retention", func(s *report.Spec) { s.Workload, s.Bug, s.Nemesis = "messages", bugs.ExpireKeepsUnread, "kill" },
+			"add --retention 10s"},
 		{"cross-shard bug on one shard", func(s *report.Spec) { s.Workload, s.Bug, s.Nemesis = "messages", bugs.RedeliverWithoutDedup, "kill" },
 			"add --store-shards 2"},
 	} {

@@ -28,6 +28,9 @@ type Scenario struct {
 	// StoreShards overrides the number of store shards (default 1),
 	// unless --store-shards is given.
 	StoreShards int
+	// Retention sets the store's inbox retention (default off), unless
+	// --retention is given.
+	Retention time.Duration
 	// Expect is "pass" (no anomaly allowed) or "fail" (the run must catch
 	// the anomaly: a planted bug, or clock skew beyond the margin).
 	Expect string
@@ -72,6 +75,14 @@ var scenarios = []Scenario{
 	{Name: "messages-shards", Doc: "two store shards, with sends and group hints crossing between them: each shard's leader killed, paused and isolated, and the shards cut off from each other while deliveries wait in their outboxes",
 		Workload: "messages", Nemesis: "kill:store-leader+store,pause:store-leader,partition:store-shards+isolate-store-leader", StoreShards: 2,
 		TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "pass"},
+	{Name: "messages-retention", Doc: "the message store removing inbox events and group timeline entries older than 10 s while the run goes on, on two store shards, under kills, pauses and partitions: nothing acknowledged is lost or doubled before its time, streams stay gap-free but for what was removed, and once everything is due nothing is left and unread counts agree",
+		Workload: "messages", Nemesis: "kill,pause,partition", StoreShards: 2, Retention: 10 * time.Second, TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "pass"},
+	{Name: bugs.ExpireTooEarly, Doc: "planted bug: retention removes events older than half its period; messages-retention's run must find acknowledged sends missing that were not yet due",
+		Workload: "messages", Nemesis: "kill,pause,partition", Bug: bugs.ExpireTooEarly, StoreShards: 2, Retention: 10 * time.Second, Interval: bugInterval,
+		TimeLimit: 60 * time.Second, Expect: "fail"},
+	{Name: bugs.ExpireKeepsUnread, Doc: "planted bug: retention removes unread messages but not from the unread counts; once everything is due, counts stay above what the empty inboxes imply",
+		Workload: "messages", Nemesis: "kill,pause,partition", Bug: bugs.ExpireKeepsUnread, StoreShards: 2, Retention: 10 * time.Second, Interval: bugInterval,
+		TimeLimit: 60 * time.Second, Expect: "fail"},
 	{Name: bugs.RedeliverWithoutDedup, Doc: "planted bug: deliveries from another shard not deduplicated; the faults of messages-shards make the sender's shard retry deliveries that were applied",
 		Workload: "messages", Nemesis: "kill:store-leader+store,pause:store-leader,partition:store-shards+isolate-store-leader", Bug: bugs.RedeliverWithoutDedup, StoreShards: 2,
 		TimeLimit: 60 * time.Second, Interval: bugInterval, Expect: "fail"},

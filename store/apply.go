@@ -1081,7 +1081,7 @@ func refuseCutoff(what string, ms int64) *OpResult {
 func (x *tx) expireEvent(user uint64, e *seqdv1.Event, dropCopies bool) {
 	us := x.userState(user)
 	x.updateConv(user, e.Conversation, us, func(cs *clusterv1.ConvState) {
-		if counted(e, cs) {
+		if counted(e, cs) && !bugs.Enabled(bugs.ExpireKeepsUnread) {
 			cs.Unread--
 		}
 	})

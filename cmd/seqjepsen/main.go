@@ -194,6 +194,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		backend   = fs.String("backend", "", "netns (root; default when possible) or local (loopback; no partitions)")
 		allocsvrs = fs.Int("allocsvrs", 0, "AllocSvrs to run, 2 or 3 (default 2)")
 		shards    = fs.Int("store-shards", 0, "message-store shards of 3 replicas each, 1 to 3, with the messages workload's users spread over them (default 1)")
+		retention = fs.Duration("retention", 0, "the message store's inbox retention, 1s to 5m: events older than this are removed while the run goes on (default off)")
 		lease     = fs.Duration("lease", 0, "AllocSvr lease (default 2s)")
 		step      = fs.Uint64("step", 0, "max_seq step; hot keys must run through one within a lease (default 1000)")
 		interval  = fs.String("fault-interval", "", "quiet time between faults, a range (default 3s-10s)")
@@ -236,7 +237,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		if sc.Step != 0 && !set["step"] {
 			*step = sc.Step
 		}
-		spec.StoreShards = sc.StoreShards
+		spec.StoreShards, spec.Retention = sc.StoreShards, sc.Retention
 		fmt.Fprintf(stderr, "scenario %s: %s (expected outcome: %s)\n", sc.Name, sc.Doc, sc.Expect)
 	} else {
 		spec.Nemesis = "kill,pause,partition"
@@ -259,6 +260,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	spec.AllocSvrs, spec.Lease, spec.Step, spec.CheckTimeout = *allocsvrs, *lease, *step, *checkTO
 	if set["store-shards"] {
 		spec.StoreShards = *shards
+	}
+	if set["retention"] {
+		spec.Retention = *retention
 	}
 	spec.Alloc.Rate = *rate
 	for name, dst := range map[string]*[2]time.Duration{"fault-interval": &spec.Schedule.Interval, "fault-hold": &spec.Schedule.Hold} {

@@ -39,6 +39,12 @@ const (
 	// RedeliverWithoutDedup: a shard applies a delivery from another
 	// shard without looking for the copy it already holds.
 	RedeliverWithoutDedup = "redeliver-without-dedup"
+	// ExpireTooEarly: retention removes events older than half the
+	// period.
+	ExpireTooEarly = "expire-too-early"
+	// ExpireKeepsUnread: retention removes unread messages without
+	// taking them off the unread counts.
+	ExpireKeepsUnread = "expire-keeps-unread"
 )
 
 // Bug describes one planted bug.
@@ -69,6 +75,10 @@ var Known = []Bug{
 		"a store leader of a newer build proposes ops of its store format while replicas of the older build still apply entries, which halts them"},
 	{RedeliverWithoutDedup, "store/apply.go deliver", "G2",
 		"a shard applies a delivery from another shard without looking for its copy key, so an outbox retry of a delivery that was applied writes the copy again"},
+	{ExpireTooEarly, "store/loops.go applyRetention", "G2",
+		"the store leader's retention passes remove inbox events and timeline entries older than half the period, so messages still within it go"},
+	{ExpireKeepsUnread, "store/apply.go expireEvent", "G3",
+		"retention removes unread messages from inboxes but leaves them in the unread counts"},
 }
 
 // Lookup returns the bug named name.

@@ -21,6 +21,7 @@ type Sent struct {
 	ReadGroup uint64
 	Acked     bool
 	ID        string        // message id from the acknowledgement
+	First     time.Duration // when its first attempt began
 	At        time.Duration // when it was acknowledged
 	Last      time.Duration // when its last attempt ended
 }
@@ -32,7 +33,11 @@ type Subscription struct {
 	Seqs  []uint64 // the seqs it delivered, in order
 	// Keys are EventKey of each delivered event, parallel to Seqs (nil:
 	// only the seqs are compared).
-	Keys   []string
+	Keys []string
+	// SentAt is each delivered event's sent_at_ms, parallel to Seqs (nil:
+	// not recorded): under retention, what tells an event retention may
+	// have removed since from one that went missing.
+	SentAt []int64
 	Client int
 	// Stopped: the harness ended the stream after the final heal, once its
 	// user's subscriber had caught up to Target (the newest seq of the
@@ -69,7 +74,10 @@ func sortedUsers[V any](m map[uint64]V) []uint64 { return sortedKeys(m) }
 
 // LostOrDoubled reports every acknowledged message missing from an inbox
 // (or timeline) it was meant for, or present more than once there (G2).
-func LostOrDoubled(sent []Sent, inboxes, timelines map[uint64][]*seqdv1.Event) []Anomaly {
+// Under retention, a message whose first attempt began before
+// expiredBefore may be missing: retention may have removed it before the
+// reads (0: nothing may be missing).
+func LostOrDoubled(sent []Sent, inboxes, timelines map[uint64][]*seqdv1.Event, expiredBefore time.Duration) []Anomaly {
 	count := func(evs []*seqdv1.Event, body string) int {
 		n := 0
 		for _, e := range evs {
@@ -98,6 +106,7 @@ func LostOrDoubled(sent []Sent, inboxes, timelines map[uint64][]*seqdv1.Event) [
 		sort.Strings(names)
 		for _, name := range names {
 			switch n := count(where[name], s.Body); {
+			case n == 0 && s.First < expiredBefore:
 			case n == 0:
 				out = append(out, Anomaly{Kind: "lost", At: s.At, Msg: fmt.Sprintf("acknowledged message %s (%q, from %d) is missing from %s", s.ID, s.Body, s.Sender, name)})
 			case n > 1:
@@ -106,6 +115,28 @@ func LostOrDoubled(sent []Sent, inboxes, timelines map[uint64][]*seqdv1.Event) [
 		}
 	}
 	return out
+}
+
+// Removed counts the acknowledged sends that none of their inboxes (nor
+// the group timeline) holds: under retention, those it removed.
+func Removed(sent []Sent, inboxes, timelines map[uint64][]*seqdv1.Event) int {
+	held := map[string]bool{}
+	for _, m := range []map[uint64][]*seqdv1.Event{inboxes, timelines} {
+		for _, evs := range m {
+			for _, e := range evs {
+				if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE {
+					held[string(e.Body)] = true
+				}
+			}
+		}
+	}
+	n := 0
+	for _, s := range sent {
+		if s.Acked && !held[s.Body] {
+			n++
+		}
+	}
+	return n
 }
 
 // DoubledPayloads reports any body that appears more than once in one
@@ -149,10 +180,16 @@ func Increasing(inboxes map[uint64][]*seqdv1.Event) []Anomaly {
 // SubscriberGaps reports every Subscribe connection that skipped,
 // repeated or changed an event: what it delivered must be exactly the
 // final inbox's events from its checkpoint up to the last one it delivered
-// or, for a stream the harness stopped, up to its Target (G3).
-func SubscriberGaps(subs []Subscription, inboxes map[uint64][]*seqdv1.Event) []Anomaly {
+// or, for a stream the harness stopped, up to its Target (G3). Under
+// retention, a delivered event sent before expiredBeforeMs (sent_at_ms)
+// that the final inbox no longer holds is left out of the comparison:
+// retention may have removed it since (0: none is).
+func SubscriberGaps(subs []Subscription, inboxes map[uint64][]*seqdv1.Event, expiredBeforeMs int64) []Anomaly {
 	var out []Anomaly
 	for _, s := range subs {
+		if expiredBeforeMs > 0 {
+			s = withoutExpired(s, inboxes[s.User], expiredBeforeMs)
+		}
 		if len(s.Seqs) == 0 && !s.Stopped {
 			continue
 		}
@@ -193,6 +230,46 @@ func SubscriberGaps(subs []Subscription, inboxes map[uint64][]*seqdv1.Event) []A
 	return out
 }
 
+// withoutExpired returns s without the events it delivered that inbox no
+// longer holds and that were sent before expiredBeforeMs.
+func withoutExpired(s Subscription, inbox []*seqdv1.Event, expiredBeforeMs int64) Subscription {
+	held := make(map[uint64]bool, len(inbox))
+	for _, e := range inbox {
+		held[e.Seq] = true
+	}
+	out := s
+	out.Seqs, out.Keys, out.SentAt = nil, nil, nil
+	for i, seq := range s.Seqs {
+		if !held[seq] && i < len(s.SentAt) && s.SentAt[i] < expiredBeforeMs {
+			continue
+		}
+		out.Seqs = append(out.Seqs, seq)
+		if i < len(s.Keys) {
+			out.Keys = append(out.Keys, s.Keys[i])
+		}
+		if i < len(s.SentAt) {
+			out.SentAt = append(out.SentAt, s.SentAt[i])
+		}
+	}
+	return out
+}
+
+// Unexpired reports every event of an inbox or timeline sent before dueMs
+// (sent_at_ms) that is still there: retention should have removed it.
+func Unexpired(events map[uint64][]*seqdv1.Event, where string, dueMs int64) []Anomaly {
+	var out []Anomaly
+	for _, k := range sortedUsers(events) {
+		for _, e := range events[k] {
+			if e.SentAtMs > 0 && e.SentAtMs < dueMs {
+				out = append(out, Anomaly{Kind: "retention", Key: k, Msg: fmt.Sprintf("%s %d still holds %s event at seq %d sent at %d ms, %d ms before the due time %d ms",
+					where, k, e.Kind, e.Seq, e.SentAtMs, dueMs-e.SentAtMs, dueMs)})
+				break
+			}
+		}
+	}
+	return out
+}
+
 func abbreviate(seqs []uint64) string {
 	if len(seqs) <= 12 {
 		return fmt.Sprint(seqs)
@@ -204,7 +281,8 @@ func abbreviate(seqs []uint64) string {
 // conversation, incoming message copies that are neither recalled nor
 // deleted and lie above the conversation's newest read marker; for
 // read-fanout groups, the newest timeline count hinted minus the newest
-// count read (by a marker or by sending to the group), and never below the
+// count read (by a marker or by sending to the group) or removed by
+// retention (a hint's expired count), and never below the
 // floor a member joined at (join floors are not in the inbox, so callers
 // pass them).
 func ImpliedUnread(inbox []*seqdv1.Event, joinFloor map[string]uint64) UnreadView {
@@ -221,6 +299,9 @@ func ImpliedUnread(inbox []*seqdv1.Event, joinFloor map[string]uint64) UnreadVie
 			readUpTo[n] = max(readUpTo[n], e.ReadUpTo)
 		case seqdv1.EventKind_EVENT_KIND_GROUP_HINT:
 			latest[n] = max(latest[n], e.GroupCount)
+			// Retention removed that many of the group's messages: they
+			// count as read.
+			read[n] = max(read[n], e.GroupExpiredCount)
 		case seqdv1.EventKind_EVENT_KIND_MESSAGE:
 			if e.Outgoing && e.GroupCount > 0 {
 				read[n] = max(read[n], e.GroupCount)

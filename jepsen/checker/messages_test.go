@@ -2,6 +2,7 @@ package checker
 
 import (
 	"testing"
+	"time"
 
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
@@ -39,7 +40,34 @@ func TestLostOrDoubled(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := LostOrDoubled(sent, tt.inboxes, tt.timelines); len(got) != tt.want {
+			if got := LostOrDoubled(sent, tt.inboxes, tt.timelines, 0); len(got) != tt.want {
+				t.Fatalf("got %d anomalies %v, want %d", len(got), got, tt.want)
+			}
+		})
+	}
+}
+
+// Under retention a send may be missing if its first attempt began
+// before the bound, never doubled, and one that began after must be there.
+func TestLostOrDoubledUnderRetention(t *testing.T) {
+	sent := []Sent{
+		{Body: "old", Sender: 1, Inboxes: []uint64{1, 2}, Acked: true, ID: "1.1", First: 1 * time.Second},
+		{Body: "new", Sender: 1, Inboxes: []uint64{1, 2}, Acked: true, ID: "1.2", First: 5 * time.Second},
+	}
+	for _, tt := range []struct {
+		name    string
+		inboxes map[uint64][]*seqdv1.Event
+		bound   time.Duration
+		want    int
+	}{
+		{"the old one removed", map[uint64][]*seqdv1.Event{1: {msg(2, "new", true)}, 2: {msg(2, "new", false)}}, 3 * time.Second, 0},
+		{"the old one removed from one inbox only", map[uint64][]*seqdv1.Event{1: {msg(1, "old", true), msg(2, "new", true)}, 2: {msg(2, "new", false)}}, 3 * time.Second, 0},
+		{"the new one missing", map[uint64][]*seqdv1.Event{1: {msg(2, "new", true)}, 2: {}}, 3 * time.Second, 1},
+		{"the old one doubled", map[uint64][]*seqdv1.Event{1: {msg(1, "old", true), msg(2, "old", true), msg(3, "new", true)}, 2: {msg(2, "new", false)}}, 3 * time.Second, 1},
+		{"sent right at the bound is not excused", map[uint64][]*seqdv1.Event{1: {msg(2, "new", true)}, 2: {msg(2, "new", false)}}, time.Second, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := LostOrDoubled(sent, tt.inboxes, nil, tt.bound); len(got) != tt.want {
 				t.Fatalf("got %d anomalies %v, want %d", len(got), got, tt.want)
 			}
 		})
@@ -93,10 +121,49 @@ func TestSubscriberGaps(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := SubscriberGaps([]Subscription{tt.sub}, inbox); len(got) != tt.want {
+			if got := SubscriberGaps([]Subscription{tt.sub}, inbox, 0); len(got) != tt.want {
 				t.Fatalf("got %v, want %d anomalies", got, tt.want)
 			}
 		})
+	}
+}
+
+// Under retention, a delivered event the inbox no longer holds is left
+// out if it was sent before the bound; a gap in what the inbox still
+// holds, or a missing event sent after the bound, is still caught.
+func TestSubscriberGapsUnderRetention(t *testing.T) {
+	// Retention removed 1 and 4 (sent at 100 and 200 ms) and, out of seq
+	// order, 7: a copy delivered late from another shard, sent at 150 ms.
+	inbox := map[uint64][]*seqdv1.Event{1: {msg(6, "c", false), msg(9, "d", false)}}
+	for _, tt := range []struct {
+		name string
+		sub  Subscription
+		want int
+	}{
+		{"removed from the front", Subscription{User: 1, Seqs: []uint64{1, 4, 6, 9}, SentAt: []int64{100, 200, 300, 400}}, 0},
+		{"removed out of seq order", Subscription{User: 1, After: 4, Seqs: []uint64{6, 7, 9}, SentAt: []int64{300, 150, 400}}, 0},
+		{"keys stay aligned", Subscription{User: 1, Seqs: []uint64{4, 6}, SentAt: []int64{200, 300},
+			Keys: []string{"gone", EventKey(inbox[1][0])}}, 0},
+		{"missing but sent after the bound", Subscription{User: 1, After: 4, Seqs: []uint64{6, 8, 9}, SentAt: []int64{300, 600, 400}}, 1},
+		{"skipped one the inbox holds", Subscription{User: 1, Seqs: []uint64{1, 4, 9}, SentAt: []int64{100, 200, 400}}, 1},
+		{"no send times recorded", Subscription{User: 1, Seqs: []uint64{1, 6}}, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := SubscriberGaps([]Subscription{tt.sub}, inbox, 250); len(got) != tt.want {
+				t.Fatalf("got %v, want %d anomalies", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestUnexpired(t *testing.T) {
+	old, fresh := msg(1, "a", false), msg(2, "b", false)
+	old.SentAtMs, fresh.SentAtMs = 100, 300
+	if got := Unexpired(map[uint64][]*seqdv1.Event{1: {fresh}, 2: nil}, "user", 200); len(got) != 0 {
+		t.Fatalf("a fresh event flagged: %v", got)
+	}
+	if got := Unexpired(map[uint64][]*seqdv1.Event{1: {old, fresh}, 2: {old}}, "user", 200); len(got) != 2 {
+		t.Fatalf("got %v, want one anomaly per inbox holding an event past due", got)
 	}
 }
 
@@ -128,5 +195,40 @@ func TestUnreadAgrees(t *testing.T) {
 				t.Fatalf("got %v, want %d anomalies", got, tt.want)
 			}
 		})
+	}
+}
+
+// A hint's expired count counts as read: retention removed that many of
+// the group's messages.
+func TestImpliedUnreadAfterExpiry(t *testing.T) {
+	hint := func(seq, count, expired uint64) *seqdv1.Event {
+		return &seqdv1.Event{Seq: seq, Kind: seqdv1.EventKind_EVENT_KIND_GROUP_HINT, Conversation: gc(9), GroupCount: count, GroupExpiredCount: expired}
+	}
+	for _, tt := range []struct {
+		inbox []*seqdv1.Event
+		want  uint64
+	}{
+		{[]*seqdv1.Event{hint(1, 4, 0)}, 4},
+		{[]*seqdv1.Event{hint(1, 4, 0), hint(2, 6, 3)}, 3},
+		{[]*seqdv1.Event{hint(2, 6, 6)}, 0},
+		{[]*seqdv1.Event{{Seq: 1, Kind: seqdv1.EventKind_EVENT_KIND_READ, Conversation: gc(9), GroupCount: 5, Outgoing: true}, hint(2, 6, 3)}, 1},
+	} {
+		if got := ImpliedUnread(tt.inbox, nil).Total; got != tt.want {
+			t.Errorf("ImpliedUnread(%v) = %d, want %d", tt.inbox, got, tt.want)
+		}
+	}
+}
+
+func TestRemoved(t *testing.T) {
+	sent := []Sent{
+		{Body: "gone", Inboxes: []uint64{1, 2}, Acked: true},
+		{Body: "half", Inboxes: []uint64{1, 2}, Acked: true},
+		{Body: "g", ReadGroup: 9, Acked: true},
+		{Body: "never", Inboxes: []uint64{1}},
+	}
+	inboxes := map[uint64][]*seqdv1.Event{1: {msg(3, "half", true)}}
+	timelines := map[uint64][]*seqdv1.Event{9: {msg(1, "g", false)}}
+	if got := Removed(sent, inboxes, timelines); got != 1 {
+		t.Fatalf("Removed = %d, want 1 (only the acknowledged send no inbox holds)", got)
 	}
 }

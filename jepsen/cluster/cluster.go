@@ -76,9 +76,12 @@ type Options struct {
 	// ShardSplits are the section boundaries between the shards
 	// (--shard-splits on the arbiters), one fewer than StoreShards.
 	ShardSplits []uint64
-	Lease       time.Duration // default 2s
-	Step        uint64        // max_seq step; default 1000 (the production default is 10,000)
-	ClusterID   string
+	// Retention is the store replicas' --retention (0: off, keep every
+	// inbox event).
+	Retention time.Duration
+	Lease     time.Duration // default 2s
+	Step      uint64        // max_seq step; default 1000 (the production default is 10,000)
+	ClusterID string
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
 }
@@ -229,6 +232,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		case Store:
 			args = append(args, "--data", filepath.Join(opts.Dir, "data", n.ID), "--raft-addr", n.Raft, "--shard", n.Shard,
 				"--arbiters", strings.Join(arbAddrs, ","))
+			if opts.Retention > 0 {
+				args = append(args, "--retention", opts.Retention.String())
+			}
 			args = append(args, storePeers[n.Shard]...)
 		}
 		n.args = append(args, common...)
@@ -288,6 +294,9 @@ func (c *Cluster) Shards() []string {
 	}
 	return out
 }
+
+// Retention is the store replicas' inbox retention (0: off).
+func (c *Cluster) Retention() time.Duration { return c.opts.Retention }
 
 // ShardStores returns the replicas of one message-store shard.
 func (c *Cluster) ShardStores(shard string) []*Node {

@@ -104,12 +104,12 @@ func TestWriteReport(t *testing.T) {
 
 func TestSpecArgsRoundTrip(t *testing.T) {
 	s := Spec{Workload: "alloc", Nemesis: "kill,partition:halves", TimeLimit: time.Minute, Quiet: 10 * time.Second, Seed: 42,
-		Backend: "netns", AllocSvrs: 3, StoreShards: 2, Lease: 2 * time.Second, Step: 1000, Bug: "ack-before-raise-commit",
+		Backend: "netns", AllocSvrs: 3, StoreShards: 2, Retention: 10 * time.Second, Lease: 2 * time.Second, Step: 1000, Bug: "ack-before-raise-commit",
 		Schedule: nemesis.Schedule{Interval: [2]time.Duration{2 * time.Second, 6 * time.Second}, Hold: [2]time.Duration{time.Second, 8 * time.Second}}}
 	line := ShellQuote(s.Args("out dir"))
 	s.CheckTimeout = time.Minute
 	line = ShellQuote(s.Args("out dir"))
-	for _, want := range []string{"--seed 42", "--bug ack-before-raise-commit", "--fault-interval 2s-6s", "--allocsvrs 3", "--store-shards 2", "--check-timeout 1m0s", "--out 'out dir'"} {
+	for _, want := range []string{"--seed 42", "--bug ack-before-raise-commit", "--fault-interval 2s-6s", "--allocsvrs 3", "--store-shards 2", "--retention 10s", "--check-timeout 1m0s", "--out 'out dir'"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("%s lacks %q", line, want)
 		}

@@ -26,9 +26,11 @@ type Spec struct {
 	AllocSvrs int           `json:"allocsvrs"`
 	// StoreShards is the number of message-store shards (of three
 	// replicas each) the messages workload runs on.
-	StoreShards int           `json:"store_shards,omitempty"`
-	Lease       time.Duration `json:"lease_ns"`
-	Step        uint64        `json:"step"`
+	StoreShards int `json:"store_shards,omitempty"`
+	// Retention is the store's inbox retention (--retention; 0: off).
+	Retention time.Duration `json:"retention_ns,omitempty"`
+	Lease     time.Duration `json:"lease_ns"`
+	Step      uint64        `json:"step"`
 	// Schedule of faults.
 	Schedule     nemesis.Schedule      `json:"schedule"`
 	CheckTimeout time.Duration         `json:"check_timeout_ns"`
@@ -59,6 +61,9 @@ func (s Spec) Args(out string) []string {
 	)
 	if s.Bug != "" {
 		a = append(a, "--bug", s.Bug)
+	}
+	if s.Retention > 0 {
+		a = append(a, "--retention", s.Retention.String())
 	}
 	if s.Alloc.Rate > 0 {
 		a = append(a, "--rate", strconv.FormatFloat(s.Alloc.Rate, 'f', -1, 64))

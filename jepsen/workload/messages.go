@@ -97,6 +97,10 @@ type Messages struct {
 	replicas  map[string]*replicaView
 	finalErrs []string
 	finalRan  bool // Final ran (not on an interrupted run)
+	// retained is, under retention, what was left of the run right after
+	// it (the final reads above come after everything it sent expired);
+	// nil without retention.
+	retained *retainedView
 	// undelivered is why the final reads gave up waiting for deliveries
 	// between store shards ("" if they did not).
 	undelivered string
@@ -118,6 +122,21 @@ type Messages struct {
 	formatRefused, marksOK uint64
 	upgradeChecked         bool
 	upgradeErrs            []checker.Anomaly
+}
+
+// retainedView is what the leaders held right after the run, under
+// retention: the checks of what was sent and streamed use it, with the
+// bounds below which retention may have removed an event.
+type retainedView struct {
+	inboxes, timelines map[uint64][]*seqdv1.Event
+	// expiredBefore: a send whose first attempt began before it may be
+	// gone (run time); expiredBeforeMs: an event sent before it
+	// (sent_at_ms) may be gone.
+	expiredBefore   time.Duration
+	expiredBeforeMs int64
+	// dueMs: the final reads, made once everything the run sent was due,
+	// must hold no event sent before it.
+	dueMs int64
 }
 
 // replicaView is what one store replica answered on its own: the
@@ -319,6 +338,7 @@ func (m *Messages) drain(ctx context.Context) {
 // send runs one logical send: attempts with the same client_msg_id until
 // one is acknowledged, or the attempts or ctx run out.
 func (m *Messages) send(ctx context.Context, s checker.Sent, req *seqdv1.SendRequest) {
+	s.First = m.env.Now()
 	for attempt := 0; attempt < m.opt.Attempts && ctx.Err() == nil; attempt++ {
 		begin := m.env.Now()
 		actx, cancel := context.WithTimeout(ctx, m.opt.OpTimeout)
@@ -410,6 +430,7 @@ func (m *Messages) subscriber(ctx context.Context, id int, user uint64) {
 				for _, e := range r.Events {
 					sub.Seqs = append(sub.Seqs, e.Seq)
 					sub.Keys = append(sub.Keys, checker.EventKey(e))
+					sub.SentAt = append(sub.SentAt, e.SentAtMs)
 					cp = e.Seq
 				}
 				m.subCP[user].Store(cp)
@@ -518,6 +539,10 @@ func (m *Messages) Final(ctx context.Context) error {
 	if m.upgrading() {
 		m.markReadAfterUpgrade(ctx)
 	}
+	if ret := m.env.Cluster.Retention(); ret > 0 {
+		m.finalUnderRetention(ctx, ret)
+		return nil
+	}
 	m.settle(ctx)
 	if len(m.finalErrs) == 0 {
 		// Stop the streams once they hold what the inboxes hold, then
@@ -527,6 +552,40 @@ func (m *Messages) Final(ctx context.Context) error {
 		m.settle(ctx)
 	}
 	return nil
+}
+
+// retentionSlack covers the millisecond rounding of sent_at_ms and the
+// retention pass's cutoff, and the gap between the run's clock and the
+// wall clock's reading: an event is taken as possibly removed from this
+// long before its due time.
+const retentionSlack = 100 * time.Millisecond
+
+// finalUnderRetention makes the final reads of a run whose store removes
+// events older than ret. First, at the leaders, what is left of the run:
+// every acknowledged send and streamed event must be there unless it may
+// have expired by then. Then, once everything the run sent is due and
+// retention has had a pass and hint rounds to remove it, the usual final
+// reads at the leaders and each replica: nothing sent before the due time
+// may be left, and unread counts must agree with what is.
+func (m *Messages) finalUnderRetention(ctx context.Context, ret time.Duration) {
+	stopped := m.env.Now()
+	m.readLeader(ctx)
+	if len(m.finalErrs) == 0 {
+		m.drain(ctx)
+		m.readLeader(ctx)
+	}
+	if len(m.finalErrs) > 0 {
+		return
+	}
+	m.retained = &retainedView{inboxes: m.inboxes, timelines: m.timelines,
+		expiredBefore: m.env.Now() - ret + retentionSlack, expiredBeforeMs: time.Now().Add(-ret + retentionSlack).UnixMilli()}
+	// A pass runs every tenth of the period (at most a minute apart); the
+	// hint rounds that tell a group's members what it removed, every
+	// 500 ms; deliveries to other shards, every 50 ms.
+	due := stopped + ret + min(ret/10, time.Minute) + 5*time.Second
+	nemesis.Sleep(ctx, due-m.env.Now())
+	m.retained.dueMs = time.Now().Add(-ret - min(ret/10, time.Minute) - 5*time.Second).UnixMilli()
+	m.settle(ctx)
 }
 
 // markReadAfterUpgrade checks, once the final heal has upgraded every
@@ -896,8 +955,20 @@ func (m *Messages) Counts() map[string]uint64 {
 	for _, s := range m.subs {
 		c["events_streamed"] += uint64(len(s.Seqs))
 	}
+	inboxes := m.inboxes
+	if r := m.retained; r != nil {
+		// What retention removed shows in the reads right after the run;
+		// the final reads came once everything was due.
+		inboxes = r.inboxes
+		for _, evs := range inboxes {
+			c["retained_inbox_events"] += uint64(len(evs))
+		}
+		c["sends_removed_by_retention"] = uint64(checker.Removed(m.sent, r.inboxes, r.timelines))
+	}
 	for _, evs := range m.inboxes {
 		c["final_inbox_events"] += uint64(len(evs))
+	}
+	for _, evs := range inboxes {
 		for _, e := range evs {
 			if e.Kind == seqdv1.EventKind_EVENT_KIND_READ {
 				c["read_markers_"+strings.ToLower(strings.TrimPrefix(e.Conversation.GetType().String(), "CONVERSATION_TYPE_"))]++
@@ -967,16 +1038,36 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 	for _, s := range m.sent {
 		sentAt[s.Body] = s.Last
 	}
-	final("no-lost-sends", "G2", "Every acknowledged send is in each intended inbox (or the group timeline) exactly once.", func() []checker.Anomaly {
-		return checker.LostOrDoubled(m.sent, m.inboxes, m.timelines)
+	// Under retention, what was sent and streamed is checked against
+	// what was left right after the run, with the bounds below which
+	// retention may have removed an event.
+	inboxes, timelines, r := m.inboxes, m.timelines, m.retained
+	if r == nil {
+		r = &retainedView{}
+	} else {
+		inboxes, timelines = r.inboxes, r.timelines
+	}
+	lost := "Every acknowledged send is in each intended inbox (or the group timeline) exactly once."
+	gaps := "Every Subscribe connection delivered exactly the final inbox's events from its checkpoint on."
+	if m.retained != nil {
+		lost = "Every acknowledged send is in each intended inbox (or the group timeline) exactly once, read right after the run, unless it was sent long enough before for retention to remove it."
+		gaps = "Every Subscribe connection delivered exactly the inbox's events, read right after the run, from its checkpoint on, but for events retention may have removed since."
+	}
+	final("no-lost-sends", "G2", lost, func() []checker.Anomaly {
+		return checker.LostOrDoubled(m.sent, inboxes, timelines, r.expiredBefore)
 	})
 	final("no-doubled-retries", "G2", "No body appears twice in an inbox or the timeline, acknowledged or not: retries were deduplicated.", func() []checker.Anomaly {
-		return append(checker.DoubledPayloads(m.inboxes, "user", sentAt), checker.DoubledPayloads(m.timelines, "group", sentAt)...)
+		return append(checker.DoubledPayloads(inboxes, "user", sentAt), checker.DoubledPayloads(timelines, "group", sentAt)...)
 	})
-	final("inbox-order", "G3", "Every inbox is strictly increasing in seq.", func() []checker.Anomaly { return checker.Increasing(m.inboxes) })
-	final("subscribe-gap-free", "G3", "Every Subscribe connection delivered exactly the final inbox's events from its checkpoint on.", func() []checker.Anomaly {
-		return append(checker.SubscriberGaps(m.subs, m.inboxes), m.stalled...)
+	final("inbox-order", "G3", "Every inbox is strictly increasing in seq.", func() []checker.Anomaly { return checker.Increasing(inboxes) })
+	final("subscribe-gap-free", "G3", gaps, func() []checker.Anomaly {
+		return append(checker.SubscriberGaps(m.subs, inboxes, r.expiredBeforeMs), m.stalled...)
 	})
+	if m.retained != nil {
+		final("retention-complete", "G3", "Once everything the run sent was due, no inbox or timeline holds an event sent before the due time.", func() []checker.Anomaly {
+			return append(checker.Unexpired(m.inboxes, "user", r.dueMs), checker.Unexpired(m.timelines, "group", r.dueMs)...)
+		})
+	}
 	var unread, diverged []checker.Anomaly
 	if m.finalRan {
 		unread = checker.UnreadAgrees(m.unread, m.inboxes, nil, "leader")
