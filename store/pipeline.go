@@ -111,15 +111,26 @@ type pipeline struct {
 	abandon     chan struct{}
 	abandonOnce sync.Once
 	wg          sync.WaitGroup
+	// verify confirms that this replica still leads, or returns the
+	// error to answer instead (nil: refusals are answered without asking;
+	// the pipeline's own tests).
+	verify func() error
 }
 
 func newPipeline(s *Shard) *pipeline {
-	return startPipeline(s, func(data []byte) raft.ApplyFuture { return s.node.Raft.Apply(data, 10*time.Second) })
+	return startPipeline(s, func(data []byte) raft.ApplyFuture { return s.node.Raft.Apply(data, 10*time.Second) },
+		func() error {
+			if err := s.node.Raft.VerifyLeader().Error(); err != nil {
+				return rpcerr.FromRaft(err, s.leaderAddr())
+			}
+			return nil
+		})
 }
 
-// startPipeline starts a pipeline that proposes entries with apply.
-func startPipeline(s *Shard, apply func(data []byte) raft.ApplyFuture) *pipeline {
-	p := &pipeline{s: s, apply: apply, kick: make(chan struct{}, 1), inflight: make(chan *flight, maxInflight),
+// startPipeline starts a pipeline that proposes entries with apply and
+// confirms its leadership with verify before a refusal (nil: it does not).
+func startPipeline(s *Shard, apply func(data []byte) raft.ApplyFuture, verify func() error) *pipeline {
+	p := &pipeline{s: s, apply: apply, verify: verify, kick: make(chan struct{}, 1), inflight: make(chan *flight, maxInflight),
 		slots: make(chan struct{}, maxInflight), stop: make(chan struct{}), abandon: make(chan struct{})}
 	p.wg.Add(2)
 	go p.proposer()
@@ -258,8 +269,7 @@ func (p *pipeline) propose(batch []*request) *flight {
 			if errors.As(err, &a) {
 				r.finish(a.res, nil)
 			} else {
-				err = s.refuse(err)
-				r.finish(&OpResult{Status: clusterv1.OpStatus_OP_STATUS_REJECTED, Msg: err.Error(), err: err}, nil)
+				p.refuseOnceLeading(r, s.refuse(err))
 			}
 			continue
 		}
@@ -458,6 +468,32 @@ func (p *pipeline) settle(d time.Duration) {
 
 // giveUp stops waiting for the outcome of entries still unanswered.
 func (p *pipeline) giveUp() { p.abandonOnce.Do(func() { close(p.abandon) }) }
+
+// refuseOnceLeading answers r with refusal, a planning refusal read from
+// this leader's state, once a quorum round (verify) has confirmed that it
+// still leads: a leader deposed while paused or cut off, which does not
+// know it yet, plans from state that may lack what the client saw at the
+// new leader (a message, a group seq), and its refusal would be final. A
+// leader that cannot confirm answers with the Raft error (UNAVAILABLE,
+// with the leader's address), which the router retries. The round runs on
+// a goroutine of its own, so the proposer goes on.
+func (p *pipeline) refuseOnceLeading(r *request, refusal error) {
+	rejected := func(err error) {
+		r.finish(&OpResult{Status: clusterv1.OpStatus_OP_STATUS_REJECTED, Msg: err.Error(), err: err}, nil)
+	}
+	if p.verify == nil || status.Code(refusal) == codes.Unavailable {
+		rejected(refusal)
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		if err := p.verify(); err != nil {
+			refusal = err
+		}
+		rejected(refusal)
+	}()
+}
 
 // wait waits for the pipeline's goroutines; call after giveUp.
 func (p *pipeline) wait() { p.wg.Wait() }

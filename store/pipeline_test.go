@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/seqd/seqd/internal/testwait"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
@@ -91,7 +94,7 @@ func TestSettleAnswersEntriesInFlight(t *testing.T) {
 func testPipeline(apply func(data []byte) raft.ApplyFuture) *pipeline {
 	s := &Shard{cfg: Config{Now: time.Now}}
 	s.m = newMetrics(prometheus.NewRegistry())
-	return startPipeline(s, apply)
+	return startPipeline(s, apply, nil)
 }
 
 // proposeOne runs one request into a pipeline whose only entry gets the
@@ -209,4 +212,50 @@ func TestAtMostFourEntriesInFlight(t *testing.T) {
 		t.Fatalf("the first entry after the limit carried %d of the 40 waiting requests; want them batched", ops)
 	}
 	t.Logf("%d entries for %d requests", len(held), len(reqs))
+}
+
+// refusingBuilder is an op its plan refuses.
+type refusingBuilder struct{ err error }
+
+func (b refusingBuilder) plan(*Shard) ([]uint64, error)   { return nil, b.err }
+func (refusingBuilder) build([]uint64) *clusterv1.StoreOp { return &clusterv1.StoreOp{} }
+
+// A planning refusal is final for the client, so the leader gives it only
+// once a quorum round confirms it still leads; a leader deposed without
+// knowing it answers with the round's error (UNAVAILABLE) instead. A
+// leader not caught up answers UNAVAILABLE without a round.
+func TestRefusalOnlyOnceLeading(t *testing.T) {
+	refusal := status.Error(codes.InvalidArgument, "up_to_seq 9 is beyond the newest event 5")
+	for _, tc := range []struct {
+		name     string
+		caughtUp bool
+		verify   error
+		want     codes.Code
+		rounds   int
+	}{
+		{"still leading", true, nil, codes.InvalidArgument, 1},
+		{"deposed", true, status.Error(codes.Unavailable, "not the leader"), codes.Unavailable, 1},
+		{"just elected", false, nil, codes.Unavailable, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Shard{cfg: Config{Now: time.Now}}
+			s.m = newMetrics(prometheus.NewRegistry())
+			s.caughtUp.Store(tc.caughtUp)
+			var rounds atomic.Int32
+			p := startPipeline(s, func([]byte) raft.ApplyFuture { t.Error("a refused op was proposed"); return nil },
+				func() error { rounds.Add(1); return tc.verify })
+			defer func() { p.close(); p.giveUp(); p.wait() }()
+			r := &request{b: refusingBuilder{refusal}, done: make(chan struct{})}
+			if err := p.enqueue(r, false); err != nil {
+				t.Fatal(err)
+			}
+			<-r.done
+			if r.res == nil || r.res.Status != clusterv1.OpStatus_OP_STATUS_REJECTED || status.Code(r.res.err) != tc.want {
+				t.Fatalf("answer %+v, want REJECTED with %v", r.res, tc.want)
+			}
+			if int(rounds.Load()) != tc.rounds {
+				t.Errorf("%d leadership rounds, want %d", rounds.Load(), tc.rounds)
+			}
+		})
+	}
 }
