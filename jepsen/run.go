@@ -131,7 +131,7 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 			return nil, fmt.Errorf("bug %s only shows while a store shard runs mixed builds; add upgrade to --nemesis", b.Name)
 		}
 		if (b.Name == bugs.ExpireTooEarly || b.Name == bugs.ExpireKeepsUnread) && s.Retention == 0 {
-			return nil, fmt.Errorf("bug %s only shows while the store removes old events; add --retention 10s", b.Name)
+			return nil, fmt.Errorf("bug %s only shows while the store removes old events; add --retention 30s", b.Name)
 		}
 		if b.Name == bugs.RedeliverWithoutDedup && s.StoreShards < 2 {
 			return nil, fmt.Errorf("bug %s only shows with deliveries between store shards; add --store-shards 2", b.Name)
@@ -149,6 +149,12 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 		}
 		if !workload.NeedsStore(wls) {
 			return nil, fmt.Errorf("--retention %v: the %s workload runs no message store; use --workload messages or all", s.Retention, s.Workload)
+		}
+		if s.Retention <= s.Quiet {
+			// The reads right after the run can hold only what was sent in
+			// the last D: with D within the quiet period, none of what was
+			// sent under faults.
+			return nil, fmt.Errorf("--retention %v: must be longer than --quiet %v, or no send made under faults is checked", s.Retention, s.Quiet)
 		}
 	}
 	if s.StoreShards > 1 {

@@ -96,9 +96,11 @@ func TestValidateRejects(t *testing.T) {
 		{"retention without a store", func(s *report.Spec) { s.Retention = 10 * time.Second }, "--retention 10s: the alloc workload runs no message store"},
 		{"retention under a second", func(s *report.Spec) { s.Workload, s.Retention = "messages", 500*time.Millisecond }, "--retention 500ms: must be at least 1s"},
 		{"retention negative", func(s *report.Spec) { s.Workload, s.Retention = "messages", -time.Second }, "--retention -1s: must be above zero"},
+		{"retention within the quiet period", func(s *report.Spec) { s.Workload, s.Retention = "messages", 5*time.Second },
+			"--retention 5s: must be longer than --quiet 10s"},
 		{"retention huge", func(s *report.Spec) { s.Workload, s.Retention = "messages", time.Hour }, "--retention 1h0m0s: must be at most 5m0s"},
 		{"retention bug without retention", func(s *report.Spec) { s.Workload, s.Bug, s.Nemesis = "messages", bugs.ExpireKeepsUnread, "kill" },
-			"add --retention 10s"},
+			"add --retention 30s"},
 		{"cross-shard bug on one shard", func(s *report.Spec) { s.Workload, s.Bug, s.Nemesis = "messages", bugs.RedeliverWithoutDedup, "kill" },
 			"add --store-shards 2"},
 	} {

@@ -3,6 +3,8 @@ package checker
 import (
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
@@ -55,6 +57,21 @@ func EventKey(e *seqdv1.Event) string {
 	return fmt.Sprintf("%s/%s/%q", e.Kind, e.MessageId, e.Body)
 }
 
+// MessageBody returns the body of a message event from its EventKey
+// (false for another kind of event).
+func MessageBody(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, seqdv1.EventKind_EVENT_KIND_MESSAGE.String()+"/")
+	if !ok {
+		return "", false
+	}
+	i := strings.Index(rest, `/"`)
+	if i < 0 {
+		return "", false
+	}
+	body, err := strconv.Unquote(rest[i+1:])
+	return body, err == nil
+}
+
 // UnreadView is one user's Unread answer.
 type UnreadView struct {
 	Total uint64
@@ -72,12 +89,36 @@ func ConvName(c *seqdv1.Conversation) string {
 // sortedUsers returns the keys of a per-user map in order.
 func sortedUsers[V any](m map[uint64]V) []uint64 { return sortedKeys(m) }
 
+// Expiry says which events retention may have removed before the reads
+// that a check compares with (nil: none).
+type Expiry struct {
+	// BeforeMs: an event sent (sent_at_ms) before it may be gone.
+	BeforeMs int64
+	// SentAt is the sent_at_ms of a copy of each message body that the
+	// reads or the streams saw; Before, for a send none of them saw, is
+	// the run time its first attempt must have begun before to be gone
+	// (a copy's sent_at_ms is never earlier than that).
+	SentAt map[string]int64
+	Before time.Duration
+}
+
+// MayBeGone says whether retention may have removed the acknowledged
+// send s before the reads.
+func (x *Expiry) MayBeGone(s Sent) bool {
+	if x == nil {
+		return false
+	}
+	if t, ok := x.SentAt[s.Body]; ok {
+		return t < x.BeforeMs
+	}
+	return s.First < x.Before
+}
+
 // LostOrDoubled reports every acknowledged message missing from an inbox
 // (or timeline) it was meant for, or present more than once there (G2).
-// Under retention, a message whose first attempt began before
-// expiredBefore may be missing: retention may have removed it before the
-// reads (0: nothing may be missing).
-func LostOrDoubled(sent []Sent, inboxes, timelines map[uint64][]*seqdv1.Event, expiredBefore time.Duration) []Anomaly {
+// Under retention (x not nil), a message retention may have removed
+// before the reads may be missing.
+func LostOrDoubled(sent []Sent, inboxes, timelines map[uint64][]*seqdv1.Event, x *Expiry) []Anomaly {
 	count := func(evs []*seqdv1.Event, body string) int {
 		n := 0
 		for _, e := range evs {
@@ -106,7 +147,7 @@ func LostOrDoubled(sent []Sent, inboxes, timelines map[uint64][]*seqdv1.Event, e
 		sort.Strings(names)
 		for _, name := range names {
 			switch n := count(where[name], s.Body); {
-			case n == 0 && s.First < expiredBefore:
+			case n == 0 && x.MayBeGone(s):
 			case n == 0:
 				out = append(out, Anomaly{Kind: "lost", At: s.At, Msg: fmt.Sprintf("acknowledged message %s (%q, from %d) is missing from %s", s.ID, s.Body, s.Sender, name)})
 			case n > 1:
@@ -181,14 +222,14 @@ func Increasing(inboxes map[uint64][]*seqdv1.Event) []Anomaly {
 // repeated or changed an event: what it delivered must be exactly the
 // final inbox's events from its checkpoint up to the last one it delivered
 // or, for a stream the harness stopped, up to its Target (G3). Under
-// retention, a delivered event sent before expiredBeforeMs (sent_at_ms)
-// that the final inbox no longer holds is left out of the comparison:
-// retention may have removed it since (0: none is).
-func SubscriberGaps(subs []Subscription, inboxes map[uint64][]*seqdv1.Event, expiredBeforeMs int64) []Anomaly {
+// retention (x not nil), a delivered event sent before x.BeforeMs
+// (sent_at_ms) that the final inbox no longer holds is left out of the
+// comparison: retention may have removed it since.
+func SubscriberGaps(subs []Subscription, inboxes map[uint64][]*seqdv1.Event, x *Expiry) []Anomaly {
 	var out []Anomaly
 	for _, s := range subs {
-		if expiredBeforeMs > 0 {
-			s = withoutExpired(s, inboxes[s.User], expiredBeforeMs)
+		if x != nil {
+			s = withoutExpired(s, inboxes[s.User], x.BeforeMs)
 		}
 		if len(s.Seqs) == 0 && !s.Stopped {
 			continue

@@ -40,10 +40,40 @@ func TestLostOrDoubled(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := LostOrDoubled(sent, tt.inboxes, tt.timelines, 0); len(got) != tt.want {
+			if got := LostOrDoubled(sent, tt.inboxes, tt.timelines, nil); len(got) != tt.want {
 				t.Fatalf("got %d anomalies %v, want %d", len(got), got, tt.want)
 			}
 		})
+	}
+}
+
+// A copy's send time, where the reads or the streams saw one, decides
+// instead of the first attempt: a send retried long after its first
+// attempt, or whose copy shows it too young, must be there.
+func TestLostOrDoubledBySendTime(t *testing.T) {
+	sent := []Sent{{Body: "retried", Inboxes: []uint64{1}, Acked: true, ID: "1.1", First: time.Second}}
+	x := &Expiry{Before: 3 * time.Second, BeforeMs: 3000}
+	if got := LostOrDoubled(sent, map[uint64][]*seqdv1.Event{}, nil, x); len(got) != 0 {
+		t.Fatalf("no copy seen, first attempt before the bound: %v", got)
+	}
+	x.SentAt = map[string]int64{"retried": 5000}
+	if got := LostOrDoubled(sent, map[uint64][]*seqdv1.Event{}, nil, x); len(got) != 1 {
+		t.Fatalf("a copy sent after the bound, gone: got %v, want it lost", got)
+	}
+	x.SentAt["retried"] = 2000
+	if got := LostOrDoubled(sent, map[uint64][]*seqdv1.Event{}, nil, x); len(got) != 0 {
+		t.Fatalf("a copy sent before the bound: %v", got)
+	}
+}
+
+func TestMessageBody(t *testing.T) {
+	m := msg(1, `g/a/"b"`, false)
+	m.MessageId = "g9.1"
+	if b, ok := MessageBody(EventKey(m)); !ok || b != `g/a/"b"` {
+		t.Errorf("MessageBody = %q, %v", b, ok)
+	}
+	if _, ok := MessageBody(EventKey(&seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_READ})); ok {
+		t.Error("a read marker has a message body")
 	}
 }
 
@@ -67,7 +97,7 @@ func TestLostOrDoubledUnderRetention(t *testing.T) {
 		{"sent right at the bound is not excused", map[uint64][]*seqdv1.Event{1: {msg(2, "new", true)}, 2: {msg(2, "new", false)}}, time.Second, 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := LostOrDoubled(sent, tt.inboxes, nil, tt.bound); len(got) != tt.want {
+			if got := LostOrDoubled(sent, tt.inboxes, nil, &Expiry{Before: tt.bound}); len(got) != tt.want {
 				t.Fatalf("got %d anomalies %v, want %d", len(got), got, tt.want)
 			}
 		})
@@ -121,7 +151,7 @@ func TestSubscriberGaps(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := SubscriberGaps([]Subscription{tt.sub}, inbox, 0); len(got) != tt.want {
+			if got := SubscriberGaps([]Subscription{tt.sub}, inbox, nil); len(got) != tt.want {
 				t.Fatalf("got %v, want %d anomalies", got, tt.want)
 			}
 		})
@@ -149,7 +179,7 @@ func TestSubscriberGapsUnderRetention(t *testing.T) {
 		{"no send times recorded", Subscription{User: 1, Seqs: []uint64{1, 6}}, 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := SubscriberGaps([]Subscription{tt.sub}, inbox, 250); len(got) != tt.want {
+			if got := SubscriberGaps([]Subscription{tt.sub}, inbox, &Expiry{BeforeMs: 250}); len(got) != tt.want {
 				t.Fatalf("got %v, want %d anomalies", got, tt.want)
 			}
 		})

@@ -167,3 +167,59 @@ func TestOutboxesQuietBetweenReadings(t *testing.T) {
 		}
 	}
 }
+
+// Under retention, sends and streams are checked against the reads right
+// after the run, and retention-complete, unread and replicas against the
+// final reads once everything was due; a failure of those final reads
+// leaves the first checks standing and the others UNKNOWN.
+func TestCheckUnderRetention(t *testing.T) {
+	old, fresh := ev(1, "1.1", "old"), ev(2, "1.2", "fresh")
+	old.SentAtMs, fresh.SentAtMs = 1_000, 9_000
+	sent := []checker.Sent{
+		{Body: "old", Sender: 1, Inboxes: []uint64{1}, Acked: true, ID: "1.1", First: time.Second},
+		{Body: "fresh", Sender: 1, Inboxes: []uint64{1}, Acked: true, ID: "1.2", First: 9 * time.Second},
+	}
+	retained := func(inbox ...*seqdv1.Event) *retainedView {
+		return &retainedView{inboxes: map[uint64][]*seqdv1.Event{1: inbox},
+			expiry: checker.Expiry{Before: 5 * time.Second, BeforeMs: 5_000, SentAt: map[string]int64{"fresh": 9_000}}, dueMs: 10_000}
+	}
+	verdicts := func(m *Messages) map[string]checker.Verdict {
+		out := map[string]checker.Verdict{}
+		for _, r := range m.Check(context.Background(), CheckOptions{}) {
+			out[r.Checker] = r.Verdict
+		}
+		return out
+	}
+	want := func(name string, got map[string]checker.Verdict, w map[string]checker.Verdict) {
+		t.Helper()
+		for c, v := range w {
+			if got[c] != v {
+				t.Errorf("%s: %s is %v, want %v", name, c, got[c], v)
+			}
+		}
+	}
+	// The old send is gone right after the run, the fresh one there; the
+	// final reads are empty and count nothing unread.
+	m := &Messages{sent: sent, finalRan: true, retained: retained(fresh), inboxes: map[uint64][]*seqdv1.Event{1: nil},
+		unread: map[uint64]checker.UnreadView{1: {Conv: map[string]uint64{}}}}
+	want("correct", verdicts(m), map[string]checker.Verdict{"no-lost-sends": checker.Pass, "retention-complete": checker.Pass,
+		"unread-agrees": checker.Pass, "subscribe-gap-free": checker.Pass, "recovery": checker.Pass})
+	// The fresh send missing right after the run is lost, though the
+	// final reads (which hold nothing) would not show it.
+	m.retained = retained()
+	want("fresh one missing", verdicts(m), map[string]checker.Verdict{"no-lost-sends": checker.Fail})
+	// A message sent before the due time left in the final reads, and an
+	// unread count the empty inbox does not imply.
+	m.retained, m.inboxes = retained(fresh), map[uint64][]*seqdv1.Event{1: {old}}
+	m.unread = map[uint64]checker.UnreadView{1: {Total: 2, Conv: map[string]uint64{"direct:0": 2}}}
+	want("left behind", verdicts(m), map[string]checker.Verdict{"no-lost-sends": checker.Pass, "retention-complete": checker.Fail, "unread-agrees": checker.Fail})
+	// The final reads failed: the reads right after the run still decide.
+	m.finalErrs = []string{"sync user 1: unavailable"}
+	m.retained = retained()
+	want("final reads failed", verdicts(m), map[string]checker.Verdict{"recovery": checker.Fail, "no-lost-sends": checker.Fail,
+		"retention-complete": checker.Unknown, "unread-agrees": checker.Unknown, "replicas-agree": checker.Unknown})
+	counts := m.Counts()
+	if counts["sends_gone_before_reads_after_run"] != 2 || counts["sends_checked_in_reads_after_run"] != 1 {
+		t.Errorf("counts %v: want 2 sends gone, 1 checked", counts)
+	}
+}
