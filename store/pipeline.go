@@ -52,6 +52,9 @@ type request struct {
 	queued  time.Time // when it (last) entered the queue
 	early   bool      // answered before its entry committed (a planted bug)
 	alone   bool      // propose in an entry of its own (its batch was too large)
+	// fresh: planned again after a read index (refuseOnceLeading), so a
+	// refusal now is answered as it is.
+	fresh bool
 }
 
 // sizer is a builder that can estimate the bytes its op writes, given
@@ -119,12 +122,23 @@ type pipeline struct {
 
 func newPipeline(s *Shard) *pipeline {
 	return startPipeline(s, func(data []byte) raft.ApplyFuture { return s.node.Raft.Apply(data, 10*time.Second) },
-		func() error {
-			if err := s.node.Raft.VerifyLeader().Error(); err != nil {
-				return rpcerr.FromRaft(err, s.leaderAddr())
-			}
-			return nil
-		})
+		s.readIndex)
+}
+
+// readIndex confirms that this replica leads and that its FSM holds every
+// entry committed when it was called: a quorum round, then a wait (up to
+// 2 s) until Raft has applied up to the commit index it read first.
+func (s *Shard) readIndex() error {
+	ci := s.node.Raft.CommitIndex()
+	if err := s.node.Raft.VerifyLeader().Error(); err != nil {
+		return rpcerr.FromRaft(err, s.leaderAddr())
+	}
+	for deadline := time.Now().Add(2 * time.Second); s.node.Raft.AppliedIndex() < ci; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			return status.Error(codes.Unavailable, "the shard leader is still applying committed entries; retry")
+		}
+	}
+	return nil
 }
 
 // startPipeline starts a pipeline that proposes entries with apply and
@@ -266,10 +280,14 @@ func (p *pipeline) propose(batch []*request) *flight {
 		ks, err := r.b.plan(s)
 		if err != nil {
 			var a *answered
-			if errors.As(err, &a) {
+			switch {
+			case !errors.As(err, &a):
+				p.refuseOnceLeading(r, &OpResult{Status: clusterv1.OpStatus_OP_STATUS_REJECTED, Msg: err.Error(), err: err})
+			case a.res.Status == clusterv1.OpStatus_OP_STATUS_REJECTED:
+				// A recall or delete refused by this leader's state.
+				p.refuseOnceLeading(r, a.res)
+			default:
 				r.finish(a.res, nil)
-			} else {
-				p.refuseOnceLeading(r, s.refuse(err))
 			}
 			continue
 		}
@@ -469,29 +487,39 @@ func (p *pipeline) settle(d time.Duration) {
 // giveUp stops waiting for the outcome of entries still unanswered.
 func (p *pipeline) giveUp() { p.abandonOnce.Do(func() { close(p.abandon) }) }
 
-// refuseOnceLeading answers r with refusal, a planning refusal read from
-// this leader's state, once a quorum round (verify) has confirmed that it
-// still leads: a leader deposed while paused or cut off, which does not
-// know it yet, plans from state that may lack what the client saw at the
-// new leader (a message, a group seq), and its refusal would be final. A
-// leader that cannot confirm answers with the Raft error (UNAVAILABLE,
-// with the leader's address), which the router retries. The round runs on
-// a goroutine of its own, so the proposer goes on.
-func (p *pipeline) refuseOnceLeading(r *request, refusal error) {
-	rejected := func(err error) {
+// refuseOnceLeading answers r with refusal, read from this leader's state
+// while planning, only once that state is known to be current; the
+// refusal is final for the client. A leader just elected may not have
+// applied earlier terms' entries (UNAVAILABLE at once, as s.refuse says);
+// a leader deposed while paused or cut off, which does not know it yet,
+// and a leader whose FSM lags its own commits plan from state that may
+// lack what the client saw elsewhere (a message, a group seq). So, on a
+// goroutine of its own while the proposer goes on, a read index (verify:
+// a quorum round, then the FSM applied up to the commit index it began
+// at), and r is planned again; a refusal then is answered as it is. A
+// leader that cannot confirm answers verify's error (UNAVAILABLE, with
+// the leader's address), which the router retries.
+func (p *pipeline) refuseOnceLeading(r *request, refusal *OpResult) {
+	fail := func(err error) {
 		r.finish(&OpResult{Status: clusterv1.OpStatus_OP_STATUS_REJECTED, Msg: err.Error(), err: err}, nil)
 	}
-	if p.verify == nil || status.Code(refusal) == codes.Unavailable {
-		rejected(refusal)
+	if err := p.s.stillApplying(); err != nil {
+		fail(err)
+		return
+	}
+	if p.verify == nil || r.fresh {
+		r.finish(refusal, nil)
 		return
 	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		if err := p.verify(); err != nil {
-			refusal = err
+			fail(err)
+			return
 		}
-		rejected(refusal)
+		r.fresh = true
+		p.requeue([]*request{r})
 	}()
 }
 

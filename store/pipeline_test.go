@@ -259,3 +259,59 @@ func TestRefusalOnlyOnceLeading(t *testing.T) {
 		})
 	}
 }
+
+// plannedTwice refuses its first plan and goes through its second: the
+// leader's state caught up in between.
+type plannedTwice struct {
+	plans   *atomic.Int32
+	refusal error
+}
+
+func (b plannedTwice) plan(*Shard) ([]uint64, error) {
+	if b.plans.Add(1) == 1 {
+		return nil, b.refusal
+	}
+	return nil, nil
+}
+func (plannedTwice) build([]uint64) *clusterv1.StoreOp { return &clusterv1.StoreOp{} }
+
+// After the read index the op is planned again: state that caught up
+// meanwhile lets it through, and a recall or delete refused by the
+// leader's state (an answered refusal) takes the same path.
+func TestRefusalPlannedAgainAfterReadIndex(t *testing.T) {
+	s := &Shard{cfg: Config{Now: time.Now}}
+	s.m = newMetrics(prometheus.NewRegistry())
+	s.caughtUp.Store(true)
+	released := make(chan struct{})
+	close(released)
+	proposed := make(chan struct{}, 1)
+	var verified atomic.Int32
+	p := startPipeline(s, func([]byte) raft.ApplyFuture { proposed <- struct{}{}; return &heldFuture{release: released, ops: 1} },
+		func() error {
+			if verified.Add(1) > 1 {
+				return status.Error(codes.Unavailable, "not leading")
+			}
+			return nil
+		})
+	defer func() { p.close(); p.giveUp(); p.wait() }()
+	var plans atomic.Int32
+	r := &request{b: plannedTwice{plans: &plans, refusal: status.Error(codes.NotFound, "no such message")}, done: make(chan struct{})}
+	if err := p.enqueue(r, false); err != nil {
+		t.Fatal(err)
+	}
+	<-r.done
+	if r.err != nil || r.res.Status != clusterv1.OpStatus_OP_STATUS_OK || plans.Load() != 2 {
+		t.Fatalf("answer %+v %v after %d plans, want OK after 2", r.res, r.err, plans.Load())
+	}
+	<-proposed
+	// The second round fails: a recall refused from this leader's state
+	// is answered UNAVAILABLE instead of NOT_FOUND.
+	r = &request{b: refusingBuilder{&answered{rejectedAs(codes.NotFound, "message 1.1 does not exist")}}, done: make(chan struct{})}
+	if err := p.enqueue(r, false); err != nil {
+		t.Fatal(err)
+	}
+	<-r.done
+	if status.Code(r.res.err) != codes.Unavailable {
+		t.Fatalf("answered refusal of a deposed leader: %+v, want UNAVAILABLE", r.res)
+	}
+}

@@ -646,8 +646,17 @@ func flushPhase(id string, peers []raftnode.Peer) float64 {
 // every planning refusal through it, and TimelineCount its answers to
 // other shards.
 func (s *Shard) refuse(refusal error) error {
+	if err := s.stillApplying(); err != nil {
+		return err
+	}
+	return refusal
+}
+
+// stillApplying is UNAVAILABLE while this leader has not applied every
+// entry committed before its term, nil after.
+func (s *Shard) stillApplying() error {
 	if s.caughtUp.Load() {
-		return refusal
+		return nil
 	}
 	return status.Error(codes.Unavailable, "the shard leader was just elected and is still applying earlier entries; retry")
 }
