@@ -72,6 +72,10 @@ func TestMessageBody(t *testing.T) {
 	if b, ok := MessageBody(EventKey(m)); !ok || b != `g/a/"b"` {
 		t.Errorf("MessageBody = %q, %v", b, ok)
 	}
+	m.Body = []byte(`a/"b/`)
+	if b, ok := MessageBody(EventKey(m)); !ok || b != `a/"b/` {
+		t.Errorf("MessageBody = %q, %v", b, ok)
+	}
 	if _, ok := MessageBody(EventKey(&seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_READ})); ok {
 		t.Error("a read marker has a message body")
 	}

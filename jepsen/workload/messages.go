@@ -137,6 +137,8 @@ type retainedView struct {
 	// dueMs: the final reads, made once everything the run sent was due,
 	// must hold no event sent before it.
 	dueMs int64
+	// interrupted: the run was interrupted before those final reads.
+	interrupted bool
 }
 
 // pending is why the reads right after the run gave up waiting for
@@ -596,7 +598,7 @@ func (m *Messages) finalUnderRetention(ctx context.Context, ret time.Duration) {
 	wait := stopped + dueAfter(ret) - m.env.Now()
 	m.env.Logf("messages: waiting %v until everything the run sent is due for retention (%v)", wait.Round(time.Second), ret)
 	if !nemesis.Sleep(ctx, wait) {
-		m.finalErrs = append(m.finalErrs, "interrupted while waiting until everything the run sent was due for retention")
+		m.retained.interrupted = true
 		return
 	}
 	m.retained.dueMs = time.Now().Add(-dueAfter(ret)).UnixMilli()
@@ -1081,8 +1083,18 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 	// due leaves the reads right after the run to check (late): the
 	// checks of those final reads answer UNKNOWN.
 	late := ""
-	if m.finalRan && len(m.finalErrs) > 0 {
+	pending := func() []checker.Anomaly {
 		var as []checker.Anomaly
+		for _, u := range []string{m.retained.pending(), m.undelivered} {
+			if u != "" {
+				as = append(as, checker.Anomaly{Kind: "unavailable", Msg: "after the final heal and the final reads' retries: " + u})
+			}
+		}
+		return as
+	}
+	switch {
+	case m.finalRan && len(m.finalErrs) > 0:
+		as := pending()
 		for _, e := range m.finalErrs {
 			as = append(as, checker.Anomaly{Kind: "unavailable", Msg: "final read failed after the heal: " + e})
 		}
@@ -1091,16 +1103,15 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 			return out
 		}
 		late = " (not checked: the final reads once everything was due failed; see recovery)"
-	} else {
-		final("recovery", "G6", recoverySummary, func() []checker.Anomaly {
-			var as []checker.Anomaly
-			for _, u := range []string{m.retained.pending(), m.undelivered} {
-				if u != "" {
-					as = append(as, checker.Anomaly{Kind: "unavailable", Msg: "after the final heal and the final reads' retries: " + u})
-				}
-			}
-			return as
-		})
+	case m.finalRan && m.retained != nil && m.retained.interrupted:
+		late = " (not checked: the run was interrupted before the final reads once everything was due)"
+		if as := pending(); len(as) > 0 {
+			add("recovery", "G6", recoverySummary, as)
+		} else {
+			out = append(out, checker.Result{Checker: "recovery", Workload: "messages", Guarantee: "G6", Verdict: checker.Unknown, Summary: recoverySummary + late})
+		}
+	default:
+		final("recovery", "G6", recoverySummary, pending)
 	}
 	// afterDue adds a check of the final reads, which under retention
 	// come once everything the run sent was due.
