@@ -714,14 +714,14 @@ func (r *server) TimelineCount(ctx context.Context, req *clusterv1.TimelineCount
 		// answer (or error: no such group). A leader deposed while paused
 		// or cut off, which does not know it yet, answers from state that
 		// may lack the group or the group seq the member was hinted
-		// (seqjepsen messages-retention seed 11): so first a barrier,
-		// which only a leader passes, and which applies everything
-		// committed before it, then the answer again.
+		// (seqjepsen messages-retention seed 11): so first a read index,
+		// as for the pipeline's refusals (refuseOnceLeading), then the
+		// answer again.
 		if err := r.s.stillApplying(); err != nil {
 			return nil, err
 		}
-		if err := r.s.node.Raft.Barrier(2 * time.Second).Error(); err != nil {
-			return nil, rpcerr.FromRaft(err, r.s.leaderAddr())
+		if err := r.s.readIndex(); err != nil {
+			return nil, err
 		}
 		if resp, err = r.s.timelineCount(ctx, req.GroupId, req.UpToGseq, req.User); err != nil {
 			return nil, err

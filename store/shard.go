@@ -639,21 +639,11 @@ func flushPhase(id string, peers []raftnode.Peer) float64 {
 	return float64(h.Sum32()%n) / float64(n)
 }
 
-// refuse returns refusal, read from this leader's state, once the leader
-// has applied everything committed before its term; until then
-// UNAVAILABLE, for the client to retry: a leader just elected may not have
-// applied the entries that would change the answer. The pipeline passes
-// every planning refusal through it, and TimelineCount its answers to
-// other shards.
-func (s *Shard) refuse(refusal error) error {
-	if err := s.stillApplying(); err != nil {
-		return err
-	}
-	return refusal
-}
-
-// stillApplying is UNAVAILABLE while this leader has not applied every
-// entry committed before its term, nil after.
+// stillApplying is UNAVAILABLE, for the client to retry, while this
+// leader has not applied every entry committed before its term (they may
+// change a refusal read from its state), nil after. The pipeline's
+// planning refusals and TimelineCount's answers to other shards wait for
+// it (refuseOnceLeading).
 func (s *Shard) stillApplying() error {
 	if s.caughtUp.Load() {
 		return nil
