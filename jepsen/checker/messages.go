@@ -3,8 +3,6 @@ package checker
 import (
 	"fmt"
 	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
@@ -55,21 +53,6 @@ type Subscription struct {
 // event at the same seq (say, from a deposed leader) is caught.
 func EventKey(e *seqdv1.Event) string {
 	return fmt.Sprintf("%s/%s/%q", e.Kind, e.MessageId, e.Body)
-}
-
-// MessageBody returns the body of a message event from its EventKey
-// (false for another kind of event).
-func MessageBody(key string) (string, bool) {
-	rest, ok := strings.CutPrefix(key, seqdv1.EventKind_EVENT_KIND_MESSAGE.String()+"/")
-	if !ok {
-		return "", false
-	}
-	i := strings.Index(rest, `/"`)
-	if i < 0 {
-		return "", false
-	}
-	body, err := strconv.Unquote(rest[i+1:])
-	return body, err == nil
 }
 
 // UnreadView is one user's Unread answer.

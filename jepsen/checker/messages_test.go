@@ -66,21 +66,6 @@ func TestLostOrDoubledBySendTime(t *testing.T) {
 	}
 }
 
-func TestMessageBody(t *testing.T) {
-	m := msg(1, `g/a/"b"`, false)
-	m.MessageId = "g9.1"
-	if b, ok := MessageBody(EventKey(m)); !ok || b != `g/a/"b"` {
-		t.Errorf("MessageBody = %q, %v", b, ok)
-	}
-	m.Body = []byte(`a/"b/`)
-	if b, ok := MessageBody(EventKey(m)); !ok || b != `a/"b/` {
-		t.Errorf("MessageBody = %q, %v", b, ok)
-	}
-	if _, ok := MessageBody(EventKey(&seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_READ})); ok {
-		t.Error("a read marker has a message body")
-	}
-}
-
 // Under retention a send may be missing if its first attempt began
 // before the bound, never doubled, and one that began after must be there.
 func TestLostOrDoubledUnderRetention(t *testing.T) {

@@ -84,11 +84,14 @@ type Messages struct {
 	client *router.Client
 	msgs   *router.Messages
 
-	mu      sync.Mutex
-	sent    []checker.Sent
-	subs    []checker.Subscription
-	samples []Sample
-	reads   uint64
+	mu   sync.Mutex
+	sent []checker.Sent
+	subs []checker.Subscription
+	// streamedAt is the sent_at_ms of each message body a stream
+	// delivered (under retention, what dates a send no read holds).
+	streamedAt map[string]int64
+	samples    []Sample
+	reads      uint64
 
 	// Final reads: at the leader, and at each replica.
 	inboxes   map[uint64][]*seqdv1.Event
@@ -414,6 +417,7 @@ func (m *Messages) subscriber(ctx context.Context, id int, user uint64) {
 	cp := uint64(0)
 	for ctx.Err() == nil {
 		sub := checker.Subscription{User: user, After: cp, Client: id}
+		streamedAt := map[string]int64{}
 		sctx, cancel := context.WithCancel(ctx)
 		st, err := m.msgs.Subscribe(sctx, &seqdv1.SubscribeRequest{User: user, AfterSeq: cp, HeartbeatMs: 500})
 		if err == nil {
@@ -442,6 +446,9 @@ func (m *Messages) subscriber(ctx context.Context, id int, user uint64) {
 					sub.Seqs = append(sub.Seqs, e.Seq)
 					sub.Keys = append(sub.Keys, checker.EventKey(e))
 					sub.SentAt = append(sub.SentAt, e.SentAtMs)
+					if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && e.SentAtMs > 0 {
+						streamedAt[string(e.Body)] = e.SentAtMs
+					}
 					cp = e.Seq
 				}
 				m.subCP[user].Store(cp)
@@ -453,6 +460,10 @@ func (m *Messages) subscriber(ctx context.Context, id int, user uint64) {
 			sub.Stopped, sub.Target = true, m.subTarget[user]
 		}
 		m.subs = append(m.subs, sub)
+		if m.streamedAt == nil {
+			m.streamedAt = map[string]int64{}
+		}
+		maps.Copy(m.streamedAt, streamedAt)
 		m.mu.Unlock()
 		select {
 		case <-ctx.Done():
@@ -592,7 +603,9 @@ func (m *Messages) finalUnderRetention(ctx context.Context, ret time.Duration) {
 	}
 	m.retained = &retainedView{inboxes: m.inboxes, timelines: m.timelines, undelivered: m.undelivered,
 		expiry: checker.Expiry{Before: m.env.Now() - ret + retentionSlack, BeforeMs: time.Now().Add(-ret + retentionSlack).UnixMilli()}}
-	m.retained.expiry.SentAt = sentAtOf(m.inboxes, m.timelines, m.subs)
+	m.mu.Lock()
+	m.retained.expiry.SentAt = sentAtOf(m.inboxes, m.timelines, m.streamedAt)
+	m.mu.Unlock()
 	// Everything the run sent is then due, and retention has had a pass
 	// and the hint rounds after it.
 	wait := stopped + dueAfter(ret) - m.env.Now()
@@ -613,23 +626,19 @@ func dueAfter(ret time.Duration) time.Duration {
 	return ret + min(ret/10, time.Minute) + 5*time.Second
 }
 
-// sentAtOf maps each message body the reads or the streams saw to the
-// sent_at_ms of a copy of it.
-func sentAtOf(inboxes, timelines map[uint64][]*seqdv1.Event, subs []checker.Subscription) map[string]int64 {
-	out := map[string]int64{}
+// sentAtOf maps each message body the reads or the streams (streamed)
+// saw to the sent_at_ms of a copy of it.
+func sentAtOf(inboxes, timelines map[uint64][]*seqdv1.Event, streamed map[string]int64) map[string]int64 {
+	out := maps.Clone(streamed)
+	if out == nil {
+		out = map[string]int64{}
+	}
 	for _, evs := range []map[uint64][]*seqdv1.Event{inboxes, timelines} {
 		for _, es := range evs {
 			for _, e := range es {
 				if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE && e.SentAtMs > 0 {
 					out[string(e.Body)] = e.SentAtMs
 				}
-			}
-		}
-	}
-	for _, s := range subs {
-		for i, k := range s.Keys {
-			if body, ok := checker.MessageBody(k); ok && i < len(s.SentAt) && s.SentAt[i] > 0 {
-				out[body] = s.SentAt[i]
 			}
 		}
 	}

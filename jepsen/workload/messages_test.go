@@ -230,3 +230,18 @@ func TestCheckUnderRetention(t *testing.T) {
 		t.Errorf("counts %v: want 2 sends gone, 1 checked", counts)
 	}
 }
+
+// A body's send time comes from the reads where they hold a copy, and
+// from what the streams delivered where they do not.
+func TestSentAtOf(t *testing.T) {
+	read := ev(1, "1.1", "read")
+	read.SentAtMs = 500
+	marker := &seqdv1.Event{Seq: 2, Kind: seqdv1.EventKind_EVENT_KIND_READ, SentAtMs: 600}
+	got := sentAtOf(map[uint64][]*seqdv1.Event{1: {read, marker}}, nil, map[string]int64{"read": 400, "streamed": 300})
+	if len(got) != 2 || got["read"] != 500 || got["streamed"] != 300 {
+		t.Errorf("sentAtOf = %v, want read at 500 (the read's copy) and streamed at 300", got)
+	}
+	if got := sentAtOf(nil, nil, nil); got == nil || len(got) != 0 {
+		t.Errorf("sentAtOf of nothing = %v, want an empty map", got)
+	}
+}
