@@ -144,15 +144,6 @@ type retainedView struct {
 	interrupted bool
 }
 
-// pending is why the reads right after the run gave up waiting for
-// deliveries between store shards ("" if they did not, or r is nil).
-func (r *retainedView) pending() string {
-	if r == nil {
-		return ""
-	}
-	return r.undelivered
-}
-
 // replicaView is what one store replica answered on its own: the
 // inboxes of its shard's users, and the group timeline if its shard holds
 // the groups.
@@ -1092,18 +1083,21 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 	// due leaves the reads right after the run to check (late): the
 	// checks of those final reads answer UNKNOWN.
 	late := ""
-	pending := func() []checker.Anomaly {
-		var as []checker.Anomaly
-		for _, u := range []string{m.retained.pending(), m.undelivered} {
-			if u != "" {
-				as = append(as, checker.Anomaly{Kind: "unavailable", Msg: "after the final heal and the final reads' retries: " + u})
-			}
+	// Deliveries between shards the final reads (and, under retention,
+	// the reads right after the run) gave up waiting for.
+	waits := []string{m.undelivered}
+	if m.retained != nil {
+		waits = append(waits, m.retained.undelivered)
+	}
+	var pending []checker.Anomaly
+	for _, u := range waits {
+		if u != "" {
+			pending = append(pending, checker.Anomaly{Kind: "unavailable", Msg: "after the final heal and the final reads' retries: " + u})
 		}
-		return as
 	}
 	switch {
 	case m.finalRan && len(m.finalErrs) > 0:
-		as := pending()
+		as := slices.Clone(pending)
 		for _, e := range m.finalErrs {
 			as = append(as, checker.Anomaly{Kind: "unavailable", Msg: "final read failed after the heal: " + e})
 		}
@@ -1114,13 +1108,13 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 		late = " (not checked: the final reads once everything was due failed; see recovery)"
 	case m.finalRan && m.retained != nil && m.retained.interrupted:
 		late = " (not checked: the run was interrupted before the final reads once everything was due)"
-		if as := pending(); len(as) > 0 {
-			add("recovery", "G6", recoverySummary, as)
+		if len(pending) > 0 {
+			add("recovery", "G6", recoverySummary, pending)
 		} else {
 			out = append(out, checker.Result{Checker: "recovery", Workload: "messages", Guarantee: "G6", Verdict: checker.Unknown, Summary: recoverySummary + late})
 		}
 	default:
-		final("recovery", "G6", recoverySummary, pending)
+		final("recovery", "G6", recoverySummary, func() []checker.Anomaly { return pending })
 	}
 	// afterDue adds a check of the final reads, which under retention
 	// come once everything the run sent was due.
