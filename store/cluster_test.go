@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -18,6 +20,7 @@ import (
 	"github.com/seqd/seqd/internal/testwait"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
+	"github.com/seqd/seqd/store"
 )
 
 func startCluster(t *testing.T, opts localcluster.Options) (*localcluster.Cluster, *router.Messages) {
@@ -608,4 +611,73 @@ func moveLeaderOff(t *testing.T, c *localcluster.Cluster, what string, avoid fun
 		c.Store(0, i).Store().Raft().LeadershipTransfer().Error()
 		return false
 	})
+}
+
+// Reads at a leader just elected wait until it has applied every entry
+// committed before: a send the old leader acknowledged is in a Sync and
+// in Unread at the new one, although the new one's FSM lagged its log
+// when it took over.
+func TestReadsAtNewLeaderSeeSendsAckedBefore(t *testing.T) {
+	c, m := startCluster(t, localcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const from, to = 7001, 7002
+	send := func(id string) *seqdv1.SendResponse {
+		t.Helper()
+		resp, err := m.Send(ctx, &seqdv1.SendRequest{Sender: from, Recipients: []uint64{to}, Conversation: direct(7001007002),
+			ClientMsgId: id, Body: []byte(id)})
+		if err != nil {
+			t.Fatalf("send %s: %v", id, err)
+		}
+		return resp
+	}
+	send("before")
+	lead := c.StoreLeader(0)
+	next := (lead + 1) % 3
+	old, heir := c.Store(0, lead).Store().Raft(), c.Store(0, next).Store()
+	release := store.HoldApplies(t, heir.FSM())
+	held := send("held")
+	testwait.For(t, 10*time.Second, "the heir's log to hold the send", func() bool {
+		return heir.Raft().LastIndex() >= old.LastIndex()
+	})
+	fut := old.GetConfiguration()
+	if err := fut.Error(); err != nil {
+		t.Fatal(err)
+	}
+	id := raft.ServerID(fmt.Sprintf("s1-r%d", next+1))
+	var addr raft.ServerAddress
+	for _, srv := range fut.Configuration().Servers {
+		if srv.ID == id {
+			addr = srv.Address
+		}
+	}
+	if err := old.LeadershipTransferToServer(id, addr).Error(); err != nil {
+		t.Fatalf("transfer to %s: %v", id, err)
+	}
+	testwait.For(t, 10*time.Second, "the heir to lead", heir.IsLeader)
+	if heir.FSM().AppliedIndex() >= heir.Raft().LastIndex() {
+		t.Fatal("the heir's FSM is not behind its log; the test proves nothing")
+	}
+	cc, err := grpc.NewClient(c.Store(0, next).GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := seqdv1.NewMessagesClient(cc)
+	time.AfterFunc(300*time.Millisecond, release)
+	resp, err := client.Sync(ctx, &seqdv1.SyncRequest{User: to, Limit: 100})
+	if err != nil {
+		t.Fatalf("Sync at the new leader: %v", err)
+	}
+	var ids []string
+	for _, e := range resp.Events {
+		ids = append(ids, e.MessageId)
+	}
+	if !slices.Contains(ids, held.MessageId) {
+		t.Fatalf("Sync at the new leader returned %v without %s, acknowledged before the leader changed", ids, held.MessageId)
+	}
+	unread, err := client.Unread(ctx, &seqdv1.UnreadRequest{User: to})
+	if err != nil || unread.Total != 2 {
+		t.Fatalf("Unread at the new leader: %v, %v; want a total of 2", unread, err)
+	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"maps"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,3 +83,19 @@ func (s *Shard) RetentionPass(ctx context.Context) { s.applyRetention(ctx) }
 // FormatsReady reports whether this leader knows that every replica of
 // its shard applies store format need.
 func (s *Shard) FormatsReady(need uint32) bool { return s.formatReady(need) == nil }
+
+// HoldApplies stops f applying entries, from the next one on, as a
+// replica whose FSM lags its log, until release (or the test's end).
+func HoldApplies(t *testing.T, f *FSM) (release func()) {
+	held := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(held) }) }
+	hook := func(g *FSM) {
+		if g == f {
+			<-held
+		}
+	}
+	beforeApply.Store(&hook)
+	t.Cleanup(func() { release(); beforeApply.Store(nil) })
+	return release
+}

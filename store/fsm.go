@@ -316,6 +316,9 @@ func decodePayload(cmd *clusterv1.StoreCommand) (*clusterv1.StoreBatch, error) {
 
 // Apply implements raft.FSM.
 func (f *FSM) Apply(l *raft.Log) interface{} {
+	if h := beforeApply.Load(); h != nil {
+		(*h)(f)
+	}
 	if l.Type != raft.LogCommand || l.Index <= f.applied.Load() {
 		return &BatchResult{}
 	}
@@ -343,6 +346,10 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	}
 	return res
 }
+
+// beforeApply, if set (tests: HoldApplies), runs before each entry a
+// replica applies, on Raft's FSM goroutine.
+var beforeApply atomic.Pointer[func(*FSM)]
 
 func (f *FSM) applyBatch(index uint64, b *clusterv1.StoreBatch, minFormat uint32) *BatchResult {
 	x := newTx(f.db, f.cache)

@@ -11,6 +11,7 @@ type metrics struct {
 	batchOps     prometheus.Histogram
 	applySeconds prometheus.Histogram
 	stageSeconds *prometheus.HistogramVec
+	readIndex    *prometheus.HistogramVec
 	// The stages' histograms, looked up once: they are observed on every
 	// write.
 	stageQueued, stagePlan, stageAllocate, stageCommit prometheus.Observer
@@ -47,6 +48,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Time in each stage of the leader's write pipeline: queued (per request, each time it waits for the proposer), " +
 				"plan and allocate (per batch: planning it, its allocator call), commit (per entry: from proposal to the leader's FSM result).",
 			Buckets: prometheus.ExponentialBuckets(5e-5, 2, 14)}, []string{"stage"}),
+		readIndex: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "seqd", Subsystem: "store", Name: "read_index_seconds",
+			Help: "On the shard leader, rounds that confirm it leads and has applied every committed entry before reads answer " +
+				"(shared by the reads that arrive while the previous round runs), by outcome: ok, or failed (the read went elsewhere).",
+			Buckets: prometheus.ExponentialBuckets(5e-5, 2, 14)}, []string{"outcome"}),
 		outOfOrder: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "out_of_order_retries_total",
 			Help: "Ops planned again because a seq was not above the inbox's newest (after leader changes)."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "duplicate_sends_total",
@@ -84,7 +89,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.stageAllocate, m.stageCommit = m.stageSeconds.WithLabelValues("allocate"), m.stageSeconds.WithLabelValues("commit")
 	m.shardFormat.Set(-1)
 	m.outboxItems.Set(-1)
-	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,
+	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.readIndex, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,
 		m.expiredEvents, m.expiredTimeline, m.logTrimmed, m.dedupSwept, m.rateLimited, m.isLeader, m.halted, m.shardFormat,
 		m.outboxItems, m.outboxRounds, m.subscribers)
 	// Every op's outcomes exist from the start, at 0, so a dashboard sees

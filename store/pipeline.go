@@ -122,23 +122,7 @@ type pipeline struct {
 
 func newPipeline(s *Shard) *pipeline {
 	return startPipeline(s, func(data []byte) raft.ApplyFuture { return s.node.Raft.Apply(data, 10*time.Second) },
-		s.readIndex)
-}
-
-// readIndex confirms that this replica leads and that its FSM holds every
-// entry committed when it was called: a quorum round, then a wait (up to
-// 2 s) until Raft has applied up to the commit index it read first.
-func (s *Shard) readIndex() error {
-	ci := s.node.Raft.CommitIndex()
-	if err := s.node.Raft.VerifyLeader().Error(); err != nil {
-		return rpcerr.FromRaft(err, s.leaderAddr())
-	}
-	for deadline := time.Now().Add(2 * time.Second); s.node.Raft.AppliedIndex() < ci; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			return status.Error(codes.Unavailable, "the shard leader is still applying committed entries; retry")
-		}
-	}
-	return nil
+		func() error { return s.readIndex(context.Background()) })
 }
 
 // startPipeline starts a pipeline that proposes entries with apply and

@@ -333,30 +333,58 @@ func (r *server) RemoveMembers(ctx context.Context, req *seqdv1.RemoveMembersReq
 	return &seqdv1.RemoveMembersResponse{Group: info}, nil
 }
 
-// Reads go to the shard leader, whose state holds every acknowledged
-// write (read-your-writes). If no leader can be reached, a replica answers
-// from its own applied state: a lagging replica returns an older prefix of
-// the inbox, never a gappy one.
+// Reads go to the shard leader, which answers once a read index
+// (readIndex) confirms that it still leads and has applied every entry
+// committed before the read began: its answer holds every write
+// acknowledged before, by it or by an earlier leader (read-your-writes,
+// through leader changes). If no leader can be reached, a replica answers
+// from its own applied state: a lagging replica returns an older prefix
+// of the inbox, never a gappy one.
 
-// fromLeader forwards a read to the leader if this replica is a follower.
-// ok reports whether the leader answered (with a result or a definite
-// error); if it could not be reached, the caller answers locally.
-func fromLeader[Resp any](ctx context.Context, s *Shard, call func(context.Context, *grpc.ClientConn) (Resp, error)) (resp Resp, err error, ok bool) {
-	if s.IsLeader() || forward.Was(ctx) {
-		return resp, nil, false
+// readAt says where a read is answered.
+type readAt int
+
+const (
+	// atLeader: the leader answered it (resp, err).
+	atLeader readAt = iota
+	// here, current: this replica leads, and a read index confirmed it.
+	hereCurrent
+	// here, from this replica's own applied state, which may lag: no
+	// leader could be reached (or a follower forwarded the read here).
+	hereLagging
+)
+
+// fromLeader runs a read's read index if this replica leads, and forwards
+// it to the leader if it follows. If the read is to be answered here, it
+// says whether the answer is current.
+func fromLeader[Resp any](ctx context.Context, s *Shard, call func(context.Context, *grpc.ClientConn) (Resp, error)) (resp Resp, err error, at readAt) {
+	if s.IsLeader() {
+		err := s.readIndex(ctx)
+		if err == nil {
+			return resp, nil, hereCurrent
+		}
+		if forward.Was(ctx) || s.IsLeader() {
+			// A follower that forwarded the read answers from its own
+			// state on UNAVAILABLE; a client retries.
+			return resp, err, atLeader
+		}
+		// Deposed meanwhile: on as a follower.
+	}
+	if forward.Was(ctx) {
+		return resp, nil, hereLagging
 	}
 	cc, addr, cerr := s.leaderConn()
 	if cerr != nil {
-		return resp, nil, false
+		return resp, nil, hereLagging
 	}
 	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	resp, err = call(forward.Mark(fctx, s.cfg.ReplicaID), cc)
 	if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded && ctx.Err() == nil {
-		return resp, nil, false
+		return resp, nil, hereLagging
 	}
 	forward.SetLeader(ctx, addr)
-	return resp, err, true
+	return resp, err, atLeader
 }
 
 // checkAfterAtLeader is checkAfter on a follower whose inbox ends below
@@ -370,26 +398,26 @@ func (s *Shard) checkAfterAtLeader(ctx context.Context, user, after uint64) erro
 	if last, err := s.fsm.LastSeq(user); err != nil || after <= last {
 		return nil
 	}
-	_, err, ok := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.SyncResponse, error) {
+	_, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.SyncResponse, error) {
 		return seqdv1.NewMessagesClient(cc).Sync(ctx, &seqdv1.SyncRequest{User: user, AfterSeq: after, Limit: 1})
 	})
-	if ok && status.Code(err) == codes.InvalidArgument {
+	if at == atLeader && status.Code(err) == codes.InvalidArgument {
 		return err
 	}
 	return nil
 }
 
 // checkAfter refuses a checkpoint from the future of user's inbox.
-func (s *Shard) checkAfter(user, after uint64) error {
-	return s.checkFuture(after, func() (uint64, error) { return s.fsm.LastSeq(user) }, func(last uint64) error {
+func (s *Shard) checkAfter(ctx context.Context, user, after uint64) error {
+	return s.checkFuture(ctx, after, func() (uint64, error) { return s.fsm.LastSeq(user) }, func(last uint64) error {
 		return invalid("after_seq %d is beyond the newest event %d in user %d's inbox; a device's checkpoint only comes from events it received", after, last, user)
 	})
 }
 
 // checkAfterGseq refuses a checkpoint from the future of group g's
 // timeline.
-func (s *Shard) checkAfterGseq(g, after uint64) error {
-	return s.checkFuture(after, func() (uint64, error) {
+func (s *Shard) checkAfterGseq(ctx context.Context, g, after uint64) error {
+	return s.checkFuture(ctx, after, func() (uint64, error) {
 		_, last, err := s.fsm.TimelineCount(g, ^uint64(0))
 		if err != nil {
 			return 0, groupErr(err)
@@ -403,9 +431,10 @@ func (s *Shard) checkAfterGseq(g, after uint64) error {
 // checkFuture refuses a checkpoint (after) beyond the newest seq (newest)
 // with refuse. Only the leader can tell: a follower may simply not have
 // applied that far yet. Nor may a leader's FSM, just after an election or
-// while applying lags the commit, so before refusing it waits for a
-// barrier: everything committed before it has then been applied here.
-func (s *Shard) checkFuture(after uint64, newest func() (uint64, error), refuse func(last uint64) error) error {
+// while applying lags the commit, so before refusing it takes a read
+// index: everything committed before then has been applied here. (A read
+// that took one already meets no lag, and the second is quick.)
+func (s *Shard) checkFuture(ctx context.Context, after uint64, newest func() (uint64, error), refuse func(last uint64) error) error {
 	if after == 0 || !s.IsLeader() {
 		return nil
 	}
@@ -416,8 +445,8 @@ func (s *Shard) checkFuture(after uint64, newest func() (uint64, error), refuse 
 	if after <= last {
 		return nil
 	}
-	if err := s.node.Raft.Barrier(2 * time.Second).Error(); err != nil {
-		return rpcerr.FromRaft(err, s.leaderAddr())
+	if err := s.readIndex(ctx); err != nil {
+		return err
 	}
 	if last, err = newest(); err != nil {
 		return s.raftErr(err)
@@ -440,12 +469,12 @@ func (r *server) Sync(ctx context.Context, req *seqdv1.SyncRequest) (*seqdv1.Syn
 	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
 		return nil, err
 	}
-	if resp, err, ok := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.SyncResponse, error) {
+	if resp, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.SyncResponse, error) {
 		return seqdv1.NewMessagesClient(cc).Sync(ctx, req)
-	}); ok {
+	}); at == atLeader {
 		return resp, err
 	}
-	if err := s.checkAfter(req.User, req.AfterSeq); err != nil {
+	if err := s.checkAfter(ctx, req.User, req.AfterSeq); err != nil {
 		return nil, err
 	}
 	res, err := s.fsm.Sync(req.User, req.AfterSeq, limit)
@@ -464,7 +493,7 @@ func (r *server) Subscribe(req *seqdv1.SubscribeRequest, stream seqdv1.Messages_
 	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
 		return err
 	}
-	if err := s.checkAfter(req.User, req.AfterSeq); err != nil {
+	if err := s.checkAfter(stream.Context(), req.User, req.AfterSeq); err != nil {
 		return err
 	}
 	if err := s.checkAfterAtLeader(stream.Context(), req.User, req.AfterSeq); err != nil {
@@ -540,9 +569,9 @@ func (r *server) Unread(ctx context.Context, req *seqdv1.UnreadRequest) (*seqdv1
 	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
 		return nil, err
 	}
-	if resp, err, ok := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.UnreadResponse, error) {
+	if resp, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.UnreadResponse, error) {
 		return seqdv1.NewMessagesClient(cc).Unread(ctx, req)
-	}); ok {
+	}); at == atLeader {
 		return resp, err
 	}
 	resp, err := s.fsm.Unread(req.User)
@@ -567,9 +596,9 @@ func (r *server) History(ctx context.Context, req *seqdv1.HistoryRequest) (*seqd
 	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
 		return nil, err
 	}
-	if resp, err, ok := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.HistoryResponse, error) {
+	if resp, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.HistoryResponse, error) {
 		return seqdv1.NewMessagesClient(cc).History(ctx, req)
-	}); ok {
+	}); at == atLeader {
 		return resp, err
 	}
 	events, next, err := s.fsm.History(req.User, req.Conversation, req.BeforeSeq, limit)
@@ -587,9 +616,9 @@ func (r *server) GetGroup(ctx context.Context, req *seqdv1.GetGroupRequest) (*se
 	if err := s.home(GroupKeyBit|req.GroupId, "group "+itoa(req.GroupId)); err != nil {
 		return nil, err
 	}
-	if resp, err, ok := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.GetGroupResponse, error) {
+	if resp, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.GetGroupResponse, error) {
 		return seqdv1.NewMessagesClient(cc).GetGroup(ctx, req)
-	}); ok {
+	}); at == atLeader {
 		return resp, err
 	}
 	rec, err := s.fsm.Group(req.GroupId)
@@ -614,9 +643,9 @@ func (r *server) SyncGroup(ctx context.Context, req *seqdv1.SyncGroupRequest) (*
 	if err := s.home(GroupKeyBit|req.GroupId, "group "+itoa(req.GroupId)); err != nil {
 		return nil, err
 	}
-	if resp, err, ok := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.SyncGroupResponse, error) {
+	if resp, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.SyncGroupResponse, error) {
 		return seqdv1.NewMessagesClient(cc).SyncGroup(ctx, req)
-	}); ok {
+	}); at == atLeader {
 		return resp, err
 	}
 	res, err := s.fsm.SyncGroup(req.User, req.GroupId, req.AfterGseq, limit)
@@ -625,7 +654,7 @@ func (r *server) SyncGroup(ctx context.Context, req *seqdv1.SyncGroupRequest) (*
 	}
 	if len(res.Events) == 0 {
 		// Nothing after the checkpoint: it may be from the future.
-		if err := s.checkAfterGseq(req.GroupId, req.AfterGseq); err != nil {
+		if err := s.checkAfterGseq(ctx, req.GroupId, req.AfterGseq); err != nil {
 			return nil, err
 		}
 	}
@@ -703,29 +732,23 @@ func (r *server) TimelineCount(ctx context.Context, req *clusterv1.TimelineCount
 	}
 	// The leader's state holds every acknowledged membership change; a
 	// lagging follower would call a member just added a stranger.
-	if resp, err, ok := fromLeader(ctx, r.s, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.TimelineCountResponse, error) {
+	resp, err, at := fromLeader(ctx, r.s, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.TimelineCountResponse, error) {
 		return clusterv1.NewStoreNodeClient(cc).TimelineCount(ctx, req)
-	}); ok {
+	})
+	if at == atLeader {
 		return resp, err
 	}
-	resp, err := r.s.timelineCount(ctx, req.GroupId, req.UpToGseq, req.User)
-	if err != nil || refuses(req, resp) {
-		// The asking shard will refuse the read marker for good on this
-		// answer (or error: no such group). A leader deposed while paused
-		// or cut off, which does not know it yet, answers from state that
-		// may lack the group or the group seq the member was hinted
-		// (seqjepsen messages-retention seed 11): so first a read index,
-		// as for the pipeline's refusals (refuseOnceLeading), then the
-		// answer again.
-		if err := r.s.stillApplying(); err != nil {
-			return nil, err
-		}
-		if err := r.s.readIndex(); err != nil {
-			return nil, err
-		}
-		if resp, err = r.s.timelineCount(ctx, req.GroupId, req.UpToGseq, req.User); err != nil {
-			return nil, err
-		}
+	resp, err = r.s.timelineCount(ctx, req.GroupId, req.UpToGseq, req.User)
+	if at == hereLagging && (err != nil || refuses(req, resp)) {
+		// The asking shard would refuse the read marker for good on this
+		// answer (or error: no such group), and this replica's state may
+		// lack the group or the group seq the member was hinted (a leader
+		// deposed while paused or cut off, seqjepsen messages-retention
+		// seed 11, or a lagging follower): only a current leader refuses.
+		return nil, status.Errorf(codes.Unavailable, "group %d's shard has no leader to confirm this answer; retry", req.GroupId)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return resp, nil
 }

@@ -220,6 +220,7 @@ type Shard struct {
 	expiryAfter uint64
 
 	pipe  *pipeline
+	reads *readRounds // leader reads' read indexes (readIndex)
 	subs  *hub
 	conns *grpcconn.Pool
 	limit *rateLimiter
@@ -302,6 +303,7 @@ func New(cfg Config) (*Shard, error) {
 		}
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	s.reads = newReadRounds(s.timedReadIndexRound)
 	s.pipe = newPipeline(s)
 	close(s.ready)
 	return s, nil

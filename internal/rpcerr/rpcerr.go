@@ -118,7 +118,7 @@ func FromRaft(err error, leaderAddr string) error {
 		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrAbortedByRestore):
 		return NotLeader(leaderAddr)
 	case errors.Is(err, raft.ErrRaftShutdown):
-		return status.Error(codes.Unavailable, "arbiter is shutting down; retry at another arbiter")
+		return status.Error(codes.Unavailable, "this replica is shutting down; retry at another replica")
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return status.Error(codes.DeadlineExceeded, "raft enqueue timed out; the write may still apply")
 	case errors.Is(err, context.DeadlineExceeded):
