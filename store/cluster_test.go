@@ -624,15 +624,14 @@ func TestReadsAtNewLeaderSeeSendsAckedBefore(t *testing.T) {
 	const from, to = 7001, 7002
 	send := func(id string) *seqdv1.SendResponse {
 		t.Helper()
-		resp, err := m.Send(ctx, &seqdv1.SendRequest{Sender: from, Recipients: []uint64{to}, Conversation: direct(7001007002),
-			ClientMsgId: id, Body: []byte(id)})
+		resp, err := sendDirect(ctx, m, from, to, id)
 		if err != nil {
 			t.Fatalf("send %s: %v", id, err)
 		}
 		return resp
 	}
 	send("before")
-	lead := c.StoreLeader(0)
+	lead := storeLeader(t, c)
 	next := (lead + 1) % 3
 	old, heir := c.Store(0, lead).Store().Raft(), c.Store(0, next).Store()
 	release := store.HoldApplies(t, heir.FSM())
@@ -655,19 +654,23 @@ func TestReadsAtNewLeaderSeeSendsAckedBefore(t *testing.T) {
 		t.Fatalf("transfer to %s: %v", id, err)
 	}
 	testwait.For(t, 10*time.Second, "the heir to lead", heir.IsLeader)
-	if heir.FSM().AppliedIndex() >= heir.Raft().LastIndex() {
-		t.Fatal("the heir's FSM is not behind its log; the test proves nothing")
+	var heldSeq uint64
+	for _, d := range held.Deliveries {
+		if d.User == to {
+			heldSeq = d.Seq
+		}
 	}
-	cc, err := grpc.NewClient(c.Store(0, next).GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
+	if last, err := heir.FSM().LastSeq(to); err != nil || heldSeq == 0 || last >= heldSeq {
+		t.Fatalf("the heir's FSM already holds the send (newest seq %d, %v); the test proves nothing", last, err)
 	}
-	defer cc.Close()
-	client := seqdv1.NewMessagesClient(cc)
+	client := messagesAt(t, c, next)
 	time.AfterFunc(300*time.Millisecond, release)
 	resp, err := client.Sync(ctx, &seqdv1.SyncRequest{User: to, Limit: 100})
 	if err != nil {
 		t.Fatalf("Sync at the new leader: %v", err)
+	}
+	if resp.MaybeStale {
+		t.Error("the leader's answer is marked maybe_stale")
 	}
 	var ids []string
 	for _, e := range resp.Events {
@@ -680,4 +683,119 @@ func TestReadsAtNewLeaderSeeSendsAckedBefore(t *testing.T) {
 	if err != nil || unread.Total != 2 {
 		t.Fatalf("Unread at the new leader: %v, %v; want a total of 2", unread, err)
 	}
+}
+
+// A replica that cannot reach a leader answers reads from what it has
+// applied, and says so (maybe_stale); the leader's answers do not.
+func TestReadWithoutLeaderIsMarkedMaybeStale(t *testing.T) {
+	c, m := startCluster(t, localcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const from, to = 7101, 7102
+	sent, err := sendDirect(ctx, m, from, to, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lead := storeLeader(t, c)
+	leader := c.Store(0, lead).Store()
+	fresh, err := m.Sync(ctx, &seqdv1.SyncRequest{User: to})
+	if err != nil || fresh.MaybeStale || len(fresh.Events) != 1 {
+		t.Fatalf("Sync through the router: %v, %v; want the one event, not maybe_stale", fresh, err)
+	}
+	last := (lead + 1) % 3
+	testwait.For(t, 10*time.Second, "the last replica to apply the send", func() bool {
+		return c.Store(0, last).Store().FSM().AppliedIndex() >= leader.FSM().AppliedIndex()
+	})
+	for i := range 3 {
+		if i != last {
+			c.KillStore(0, i)
+		}
+	}
+	client := messagesAt(t, c, last)
+	var resp *seqdv1.SyncResponse
+	testwait.For(t, 20*time.Second, "a Sync answered by the replica alone", func() bool {
+		resp, err = client.Sync(ctx, &seqdv1.SyncRequest{User: to})
+		return err == nil
+	})
+	if !resp.MaybeStale || len(resp.Events) != 1 || resp.Events[0].MessageId != sent.MessageId {
+		t.Fatalf("Sync at a replica without a leader: %v; want the send, marked maybe_stale", resp)
+	}
+	unread, err := client.Unread(ctx, &seqdv1.UnreadRequest{User: to})
+	if err != nil || !unread.MaybeStale || unread.Total != 1 {
+		t.Fatalf("Unread at a replica without a leader: %v, %v; want a total of 1, marked maybe_stale", unread, err)
+	}
+}
+
+// A leader whose FSM lags its own commits does not call a checkpoint from
+// the future: a device got the seq from a follower that applied it first,
+// and a Sync or Subscribe from there at the leader waits for its FSM.
+func TestCheckpointFromFollowerAtLaggingLeader(t *testing.T) {
+	c, m := startCluster(t, localcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const from, to = 7201, 7202
+	if _, err := sendDirect(ctx, m, from, to, "a"); err != nil {
+		t.Fatal(err)
+	}
+	lead := storeLeader(t, c)
+	leader, follower := c.Store(0, lead).Store(), c.Store(0, (lead+1)%3).Store()
+	testwait.For(t, 10*time.Second, "the follower to catch up", func() bool {
+		return follower.FSM().AppliedIndex() >= leader.FSM().AppliedIndex()
+	})
+	release := store.HoldApplies(t, leader.FSM())
+	go sendDirect(ctx, m, from, to, "b") // answered once the leader's FSM applies it
+	var seq uint64
+	testwait.For(t, 10*time.Second, "the follower to apply the second send", func() bool {
+		s, err := follower.FSM().LastSeq(to)
+		seq = s
+		return err == nil && s > 0 && len(syncFSM(t, follower, to)) == 2
+	})
+	if ls, _ := leader.FSM().LastSeq(to); ls >= seq {
+		t.Fatalf("the leader's FSM already holds seq %d; the test proves nothing", seq)
+	}
+	time.AfterFunc(300*time.Millisecond, release)
+	resp, err := messagesAt(t, c, lead).Sync(ctx, &seqdv1.SyncRequest{User: to, AfterSeq: seq, Limit: 10})
+	if err != nil {
+		t.Fatalf("Sync from seq %d, which a follower handed out, at the leader: %v", seq, err)
+	}
+	if len(resp.Events) != 0 || resp.NextCheckpoint != seq || resp.MaybeStale {
+		t.Fatalf("Sync from the newest seq at the leader: %v; want no events, the same checkpoint, current", resp)
+	}
+}
+
+// syncFSM reads user's inbox from r's FSM alone.
+func syncFSM(t *testing.T, r *store.Shard, user uint64) []*seqdv1.Event {
+	t.Helper()
+	res, err := r.FSM().Sync(user, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Events
+}
+
+// storeLeader waits for shard 0's leader and returns its index.
+func storeLeader(t *testing.T, c *localcluster.Cluster) int {
+	t.Helper()
+	lead := -1
+	testwait.For(t, 10*time.Second, "a store shard leader", func() bool { lead = c.StoreLeader(0); return lead >= 0 })
+	return lead
+}
+
+// messagesAt is a Messages client of store replica i of shard 0 alone,
+// without the router.
+func messagesAt(t *testing.T, c *localcluster.Cluster, i int) seqdv1.MessagesClient {
+	t.Helper()
+	cc, err := grpc.NewClient(c.Store(0, i).GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return seqdv1.NewMessagesClient(cc)
+}
+
+// sendDirect sends id (as body and client message id) from one user to
+// another in their direct conversation.
+func sendDirect(ctx context.Context, m *router.Messages, from, to uint64, id string) (*seqdv1.SendResponse, error) {
+	return m.Send(ctx, &seqdv1.SendRequest{Sender: from, Recipients: []uint64{to}, Conversation: direct(min(from, to)*1_000_000 + max(from, to)),
+		ClientMsgId: id, Body: []byte(id)})
 }

@@ -69,6 +69,7 @@ func (s *Shard) startLeaderLoops() func() {
 		close(done)
 	}()
 	return func() {
+		s.caughtUp.Store(false)
 		cancel()
 		<-done
 		s.caughtUp.Store(false)
@@ -81,7 +82,15 @@ func (s *Shard) startLeaderLoops() func() {
 // leaderLoop delivers the outbox and hints read-fanout groups, each on its
 // own period.
 func (s *Shard) leaderLoop(ctx context.Context) {
-	for s.node.Raft.Barrier(10*time.Second).Error() != nil {
+	for {
+		// The barrier proves the catch-up only for the term it was
+		// committed in: a leader deposed and elected again meanwhile
+		// must take another (readIndexRound checks the term).
+		term := s.node.Raft.CurrentTerm()
+		if s.node.Raft.Barrier(10*time.Second).Error() == nil && s.node.Raft.CurrentTerm() == term {
+			s.caughtUpTerm.Store(term)
+			break
+		}
 		select {
 		case <-ctx.Done():
 			return

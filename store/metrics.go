@@ -50,8 +50,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(5e-5, 2, 14)}, []string{"stage"}),
 		readIndex: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "seqd", Subsystem: "store", Name: "read_index_seconds",
 			Help: "On the shard leader, rounds that confirm it leads and has applied every committed entry before reads answer " +
-				"(shared by the reads that arrive while the previous round runs), by outcome: ok, or failed (the read went elsewhere).",
-			Buckets: prometheus.ExponentialBuckets(5e-5, 2, 14)}, []string{"outcome"}),
+				"(shared by the reads that arrive while the previous round runs), by outcome: ok, or failed (deposed, or not caught up within 2 s).",
+			Buckets: prometheus.ExponentialBuckets(5e-5, 2, 17)}, []string{"outcome"}),
 		outOfOrder: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "out_of_order_retries_total",
 			Help: "Ops planned again because a seq was not above the inbox's newest (after leader changes)."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "duplicate_sends_total",

@@ -2,18 +2,17 @@ package store
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/seqd/seqd/internal/rpcerr"
 )
 
-// readIndexWait bounds how long a read index waits for this leader to
-// catch up (its first barrier, then its FSM up to the commit index).
+// readIndexWait bounds one read-index round: the leader's catch-up, its
+// quorum round and its FSM's wait.
 const readIndexWait = 2 * time.Second
 
 // readIndex confirms that this replica leads and that its FSM holds every
@@ -24,34 +23,107 @@ func (s *Shard) readIndex(ctx context.Context) error {
 	return s.reads.wait(ctx)
 }
 
-// readIndexRound is one round: a leader just elected first applies the
-// entries of earlier terms (its first barrier, caughtUp), since until an
-// entry of its own term commits its commit index may lie below theirs;
-// then the commit index, a quorum round (VerifyLeader: a leader deposed
-// while paused or cut off, which does not know it yet, fails it), and a
-// wait until the FSM has applied up to that index.
+// readIndexRound is one round:
+//   - a leader just elected first applies the entries of earlier terms
+//     (its first barrier in this term, caughtUp): until an entry of its
+//     own term commits, its commit index may lie below theirs;
+//   - then the commit index, and a quorum round (VerifyLeader: a leader
+//     deposed while paused or cut off, which does not know it yet, fails
+//     it);
+//   - then a wait until the FSM has consumed every entry up to that index
+//     (Raft's own applied index counts entries handed to the FSM, which
+//     may not have written them yet).
+//
+// Its errors are LEADER_NOT_READY (retry here) or NOT_LEADER.
 func (s *Shard) readIndexRound() error {
 	deadline := time.Now().Add(readIndexWait)
-	for !s.caughtUp.Load() {
+	for !s.caughtUp.Load() || s.caughtUpTerm.Load() != s.node.Raft.CurrentTerm() {
 		if !s.IsLeader() {
 			return rpcerr.FromRaft(raft.ErrNotLeader, s.leaderAddr())
 		}
 		if time.Now().After(deadline) {
-			return s.stillApplying()
+			return rpcerr.LeaderNotReady("the shard leader was just elected and is still applying earlier entries; retry")
 		}
 		time.Sleep(time.Millisecond)
 	}
 	ci := s.node.Raft.CommitIndex()
-	if err := s.node.Raft.VerifyLeader().Error(); err != nil {
-		return rpcerr.FromRaft(err, s.leaderAddr())
+	if err := s.verifyLeader(deadline); err != nil {
+		return err
 	}
-	for s.node.Raft.AppliedIndex() < ci {
+	need, err := s.fsmEntryAtOrBelow(ci)
+	if err != nil {
+		return err
+	}
+	for !s.fsm.consumed(need) {
 		if time.Now().After(deadline) {
-			return status.Error(codes.Unavailable, "the shard leader is still applying committed entries; retry")
+			return rpcerr.LeaderNotReady("the shard leader is still applying committed entries; retry")
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
 	return nil
+}
+
+// verifyLeader runs a quorum round, until deadline. Raft's future may
+// never answer once Raft has shut down, so it is not waited on past the
+// deadline or the shard's stop.
+func (s *Shard) verifyLeader(deadline time.Time) error {
+	done := make(chan error, 1)
+	go func() { done <- s.node.Raft.VerifyLeader().Error() }()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return rpcerr.FromRaft(err, s.leaderAddr())
+		}
+		return nil
+	case <-t.C:
+		return rpcerr.LeaderNotReady("the shard leader could not confirm its leadership with a quorum in %v; retry", readIndexWait)
+	case <-s.stop:
+		return errPipelineClosed
+	}
+}
+
+// fsmEntryAtOrBelow returns the index of the newest entry at or below ci
+// that the FSM sees (a command, or a configuration change): no-op and
+// barrier entries never reach it. 0 if the log holds none (compacted: the
+// FSM holds everything up to the snapshot).
+func (s *Shard) fsmEntryAtOrBelow(ci uint64) (entry, error) {
+	var l raft.Log
+	for i, n := ci, 0; i > 0 && n < 256; i, n = i-1, n+1 {
+		switch err := s.node.Log(i, &l); {
+		case errors.Is(err, raft.ErrLogNotFound):
+			return entry{}, nil
+		case err != nil:
+			return entry{}, rpcerr.LeaderNotReady("the shard leader cannot read its log: %v; retry", err)
+		}
+		switch l.Type {
+		case raft.LogCommand:
+			return entry{index: i}, nil
+		case raft.LogConfiguration:
+			return entry{index: i, config: true}, nil
+		}
+	}
+	// 256 entries in a row the FSM never sees: only a barrier tells.
+	if err := s.node.Raft.Barrier(readIndexWait).Error(); err != nil {
+		return entry{}, rpcerr.FromRaft(err, s.leaderAddr())
+	}
+	return entry{}, nil
+}
+
+// entry is a log entry the FSM sees: a command or a configuration.
+type entry struct {
+	index  uint64
+	config bool
+}
+
+// consumed reports whether the FSM has consumed e (and so every entry
+// before it): its writes are visible to readers.
+func (f *FSM) consumed(e entry) bool {
+	if e.config {
+		return f.config.Load() >= e.index
+	}
+	return f.applied.Load() >= e.index
 }
 
 // timedReadIndexRound is readIndexRound, timed by outcome.
@@ -72,16 +144,19 @@ func (s *Shard) timedReadIndexRound() error {
 // a read load that is one quorum round at a time, not one per read.
 type readRounds struct {
 	round func() error
+	stop  <-chan struct{} // closed at shutdown: callers stop waiting
 
 	mu      sync.Mutex
 	waiting []chan error // callers of the next round
 	running bool
 }
 
-func newReadRounds(round func() error) *readRounds { return &readRounds{round: round} }
+func newReadRounds(round func() error, stop <-chan struct{}) *readRounds {
+	return &readRounds{round: round, stop: stop}
+}
 
-// wait joins the next round and returns its outcome, or ctx's error if
-// ctx ends first (the round goes on for the others).
+// wait joins the next round and returns its outcome, or an error if ctx
+// ends (or the shard stops) first; the round goes on for the others.
 func (r *readRounds) wait(ctx context.Context) error {
 	done := make(chan error, 1)
 	r.mu.Lock()
@@ -95,7 +170,9 @@ func (r *readRounds) wait(ctx context.Context) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		return status.FromContextError(ctx.Err()).Err()
+		return rpcerr.FromRaft(ctx.Err(), "")
+	case <-r.stop:
+		return errPipelineClosed
 	}
 }
 

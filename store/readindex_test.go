@@ -24,7 +24,7 @@ func TestReadRoundsShareTheNextRound(t *testing.T) {
 		started <- struct{}{}
 		<-proceed
 		return fmt.Errorf("round %d", n)
-	})
+	}, nil)
 	first := make(chan error, 1)
 	go func() { first <- r.wait(context.Background()) }()
 	<-started // round 1 runs
@@ -62,7 +62,7 @@ func TestReadRoundsShareTheNextRound(t *testing.T) {
 // others.
 func TestReadRoundsCallerGivesUp(t *testing.T) {
 	proceed := make(chan struct{})
-	r := newReadRounds(func() error { <-proceed; return nil })
+	r := newReadRounds(func() error { <-proceed; return nil }, nil)
 	other := make(chan error, 1)
 	go func() { other <- r.wait(context.Background()) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -73,6 +73,18 @@ func TestReadRoundsCallerGivesUp(t *testing.T) {
 	close(proceed)
 	if err := <-other; err != nil {
 		t.Fatalf("other caller got %v, want the round's nil", err)
+	}
+}
+
+// At shutdown callers stop waiting for a round that may never end.
+func TestReadRoundsStop(t *testing.T) {
+	stop := make(chan struct{})
+	r := newReadRounds(func() error { <-t.Context().Done(); return nil }, stop)
+	got := make(chan error, 1)
+	go func() { got <- r.wait(context.Background()) }()
+	close(stop)
+	if err := <-got; status.Code(err) != codes.Unavailable {
+		t.Fatalf("caller at shutdown got %v, want UNAVAILABLE", err)
 	}
 }
 

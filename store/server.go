@@ -364,11 +364,12 @@ func fromLeader[Resp any](ctx context.Context, s *Shard, call func(context.Conte
 			return resp, nil, hereCurrent
 		}
 		if forward.Was(ctx) || s.IsLeader() {
-			// A follower that forwarded the read answers from its own
-			// state on UNAVAILABLE; a client retries.
+			// LEADER_NOT_READY: the client (or the follower that
+			// forwarded the read) retries here.
 			return resp, err, atLeader
 		}
-		// Deposed meanwhile: on as a follower.
+		// Deposed meanwhile: on as a follower, which answers from its
+		// own state (maybe_stale) if it cannot reach the new leader.
 	}
 	if forward.Was(ctx) {
 		return resp, nil, hereLagging
@@ -377,15 +378,24 @@ func fromLeader[Resp any](ctx context.Context, s *Shard, call func(context.Conte
 	if cerr != nil {
 		return resp, nil, hereLagging
 	}
-	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	fctx, cancel := context.WithTimeout(ctx, forwardReadTimeout)
 	defer cancel()
 	resp, err = call(forward.Mark(fctx, s.cfg.ReplicaID), cc)
+	if rpcerr.IsLeaderNotReady(err) {
+		// The leader is there and will answer shortly: not a reason to
+		// answer from this replica's state.
+		return resp, err, atLeader
+	}
 	if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded && ctx.Err() == nil {
 		return resp, nil, hereLagging
 	}
 	forward.SetLeader(ctx, addr)
 	return resp, err, atLeader
 }
+
+// forwardReadTimeout bounds a read a follower forwards to its leader: a
+// read index there may wait for the round under way, then its own.
+const forwardReadTimeout = 2*readIndexWait + time.Second
 
 // checkAfterAtLeader is checkAfter on a follower whose inbox ends below
 // the checkpoint: it may only lag, so it asks the leader (a one-event
@@ -469,10 +479,11 @@ func (r *server) Sync(ctx context.Context, req *seqdv1.SyncRequest) (*seqdv1.Syn
 	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
 		return nil, err
 	}
-	if resp, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.SyncResponse, error) {
+	fwd, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.SyncResponse, error) {
 		return seqdv1.NewMessagesClient(cc).Sync(ctx, req)
-	}); at == atLeader {
-		return resp, err
+	})
+	if at == atLeader {
+		return fwd, err
 	}
 	if err := s.checkAfter(ctx, req.User, req.AfterSeq); err != nil {
 		return nil, err
@@ -482,7 +493,7 @@ func (r *server) Sync(ctx context.Context, req *seqdv1.SyncRequest) (*seqdv1.Syn
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &seqdv1.SyncResponse{Events: res.Events, NextCheckpoint: res.NextCheckpoint, HasMore: res.HasMore,
-		HistoryTruncated: res.Truncated, EarliestSeq: res.EarliestSeq, Header: s.header()}, nil
+		HistoryTruncated: res.Truncated, EarliestSeq: res.EarliestSeq, Header: s.header(), MaybeStale: at == hereLagging}, nil
 }
 
 func (r *server) Subscribe(req *seqdv1.SubscribeRequest, stream seqdv1.Messages_SubscribeServer) error {
@@ -569,15 +580,17 @@ func (r *server) Unread(ctx context.Context, req *seqdv1.UnreadRequest) (*seqdv1
 	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
 		return nil, err
 	}
-	if resp, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.UnreadResponse, error) {
+	fwd, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.UnreadResponse, error) {
 		return seqdv1.NewMessagesClient(cc).Unread(ctx, req)
-	}); at == atLeader {
-		return resp, err
+	})
+	if at == atLeader {
+		return fwd, err
 	}
 	resp, err := s.fsm.Unread(req.User)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	resp.MaybeStale = at == hereLagging
 	return resp, nil
 }
 
@@ -596,16 +609,17 @@ func (r *server) History(ctx context.Context, req *seqdv1.HistoryRequest) (*seqd
 	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
 		return nil, err
 	}
-	if resp, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.HistoryResponse, error) {
+	fwd, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.HistoryResponse, error) {
 		return seqdv1.NewMessagesClient(cc).History(ctx, req)
-	}); at == atLeader {
-		return resp, err
+	})
+	if at == atLeader {
+		return fwd, err
 	}
 	events, next, err := s.fsm.History(req.User, req.Conversation, req.BeforeSeq, limit)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	return &seqdv1.HistoryResponse{Events: events, NextBeforeSeq: next}, nil
+	return &seqdv1.HistoryResponse{Events: events, NextBeforeSeq: next, MaybeStale: at == hereLagging}, nil
 }
 
 func (r *server) GetGroup(ctx context.Context, req *seqdv1.GetGroupRequest) (*seqdv1.GetGroupResponse, error) {
@@ -616,16 +630,17 @@ func (r *server) GetGroup(ctx context.Context, req *seqdv1.GetGroupRequest) (*se
 	if err := s.home(GroupKeyBit|req.GroupId, "group "+itoa(req.GroupId)); err != nil {
 		return nil, err
 	}
-	if resp, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.GetGroupResponse, error) {
+	fwd, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.GetGroupResponse, error) {
 		return seqdv1.NewMessagesClient(cc).GetGroup(ctx, req)
-	}); at == atLeader {
-		return resp, err
+	})
+	if at == atLeader {
+		return fwd, err
 	}
 	rec, err := s.fsm.Group(req.GroupId)
 	if err != nil {
 		return nil, groupErr(err)
 	}
-	return &seqdv1.GetGroupResponse{Group: rec.Info}, nil
+	return &seqdv1.GetGroupResponse{Group: rec.Info, MaybeStale: at == hereLagging}, nil
 }
 
 func (r *server) SyncGroup(ctx context.Context, req *seqdv1.SyncGroupRequest) (*seqdv1.SyncGroupResponse, error) {
@@ -643,10 +658,11 @@ func (r *server) SyncGroup(ctx context.Context, req *seqdv1.SyncGroupRequest) (*
 	if err := s.home(GroupKeyBit|req.GroupId, "group "+itoa(req.GroupId)); err != nil {
 		return nil, err
 	}
-	if resp, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.SyncGroupResponse, error) {
+	fwd, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.SyncGroupResponse, error) {
 		return seqdv1.NewMessagesClient(cc).SyncGroup(ctx, req)
-	}); at == atLeader {
-		return resp, err
+	})
+	if at == atLeader {
+		return fwd, err
 	}
 	res, err := s.fsm.SyncGroup(req.User, req.GroupId, req.AfterGseq, limit)
 	if err != nil {
@@ -659,7 +675,7 @@ func (r *server) SyncGroup(ctx context.Context, req *seqdv1.SyncGroupRequest) (*
 		}
 	}
 	return &seqdv1.SyncGroupResponse{Events: res.Events, NextCheckpoint: res.NextCheckpoint, HasMore: res.HasMore,
-		HistoryTruncated: res.Truncated, EarliestGseq: res.EarliestSeq}, nil
+		HistoryTruncated: res.Truncated, EarliestGseq: res.EarliestSeq, MaybeStale: at == hereLagging}, nil
 }
 
 // StoreNode.

@@ -24,6 +24,7 @@ import (
 	"github.com/seqd/seqd/internal/grpcconn"
 	"github.com/seqd/seqd/internal/nodeid"
 	"github.com/seqd/seqd/internal/raftnode"
+	"github.com/seqd/seqd/internal/rpcerr"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
@@ -207,6 +208,8 @@ type Shard struct {
 	// caughtUp: this replica leads and has applied every entry committed
 	// before its term (its first barrier returned).
 	caughtUp atomic.Bool
+	// caughtUpTerm is the term of the barrier that set caughtUp.
+	caughtUpTerm atomic.Uint64
 	// formats is what this replica, while it leads, last heard of the
 	// shard's replicas' store formats (formatLoop); nil otherwise.
 	formats    atomic.Pointer[shardFormats]
@@ -303,7 +306,7 @@ func New(cfg Config) (*Shard, error) {
 		}
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	s.reads = newReadRounds(s.timedReadIndexRound)
+	s.reads = newReadRounds(s.timedReadIndexRound, s.stop)
 	s.pipe = newPipeline(s)
 	close(s.ready)
 	return s, nil
@@ -650,5 +653,5 @@ func (s *Shard) stillApplying() error {
 	if s.caughtUp.Load() {
 		return nil
 	}
-	return status.Error(codes.Unavailable, "the shard leader was just elected and is still applying earlier entries; retry")
+	return rpcerr.LeaderNotReady("the shard leader was just elected and is still applying earlier entries; retry")
 }

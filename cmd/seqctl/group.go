@@ -183,6 +183,7 @@ func runGroupSync(ctx context.Context, e *env, cmd *command, args []string) erro
 			out.Events = append(out.Events, resp.Events...)
 			out.HasMore = resp.HasMore
 			out.NextCheckpoint = max(out.NextCheckpoint, resp.NextCheckpoint)
+			out.MaybeStale = out.MaybeStale || resp.MaybeStale
 			if resp.HistoryTruncated && !out.HistoryTruncated {
 				out.HistoryTruncated, out.EarliestGseq = true, resp.EarliestGseq
 			}
@@ -194,6 +195,7 @@ func runGroupSync(ctx context.Context, e *env, cmd *command, args []string) erro
 		if out.HistoryTruncated {
 			fmt.Fprintf(e.stderr, "seqctl: warning: history truncated: timeline entries after group seq %d were removed by retention; the timeline now starts at group seq %d\n", *after, out.EarliestGseq)
 		}
+		warnMaybeStale(e, out.MaybeStale)
 		if e.json {
 			return writeProto(e.stdout, out)
 		}

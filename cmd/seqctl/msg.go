@@ -220,6 +220,7 @@ func runSync(ctx context.Context, e *env, cmd *command, args []string) error {
 			out.Events = append(out.Events, resp.Events...)
 			out.HasMore = resp.HasMore
 			out.Header = resp.Header
+			out.MaybeStale = out.MaybeStale || resp.MaybeStale
 			if resp.HistoryTruncated && !out.HistoryTruncated {
 				out.HistoryTruncated, out.EarliestSeq = true, resp.EarliestSeq
 			}
@@ -235,6 +236,7 @@ func runSync(ctx context.Context, e *env, cmd *command, args []string) error {
 		if out.HistoryTruncated {
 			fmt.Fprintf(e.stderr, "seqctl: warning: history truncated: events after %d were removed by retention; the earliest retained seq is %d\n", *after, out.EarliestSeq)
 		}
+		warnMaybeStale(e, out.MaybeStale)
 		if e.json {
 			return writeProto(e.stdout, out)
 		}
@@ -249,6 +251,14 @@ func runSync(ctx context.Context, e *env, cmd *command, args []string) error {
 		}
 		return nil
 	})
+}
+
+// warnMaybeStale tells the user that a replica without its leader
+// answered (maybe_stale).
+func warnMaybeStale(e *env, stale bool) {
+	if stale {
+		fmt.Fprintln(e.stderr, "seqctl: warning: the shard's leader could not be reached; a replica answered from what it has applied, which may lack the newest writes")
+	}
 }
 
 func runUnread(ctx context.Context, e *env, cmd *command, args []string) error {
@@ -266,6 +276,7 @@ func runUnread(ctx context.Context, e *env, cmd *command, args []string) error {
 		if err != nil {
 			return c.explain(err)
 		}
+		warnMaybeStale(e, resp.MaybeStale)
 		if e.json {
 			return writeProto(e.stdout, resp)
 		}

@@ -201,6 +201,10 @@ func (n *Node) closeStores() {
 }
 
 // LeaderID returns the current leader's server id, or "".
+// Log reads the log entry at index into l (raft.ErrLogNotFound once the
+// log was compacted past it).
+func (n *Node) Log(index uint64, l *raft.Log) error { return n.store.GetLog(index, l) }
+
 func (n *Node) LeaderID() string {
 	_, id := n.Raft.LeaderWithID()
 	return string(id)

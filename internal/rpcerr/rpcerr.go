@@ -24,6 +24,9 @@ const (
 	ReasonNotOwner   = "NOT_OWNER"
 	ReasonNotLeader  = "NOT_LEADER"
 	ReasonWrongShard = "WRONG_SHARD"
+	// ReasonLeaderNotReady: a leader that could not yet confirm its state
+	// is current (a read index): retry, at the same leader.
+	ReasonLeaderNotReady = "LEADER_NOT_READY"
 )
 
 // metadata key for the leader's gRPC address in NOT_LEADER details.
@@ -91,6 +94,33 @@ func NotLeader(leaderAddr string) error {
 		st = d
 	}
 	return st.Err()
+}
+
+// LeaderNotReady is UNAVAILABLE with reason LEADER_NOT_READY: the leader
+// answered, but cannot serve the call yet (it is still applying entries
+// of earlier terms, or could not confirm its state in time). Unlike a
+// transport error, a replica that forwarded the call passes it on instead
+// of answering from its own state.
+func LeaderNotReady(format string, args ...any) error {
+	st := status.New(codes.Unavailable, fmt.Sprintf(format, args...))
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonLeaderNotReady, Domain: Domain}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// IsLeaderNotReady reports whether err is a LEADER_NOT_READY status.
+func IsLeaderNotReady(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	for _, d := range st.Details() {
+		if v, ok := d.(*errdetails.ErrorInfo); ok && v.Reason == ReasonLeaderNotReady && v.Domain == Domain {
+			return true
+		}
+	}
+	return false
 }
 
 // LeaderHint returns the leader address carried by a NOT_LEADER status.

@@ -183,6 +183,22 @@ func TestFromRaft(t *testing.T) {
 	}
 }
 
+func TestLeaderNotReady(t *testing.T) {
+	err := overTheWire(t, LeaderNotReady("still applying entry %d", 7))
+	if status.Code(err) != codes.Unavailable || !IsLeaderNotReady(err) || !Retryable(err) {
+		t.Fatalf("LeaderNotReady over the wire: %v (code %v, IsLeaderNotReady %v, Retryable %v); want a retryable UNAVAILABLE it recognises",
+			err, status.Code(err), IsLeaderNotReady(err), Retryable(err))
+	}
+	if msg := status.Convert(err).Message(); msg != "still applying entry 7" {
+		t.Errorf("message %q", msg)
+	}
+	for _, err := range []error{nil, errors.New("x"), status.Error(codes.Unavailable, "x"), NotLeader("a:1"), NotOwner(sampleTable(), "x")} {
+		if IsLeaderNotReady(err) {
+			t.Errorf("IsLeaderNotReady(%v) = true", err)
+		}
+	}
+}
+
 func TestRetryable(t *testing.T) {
 	tests := []struct {
 		err  error

@@ -83,6 +83,12 @@ type Messages struct {
 
 	client *router.Client
 	msgs   *router.Messages
+	// readers is the readers' own router, as a device reads through
+	// another gateway than the one its contacts send through: it learns
+	// of a new store leader on its own, so a read can reach a leader
+	// deposed after writes went elsewhere (reads-see-acked).
+	readers     *router.Client
+	readersMsgs *router.Messages
 
 	mu   sync.Mutex
 	sent []checker.Sent
@@ -92,6 +98,7 @@ type Messages struct {
 	streamedAt map[string]int64
 	samples    []Sample
 	reads      uint64
+	syncs      []checker.Read // the readers' reads of whole inboxes
 
 	// Final reads: at the leader, and at each replica.
 	inboxes   map[uint64][]*seqdv1.Event
@@ -237,12 +244,23 @@ func (m *Messages) Start(ctx context.Context, env *Env) error {
 	}
 	seed := env.Seed
 	m.wg, m.rg = 1_000_000+seed%1000*2, 1_000_001+seed%1000*2
-	c, err := router.New(ctx, router.Config{Addrs: env.Cluster.ArbiterAddrs(), Timeout: m.opt.OpTimeout, Logger: slog.New(slog.DiscardHandler),
-		DialOptions: []grpc.DialOption{grpc.WithNoProxy()}})
+	connect := func() (*router.Client, error) {
+		c, err := router.New(ctx, router.Config{Addrs: env.Cluster.ArbiterAddrs(), Timeout: m.opt.OpTimeout, Logger: slog.New(slog.DiscardHandler),
+			DialOptions: []grpc.DialOption{grpc.WithNoProxy()}})
+		if err != nil {
+			return nil, fmt.Errorf("messages workload: %w", err)
+		}
+		return c, nil
+	}
+	c, err := connect()
 	if err != nil {
-		return fmt.Errorf("messages workload: %w", err)
+		return err
 	}
 	m.client, m.msgs = c, c.Messages()
+	if c, err = connect(); err != nil {
+		return err
+	}
+	m.readers, m.readersMsgs = c, c.Messages()
 	create := func(req *seqdv1.CreateGroupRequest) error {
 		var err error
 		for attempt := 0; attempt < 20; attempt++ {
@@ -472,8 +490,18 @@ func (m *Messages) reader(ctx context.Context, id int, rng *rand.Rand) {
 		u := m.users[rng.IntN(len(m.users))]
 		group := rng.IntN(3) == 0
 		rctx, cancel := context.WithTimeout(ctx, m.opt.OpTimeout)
-		evs, err := m.syncAll(rctx, u)
+		start := m.env.Now()
+		evs, stale, err := m.syncAll(rctx, m.readersMsgs, u)
 		if err == nil {
+			r := checker.Read{User: u, Start: start, End: m.env.Now(), Bodies: map[string]bool{}, MaybeStale: stale}
+			for _, e := range evs {
+				if e.Kind == seqdv1.EventKind_EVENT_KIND_MESSAGE {
+					r.Bodies[string(e.Body)] = true
+				}
+			}
+			m.mu.Lock()
+			m.syncs = append(m.syncs, r)
+			m.mu.Unlock()
 			for i := len(evs) - 1; i >= 0; i-- {
 				e := evs[i]
 				var upTo uint64
@@ -485,7 +513,7 @@ func (m *Messages) reader(ctx context.Context, id int, rng *rand.Rand) {
 				default:
 					continue
 				}
-				_, err = m.msgs.MarkRead(rctx, &seqdv1.MarkReadRequest{User: u, Conversation: e.Conversation, UpToSeq: upTo})
+				_, err = m.readersMsgs.MarkRead(rctx, &seqdv1.MarkReadRequest{User: u, Conversation: e.Conversation, UpToSeq: upTo})
 				switch status.Code(err) {
 				case codes.OK:
 					m.mu.Lock()
@@ -524,19 +552,22 @@ func (m *Messages) reader(ctx context.Context, id int, rng *rand.Rand) {
 	}
 }
 
-// syncAll reads a user's whole inbox through the router (at the leader).
-func (m *Messages) syncAll(ctx context.Context, u uint64) ([]*seqdv1.Event, error) {
+// syncAll reads a user's whole inbox through msgs (at the leader),
+// and says whether a page came from a replica without its leader
+// (maybe_stale).
+func (m *Messages) syncAll(ctx context.Context, msgs *router.Messages, u uint64) (_ []*seqdv1.Event, stale bool, _ error) {
 	var out []*seqdv1.Event
 	cp := uint64(0)
 	for {
-		r, err := m.msgs.Sync(ctx, &seqdv1.SyncRequest{User: u, AfterSeq: cp, Limit: 1000})
+		r, err := msgs.Sync(ctx, &seqdv1.SyncRequest{User: u, AfterSeq: cp, Limit: 1000})
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		out = append(out, r.Events...)
+		stale = stale || r.MaybeStale
 		cp = r.NextCheckpoint
 		if !r.HasMore {
-			return out, nil
+			return out, stale, nil
 		}
 	}
 }
@@ -669,7 +700,7 @@ func (m *Messages) usersOf(sh string) []uint64 {
 func (m *Messages) newestIncomingDirect(ctx context.Context, shard string) *seqdv1.MarkReadRequest {
 	for _, u := range m.usersOf(shard) {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		evs, err := m.syncAll(sctx, u)
+		evs, _, err := m.syncAll(sctx, m.msgs, u)
 		cancel()
 		if err != nil {
 			continue
@@ -841,7 +872,7 @@ func (m *Messages) readLeader(ctx context.Context) {
 	}
 	for _, u := range m.users {
 		retry(fmt.Sprintf("sync user %d", u), func(ctx context.Context) error {
-			evs, err := m.syncAll(ctx, u)
+			evs, _, err := m.syncAll(ctx, m.msgs, u)
 			m.inboxes[u] = evs
 			return err
 		})
@@ -989,7 +1020,12 @@ func (m *Messages) Counts() map[string]uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := map[string]uint64{"send_attempts": uint64(len(m.samples)), "subscribe_connections": uint64(len(m.subs)), "sync_and_mark_read_rounds": m.reads,
-		"mark_reads_accepted": m.marksOK}
+		"mark_reads_accepted": m.marksOK, "inbox_reads_answered": uint64(len(m.syncs))}
+	for _, r := range m.syncs {
+		if r.MaybeStale {
+			c["inbox_reads_maybe_stale"]++
+		}
+	}
 	if m.upgrading() {
 		c["mark_reads_held_for_newer_format"] = m.formatRefused
 	}
@@ -1043,16 +1079,34 @@ func (m *Messages) Counts() map[string]uint64 {
 // senders' bodies start with "g/"). Its copy there came through that
 // shard's outbox.
 func (m *Messages) crossesShards(s checker.Sent) bool {
-	home := m.shardOf[s.Sender]
-	if strings.HasPrefix(s.Body, "g/") {
-		home = m.groupShard
-	}
+	home := m.homeShard(s)
 	for _, u := range s.Inboxes {
 		if m.shardOf[u] != home {
 			return true
 		}
 	}
 	return false
+}
+
+// homeShard is the store shard that wrote a send: the sender's for a
+// direct message, the groups' for a group message (the group senders'
+// bodies start with "g/").
+func (m *Messages) homeShard(s checker.Sent) string {
+	if strings.HasPrefix(s.Body, "g/") {
+		return m.groupShard
+	}
+	return m.shardOf[s.Sender]
+}
+
+// mayHaveExpired says whether retention may have removed a send by end:
+// its copies carry a send time no earlier than its first attempt began
+// (a second of slack for the clocks of the harness and the replicas).
+func (m *Messages) mayHaveExpired(s checker.Sent, end time.Duration) bool {
+	if m.env == nil || m.env.Cluster == nil {
+		return false
+	}
+	ret := m.env.Cluster.Retention()
+	return ret > 0 && s.First+ret <= end+time.Second
 }
 
 // recoverySummary says what the recovery check holds.
@@ -1175,6 +1229,8 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 	}
 	afterDue("unread-agrees", "G3", "At the leader and at each replica, unread counts per conversation and in total equal what the inbox implies.",
 		func() []checker.Anomaly { return unread })
+	add("reads-see-acked", "G3", "A read of an inbox through the router that began after a send was acknowledged holds it, where the send's own shard wrote the copy, unless a replica without its leader answered (maybe_stale).",
+		checker.StaleReads(m.sent, m.syncs, func(s checker.Sent, u uint64) bool { return m.shardOf[u] == m.homeShard(s) }, m.mayHaveExpired))
 	add("mark-read-accepted", "G3", "A read marker up to a message the user received is never refused for good (only retried).", m.refused)
 	afterDue("replicas-agree", "G2", "After the quiet period every replica holds the leader's inboxes.", func() []checker.Anomaly { return diverged })
 	add("no-halted-replica", "G6", "No store replica halted at an entry it could not apply: a leader proposes ops of a newer store format only once every replica applies it.",
@@ -1284,7 +1340,7 @@ func (m *Messages) Artifacts(ctx context.Context, dir string, faults []nemesis.F
 	defer f.Close()
 	zw := gzip.NewWriter(f)
 	err = json.NewEncoder(zw).Encode(map[string]any{"options": m.opt, "sent": m.sent, "subscriptions": m.subs, "final_inboxes": m.inboxes,
-		"final_unread": m.unread, "timelines": m.timelines})
+		"final_unread": m.unread, "timelines": m.timelines, "inbox_reads": m.syncs})
 	if cerr := zw.Close(); err == nil {
 		err = cerr
 	}
@@ -1304,8 +1360,11 @@ func (m *Messages) Close() error {
 		cancel()
 		m.subWG.Wait()
 	}
-	if m.client != nil {
-		return m.client.Close()
+	var err error
+	for _, c := range []*router.Client{m.client, m.readers} {
+		if c != nil {
+			err = errors.Join(err, c.Close())
+		}
 	}
-	return nil
+	return err
 }

@@ -670,8 +670,14 @@ type SyncResponse struct {
 	HistoryTruncated bool            `protobuf:"varint,4,opt,name=history_truncated,json=historyTruncated,proto3" json:"history_truncated,omitempty"`
 	EarliestSeq      uint64          `protobuf:"varint,5,opt,name=earliest_seq,json=earliestSeq,proto3" json:"earliest_seq,omitempty"`
 	Header           *ResponseHeader `protobuf:"bytes,6,opt,name=header,proto3" json:"header,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Set when a replica that could not reach its shard's leader answered
+	// from the entries it has applied: the answer may lack the newest
+	// writes (a later call at the leader has them). Unset, the leader
+	// answered after confirming it leads and has applied every entry
+	// committed before the call began (read-your-writes).
+	MaybeStale    bool `protobuf:"varint,7,opt,name=maybe_stale,json=maybeStale,proto3" json:"maybe_stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SyncResponse) Reset() {
@@ -744,6 +750,13 @@ func (x *SyncResponse) GetHeader() *ResponseHeader {
 		return x.Header
 	}
 	return nil
+}
+
+func (x *SyncResponse) GetMaybeStale() bool {
+	if x != nil {
+		return x.MaybeStale
+	}
+	return false
 }
 
 type SubscribeRequest struct {
@@ -1114,6 +1127,12 @@ type UnreadResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Conversations []*ConversationUnread  `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
 	Total         uint64                 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	// Set when a replica that could not reach its shard's leader answered
+	// from the entries it has applied: the answer may lack the newest
+	// writes (a later call at the leader has them). Unset, the leader
+	// answered after confirming it leads and has applied every entry
+	// committed before the call began (read-your-writes).
+	MaybeStale    bool `protobuf:"varint,3,opt,name=maybe_stale,json=maybeStale,proto3" json:"maybe_stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1160,6 +1179,13 @@ func (x *UnreadResponse) GetTotal() uint64 {
 		return x.Total
 	}
 	return 0
+}
+
+func (x *UnreadResponse) GetMaybeStale() bool {
+	if x != nil {
+		return x.MaybeStale
+	}
+	return false
 }
 
 type HistoryRequest struct {
@@ -1238,6 +1264,12 @@ type HistoryResponse struct {
 	Events []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	// Pass as before_seq for the next page; 0 when there is none.
 	NextBeforeSeq uint64 `protobuf:"varint,2,opt,name=next_before_seq,json=nextBeforeSeq,proto3" json:"next_before_seq,omitempty"`
+	// Set when a replica that could not reach its shard's leader answered
+	// from the entries it has applied: the answer may lack the newest
+	// writes (a later call at the leader has them). Unset, the leader
+	// answered after confirming it leads and has applied every entry
+	// committed before the call began (read-your-writes).
+	MaybeStale    bool `protobuf:"varint,3,opt,name=maybe_stale,json=maybeStale,proto3" json:"maybe_stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1284,6 +1316,13 @@ func (x *HistoryResponse) GetNextBeforeSeq() uint64 {
 		return x.NextBeforeSeq
 	}
 	return 0
+}
+
+func (x *HistoryResponse) GetMaybeStale() bool {
+	if x != nil {
+		return x.MaybeStale
+	}
+	return false
 }
 
 type RecallRequest struct {
@@ -1842,8 +1881,14 @@ func (x *GetGroupRequest) GetGroupId() uint64 {
 }
 
 type GetGroupResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         *GroupInfo             `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Group *GroupInfo             `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// Set when a replica that could not reach its shard's leader answered
+	// from the entries it has applied: the answer may lack the newest
+	// writes (a later call at the leader has them). Unset, the leader
+	// answered after confirming it leads and has applied every entry
+	// committed before the call began (read-your-writes).
+	MaybeStale    bool `protobuf:"varint,2,opt,name=maybe_stale,json=maybeStale,proto3" json:"maybe_stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1883,6 +1928,13 @@ func (x *GetGroupResponse) GetGroup() *GroupInfo {
 		return x.Group
 	}
 	return nil
+}
+
+func (x *GetGroupResponse) GetMaybeStale() bool {
+	if x != nil {
+		return x.MaybeStale
+	}
+	return false
 }
 
 type GroupMember struct {
@@ -2097,8 +2149,14 @@ type SyncGroupResponse struct {
 	// them; earliest_gseq is the first group seq the timeline may still hold.
 	HistoryTruncated bool   `protobuf:"varint,4,opt,name=history_truncated,json=historyTruncated,proto3" json:"history_truncated,omitempty"`
 	EarliestGseq     uint64 `protobuf:"varint,5,opt,name=earliest_gseq,json=earliestGseq,proto3" json:"earliest_gseq,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Set when a replica that could not reach its shard's leader answered
+	// from the entries it has applied: the answer may lack the newest
+	// writes (a later call at the leader has them). Unset, the leader
+	// answered after confirming it leads and has applied every entry
+	// committed before the call began (read-your-writes).
+	MaybeStale    bool `protobuf:"varint,6,opt,name=maybe_stale,json=maybeStale,proto3" json:"maybe_stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SyncGroupResponse) Reset() {
@@ -2166,6 +2224,13 @@ func (x *SyncGroupResponse) GetEarliestGseq() uint64 {
 	return 0
 }
 
+func (x *SyncGroupResponse) GetMaybeStale() bool {
+	if x != nil {
+		return x.MaybeStale
+	}
+	return false
+}
+
 var File_seqd_v1_messages_proto protoreflect.FileDescriptor
 
 const file_seqd_v1_messages_proto_rawDesc = "" +
@@ -2228,14 +2293,16 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"\vSyncRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\x04R\x04user\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xfb\x01\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\x9c\x02\n" +
 	"\fSyncResponse\x12&\n" +
 	"\x06events\x18\x01 \x03(\v2\x0e.seqd.v1.EventR\x06events\x12'\n" +
 	"\x0fnext_checkpoint\x18\x02 \x01(\x04R\x0enextCheckpoint\x12\x19\n" +
 	"\bhas_more\x18\x03 \x01(\bR\ahasMore\x12+\n" +
 	"\x11history_truncated\x18\x04 \x01(\bR\x10historyTruncated\x12!\n" +
 	"\fearliest_seq\x18\x05 \x01(\x04R\vearliestSeq\x12/\n" +
-	"\x06header\x18\x06 \x01(\v2\x17.seqd.v1.ResponseHeaderR\x06header\"f\n" +
+	"\x06header\x18\x06 \x01(\v2\x17.seqd.v1.ResponseHeaderR\x06header\x12\x1f\n" +
+	"\vmaybe_stale\x18\a \x01(\bR\n" +
+	"maybeStale\"f\n" +
 	"\x10SubscribeRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\x04R\x04user\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12!\n" +
@@ -2262,19 +2329,23 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"\fconversation\x18\x01 \x01(\v2\x15.seqd.v1.ConversationR\fconversation\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x1c\n" +
 	"\n" +
-	"read_up_to\x18\x03 \x01(\x04R\breadUpTo\"i\n" +
+	"read_up_to\x18\x03 \x01(\x04R\breadUpTo\"\x8a\x01\n" +
 	"\x0eUnreadResponse\x12A\n" +
 	"\rconversations\x18\x01 \x03(\v2\x1b.seqd.v1.ConversationUnreadR\rconversations\x12\x14\n" +
-	"\x05total\x18\x02 \x01(\x04R\x05total\"\x94\x01\n" +
+	"\x05total\x18\x02 \x01(\x04R\x05total\x12\x1f\n" +
+	"\vmaybe_stale\x18\x03 \x01(\bR\n" +
+	"maybeStale\"\x94\x01\n" +
 	"\x0eHistoryRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\x04R\x04user\x129\n" +
 	"\fconversation\x18\x02 \x01(\v2\x15.seqd.v1.ConversationR\fconversation\x12\x1d\n" +
 	"\n" +
 	"before_seq\x18\x03 \x01(\x04R\tbeforeSeq\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"a\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"\x82\x01\n" +
 	"\x0fHistoryResponse\x12&\n" +
 	"\x06events\x18\x01 \x03(\v2\x0e.seqd.v1.EventR\x06events\x12&\n" +
-	"\x0fnext_before_seq\x18\x02 \x01(\x04R\rnextBeforeSeq\"F\n" +
+	"\x0fnext_before_seq\x18\x02 \x01(\x04R\rnextBeforeSeq\x12\x1f\n" +
+	"\vmaybe_stale\x18\x03 \x01(\bR\n" +
+	"maybeStale\"F\n" +
 	"\rRecallRequest\x12\x16\n" +
 	"\x06sender\x18\x01 \x01(\x04R\x06sender\x12\x1d\n" +
 	"\n" +
@@ -2307,9 +2378,11 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"\x15RemoveMembersResponse\x12(\n" +
 	"\x05group\x18\x01 \x01(\v2\x12.seqd.v1.GroupInfoR\x05group\",\n" +
 	"\x0fGetGroupRequest\x12\x19\n" +
-	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\"<\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\"]\n" +
 	"\x10GetGroupResponse\x12(\n" +
-	"\x05group\x18\x01 \x01(\v2\x12.seqd.v1.GroupInfoR\x05group\"M\n" +
+	"\x05group\x18\x01 \x01(\v2\x12.seqd.v1.GroupInfoR\x05group\x12\x1f\n" +
+	"\vmaybe_stale\x18\x02 \x01(\bR\n" +
+	"maybeStale\"M\n" +
 	"\vGroupMember\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\x04R\x04user\x12*\n" +
 	"\x11joined_after_gseq\x18\x02 \x01(\x04R\x0fjoinedAfterGseq\"\xb3\x01\n" +
@@ -2325,13 +2398,15 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"\bgroup_id\x18\x02 \x01(\x04R\agroupId\x12\x1d\n" +
 	"\n" +
 	"after_gseq\x18\x03 \x01(\x04R\tafterGseq\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"\xd1\x01\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"\xf2\x01\n" +
 	"\x11SyncGroupResponse\x12&\n" +
 	"\x06events\x18\x01 \x03(\v2\x0e.seqd.v1.EventR\x06events\x12'\n" +
 	"\x0fnext_checkpoint\x18\x02 \x01(\x04R\x0enextCheckpoint\x12\x19\n" +
 	"\bhas_more\x18\x03 \x01(\bR\ahasMore\x12+\n" +
 	"\x11history_truncated\x18\x04 \x01(\bR\x10historyTruncated\x12#\n" +
-	"\rearliest_gseq\x18\x05 \x01(\x04R\fearliestGseq*p\n" +
+	"\rearliest_gseq\x18\x05 \x01(\x04R\fearliestGseq\x12\x1f\n" +
+	"\vmaybe_stale\x18\x06 \x01(\bR\n" +
+	"maybeStale*p\n" +
 	"\x10ConversationType\x12!\n" +
 	"\x1dCONVERSATION_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONVERSATION_TYPE_DIRECT\x10\x01\x12\x1b\n" +
