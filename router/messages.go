@@ -113,6 +113,13 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 			}
 		}
 		last = err
+		// The leader is there but not ready to answer (still catching
+		// up after its election): back to it after the backoff, with
+		// the table as it is.
+		notReady := rpcerr.IsLeaderNotReady(err)
+		if notReady {
+			leader = true
+		}
 		if t, ok := rpcerr.WrongShardTable(err); ok {
 			if m.c.learn(t) {
 				continue
@@ -121,7 +128,9 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 			return zero, err
 		}
 		hops = 0
-		m.c.refresh(ctx, false)
+		if !notReady {
+			m.c.refresh(ctx, false)
+		}
 		if err := m.c.retry.Sleep(ctx, attempt); err != nil {
 			return zero, giveUp(last, err)
 		}

@@ -30,11 +30,13 @@ func (s *Shard) readIndex(ctx context.Context) error {
 //   - then the commit index, and a quorum round (VerifyLeader: a leader
 //     deposed while paused or cut off, which does not know it yet, fails
 //     it);
-//   - then a wait until the FSM has consumed every entry up to that index
-//     (Raft's own applied index counts entries handed to the FSM, which
-//     may not have written them yet).
+//   - then a wait until the FSM has written the newest command up to that
+//     index (Raft's own applied index counts entries handed to the FSM,
+//     which may not have written them yet; no-op, barrier and
+//     configuration entries change nothing a read returns).
 //
-// Its errors are LEADER_NOT_READY (retry here) or NOT_LEADER.
+// Its errors are LEADER_NOT_READY (retry here) or NOT_LEADER. Rounds run
+// one at a time (readRounds.run).
 func (s *Shard) readIndexRound() error {
 	deadline := time.Now().Add(readIndexWait)
 	for !s.caughtUp.Load() || s.caughtUpTerm.Load() != s.node.Raft.CurrentTerm() {
@@ -50,11 +52,11 @@ func (s *Shard) readIndexRound() error {
 	if err := s.verifyLeader(deadline); err != nil {
 		return err
 	}
-	need, err := s.fsmEntryAtOrBelow(ci)
+	need, err := s.newestCommand(ci)
 	if err != nil {
 		return err
 	}
-	for !s.fsm.consumed(need) {
+	for s.fsm.AppliedIndex() < need {
 		if time.Now().After(deadline) {
 			return rpcerr.LeaderNotReady("the shard leader is still applying committed entries; retry")
 		}
@@ -63,13 +65,13 @@ func (s *Shard) readIndexRound() error {
 	return nil
 }
 
-// verifyLeader runs a quorum round, until deadline. Raft's future may
-// never answer once Raft has shut down, so it is not waited on past the
-// deadline or the shard's stop.
+// verifyLeader runs a quorum round, until deadline (given at least
+// minVerify). Raft's future may never answer once Raft has shut down, so
+// it is not waited on past that or the shard's stop.
 func (s *Shard) verifyLeader(deadline time.Time) error {
 	done := make(chan error, 1)
 	go func() { done <- s.node.Raft.VerifyLeader().Error() }()
-	t := time.NewTimer(time.Until(deadline))
+	t := time.NewTimer(max(time.Until(deadline), minVerify))
 	defer t.Stop()
 	select {
 	case err := <-done:
@@ -78,52 +80,51 @@ func (s *Shard) verifyLeader(deadline time.Time) error {
 		}
 		return nil
 	case <-t.C:
-		return rpcerr.LeaderNotReady("the shard leader could not confirm its leadership with a quorum in %v; retry", readIndexWait)
+		return rpcerr.LeaderNotReady("the shard leader could not confirm its leadership with a quorum in time; retry")
 	case <-s.stop:
 		return errPipelineClosed
 	}
 }
 
-// fsmEntryAtOrBelow returns the index of the newest entry at or below ci
-// that the FSM sees (a command, or a configuration change): no-op and
-// barrier entries never reach it. 0 if the log holds none (compacted: the
-// FSM holds everything up to the snapshot).
-func (s *Shard) fsmEntryAtOrBelow(ci uint64) (entry, error) {
+// minVerify is the least time a quorum round gets, however long the
+// round's catch-up took.
+const minVerify = 250 * time.Millisecond
+
+// commands remembers, across rounds, the newest command found among the
+// committed entries scanned so far: committed entries never change, so
+// each round reads only the entries committed since the last.
+type commands struct {
+	scanned uint64 // entries up to this index were scanned
+	newest  uint64 // the newest command among them (0: none, or compacted)
+}
+
+// newestCommand returns the index of the newest command entry at or
+// below ci, the commit index (0 if the log holds none: compacted, so the
+// FSM, restored from a snapshot, holds everything before). Only the
+// round goroutine calls it.
+func (s *Shard) newestCommand(ci uint64) (uint64, error) {
+	c := &s.cmds
+	if ci <= c.scanned {
+		// A commit index below one scanned before: this replica's
+		// commit index never goes back while it runs.
+		return min(c.newest, ci), nil
+	}
 	var l raft.Log
-	for i, n := ci, 0; i > 0 && n < 256; i, n = i-1, n+1 {
+	for i := ci; i > c.scanned; i-- {
 		switch err := s.node.Log(i, &l); {
 		case errors.Is(err, raft.ErrLogNotFound):
-			return entry{}, nil
+			c.scanned = ci
+			return c.newest, nil
 		case err != nil:
-			return entry{}, rpcerr.LeaderNotReady("the shard leader cannot read its log: %v; retry", err)
+			return 0, rpcerr.LeaderNotReady("the shard leader cannot read its log: %v; retry", err)
 		}
-		switch l.Type {
-		case raft.LogCommand:
-			return entry{index: i}, nil
-		case raft.LogConfiguration:
-			return entry{index: i, config: true}, nil
+		if l.Type == raft.LogCommand {
+			c.scanned, c.newest = ci, i
+			return i, nil
 		}
 	}
-	// 256 entries in a row the FSM never sees: only a barrier tells.
-	if err := s.node.Raft.Barrier(readIndexWait).Error(); err != nil {
-		return entry{}, rpcerr.FromRaft(err, s.leaderAddr())
-	}
-	return entry{}, nil
-}
-
-// entry is a log entry the FSM sees: a command or a configuration.
-type entry struct {
-	index  uint64
-	config bool
-}
-
-// consumed reports whether the FSM has consumed e (and so every entry
-// before it): its writes are visible to readers.
-func (f *FSM) consumed(e entry) bool {
-	if e.config {
-		return f.config.Load() >= e.index
-	}
-	return f.applied.Load() >= e.index
+	c.scanned = ci
+	return c.newest, nil
 }
 
 // timedReadIndexRound is readIndexRound, timed by outcome.

@@ -3,13 +3,20 @@ package store
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/seqd/seqd/internal/raftnode"
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 )
 
 // Callers that arrive while a round runs share the next round, and get
@@ -94,5 +101,81 @@ func waitFor(t *testing.T, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not met in 5 s")
 		}
+	}
+}
+
+// startAlone starts a one-replica Raft over a store FSM in dir, and waits
+// until it leads and has applied its log.
+func startAlone(t *testing.T, dir string) *Shard {
+	t.Helper()
+	quiet := slog.New(slog.DiscardHandler)
+	f, err := OpenFSM(filepath.Join(dir, "fsm"), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	n, err := raftnode.Start(raftnode.Config{ID: "a", Dir: filepath.Join(dir, "raft"), Addr: addr, Listener: ln,
+		Bootstrap: []raftnode.Peer{{ID: "a", Addr: addr}}, HeartbeatTimeout: 200 * time.Millisecond,
+		ElectionTimeout: 200 * time.Millisecond, Logger: quiet}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown(); f.Close() })
+	waitFor(t, func() bool { return n.Raft.State() == raft.Leader })
+	if err := n.Raft.Barrier(5 * time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	return &Shard{node: n, fsm: f}
+}
+
+// The read index's wait looks for the newest command at or below the
+// commit index: entries the FSM never writes (no-ops, barriers,
+// configurations) are skipped, a log of nothing else costs no entry of
+// its own, and each round reads only what was committed since the last.
+func TestNewestCommand(t *testing.T) {
+	dir := t.TempDir()
+	s := startAlone(t, dir)
+	apply := func() uint64 {
+		t.Helper()
+		data := encodeFormat(t, 1, 0, &clusterv1.StoreOp{Op: &clusterv1.StoreOp_OutboxAck{OutboxAck: &clusterv1.OutboxAckOp{}}})
+		f := s.node.Raft.Apply(data, 5*time.Second)
+		if err := f.Error(); err != nil {
+			t.Fatal(err)
+		}
+		return f.Index()
+	}
+	// Only the bootstrap configuration, the no-op and a barrier: no
+	// command, so nothing to wait for.
+	if got, err := s.newestCommand(s.node.Raft.CommitIndex()); err != nil || got != 0 {
+		t.Fatalf("newest command in a log without one: %d, %v; want 0", got, err)
+	}
+	cmd := apply()
+	for range 300 {
+		if err := s.node.Raft.Barrier(5 * time.Second).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := s.node.Raft.LastIndex()
+	for round := range 3 {
+		if got, err := s.newestCommand(s.node.Raft.CommitIndex()); err != nil || got != cmd {
+			t.Fatalf("round %d: newest command %d, %v; want %d, behind 300 barriers", round, got, err, cmd)
+		}
+	}
+	if s.node.Raft.LastIndex() != last {
+		t.Fatalf("rounds appended to the log (%d → %d)", last, s.node.Raft.LastIndex())
+	}
+	if s.cmds.scanned != s.node.Raft.CommitIndex() {
+		t.Fatalf("scanned up to %d, want the commit index %d", s.cmds.scanned, s.node.Raft.CommitIndex())
+	}
+	cmd = apply()
+	if got, err := s.newestCommand(s.node.Raft.CommitIndex()); err != nil || got != cmd {
+		t.Fatalf("newest command after another: %d, %v; want %d", got, err, cmd)
+	}
+	if s.fsm.AppliedIndex() < cmd {
+		t.Fatalf("FSM applied %d, below the command %d it answered", s.fsm.AppliedIndex(), cmd)
 	}
 }

@@ -224,6 +224,7 @@ type Shard struct {
 
 	pipe  *pipeline
 	reads *readRounds // leader reads' read indexes (readIndex)
+	cmds  commands    // what read-index rounds found in the log
 	subs  *hub
 	conns *grpcconn.Pool
 	limit *rateLimiter

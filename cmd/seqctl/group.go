@@ -142,6 +142,7 @@ func runGroupShow(ctx context.Context, e *env, cmd *command, args []string) erro
 		if err != nil {
 			return c.explain(err)
 		}
+		warnMaybeStale(e, resp.MaybeStale)
 		if e.json {
 			return writeProto(e.stdout, resp)
 		}

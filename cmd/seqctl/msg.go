@@ -353,6 +353,7 @@ func runHistory(ctx context.Context, e *env, cmd *command, args []string) error 
 		if err != nil {
 			return c.explain(err)
 		}
+		warnMaybeStale(e, resp.MaybeStale)
 		if e.json {
 			return writeProto(e.stdout, resp)
 		}

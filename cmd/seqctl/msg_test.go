@@ -796,3 +796,15 @@ func TestQuoteBody(t *testing.T) {
 		}
 	}
 }
+
+// A read answered by a replica without its leader is printed with a
+// warning on stderr; a current one without.
+func TestWarnMaybeStale(t *testing.T) {
+	for _, stale := range []bool{false, true} {
+		var out bytes.Buffer
+		warnMaybeStale(&env{stderr: &out}, stale)
+		if got := strings.Contains(out.String(), "leader could not be reached"); got != stale {
+			t.Errorf("maybe_stale %v: stderr %q", stale, out.String())
+		}
+	}
+}

@@ -12,7 +12,8 @@ type Read struct {
 	// Start is when the first page's call began, End when the last
 	// page's answer came.
 	Start, End time.Duration
-	// Bodies are the bodies of the message events it returned.
+	// Bodies are the bodies of the message events it returned (the
+	// messages workload checks each read as it is made, then drops them).
 	Bodies map[string]bool
 	// MaybeStale: a page came from a replica that could not reach its
 	// shard's leader (maybe_stale), which may lack the newest writes.

@@ -98,7 +98,8 @@ type Messages struct {
 	streamedAt map[string]int64
 	samples    []Sample
 	reads      uint64
-	syncs      []checker.Read // the readers' reads of whole inboxes
+	syncs      []checker.Read    // the readers' reads of whole inboxes (without their bodies)
+	stale      []checker.Anomaly // what reads-see-acked found in them
 
 	// Final reads: at the leader, and at each replica.
 	inboxes   map[uint64][]*seqdv1.Event
@@ -500,6 +501,11 @@ func (m *Messages) reader(ctx context.Context, id int, rng *rand.Rand) {
 				}
 			}
 			m.mu.Lock()
+			// Checked now, against the sends acknowledged so far (any
+			// acknowledged before the read began is among them), so the
+			// bodies need not be kept.
+			m.stale = append(m.stale, checker.StaleReads(m.sent, []checker.Read{r}, m.local, m.mayHaveExpired)...)
+			r.Bodies = nil
 			m.syncs = append(m.syncs, r)
 			m.mu.Unlock()
 			for i := len(evs) - 1; i >= 0; i-- {
@@ -1098,6 +1104,10 @@ func (m *Messages) homeShard(s checker.Sent) string {
 	return m.shardOf[s.Sender]
 }
 
+// local says whether the shard that wrote a send holds user's inbox: the
+// copy there was written with the send, not later through the outbox.
+func (m *Messages) local(s checker.Sent, user uint64) bool { return m.shardOf[user] == m.homeShard(s) }
+
 // mayHaveExpired says whether retention may have removed a send by end:
 // its copies carry a send time no earlier than its first attempt began
 // (a second of slack for the clocks of the harness and the replicas).
@@ -1230,7 +1240,7 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 	afterDue("unread-agrees", "G3", "At the leader and at each replica, unread counts per conversation and in total equal what the inbox implies.",
 		func() []checker.Anomaly { return unread })
 	add("reads-see-acked", "G3", "A read of an inbox through the router that began after a send was acknowledged holds it, where the send's own shard wrote the copy, unless a replica without its leader answered (maybe_stale).",
-		checker.StaleReads(m.sent, m.syncs, func(s checker.Sent, u uint64) bool { return m.shardOf[u] == m.homeShard(s) }, m.mayHaveExpired))
+		m.stale)
 	add("mark-read-accepted", "G3", "A read marker up to a message the user received is never refused for good (only retried).", m.refused)
 	afterDue("replicas-agree", "G2", "After the quiet period every replica holds the leader's inboxes.", func() []checker.Anomaly { return diverged })
 	add("no-halted-replica", "G6", "No store replica halted at an entry it could not apply: a leader proposes ops of a newer store format only once every replica applies it.",
