@@ -211,6 +211,7 @@ func TestLeaderTrimsTheChangeLogWithoutRetention(t *testing.T) {
 // reading from before the removed entries is told its history was
 // truncated, and its unread count no longer holds what it cannot read.
 func TestLeaderRetentionRemovesOldTimelineEntries(t *testing.T) {
+	skipSlowUnderRace(t)
 	store.SetRetentionEvery(t, time.Hour)
 	oldReplicaOn(t, 3) // the format before timeline steps
 	// Long enough that the message sent after the upgrade stays through
@@ -355,6 +356,7 @@ func TestHintsCarryTheExpiredCountOnceEveryReplicaCan(t *testing.T) {
 // followed by a round of hints at the same group seq, which tells the
 // members their count, and the replicas agree.
 func TestRemovedGroupMessagesAreHintedOnceEveryReplicaCan(t *testing.T) {
+	skipSlowUnderRace(t)
 	ctx, c, m, send, expireAll := groupRetentionCluster(t, 6)
 	// hints returns member 2's hint events. Retention removes them with
 	// the timeline entries: after a pass, those left came after it.
@@ -397,6 +399,7 @@ func TestRemovedGroupMessagesAreHintedOnceEveryReplicaCan(t *testing.T) {
 // time, still reach a member after retention has removed some of its
 // inbox.
 func TestRetentionRemovesTheCopyKeysOfDeliveries(t *testing.T) {
+	skipSlowUnderRace(t)
 	store.SetRetentionEvery(t, time.Hour)
 	const retention = time.Second
 	c, m := startCluster(t, localcluster.Options{Shards: 2, Retention: retention, HintWindow: 100 * time.Millisecond})

@@ -186,6 +186,7 @@ func TestOldReplicaRefusesNewerSnapshotUntilUpgraded(t *testing.T) {
 // entry carries the newer min_format: the older build can no longer open
 // that replica's data.
 func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
+	skipSlowUnderRace(t)
 	store.SetFormatPollInterval(t, 100*time.Millisecond)
 	store.SetOpFormat(t, "mark_read", newer)
 	c, m := mixedShard(t)
@@ -261,6 +262,7 @@ func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
 // until it tells its format or is removed, and the leader asks again as
 // soon as the configuration changes.
 func TestFormatGateFollowsTheRaftConfiguration(t *testing.T) {
+	skipSlowUnderRace(t)
 	c, m := newerShardPollingOnChange(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -312,6 +314,7 @@ func TestFormatGateFollowsTheRaftConfiguration(t *testing.T) {
 // (it may have been reinstalled on an older build meanwhile): MarkRead,
 // an op of the newer format, is held back until it answers again.
 func TestFormatGateAsksAReplicaAddedBackBetweenPolls(t *testing.T) {
+	skipSlowUnderRace(t)
 	c, m := newerShardPollingOnChange(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
