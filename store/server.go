@@ -338,8 +338,8 @@ func (r *server) RemoveMembers(ctx context.Context, req *seqdv1.RemoveMembersReq
 // committed before the read began: its answer holds every write
 // acknowledged before, by it or by an earlier leader (read-your-writes,
 // through leader changes). If no leader can be reached, a replica answers
-// from its own applied state: a lagging replica returns an older prefix
-// of the inbox, never a gappy one.
+// from its own applied state and says so (maybe_stale): a lagging replica
+// returns an older prefix of the inbox, never a gappy one.
 
 // readAt says where a read is answered.
 type readAt int
