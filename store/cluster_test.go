@@ -639,18 +639,8 @@ func TestReadsAtNewLeaderSeeSendsAckedBefore(t *testing.T) {
 	testwait.For(t, 10*time.Second, "the heir's log to hold the send", func() bool {
 		return heir.Raft().LastIndex() >= old.LastIndex()
 	})
-	fut := old.GetConfiguration()
-	if err := fut.Error(); err != nil {
-		t.Fatal(err)
-	}
 	id := raft.ServerID(fmt.Sprintf("s1-r%d", next+1))
-	var addr raft.ServerAddress
-	for _, srv := range fut.Configuration().Servers {
-		if srv.ID == id {
-			addr = srv.Address
-		}
-	}
-	if err := old.LeadershipTransferToServer(id, addr).Error(); err != nil {
+	if err := old.LeadershipTransferToServer(id, raftAddr(t, old, id)).Error(); err != nil {
 		t.Fatalf("transfer to %s: %v", id, err)
 	}
 	testwait.For(t, 10*time.Second, "the heir to lead", heir.IsLeader)
@@ -809,4 +799,20 @@ func skipSlowUnderRace(t *testing.T) {
 	if raceEnabled && testing.Short() {
 		t.Skip("skipping under -race -short (a long test of the leader's timed loops); go test ./store runs it")
 	}
+}
+
+// raftAddr is the Raft address of server id in r's configuration.
+func raftAddr(t *testing.T, r *raft.Raft, id raft.ServerID) raft.ServerAddress {
+	t.Helper()
+	fut := r.GetConfiguration()
+	if err := fut.Error(); err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range fut.Configuration().Servers {
+		if srv.ID == id {
+			return srv.Address
+		}
+	}
+	t.Fatalf("%s is not in the Raft configuration", id)
+	return ""
 }

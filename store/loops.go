@@ -69,6 +69,8 @@ func (s *Shard) startLeaderLoops() func() {
 		close(done)
 	}()
 	return func() {
+		// Reads stop counting on this leader at once; and again once
+		// its loop is gone, which may have set it while stopping.
 		s.caughtUp.Store(false)
 		cancel()
 		<-done

@@ -44,7 +44,7 @@ func (s *Shard) readIndexRound() error {
 			return rpcerr.FromRaft(raft.ErrNotLeader, s.leaderAddr())
 		}
 		if time.Now().After(deadline) {
-			return rpcerr.LeaderNotReady("the shard leader was just elected and is still applying earlier entries; retry")
+			return errStillApplying
 		}
 		time.Sleep(time.Millisecond)
 	}

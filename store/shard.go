@@ -645,14 +645,17 @@ func flushPhase(id string, peers []raftnode.Peer) float64 {
 	return float64(h.Sum32()%n) / float64(n)
 }
 
-// stillApplying is UNAVAILABLE, for the client to retry, while this
-// leader has not applied every entry committed before its term (they may
-// change a refusal read from its state), nil after. The pipeline's
-// planning refusals and TimelineCount's answers to other shards wait for
-// it (refuseOnceLeading).
+// stillApplying is errStillApplying while this leader has not applied
+// every entry committed before its term (they may change a refusal read
+// from its state), nil after: the pipeline's planning refusals answer it
+// at once (refuseOnceLeading), where a read index would wait.
 func (s *Shard) stillApplying() error {
 	if s.caughtUp.Load() {
 		return nil
 	}
-	return rpcerr.LeaderNotReady("the shard leader was just elected and is still applying earlier entries; retry")
+	return errStillApplying
 }
+
+// errStillApplying: a leader just elected, not caught up with the entries
+// of earlier terms; the client retries at it.
+var errStillApplying = rpcerr.LeaderNotReady("the shard leader was just elected and is still applying earlier entries; retry")

@@ -322,16 +322,7 @@ func TestFormatGateAsksAReplicaAddedBackBetweenPolls(t *testing.T) {
 	gone := (lead + 1) % 3
 	id := raft.ServerID(fmt.Sprintf("s1-r%d", gone+1))
 	r := c.Store(0, lead).Store().Raft()
-	fut := r.GetConfiguration()
-	if err := fut.Error(); err != nil {
-		t.Fatal(err)
-	}
-	var addr raft.ServerAddress
-	for _, srv := range fut.Configuration().Servers {
-		if srv.ID == id {
-			addr = srv.Address
-		}
-	}
+	addr := raftAddr(t, r, id)
 	if err := c.StopStore(0, gone); err != nil {
 		t.Fatalf("stopping %s: %v", id, err)
 	}
