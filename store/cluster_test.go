@@ -790,17 +790,6 @@ func sendDirect(ctx context.Context, m *router.Messages, from, to uint64, id str
 		ClientMsgId: id, Body: []byte(id)})
 }
 
-// skipSlowUnderRace skips one of the longest tests of the leader's timed
-// loops (format polls, retention passes, hint rounds) in .ci/run's
-// race-detector step (-short), which must fit CI's time budget; the plain
-// go test ./store and the seqdnext step run it.
-func skipSlowUnderRace(t *testing.T) {
-	t.Helper()
-	if raceEnabled && testing.Short() {
-		t.Skip("skipping under -race -short (a long test of the leader's timed loops); go test ./store runs it")
-	}
-}
-
 // raftAddr is the Raft address of server id in r's configuration.
 func raftAddr(t *testing.T, r *raft.Raft, id raft.ServerID) raft.ServerAddress {
 	t.Helper()

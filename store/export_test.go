@@ -99,3 +99,16 @@ func HoldApplies(t *testing.T, f *FSM) (release func()) {
 	t.Cleanup(func() { release(); beforeApply.Store(nil) })
 	return release
 }
+
+// SkipSlowUnderRace skips a long test that exercises no concurrency of its
+// own beyond the cluster's (the leader's timed loops: format polls,
+// retention passes, sweeps, hint rounds; format gates; Badger's flushes) in
+// .ci/run's race-detector step (-race -short), which must fit CI's time
+// budget: under the detector such tests run 3 to 11 times slower. The plain
+// go test ./store and the seqdnext step run them.
+func SkipSlowUnderRace(t testing.TB) {
+	t.Helper()
+	if raceEnabled && testing.Short() {
+		t.Skip("skipping under -race -short (a long test with no concurrency of its own); go test ./store runs it")
+	}
+}

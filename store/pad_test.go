@@ -17,6 +17,7 @@ import (
 // memtable: the padded one flushes a table long before the other, and the
 // two hold the same keys and values.
 func TestPaddedReplicaFlushesFirst(t *testing.T) {
+	SkipSlowUnderRace(t)
 	plain, padded := openPaddedFSM(t, 0), openPaddedFSM(t, 0.75)
 	if n := len(padded.db.Tables()); n != 0 {
 		t.Fatalf("padding flushed %d tables at open", n)

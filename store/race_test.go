@@ -1,6 +1,6 @@
 //go:build race
 
-package store_test
+package store
 
 // raceEnabled: the test binary runs under the race detector.
 const raceEnabled = true

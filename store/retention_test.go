@@ -30,6 +30,7 @@ import (
 // entries go too once the dedup sweep has passed them, and the replicas
 // end up alike. The test runs the passes itself.
 func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
+	store.SkipSlowUnderRace(t)
 	store.SetRetentionSteps(t, 2, 3) // many steps for a few messages
 	store.SetRetentionEvery(t, time.Hour)
 	store.SetDedupSweep(t, 100*time.Millisecond, 0)
@@ -148,6 +149,7 @@ func TestLeaderRetentionRemovesEverythingDue(t *testing.T) {
 // that the log stays and nobody halts. The inboxes and message records
 // stay whole.
 func TestLeaderTrimsTheChangeLogWithoutRetention(t *testing.T) {
+	store.SkipSlowUnderRace(t)
 	store.SetRetentionEvery(t, time.Hour)
 	store.SetDedupSweep(t, 100*time.Millisecond, 0)
 	oldReplicaOn(t, 2) // the format before the trim
@@ -211,7 +213,7 @@ func TestLeaderTrimsTheChangeLogWithoutRetention(t *testing.T) {
 // reading from before the removed entries is told its history was
 // truncated, and its unread count no longer holds what it cannot read.
 func TestLeaderRetentionRemovesOldTimelineEntries(t *testing.T) {
-	skipSlowUnderRace(t)
+	store.SkipSlowUnderRace(t)
 	store.SetRetentionEvery(t, time.Hour)
 	oldReplicaOn(t, 3) // the format before timeline steps
 	// Long enough that the message sent after the upgrade stays through
@@ -356,7 +358,7 @@ func TestHintsCarryTheExpiredCountOnceEveryReplicaCan(t *testing.T) {
 // followed by a round of hints at the same group seq, which tells the
 // members their count, and the replicas agree.
 func TestRemovedGroupMessagesAreHintedOnceEveryReplicaCan(t *testing.T) {
-	skipSlowUnderRace(t)
+	store.SkipSlowUnderRace(t)
 	ctx, c, m, send, expireAll := groupRetentionCluster(t, 6)
 	// hints returns member 2's hint events. Retention removes them with
 	// the timeline entries: after a pass, those left came after it.
@@ -399,7 +401,7 @@ func TestRemovedGroupMessagesAreHintedOnceEveryReplicaCan(t *testing.T) {
 // time, still reach a member after retention has removed some of its
 // inbox.
 func TestRetentionRemovesTheCopyKeysOfDeliveries(t *testing.T) {
-	skipSlowUnderRace(t)
+	store.SkipSlowUnderRace(t)
 	store.SetRetentionEvery(t, time.Hour)
 	const retention = time.Second
 	c, m := startCluster(t, localcluster.Options{Shards: 2, Retention: retention, HintWindow: 100 * time.Millisecond})

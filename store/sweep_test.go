@@ -119,6 +119,7 @@ func waitShardReplicasAgree(t *testing.T, c *localcluster.Cluster, sh int) {
 // sweep's: that replica would halt at the entry. Once it is upgraded the
 // next sweep goes through, and the replicas end up alike.
 func TestLeaderSweepsExpiredDedupRecords(t *testing.T) {
+	store.SkipSlowUnderRace(t)
 	store.SetDedupSweep(t, 100*time.Millisecond, 0)
 	oldReplicaOn(t, 1) // the format before the sweep's
 	const ttl = time.Second

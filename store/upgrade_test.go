@@ -32,6 +32,7 @@ import (
 // keeps serving on the newer two. Once upgraded, the replica applies from
 // that entry and ends up with the others' state.
 func TestOldReplicaHaltsAtNewerEntryUntilUpgraded(t *testing.T) {
+	store.SkipSlowUnderRace(t)
 	c, m := mixedShard(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -131,6 +132,7 @@ func storeGauge(t *testing.T, c *localcluster.Cluster, name, replica string) flo
 // halts; restarted unchanged it cannot start (Raft saved that snapshot and
 // cannot restore it), and says why; upgraded, it starts from the snapshot.
 func TestOldReplicaRefusesNewerSnapshotUntilUpgraded(t *testing.T) {
+	store.SkipSlowUnderRace(t)
 	c, m := mixedShard(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -186,7 +188,7 @@ func TestOldReplicaRefusesNewerSnapshotUntilUpgraded(t *testing.T) {
 // entry carries the newer min_format: the older build can no longer open
 // that replica's data.
 func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
-	skipSlowUnderRace(t)
+	store.SkipSlowUnderRace(t)
 	store.SetFormatPollInterval(t, 100*time.Millisecond)
 	store.SetOpFormat(t, "mark_read", newer)
 	c, m := mixedShard(t)
@@ -262,7 +264,7 @@ func TestLeaderProposesNewerFormatOnlyOnceEveryReplicaHasIt(t *testing.T) {
 // until it tells its format or is removed, and the leader asks again as
 // soon as the configuration changes.
 func TestFormatGateFollowsTheRaftConfiguration(t *testing.T) {
-	skipSlowUnderRace(t)
+	store.SkipSlowUnderRace(t)
 	c, m := newerShardPollingOnChange(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -314,7 +316,7 @@ func TestFormatGateFollowsTheRaftConfiguration(t *testing.T) {
 // (it may have been reinstalled on an older build meanwhile): MarkRead,
 // an op of the newer format, is held back until it answers again.
 func TestFormatGateAsksAReplicaAddedBackBetweenPolls(t *testing.T) {
-	skipSlowUnderRace(t)
+	store.SkipSlowUnderRace(t)
 	c, m := newerShardPollingOnChange(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
