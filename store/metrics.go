@@ -87,6 +87,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m.stageQueued, m.stagePlan = m.stageSeconds.WithLabelValues("queued"), m.stageSeconds.WithLabelValues("plan")
 	m.stageAllocate, m.stageCommit = m.stageSeconds.WithLabelValues("allocate"), m.stageSeconds.WithLabelValues("commit")
+	m.readIndex.WithLabelValues("ok")
+	m.readIndex.WithLabelValues("failed")
 	m.shardFormat.Set(-1)
 	m.outboxItems.Set(-1)
 	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.readIndex, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,

@@ -270,7 +270,10 @@ func New(cfg Config) (*Shard, error) {
 
 		formatKick: make(chan struct{}, 1),
 	}
-	s.m = newMetrics(cfg.Registry)
+	// Every store metric carries its shard, so dashboards and alerts
+	// (deploy/prometheus) can tell the shards' replicas apart.
+	reg := prometheus.WrapRegistererWith(prometheus.Labels{"shard": cfg.ShardID}, cfg.Registry)
+	s.m = newMetrics(reg)
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("store: data dir: %w", err)
 	}
@@ -283,7 +286,7 @@ func New(cfg Config) (*Shard, error) {
 		return nil, err
 	}
 	s.fsm = fsm
-	registerFSM(cfg.Registry, fsm)
+	registerFSM(reg, fsm)
 	fsm.notify = s.applied
 	fsm.onHalt = s.halt
 	fsm.observe = func(ops int, d time.Duration) { s.m.applySeconds.Observe(d.Seconds()) }

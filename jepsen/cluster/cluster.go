@@ -420,12 +420,33 @@ func (n *Node) Metric(ctx context.Context, name string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
+	if v, ok := metricValue(string(b), name); ok {
+		return strconv.ParseFloat(v, 64)
 	}
 	return 0, fmt.Errorf("%s does not report %s", n.ID, name)
+}
+
+// metricValue returns the value of the first series of metric name in a
+// Prometheus text exposition, with or without labels (store metrics carry
+// their shard; builds before that did not).
+func metricValue(text, name string) (string, bool) {
+	for _, line := range strings.Split(text, "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok {
+			continue
+		}
+		if strings.HasPrefix(rest, "{") {
+			end := strings.LastIndexByte(rest, '}')
+			if end < 0 {
+				continue
+			}
+			rest = rest[end+1:]
+		}
+		if v, ok := strings.CutPrefix(rest, " "); ok {
+			return strings.TrimSpace(v), true
+		}
+	}
+	return "", false
 }
 
 // noProxy talks to the nodes directly, whatever the environment says.

@@ -293,3 +293,28 @@ func TestCloseRacingWithRestartsLeavesNoNode(t *testing.T) {
 	defer mu.Unlock()
 	waitDead(t, slices.DeleteFunc(pids, func(p int) bool { return p == 0 }))
 }
+
+func TestMetricValue(t *testing.T) {
+	text := `# HELP seqd_store_format The store format this replica's build applies.
+# TYPE seqd_store_format gauge
+seqd_store_format_older 3
+seqd_store_format{shard="s1"} 7
+seqd_store_halted 0
+seqd_store_outbox_items{shard="s2",x="}"} NaN
+`
+	for _, c := range []struct {
+		name, want string
+		ok         bool
+	}{
+		{"seqd_store_format", "7", true},         // labelled (store metrics carry their shard)
+		{"seqd_store_halted", "0", true},         // unlabelled (builds before the shard label)
+		{"seqd_store_outbox_items", "NaN", true}, // a brace inside a label value
+		{"seqd_store", "", false},                // a prefix of names is no name
+		{"seqd_store_subscribers", "", false},
+	} {
+		got, ok := metricValue(text, c.name)
+		if got != c.want || ok != c.ok {
+			t.Errorf("metricValue(%s) = %q, %v; want %q, %v", c.name, got, ok, c.want, c.ok)
+		}
+	}
+}
