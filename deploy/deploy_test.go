@@ -183,8 +183,9 @@ func TestAlertRulesPassPromtool(t *testing.T) {
 // TestRulesAndDashboardEvaluateOnARealCluster runs Prometheus against a
 // local cluster's metrics (every node's, labelled by node, as seqd demo
 // --http-addr serves them) with the rules loaded, and checks that each
-// rule evaluates without error, that none fires or is pending, and that
-// every panel's query runs.
+// rule evaluates without error, that none fires or is pending, that the
+// shard's no-leader alert goes pending once two of its three replicas die,
+// and that every panel's query runs.
 func TestRulesAndDashboardEvaluateOnARealCluster(t *testing.T) {
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -282,6 +283,24 @@ scrape_configs:
 	if n != 17 {
 		t.Errorf("Prometheus loaded %d rules, want the 17 of %s", n, rulesFile)
 	}
+	// Two of the shard's three replicas die: its alert goes pending (it
+	// fires after its 30 s).
+	c.KillStore(0, 0)
+	c.KillStore(0, 1)
+	testwait.For(t, 30*time.Second, "SeqdStoreShardNoLeader to go pending once two of three store replicas died", func() bool {
+		var r rulesResult
+		if getJSON("http://"+web+"/api/v1/rules", &r) != nil {
+			return false
+		}
+		for _, g := range r.Data.Groups {
+			for _, rule := range g.Rules {
+				if rule.Name == "SeqdStoreShardNoLeader" && len(rule.Alerts) == 1 && rule.Alerts[0].Labels["shard"] == "s1" {
+					return true
+				}
+			}
+		}
+		return false
+	})
 	// The panels' queries, with Grafana's variables as a dashboard showing
 	// every shard would set them.
 	vars := strings.NewReplacer("$__rate_interval", "1m", "$shard", ".*")

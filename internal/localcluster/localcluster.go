@@ -285,11 +285,7 @@ func (c *Cluster) StoreLeader(sh int) int {
 
 // KillStore stops store replica i of shard sh as a crash would.
 func (c *Cluster) KillStore(sh, i int) {
-	c.mu.Lock()
-	n := c.Stores[sh][i]
-	c.Stores[sh][i] = nil
-	c.mu.Unlock()
-	if n != nil {
+	if n := c.take(&c.Stores[sh][i], c.storeCfg[sh][i].ID); n != nil {
 		n.Kill()
 	}
 }
@@ -297,10 +293,7 @@ func (c *Cluster) KillStore(sh, i int) {
 // StopStore stops store replica i of shard sh gracefully (a leader hands
 // over first), as an operator stops a replica to upgrade it.
 func (c *Cluster) StopStore(sh, i int) error {
-	c.mu.Lock()
-	n := c.Stores[sh][i]
-	c.Stores[sh][i] = nil
-	c.mu.Unlock()
+	n := c.take(&c.Stores[sh][i], c.storeCfg[sh][i].ID)
 	if n == nil {
 		return nil
 	}
@@ -536,21 +529,14 @@ func (c *Cluster) leaderLocked() *node.Node {
 
 // KillAllocSvr stops AllocSvr i as a crash would.
 func (c *Cluster) KillAllocSvr(i int) {
-	c.mu.Lock()
-	n := c.AllocSvrs[i]
-	c.AllocSvrs[i] = nil
-	c.mu.Unlock()
-	if n != nil {
+	if n := c.take(&c.AllocSvrs[i], c.allocCfg[i].ID); n != nil {
 		n.Kill()
 	}
 }
 
 // StopAllocSvr stops AllocSvr i gracefully (planned hand-over).
 func (c *Cluster) StopAllocSvr(i int) error {
-	c.mu.Lock()
-	n := c.AllocSvrs[i]
-	c.AllocSvrs[i] = nil
-	c.mu.Unlock()
+	n := c.take(&c.AllocSvrs[i], c.allocCfg[i].ID)
 	if n == nil {
 		return nil
 	}
@@ -592,13 +578,21 @@ func (c *Cluster) Arbiter(i int) *node.Node {
 
 // KillArbiter stops arbiter i as a crash would.
 func (c *Cluster) KillArbiter(i int) {
-	c.mu.Lock()
-	n := c.Arbiters[i]
-	c.Arbiters[i] = nil
-	c.mu.Unlock()
-	if n != nil {
+	if n := c.take(&c.Arbiters[i], c.arbCfg[i].ID); n != nil {
 		n.Kill()
 	}
+}
+
+// take removes the node in *slot (id) from the cluster and returns it
+// (nil if it was stopped already). Its metrics leave Gatherer with it, as
+// a scrape of a stopped node finds nothing.
+func (c *Cluster) take(slot **node.Node, id string) *node.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := *slot
+	*slot = nil
+	delete(c.regs, id)
+	return n
 }
 
 // RestartArbiter starts arbiter i again with its data and addresses.
