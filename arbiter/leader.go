@@ -57,14 +57,14 @@ func (a *Arbiter) startLeaderLoop() func() {
 	}
 }
 
-// observeLeaders counts leadership changes anywhere in the group.
+// observeLeaders counts the leaders this arbiter sees elected anywhere in
+// the group. Raft also reports losing a leader (an observation with no
+// leader), which is not an election: counting it too made each election
+// count twice.
 func (a *Arbiter) observeLeaders() {
 	defer a.wg.Done()
 	ch := make(chan raft.Observation, 16)
-	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.LeaderObservation)
-		return ok
-	})
+	obs := raft.NewObserver(ch, false, electedLeader)
 	a.raft.RegisterObserver(obs)
 	defer a.raft.DeregisterObserver(obs)
 	for {
@@ -75,6 +75,12 @@ func (a *Arbiter) observeLeaders() {
 			return
 		}
 	}
+}
+
+// electedLeader says whether o reports a leader elected (not one lost).
+func electedLeader(o *raft.Observation) bool {
+	lo, ok := o.Data.(raft.LeaderObservation)
+	return ok && lo.LeaderID != ""
 }
 
 func (a *Arbiter) runLeader(ctx context.Context) {

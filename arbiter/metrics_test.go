@@ -3,6 +3,7 @@ package arbiter
 import (
 	"testing"
 
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -26,5 +27,23 @@ func TestLabelledCountersExistAtZero(t *testing.T) {
 	}
 	if len(want) > 0 {
 		t.Errorf("no series at start for %v", want)
+	}
+}
+
+// Raft reports a leader lost (no leader) as well as one elected; only the
+// second is an election (raft_leader_changes_seen_total counted both, so
+// each election twice).
+func TestElectionsCountOnlyLeadersElected(t *testing.T) {
+	for _, c := range []struct {
+		o    raft.Observation
+		want bool
+	}{
+		{raft.Observation{Data: raft.LeaderObservation{LeaderID: "a2", LeaderAddr: "127.0.0.1:7101"}}, true},
+		{raft.Observation{Data: raft.LeaderObservation{}}, false},
+		{raft.Observation{Data: raft.RequestVoteRequest{}}, false},
+	} {
+		if got := electedLeader(&c.o); got != c.want {
+			t.Errorf("electedLeader(%+v) = %v, want %v", c.o.Data, got, c.want)
+		}
 	}
 }

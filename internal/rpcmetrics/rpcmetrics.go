@@ -51,13 +51,24 @@ func split(full string) (string, string) {
 }
 
 func (s *Server) observe(method string, err error, d time.Duration) {
-	k := key{method, status.Code(err)}
+	k := key{method, code(err)}
 	o, ok := s.cache.Load(k)
 	if !ok {
 		svc, m := split(method)
 		o, _ = s.cache.LoadOrStore(k, s.duration.WithLabelValues(svc, m, k.code.String()))
 	}
 	o.(prometheus.Observer).Observe(d.Seconds())
+}
+
+// code is the status code the client gets for err. A handler that returns
+// a bare context error (the caller's deadline passed, or it cancelled) is
+// answered DeadlineExceeded or Canceled by grpc-go; status.Code would say
+// Unknown, which the alerts count as a fault of seqd's own.
+func code(err error) codes.Code {
+	if st, ok := status.FromError(err); ok {
+		return st.Code()
+	}
+	return status.FromContextError(err).Code()
 }
 
 // ServiceInfoProvider is what Precreate reads; *grpc.Server is one.

@@ -2,13 +2,17 @@ package rpcmetrics
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 func labels(m *dto.Metric) map[string]string {
@@ -97,6 +101,26 @@ func TestEveryMethodHasASeriesAtZero(t *testing.T) {
 	for _, m := range after {
 		if l := labels(m); l["method"] == "Check" && m.GetHistogram().GetSampleCount() != 1 {
 			t.Errorf("%v after one call: %d", l, m.GetHistogram().GetSampleCount())
+		}
+	}
+}
+
+// A handler's bare context error is counted with the code the client
+// gets, not Unknown (which alerts as a fault of seqd's own).
+func TestCodeOfContextErrors(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want codes.Code
+	}{
+		{nil, codes.OK},
+		{context.DeadlineExceeded, codes.DeadlineExceeded},
+		{fmt.Errorf("next: %w", context.Canceled), codes.Canceled},
+		{status.Error(codes.Internal, "badger: corrupt"), codes.Internal},
+		{status.Error(codes.DeadlineExceeded, "deadline"), codes.DeadlineExceeded},
+		{errors.New("boom"), codes.Unknown},
+	} {
+		if got := code(c.err); got != c.want {
+			t.Errorf("code(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
 }
