@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +140,15 @@ func TestMessageCommandsOnOneCluster(t *testing.T) {
 		checkStages(t, out)
 		if !strings.Contains(stdout, "leader ") || !strings.Contains(stdout, "commit ") {
 			t.Errorf("no stage line in\n%s", stdout)
+		}
+		// With --addr the CPU covers the load generator only, and says so.
+		for _, r := range []map[string]any{out, out["half_rate"].(map[string]any)} {
+			if cpu, _ := r["cpu_us_per_msg"].(float64); runtime.GOOS != "windows" && (cpu <= 0 || !strings.Contains(fmt.Sprint(r["cpu_scope"]), "load generator only")) {
+				t.Errorf("cpu_us_per_msg %v, cpu_scope %q", r["cpu_us_per_msg"], r["cpu_scope"])
+			}
+		}
+		if runtime.GOOS != "windows" && !strings.Contains(stdout, "µs per acknowledged message") {
+			t.Errorf("no cpu line in\n%s", stdout)
 		}
 		if out["mode"] != "1:1" || out["via"] != "router.Client" || out["inbox_copies_per_msg"] != 2.0 {
 			t.Errorf("mode %v via %v copies %v", out["mode"], out["via"], out["inbox_copies_per_msg"])

@@ -59,6 +59,19 @@ type sendResult struct {
 	Interrupted bool    `json:"interrupted,omitempty"`
 	// Stages: where the store leader's writes spent their time.
 	Stages *stageReport `json:"stages,omitempty"`
+	// CPUusPerMsg is the CPU time (user and system) the seqbench process
+	// used per acknowledged message in the measured phase; CPUScope says
+	// what that covers (seqbench send only).
+	CPUusPerMsg float64 `json:"cpu_us_per_msg,omitempty"`
+	CPUScope    string  `json:"cpu_scope,omitempty"`
+	cpu         time.Duration
+}
+
+// setCPU fills in the CPU per message, covering scope.
+func (r *sendResult) setCPU(scope string) {
+	if r.cpu > 0 && r.Ops > 0 {
+		r.CPUusPerMsg, r.CPUScope = float64(r.cpu.Microseconds())/float64(r.Ops), scope
+	}
 }
 
 func newSendResult(mode, via string, st *bench.Stats, concurrency int, users uint64, bodyBytes, copies int, rate float64) sendResult {
@@ -68,7 +81,7 @@ func newSendResult(mode, via string, st *bench.Stats, concurrency int, users uin
 		P50us: r.P50us, P99us: r.P99us, P999us: r.P999us, MaxUs: r.MaxUs,
 		Errors: r.Errors, ErrorSamples: r.ErrorSamples,
 		Concurrency: concurrency, Users: users, BodyBytes: bodyBytes, InboxCopies: copies,
-		RateTarget: rate, DurationS: r.DurationS, Interrupted: r.Interrupted,
+		RateTarget: rate, DurationS: r.DurationS, Interrupted: r.Interrupted, cpu: st.CPU,
 	}
 }
 
@@ -167,6 +180,14 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if err != nil {
 		return err
+	}
+	scope := "the whole process: the in-process cluster and the load generator"
+	if f.addr != "" {
+		scope = "the load generator only; the cluster at --addr is not counted"
+	}
+	rep.setCPU(scope)
+	if rep.HalfRate != nil {
+		rep.HalfRate.setCPU(scope)
 	}
 	if f.retention > 0 {
 		if rep.Retention, err = readRetention(f.stages, f.retention); err != nil {
@@ -323,6 +344,9 @@ func printSendResult(w io.Writer, r *sendResult) {
 	fmt.Fprintf(w, "errors       %d\n", r.Errors)
 	for _, e := range r.ErrorSamples {
 		fmt.Fprintf(w, "  %d× %s\n", e.Count, e.Message)
+	}
+	if r.CPUusPerMsg > 0 {
+		fmt.Fprintf(w, "cpu          %.0f µs per acknowledged message (user + system; %s)\n", r.CPUusPerMsg, r.CPUScope)
 	}
 	printStages(w, r.Stages)
 }

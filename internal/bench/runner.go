@@ -49,6 +49,10 @@ type Stats struct {
 	ErrorSamples []ErrorSample
 	// Interrupted is set when ctx ended before the run did.
 	Interrupted bool
+	// CPU is the CPU time (user and system) the whole process used during
+	// the measured phase: the load generator's, and an in-process
+	// cluster's if there is one. 0 where it cannot be read.
+	CPU time.Duration
 }
 
 // ErrorSample is one distinct error message and how often it was seen.
@@ -92,7 +96,12 @@ func Run(ctx context.Context, cfg Config, ops []Op) (*Stats, error) {
 	if cfg.BeforeMeasure != nil {
 		cfg.BeforeMeasure()
 	}
-	return runPhase(ctx, cfg.Label, cfg.Duration, cfg, ops)
+	cpu0, ok0 := processCPU()
+	st, err := runPhase(ctx, cfg.Label, cfg.Duration, cfg, ops)
+	if cpu1, ok1 := processCPU(); err == nil && ok0 && ok1 {
+		st.CPU = cpu1 - cpu0
+	}
+	return st, err
 }
 
 func runPhase(ctx context.Context, label string, d time.Duration, cfg Config, ops []Op) (*Stats, error) {

@@ -148,3 +148,23 @@ func TestBeforeMeasureRunsBetweenThePhases(t *testing.T) {
 			hooks, atCall, calls.Load(), st.Ops)
 	}
 }
+
+func TestRunMeasuresTheProcessCPU(t *testing.T) {
+	if _, ok := processCPU(); !ok {
+		t.Skip("this platform does not give a process's CPU time")
+	}
+	// Two workers spinning for 300 ms use about 0.6 s of CPU between them
+	// (less where the machine gives the test under two cores).
+	spin := func(context.Context) (int, error) {
+		for end := time.Now().Add(time.Millisecond); time.Now().Before(end); {
+		}
+		return 1, nil
+	}
+	st, err := Run(context.Background(), Config{Duration: 300 * time.Millisecond}, []Op{spin, spin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.CPU < 150*time.Millisecond || st.CPU > 5*time.Second {
+		t.Fatalf("CPU %v for two workers spinning 300 ms", st.CPU)
+	}
+}
