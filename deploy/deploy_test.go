@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +38,7 @@ import (
 const (
 	rulesFile     = "prometheus/seqd-alerts.yml"
 	rulesTests    = "prometheus/seqd-alerts_test.yml"
+	demoConfig    = "prometheus/demo.yml"
 	dashboardFile = "grafana/seqd.json"
 )
 
@@ -196,9 +198,9 @@ func TestAlertRulesPassPromtool(t *testing.T) {
 	}
 }
 
-// TestRulesAndDashboardEvaluateOnARealCluster runs Prometheus against a
-// local cluster's metrics (every node's, labelled by node, as seqd demo
-// --http-addr serves them) with the rules loaded, and checks that each
+// TestRulesAndDashboardEvaluateOnARealCluster runs Prometheus, with the
+// configuration shipped for seqd demo, against a local cluster's metrics
+// (every node's, labelled by node, as seqd demo serves them), and checks that each
 // rule evaluates without error and that none fires in the first seconds
 // (those without a for clause could), that the shard's no-leader alert
 // goes pending once two of its three replicas die, and that every panel's
@@ -226,15 +228,19 @@ func TestRulesAndDashboardEvaluateOnARealCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	config := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files: [%q]
-scrape_configs:
-  - job_name: seqd
-    static_configs:
-      - targets: [%q]
-`, rules, ln.Addr().String())
+	// The shipped configuration for seqd demo, pointed at this cluster,
+	// scraping and evaluating every second.
+	demo, err := os.ReadFile(demoConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	swaps := []string{`"127.0.0.1:7480"`, strconv.Quote(ln.Addr().String()), "interval: 5s", "interval: 1s", "- seqd-alerts.yml", "- " + strconv.Quote(rules)}
+	for i := 0; i < len(swaps); i += 2 {
+		if !strings.Contains(string(demo), swaps[i]) {
+			t.Fatalf("%s no longer holds %s", demoConfig, swaps[i])
+		}
+	}
+	config := strings.NewReplacer(swaps...).Replace(string(demo))
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
