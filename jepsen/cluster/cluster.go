@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -403,7 +405,9 @@ func (c *Cluster) StoreLeader(ctx context.Context, shard string) (*Node, error) 
 	return nil, fmt.Errorf("no store replica of shard %s reports leading it", shard)
 }
 
-// Metric reads one unlabelled gauge from the node's /metrics.
+// Metric reads the first series of a gauge or counter from the node's
+// /metrics, with or without labels (store metrics carry their shard;
+// builds before that did not).
 func (n *Node) Metric(ctx context.Context, name string) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
@@ -416,37 +420,35 @@ func (n *Node) Metric(ctx context.Context, name string) (float64, error) {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	v, ok, err := metricValue(resp.Body, name)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("%s's metrics: %w", n.ID, err)
 	}
-	if v, ok := metricValue(string(b), name); ok {
-		return strconv.ParseFloat(v, 64)
+	if !ok {
+		return 0, fmt.Errorf("%s does not report %s", n.ID, name)
 	}
-	return 0, fmt.Errorf("%s does not report %s", n.ID, name)
+	return v, nil
 }
 
-// metricValue returns the value of the first series of metric name in a
-// Prometheus text exposition, with or without labels (store metrics carry
-// their shard; builds before that did not).
-func metricValue(text, name string) (string, bool) {
-	for _, line := range strings.Split(text, "\n") {
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok {
-			continue
-		}
-		if strings.HasPrefix(rest, "{") {
-			end := strings.LastIndexByte(rest, '}')
-			if end < 0 {
-				continue
-			}
-			rest = rest[end+1:]
-		}
-		if v, ok := strings.CutPrefix(rest, " "); ok {
-			return strings.TrimSpace(v), true
+// metricValue returns the value of the first series of gauge, counter or
+// untyped metric name in a Prometheus text exposition.
+func metricValue(text io.Reader, name string) (float64, bool, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(text)
+	if err != nil {
+		return 0, false, err
+	}
+	for _, m := range mfs[name].GetMetric() {
+		switch {
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue(), true, nil
+		case m.Counter != nil:
+			return m.GetCounter().GetValue(), true, nil
+		case m.Untyped != nil:
+			return m.GetUntyped().GetValue(), true, nil
 		}
 	}
-	return "", false
+	return 0, false, nil
 }
 
 // noProxy talks to the nodes directly, whatever the environment says.

@@ -312,9 +312,12 @@ seqd_store_outbox_items{shard="s2",x="}"} NaN
 		{"seqd_store", "", false},                // a prefix of names is no name
 		{"seqd_store_subscribers", "", false},
 	} {
-		got, ok := metricValue(text, c.name)
-		if got != c.want || ok != c.ok {
-			t.Errorf("metricValue(%s) = %q, %v; want %q, %v", c.name, got, ok, c.want, c.ok)
+		v, ok, err := metricValue(strings.NewReader(text), c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strconv.FormatFloat(v, 'g', -1, 64); ok != c.ok || ok && got != c.want {
+			t.Errorf("metricValue(%s) = %s, %v; want %q, %v", c.name, got, ok, c.want, c.ok)
 		}
 	}
 }
