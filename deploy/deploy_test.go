@@ -1,10 +1,10 @@
 // Package deploy_test checks the Prometheus alerting rules
 // (prometheus/seqd-alerts.yml) and the Grafana dashboard
-// (grafana/seqd.json) against what seqd serves: every metric and label
-// they name exists on a running cluster, promtool accepts the rules and
+// (grafana/seqd.json) against what seqd serves: every metric, label and
+// label value they name exists on a running cluster, promtool accepts the rules and
 // passes their tests, and a real Prometheus scraping a cluster evaluates
 // every rule and every panel's query without error, with no alert firing
-// while the cluster is healthy. The last two need promtool and prometheus
+// in its first seconds on a healthy cluster. The last two need promtool and prometheus
 // (Debian's prometheus package; .ci/run installs it) and skip without
 // them.
 package deploy_test
@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -81,7 +82,7 @@ func TestRulesAndDashboardNameMetricsSeqdServes(t *testing.T) {
 	}
 	// Every store metric carries its shard: the rules group by it.
 	for name, mf := range families {
-		if strings.HasPrefix(name, "seqd_store_") && !slices.Contains(labelNames(mf), "shard") {
+		if _, ok := labelValues(mf)["shard"]; strings.HasPrefix(name, "seqd_store_") && !ok {
 			t.Errorf("%s has no shard label", name)
 		}
 	}
@@ -97,17 +98,13 @@ func checkNames(t *testing.T, file, text string, families map[string]*dto.Metric
 	t.Helper()
 	var named int
 	for _, m := range selector.FindAllStringSubmatch(text, -1) {
-		name, labels := m[1], labelNames(families[m[1]])
+		name, bucket := m[1], false
 		if families[name] == nil {
 			// A histogram's series: name_bucket, name_count, name_sum.
 			for _, suffix := range []string{"_bucket", "_count", "_sum"} {
 				base := strings.TrimSuffix(name, suffix)
 				if mf := families[base]; base != name && mf != nil && mf.GetType() == dto.MetricType_HISTOGRAM {
-					labels = labelNames(mf)
-					if suffix == "_bucket" {
-						labels = append(labels, "le")
-					}
-					name = base
+					name, bucket = base, suffix == "_bucket"
 				}
 			}
 		}
@@ -116,10 +113,14 @@ func checkNames(t *testing.T, file, text string, families map[string]*dto.Metric
 			continue
 		}
 		named++
+		labels := labelValues(families[name])
 		for _, lm := range matcher.FindAllStringSubmatch(m[2], -1) {
-			if !slices.Contains(labels, lm[1]) {
-				t.Errorf("%s selects %s on label %q; its labels are %v", file, m[1], lm[1], labels)
-			} else if values := labelValues(families[name], lm[1]); lm[2] == "=" && lm[1] != "le" && !slices.Contains(values, lm[3]) {
+			values, ok := labels[lm[1]]
+			switch {
+			case lm[1] == "le" && bucket:
+			case !ok:
+				t.Errorf("%s selects %s on label %q; its labels are %v", file, m[1], lm[1], slices.Sorted(maps.Keys(labels)))
+			case lm[2] == "=" && !slices.Contains(values, lm[3]):
 				t.Errorf("%s selects %s on %s=%q; its values are %v", file, m[1], lm[1], lm[3], values)
 			}
 		}
@@ -159,30 +160,17 @@ func dashboardQueries(t *testing.T) []string {
 	return qs
 }
 
-// labelValues returns the values label takes in mf's series.
-func labelValues(mf *dto.MetricFamily, label string) []string {
-	var values []string
+// labelValues maps each label of mf's series to the values it takes.
+func labelValues(mf *dto.MetricFamily) map[string][]string {
+	labels := map[string][]string{}
 	for _, m := range mf.GetMetric() {
 		for _, l := range m.GetLabel() {
-			if l.GetName() == label && !slices.Contains(values, l.GetValue()) {
-				values = append(values, l.GetValue())
+			if !slices.Contains(labels[l.GetName()], l.GetValue()) {
+				labels[l.GetName()] = append(labels[l.GetName()], l.GetValue())
 			}
 		}
 	}
-	return values
-}
-
-// labelNames returns the label names of mf's series.
-func labelNames(mf *dto.MetricFamily) []string {
-	var names []string
-	for _, m := range mf.GetMetric() {
-		for _, l := range m.GetLabel() {
-			if !slices.Contains(names, l.GetName()) {
-				names = append(names, l.GetName())
-			}
-		}
-	}
-	return names
+	return labels
 }
 
 func TestAlertRulesPassPromtool(t *testing.T) {

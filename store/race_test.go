@@ -2,5 +2,5 @@
 
 package store
 
-// raceEnabled: the test binary runs under the race detector.
+// raceEnabled: whether the test binary runs under the race detector.
 const raceEnabled = true
