@@ -303,9 +303,14 @@ func TestShorterLeaseLeaderWaitsOutTheGrantedLease(t *testing.T) {
 		}
 		rest = append(rest, a)
 	}
+	// Both must hold a1's whole log, not only the owners: AddVoter(a3)
+	// returns once a1 and a3 have its configuration entry, and a2 without
+	// it would refuse a3's votes (a3 not in its configuration) while a3
+	// is the only one that could win, so no one would ever lead.
+	last := a1.raft.LastIndex()
 	waitFor(t, "a2 and a3 to catch up", func() bool {
 		for _, a := range rest {
-			if !slices.Equal(owners(a), []string{"n1", "n1", "n1", "n1"}) {
+			if a.raft.LastIndex() < last || !slices.Equal(owners(a), []string{"n1", "n1", "n1", "n1"}) {
 				return false
 			}
 		}
