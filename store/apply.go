@@ -428,15 +428,43 @@ func (x *tx) reused(req *seqdv1.SendRequest, first *seqdv1.SendResponse) string 
 	if first.GetSenderSeq() == 0 || !x.get(inboxKey(req.Sender, first.GetSenderSeq()), ev) {
 		ev = nil
 	}
+	if ev == nil && rec != nil {
+		ev = x.otherCopy(rec)
+	}
 	return sendDiffers(req, rec, ev)
+}
+
+// otherCopy returns a copy of rec's message on this shard with its body
+// still there, for when the sender's is not (the sender lives on another
+// shard, or retention removed it): the group timeline's entry, or another
+// member's or a recipient's copy. Only reads: a send answered as a
+// duplicate and one refused write the same (nothing), so replicas that
+// compare less still agree on the state.
+func (x *tx) otherCopy(rec *clusterv1.MessageRecord) *seqdv1.Event {
+	ev := &seqdv1.Event{}
+	if rec.GroupSeq > 0 && x.get(timelineKey(rec.Conversation.GetId(), rec.GroupSeq), ev) && !ev.Recalled {
+		return ev
+	}
+	// A few lookups at most: a deleted copy has no body, and most copies
+	// of a message are alike.
+	for i, c := range rec.Copies {
+		if i == 4 {
+			break
+		}
+		ev = &seqdv1.Event{}
+		if c.User != rec.Sender && x.get(inboxKey(c.User, c.Seq), ev) && !ev.Recalled && !ev.Deleted {
+			return ev
+		}
+	}
+	return nil
 }
 
 // sendDiffers names the first field in which req differs from the send
 // that first used its client_msg_id, as its message record (rec) and the
-// sender's copy (ev) show it; "" if none does. Either may be nil (the
-// sender is on another shard, or retention removed the copy), and a
-// recalled or deleted copy has no body left: what cannot be compared
-// counts as the same.
+// sender's copy (ev, or another copy on this shard: otherCopy) show it;
+// "" if none does. Either may be nil (retention removed them, or every
+// copy here was deleted), and a recalled or deleted copy has no body
+// left: what cannot be compared counts as the same.
 func sendDiffers(req *seqdv1.SendRequest, rec *clusterv1.MessageRecord, ev *seqdv1.Event) string {
 	if rec != nil {
 		if !proto.Equal(rec.Conversation, req.Conversation) {

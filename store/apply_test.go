@@ -233,8 +233,8 @@ func TestApplySendDuplicate(t *testing.T) {
 		if r := h.one(other(func(r *seqdv1.SendRequest) { r.Body = []byte("changed") })); r.Status != stDuplicate {
 			t.Fatalf("another body after a recall: %s, want DUPLICATE", statusOf(r))
 		}
-		// A sender on another shard has no copy here: its record is all
-		// there is to compare.
+		// A sender on another shard has no copy here: the record and a
+		// recipient's copy are compared.
 		far := func(body string, rcpts ...uint64) *clusterv1.StoreOp {
 			op := opSend(8, "c9", body, apps(2, 30)...)
 			op.GetSend().Request.Sender, op.GetSend().Request.Recipients = 300, rcpts
@@ -242,11 +242,47 @@ func TestApplySendDuplicate(t *testing.T) {
 			return op
 		}
 		h.must(far("from afar", 2))
-		if r := h.one(far("changed", 2)); r.Status != stDuplicate {
-			t.Fatalf("another body from a remote sender: %s, want DUPLICATE", statusOf(r))
+		if r := h.one(far("from afar", 2)); r.Status != stDuplicate {
+			t.Fatalf("a retry from a remote sender: %s, want DUPLICATE", statusOf(r))
+		}
+		if r := h.one(far("changed", 2)); r.Code != codes.InvalidArgument || !strings.Contains(r.Msg, "another body") {
+			t.Fatalf("another body from a remote sender: %s %q, want INVALID_ARGUMENT naming the body", statusOf(r), r.Msg)
 		}
 		if r := h.one(far("from afar", 2, 3)); r.Status != stRejected {
 			t.Fatalf("other recipients from a remote sender: %s, want REJECTED", statusOf(r))
+		}
+		// With the only copy here deleted there is no body to compare.
+		h.must(opDelete(2, "300.5", 31))
+		if r := h.one(far("changed", 2)); r.Status != stDuplicate {
+			t.Fatalf("another body from a remote sender, its copy deleted: %s, want DUPLICATE", statusOf(r))
+		}
+	})
+	t.Run("group send from a sender on another shard", func(t *testing.T) {
+		// The group's shard holds the timeline entry (read fanout) or the
+		// members' copies (write fanout), not the sender's: a changed
+		// body under the same id is told from a retry by those.
+		h := newHarness(t)
+		h.must(opCreateGroup(50, 300, true, 10, 2))
+		h.must(opCreateGroup(60, 300, false, 10, 2, 3))
+		read := func(body string) *clusterv1.StoreOp {
+			op := opGroupSend(50, 1, true, 300, "r1", body)
+			op.GetSend().RemoteSender = true
+			return op
+		}
+		write := func(body string) *clusterv1.StoreOp {
+			op := opGroupSend(60, 1, false, 300, "w1", body, apps(2, 40, 3, 40)...)
+			op.GetSend().RemoteSender = true
+			return op
+		}
+		h.must(read("first"))
+		h.must(write("first"))
+		for name, op := range map[string]func(string) *clusterv1.StoreOp{"read fanout": read, "write fanout": write} {
+			if r := h.one(op("first")); r.Status != stDuplicate {
+				t.Fatalf("%s retry: %s, want DUPLICATE", name, statusOf(r))
+			}
+			if r := h.one(op("second, different")); r.Code != codes.InvalidArgument || !strings.Contains(r.Msg, "another body") {
+				t.Fatalf("%s with another body: %s %q, want INVALID_ARGUMENT", name, statusOf(r), r.Msg)
+			}
 		}
 	})
 	t.Run("retry in the same entry", func(t *testing.T) {

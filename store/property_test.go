@@ -298,6 +298,27 @@ func (m *propModel) run(t *rapid.T, plans ...*propPlan) {
 // Planners: each builds an op the way the leader would, predicts its
 // outcome and updates the model as if it were applied.
 
+// otherCopy is tx.otherCopy in the model: the timeline entry, or one of
+// the first four copies not the sender's, with its body still there.
+func (m *propModel) otherCopy(msg *propMsg) *seqdv1.Event {
+	if g := m.groups[msg.conv.GetId()]; msg.gseq > 0 && g != nil {
+		for _, te := range g.timeline {
+			if te.Seq == msg.gseq && !te.Recalled {
+				return te
+			}
+		}
+	}
+	for i, c := range msg.copies {
+		if i == 4 {
+			break
+		}
+		if e := m.find(c.User, c.Seq); c.User != msg.sender && e != nil && !e.Recalled && !e.Deleted {
+			return e
+		}
+	}
+	return nil
+}
+
 func (m *propModel) predictSend(op *clusterv1.SendOp) *propPlan {
 	req := op.Request
 	id := op.MessageId
@@ -314,6 +335,9 @@ func (m *propModel) predictSend(op *clusterv1.SendOp) *propPlan {
 		var first *seqdv1.Event
 		if d.resp.SenderSeq != 0 {
 			first = m.find(req.Sender, d.resp.SenderSeq)
+		}
+		if first == nil && rec != nil {
+			first = m.otherCopy(m.msgs[d.resp.MessageId])
 		}
 		if sendDiffers(req, rec, first) != "" {
 			p.want = stRejected
