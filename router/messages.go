@@ -91,11 +91,14 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 				resp, err = call(ctx, seqdv1.NewMessagesClient(hc))
 				if err == nil {
 					// A follower that forwarded the call names the
-					// leader: go there directly from now on.
+					// leader: go there directly from now on. One that
+					// answered from its own state without a leader
+					// (maybe_stale) is not one to come back to.
 					if l := forward.Leader(hc.md); l != "" {
-						addr = l
+						m.remember(sh.Id, l)
+					} else if !maybeStale(resp) {
+						m.remember(sh.Id, addr)
 					}
-					m.remember(sh.Id, addr)
 					return resp, nil
 				}
 				if hint := rpcerr.LeaderHint(err); hint != "" {
@@ -292,6 +295,13 @@ func (m *Messages) SyncGroup(ctx context.Context, r *seqdv1.SyncGroupRequest) (*
 	return callShard(ctx, m, key, func(ctx context.Context, c seqdv1.MessagesClient) (*seqdv1.SyncGroupResponse, error) {
 		return c.SyncGroup(ctx, r)
 	})
+}
+
+// maybeStale reports whether resp is a read a replica answered without
+// its leader.
+func maybeStale(resp any) bool {
+	r, ok := resp.(interface{ GetMaybeStale() bool })
+	return ok && r.GetMaybeStale()
 }
 
 // Subscribe opens a Subscribe stream at a replica of the user's shard. The

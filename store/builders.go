@@ -215,6 +215,11 @@ func (b *membersBuilder) plan(s *Shard) ([]uint64, error) {
 	if err != nil {
 		return nil, groupErr(err)
 	}
+	if b.op.WithHistory && !rec.Info.ReadFanout {
+		// A group's fanout is fixed when it is created, so this holds
+		// when the add applies too.
+		return nil, status.Errorf(codes.FailedPrecondition, "group %d uses write fanout: its past messages are only in the inboxes of the members who got them, so with_history cannot show them to new members (it needs a read-fanout group's timeline); add the members without it", b.op.GroupId)
+	}
 	have := make(map[uint64]bool, len(rec.Info.Members))
 	for _, m := range rec.Info.Members {
 		have[m.User] = true

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -696,12 +697,38 @@ func TestReadWithoutLeaderIsMarkedMaybeStale(t *testing.T) {
 	testwait.For(t, 10*time.Second, "the last replica to apply the send", func() bool {
 		return c.Store(0, last).Store().FSM().AppliedIndex() >= leader.FSM().AppliedIndex()
 	})
+	client := messagesAt(t, c, last)
+	// A stream at that replica says nothing of staleness while it follows
+	// a leader, and says maybe_stale on its heartbeats once it has none.
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	st, err := client.Subscribe(sctx, &seqdv1.SubscribeRequest{User: to, HeartbeatMs: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := st.Recv(); err != nil || msg.MaybeStale || len(msg.Events) != 1 {
+		t.Fatalf("Subscribe's backlog at a follower of a live leader: %v, %v; want the send, not maybe_stale", msg, err)
+	}
 	for i := range 3 {
 		if i != last {
 			c.KillStore(0, i)
 		}
 	}
-	client := messagesAt(t, c, last)
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		msg, err := st.Recv()
+		if err != nil {
+			t.Fatalf("stream at the replica left alone: %v", err)
+		}
+		if msg.MaybeStale {
+			if !msg.Heartbeat || msg.Checkpoint != fresh.NextCheckpoint {
+				t.Fatalf("stale stream message %v; want a heartbeat at checkpoint %d", msg, fresh.NextCheckpoint)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no heartbeat says maybe_stale 20 s after the replica lost its leader")
+		}
+	}
 	var resp *seqdv1.SyncResponse
 	testwait.For(t, 20*time.Second, "a Sync answered by the replica alone", func() bool {
 		resp, err = client.Sync(ctx, &seqdv1.SyncRequest{User: to})
@@ -713,6 +740,16 @@ func TestReadWithoutLeaderIsMarkedMaybeStale(t *testing.T) {
 	unread, err := client.Unread(ctx, &seqdv1.UnreadRequest{User: to})
 	if err != nil || !unread.MaybeStale || unread.Total != 1 {
 		t.Fatalf("Unread at a replica without a leader: %v, %v; want a total of 1, marked maybe_stale", unread, err)
+	}
+	// It cannot tell a group it has not heard of yet from one that does
+	// not exist, so it does not refuse for good.
+	_, err = client.GetGroup(ctx, &seqdv1.GetGroupRequest{GroupId: 999})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no leader to confirm") {
+		t.Fatalf("GetGroup of an unknown group at a replica without a leader: %v, want UNAVAILABLE", err)
+	}
+	_, err = client.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: to, GroupId: 999})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no leader to confirm") {
+		t.Fatalf("SyncGroup of an unknown group at a replica without a leader: %v, want UNAVAILABLE", err)
 	}
 }
 

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/seqd/seqd/internal/localcluster"
 	"github.com/seqd/seqd/internal/node"
 	"github.com/seqd/seqd/internal/testwait"
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
@@ -147,6 +149,15 @@ func TestWriteFanoutGroup(t *testing.T) {
 		if n := checkInbox(t, u, evs)[r.MessageId]; n != 1 {
 			t.Errorf("member %d holds %d copies", u, n)
 		}
+	}
+	// It has no timeline to show a newcomer its history from: asking for
+	// it is refused, and adds no one.
+	_, err = m.AddMembers(ctx, &seqdv1.AddMembersRequest{GroupId: 60, Members: []uint64{4}, WithHistory: true})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "group 60 uses write fanout") || !strings.Contains(err.Error(), "with_history") {
+		t.Fatalf("with_history on a write-fanout group: %v, want FAILED_PRECONDITION", err)
+	}
+	if g, err := m.GetGroup(ctx, &seqdv1.GetGroupRequest{GroupId: 60}); err != nil || len(g.Group.Members) != 3 {
+		t.Fatalf("group after the refused add: %v %v", g, err)
 	}
 	// A member added later does not get the earlier message.
 	if _, err := m.AddMembers(ctx, &seqdv1.AddMembersRequest{GroupId: 60, Members: []uint64{4}}); err != nil {
@@ -290,6 +301,59 @@ func TestBadInputThroughGateway(t *testing.T) {
 		rc.Close()
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "beyond the newest event") {
 			t.Fatalf("subscribe from the future at replica %d (leader %d): %v", i, c.StoreLeader(0), err)
+		}
+	}
+	// Heartbeat bounds, checked before the checkpoint (a follower asks the
+	// leader about that, so a plain input error should not wait for it).
+	for _, tc := range []struct {
+		req  *seqdv1.SubscribeRequest
+		want string
+	}{
+		{&seqdv1.SubscribeRequest{User: 2, HeartbeatMs: 99}, "heartbeat_ms 99 is below the minimum 100"},
+		{&seqdv1.SubscribeRequest{User: 2, HeartbeatMs: 300_001, AfterSeq: 999}, "heartbeat_ms 300001 is above the maximum 300000"},
+		{&seqdv1.SubscribeRequest{User: 2, HeartbeatMs: math.MaxUint32}, "heartbeat_ms 4294967295 is above the maximum"},
+	} {
+		st, err := m.Subscribe(ctx, tc.req)
+		if err == nil {
+			_, err = st.Recv()
+		}
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("subscribe %v: %v, want INVALID_ARGUMENT %q", tc.req, err, tc.want)
+		}
+	}
+	// The shards' own RPCs, on the replicas' Messages port, check their
+	// ids too.
+	rc, err := grpc.NewClient(c.Store(0, 0).GRPCAddr(), grpcconn.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	node := clusterv1.NewStoreNodeClient(rc)
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{"TimelineCount group 0", func() error {
+			_, err := node.TimelineCount(ctx, &clusterv1.TimelineCountRequest{GroupId: 0, User: 2})
+			return err
+		}, "group_id"},
+		{"TimelineCount group with the group bit", func() error {
+			_, err := node.TimelineCount(ctx, &clusterv1.TimelineCountRequest{GroupId: 1<<63 | 5, User: 2})
+			return err
+		}, "group_id"},
+		{"TimelineCount user 0", func() error {
+			_, err := node.TimelineCount(ctx, &clusterv1.TimelineCountRequest{GroupId: 5, User: 0})
+			return err
+		}, "user is 0"},
+		{"Deliver user 0", func() error {
+			_, err := node.Deliver(ctx, &clusterv1.DeliverRequest{Items: []*clusterv1.FanoutItem{{User: 0, Kind: clusterv1.FanoutItem_KIND_MESSAGE,
+				Event: &seqdv1.Event{MessageId: "1.1"}}}})
+			return err
+		}, "items[0].user is 0"},
+	} {
+		if err := tc.call(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want INVALID_ARGUMENT naming %q", tc.name, err, tc.want)
 		}
 	}
 	_, err = m.Sync(ctx, &seqdv1.SyncRequest{User: 2, Limit: 5000})

@@ -90,16 +90,34 @@ func (f *FSM) Sync(user, after uint64, limit int) (*SyncResult, error) {
 	return res, err
 }
 
+// MaxPageBytes bounds the events of one page (Sync, SyncGroup, History,
+// a Subscribe batch) as well as its limit: a page stops before the event
+// that would take it past this many bytes, with has_more set, and always
+// holds at least one event. Without it, 100 events of the largest size
+// (a 64 KiB body and 4 KiB of metadata) made a 7 MB response, over the
+// 4 MiB a gRPC client accepts by default, and a device retrying from its
+// checkpoint would fail the same way for good.
+const MaxPageBytes = 1 << 20
+
+// pageFull reports whether a page of n events and size bytes must stop
+// before an event of next bytes.
+func pageFull(n, limit, size, next int) bool {
+	return n == limit || n > 0 && size+next > MaxPageBytes
+}
+
 // scanEvents reads up to limit events under prefix from start, in order,
 // into res, setting its checkpoint and whether more remain.
 func scanEvents(txn *badger.Txn, prefix, start []byte, limit int, res *SyncResult) error {
 	it := txn.NewIterator(iteratorOpts(prefix))
 	defer it.Close()
+	size := 0
 	for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
-		if len(res.Events) == limit {
+		next := int(it.Item().ValueSize())
+		if pageFull(len(res.Events), limit, size, next) {
 			res.HasMore = true
 			return nil
 		}
+		size += next
 		e := &seqdv1.Event{}
 		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
 			return err
@@ -163,6 +181,7 @@ func (f *FSM) History(user uint64, c *seqdv1.Conversation, before uint64, limit 
 		if before == 0 {
 			start = append(historyKey(user, c, ^uint64(0)), 0xff)
 		}
+		size := 0
 		for it.Seek(start); it.ValidForPrefix(p); it.Next() {
 			seq := beU64(it.Item().Key()[len(p):])
 			if len(out) == limit {
@@ -174,9 +193,16 @@ func (f *FSM) History(user uint64, c *seqdv1.Conversation, before uint64, limit 
 			if err != nil {
 				return err
 			}
-			if ok {
-				out = append(out, e)
+			if !ok {
+				continue
 			}
+			n := proto.Size(e)
+			if pageFull(len(out), limit, size, n) {
+				next = out[len(out)-1].Seq
+				break
+			}
+			size += n
+			out = append(out, e)
 		}
 		return nil
 	})

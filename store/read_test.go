@@ -3,9 +3,13 @@ package store
 import (
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 	"testing"
 
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // Tests of the read side: Sync, History, Unread, SyncGroup and the
@@ -262,4 +266,84 @@ func TestReadSeesWholeEntries(t *testing.T) {
 	h.apply(ops...)
 	wantSeqs(t, h.f, 2, 1, 2, 3)
 	wantUnread(t, h.f, 2, 1, map[string]uint64{"d7": 1})
+}
+
+// TestReadPagesStopAtMaxPageBytes: pages of large events stop at
+// MaxPageBytes, not only at their limit, and paging on still returns every
+// event once, in order. 100 events of the largest size made a 7 MB page,
+// which a gRPC client with the default 4 MiB limit refuses on every retry.
+func TestReadPagesStopAtMaxPageBytes(t *testing.T) {
+	const n = 40
+	body := strings.Repeat("b", 60<<10)
+	h := newHarness(t)
+	h.must(opCreateGroup(50, 1, true, 10, 2))
+	for i := uint64(1); i <= n; i++ {
+		h.must(opSend(7, fmt.Sprint("d", i), body, apps(1, 2*i-1, 2, i)...))
+		h.must(opGroupSend(50, i, true, 1, fmt.Sprint("g", i), body, apps(1, 2*i)...))
+	}
+	var want []uint64
+	for i := uint64(1); i <= n; i++ {
+		want = append(want, i)
+	}
+	check := func(name string, page func(cp uint64) (*SyncResult, error)) {
+		t.Helper()
+		var got []uint64
+		cp, pages := uint64(0), 0
+		for {
+			res, err := page(cp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			if size := proto.Size(&seqdv1.SyncResponse{Events: res.Events, NextCheckpoint: res.NextCheckpoint, HasMore: res.HasMore}); size > MaxPageBytes+1024 {
+				t.Fatalf("%s: a page of %d events is %d bytes, over MaxPageBytes %d", name, len(res.Events), size, MaxPageBytes)
+			}
+			if len(res.Events) == 0 {
+				t.Fatalf("%s: empty page from %d with has_more", name, cp)
+			}
+			got = append(got, seqsOf(res.Events)...)
+			cp = res.NextCheckpoint
+			if !res.HasMore {
+				break
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s: paged %v, want %v", name, got, want)
+		}
+		if min := n * len(body) / MaxPageBytes; pages <= min {
+			t.Fatalf("%s: %d pages for %d bytes of bodies", name, pages, n*len(body))
+		}
+	}
+	check("Sync", func(cp uint64) (*SyncResult, error) { return h.f.Sync(2, cp, 1000) })
+	check("SyncGroup", func(cp uint64) (*SyncResult, error) { return h.f.SyncGroup(2, 50, cp, 1000) })
+
+	// History pages backwards by the same bound.
+	var got []uint64
+	before := uint64(0)
+	for pages := 0; ; pages++ {
+		if pages > n {
+			t.Fatal("History paging does not end")
+		}
+		events, next, err := h.f.History(2, dconv(7), before, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if size := proto.Size(&seqdv1.HistoryResponse{Events: events, NextBeforeSeq: next}); size > MaxPageBytes+1024 || len(events) == 0 {
+			t.Fatalf("History before %d: %d events, %d bytes", before, len(events), size)
+		}
+		got = append(got, seqsOf(events)...)
+		if next == 0 {
+			break
+		}
+		before = next
+	}
+	slices.Reverse(got)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("History paged %v, want %v", got, want)
+	}
+
+	// One event is always returned, however large.
+	if pageFull(0, 10, 0, 2*MaxPageBytes) || !pageFull(1, 10, 1, MaxPageBytes) || !pageFull(10, 10, 0, 0) {
+		t.Fatal("pageFull bounds")
+	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -504,18 +505,22 @@ func (r *server) Subscribe(req *seqdv1.SubscribeRequest, stream seqdv1.Messages_
 	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
 		return err
 	}
+	hb := time.Duration(req.HeartbeatMs) * time.Millisecond
+	switch {
+	case req.HeartbeatMs == 0:
+		hb = 10 * time.Second
+	case hb < minHeartbeat:
+		return invalid("heartbeat_ms %d is below the minimum %d", req.HeartbeatMs, minHeartbeat.Milliseconds())
+	case hb > maxHeartbeat:
+		// A stream quiet for longer is cut by proxies and load balancers
+		// with idle timeouts, and the client cannot tell it from a dead one.
+		return invalid("heartbeat_ms %d is above the maximum %d", req.HeartbeatMs, maxHeartbeat.Milliseconds())
+	}
 	if err := s.checkAfter(stream.Context(), req.User, req.AfterSeq); err != nil {
 		return err
 	}
 	if err := s.checkAfterAtLeader(stream.Context(), req.User, req.AfterSeq); err != nil {
 		return err
-	}
-	hb := time.Duration(req.HeartbeatMs) * time.Millisecond
-	switch {
-	case req.HeartbeatMs == 0:
-		hb = 10 * time.Second
-	case hb < 100*time.Millisecond:
-		return invalid("heartbeat_ms %d is below the minimum 100", req.HeartbeatMs)
 	}
 	// Subscribe before reading the backlog, so nothing applied in between
 	// goes unnoticed.
@@ -539,7 +544,7 @@ func (r *server) Subscribe(req *seqdv1.SubscribeRequest, stream seqdv1.Messages_
 				return nil
 			}
 			if err := stream.Send(&seqdv1.SubscribeResponse{Events: res.Events, Checkpoint: res.NextCheckpoint,
-				HistoryTruncated: res.Truncated, EarliestSeq: res.EarliestSeq}); err != nil {
+				HistoryTruncated: res.Truncated, EarliestSeq: res.EarliestSeq, MaybeStale: !s.inLeaderContact()}); err != nil {
 				return err
 			}
 			cp = res.NextCheckpoint
@@ -563,7 +568,7 @@ func (r *server) Subscribe(req *seqdv1.SubscribeRequest, stream seqdv1.Messages_
 				return err
 			}
 		case <-t.C:
-			if err := stream.Send(&seqdv1.SubscribeResponse{Heartbeat: true, Checkpoint: cp}); err != nil {
+			if err := stream.Send(&seqdv1.SubscribeResponse{Heartbeat: true, Checkpoint: cp, MaybeStale: !s.inLeaderContact()}); err != nil {
 				return err
 			}
 		case <-stream.Context().Done():
@@ -571,6 +576,12 @@ func (r *server) Subscribe(req *seqdv1.SubscribeRequest, stream seqdv1.Messages_
 		}
 	}
 }
+
+// The bounds of SubscribeRequest.heartbeat_ms.
+const (
+	minHeartbeat = 100 * time.Millisecond
+	maxHeartbeat = 5 * time.Minute
+)
 
 func (r *server) Unread(ctx context.Context, req *seqdv1.UnreadRequest) (*seqdv1.UnreadResponse, error) {
 	s := r.s
@@ -638,9 +649,22 @@ func (r *server) GetGroup(ctx context.Context, req *seqdv1.GetGroupRequest) (*se
 	}
 	rec, err := s.fsm.Group(req.GroupId)
 	if err != nil {
-		return nil, groupErr(err)
+		return nil, readGroupErr(err, at, req.GroupId)
 	}
 	return &seqdv1.GetGroupResponse{Group: rec.Info, MaybeStale: at == hereLagging}, nil
+}
+
+// readGroupErr is groupErr for a read answered at this replica. One that
+// answers without its leader (maybe_stale) may not have applied a group's
+// creation or a member's join yet, and NOT_FOUND or PERMISSION_DENIED is
+// final to a client: it answers UNAVAILABLE (retry) instead, as
+// TimelineCount does. A group's fanout is fixed at creation, so a write
+// fanout refusal holds anywhere.
+func readGroupErr(err error, at readAt, group uint64) error {
+	if at == hereLagging && (errors.Is(err, ErrNotFound) || errors.Is(err, ErrNotMember)) {
+		return status.Errorf(codes.Unavailable, "group %d's shard has no leader to confirm this replica's answer (%v); retry", group, err)
+	}
+	return groupErr(err)
 }
 
 func (r *server) SyncGroup(ctx context.Context, req *seqdv1.SyncGroupRequest) (*seqdv1.SyncGroupResponse, error) {
@@ -666,7 +690,7 @@ func (r *server) SyncGroup(ctx context.Context, req *seqdv1.SyncGroupRequest) (*
 	}
 	res, err := s.fsm.SyncGroup(req.User, req.GroupId, req.AfterGseq, limit)
 	if err != nil {
-		return nil, groupErr(err)
+		return nil, readGroupErr(err, at, req.GroupId)
 	}
 	if len(res.Events) == 0 {
 		// Nothing after the checkpoint: it may be from the future.
@@ -691,6 +715,9 @@ func (r *server) Deliver(ctx context.Context, req *clusterv1.DeliverRequest) (*c
 		}
 		if len(it.Event.MessageId) > maxMessageIDLen {
 			return nil, invalid("items[%d].event.message_id is %d bytes; the limit is %d", i, len(it.Event.MessageId), maxMessageIDLen)
+		}
+		if err := checkUser(fmt.Sprintf("items[%d].user", i), it.User); err != nil {
+			return nil, err
 		}
 		if err := s.home(it.User, "user "+itoa(it.User)); err != nil {
 			return nil, err
@@ -743,6 +770,12 @@ func (r *server) ReplicaInfo(ctx context.Context, req *clusterv1.ReplicaInfoRequ
 }
 
 func (r *server) TimelineCount(ctx context.Context, req *clusterv1.TimelineCountRequest) (*clusterv1.TimelineCountResponse, error) {
+	if err := checkGroupID("group_id", req.GroupId); err != nil {
+		return nil, err
+	}
+	if err := checkUser("user", req.User); err != nil {
+		return nil, err
+	}
 	if err := r.s.home(GroupKeyBit|req.GroupId, "group "+itoa(req.GroupId)); err != nil {
 		return nil, err
 	}

@@ -389,6 +389,22 @@ func (s *Shard) Raft() *raft.Raft { return s.node.Raft }
 // IsLeader reports whether this replica leads its shard.
 func (s *Shard) IsLeader() bool { return s.node.Raft.State() == raft.Leader }
 
+// inLeaderContact reports whether this replica leads, or follows a leader
+// it heard from within two heartbeat timeouts: what it serves then trails
+// the shard's acknowledged writes by little. A leader cut off from its
+// followers steps down within its lease timeout. A Subscribe stream
+// served without contact says maybe_stale.
+func (s *Shard) inLeaderContact() bool {
+	r := s.node.Raft
+	if r.State() == raft.Leader {
+		return true
+	}
+	if addr, _ := r.LeaderWithID(); addr == "" {
+		return false
+	}
+	return time.Since(r.LastContact()) < 2*r.ReloadableConfig().HeartbeatTimeout
+}
+
 func (s *Shard) now() time.Time { return s.cfg.Now() }
 
 // Start connects to the allocator, registers this replica in the shard

@@ -86,7 +86,7 @@ func runGroupMembers(ctx context.Context, e *env, cmd *command, what string, arg
 	fs.Var(&members, "members", "the users `a,b` (repeatable; required)")
 	var withHistory *bool
 	if add {
-		withHistory = fs.Bool("with-history", false, "let the new members read the group's messages from before they joined (their unread count starts at the join either way)")
+		withHistory = fs.Bool("with-history", false, "let the new members read the group's messages from before they joined (read-fanout groups only; their unread count starts at the join either way)")
 	}
 	pos, err := parseArgs(cmd, e, fs, args)
 	if err != nil {

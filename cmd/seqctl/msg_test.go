@@ -709,6 +709,7 @@ func TestMessagesBadInput(t *testing.T) {
 		{[]string{"group", "sync", "5", "--user", "2", "--limit", "4294967296"}, "--limit 4294967296: want 1..1000"},
 		{[]string{"tail"}, "--user is required"},
 		{[]string{"tail", "--user", "2", "--heartbeat", "10ms"}, "--heartbeat 10ms"},
+		{[]string{"tail", "--user", "2", "--heartbeat", "6m"}, "--heartbeat 6m0s: give 100ms..5m"},
 		{[]string{"unread"}, "--user is required"},
 		{[]string{"read", "--user", "2", "--up-to", "5"}, "give --conv ID"},
 		{[]string{"read", "--user", "2", "--conv", "1", "--group", "2", "--up-to", "5"}, "give --conv or --group, not both"},
@@ -806,5 +807,34 @@ func TestWarnMaybeStale(t *testing.T) {
 		if got := strings.Contains(out.String(), "leader could not be reached"); got != stale {
 			t.Errorf("maybe_stale %v: stderr %q", stale, out.String())
 		}
+	}
+}
+
+// A stream whose replica has lost its leader warns once, and after
+// staleReconnect such messages in a row tail reconnects; a message from a
+// replica with a leader resets the count.
+func TestTailCountsStaleMessages(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	tl := &tailer{e: &env{stdout: &stdout, stderr: &stderr}}
+	stale := &seqdv1.SubscribeResponse{Heartbeat: true, Checkpoint: 4, MaybeStale: true}
+	for i := 1; i <= 2; i++ {
+		if err := tl.print(stale); err != nil || tl.stale != i {
+			t.Fatalf("after %d stale heartbeats: count %d, %v", i, tl.stale, err)
+		}
+	}
+	if n := strings.Count(stderr.String(), "has lost its shard's leader"); n != 1 {
+		t.Fatalf("warned %d times: %q", n, stderr.String())
+	}
+	if err := tl.print(&seqdv1.SubscribeResponse{Heartbeat: true, Checkpoint: 4}); err != nil || tl.stale != 0 {
+		t.Fatalf("a heartbeat with a leader left the count at %d, %v", tl.stale, err)
+	}
+	for range staleReconnect {
+		tl.print(stale)
+	}
+	if tl.stale != staleReconnect || tl.cp != 4 {
+		t.Fatalf("count %d, checkpoint %d", tl.stale, tl.cp)
+	}
+	if n := strings.Count(stderr.String(), "has lost its shard's leader"); n != 2 {
+		t.Fatalf("warned %d times in two stale spells: %q", n, stderr.String())
 	}
 }

@@ -21,7 +21,8 @@ import (
 const tailNotes = `tail prints the backlog after --after, then each event as it is applied,
 one line each (--json: one SubscribeResponse object per line, one event
 in each). When the stream breaks (a replica restarts, a leader changes,
-the network drops, or no heartbeat comes for 3 periods) it reconnects
+the network drops, no heartbeat comes for 3 periods, or 3 messages in a
+row say the serving replica has lost its shard's leader) it reconnects
 from the last checkpoint with backoff and says so on stderr: nothing is
 missed and nothing is printed twice. Ctrl-C stops it (exit 0) and
 prints the checkpoint to resume from with --after. --timeout bounds only
@@ -36,7 +37,7 @@ func runTail(ctx context.Context, e *env, cmd *command, args []string) error {
 	user := fs.String("user", "", "the user `B` whose inbox to follow (required)")
 	after := fs.Uint64("after", 0, "start after checkpoint `S`; the backlog after it comes first (0 = the whole inbox)")
 	verbose := fs.Bool("verbose", false, "also print heartbeats and each (re)connection")
-	hb := fs.Duration("heartbeat", 10*time.Second, "ask for a heartbeat every `D` (at least 100ms)")
+	hb := fs.Duration("heartbeat", 10*time.Second, "ask for a heartbeat every `D` (100ms..5m)")
 	if err := flagsOnly(cmd, e, fs, args); err != nil {
 		return err
 	}
@@ -44,8 +45,8 @@ func runTail(ctx context.Context, e *env, cmd *command, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *hb < 100*time.Millisecond || *hb > time.Hour {
-		return usagef(cmd, "--heartbeat %v: give 100ms..1h", *hb)
+	if *hb < 100*time.Millisecond || *hb > 5*time.Minute {
+		return usagef(cmd, "--heartbeat %v: give 100ms..5m", *hb)
 	}
 	c, err := dial(e)
 	if err != nil {
@@ -71,7 +72,14 @@ type tailer struct {
 	verbose bool
 	// warnedTruncated is the earliest seq last warned about.
 	warnedTruncated uint64
+	// stale counts the stream's messages in a row marked maybe_stale.
+	stale int
 }
+
+// staleReconnect is how many messages in a row marked maybe_stale (the
+// serving replica has no leader) make tail reconnect: another replica may
+// have one.
+const staleReconnect = 3
 
 // run follows the inbox until ctx ends (exit 0) or the server refuses the
 // subscription for good (exit 1).
@@ -163,12 +171,20 @@ func (t *tailer) stream(ctx context.Context) (progress bool, err error) {
 		if err := t.print(msg); err != nil {
 			return progress, writeError{err}
 		}
+		if t.stale >= staleReconnect {
+			return progress, status.Errorf(codes.Unavailable, "the replica serving the stream has had no leader for %d messages", t.stale)
+		}
 	}
 }
 
 // print writes one stream message and advances the checkpoint.
 func (t *tailer) print(msg *seqdv1.SubscribeResponse) error {
 	w := t.e.stdout
+	if !msg.MaybeStale {
+		t.stale = 0
+	} else if t.stale++; t.stale == 1 {
+		fmt.Fprintln(t.e.stderr, "seqctl: warning: the replica serving this stream has lost its shard's leader; the newest events may not come until it has one (tail reconnects if this lasts)")
+	}
 	if msg.HistoryTruncated && msg.EarliestSeq != t.warnedTruncated {
 		t.warnedTruncated = msg.EarliestSeq
 		fmt.Fprintf(t.e.stderr, "seqctl: warning: history truncated: events after %d were removed by retention; the earliest retained seq is %d\n", t.cp, msg.EarliestSeq)

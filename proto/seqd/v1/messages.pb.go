@@ -377,7 +377,10 @@ type SendRequest struct {
 	Recipients []uint64 `protobuf:"varint,3,rep,packed,name=recipients,proto3" json:"recipients,omitempty"`
 	// The client's idempotency key, unique per sender (1..128 bytes). A retry
 	// must repeat the request: another conversation, recipients, body or
-	// metadata under a key still remembered is INVALID_ARGUMENT.
+	// metadata under a key still remembered is INVALID_ARGUMENT. The key is
+	// remembered on the shard that applies the send (the sender's for
+	// DIRECT, the group's for GROUP): a DIRECT and a GROUP send, or sends to
+	// groups on different shards, are not compared with each other.
 	ClientMsgId   string            `protobuf:"bytes,4,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
 	Body          []byte            `protobuf:"bytes,5,opt,name=body,proto3" json:"body,omitempty"`
 	Metadata      map[string]string `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -602,7 +605,8 @@ type SyncRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	User     uint64                 `protobuf:"varint,1,opt,name=user,proto3" json:"user,omitempty"`
 	AfterSeq uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
-	// 1..1000; 0 means 100.
+	// 1..1000; 0 means 100. A page also stops early, with has_more, before
+	// it would pass about 1 MiB of events (it always holds at least one).
 	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -763,7 +767,7 @@ type SubscribeRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	User     uint64                 `protobuf:"varint,1,opt,name=user,proto3" json:"user,omitempty"`
 	AfterSeq uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
-	// Heartbeat period; 0 means 10 s.
+	// Heartbeat period: 100..300000 (5 min); 0 means 10 s.
 	HeartbeatMs   uint32 `protobuf:"varint,3,opt,name=heartbeat_ms,json=heartbeatMs,proto3" json:"heartbeat_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -828,8 +832,14 @@ type SubscribeResponse struct {
 	Heartbeat        bool     `protobuf:"varint,3,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
 	HistoryTruncated bool     `protobuf:"varint,4,opt,name=history_truncated,json=historyTruncated,proto3" json:"history_truncated,omitempty"`
 	EarliestSeq      uint64   `protobuf:"varint,5,opt,name=earliest_seq,json=earliestSeq,proto3" json:"earliest_seq,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Set when the replica serving the stream has lost touch with its
+	// shard's leader (it follows none, or has not heard from it for two
+	// heartbeat timeouts): the newest acknowledged writes may not reach
+	// this stream until it has a leader again. Reconnecting from the
+	// checkpoint may find a replica that has one.
+	MaybeStale    bool `protobuf:"varint,6,opt,name=maybe_stale,json=maybeStale,proto3" json:"maybe_stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeResponse) Reset() {
@@ -895,6 +905,13 @@ func (x *SubscribeResponse) GetEarliestSeq() uint64 {
 		return x.EarliestSeq
 	}
 	return 0
+}
+
+func (x *SubscribeResponse) GetMaybeStale() bool {
+	if x != nil {
+		return x.MaybeStale
+	}
+	return false
 }
 
 type MarkReadRequest struct {
@@ -1194,7 +1211,8 @@ type HistoryRequest struct {
 	Conversation *Conversation          `protobuf:"bytes,2,opt,name=conversation,proto3" json:"conversation,omitempty"`
 	// Page backwards from here (exclusive); 0 means from the newest.
 	BeforeSeq uint64 `protobuf:"varint,3,opt,name=before_seq,json=beforeSeq,proto3" json:"before_seq,omitempty"`
-	// 1..1000; 0 means 50.
+	// 1..1000; 0 means 50. A page also stops early, before it would pass
+	// about 1 MiB of events (it always holds at least one).
 	Limit         uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1639,7 +1657,9 @@ type AddMembersRequest struct {
 	GroupId uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	Members []uint64               `protobuf:"varint,2,rep,packed,name=members,proto3" json:"members,omitempty"`
 	// Let the new members read the group's messages from before they
-	// joined. Either way their unread count starts at the join.
+	// joined. Either way their unread count starts at the join. Only for
+	// read-fanout groups: a write-fanout group answers FAILED_PRECONDITION,
+	// as it keeps no timeline of its past messages.
 	WithHistory   bool `protobuf:"varint,3,opt,name=with_history,json=withHistory,proto3" json:"with_history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2072,11 +2092,13 @@ func (x *GroupInfo) GetLastGroupSeq() uint64 {
 }
 
 type SyncGroupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          uint64                 `protobuf:"varint,1,opt,name=user,proto3" json:"user,omitempty"`
-	GroupId       uint64                 `protobuf:"varint,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	AfterGseq     uint64                 `protobuf:"varint,3,opt,name=after_gseq,json=afterGseq,proto3" json:"after_gseq,omitempty"`
-	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	User      uint64                 `protobuf:"varint,1,opt,name=user,proto3" json:"user,omitempty"`
+	GroupId   uint64                 `protobuf:"varint,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	AfterGseq uint64                 `protobuf:"varint,3,opt,name=after_gseq,json=afterGseq,proto3" json:"after_gseq,omitempty"`
+	// 1..1000; 0 means 100. A page also stops early, with has_more, before
+	// it would pass about 1 MiB of entries (it always holds at least one).
+	Limit         uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2306,7 +2328,7 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"\x10SubscribeRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\x04R\x04user\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12!\n" +
-	"\fheartbeat_ms\x18\x03 \x01(\rR\vheartbeatMs\"\xc9\x01\n" +
+	"\fheartbeat_ms\x18\x03 \x01(\rR\vheartbeatMs\"\xea\x01\n" +
 	"\x11SubscribeResponse\x12&\n" +
 	"\x06events\x18\x01 \x03(\v2\x0e.seqd.v1.EventR\x06events\x12\x1e\n" +
 	"\n" +
@@ -2314,7 +2336,9 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"checkpoint\x12\x1c\n" +
 	"\theartbeat\x18\x03 \x01(\bR\theartbeat\x12+\n" +
 	"\x11history_truncated\x18\x04 \x01(\bR\x10historyTruncated\x12!\n" +
-	"\fearliest_seq\x18\x05 \x01(\x04R\vearliestSeq\"|\n" +
+	"\fearliest_seq\x18\x05 \x01(\x04R\vearliestSeq\x12\x1f\n" +
+	"\vmaybe_stale\x18\x06 \x01(\bR\n" +
+	"maybeStale\"|\n" +
 	"\x0fMarkReadRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\x04R\x04user\x129\n" +
 	"\fconversation\x18\x02 \x01(\v2\x15.seqd.v1.ConversationR\fconversation\x12\x1a\n" +
