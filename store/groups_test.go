@@ -321,6 +321,101 @@ func TestBadInputThroughGateway(t *testing.T) {
 			t.Fatalf("subscribe %v: %v, want INVALID_ARGUMENT %q", tc.req, err, tc.want)
 		}
 	}
+	// Reads and group calls: ids, limits and checkpoints, each refused
+	// with the code that says why and the field named.
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 70, Owner: 1, Members: []uint64{2}}); err != nil {
+		t.Fatal(err)
+	}
+	const bigGroup = 1<<63 | 70
+	for _, tc := range []struct {
+		name string
+		call func() error
+		code codes.Code
+		want string
+	}{
+		{"Sync user 0", func() error { _, err := m.Sync(ctx, &seqdv1.SyncRequest{}); return err }, codes.InvalidArgument, "user is 0"},
+		{"Sync from the future", func() error {
+			_, err := m.Sync(ctx, &seqdv1.SyncRequest{User: 2, AfterSeq: 999})
+			return err
+		}, codes.InvalidArgument, "beyond the newest event"},
+		{"Unread user 0", func() error { _, err := m.Unread(ctx, &seqdv1.UnreadRequest{}); return err }, codes.InvalidArgument, "user is 0"},
+		{"History user 0", func() error {
+			_, err := m.History(ctx, &seqdv1.HistoryRequest{Conversation: direct(12)})
+			return err
+		}, codes.InvalidArgument, "user is 0"},
+		{"History without a conversation", func() error {
+			_, err := m.History(ctx, &seqdv1.HistoryRequest{User: 2})
+			return err
+		}, codes.InvalidArgument, "conversation"},
+		{"History of an unknown conversation type", func() error {
+			_, err := m.History(ctx, &seqdv1.HistoryRequest{User: 2, Conversation: &seqdv1.Conversation{Type: 99, Id: 12}})
+			return err
+		}, codes.InvalidArgument, "conversation.type"},
+		{"History limit 1001", func() error {
+			_, err := m.History(ctx, &seqdv1.HistoryRequest{User: 2, Conversation: direct(12), Limit: 1001})
+			return err
+		}, codes.InvalidArgument, "limit 1001"},
+		{"Subscribe user 0", func() error {
+			st, err := m.Subscribe(ctx, &seqdv1.SubscribeRequest{})
+			if err == nil {
+				_, err = st.Recv()
+			}
+			return err
+		}, codes.InvalidArgument, "user is 0"},
+		{"GetGroup 0", func() error { _, err := m.GetGroup(ctx, &seqdv1.GetGroupRequest{}); return err }, codes.InvalidArgument, "group_id"},
+		{"GetGroup with the group bit", func() error {
+			_, err := m.GetGroup(ctx, &seqdv1.GetGroupRequest{GroupId: bigGroup})
+			return err
+		}, codes.InvalidArgument, "group_id"},
+		{"GetGroup unknown", func() error {
+			_, err := m.GetGroup(ctx, &seqdv1.GetGroupRequest{GroupId: 71})
+			return err
+		}, codes.NotFound, "group 71 does not exist"},
+		{"SyncGroup user 0", func() error {
+			_, err := m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{GroupId: 70})
+			return err
+		}, codes.InvalidArgument, "user is 0"},
+		{"SyncGroup with the group bit", func() error {
+			_, err := m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 2, GroupId: bigGroup})
+			return err
+		}, codes.InvalidArgument, "group_id"},
+		{"SyncGroup of a write-fanout group", func() error {
+			_, err := m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 2, GroupId: 70})
+			return err
+		}, codes.FailedPrecondition, "uses write fanout"},
+		{"SyncGroup by a non-member", func() error {
+			_, err := m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 3, GroupId: 70})
+			return err
+		}, codes.PermissionDenied, "not a member"},
+		{"CreateGroup owner 0", func() error {
+			_, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 72, Members: []uint64{2}})
+			return err
+		}, codes.InvalidArgument, "owner is 0"},
+		{"CreateGroup again", func() error {
+			_, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 70, Owner: 1, Members: []uint64{3}})
+			return err
+		}, codes.AlreadyExists, "group 70"},
+		{"RemoveMembers of the owner", func() error {
+			_, err := m.RemoveMembers(ctx, &seqdv1.RemoveMembersRequest{GroupId: 70, Members: []uint64{1}})
+			return err
+		}, codes.FailedPrecondition, "owns group"},
+		{"AddMembers none", func() error {
+			_, err := m.AddMembers(ctx, &seqdv1.AddMembersRequest{GroupId: 70})
+			return err
+		}, codes.InvalidArgument, "members"},
+		{"Recall of an unknown message", func() error {
+			_, err := m.Recall(ctx, &seqdv1.RecallRequest{Sender: 1, MessageId: "1.999"})
+			return err
+		}, codes.NotFound, "1.999"},
+	} {
+		if err := tc.call(); status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %v naming %q", tc.name, err, tc.code, tc.want)
+		}
+	}
+	if g, err := m.GetGroup(ctx, &seqdv1.GetGroupRequest{GroupId: 70}); err != nil || len(g.Group.Members) != 2 {
+		t.Fatalf("group 70 after the refused calls: %v %v, want its 2 members", g, err)
+	}
+
 	// The shards' own RPCs, on the replicas' Messages port, check their
 	// ids too.
 	rc, err := grpc.NewClient(c.Store(0, 0).GRPCAddr(), grpcconn.DialOptions()...)
