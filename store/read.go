@@ -77,9 +77,6 @@ func (f *FSM) Sync(user, after uint64, limit int) (*SyncResult, error) {
 		if err := scanEvents(txn, inboxPrefix(user), inboxKey(user, max(after+1, us.TruncatedBelow)), limit, res); err != nil {
 			return err
 		}
-		if res.Truncated && len(res.Events) > 0 && res.EarliestSeq > res.Events[0].Seq {
-			res.EarliestSeq = res.Events[0].Seq
-		}
 		if res.Truncated {
 			// Past the removed range, so that the next call from the
 			// checkpoint is not told again.

@@ -671,9 +671,12 @@ type SyncResponse struct {
 	HasMore        bool   `protobuf:"varint,3,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
 	// Events after after_seq were removed by retention: the device missed
 	// them and should resync from earliest_seq (or reload from History).
-	HistoryTruncated bool            `protobuf:"varint,4,opt,name=history_truncated,json=historyTruncated,proto3" json:"history_truncated,omitempty"`
-	EarliestSeq      uint64          `protobuf:"varint,5,opt,name=earliest_seq,json=earliestSeq,proto3" json:"earliest_seq,omitempty"`
-	Header           *ResponseHeader `protobuf:"bytes,6,opt,name=header,proto3" json:"header,omitempty"`
+	HistoryTruncated bool `protobuf:"varint,4,opt,name=history_truncated,json=historyTruncated,proto3" json:"history_truncated,omitempty"`
+	// The first seq after the range retention removed: every event from it
+	// on is still held (seqs may skip, so the first one may be higher).
+	// next_checkpoint is at least earliest_seq - 1.
+	EarliestSeq uint64          `protobuf:"varint,5,opt,name=earliest_seq,json=earliestSeq,proto3" json:"earliest_seq,omitempty"`
+	Header      *ResponseHeader `protobuf:"bytes,6,opt,name=header,proto3" json:"header,omitempty"`
 	// Set when a replica that could not reach its shard's leader answered
 	// from the entries it has applied: the answer may lack the newest
 	// writes (a later call at the leader has them). Unset, the leader
@@ -827,11 +830,12 @@ func (x *SubscribeRequest) GetHeartbeatMs() uint32 {
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One batch of consecutive events (empty for a heartbeat).
-	Events           []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
-	Checkpoint       uint64   `protobuf:"varint,2,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
-	Heartbeat        bool     `protobuf:"varint,3,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
-	HistoryTruncated bool     `protobuf:"varint,4,opt,name=history_truncated,json=historyTruncated,proto3" json:"history_truncated,omitempty"`
-	EarliestSeq      uint64   `protobuf:"varint,5,opt,name=earliest_seq,json=earliestSeq,proto3" json:"earliest_seq,omitempty"`
+	Events     []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Checkpoint uint64   `protobuf:"varint,2,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	Heartbeat  bool     `protobuf:"varint,3,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	// As in SyncResponse.
+	HistoryTruncated bool   `protobuf:"varint,4,opt,name=history_truncated,json=historyTruncated,proto3" json:"history_truncated,omitempty"`
+	EarliestSeq      uint64 `protobuf:"varint,5,opt,name=earliest_seq,json=earliestSeq,proto3" json:"earliest_seq,omitempty"`
 	// Set when the replica serving the stream has lost touch with its
 	// shard's leader (it follows none, or has not heard from it for two
 	// heartbeat timeouts): the newest acknowledged writes may not reach
