@@ -112,3 +112,12 @@ func SkipSlowUnderRace(t testing.TB) {
 		t.Skip("skipping under -race -short (a long test with no concurrency of its own); go test ./store runs it")
 	}
 }
+
+// SetHintFaults sets how many members one hint op tells at most, and which
+// chunks of a group's hint round fail before they are proposed, until the
+// test ends.
+func SetHintFaults(t *testing.T, chunk int, fail func(group uint64, i int) bool) {
+	oldChunk, oldFail := hintChunk, failHint
+	hintChunk, failHint = chunk, fail
+	t.Cleanup(func() { hintChunk, failHint = oldChunk, oldFail })
+}

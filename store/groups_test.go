@@ -2,10 +2,14 @@ package store_test
 
 import (
 	"context"
+	"fmt"
+	"github.com/seqd/seqd/router"
+	"github.com/seqd/seqd/store"
 	"math"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -663,4 +667,55 @@ func TestLargeConcurrentGroupSendsAllSucceed(t *testing.T) {
 			t.Errorf("member %d holds %d events, want %d", u, n, sends)
 		}
 	}
+}
+
+// TestUnfinishedHintRoundHintsNoOneTwice: a hint round goes out in chunks
+// of members; when a later chunk fails (a leader change, a timeout), the
+// next window's retry of the same round skips the members the applied
+// chunks told. Before, they got the same hint (same message id) twice.
+func TestUnfinishedHintRoundHintsNoOneTwice(t *testing.T) {
+	var failed atomic.Int32
+	store.SetHintFaults(t, 2, func(g uint64, i int) bool {
+		// The second chunk of group 90's rounds fails twice.
+		return g == 90 && i == 1 && failed.Add(1) <= 2
+	})
+	_, m := startCluster(t, localcluster.Options{HintWindow: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	members := []uint64{2, 3, 4, 5, 6}
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 90, Owner: 1, Members: members, ReadFanout: true}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Conversation: group(90), ClientMsgId: "h", Body: []byte("news")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("h90.%d", r.GroupSeq)
+	testwait.For(t, 10*time.Second, "every member to be hinted", func() bool {
+		for _, u := range append(members, 1) {
+			if hintIDs(t, m, u)[want] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if n := failed.Load(); n < 2 {
+		t.Fatalf("the fault fired %d times; the test needs a second chunk to fail twice", n)
+	}
+	time.Sleep(300 * time.Millisecond) // a few more windows: nothing more
+	for _, u := range append(members, 1) {
+		if got := hintIDs(t, m, u); got[want] != 1 || len(got) != 1 {
+			t.Errorf("member %d holds hints %v, want %s once", u, got, want)
+		}
+	}
+}
+
+// hintIDs counts u's group hints by message id.
+func hintIDs(t *testing.T, m *router.Messages, u uint64) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, e := range hintsOf(t, m, u) {
+		out[e.MessageId]++
+	}
+	return out
 }

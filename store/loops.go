@@ -228,7 +228,13 @@ func (s *Shard) deliverRemote(ctx context.Context, user uint64, items []*cluster
 }
 
 // hintChunk bounds the members hinted by one op (one Badger transaction).
-const hintChunk = 4000
+var hintChunk = 4000
+
+// failHint, when set (tests), fails chunk i of a round for group g before
+// it is proposed, as a leader change or a timeout would.
+var failHint func(g uint64, i int) bool
+
+var errHintFault = errors.New("store: hint chunk failed (test fault)")
 
 // expiryRoundsPerWindow bounds the rounds one hint window runs for
 // groups whose only news is that retention removed messages: the first
@@ -300,31 +306,72 @@ func (s *Shard) hintGroups(ctx context.Context) {
 			expiryRounds--
 			s.expiryAfter = gid
 		}
+		// A round an earlier window left unfinished (a chunk failed) goes
+		// on without the members its applied chunks hinted, if it is
+		// the same round; a newer one hints everyone.
+		done := s.hinting[gid]
+		if done != nil && (done.gseq != gseq || done.told != told) {
+			done = nil
+		}
 		var local, remote []uint64
 		for _, m := range g.Info.Members {
-			if s.isLocal(m.User) {
+			switch {
+			case done != nil && done.users[m.User]:
+			case s.isLocal(m.User):
 				local = append(local, m.User)
-			} else {
+			default:
 				remote = append(remote, m.User)
 			}
 		}
-		for first := true; first || len(local) > 0 || len(remote) > 0; first = false {
+		delete(s.hinting, gid)
+		for i := 0; i == 0 || len(local) > 0 || len(remote) > 0; i++ {
 			// Each op hints at most hintChunk members, local ones first.
 			n := min(len(local), hintChunk)
 			r := min(len(remote), hintChunk-n)
 			b := &hintBuilder{group: gid, gseq: gseq, count: count, local: local[:n], remote: remote[:r],
 				final: n == len(local) && r == len(remote), withExpired: withExpired, told: told}
 			local, remote = local[n:], remote[r:]
-			if _, err := s.submit(ctx, b); err != nil {
+			err := errHintFault
+			if failHint == nil || !failHint(gid, i) {
+				_, err = s.submit(ctx, b)
+			}
+			if err != nil {
 				s.log.Debug("group hint failed; will retry", "group", gid, "err", err)
+				if done != nil && len(done.users) > 0 {
+					s.noteHinted(gid, done)
+				}
 				break
 			}
 			if b.final {
 				break
 			}
+			if done == nil {
+				done = &unfinishedHints{gseq: gseq, told: told, users: map[uint64]bool{}}
+			}
+			for _, u := range b.local {
+				done.users[u] = true
+			}
+			for _, u := range b.remote {
+				done.users[u] = true
+			}
 		}
 		s.m.hints.Inc()
 	}
+}
+
+// unfinishedHints is a read-fanout group's hint round (its group seq and told
+// expired count) and the members its applied chunks hinted.
+type unfinishedHints struct {
+	gseq, told uint64
+	users      map[uint64]bool
+}
+
+// noteHinted keeps an unfinished round's hinted members for its retry.
+func (s *Shard) noteHinted(gid uint64, r *unfinishedHints) {
+	if s.hinting == nil {
+		s.hinting = map[uint64]*unfinishedHints{}
+	}
+	s.hinting[gid] = r
 }
 
 // submitOK proposes a leader's own op and fails unless it applied.

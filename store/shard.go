@@ -221,6 +221,11 @@ type Shard struct {
 	// for: the next window's start there, so that every group gets its
 	// turn (only the leader loop's goroutine uses it).
 	expiryAfter uint64
+	// hinting holds, per read-fanout group whose hint round a failed
+	// chunk left unfinished, the round and the members its applied
+	// chunks hinted: the retry skips them, so that no member here gets
+	// the same hint twice (only the leader loop's goroutine uses it).
+	hinting map[uint64]*unfinishedHints
 
 	pipe  *pipeline
 	reads *readRounds // leader reads' read indexes (readIndex)
