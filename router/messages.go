@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -24,6 +25,7 @@ type Messages struct {
 	c       *Client
 	mu      sync.Mutex
 	leaders map[string]string // shard id -> gRPC address of its leader, as last learned
+	streams atomic.Uint64     // Subscribe calls so far: where one without a known leader starts
 }
 
 // Messages returns the message-store client that shares this client's
@@ -68,6 +70,15 @@ func (m *Messages) remember(shard, addr string) {
 	m.mu.Unlock()
 }
 
+// forget drops addr as the shard's leader, if it is the one remembered.
+func (m *Messages) forget(shard, addr string) {
+	m.mu.Lock()
+	if m.leaders[shard] == addr {
+		delete(m.leaders, shard)
+	}
+	m.mu.Unlock()
+}
+
 // callShard runs call at the shard owning key until it succeeds, fails
 // for good, or ctx ends.
 func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func(context.Context, seqdv1.MessagesClient) (Resp, error)) (Resp, error) {
@@ -94,9 +105,14 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 					// leader: go there directly from now on. One that
 					// answered from its own state without a leader
 					// (maybe_stale) is not one to come back to.
-					if l := forward.Leader(hc.md); l != "" {
+					switch l := forward.Leader(hc.md); {
+					case l != "":
 						m.remember(sh.Id, l)
-					} else if !maybeStale(resp) {
+					case maybeStale(resp):
+						// Nor one taken for it before, now
+						// cut off or deposed.
+						m.forget(sh.Id, addr)
+					default:
 						m.remember(sh.Id, addr)
 					}
 					return resp, nil
@@ -316,9 +332,13 @@ func (m *Messages) Subscribe(ctx context.Context, r *seqdv1.SubscribeRequest) (s
 	if err != nil {
 		return nil, err
 	}
+	// Without a known leader each stream starts at the next replica, so a
+	// client reconnecting from a stream whose replica lost its leader
+	// (maybe_stale) tries another one.
+	first := int(m.streams.Add(1) % uint64(len(sh.Replicas)))
 	var last error
 	for attempt := 0; attempt < len(sh.Replicas); attempt++ {
-		cc, err := m.c.pool.Get(m.pick(sh, attempt, attempt == 0))
+		cc, err := m.c.pool.Get(m.pick(sh, first+attempt, attempt == 0))
 		if err != nil {
 			last = err
 			continue

@@ -26,3 +26,21 @@ func TestMaybeStale(t *testing.T) {
 		}
 	}
 }
+
+// forget drops only the leader it names: one learned since stays.
+func TestForgetOnlyTheStaleLeader(t *testing.T) {
+	m := &Messages{leaders: map[string]string{}}
+	m.remember("s1", "a:1")
+	m.forget("s1", "b:2")
+	if got := m.leaders["s1"]; got != "a:1" {
+		t.Fatalf("forgetting another replica dropped the leader: %q", got)
+	}
+	m.forget("s1", "a:1")
+	if got, ok := m.leaders["s1"]; ok {
+		t.Fatalf("the stale leader is still remembered: %q", got)
+	}
+	sh := &seqdv1.ShardInfo{Id: "s1", Replicas: []*seqdv1.ReplicaInfo{{Addr: "a:1"}, {Addr: "b:2"}, {Addr: "c:3"}}}
+	if got := m.pick(sh, 4, true); got != "b:2" {
+		t.Fatalf("pick with no leader known, attempt 4: %q, want the replica at 4 mod 3", got)
+	}
+}

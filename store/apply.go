@@ -428,7 +428,7 @@ func (x *tx) reused(req *seqdv1.SendRequest, first *seqdv1.SendResponse) string 
 	if first.GetSenderSeq() == 0 || !x.get(inboxKey(req.Sender, first.GetSenderSeq()), ev) {
 		ev = nil
 	}
-	if ev == nil && rec != nil {
+	if (ev == nil || ev.Deleted) && rec != nil {
 		ev = x.otherCopy(rec)
 	}
 	return sendDiffers(req, rec, ev)
@@ -436,7 +436,7 @@ func (x *tx) reused(req *seqdv1.SendRequest, first *seqdv1.SendResponse) string 
 
 // otherCopy returns a copy of rec's message on this shard with its body
 // still there, for when the sender's is not (the sender lives on another
-// shard, or retention removed it): the group timeline's entry, or another
+// shard, deleted it, or retention removed it): the group timeline's entry, or another
 // member's or a recipient's copy. Only reads: a send answered as a
 // duplicate and one refused write the same (nothing), so replicas that
 // compare less still agree on the state.

@@ -227,6 +227,11 @@ func TestApplySendDuplicate(t *testing.T) {
 		if r := h.one(other(func(r *seqdv1.SendRequest) { r.Body = []byte("changed") })); r.Code != codes.InvalidArgument {
 			t.Fatalf("another body: code %v, want INVALID_ARGUMENT", r.Code)
 		}
+		// The sender deleted its copy: the recipient's still has the body.
+		h.must(opDelete(1, "1.10", 11))
+		if r := h.one(other(func(r *seqdv1.SendRequest) { r.Body = []byte("changed") })); r.Code != codes.InvalidArgument {
+			t.Fatalf("another body after the sender deleted its copy: %s code %v, want INVALID_ARGUMENT", statusOf(r), r.Code)
+		}
 		// Once the first message's body is gone (recalled), only what is
 		// left is compared.
 		h.must(opRecall(1, "1.10", 60_000, 0, apps(1, 12, 2, 22)...))

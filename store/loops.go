@@ -331,9 +331,10 @@ func (s *Shard) hintGroups(ctx context.Context) {
 			b := &hintBuilder{group: gid, gseq: gseq, count: count, local: local[:n], remote: remote[:r],
 				final: n == len(local) && r == len(remote), withExpired: withExpired, told: told}
 			local, remote = local[n:], remote[r:]
+			var res *OpResult
 			err := errHintFault
 			if failHint == nil || !failHint(gid, i) {
-				_, err = s.submit(ctx, b)
+				res, err = s.submit(ctx, b)
 			}
 			if err != nil {
 				s.log.Debug("group hint failed; will retry", "group", gid, "err", err)
@@ -344,6 +345,9 @@ func (s *Shard) hintGroups(ctx context.Context) {
 			}
 			if b.final {
 				break
+			}
+			if res.Status != clusterv1.OpStatus_OP_STATUS_OK {
+				continue // not told: a retry of the round tells them
 			}
 			if done == nil {
 				done = &unfinishedHints{gseq: gseq, told: told, users: map[uint64]bool{}}

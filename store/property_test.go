@@ -336,7 +336,7 @@ func (m *propModel) predictSend(op *clusterv1.SendOp) *propPlan {
 		if d.resp.SenderSeq != 0 {
 			first = m.find(req.Sender, d.resp.SenderSeq)
 		}
-		if first == nil && rec != nil {
+		if (first == nil || first.Deleted) && rec != nil {
 			first = m.otherCopy(m.msgs[d.resp.MessageId])
 		}
 		if sendDiffers(req, rec, first) != "" {

@@ -58,7 +58,7 @@ var commands = []*command{
 	{name: "delete", run: runDelete, forms: []form{{"delete --user B --msg ID", "hide a message in one user's inbox"}}},
 	{name: "group", run: runGroup, forms: []form{
 		{"group create G --owner A [--members a,b,c] [--read-fanout]", "create group G (the owner is a member)"},
-		{"group add G --members a,b [--with-history]", "add members (they see only new messages unless --with-history)"},
+		{"group add G --members a,b [--with-history]", "add members (they see only new messages unless --with-history, for read-fanout groups)"},
 		{"group remove G --members a,b", "remove members; they stop receiving at once"},
 		{"group show G", "the group's owner, fanout mode and members"},
 		{"group sync G --user B [--after S] [--limit N] [--all]", "read a read-fanout group's timeline as member B"},

@@ -142,6 +142,7 @@ func (w writeError) Error() string { return w.err.Error() }
 func (t *tailer) stream(ctx context.Context) (progress bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	t.stale = 0 // a spell counts within one stream
 	st, err := t.rc.Messages().Subscribe(sctx, &seqdv1.SubscribeRequest{User: t.user, AfterSeq: t.cp, HeartbeatMs: uint32(t.hb / time.Millisecond)})
 	if err != nil {
 		return false, err

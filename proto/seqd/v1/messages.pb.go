@@ -380,7 +380,7 @@ type SendRequest struct {
 	// metadata under a key still remembered is INVALID_ARGUMENT. The key is
 	// remembered on the shard that applies the send (the sender's for
 	// DIRECT, the group's for GROUP): a DIRECT and a GROUP send, or sends to
-	// groups on different shards, are not compared with each other.
+	// groups on different shards, may not be compared with each other.
 	ClientMsgId   string            `protobuf:"bytes,4,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
 	Body          []byte            `protobuf:"bytes,5,opt,name=body,proto3" json:"body,omitempty"`
 	Metadata      map[string]string `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
