@@ -10,6 +10,8 @@ package keyspace
 
 import (
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -19,6 +21,30 @@ const GroupBit = 1 << 63
 
 // Group returns the allocator key of group g.
 func Group(g uint64) uint64 { return GroupBit | g }
+
+// DirectConversationID is a DIRECT conversation id derived from its
+// participants (sender and recipients): FNV-1a (64-bit) of their ids,
+// sorted, in decimal, joined by commas ("1,2"), with the top bit cleared
+// so it fits a signed 64-bit integer (and 1 if that leaves 0). Every
+// participant computes the same id, so a reply lands in the same
+// conversation. seqctl send uses it without --conv; clients may use any
+// ids of their own.
+func DirectConversationID(sender uint64, recipients []uint64) uint64 {
+	ids := append([]uint64{sender}, recipients...)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = strconv.FormatUint(id, 10)
+	}
+	h := fnv.New64a()
+	h.Write([]byte(strings.Join(parts, ",")))
+	id := h.Sum64() &^ GroupBit
+	if id == 0 {
+		id = 1
+	}
+	return id
+}
 
 // DirectMessageID names a DIRECT message.
 func DirectMessageID(sender, seq uint64) string { return fmt.Sprintf("%d.%d", sender, seq) }

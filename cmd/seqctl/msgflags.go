@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
@@ -166,27 +165,10 @@ func groupConv(g uint64) *seqdv1.Conversation {
 	return &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_GROUP, Id: g}
 }
 
-// derivedConvID is the DIRECT conversation id send uses without --conv:
-// FNV-1a (64-bit) of the participants' ids (sender and recipients),
-// sorted, in decimal, joined by commas ("1,2"), with the top bit cleared so
-// it fits a signed 64-bit integer (and 1 if that leaves 0). Every
-// participant computes the same id, so a reply lands in the same
-// conversation.
+// derivedConvID is the DIRECT conversation id send uses without --conv
+// (keyspace.DirectConversationID), as seqd demo's sample send does.
 func derivedConvID(sender uint64, recipients []uint64) uint64 {
-	ids := append([]uint64{sender}, recipients...)
-	slices.Sort(ids)
-	ids = slices.Compact(ids)
-	parts := make([]string, len(ids))
-	for i, id := range ids {
-		parts[i] = strconv.FormatUint(id, 10)
-	}
-	h := fnv.New64a()
-	h.Write([]byte(strings.Join(parts, ",")))
-	id := h.Sum64() &^ keyspace.GroupBit
-	if id == 0 {
-		id = 1
-	}
-	return id
+	return keyspace.DirectConversationID(sender, recipients)
 }
 
 // messages bootstraps a router from --addr and checks that the cluster

@@ -13,6 +13,7 @@ import (
 
 	"github.com/seqd/seqd/internal/cliflag"
 	"github.com/seqd/seqd/internal/localcluster"
+	"github.com/seqd/seqd/keyspace"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
 )
@@ -76,7 +77,17 @@ func runDemo(ctx context.Context, args []string) error {
 		c.Close()
 	}()
 	if metricsLn != nil {
-		srv := &http.Server{Handler: promhttp.HandlerFor(c.Gatherer(), promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		// As every node serves them (seqd start --http-addr).
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(c.Gatherer(), promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+			if err := c.Health(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(metricsLn)
 		defer srv.Close()
 	}
@@ -97,7 +108,8 @@ func runDemo(ctx context.Context, args []string) error {
 	}
 	msgs := cl.Messages()
 	sent, err := msgs.Send(ctx, &seqdv1.SendRequest{Sender: 1, Recipients: []uint64{2}, ClientMsgId: fmt.Sprintf("demo-%d", time.Now().UnixNano()),
-		Conversation: &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT, Id: 12}, Body: []byte("hello from seqd demo")})
+		Conversation: &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT, Id: keyspace.DirectConversationID(1, []uint64{2})},
+		Body:         []byte("hello from seqd demo")})
 	if err != nil {
 		cl.Close()
 		return fmt.Errorf("demo send failed: %w", err)
@@ -119,14 +131,15 @@ func runDemo(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("sample    Next(42) x3 = %v\n", sample)
 	fmt.Printf("          Send(1 -> 2) = message %s; Sync(user 2) = %d event(s), checkpoint %d\n", sent.MessageId, len(synced.Events), synced.NextCheckpoint)
+	if *once {
+		fmt.Println("done (--once): the cluster stops now")
+		return nil
+	}
 	fmt.Printf("try       go run ./cmd/seqctl --addr %s next 42\n", c.GatewayAddr())
 	fmt.Printf("          go run ./cmd/seqctl --addr %s send --from 1 --to 2 \"hi\"\n", c.GatewayAddr())
 	fmt.Printf("          go run ./cmd/seqctl --addr %s sync --user 2\n", c.GatewayAddr())
 	fmt.Printf("          go run ./cmd/seqctl --addr %s status\n", c.GatewayAddr())
 	fmt.Println("ready")
-	if *once {
-		return nil
-	}
 	<-ctx.Done()
 	fmt.Println("seqd demo: shutting down")
 	return nil

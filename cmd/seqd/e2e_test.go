@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -483,8 +485,81 @@ func TestDemoOnceIsClean(t *testing.T) {
 		t.Fatalf("seqd demo --once: %v\n%s", err, out)
 	}
 	s := string(out)
-	_, after, ready := strings.Cut(s, "\nready\n")
-	if !strings.Contains(s, "Sync(user 2) = 1 event(s)") || !ready || strings.Contains(after, "level=ERROR") {
+	_, after, done := strings.Cut(s, "\ndone (--once)")
+	if !strings.Contains(s, "Sync(user 2) = 1 event(s)") || !done || strings.Contains(after, "level=ERROR") || strings.Contains(s, "try ") {
 		t.Fatalf("seqd demo --once printed:\n%s", s)
 	}
+}
+
+// TestDemoKeepsItsData: the README's "--data DIR keeps the data" — a demo
+// started again on its directory comes back with what it held (its Raft
+// voters on the addresses their stored membership names), and its metrics
+// listener serves /metrics and /healthz as a node's does, nothing else.
+func TestDemoKeepsItsData(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	out, err := exec.CommandContext(ctx, seqdBinary(t), "demo", "--once", "--data", dir, "--addr", freePort(t), "--http-addr", "").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Sync(user 2) = 1 event(s)") {
+		t.Fatalf("first seqd demo --data: %v\n%s", err, out)
+	}
+
+	httpAddr := freePort(t)
+	var buf syncBuffer
+	cmd := exec.CommandContext(ctx, seqdBinary(t), "demo", "--data", dir, "--addr", freePort(t), "--http-addr", httpAddr)
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for !strings.Contains(buf.String(), "\nready\n") {
+		select {
+		case err := <-exited:
+			t.Fatalf("second seqd demo --data exited (%v) before it was ready:\n%s", err, buf.String())
+		case <-ctx.Done():
+			t.Fatalf("second seqd demo --data did not get ready:\n%s", buf.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if s := buf.String(); !strings.Contains(s, "Sync(user 2) = 2 event(s)") {
+		t.Fatalf("second seqd demo --data does not hold the first one's message:\n%s", s)
+	}
+	for path, want := range map[string]int{"/healthz": http.StatusOK, "/metrics": http.StatusOK, "/": http.StatusNotFound, "/nope": http.StatusNotFound} {
+		resp, err := http.Get("http://" + httpAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+		if path == "/healthz" && strings.TrimSpace(string(body)) != "ok" || path == "/metrics" && !strings.Contains(string(body), "seqd_store_") {
+			t.Errorf("GET %s: %.200q", path, body)
+		}
+	}
+	cmd.Process.Signal(os.Interrupt)
+	if err := <-exited; err != nil {
+		t.Fatalf("second seqd demo after Ctrl-C: %v\n%s", err, buf.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer a process writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

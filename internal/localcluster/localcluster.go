@@ -83,6 +83,7 @@ type Cluster struct {
 	opts     Options
 	host     string // the cluster's own loopback address (internal/loopback)
 	tmp      string
+	book     addrBook                        // where each listener listens (addrs.go)
 	base     *prometheus.Registry            // process-wide collectors
 	regs     map[string]*prometheus.Registry // per node; replaced on restart
 	mu       sync.Mutex
@@ -120,16 +121,23 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Cluster{opts: opts, host: cmp.Or(opts.Host, loopback.Host()), base: prometheus.NewRegistry(), regs: map[string]*prometheus.Registry{}}
-	if c.opts.GatewayAddr == "" {
-		c.opts.GatewayAddr = c.anyPort()
-	}
+	c := &Cluster{opts: opts, base: prometheus.NewRegistry(), regs: map[string]*prometheus.Registry{}}
 	c.base.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if opts.DataDir == "" {
 		if c.tmp, err = os.MkdirTemp("", "seqd-local-"); err != nil {
 			return nil, err
 		}
 		c.opts.DataDir = c.tmp
+	}
+	if err := c.loadAddrs(); err != nil {
+		return nil, err
+	}
+	c.host = cmp.Or(opts.Host, c.book.Host, loopback.Host())
+	if c.book.Host != "" && c.host != c.book.Host {
+		return nil, fmt.Errorf("localcluster: the data in %s was made on %s, not %s", c.opts.DataDir, c.book.Host, c.host)
+	}
+	if c.opts.GatewayAddr == "" {
+		c.opts.GatewayAddr = c.anyPort()
 	}
 	defer func() {
 		// c, not the result: an error return sets that to nil.
@@ -142,23 +150,31 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	peers := make([]arbiter.Peer, opts.Arbiters)
 	var grpcLns, raftLns []net.Listener
 	for i := range peers {
-		g, err := net.Listen("tcp", c.anyPort())
+		id := fmt.Sprintf("arb%d", i+1)
+		g, err := c.listen(id + "/grpc")
 		if err != nil {
 			return nil, err
 		}
-		r, err := net.Listen("tcp", c.anyPort())
+		r, err := c.listen(id + "/raft")
 		if err != nil {
 			g.Close()
 			return nil, err
 		}
 		grpcLns, raftLns = append(grpcLns, g), append(raftLns, r)
-		peers[i] = arbiter.Peer{ID: fmt.Sprintf("arb%d", i+1), RaftAddr: r.Addr().String(), GRPCAddr: g.Addr().String()}
+		peers[i] = arbiter.Peer{ID: id, RaftAddr: r.Addr().String(), GRPCAddr: g.Addr().String()}
 		if !opts.NoGossip {
 			// memberlist binds its own sockets; reserve a port for it.
-			if peers[i].GossipAddr, err = loopback.FreeAddr(c.host); err != nil {
+			if peers[i].GossipAddr, err = c.freeAddr(id + "/gossip"); err != nil {
 				return nil, err
 			}
 		}
+	}
+	// Written before any node writes data that names the addresses.
+	if err := c.saveAddrs(); err != nil {
+		for _, l := range append(grpcLns, raftLns...) {
+			l.Close()
+		}
+		return nil, err
 	}
 	for i, p := range peers {
 		cfg := c.baseConfig(p.ID, node.RoleArbiter)
@@ -225,19 +241,24 @@ func (c *Cluster) startShard(ctx context.Context, shard string) error {
 		}
 	}
 	for i := 0; i < n; i++ {
-		g, err := net.Listen("tcp", c.anyPort())
+		id := fmt.Sprintf("%s-r%d", shard, i+1)
+		g, err := c.listen(id + "/grpc")
 		if err != nil {
 			closeRest(0)
 			return err
 		}
-		r, err := net.Listen("tcp", c.anyPort())
+		r, err := c.listen(id + "/raft")
 		if err != nil {
 			g.Close()
 			closeRest(0)
 			return err
 		}
 		grpcLns, raftLns = append(grpcLns, g), append(raftLns, r)
-		peers = append(peers, raftnode.Peer{ID: fmt.Sprintf("%s-r%d", shard, i+1), Addr: r.Addr().String()})
+		peers = append(peers, raftnode.Peer{ID: id, Addr: r.Addr().String()})
+	}
+	if err := c.saveAddrs(); err != nil {
+		closeRest(0)
+		return err
 	}
 	var cfgs []node.Config
 	var nodes []*node.Node
@@ -261,6 +282,24 @@ func (c *Cluster) startShard(ctx context.Context, shard string) error {
 	c.storeCfg = append(c.storeCfg, cfgs)
 	c.Stores = append(c.Stores, nodes)
 	c.mu.Unlock()
+	return nil
+}
+
+// Health returns nil while every running node can serve, or why the
+// first that cannot does not (node.Node.Health).
+func (c *Cluster) Health() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for sh, nodes := range c.Stores {
+		for i, n := range nodes {
+			if n == nil {
+				continue
+			}
+			if err := n.Health(); err != nil {
+				return fmt.Errorf("%s: %w", c.storeCfg[sh][i].ID, err)
+			}
+		}
+	}
 	return nil
 }
 
