@@ -1,14 +1,12 @@
 package arbiter
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,23 +18,6 @@ import (
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // waitFor waits up to 20 s for cond.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -82,7 +63,7 @@ func TestEveryArbiterWarnsAboutChangedClusterSettings(t *testing.T) {
 	type member struct {
 		a    *Arbiter
 		s    settings
-		logs *syncBuffer
+		logs *testwait.Buffer
 		reg  *prometheus.Registry
 	}
 	var ms []member
@@ -91,7 +72,7 @@ func TestEveryArbiterWarnsAboutChangedClusterSettings(t *testing.T) {
 		if i == 2 {
 			s = odd
 		}
-		logs, reg := &syncBuffer{}, prometheus.NewRegistry()
+		logs, reg := &testwait.Buffer{}, prometheus.NewRegistry()
 		a, err := New(Config{
 			ID: p.ID, DataDir: t.TempDir(), RaftAddr: p.RaftAddr, GRPCAddr: p.GRPCAddr, Bootstrap: peers,
 			SectionSize: s.sectionSize, NumSlots: s.slots, ShardSplits: s.splits, Lease: s.lease,
@@ -239,7 +220,7 @@ func TestSettingDiffs(t *testing.T) {
 // when a leader records it: one more warning, for the lease alone, and
 // none after.
 func TestLeaseMismatchWarnedOnceRecorded(t *testing.T) {
-	logs, reg := &syncBuffer{}, prometheus.NewRegistry()
+	logs, reg := &testwait.Buffer{}, prometheus.NewRegistry()
 	a := &Arbiter{
 		fsm:   NewFSM(),
 		given: clusterSettings{sectionSize: 500, lease: 2 * time.Second},

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -470,28 +469,9 @@ func TestMessagesJSON(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer that a running command writes while the
-// test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // tailRun is seqctl tail running in the background.
 type tailRun struct {
-	stdout, stderr syncBuffer
+	stdout, stderr testwait.Buffer
 	cancel         context.CancelFunc
 	done           chan int
 }

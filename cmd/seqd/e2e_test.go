@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/seqd/seqd/internal/testwait"
 	"io"
 	"net"
 	"net/http"
@@ -505,7 +506,7 @@ func TestDemoKeepsItsData(t *testing.T) {
 	}
 
 	httpAddr := freePort(t)
-	var buf syncBuffer
+	var buf testwait.Buffer
 	cmd := exec.CommandContext(ctx, seqdBinary(t), "demo", "--data", dir, "--addr", freePort(t), "--http-addr", httpAddr)
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Start(); err != nil {
@@ -544,22 +545,4 @@ func TestDemoKeepsItsData(t *testing.T) {
 	if err := <-exited; err != nil {
 		t.Fatalf("second seqd demo after Ctrl-C: %v\n%s", err, buf.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer a process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
