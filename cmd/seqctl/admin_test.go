@@ -193,8 +193,8 @@ func TestDrainWaitMovesEverySlot(t *testing.T) {
 	// Draining the last AllocSvr could not finish: nobody can take its
 	// slots. It is refused, and alloc2 stays active.
 	r := seqctl(t, "--addr", addr, "drain", "alloc2", "--wait", "--wait-timeout", "5s")
-	if r.code != 1 || !strings.Contains(r.stderr, "no other AllocSvr is active and alive to take alloc2's 256 slots") {
-		t.Errorf("drain of the last AllocSvr: exit %d, stderr %q; want 1 and a refusal", r.code, r.stderr)
+	if r.code != 3 || !strings.Contains(r.stderr, "no other AllocSvr is active and alive to take alloc2's 256 slots") {
+		t.Errorf("drain of the last AllocSvr: exit %d, stderr %q; want 3 and a refusal", r.code, r.stderr)
 	}
 	if err := protojson.Unmarshal([]byte(ok(t, "--addr", addr, "--json", "status")), &st); err != nil {
 		t.Fatal(err)
@@ -229,12 +229,12 @@ func TestDrainWaitMovesEverySlot(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if r := seqctl(t, "--addr", addr, "undrain", "ghost"); r.code != 1 || !strings.Contains(r.stderr, "ghost") {
+	if r := seqctl(t, "--addr", addr, "undrain", "ghost"); r.code != 3 || !strings.Contains(r.stderr, "ghost") {
 		t.Errorf("undrain ghost: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
 
-func TestAdminErrorsExit1WithServerMessage(t *testing.T) {
+func TestAdminRefusalsExit3WithServerMessage(t *testing.T) {
 	addr := sharedCluster(t)
 	var st seqdv1.StatusResponse
 	if err := protojson.Unmarshal([]byte(ok(t, "--addr", addr, "--json", "status")), &st); err != nil {
@@ -256,8 +256,8 @@ func TestAdminErrorsExit1WithServerMessage(t *testing.T) {
 			"Raft address " + arb.RaftAddr + " belongs to arbiter " + arb.Id},
 	} {
 		r := seqctl(t, append([]string{"--addr", addr}, tc.args...)...)
-		if r.code != 1 || !strings.Contains(r.stderr, tc.want) {
-			t.Errorf("%v: exit %d, stderr %q; want 1 and %q", tc.args, r.code, r.stderr, tc.want)
+		if r.code != 3 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 3 (refused) and %q", tc.args, r.code, r.stderr, tc.want)
 		}
 	}
 	// A join with addresses nobody can dial would add a voter that never
@@ -310,8 +310,8 @@ func TestArbiterRemoveLastVoter(t *testing.T) {
 		t.Fatalf("status --json: %v", err)
 	}
 	r := seqctl(t, "--addr", c.ArbiterAddrs()[0], "arbiter", "remove", st.LeaderId)
-	if want := st.LeaderId + " is the group's last voter"; r.code != 1 || !strings.Contains(r.stderr, want) {
-		t.Fatalf("remove last voter: exit %d, stderr %q; want 1 and %q", r.code, r.stderr, want)
+	if want := st.LeaderId + " is the group's last voter"; r.code != 3 || !strings.Contains(r.stderr, want) {
+		t.Fatalf("remove last voter: exit %d, stderr %q; want 3 and %q", r.code, r.stderr, want)
 	}
 }
 

@@ -97,7 +97,26 @@ func (c *conn) explain(err error) error {
 	if st.Code() == codes.DeadlineExceeded {
 		return fmt.Errorf("%s (no answer within --timeout %v)", st.Message(), c.e.timeout)
 	}
+	if refusal(st.Code()) {
+		return &refusedError{st.Message()}
+	}
 	return errors.New(st.Message())
+}
+
+// refusedError is the cluster refusing the request as given (exit 3):
+// unlike a failure (exit 1), running it again unchanged will not help.
+type refusedError struct{ msg string }
+
+func (e *refusedError) Error() string { return e.msg }
+
+// refusal reports whether a status code refuses the request itself, not
+// a failure to serve it.
+func refusal(c codes.Code) bool {
+	switch c {
+	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied, codes.FailedPrecondition, codes.OutOfRange:
+		return true
+	}
+	return false
 }
 
 // retryElection retries a call the arbiters refused because they have no

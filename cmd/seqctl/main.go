@@ -103,7 +103,10 @@ User and group ids are 1..2^63-1. Seqs and message ids are as send, sync
 and tail print them; "seqctl send -h" says how a DIRECT conversation id is
 derived when --conv is left out.
 
-Exit status: 0 ok, 1 the cluster failed or could not be reached, 2 bad input.
+Exit status: 0 ok; 1 the cluster failed or could not be reached (running
+it again later may work); 2 bad input seqctl caught itself (nothing was
+sent); 3 the cluster refused the request (invalid, unknown, not allowed or
+not possible in its state: running it again unchanged will not help).
 Run "seqctl COMMAND -h" for a command's flags. Start a local cluster with
 "go run ./cmd/seqd demo".
 `)
@@ -142,7 +145,8 @@ func main() {
 }
 
 // run is seqctl without the process: it returns the exit code (0 ok,
-// 1 the cluster said no or could not be reached, 2 bad input).
+// 1 the cluster failed or could not be reached, 2 bad input, 3 the cluster
+// refused the request).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	e := &env{stdout: stdout, stderr: stderr}
 	fs := flag.NewFlagSet("seqctl", flag.ContinueOnError)
@@ -214,6 +218,10 @@ func fail(stderr io.Writer, err error) int {
 		return 2
 	default:
 		fmt.Fprintf(stderr, "seqctl: %v\n", err)
+		var re *refusedError
+		if errors.As(err, &re) {
+			return 3
+		}
 		return 1
 	}
 }

@@ -336,7 +336,7 @@ func TestHistoryRecallDelete(t *testing.T) {
 	}
 	// Only the sender may recall.
 	r := seqctl(t, "--addr", addr, "recall", "--from", "1302", "--msg", c.id)
-	if r.code != 1 || !strings.Contains(r.stderr, "1302") {
+	if r.code != 3 || !strings.Contains(r.stderr, "1302") {
 		t.Errorf("recall by a recipient: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
@@ -412,11 +412,11 @@ func TestGroups(t *testing.T) {
 		t.Errorf("group sync --json: %v\n%s", err, out)
 	}
 	r := seqctl(t, "--addr", addr, "group", "sync", "1410", "--user", "1499")
-	if r.code != 1 || !strings.Contains(r.stderr, "not a member") {
+	if r.code != 3 || !strings.Contains(r.stderr, "not a member") {
 		t.Errorf("group sync by a non-member: exit %d, stderr %q", r.code, r.stderr)
 	}
 	r = seqctl(t, "--addr", addr, "group", "sync", "1400", "--user", "1402")
-	if r.code != 1 || !strings.Contains(r.stderr, "group 1400 uses write fanout") {
+	if r.code != 3 || !strings.Contains(r.stderr, "group 1400 uses write fanout") {
 		t.Errorf("group sync of a write-fanout group: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
@@ -636,8 +636,8 @@ func TestMessagesServerErrors(t *testing.T) {
 		{[]string{"delete", "--user", "1801", "--msg", "1802.99999999"}, ""},
 	} {
 		r := seqctl(t, append([]string{"--addr", addr}, tc.args...)...)
-		if r.code != 1 || !strings.Contains(r.stderr, tc.want) || strings.Contains(r.stderr, "usage:") {
-			t.Errorf("%v: exit %d, stderr %q; want exit 1 with %q", tc.args, r.code, r.stderr, tc.want)
+		if r.code != 3 || !strings.Contains(r.stderr, tc.want) || strings.Contains(r.stderr, "usage:") {
+			t.Errorf("%v: exit %d, stderr %q; want exit 3 (refused) with %q", tc.args, r.code, r.stderr, tc.want)
 		}
 	}
 	// A cluster without a message store says so at once.
