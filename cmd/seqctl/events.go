@@ -120,7 +120,7 @@ func eventContent(e *seqdv1.Event) string {
 		if e.GroupExpiredCount > 0 {
 			s += fmt.Sprintf(", the first %d removed by retention", e.GroupExpiredCount)
 		}
-		return s + fmt.Sprintf("): see `seqctl group sync %d`", e.Conversation.GetId())
+		return s + fmt.Sprintf("): see `seqctl group sync %d --user USER`", e.Conversation.GetId())
 	}
 	return "-"
 }

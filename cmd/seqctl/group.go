@@ -225,7 +225,9 @@ func printGroup(w io.Writer, g *seqdv1.GroupInfo) error {
 	row(tw, "group", g.GroupId)
 	row(tw, "owner", g.Owner)
 	row(tw, "fanout", fanout)
-	row(tw, "last group seq", g.LastGroupSeq)
+	if g.ReadFanout {
+		row(tw, "last group seq", g.LastGroupSeq) // write fanout has none
+	}
 	row(tw, "members", len(g.Members))
 	if err := tw.Flush(); err != nil {
 		return err

@@ -402,6 +402,10 @@ func runRecall(ctx context.Context, e *env, cmd *command, args []string) error {
 		if e.json {
 			return writeProto(e.stdout, resp)
 		}
+		if resp.RecalledCopies == 0 {
+			_, err = fmt.Fprintf(e.stdout, "message %s: no copy here left to recall (it was recalled before, or its copies are on other shards and follow)\n", id)
+			return err
+		}
 		_, err = fmt.Fprintf(e.stdout, "message %s recalled: %d copies now (copies on other shards follow)\n", id, resp.RecalledCopies)
 		return err
 	})
@@ -419,6 +423,10 @@ func runDelete(ctx context.Context, e *env, cmd *command, args []string) error {
 		}
 		if e.json {
 			return writeProto(e.stdout, resp)
+		}
+		if resp.Seq == 0 {
+			_, err = fmt.Fprintf(e.stdout, "message %s was deleted from user %d's inbox before; nothing changed\n", id, u)
+			return err
 		}
 		_, err = fmt.Fprintf(e.stdout, "message %s deleted from user %d's inbox (delete event seq %d)\n", id, u, resp.Seq)
 		return err

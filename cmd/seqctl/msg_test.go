@@ -305,6 +305,13 @@ func TestHistoryRecallDelete(t *testing.T) {
 	if out := ok(t, "--addr", addr, "delete", "--user", "1302", "--msg", b.id); !strings.Contains(out, "deleted from user 1302") {
 		t.Errorf("delete printed:\n%s", out)
 	}
+	// Again: nothing changes, and the output says so.
+	if out := ok(t, "--addr", addr, "recall", "--from", "1301", "--msg", a.id); !strings.Contains(out, "no copy here left to recall") {
+		t.Errorf("second recall printed:\n%s", out)
+	}
+	if out := ok(t, "--addr", addr, "delete", "--user", "1302", "--msg", b.id); !strings.Contains(out, "deleted from user 1302's inbox before; nothing changed") {
+		t.Errorf("second delete printed:\n%s", out)
+	}
 	for _, u := range []uint64{1301, 1302} {
 		r := syncUntil(t, addr, u, 0, func(r *seqdv1.SyncResponse) bool {
 			_, ea := copies(r, a.id)

@@ -98,7 +98,7 @@ func parseMeta(cmd *command, vals []string) (map[string]string, error) {
 // parseMessageID checks a --msg value.
 func parseMessageID(cmd *command, s string) (string, error) {
 	if s == "" {
-		return "", usagef(cmd, "%s: --msg is required (a message id such as 1.4295032833, as send and sync print)", cmd.name)
+		return "", usagef(cmd, "%s: --msg is required (a message id such as 1.12 or g50.3, as send and sync print)", cmd.name)
 	}
 	if _, _, err := keyspace.ParseMessageID(s); err != nil {
 		return "", usagef(cmd, "--msg: %v", err)

@@ -31,9 +31,9 @@ func TestGroupHintContent(t *testing.T) {
 		want string
 	}{
 		{&seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_GROUP_HINT, Conversation: g, GroupSeq: 9, GroupCount: 7},
-			"group has news up to group seq 9 (7 messages in all): see `seqctl group sync 50`"},
+			"group has news up to group seq 9 (7 messages in all): see `seqctl group sync 50 --user USER`"},
 		{&seqdv1.Event{Kind: seqdv1.EventKind_EVENT_KIND_GROUP_HINT, Conversation: g, GroupSeq: 9, GroupCount: 7, GroupExpiredCount: 3},
-			"group has news up to group seq 9 (7 messages in all, the first 3 removed by retention): see `seqctl group sync 50`"},
+			"group has news up to group seq 9 (7 messages in all, the first 3 removed by retention): see `seqctl group sync 50 --user USER`"},
 	} {
 		if got := eventContent(tc.e); got != tc.want {
 			t.Errorf("eventContent(%v) = %q, want %q", tc.e, got, tc.want)

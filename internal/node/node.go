@@ -134,7 +134,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--id: %w", err))
 	}
 	if len(c.Roles) == 0 {
-		errs = append(errs, errors.New("--role: no role given; use arbiter, allocsvr, gateway or a comma-separated mix"))
+		errs = append(errs, errors.New("--role: no role given; use arbiter, allocsvr, gateway, store or a comma-separated mix"))
 	}
 	for _, r := range c.Roles {
 		if r != RoleArbiter && r != RoleAllocSvr && r != RoleGateway && r != RoleStore {

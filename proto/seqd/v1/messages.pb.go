@@ -1401,7 +1401,8 @@ func (x *RecallRequest) GetMessageId() string {
 
 type RecallResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Inboxes whose copy was recalled now (others are queued).
+	// Inboxes whose copy was recalled now (others are queued); 0 for a
+	// message recalled before (nothing changes).
 	RecalledCopies uint32 `protobuf:"varint,1,opt,name=recalled_copies,json=recalledCopies,proto3" json:"recalled_copies,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -1498,7 +1499,8 @@ func (x *DeleteRequest) GetMessageId() string {
 
 type DeleteResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The delete event's own seq.
+	// The delete event's own seq; 0 if the copy was deleted before
+	// (nothing changes).
 	Seq           uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
