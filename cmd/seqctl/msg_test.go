@@ -413,6 +413,15 @@ func TestGroups(t *testing.T) {
 	if len(rows) != 1 || rows[0][3] != m.id || !strings.Contains(out, `"pull me"`) || !strings.Contains(out, "next group checkpoint "+rows[0][0]) {
 		t.Errorf("group sync:\n%s", out)
 	}
+	// History of a read-fanout group says where its messages are; of a
+	// write-fanout group it says nothing more.
+	if r := seqctl(t, "--addr", addr, "history", "--user", "1412", "--group", "1410"); r.code != 0 ||
+		!strings.Contains(r.stderr, "group 1410 uses read fanout: its messages are in the group timeline (seqctl group sync 1410 --user 1412)") {
+		t.Errorf("history of a read-fanout group: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := seqctl(t, "--addr", addr, "history", "--user", "1402", "--group", "1400"); r.code != 0 || r.stderr != "" {
+		t.Errorf("history of a write-fanout group: exit %d, stderr %q", r.code, r.stderr)
+	}
 	var gs seqdv1.SyncGroupResponse
 	out = ok(t, "--addr", addr, "--json", "group", "sync", "1410", "--user", "1412", "--all")
 	if err := protojson.Unmarshal([]byte(out), &gs); err != nil || len(gs.Events) != 1 {

@@ -1209,6 +1209,10 @@ func (x *UnreadResponse) GetMaybeStale() bool {
 	return false
 }
 
+// History pages backwards through the message copies in the user's inbox
+// of one conversation. A read-fanout group's messages are in its
+// timeline, not in members' inboxes: there it lists only the user's own
+// sends; read the group's messages with SyncGroup.
 type HistoryRequest struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	User         uint64                 `protobuf:"varint,1,opt,name=user,proto3" json:"user,omitempty"`
