@@ -255,7 +255,7 @@ func parseArgs(cmd *command, e *env, fs *flag.FlagSet, args []string) ([]string,
 			return nil, errHelp
 		}
 		if err != nil {
-			return nil, usagef(cmd, "%s: %v", cmd.name, err)
+			return nil, usagef(cmd, "%s: %v%s", cmd.name, err, undefinedFlagHint(err))
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -264,6 +264,26 @@ func parseArgs(cmd *command, e *env, fs *flag.FlagSet, args []string) ([]string,
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// undefinedFlagHint explains an undefined flag that is a global flag
+// given after the command, or a negative number.
+func undefinedFlagHint(err error) string {
+	if strings.HasPrefix(err.Error(), `invalid value "-`) {
+		return " (ids, seqs and counts are not negative)"
+	}
+	name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -")
+	if !ok {
+		return ""
+	}
+	name = strings.TrimPrefix(name, "-")
+	switch {
+	case name == "json" || name == "addr" || name == "timeout":
+		return " (global flags such as --" + name + " go before the command)"
+	case name != "" && name[0] >= '0' && name[0] <= '9':
+		return " (ids and seqs are positive numbers)"
+	}
+	return ""
 }
 
 func printCommandHelp(cmd *command, fs *flag.FlagSet, w io.Writer) {
