@@ -395,8 +395,9 @@ func (s *Shard) Raft() *raft.Raft { return s.node.Raft }
 func (s *Shard) IsLeader() bool { return s.node.Raft.State() == raft.Leader }
 
 // inLeaderContact reports whether this replica leads, or follows a leader
-// it heard from within two heartbeat timeouts: what it serves then trails
-// the shard's acknowledged writes by little. A leader cut off from its
+// it heard from within two heartbeat timeouts, and so gets the shard's
+// entries as they commit (a follower still catching up, or installing a
+// snapshot, gets them late all the same). A leader cut off from its
 // followers steps down within its lease timeout. A Subscribe stream
 // served without contact says maybe_stale.
 func (s *Shard) inLeaderContact() bool {

@@ -92,6 +92,10 @@ func (c *conn) explain(err error) error {
 	// A server that answers leaves the connection READY; only a dead or
 	// wrong address leaves it connecting or failed.
 	if (st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded) && c.cc.GetState() != connectivity.Ready {
+		if st.Code() == codes.DeadlineExceeded {
+			// Maybe only a --timeout too short to connect at all.
+			return fmt.Errorf("no connection to %s within --timeout %v; is `seqd demo` running? (or point --addr at a gateway or arbiter)", c.e.addr, c.e.timeout)
+		}
 		return fmt.Errorf("cannot reach %s: %s; is `seqd demo` running? (or point --addr at a gateway or arbiter)", c.e.addr, st.Message())
 	}
 	if st.Code() == codes.DeadlineExceeded {

@@ -243,4 +243,15 @@ func TestUnreachableAddress(t *testing.T) {
 			t.Errorf("%v: took %v to report a refused connection", args, d)
 		}
 	}
+	// A listener that never answers (or a --timeout too short to connect)
+	// is not called unreachable: the message names the timeout.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	r := seqctl(t, "--addr", silent.Addr().String(), "--timeout", "300ms", "status")
+	if want := "no connection to " + silent.Addr().String() + " within --timeout 300ms"; r.code != 1 || !strings.Contains(r.stderr, want) {
+		t.Errorf("status at a silent listener: exit %d, stderr %q, want 1 and %q", r.code, r.stderr, want)
+	}
 }
