@@ -477,7 +477,7 @@ func (m *propModel) drawGroup(t *rapid.T, rfOnly bool) *propGroup {
 	return m.groups[rapid.SampledFrom(ids).Draw(t, "group")]
 }
 
-func (m *propModel) planGroupSend(t *rapid.T, g *propGroup, sender uint64, cmid string, mayChangeLeader bool) *propPlan {
+func (m *propModel) planGroupSend(t *rapid.T, g *propGroup, sender uint64, cmid, body string, mayChangeLeader bool) *propPlan {
 	gseq := m.nextGroupSeq(t, g)
 	var appends []*clusterv1.Append
 	if g.info.ReadFanout {
@@ -493,7 +493,7 @@ func (m *propModel) planGroupSend(t *rapid.T, g *propGroup, sender uint64, cmid 
 	if mayChangeLeader {
 		m.leaderChange(t, appends)
 	}
-	op := opGroupSend(g.info.GroupId, gseq, g.info.ReadFanout, sender, cmid, fmt.Sprintf("to group %d", g.info.GroupId), appends...)
+	op := opGroupSend(g.info.GroupId, gseq, g.info.ReadFanout, sender, cmid, body, appends...)
 	return m.predictSend(op.GetSend())
 }
 
@@ -505,10 +505,11 @@ func (m *propModel) sendGroup(t *rapid.T) {
 	}
 	sender := rapid.SampledFrom(members).Draw(t, "sender")
 	cmid := fmt.Sprintf("c%d", rapid.IntRange(0, 7).Draw(t, "cmid"))
-	plan := m.planGroupSend(t, g, sender, cmid, true)
+	body := fmt.Sprintf("to group %d", g.info.GroupId)
+	plan := m.planGroupSend(t, g, sender, cmid, body, true)
 	m.run(t, plan)
 	if plan.want == stOutOfOrder {
-		m.run(t, m.planGroupSend(t, g, sender, cmid, false))
+		m.run(t, m.planGroupSend(t, g, sender, cmid, body, false))
 	}
 }
 
@@ -531,6 +532,21 @@ func (m *propModel) retry(t *rapid.T) {
 		if u != d.sender {
 			others = append(others, u)
 		}
+	}
+	if g := m.groups[d.req.Conversation.GetId()]; d.req.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP && g != nil && rapid.Bool().Draw(t, "groupReplay") {
+		// The same group send again, or another body under its id: told
+		// apart by the sender's copy, or the timeline's entry or another
+		// member's copy once the sender's is deleted.
+		body := string(d.req.Body)
+		if rapid.Bool().Draw(t, "changedBody") {
+			body += " (changed)"
+		}
+		plan := m.planGroupSend(t, g, d.sender, d.cmid, body, false)
+		m.run(t, plan)
+		if plan.want == stOutOfOrder {
+			m.run(t, m.planGroupSend(t, g, d.sender, d.cmid, body, false))
+		}
+		return
 	}
 	if d.req.Conversation.GetType() == seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT && rapid.Bool().Draw(t, "replay") {
 		rcpts := slices.DeleteFunc(slices.Clone(d.req.Recipients), func(u uint64) bool { return slices.Contains(d.remote, u) })
