@@ -395,8 +395,12 @@ func TestGroups(t *testing.T) {
 	if fmt.Sprint(members) != "[1401 1402 1404]" {
 		t.Errorf("members %v", members)
 	}
-	if rows := section(t, ok(t, "--addr", addr, "group", "show", "1400"), "MEMBER"); len(rows) != 3 {
+	out = ok(t, "--addr", addr, "group", "show", "1400")
+	if rows := section(t, out, "MEMBER"); len(rows) != 3 {
 		t.Errorf("group show lists %d members", len(rows))
+	}
+	if strings.Contains(out, "last group seq") {
+		t.Errorf("group show of a write-fanout group, which has no group seqs, shows one:\n%s", out)
 	}
 
 	// Read fanout: members pull the timeline and their inbox gets a hint.
@@ -407,6 +411,9 @@ func TestGroups(t *testing.T) {
 	m := send(t, addr, "--from", "1411", "--group", "1410", "pull me")
 	if !strings.Contains(m.out, "group seq") {
 		t.Errorf("read-fanout send prints no group seq:\n%s", m.out)
+	}
+	if out := ok(t, "--addr", addr, "group", "show", "1410"); kv(t, out)["last group seq"] == "" {
+		t.Errorf("group show of a read-fanout group shows no group seq:\n%s", out)
 	}
 	out = okUntil(t, func(out string) bool { return strings.Contains(out, m.id) }, "--addr", addr, "group", "sync", "1410", "--user", "1412")
 	rows := section(t, out, "SEQ")
