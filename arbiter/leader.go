@@ -87,6 +87,7 @@ func (a *Arbiter) runLeader(ctx context.Context) {
 	a.m.isLeader.Set(1)
 	defer a.m.isLeader.Set(0)
 	defer a.m.unassignedSlots.Set(0) // a follower's last value would alert forever
+	defer a.m.unservedSlots.Set(0)
 	defer a.ready.Store(false)
 	// Forget grant times from any earlier term; every instance counts as
 	// granted now.
@@ -306,15 +307,23 @@ func (a *Arbiter) assignOnce(ctx context.Context) error {
 	slots := a.fsm.Slots()
 	nodes := a.fsm.Nodes()
 	a.m.routingVersion.Set(float64(meta.RoutingVersion))
-	unassigned := 0
+	lv := leaderLiveness{a, nodes}
+	unassigned, unserved := 0, 0
 	for _, s := range slots {
-		if s.Owner == "" {
+		switch {
+		case s.Owner == "":
 			unassigned++
+			unserved++
+		case lv.expired(instance{s.Owner, s.OwnerIncarnation}):
+			// Its owner's lease ran out: no one serves it until the
+			// round moves it, and no one can if every AllocSvr is gone.
+			unserved++
 		}
 	}
 	a.m.unassignedSlots.Set(float64(unassigned))
+	a.m.unservedSlots.Set(float64(unserved))
 
-	p := planAssignments(slots, nodes, leaderLiveness{a, nodes}, int(meta.NumSlots))
+	p := planAssignments(slots, nodes, lv, int(meta.NumSlots))
 	if len(p.assign) > 0 {
 		res, err := a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_ASSIGN_SLOTS, &clusterv1.AssignSlotsCommand{Moves: p.assign})
 		if err != nil {

@@ -2,6 +2,8 @@ package arbiter
 
 import (
 	"context"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"slices"
 	"strings"
 	"sync"
@@ -476,5 +478,50 @@ func TestLeaseInWholeMilliseconds(t *testing.T) {
 		if got := err == nil || !strings.Contains(err.Error(), "lease"); got != tc.ok {
 			t.Errorf("lease %v: %v, want accepted %v", tc.lease, err, tc.ok)
 		}
+	}
+}
+
+// TestUnservedSlots: a slot whose owner's lease ran out is unserved even
+// while it keeps that owner, as it does when no other AllocSvr is alive to
+// take it (every AllocSvr down): unassigned_slots stays 0 then, and only
+// unserved_slots tells that nothing serves the keys.
+func TestUnservedSlots(t *testing.T) {
+	const lease = time.Second
+	clock := &manualClock{now: 100 * time.Second}
+	a := testArbiter(t, "a1", true, func(c *Config) { c.Lease, c.NumSlots, c.SectionSize, c.Clock = lease, 4, 100, clock })
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a1 to lead and create the cluster", func() bool { return a.readyNow() && a.fsm.Initialized() })
+	value := func(g prometheus.Gauge) float64 {
+		var m dto.Metric
+		if err := g.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetGauge().GetValue()
+	}
+	gauges := func() (unassigned, unserved float64) { return value(a.m.unassignedSlots), value(a.m.unservedSlots) }
+	if err := a.assignOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if u, s := gauges(); u != 4 || s != 4 {
+		t.Fatalf("no AllocSvr yet: unassigned %v, unserved %v; want 4 and 4", u, s)
+	}
+	registerAllocSvr(t, a, "n1", 1)
+	waitFor(t, "a1 to give every slot to n1", func() bool { return slices.Equal(owners(a), []string{"n1", "n1", "n1", "n1"}) })
+	renew(t, a, "n1", 1)
+	if err := a.assignOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if u, s := gauges(); u != 0 || s != 0 {
+		t.Fatalf("n1 serving: unassigned %v, unserved %v; want 0 and 0", u, s)
+	}
+	// n1 stops renewing; there is no one to move its slots to.
+	clock.advance(lease + lease/10 + time.Millisecond)
+	if err := a.assignOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if u, s := gauges(); u != 0 || s != 4 || !slices.Equal(owners(a), []string{"n1", "n1", "n1", "n1"}) {
+		t.Fatalf("n1's lease ran out, no other AllocSvr: unassigned %v, unserved %v, owners %v; want 0, 4 and n1 still", u, s, owners(a))
 	}
 }

@@ -16,6 +16,7 @@ type metrics struct {
 	slotMoves       *prometheus.CounterVec
 	routingVersion  prometheus.Gauge
 	unassignedSlots prometheus.Gauge
+	unservedSlots   prometheus.Gauge
 	lastIndex       prometheus.Gauge
 	settingMismatch *prometheus.GaugeVec
 }
@@ -44,13 +45,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Routing-table version in this arbiter's FSM."}),
 		unassignedSlots: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "unassigned_slots",
 			Help: "Slots with no owner, as the leader last saw."}),
+		unservedSlots: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "unserved_slots",
+			Help: "Slots no AllocSvr serves, as the leader last saw: no owner, or an owner whose lease ran out (dead or cut off, and no live AllocSvr took the slot yet)."}),
 		lastIndex: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "raft_applied_index",
 			Help: "Index of the last Raft entry applied on this arbiter."}),
 		settingMismatch: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "arbiter", Name: "cluster_setting_mismatch",
 			Help: "1 if this arbiter's config gives the [cluster] setting key a value other than the one the cluster was created with (which stays in force), else 0."}, []string{"key"}),
 	}
 	reg.MustRegister(m.isLeader, m.leaderChanges, m.applies, m.applySeconds, m.sectionOps, m.sectionBatch,
-		m.leaseGrants, m.leaseRefusals, m.slotMoves, m.routingVersion, m.unassignedSlots, m.lastIndex, m.settingMismatch)
+		m.leaseGrants, m.leaseRefusals, m.slotMoves, m.routingVersion, m.unassignedSlots, m.unservedSlots, m.lastIndex, m.settingMismatch)
 	// Every known label value exists from the start, at 0, so a dashboard
 	// (rate, increase, an alert on > 0) sees a series before the first event.
 	for _, r := range []string{"expired", "gossip_dead", "unknown"} {
