@@ -89,10 +89,12 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 	ctx, cancel := m.c.withTimeout(ctx)
 	defer cancel()
 	var last error
+	shard := "" // the shard last tried, for the give-up message
 	leader, hops := true, 0
 	for attempt := 0; ; attempt++ {
 		sh, err := m.shardFor(key)
 		if err == nil {
+			shard = sh.Id
 			addr := m.pick(sh, attempt, leader)
 			leader = false
 			var cc *grpc.ClientConn
@@ -151,6 +153,12 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 			m.c.refresh(ctx, false)
 		}
 		if err := m.c.retry.Sleep(ctx, attempt); err != nil {
+			if shard != "" && last != nil {
+				// The last error names one replica; what failed is that no
+				// replica of the shard took the call (no leader, or none
+				// reachable).
+				last = status.Errorf(status.Code(last), "store shard %s: no replica took the call (no leader, or none reachable); last: %s", shard, status.Convert(last).Message())
+			}
 			return zero, giveUp(last, err)
 		}
 	}

@@ -741,6 +741,13 @@ func TestReadWithoutLeaderIsMarkedMaybeStale(t *testing.T) {
 	if err != nil || !unread.MaybeStale || unread.Total != 1 {
 		t.Fatalf("Unread at a replica without a leader: %v, %v; want a total of 1, marked maybe_stale", unread, err)
 	}
+	// A send through the router gives up naming the shard, not only the
+	// dead replica it tried last.
+	sctx2, scancel2 := context.WithTimeout(ctx, 3*time.Second)
+	defer scancel2()
+	if _, err := sendDirect(sctx2, m, from, to, "y"); err == nil || !strings.Contains(err.Error(), "store shard s1: no replica took the call") {
+		t.Fatalf("send with the shard's majority down: %v, want it to name the shard", err)
+	}
 	// It cannot tell a group it has not heard of yet from one that does
 	// not exist, so it does not refuse for good.
 	_, err = client.GetGroup(ctx, &seqdv1.GetGroupRequest{GroupId: 999})
