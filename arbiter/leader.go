@@ -329,16 +329,28 @@ func (a *Arbiter) assignOnce(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		// One line per (expired owner, new owner), not one per slot: a
+		// dead AllocSvr's 128 slots made 128 lines.
+		type pair struct{ from, to string }
+		var order []pair
+		moved := map[pair][]uint32{}
 		for i, m := range p.assign {
 			if res.Applied[i] {
 				kind := "expired"
-				if slots[m.Slot].Owner == "" {
+				if from := slots[m.Slot].Owner; from == "" {
 					kind = "initial"
 				} else {
-					a.log.Info("moved slot of expired owner", "slot", m.Slot, "from", slots[m.Slot].Owner, "to", m.ToNode)
+					k := pair{from, m.ToNode}
+					if moved[k] == nil {
+						order = append(order, k)
+					}
+					moved[k] = append(moved[k], m.Slot)
 				}
 				a.m.slotMoves.WithLabelValues(kind).Inc()
 			}
+		}
+		for _, k := range order {
+			a.log.Info("moved slots of expired owner", "from", k.from, "to", k.to, "count", len(moved[k]), "slots", moved[k])
 		}
 	}
 	if len(p.begin) > 0 {

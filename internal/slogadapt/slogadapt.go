@@ -38,12 +38,36 @@ func toSlog(level hclog.Level) slog.Level {
 	}
 }
 
+// shutdownNoise are errors hashicorp/raft logs when its own transport shuts
+// down (a node stopping, as every rolling restart does): message and error
+// text. They are logged at debug, so that error-log alerts stay for errors.
+var shutdownNoise = []struct{ msg, err string }{
+	{"failed to decode incoming command", "transport shutdown"},
+}
+
 func (h *hcl) Log(level hclog.Level, msg string, args ...interface{}) {
 	lv := toSlog(level)
+	if lv >= slog.LevelError && isShutdownNoise(msg, args) {
+		lv = slog.LevelDebug
+	}
 	if !h.l.Enabled(context.Background(), lv) {
 		return
 	}
 	h.l.Log(context.Background(), lv, msg, formatted(args)...)
+}
+
+func isShutdownNoise(msg string, args []interface{}) bool {
+	for _, n := range shutdownNoise {
+		if msg != n.msg {
+			continue
+		}
+		for i := 0; i+1 < len(args); i += 2 {
+			if k, _ := args[i].(string); k == "error" && strings.Contains(fmt.Sprint(args[i+1]), n.err) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // formatted renders hclog.Fmt values (a format and its arguments, which
