@@ -45,7 +45,19 @@ func printStatus(e *env, st *seqdv1.StatusResponse) error {
 	row(tw, "dc", orDash(st.Dc))
 	row(tw, "leader", leader)
 	row(tw, "routing version", st.RoutingVersion)
-	row(tw, "slots", fmt.Sprintf("%d (%d unassigned, %d moving)", st.NumSlots, st.UnassignedSlots, st.MovingSlots))
+	// A dead AllocSvr keeps its slots until a live one takes them: with
+	// none alive they are assigned, yet no one serves them.
+	expired := uint32(0)
+	for _, a := range st.Allocsvrs {
+		if a.Lease == "expired" {
+			expired += a.Slots
+		}
+	}
+	slots := fmt.Sprintf("%d (%d unassigned, %d moving)", st.NumSlots, st.UnassignedSlots, st.MovingSlots)
+	if expired > 0 {
+		slots = fmt.Sprintf("%d (%d unassigned, %d moving, %d held by AllocSvrs whose lease ran out: not served)", st.NumSlots, st.UnassignedSlots, st.MovingSlots, expired)
+	}
+	row(tw, "slots", slots)
 	row(tw, "lease", millis(st.LeaseMs))
 	row(tw, "step", st.Step)
 	row(tw, "section size", fmt.Sprintf("%d keys", st.SectionSize))
@@ -73,7 +85,11 @@ func printStatus(e *env, st *seqdv1.StatusResponse) error {
 		if a.Lease != "unknown" && a.Lease != "" {
 			renewal = fmt.Sprintf("%dms ago", a.LastRenewalMsAgo)
 		}
-		row(tw, a.Id, orDash(a.Addr), nodeState(a.State), a.Slots, orDash(a.Lease), renewal, orDash(a.Gossip), a.Incarnation)
+		state := nodeState(a.State)
+		if a.Lease == "expired" && a.State == seqdv1.NodeState_NODE_STATE_ACTIVE {
+			state += " (not serving)" // registered, but its lease ran out
+		}
+		row(tw, a.Id, orDash(a.Addr), state, a.Slots, orDash(a.Lease), renewal, orDash(a.Gossip), a.Incarnation)
 	}
 	if len(st.Allocsvrs) == 0 {
 		row(tw, "(none registered)")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"strconv"
 	"strings"
@@ -351,5 +352,27 @@ func TestWaitingDrainWaitsForATaker(t *testing.T) {
 	r := <-done
 	if r.err != nil || r.resp.RemainingSlots != 0 {
 		t.Fatalf("drain of alloc2 once alloc1 was back: %v %v, want every slot moved", r.resp, r.err)
+	}
+}
+
+// A dead AllocSvr keeps its registration and its slots while no live one
+// can take them: status says they are not served.
+func TestStatusShowsSlotsNotServed(t *testing.T) {
+	st := &seqdv1.StatusResponse{ClusterId: "c", NumSlots: 256, Allocsvrs: []*seqdv1.AllocSvrStatus{
+		{Id: "alloc1", State: seqdv1.NodeState_NODE_STATE_ACTIVE, Slots: 256, Lease: "expired"},
+		{Id: "alloc2", State: seqdv1.NodeState_NODE_STATE_ACTIVE, Slots: 0, Lease: "valid"},
+	}}
+	var out bytes.Buffer
+	if err := printStatus(&env{stdout: &out}, st); err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	if !strings.Contains(s, "256 (0 unassigned, 0 moving, 256 held by AllocSvrs whose lease ran out: not served)") {
+		t.Errorf("slots line:\n%s", s)
+	}
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, "alloc1") && !strings.Contains(l, "active (not serving)") || strings.HasPrefix(l, "alloc2") && strings.Contains(l, "not serving") {
+			t.Errorf("row %q", l)
+		}
 	}
 }
