@@ -137,6 +137,23 @@ func Validate(s report.Spec) ([]nemesis.Spec, error) {
 			return nil, fmt.Errorf("bug %s only shows with deliveries between store shards; add --store-shards 2", b.Name)
 		}
 	}
+	if !workload.NeedsStore(wls) {
+		// Refused now: the run would start, and find no node to fault.
+		for _, sp := range specs {
+			targets := sp.Targets
+			if len(targets) == 0 {
+				targets = nemesis.Kinds[sp.Kind]
+			}
+			if len(targets) > 0 && !slices.ContainsFunc(targets, func(t string) bool { return !nemesis.StoreOnly(t) }) {
+				return nil, fmt.Errorf("--nemesis %q: %s faults only a message store, which the %s workload does not run; use --workload messages or all", s.Nemesis, sp, s.Workload)
+			}
+			for _, t := range sp.Targets {
+				if nemesis.StoreOnly(t) {
+					return nil, fmt.Errorf("--nemesis %q: target %s of %s needs a message store, which the %s workload does not run; use --workload messages or all", s.Nemesis, t, sp.Kind, s.Workload)
+				}
+			}
+		}
+	}
 	cutsShards := slices.ContainsFunc(specs, func(sp nemesis.Spec) bool {
 		return sp.Kind == "partition" && slices.Contains(sp.Targets, "store-shards")
 	})

@@ -103,6 +103,8 @@ func TestValidateRejects(t *testing.T) {
 			"add --retention 30s"},
 		{"cross-shard bug on one shard", func(s *report.Spec) { s.Workload, s.Bug, s.Nemesis = "messages", bugs.RedeliverWithoutDedup, "kill" },
 			"add --store-shards 2"},
+		{"store faults without a store", func(s *report.Spec) { s.Nemesis = "upgrade,kill" }, "upgrade faults only a message store, which the alloc workload does not run"},
+		{"a store target without a store", func(s *report.Spec) { s.Nemesis = "pause:store" }, "pause:store faults only a message store"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := report.Spec{Backend: cluster.BackendLocal}
@@ -113,14 +115,14 @@ func TestValidateRejects(t *testing.T) {
 			}
 		})
 	}
-	for _, nem := range []string{"partition:store-shards", "upgrade:store-follower,kill:store-leader"} {
+	for _, nem := range []string{"partition:store-shards", "upgrade:store-follower,kill:store-leader", "upgrade,kill"} {
 		s := report.Spec{Backend: cluster.BackendLocal, Workload: "all", StoreShards: 3, Nemesis: nem}
 		Defaults(&s)
 		if _, err := Validate(s); err != nil {
 			t.Errorf("3 store shards, nemesis %q: %v", nem, err)
 		}
 	}
-	for _, nem := range []string{"", "none", "kill,pause,partition", "kill:one+leader,partition:halves", "upgrade,kill"} {
+	for _, nem := range []string{"", "none", "kill,pause,partition", "kill:one+leader,partition:halves"} {
 		s := report.Spec{Backend: cluster.BackendLocal, Nemesis: nem, Alloc: workload.AllocOptions{Rate: 500}}
 		Defaults(&s)
 		if _, err := Validate(s); err != nil {

@@ -40,7 +40,9 @@ const usage = `seqjepsen runs seqd under faults and checks its guarantees.
 
 Usage:
   seqjepsen run [flags]          run a test (seqjepsen run -h for flags)
-  seqjepsen repro RESULTS.json   run a saved test again (same seed and options)
+  seqjepsen repro DIR/results.json [--out DIR] [--src DIR]
+                                 run a saved test again (same seed and
+                                 options; seqjepsen repro -h)
   seqjepsen scenarios            list the named scenarios and planted bugs
   seqjepsen cleanup              remove namespaces, links and iptables rules
                                  left by a killed run (prefix "seqj")
@@ -298,6 +300,10 @@ func execute(spec report.Spec, out, src string, stdout, stderr io.Writer) int {
 	}
 	o := jepsen.Options{Spec: spec, Out: out, Src: src, Progress: stderr}
 	_, err := jepsen.Check(&o)
+	if err == nil && spec.Backend == cluster.BackendNetns {
+		// Before --out exists: a refused run must leave nothing behind.
+		err = netns.CheckFree()
+	}
 	if err == nil {
 		err = jepsen.MakeOut(out)
 	}

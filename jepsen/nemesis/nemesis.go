@@ -156,12 +156,17 @@ func KindNames() []string {
 func DefaultTargets(kind string, shards int) []string {
 	var out []string
 	for _, t := range Kinds[kind] {
-		storeOnly := strings.HasPrefix(t, "store") || strings.HasSuffix(t, "store-leader")
-		if (shards > 0 || !storeOnly) && (shards > 1 || t != "store-shards") {
+		if (shards > 0 || !StoreOnly(t)) && (shards > 1 || t != "store-shards") {
 			out = append(out, t)
 		}
 	}
 	return out
+}
+
+// StoreOnly reports whether target exists only in a cluster with a
+// message store.
+func StoreOnly(target string) bool {
+	return strings.HasPrefix(target, "store") || strings.HasSuffix(target, "store-leader")
 }
 
 // Build turns specs into nemeses for c. Faults the backend cannot inject

@@ -256,6 +256,20 @@ func Leftovers() ([]string, error) {
 // ErrBusy means a live seqjepsen run holds the host-wide lock.
 var ErrBusy = errors.New("netns: a seqjepsen run is in progress on this host (it holds " + lockPath + "); wait for it, or stop it with Ctrl-C")
 
+// CheckFree returns ErrBusy while a live run holds the host-wide lock, so
+// that a second run is refused before it writes anything. The run takes
+// the lock itself later (a run starting in between still fails then).
+func CheckFree() error {
+	lock, err := takeLock()
+	if errors.Is(err, ErrBusy) {
+		return err
+	}
+	if lock != nil {
+		lock.Close()
+	}
+	return nil
+}
+
 // takeLock takes the host-wide lock without waiting. The kernel drops it
 // when its holder dies, so a killed run never blocks the next one.
 func takeLock() (*os.File, error) {

@@ -240,3 +240,27 @@ func TestAbortLeavesAnotherRunsNetwork(t *testing.T) {
 		t.Fatalf("Abort while another run holds the lock: removed %v, error %v; want ErrBusy and nothing removed", removed, err)
 	}
 }
+
+// CheckFree refuses while a live run holds the lock, and does not keep it.
+func TestCheckFree(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	lock, err := takeLock() // another run
+	if errors.Is(err, ErrBusy) {
+		t.Skip("skipping: a seqjepsen run is using the network")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckFree(); !errors.Is(err, ErrBusy) {
+		t.Fatalf("CheckFree while another run holds the lock: %v, want ErrBusy", err)
+	}
+	lock.Close()
+	if err := CheckFree(); err != nil {
+		t.Fatalf("CheckFree with the lock free: %v", err)
+	}
+	if err := CheckFree(); err != nil {
+		t.Fatalf("CheckFree kept the lock: %v", err)
+	}
+}
