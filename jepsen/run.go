@@ -861,6 +861,9 @@ func message(res *report.Results) string {
 	if len(res.NotDrawn) > 0 {
 		pass += " Faults asked for but never drawn, so not tested: " + strings.Join(res.NotDrawn, ", ") + "."
 	}
+	if len(res.Skipped) > 0 {
+		pass += " Skipped, so not tested: " + strings.Join(res.Skipped, "; ") + "."
+	}
 	return pass
 }
 

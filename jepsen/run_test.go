@@ -282,3 +282,18 @@ func TestNotDrawnNamesTargetsNeverDrawn(t *testing.T) {
 		}
 	}
 }
+
+// A pass says what it did not test: faults never drawn, and faults or
+// workloads the backend skipped (the local backend cannot partition).
+func TestPassMessageNamesWhatWasNotTested(t *testing.T) {
+	res := &report.Results{Ops: map[string]uint64{"alloc.total": 10}}
+	if got := message(res); got != "PASS: every checker passed (10 operations, 0 faults)." {
+		t.Errorf("plain pass: %q", got)
+	}
+	res.NotDrawn = []string{"pause"}
+	res.Skipped = []string{"partition (the local backend cannot cut links)"}
+	got := message(res)
+	if !strings.Contains(got, "never drawn, so not tested: pause.") || !strings.Contains(got, "Skipped, so not tested: partition (the local backend cannot cut links).") {
+		t.Errorf("pass with faults not tested: %q", got)
+	}
+}

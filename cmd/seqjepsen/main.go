@@ -326,8 +326,12 @@ func execute(spec report.Spec, out, src string, stdout, stderr io.Writer) int {
 	default:
 	}
 	fmt.Fprintln(stdout, res.Message)
+	wl, ck := 0, 0 // column widths, so long checker names keep the columns straight
 	for _, c := range res.Checkers {
-		fmt.Fprintf(stdout, "  %-9s %-14s %-7s %d anomalies\n", c.Workload, c.Checker, c.Verdict, c.Count)
+		wl, ck = max(wl, len(c.Workload)), max(ck, len(c.Checker))
+	}
+	for _, c := range res.Checkers {
+		fmt.Fprintf(stdout, "  %-*s %-*s %-7s %d anomalies\n", wl, c.Workload, ck, c.Checker, c.Verdict, c.Count)
 	}
 	fmt.Fprintf(stdout, "report: %s/index.html  (exit %d)\n", out, res.ExitCode)
 	fmt.Fprintf(stdout, "reproduce: %s\n", res.CommandLine)
