@@ -38,3 +38,21 @@ func TestParseMessageID(t *testing.T) {
 		}
 	}
 }
+
+func TestDirectConversationID(t *testing.T) {
+	a := DirectConversationID(1, []uint64{2})
+	if b := DirectConversationID(2, []uint64{1}); a != b {
+		t.Errorf("1->2 in %d, 2->1 in %d", a, b)
+	}
+	if DirectConversationID(1, []uint64{2, 3}) != DirectConversationID(3, []uint64{2, 1}) {
+		t.Error("group of three: the id depends on who sends")
+	}
+	if DirectConversationID(1, []uint64{3}) == a {
+		t.Error("1-2 and 1-3 share a conversation")
+	}
+	for _, id := range []uint64{a, DirectConversationID(1<<62, []uint64{7})} {
+		if id == 0 || id >= 1<<63 {
+			t.Errorf("id %d out of 1..2^63-1", id)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"unicode/utf8"
 
+	"github.com/seqd/seqd/keyspace"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
 )
@@ -73,7 +74,7 @@ func runSend(ctx context.Context, e *env, cmd *command, args []string) error {
 				return usagef(cmd, "send: --to includes the sender %d; the sender gets its own copy anyway", u)
 			}
 		}
-		id := derivedConvID(req.Sender, req.Recipients)
+		id := keyspace.DirectConversationID(req.Sender, req.Recipients)
 		derived = *conv == ""
 		if !derived {
 			if id, err = parseConvID(cmd, *conv); err != nil {

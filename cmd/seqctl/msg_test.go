@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/seqd/seqd/keyspace"
 	"regexp"
 	"strconv"
 	"strings"
@@ -127,7 +128,7 @@ func copies(r *seqdv1.SyncResponse, id string) (n int, ev *seqdv1.Event) {
 func TestSendThenSyncBothInboxes(t *testing.T) {
 	addr := msgCluster(t)
 	s := send(t, addr, "--from", "1001", "--to", "1002", "--meta", "lang=en", "hello, world")
-	if want := fmt.Sprintf("direct:%d", derivedConvID(1001, []uint64{1002})); s.conv != want {
+	if want := fmt.Sprintf("direct:%d", keyspace.DirectConversationID(1001, []uint64{1002})); s.conv != want {
 		t.Errorf("conversation %s, want %s", s.conv, want)
 	}
 	if s.duplicate || !strings.HasPrefix(s.clientID, "seqctl-") || !strings.Contains(s.out, "--client-msg-id "+s.clientID) {
@@ -462,7 +463,7 @@ func TestMessagesJSON(t *testing.T) {
 		t.Fatalf("send --json: %v\n%s", err, out)
 	}
 	if s.MessageID == "" || s.SenderSeq == "" || !strings.HasPrefix(s.ClientMsgID, "seqctl-") || s.Duplicate == nil || *s.Duplicate ||
-		s.Conversation.Type != "CONVERSATION_TYPE_DIRECT" || s.Conversation.ID != fmt.Sprint(derivedConvID(1501, []uint64{1502})) ||
+		s.Conversation.Type != "CONVERSATION_TYPE_DIRECT" || s.Conversation.ID != fmt.Sprint(keyspace.DirectConversationID(1501, []uint64{1502})) ||
 		len(s.Deliveries) != 1 || s.Deliveries[0].User != "1502" {
 		t.Errorf("send --json:\n%s", out)
 	}
@@ -766,24 +767,6 @@ func TestMessageHelp(t *testing.T) {
 	}
 	if out := ok(t, "group", "-h"); !strings.Contains(out, "group sync G") {
 		t.Errorf("group -h:\n%s", out)
-	}
-}
-
-func TestDerivedConvID(t *testing.T) {
-	a := derivedConvID(1, []uint64{2})
-	if b := derivedConvID(2, []uint64{1}); a != b {
-		t.Errorf("1->2 in %d, 2->1 in %d", a, b)
-	}
-	if derivedConvID(1, []uint64{2, 3}) != derivedConvID(3, []uint64{2, 1}) {
-		t.Error("group of three: the id depends on who sends")
-	}
-	if derivedConvID(1, []uint64{3}) == a {
-		t.Error("1-2 and 1-3 share a conversation")
-	}
-	for _, id := range []uint64{a, derivedConvID(1<<62, []uint64{7})} {
-		if id == 0 || id >= 1<<63 {
-			t.Errorf("id %d out of 1..2^63-1", id)
-		}
 	}
 }
 

@@ -165,12 +165,6 @@ func groupConv(g uint64) *seqdv1.Conversation {
 	return &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_GROUP, Id: g}
 }
 
-// derivedConvID is the DIRECT conversation id send uses without --conv
-// (keyspace.DirectConversationID), as seqd demo's sample send does.
-func derivedConvID(sender uint64, recipients []uint64) uint64 {
-	return keyspace.DirectConversationID(sender, recipients)
-}
-
 // messages bootstraps a router from --addr and checks that the cluster
 // has a message store, so a cluster without one fails at once rather than
 // after --timeout of retries. The caller closes the client.
