@@ -13,6 +13,7 @@ import (
 
 	"github.com/seqd/seqd/internal/cliflag"
 	"github.com/seqd/seqd/internal/localcluster"
+	"github.com/seqd/seqd/internal/node"
 	"github.com/seqd/seqd/keyspace"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
@@ -80,13 +81,7 @@ func runDemo(ctx context.Context, args []string) error {
 		// As every node serves them (seqd start --http-addr).
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(c.Gatherer(), promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-			if err := c.Health(); err != nil {
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprintln(w, "ok")
-		})
+		mux.Handle("/healthz", node.Healthz(c.Health))
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(metricsLn)
 		defer srv.Close()

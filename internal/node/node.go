@@ -557,12 +557,16 @@ func (n *Node) refuseStream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	return h(srv, ss)
 }
 
-func (n *Node) healthz(w http.ResponseWriter, _ *http.Request) {
-	if err := n.Health(); err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
-		return
+// Healthz serves /healthz: "ok" while health returns nil, else 503 with
+// its error.
+func Healthz(health func() error) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		if err := health(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
 	}
-	fmt.Fprintln(w, "ok")
 }
 
 // Start serves gRPC and metrics, starts the roles, and for the gateway role
@@ -572,7 +576,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.httpLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(n.gatherer, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", n.healthz)
+		mux.Handle("/healthz", Healthz(n.Health))
 		bugs.RegisterHTTP(mux) // test-only failpoints; a no-op in release builds
 		n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { n.serveErr <- n.http.Serve(n.httpLn) }()
