@@ -338,7 +338,7 @@ func (s *Shard) hintGroups(ctx context.Context) {
 			}
 			if err != nil {
 				s.log.Debug("group hint failed; will retry", "group", gid, "err", err)
-				if done != nil && len(done.users) > 0 {
+				if done != nil {
 					s.noteHinted(gid, done)
 				}
 				break
