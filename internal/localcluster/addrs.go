@@ -67,6 +67,18 @@ func (c *Cluster) listen(key string) (net.Listener, error) {
 	return l, nil
 }
 
+// listenNode opens node id's gRPC and Raft listeners (listen).
+func (c *Cluster) listenNode(id string) (grpcLn, raftLn net.Listener, err error) {
+	if grpcLn, err = c.listen(id + "/grpc"); err != nil {
+		return nil, nil, err
+	}
+	if raftLn, err = c.listen(id + "/raft"); err != nil {
+		grpcLn.Close()
+		return nil, nil, err
+	}
+	return grpcLn, raftLn, nil
+}
+
 // freeAddr is key's stored address, or a free one (for memberlist, which
 // binds its own sockets).
 func (c *Cluster) freeAddr(key string) (string, error) {

@@ -151,13 +151,8 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	var grpcLns, raftLns []net.Listener
 	for i := range peers {
 		id := fmt.Sprintf("arb%d", i+1)
-		g, err := c.listen(id + "/grpc")
+		g, r, err := c.listenNode(id)
 		if err != nil {
-			return nil, err
-		}
-		r, err := c.listen(id + "/raft")
-		if err != nil {
-			g.Close()
 			return nil, err
 		}
 		grpcLns, raftLns = append(grpcLns, g), append(raftLns, r)
@@ -242,14 +237,8 @@ func (c *Cluster) startShard(ctx context.Context, shard string) error {
 	}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("%s-r%d", shard, i+1)
-		g, err := c.listen(id + "/grpc")
+		g, r, err := c.listenNode(id)
 		if err != nil {
-			closeRest(0)
-			return err
-		}
-		r, err := c.listen(id + "/raft")
-		if err != nil {
-			g.Close()
 			closeRest(0)
 			return err
 		}
