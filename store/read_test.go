@@ -310,7 +310,7 @@ func TestReadPagesStopAtMaxPageBytes(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("%s: paged %v, want %v", name, got, want)
 		}
-		if min := n * len(body) / MaxPageBytes; pages <= min {
+		if full := n * len(body) / MaxPageBytes; pages <= full {
 			t.Fatalf("%s: %d pages for %d bytes of bodies", name, pages, n*len(body))
 		}
 	}
