@@ -255,7 +255,7 @@ func parseArgs(cmd *command, e *env, fs *flag.FlagSet, args []string) ([]string,
 			return nil, errHelp
 		}
 		if err != nil {
-			return nil, usagef(cmd, "%s: %v%s", cmd.name, err, undefinedFlagHint(err))
+			return nil, usagef(cmd, "%s: %v%s", cmd.name, err, flagHint(err))
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -266,9 +266,9 @@ func parseArgs(cmd *command, e *env, fs *flag.FlagSet, args []string) ([]string,
 	}
 }
 
-// undefinedFlagHint explains an undefined flag that is a global flag
-// given after the command, or a negative number.
-func undefinedFlagHint(err error) string {
+// flagHint explains a flag error: an undefined flag that is a global flag
+// given after the command, or a negative number where one is not taken.
+func flagHint(err error) string {
 	if strings.HasPrefix(err.Error(), `invalid value "-`) {
 		return " (ids, seqs and counts are not negative)"
 	}
