@@ -299,26 +299,21 @@ func TestRulesAndDashboardEvaluateOnARealCluster(t *testing.T) {
 			}
 		}
 	}
-	if n != 17 {
-		t.Errorf("Prometheus loaded %d rules, want the 17 of %s", n, rulesFile)
+	if n != 18 {
+		t.Errorf("Prometheus loaded %d rules, want the 18 of %s", n, rulesFile)
 	}
 	// Two of the shard's three replicas die: its alert goes pending (it
 	// fires after its 30 s).
 	c.KillStore(0, 0)
 	c.KillStore(0, 1)
 	testwait.For(t, 30*time.Second, "SeqdStoreShardNoLeader to go pending once two of three store replicas died", func() bool {
-		var r rulesResult
-		if getJSON("http://"+web+"/api/v1/rules", &r) != nil {
-			return false
-		}
-		for _, g := range r.Data.Groups {
-			for _, rule := range g.Rules {
-				if rule.Name == "SeqdStoreShardNoLeader" && len(rule.Alerts) == 1 && rule.Alerts[0].Labels["shard"] == "s1" {
-					return true
-				}
-			}
-		}
-		return false
+		return alerting(web, "SeqdStoreShardNoLeader", "shard", "s1")
+	})
+	// The node stops answering scrapes: its alert goes pending (it fires
+	// after a minute).
+	srv.Close()
+	testwait.For(t, 30*time.Second, "SeqdNodeDown to go pending once the node's metrics stopped answering", func() bool {
+		return alerting(web, "SeqdNodeDown", "instance", ln.Addr().String())
 	})
 	// The panels' queries, with Grafana's variables as a dashboard showing
 	// every shard would set them.
@@ -333,6 +328,23 @@ func TestRulesAndDashboardEvaluateOnARealCluster(t *testing.T) {
 			t.Errorf("panel query %s: %v %s %s", q, err, r.Status, r.Error)
 		}
 	}
+}
+
+// alerting reports whether Prometheus at web holds exactly one alert of
+// the rule name, pending or firing, and it has label key=value.
+func alerting(web, name, key, value string) bool {
+	var r rulesResult
+	if getJSON("http://"+web+"/api/v1/rules", &r) != nil {
+		return false
+	}
+	for _, g := range r.Data.Groups {
+		for _, rule := range g.Rules {
+			if rule.Name == name && len(rule.Alerts) == 1 && rule.Alerts[0].Labels[key] == value {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 type ruleGroup struct {
