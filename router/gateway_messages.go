@@ -76,6 +76,9 @@ func (s *gatewayMessages) GetGroup(ctx context.Context, r *seqdv1.GetGroupReques
 func (s *gatewayMessages) SyncGroup(ctx context.Context, r *seqdv1.SyncGroupRequest) (*seqdv1.SyncGroupResponse, error) {
 	return route(ctx, s, r, (*Messages).SyncGroup)
 }
+func (s *gatewayMessages) GroupHistory(ctx context.Context, r *seqdv1.GroupHistoryRequest) (*seqdv1.GroupHistoryResponse, error) {
+	return route(ctx, s, r, (*Messages).GroupHistory)
+}
 
 // Subscribe relays a replica's stream. If the replica goes away the stream
 // ends with its error; the device reconnects from its checkpoint.

@@ -321,6 +321,16 @@ func (m *Messages) SyncGroup(ctx context.Context, r *seqdv1.SyncGroupRequest) (*
 	})
 }
 
+func (m *Messages) GroupHistory(ctx context.Context, r *seqdv1.GroupHistoryRequest) (*seqdv1.GroupHistoryResponse, error) {
+	key, err := groupKey(r.GroupId)
+	if err != nil {
+		return nil, err
+	}
+	return callShard(ctx, m, key, func(ctx context.Context, c seqdv1.MessagesClient) (*seqdv1.GroupHistoryResponse, error) {
+		return c.GroupHistory(ctx, r)
+	})
+}
+
 // maybeStale reports whether resp is a read a replica answered without
 // its leader.
 func maybeStale(resp any) bool {

@@ -758,6 +758,10 @@ func TestReadWithoutLeaderIsMarkedMaybeStale(t *testing.T) {
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no leader to confirm") {
 		t.Fatalf("SyncGroup of an unknown group at a replica without a leader: %v, want UNAVAILABLE", err)
 	}
+	_, err = client.GroupHistory(ctx, &seqdv1.GroupHistoryRequest{User: to, GroupId: 999})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no leader to confirm") {
+		t.Fatalf("GroupHistory of an unknown group at a replica without a leader: %v, want UNAVAILABLE", err)
+	}
 }
 
 // A leader whose FSM lags its own commits does not call a checkpoint from

@@ -73,6 +73,15 @@ func TestReadFanoutGroup(t *testing.T) {
 	if err != nil || len(sg.Events) != 3 || sg.Events[0].MessageId != ids[0] {
 		t.Fatalf("SyncGroup: %v %v", sg, err)
 	}
+	// GroupHistory pages the other way, newest first.
+	gh, err := m.GroupHistory(ctx, &seqdv1.GroupHistoryRequest{User: 3, GroupId: 50, Limit: 2})
+	if err != nil || len(gh.Events) != 2 || gh.Events[0].MessageId != ids[2] || gh.Events[1].MessageId != ids[1] || gh.NextBeforeGseq != gh.Events[1].Seq {
+		t.Fatalf("GroupHistory: %v %v", gh, err)
+	}
+	if gh, err := m.GroupHistory(ctx, &seqdv1.GroupHistoryRequest{User: 3, GroupId: 50, BeforeGseq: gh.NextBeforeGseq}); err != nil ||
+		len(gh.Events) != 1 || gh.Events[0].MessageId != ids[0] || gh.NextBeforeGseq != 0 {
+		t.Fatalf("GroupHistory's last page: %v %v", gh, err)
+	}
 	// The newest checkpoint is fine and holds nothing; one beyond it comes
 	// from no entry a device received.
 	last := sg.Events[2].Seq
@@ -362,6 +371,21 @@ func TestBadInputThroughGateway(t *testing.T) {
 		{"SyncGroup with the group bit", func() error { return errOf(m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 2, GroupId: bigGroup})) }, codes.InvalidArgument, "group_id"},
 		{"SyncGroup of a write-fanout group", func() error { return errOf(m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 2, GroupId: 70})) }, codes.FailedPrecondition, "uses write fanout"},
 		{"SyncGroup by a non-member", func() error { return errOf(m.SyncGroup(ctx, &seqdv1.SyncGroupRequest{User: 3, GroupId: 70})) }, codes.PermissionDenied, "not a member"},
+		{"GroupHistory user 0", func() error { return errOf(m.GroupHistory(ctx, &seqdv1.GroupHistoryRequest{GroupId: 70})) }, codes.InvalidArgument, "user is 0"},
+		{"GroupHistory group 0", func() error { return errOf(m.GroupHistory(ctx, &seqdv1.GroupHistoryRequest{User: 2})) }, codes.InvalidArgument, "group_id"},
+		{"GroupHistory with the group bit", func() error {
+			return errOf(m.GroupHistory(ctx, &seqdv1.GroupHistoryRequest{User: 2, GroupId: bigGroup}))
+		}, codes.InvalidArgument, "group_id"},
+		{"GroupHistory over the limit", func() error {
+			return errOf(m.GroupHistory(ctx, &seqdv1.GroupHistoryRequest{User: 2, GroupId: 70, Limit: 1001}))
+		}, codes.InvalidArgument, "limit 1001"},
+		{"GroupHistory unknown", func() error { return errOf(m.GroupHistory(ctx, &seqdv1.GroupHistoryRequest{User: 2, GroupId: 71})) }, codes.NotFound, "group 71 does not exist"},
+		{"GroupHistory of a write-fanout group", func() error {
+			return errOf(m.GroupHistory(ctx, &seqdv1.GroupHistoryRequest{User: 2, GroupId: 70}))
+		}, codes.FailedPrecondition, "uses write fanout"},
+		{"GroupHistory by a non-member", func() error {
+			return errOf(m.GroupHistory(ctx, &seqdv1.GroupHistoryRequest{User: 3, GroupId: 70}))
+		}, codes.PermissionDenied, "not a member"},
 		{"CreateGroup owner 0", func() error {
 			return errOf(m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 72, Members: []uint64{2}}))
 		}, codes.InvalidArgument, "owner is 0"},

@@ -334,20 +334,11 @@ func isMember(info *seqdv1.GroupInfo, user uint64) (*seqdv1.GroupMember, bool) {
 func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 	res := &SyncResult{NextCheckpoint: after}
 	err := f.view(func(txn *badger.Txn) error {
-		rec, c, ok, err := groupIn(txn, g)
+		rec, c, err := memberTimeline(txn, user, g)
 		if err != nil {
 			return err
 		}
-		if !ok {
-			return notFound("group %d does not exist", g)
-		}
-		m, ok := isMember(rec.Info, user)
-		if !ok {
-			return &lookupError{ErrNotMember, fmt.Sprintf("user %d is not a member of group %d", user, g)}
-		}
-		if !rec.Info.ReadFanout {
-			return &lookupError{ErrWriteFanout, fmt.Sprintf("group %d uses write fanout: it has no timeline, its messages are in each member's inbox (read them with Sync)", g)}
-		}
+		m, _ := isMember(rec.Info, user)
 		from := max(after, m.JoinedAfterGseq)
 		if from == ^uint64(0) || limit <= 0 {
 			return nil // nothing is above the largest seq
@@ -368,6 +359,72 @@ func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 		return nil
 	})
 	return res, err
+}
+
+// GroupHistory pages backwards through a read-fanout group's timeline
+// as a member sees it: entries before before (0: from the newest), newest
+// first, down to the member's join and the first entry retention kept.
+// next is the group seq to page on from, 0 at that floor.
+func (f *FSM) GroupHistory(user, g, before uint64, limit int) (out []*seqdv1.Event, next uint64, err error) {
+	err = f.view(func(txn *badger.Txn) error {
+		rec, c, err := memberTimeline(txn, user, g)
+		if err != nil {
+			return err
+		}
+		m, _ := isMember(rec.Info, user)
+		// The oldest group seq the member may read.
+		floor := max(m.JoinedAfterGseq+1, c.TimelineStart, 1)
+		if limit <= 0 || before == 1 || before != 0 && before <= floor {
+			return nil
+		}
+		p := timelinePrefix(g)
+		opts := iteratorOpts(p)
+		opts.Reverse = true
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		start := append(timelineKey(g, ^uint64(0)), 0xff)
+		if before != 0 {
+			start = timelineKey(g, before-1)
+		}
+		size := 0
+		for it.Seek(start); it.ValidForPrefix(p); it.Next() {
+			if beU64(it.Item().Key()[len(p):]) < floor {
+				return nil
+			}
+			n := int(it.Item().ValueSize())
+			if pageFull(len(out), limit, size, n) {
+				next = out[len(out)-1].Seq
+				return nil
+			}
+			size += n
+			e := &seqdv1.Event{}
+			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, next, err
+}
+
+// memberTimeline returns read-fanout group g's record and counters for a
+// read by member user, or the refusal of that read.
+func memberTimeline(txn *badger.Txn, user, g uint64) (*clusterv1.GroupRecord, *clusterv1.GroupCounters, error) {
+	rec, c, ok, err := groupIn(txn, g)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !ok {
+		return nil, nil, notFound("group %d does not exist", g)
+	}
+	if _, ok := isMember(rec.Info, user); !ok {
+		return nil, nil, &lookupError{ErrNotMember, fmt.Sprintf("user %d is not a member of group %d", user, g)}
+	}
+	if !rec.Info.ReadFanout {
+		return nil, nil, &lookupError{ErrWriteFanout, fmt.Sprintf("group %d uses write fanout: it has no timeline, its messages are in each member's inbox (read them with Sync or History)", g)}
+	}
+	return rec, c, nil
 }
 
 // TimelineCount returns how many messages the group's timeline holds up

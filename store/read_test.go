@@ -317,30 +317,35 @@ func TestReadPagesStopAtMaxPageBytes(t *testing.T) {
 	check("Sync", func(cp uint64) (*SyncResult, error) { return h.f.Sync(2, cp, 1000) })
 	check("SyncGroup", func(cp uint64) (*SyncResult, error) { return h.f.SyncGroup(2, 50, cp, 1000) })
 
-	// History pages backwards by the same bound.
-	var got []uint64
-	before := uint64(0)
-	for pages := 0; ; pages++ {
-		if pages > n {
-			t.Fatal("History paging does not end")
+	// History and GroupHistory page backwards by the same bound.
+	backwards := func(name string, page func(before uint64) ([]*seqdv1.Event, uint64, error)) {
+		t.Helper()
+		var got []uint64
+		before := uint64(0)
+		for pages := 0; ; pages++ {
+			if pages > n {
+				t.Fatalf("%s paging does not end", name)
+			}
+			events, next, err := page(before)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if size := proto.Size(&seqdv1.HistoryResponse{Events: events, NextBeforeSeq: next}); size > MaxPageBytes+1024 || len(events) == 0 {
+				t.Fatalf("%s before %d: %d events, %d bytes", name, before, len(events), size)
+			}
+			got = append(got, seqsOf(events)...)
+			if next == 0 {
+				break
+			}
+			before = next
 		}
-		events, next, err := h.f.History(2, dconv(7), before, 1000)
-		if err != nil {
-			t.Fatal(err)
+		slices.Reverse(got)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s paged %v, want %v", name, got, want)
 		}
-		if size := proto.Size(&seqdv1.HistoryResponse{Events: events, NextBeforeSeq: next}); size > MaxPageBytes+1024 || len(events) == 0 {
-			t.Fatalf("History before %d: %d events, %d bytes", before, len(events), size)
-		}
-		got = append(got, seqsOf(events)...)
-		if next == 0 {
-			break
-		}
-		before = next
 	}
-	slices.Reverse(got)
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("History paged %v, want %v", got, want)
-	}
+	backwards("History", func(before uint64) ([]*seqdv1.Event, uint64, error) { return h.f.History(2, dconv(7), before, 1000) })
+	backwards("GroupHistory", func(before uint64) ([]*seqdv1.Event, uint64, error) { return h.f.GroupHistory(2, 50, before, 1000) })
 
 	// One event is always returned, however large.
 	if pageFull(0, 10, 0, 2*MaxPageBytes) || !pageFull(1, 10, 1, MaxPageBytes) || !pageFull(10, 10, 0, 0) {

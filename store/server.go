@@ -702,6 +702,34 @@ func (r *server) SyncGroup(ctx context.Context, req *seqdv1.SyncGroupRequest) (*
 		HistoryTruncated: res.Truncated, EarliestGseq: res.EarliestSeq, MaybeStale: at == hereLagging}, nil
 }
 
+func (r *server) GroupHistory(ctx context.Context, req *seqdv1.GroupHistoryRequest) (*seqdv1.GroupHistoryResponse, error) {
+	s := r.s
+	if err := checkUser("user", req.User); err != nil {
+		return nil, err
+	}
+	if err := checkGroupID("group_id", req.GroupId); err != nil {
+		return nil, err
+	}
+	limit, err := s.cfg.Limits.page("limit", req.Limit, 50)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.home(GroupKeyBit|req.GroupId, "group "+itoa(req.GroupId)); err != nil {
+		return nil, err
+	}
+	fwd, err, at := fromLeader(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.GroupHistoryResponse, error) {
+		return seqdv1.NewMessagesClient(cc).GroupHistory(ctx, req)
+	})
+	if at == atLeader {
+		return fwd, err
+	}
+	events, next, err := s.fsm.GroupHistory(req.User, req.GroupId, req.BeforeGseq, limit)
+	if err != nil {
+		return nil, readGroupErr(err, at, req.GroupId)
+	}
+	return &seqdv1.GroupHistoryResponse{Events: events, NextBeforeGseq: next, MaybeStale: at == hereLagging}, nil
+}
+
 // StoreNode.
 
 func (r *server) Deliver(ctx context.Context, req *clusterv1.DeliverRequest) (*clusterv1.DeliverResponse, error) {

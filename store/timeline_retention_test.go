@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"testing"
@@ -457,4 +458,85 @@ func TestApplyExpireTimelines(t *testing.T) {
 		step(t, h, 1<<62, 100, 100, 0, 0)
 		requireUnchanged(t, before, h.f, "a step from past the last group")
 	})
+}
+
+// TestGroupHistory pages backwards through a read-fanout timeline as each
+// member sees it: from its join (or the start, with history) and from the
+// first entry retention kept.
+func TestGroupHistory(t *testing.T) {
+	h := timelineSetup(t)
+	page := func(t *testing.T, user, before uint64, limit int) string {
+		t.Helper()
+		events, next, err := h.f.GroupHistory(user, 50, before, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%v next=%d", seqsOf(events), next)
+	}
+	for _, c := range []struct {
+		user, before uint64
+		limit        int
+		want         string
+	}{
+		{2, 0, 10, "[4 3 2 1] next=0"},
+		{2, 0, 2, "[4 3] next=3"},
+		{2, 3, 2, "[2 1] next=0"},
+		{2, 2, 1, "[1] next=0"},
+		{2, 1, 10, "[] next=0"},
+		{2, 100, 10, "[4 3 2 1] next=0"}, // past the newest: from the newest
+		{2, 0, 0, "[] next=0"},
+		{3, 4, 10, "[3 2 1] next=0"},
+	} {
+		if got := page(t, c.user, c.before, c.limit); got != c.want {
+			t.Errorf("member %d before %d limit %d: %s, want %s", c.user, c.before, c.limit, got, c.want)
+		}
+	}
+	// A newcomer sees from its join on; one added with history sees all.
+	h.must(opAddMembers(50, false, 100, 9))
+	h.must(opAddMembers(50, true, 100, 10))
+	h.now = 6000
+	h.must(opGroupSend(50, 5, true, 1, "f", "after the joins", apps(1, 7)...))
+	for _, c := range []struct {
+		user, before uint64
+		want         string
+	}{
+		{9, 0, "[5] next=0"},
+		{9, 5, "[] next=0"},
+		{10, 0, "[5 4 3 2 1] next=0"},
+	} {
+		if got := page(t, c.user, c.before, 10); got != c.want {
+			t.Errorf("member %d before %d: %s, want %s", c.user, c.before, got, c.want)
+		}
+	}
+	if got := page(t, 9, 0, 1); got != "[5] next=0" {
+		t.Errorf("newcomer's full page: %s, want no next page below its join", got)
+	}
+	// Retention removes entries 1 to 3: paging stops at the first kept.
+	wantStep(t, h, opExpireTimelines(3000, 0, 100, 100), 3, 0)
+	if got := page(t, 10, 0, 10); got != "[5 4] next=0" {
+		t.Errorf("after retention: %s, want [5 4]", got)
+	}
+	if got := page(t, 10, 0, 1); got != "[5] next=5" {
+		t.Errorf("after retention, one a page: %s", got)
+	}
+	if got := page(t, 2, 4, 10); got != "[] next=0" {
+		t.Errorf("after retention, before the first kept: %s", got)
+	}
+	// The refusals SyncGroup makes.
+	for _, c := range []struct {
+		user, group uint64
+		want        error
+	}{
+		{77, 50, ErrNotMember},
+		{2, 70, ErrWriteFanout},
+		{2, 99, ErrNotFound},
+	} {
+		if _, _, err := h.f.GroupHistory(c.user, c.group, 0, 10); !errors.Is(err, c.want) {
+			t.Errorf("GroupHistory(%d, %d): %v, want %v", c.user, c.group, err, c.want)
+		}
+	}
+	h.must(opRemoveMembers(50, 2))
+	if _, _, err := h.f.GroupHistory(2, 50, 0, 10); !errors.Is(err, ErrNotMember) {
+		t.Errorf("removed member: %v, want ErrNotMember", err)
+	}
 }

@@ -12,7 +12,7 @@ import (
 
 func runGroup(ctx context.Context, e *env, cmd *command, args []string) error {
 	if len(args) == 0 {
-		return usagef(cmd, "group: missing subcommand; use create, add, remove, show or sync")
+		return usagef(cmd, "group: missing subcommand; use create, add, remove, show, sync or history")
 	}
 	sub, rest := args[0], args[1:]
 	switch {
@@ -29,8 +29,10 @@ func runGroup(ctx context.Context, e *env, cmd *command, args []string) error {
 		return runGroupShow(ctx, e, cmd, rest)
 	case sub == "sync":
 		return runGroupSync(ctx, e, cmd, rest)
+	case sub == "history":
+		return runGroupHistory(ctx, e, cmd, rest)
 	default:
-		return usagef(cmd, "group: unknown subcommand %q; use create, add, remove, show or sync", sub)
+		return usagef(cmd, "group: unknown subcommand %q; use create, add, remove, show, sync or history", sub)
 	}
 }
 
@@ -156,19 +158,8 @@ func runGroupSync(ctx context.Context, e *env, cmd *command, args []string) erro
 	after := fs.Uint64("after", 0, "entries after group seq `S` (0 = from when B joined)")
 	limit := fs.Uint("limit", 0, "at most `N` entries per page, 1..1000 (default 100)")
 	all := fs.Bool("all", false, "page until the timeline is exhausted")
-	pos, err := parseArgs(cmd, e, fs, args)
+	g, u, err := memberRead(cmd, e, fs, "group sync", args, user, limit)
 	if err != nil {
-		return err
-	}
-	g, err := groupArg(cmd, "group sync", pos)
-	if err != nil {
-		return err
-	}
-	u, err := parseID(cmd, "--user", "user", *user)
-	if err != nil {
-		return err
-	}
-	if err := checkLimit(cmd, fs, *limit); err != nil {
 		return err
 	}
 	return withMessages(ctx, e, func(_ context.Context, c *conn, m *router.Messages) error {
@@ -239,4 +230,50 @@ func printGroup(w io.Writer, g *seqdv1.GroupInfo) error {
 		row(tw, m.User, m.JoinedAfterGseq)
 	}
 	return tw.Flush()
+}
+
+// memberRead parses the arguments of a read of group G by member --user
+// (group sync, group history): G, the user and the page limit.
+func memberRead(cmd *command, e *env, fs *flag.FlagSet, what string, args []string, user *string, limit *uint) (g, u uint64, err error) {
+	pos, err := parseArgs(cmd, e, fs, args)
+	if err != nil {
+		return 0, 0, err
+	}
+	if g, err = groupArg(cmd, what, pos); err != nil {
+		return 0, 0, err
+	}
+	if u, err = parseID(cmd, "--user", "user", *user); err != nil {
+		return 0, 0, err
+	}
+	return g, u, checkLimit(cmd, fs, *limit)
+}
+
+func runGroupHistory(ctx context.Context, e *env, cmd *command, args []string) error {
+	fs := flag.NewFlagSet("group history", flag.ContinueOnError)
+	user := fs.String("user", "", "the member `B` reading (required)")
+	before := fs.Uint64("before", 0, "page backwards from group seq `S`, exclusive (0 = from the newest)")
+	limit := fs.Uint("limit", 0, "at most `N` entries, 1..1000 (default 50)")
+	g, u, err := memberRead(cmd, e, fs, "group history", args, user, limit)
+	if err != nil {
+		return err
+	}
+	return withMessages(ctx, e, func(ctx context.Context, c *conn, m *router.Messages) error {
+		resp, err := m.GroupHistory(ctx, &seqdv1.GroupHistoryRequest{User: u, GroupId: g, BeforeGseq: *before, Limit: uint32(*limit)})
+		if err != nil {
+			return c.explain(err)
+		}
+		warnMaybeStale(e, resp.MaybeStale)
+		if e.json {
+			return writeProto(e.stdout, resp)
+		}
+		if len(resp.Events) == 0 {
+			fmt.Fprintf(e.stdout, "(no timeline entries of group %d for user %d)\n", g, u)
+		} else if err := writeEvents(e.stdout, resp.Events); err != nil {
+			return err
+		}
+		if resp.NextBeforeGseq != 0 {
+			fmt.Fprintf(e.stdout, "\nolder entries: run again with --before %d\n", resp.NextBeforeGseq)
+		}
+		return nil
+	})
 }

@@ -53,7 +53,7 @@ var commands = []*command{
 	{name: "tail", run: runTail, notes: tailNotes, forms: []form{{"tail --user B [--after S] [--verbose] [--heartbeat D]", "follow a user's inbox live (Subscribe) until Ctrl-C, reconnecting as needed"}}},
 	{name: "unread", run: runUnread, forms: []form{{"unread --user B", "unread counts per conversation and in total"}}},
 	{name: "read", run: runRead, forms: []form{{"read --user B --conv ID|--group G --up-to S", "mark a conversation read up to a seq (an inbox event)"}}},
-	{name: "history", run: runHistory, forms: []form{{"history --user B --conv ID|--group G [--before S] [--limit N]", "page backwards through one conversation's copies in the user's inbox, newest first (a read-fanout group's are in its timeline: group sync)"}}},
+	{name: "history", run: runHistory, forms: []form{{"history --user B --conv ID|--group G [--before S] [--limit N]", "page backwards through one conversation's copies in the user's inbox, newest first (a read-fanout group's messages are in its timeline: group history)"}}},
 	{name: "recall", run: runRecall, forms: []form{{"recall --from A --msg ID", "withdraw a message from every inbox (within the recall window)"}}},
 	{name: "delete", run: runDelete, forms: []form{{"delete --user B --msg ID", "hide a message in one user's inbox"}}},
 	{name: "group", run: runGroup, forms: []form{
@@ -62,6 +62,7 @@ var commands = []*command{
 		{"group remove G --members a,b", "remove members; they stop receiving at once"},
 		{"group show G", "the group's owner, fanout mode and members"},
 		{"group sync G --user B [--after S] [--limit N] [--all]", "read a read-fanout group's timeline as member B"},
+		{"group history G --user B [--before S] [--limit N]", "page backwards through a read-fanout group's timeline as member B, newest first"},
 	}},
 }
 

@@ -207,7 +207,7 @@ func TestHelpListsEveryCommand(t *testing.T) {
 		out := ok(t, args...)
 		for _, want := range []string{"next KEY", "current KEY", "routes", "status", "drain NODE", "--wait", "arbiter join ID", "--raft-addr", "arbiter remove ID", "--addr", "--json", "--timeout",
 			"send --from A --to B", "send --from A --group G", "sync --user B", "tail --user B", "unread --user B", "read --user B", "history --user B",
-			"recall --from A --msg ID", "delete --user B --msg ID", "group create G", "group add G", "group remove G", "group show G", "group sync G"} {
+			"recall --from A --msg ID", "delete --user B --msg ID", "group create G", "group add G", "group remove G", "group show G", "group sync G", "group history G"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("seqctl %v: usage lacks %q:\n%s", args, want, out)
 			}

@@ -358,7 +358,7 @@ func runHistory(ctx context.Context, e *env, cmd *command, args []string) error 
 		if conv.Type == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
 			// A read-fanout group's messages are not in the inbox.
 			if g, err := m.GetGroup(ctx, &seqdv1.GetGroupRequest{GroupId: conv.Id}); err == nil && g.Group.GetReadFanout() {
-				fmt.Fprintf(e.stderr, "seqctl: note: group %d uses read fanout: its messages are in the group timeline (seqctl group sync %d --user %d); history lists only user %d's own sends to it\n",
+				fmt.Fprintf(e.stderr, "seqctl: note: group %d uses read fanout: its messages are in the group timeline (seqctl group history %d --user %d); history lists only user %d's own sends to it\n",
 					conv.Id, conv.Id, u, u)
 			}
 		}

@@ -424,7 +424,7 @@ func TestGroups(t *testing.T) {
 	// History of a read-fanout group says where its messages are; of a
 	// write-fanout group it says nothing more.
 	if r := seqctl(t, "--addr", addr, "history", "--user", "1412", "--group", "1410"); r.code != 0 ||
-		!strings.Contains(r.stderr, "group 1410 uses read fanout: its messages are in the group timeline (seqctl group sync 1410 --user 1412)") {
+		!strings.Contains(r.stderr, "group 1410 uses read fanout: its messages are in the group timeline (seqctl group history 1410 --user 1412)") {
 		t.Errorf("history of a read-fanout group: exit %d, stderr %q", r.code, r.stderr)
 	}
 	if r := seqctl(t, "--addr", addr, "history", "--user", "1402", "--group", "1400"); r.code != 0 || r.stderr != "" {
@@ -442,6 +442,34 @@ func TestGroups(t *testing.T) {
 	r = seqctl(t, "--addr", addr, "group", "sync", "1400", "--user", "1402")
 	if r.code != 3 || !strings.Contains(r.stderr, "group 1400 uses write fanout") {
 		t.Errorf("group sync of a write-fanout group: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	// Group history pages backwards through the timeline, newest first.
+	m2 := send(t, addr, "--from", "1412", "--group", "1410", "second")
+	out = ok(t, "--addr", addr, "group", "history", "1410", "--user", "1411", "--limit", "1")
+	rows = section(t, out, "SEQ")
+	if len(rows) != 1 || rows[0][3] != m2.id || !strings.Contains(out, "older entries: run again with --before "+rows[0][0]) {
+		t.Fatalf("group history, newest page:\n%s", out)
+	}
+	out = ok(t, "--addr", addr, "group", "history", "1410", "--user", "1411", "--before", rows[0][0])
+	if rows := section(t, out, "SEQ"); len(rows) != 1 || rows[0][3] != m.id || strings.Contains(out, "older entries") {
+		t.Errorf("group history, second page:\n%s", out)
+	}
+	var gh seqdv1.GroupHistoryResponse
+	out = ok(t, "--addr", addr, "--json", "group", "history", "1410", "--user", "1412")
+	if err := protojson.Unmarshal([]byte(out), &gh); err != nil || len(gh.Events) != 2 || gh.Events[0].MessageId != m2.id || gh.NextBeforeGseq != 0 {
+		t.Errorf("group history --json: %v\n%s", err, out)
+	}
+	r = seqctl(t, "--addr", addr, "group", "history", "1410", "--user", "1499")
+	if r.code != 3 || !strings.Contains(r.stderr, "not a member") {
+		t.Errorf("group history by a non-member: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = seqctl(t, "--addr", addr, "group", "history", "1400", "--user", "1402")
+	if r.code != 3 || !strings.Contains(r.stderr, "group 1400 uses write fanout") {
+		t.Errorf("group history of a write-fanout group: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := seqctl(t, "--addr", addr, "group", "history", "1410"); r.code != 2 || !strings.Contains(r.stderr, "--user") {
+		t.Errorf("group history without --user: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
 

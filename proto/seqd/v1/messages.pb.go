@@ -1212,7 +1212,7 @@ func (x *UnreadResponse) GetMaybeStale() bool {
 // History pages backwards through the message copies in the user's inbox
 // of one conversation. A read-fanout group's messages are in its
 // timeline, not in members' inboxes: there it lists only the user's own
-// sends; read the group's messages with SyncGroup.
+// sends; page through the group's messages with GroupHistory.
 type HistoryRequest struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	User         uint64                 `protobuf:"varint,1,opt,name=user,proto3" json:"user,omitempty"`
@@ -2263,6 +2263,146 @@ func (x *SyncGroupResponse) GetMaybeStale() bool {
 	return false
 }
 
+type GroupHistoryRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	User    uint64                 `protobuf:"varint,1,opt,name=user,proto3" json:"user,omitempty"`
+	GroupId uint64                 `protobuf:"varint,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// Page backwards from this group seq (exclusive); 0 means from the
+	// newest.
+	BeforeGseq uint64 `protobuf:"varint,3,opt,name=before_gseq,json=beforeGseq,proto3" json:"before_gseq,omitempty"`
+	// 1..1000; 0 means 50. A page also stops early, before it would pass
+	// about 1 MiB of entries (it always holds at least one).
+	Limit         uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupHistoryRequest) Reset() {
+	*x = GroupHistoryRequest{}
+	mi := &file_seqd_v1_messages_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupHistoryRequest) ProtoMessage() {}
+
+func (x *GroupHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_v1_messages_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GroupHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_seqd_v1_messages_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GroupHistoryRequest) GetUser() uint64 {
+	if x != nil {
+		return x.User
+	}
+	return 0
+}
+
+func (x *GroupHistoryRequest) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *GroupHistoryRequest) GetBeforeGseq() uint64 {
+	if x != nil {
+		return x.BeforeGseq
+	}
+	return 0
+}
+
+func (x *GroupHistoryRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type GroupHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Group timeline entries, newest first (seq is the group seq).
+	Events []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Pass as before_gseq for the next page; 0 when there is none (the page
+	// reached the member's join or the first retained entry).
+	NextBeforeGseq uint64 `protobuf:"varint,2,opt,name=next_before_gseq,json=nextBeforeGseq,proto3" json:"next_before_gseq,omitempty"`
+	// Set when a replica that could not reach its shard's leader answered
+	// from the entries it has applied: the answer may lack the newest
+	// writes (a later call at the leader has them). Unset, the leader
+	// answered after confirming it leads and has applied every entry
+	// committed before the call began (read-your-writes).
+	MaybeStale    bool `protobuf:"varint,3,opt,name=maybe_stale,json=maybeStale,proto3" json:"maybe_stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GroupHistoryResponse) Reset() {
+	*x = GroupHistoryResponse{}
+	mi := &file_seqd_v1_messages_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GroupHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GroupHistoryResponse) ProtoMessage() {}
+
+func (x *GroupHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_v1_messages_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GroupHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GroupHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_seqd_v1_messages_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GroupHistoryResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *GroupHistoryResponse) GetNextBeforeGseq() uint64 {
+	if x != nil {
+		return x.NextBeforeGseq
+	}
+	return 0
+}
+
+func (x *GroupHistoryResponse) GetMaybeStale() bool {
+	if x != nil {
+		return x.MaybeStale
+	}
+	return false
+}
+
 var File_seqd_v1_messages_proto protoreflect.FileDescriptor
 
 const file_seqd_v1_messages_proto_rawDesc = "" +
@@ -2440,6 +2580,17 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"\x11history_truncated\x18\x04 \x01(\bR\x10historyTruncated\x12#\n" +
 	"\rearliest_gseq\x18\x05 \x01(\x04R\fearliestGseq\x12\x1f\n" +
 	"\vmaybe_stale\x18\x06 \x01(\bR\n" +
+	"maybeStale\"{\n" +
+	"\x13GroupHistoryRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\x04R\x04user\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\x04R\agroupId\x12\x1f\n" +
+	"\vbefore_gseq\x18\x03 \x01(\x04R\n" +
+	"beforeGseq\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"\x89\x01\n" +
+	"\x14GroupHistoryResponse\x12&\n" +
+	"\x06events\x18\x01 \x03(\v2\x0e.seqd.v1.EventR\x06events\x12(\n" +
+	"\x10next_before_gseq\x18\x02 \x01(\x04R\x0enextBeforeGseq\x12\x1f\n" +
+	"\vmaybe_stale\x18\x03 \x01(\bR\n" +
 	"maybeStale*p\n" +
 	"\x10ConversationType\x12!\n" +
 	"\x1dCONVERSATION_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n" +
@@ -2451,7 +2602,7 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"\x0fEVENT_KIND_READ\x10\x02\x12\x15\n" +
 	"\x11EVENT_KIND_RECALL\x10\x03\x12\x15\n" +
 	"\x11EVENT_KIND_DELETE\x10\x04\x12\x19\n" +
-	"\x15EVENT_KIND_GROUP_HINT\x10\x052\xd0\x06\n" +
+	"\x15EVENT_KIND_GROUP_HINT\x10\x052\x9d\a\n" +
 	"\bMessages\x123\n" +
 	"\x04Send\x12\x14.seqd.v1.SendRequest\x1a\x15.seqd.v1.SendResponse\x123\n" +
 	"\x04Sync\x12\x14.seqd.v1.SyncRequest\x1a\x15.seqd.v1.SyncResponse\x12D\n" +
@@ -2466,7 +2617,8 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"AddMembers\x12\x1a.seqd.v1.AddMembersRequest\x1a\x1b.seqd.v1.AddMembersResponse\x12N\n" +
 	"\rRemoveMembers\x12\x1d.seqd.v1.RemoveMembersRequest\x1a\x1e.seqd.v1.RemoveMembersResponse\x12?\n" +
 	"\bGetGroup\x12\x18.seqd.v1.GetGroupRequest\x1a\x19.seqd.v1.GetGroupResponse\x12B\n" +
-	"\tSyncGroup\x12\x19.seqd.v1.SyncGroupRequest\x1a\x1a.seqd.v1.SyncGroupResponseB+Z)github.com/seqd/seqd/proto/seqd/v1;seqdv1b\x06proto3"
+	"\tSyncGroup\x12\x19.seqd.v1.SyncGroupRequest\x1a\x1a.seqd.v1.SyncGroupResponse\x12K\n" +
+	"\fGroupHistory\x12\x1c.seqd.v1.GroupHistoryRequest\x1a\x1d.seqd.v1.GroupHistoryResponseB+Z)github.com/seqd/seqd/proto/seqd/v1;seqdv1b\x06proto3"
 
 var (
 	file_seqd_v1_messages_proto_rawDescOnce sync.Once
@@ -2481,7 +2633,7 @@ func file_seqd_v1_messages_proto_rawDescGZIP() []byte {
 }
 
 var file_seqd_v1_messages_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_seqd_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_seqd_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_seqd_v1_messages_proto_goTypes = []any{
 	(ConversationType)(0),         // 0: seqd.v1.ConversationType
 	(EventKind)(0),                // 1: seqd.v1.EventKind
@@ -2517,21 +2669,23 @@ var file_seqd_v1_messages_proto_goTypes = []any{
 	(*GroupInfo)(nil),             // 31: seqd.v1.GroupInfo
 	(*SyncGroupRequest)(nil),      // 32: seqd.v1.SyncGroupRequest
 	(*SyncGroupResponse)(nil),     // 33: seqd.v1.SyncGroupResponse
-	nil,                           // 34: seqd.v1.Event.MetadataEntry
-	nil,                           // 35: seqd.v1.SendRequest.MetadataEntry
-	(*ResponseHeader)(nil),        // 36: seqd.v1.ResponseHeader
+	(*GroupHistoryRequest)(nil),   // 34: seqd.v1.GroupHistoryRequest
+	(*GroupHistoryResponse)(nil),  // 35: seqd.v1.GroupHistoryResponse
+	nil,                           // 36: seqd.v1.Event.MetadataEntry
+	nil,                           // 37: seqd.v1.SendRequest.MetadataEntry
+	(*ResponseHeader)(nil),        // 38: seqd.v1.ResponseHeader
 }
 var file_seqd_v1_messages_proto_depIdxs = []int32{
 	0,  // 0: seqd.v1.Conversation.type:type_name -> seqd.v1.ConversationType
 	1,  // 1: seqd.v1.Event.kind:type_name -> seqd.v1.EventKind
 	2,  // 2: seqd.v1.Event.conversation:type_name -> seqd.v1.Conversation
-	34, // 3: seqd.v1.Event.metadata:type_name -> seqd.v1.Event.MetadataEntry
+	36, // 3: seqd.v1.Event.metadata:type_name -> seqd.v1.Event.MetadataEntry
 	2,  // 4: seqd.v1.SendRequest.conversation:type_name -> seqd.v1.Conversation
-	35, // 5: seqd.v1.SendRequest.metadata:type_name -> seqd.v1.SendRequest.MetadataEntry
+	37, // 5: seqd.v1.SendRequest.metadata:type_name -> seqd.v1.SendRequest.MetadataEntry
 	5,  // 6: seqd.v1.SendResponse.deliveries:type_name -> seqd.v1.Delivery
-	36, // 7: seqd.v1.SendResponse.header:type_name -> seqd.v1.ResponseHeader
+	38, // 7: seqd.v1.SendResponse.header:type_name -> seqd.v1.ResponseHeader
 	3,  // 8: seqd.v1.SyncResponse.events:type_name -> seqd.v1.Event
-	36, // 9: seqd.v1.SyncResponse.header:type_name -> seqd.v1.ResponseHeader
+	38, // 9: seqd.v1.SyncResponse.header:type_name -> seqd.v1.ResponseHeader
 	3,  // 10: seqd.v1.SubscribeResponse.events:type_name -> seqd.v1.Event
 	2,  // 11: seqd.v1.MarkReadRequest.conversation:type_name -> seqd.v1.Conversation
 	2,  // 12: seqd.v1.ConversationUnread.conversation:type_name -> seqd.v1.Conversation
@@ -2544,37 +2698,40 @@ var file_seqd_v1_messages_proto_depIdxs = []int32{
 	31, // 19: seqd.v1.GetGroupResponse.group:type_name -> seqd.v1.GroupInfo
 	30, // 20: seqd.v1.GroupInfo.members:type_name -> seqd.v1.GroupMember
 	3,  // 21: seqd.v1.SyncGroupResponse.events:type_name -> seqd.v1.Event
-	4,  // 22: seqd.v1.Messages.Send:input_type -> seqd.v1.SendRequest
-	7,  // 23: seqd.v1.Messages.Sync:input_type -> seqd.v1.SyncRequest
-	9,  // 24: seqd.v1.Messages.Subscribe:input_type -> seqd.v1.SubscribeRequest
-	11, // 25: seqd.v1.Messages.MarkRead:input_type -> seqd.v1.MarkReadRequest
-	13, // 26: seqd.v1.Messages.Unread:input_type -> seqd.v1.UnreadRequest
-	16, // 27: seqd.v1.Messages.History:input_type -> seqd.v1.HistoryRequest
-	18, // 28: seqd.v1.Messages.Recall:input_type -> seqd.v1.RecallRequest
-	20, // 29: seqd.v1.Messages.Delete:input_type -> seqd.v1.DeleteRequest
-	22, // 30: seqd.v1.Messages.CreateGroup:input_type -> seqd.v1.CreateGroupRequest
-	24, // 31: seqd.v1.Messages.AddMembers:input_type -> seqd.v1.AddMembersRequest
-	26, // 32: seqd.v1.Messages.RemoveMembers:input_type -> seqd.v1.RemoveMembersRequest
-	28, // 33: seqd.v1.Messages.GetGroup:input_type -> seqd.v1.GetGroupRequest
-	32, // 34: seqd.v1.Messages.SyncGroup:input_type -> seqd.v1.SyncGroupRequest
-	6,  // 35: seqd.v1.Messages.Send:output_type -> seqd.v1.SendResponse
-	8,  // 36: seqd.v1.Messages.Sync:output_type -> seqd.v1.SyncResponse
-	10, // 37: seqd.v1.Messages.Subscribe:output_type -> seqd.v1.SubscribeResponse
-	12, // 38: seqd.v1.Messages.MarkRead:output_type -> seqd.v1.MarkReadResponse
-	15, // 39: seqd.v1.Messages.Unread:output_type -> seqd.v1.UnreadResponse
-	17, // 40: seqd.v1.Messages.History:output_type -> seqd.v1.HistoryResponse
-	19, // 41: seqd.v1.Messages.Recall:output_type -> seqd.v1.RecallResponse
-	21, // 42: seqd.v1.Messages.Delete:output_type -> seqd.v1.DeleteResponse
-	23, // 43: seqd.v1.Messages.CreateGroup:output_type -> seqd.v1.CreateGroupResponse
-	25, // 44: seqd.v1.Messages.AddMembers:output_type -> seqd.v1.AddMembersResponse
-	27, // 45: seqd.v1.Messages.RemoveMembers:output_type -> seqd.v1.RemoveMembersResponse
-	29, // 46: seqd.v1.Messages.GetGroup:output_type -> seqd.v1.GetGroupResponse
-	33, // 47: seqd.v1.Messages.SyncGroup:output_type -> seqd.v1.SyncGroupResponse
-	35, // [35:48] is the sub-list for method output_type
-	22, // [22:35] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	3,  // 22: seqd.v1.GroupHistoryResponse.events:type_name -> seqd.v1.Event
+	4,  // 23: seqd.v1.Messages.Send:input_type -> seqd.v1.SendRequest
+	7,  // 24: seqd.v1.Messages.Sync:input_type -> seqd.v1.SyncRequest
+	9,  // 25: seqd.v1.Messages.Subscribe:input_type -> seqd.v1.SubscribeRequest
+	11, // 26: seqd.v1.Messages.MarkRead:input_type -> seqd.v1.MarkReadRequest
+	13, // 27: seqd.v1.Messages.Unread:input_type -> seqd.v1.UnreadRequest
+	16, // 28: seqd.v1.Messages.History:input_type -> seqd.v1.HistoryRequest
+	18, // 29: seqd.v1.Messages.Recall:input_type -> seqd.v1.RecallRequest
+	20, // 30: seqd.v1.Messages.Delete:input_type -> seqd.v1.DeleteRequest
+	22, // 31: seqd.v1.Messages.CreateGroup:input_type -> seqd.v1.CreateGroupRequest
+	24, // 32: seqd.v1.Messages.AddMembers:input_type -> seqd.v1.AddMembersRequest
+	26, // 33: seqd.v1.Messages.RemoveMembers:input_type -> seqd.v1.RemoveMembersRequest
+	28, // 34: seqd.v1.Messages.GetGroup:input_type -> seqd.v1.GetGroupRequest
+	32, // 35: seqd.v1.Messages.SyncGroup:input_type -> seqd.v1.SyncGroupRequest
+	34, // 36: seqd.v1.Messages.GroupHistory:input_type -> seqd.v1.GroupHistoryRequest
+	6,  // 37: seqd.v1.Messages.Send:output_type -> seqd.v1.SendResponse
+	8,  // 38: seqd.v1.Messages.Sync:output_type -> seqd.v1.SyncResponse
+	10, // 39: seqd.v1.Messages.Subscribe:output_type -> seqd.v1.SubscribeResponse
+	12, // 40: seqd.v1.Messages.MarkRead:output_type -> seqd.v1.MarkReadResponse
+	15, // 41: seqd.v1.Messages.Unread:output_type -> seqd.v1.UnreadResponse
+	17, // 42: seqd.v1.Messages.History:output_type -> seqd.v1.HistoryResponse
+	19, // 43: seqd.v1.Messages.Recall:output_type -> seqd.v1.RecallResponse
+	21, // 44: seqd.v1.Messages.Delete:output_type -> seqd.v1.DeleteResponse
+	23, // 45: seqd.v1.Messages.CreateGroup:output_type -> seqd.v1.CreateGroupResponse
+	25, // 46: seqd.v1.Messages.AddMembers:output_type -> seqd.v1.AddMembersResponse
+	27, // 47: seqd.v1.Messages.RemoveMembers:output_type -> seqd.v1.RemoveMembersResponse
+	29, // 48: seqd.v1.Messages.GetGroup:output_type -> seqd.v1.GetGroupResponse
+	33, // 49: seqd.v1.Messages.SyncGroup:output_type -> seqd.v1.SyncGroupResponse
+	35, // 50: seqd.v1.Messages.GroupHistory:output_type -> seqd.v1.GroupHistoryResponse
+	37, // [37:51] is the sub-list for method output_type
+	23, // [23:37] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_seqd_v1_messages_proto_init() }
@@ -2589,7 +2746,7 @@ func file_seqd_v1_messages_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_v1_messages_proto_rawDesc), len(file_seqd_v1_messages_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	Messages_RemoveMembers_FullMethodName = "/seqd.v1.Messages/RemoveMembers"
 	Messages_GetGroup_FullMethodName      = "/seqd.v1.Messages/GetGroup"
 	Messages_SyncGroup_FullMethodName     = "/seqd.v1.Messages/SyncGroup"
+	Messages_GroupHistory_FullMethodName  = "/seqd.v1.Messages/GroupHistory"
 )
 
 // MessagesClient is the client API for Messages service.
@@ -92,6 +93,13 @@ type MessagesClient interface {
 	// INVALID_ARGUMENT. A write-fanout group has no timeline
 	// (FAILED_PRECONDITION): its messages are in each member's inbox.
 	SyncGroup(ctx context.Context, in *SyncGroupRequest, opts ...grpc.CallOption) (*SyncGroupResponse, error)
+	// GroupHistory pages backwards through a read-fanout group's timeline
+	// as one member sees it: newest first, down to the member's join (or
+	// the group's start, for a member added with history) or the first
+	// entry retention kept. The same refusals as SyncGroup: NOT_FOUND,
+	// PERMISSION_DENIED for a non-member, FAILED_PRECONDITION for a
+	// write-fanout group (read its messages with History).
+	GroupHistory(ctx context.Context, in *GroupHistoryRequest, opts ...grpc.CallOption) (*GroupHistoryResponse, error)
 }
 
 type messagesClient struct {
@@ -241,6 +249,16 @@ func (c *messagesClient) SyncGroup(ctx context.Context, in *SyncGroupRequest, op
 	return out, nil
 }
 
+func (c *messagesClient) GroupHistory(ctx context.Context, in *GroupHistoryRequest, opts ...grpc.CallOption) (*GroupHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GroupHistoryResponse)
+	err := c.cc.Invoke(ctx, Messages_GroupHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MessagesServer is the server API for Messages service.
 // All implementations must embed UnimplementedMessagesServer
 // for forward compatibility.
@@ -299,6 +317,13 @@ type MessagesServer interface {
 	// INVALID_ARGUMENT. A write-fanout group has no timeline
 	// (FAILED_PRECONDITION): its messages are in each member's inbox.
 	SyncGroup(context.Context, *SyncGroupRequest) (*SyncGroupResponse, error)
+	// GroupHistory pages backwards through a read-fanout group's timeline
+	// as one member sees it: newest first, down to the member's join (or
+	// the group's start, for a member added with history) or the first
+	// entry retention kept. The same refusals as SyncGroup: NOT_FOUND,
+	// PERMISSION_DENIED for a non-member, FAILED_PRECONDITION for a
+	// write-fanout group (read its messages with History).
+	GroupHistory(context.Context, *GroupHistoryRequest) (*GroupHistoryResponse, error)
 	mustEmbedUnimplementedMessagesServer()
 }
 
@@ -347,6 +372,9 @@ func (UnimplementedMessagesServer) GetGroup(context.Context, *GetGroupRequest) (
 }
 func (UnimplementedMessagesServer) SyncGroup(context.Context, *SyncGroupRequest) (*SyncGroupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SyncGroup not implemented")
+}
+func (UnimplementedMessagesServer) GroupHistory(context.Context, *GroupHistoryRequest) (*GroupHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GroupHistory not implemented")
 }
 func (UnimplementedMessagesServer) mustEmbedUnimplementedMessagesServer() {}
 func (UnimplementedMessagesServer) testEmbeddedByValue()                  {}
@@ -596,6 +624,24 @@ func _Messages_SyncGroup_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Messages_GroupHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GroupHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MessagesServer).GroupHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Messages_GroupHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MessagesServer).GroupHistory(ctx, req.(*GroupHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Messages_ServiceDesc is the grpc.ServiceDesc for Messages service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -650,6 +696,10 @@ var Messages_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SyncGroup",
 			Handler:    _Messages_SyncGroup_Handler,
+		},
+		{
+			MethodName: "GroupHistory",
+			Handler:    _Messages_GroupHistory_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
