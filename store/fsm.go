@@ -102,7 +102,22 @@ type FSM struct {
 	// config is the index of the last Raft configuration entry applied
 	// (StoreConfiguration), 0 if none since the replica started.
 	config atomic.Uint64
+	// applyMu is held by Apply and Restore over their writes, and by
+	// Close: Raft's shutdown stops waiting for its FSM goroutine after a
+	// while, and an apply that goes on after Close must not touch the
+	// closed database. closed is guarded by it.
+	applyMu sync.Mutex
+	closed  bool
 }
+
+// errFSMClosed is the result of an entry that reached Apply after Close;
+// Raft has shut down by then, and the entry is applied at the next start.
+var errFSMClosed = errors.New("store: replica is shutting down")
+
+// closeWait bounds how long Close waits for an apply or a restore in
+// progress before it leaves the database open: the process is stopping,
+// and Badger's log files hold what was written.
+const closeWait = 10 * time.Second
 
 // OpenFSM opens (or creates) the Badger database in dir.
 func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
@@ -260,6 +275,24 @@ func (f *FSM) read(fn func(x *tx)) (err error) {
 
 // Close closes Badger.
 func (f *FSM) Close() error {
+	locked := make(chan struct{})
+	go func() {
+		f.applyMu.Lock()
+		close(locked)
+	}()
+	select {
+	case <-locked:
+	case <-time.After(closeWait):
+		// The goroutine takes the lock once the apply returns, and keeps
+		// it: nothing applies after Close.
+		f.log.Error("an apply is still running after the wait; leaving the store's database open", "wait", closeWait)
+		return errors.New("store: close: an apply is still running")
+	}
+	defer f.applyMu.Unlock()
+	if f.closed {
+		return nil
+	}
+	f.closed = true
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.db.Close()
@@ -318,6 +351,11 @@ func decodePayload(cmd *clusterv1.StoreCommand) (*clusterv1.StoreBatch, error) {
 func (f *FSM) Apply(l *raft.Log) interface{} {
 	if h := beforeApply.Load(); h != nil {
 		(*h)(f)
+	}
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	if f.closed {
+		return &BatchResult{Halted: errFSMClosed}
 	}
 	if l.Type != raft.LogCommand || l.Index <= f.applied.Load() {
 		return &BatchResult{}
@@ -462,6 +500,11 @@ func (s *fsmSnapshot) Release() {}
 // snapshot; if Badger already holds that state or newer, it is kept.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	if f.closed {
+		return errFSMClosed
+	}
 	if err := f.Halted(); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"sort"
 	"strings"
@@ -733,5 +734,54 @@ func TestFSMReadsDuringApplySeeWholeEntries(t *testing.T) {
 	evs := syncAllEvents(t, h.f, 2)
 	if len(evs) != 2*entries {
 		t.Fatalf("%d events, want %d", len(evs), 2*entries)
+	}
+}
+
+// TestApplyAfterClose: Raft's shutdown stops waiting for a busy FSM
+// goroutine, and the replica then closes its FSM. The apply that goes on
+// afterwards writes nothing and does not panic on the closed database;
+// the entry is applied at the next start.
+func TestApplyAfterClose(t *testing.T) {
+	h := newHarness(t)
+	h.must(opSend(1, "a", "first", apps(1, 1, 2, 1)...))
+	entered, held := make(chan struct{}), make(chan struct{})
+	hook := func(g *FSM) {
+		if g == h.f {
+			close(entered)
+			<-held
+		}
+	}
+	beforeApply.Store(&hook)
+	t.Cleanup(func() { beforeApply.Store(nil) })
+	data := encodeOps(t, h.now, opSend(1, "b", "second", apps(1, 2, 2, 2)...))
+	res := make(chan any, 1)
+	go func() { res <- h.f.Apply(&raft.Log{Type: raft.LogCommand, Index: 2, Data: data}) }()
+	<-entered
+	if err := h.f.Close(); err != nil {
+		t.Fatalf("Close with an apply waiting to start: %v", err)
+	}
+	close(held)
+	br, ok := (<-res).(*BatchResult)
+	if !ok || !errors.Is(br.Halted, errFSMClosed) || br.Results != nil {
+		t.Fatalf("Apply after Close: %+v, want the closed result", br)
+	}
+	beforeApply.Store(nil)
+	if err := h.f.Close(); err != nil {
+		t.Fatalf("a second Close: %v", err)
+	}
+	if err := h.f.Restore(io.NopCloser(strings.NewReader(""))); !errors.Is(err, errFSMClosed) {
+		t.Fatalf("Restore after Close: %v, want errFSMClosed", err)
+	}
+	// Reopened, the replica holds the first entry only and applies the
+	// second.
+	h.f = openTestFSM(t, h.dir)
+	if got := h.f.AppliedIndex(); got != 1 {
+		t.Fatalf("applied index after reopening: %d, want 1", got)
+	}
+	if br := h.f.Apply(&raft.Log{Type: raft.LogCommand, Index: 2, Data: data}).(*BatchResult); br.Err != nil || br.Halted != nil || len(br.Results) != 1 {
+		t.Fatalf("the entry after reopening: %+v", br)
+	}
+	if evs := syncAllEvents(t, h.f, 2); len(evs) != 2 {
+		t.Fatalf("user 2 holds %d events, want 2", len(evs))
 	}
 }
