@@ -64,20 +64,30 @@ func newBatcher(cc *grpc.ClientConn, maxKeys, maxInflight int, window time.Durat
 
 // do queues keys and waits for their seqs.
 func (b *batcher) do(ctx context.Context, keys []uint64, version uint64) ([]uint64, *seqdv1.ResponseHeader, error) {
+	closed := status.Error(codes.Unavailable, ErrClosed.Error())
+	select {
+	case <-b.quit:
+		return nil, nil, closed
+	default:
+	}
 	p := &pending{keys: keys, version: version, done: make(chan struct{})}
 	select {
 	case b.queue <- p:
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
 	case <-b.quit:
-		return nil, nil, status.Error(codes.Unavailable, ErrClosed.Error())
+		return nil, nil, closed
 	}
+	// The seqs, if they come after the caller or the batcher gave up, are
+	// dropped: a gap, never a repeat. (A call queued as the batcher
+	// closed may find its loop gone: close is its answer.)
 	select {
 	case <-p.done:
 		return p.seqs, p.hdr, p.err
 	case <-ctx.Done():
-		// The seqs, if they come, are dropped: a gap, never a repeat.
 		return nil, nil, ctx.Err()
+	case <-b.quit:
+		return nil, nil, closed
 	}
 }
 

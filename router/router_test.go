@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
@@ -142,5 +144,30 @@ func TestBatcherCloseDoesNotWaitForAHungAllocSvr(t *testing.T) {
 	case <-closed:
 	case <-time.After(2 * time.Second):
 		t.Fatal("close still waits for the stream to the hung AllocSvr after 2s")
+	}
+}
+
+// TestBatcherCallAfterCloseFailsAtOnce: a call that reaches a batcher
+// after its close (a Client.Close racing calls) fails at once with
+// UNAVAILABLE. Before, it could land in the queue after the loop had
+// drained it and returned, and wait out its whole deadline.
+func TestBatcherCallAfterCloseFailsAtOnce(t *testing.T) {
+	// Never dialled: the batcher opens its stream with its first batch.
+	cc, err := grpc.NewClient("127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	b := newBatcher(cc, 4096, 4, DefaultBatchWindow)
+	b.close()
+	time.Sleep(20 * time.Millisecond) // the loop has drained and returned
+	for i := 0; i < 50; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		start := time.Now()
+		_, _, err := b.do(ctx, []uint64{1}, 0)
+		cancel()
+		if status.Code(err) != codes.Unavailable || time.Since(start) > time.Second {
+			t.Fatalf("call %d on a closed batcher: %v after %v, want UNAVAILABLE at once", i, err, time.Since(start))
+		}
 	}
 }
