@@ -266,6 +266,11 @@ func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 		// handler, so the proposer never waits on another shard.
 		resp := b.remote
 		if resp == nil {
+			if !s.isLocal(GroupKeyBit | r.Conversation.Id) {
+				// The group's shard changed since the handler looked: the
+				// proposer does not call another shard.
+				return nil, status.Errorf(codes.Unavailable, "group %d moved to another shard; retry", r.Conversation.Id)
+			}
 			var err error
 			if resp, err = s.timelineCount(context.Background(), r.Conversation.Id, r.UpToSeq, r.User); err != nil {
 				return nil, err

@@ -121,3 +121,7 @@ func SetHintFaults(t *testing.T, chunk int, fail func(group uint64, i int) bool)
 	hintChunk, failHint = chunk, fail
 	t.Cleanup(func() { hintChunk, failHint = oldChunk, oldFail })
 }
+
+// HintGroups runs one hint window on this (leader) replica, as its loop
+// does.
+func (s *Shard) HintGroups(ctx context.Context) { s.hintGroups(ctx) }

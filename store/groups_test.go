@@ -682,6 +682,47 @@ func TestUnfinishedHintRoundHintsNoOneTwice(t *testing.T) {
 	}
 }
 
+// TestStoppedHintWindowProposesNothing: a hint window whose loop was told
+// to stop (a leadership change, a close) proposes no more chunks. Before,
+// each group's next chunk still went into the pipeline and committed, the
+// loop never learned it, and the next window hinted those members again.
+func TestStoppedHintWindowProposesNothing(t *testing.T) {
+	store.SetHintFaults(t, 1, nil) // one member per chunk
+	c, m := startCluster(t, localcluster.Options{HintWindow: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	members := []uint64{2, 3, 4}
+	for g := uint64(61); g <= 63; g++ {
+		if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: g, Owner: 1, Members: members, ReadFanout: true}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Conversation: group(g), ClientMsgId: fmt.Sprint("m", g), Body: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh := c.Store(0, storeLeader(t, c)).Store()
+	stopped, stop := context.WithCancel(ctx)
+	stop()
+	sh.HintGroups(stopped)
+	for _, u := range members {
+		if got := hintIDs(t, m, u); len(got) != 0 {
+			t.Fatalf("a stopped window hinted member %d: %v", u, got)
+		}
+	}
+	sh.HintGroups(ctx) // the next window
+	for _, u := range append(members, 1) {
+		got := hintIDs(t, m, u)
+		for id, n := range got {
+			if n != 1 {
+				t.Errorf("member %d holds hint %s %d times", u, id, n)
+			}
+		}
+		if len(got) != 3 {
+			t.Errorf("member %d holds hints %v, want one of each of the 3 groups", u, got)
+		}
+	}
+}
+
 // hintIDs counts u's group hints by message id.
 func hintIDs(t *testing.T, m *router.Messages, u uint64) map[string]int {
 	t.Helper()

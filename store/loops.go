@@ -297,6 +297,9 @@ func (s *Shard) hintGroups(ctx context.Context) {
 	orderForHints(groups, s.expiryAfter)
 	expiryRounds := expiryRoundsPerWindow
 	for _, g := range groups {
+		if ctx.Err() != nil {
+			return // the loop stopped: leadership moved, or the replica closes
+		}
 		gid, gseq, count := g.Info.GroupId, g.Counters.LastGroupSeq, g.Counters.MessageCount
 		told, wait := hintRound(g, tellReady, expiryRounds)
 		if wait {

@@ -73,10 +73,14 @@ func (r *request) finish(res *OpResult, err error) {
 	close(r.done)
 }
 
-// failAll answers every request with err.
+// failAll answers every request with err, but those already answered
+// before their entry committed (the planted bug AckSendBeforeCommit: they
+// stay acknowledged, which is the bug).
 func failAll(reqs []*request, err error) {
 	for _, r := range reqs {
-		r.finish(nil, err)
+		if !r.early {
+			r.finish(nil, err)
+		}
 	}
 }
 
@@ -139,6 +143,11 @@ func startPipeline(s *Shard, apply func(data []byte) raft.ApplyFuture, verify fu
 // submit runs one op through the pipeline and returns its result. If ctx
 // ends first the op may still commit.
 func (s *Shard) submit(ctx context.Context, b builder) (*OpResult, error) {
+	if err := ctx.Err(); err != nil {
+		// Proposed anyway, it could commit with no one to learn of it (a
+		// stopped loop's next chunk, a caller that gave up).
+		return nil, s.raftErr(err)
+	}
 	r := &request{b: b, done: make(chan struct{})}
 	if err := s.pipe.enqueue(r, false); err != nil {
 		return nil, err
@@ -361,10 +370,14 @@ func (p *pipeline) complete(fl *flight) {
 		// The entry was refused whole (too large for Badger despite
 		// the estimate): propose each request in an entry of its own,
 		// so only one that is too large by itself fails.
+		var again []*request
 		for _, r := range fl.reqs {
-			r.alone = true
+			if !r.early {
+				r.alone = true
+				again = append(again, r)
+			}
 		}
-		p.requeue(fl.reqs)
+		p.requeue(again)
 		return
 	case br.Err != nil:
 		failAll(fl.reqs, status.Error(codes.InvalidArgument, br.Err.Error()))
@@ -514,6 +527,10 @@ func (p *pipeline) wait() { p.wg.Wait() }
 func (s *Shard) raftErr(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
+	}
+	if !rpcerr.LeaderMoved(err) {
+		// No leader to name: leaderAddr may reload the shard map.
+		return rpcerr.FromRaft(err, "")
 	}
 	return rpcerr.FromRaft(err, s.leaderAddr())
 }

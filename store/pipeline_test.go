@@ -15,6 +15,7 @@ import (
 
 	"github.com/seqd/seqd/internal/testwait"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
 // neverFuture is an apply Raft never answers: one left in its buffer when
@@ -313,5 +314,26 @@ func TestRefusalPlannedAgainAfterReadIndex(t *testing.T) {
 	<-r.done
 	if status.Code(r.res.err) != codes.Unavailable {
 		t.Fatalf("answered refusal of a deposed leader: %+v, want UNAVAILABLE", r.res)
+	}
+}
+
+// TestEarlyAckIsAnsweredOnce: under the planted bug AckSendBeforeCommit a
+// send is answered when proposed; an entry that then fails answers its
+// other requests and leaves that one acknowledged (the bug seqjepsen must
+// catch), instead of answering it twice, which panicked the leader.
+func TestEarlyAckIsAnsweredOnce(t *testing.T) {
+	p := &pipeline{abandon: make(chan struct{})}
+	early := &request{b: nopBuilder{}, done: make(chan struct{})}
+	ackEarly([]*request{early}, []*clusterv1.StoreOp{{Op: &clusterv1.StoreOp_Send{Send: &clusterv1.SendOp{
+		MessageId: "1.1", Request: &seqdv1.SendRequest{Sender: 1}}}}})
+	other := &request{b: nopBuilder{}, done: make(chan struct{})}
+	lost := errors.New("leadership lost")
+	p.complete(&flight{reqs: []*request{early, other}, f: doneFuture{lost}})
+	<-other.done
+	if other.err != lost {
+		t.Fatalf("the other request: %v, want %v", other.err, lost)
+	}
+	if early.err != nil || early.res.Send.GetMessageId() != "1.1" {
+		t.Fatalf("the early-acknowledged request: %v %v, want its acknowledgement kept", early.res, early.err)
 	}
 }

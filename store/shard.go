@@ -223,8 +223,11 @@ type Shard struct {
 	expiryAfter uint64
 	// hinting holds, per read-fanout group whose hint round a failed
 	// chunk left unfinished, the round and the members its applied
-	// chunks hinted: the retry skips them, so that no member here gets
-	// the same hint twice (only the leader loop's goroutine uses it).
+	// chunks hinted: the retry skips them, so that no member gets the
+	// same hint twice from this leader (only the leader loop's goroutine
+	// uses it). A new leader does not know the round, and a chunk whose
+	// outcome was lost is not counted as applied: either can hint a
+	// member again, which adds an event and changes no count.
 	hinting map[uint64]*unfinishedHints
 
 	pipe  *pipeline

@@ -144,8 +144,7 @@ func FromRaft(err error, leaderAddr string) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
-		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrAbortedByRestore):
+	case LeaderMoved(err):
 		return NotLeader(leaderAddr)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return status.Error(codes.Unavailable, "this replica is shutting down; retry at another replica")
@@ -160,6 +159,14 @@ func FromRaft(err error, leaderAddr string) error {
 		return err
 	}
 	return status.Error(codes.Internal, err.Error())
+}
+
+// LeaderMoved reports whether err is Raft's refusal at a node that does
+// not lead (or stopped leading): the only errors FromRaft answers with the
+// leader's address.
+func LeaderMoved(err error) bool {
+	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+		errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrAbortedByRestore)
 }
 
 // Retryable reports whether a call failing with err may succeed if retried
