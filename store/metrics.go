@@ -25,6 +25,8 @@ type metrics struct {
 	logTrimmed                                         prometheus.Counter
 	dedupSwept                                         prometheus.Counter
 	rateLimited                                        prometheus.Counter
+	abandoned                                          prometheus.Counter
+	overloaded                                         prometheus.Counter
 	isLeader                                           prometheus.Gauge
 	halted                                             prometheus.Gauge
 	shardFormat                                        prometheus.Gauge
@@ -72,6 +74,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Dedup records past their TTL deleted by the leader's sweeps."}),
 		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "rate_limited_total",
 			Help: "Requests refused by the per-client rate limit."}),
+		abandoned: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "abandoned_requests_total",
+			Help: "Writes dropped before they were proposed because their caller had given up (deadline or cancel)."}),
+		overloaded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "overload_refusals_total",
+			Help: "Writes refused with RESOURCE_EXHAUSTED because the leader's queue was full."}),
 		isLeader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "raft_is_leader",
 			Help: "1 if this replica leads its shard."}),
 		halted: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "halted",
@@ -92,7 +98,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.shardFormat.Set(-1)
 	m.outboxItems.Set(-1)
 	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.readIndex, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,
-		m.expiredEvents, m.expiredTimeline, m.logTrimmed, m.dedupSwept, m.rateLimited, m.isLeader, m.halted, m.shardFormat,
+		m.expiredEvents, m.expiredTimeline, m.logTrimmed, m.dedupSwept, m.rateLimited, m.abandoned, m.overloaded, m.isLeader, m.halted, m.shardFormat,
 		m.outboxItems, m.outboxRounds, m.subscribers)
 	// Every op's outcomes exist from the start, at 0, so a dashboard sees
 	// a series before the first op.

@@ -42,8 +42,19 @@ const (
 
 var errPipelineClosed = status.Error(codes.Unavailable, "store replica is shutting down; retry at another replica")
 
+// maxQueued bounds the writes waiting for the shard leader's proposer
+// (about two seconds of a two-core leader's sends); past it new ones are
+// refused with errOverloaded.
+const maxQueued = 8192
+
+var errOverloaded = status.Error(codes.ResourceExhausted,
+	fmt.Sprintf("store shard leader is overloaded: %d writes are waiting; slow down and retry", maxQueued))
+
 // request is one op waiting for its result.
 type request struct {
+	// ctx is the caller's: a request whose caller gave up before it was
+	// proposed is dropped (not proposed at all).
+	ctx     context.Context
 	b       builder
 	res     *OpResult
 	err     error
@@ -148,7 +159,7 @@ func (s *Shard) submit(ctx context.Context, b builder) (*OpResult, error) {
 		// stopped loop's next chunk, a caller that gave up).
 		return nil, s.raftErr(err)
 	}
-	r := &request{b: b, done: make(chan struct{})}
+	r := &request{ctx: ctx, b: b, done: make(chan struct{})}
 	if err := s.pipe.enqueue(r, false); err != nil {
 		return nil, err
 	}
@@ -169,6 +180,14 @@ func (p *pipeline) enqueue(r *request, front bool) error {
 	if p.closed {
 		p.mu.Unlock()
 		return errPipelineClosed
+	}
+	if !front && len(p.queue) >= maxQueued {
+		// More than the leader commits in a second or two is waiting:
+		// refuse new work rather than let every caller's deadline pass
+		// in the queue.
+		p.mu.Unlock()
+		p.s.m.overloaded.Inc()
+		return errOverloaded
 	}
 	if front {
 		p.queue = append([]*request{r}, p.queue...)
@@ -270,6 +289,14 @@ func (p *pipeline) propose(batch []*request) *flight {
 	)
 	planStart := time.Now()
 	for i, r := range batch {
+		if r.ctx != nil && r.ctx.Err() != nil {
+			// Its caller has gone: nothing of it was written (a request
+			// planned again after OUT_OF_ORDER, a refusal or a too large
+			// entry wrote nothing either), so it need not be.
+			p.s.m.abandoned.Inc()
+			r.finish(nil, status.FromContextError(r.ctx.Err()).Err())
+			continue
+		}
 		ks, err := r.b.plan(s)
 		if err != nil {
 			var a *answered

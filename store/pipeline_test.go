@@ -1,8 +1,10 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -336,4 +339,60 @@ func TestEarlyAckIsAnsweredOnce(t *testing.T) {
 	if early.err != nil || early.res.Send.GetMessageId() != "1.1" {
 		t.Fatalf("the early-acknowledged request: %v %v, want its acknowledgement kept", early.res, early.err)
 	}
+}
+
+// TestAbandonedRequestIsNotProposed: a write whose caller gave up before
+// the proposer took it is answered with its context's error and never
+// proposed, so it cannot commit with no one to learn of it.
+func TestAbandonedRequestIsNotProposed(t *testing.T) {
+	var proposals atomic.Int32
+	p := testPipeline(func([]byte) raft.ApplyFuture { proposals.Add(1); return doneFuture{} })
+	defer p.close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := &request{ctx: ctx, b: nopBuilder{}, done: make(chan struct{})}
+	if err := p.enqueue(r, false); err != nil {
+		t.Fatal(err)
+	}
+	<-r.done
+	if status.Code(r.err) != codes.Canceled || proposals.Load() != 0 {
+		t.Fatalf("abandoned request: %v with %d proposals, want Canceled and none", r.err, proposals.Load())
+	}
+	if n := counterValue(t, p.s.m.abandoned); n != 1 {
+		t.Fatalf("abandoned_requests_total %v, want 1", n)
+	}
+}
+
+// TestFullQueueRefusesNewWrites: past maxQueued waiting writes, new ones
+// are refused with RESOURCE_EXHAUSTED; requests put back at the front
+// (planned again) still go in.
+func TestFullQueueRefusesNewWrites(t *testing.T) {
+	s := &Shard{cfg: Config{Now: time.Now}}
+	s.m = newMetrics(prometheus.NewRegistry())
+	p := &pipeline{s: s, kick: make(chan struct{}, 1)} // no proposer: nothing leaves the queue
+	for range maxQueued {
+		if err := p.enqueue(&request{b: nopBuilder{}, done: make(chan struct{})}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := p.enqueue(&request{b: nopBuilder{}, done: make(chan struct{})}, false)
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "overloaded") {
+		t.Fatalf("a write past the full queue: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	if err := p.enqueue(&request{b: nopBuilder{}, done: make(chan struct{})}, true); err != nil {
+		t.Fatalf("a write planned again at the front: %v", err)
+	}
+	if n := counterValue(t, s.m.overloaded); n != 1 {
+		t.Fatalf("overload_refusals_total %v, want 1", n)
+	}
+}
+
+// counterValue reads a counter.
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
