@@ -259,6 +259,17 @@ func (s *server) RegisterStoreReplica(ctx context.Context, req *clusterv1.Regist
 	if req.ClusterId != meta.ClusterId {
 		return nil, status.Errorf(codes.FailedPrecondition, "store replica %s is configured for cluster %q but these arbiters run cluster %q; fix --cluster-id", req.ReplicaId, req.ClusterId, meta.ClusterId)
 	}
+	for _, sh := range meta.Shards {
+		for _, r := range sh.Replicas {
+			if r.Id == req.ReplicaId && sh.Id != req.Shard {
+				// Its data, if it has any, is that shard's: serving it as
+				// another shard's would split both (checked here, before
+				// the command, so arbiters of older builds apply alike).
+				return nil, status.Errorf(codes.FailedPrecondition, "store replica %s belongs to shard %s, not %s: start it with --shard %s (a replica for shard %s needs a new id and an empty --data)",
+					req.ReplicaId, sh.Id, req.Shard, sh.Id, req.Shard)
+			}
+		}
+	}
 	res, err := s.a.apply(ctx, clusterv1.CommandType_COMMAND_TYPE_SET_STORE_REPLICA, &clusterv1.SetStoreReplicaCommand{Shard: req.Shard, ReplicaId: req.ReplicaId, Addr: req.Addr})
 	if err != nil {
 		return nil, err

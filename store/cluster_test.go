@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -17,8 +18,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/seqd/seqd/internal/datadir"
+	"github.com/seqd/seqd/internal/grpcconn"
 	"github.com/seqd/seqd/internal/localcluster"
+	"github.com/seqd/seqd/internal/node"
 	"github.com/seqd/seqd/internal/testwait"
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
 	"github.com/seqd/seqd/store"
@@ -852,4 +857,35 @@ func raftAddr(t *testing.T, r *raft.Raft, id raft.ServerID) raft.ServerAddress {
 	}
 	t.Fatalf("%s is not in the Raft configuration", id)
 	return ""
+}
+
+// TestReplicaStaysInItsShard: a store replica restarted with another
+// --shard is refused, by its data dir (which records its shard) and by
+// the arbiters (which know it as the first shard's). Before, it started,
+// led the other shard with the first one's data, and split both.
+func TestReplicaStaysInItsShard(t *testing.T) {
+	c, _ := startCluster(t, localcluster.Options{Shards: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.StopStore(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	err := c.RestartStoreWith(ctx, 0, 0, func(cfg *node.Config) { id, cfg.Shard = cfg.ID, "s2" })
+	if !errors.Is(err, datadir.ErrForeign) || !strings.Contains(err.Error(), `store shard "s1"`) || !strings.Contains(err.Error(), `store shard "s2"`) {
+		t.Fatalf("restart in shard s2: %v, want the data dir's refusal naming both shards", err)
+	}
+	cc, err := grpc.NewClient(c.ArbiterAddrs()[0], grpcconn.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	_, err = clusterv1.NewArbiterClient(cc).RegisterStoreReplica(ctx, &clusterv1.RegisterStoreReplicaRequest{
+		ClusterId: "seqd-local", Shard: "s2", ReplicaId: id, Addr: "127.0.0.1:1"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "belongs to shard s1") {
+		t.Fatalf("registering %s in shard s2: %v, want FAILED_PRECONDITION", id, err)
+	}
+	if err := c.RestartStoreWith(ctx, 0, 0, func(cfg *node.Config) { cfg.Shard = "s1" }); err != nil {
+		t.Fatalf("restart in its own shard: %v", err)
+	}
 }

@@ -25,13 +25,21 @@ type Identity struct {
 	ClusterID string `json:"cluster_id"`
 	NodeID    string `json:"node_id"`
 	Role      string `json:"role"`
+	// Shard is the message-store shard of a node with the store role
+	// ("" for others). Directories from builds before it was recorded
+	// have none; the first start on them records it.
+	Shard string `json:"shard,omitempty"`
 }
 
-// String names the identity as errors do: cluster, node and (if set) role.
+// String names the identity as errors do: cluster, node and (if set) role
+// and shard.
 func (id Identity) String() string {
 	s := fmt.Sprintf("cluster %q node %q", id.ClusterID, id.NodeID)
 	if id.Role != "" {
 		s += fmt.Sprintf(" role %q", id.Role)
+	}
+	if id.Shard != "" {
+		s += fmt.Sprintf(" store shard %q", id.Shard)
 	}
 	return s
 }
@@ -65,6 +73,14 @@ func Claim(dir string, id Identity) (*Dir, error) {
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+		if other, err := holdsData(dir); err != nil || other != "" {
+			d.Close()
+			if err != nil {
+				return nil, fmt.Errorf("data dir %s: %w", dir, err)
+			}
+			return nil, fmt.Errorf("%w: %s holds data (%s) but no %s, which names the cluster and node it belongs to: put the file back, or use an empty --data dir",
+				ErrForeign, dir, other, identityFile)
+		}
 		if err := writeIdentity(path, id); err != nil {
 			d.Close()
 			return nil, err
@@ -79,12 +95,35 @@ func Claim(dir string, id Identity) (*Dir, error) {
 		d.Close()
 		return nil, fmt.Errorf("data dir %s: %s is corrupt (%v); move it aside only if the directory holds no data you need", dir, identityFile, err)
 	}
+	if have.Shard == "" && id.Shard != "" && have == (Identity{ClusterID: id.ClusterID, NodeID: id.NodeID, Role: id.Role}) {
+		// Recorded by a build that kept no shard: record it now.
+		if err := writeIdentity(path, id); err != nil {
+			d.Close()
+			return nil, err
+		}
+		return d, nil
+	}
 	if have != id {
 		d.Close()
-		return nil, fmt.Errorf("%w: %s was created for %s, not %s; use an empty --data dir or the matching --cluster-id/--id",
+		return nil, fmt.Errorf("%w: %s was created for %s, not %s; use an empty --data dir or the matching --cluster-id/--id/--shard",
 			ErrForeign, dir, have, id)
 	}
 	return d, nil
+}
+
+// holdsData returns the name of an entry of dir other than the lock, an
+// unfinished identity write and a fresh file system's lost+found, or "".
+func holdsData(dir string) (string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		if n := e.Name(); n != ".lock" && n != identityFile+".tmp" && n != "lost+found" {
+			return n, nil
+		}
+	}
+	return "", nil
 }
 
 // IsEmpty reports whether the directory holds no seqd identity yet.

@@ -166,3 +166,50 @@ func TestClaimBadPaths(t *testing.T) {
 		t.Error("Claim accepted a directory where the identity file belongs")
 	}
 }
+
+func TestClaimStoreShard(t *testing.T) {
+	s1 := Identity{ClusterID: "c1", NodeID: "r1", Shard: "s1"}
+	dir := t.TempDir()
+	d := claim(t, dir, s1)
+	d.Close()
+	s2 := s1
+	s2.Shard = "s2"
+	_, err := Claim(dir, s2)
+	if !errors.Is(err, ErrForeign) || !strings.Contains(err.Error(), `store shard "s1"`) || !strings.Contains(err.Error(), `store shard "s2"`) {
+		t.Fatalf("Claim for another shard: %v, want ErrForeign naming both shards", err)
+	}
+	// A node without the store role on a store replica's directory.
+	if _, err := Claim(dir, Identity{ClusterID: "c1", NodeID: "r1"}); !errors.Is(err, ErrForeign) {
+		t.Fatalf("Claim without the shard: %v, want ErrForeign", err)
+	}
+	claim(t, dir, s1).Close()
+
+	// A directory from a build that recorded no shard takes the first
+	// one given, and keeps it.
+	old := t.TempDir()
+	claim(t, old, Identity{ClusterID: "c1", NodeID: "r1"}).Close()
+	claim(t, old, s1).Close()
+	if _, err := Claim(old, s2); !errors.Is(err, ErrForeign) {
+		t.Fatalf("after the shard was recorded, Claim for another: %v, want ErrForeign", err)
+	}
+}
+
+func TestClaimRefusesDataWithoutIdentity(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "store"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Claim(dir, testID)
+	if !errors.Is(err, ErrForeign) || !strings.Contains(err.Error(), "store") || !strings.Contains(err.Error(), identityFile) {
+		t.Fatalf("Claim of a directory with data and no identity: %v, want ErrForeign naming the data and the file", err)
+	}
+	if !IsEmpty(dir) {
+		t.Fatal("the refused Claim wrote an identity")
+	}
+	// A fresh file system's lost+found is not data.
+	fresh := t.TempDir()
+	if err := os.Mkdir(filepath.Join(fresh, "lost+found"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	claim(t, fresh, testID)
+}

@@ -349,7 +349,11 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 
 	if cfg.DataDir != "" {
-		if n.dir, err = datadir.Claim(cfg.DataDir, datadir.Identity{ClusterID: cfg.ClusterID, NodeID: cfg.ID}); err != nil {
+		id := datadir.Identity{ClusterID: cfg.ClusterID, NodeID: cfg.ID}
+		if cfg.Has(RoleStore) {
+			id.Shard = cfg.Shard
+		}
+		if n.dir, err = datadir.Claim(cfg.DataDir, id); err != nil {
 			return nil, err
 		}
 	}
