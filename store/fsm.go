@@ -166,7 +166,8 @@ func openBadger(dir string, log *slog.Logger) (*badger.DB, error) {
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
 		WithNumCompactors(2).
-		WithValueThreshold(1 << 10)
+		WithValueThreshold(1 << 10).
+		WithVerifyValueChecksum(true) // a value log read that fails its checksum reads as empty (checkEvent)
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("store: open badger in %s: %w", dir, err)

@@ -48,6 +48,17 @@ func getProto(txn *badger.Txn, key []byte, m proto.Message) (bool, error) {
 	return true, it.Value(func(v []byte) error { return proto.Unmarshal(v, m) })
 }
 
+// checkEvent checks that an event read at an inbox or timeline key holds
+// that key's seq. Badger answers a value it could not read (a damaged
+// value log) as empty rather than as an error, and an empty event decodes
+// fine: it would go out as an event of seq 0.
+func checkEvent(key []byte, e *seqdv1.Event) error {
+	if seq := beU64(key[len(key)-8:]); e.Seq != seq {
+		return fmt.Errorf("store: the event at key %x reads as seq %d, not %d: this replica's data is damaged (see its log for Badger's read errors)", key, e.Seq, seq)
+	}
+	return nil
+}
+
 // SyncResult is one page of a user's inbox.
 type SyncResult struct {
 	Events         []*seqdv1.Event
@@ -119,6 +130,9 @@ func scanEvents(txn *badger.Txn, prefix, start []byte, limit int, res *SyncResul
 		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
 			return err
 		}
+		if err := checkEvent(it.Item().Key(), e); err != nil {
+			return err
+		}
 		res.Events = append(res.Events, e)
 		res.NextCheckpoint = e.Seq
 	}
@@ -186,12 +200,16 @@ func (f *FSM) History(user uint64, c *seqdv1.Conversation, before uint64, limit 
 				break
 			}
 			e := &seqdv1.Event{}
-			ok, err := getProto(txn, inboxKey(user, seq), e)
+			key := inboxKey(user, seq)
+			ok, err := getProto(txn, key, e)
 			if err != nil {
 				return err
 			}
 			if !ok {
 				continue
+			}
+			if err := checkEvent(key, e); err != nil {
+				return err
 			}
 			n := proto.Size(e)
 			if pageFull(len(out), limit, size, n) {
@@ -399,6 +417,9 @@ func (f *FSM) GroupHistory(user, g, before uint64, limit int) (out []*seqdv1.Eve
 			size += n
 			e := &seqdv1.Event{}
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
+				return err
+			}
+			if err := checkEvent(it.Item().Key(), e); err != nil {
 				return err
 			}
 			out = append(out, e)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"google.golang.org/protobuf/proto"
@@ -351,4 +353,35 @@ func TestReadPagesStopAtMaxPageBytes(t *testing.T) {
 	if pageFull(0, 10, 0, 2*MaxPageBytes) || !pageFull(1, 10, 1, MaxPageBytes) || !pageFull(10, 10, 0, 0) {
 		t.Fatal("pageFull bounds")
 	}
+}
+
+// TestReadsRefuseDamagedEvents: an event Badger could not read comes back
+// empty; Sync, History, SyncGroup and GroupHistory answer an error for it
+// instead of an event of seq 0.
+func TestReadsRefuseDamagedEvents(t *testing.T) {
+	h := newHarness(t)
+	h.must(opCreateGroup(50, 1, true, 10, 2))
+	h.must(opSend(7, "d", "body", apps(1, 1, 2, 1)...))
+	h.must(opGroupSend(50, 1, true, 1, "g", "body", apps(1, 2)...))
+	blank := func(key []byte) {
+		if err := h.f.db.Update(func(txn *badger.Txn) error { return txn.Set(key, nil) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blank(inboxKey(2, 1))
+	blank(timelineKey(50, 1))
+	damaged := func(name string, err error) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), "damaged") {
+			t.Errorf("%s of a damaged event: %v, want an error saying the data is damaged", name, err)
+		}
+	}
+	_, err := h.f.Sync(2, 0, 10)
+	damaged("Sync", err)
+	_, _, err = h.f.History(2, dconv(7), 0, 10)
+	damaged("History", err)
+	_, err = h.f.SyncGroup(2, 50, 0, 10)
+	damaged("SyncGroup", err)
+	_, _, err = h.f.GroupHistory(2, 50, 0, 10)
+	damaged("GroupHistory", err)
 }
