@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc/peer"
 
+	"github.com/seqd/seqd/internal/grpcconn"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
@@ -99,8 +100,8 @@ func (s *gatewayMessages) Subscribe(r *seqdv1.SubscribeRequest, out seqdv1.Messa
 		if err != nil {
 			return err
 		}
-		if err := out.Send(msg); err != nil {
-			return err
+		if err := grpcconn.SendWithin(out, msg); err != nil {
+			return err // ends the stream to the replica too (ctx)
 		}
 	}
 }

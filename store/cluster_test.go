@@ -889,3 +889,51 @@ func TestReplicaStaysInItsShard(t *testing.T) {
 		t.Fatalf("restart in its own shard: %v", err)
 	}
 }
+
+// TestSubscriberThatStopsReadingIsCut: a Subscribe stream whose client
+// stopped reading (its flow-control window full) is ended with
+// RESOURCE_EXHAUSTED, by the gateway and by a replica served directly.
+// Before, both held its messages and waited for good: a gateway used
+// 15-30 MB per such stream.
+func TestSubscriberThatStopsReadingIsCut(t *testing.T) {
+	defer grpcconn.SetSlowReceiver(grpcconn.SetSlowReceiver(time.Second))
+	c, m := startCluster(t, localcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const user = 42
+	small := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64 << 10), grpc.WithInitialConnWindowSize(64 << 10)}
+	var streams []seqdv1.Messages_SubscribeClient
+	for _, addr := range []string{c.GatewayAddr(), c.Store(0, storeLeader(t, c)).GRPCAddr()} {
+		cc, err := grpc.NewClient(addr, small...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		st, err := seqdv1.NewMessagesClient(cc).Subscribe(ctx, &seqdv1.SubscribeRequest{User: user, HeartbeatMs: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Header(); err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, st)
+	}
+	body := make([]byte, 60<<10)
+	for i := range 30 {
+		if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 7, Recipients: []uint64{user}, Conversation: direct(7_000_042),
+			ClientMsgId: fmt.Sprint("big", i), Body: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(3 * time.Second) // past the 1 s wait
+	for i, st := range streams {
+		var err error
+		for err == nil {
+			_, err = st.Recv()
+		}
+		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "not reading") {
+			t.Errorf("stream %d (0: gateway, 1: replica): ended with %v, want RESOURCE_EXHAUSTED", i, err)
+		}
+	}
+}

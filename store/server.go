@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/seqd/seqd/internal/forward"
+	"github.com/seqd/seqd/internal/grpcconn"
 	"github.com/seqd/seqd/internal/rpcerr"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
@@ -543,7 +544,7 @@ func (r *server) Subscribe(req *seqdv1.SubscribeRequest, stream seqdv1.Messages_
 			if len(res.Events) == 0 && !res.Truncated {
 				return nil
 			}
-			if err := stream.Send(&seqdv1.SubscribeResponse{Events: res.Events, Checkpoint: res.NextCheckpoint,
+			if err := grpcconn.SendWithin(stream, &seqdv1.SubscribeResponse{Events: res.Events, Checkpoint: res.NextCheckpoint,
 				HistoryTruncated: res.Truncated, EarliestSeq: res.EarliestSeq, MaybeStale: !s.inLeaderContact()}); err != nil {
 				return err
 			}
@@ -568,7 +569,7 @@ func (r *server) Subscribe(req *seqdv1.SubscribeRequest, stream seqdv1.Messages_
 				return err
 			}
 		case <-t.C:
-			if err := stream.Send(&seqdv1.SubscribeResponse{Heartbeat: true, Checkpoint: cp, MaybeStale: !s.inLeaderContact()}); err != nil {
+			if err := grpcconn.SendWithin(stream, &seqdv1.SubscribeResponse{Heartbeat: true, Checkpoint: cp, MaybeStale: !s.inLeaderContact()}); err != nil {
 				return err
 			}
 		case <-stream.Context().Done():
