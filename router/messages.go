@@ -241,6 +241,27 @@ func (m *Messages) Unread(ctx context.Context, r *seqdv1.UnreadRequest) (*seqdv1
 	})
 }
 
+// UnreadAll is Unread with every page of conversations: it asks for the
+// next page until none is left, and answers the last page's total (the
+// one read last) with the conversations of all.
+func (m *Messages) UnreadAll(ctx context.Context, user uint64) (*seqdv1.UnreadResponse, error) {
+	out := &seqdv1.UnreadResponse{}
+	req := &seqdv1.UnreadRequest{User: user}
+	for {
+		resp, err := m.Unread(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		out.Conversations = append(out.Conversations, resp.Conversations...)
+		out.Total = resp.Total
+		out.MaybeStale = out.MaybeStale || resp.MaybeStale
+		if !resp.HasMore || resp.NextAfter == nil {
+			return out, nil
+		}
+		req.After = resp.NextAfter
+	}
+}
+
 func (m *Messages) History(ctx context.Context, r *seqdv1.HistoryRequest) (*seqdv1.HistoryResponse, error) {
 	key, err := userKey("user", r.User)
 	if err != nil {

@@ -567,7 +567,7 @@ func TestApplyMarkRead(t *testing.T) {
 		t.Fatalf("read event:\n%s", d)
 	}
 	wantUnread(t, h.f, 2, 2, map[string]uint64{"d7": 1, "d8": 1})
-	u, _ := h.f.Unread(2)
+	u, _ := h.f.Unread(2, nil, 0)
 	for _, c := range u.Conversations {
 		if convName(c.Conversation) == "d7" && c.ReadUpTo != 2 {
 			t.Fatalf("d7 read_up_to %d", c.ReadUpTo)

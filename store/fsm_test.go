@@ -371,7 +371,7 @@ func seqsOf(evs []*seqdv1.Event) []uint64 {
 
 func unreadOf(t testTB, f *FSM, user uint64) (map[string]uint64, uint64) {
 	t.Helper()
-	u, err := f.Unread(user)
+	u, err := f.Unread(user, nil, 0)
 	if err != nil {
 		t.Fatalf("Unread(%d): %v", user, err)
 	}
@@ -689,7 +689,7 @@ func TestFSMReadsDuringApplySeeWholeEntries(t *testing.T) {
 					return
 				default:
 				}
-				u, err := h.f.Unread(2)
+				u, err := h.f.Unread(2, nil, 0)
 				if err != nil {
 					errs <- err.Error()
 					return

@@ -129,7 +129,7 @@ func checkUserInvariants(t testTB, f *FSM, user uint64) {
 	if len(evs) > 0 && evs[len(evs)-1].Seq > last {
 		t.Fatalf("user %d: inbox ends at %d above last seq %d", user, evs[len(evs)-1].Seq, last)
 	}
-	u, err := f.Unread(user)
+	u, err := f.Unread(user, nil, 0)
 	if err != nil {
 		t.Fatalf("Unread: %v", err)
 	}

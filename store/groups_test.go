@@ -349,6 +349,10 @@ func TestBadInputThroughGateway(t *testing.T) {
 		{"Sync user 0", func() error { return errOf(m.Sync(ctx, &seqdv1.SyncRequest{})) }, codes.InvalidArgument, "user is 0"},
 		{"Sync from the future", func() error { return errOf(m.Sync(ctx, &seqdv1.SyncRequest{User: 2, AfterSeq: 999})) }, codes.InvalidArgument, "beyond the newest event"},
 		{"Unread user 0", func() error { return errOf(m.Unread(ctx, &seqdv1.UnreadRequest{})) }, codes.InvalidArgument, "user is 0"},
+		{"Unread after a conversation of no type", func() error {
+			return errOf(m.Unread(ctx, &seqdv1.UnreadRequest{User: 2, After: &seqdv1.Conversation{Id: 12}}))
+		}, codes.InvalidArgument, "after.type"},
+		{"Unread over the limit", func() error { return errOf(m.Unread(ctx, &seqdv1.UnreadRequest{User: 2, Limit: 1001})) }, codes.InvalidArgument, "limit 1001"},
 		{"History user 0", func() error { return errOf(m.History(ctx, &seqdv1.HistoryRequest{Conversation: direct(12)})) }, codes.InvalidArgument, "user is 0"},
 		{"History without a conversation", func() error { return errOf(m.History(ctx, &seqdv1.HistoryRequest{User: 2})) }, codes.InvalidArgument, "conversation"},
 		{"History of an unknown conversation type", func() error {

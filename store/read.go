@@ -1,8 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/proto"
@@ -225,8 +227,18 @@ func (f *FSM) History(user uint64, c *seqdv1.Conversation, before uint64, limit 
 }
 
 // Unread returns the per-conversation unread counts and the total.
-func (f *FSM) Unread(user uint64) (*seqdv1.UnreadResponse, error) {
+//
+// The conversations listed are those after `after` (nil: from the first),
+// at most limit of them (0: no count) and no more than fit in
+// MaxPageBytes; has_more and next_after say where the next page starts.
+// The total counts every conversation, listed or not.
+func (f *FSM) Unread(user uint64, after *seqdv1.Conversation, limit int) (*seqdv1.UnreadResponse, error) {
 	resp := &seqdv1.UnreadResponse{}
+	var from []byte
+	if after != nil {
+		from = convKey(user, after)
+	}
+	size := 0
 	err := f.view(func(txn *badger.Txn) error {
 		var us clusterv1.UserState
 		if _, err := getProto(txn, userKey(user), &us); err != nil {
@@ -251,10 +263,20 @@ func (f *FSM) Unread(user uint64) (*seqdv1.UnreadResponse, error) {
 				resp.Total -= n - left
 				n = left
 			}
-			if n > 0 {
-				resp.Conversations = append(resp.Conversations, &seqdv1.ConversationUnread{
-					Conversation: conv, Count: n, ReadUpTo: cs.ReadUpTo})
+			// Every conversation is read for the total; a listed one also
+			// comes after `after` and fits in the page.
+			if n == 0 || resp.HasMore || from != nil && bytes.Compare(it.Item().Key(), from) <= 0 {
+				continue
 			}
+			cu := &seqdv1.ConversationUnread{Conversation: conv, Count: n, ReadUpTo: cs.ReadUpTo}
+			next := proto.Size(cu) + 3 // with its field tag and length
+			if len(resp.Conversations) == limit && limit > 0 || pageFull(len(resp.Conversations), math.MaxInt, size, next) {
+				resp.HasMore = true
+				resp.NextAfter = resp.Conversations[len(resp.Conversations)-1].Conversation
+				continue
+			}
+			size += next
+			resp.Conversations = append(resp.Conversations, cu)
 		}
 		return nil
 	})

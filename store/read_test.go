@@ -151,11 +151,11 @@ func TestReadUnreadListsOnlyUnreadConversations(t *testing.T) {
 	h := inboxWithGaps(t)
 	wantUnread(t, h.f, 2, 5, map[string]uint64{"d7": 3, "d8": 2})
 	h.must(opMarkRead(2, dconv(8), 11, 12))
-	u, err := h.f.Unread(2)
+	u, err := h.f.Unread(2, nil, 0)
 	if err != nil || len(u.Conversations) != 1 || convName(u.Conversations[0].Conversation) != "d7" || u.Total != 3 {
 		t.Fatalf("Unread(2) = %v, %v", u, err)
 	}
-	if u, err := h.f.Unread(99); err != nil || u.Total != 0 || len(u.Conversations) != 0 {
+	if u, err := h.f.Unread(99, nil, 0); err != nil || u.Total != 0 || len(u.Conversations) != 0 {
 		t.Fatalf("Unread of an unknown user = %v, %v", u, err)
 	}
 }
@@ -384,4 +384,79 @@ func TestReadsRefuseDamagedEvents(t *testing.T) {
 	damaged("SyncGroup", err)
 	_, _, err = h.f.GroupHistory(2, 50, 0, 10)
 	damaged("GroupHistory", err)
+}
+
+// TestUnreadPages: Unread lists the conversations in pages, by count and
+// by MaxPageBytes, after a cursor; the total counts them all on every
+// page. Before, one user with some 230,000 unread conversations got an
+// answer over a gRPC client's default 4 MiB.
+func TestUnreadPages(t *testing.T) {
+	h := inboxWithGaps(t) // d7: 3 unread, d8: 2
+	h.must(opSend(9, "m9", "body", apps(1, 9, 2, 12)...))
+	page := func(after *seqdv1.Conversation, limit int) string {
+		t.Helper()
+		u, err := h.f.Unread(2, after, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, c := range u.Conversations {
+			names = append(names, fmt.Sprint(convName(c.Conversation), ":", c.Count))
+		}
+		next := ""
+		if u.NextAfter != nil {
+			next = convName(u.NextAfter)
+		}
+		return fmt.Sprintf("%v total=%d more=%v next=%s", names, u.Total, u.HasMore, next)
+	}
+	for _, c := range []struct {
+		after *seqdv1.Conversation
+		limit int
+		want  string
+	}{
+		{nil, 0, "[d7:3 d8:2 d9:1] total=6 more=false next="},
+		{nil, 2, "[d7:3 d8:2] total=6 more=true next=d8"},
+		{dconv(8), 2, "[d9:1] total=6 more=false next="},
+		{dconv(7), 1, "[d8:2] total=6 more=true next=d8"},
+		{dconv(9), 0, "[] total=6 more=false next="},
+		{dconv(1), 0, "[d7:3 d8:2 d9:1] total=6 more=false next="}, // a cursor that is no conversation of the user
+	} {
+		if got := page(c.after, c.limit); got != c.want {
+			t.Errorf("Unread after %s limit %d: %s, want %s", convName(c.after), c.limit, got, c.want)
+		}
+	}
+
+	// Past MaxPageBytes: a user with more unread conversations than fit.
+	many := newHarness(t)
+	const n = 100_000 // with ids of 8 bytes: about 2 MiB of list
+	wb := many.f.db.NewWriteBatch()
+	v, _ := proto.Marshal(&clusterv1.ConvState{Unread: 1})
+	for i := uint64(1); i <= n; i++ {
+		if err := wb.Set(convKey(2, dconv(1<<60+i)), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var after *seqdv1.Conversation
+	seen, pages := 0, 0
+	for {
+		u, err := many.f.Unread(2, after, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		if size := proto.Size(u); size > MaxPageBytes+1024 || len(u.Conversations) == 0 {
+			t.Fatalf("page %d: %d conversations, %d bytes", pages, len(u.Conversations), size)
+		}
+		seen += len(u.Conversations)
+		if !u.HasMore {
+			break
+		}
+		after = u.NextAfter
+	}
+	if seen != n || pages < 2 {
+		t.Fatalf("%d conversations in %d pages, want %d in more than one", seen, pages, n)
+	}
 }

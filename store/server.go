@@ -589,6 +589,15 @@ func (r *server) Unread(ctx context.Context, req *seqdv1.UnreadRequest) (*seqdv1
 	if err := checkUser("user", req.User); err != nil {
 		return nil, err
 	}
+	if req.After != nil {
+		if err := checkConversation("after", req.After); err != nil {
+			return nil, err
+		}
+	}
+	limit, err := s.cfg.Limits.page("limit", req.Limit, 0)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.home(req.User, "user "+itoa(req.User)); err != nil {
 		return nil, err
 	}
@@ -598,7 +607,7 @@ func (r *server) Unread(ctx context.Context, req *seqdv1.UnreadRequest) (*seqdv1
 	if at == atLeader {
 		return fwd, err
 	}
-	resp, err := s.fsm.Unread(req.User)
+	resp, err := s.fsm.Unread(req.User, req.After, limit)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}

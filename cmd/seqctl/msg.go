@@ -273,7 +273,7 @@ func runUnread(ctx context.Context, e *env, cmd *command, args []string) error {
 		return err
 	}
 	return withMessages(ctx, e, func(ctx context.Context, c *conn, m *router.Messages) error {
-		resp, err := m.Unread(ctx, &seqdv1.UnreadRequest{User: u})
+		resp, err := m.UnreadAll(ctx, u)
 		if err != nil {
 			return c.explain(err)
 		}

@@ -883,7 +883,7 @@ func (m *Messages) readLeader(ctx context.Context) {
 			return err
 		})
 		retry(fmt.Sprintf("unread of user %d", u), func(ctx context.Context) error {
-			r, err := m.msgs.Unread(ctx, &seqdv1.UnreadRequest{User: u})
+			r, err := m.msgs.UnreadAll(ctx, u)
 			if err == nil {
 				m.unread[u] = unreadView(r)
 			}

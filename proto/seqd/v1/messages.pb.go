@@ -1041,8 +1041,14 @@ func (x *MarkReadResponse) GetTotalUnread() uint64 {
 }
 
 type UnreadRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          uint64                 `protobuf:"varint,1,opt,name=user,proto3" json:"user,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	User  uint64                 `protobuf:"varint,1,opt,name=user,proto3" json:"user,omitempty"`
+	// List the conversations after this one (next_after of the page
+	// before); unset, from the first.
+	After *Conversation `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	// At most this many conversations, 1..1000; 0 means as many as fit in
+	// a page of about 1 MiB (some 40,000).
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1080,6 +1086,20 @@ func (*UnreadRequest) Descriptor() ([]byte, []int) {
 func (x *UnreadRequest) GetUser() uint64 {
 	if x != nil {
 		return x.User
+	}
+	return 0
+}
+
+func (x *UnreadRequest) GetAfter() *Conversation {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *UnreadRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
 	}
 	return 0
 }
@@ -1145,15 +1165,20 @@ func (x *ConversationUnread) GetReadUpTo() uint64 {
 }
 
 type UnreadResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Conversations []*ConversationUnread  `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
-	Total         uint64                 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Conversations with unread messages, in a fixed order, from after on.
+	Conversations []*ConversationUnread `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"`
+	// Unread messages in all conversations, listed on this page or not.
+	Total uint64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
 	// Set when a replica that could not reach its shard's leader answered
 	// from the entries it has applied: the answer may lack the newest
 	// writes (a later call at the leader has them). Unset, the leader
 	// answered after confirming it leads and has applied every entry
 	// committed before the call began (read-your-writes).
-	MaybeStale    bool `protobuf:"varint,3,opt,name=maybe_stale,json=maybeStale,proto3" json:"maybe_stale,omitempty"`
+	MaybeStale bool `protobuf:"varint,3,opt,name=maybe_stale,json=maybeStale,proto3" json:"maybe_stale,omitempty"`
+	// More conversations follow: ask again with after = next_after.
+	HasMore       bool          `protobuf:"varint,4,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
+	NextAfter     *Conversation `protobuf:"bytes,5,opt,name=next_after,json=nextAfter,proto3" json:"next_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1207,6 +1232,20 @@ func (x *UnreadResponse) GetMaybeStale() bool {
 		return x.MaybeStale
 	}
 	return false
+}
+
+func (x *UnreadResponse) GetHasMore() bool {
+	if x != nil {
+		return x.HasMore
+	}
+	return false
+}
+
+func (x *UnreadResponse) GetNextAfter() *Conversation {
+	if x != nil {
+		return x.NextAfter
+	}
+	return nil
 }
 
 // History pages backwards through the message copies in the user's inbox
@@ -2496,19 +2535,24 @@ const file_seqd_v1_messages_proto_rawDesc = "" +
 	"\x10MarkReadResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x16\n" +
 	"\x06unread\x18\x02 \x01(\x04R\x06unread\x12!\n" +
-	"\ftotal_unread\x18\x03 \x01(\x04R\vtotalUnread\"#\n" +
+	"\ftotal_unread\x18\x03 \x01(\x04R\vtotalUnread\"f\n" +
 	"\rUnreadRequest\x12\x12\n" +
-	"\x04user\x18\x01 \x01(\x04R\x04user\"\x83\x01\n" +
+	"\x04user\x18\x01 \x01(\x04R\x04user\x12+\n" +
+	"\x05after\x18\x02 \x01(\v2\x15.seqd.v1.ConversationR\x05after\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\x83\x01\n" +
 	"\x12ConversationUnread\x129\n" +
 	"\fconversation\x18\x01 \x01(\v2\x15.seqd.v1.ConversationR\fconversation\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x1c\n" +
 	"\n" +
-	"read_up_to\x18\x03 \x01(\x04R\breadUpTo\"\x8a\x01\n" +
+	"read_up_to\x18\x03 \x01(\x04R\breadUpTo\"\xdb\x01\n" +
 	"\x0eUnreadResponse\x12A\n" +
 	"\rconversations\x18\x01 \x03(\v2\x1b.seqd.v1.ConversationUnreadR\rconversations\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x04R\x05total\x12\x1f\n" +
 	"\vmaybe_stale\x18\x03 \x01(\bR\n" +
-	"maybeStale\"\x94\x01\n" +
+	"maybeStale\x12\x19\n" +
+	"\bhas_more\x18\x04 \x01(\bR\ahasMore\x124\n" +
+	"\n" +
+	"next_after\x18\x05 \x01(\v2\x15.seqd.v1.ConversationR\tnextAfter\"\x94\x01\n" +
 	"\x0eHistoryRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\x04R\x04user\x129\n" +
 	"\fconversation\x18\x02 \x01(\v2\x15.seqd.v1.ConversationR\fconversation\x12\x1d\n" +
@@ -2688,50 +2732,52 @@ var file_seqd_v1_messages_proto_depIdxs = []int32{
 	38, // 9: seqd.v1.SyncResponse.header:type_name -> seqd.v1.ResponseHeader
 	3,  // 10: seqd.v1.SubscribeResponse.events:type_name -> seqd.v1.Event
 	2,  // 11: seqd.v1.MarkReadRequest.conversation:type_name -> seqd.v1.Conversation
-	2,  // 12: seqd.v1.ConversationUnread.conversation:type_name -> seqd.v1.Conversation
-	14, // 13: seqd.v1.UnreadResponse.conversations:type_name -> seqd.v1.ConversationUnread
-	2,  // 14: seqd.v1.HistoryRequest.conversation:type_name -> seqd.v1.Conversation
-	3,  // 15: seqd.v1.HistoryResponse.events:type_name -> seqd.v1.Event
-	31, // 16: seqd.v1.CreateGroupResponse.group:type_name -> seqd.v1.GroupInfo
-	31, // 17: seqd.v1.AddMembersResponse.group:type_name -> seqd.v1.GroupInfo
-	31, // 18: seqd.v1.RemoveMembersResponse.group:type_name -> seqd.v1.GroupInfo
-	31, // 19: seqd.v1.GetGroupResponse.group:type_name -> seqd.v1.GroupInfo
-	30, // 20: seqd.v1.GroupInfo.members:type_name -> seqd.v1.GroupMember
-	3,  // 21: seqd.v1.SyncGroupResponse.events:type_name -> seqd.v1.Event
-	3,  // 22: seqd.v1.GroupHistoryResponse.events:type_name -> seqd.v1.Event
-	4,  // 23: seqd.v1.Messages.Send:input_type -> seqd.v1.SendRequest
-	7,  // 24: seqd.v1.Messages.Sync:input_type -> seqd.v1.SyncRequest
-	9,  // 25: seqd.v1.Messages.Subscribe:input_type -> seqd.v1.SubscribeRequest
-	11, // 26: seqd.v1.Messages.MarkRead:input_type -> seqd.v1.MarkReadRequest
-	13, // 27: seqd.v1.Messages.Unread:input_type -> seqd.v1.UnreadRequest
-	16, // 28: seqd.v1.Messages.History:input_type -> seqd.v1.HistoryRequest
-	18, // 29: seqd.v1.Messages.Recall:input_type -> seqd.v1.RecallRequest
-	20, // 30: seqd.v1.Messages.Delete:input_type -> seqd.v1.DeleteRequest
-	22, // 31: seqd.v1.Messages.CreateGroup:input_type -> seqd.v1.CreateGroupRequest
-	24, // 32: seqd.v1.Messages.AddMembers:input_type -> seqd.v1.AddMembersRequest
-	26, // 33: seqd.v1.Messages.RemoveMembers:input_type -> seqd.v1.RemoveMembersRequest
-	28, // 34: seqd.v1.Messages.GetGroup:input_type -> seqd.v1.GetGroupRequest
-	32, // 35: seqd.v1.Messages.SyncGroup:input_type -> seqd.v1.SyncGroupRequest
-	34, // 36: seqd.v1.Messages.GroupHistory:input_type -> seqd.v1.GroupHistoryRequest
-	6,  // 37: seqd.v1.Messages.Send:output_type -> seqd.v1.SendResponse
-	8,  // 38: seqd.v1.Messages.Sync:output_type -> seqd.v1.SyncResponse
-	10, // 39: seqd.v1.Messages.Subscribe:output_type -> seqd.v1.SubscribeResponse
-	12, // 40: seqd.v1.Messages.MarkRead:output_type -> seqd.v1.MarkReadResponse
-	15, // 41: seqd.v1.Messages.Unread:output_type -> seqd.v1.UnreadResponse
-	17, // 42: seqd.v1.Messages.History:output_type -> seqd.v1.HistoryResponse
-	19, // 43: seqd.v1.Messages.Recall:output_type -> seqd.v1.RecallResponse
-	21, // 44: seqd.v1.Messages.Delete:output_type -> seqd.v1.DeleteResponse
-	23, // 45: seqd.v1.Messages.CreateGroup:output_type -> seqd.v1.CreateGroupResponse
-	25, // 46: seqd.v1.Messages.AddMembers:output_type -> seqd.v1.AddMembersResponse
-	27, // 47: seqd.v1.Messages.RemoveMembers:output_type -> seqd.v1.RemoveMembersResponse
-	29, // 48: seqd.v1.Messages.GetGroup:output_type -> seqd.v1.GetGroupResponse
-	33, // 49: seqd.v1.Messages.SyncGroup:output_type -> seqd.v1.SyncGroupResponse
-	35, // 50: seqd.v1.Messages.GroupHistory:output_type -> seqd.v1.GroupHistoryResponse
-	37, // [37:51] is the sub-list for method output_type
-	23, // [23:37] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	2,  // 12: seqd.v1.UnreadRequest.after:type_name -> seqd.v1.Conversation
+	2,  // 13: seqd.v1.ConversationUnread.conversation:type_name -> seqd.v1.Conversation
+	14, // 14: seqd.v1.UnreadResponse.conversations:type_name -> seqd.v1.ConversationUnread
+	2,  // 15: seqd.v1.UnreadResponse.next_after:type_name -> seqd.v1.Conversation
+	2,  // 16: seqd.v1.HistoryRequest.conversation:type_name -> seqd.v1.Conversation
+	3,  // 17: seqd.v1.HistoryResponse.events:type_name -> seqd.v1.Event
+	31, // 18: seqd.v1.CreateGroupResponse.group:type_name -> seqd.v1.GroupInfo
+	31, // 19: seqd.v1.AddMembersResponse.group:type_name -> seqd.v1.GroupInfo
+	31, // 20: seqd.v1.RemoveMembersResponse.group:type_name -> seqd.v1.GroupInfo
+	31, // 21: seqd.v1.GetGroupResponse.group:type_name -> seqd.v1.GroupInfo
+	30, // 22: seqd.v1.GroupInfo.members:type_name -> seqd.v1.GroupMember
+	3,  // 23: seqd.v1.SyncGroupResponse.events:type_name -> seqd.v1.Event
+	3,  // 24: seqd.v1.GroupHistoryResponse.events:type_name -> seqd.v1.Event
+	4,  // 25: seqd.v1.Messages.Send:input_type -> seqd.v1.SendRequest
+	7,  // 26: seqd.v1.Messages.Sync:input_type -> seqd.v1.SyncRequest
+	9,  // 27: seqd.v1.Messages.Subscribe:input_type -> seqd.v1.SubscribeRequest
+	11, // 28: seqd.v1.Messages.MarkRead:input_type -> seqd.v1.MarkReadRequest
+	13, // 29: seqd.v1.Messages.Unread:input_type -> seqd.v1.UnreadRequest
+	16, // 30: seqd.v1.Messages.History:input_type -> seqd.v1.HistoryRequest
+	18, // 31: seqd.v1.Messages.Recall:input_type -> seqd.v1.RecallRequest
+	20, // 32: seqd.v1.Messages.Delete:input_type -> seqd.v1.DeleteRequest
+	22, // 33: seqd.v1.Messages.CreateGroup:input_type -> seqd.v1.CreateGroupRequest
+	24, // 34: seqd.v1.Messages.AddMembers:input_type -> seqd.v1.AddMembersRequest
+	26, // 35: seqd.v1.Messages.RemoveMembers:input_type -> seqd.v1.RemoveMembersRequest
+	28, // 36: seqd.v1.Messages.GetGroup:input_type -> seqd.v1.GetGroupRequest
+	32, // 37: seqd.v1.Messages.SyncGroup:input_type -> seqd.v1.SyncGroupRequest
+	34, // 38: seqd.v1.Messages.GroupHistory:input_type -> seqd.v1.GroupHistoryRequest
+	6,  // 39: seqd.v1.Messages.Send:output_type -> seqd.v1.SendResponse
+	8,  // 40: seqd.v1.Messages.Sync:output_type -> seqd.v1.SyncResponse
+	10, // 41: seqd.v1.Messages.Subscribe:output_type -> seqd.v1.SubscribeResponse
+	12, // 42: seqd.v1.Messages.MarkRead:output_type -> seqd.v1.MarkReadResponse
+	15, // 43: seqd.v1.Messages.Unread:output_type -> seqd.v1.UnreadResponse
+	17, // 44: seqd.v1.Messages.History:output_type -> seqd.v1.HistoryResponse
+	19, // 45: seqd.v1.Messages.Recall:output_type -> seqd.v1.RecallResponse
+	21, // 46: seqd.v1.Messages.Delete:output_type -> seqd.v1.DeleteResponse
+	23, // 47: seqd.v1.Messages.CreateGroup:output_type -> seqd.v1.CreateGroupResponse
+	25, // 48: seqd.v1.Messages.AddMembers:output_type -> seqd.v1.AddMembersResponse
+	27, // 49: seqd.v1.Messages.RemoveMembers:output_type -> seqd.v1.RemoveMembersResponse
+	29, // 50: seqd.v1.Messages.GetGroup:output_type -> seqd.v1.GetGroupResponse
+	33, // 51: seqd.v1.Messages.SyncGroup:output_type -> seqd.v1.SyncGroupResponse
+	35, // 52: seqd.v1.Messages.GroupHistory:output_type -> seqd.v1.GroupHistoryResponse
+	39, // [39:53] is the sub-list for method output_type
+	25, // [25:39] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_seqd_v1_messages_proto_init() }

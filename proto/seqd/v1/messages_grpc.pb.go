@@ -65,7 +65,8 @@ type MessagesClient interface {
 	// of it, PERMISSION_DENIED for a read-fanout group it never belonged to
 	// (a member removed since may still mark it read).
 	MarkRead(ctx context.Context, in *MarkReadRequest, opts ...grpc.CallOption) (*MarkReadResponse, error)
-	// Unread returns per-conversation unread counts and the total.
+	// Unread returns per-conversation unread counts and the total. The
+	// conversations come in pages (has_more, next_after), the total whole.
 	Unread(ctx context.Context, in *UnreadRequest, opts ...grpc.CallOption) (*UnreadResponse, error)
 	// History pages backwards through one conversation of one user.
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
@@ -289,7 +290,8 @@ type MessagesServer interface {
 	// of it, PERMISSION_DENIED for a read-fanout group it never belonged to
 	// (a member removed since may still mark it read).
 	MarkRead(context.Context, *MarkReadRequest) (*MarkReadResponse, error)
-	// Unread returns per-conversation unread counts and the total.
+	// Unread returns per-conversation unread counts and the total. The
+	// conversations come in pages (has_more, next_after), the total whole.
 	Unread(context.Context, *UnreadRequest) (*UnreadResponse, error)
 	// History pages backwards through one conversation of one user.
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
