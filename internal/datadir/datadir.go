@@ -153,3 +153,13 @@ func (d *Dir) Close() error {
 	d.lock = nil
 	return err
 }
+
+// Space returns the bytes free (to an unprivileged writer) and the size of
+// the file system holding the directory.
+func (d *Dir) Space() (free, size uint64, err error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(d.Path, &st); err != nil {
+		return 0, 0, fmt.Errorf("data dir %s: %w", d.Path, err)
+	}
+	return st.Bavail * uint64(st.Bsize), st.Blocks * uint64(st.Bsize), nil
+}

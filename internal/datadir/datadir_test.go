@@ -213,3 +213,11 @@ func TestClaimRefusesDataWithoutIdentity(t *testing.T) {
 	}
 	claim(t, fresh, testID)
 }
+
+func TestSpace(t *testing.T) {
+	d := claim(t, t.TempDir(), testID)
+	free, size, err := d.Space()
+	if err != nil || size == 0 || free > size {
+		t.Fatalf("Space() = %d free of %d, %v", free, size, err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -354,6 +355,10 @@ func New(cfg Config) (_ *Node, err error) {
 			id.Shard = cfg.Shard
 		}
 		if n.dir, err = datadir.Claim(cfg.DataDir, id); err != nil {
+			return nil, err
+		}
+		if err = n.checkSpace(); err != nil {
+			n.dir.Close()
 			return nil, err
 		}
 	}
@@ -706,6 +711,40 @@ func (n *Node) Kill() {
 		n.arbiter.Kill()
 	}
 	n.dir.Close()
+}
+
+// minStoreSpace is the free space a store replica needs in its data dir
+// to start: Badger maps its memtable files (64 MiB) and pads up to two
+// thirds of one at open, and a write to a mapped page the file system
+// cannot back kills the process (SIGBUS) instead of failing.
+var minStoreSpace uint64 = 256 << 20
+
+// checkSpace refuses to start a store replica on a nearly full disk, and
+// registers the data dir's space gauges (alert SeqdDiskSpaceLow).
+func (n *Node) checkSpace() error {
+	free, _, err := n.dir.Space()
+	if err != nil {
+		return err
+	}
+	if n.cfg.Has(RoleStore) && free < minStoreSpace {
+		return fmt.Errorf("data dir %s has %d MiB free; a store replica needs at least %d MiB to start (free space, or move --data to a larger disk)",
+			n.dir.Path, free>>20, minStoreSpace>>20)
+	}
+	space := func(pick func(free, size uint64) uint64) func() float64 {
+		return func() float64 {
+			free, size, err := n.dir.Space()
+			if err != nil {
+				return math.NaN()
+			}
+			return float64(pick(free, size))
+		}
+	}
+	n.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "seqd", Name: "data_dir_free_bytes",
+			Help: "Bytes free on the file system of the node's --data (NaN if it cannot be read)."}, space(func(f, _ uint64) uint64 { return f })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "seqd", Name: "data_dir_size_bytes",
+			Help: "Size of the file system of the node's --data (NaN if it cannot be read)."}, space(func(_, s uint64) uint64 { return s })))
+	return nil
 }
 
 func (n *Node) closeRoles() {
