@@ -154,7 +154,27 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 		n.serial.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
+	if has {
+		n.checkOwnAddr(rc.LocalID, cfg.Addr, string(n.Transport.LocalAddr()))
+	}
 	return n, nil
+}
+
+// checkOwnAddr warns when the group's configuration, which this node's
+// stored state holds, gives it another address than it now listens at:
+// its peers dial that one, and never reach it. A changed --raft-addr (or
+// peer list) does not change the stored configuration.
+func (n *Node) checkOwnAddr(id raft.ServerID, given, advertised string) {
+	f := n.Raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == id && string(s.Address) != given && string(s.Address) != advertised {
+			n.log.Warn("this node's Raft address in its group's stored configuration differs from the one it was started with; its peers dial the stored one, so it will not hear from them. Start it with the stored address, or remove it from the group and add it again with an empty data dir",
+				"stored", s.Address, "started_with", given)
+		}
+	}
 }
 
 // maxRPCsInFlight turns off hashicorp/raft's pipelined replication: each

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/seqd/seqd/internal/loopback"
 	"github.com/seqd/seqd/internal/testwait"
 )
 
@@ -238,5 +239,49 @@ func TestFollowerRestartsUnderLoad(t *testing.T) {
 	delete(nodes, leaderID) // shut down already
 	if d := time.Since(began); d > 5*time.Second {
 		t.Fatalf("leader Shutdown took %v", d)
+	}
+}
+
+// TestWarnsOfAChangedOwnAddress: a node restarted with another Raft
+// address than its group's stored configuration gives it says so. Its
+// peers dial the stored one; before, nothing told the operator why it
+// never heard from them.
+func TestWarnsOfAChangedOwnAddress(t *testing.T) {
+	dir := t.TempDir()
+	start := func(addr string) (*Node, *testwait.Buffer) {
+		t.Helper()
+		var logs testwait.Buffer
+		n, err := Start(Config{ID: "n1", Dir: dir, Addr: addr, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+			HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
+			Bootstrap: []Peer{{ID: "n1", Addr: addr}}}, &countFSM{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n, &logs
+	}
+	first, err := loopback.FreeAddr("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, logs := start(first)
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "stored configuration") {
+		t.Fatalf("a fresh node warned:\n%s", logs)
+	}
+	n, logs = start(first) // the same address: no warning
+	n.Shutdown()
+	if strings.Contains(logs.String(), "stored configuration") {
+		t.Fatalf("a node restarted at its address warned:\n%s", logs)
+	}
+	second, err := loopback.FreeAddr("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, logs = start(second)
+	n.Shutdown()
+	if out := logs.String(); !strings.Contains(out, "stored configuration") || !strings.Contains(out, first) || !strings.Contains(out, second) {
+		t.Fatalf("a node restarted at %s (stored %s) did not warn with both:\n%s", second, first, out)
 	}
 }
