@@ -464,7 +464,8 @@ type fsmSnapshot struct {
 // include entries applied after the header's index; they carry their own
 // applied index, which makes replaying them a no-op.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	w := bufio.NewWriter(sink)
+	ew := &errWriter{w: sink}
+	w := bufio.NewWriter(ew)
 	err := func() error {
 		if _, err := w.WriteString(snapshotMagic); err != nil {
 			return err
@@ -489,10 +490,29 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 		return w.Flush()
 	}()
 	if err != nil {
+		if ew.err != nil {
+			// Badger's stream reports a failed write as its own
+			// cancellation; the write's error says why (a full disk).
+			err = ew.err
+		}
 		sink.Cancel()
 		return fmt.Errorf("store: persist snapshot: %w", err)
 	}
 	return sink.Close()
+}
+
+// errWriter keeps the first error of the writer it wraps.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 func (s *fsmSnapshot) Release() {}

@@ -430,15 +430,20 @@ func TestSnapshotRestoreFailureLeavesConsistentState(t *testing.T) {
 
 func TestSnapshotPersistFailureCancelsSink(t *testing.T) {
 	h := newHarness(t)
-	h.must(opSend(7, "a", "x", apps(1, 1, 2, 1)...))
-	for _, failAt := range []int{0, 4, 20} {
+	// Enough that a write fails inside Badger's stream, which reports it
+	// as its own cancellation.
+	for i := uint64(1); i <= 1000; i++ {
+		h.must(opSend(7, fmt.Sprint("a", i), strings.Repeat("x", 100), apps(1, i, 2, i)...))
+	}
+	for _, failAt := range []int{0, 4, 20, 100_000} {
 		snap, err := h.f.Snapshot()
 		if err != nil {
 			t.Fatal(err)
 		}
 		sink := &memSink{failAt: failAt}
-		if err := snap.Persist(sink); err == nil {
-			t.Fatalf("Persist into a failing sink (at %d bytes) succeeded", failAt)
+		// The write's own error, not the stream's cancellation it causes.
+		if err := snap.Persist(sink); err == nil || !strings.Contains(err.Error(), "disk full") {
+			t.Fatalf("Persist into a failing sink (at %d bytes): %v, want the write's error", failAt, err)
 		}
 		if !sink.canceled || sink.closed {
 			t.Fatalf("failing sink at %d: canceled=%v closed=%v; want Cancel, not Close", failAt, sink.canceled, sink.closed)

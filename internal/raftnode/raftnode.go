@@ -116,6 +116,7 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 	if n.store, err = raftboltdb.New(raftboltdb.Options{Path: path}); err != nil {
 		return nil, fmt.Errorf("open raft log %s: %w", path, err)
 	}
+	removeUnfinishedSnapshots(filepath.Join(cfg.Dir, "snapshots"), logger)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, rc.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot store: %w", err)
@@ -174,6 +175,21 @@ func (n *Node) checkOwnAddr(id raft.ServerID, given, advertised string) {
 			n.log.Warn("this node's Raft address in its group's stored configuration differs from the one it was started with; its peers dial the stored one, so it will not hear from them. Start it with the stored address, or remove it from the group and add it again with an empty data dir",
 				"stored", s.Address, "started_with", given)
 		}
+	}
+}
+
+// removeUnfinishedSnapshots deletes the directories of snapshots that
+// were being written when the node stopped, or whose write failed (Raft
+// leaves those behind when it cannot flush them, as on a full disk): no
+// snapshot is in progress before Raft starts, and Raft never reads them.
+func removeUnfinishedSnapshots(dir string, log *slog.Logger) {
+	tmps, _ := filepath.Glob(filepath.Join(dir, "*.tmp"))
+	for _, t := range tmps {
+		if err := os.RemoveAll(t); err != nil {
+			log.Warn("cannot remove an unfinished snapshot", "dir", t, "err", err)
+			continue
+		}
+		log.Info("removed an unfinished snapshot", "dir", t)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -283,5 +285,35 @@ func TestWarnsOfAChangedOwnAddress(t *testing.T) {
 	n.Shutdown()
 	if out := logs.String(); !strings.Contains(out, "stored configuration") || !strings.Contains(out, first) || !strings.Contains(out, second) {
 		t.Fatalf("a node restarted at %s (stored %s) did not warn with both:\n%s", second, first, out)
+	}
+}
+
+// TestStartRemovesUnfinishedSnapshots: the directory of a snapshot whose
+// write never finished (a stop, a full disk) is removed at the next start,
+// and finished snapshots are kept.
+func TestStartRemovesUnfinishedSnapshots(t *testing.T) {
+	dir := t.TempDir()
+	n, err := startSingle(dir, &countFSM{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Shutdown()
+	tmp := filepath.Join(dir, "snapshots", "2-10-1700000000000.tmp")
+	kept := filepath.Join(dir, "snapshots", "2-9-1600000000000")
+	for _, d := range []string{tmp, kept} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err = startSingle(dir, &countFSM{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Shutdown()
+	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the unfinished snapshot is still there: %v", err)
+	}
+	if _, err := os.Stat(kept); err != nil {
+		t.Fatalf("a finished snapshot's directory was removed: %v", err)
 	}
 }
