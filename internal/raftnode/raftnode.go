@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -113,7 +114,7 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 		}
 	}()
 	path := filepath.Join(cfg.Dir, "raft.db")
-	if n.store, err = raftboltdb.New(raftboltdb.Options{Path: path}); err != nil {
+	if n.store, err = openLog(path); err != nil {
 		return nil, fmt.Errorf("open raft log %s: %w", path, err)
 	}
 	removeUnfinishedSnapshots(filepath.Join(cfg.Dir, "snapshots"), logger)
@@ -176,6 +177,38 @@ func (n *Node) checkOwnAddr(id raft.ServerID, given, advertised string) {
 				"stored", s.Address, "started_with", given)
 		}
 	}
+}
+
+// openLog opens the Raft log store and reads its bounds. bbolt panics on
+// some damaged files ("invalid freelist page"), and reading a file cut
+// shorter than its pages say faults on the mapped memory (SIGBUS): both
+// become an error that names the file, instead of a crash.
+func openLog(path string) (s *raftboltdb.BoltStore, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			s, err = nil, fmt.Errorf("the file is damaged (%v): restore it, or rebuild this node from its peers with an empty data dir", r)
+		}
+	}()
+	if s, err = raftboltdb.New(raftboltdb.Options{Path: path}); err != nil {
+		return nil, err
+	}
+	// Touch what a start reads first: the first and the last entry.
+	first, err := s.FirstIndex()
+	if err == nil {
+		var last uint64
+		if last, err = s.LastIndex(); err == nil && last > 0 {
+			var l raft.Log
+			if err = s.GetLog(first, &l); err == nil {
+				err = s.GetLog(last, &l)
+			}
+		}
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // removeUnfinishedSnapshots deletes the directories of snapshots that

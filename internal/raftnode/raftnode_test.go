@@ -317,3 +317,39 @@ func TestStartRemovesUnfinishedSnapshots(t *testing.T) {
 		t.Fatalf("a finished snapshot's directory was removed: %v", err)
 	}
 }
+
+// TestDamagedLogIsAnError: a truncated Raft log file fails Start with an
+// error naming it. Reading it faulted on the mapped memory (SIGBUS), or
+// bbolt panicked ("invalid freelist page"): the process died with a stack
+// dump.
+func TestDamagedLogIsAnError(t *testing.T) {
+	for _, cut := range []int64{2, 4} {
+		dir := t.TempDir()
+		n, err := startSingle(dir, &countFSM{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: n.Transport.LocalAddr()}}}
+		if err := n.Raft.BootstrapCluster(cfg).Error(); err != nil {
+			t.Fatal(err)
+		}
+		n.Shutdown()
+		path := filepath.Join(dir, "raft.db")
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(path, st.Size()/cut); err != nil {
+			t.Fatal(err)
+		}
+		// A failed open may keep the file (and its lock): one try per copy.
+		n, err = startSingle(dir, &countFSM{})
+		if err == nil {
+			n.Shutdown()
+			t.Fatalf("Start on a raft.db cut to 1/%d of its %d bytes succeeded", cut, st.Size())
+		}
+		if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "damaged") {
+			t.Fatalf("Start on a raft.db cut to 1/%d: %v, want an error naming the file", cut, err)
+		}
+	}
+}
