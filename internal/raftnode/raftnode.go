@@ -152,7 +152,7 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
 	}
-	if n.Raft, err = raft.NewRaft(rc, fsm, n.store, n.store, snaps, n.serial); err != nil {
+	if n.Raft, err = newRaft(rc, fsm, n.store, snaps, n.serial); err != nil {
 		n.serial.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
@@ -177,6 +177,19 @@ func (n *Node) checkOwnAddr(id raft.ServerID, given, advertised string) {
 				"stored", s.Address, "started_with", given)
 		}
 	}
+}
+
+// newRaft is raft.NewRaft, whose replay of the log panics when an entry
+// after the snapshot it restored is missing: as when the newest snapshot
+// cannot be read, Raft falls back to an older one, and the log was
+// compacted up to the newer. That becomes an error saying what to do.
+func newRaft(rc *raft.Config, fsm raft.FSM, store *raftboltdb.BoltStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r, err = nil, fmt.Errorf("this node's Raft state cannot be replayed (%v; a snapshot it needs may be damaged): rebuild it from its peers with an empty data dir", p)
+		}
+	}()
+	return raft.NewRaft(rc, fsm, store, store, snaps, trans)
 }
 
 // openLog opens the Raft log store and reads its bounds. bbolt panics on

@@ -7,12 +7,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/seqd/seqd/internal/loopback"
 	"github.com/seqd/seqd/internal/testwait"
@@ -351,5 +353,63 @@ func TestDamagedLogIsAnError(t *testing.T) {
 		if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "damaged") {
 			t.Fatalf("Start on a raft.db cut to 1/%d: %v, want an error naming the file", cut, err)
 		}
+	}
+}
+
+// TestUnreplayableStateIsAnError: when the newest snapshot cannot be read,
+// Raft restores an older one and then lacks the entries between (the log
+// was compacted up to the newer). Start fails with an error saying to
+// rebuild the node; Raft's replay panicked ("log not found").
+func TestUnreplayableStateIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	n, err := startSingle(dir, &countFSM{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: n.Transport.LocalAddr()}}}
+	if err := n.Raft.BootstrapCluster(cfg).Error(); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, 10*time.Second, "a leader", func() bool { return n.Raft.State() == raft.Leader })
+	var newest uint64
+	for range 2 {
+		for range 3 {
+			if err := n.Raft.Apply([]byte("x"), time.Second).Error(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := n.Raft.Snapshot().Error(); err != nil {
+			t.Fatal(err)
+		}
+		newest = n.Raft.LastIndex()
+	}
+	if err := n.Raft.Apply([]byte("after"), time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	n.Shutdown()
+	// Compact the log up to the newest snapshot, then damage it.
+	s, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRange(1, newest); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	snaps, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin"))
+	slices.Sort(snaps)
+	if len(snaps) != 2 {
+		t.Fatalf("snapshots %v, want 2", snaps)
+	}
+	if err := os.WriteFile(snaps[1], []byte("damaged"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n, err = startSingle(dir, &countFSM{})
+	if err == nil {
+		n.Shutdown()
+		t.Fatal("Start without the entries after the snapshot it could read succeeded")
+	}
+	if !strings.Contains(err.Error(), "cannot be replayed") || !strings.Contains(err.Error(), "empty data dir") {
+		t.Fatalf("Start: %v, want the replay's failure and what to do", err)
 	}
 }
