@@ -265,8 +265,8 @@ func (s *server) RegisterStoreReplica(ctx context.Context, req *clusterv1.Regist
 				// Its data, if it has any, is that shard's: serving it as
 				// another shard's would split both (checked here, before
 				// the command, so arbiters of older builds apply alike).
-				return nil, status.Errorf(codes.FailedPrecondition, "store replica %s belongs to shard %s, not %s: start it with --shard %s (a replica for shard %s needs a new id and an empty --data)",
-					req.ReplicaId, sh.Id, req.Shard, sh.Id, req.Shard)
+				return nil, status.Errorf(codes.FailedPrecondition, "store replica %s belongs to shard %s, not %s: start it with --shard %s",
+					req.ReplicaId, sh.Id, req.Shard, sh.Id)
 			}
 		}
 	}

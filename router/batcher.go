@@ -64,10 +64,9 @@ func newBatcher(cc *grpc.ClientConn, maxKeys, maxInflight int, window time.Durat
 
 // do queues keys and waits for their seqs.
 func (b *batcher) do(ctx context.Context, keys []uint64, version uint64) ([]uint64, *seqdv1.ResponseHeader, error) {
-	closed := status.Error(codes.Unavailable, ErrClosed.Error())
 	select {
 	case <-b.quit:
-		return nil, nil, closed
+		return nil, nil, errBatcherClosed
 	default:
 	}
 	p := &pending{keys: keys, version: version, done: make(chan struct{})}
@@ -76,7 +75,7 @@ func (b *batcher) do(ctx context.Context, keys []uint64, version uint64) ([]uint
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
 	case <-b.quit:
-		return nil, nil, closed
+		return nil, nil, errBatcherClosed
 	}
 	// The seqs, if they come after the caller or the batcher gave up, are
 	// dropped: a gap, never a repeat. (A call queued as the batcher
@@ -87,9 +86,11 @@ func (b *batcher) do(ctx context.Context, keys []uint64, version uint64) ([]uint
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
 	case <-b.quit:
-		return nil, nil, closed
+		return nil, nil, errBatcherClosed
 	}
 }
+
+var errBatcherClosed = status.Error(codes.Unavailable, ErrClosed.Error())
 
 func (b *batcher) close() {
 	b.quitOnce.Do(func() { close(b.quit) })

@@ -252,7 +252,13 @@ func (m *Messages) UnreadAll(ctx context.Context, user uint64) (*seqdv1.UnreadRe
 		if err != nil {
 			return nil, err
 		}
-		out.Conversations = append(out.Conversations, resp.Conversations...)
+		for _, c := range resp.Conversations {
+			// Only those after the cursor: a replica of a build before
+			// paging ignores it and answers every conversation.
+			if req.After == nil || convAfter(c.Conversation, req.After) {
+				out.Conversations = append(out.Conversations, c)
+			}
+		}
 		out.Total = resp.Total
 		out.MaybeStale = out.MaybeStale || resp.MaybeStale
 		if !resp.HasMore || resp.NextAfter == nil {
@@ -260,6 +266,12 @@ func (m *Messages) UnreadAll(ctx context.Context, user uint64) (*seqdv1.UnreadRe
 		}
 		req.After = resp.NextAfter
 	}
+}
+
+// convAfter reports whether c comes after cur in Unread's order (by
+// type, then id).
+func convAfter(c, cur *seqdv1.Conversation) bool {
+	return c.GetType() > cur.GetType() || c.GetType() == cur.GetType() && c.GetId() > cur.GetId()
 }
 
 func (m *Messages) History(ctx context.Context, r *seqdv1.HistoryRequest) (*seqdv1.HistoryResponse, error) {

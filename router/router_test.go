@@ -171,3 +171,23 @@ func TestBatcherCallAfterCloseFailsAtOnce(t *testing.T) {
 		}
 	}
 }
+
+func TestConvAfter(t *testing.T) {
+	d := func(id uint64) *seqdv1.Conversation {
+		return &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_DIRECT, Id: id}
+	}
+	g := func(id uint64) *seqdv1.Conversation {
+		return &seqdv1.Conversation{Type: seqdv1.ConversationType_CONVERSATION_TYPE_GROUP, Id: id}
+	}
+	for _, c := range []struct {
+		c, cur *seqdv1.Conversation
+		want   bool
+	}{
+		{d(5), d(4), true}, {d(4), d(4), false}, {d(3), d(4), false},
+		{g(1), d(99), true}, {d(99), g(1), false},
+	} {
+		if got := convAfter(c.c, c.cur); got != c.want {
+			t.Errorf("convAfter(%v, %v) = %v, want %v", c.c, c.cur, got, c.want)
+		}
+	}
+}

@@ -919,6 +919,22 @@ func TestSubscriberThatStopsReadingIsCut(t *testing.T) {
 		}
 		streams = append(streams, st)
 	}
+	subscribers := func() float64 {
+		mfs, err := c.Gatherer().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		open := 0.0
+		for _, mf := range mfs {
+			if mf.GetName() == "seqd_store_subscribers" {
+				for _, mt := range mf.GetMetric() {
+					open += mt.GetGauge().GetValue()
+				}
+			}
+		}
+		return open
+	}
+	testwait.For(t, 10*time.Second, "both streams to be counted", func() bool { return subscribers() == 2 })
 	body := make([]byte, 60<<10)
 	for i := range 30 {
 		if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 7, Recipients: []uint64{user}, Conversation: direct(7_000_042),
@@ -926,7 +942,9 @@ func TestSubscriberThatStopsReadingIsCut(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(3 * time.Second) // past the 1 s wait
+	// Both streams end at the replica (the gateway's relay ends its own
+	// once it gives up): wait for that rather than for a time.
+	testwait.For(t, 30*time.Second, "the replicas to end both streams", func() bool { return subscribers() == 0 })
 	for i, st := range streams {
 		var err error
 		for err == nil {

@@ -117,7 +117,7 @@ var errFSMClosed = errors.New("store: replica is shutting down")
 // closeWait bounds how long Close waits for an apply or a restore in
 // progress before it leaves the database open: the process is stopping,
 // and Badger's log files hold what was written.
-const closeWait = 10 * time.Second
+var closeWait = 10 * time.Second
 
 // OpenFSM opens (or creates) the Badger database in dir.
 func OpenFSM(dir string, log *slog.Logger) (*FSM, error) {
@@ -276,27 +276,28 @@ func (f *FSM) read(fn func(x *tx)) (err error) {
 
 // Close closes Badger.
 func (f *FSM) Close() error {
-	locked := make(chan struct{})
+	done := make(chan error, 1)
 	go func() {
 		f.applyMu.Lock()
-		close(locked)
+		defer f.applyMu.Unlock()
+		if f.closed {
+			done <- nil
+			return
+		}
+		f.closed = true
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		done <- f.db.Close()
 	}()
 	select {
-	case <-locked:
+	case err := <-done:
+		return err
 	case <-time.After(closeWait):
-		// The goroutine takes the lock once the apply returns, and keeps
-		// it: nothing applies after Close.
-		f.log.Error("an apply is still running after the wait; leaving the store's database open", "wait", closeWait)
-		return errors.New("store: close: an apply is still running")
+		// The goroutine closes the database once the apply or restore
+		// returns, if the process still runs.
+		f.log.Error("an apply or a snapshot restore is still running after the wait; the store's database closes when it ends", "wait", closeWait)
+		return errors.New("store: close: an apply or a snapshot restore is still running")
 	}
-	defer f.applyMu.Unlock()
-	if f.closed {
-		return nil
-	}
-	f.closed = true
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.db.Close()
 }
 
 // AppliedIndex returns the index of the last entry applied.

@@ -11,12 +11,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/seqd/seqd/internal/testwait"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
@@ -783,5 +785,36 @@ func TestApplyAfterClose(t *testing.T) {
 	}
 	if evs := syncAllEvents(t, h.f, 2); len(evs) != 2 {
 		t.Fatalf("user 2 holds %d events, want 2", len(evs))
+	}
+}
+
+// TestCloseWaitsForARestore: Close waits for a snapshot restore in
+// progress up to closeWait, then gives up with an error, and the database
+// closes once the restore ends; nothing applies after.
+func TestCloseWaitsForARestore(t *testing.T) {
+	defer func(old time.Duration) { closeWait = old }(closeWait)
+	closeWait = 100 * time.Millisecond
+	h := newHarness(t)
+	h.must(opSend(1, "a", "first", apps(1, 1, 2, 1)...))
+	pr, pw := io.Pipe()
+	restored := make(chan error, 1)
+	go func() { restored <- h.f.Restore(pr) }() // waits on the snapshot's first bytes
+	time.Sleep(50 * time.Millisecond)
+	if err := h.f.Close(); err == nil || !strings.Contains(err.Error(), "still running") {
+		t.Fatalf("Close during a restore: %v, want it to give up", err)
+	}
+	pw.Write([]byte("not a snapshot"))
+	pw.Close()
+	if err := <-restored; err == nil {
+		t.Fatal("Restore of a bad snapshot succeeded")
+	}
+	testwait.For(t, 5*time.Second, "the database to close after the restore", func() bool {
+		h.f.applyMu.Lock()
+		defer h.f.applyMu.Unlock()
+		return h.f.closed
+	})
+	br := h.f.Apply(&raft.Log{Type: raft.LogCommand, Index: 2, Data: encodeOps(t, h.now, opSend(1, "b", "x", apps(1, 2, 2, 2)...))}).(*BatchResult)
+	if !errors.Is(br.Halted, errFSMClosed) {
+		t.Fatalf("Apply after the late close: %+v", br)
 	}
 }

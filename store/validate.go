@@ -18,7 +18,7 @@ type Limits struct {
 	MaxMetadataBytes int // keys plus values (default 4 KiB)
 	MaxClientMsgID   int // default 128
 	MaxGroupMembers  int // per call (default 10,000)
-	MaxPage          int // Sync/History/SyncGroup/GroupHistory limit cap (default 1000)
+	MaxPage          int // Sync/History/SyncGroup/GroupHistory/Unread limit cap (default 1000)
 }
 
 // DefaultLimits are the documented defaults.

@@ -132,13 +132,39 @@ func IsEmpty(dir string) bool {
 	return errors.Is(err, os.ErrNotExist)
 }
 
+// writeIdentity writes the identity file durably (the file, then the
+// directory entry, synced) before the node writes any data: a directory
+// with data but no identity is refused.
 func writeIdentity(path string, id Identity) error {
 	b, _ := json.MarshalIndent(id, "", "  ")
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("data dir: write identity: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	err := func() error {
+		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		if _, err := f.Write(append(b, '\n')); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return err
+		}
+		d, err := os.Open(filepath.Dir(path))
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return d.Sync()
+	}()
+	if err != nil {
 		return fmt.Errorf("data dir: write identity: %w", err)
 	}
 	return nil

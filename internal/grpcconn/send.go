@@ -29,7 +29,10 @@ func SetSlowReceiver(d time.Duration) time.Duration {
 // the client has not taken it within DefaultSlowReceiver. The server
 // handler must then return that error: that ends the stream, and with it
 // the send still blocked, which returns on its own goroutine (gRPC allows
-// one sender at a time, so the handler sends nothing more).
+// one sender at a time, so the handler sends nothing more). The client
+// gets the status after the data queued before it, so once it reads again.
+// A goroutine and a timer per message: streams send a page or a heartbeat
+// at a time, not single events.
 func SendWithin(stream grpc.ServerStream, m any) error {
 	done := make(chan error, 1)
 	go func() { done <- stream.SendMsg(m) }()

@@ -185,9 +185,14 @@ func (n *Node) checkOwnAddr(id raft.ServerID, given, advertised string) {
 // compacted up to the newer. That becomes an error saying what to do.
 func newRaft(rc *raft.Config, fsm raft.FSM, store *raftboltdb.BoltStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
 	defer func() {
-		if p := recover(); p != nil {
-			r, err = nil, fmt.Errorf("this node's Raft state cannot be replayed (%v; a snapshot it needs may be damaged): rebuild it from its peers with an empty data dir", p)
+		p := recover()
+		if p == nil {
+			return
 		}
+		if perr, ok := p.(error); !ok || !errors.Is(perr, raft.ErrLogNotFound) {
+			panic(p) // another fault (the FSM's restore, say): not this one
+		}
+		r, err = nil, fmt.Errorf("this node's Raft state cannot be replayed (%v after the snapshot it restored; its newest snapshot may be damaged): rebuild it from its peers with an empty data dir", p)
 	}()
 	return raft.NewRaft(rc, fsm, store, store, snaps, trans)
 }

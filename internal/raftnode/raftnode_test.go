@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -396,10 +397,17 @@ func TestUnreplayableStateIsAnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
+	// Snapshot directories are named term-index-time: the newest has the
+	// higher index.
 	snaps, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin"))
-	slices.Sort(snaps)
-	if len(snaps) != 2 {
-		t.Fatalf("snapshots %v, want 2", snaps)
+	index := func(path string) int {
+		var term, idx int
+		fmt.Sscanf(filepath.Base(filepath.Dir(path)), "%d-%d-", &term, &idx)
+		return idx
+	}
+	slices.SortFunc(snaps, func(a, b string) int { return index(a) - index(b) })
+	if len(snaps) != 2 || index(snaps[1]) != int(newest) {
+		t.Fatalf("snapshots %v, want 2, the newer at index %d", snaps, newest)
 	}
 	if err := os.WriteFile(snaps[1], []byte("damaged"), 0o644); err != nil {
 		t.Fatal(err)

@@ -170,8 +170,8 @@ func LeaderMoved(err error) bool {
 }
 
 // Retryable reports whether a call failing with err may succeed if retried
-// elsewhere or at once. RESOURCE_EXHAUSTED (rate limits) is not: the caller
-// must hear it and slow down.
+// elsewhere or at once. RESOURCE_EXHAUSTED (a rate limit, a shard leader
+// whose queue is full) is not: the caller must hear it and slow down.
 func Retryable(err error) bool {
 	switch status.Code(err) {
 	case codes.Unavailable, codes.Aborted:

@@ -44,9 +44,10 @@ const (
 // store replicas serve it too (followers forward writes to their leader).
 //
 // Errors: INVALID_ARGUMENT names the bad field; RESOURCE_EXHAUSTED for rate
-// limits; UNAVAILABLE (with the leader's address in an ErrorInfo detail)
-// from a replica that is not the leader and cannot forward. Nothing is
-// written when a call fails.
+// limits, a shard leader whose write queue is full (back off and retry),
+// and a Subscribe stream whose client stopped reading; UNAVAILABLE (with
+// the leader's address in an ErrorInfo detail) from a replica that is not
+// the leader and cannot forward. Nothing is written when a call fails.
 type MessagesClient interface {
 	// Send appends one message to the sender's inbox and to every
 	// recipient's (write fanout) or to the group timeline (read fanout).
@@ -57,7 +58,9 @@ type MessagesClient interface {
 	Sync(ctx context.Context, in *SyncRequest, opts ...grpc.CallOption) (*SyncResponse, error)
 	// Subscribe streams the backlog after after_seq, then live events, with
 	// heartbeats. Reconnect from the last seq received: nothing is missed and
-	// nothing comes twice.
+	// nothing comes twice. A stream whose client takes no message for 30 s
+	// (it stopped reading) is ended with RESOURCE_EXHAUSTED, which the
+	// client sees once it reads again.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
 	// MarkRead appends a read marker to the user's inbox (so every device
 	// replays it) and sets the conversation's unread count in the same batch.
@@ -269,9 +272,10 @@ func (c *messagesClient) GroupHistory(ctx context.Context, in *GroupHistoryReque
 // store replicas serve it too (followers forward writes to their leader).
 //
 // Errors: INVALID_ARGUMENT names the bad field; RESOURCE_EXHAUSTED for rate
-// limits; UNAVAILABLE (with the leader's address in an ErrorInfo detail)
-// from a replica that is not the leader and cannot forward. Nothing is
-// written when a call fails.
+// limits, a shard leader whose write queue is full (back off and retry),
+// and a Subscribe stream whose client stopped reading; UNAVAILABLE (with
+// the leader's address in an ErrorInfo detail) from a replica that is not
+// the leader and cannot forward. Nothing is written when a call fails.
 type MessagesServer interface {
 	// Send appends one message to the sender's inbox and to every
 	// recipient's (write fanout) or to the group timeline (read fanout).
@@ -282,7 +286,9 @@ type MessagesServer interface {
 	Sync(context.Context, *SyncRequest) (*SyncResponse, error)
 	// Subscribe streams the backlog after after_seq, then live events, with
 	// heartbeats. Reconnect from the last seq received: nothing is missed and
-	// nothing comes twice.
+	// nothing comes twice. A stream whose client takes no message for 30 s
+	// (it stopped reading) is ended with RESOURCE_EXHAUSTED, which the
+	// client sees once it reads again.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
 	// MarkRead appends a read marker to the user's inbox (so every device
 	// replays it) and sets the conversation's unread count in the same batch.
