@@ -164,6 +164,10 @@ func (a *Arbiter) Raft() *raft.Raft { return a.raft }
 // ID returns the arbiter's node id.
 func (a *Arbiter) ID() string { return a.cfg.ID }
 
+// RaftLogErr reports a write to this arbiter's Raft log that failed
+// lately (raftnode.Node.LogWriteErr), or nil.
+func (a *Arbiter) RaftLogErr() error { return a.node.LogWriteErr() }
+
 // IsLeader reports whether this arbiter is the Raft leader.
 func (a *Arbiter) IsLeader() bool { return a.raft.State() == raft.Leader }
 

@@ -347,6 +347,10 @@ func (s *Shard) halt(error) {
 // Halted returns why this replica stopped applying entries, or nil.
 func (s *Shard) Halted() error { return s.fsm.Halted() }
 
+// RaftLogErr reports a write to this replica's Raft log that failed
+// lately (raftnode.Node.LogWriteErr), or nil.
+func (s *Shard) RaftLogErr() error { return s.node.LogWriteErr() }
+
 // applied runs after every committed entry: membership caches drop the
 // groups it changed, and subscribers of the users it touched wake up. Nil
 // lists (after a snapshot restore) mean everything.

@@ -537,11 +537,20 @@ func (n *Node) Arbiter() *arbiter.Arbiter { return n.arbiter }
 func (n *Node) AllocSvr() *allocsvr.Server { return n.alloc }
 
 // Health returns nil while every role can serve, or why one cannot: a
-// store replica that halted (it met an entry that needs a newer build).
-// /healthz answers 503 with it.
+// store replica that halted (it met an entry that needs a newer build),
+// or a store replica or arbiter whose Raft log write failed in the last
+// 30 s (a full or failing disk). /healthz answers 503 with it.
 func (n *Node) Health() error {
 	if n.store != nil {
-		return n.store.Halted()
+		if err := n.store.Halted(); err != nil {
+			return err
+		}
+		if err := n.store.RaftLogErr(); err != nil {
+			return err
+		}
+	}
+	if n.arbiter != nil {
+		return n.arbiter.RaftLogErr()
 	}
 	return nil
 }

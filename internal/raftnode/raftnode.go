@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -58,7 +59,7 @@ type Node struct {
 	Raft      *raft.Raft
 	Transport *raft.NetworkTransport
 	serial    *serialTransport // what Raft uses: Transport without the heartbeat fast path
-	store     *raftboltdb.BoltStore
+	store     *logStore
 	log       *slog.Logger
 }
 
@@ -114,9 +115,11 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 		}
 	}()
 	path := filepath.Join(cfg.Dir, "raft.db")
-	if n.store, err = openLog(path); err != nil {
+	bolt, err := openLog(path)
+	if err != nil {
 		return nil, fmt.Errorf("open raft log %s: %w", path, err)
 	}
+	n.store = &logStore{BoltStore: bolt}
 	removeUnfinishedSnapshots(filepath.Join(cfg.Dir, "snapshots"), logger)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, rc.Logger)
 	if err != nil {
@@ -183,7 +186,7 @@ func (n *Node) checkOwnAddr(id raft.ServerID, given, advertised string) {
 // after the snapshot it restored is missing: as when the newest snapshot
 // cannot be read, Raft falls back to an older one, and the log was
 // compacted up to the newer. That becomes an error saying what to do.
-func newRaft(rc *raft.Config, fsm raft.FSM, store *raftboltdb.BoltStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+func newRaft(rc *raft.Config, fsm raft.FSM, store *logStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
 	defer func() {
 		p := recover()
 		if p == nil {
@@ -291,6 +294,47 @@ func (n *Node) closeStores() {
 // Log reads the log entry at index into l (raft.ErrLogNotFound once the
 // log was compacted past it).
 func (n *Node) Log(index uint64, l *raft.Log) error { return n.store.GetLog(index, l) }
+
+// logWriteErrWindow is how long a failed write to the Raft log or its
+// stable store counts against the node's health.
+const logWriteErrWindow = 30 * time.Second
+
+// LogWriteErr returns the last failed write to this node's Raft log or
+// stable store if it failed within logWriteErrWindow, else nil. Raft only
+// logs such a failure and goes on (a follower refuses the entries, a
+// leader steps down): without this a node that cannot write, as on a full
+// disk, looked healthy.
+func (n *Node) LogWriteErr() error {
+	w := n.store.lastErr.Load()
+	if w == nil || time.Since(w.at) > logWriteErrWindow {
+		return nil
+	}
+	return fmt.Errorf("raft log: a write failed %v ago: %w", time.Since(w.at).Round(time.Second), w.err)
+}
+
+// logStore is the Raft log and stable store, remembering its last failed
+// write.
+type logStore struct {
+	*raftboltdb.BoltStore
+	lastErr atomic.Pointer[writeErr]
+}
+
+type writeErr struct {
+	err error
+	at  time.Time
+}
+
+func (s *logStore) note(err error) error {
+	if err != nil {
+		s.lastErr.Store(&writeErr{err: err, at: time.Now()})
+	}
+	return err
+}
+
+func (s *logStore) StoreLog(l *raft.Log) error         { return s.note(s.BoltStore.StoreLog(l)) }
+func (s *logStore) StoreLogs(ls []*raft.Log) error     { return s.note(s.BoltStore.StoreLogs(ls)) }
+func (s *logStore) Set(k, v []byte) error              { return s.note(s.BoltStore.Set(k, v)) }
+func (s *logStore) SetUint64(k []byte, v uint64) error { return s.note(s.BoltStore.SetUint64(k, v)) }
 
 func (n *Node) LeaderID() string {
 	_, id := n.Raft.LeaderWithID()

@@ -421,3 +421,43 @@ func TestUnreplayableStateIsAnError(t *testing.T) {
 		t.Fatalf("Start: %v, want the replay's failure and what to do", err)
 	}
 }
+
+// TestLogWriteErr: a failed write to the Raft log makes LogWriteErr
+// report it for logWriteErrWindow; Raft itself only logs it.
+func TestLogWriteErr(t *testing.T) {
+	n, err := startSingle(t.TempDir(), &countFSM{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	if err := n.LogWriteErr(); err != nil {
+		t.Fatalf("a fresh node: %v", err)
+	}
+	full := errors.New("no space left on device")
+	n.store.note(full)
+	if err := n.LogWriteErr(); !errors.Is(err, full) || !strings.Contains(err.Error(), "raft log: a write failed") {
+		t.Fatalf("after a failed write: %v", err)
+	}
+	n.store.lastErr.Store(&writeErr{err: full, at: time.Now().Add(-logWriteErrWindow - time.Second)})
+	if err := n.LogWriteErr(); err != nil {
+		t.Fatalf("a write that failed before the window: %v", err)
+	}
+	// Each write method notes its failure.
+	b, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(t.TempDir(), "raft.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	s := &logStore{BoltStore: b}
+	for name, write := range map[string]func() error{
+		"StoreLog":  func() error { return s.StoreLog(&raft.Log{Index: 1}) },
+		"StoreLogs": func() error { return s.StoreLogs([]*raft.Log{{Index: 1}}) },
+		"Set":       func() error { return s.Set([]byte("k"), []byte("v")) },
+		"SetUint64": func() error { return s.SetUint64([]byte("k"), 1) },
+	} {
+		s.lastErr.Store(nil)
+		if err := write(); err == nil || s.lastErr.Load() == nil || s.lastErr.Load().err != err {
+			t.Errorf("%s on a closed store: %v, noted %v", name, err, s.lastErr.Load())
+		}
+	}
+}
