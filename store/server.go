@@ -804,6 +804,9 @@ func (r *server) ReplicaInfo(ctx context.Context, req *clusterv1.ReplicaInfoRequ
 	} else {
 		resp.Leader = r.s.IsLeader()
 	}
+	if err := r.s.RaftLogErr(); err != nil {
+		resp.LogWriteError = err.Error()
+	}
 	return resp, nil
 }
 

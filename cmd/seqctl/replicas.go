@@ -23,7 +23,8 @@ type replicaRow struct {
 	// Format is the store format its build applies; -1 if it did not say.
 	Format  int64  `json:"store_format"`
 	Applied uint64 `json:"applied_index"`
-	// State is "ok", "halted", "old build" (no ReplicaInfo: format 0) or
+	// State is "ok", "halted", "log failing" (a Raft log write failed
+	// lately), "old build" (no ReplicaInfo: format 0) or
 	// "unreachable"; Detail says more.
 	State  string `json:"state"`
 	Detail string `json:"detail,omitempty"`
@@ -119,8 +120,11 @@ func askReplica(ctx context.Context, r *replicaRow) {
 		r.State, r.Detail = "unreachable", fmt.Sprintf("%s answers as replica %s of shard %s", r.Addr, info.ReplicaId, info.ShardId)
 	default:
 		r.Format, r.Applied, r.Leader, r.State = int64(info.StoreFormat), info.AppliedIndex, info.Leader, "ok"
-		if info.Halted != "" {
+		switch {
+		case info.Halted != "":
 			r.State, r.Detail = "halted", info.Halted
+		case info.LogWriteError != "":
+			r.State, r.Detail = "log failing", info.LogWriteError
 		}
 	}
 }

@@ -233,7 +233,10 @@ type ReplicaInfoResponse struct {
 	// while it applies them.
 	Halted string `protobuf:"bytes,5,opt,name=halted,proto3" json:"halted,omitempty"`
 	// Whether it leads the shard.
-	Leader        bool `protobuf:"varint,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	Leader bool `protobuf:"varint,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	// A write to its Raft log that failed lately (a full or failing disk);
+	// empty otherwise.
+	LogWriteError string `protobuf:"bytes,7,opt,name=log_write_error,json=logWriteError,proto3" json:"log_write_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -308,6 +311,13 @@ func (x *ReplicaInfoResponse) GetLeader() bool {
 		return x.Leader
 	}
 	return false
+}
+
+func (x *ReplicaInfoResponse) GetLogWriteError() string {
+	if x != nil {
+		return x.LogWriteError
+	}
+	return ""
 }
 
 type TimelineCountRequest struct {
@@ -2810,7 +2820,7 @@ var File_seqd_cluster_v1_store_proto protoreflect.FileDescriptor
 const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\n" +
 	"\x1bseqd/cluster/v1/store.proto\x12\x0fseqd.cluster.v1\x1a\x16seqd/v1/messages.proto\"\x14\n" +
-	"\x12ReplicaInfoRequest\"\xc7\x01\n" +
+	"\x12ReplicaInfoRequest\"\xef\x01\n" +
 	"\x13ReplicaInfoResponse\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1d\n" +
 	"\n" +
@@ -2818,7 +2828,8 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\fstore_format\x18\x03 \x01(\rR\vstoreFormat\x12#\n" +
 	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12\x16\n" +
 	"\x06halted\x18\x05 \x01(\tR\x06halted\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\bR\x06leader\"c\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\x12&\n" +
+	"\x0flog_write_error\x18\a \x01(\tR\rlogWriteError\"c\n" +
 	"\x14TimelineCountRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x1c\n" +
 	"\n" +
