@@ -240,6 +240,19 @@ func (s *server) Deregister(ctx context.Context, req *clusterv1.DeregisterReques
 	return &clusterv1.DeregisterResponse{}, nil
 }
 
+// replicaAnswers reports whether the store replica at addr answers, within
+// a second, as replica id of shard.
+func (s *server) replicaAnswers(ctx context.Context, addr, shard, id string) bool {
+	cc, err := s.a.conns.Get(addr)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	info, err := clusterv1.NewStoreNodeClient(cc).ReplicaInfo(ctx, &clusterv1.ReplicaInfoRequest{})
+	return err == nil && info.ReplicaId == id && info.ShardId == shard
+}
+
 func (s *server) RegisterStoreReplica(ctx context.Context, req *clusterv1.RegisterStoreReplicaRequest) (*clusterv1.RegisterStoreReplicaResponse, error) {
 	if err := nodeid.Validate(req.ReplicaId); err != nil {
 		return nil, invalid("register store replica: %v", err)
@@ -261,6 +274,13 @@ func (s *server) RegisterStoreReplica(ctx context.Context, req *clusterv1.Regist
 	}
 	for _, sh := range meta.Shards {
 		for _, r := range sh.Replicas {
+			if r.Id == req.ReplicaId && sh.Id == req.Shard && r.Addr != req.Addr && s.replicaAnswers(ctx, r.Addr, sh.Id, r.Id) {
+				// Another process under this id (a copied config), while
+				// the replica itself still serves: taking its address
+				// would send its shard's calls to the newcomer.
+				return nil, status.Errorf(codes.AlreadyExists, "store replica %s of shard %s is running at %s; give the new replica another id (it registered from %s)",
+					r.Id, sh.Id, r.Addr, req.Addr)
+			}
 			if r.Id == req.ReplicaId && sh.Id != req.Shard {
 				// Its data, if it has any, is that shard's: serving it as
 				// another shard's would split both (checked here, before

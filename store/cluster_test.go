@@ -888,6 +888,31 @@ func TestReplicaStaysInItsShard(t *testing.T) {
 	if err := c.RestartStoreWith(ctx, 0, 0, func(cfg *node.Config) { cfg.Shard = "s1" }); err != nil {
 		t.Fatalf("restart in its own shard: %v", err)
 	}
+
+	// Another process under a running replica's id does not take its
+	// address in the shard map; once that replica is gone, a new address
+	// is taken (a restart elsewhere), and the replica takes its own back.
+	register := func(addr string) error {
+		_, err := clusterv1.NewArbiterClient(cc).RegisterStoreReplica(ctx, &clusterv1.RegisterStoreReplicaRequest{
+			ClusterId: "seqd-local", Shard: "s1", ReplicaId: "s1-r2", Addr: addr})
+		return err
+	}
+	real := c.Store(0, 1).GRPCAddr()
+	if err := register("127.0.0.1:1"); status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), "is running at "+real) {
+		t.Fatalf("registering running s1-r2 at another address: %v, want ALREADY_EXISTS naming %s", err, real)
+	}
+	if err := register(real); err != nil {
+		t.Fatalf("s1-r2 registering at its own address: %v", err)
+	}
+	if err := c.StopStore(0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := register("127.0.0.1:1"); err != nil {
+		t.Fatalf("registering stopped s1-r2 at another address: %v", err)
+	}
+	if err := c.RestartStore(ctx, 0, 1); err != nil {
+		t.Fatalf("s1-r2 restarting at its address: %v", err)
+	}
 }
 
 // TestSubscriberThatStopsReadingIsCut: a Subscribe stream whose client
