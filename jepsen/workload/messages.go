@@ -104,7 +104,10 @@ type Messages struct {
 	// Final reads: at the leader, and at each replica.
 	inboxes   map[uint64][]*seqdv1.Event
 	timelines map[uint64][]*seqdv1.Event
-	unread    map[uint64]checker.UnreadView
+	// groupHistory is the group timeline as GroupHistory pages it,
+	// newest first.
+	groupHistory []*seqdv1.Event
+	unread       map[uint64]checker.UnreadView
 	replicas  map[string]*replicaView
 	finalErrs []string
 	finalRan  bool // Final ran (not on an interrupted run)
@@ -906,6 +909,36 @@ func (m *Messages) readLeader(ctx context.Context) {
 			}
 		}
 	})
+	retry("group history", func(ctx context.Context) error {
+		var out []*seqdv1.Event
+		before := uint64(0)
+		for {
+			r, err := m.msgs.GroupHistory(ctx, &seqdv1.GroupHistoryRequest{User: m.users[0], GroupId: m.rg, BeforeGseq: before, Limit: 1000})
+			if err != nil {
+				return err
+			}
+			out = append(out, r.Events...)
+			if r.NextBeforeGseq == 0 {
+				m.groupHistory = out
+				return nil
+			}
+			before = r.NextBeforeGseq
+		}
+	})
+}
+
+// historyAgrees compares the group timeline read backwards (GroupHistory)
+// with the one read forwards (SyncGroup).
+func historyAgrees(back, forward []*seqdv1.Event) []checker.Anomaly {
+	if len(back) != len(forward) {
+		return []checker.Anomaly{{Kind: "group-history", Msg: fmt.Sprintf("GroupHistory holds %d entries, SyncGroup %d", len(back), len(forward))}}
+	}
+	for i, e := range back {
+		if f := forward[len(forward)-1-i]; !proto.Equal(e, f) {
+			return []checker.Anomaly{{Kind: "group-history", Msg: fmt.Sprintf("GroupHistory's entry %d is %s where SyncGroup has %s", i, eventBrief(e), eventBrief(f))}}
+		}
+	}
+	return nil
 }
 
 func unreadView(r *seqdv1.UnreadResponse) checker.UnreadView {
@@ -1214,6 +1247,12 @@ func (m *Messages) Check(ctx context.Context, opt CheckOptions) []checker.Result
 		return append(checker.DoubledPayloads(inboxes, "user", sentAt), checker.DoubledPayloads(timelines, "group", sentAt)...)
 	})
 	final("inbox-order", "G3", "Every inbox is strictly increasing in seq.", func() []checker.Anomaly { return checker.Increasing(inboxes) })
+	if r == nil {
+		// Under retention the timeline can lose entries between the two
+		// reads.
+		final("group-history-agrees", "G3", "Paged backwards from the newest, GroupHistory holds exactly the group timeline SyncGroup reads, in reverse.",
+			func() []checker.Anomaly { return historyAgrees(m.groupHistory, m.timelines[m.rg]) })
+	}
 	final("subscribe-gap-free", "G3", gaps, func() []checker.Anomaly {
 		return append(checker.SubscriberGaps(m.subs, inboxes, expiry), m.stalled...)
 	})

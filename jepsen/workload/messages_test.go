@@ -245,3 +245,20 @@ func TestSentAtOf(t *testing.T) {
 		t.Errorf("sentAtOf of nothing = %v, want an empty map", got)
 	}
 }
+
+func TestHistoryAgrees(t *testing.T) {
+	ev := func(seq uint64, id string) *seqdv1.Event { return &seqdv1.Event{Seq: seq, MessageId: id} }
+	forward := []*seqdv1.Event{ev(1, "a"), ev(2, "b"), ev(3, "c")}
+	if as := historyAgrees([]*seqdv1.Event{ev(3, "c"), ev(2, "b"), ev(1, "a")}, forward); len(as) != 0 {
+		t.Fatalf("the same timeline reversed: %v", as)
+	}
+	for name, back := range map[string][]*seqdv1.Event{
+		"one missing":  {ev(3, "c"), ev(1, "a")},
+		"out of order": {ev(2, "b"), ev(3, "c"), ev(1, "a")},
+		"other body":   {ev(3, "x"), ev(2, "b"), ev(1, "a")},
+	} {
+		if as := historyAgrees(back, forward); len(as) != 1 || as[0].Kind != "group-history" {
+			t.Errorf("%s: %v, want one group-history anomaly", name, as)
+		}
+	}
+}
