@@ -108,9 +108,9 @@ type Messages struct {
 	// newest first.
 	groupHistory []*seqdv1.Event
 	unread       map[uint64]checker.UnreadView
-	replicas  map[string]*replicaView
-	finalErrs []string
-	finalRan  bool // Final ran (not on an interrupted run)
+	replicas     map[string]*replicaView
+	finalErrs    []string
+	finalRan     bool // Final ran (not on an interrupted run)
 	// retained is, under retention, what was left of the run right after
 	// it (the final reads above come after everything it sent expired);
 	// nil without retention.
