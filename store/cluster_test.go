@@ -980,3 +980,47 @@ func TestSubscriberThatStopsReadingIsCut(t *testing.T) {
 		}
 	}
 }
+
+// TestReadMarkerNeverMovesBack: a read marker at or below the user's
+// marker in the conversation appends nothing (seq 0) and answers the
+// counts. Before, it appended a READ event up to the lower seq, which moved
+// back every device that replays events, while the state kept the higher.
+func TestReadMarkerNeverMovesBack(t *testing.T) {
+	_, m := startCluster(t, localcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var last uint64
+	for i := range 3 {
+		r, err := sendDirect(ctx, m, 1, 2, fmt.Sprint("m", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r.Deliveries[0].Seq
+	}
+	conv := direct(1_000_002)
+	mark := func(upTo uint64) *seqdv1.MarkReadResponse {
+		t.Helper()
+		r, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 2, Conversation: conv, UpToSeq: upTo})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := mark(last); r.Seq == 0 || r.Unread != 0 || r.TotalUnread != 0 {
+		t.Fatalf("marker up to the newest: %v", r)
+	}
+	before := len(syncAll(t, m, 2))
+	for _, upTo := range []uint64{last, 1} { // the same, and lower
+		if r := mark(upTo); r.Seq != 0 || r.Unread != 0 || r.TotalUnread != 0 {
+			t.Errorf("marker up to %d under one up to %d: %v, want seq 0 and the counts", upTo, last, r)
+		}
+	}
+	evs := syncAll(t, m, 2)
+	if len(evs) != before {
+		t.Fatalf("markers at or below the marker appended %v", evs[before:])
+	}
+	un, err := m.Unread(ctx, &seqdv1.UnreadRequest{User: 2})
+	if err != nil || un.Total != 0 {
+		t.Fatalf("Unread: %v %v", un, err)
+	}
+}

@@ -269,7 +269,8 @@ func (f *FSM) read(fn func(x *tx)) (err error) {
 				err = fmt.Errorf("%v", p)
 			}
 		}()
-		fn(&tx{t: txn, db: f.db})
+		// A cache of its own: the FSM's belongs to Apply's goroutine.
+		fn(&tx{t: txn, db: f.db, cache: newStateCache()})
 		return nil
 	})
 }

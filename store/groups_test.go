@@ -99,6 +99,10 @@ func TestReadFanoutGroup(t *testing.T) {
 	if err != nil || mr.Unread != 1 || mr.TotalUnread != 1 {
 		t.Fatalf("MarkRead: %v %v", mr, err)
 	}
+	// A lower one changes nothing and appends nothing.
+	if mr, err := m.MarkRead(ctx, &seqdv1.MarkReadRequest{User: 3, Conversation: group(50), UpToSeq: sg.Events[0].Seq}); err != nil || mr.Seq != 0 || mr.Unread != 1 || mr.TotalUnread != 1 {
+		t.Fatalf("a lower MarkRead: %v %v, want seq 0 and the same counts", mr, err)
+	}
 	// The sender's own send reads the group for it.
 	if un, _ := m.Unread(ctx, &seqdv1.UnreadRequest{User: 1}); un.GetTotal() != 0 {
 		t.Errorf("sender unread %v, want 0", un)

@@ -141,6 +141,19 @@ func scanEvents(txn *badger.Txn, prefix, start []byte, limit int, res *SyncResul
 	return nil
 }
 
+// ReadMarkerCovers returns the answer to a read marker of user in conv up
+// to upTo when the marker there is at upTo or past it already, so a new
+// one would change nothing (ok false otherwise): the counts as a marker's
+// answer gives them, and seq 0, as nothing is appended.
+func (f *FSM) ReadMarkerCovers(user uint64, conv *seqdv1.Conversation, upTo uint64) (resp *seqdv1.MarkReadResponse, ok bool, err error) {
+	err = f.read(func(x *tx) {
+		if cs := x.convState(user, conv); upTo > 0 && cs.ReadUpTo >= upTo {
+			resp, ok = x.unreadAnswer(user, conv, cs, 0), true
+		}
+	})
+	return resp, ok, err
+}
+
 // HasConversation reports whether user has conversation c: a state
 // record (unread counts, a read marker, a read-fanout join) or at least one
 // message copy in its history.

@@ -322,6 +322,11 @@ func runRead(ctx context.Context, e *env, cmd *command, args []string) error {
 		if e.json {
 			return writeProto(e.stdout, resp)
 		}
+		if resp.Seq == 0 {
+			_, err = fmt.Fprintf(e.stdout, "user %d had read %s up to %d or further: nothing changed; unread there %d, in total %d\n",
+				u, convString(conv), *upTo, resp.Unread, resp.TotalUnread)
+			return err
+		}
 		_, err = fmt.Fprintf(e.stdout, "user %d read %s up to %d (read marker seq %d); unread there %d, in total %d\n",
 			u, convString(conv), *upTo, resp.Seq, resp.Unread, resp.TotalUnread)
 		return err

@@ -255,6 +255,11 @@ func TestUnreadThenRead(t *testing.T) {
 	if !strings.Contains(out, "unread there 0, in total 1") {
 		t.Errorf("read printed:\n%s", out)
 	}
+	// Again: the marker is there already.
+	out = ok(t, "--addr", addr, "read", "--user", "1203", "--conv", a.conv, "--up-to", fmt.Sprint(seq))
+	if !strings.Contains(out, "or further: nothing changed; unread there 0, in total 1") {
+		t.Errorf("a repeated read printed:\n%s", out)
+	}
 	u := unreadUntil(t, addr, 1203, 1)
 	if u.Total != 1 {
 		t.Errorf("after read: total %d, want 1: %v", u.Total, u)

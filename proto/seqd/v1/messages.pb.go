@@ -381,8 +381,10 @@ type SendRequest struct {
 	// remembered on the shard that applies the send (the sender's for
 	// DIRECT, the group's for GROUP): a DIRECT and a GROUP send, or sends to
 	// groups on different shards, may not be compared with each other.
-	ClientMsgId   string            `protobuf:"bytes,4,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
-	Body          []byte            `protobuf:"bytes,5,opt,name=body,proto3" json:"body,omitempty"`
+	ClientMsgId string `protobuf:"bytes,4,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	// 1 byte to the body limit (64 KiB by default).
+	Body []byte `protobuf:"bytes,5,opt,name=body,proto3" json:"body,omitempty"`
+	// Keys not empty; keys and values together at most 4 KiB.
 	Metadata      map[string]string `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -981,7 +983,8 @@ func (x *MarkReadRequest) GetUpToSeq() uint64 {
 
 type MarkReadResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The read marker's own seq in the inbox.
+	// The read marker's own seq in the inbox; 0 when the marker was at or
+	// past up_to_seq already (nothing appended).
 	Seq           uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	Unread        uint64 `protobuf:"varint,2,opt,name=unread,proto3" json:"unread,omitempty"`
 	TotalUnread   uint64 `protobuf:"varint,3,opt,name=total_unread,json=totalUnread,proto3" json:"total_unread,omitempty"`
@@ -1589,8 +1592,13 @@ func (x *DeleteResponse) GetSeq() uint64 {
 type CreateGroupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// 1..2^63-1, chosen by the front end.
-	GroupId uint64   `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	Owner   uint64   `protobuf:"varint,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	GroupId uint64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// Always a member, and cannot be removed (FAILED_PRECONDITION).
+	Owner uint64 `protobuf:"varint,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	// At most 10,000 per call (here, in AddMembers and in RemoveMembers:
+	// INVALID_ARGUMENT past it). With the owner, more than the write fanout
+	// threshold (500 by default) makes a read-fanout group, read_fanout or
+	// not; a write-fanout group cannot grow past it (FAILED_PRECONDITION).
 	Members []uint64 `protobuf:"varint,3,rep,packed,name=members,proto3" json:"members,omitempty"`
 	// Use read fanout even below the member threshold (for groups that will
 	// grow past it: a group's fanout mode is fixed at creation).

@@ -54,7 +54,10 @@ type MessagesClient interface {
 	// Acknowledged once committed by a Raft majority with fsync. A retry with
 	// the same (sender, client_msg_id) returns the first result.
 	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
-	// Sync returns the user's events with seq > after_seq, in seq order.
+	// Sync returns the user's events with seq > after_seq, in seq order. A
+	// checkpoint above the inbox's newest event (one no device was given,
+	// or the store lost) is INVALID_ARGUMENT naming after_seq and the newest
+	// seq: sync again from that seq, or from 0. Subscribe refuses it alike.
 	Sync(ctx context.Context, in *SyncRequest, opts ...grpc.CallOption) (*SyncResponse, error)
 	// Subscribe streams the backlog after after_seq, then live events, with
 	// heartbeats. Reconnect from the last seq received: nothing is missed and
@@ -66,10 +69,17 @@ type MessagesClient interface {
 	// replays it) and sets the conversation's unread count in the same batch.
 	// The user must have the conversation: NOT_FOUND if it holds no message
 	// of it, PERMISSION_DENIED for a read-fanout group it never belonged to
-	// (a member removed since may still mark it read).
+	// (a member removed since may still mark it read). A marker at or below
+	// the user's marker in the conversation changes nothing and appends
+	// nothing (seq 0 in the answer, with the counts): a device that replays
+	// READ events never moves back. up_to_seq is an inbox seq (a group seq
+	// for a read-fanout group), not above the newest (INVALID_ARGUMENT).
 	MarkRead(ctx context.Context, in *MarkReadRequest, opts ...grpc.CallOption) (*MarkReadResponse, error)
 	// Unread returns per-conversation unread counts and the total. The
 	// conversations come in pages (has_more, next_after), the total whole.
+	// A read-fanout group's messages count once a hint round has told the
+	// member of them (every hint window, 500 ms by default), not at once.
+	// Delete of an unread copy lowers the counts.
 	Unread(ctx context.Context, in *UnreadRequest, opts ...grpc.CallOption) (*UnreadResponse, error)
 	// History pages backwards through one conversation of one user.
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
@@ -282,7 +292,10 @@ type MessagesServer interface {
 	// Acknowledged once committed by a Raft majority with fsync. A retry with
 	// the same (sender, client_msg_id) returns the first result.
 	Send(context.Context, *SendRequest) (*SendResponse, error)
-	// Sync returns the user's events with seq > after_seq, in seq order.
+	// Sync returns the user's events with seq > after_seq, in seq order. A
+	// checkpoint above the inbox's newest event (one no device was given,
+	// or the store lost) is INVALID_ARGUMENT naming after_seq and the newest
+	// seq: sync again from that seq, or from 0. Subscribe refuses it alike.
 	Sync(context.Context, *SyncRequest) (*SyncResponse, error)
 	// Subscribe streams the backlog after after_seq, then live events, with
 	// heartbeats. Reconnect from the last seq received: nothing is missed and
@@ -294,10 +307,17 @@ type MessagesServer interface {
 	// replays it) and sets the conversation's unread count in the same batch.
 	// The user must have the conversation: NOT_FOUND if it holds no message
 	// of it, PERMISSION_DENIED for a read-fanout group it never belonged to
-	// (a member removed since may still mark it read).
+	// (a member removed since may still mark it read). A marker at or below
+	// the user's marker in the conversation changes nothing and appends
+	// nothing (seq 0 in the answer, with the counts): a device that replays
+	// READ events never moves back. up_to_seq is an inbox seq (a group seq
+	// for a read-fanout group), not above the newest (INVALID_ARGUMENT).
 	MarkRead(context.Context, *MarkReadRequest) (*MarkReadResponse, error)
 	// Unread returns per-conversation unread counts and the total. The
 	// conversations come in pages (has_more, next_after), the total whole.
+	// A read-fanout group's messages count once a hint round has told the
+	// member of them (every hint window, 500 ms by default), not at once.
+	// Delete of an unread copy lowers the counts.
 	Unread(context.Context, *UnreadRequest) (*UnreadResponse, error)
 	// History pages backwards through one conversation of one user.
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
