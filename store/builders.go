@@ -288,7 +288,7 @@ func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 				return nil, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond group %d's newest group seq %d", r.UpToSeq, r.Conversation.Id, resp.LastGseq)
 			}
 			b.readFanout, b.count = true, resp.Count
-			return b.unlessCovered(s)
+			return []uint64{r.User}, nil
 		}
 	}
 	if has, err := s.fsm.HasConversation(r.User, r.Conversation); err != nil || !has {
@@ -301,24 +301,20 @@ func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 	if r.UpToSeq > last {
 		return nil, status.Errorf(codes.InvalidArgument, "up_to_seq %d is beyond the newest event %d in user %d's inbox", r.UpToSeq, last, r.User)
 	}
-	return b.unlessCovered(s)
+	return []uint64{r.User}, nil
 }
 
-// unlessCovered answers a marker at or below the user's applied one in
-// the conversation without writing anything (seq 0), as a repeated delete
-// or recall is: a READ event below the marker would move back every
-// device that replays it, while the state keeps the higher one. Otherwise
-// the marker needs the user's next seq.
-func (b *markReadBuilder) unlessCovered(s *Shard) ([]uint64, error) {
+// covered answers a marker at or below the user's applied one in the
+// conversation without writing anything (seq 0), as a repeated delete or
+// recall is: a READ event below the marker would move back every device
+// that replays it, while the state keeps the higher one.
+func (b *markReadBuilder) covered(s *Shard) (*OpResult, error) {
 	r := b.req
 	resp, ok, err := s.fsm.ReadMarkerCovers(r.User, r.Conversation, r.UpToSeq)
-	if err != nil {
+	if err != nil || !ok {
 		return nil, err
 	}
-	if ok {
-		return nil, &answered{&OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, MarkRead: resp}}
-	}
-	return []uint64{r.User}, nil
+	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, MarkRead: resp}, nil
 }
 
 // noConversation refuses a read marker for a conversation the user does not

@@ -68,6 +68,12 @@ type request struct {
 	fresh bool
 }
 
+// coverer is a builder whose op may find its change made already: covered
+// returns the answer then (nil otherwise), and the op is not proposed.
+type coverer interface {
+	covered(s *Shard) (*OpResult, error)
+}
+
 // sizer is a builder that can estimate the bytes its op writes, given
 // how many inbox appends it plans.
 type sizer interface{ estBytes(appends int) int }
@@ -316,6 +322,15 @@ func (p *pipeline) propose(batch []*request) *flight {
 		if err := s.formatReady(needsFormat(r.b, len(ks))); err != nil {
 			r.finish(nil, err)
 			continue
+		}
+		// An op that would change nothing is answered here, once its
+		// format gate let it through (so the gate holds it alike).
+		if c, ok := r.b.(coverer); ok {
+			res, err := c.covered(s)
+			if err != nil || res != nil {
+				r.finish(res, err)
+				continue
+			}
 		}
 		// Keep the entry well inside what Badger takes in one
 		// transaction; the rest go into the next entry.
