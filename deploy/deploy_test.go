@@ -299,8 +299,8 @@ func TestRulesAndDashboardEvaluateOnARealCluster(t *testing.T) {
 			}
 		}
 	}
-	if n != 19 {
-		t.Errorf("Prometheus loaded %d rules, want the 19 of %s", n, rulesFile)
+	if n != 20 {
+		t.Errorf("Prometheus loaded %d rules, want the 20 of %s", n, rulesFile)
 	}
 	// Two of the shard's three replicas die: its alert goes pending (it
 	// fires after its 30 s).
