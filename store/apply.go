@@ -611,6 +611,12 @@ func (x *tx) markRead(op *clusterv1.MarkReadOp) *OpResult {
 	if !op.ReadFanout && req.UpToSeq > us.LastSeq {
 		return rejectedAs(codes.InvalidArgument, "up_to_seq %d is beyond the newest event %d in user %d's inbox", req.UpToSeq, us.LastSeq, req.User)
 	}
+	if cs := x.convState(req.User, req.Conversation); op.Monotonic && cs.ReadUpTo >= req.UpToSeq {
+		// The user has read up to there or further (a marker that applied
+		// after this one was planned): a READ event for it would move
+		// back every device that replays it. Its seq goes unused.
+		return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, MarkRead: x.unreadAnswer(req.User, req.Conversation, cs, 0)}
+	}
 	cs := x.updateConv(req.User, req.Conversation, us, func(cs *clusterv1.ConvState) {
 		if op.ReadFanout {
 			cs.ReadFanout = true

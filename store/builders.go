@@ -254,6 +254,10 @@ type markReadBuilder struct {
 	remote     *clusterv1.TimelineCountResponse // a group on another shard: asked before submitting
 	readFanout bool
 	count      uint64
+	// monotonic: every replica applies store format 8, so the op may ask
+	// them to write nothing for a marker the user has passed (one planned
+	// before a higher marker applied).
+	monotonic bool
 }
 
 func (b *markReadBuilder) opKind() protoreflect.FieldNumber { return kindMarkRead }
@@ -261,6 +265,7 @@ func (b *markReadBuilder) opKind() protoreflect.FieldNumber { return kindMarkRea
 func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 	r := b.req
 	b.readFanout, b.count = false, 0
+	b.monotonic = s.formatReady(formatMonotonicMarks) == nil
 	if r.Conversation.Type == seqdv1.ConversationType_CONVERSATION_TYPE_GROUP {
 		// A local group is read here; a remote one was asked by the
 		// handler, so the proposer never waits on another shard.
@@ -337,7 +342,7 @@ func convLabel(c *seqdv1.Conversation) string {
 
 func (b *markReadBuilder) build(seqs []uint64) *clusterv1.StoreOp {
 	return &clusterv1.StoreOp{Op: &clusterv1.StoreOp_MarkRead{MarkRead: &clusterv1.MarkReadOp{
-		Request: b.req, Seq: seqs[0], ReadFanout: b.readFanout, GroupCount: b.count}}}
+		Request: b.req, Seq: seqs[0], ReadFanout: b.readFanout, GroupCount: b.count, Monotonic: b.monotonic}}}
 }
 
 // recallBuilder appends recall events to every local copy's inbox.

@@ -295,9 +295,9 @@ func TestFieldFormats(t *testing.T) {
 			t.Errorf("with_expired %v: entry's min_format %d, want %d", tc.withExpired, got, tc.want)
 		}
 	}
-	if formatHintExpired > storeFormat || formatDropCopies > storeFormat || formatExpiryHints > storeFormat {
-		t.Fatalf("formatHintExpired %d, formatDropCopies %d or formatExpiryHints %d is above this build's format %d",
-			formatHintExpired, formatDropCopies, formatExpiryHints, storeFormat)
+	if formatHintExpired > storeFormat || formatDropCopies > storeFormat || formatExpiryHints > storeFormat || formatMonotonicMarks > storeFormat {
+		t.Fatalf("formatHintExpired %d, formatDropCopies %d, formatExpiryHints %d or formatMonotonicMarks %d is above this build's format %d",
+			formatHintExpired, formatDropCopies, formatExpiryHints, formatMonotonicMarks, storeFormat)
 	}
 	// Retention steps: their kind's format without the field, the
 	// field's with it.
@@ -341,10 +341,16 @@ func TestFieldFormats(t *testing.T) {
 		t.Fatalf("a mark-read needs format %d, want %d", got, want)
 	}
 	kind := mustOpField("mark_read")
+	old := fieldFormats[kind]
 	fieldFormats[kind] = []fieldFormat{mustFieldFormat("mark_read", "request", 9)}
-	t.Cleanup(func() { delete(fieldFormats, kind) })
+	t.Cleanup(func() { fieldFormats[kind] = old })
 	if got := needsFormat(&markReadBuilder{req: mr}, 1); got != 9 {
 		t.Fatalf("a mark-read needs format %d with mark_read.request listed at 9, want 9", got)
+	}
+	// monotonic, set once every replica applies format 8, needs it.
+	fieldFormats[kind] = old
+	if got := needsFormat(&markReadBuilder{req: mr, monotonic: true}, 1); got != max(formatMonotonicMarks, opFormats[kindMarkRead]) {
+		t.Fatalf("a monotonic mark-read needs format %d, want %d", got, formatMonotonicMarks)
 	}
 }
 

@@ -818,3 +818,45 @@ func TestCloseWaitsForARestore(t *testing.T) {
 		t.Fatalf("Apply after the late close: %+v", br)
 	}
 }
+
+// TestApplyMonotonicMarkRead: a format-8 read marker (monotonic) at or
+// below the user's marker writes nothing and answers seq 0: two devices
+// marking at once cannot append a lower READ event after a higher one.
+// Without the field (an entry of an older leader) it applies as before.
+func TestApplyMonotonicMarkRead(t *testing.T) {
+	h := newHarness(t)
+	for i := uint64(1); i <= 3; i++ {
+		h.must(opSend(7, fmt.Sprint("m", i), "body", apps(1, i, 2, i)...))
+	}
+	monotonic := func(upTo, seq uint64) *clusterv1.StoreOp {
+		op := opMarkRead(2, dconv(7), upTo, seq)
+		op.GetMarkRead().Monotonic = true
+		return op
+	}
+	if r := h.must(monotonic(3, 4)); r.MarkRead.Seq != 4 || r.MarkRead.Unread != 0 {
+		t.Fatalf("marker up to 3: %v", r.MarkRead)
+	}
+	before := len(syncAllEvents(t, h.f, 2))
+	for _, upTo := range []uint64{3, 2} {
+		if r := h.must(monotonic(upTo, 5)); r.MarkRead.Seq != 0 || r.MarkRead.Unread != 0 || r.MarkRead.TotalUnread != 0 {
+			t.Fatalf("monotonic marker up to %d under one up to 3: %v, want seq 0", upTo, r.MarkRead)
+		}
+	}
+	if n := len(syncAllEvents(t, h.f, 2)); n != before {
+		t.Fatalf("covered markers appended %d events", n-before)
+	}
+	// The seq they were given is free for the next event.
+	h.must(opSend(7, "m4", "body", apps(1, 4, 2, 5)...))
+	// An older leader's marker (no monotonic) appends as it always did.
+	if r := h.must(opMarkRead(2, dconv(7), 1, 6)); r.MarkRead.Seq != 6 || r.MarkRead.Unread != 1 {
+		t.Fatalf("a format-7 marker below the marker: %v, want it appended with the counts unchanged", r.MarkRead)
+	}
+	// (A seqdnext build lists every mark-read at its own format.)
+	kind := opFormats[kindMarkRead]
+	if got := opFormat(monotonic(1, 7)); got != max(formatMonotonicMarks, kind) {
+		t.Fatalf("a monotonic marker needs format %d, want %d", got, max(formatMonotonicMarks, kind))
+	}
+	if got := opFormat(opMarkRead(2, dconv(7), 1, 7)); got != kind {
+		t.Fatalf("a marker without monotonic needs format %d, want %d", got, kind)
+	}
+}

@@ -1144,8 +1144,13 @@ type MarkReadOp struct {
 	Request *v1.MarkReadRequest    `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
 	Seq     uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	// Read-fanout groups: timeline messages up to request.up_to_seq.
-	GroupCount    uint64 `protobuf:"varint,3,opt,name=group_count,json=groupCount,proto3" json:"group_count,omitempty"`
-	ReadFanout    bool   `protobuf:"varint,4,opt,name=read_fanout,json=readFanout,proto3" json:"read_fanout,omitempty"`
+	GroupCount uint64 `protobuf:"varint,3,opt,name=group_count,json=groupCount,proto3" json:"group_count,omitempty"`
+	ReadFanout bool   `protobuf:"varint,4,opt,name=read_fanout,json=readFanout,proto3" json:"read_fanout,omitempty"`
+	// Store format 8: a marker at or below the user's marker in the
+	// conversation writes nothing (its seq goes unused), so no READ event
+	// ever moves a device's marker back. Set only once every replica
+	// applies format 8.
+	Monotonic     bool `protobuf:"varint,5,opt,name=monotonic,proto3" json:"monotonic,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1204,6 +1209,13 @@ func (x *MarkReadOp) GetGroupCount() uint64 {
 func (x *MarkReadOp) GetReadFanout() bool {
 	if x != nil {
 		return x.ReadFanout
+	}
+	return false
+}
+
+func (x *MarkReadOp) GetMonotonic() bool {
+	if x != nil {
+		return x.Monotonic
 	}
 	return false
 }
@@ -2900,7 +2912,7 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\tDeliverOp\x121\n" +
 	"\x05items\x18\x01 \x03(\v2\x1b.seqd.cluster.v1.FanoutItemR\x05items\x12\x12\n" +
 	"\x04seqs\x18\x02 \x03(\x04R\x04seqs\x12!\n" +
-	"\fwith_expired\x18\x03 \x01(\bR\vwithExpired\"\x94\x01\n" +
+	"\fwith_expired\x18\x03 \x01(\bR\vwithExpired\"\xb2\x01\n" +
 	"\n" +
 	"MarkReadOp\x122\n" +
 	"\arequest\x18\x01 \x01(\v2\x18.seqd.v1.MarkReadRequestR\arequest\x12\x10\n" +
@@ -2908,7 +2920,8 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\vgroup_count\x18\x03 \x01(\x04R\n" +
 	"groupCount\x12\x1f\n" +
 	"\vread_fanout\x18\x04 \x01(\bR\n" +
-	"readFanout\"\xa9\x01\n" +
+	"readFanout\x12\x1c\n" +
+	"\tmonotonic\x18\x05 \x01(\bR\tmonotonic\"\xa9\x01\n" +
 	"\bRecallOp\x120\n" +
 	"\arequest\x18\x01 \x01(\v2\x16.seqd.v1.RecallRequestR\arequest\x121\n" +
 	"\aappends\x18\x02 \x03(\v2\x17.seqd.cluster.v1.AppendR\aappends\x12\x1b\n" +
