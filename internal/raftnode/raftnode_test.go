@@ -49,27 +49,28 @@ func startSingle(dir string, fsm raft.FSM) (*Node, error) {
 		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond}, fsm)
 }
 
+// startLeader starts a single node in dir, bootstraps it with the address
+// its listener got, and waits until it leads.
+func startLeader(t *testing.T, dir string) *Node {
+	t.Helper()
+	n, err := startSingle(dir, &countFSM{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: n.Transport.LocalAddr()}}}
+	if err := n.Raft.BootstrapCluster(cfg).Error(); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, 10*time.Second, "a leader", func() bool { return n.Raft.State() == raft.Leader })
+	return n
+}
+
 // When Raft cannot start (here: the FSM refuses every snapshot on disk),
 // Start returns the error and closes the log store it opened, so the
 // directory can be opened again.
 func TestStartFailureClosesStores(t *testing.T) {
 	dir := t.TempDir()
-	n, err := startSingle(dir, &countFSM{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Bootstrap with the address the listener got.
-	cfg := raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: n.Transport.LocalAddr()}}}
-	if err := n.Raft.BootstrapCluster(cfg).Error(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for n.Raft.State() != raft.Leader {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	n := startLeader(t, dir)
 	if err := n.Raft.Apply([]byte("x"), time.Second).Error(); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +81,7 @@ func TestStartFailureClosesStores(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, err = startSingle(dir, &countFSM{refuse: true})
+	_, err := startSingle(dir, &countFSM{refuse: true})
 	if err == nil || !strings.Contains(err.Error(), "start raft") {
 		t.Fatalf("Start with an FSM that refuses the snapshot: %v, want a start error", err)
 	}
@@ -328,15 +329,7 @@ func TestStartRemovesUnfinishedSnapshots(t *testing.T) {
 func TestDamagedLogIsAnError(t *testing.T) {
 	for _, cut := range []int64{2, 4} {
 		dir := t.TempDir()
-		n, err := startSingle(dir, &countFSM{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: n.Transport.LocalAddr()}}}
-		if err := n.Raft.BootstrapCluster(cfg).Error(); err != nil {
-			t.Fatal(err)
-		}
-		n.Shutdown()
+		startLeader(t, dir).Shutdown()
 		path := filepath.Join(dir, "raft.db")
 		st, err := os.Stat(path)
 		if err != nil {
@@ -346,7 +339,7 @@ func TestDamagedLogIsAnError(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A failed open may keep the file (and its lock): one try per copy.
-		n, err = startSingle(dir, &countFSM{})
+		n, err := startSingle(dir, &countFSM{})
 		if err == nil {
 			n.Shutdown()
 			t.Fatalf("Start on a raft.db cut to 1/%d of its %d bytes succeeded", cut, st.Size())
@@ -363,15 +356,7 @@ func TestDamagedLogIsAnError(t *testing.T) {
 // rebuild the node; Raft's replay panicked ("log not found").
 func TestUnreplayableStateIsAnError(t *testing.T) {
 	dir := t.TempDir()
-	n, err := startSingle(dir, &countFSM{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: n.Transport.LocalAddr()}}}
-	if err := n.Raft.BootstrapCluster(cfg).Error(); err != nil {
-		t.Fatal(err)
-	}
-	testwait.For(t, 10*time.Second, "a leader", func() bool { return n.Raft.State() == raft.Leader })
+	n := startLeader(t, dir)
 	var newest uint64
 	for range 2 {
 		for range 3 {
