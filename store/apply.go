@@ -611,11 +611,12 @@ func (x *tx) markRead(op *clusterv1.MarkReadOp) *OpResult {
 	if !op.ReadFanout && req.UpToSeq > us.LastSeq {
 		return rejectedAs(codes.InvalidArgument, "up_to_seq %d is beyond the newest event %d in user %d's inbox", req.UpToSeq, us.LastSeq, req.User)
 	}
-	if cs := x.convState(req.User, req.Conversation); op.Monotonic && cs.ReadUpTo >= req.UpToSeq {
-		// The user has read up to there or further (a marker that applied
-		// after this one was planned): a READ event for it would move
-		// back every device that replays it. Its seq goes unused.
-		return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, MarkRead: x.unreadAnswer(req.User, req.Conversation, cs, 0)}
+	if op.Monotonic {
+		// A marker that applied after this one was planned may cover it:
+		// then it writes nothing, and its seq goes unused.
+		if resp := x.coveredMarker(req.User, req.Conversation, req.UpToSeq); resp != nil {
+			return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, MarkRead: resp}
+		}
 	}
 	cs := x.updateConv(req.User, req.Conversation, us, func(cs *clusterv1.ConvState) {
 		if op.ReadFanout {
@@ -635,6 +636,18 @@ func (x *tx) markRead(op *clusterv1.MarkReadOp) *OpResult {
 		ReadUpTo: req.UpToSeq, GroupCount: op.GroupCount, Sender: req.User, Outgoing: true,
 	})
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, MarkRead: x.unreadAnswer(req.User, req.Conversation, cs, op.Seq)}
+}
+
+// coveredMarker is the answer to a read marker of user in conv up to upTo
+// when the user has read up to there or further (nil otherwise): the
+// counts, and seq 0, as such a marker writes nothing. A READ event below
+// the user's marker would move back every device that replays it, while
+// the state keeps the higher one.
+func (x *tx) coveredMarker(user uint64, conv *seqdv1.Conversation, upTo uint64) *seqdv1.MarkReadResponse {
+	if cs := x.convState(user, conv); upTo > 0 && cs.ReadUpTo >= upTo {
+		return x.unreadAnswer(user, conv, cs, 0)
+	}
+	return nil
 }
 
 // timelinesExpired says whether keyTimelinesExpired is set: from the

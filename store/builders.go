@@ -310,13 +310,12 @@ func (b *markReadBuilder) plan(s *Shard) ([]uint64, error) {
 }
 
 // covered answers a marker at or below the user's applied one in the
-// conversation without writing anything (seq 0), as a repeated delete or
-// recall is: a READ event below the marker would move back every device
-// that replays it, while the state keeps the higher one.
+// conversation without proposing it (seq 0), as a repeated delete or
+// recall is (tx.coveredMarker).
 func (b *markReadBuilder) covered(s *Shard) (*OpResult, error) {
 	r := b.req
-	resp, ok, err := s.fsm.ReadMarkerCovers(r.User, r.Conversation, r.UpToSeq)
-	if err != nil || !ok {
+	resp, err := s.fsm.ReadMarkerCovers(r.User, r.Conversation, r.UpToSeq)
+	if err != nil || resp == nil {
 		return nil, err
 	}
 	return &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OK, MarkRead: resp}, nil

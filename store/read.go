@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 	"google.golang.org/protobuf/proto"
@@ -141,17 +142,11 @@ func scanEvents(txn *badger.Txn, prefix, start []byte, limit int, res *SyncResul
 	return nil
 }
 
-// ReadMarkerCovers returns the answer to a read marker of user in conv up
-// to upTo when the marker there is at upTo or past it already, so a new
-// one would change nothing (ok false otherwise): the counts as a marker's
-// answer gives them, and seq 0, as nothing is appended.
-func (f *FSM) ReadMarkerCovers(user uint64, conv *seqdv1.Conversation, upTo uint64) (resp *seqdv1.MarkReadResponse, ok bool, err error) {
-	err = f.read(func(x *tx) {
-		if cs := x.convState(user, conv); upTo > 0 && cs.ReadUpTo >= upTo {
-			resp, ok = x.unreadAnswer(user, conv, cs, 0), true
-		}
-	})
-	return resp, ok, err
+// ReadMarkerCovers is tx.coveredMarker on the applied state: the answer
+// to a read marker the user's marker already covers, or nil.
+func (f *FSM) ReadMarkerCovers(user uint64, conv *seqdv1.Conversation, upTo uint64) (resp *seqdv1.MarkReadResponse, err error) {
+	err = f.read(func(x *tx) { resp = x.coveredMarker(user, conv, upTo) })
+	return resp, err
 }
 
 // HasConversation reports whether user has conversation c: a state
@@ -190,53 +185,68 @@ func (f *FSM) LastSeq(user uint64) (uint64, error) {
 
 // History returns up to limit message copies of one conversation of user,
 // newest first, below before (0 = from the newest).
-func (f *FSM) History(user uint64, c *seqdv1.Conversation, before uint64, limit int) ([]*seqdv1.Event, uint64, error) {
-	var out []*seqdv1.Event
-	next := uint64(0)
-	if limit <= 0 || before == 1 {
-		return nil, 0, nil
-	}
-	err := f.view(func(txn *badger.Txn) error {
-		p := historyPrefix(user, c)
-		opts := iteratorOpts(p)
-		opts.Reverse = true
-		opts.PrefetchValues = false
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		start := historyKey(user, c, before-1)
-		if before == 0 {
-			start = append(historyKey(user, c, ^uint64(0)), 0xff)
-		}
-		size := 0
-		for it.Seek(start); it.ValidForPrefix(p); it.Next() {
-			seq := beU64(it.Item().Key()[len(p):])
-			if len(out) == limit {
-				next = out[len(out)-1].Seq
-				break
-			}
+func (f *FSM) History(user uint64, c *seqdv1.Conversation, before uint64, limit int) (out []*seqdv1.Event, next uint64, err error) {
+	err = f.view(func(txn *badger.Txn) error {
+		// The index holds keys only; each names its copy in the inbox.
+		out, next, err = pageBackwards(txn, historyPrefix(user, c), before, 1, limit, false, func(_ *badger.Item, seq uint64) (*seqdv1.Event, error) {
 			e := &seqdv1.Event{}
-			key := inboxKey(user, seq)
-			ok, err := getProto(txn, key, e)
-			if err != nil {
-				return err
+			if ok, err := getProto(txn, inboxKey(user, seq), e); err != nil || !ok {
+				return nil, err
 			}
-			if !ok {
-				continue
-			}
-			if err := checkEvent(key, e); err != nil {
-				return err
-			}
-			n := proto.Size(e)
-			if pageFull(len(out), limit, size, n) {
-				next = out[len(out)-1].Seq
-				break
-			}
-			size += n
-			out = append(out, e)
-		}
-		return nil
+			return e, nil
+		})
+		return err
 	})
 	return out, next, err
+}
+
+// pageBackwards reads events newest first from the keys under prefix
+// (each ending in its seq): below before (0: from the newest), at or
+// above floor, up to limit, and stopping before a page would pass
+// MaxPageBytes (it always holds one). load returns the event of a key
+// (nil: none, skip it). next is the seq to page on from, 0 once floor or
+// the start of the keys is reached.
+func pageBackwards(txn *badger.Txn, prefix []byte, before, floor uint64, limit int, prefetch bool,
+	load func(item *badger.Item, seq uint64) (*seqdv1.Event, error)) (out []*seqdv1.Event, next uint64, err error) {
+	if limit <= 0 || before != 0 && before <= floor {
+		return nil, 0, nil
+	}
+	opts := iteratorOpts(prefix)
+	opts.Reverse = true
+	opts.PrefetchValues = prefetch
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	start := append(u64(slices.Clone(prefix), ^uint64(0)), 0xff)
+	if before != 0 {
+		start = u64(slices.Clone(prefix), before-1)
+	}
+	size := 0
+	for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
+		seq := beU64(it.Item().Key()[len(prefix):])
+		if seq < floor {
+			break
+		}
+		if len(out) == limit {
+			return out, out[len(out)-1].Seq, nil
+		}
+		e, err := load(it.Item(), seq)
+		if err != nil {
+			return nil, 0, err
+		}
+		if e == nil {
+			continue
+		}
+		if err := checkEvent(it.Item().Key(), e); err != nil {
+			return nil, 0, err
+		}
+		n := proto.Size(e)
+		if pageFull(len(out), limit, size, n) {
+			return out, out[len(out)-1].Seq, nil
+		}
+		size += n
+		out = append(out, e)
+	}
+	return out, 0, nil
 }
 
 // Unread returns the per-conversation unread counts and the total.
@@ -250,6 +260,9 @@ func (f *FSM) Unread(user uint64, after *seqdv1.Conversation, limit int) (*seqdv
 	var from []byte
 	if after != nil {
 		from = convKey(user, after)
+	}
+	if limit <= 0 {
+		limit = math.MaxInt
 	}
 	size := 0
 	err := f.view(func(txn *badger.Txn) error {
@@ -283,7 +296,7 @@ func (f *FSM) Unread(user uint64, after *seqdv1.Conversation, limit int) (*seqdv
 			}
 			cu := &seqdv1.ConversationUnread{Conversation: conv, Count: n, ReadUpTo: cs.ReadUpTo}
 			next := proto.Size(cu) + 3 // with its field tag and length
-			if len(resp.Conversations) == limit && limit > 0 || pageFull(len(resp.Conversations), math.MaxInt, size, next) {
+			if pageFull(len(resp.Conversations), limit, size, next) {
 				resp.HasMore = true
 				resp.NextAfter = resp.Conversations[len(resp.Conversations)-1].Conversation
 				continue
@@ -387,11 +400,10 @@ func isMember(info *seqdv1.GroupInfo, user uint64) (*seqdv1.GroupMember, bool) {
 func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 	res := &SyncResult{NextCheckpoint: after}
 	err := f.view(func(txn *badger.Txn) error {
-		rec, c, err := memberTimeline(txn, user, g)
+		m, c, err := memberTimeline(txn, user, g)
 		if err != nil {
 			return err
 		}
-		m, _ := isMember(rec.Info, user)
 		from := max(after, m.JoinedAfterGseq)
 		if from == ^uint64(0) || limit <= 0 {
 			return nil // nothing is above the largest seq
@@ -420,53 +432,25 @@ func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 // next is the group seq to page on from, 0 at that floor.
 func (f *FSM) GroupHistory(user, g, before uint64, limit int) (out []*seqdv1.Event, next uint64, err error) {
 	err = f.view(func(txn *badger.Txn) error {
-		rec, c, err := memberTimeline(txn, user, g)
+		m, c, err := memberTimeline(txn, user, g)
 		if err != nil {
 			return err
 		}
-		m, _ := isMember(rec.Info, user)
 		// The oldest group seq the member may read.
-		floor := max(m.JoinedAfterGseq+1, c.TimelineStart, 1)
-		if limit <= 0 || before == 1 || before != 0 && before <= floor {
-			return nil
-		}
-		p := timelinePrefix(g)
-		opts := iteratorOpts(p)
-		opts.Reverse = true
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		start := append(timelineKey(g, ^uint64(0)), 0xff)
-		if before != 0 {
-			start = timelineKey(g, before-1)
-		}
-		size := 0
-		for it.Seek(start); it.ValidForPrefix(p); it.Next() {
-			if beU64(it.Item().Key()[len(p):]) < floor {
-				return nil
-			}
-			n := int(it.Item().ValueSize())
-			if pageFull(len(out), limit, size, n) {
-				next = out[len(out)-1].Seq
-				return nil
-			}
-			size += n
+		floor := max(m.JoinedAfterGseq+1, c.TimelineStart)
+		out, next, err = pageBackwards(txn, timelinePrefix(g), before, floor, limit, true, func(item *badger.Item, _ uint64) (*seqdv1.Event, error) {
 			e := &seqdv1.Event{}
-			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, e) }); err != nil {
-				return err
-			}
-			if err := checkEvent(it.Item().Key(), e); err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return nil
+			return e, item.Value(func(v []byte) error { return proto.Unmarshal(v, e) })
+		})
+		return err
 	})
 	return out, next, err
 }
 
-// memberTimeline returns read-fanout group g's record and counters for a
-// read by member user, or the refusal of that read.
-func memberTimeline(txn *badger.Txn, user, g uint64) (*clusterv1.GroupRecord, *clusterv1.GroupCounters, error) {
+// memberTimeline returns user's membership of read-fanout group g and
+// the group's counters, for a read of its timeline, or the refusal of
+// that read.
+func memberTimeline(txn *badger.Txn, user, g uint64) (*seqdv1.GroupMember, *clusterv1.GroupCounters, error) {
 	rec, c, ok, err := groupIn(txn, g)
 	if err != nil {
 		return nil, nil, err
@@ -474,13 +458,14 @@ func memberTimeline(txn *badger.Txn, user, g uint64) (*clusterv1.GroupRecord, *c
 	if !ok {
 		return nil, nil, notFound("group %d does not exist", g)
 	}
-	if _, ok := isMember(rec.Info, user); !ok {
+	m, ok := isMember(rec.Info, user)
+	if !ok {
 		return nil, nil, &lookupError{ErrNotMember, fmt.Sprintf("user %d is not a member of group %d", user, g)}
 	}
 	if !rec.Info.ReadFanout {
 		return nil, nil, &lookupError{ErrWriteFanout, fmt.Sprintf("group %d uses write fanout: it has no timeline, its messages are in each member's inbox (read them with Sync or History)", g)}
 	}
-	return rec, c, nil
+	return m, c, nil
 }
 
 // TimelineCount returns how many messages the group's timeline holds up
