@@ -272,21 +272,23 @@ func (s *server) RegisterStoreReplica(ctx context.Context, req *clusterv1.Regist
 	if req.ClusterId != meta.ClusterId {
 		return nil, status.Errorf(codes.FailedPrecondition, "store replica %s is configured for cluster %q but these arbiters run cluster %q; fix --cluster-id", req.ReplicaId, req.ClusterId, meta.ClusterId)
 	}
+	// Checked here, before the command, so arbiters of older builds
+	// apply it alike.
 	for _, sh := range meta.Shards {
 		for _, r := range sh.Replicas {
-			if r.Id == req.ReplicaId && sh.Id == req.Shard && r.Addr != req.Addr && s.replicaAnswers(ctx, r.Addr, sh.Id, r.Id) {
+			switch {
+			case r.Id != req.ReplicaId:
+			case sh.Id != req.Shard:
+				// Its data, if it has any, is that shard's: serving it as
+				// another shard's would split both.
+				return nil, status.Errorf(codes.FailedPrecondition, "store replica %s belongs to shard %s, not %s: start it with --shard %s",
+					req.ReplicaId, sh.Id, req.Shard, sh.Id)
+			case r.Addr != req.Addr && s.replicaAnswers(ctx, r.Addr, sh.Id, r.Id):
 				// Another process under this id (a copied config), while
 				// the replica itself still serves: taking its address
 				// would send its shard's calls to the newcomer.
 				return nil, status.Errorf(codes.AlreadyExists, "store replica %s of shard %s is running at %s; give the new replica another id (it registered from %s)",
 					r.Id, sh.Id, r.Addr, req.Addr)
-			}
-			if r.Id == req.ReplicaId && sh.Id != req.Shard {
-				// Its data, if it has any, is that shard's: serving it as
-				// another shard's would split both (checked here, before
-				// the command, so arbiters of older builds apply alike).
-				return nil, status.Errorf(codes.FailedPrecondition, "store replica %s belongs to shard %s, not %s: start it with --shard %s",
-					req.ReplicaId, sh.Id, req.Shard, sh.Id)
 			}
 		}
 	}
