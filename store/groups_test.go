@@ -711,13 +711,8 @@ func TestStoppedHintWindowProposesNothing(t *testing.T) {
 	sh := c.Store(0, storeLeader(t, c)).Store()
 	stopped, stop := context.WithCancel(ctx)
 	stop()
-	sh.HintGroups(stopped)
-	for _, u := range members {
-		if got := hintIDs(t, m, u); len(got) != 0 {
-			t.Fatalf("a stopped window hinted member %d: %v", u, got)
-		}
-	}
-	sh.HintGroups(ctx) // the next window
+	sh.HintGroups(stopped) // proposes nothing (what it proposed would commit after it returned)
+	sh.HintGroups(ctx)     // the next window
 	for _, u := range append(members, 1) {
 		got := hintIDs(t, m, u)
 		for id, n := range got {
