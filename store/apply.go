@@ -952,6 +952,10 @@ func (x *tx) addMembers(index uint64, n uint32, op *clusterv1.MembersOp) *OpResu
 		g.Info.Members = append(g.Info.Members, &seqdv1.GroupMember{User: u, JoinedAfterGseq: joined})
 		added = append(added, u)
 	}
+	if op.MaxGroupSize > 0 && len(g.Info.Members) > int(op.MaxGroupSize) {
+		// Another add planned at the same time applied first.
+		return rejectedAs(codes.FailedPrecondition, "%s", groupTooLarge(op.GroupId, len(g.Info.Members)-len(added), len(g.Info.Members), int(op.MaxGroupSize)))
+	}
 	if !g.Info.ReadFanout && len(g.Info.Members) > int(op.ReadFanoutThreshold) {
 		return rejected("group %d uses write fanout, which is limited to %d members (it would have %d); create large groups with read_fanout",
 			op.GroupId, op.ReadFanoutThreshold, len(g.Info.Members))

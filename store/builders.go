@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -232,8 +234,20 @@ func (b *membersBuilder) plan(s *Shard) ([]uint64, error) {
 		}
 	}
 	if n > s.cfg.MaxGroupSize {
-		return nil, status.Errorf(codes.FailedPrecondition, "group %d has %d members and would have %d; a group holds at most %d (--max-group-size)",
-			b.op.GroupId, len(rec.Info.Members), n, s.cfg.MaxGroupSize)
+		return nil, status.Error(codes.FailedPrecondition, groupTooLarge(b.op.GroupId, len(rec.Info.Members), n, s.cfg.MaxGroupSize))
+	}
+	// Other adds to the group may be planned before this one applies,
+	// each checked against the same members: from store format 9 every
+	// replica checks the limit again as it applies the add. While the
+	// leader is still asking its replicas' formats the add waits (retry),
+	// rather than go out unchecked; a shard with an older replica adds
+	// without the check, as that build did.
+	b.op.MaxGroupSize = 0
+	switch err := s.formatReady(formatGroupSizeLimit); status.Code(err) {
+	case codes.OK:
+		b.op.MaxGroupSize = uint32(min(s.cfg.MaxGroupSize, math.MaxUint32))
+	case codes.Unavailable:
+		return nil, err
 	}
 	b.op.Remote = b.op.Remote[:0]
 	for _, u := range b.op.Members {
@@ -242,6 +256,12 @@ func (b *membersBuilder) plan(s *Shard) ([]uint64, error) {
 		}
 	}
 	return nil, nil
+}
+
+// groupTooLarge says why an add of members is refused: the group has
+// have members and would have n, over its limit of max.
+func groupTooLarge(g uint64, have, n, max int) string {
+	return fmt.Sprintf("group %d has %d members and would have %d; a group holds at most %d (--max-group-size)", g, have, n, max)
 }
 
 func (b *membersBuilder) build([]uint64) *clusterv1.StoreOp {

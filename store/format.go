@@ -40,9 +40,10 @@ import (
 // group timelines; format 5 puts the group's expired count on hint events;
 // format 6 has retention remove the copy keys of deliveries from other
 // shards; format 7 has a group's members hinted when retention removes
-// messages from its timeline; format 8 (this release) has a read marker
-// at or below the user's marker write nothing.
-const storeFormat = 8
+// messages from its timeline; format 8 has a read marker at or below the
+// user's marker write nothing; format 9 (this release) has every replica
+// refuse an add of members past the group size limit.
+const storeFormat = 9
 
 // StoreFormat is the store format this build applies (seqctl replicas
 // shows each replica's): storeFormat, but in a seqdnext build.
@@ -134,7 +135,7 @@ func (f *FSM) Halted() error {
 // remove message records with their last copy, and trim_change_log, which
 // removes the change log's entries past the retention period. Format 4
 // added expire_timelines, which removes old entries of read-fanout group
-// timelines. Formats 5, 6, 7 and 8 changed op kinds that older formats know
+// timelines. Formats 5 to 9 changed op kinds that older formats know
 // (see fieldFormats). Every other op is byte for byte what older builds
 // propose.
 var opFormats = map[protoreflect.FieldNumber]uint32{
@@ -156,9 +157,11 @@ var opFormats = map[protoreflect.FieldNumber]uint32{
 // hint_expired, which lists the groups whose expired count it raises for
 // a hint round, and group_hint's told_expired, the round that tells it;
 // format 8 mark_read's monotonic, with which a marker at or below the
-// user's writes nothing.
+// user's writes nothing; format 9 add_members' max_group_size, with which
+// an add past the limit is refused.
 var fieldFormats = map[protoreflect.FieldNumber][]fieldFormat{
-	mustOpField("mark_read"): {mustFieldFormat("mark_read", "monotonic", formatMonotonicMarks)},
+	mustOpField("add_members"): {mustFieldFormat("add_members", "max_group_size", formatGroupSizeLimit)},
+	mustOpField("mark_read"):   {mustFieldFormat("mark_read", "monotonic", formatMonotonicMarks)},
 	mustOpField("group_hint"): {
 		mustFieldFormat("group_hint", "with_expired", formatHintExpired),
 		mustFieldFormat("group_hint", "told_expired", formatExpiryHints),
@@ -170,12 +173,14 @@ var fieldFormats = map[protoreflect.FieldNumber][]fieldFormat{
 
 // The store formats that added group_hint's and deliver's with_expired,
 // expire_scan's drop_copies, expire_timelines' hint_expired with
-// group_hint's told_expired, and mark_read's monotonic.
+// group_hint's told_expired, mark_read's monotonic, and add_members'
+// max_group_size.
 const (
 	formatHintExpired    = 5
 	formatDropCopies     = 6
 	formatExpiryHints    = 7
 	formatMonotonicMarks = 8
+	formatGroupSizeLimit = 9
 )
 
 // fieldFormat is one field of an op's message, and the format that added

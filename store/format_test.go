@@ -295,9 +295,11 @@ func TestFieldFormats(t *testing.T) {
 			t.Errorf("with_expired %v: entry's min_format %d, want %d", tc.withExpired, got, tc.want)
 		}
 	}
-	if formatHintExpired > storeFormat || formatDropCopies > storeFormat || formatExpiryHints > storeFormat || formatMonotonicMarks > storeFormat {
-		t.Fatalf("formatHintExpired %d, formatDropCopies %d, formatExpiryHints %d or formatMonotonicMarks %d is above this build's format %d",
-			formatHintExpired, formatDropCopies, formatExpiryHints, formatMonotonicMarks, storeFormat)
+	for name, f := range map[string]uint32{"formatHintExpired": formatHintExpired, "formatDropCopies": formatDropCopies,
+		"formatExpiryHints": formatExpiryHints, "formatMonotonicMarks": formatMonotonicMarks, "formatGroupSizeLimit": formatGroupSizeLimit} {
+		if f > storeFormat {
+			t.Fatalf("%s %d is above this build's format %d", name, f, storeFormat)
+		}
 	}
 	// Retention steps: their kind's format without the field, the
 	// field's with it.

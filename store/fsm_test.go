@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
@@ -858,5 +860,51 @@ func TestApplyMonotonicMarkRead(t *testing.T) {
 	}
 	if got := opFormat(opMarkRead(2, dconv(7), 1, 7)); got != kind {
 		t.Fatalf("a marker without monotonic needs format %d, want %d", got, kind)
+	}
+}
+
+// Store format 9: adds planned at once against the same members, which
+// together would pass the group size limit, are checked again as they
+// apply. The second is refused and writes nothing; an add without the
+// limit (an older leader's) applies as it always did.
+func TestApplyAddMembersSizeLimit(t *testing.T) {
+	for _, readFanout := range []bool{false, true} {
+		t.Run(fmt.Sprint("read_fanout=", readFanout), func(t *testing.T) {
+			h := newHarness(t)
+			h.must(opCreateGroup(9, 1, readFanout, 500, 2, 3))
+			limited := func(members ...uint64) *clusterv1.StoreOp {
+				op := opAddMembers(9, false, 500, members...)
+				op.GetAddMembers().MaxGroupSize = 5
+				return op
+			}
+			rs := h.apply(limited(4, 5), limited(6, 7))
+			if rs[0].Status != clusterv1.OpStatus_OP_STATUS_OK || len(rs[0].Group.Members) != 5 {
+				t.Fatalf("first add: %v", rs[0])
+			}
+			if rs[1].Status != clusterv1.OpStatus_OP_STATUS_REJECTED || rs[1].Code != codes.FailedPrecondition ||
+				!strings.Contains(rs[1].Msg, "group 9 has 5 members and would have 7; a group holds at most 5") {
+				t.Fatalf("second add, past the limit: %v", rs[1])
+			}
+			// The refused add wrote nothing: the state is that of a
+			// replica that applied the first add alone.
+			alone := newHarness(t)
+			alone.must(opCreateGroup(9, 1, readFanout, 500, 2, 3))
+			alone.apply(limited(4, 5))
+			if got, want := dumpState(t, h.f), dumpState(t, alone.f); !maps.Equal(got, want) {
+				t.Fatalf("the refused add wrote something: %d keys, want %d", len(got), len(want))
+			}
+			// Adding members the group has is fine at the limit.
+			h.must(limited(2, 5))
+			// An add from a leader of an older format has no limit.
+			if r := h.must(opAddMembers(9, false, 500, 6, 7)); len(r.Group.Members) != 7 {
+				t.Fatalf("add without a limit: %v", r.Group)
+			}
+			if got := opFormat(limited(8)); got != formatGroupSizeLimit {
+				t.Fatalf("an add with a limit needs format %d, want %d", got, formatGroupSizeLimit)
+			}
+			if got := opFormat(opAddMembers(9, false, 500, 8)); got != 0 {
+				t.Fatalf("an add without a limit needs format %d, want 0", got)
+			}
+		})
 	}
 }

@@ -552,6 +552,51 @@ func TestMaxGroupSize(t *testing.T) {
 	}
 }
 
+// Adds to one group at the same time are each planned against the members
+// the leader has applied; together they must not pass the limit (store
+// format 9: every replica checks it again). Each add either applies whole
+// or is refused whole.
+func TestConcurrentAddsStayWithinMaxGroupSize(t *testing.T) {
+	const limit, calls, each = 50, 20, 10
+	_, m := startCluster(t, localcluster.Options{MaxGroupSize: limit})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 85, Owner: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, calls)
+	for i := range calls {
+		wg.Go(func() {
+			members := make([]uint64, each)
+			for j := range members {
+				members[j] = uint64(1000 + i*each + j)
+			}
+			_, errs[i] = m.AddMembers(ctx, &seqdv1.AddMembersRequest{GroupId: 85, Members: members})
+		})
+	}
+	wg.Wait()
+	added := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			added++
+		case status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "a group holds at most 50"):
+			t.Fatalf("add %d: %v, want OK or FAILED_PRECONDITION naming the limit", i, err)
+		}
+	}
+	g, err := m.GetGroup(ctx, &seqdv1.GetGroupRequest{GroupId: 85})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(g.Group.Members); n > limit || n != 1+added*each {
+		t.Fatalf("group has %d members after %d of %d adds of %d applied; want 1+%d*%d, at most %d", n, added, calls, each, added, each, limit)
+	}
+	if added != (limit-1)/each {
+		t.Fatalf("%d adds applied, want %d (the group filled up)", added, (limit-1)/each)
+	}
+}
+
 // A create retried after the limit was lowered (every replica restarted
 // with a smaller --max-group-size) is still the FSM's to answer: the
 // retry gets the group it made, another create under the same id is

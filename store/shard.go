@@ -67,8 +67,9 @@ type Config struct {
 	// WriteFanoutThreshold: groups with more members use read fanout.
 	WriteFanoutThreshold int
 	// MaxGroupSize bounds one group's members. The leader checks it before
-	// proposing, against the state it has applied: concurrent adds may each
-	// pass, and together overshoot it.
+	// proposing, against the state it has applied, and (store format 9)
+	// every replica checks it again as an add applies, so concurrent adds
+	// cannot together overshoot it.
 	MaxGroupSize int
 	// DedupTTL is how long a (sender, client_msg_id) is remembered.
 	DedupTTL     time.Duration

@@ -1408,8 +1408,14 @@ type MembersOp struct {
 	// were applied then: with_history counted every earlier message not
 	// recalled.
 	UnreadFromJoin bool `protobuf:"varint,6,opt,name=unread_from_join,json=unreadFromJoin,proto3" json:"unread_from_join,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Store format 9: the most members the group may have after the add
+	// (the leader's --max-group-size). Every replica refuses an add that
+	// would pass it, so adds planned at once cannot together overshoot the
+	// limit the leader checked each of them against. Set only once every
+	// replica applies format 9; 0 means no limit (older entries).
+	MaxGroupSize  uint32 `protobuf:"varint,7,opt,name=max_group_size,json=maxGroupSize,proto3" json:"max_group_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MembersOp) Reset() {
@@ -1482,6 +1488,13 @@ func (x *MembersOp) GetUnreadFromJoin() bool {
 		return x.UnreadFromJoin
 	}
 	return false
+}
+
+func (x *MembersOp) GetMaxGroupSize() uint32 {
+	if x != nil {
+		return x.MaxGroupSize
+	}
+	return 0
 }
 
 type GroupHintOp struct {
@@ -2932,14 +2945,15 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"z\n" +
 	"\rCreateGroupOp\x125\n" +
 	"\arequest\x18\x01 \x01(\v2\x1b.seqd.v1.CreateGroupRequestR\arequest\x122\n" +
-	"\x15read_fanout_threshold\x18\x02 \x01(\rR\x13readFanoutThreshold\"\xd9\x01\n" +
+	"\x15read_fanout_threshold\x18\x02 \x01(\rR\x13readFanoutThreshold\"\xff\x01\n" +
 	"\tMembersOp\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\x04R\amembers\x12!\n" +
 	"\fwith_history\x18\x03 \x01(\bR\vwithHistory\x122\n" +
 	"\x15read_fanout_threshold\x18\x04 \x01(\rR\x13readFanoutThreshold\x12\x16\n" +
 	"\x06remote\x18\x05 \x03(\x04R\x06remote\x12(\n" +
-	"\x10unread_from_join\x18\x06 \x01(\bR\x0eunreadFromJoin\"\x8d\x02\n" +
+	"\x10unread_from_join\x18\x06 \x01(\bR\x0eunreadFromJoin\x12$\n" +
+	"\x0emax_group_size\x18\a \x01(\rR\fmaxGroupSize\"\x8d\x02\n" +
 	"\vGroupHintOp\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x1b\n" +
 	"\tgroup_seq\x18\x02 \x01(\x04R\bgroupSeq\x12\x1f\n" +
