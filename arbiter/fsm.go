@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 
@@ -27,6 +28,7 @@ var (
 	ErrNodeOwnsSlots      = errors.New("arbiter: node still owns slots; drain it first")
 	ErrUnknownCommand     = errors.New("arbiter: unknown command type")
 	ErrBadCommand         = errors.New("arbiter: malformed command")
+	ErrRemovedReplica     = errors.New("arbiter: store replica was removed from its shard")
 )
 
 // MaxSlots bounds num_slots so the routing table stays small enough to ship
@@ -163,6 +165,12 @@ func (f *FSM) applyCommand(data []byte) (res *ApplyResult, changed bool) {
 			return badPayload(err), false
 		}
 		res = f.setStoreReplica(&c)
+	case clusterv1.CommandType_COMMAND_TYPE_REMOVE_STORE_REPLICA:
+		var c clusterv1.RemoveStoreReplicaCommand
+		if err := proto.Unmarshal(cmd.Payload, &c); err != nil {
+			return badPayload(err), false
+		}
+		res = f.removeStoreReplica(&c)
 	case clusterv1.CommandType_COMMAND_TYPE_REMOVE_ARBITER:
 		var c clusterv1.RemoveArbiterCommand
 		if err := proto.Unmarshal(cmd.Payload, &c); err != nil {
@@ -254,6 +262,9 @@ func (f *FSM) setStoreReplica(c *clusterv1.SetStoreReplicaCommand) *ApplyResult 
 	if c.ReplicaId == "" || c.Addr == "" {
 		return &ApplyResult{Err: fmt.Errorf("%w: a store replica needs an id and an address", ErrBadCommand)}
 	}
+	if sh, ok := f.meta.RemovedStoreReplicas[c.ReplicaId]; ok {
+		return &ApplyResult{Err: fmt.Errorf("%w: %s was removed from shard %s; start a replacement under a new id, with an empty --data", ErrRemovedReplica, c.ReplicaId, sh)}
+	}
 	for _, sh := range f.meta.Shards {
 		if sh.Id != c.Shard {
 			continue
@@ -269,6 +280,31 @@ func (f *FSM) setStoreReplica(c *clusterv1.SetStoreReplicaCommand) *ApplyResult 
 		}
 		sh.Replicas = append(sh.Replicas, &seqdv1.ReplicaInfo{Id: c.ReplicaId, Addr: c.Addr})
 		sort.Slice(sh.Replicas, func(i, j int) bool { return sh.Replicas[i].Id < sh.Replicas[j].Id })
+		f.bump()
+		return &ApplyResult{}
+	}
+	return &ApplyResult{Err: fmt.Errorf("%w %q", ErrUnknownShard, c.Shard)}
+}
+
+// removeStoreReplica drops a replica from its shard's map and remembers
+// its id, so that it cannot register again (a removed replica restarted
+// would otherwise take its place in the map, though no longer a voter).
+func (f *FSM) removeStoreReplica(c *clusterv1.RemoveStoreReplicaCommand) *ApplyResult {
+	if f.meta == nil {
+		return &ApplyResult{Err: ErrNotInitialized}
+	}
+	if c.ReplicaId == "" {
+		return &ApplyResult{Err: fmt.Errorf("%w: removing a store replica needs its id", ErrBadCommand)}
+	}
+	for _, sh := range f.meta.Shards {
+		if sh.Id != c.Shard {
+			continue
+		}
+		sh.Replicas = slices.DeleteFunc(sh.Replicas, func(r *seqdv1.ReplicaInfo) bool { return r.Id == c.ReplicaId })
+		if f.meta.RemovedStoreReplicas == nil {
+			f.meta.RemovedStoreReplicas = map[string]string{}
+		}
+		f.meta.RemovedStoreReplicas[c.ReplicaId] = c.Shard
 		f.bump()
 		return &ApplyResult{}
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -133,6 +135,8 @@ var (
 	cmdDeregister = clusterv1.CommandType_COMMAND_TYPE_DEREGISTER_NODE
 	cmdSetArb     = clusterv1.CommandType_COMMAND_TYPE_SET_ARBITER
 	cmdRemoveArb  = clusterv1.CommandType_COMMAND_TYPE_REMOVE_ARBITER
+	cmdSetStore   = clusterv1.CommandType_COMMAND_TYPE_SET_STORE_REPLICA
+	cmdRemStore   = clusterv1.CommandType_COMMAND_TYPE_REMOVE_STORE_REPLICA
 
 	opOK        = clusterv1.SectionOpStatus_SECTION_OP_STATUS_OK
 	opFenced    = clusterv1.SectionOpStatus_SECTION_OP_STATUS_FENCED
@@ -1354,5 +1358,44 @@ func TestFSMOnChange(t *testing.T) {
 	r.mustApply(cmdNodeState, &clusterv1.SetNodeStateCommand{NodeId: "n1", State: stateDraining})
 	if calls != 2 {
 		t.Fatalf("onChange called %d times after a state change, want 2", calls)
+	}
+}
+
+// A removed store replica leaves the shard map and cannot register again
+// under its id; the others are untouched.
+func TestFSMRemoveStoreReplica(t *testing.T) {
+	r := newFSMRig(t)
+	if res := r.apply(cmdRemStore, &clusterv1.RemoveStoreReplicaCommand{Shard: "s1", ReplicaId: "s1-r1"}); !errors.Is(res.Err, ErrNotInitialized) {
+		t.Fatalf("remove before init: %v, want ErrNotInitialized", res.Err)
+	}
+	r.init(4)
+	for _, id := range []string{"s1-r1", "s1-r2", "s1-r3"} {
+		r.mustApply(cmdSetStore, &clusterv1.SetStoreReplicaCommand{Shard: "s1", ReplicaId: id, Addr: id + ":7500"})
+	}
+	v := r.f.RoutingVersion()
+	r.mustApply(cmdRemStore, &clusterv1.RemoveStoreReplicaCommand{Shard: "s1", ReplicaId: "s1-r2"})
+	if r.f.RoutingVersion() == v {
+		t.Errorf("removing a store replica left the routing version at %d", v)
+	}
+	var ids []string
+	for _, rep := range r.f.RoutingTable().Shards[0].Replicas {
+		ids = append(ids, rep.Id)
+	}
+	if !slices.Equal(ids, []string{"s1-r1", "s1-r3"}) {
+		t.Fatalf("shard s1 replicas after removing s1-r2: %v", ids)
+	}
+	res := r.apply(cmdSetStore, &clusterv1.SetStoreReplicaCommand{Shard: "s1", ReplicaId: "s1-r2", Addr: "elsewhere:7500"})
+	if !errors.Is(res.Err, ErrRemovedReplica) || !strings.Contains(res.Err.Error(), "s1-r2 was removed from shard s1") {
+		t.Fatalf("registering the removed replica again: %v, want ErrRemovedReplica", res.Err)
+	}
+	// Removing it again, or one never registered, is harmless.
+	r.mustApply(cmdRemStore, &clusterv1.RemoveStoreReplicaCommand{Shard: "s1", ReplicaId: "s1-r2"})
+	for _, bad := range []*clusterv1.RemoveStoreReplicaCommand{{Shard: "s1"}, {}} {
+		if res := r.apply(cmdRemStore, bad); !errors.Is(res.Err, ErrBadCommand) {
+			t.Errorf("REMOVE_STORE_REPLICA %v: %v, want ErrBadCommand", bad, res.Err)
+		}
+	}
+	if res := r.apply(cmdRemStore, &clusterv1.RemoveStoreReplicaCommand{Shard: "s9", ReplicaId: "s9-r1"}); !errors.Is(res.Err, ErrUnknownShard) {
+		t.Errorf("removing from an unknown shard: %v, want ErrUnknownShard", res.Err)
 	}
 }

@@ -54,7 +54,7 @@ func stateErr(err error) error {
 		return nil
 	case errors.Is(err, ErrNotInitialized):
 		return status.Error(codes.Unavailable, "the cluster is not initialized yet; retry in a moment")
-	case errors.Is(err, ErrStaleIncarnation), errors.Is(err, ErrNodeOwnsSlots), errors.Is(err, ErrAlreadyInitialized):
+	case errors.Is(err, ErrStaleIncarnation), errors.Is(err, ErrNodeOwnsSlots), errors.Is(err, ErrAlreadyInitialized), errors.Is(err, ErrRemovedReplica):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrUnknownNode):
 		return status.Error(codes.NotFound, err.Error())

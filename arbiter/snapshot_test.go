@@ -80,6 +80,11 @@ func richFSM(t testing.TB, sections uint64) *FSM {
 	must(cmdNodeState, &clusterv1.SetNodeStateCommand{NodeId: "n3", State: stateDraining})
 	must(cmdSetArb, &clusterv1.SetArbiterCommand{Arbiter: &clusterv1.ArbiterRecord{Id: "a1", RaftAddr: "r1:7401", GrpcAddr: "r1:7400", GossipAddr: "r1:7402"}})
 	must(cmdSetArb, &clusterv1.SetArbiterCommand{Arbiter: &clusterv1.ArbiterRecord{Id: "a2", RaftAddr: "r2:7401", GrpcAddr: "r2:7400"}})
+	// Store replicas, one of them replaced.
+	for _, id := range []string{"s1-r1", "s1-r2", "s1-r3", "s1-r4"} {
+		must(cmdSetStore, &clusterv1.SetStoreReplicaCommand{Shard: "s1", ReplicaId: id, Addr: id + ":7500"})
+	}
+	must(cmdRemStore, &clusterv1.RemoveStoreReplicaCommand{Shard: "s1", ReplicaId: "s1-r3"})
 	return f
 }
 

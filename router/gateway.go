@@ -214,3 +214,15 @@ func (a *gatewayAdmin) RemoveArbiter(ctx context.Context, req *seqdv1.RemoveArbi
 		return c.RemoveArbiter(ctx, req)
 	})
 }
+
+func (a *gatewayAdmin) AddStoreReplica(ctx context.Context, req *seqdv1.AddStoreReplicaRequest) (*seqdv1.AddStoreReplicaResponse, error) {
+	return proxy(ctx, a.g, func(ctx context.Context, c seqdv1.AdminClient) (*seqdv1.AddStoreReplicaResponse, error) {
+		return c.AddStoreReplica(ctx, req)
+	})
+}
+
+func (a *gatewayAdmin) RemoveStoreReplica(ctx context.Context, req *seqdv1.RemoveStoreReplicaRequest) (*seqdv1.RemoveStoreReplicaResponse, error) {
+	return proxy(ctx, a.g, func(ctx context.Context, c seqdv1.AdminClient) (*seqdv1.RemoveStoreReplicaResponse, error) {
+		return c.RemoveStoreReplica(ctx, req)
+	})
+}

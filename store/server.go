@@ -374,11 +374,11 @@ func fromLeader[Resp any](ctx context.Context, s *Shard, call func(context.Conte
 		// own state (maybe_stale) if it cannot reach the new leader.
 	}
 	if forward.Was(ctx) {
-		return resp, nil, hereLagging
+		return lagging[Resp](s)
 	}
 	cc, addr, cerr := s.leaderConn()
 	if cerr != nil {
-		return resp, nil, hereLagging
+		return lagging[Resp](s)
 	}
 	fctx, cancel := context.WithTimeout(ctx, forwardReadTimeout)
 	defer cancel()
@@ -389,10 +389,27 @@ func fromLeader[Resp any](ctx context.Context, s *Shard, call func(context.Conte
 		return resp, err, atLeader
 	}
 	if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded && ctx.Err() == nil {
-		return resp, nil, hereLagging
+		return lagging[Resp](s)
 	}
 	forward.SetLeader(ctx, addr)
 	return resp, err, atLeader
+}
+
+// lagging answers a read from this replica's own state, which may be
+// behind (maybe_stale), unless it is not a voter of the shard: a
+// replacement not yet added holds nothing, and a removed replica nothing
+// current.
+func lagging[Resp any](s *Shard) (resp Resp, err error, at readAt) {
+	if !s.isVoter() {
+		return resp, s.notVoter(), atLeader
+	}
+	return resp, nil, hereLagging
+}
+
+// notVoter is the error of a replica that is not a voter of its shard.
+func (s *Shard) notVoter() error {
+	return status.Errorf(codes.Unavailable, "store replica %s is not a voter of shard %s (not added yet, or removed: seqctl store add/remove); retry at another replica",
+		s.cfg.ReplicaID, s.cfg.ShardID)
 }
 
 // forwardReadTimeout bounds a read a follower forwards to its leader: a
@@ -516,6 +533,10 @@ func (r *server) Subscribe(req *seqdv1.SubscribeRequest, stream seqdv1.Messages_
 		// A stream quiet for longer is cut by proxies and load balancers
 		// with idle timeouts, and the client cannot tell it from a dead one.
 		return invalid("heartbeat_ms %d is above the maximum %d", req.HeartbeatMs, maxHeartbeat.Milliseconds())
+	}
+	if !s.IsLeader() && !s.isVoter() {
+		// A replacement not added yet would stream an empty backlog.
+		return s.notVoter()
 	}
 	if err := s.checkAfter(stream.Context(), req.User, req.AfterSeq); err != nil {
 		return err
@@ -798,7 +819,7 @@ func (r *server) ReadChangeLog(ctx context.Context, req *clusterv1.ReadChangeLog
 
 func (r *server) ReplicaInfo(ctx context.Context, req *clusterv1.ReplicaInfoRequest) (*clusterv1.ReplicaInfoResponse, error) {
 	resp := &clusterv1.ReplicaInfoResponse{ShardId: r.s.cfg.ShardID, ReplicaId: r.s.cfg.ReplicaID, StoreFormat: r.s.fsm.format,
-		AppliedIndex: r.s.fsm.AppliedIndex()}
+		AppliedIndex: r.s.fsm.AppliedIndex(), RaftAddr: string(r.s.node.Transport.LocalAddr()), Voter: r.s.isVoter()}
 	if err := r.s.Halted(); err != nil {
 		resp.Halted = err.Error()
 	} else {

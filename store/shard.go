@@ -199,11 +199,13 @@ func (c *Config) Validate() error {
 
 // Shard is one replica of one message-store shard.
 type Shard struct {
-	cfg  Config
-	log  *slog.Logger
-	m    *metrics
-	fsm  *FSM
-	node *raftnode.Node
+	cfg Config
+	// changeMu holds one Raft configuration change at a time (membership.go).
+	changeMu sync.Mutex
+	log      *slog.Logger
+	m        *metrics
+	fsm      *FSM
+	node     *raftnode.Node
 	// alloc is the allocator client (and routing table), set by Start.
 	alloc atomic.Pointer[router.Client]
 	// caughtUp: this replica leads and has applied every entry committed

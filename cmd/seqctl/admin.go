@@ -324,17 +324,26 @@ func oneID(cmd *command, what string, pos []string) error {
 // adminCall makes one membership call and reports it. The JSON form is the
 // request, since the responses are empty.
 func adminCall(ctx context.Context, e *env, req proto.Message, call func(context.Context, seqdv1.AdminClient) error, done string) error {
+	return adminCallWith(ctx, e, func(ctx context.Context, c seqdv1.AdminClient) (proto.Message, error) {
+		return req, call(ctx, c)
+	}, func() string { return done })
+}
+
+// adminCallWith is adminCall for a call whose answer matters: --json
+// prints the answer, and done (run after the call) says what it was.
+func adminCallWith(ctx context.Context, e *env, call func(context.Context, seqdv1.AdminClient) (proto.Message, error), done func() string) error {
 	ctx, c, release, err := dialTimed(ctx, e)
 	if err != nil {
 		return err
 	}
 	defer release()
-	if err := call(ctx, c.admin()); err != nil {
+	resp, err := call(ctx, c.admin())
+	if err != nil {
 		return c.explain(err)
 	}
 	if e.json {
-		return writeProto(e.stdout, req)
+		return writeProto(e.stdout, resp)
 	}
-	_, err = fmt.Fprintln(e.stdout, done)
+	_, err = fmt.Fprintln(e.stdout, done())
 	return err
 }

@@ -37,7 +37,11 @@ var commands = []*command{
 	{name: "next", run: runNext, forms: []form{{"next KEY [KEY...]", "allocate one seq per key"}}},
 	{name: "current", run: runCurrent, forms: []form{{"current KEY [KEY...]", "the last seq handed out per key, without allocating"}}},
 	{name: "routes", run: runRoutes, forms: []form{{"routes", "the routing table: which AllocSvr owns which slots, and the store shard map"}}},
-	{name: "replicas", run: runReplicas, forms: []form{{"replicas [--shard S]", "every store replica's format, applied index and state (during upgrades: what is left)"}}},
+	{name: "replicas", run: runReplicas, forms: []form{
+		{"replicas [--shard S]", "every store replica's format, applied index and state (during upgrades: what is left)"},
+		{"replicas add ID", "make a store replica started without --store-peer a voter of its shard (or tell the shard a voter's new Raft address)"},
+		{"replicas remove ID", "take a store replica out of its shard; its id cannot register again"},
+	}},
 	{name: "status", run: runStatus, forms: []form{{"status", "the arbiter group and every AllocSvr"}}},
 	{name: "drain", run: runDrain, forms: []form{{"drain NODE [--wait] [--wait-timeout D]", "move every slot off an AllocSvr before maintenance"}}},
 	{name: "undrain", run: runUndrain, forms: []form{{"undrain NODE", "let a drained AllocSvr take slots again"}}},

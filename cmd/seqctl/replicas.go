@@ -4,14 +4,17 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/seqd/seqd/internal/grpcconn"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
 // replicaRow is what one store replica says of itself (StoreNode.ReplicaInfo).
@@ -34,6 +37,14 @@ type replicaRow struct {
 // it runs, how far it has applied, and whether it halted: during a rolling
 // upgrade, what is left to upgrade.
 func runReplicas(ctx context.Context, e *env, cmd *command, args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "add":
+			return runReplicasAdd(ctx, e, cmd, args[1:])
+		case "remove":
+			return runReplicasRemove(ctx, e, cmd, args[1:])
+		}
+	}
 	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
 	shard := fs.String("shard", "", "only this shard's replicas")
 	if err := flagsOnly(cmd, e, fs, args); err != nil {
@@ -125,6 +136,47 @@ func askReplica(ctx context.Context, r *replicaRow) {
 			r.State, r.Detail = "halted", info.Halted
 		case info.LogWriteError != "":
 			r.State, r.Detail = "log failing", info.LogWriteError
+		case info.RaftAddr != "" && !info.Voter:
+			// (Builds from before membership changes say neither.)
+			r.State, r.Detail = "not a voter", "not added to its shard yet (seqctl replicas add "+r.Replica+"), or removed"
 		}
 	}
+}
+
+func runReplicasAdd(ctx context.Context, e *env, cmd *command, args []string) error {
+	pos, err := parseArgs(cmd, e, flag.NewFlagSet("replicas add", flag.ContinueOnError), args)
+	if err != nil {
+		return err
+	}
+	if err := oneID(cmd, "replicas add", pos); err != nil {
+		return err
+	}
+	req := &seqdv1.AddStoreReplicaRequest{Id: pos[0]}
+	var resp *seqdv1.AddStoreReplicaResponse
+	return adminCallWith(ctx, e, func(ctx context.Context, c seqdv1.AdminClient) (proto.Message, error) {
+		r, err := c.AddStoreReplica(ctx, req)
+		resp = r
+		return r, err
+	}, func() string {
+		return fmt.Sprintf("store replica %s is a voter of shard %s; voters now %s", req.Id, resp.Shard, strings.Join(resp.Voters, ", "))
+	})
+}
+
+func runReplicasRemove(ctx context.Context, e *env, cmd *command, args []string) error {
+	pos, err := parseArgs(cmd, e, flag.NewFlagSet("replicas remove", flag.ContinueOnError), args)
+	if err != nil {
+		return err
+	}
+	if err := oneID(cmd, "replicas remove", pos); err != nil {
+		return err
+	}
+	req := &seqdv1.RemoveStoreReplicaRequest{Id: pos[0]}
+	var resp *seqdv1.RemoveStoreReplicaResponse
+	return adminCallWith(ctx, e, func(ctx context.Context, c seqdv1.AdminClient) (proto.Message, error) {
+		r, err := c.RemoveStoreReplica(ctx, req)
+		resp = r
+		return r, err
+	}, func() string {
+		return fmt.Sprintf("store replica %s removed from shard %s; voters now %s; stop its process", req.Id, resp.Shard, strings.Join(resp.Voters, ", "))
+	})
 }

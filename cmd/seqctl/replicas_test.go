@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/seqd/seqd/internal/testwait"
 	"github.com/seqd/seqd/store"
 )
 
@@ -52,6 +56,68 @@ func TestReplicasShowsEachStoreReplica(t *testing.T) {
 		r := seqctl(t, append([]string{"--addr", addr}, args...)...)
 		if r.code == 0 || !strings.Contains(r.stderr, map[string]string{"s9": `no replica of shard "s9"`, "extra": "takes no arguments"}[args[len(args)-1]]) {
 			t.Errorf("seqctl %v: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+	}
+}
+
+// `seqctl replicas add` and `remove` replace a store replica: the new one
+// shows as not a voter until it is added, and the removed one leaves the
+// list.
+func TestReplicasAddAndRemove(t *testing.T) {
+	c := ownClusterShards(t, 1)
+	addr := c.GatewayAddr()
+	ok(t, "--addr", addr, "send", "--from", "1", "--to", "2", "hi")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, id, err := c.AddStoreReplica(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := func() map[string]string {
+		var rows []replicaRow
+		if err := json.Unmarshal([]byte(ok(t, "--addr", addr, "--json", "replicas")), &rows); err != nil {
+			t.Fatalf("replicas --json: %v", err)
+		}
+		out := map[string]string{}
+		for _, r := range rows {
+			out[r.Replica] = r.State
+		}
+		return out
+	}
+	// (The gateway's routing table catches up with the registration.)
+	testwait.For(t, 10*time.Second, id+" to list as not a voter", func() bool {
+		got := state()
+		return len(got) == 4 && got[id] == "not a voter"
+	})
+	if out := ok(t, "--addr", addr, "replicas", "add", id); !strings.Contains(out, "store replica "+id+" is a voter of shard s1; voters now ") {
+		t.Fatalf("replicas add: %q", out)
+	}
+	gone := fmt.Sprintf("s1-r%d", (c.StoreLeader(0)+1)%3+1)
+	var resp struct {
+		Shard  string   `json:"shard"`
+		Voters []string `json:"voters"`
+	}
+	if err := json.Unmarshal([]byte(ok(t, "--addr", addr, "--json", "replicas", "remove", gone)), &resp); err != nil || resp.Shard != "s1" || len(resp.Voters) != 3 {
+		t.Fatalf("replicas --json remove: %+v %v, want shard s1 and 3 voters", resp, err)
+	}
+	testwait.For(t, 10*time.Second, "the replacement to list as ok and "+gone+" to leave", func() bool {
+		got := state()
+		_, there := got[gone]
+		return len(got) == 3 && !there && got[id] == "ok"
+	})
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"replicas", "add"}, "missing ID"},
+		{[]string{"replicas", "add", "a", "b"}, "takes one ID"},
+		{[]string{"replicas", "remove", "s1-r9"}, "no store replica s1-r9 has registered"},
+		{[]string{"replicas", "remove", gone}, "was removed from shard s1"},
+	} {
+		r := seqctl(t, append([]string{"--addr", addr}, tc.args...)...)
+		if r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("seqctl %v: exit %d, stderr %q, want %q", tc.args, r.code, r.stderr, tc.want)
 		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/seqd/seqd/internal/grpcconn"
 	"github.com/seqd/seqd/internal/loopback"
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 	"github.com/seqd/seqd/router"
 )
@@ -199,7 +200,7 @@ func TestEndToEndSeparateProcesses(t *testing.T) {
 	}
 	defer func() {
 		if t.Failed() {
-			for _, n := range []string{"arb1", "arb2", "arb3", "alloc1", "alloc2", "s1-r1", "s1-r2", "s1-r3", "gateway"} {
+			for _, n := range []string{"arb1", "arb2", "arb3", "alloc1", "alloc2", "s1-r1", "s1-r2", "s1-r3", "s1-r4", "gateway"} {
 				b, _ := os.ReadFile(filepath.Join(dir, n+".log"))
 				t.Logf("---- %s.log (tail) ----\n%s", n, tail(string(b), 3000))
 			}
@@ -289,34 +290,77 @@ func TestEndToEndSeparateProcesses(t *testing.T) {
 		send(i)
 	}
 	send(5) // a retry of an acknowledged send: deduplicated
-	for _, u := range []uint64{1, 2} {
-		seen := map[string]int{}
-		last := uint64(0)
-		r, err := msgs.Sync(ctx, &seqdv1.SyncRequest{User: u, Limit: 1000})
-		if err != nil {
-			t.Fatalf("Sync(%d): %v", u, err)
-		}
-		for _, e := range r.Events {
-			if e.Seq <= last {
-				t.Fatalf("user %d inbox not increasing: %d after %d", u, e.Seq, last)
-			}
-			last = e.Seq
-			seen[e.MessageId]++
-		}
-		if len(seen) != len(sent) {
-			t.Errorf("user %d has %d messages, %d were acknowledged", u, len(seen), len(sent))
-		}
-		for id := range sent {
-			if seen[id] != 1 {
-				t.Errorf("user %d holds %d copies of %s", u, seen[id], id)
-			}
+	checkInboxes := func() {
+		t.Helper()
+		for _, u := range []uint64{1, 2} {
+			checkInbox(t, ctx, msgs, u, sent)
 		}
 	}
+	checkInboxes()
 	if leader >= 0 {
 		stores[leader] = startProc(t, dir, reps[leader].id, storeArgs(reps[leader])...)
 		waitHealthy(t, reps[leader].grpc, 30*time.Second)
 	}
 
+	// Replace a store replica as the runbook says: a new one starts with
+	// an empty --data and no --store-peer, AddStoreReplica makes it a
+	// voter, RemoveStoreReplica takes out an original follower, which then
+	// stops. With another original killed, the new replica is half the
+	// majority, and every message is still there.
+	r4 := rep{"s1-r4", freePort(t), freePort(t)}
+	r4Proc := startProc(t, dir, r4.id, append([]string{"start", "--role", "store", "--id", r4.id, "--shard", "s1", "--data", filepath.Join(dir, r4.id),
+		"--grpc-addr", r4.grpc, "--raft-addr", r4.raft, "--arbiters", strings.Join(arbAddrs, ",")}, common...)...)
+	waitHealthy(t, r4.grpc, 30*time.Second)
+	admin := seqdv1.NewAdminClient(gcc)
+	if resp, err := admin.AddStoreReplica(ctx, &seqdv1.AddStoreReplicaRequest{Id: r4.id}); err != nil || len(resp.Voters) != 4 {
+		t.Fatalf("AddStoreReplica %s: %v %v", r4.id, resp, err)
+	}
+	infoOf := func(addr string) *clusterv1.ReplicaInfoResponse {
+		cc, err := grpc.NewClient(addr, grpcconn.DialOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		info, err := clusterv1.NewStoreNodeClient(cc).ReplicaInfo(ctx, &clusterv1.ReplicaInfoRequest{})
+		if err != nil {
+			return &clusterv1.ReplicaInfoResponse{}
+		}
+		return info
+	}
+	var followers []int
+	lead := -1
+	for i, r := range reps {
+		if infoOf(r.grpc).Leader {
+			lead = i
+		} else {
+			followers = append(followers, i)
+		}
+	}
+	if lead < 0 || len(followers) != 2 {
+		t.Fatalf("store leader %d, followers %v", lead, followers)
+	}
+	if resp, err := admin.RemoveStoreReplica(ctx, &seqdv1.RemoveStoreReplicaRequest{Id: reps[followers[0]].id}); err != nil || len(resp.Voters) != 3 {
+		t.Fatalf("RemoveStoreReplica %s: %v %v", reps[followers[0]].id, resp, err)
+	}
+	stores[followers[0]].stop(t)
+	stores[followers[0]] = nil
+	for i := 40; i < 50; i++ {
+		send(i)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for infoOf(r4.grpc).AppliedIndex < infoOf(reps[lead].grpc).AppliedIndex {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not catch up with the leader", r4.id)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stores[followers[1]].kill()
+	stores[followers[1]] = nil
+	for i := 50; i < 60; i++ {
+		send(i)
+	}
+	checkInboxes()
+	r4Proc.stop(t)
 	st, err := seqdv1.NewAdminClient(gcc).Status(ctx, &seqdv1.StatusRequest{})
 	if err != nil {
 		t.Fatalf("status via gateway: %v", err)
@@ -326,11 +370,40 @@ func TestEndToEndSeparateProcesses(t *testing.T) {
 	}
 	gw.stop(t)
 	for _, p := range stores {
-		p.stop(t)
+		if p != nil {
+			p.stop(t)
+		}
 	}
 	alloc1.stop(t)
 	for _, p := range arbProcs {
 		p.stop(t)
+	}
+}
+
+// checkInbox fails t unless user u's inbox holds every acknowledged
+// message (sent) exactly once, in increasing seq order.
+func checkInbox(t *testing.T, ctx context.Context, msgs seqdv1.MessagesClient, u uint64, sent map[string]bool) {
+	t.Helper()
+	seen := map[string]int{}
+	last := uint64(0)
+	r, err := msgs.Sync(ctx, &seqdv1.SyncRequest{User: u, Limit: 1000})
+	if err != nil {
+		t.Fatalf("Sync(%d): %v", u, err)
+	}
+	for _, e := range r.Events {
+		if e.Seq <= last {
+			t.Fatalf("user %d inbox not increasing: %d after %d", u, e.Seq, last)
+		}
+		last = e.Seq
+		seen[e.MessageId]++
+	}
+	if len(seen) != len(sent) {
+		t.Errorf("user %d has %d messages, %d were acknowledged", u, len(seen), len(sent))
+	}
+	for id := range sent {
+		if seen[id] != 1 {
+			t.Errorf("user %d holds %d copies of %s", u, seen[id], id)
+		}
 	}
 }
 

@@ -87,7 +87,7 @@ func startConfig(args []string) (node.Config, error) {
 	)
 	fs.Var(&peers, "peer", "initial arbiter voter id=raft_addr,grpc_addr[,gossip_addr]; repeat for each (the same list on every initial arbiter)")
 	var storePeers stringList
-	fs.Var(&storePeers, "store-peer", "initial store replica id=raft_addr of this node's shard; repeat for each (the same list on every initial replica)")
+	fs.Var(&storePeers, "store-peer", "initial store replica id=raft_addr of this node's shard; repeat for each (the same list on every initial replica). Leave it out to start a replacement, which waits to be added (seqctl replicas add ID)")
 	if err := cliflag.Parse(fs, args); err != nil {
 		return node.Config{}, err
 	}

@@ -351,6 +351,46 @@ func (c *Cluster) RestartStoreWith(ctx context.Context, sh, i int, change func(*
 	return nil
 }
 
+// AddStoreReplica starts a new replica of shard sh, as an operator starts a
+// replacement: an empty data directory and no --store-peer, so it
+// registers with the arbiters and waits to be added to the shard
+// (seqctl replicas add). It returns the replica's index and id.
+func (c *Cluster) AddStoreReplica(ctx context.Context, sh int) (int, string, error) {
+	c.mu.Lock()
+	i := len(c.Stores[sh])
+	base := c.storeCfg[sh][0]
+	c.mu.Unlock()
+	id := fmt.Sprintf("%s-r%d", base.Shard, i+1)
+	g, r, err := c.listenNode(id)
+	if err != nil {
+		return 0, "", err
+	}
+	if err := c.saveAddrs(); err != nil {
+		g.Close()
+		r.Close()
+		return 0, "", err
+	}
+	cfg := c.baseConfig(id, node.RoleStore)
+	cfg.GossipAddr = ""
+	cfg.Shard = base.Shard
+	cfg.RaftAddr, cfg.GRPCAddr = r.Addr().String(), g.Addr().String()
+	cfg.GRPCListener, cfg.RaftListener = g, r
+	cfg.WriteFanoutThreshold, cfg.HintWindow, cfg.Retention, cfg.RateLimit = base.WriteFanoutThreshold, base.HintWindow, base.Retention, base.RateLimit
+	cfg.MaxGroupSize, cfg.DedupTTL, cfg.ChangeLogRetention = base.MaxGroupSize, base.DedupTTL, base.ChangeLogRetention
+	nd, err := c.startNode(ctx, cfg)
+	if err != nil {
+		g.Close()
+		r.Close()
+		return 0, "", err
+	}
+	cfg.GRPCListener, cfg.RaftListener = nil, nil
+	c.mu.Lock()
+	c.storeCfg[sh] = append(c.storeCfg[sh], cfg)
+	c.Stores[sh] = append(c.Stores[sh], nd)
+	c.mu.Unlock()
+	return i, id, nil
+}
+
 // anyPort is "any free port" on the cluster's loopback address.
 func (c *Cluster) anyPort() string { return net.JoinHostPort(c.host, "0") }
 

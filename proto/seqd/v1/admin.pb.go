@@ -750,6 +750,200 @@ func (*RemoveArbiterResponse) Descriptor() ([]byte, []int) {
 	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
+type AddStoreReplicaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The replica's id (--id of its store node).
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddStoreReplicaRequest) Reset() {
+	*x = AddStoreReplicaRequest{}
+	mi := &file_seqd_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddStoreReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddStoreReplicaRequest) ProtoMessage() {}
+
+func (x *AddStoreReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddStoreReplicaRequest.ProtoReflect.Descriptor instead.
+func (*AddStoreReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AddStoreReplicaRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type AddStoreReplicaResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard string                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// The shard's voters after the change, as id=raft_addr.
+	Voters        []string `protobuf:"bytes,2,rep,name=voters,proto3" json:"voters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddStoreReplicaResponse) Reset() {
+	*x = AddStoreReplicaResponse{}
+	mi := &file_seqd_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddStoreReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddStoreReplicaResponse) ProtoMessage() {}
+
+func (x *AddStoreReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddStoreReplicaResponse.ProtoReflect.Descriptor instead.
+func (*AddStoreReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AddStoreReplicaResponse) GetShard() string {
+	if x != nil {
+		return x.Shard
+	}
+	return ""
+}
+
+func (x *AddStoreReplicaResponse) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+type RemoveStoreReplicaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveStoreReplicaRequest) Reset() {
+	*x = RemoveStoreReplicaRequest{}
+	mi := &file_seqd_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveStoreReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveStoreReplicaRequest) ProtoMessage() {}
+
+func (x *RemoveStoreReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveStoreReplicaRequest.ProtoReflect.Descriptor instead.
+func (*RemoveStoreReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RemoveStoreReplicaRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RemoveStoreReplicaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         string                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Voters        []string               `protobuf:"bytes,2,rep,name=voters,proto3" json:"voters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveStoreReplicaResponse) Reset() {
+	*x = RemoveStoreReplicaResponse{}
+	mi := &file_seqd_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveStoreReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveStoreReplicaResponse) ProtoMessage() {}
+
+func (x *RemoveStoreReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveStoreReplicaResponse.ProtoReflect.Descriptor instead.
+func (*RemoveStoreReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_seqd_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RemoveStoreReplicaResponse) GetShard() string {
+	if x != nil {
+		return x.Shard
+	}
+	return ""
+}
+
+func (x *RemoveStoreReplicaResponse) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
 var File_seqd_v1_admin_proto protoreflect.FileDescriptor
 
 const file_seqd_v1_admin_proto_rawDesc = "" +
@@ -806,13 +1000,25 @@ const file_seqd_v1_admin_proto_rawDesc = "" +
 	"\x13JoinArbiterResponse\"&\n" +
 	"\x14RemoveArbiterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x17\n" +
-	"\x15RemoveArbiterResponse2\xd2\x02\n" +
+	"\x15RemoveArbiterResponse\"(\n" +
+	"\x16AddStoreReplicaRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"G\n" +
+	"\x17AddStoreReplicaResponse\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\tR\x05shard\x12\x16\n" +
+	"\x06voters\x18\x02 \x03(\tR\x06voters\"+\n" +
+	"\x19RemoveStoreReplicaRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"J\n" +
+	"\x1aRemoveStoreReplicaResponse\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\tR\x05shard\x12\x16\n" +
+	"\x06voters\x18\x02 \x03(\tR\x06voters2\x87\x04\n" +
 	"\x05Admin\x129\n" +
 	"\x06Status\x12\x16.seqd.v1.StatusRequest\x1a\x17.seqd.v1.StatusResponse\x126\n" +
 	"\x05Drain\x12\x15.seqd.v1.DrainRequest\x1a\x16.seqd.v1.DrainResponse\x12<\n" +
 	"\aUndrain\x12\x17.seqd.v1.UndrainRequest\x1a\x18.seqd.v1.UndrainResponse\x12H\n" +
 	"\vJoinArbiter\x12\x1b.seqd.v1.JoinArbiterRequest\x1a\x1c.seqd.v1.JoinArbiterResponse\x12N\n" +
-	"\rRemoveArbiter\x12\x1d.seqd.v1.RemoveArbiterRequest\x1a\x1e.seqd.v1.RemoveArbiterResponseB+Z)github.com/seqd/seqd/proto/seqd/v1;seqdv1b\x06proto3"
+	"\rRemoveArbiter\x12\x1d.seqd.v1.RemoveArbiterRequest\x1a\x1e.seqd.v1.RemoveArbiterResponse\x12T\n" +
+	"\x0fAddStoreReplica\x12\x1f.seqd.v1.AddStoreReplicaRequest\x1a .seqd.v1.AddStoreReplicaResponse\x12]\n" +
+	"\x12RemoveStoreReplica\x12\".seqd.v1.RemoveStoreReplicaRequest\x1a#.seqd.v1.RemoveStoreReplicaResponseB+Z)github.com/seqd/seqd/proto/seqd/v1;seqdv1b\x06proto3"
 
 var (
 	file_seqd_v1_admin_proto_rawDescOnce sync.Once
@@ -826,38 +1032,46 @@ func file_seqd_v1_admin_proto_rawDescGZIP() []byte {
 	return file_seqd_v1_admin_proto_rawDescData
 }
 
-var file_seqd_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_seqd_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_seqd_v1_admin_proto_goTypes = []any{
-	(*StatusRequest)(nil),         // 0: seqd.v1.StatusRequest
-	(*StatusResponse)(nil),        // 1: seqd.v1.StatusResponse
-	(*ArbiterStatus)(nil),         // 2: seqd.v1.ArbiterStatus
-	(*AllocSvrStatus)(nil),        // 3: seqd.v1.AllocSvrStatus
-	(*DrainRequest)(nil),          // 4: seqd.v1.DrainRequest
-	(*DrainResponse)(nil),         // 5: seqd.v1.DrainResponse
-	(*UndrainRequest)(nil),        // 6: seqd.v1.UndrainRequest
-	(*UndrainResponse)(nil),       // 7: seqd.v1.UndrainResponse
-	(*JoinArbiterRequest)(nil),    // 8: seqd.v1.JoinArbiterRequest
-	(*JoinArbiterResponse)(nil),   // 9: seqd.v1.JoinArbiterResponse
-	(*RemoveArbiterRequest)(nil),  // 10: seqd.v1.RemoveArbiterRequest
-	(*RemoveArbiterResponse)(nil), // 11: seqd.v1.RemoveArbiterResponse
-	(NodeState)(0),                // 12: seqd.v1.NodeState
+	(*StatusRequest)(nil),              // 0: seqd.v1.StatusRequest
+	(*StatusResponse)(nil),             // 1: seqd.v1.StatusResponse
+	(*ArbiterStatus)(nil),              // 2: seqd.v1.ArbiterStatus
+	(*AllocSvrStatus)(nil),             // 3: seqd.v1.AllocSvrStatus
+	(*DrainRequest)(nil),               // 4: seqd.v1.DrainRequest
+	(*DrainResponse)(nil),              // 5: seqd.v1.DrainResponse
+	(*UndrainRequest)(nil),             // 6: seqd.v1.UndrainRequest
+	(*UndrainResponse)(nil),            // 7: seqd.v1.UndrainResponse
+	(*JoinArbiterRequest)(nil),         // 8: seqd.v1.JoinArbiterRequest
+	(*JoinArbiterResponse)(nil),        // 9: seqd.v1.JoinArbiterResponse
+	(*RemoveArbiterRequest)(nil),       // 10: seqd.v1.RemoveArbiterRequest
+	(*RemoveArbiterResponse)(nil),      // 11: seqd.v1.RemoveArbiterResponse
+	(*AddStoreReplicaRequest)(nil),     // 12: seqd.v1.AddStoreReplicaRequest
+	(*AddStoreReplicaResponse)(nil),    // 13: seqd.v1.AddStoreReplicaResponse
+	(*RemoveStoreReplicaRequest)(nil),  // 14: seqd.v1.RemoveStoreReplicaRequest
+	(*RemoveStoreReplicaResponse)(nil), // 15: seqd.v1.RemoveStoreReplicaResponse
+	(NodeState)(0),                     // 16: seqd.v1.NodeState
 }
 var file_seqd_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: seqd.v1.StatusResponse.arbiters:type_name -> seqd.v1.ArbiterStatus
 	3,  // 1: seqd.v1.StatusResponse.allocsvrs:type_name -> seqd.v1.AllocSvrStatus
-	12, // 2: seqd.v1.AllocSvrStatus.state:type_name -> seqd.v1.NodeState
+	16, // 2: seqd.v1.AllocSvrStatus.state:type_name -> seqd.v1.NodeState
 	0,  // 3: seqd.v1.Admin.Status:input_type -> seqd.v1.StatusRequest
 	4,  // 4: seqd.v1.Admin.Drain:input_type -> seqd.v1.DrainRequest
 	6,  // 5: seqd.v1.Admin.Undrain:input_type -> seqd.v1.UndrainRequest
 	8,  // 6: seqd.v1.Admin.JoinArbiter:input_type -> seqd.v1.JoinArbiterRequest
 	10, // 7: seqd.v1.Admin.RemoveArbiter:input_type -> seqd.v1.RemoveArbiterRequest
-	1,  // 8: seqd.v1.Admin.Status:output_type -> seqd.v1.StatusResponse
-	5,  // 9: seqd.v1.Admin.Drain:output_type -> seqd.v1.DrainResponse
-	7,  // 10: seqd.v1.Admin.Undrain:output_type -> seqd.v1.UndrainResponse
-	9,  // 11: seqd.v1.Admin.JoinArbiter:output_type -> seqd.v1.JoinArbiterResponse
-	11, // 12: seqd.v1.Admin.RemoveArbiter:output_type -> seqd.v1.RemoveArbiterResponse
-	8,  // [8:13] is the sub-list for method output_type
-	3,  // [3:8] is the sub-list for method input_type
+	12, // 8: seqd.v1.Admin.AddStoreReplica:input_type -> seqd.v1.AddStoreReplicaRequest
+	14, // 9: seqd.v1.Admin.RemoveStoreReplica:input_type -> seqd.v1.RemoveStoreReplicaRequest
+	1,  // 10: seqd.v1.Admin.Status:output_type -> seqd.v1.StatusResponse
+	5,  // 11: seqd.v1.Admin.Drain:output_type -> seqd.v1.DrainResponse
+	7,  // 12: seqd.v1.Admin.Undrain:output_type -> seqd.v1.UndrainResponse
+	9,  // 13: seqd.v1.Admin.JoinArbiter:output_type -> seqd.v1.JoinArbiterResponse
+	11, // 14: seqd.v1.Admin.RemoveArbiter:output_type -> seqd.v1.RemoveArbiterResponse
+	13, // 15: seqd.v1.Admin.AddStoreReplica:output_type -> seqd.v1.AddStoreReplicaResponse
+	15, // 16: seqd.v1.Admin.RemoveStoreReplica:output_type -> seqd.v1.RemoveStoreReplicaResponse
+	10, // [10:17] is the sub-list for method output_type
+	3,  // [3:10] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
 	3,  // [3:3] is the sub-list for extension extendee
 	0,  // [0:3] is the sub-list for field type_name
@@ -875,7 +1089,7 @@ func file_seqd_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_v1_admin_proto_rawDesc), len(file_seqd_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

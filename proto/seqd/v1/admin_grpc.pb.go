@@ -19,11 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_Status_FullMethodName        = "/seqd.v1.Admin/Status"
-	Admin_Drain_FullMethodName         = "/seqd.v1.Admin/Drain"
-	Admin_Undrain_FullMethodName       = "/seqd.v1.Admin/Undrain"
-	Admin_JoinArbiter_FullMethodName   = "/seqd.v1.Admin/JoinArbiter"
-	Admin_RemoveArbiter_FullMethodName = "/seqd.v1.Admin/RemoveArbiter"
+	Admin_Status_FullMethodName             = "/seqd.v1.Admin/Status"
+	Admin_Drain_FullMethodName              = "/seqd.v1.Admin/Drain"
+	Admin_Undrain_FullMethodName            = "/seqd.v1.Admin/Undrain"
+	Admin_JoinArbiter_FullMethodName        = "/seqd.v1.Admin/JoinArbiter"
+	Admin_RemoveArbiter_FullMethodName      = "/seqd.v1.Admin/RemoveArbiter"
+	Admin_AddStoreReplica_FullMethodName    = "/seqd.v1.Admin/AddStoreReplica"
+	Admin_RemoveStoreReplica_FullMethodName = "/seqd.v1.Admin/RemoveStoreReplica"
 )
 
 // AdminClient is the client API for Admin service.
@@ -44,6 +46,16 @@ type AdminClient interface {
 	JoinArbiter(ctx context.Context, in *JoinArbiterRequest, opts ...grpc.CallOption) (*JoinArbiterResponse, error)
 	// RemoveArbiter removes a voter from the running arbiter group.
 	RemoveArbiter(ctx context.Context, in *RemoveArbiterRequest, opts ...grpc.CallOption) (*RemoveArbiterResponse, error)
+	// AddStoreReplica makes a running store replica a voter of its shard: one
+	// started with an empty --data and without --store-peer (it registered
+	// its shard and address with the arbiters, and waits), or one that
+	// moved to a new Raft address. The shard leader sends it a snapshot and
+	// the log. Repeating it is harmless.
+	AddStoreReplica(ctx context.Context, in *AddStoreReplicaRequest, opts ...grpc.CallOption) (*AddStoreReplicaResponse, error)
+	// RemoveStoreReplica takes a store replica out of its shard's Raft
+	// configuration and the shard map. Its id cannot register again: a
+	// replacement takes a new id. Repeating it is harmless.
+	RemoveStoreReplica(ctx context.Context, in *RemoveStoreReplicaRequest, opts ...grpc.CallOption) (*RemoveStoreReplicaResponse, error)
 }
 
 type adminClient struct {
@@ -104,6 +116,26 @@ func (c *adminClient) RemoveArbiter(ctx context.Context, in *RemoveArbiterReques
 	return out, nil
 }
 
+func (c *adminClient) AddStoreReplica(ctx context.Context, in *AddStoreReplicaRequest, opts ...grpc.CallOption) (*AddStoreReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddStoreReplicaResponse)
+	err := c.cc.Invoke(ctx, Admin_AddStoreReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RemoveStoreReplica(ctx context.Context, in *RemoveStoreReplicaRequest, opts ...grpc.CallOption) (*RemoveStoreReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveStoreReplicaResponse)
+	err := c.cc.Invoke(ctx, Admin_RemoveStoreReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -122,6 +154,16 @@ type AdminServer interface {
 	JoinArbiter(context.Context, *JoinArbiterRequest) (*JoinArbiterResponse, error)
 	// RemoveArbiter removes a voter from the running arbiter group.
 	RemoveArbiter(context.Context, *RemoveArbiterRequest) (*RemoveArbiterResponse, error)
+	// AddStoreReplica makes a running store replica a voter of its shard: one
+	// started with an empty --data and without --store-peer (it registered
+	// its shard and address with the arbiters, and waits), or one that
+	// moved to a new Raft address. The shard leader sends it a snapshot and
+	// the log. Repeating it is harmless.
+	AddStoreReplica(context.Context, *AddStoreReplicaRequest) (*AddStoreReplicaResponse, error)
+	// RemoveStoreReplica takes a store replica out of its shard's Raft
+	// configuration and the shard map. Its id cannot register again: a
+	// replacement takes a new id. Repeating it is harmless.
+	RemoveStoreReplica(context.Context, *RemoveStoreReplicaRequest) (*RemoveStoreReplicaResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -146,6 +188,12 @@ func (UnimplementedAdminServer) JoinArbiter(context.Context, *JoinArbiterRequest
 }
 func (UnimplementedAdminServer) RemoveArbiter(context.Context, *RemoveArbiterRequest) (*RemoveArbiterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveArbiter not implemented")
+}
+func (UnimplementedAdminServer) AddStoreReplica(context.Context, *AddStoreReplicaRequest) (*AddStoreReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddStoreReplica not implemented")
+}
+func (UnimplementedAdminServer) RemoveStoreReplica(context.Context, *RemoveStoreReplicaRequest) (*RemoveStoreReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveStoreReplica not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -258,6 +306,42 @@ func _Admin_RemoveArbiter_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_AddStoreReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddStoreReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).AddStoreReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_AddStoreReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).AddStoreReplica(ctx, req.(*AddStoreReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RemoveStoreReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveStoreReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RemoveStoreReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RemoveStoreReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RemoveStoreReplica(ctx, req.(*RemoveStoreReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -284,6 +368,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveArbiter",
 			Handler:    _Admin_RemoveArbiter_Handler,
+		},
+		{
+			MethodName: "AddStoreReplica",
+			Handler:    _Admin_AddStoreReplica_Handler,
+		},
+		{
+			MethodName: "RemoveStoreReplica",
+			Handler:    _Admin_RemoveStoreReplica_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

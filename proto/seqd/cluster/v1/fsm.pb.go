@@ -26,17 +26,18 @@ const (
 type CommandType int32
 
 const (
-	CommandType_COMMAND_TYPE_UNSPECIFIED       CommandType = 0
-	CommandType_COMMAND_TYPE_INIT_CLUSTER      CommandType = 1
-	CommandType_COMMAND_TYPE_REGISTER_NODE     CommandType = 2
-	CommandType_COMMAND_TYPE_SECTION_OPS       CommandType = 3
-	CommandType_COMMAND_TYPE_ASSIGN_SLOTS      CommandType = 4
-	CommandType_COMMAND_TYPE_SET_NODE_STATE    CommandType = 5
-	CommandType_COMMAND_TYPE_SET_ARBITER       CommandType = 6
-	CommandType_COMMAND_TYPE_REMOVE_ARBITER    CommandType = 7
-	CommandType_COMMAND_TYPE_BEGIN_MOVES       CommandType = 8
-	CommandType_COMMAND_TYPE_DEREGISTER_NODE   CommandType = 9
-	CommandType_COMMAND_TYPE_SET_STORE_REPLICA CommandType = 10
+	CommandType_COMMAND_TYPE_UNSPECIFIED          CommandType = 0
+	CommandType_COMMAND_TYPE_INIT_CLUSTER         CommandType = 1
+	CommandType_COMMAND_TYPE_REGISTER_NODE        CommandType = 2
+	CommandType_COMMAND_TYPE_SECTION_OPS          CommandType = 3
+	CommandType_COMMAND_TYPE_ASSIGN_SLOTS         CommandType = 4
+	CommandType_COMMAND_TYPE_SET_NODE_STATE       CommandType = 5
+	CommandType_COMMAND_TYPE_SET_ARBITER          CommandType = 6
+	CommandType_COMMAND_TYPE_REMOVE_ARBITER       CommandType = 7
+	CommandType_COMMAND_TYPE_BEGIN_MOVES          CommandType = 8
+	CommandType_COMMAND_TYPE_DEREGISTER_NODE      CommandType = 9
+	CommandType_COMMAND_TYPE_SET_STORE_REPLICA    CommandType = 10
+	CommandType_COMMAND_TYPE_REMOVE_STORE_REPLICA CommandType = 11
 )
 
 // Enum value maps for CommandType.
@@ -53,19 +54,21 @@ var (
 		8:  "COMMAND_TYPE_BEGIN_MOVES",
 		9:  "COMMAND_TYPE_DEREGISTER_NODE",
 		10: "COMMAND_TYPE_SET_STORE_REPLICA",
+		11: "COMMAND_TYPE_REMOVE_STORE_REPLICA",
 	}
 	CommandType_value = map[string]int32{
-		"COMMAND_TYPE_UNSPECIFIED":       0,
-		"COMMAND_TYPE_INIT_CLUSTER":      1,
-		"COMMAND_TYPE_REGISTER_NODE":     2,
-		"COMMAND_TYPE_SECTION_OPS":       3,
-		"COMMAND_TYPE_ASSIGN_SLOTS":      4,
-		"COMMAND_TYPE_SET_NODE_STATE":    5,
-		"COMMAND_TYPE_SET_ARBITER":       6,
-		"COMMAND_TYPE_REMOVE_ARBITER":    7,
-		"COMMAND_TYPE_BEGIN_MOVES":       8,
-		"COMMAND_TYPE_DEREGISTER_NODE":   9,
-		"COMMAND_TYPE_SET_STORE_REPLICA": 10,
+		"COMMAND_TYPE_UNSPECIFIED":          0,
+		"COMMAND_TYPE_INIT_CLUSTER":         1,
+		"COMMAND_TYPE_REGISTER_NODE":        2,
+		"COMMAND_TYPE_SECTION_OPS":          3,
+		"COMMAND_TYPE_ASSIGN_SLOTS":         4,
+		"COMMAND_TYPE_SET_NODE_STATE":       5,
+		"COMMAND_TYPE_SET_ARBITER":          6,
+		"COMMAND_TYPE_REMOVE_ARBITER":       7,
+		"COMMAND_TYPE_BEGIN_MOVES":          8,
+		"COMMAND_TYPE_DEREGISTER_NODE":      9,
+		"COMMAND_TYPE_SET_STORE_REPLICA":    10,
+		"COMMAND_TYPE_REMOVE_STORE_REPLICA": 11,
 	}
 )
 
@@ -298,6 +301,60 @@ func (x *SetStoreReplicaCommand) GetAddr() string {
 	return ""
 }
 
+// RemoveStoreReplicaCommand drops a store replica from its shard's map and
+// remembers its id, which may not register again.
+type RemoveStoreReplicaCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         string                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	ReplicaId     string                 `protobuf:"bytes,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveStoreReplicaCommand) Reset() {
+	*x = RemoveStoreReplicaCommand{}
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveStoreReplicaCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveStoreReplicaCommand) ProtoMessage() {}
+
+func (x *RemoveStoreReplicaCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveStoreReplicaCommand.ProtoReflect.Descriptor instead.
+func (*RemoveStoreReplicaCommand) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RemoveStoreReplicaCommand) GetShard() string {
+	if x != nil {
+		return x.Shard
+	}
+	return ""
+}
+
+func (x *RemoveStoreReplicaCommand) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
 type RegisterNodeCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -310,7 +367,7 @@ type RegisterNodeCommand struct {
 
 func (x *RegisterNodeCommand) Reset() {
 	*x = RegisterNodeCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[3]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +379,7 @@ func (x *RegisterNodeCommand) String() string {
 func (*RegisterNodeCommand) ProtoMessage() {}
 
 func (x *RegisterNodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[3]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +392,7 @@ func (x *RegisterNodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeCommand.ProtoReflect.Descriptor instead.
 func (*RegisterNodeCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{3}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RegisterNodeCommand) GetNodeId() string {
@@ -375,7 +432,7 @@ type SectionOpsCommand struct {
 
 func (x *SectionOpsCommand) Reset() {
 	*x = SectionOpsCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[4]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -387,7 +444,7 @@ func (x *SectionOpsCommand) String() string {
 func (*SectionOpsCommand) ProtoMessage() {}
 
 func (x *SectionOpsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[4]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -400,7 +457,7 @@ func (x *SectionOpsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SectionOpsCommand.ProtoReflect.Descriptor instead.
 func (*SectionOpsCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{4}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SectionOpsCommand) GetOps() []*OwnedSectionOp {
@@ -422,7 +479,7 @@ type OwnedSectionOp struct {
 
 func (x *OwnedSectionOp) Reset() {
 	*x = OwnedSectionOp{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[5]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +491,7 @@ func (x *OwnedSectionOp) String() string {
 func (*OwnedSectionOp) ProtoMessage() {}
 
 func (x *OwnedSectionOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[5]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +504,7 @@ func (x *OwnedSectionOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnedSectionOp.ProtoReflect.Descriptor instead.
 func (*OwnedSectionOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{5}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *OwnedSectionOp) GetNodeId() string {
@@ -486,7 +543,7 @@ type SlotMove struct {
 
 func (x *SlotMove) Reset() {
 	*x = SlotMove{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[6]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +555,7 @@ func (x *SlotMove) String() string {
 func (*SlotMove) ProtoMessage() {}
 
 func (x *SlotMove) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[6]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +568,7 @@ func (x *SlotMove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotMove.ProtoReflect.Descriptor instead.
 func (*SlotMove) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{6}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SlotMove) GetSlot() uint32 {
@@ -558,7 +615,7 @@ type AssignSlotsCommand struct {
 
 func (x *AssignSlotsCommand) Reset() {
 	*x = AssignSlotsCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[7]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +627,7 @@ func (x *AssignSlotsCommand) String() string {
 func (*AssignSlotsCommand) ProtoMessage() {}
 
 func (x *AssignSlotsCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[7]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +640,7 @@ func (x *AssignSlotsCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignSlotsCommand.ProtoReflect.Descriptor instead.
 func (*AssignSlotsCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{7}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AssignSlotsCommand) GetMoves() []*SlotMove {
@@ -602,7 +659,7 @@ type BeginMovesCommand struct {
 
 func (x *BeginMovesCommand) Reset() {
 	*x = BeginMovesCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[8]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +671,7 @@ func (x *BeginMovesCommand) String() string {
 func (*BeginMovesCommand) ProtoMessage() {}
 
 func (x *BeginMovesCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[8]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +684,7 @@ func (x *BeginMovesCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginMovesCommand.ProtoReflect.Descriptor instead.
 func (*BeginMovesCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{8}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BeginMovesCommand) GetMoves() []*SlotMove {
@@ -647,7 +704,7 @@ type SetNodeStateCommand struct {
 
 func (x *SetNodeStateCommand) Reset() {
 	*x = SetNodeStateCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[9]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +716,7 @@ func (x *SetNodeStateCommand) String() string {
 func (*SetNodeStateCommand) ProtoMessage() {}
 
 func (x *SetNodeStateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[9]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +729,7 @@ func (x *SetNodeStateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeStateCommand.ProtoReflect.Descriptor instead.
 func (*SetNodeStateCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{9}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetNodeStateCommand) GetNodeId() string {
@@ -699,7 +756,7 @@ type DeregisterNodeCommand struct {
 
 func (x *DeregisterNodeCommand) Reset() {
 	*x = DeregisterNodeCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[10]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +768,7 @@ func (x *DeregisterNodeCommand) String() string {
 func (*DeregisterNodeCommand) ProtoMessage() {}
 
 func (x *DeregisterNodeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[10]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +781,7 @@ func (x *DeregisterNodeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterNodeCommand.ProtoReflect.Descriptor instead.
 func (*DeregisterNodeCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{10}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeregisterNodeCommand) GetNodeId() string {
@@ -750,7 +807,7 @@ type SetArbiterCommand struct {
 
 func (x *SetArbiterCommand) Reset() {
 	*x = SetArbiterCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[11]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +819,7 @@ func (x *SetArbiterCommand) String() string {
 func (*SetArbiterCommand) ProtoMessage() {}
 
 func (x *SetArbiterCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[11]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +832,7 @@ func (x *SetArbiterCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetArbiterCommand.ProtoReflect.Descriptor instead.
 func (*SetArbiterCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{11}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetArbiterCommand) GetArbiter() *ArbiterRecord {
@@ -794,7 +851,7 @@ type RemoveArbiterCommand struct {
 
 func (x *RemoveArbiterCommand) Reset() {
 	*x = RemoveArbiterCommand{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[12]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +863,7 @@ func (x *RemoveArbiterCommand) String() string {
 func (*RemoveArbiterCommand) ProtoMessage() {}
 
 func (x *RemoveArbiterCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[12]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +876,7 @@ func (x *RemoveArbiterCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveArbiterCommand.ProtoReflect.Descriptor instead.
 func (*RemoveArbiterCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{12}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RemoveArbiterCommand) GetId() string {
@@ -839,14 +896,17 @@ type ClusterMeta struct {
 	Shards         []*v1.ShardInfo        `protobuf:"bytes,6,rep,name=shards,proto3" json:"shards,omitempty"`
 	// The lease every grant carries. 0 on a cluster created before seqd
 	// stored it, until a leader records it.
-	LeaseMs       int64 `protobuf:"varint,7,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LeaseMs int64 `protobuf:"varint,7,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	// Store replicas removed from their shards (id to shard): they may not
+	// register again.
+	RemovedStoreReplicas map[string]string `protobuf:"bytes,8,rep,name=removed_store_replicas,json=removedStoreReplicas,proto3" json:"removed_store_replicas,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ClusterMeta) Reset() {
 	*x = ClusterMeta{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[13]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +918,7 @@ func (x *ClusterMeta) String() string {
 func (*ClusterMeta) ProtoMessage() {}
 
 func (x *ClusterMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[13]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +931,7 @@ func (x *ClusterMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterMeta.ProtoReflect.Descriptor instead.
 func (*ClusterMeta) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{13}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ClusterMeta) GetClusterId() string {
@@ -923,6 +983,13 @@ func (x *ClusterMeta) GetLeaseMs() int64 {
 	return 0
 }
 
+func (x *ClusterMeta) GetRemovedStoreReplicas() map[string]string {
+	if x != nil {
+		return x.RemovedStoreReplicas
+	}
+	return nil
+}
+
 type SectionRecord struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Section uint64                 `protobuf:"varint,1,opt,name=section,proto3" json:"section,omitempty"`
@@ -938,7 +1005,7 @@ type SectionRecord struct {
 
 func (x *SectionRecord) Reset() {
 	*x = SectionRecord{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[14]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1017,7 @@ func (x *SectionRecord) String() string {
 func (*SectionRecord) ProtoMessage() {}
 
 func (x *SectionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[14]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1030,7 @@ func (x *SectionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SectionRecord.ProtoReflect.Descriptor instead.
 func (*SectionRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{14}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SectionRecord) GetSection() uint64 {
@@ -1016,7 +1083,7 @@ type SlotRecord struct {
 
 func (x *SlotRecord) Reset() {
 	*x = SlotRecord{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[15]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1095,7 @@ func (x *SlotRecord) String() string {
 func (*SlotRecord) ProtoMessage() {}
 
 func (x *SlotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[15]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1108,7 @@ func (x *SlotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRecord.ProtoReflect.Descriptor instead.
 func (*SlotRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{15}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SlotRecord) GetSlot() uint32 {
@@ -1099,7 +1166,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[16]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1178,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[16]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1191,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{16}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeRecord) GetId() string {
@@ -1174,7 +1241,7 @@ type ArbiterRecord struct {
 
 func (x *ArbiterRecord) Reset() {
 	*x = ArbiterRecord{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[17]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1253,7 @@ func (x *ArbiterRecord) String() string {
 func (*ArbiterRecord) ProtoMessage() {}
 
 func (x *ArbiterRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[17]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1266,7 @@ func (x *ArbiterRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArbiterRecord.ProtoReflect.Descriptor instead.
 func (*ArbiterRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{17}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ArbiterRecord) GetId() string {
@@ -1240,7 +1307,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[18]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1319,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[18]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1332,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{18}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotHeader) GetFormatVersion() uint32 {
@@ -1293,7 +1360,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[19]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1372,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[19]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1385,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{19}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -1433,7 +1500,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[20]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1445,7 +1512,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[20]
+	mi := &file_seqd_cluster_v1_fsm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1458,7 +1525,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{20}
+	return file_seqd_cluster_v1_fsm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotEnd) GetRecords() uint64 {
@@ -1488,7 +1555,11 @@ const file_seqd_cluster_v1_fsm_proto_rawDesc = "" +
 	"\x05shard\x18\x01 \x01(\tR\x05shard\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x02 \x01(\tR\treplicaId\x12\x12\n" +
-	"\x04addr\x18\x03 \x01(\tR\x04addr\"\x85\x01\n" +
+	"\x04addr\x18\x03 \x01(\tR\x04addr\"P\n" +
+	"\x19RemoveStoreReplicaCommand\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\tR\x05shard\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\tR\treplicaId\"\x85\x01\n" +
 	"\x13RegisterNodeCommand\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\x12\x12\n" +
@@ -1520,7 +1591,7 @@ const file_seqd_cluster_v1_fsm_proto_rawDesc = "" +
 	"\x11SetArbiterCommand\x128\n" +
 	"\aarbiter\x18\x01 \x01(\v2\x1e.seqd.cluster.v1.ArbiterRecordR\aarbiter\"&\n" +
 	"\x14RemoveArbiterCommand\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xec\x01\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xa3\x03\n" +
 	"\vClusterMeta\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12!\n" +
@@ -1529,7 +1600,11 @@ const file_seqd_cluster_v1_fsm_proto_rawDesc = "" +
 	"\x0frouting_version\x18\x04 \x01(\x04R\x0eroutingVersion\x12\x0e\n" +
 	"\x02dc\x18\x05 \x01(\tR\x02dc\x12*\n" +
 	"\x06shards\x18\x06 \x03(\v2\x12.seqd.v1.ShardInfoR\x06shards\x12\x19\n" +
-	"\blease_ms\x18\a \x01(\x03R\aleaseMs\"\xac\x01\n" +
+	"\blease_ms\x18\a \x01(\x03R\aleaseMs\x12l\n" +
+	"\x16removed_store_replicas\x18\b \x03(\v26.seqd.cluster.v1.ClusterMeta.RemovedStoreReplicasEntryR\x14removedStoreReplicas\x1aG\n" +
+	"\x19RemovedStoreReplicasEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x01\n" +
 	"\rSectionRecord\x12\x18\n" +
 	"\asection\x18\x01 \x01(\x04R\asection\x12\x17\n" +
 	"\amax_seq\x18\x02 \x01(\x04R\x06maxSeq\x12\x14\n" +
@@ -1571,7 +1646,7 @@ const file_seqd_cluster_v1_fsm_proto_rawDesc = "" +
 	"\x03end\x18\x06 \x01(\v2\x1c.seqd.cluster.v1.SnapshotEndH\x00R\x03endB\b\n" +
 	"\x06record\"'\n" +
 	"\vSnapshotEnd\x12\x18\n" +
-	"\arecords\x18\x01 \x01(\x04R\arecords*\xeb\x02\n" +
+	"\arecords\x18\x01 \x01(\x04R\arecords*\x92\x03\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COMMAND_TYPE_INIT_CLUSTER\x10\x01\x12\x1e\n" +
@@ -1584,7 +1659,8 @@ const file_seqd_cluster_v1_fsm_proto_rawDesc = "" +
 	"\x18COMMAND_TYPE_BEGIN_MOVES\x10\b\x12 \n" +
 	"\x1cCOMMAND_TYPE_DEREGISTER_NODE\x10\t\x12\"\n" +
 	"\x1eCOMMAND_TYPE_SET_STORE_REPLICA\x10\n" +
-	"B6Z4github.com/seqd/seqd/proto/seqd/cluster/v1;clusterv1b\x06proto3"
+	"\x12%\n" +
+	"!COMMAND_TYPE_REMOVE_STORE_REPLICA\x10\vB6Z4github.com/seqd/seqd/proto/seqd/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_seqd_cluster_v1_fsm_proto_rawDescOnce sync.Once
@@ -1599,57 +1675,60 @@ func file_seqd_cluster_v1_fsm_proto_rawDescGZIP() []byte {
 }
 
 var file_seqd_cluster_v1_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_seqd_cluster_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_seqd_cluster_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_seqd_cluster_v1_fsm_proto_goTypes = []any{
-	(CommandType)(0),               // 0: seqd.cluster.v1.CommandType
-	(*Command)(nil),                // 1: seqd.cluster.v1.Command
-	(*InitClusterCommand)(nil),     // 2: seqd.cluster.v1.InitClusterCommand
-	(*SetStoreReplicaCommand)(nil), // 3: seqd.cluster.v1.SetStoreReplicaCommand
-	(*RegisterNodeCommand)(nil),    // 4: seqd.cluster.v1.RegisterNodeCommand
-	(*SectionOpsCommand)(nil),      // 5: seqd.cluster.v1.SectionOpsCommand
-	(*OwnedSectionOp)(nil),         // 6: seqd.cluster.v1.OwnedSectionOp
-	(*SlotMove)(nil),               // 7: seqd.cluster.v1.SlotMove
-	(*AssignSlotsCommand)(nil),     // 8: seqd.cluster.v1.AssignSlotsCommand
-	(*BeginMovesCommand)(nil),      // 9: seqd.cluster.v1.BeginMovesCommand
-	(*SetNodeStateCommand)(nil),    // 10: seqd.cluster.v1.SetNodeStateCommand
-	(*DeregisterNodeCommand)(nil),  // 11: seqd.cluster.v1.DeregisterNodeCommand
-	(*SetArbiterCommand)(nil),      // 12: seqd.cluster.v1.SetArbiterCommand
-	(*RemoveArbiterCommand)(nil),   // 13: seqd.cluster.v1.RemoveArbiterCommand
-	(*ClusterMeta)(nil),            // 14: seqd.cluster.v1.ClusterMeta
-	(*SectionRecord)(nil),          // 15: seqd.cluster.v1.SectionRecord
-	(*SlotRecord)(nil),             // 16: seqd.cluster.v1.SlotRecord
-	(*NodeRecord)(nil),             // 17: seqd.cluster.v1.NodeRecord
-	(*ArbiterRecord)(nil),          // 18: seqd.cluster.v1.ArbiterRecord
-	(*SnapshotHeader)(nil),         // 19: seqd.cluster.v1.SnapshotHeader
-	(*SnapshotRecord)(nil),         // 20: seqd.cluster.v1.SnapshotRecord
-	(*SnapshotEnd)(nil),            // 21: seqd.cluster.v1.SnapshotEnd
-	(*SectionOp)(nil),              // 22: seqd.cluster.v1.SectionOp
-	(*SectionMark)(nil),            // 23: seqd.cluster.v1.SectionMark
-	(v1.NodeState)(0),              // 24: seqd.v1.NodeState
-	(*v1.ShardInfo)(nil),           // 25: seqd.v1.ShardInfo
+	(CommandType)(0),                  // 0: seqd.cluster.v1.CommandType
+	(*Command)(nil),                   // 1: seqd.cluster.v1.Command
+	(*InitClusterCommand)(nil),        // 2: seqd.cluster.v1.InitClusterCommand
+	(*SetStoreReplicaCommand)(nil),    // 3: seqd.cluster.v1.SetStoreReplicaCommand
+	(*RemoveStoreReplicaCommand)(nil), // 4: seqd.cluster.v1.RemoveStoreReplicaCommand
+	(*RegisterNodeCommand)(nil),       // 5: seqd.cluster.v1.RegisterNodeCommand
+	(*SectionOpsCommand)(nil),         // 6: seqd.cluster.v1.SectionOpsCommand
+	(*OwnedSectionOp)(nil),            // 7: seqd.cluster.v1.OwnedSectionOp
+	(*SlotMove)(nil),                  // 8: seqd.cluster.v1.SlotMove
+	(*AssignSlotsCommand)(nil),        // 9: seqd.cluster.v1.AssignSlotsCommand
+	(*BeginMovesCommand)(nil),         // 10: seqd.cluster.v1.BeginMovesCommand
+	(*SetNodeStateCommand)(nil),       // 11: seqd.cluster.v1.SetNodeStateCommand
+	(*DeregisterNodeCommand)(nil),     // 12: seqd.cluster.v1.DeregisterNodeCommand
+	(*SetArbiterCommand)(nil),         // 13: seqd.cluster.v1.SetArbiterCommand
+	(*RemoveArbiterCommand)(nil),      // 14: seqd.cluster.v1.RemoveArbiterCommand
+	(*ClusterMeta)(nil),               // 15: seqd.cluster.v1.ClusterMeta
+	(*SectionRecord)(nil),             // 16: seqd.cluster.v1.SectionRecord
+	(*SlotRecord)(nil),                // 17: seqd.cluster.v1.SlotRecord
+	(*NodeRecord)(nil),                // 18: seqd.cluster.v1.NodeRecord
+	(*ArbiterRecord)(nil),             // 19: seqd.cluster.v1.ArbiterRecord
+	(*SnapshotHeader)(nil),            // 20: seqd.cluster.v1.SnapshotHeader
+	(*SnapshotRecord)(nil),            // 21: seqd.cluster.v1.SnapshotRecord
+	(*SnapshotEnd)(nil),               // 22: seqd.cluster.v1.SnapshotEnd
+	nil,                               // 23: seqd.cluster.v1.ClusterMeta.RemovedStoreReplicasEntry
+	(*SectionOp)(nil),                 // 24: seqd.cluster.v1.SectionOp
+	(*SectionMark)(nil),               // 25: seqd.cluster.v1.SectionMark
+	(v1.NodeState)(0),                 // 26: seqd.v1.NodeState
+	(*v1.ShardInfo)(nil),              // 27: seqd.v1.ShardInfo
 }
 var file_seqd_cluster_v1_fsm_proto_depIdxs = []int32{
 	0,  // 0: seqd.cluster.v1.Command.type:type_name -> seqd.cluster.v1.CommandType
-	6,  // 1: seqd.cluster.v1.SectionOpsCommand.ops:type_name -> seqd.cluster.v1.OwnedSectionOp
-	22, // 2: seqd.cluster.v1.OwnedSectionOp.op:type_name -> seqd.cluster.v1.SectionOp
-	23, // 3: seqd.cluster.v1.SlotMove.marks:type_name -> seqd.cluster.v1.SectionMark
-	7,  // 4: seqd.cluster.v1.AssignSlotsCommand.moves:type_name -> seqd.cluster.v1.SlotMove
-	7,  // 5: seqd.cluster.v1.BeginMovesCommand.moves:type_name -> seqd.cluster.v1.SlotMove
-	24, // 6: seqd.cluster.v1.SetNodeStateCommand.state:type_name -> seqd.v1.NodeState
-	18, // 7: seqd.cluster.v1.SetArbiterCommand.arbiter:type_name -> seqd.cluster.v1.ArbiterRecord
-	25, // 8: seqd.cluster.v1.ClusterMeta.shards:type_name -> seqd.v1.ShardInfo
-	24, // 9: seqd.cluster.v1.NodeRecord.state:type_name -> seqd.v1.NodeState
-	14, // 10: seqd.cluster.v1.SnapshotRecord.meta:type_name -> seqd.cluster.v1.ClusterMeta
-	15, // 11: seqd.cluster.v1.SnapshotRecord.section:type_name -> seqd.cluster.v1.SectionRecord
-	16, // 12: seqd.cluster.v1.SnapshotRecord.slot:type_name -> seqd.cluster.v1.SlotRecord
-	17, // 13: seqd.cluster.v1.SnapshotRecord.node:type_name -> seqd.cluster.v1.NodeRecord
-	18, // 14: seqd.cluster.v1.SnapshotRecord.arbiter:type_name -> seqd.cluster.v1.ArbiterRecord
-	21, // 15: seqd.cluster.v1.SnapshotRecord.end:type_name -> seqd.cluster.v1.SnapshotEnd
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	7,  // 1: seqd.cluster.v1.SectionOpsCommand.ops:type_name -> seqd.cluster.v1.OwnedSectionOp
+	24, // 2: seqd.cluster.v1.OwnedSectionOp.op:type_name -> seqd.cluster.v1.SectionOp
+	25, // 3: seqd.cluster.v1.SlotMove.marks:type_name -> seqd.cluster.v1.SectionMark
+	8,  // 4: seqd.cluster.v1.AssignSlotsCommand.moves:type_name -> seqd.cluster.v1.SlotMove
+	8,  // 5: seqd.cluster.v1.BeginMovesCommand.moves:type_name -> seqd.cluster.v1.SlotMove
+	26, // 6: seqd.cluster.v1.SetNodeStateCommand.state:type_name -> seqd.v1.NodeState
+	19, // 7: seqd.cluster.v1.SetArbiterCommand.arbiter:type_name -> seqd.cluster.v1.ArbiterRecord
+	27, // 8: seqd.cluster.v1.ClusterMeta.shards:type_name -> seqd.v1.ShardInfo
+	23, // 9: seqd.cluster.v1.ClusterMeta.removed_store_replicas:type_name -> seqd.cluster.v1.ClusterMeta.RemovedStoreReplicasEntry
+	26, // 10: seqd.cluster.v1.NodeRecord.state:type_name -> seqd.v1.NodeState
+	15, // 11: seqd.cluster.v1.SnapshotRecord.meta:type_name -> seqd.cluster.v1.ClusterMeta
+	16, // 12: seqd.cluster.v1.SnapshotRecord.section:type_name -> seqd.cluster.v1.SectionRecord
+	17, // 13: seqd.cluster.v1.SnapshotRecord.slot:type_name -> seqd.cluster.v1.SlotRecord
+	18, // 14: seqd.cluster.v1.SnapshotRecord.node:type_name -> seqd.cluster.v1.NodeRecord
+	19, // 15: seqd.cluster.v1.SnapshotRecord.arbiter:type_name -> seqd.cluster.v1.ArbiterRecord
+	22, // 16: seqd.cluster.v1.SnapshotRecord.end:type_name -> seqd.cluster.v1.SnapshotEnd
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_seqd_cluster_v1_fsm_proto_init() }
@@ -1658,7 +1737,7 @@ func file_seqd_cluster_v1_fsm_proto_init() {
 		return
 	}
 	file_seqd_cluster_v1_arbiter_proto_init()
-	file_seqd_cluster_v1_fsm_proto_msgTypes[19].OneofWrappers = []any{
+	file_seqd_cluster_v1_fsm_proto_msgTypes[20].OneofWrappers = []any{
 		(*SnapshotRecord_Meta)(nil),
 		(*SnapshotRecord_Section)(nil),
 		(*SnapshotRecord_Slot)(nil),
@@ -1672,7 +1751,7 @@ func file_seqd_cluster_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_cluster_v1_fsm_proto_rawDesc), len(file_seqd_cluster_v1_fsm_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -182,7 +182,194 @@ func (x FanoutItem_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FanoutItem_Kind.Descriptor instead.
 func (FanoutItem_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{9, 0}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{12, 0}
+}
+
+type ReplicaPeer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaPeer) Reset() {
+	*x = ReplicaPeer{}
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaPeer) ProtoMessage() {}
+
+func (x *ReplicaPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaPeer.ProtoReflect.Descriptor instead.
+func (*ReplicaPeer) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ReplicaPeer) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ReplicaPeer) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+type ChangeReplicasRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shard the caller means: a replica of another shard refuses.
+	ShardId string `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// Types that are valid to be assigned to Change:
+	//
+	//	*ChangeReplicasRequest_Add
+	//	*ChangeReplicasRequest_Remove
+	Change        isChangeReplicasRequest_Change `protobuf_oneof:"change"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeReplicasRequest) Reset() {
+	*x = ChangeReplicasRequest{}
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeReplicasRequest) ProtoMessage() {}
+
+func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
+func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ChangeReplicasRequest) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *ChangeReplicasRequest) GetChange() isChangeReplicasRequest_Change {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *ChangeReplicasRequest) GetAdd() *ReplicaPeer {
+	if x != nil {
+		if x, ok := x.Change.(*ChangeReplicasRequest_Add); ok {
+			return x.Add
+		}
+	}
+	return nil
+}
+
+func (x *ChangeReplicasRequest) GetRemove() string {
+	if x != nil {
+		if x, ok := x.Change.(*ChangeReplicasRequest_Remove); ok {
+			return x.Remove
+		}
+	}
+	return ""
+}
+
+type isChangeReplicasRequest_Change interface {
+	isChangeReplicasRequest_Change()
+}
+
+type ChangeReplicasRequest_Add struct {
+	Add *ReplicaPeer `protobuf:"bytes,2,opt,name=add,proto3,oneof"`
+}
+
+type ChangeReplicasRequest_Remove struct {
+	Remove string `protobuf:"bytes,3,opt,name=remove,proto3,oneof"`
+}
+
+func (*ChangeReplicasRequest_Add) isChangeReplicasRequest_Change() {}
+
+func (*ChangeReplicasRequest_Remove) isChangeReplicasRequest_Change() {}
+
+type ChangeReplicasResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Voters        []*ReplicaPeer         `protobuf:"bytes,1,rep,name=voters,proto3" json:"voters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeReplicasResponse) Reset() {
+	*x = ChangeReplicasResponse{}
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeReplicasResponse) ProtoMessage() {}
+
+func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
+func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ChangeReplicasResponse) GetVoters() []*ReplicaPeer {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
 }
 
 type ReplicaInfoRequest struct {
@@ -193,7 +380,7 @@ type ReplicaInfoRequest struct {
 
 func (x *ReplicaInfoRequest) Reset() {
 	*x = ReplicaInfoRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[0]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -205,7 +392,7 @@ func (x *ReplicaInfoRequest) String() string {
 func (*ReplicaInfoRequest) ProtoMessage() {}
 
 func (x *ReplicaInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[0]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -218,7 +405,7 @@ func (x *ReplicaInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaInfoRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaInfoRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{0}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{3}
 }
 
 type ReplicaInfoResponse struct {
@@ -237,13 +424,18 @@ type ReplicaInfoResponse struct {
 	// A write to its Raft log that failed lately (a full or failing disk);
 	// empty otherwise.
 	LogWriteError string `protobuf:"bytes,7,opt,name=log_write_error,json=logWriteError,proto3" json:"log_write_error,omitempty"`
+	// The Raft address it advertises.
+	RaftAddr string `protobuf:"bytes,8,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	// Whether it is a voter in the shard's Raft configuration as it knows
+	// it (a replica started without --store-peer is not, until it is added).
+	Voter         bool `protobuf:"varint,9,opt,name=voter,proto3" json:"voter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReplicaInfoResponse) Reset() {
 	*x = ReplicaInfoResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[1]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -255,7 +447,7 @@ func (x *ReplicaInfoResponse) String() string {
 func (*ReplicaInfoResponse) ProtoMessage() {}
 
 func (x *ReplicaInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[1]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -268,7 +460,7 @@ func (x *ReplicaInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaInfoResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaInfoResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{1}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReplicaInfoResponse) GetShardId() string {
@@ -320,6 +512,20 @@ func (x *ReplicaInfoResponse) GetLogWriteError() string {
 	return ""
 }
 
+func (x *ReplicaInfoResponse) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *ReplicaInfoResponse) GetVoter() bool {
+	if x != nil {
+		return x.Voter
+	}
+	return false
+}
+
 type TimelineCountRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	GroupId  uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
@@ -333,7 +539,7 @@ type TimelineCountRequest struct {
 
 func (x *TimelineCountRequest) Reset() {
 	*x = TimelineCountRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[2]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +551,7 @@ func (x *TimelineCountRequest) String() string {
 func (*TimelineCountRequest) ProtoMessage() {}
 
 func (x *TimelineCountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[2]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +564,7 @@ func (x *TimelineCountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimelineCountRequest.ProtoReflect.Descriptor instead.
 func (*TimelineCountRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{2}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TimelineCountRequest) GetGroupId() uint64 {
@@ -394,7 +600,7 @@ type TimelineCountResponse struct {
 
 func (x *TimelineCountResponse) Reset() {
 	*x = TimelineCountResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[3]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +612,7 @@ func (x *TimelineCountResponse) String() string {
 func (*TimelineCountResponse) ProtoMessage() {}
 
 func (x *TimelineCountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[3]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +625,7 @@ func (x *TimelineCountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimelineCountResponse.ProtoReflect.Descriptor instead.
 func (*TimelineCountResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{3}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TimelineCountResponse) GetCount() uint64 {
@@ -465,7 +671,7 @@ type StoreCommand struct {
 
 func (x *StoreCommand) Reset() {
 	*x = StoreCommand{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[4]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +683,7 @@ func (x *StoreCommand) String() string {
 func (*StoreCommand) ProtoMessage() {}
 
 func (x *StoreCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[4]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +696,7 @@ func (x *StoreCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreCommand.ProtoReflect.Descriptor instead.
 func (*StoreCommand) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{4}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StoreCommand) GetType() StoreCommandType {
@@ -528,7 +734,7 @@ type StoreBatch struct {
 
 func (x *StoreBatch) Reset() {
 	*x = StoreBatch{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[5]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +746,7 @@ func (x *StoreBatch) String() string {
 func (*StoreBatch) ProtoMessage() {}
 
 func (x *StoreBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[5]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +759,7 @@ func (x *StoreBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreBatch.ProtoReflect.Descriptor instead.
 func (*StoreBatch) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{5}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StoreBatch) GetNowMs() int64 {
@@ -596,7 +802,7 @@ type StoreOp struct {
 
 func (x *StoreOp) Reset() {
 	*x = StoreOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[6]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +814,7 @@ func (x *StoreOp) String() string {
 func (*StoreOp) ProtoMessage() {}
 
 func (x *StoreOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[6]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +827,7 @@ func (x *StoreOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreOp.ProtoReflect.Descriptor instead.
 func (*StoreOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{6}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StoreOp) GetOp() isStoreOp_Op {
@@ -874,7 +1080,7 @@ type Append struct {
 
 func (x *Append) Reset() {
 	*x = Append{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[7]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +1092,7 @@ func (x *Append) String() string {
 func (*Append) ProtoMessage() {}
 
 func (x *Append) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[7]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1105,7 @@ func (x *Append) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Append.ProtoReflect.Descriptor instead.
 func (*Append) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{7}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Append) GetUser() uint64 {
@@ -937,7 +1143,7 @@ type SendOp struct {
 
 func (x *SendOp) Reset() {
 	*x = SendOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[8]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1155,7 @@ func (x *SendOp) String() string {
 func (*SendOp) ProtoMessage() {}
 
 func (x *SendOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[8]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1168,7 @@ func (x *SendOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendOp.ProtoReflect.Descriptor instead.
 func (*SendOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{8}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SendOp) GetRequest() *v1.SendRequest {
@@ -1027,7 +1233,7 @@ type FanoutItem struct {
 
 func (x *FanoutItem) Reset() {
 	*x = FanoutItem{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[9]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1245,7 @@ func (x *FanoutItem) String() string {
 func (*FanoutItem) ProtoMessage() {}
 
 func (x *FanoutItem) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[9]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1258,7 @@ func (x *FanoutItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FanoutItem.ProtoReflect.Descriptor instead.
 func (*FanoutItem) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{9}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FanoutItem) GetKind() FanoutItem_Kind {
@@ -1090,7 +1296,7 @@ type DeliverOp struct {
 
 func (x *DeliverOp) Reset() {
 	*x = DeliverOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[10]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1308,7 @@ func (x *DeliverOp) String() string {
 func (*DeliverOp) ProtoMessage() {}
 
 func (x *DeliverOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[10]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1321,7 @@ func (x *DeliverOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverOp.ProtoReflect.Descriptor instead.
 func (*DeliverOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{10}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeliverOp) GetItems() []*FanoutItem {
@@ -1157,7 +1363,7 @@ type MarkReadOp struct {
 
 func (x *MarkReadOp) Reset() {
 	*x = MarkReadOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[11]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1375,7 @@ func (x *MarkReadOp) String() string {
 func (*MarkReadOp) ProtoMessage() {}
 
 func (x *MarkReadOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[11]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1388,7 @@ func (x *MarkReadOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkReadOp.ProtoReflect.Descriptor instead.
 func (*MarkReadOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{11}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MarkReadOp) GetRequest() *v1.MarkReadRequest {
@@ -1234,7 +1440,7 @@ type RecallOp struct {
 
 func (x *RecallOp) Reset() {
 	*x = RecallOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[12]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1452,7 @@ func (x *RecallOp) String() string {
 func (*RecallOp) ProtoMessage() {}
 
 func (x *RecallOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[12]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1465,7 @@ func (x *RecallOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecallOp.ProtoReflect.Descriptor instead.
 func (*RecallOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{12}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RecallOp) GetRequest() *v1.RecallRequest {
@@ -1300,7 +1506,7 @@ type DeleteOp struct {
 
 func (x *DeleteOp) Reset() {
 	*x = DeleteOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[13]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1518,7 @@ func (x *DeleteOp) String() string {
 func (*DeleteOp) ProtoMessage() {}
 
 func (x *DeleteOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[13]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1531,7 @@ func (x *DeleteOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOp.ProtoReflect.Descriptor instead.
 func (*DeleteOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{13}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteOp) GetRequest() *v1.DeleteRequest {
@@ -1352,7 +1558,7 @@ type CreateGroupOp struct {
 
 func (x *CreateGroupOp) Reset() {
 	*x = CreateGroupOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[14]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1570,7 @@ func (x *CreateGroupOp) String() string {
 func (*CreateGroupOp) ProtoMessage() {}
 
 func (x *CreateGroupOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[14]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1583,7 @@ func (x *CreateGroupOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupOp.ProtoReflect.Descriptor instead.
 func (*CreateGroupOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{14}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateGroupOp) GetRequest() *v1.CreateGroupRequest {
@@ -1420,7 +1626,7 @@ type MembersOp struct {
 
 func (x *MembersOp) Reset() {
 	*x = MembersOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[15]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1638,7 @@ func (x *MembersOp) String() string {
 func (*MembersOp) ProtoMessage() {}
 
 func (x *MembersOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[15]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1651,7 @@ func (x *MembersOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersOp.ProtoReflect.Descriptor instead.
 func (*MembersOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{15}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MembersOp) GetGroupId() uint64 {
@@ -1523,7 +1729,7 @@ type GroupHintOp struct {
 
 func (x *GroupHintOp) Reset() {
 	*x = GroupHintOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[16]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1741,7 @@ func (x *GroupHintOp) String() string {
 func (*GroupHintOp) ProtoMessage() {}
 
 func (x *GroupHintOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[16]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1754,7 @@ func (x *GroupHintOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupHintOp.ProtoReflect.Descriptor instead.
 func (*GroupHintOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{16}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GroupHintOp) GetGroupId() uint64 {
@@ -1616,7 +1822,7 @@ type OutboxAckOp struct {
 
 func (x *OutboxAckOp) Reset() {
 	*x = OutboxAckOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[17]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1834,7 @@ func (x *OutboxAckOp) String() string {
 func (*OutboxAckOp) ProtoMessage() {}
 
 func (x *OutboxAckOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[17]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1847,7 @@ func (x *OutboxAckOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxAckOp.ProtoReflect.Descriptor instead.
 func (*OutboxAckOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{17}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *OutboxAckOp) GetKeys() [][]byte {
@@ -1665,7 +1871,7 @@ type ExpireOp struct {
 
 func (x *ExpireOp) Reset() {
 	*x = ExpireOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[18]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1883,7 @@ func (x *ExpireOp) String() string {
 func (*ExpireOp) ProtoMessage() {}
 
 func (x *ExpireOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[18]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1896,7 @@ func (x *ExpireOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireOp.ProtoReflect.Descriptor instead.
 func (*ExpireOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{18}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ExpireOp) GetBeforeMs() int64 {
@@ -1731,7 +1937,7 @@ type ExpireScanOp struct {
 
 func (x *ExpireScanOp) Reset() {
 	*x = ExpireScanOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +1949,7 @@ func (x *ExpireScanOp) String() string {
 func (*ExpireScanOp) ProtoMessage() {}
 
 func (x *ExpireScanOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[19]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +1962,7 @@ func (x *ExpireScanOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireScanOp.ProtoReflect.Descriptor instead.
 func (*ExpireScanOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{19}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ExpireScanOp) GetBeforeMs() int64 {
@@ -1810,7 +2016,7 @@ type TrimChangeLogOp struct {
 
 func (x *TrimChangeLogOp) Reset() {
 	*x = TrimChangeLogOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +2028,7 @@ func (x *TrimChangeLogOp) String() string {
 func (*TrimChangeLogOp) ProtoMessage() {}
 
 func (x *TrimChangeLogOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[20]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +2041,7 @@ func (x *TrimChangeLogOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrimChangeLogOp.ProtoReflect.Descriptor instead.
 func (*TrimChangeLogOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{20}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TrimChangeLogOp) GetBeforeMs() int64 {
@@ -1880,7 +2086,7 @@ type ExpireTimelinesOp struct {
 
 func (x *ExpireTimelinesOp) Reset() {
 	*x = ExpireTimelinesOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +2098,7 @@ func (x *ExpireTimelinesOp) String() string {
 func (*ExpireTimelinesOp) ProtoMessage() {}
 
 func (x *ExpireTimelinesOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[21]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2111,7 @@ func (x *ExpireTimelinesOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireTimelinesOp.ProtoReflect.Descriptor instead.
 func (*ExpireTimelinesOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{21}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExpireTimelinesOp) GetBeforeMs() int64 {
@@ -1962,7 +2168,7 @@ type SweepDedupOp struct {
 
 func (x *SweepDedupOp) Reset() {
 	*x = SweepDedupOp{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2180,7 @@ func (x *SweepDedupOp) String() string {
 func (*SweepDedupOp) ProtoMessage() {}
 
 func (x *SweepDedupOp) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[22]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2193,7 @@ func (x *SweepDedupOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SweepDedupOp.ProtoReflect.Descriptor instead.
 func (*SweepDedupOp) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{22}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SweepDedupOp) GetLimit() uint32 {
@@ -2022,7 +2228,7 @@ type UserState struct {
 
 func (x *UserState) Reset() {
 	*x = UserState{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2034,7 +2240,7 @@ func (x *UserState) String() string {
 func (*UserState) ProtoMessage() {}
 
 func (x *UserState) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[23]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2047,7 +2253,7 @@ func (x *UserState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserState.ProtoReflect.Descriptor instead.
 func (*UserState) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{23}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UserState) GetLastSeq() uint64 {
@@ -2104,7 +2310,7 @@ type ConvState struct {
 
 func (x *ConvState) Reset() {
 	*x = ConvState{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2322,7 @@ func (x *ConvState) String() string {
 func (*ConvState) ProtoMessage() {}
 
 func (x *ConvState) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[24]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2335,7 @@ func (x *ConvState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConvState.ProtoReflect.Descriptor instead.
 func (*ConvState) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{24}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ConvState) GetUnread() uint64 {
@@ -2199,7 +2405,7 @@ type DedupRecord struct {
 
 func (x *DedupRecord) Reset() {
 	*x = DedupRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2417,7 @@ func (x *DedupRecord) String() string {
 func (*DedupRecord) ProtoMessage() {}
 
 func (x *DedupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[25]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2430,7 @@ func (x *DedupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRecord.ProtoReflect.Descriptor instead.
 func (*DedupRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{25}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DedupRecord) GetResponse() *v1.SendResponse {
@@ -2257,7 +2463,7 @@ type MessageRecord struct {
 
 func (x *MessageRecord) Reset() {
 	*x = MessageRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2269,7 +2475,7 @@ func (x *MessageRecord) String() string {
 func (*MessageRecord) ProtoMessage() {}
 
 func (x *MessageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[26]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2282,7 +2488,7 @@ func (x *MessageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageRecord.ProtoReflect.Descriptor instead.
 func (*MessageRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{26}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MessageRecord) GetSender() uint64 {
@@ -2348,7 +2554,7 @@ type GroupRecord struct {
 
 func (x *GroupRecord) Reset() {
 	*x = GroupRecord{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2360,7 +2566,7 @@ func (x *GroupRecord) String() string {
 func (*GroupRecord) ProtoMessage() {}
 
 func (x *GroupRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[27]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2373,7 +2579,7 @@ func (x *GroupRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRecord.ProtoReflect.Descriptor instead.
 func (*GroupRecord) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{27}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GroupRecord) GetInfo() *v1.GroupInfo {
@@ -2421,7 +2627,7 @@ type GroupCounters struct {
 
 func (x *GroupCounters) Reset() {
 	*x = GroupCounters{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2433,7 +2639,7 @@ func (x *GroupCounters) String() string {
 func (*GroupCounters) ProtoMessage() {}
 
 func (x *GroupCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[28]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2446,7 +2652,7 @@ func (x *GroupCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupCounters.ProtoReflect.Descriptor instead.
 func (*GroupCounters) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{28}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GroupCounters) GetLastGroupSeq() uint64 {
@@ -2513,7 +2719,7 @@ type ChangeLogEntry struct {
 
 func (x *ChangeLogEntry) Reset() {
 	*x = ChangeLogEntry{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2731,7 @@ func (x *ChangeLogEntry) String() string {
 func (*ChangeLogEntry) ProtoMessage() {}
 
 func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[29]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2744,7 @@ func (x *ChangeLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeLogEntry.ProtoReflect.Descriptor instead.
 func (*ChangeLogEntry) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{29}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ChangeLogEntry) GetIndex() uint64 {
@@ -2579,7 +2785,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2797,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[30]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2810,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{30}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DeliverRequest) GetFromShard() string {
@@ -2631,7 +2837,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2849,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[31]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2862,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{31}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DeliverResponse) GetDelivered() uint32 {
@@ -2676,7 +2882,7 @@ type ReadChangeLogRequest struct {
 
 func (x *ReadChangeLogRequest) Reset() {
 	*x = ReadChangeLogRequest{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[32]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +2894,7 @@ func (x *ReadChangeLogRequest) String() string {
 func (*ReadChangeLogRequest) ProtoMessage() {}
 
 func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[32]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +2907,7 @@ func (x *ReadChangeLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogRequest) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{32}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadChangeLogRequest) GetAfterIndex() uint64 {
@@ -2731,7 +2937,7 @@ type ReadChangeLogResponse struct {
 
 func (x *ReadChangeLogResponse) Reset() {
 	*x = ReadChangeLogResponse{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[33]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2743,7 +2949,7 @@ func (x *ReadChangeLogResponse) String() string {
 func (*ReadChangeLogResponse) ProtoMessage() {}
 
 func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[33]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2756,7 +2962,7 @@ func (x *ReadChangeLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangeLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadChangeLogResponse) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{33}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadChangeLogResponse) GetEntries() []*ChangeLogEntry {
@@ -2791,7 +2997,7 @@ type StoreSnapshotHeader struct {
 
 func (x *StoreSnapshotHeader) Reset() {
 	*x = StoreSnapshotHeader{}
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[34]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +3009,7 @@ func (x *StoreSnapshotHeader) String() string {
 func (*StoreSnapshotHeader) ProtoMessage() {}
 
 func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_seqd_cluster_v1_store_proto_msgTypes[34]
+	mi := &file_seqd_cluster_v1_store_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +3022,7 @@ func (x *StoreSnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreSnapshotHeader.ProtoReflect.Descriptor instead.
 func (*StoreSnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{34}
+	return file_seqd_cluster_v1_store_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *StoreSnapshotHeader) GetFormatVersion() uint32 {
@@ -2844,8 +3050,18 @@ var File_seqd_cluster_v1_store_proto protoreflect.FileDescriptor
 
 const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\n" +
-	"\x1bseqd/cluster/v1/store.proto\x12\x0fseqd.cluster.v1\x1a\x16seqd/v1/messages.proto\"\x14\n" +
-	"\x12ReplicaInfoRequest\"\xef\x01\n" +
+	"\x1bseqd/cluster/v1/store.proto\x12\x0fseqd.cluster.v1\x1a\x16seqd/v1/messages.proto\":\n" +
+	"\vReplicaPeer\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"\x88\x01\n" +
+	"\x15ChangeReplicasRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\x120\n" +
+	"\x03add\x18\x02 \x01(\v2\x1c.seqd.cluster.v1.ReplicaPeerH\x00R\x03add\x12\x18\n" +
+	"\x06remove\x18\x03 \x01(\tH\x00R\x06removeB\b\n" +
+	"\x06change\"N\n" +
+	"\x16ChangeReplicasResponse\x124\n" +
+	"\x06voters\x18\x01 \x03(\v2\x1c.seqd.cluster.v1.ReplicaPeerR\x06voters\"\x14\n" +
+	"\x12ReplicaInfoRequest\"\xa2\x02\n" +
 	"\x13ReplicaInfoResponse\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1d\n" +
 	"\n" +
@@ -2854,7 +3070,9 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\rapplied_index\x18\x04 \x01(\x04R\fappliedIndex\x12\x16\n" +
 	"\x06halted\x18\x05 \x01(\tR\x06halted\x12\x16\n" +
 	"\x06leader\x18\x06 \x01(\bR\x06leader\x12&\n" +
-	"\x0flog_write_error\x18\a \x01(\tR\rlogWriteError\"c\n" +
+	"\x0flog_write_error\x18\a \x01(\tR\rlogWriteError\x12\x1b\n" +
+	"\traft_addr\x18\b \x01(\tR\braftAddr\x12\x14\n" +
+	"\x05voter\x18\t \x01(\bR\x05voter\"c\n" +
 	"\x14TimelineCountRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x1c\n" +
 	"\n" +
@@ -3067,12 +3285,13 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\fOP_STATUS_OK\x10\x01\x12\x17\n" +
 	"\x13OP_STATUS_DUPLICATE\x10\x02\x12\x1a\n" +
 	"\x16OP_STATUS_OUT_OF_ORDER\x10\x03\x12\x16\n" +
-	"\x12OP_STATUS_REJECTED\x10\x042\xf3\x02\n" +
+	"\x12OP_STATUS_REJECTED\x10\x042\xd6\x03\n" +
 	"\tStoreNode\x12L\n" +
 	"\aDeliver\x12\x1f.seqd.cluster.v1.DeliverRequest\x1a .seqd.cluster.v1.DeliverResponse\x12^\n" +
 	"\rReadChangeLog\x12%.seqd.cluster.v1.ReadChangeLogRequest\x1a&.seqd.cluster.v1.ReadChangeLogResponse\x12^\n" +
 	"\rTimelineCount\x12%.seqd.cluster.v1.TimelineCountRequest\x1a&.seqd.cluster.v1.TimelineCountResponse\x12X\n" +
-	"\vReplicaInfo\x12#.seqd.cluster.v1.ReplicaInfoRequest\x1a$.seqd.cluster.v1.ReplicaInfoResponseB6Z4github.com/seqd/seqd/proto/seqd/cluster/v1;clusterv1b\x06proto3"
+	"\vReplicaInfo\x12#.seqd.cluster.v1.ReplicaInfoRequest\x1a$.seqd.cluster.v1.ReplicaInfoResponse\x12a\n" +
+	"\x0eChangeReplicas\x12&.seqd.cluster.v1.ChangeReplicasRequest\x1a'.seqd.cluster.v1.ChangeReplicasResponseB6Z4github.com/seqd/seqd/proto/seqd/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_seqd_cluster_v1_store_proto_rawDescOnce sync.Once
@@ -3087,105 +3306,112 @@ func file_seqd_cluster_v1_store_proto_rawDescGZIP() []byte {
 }
 
 var file_seqd_cluster_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_seqd_cluster_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_seqd_cluster_v1_store_proto_goTypes = []any{
-	(StoreCommandType)(0),         // 0: seqd.cluster.v1.StoreCommandType
-	(OpStatus)(0),                 // 1: seqd.cluster.v1.OpStatus
-	(FanoutItem_Kind)(0),          // 2: seqd.cluster.v1.FanoutItem.Kind
-	(*ReplicaInfoRequest)(nil),    // 3: seqd.cluster.v1.ReplicaInfoRequest
-	(*ReplicaInfoResponse)(nil),   // 4: seqd.cluster.v1.ReplicaInfoResponse
-	(*TimelineCountRequest)(nil),  // 5: seqd.cluster.v1.TimelineCountRequest
-	(*TimelineCountResponse)(nil), // 6: seqd.cluster.v1.TimelineCountResponse
-	(*StoreCommand)(nil),          // 7: seqd.cluster.v1.StoreCommand
-	(*StoreBatch)(nil),            // 8: seqd.cluster.v1.StoreBatch
-	(*StoreOp)(nil),               // 9: seqd.cluster.v1.StoreOp
-	(*Append)(nil),                // 10: seqd.cluster.v1.Append
-	(*SendOp)(nil),                // 11: seqd.cluster.v1.SendOp
-	(*FanoutItem)(nil),            // 12: seqd.cluster.v1.FanoutItem
-	(*DeliverOp)(nil),             // 13: seqd.cluster.v1.DeliverOp
-	(*MarkReadOp)(nil),            // 14: seqd.cluster.v1.MarkReadOp
-	(*RecallOp)(nil),              // 15: seqd.cluster.v1.RecallOp
-	(*DeleteOp)(nil),              // 16: seqd.cluster.v1.DeleteOp
-	(*CreateGroupOp)(nil),         // 17: seqd.cluster.v1.CreateGroupOp
-	(*MembersOp)(nil),             // 18: seqd.cluster.v1.MembersOp
-	(*GroupHintOp)(nil),           // 19: seqd.cluster.v1.GroupHintOp
-	(*OutboxAckOp)(nil),           // 20: seqd.cluster.v1.OutboxAckOp
-	(*ExpireOp)(nil),              // 21: seqd.cluster.v1.ExpireOp
-	(*ExpireScanOp)(nil),          // 22: seqd.cluster.v1.ExpireScanOp
-	(*TrimChangeLogOp)(nil),       // 23: seqd.cluster.v1.TrimChangeLogOp
-	(*ExpireTimelinesOp)(nil),     // 24: seqd.cluster.v1.ExpireTimelinesOp
-	(*SweepDedupOp)(nil),          // 25: seqd.cluster.v1.SweepDedupOp
-	(*UserState)(nil),             // 26: seqd.cluster.v1.UserState
-	(*ConvState)(nil),             // 27: seqd.cluster.v1.ConvState
-	(*DedupRecord)(nil),           // 28: seqd.cluster.v1.DedupRecord
-	(*MessageRecord)(nil),         // 29: seqd.cluster.v1.MessageRecord
-	(*GroupRecord)(nil),           // 30: seqd.cluster.v1.GroupRecord
-	(*GroupCounters)(nil),         // 31: seqd.cluster.v1.GroupCounters
-	(*ChangeLogEntry)(nil),        // 32: seqd.cluster.v1.ChangeLogEntry
-	(*DeliverRequest)(nil),        // 33: seqd.cluster.v1.DeliverRequest
-	(*DeliverResponse)(nil),       // 34: seqd.cluster.v1.DeliverResponse
-	(*ReadChangeLogRequest)(nil),  // 35: seqd.cluster.v1.ReadChangeLogRequest
-	(*ReadChangeLogResponse)(nil), // 36: seqd.cluster.v1.ReadChangeLogResponse
-	(*StoreSnapshotHeader)(nil),   // 37: seqd.cluster.v1.StoreSnapshotHeader
-	(*v1.SendRequest)(nil),        // 38: seqd.v1.SendRequest
-	(*v1.Event)(nil),              // 39: seqd.v1.Event
-	(*v1.MarkReadRequest)(nil),    // 40: seqd.v1.MarkReadRequest
-	(*v1.RecallRequest)(nil),      // 41: seqd.v1.RecallRequest
-	(*v1.DeleteRequest)(nil),      // 42: seqd.v1.DeleteRequest
-	(*v1.CreateGroupRequest)(nil), // 43: seqd.v1.CreateGroupRequest
-	(*v1.SendResponse)(nil),       // 44: seqd.v1.SendResponse
-	(*v1.Conversation)(nil),       // 45: seqd.v1.Conversation
-	(*v1.GroupInfo)(nil),          // 46: seqd.v1.GroupInfo
+	(StoreCommandType)(0),          // 0: seqd.cluster.v1.StoreCommandType
+	(OpStatus)(0),                  // 1: seqd.cluster.v1.OpStatus
+	(FanoutItem_Kind)(0),           // 2: seqd.cluster.v1.FanoutItem.Kind
+	(*ReplicaPeer)(nil),            // 3: seqd.cluster.v1.ReplicaPeer
+	(*ChangeReplicasRequest)(nil),  // 4: seqd.cluster.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil), // 5: seqd.cluster.v1.ChangeReplicasResponse
+	(*ReplicaInfoRequest)(nil),     // 6: seqd.cluster.v1.ReplicaInfoRequest
+	(*ReplicaInfoResponse)(nil),    // 7: seqd.cluster.v1.ReplicaInfoResponse
+	(*TimelineCountRequest)(nil),   // 8: seqd.cluster.v1.TimelineCountRequest
+	(*TimelineCountResponse)(nil),  // 9: seqd.cluster.v1.TimelineCountResponse
+	(*StoreCommand)(nil),           // 10: seqd.cluster.v1.StoreCommand
+	(*StoreBatch)(nil),             // 11: seqd.cluster.v1.StoreBatch
+	(*StoreOp)(nil),                // 12: seqd.cluster.v1.StoreOp
+	(*Append)(nil),                 // 13: seqd.cluster.v1.Append
+	(*SendOp)(nil),                 // 14: seqd.cluster.v1.SendOp
+	(*FanoutItem)(nil),             // 15: seqd.cluster.v1.FanoutItem
+	(*DeliverOp)(nil),              // 16: seqd.cluster.v1.DeliverOp
+	(*MarkReadOp)(nil),             // 17: seqd.cluster.v1.MarkReadOp
+	(*RecallOp)(nil),               // 18: seqd.cluster.v1.RecallOp
+	(*DeleteOp)(nil),               // 19: seqd.cluster.v1.DeleteOp
+	(*CreateGroupOp)(nil),          // 20: seqd.cluster.v1.CreateGroupOp
+	(*MembersOp)(nil),              // 21: seqd.cluster.v1.MembersOp
+	(*GroupHintOp)(nil),            // 22: seqd.cluster.v1.GroupHintOp
+	(*OutboxAckOp)(nil),            // 23: seqd.cluster.v1.OutboxAckOp
+	(*ExpireOp)(nil),               // 24: seqd.cluster.v1.ExpireOp
+	(*ExpireScanOp)(nil),           // 25: seqd.cluster.v1.ExpireScanOp
+	(*TrimChangeLogOp)(nil),        // 26: seqd.cluster.v1.TrimChangeLogOp
+	(*ExpireTimelinesOp)(nil),      // 27: seqd.cluster.v1.ExpireTimelinesOp
+	(*SweepDedupOp)(nil),           // 28: seqd.cluster.v1.SweepDedupOp
+	(*UserState)(nil),              // 29: seqd.cluster.v1.UserState
+	(*ConvState)(nil),              // 30: seqd.cluster.v1.ConvState
+	(*DedupRecord)(nil),            // 31: seqd.cluster.v1.DedupRecord
+	(*MessageRecord)(nil),          // 32: seqd.cluster.v1.MessageRecord
+	(*GroupRecord)(nil),            // 33: seqd.cluster.v1.GroupRecord
+	(*GroupCounters)(nil),          // 34: seqd.cluster.v1.GroupCounters
+	(*ChangeLogEntry)(nil),         // 35: seqd.cluster.v1.ChangeLogEntry
+	(*DeliverRequest)(nil),         // 36: seqd.cluster.v1.DeliverRequest
+	(*DeliverResponse)(nil),        // 37: seqd.cluster.v1.DeliverResponse
+	(*ReadChangeLogRequest)(nil),   // 38: seqd.cluster.v1.ReadChangeLogRequest
+	(*ReadChangeLogResponse)(nil),  // 39: seqd.cluster.v1.ReadChangeLogResponse
+	(*StoreSnapshotHeader)(nil),    // 40: seqd.cluster.v1.StoreSnapshotHeader
+	(*v1.SendRequest)(nil),         // 41: seqd.v1.SendRequest
+	(*v1.Event)(nil),               // 42: seqd.v1.Event
+	(*v1.MarkReadRequest)(nil),     // 43: seqd.v1.MarkReadRequest
+	(*v1.RecallRequest)(nil),       // 44: seqd.v1.RecallRequest
+	(*v1.DeleteRequest)(nil),       // 45: seqd.v1.DeleteRequest
+	(*v1.CreateGroupRequest)(nil),  // 46: seqd.v1.CreateGroupRequest
+	(*v1.SendResponse)(nil),        // 47: seqd.v1.SendResponse
+	(*v1.Conversation)(nil),        // 48: seqd.v1.Conversation
+	(*v1.GroupInfo)(nil),           // 49: seqd.v1.GroupInfo
 }
 var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
-	0,  // 0: seqd.cluster.v1.StoreCommand.type:type_name -> seqd.cluster.v1.StoreCommandType
-	9,  // 1: seqd.cluster.v1.StoreBatch.ops:type_name -> seqd.cluster.v1.StoreOp
-	11, // 2: seqd.cluster.v1.StoreOp.send:type_name -> seqd.cluster.v1.SendOp
-	13, // 3: seqd.cluster.v1.StoreOp.deliver:type_name -> seqd.cluster.v1.DeliverOp
-	14, // 4: seqd.cluster.v1.StoreOp.mark_read:type_name -> seqd.cluster.v1.MarkReadOp
-	15, // 5: seqd.cluster.v1.StoreOp.recall:type_name -> seqd.cluster.v1.RecallOp
-	16, // 6: seqd.cluster.v1.StoreOp.delete:type_name -> seqd.cluster.v1.DeleteOp
-	17, // 7: seqd.cluster.v1.StoreOp.create_group:type_name -> seqd.cluster.v1.CreateGroupOp
-	18, // 8: seqd.cluster.v1.StoreOp.add_members:type_name -> seqd.cluster.v1.MembersOp
-	18, // 9: seqd.cluster.v1.StoreOp.remove_members:type_name -> seqd.cluster.v1.MembersOp
-	19, // 10: seqd.cluster.v1.StoreOp.group_hint:type_name -> seqd.cluster.v1.GroupHintOp
-	20, // 11: seqd.cluster.v1.StoreOp.outbox_ack:type_name -> seqd.cluster.v1.OutboxAckOp
-	21, // 12: seqd.cluster.v1.StoreOp.expire:type_name -> seqd.cluster.v1.ExpireOp
-	25, // 13: seqd.cluster.v1.StoreOp.sweep_dedup:type_name -> seqd.cluster.v1.SweepDedupOp
-	22, // 14: seqd.cluster.v1.StoreOp.expire_scan:type_name -> seqd.cluster.v1.ExpireScanOp
-	23, // 15: seqd.cluster.v1.StoreOp.trim_change_log:type_name -> seqd.cluster.v1.TrimChangeLogOp
-	24, // 16: seqd.cluster.v1.StoreOp.expire_timelines:type_name -> seqd.cluster.v1.ExpireTimelinesOp
-	38, // 17: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
-	10, // 18: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
-	2,  // 19: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
-	39, // 20: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
-	12, // 21: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
-	40, // 22: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
-	41, // 23: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
-	10, // 24: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
-	42, // 25: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
-	43, // 26: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
-	10, // 27: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
-	44, // 28: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
-	45, // 29: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
-	10, // 30: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
-	46, // 31: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
-	9,  // 32: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
-	12, // 33: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
-	32, // 34: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
-	33, // 35: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
-	35, // 36: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
-	5,  // 37: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
-	3,  // 38: seqd.cluster.v1.StoreNode.ReplicaInfo:input_type -> seqd.cluster.v1.ReplicaInfoRequest
-	34, // 39: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
-	36, // 40: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
-	6,  // 41: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
-	4,  // 42: seqd.cluster.v1.StoreNode.ReplicaInfo:output_type -> seqd.cluster.v1.ReplicaInfoResponse
-	39, // [39:43] is the sub-list for method output_type
-	35, // [35:39] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	3,  // 0: seqd.cluster.v1.ChangeReplicasRequest.add:type_name -> seqd.cluster.v1.ReplicaPeer
+	3,  // 1: seqd.cluster.v1.ChangeReplicasResponse.voters:type_name -> seqd.cluster.v1.ReplicaPeer
+	0,  // 2: seqd.cluster.v1.StoreCommand.type:type_name -> seqd.cluster.v1.StoreCommandType
+	12, // 3: seqd.cluster.v1.StoreBatch.ops:type_name -> seqd.cluster.v1.StoreOp
+	14, // 4: seqd.cluster.v1.StoreOp.send:type_name -> seqd.cluster.v1.SendOp
+	16, // 5: seqd.cluster.v1.StoreOp.deliver:type_name -> seqd.cluster.v1.DeliverOp
+	17, // 6: seqd.cluster.v1.StoreOp.mark_read:type_name -> seqd.cluster.v1.MarkReadOp
+	18, // 7: seqd.cluster.v1.StoreOp.recall:type_name -> seqd.cluster.v1.RecallOp
+	19, // 8: seqd.cluster.v1.StoreOp.delete:type_name -> seqd.cluster.v1.DeleteOp
+	20, // 9: seqd.cluster.v1.StoreOp.create_group:type_name -> seqd.cluster.v1.CreateGroupOp
+	21, // 10: seqd.cluster.v1.StoreOp.add_members:type_name -> seqd.cluster.v1.MembersOp
+	21, // 11: seqd.cluster.v1.StoreOp.remove_members:type_name -> seqd.cluster.v1.MembersOp
+	22, // 12: seqd.cluster.v1.StoreOp.group_hint:type_name -> seqd.cluster.v1.GroupHintOp
+	23, // 13: seqd.cluster.v1.StoreOp.outbox_ack:type_name -> seqd.cluster.v1.OutboxAckOp
+	24, // 14: seqd.cluster.v1.StoreOp.expire:type_name -> seqd.cluster.v1.ExpireOp
+	28, // 15: seqd.cluster.v1.StoreOp.sweep_dedup:type_name -> seqd.cluster.v1.SweepDedupOp
+	25, // 16: seqd.cluster.v1.StoreOp.expire_scan:type_name -> seqd.cluster.v1.ExpireScanOp
+	26, // 17: seqd.cluster.v1.StoreOp.trim_change_log:type_name -> seqd.cluster.v1.TrimChangeLogOp
+	27, // 18: seqd.cluster.v1.StoreOp.expire_timelines:type_name -> seqd.cluster.v1.ExpireTimelinesOp
+	41, // 19: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
+	13, // 20: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
+	2,  // 21: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
+	42, // 22: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
+	15, // 23: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
+	43, // 24: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
+	44, // 25: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
+	13, // 26: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
+	45, // 27: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
+	46, // 28: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
+	13, // 29: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
+	47, // 30: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
+	48, // 31: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
+	13, // 32: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
+	49, // 33: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
+	12, // 34: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
+	15, // 35: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
+	35, // 36: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
+	36, // 37: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
+	38, // 38: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
+	8,  // 39: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
+	6,  // 40: seqd.cluster.v1.StoreNode.ReplicaInfo:input_type -> seqd.cluster.v1.ReplicaInfoRequest
+	4,  // 41: seqd.cluster.v1.StoreNode.ChangeReplicas:input_type -> seqd.cluster.v1.ChangeReplicasRequest
+	37, // 42: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
+	39, // 43: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
+	9,  // 44: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
+	7,  // 45: seqd.cluster.v1.StoreNode.ReplicaInfo:output_type -> seqd.cluster.v1.ReplicaInfoResponse
+	5,  // 46: seqd.cluster.v1.StoreNode.ChangeReplicas:output_type -> seqd.cluster.v1.ChangeReplicasResponse
+	42, // [42:47] is the sub-list for method output_type
+	37, // [37:42] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_seqd_cluster_v1_store_proto_init() }
@@ -3193,7 +3419,11 @@ func file_seqd_cluster_v1_store_proto_init() {
 	if File_seqd_cluster_v1_store_proto != nil {
 		return
 	}
-	file_seqd_cluster_v1_store_proto_msgTypes[6].OneofWrappers = []any{
+	file_seqd_cluster_v1_store_proto_msgTypes[1].OneofWrappers = []any{
+		(*ChangeReplicasRequest_Add)(nil),
+		(*ChangeReplicasRequest_Remove)(nil),
+	}
+	file_seqd_cluster_v1_store_proto_msgTypes[9].OneofWrappers = []any{
 		(*StoreOp_Send)(nil),
 		(*StoreOp_Deliver)(nil),
 		(*StoreOp_MarkRead)(nil),
@@ -3216,7 +3446,7 @@ func file_seqd_cluster_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_seqd_cluster_v1_store_proto_rawDesc), len(file_seqd_cluster_v1_store_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   35,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

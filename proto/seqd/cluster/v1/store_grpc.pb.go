@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	StoreNode_Deliver_FullMethodName       = "/seqd.cluster.v1.StoreNode/Deliver"
-	StoreNode_ReadChangeLog_FullMethodName = "/seqd.cluster.v1.StoreNode/ReadChangeLog"
-	StoreNode_TimelineCount_FullMethodName = "/seqd.cluster.v1.StoreNode/TimelineCount"
-	StoreNode_ReplicaInfo_FullMethodName   = "/seqd.cluster.v1.StoreNode/ReplicaInfo"
+	StoreNode_Deliver_FullMethodName        = "/seqd.cluster.v1.StoreNode/Deliver"
+	StoreNode_ReadChangeLog_FullMethodName  = "/seqd.cluster.v1.StoreNode/ReadChangeLog"
+	StoreNode_TimelineCount_FullMethodName  = "/seqd.cluster.v1.StoreNode/TimelineCount"
+	StoreNode_ReplicaInfo_FullMethodName    = "/seqd.cluster.v1.StoreNode/ReplicaInfo"
+	StoreNode_ChangeReplicas_FullMethodName = "/seqd.cluster.v1.StoreNode/ChangeReplicas"
 )
 
 // StoreNodeClient is the client API for StoreNode service.
@@ -46,6 +47,12 @@ type StoreNodeClient interface {
 	// newer format only once all of them have it. Builds from before store
 	// formats answer Unimplemented (format 0).
 	ReplicaInfo(ctx context.Context, in *ReplicaInfoRequest, opts ...grpc.CallOption) (*ReplicaInfoResponse, error)
+	// ChangeReplicas adds a voter to the shard's Raft configuration (or gives
+	// a voter a new Raft address) or removes one, and returns the voters
+	// after the change. Only the shard leader answers it; another replica
+	// answers UNAVAILABLE with the leader's address. Arbiters call it for
+	// the Admin service's AddStoreReplica and RemoveStoreReplica.
+	ChangeReplicas(ctx context.Context, in *ChangeReplicasRequest, opts ...grpc.CallOption) (*ChangeReplicasResponse, error)
 }
 
 type storeNodeClient struct {
@@ -96,6 +103,16 @@ func (c *storeNodeClient) ReplicaInfo(ctx context.Context, in *ReplicaInfoReques
 	return out, nil
 }
 
+func (c *storeNodeClient) ChangeReplicas(ctx context.Context, in *ChangeReplicasRequest, opts ...grpc.CallOption) (*ChangeReplicasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangeReplicasResponse)
+	err := c.cc.Invoke(ctx, StoreNode_ChangeReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StoreNodeServer is the server API for StoreNode service.
 // All implementations must embed UnimplementedStoreNodeServer
 // for forward compatibility.
@@ -117,6 +134,12 @@ type StoreNodeServer interface {
 	// newer format only once all of them have it. Builds from before store
 	// formats answer Unimplemented (format 0).
 	ReplicaInfo(context.Context, *ReplicaInfoRequest) (*ReplicaInfoResponse, error)
+	// ChangeReplicas adds a voter to the shard's Raft configuration (or gives
+	// a voter a new Raft address) or removes one, and returns the voters
+	// after the change. Only the shard leader answers it; another replica
+	// answers UNAVAILABLE with the leader's address. Arbiters call it for
+	// the Admin service's AddStoreReplica and RemoveStoreReplica.
+	ChangeReplicas(context.Context, *ChangeReplicasRequest) (*ChangeReplicasResponse, error)
 	mustEmbedUnimplementedStoreNodeServer()
 }
 
@@ -138,6 +161,9 @@ func (UnimplementedStoreNodeServer) TimelineCount(context.Context, *TimelineCoun
 }
 func (UnimplementedStoreNodeServer) ReplicaInfo(context.Context, *ReplicaInfoRequest) (*ReplicaInfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReplicaInfo not implemented")
+}
+func (UnimplementedStoreNodeServer) ChangeReplicas(context.Context, *ChangeReplicasRequest) (*ChangeReplicasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangeReplicas not implemented")
 }
 func (UnimplementedStoreNodeServer) mustEmbedUnimplementedStoreNodeServer() {}
 func (UnimplementedStoreNodeServer) testEmbeddedByValue()                   {}
@@ -232,6 +258,24 @@ func _StoreNode_ReplicaInfo_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StoreNode_ChangeReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChangeReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StoreNodeServer).ChangeReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StoreNode_ChangeReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StoreNodeServer).ChangeReplicas(ctx, req.(*ChangeReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StoreNode_ServiceDesc is the grpc.ServiceDesc for StoreNode service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -254,6 +298,10 @@ var StoreNode_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReplicaInfo",
 			Handler:    _StoreNode_ReplicaInfo_Handler,
+		},
+		{
+			MethodName: "ChangeReplicas",
+			Handler:    _StoreNode_ChangeReplicas_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,133 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/seqd/seqd/internal/nodeid"
+	"github.com/seqd/seqd/internal/rpcerr"
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+)
+
+// This file holds changes to a shard's Raft configuration: a replica added
+// (a replacement started without --store-peer, or a voter at a new Raft
+// address) or removed. Arbiters call ChangeReplicas for the Admin
+// service; only the shard leader makes the change.
+
+// changeTimeout bounds how long the leader waits for a configuration
+// change to commit.
+const changeTimeout = 30 * time.Second
+
+// voters returns the shard's voters in the Raft configuration this
+// replica knows.
+func (s *Shard) voters() ([]*clusterv1.ReplicaPeer, error) {
+	fut := s.node.Raft.GetConfiguration()
+	if err := fut.Error(); err != nil {
+		return nil, rpcerr.FromRaft(err, s.leaderAddr())
+	}
+	var out []*clusterv1.ReplicaPeer
+	for _, srv := range fut.Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			out = append(out, &clusterv1.ReplicaPeer{Id: string(srv.ID), RaftAddr: string(srv.Address)})
+		}
+	}
+	return out, nil
+}
+
+// isVoter reports whether this replica is a voter in the configuration it
+// knows: one started without --store-peer is not until it is added, and
+// one removed is not any more.
+func (s *Shard) isVoter() bool {
+	vs, err := s.voters()
+	if err != nil {
+		return false
+	}
+	for _, v := range vs {
+		if v.Id == s.cfg.ReplicaID {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *server) ChangeReplicas(ctx context.Context, req *clusterv1.ChangeReplicasRequest) (*clusterv1.ChangeReplicasResponse, error) {
+	s := r.s
+	if req.ShardId != s.cfg.ShardID {
+		return nil, status.Errorf(codes.FailedPrecondition, "change replicas: this replica serves shard %s, not %q", s.cfg.ShardID, req.ShardId)
+	}
+	switch c := req.Change.(type) {
+	case *clusterv1.ChangeReplicasRequest_Add:
+		if c.Add == nil {
+			return nil, status.Error(codes.InvalidArgument, "change replicas: add: missing the replica")
+		}
+		if err := nodeid.Validate(c.Add.Id); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "change replicas: add: %v", err)
+		}
+		if err := nodeid.ValidateAddr("raft_addr", c.Add.RaftAddr); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "change replicas: add %s: %v", c.Add.Id, err)
+		}
+	case *clusterv1.ChangeReplicasRequest_Remove:
+		if err := nodeid.Validate(c.Remove); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "change replicas: remove: %v", err)
+		}
+	default:
+		return nil, status.Error(codes.InvalidArgument, "change replicas: give a replica to add or one to remove")
+	}
+	if err := s.Halted(); err != nil {
+		return nil, haltedErr(err)
+	}
+	if !s.IsLeader() {
+		return nil, rpcerr.NotLeader(s.leaderAddr())
+	}
+	// One change at a time: Raft refuses a second while one is under way,
+	// and two callers checking the same configuration could each pass.
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
+	voters, err := s.voters()
+	if err != nil {
+		return nil, err
+	}
+	var fut raft.IndexFuture
+	switch c := req.Change.(type) {
+	case *clusterv1.ChangeReplicasRequest_Add:
+		for _, v := range voters {
+			switch {
+			case v.Id == c.Add.Id && v.RaftAddr == c.Add.RaftAddr:
+				return &clusterv1.ChangeReplicasResponse{Voters: voters}, nil // a retry
+			case v.Id != c.Add.Id && v.RaftAddr == c.Add.RaftAddr:
+				return nil, status.Errorf(codes.AlreadyExists, "change replicas: Raft address %s belongs to replica %s of shard %s; remove it first",
+					c.Add.RaftAddr, v.Id, s.cfg.ShardID)
+			}
+		}
+		// AddVoter of a voter gives it the new address (a replica that
+		// moved hosts, keeping its id and data).
+		s.log.Info("adding store replica", "replica", c.Add.Id, "raft", c.Add.RaftAddr)
+		fut = s.node.Raft.AddVoter(raft.ServerID(c.Add.Id), raft.ServerAddress(c.Add.RaftAddr), 0, changeTimeout)
+	case *clusterv1.ChangeReplicasRequest_Remove:
+		found := false
+		for _, v := range voters {
+			found = found || v.Id == c.Remove
+		}
+		if !found {
+			return &clusterv1.ChangeReplicasResponse{Voters: voters}, nil // removed already
+		}
+		if len(voters) == 1 {
+			return nil, status.Errorf(codes.FailedPrecondition, "change replicas: %s is shard %s's last voter; add another replica first", c.Remove, s.cfg.ShardID)
+		}
+		s.log.Info("removing store replica", "replica", c.Remove)
+		fut = s.node.Raft.RemoveServer(raft.ServerID(c.Remove), 0, changeTimeout)
+	}
+	if err := fut.Error(); err != nil {
+		return nil, rpcerr.FromRaft(fmt.Errorf("change replicas of shard %s: %w", s.cfg.ShardID, err), s.leaderAddr())
+	}
+	voters, err = s.voters()
+	if err != nil {
+		return nil, err
+	}
+	return &clusterv1.ChangeReplicasResponse{Voters: voters}, nil
+}

@@ -1,0 +1,263 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/seqd/seqd/internal/localcluster"
+	"github.com/seqd/seqd/internal/loopback"
+	"github.com/seqd/seqd/internal/node"
+	"github.com/seqd/seqd/internal/rpcerr"
+	"github.com/seqd/seqd/internal/testwait"
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// An SRE replaces a store replica whose disk died: a new replica started
+// with an empty --data and no --store-peer registers and waits (it serves
+// nothing), is added to the shard, catches up, and the dead one is
+// removed. The shard then survives losing one of its original replicas,
+// with every acknowledged message there, and the removed id cannot come
+// back.
+func TestReplaceStoreReplica(t *testing.T) {
+	c, m := startCluster(t, localcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	admin := seqdv1.NewAdminClient(dial(t, c.ArbiterAddrs()[0]))
+	send := func(from int) {
+		t.Helper()
+		for i := from; i < from+20; i++ {
+			if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Recipients: []uint64{2}, Conversation: direct(12), ClientMsgId: fmt.Sprint("m", i), Body: []byte("x")}); err != nil {
+				t.Fatalf("send %d: %v", i, err)
+			}
+		}
+	}
+	send(0)
+
+	// s1-r3's disk dies; a replacement starts.
+	dead := 2
+	if c.StoreLeader(0) == dead {
+		dead = 1
+	}
+	deadID := fmt.Sprintf("s1-r%d", dead+1)
+	c.KillStore(0, dead)
+	fresh, freshID, err := c.AddStoreReplica(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := dial(t, c.Store(0, fresh).GRPCAddr())
+	info, err := clusterv1.NewStoreNodeClient(cc).ReplicaInfo(ctx, &clusterv1.ReplicaInfoRequest{})
+	if err != nil || info.Voter || info.RaftAddr == "" || info.ReplicaId != freshID {
+		t.Fatalf("ReplicaInfo of the replacement before it is added: %v %v; want not a voter, with its Raft address", info, err)
+	}
+	// Not a voter, it holds nothing: it refuses reads rather than answer
+	// an empty inbox.
+	if _, err := seqdv1.NewMessagesClient(cc).Sync(ctx, &seqdv1.SyncRequest{User: 2}); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "not a voter") {
+		t.Fatalf("Sync at the replacement before it is added: %v, want UNAVAILABLE (not a voter)", err)
+	}
+
+	// Bad input, and ids that are not registered replicas.
+	for _, tc := range []struct {
+		id   string
+		code codes.Code
+		msg  string
+	}{
+		{"", codes.InvalidArgument, "id"},
+		{strings.Repeat("x", 300), codes.InvalidArgument, "id"},
+		{"s1-r9", codes.NotFound, "no store replica s1-r9 has registered"},
+	} {
+		if _, err := admin.AddStoreReplica(ctx, &seqdv1.AddStoreReplicaRequest{Id: tc.id}); status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("AddStoreReplica(%.20q): %v, want %v naming %q", tc.id, err, tc.code, tc.msg)
+		}
+		if _, err := admin.RemoveStoreReplica(ctx, &seqdv1.RemoveStoreReplicaRequest{Id: tc.id}); status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("RemoveStoreReplica(%.20q): %v, want %v naming %q", tc.id, err, tc.code, tc.msg)
+		}
+	}
+	// The dead replica cannot be re-added: it does not answer.
+	if _, err := admin.AddStoreReplica(ctx, &seqdv1.AddStoreReplicaRequest{Id: deadID}); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "does not answer") {
+		t.Fatalf("AddStoreReplica of the dead replica: %v, want UNAVAILABLE", err)
+	}
+
+	// The old replica is dead: out first, so the two live voters commit
+	// while the new one catches up (docs/operations.md).
+	removed, err := admin.RemoveStoreReplica(ctx, &seqdv1.RemoveStoreReplicaRequest{Id: deadID})
+	if err != nil || len(removed.Voters) != 2 || slices.ContainsFunc(removed.Voters, func(v string) bool { return strings.HasPrefix(v, deadID+"=") }) {
+		t.Fatalf("RemoveStoreReplica: %v %v; want 2 voters without %s", removed, err, deadID)
+	}
+	if _, err := admin.RemoveStoreReplica(ctx, &seqdv1.RemoveStoreReplicaRequest{Id: deadID}); status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "was removed from shard s1") {
+		t.Fatalf("RemoveStoreReplica again: %v, want NOT_FOUND (removed)", err)
+	}
+	added, err := admin.AddStoreReplica(ctx, &seqdv1.AddStoreReplicaRequest{Id: freshID})
+	if err != nil || added.Shard != "s1" || len(added.Voters) != 3 || !slices.ContainsFunc(added.Voters, func(v string) bool { return strings.HasPrefix(v, freshID+"=") }) {
+		t.Fatalf("AddStoreReplica: %v %v; want 3 voters with %s", added, err, freshID)
+	}
+	// Repeating it is harmless.
+	if again, err := admin.AddStoreReplica(ctx, &seqdv1.AddStoreReplicaRequest{Id: freshID}); err != nil || !slices.Equal(again.Voters, added.Voters) {
+		t.Fatalf("AddStoreReplica again: %v %v; want the same voters", again, err)
+	}
+	// Every arbiter's map drops it (followers apply the change shortly).
+	for _, addr := range c.ArbiterAddrs() {
+		routing := seqdv1.NewRoutingClient(dial(t, addr))
+		var ids []string
+		testwait.For(t, 10*time.Second, "the shard map at "+addr+" to list the replacement and not the removed replica", func() bool {
+			rt, err := routing.GetRoutingTable(ctx, &seqdv1.GetRoutingTableRequest{})
+			if err != nil {
+				return false
+			}
+			ids = ids[:0]
+			for _, r := range rt.Table.Shards[0].Replicas {
+				ids = append(ids, r.Id)
+			}
+			return !slices.Contains(ids, deadID) && slices.Contains(ids, freshID) && len(ids) == 3
+		})
+	}
+	// The removed replica, restarted, may not register again.
+	if err := c.RestartStore(ctx, 0, dead); err == nil || !strings.Contains(err.Error(), "was removed from shard s1") {
+		t.Fatalf("restarting the removed replica: %v, want a refusal", err)
+	}
+
+	// The replacement catches up and serves; the shard now survives
+	// losing another of the original replicas.
+	send(20)
+	testwait.For(t, 30*time.Second, "the replacement to catch up", func() bool {
+		info, err := clusterv1.NewStoreNodeClient(cc).ReplicaInfo(ctx, &clusterv1.ReplicaInfoRequest{})
+		return err == nil && info.Voter && info.AppliedIndex >= c.Store(0, c.StoreLeader(0)).Store().FSM().AppliedIndex()
+	})
+	other := 0
+	if other == dead {
+		other = 1
+	}
+	c.KillStore(0, other)
+	send(40)
+	var got int
+	for after := uint64(0); ; {
+		res, err := seqdv1.NewMessagesClient(cc).Sync(ctx, &seqdv1.SyncRequest{User: 2, AfterSeq: after, Limit: 100})
+		if err != nil {
+			t.Fatalf("Sync at the replacement: %v", err)
+		}
+		got += len(res.Events)
+		if len(res.Events) == 0 || !res.HasMore {
+			break
+		}
+		after = res.NextCheckpoint
+	}
+	if got != 60 {
+		t.Fatalf("the replacement holds %d of user 2's 60 messages", got)
+	}
+
+	// A change sent to a follower names the leader; a change for another
+	// shard, or a malformed one, is refused.
+	lead := c.StoreLeader(0)
+	follower := -1
+	for i := range 4 {
+		if i != dead && i != other && i != lead {
+			follower = i
+		}
+	}
+	fcc := clusterv1.NewStoreNodeClient(dial(t, c.Store(0, follower).GRPCAddr()))
+	_, err = fcc.ChangeReplicas(ctx, &clusterv1.ChangeReplicasRequest{ShardId: "s1", Change: &clusterv1.ChangeReplicasRequest_Remove{Remove: "s1-r9"}})
+	if status.Code(err) != codes.Unavailable || rpcerr.LeaderHint(err) != c.Store(0, lead).GRPCAddr() {
+		t.Fatalf("ChangeReplicas at a follower: %v, want UNAVAILABLE naming the leader %s", err, c.Store(0, lead).GRPCAddr())
+	}
+	lcc := clusterv1.NewStoreNodeClient(dial(t, c.Store(0, lead).GRPCAddr()))
+	for _, tc := range []struct {
+		req  *clusterv1.ChangeReplicasRequest
+		code codes.Code
+	}{
+		{&clusterv1.ChangeReplicasRequest{ShardId: "s2", Change: &clusterv1.ChangeReplicasRequest_Remove{Remove: freshID}}, codes.FailedPrecondition},
+		{&clusterv1.ChangeReplicasRequest{ShardId: "s1"}, codes.InvalidArgument},
+		{&clusterv1.ChangeReplicasRequest{ShardId: "s1", Change: &clusterv1.ChangeReplicasRequest_Add{}}, codes.InvalidArgument},
+		{&clusterv1.ChangeReplicasRequest{ShardId: "s1", Change: &clusterv1.ChangeReplicasRequest_Add{Add: &clusterv1.ReplicaPeer{Id: "s1-r9"}}}, codes.InvalidArgument},
+		{&clusterv1.ChangeReplicasRequest{ShardId: "s1", Change: &clusterv1.ChangeReplicasRequest_Add{Add: &clusterv1.ReplicaPeer{Id: "s1-r9", RaftAddr: info.RaftAddr}}}, codes.AlreadyExists},
+		{&clusterv1.ChangeReplicasRequest{ShardId: "s1", Change: &clusterv1.ChangeReplicasRequest_Remove{}}, codes.InvalidArgument},
+	} {
+		if _, err := lcc.ChangeReplicas(ctx, tc.req); status.Code(err) != tc.code {
+			t.Errorf("ChangeReplicas(%v): %v, want %v", tc.req, err, tc.code)
+		}
+	}
+	// Down to one voter, which the leader will not remove.
+	remove := func(i int) (*clusterv1.ChangeReplicasResponse, error) {
+		return lcc.ChangeReplicas(ctx, &clusterv1.ChangeReplicasRequest{ShardId: "s1", Change: &clusterv1.ChangeReplicasRequest_Remove{Remove: fmt.Sprintf("s1-r%d", i+1)}})
+	}
+	for n, i := range []int{other, follower} {
+		if resp, err := remove(i); err != nil || len(resp.Voters) != 2-n {
+			t.Fatalf("removing s1-r%d: %v %v, want %d voters", i+1, resp, err, 2-n)
+		}
+	}
+	if _, err := remove(lead); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "last voter") {
+		t.Fatalf("removing the last voter: %v, want FAILED_PRECONDITION", err)
+	}
+}
+
+// A replica moved to another host keeps its id and data but gets new
+// addresses: restarted there, it registers its new gRPC address (the old
+// one no longer answers), and AddStoreReplica tells the shard its new
+// Raft address. The shard then relies on it at the new address.
+func TestMoveStoreReplica(t *testing.T) {
+	c, m := startCluster(t, localcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	admin := seqdv1.NewAdminClient(dial(t, c.ArbiterAddrs()[0]))
+	for i := range 10 {
+		if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Recipients: []uint64{2}, Conversation: direct(12), ClientMsgId: fmt.Sprint("m", i), Body: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	moved := 2
+	if c.StoreLeader(0) == moved {
+		moved = 1
+	}
+	id := fmt.Sprintf("s1-r%d", moved+1)
+	if err := c.StopStore(0, moved); err != nil {
+		t.Fatal(err)
+	}
+	host, _, _ := strings.Cut(c.ArbiterAddrs()[0], ":")
+	var raftAddr, grpcAddr string
+	for _, a := range []*string{&raftAddr, &grpcAddr} {
+		addr, err := loopback.FreeAddr(host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		*a = addr
+	}
+	if err := c.RestartStoreWith(ctx, 0, moved, func(cfg *node.Config) { cfg.RaftAddr, cfg.GRPCAddr = raftAddr, grpcAddr }); err != nil {
+		t.Fatal(err)
+	}
+	added, err := admin.AddStoreReplica(ctx, &seqdv1.AddStoreReplicaRequest{Id: id})
+	if err != nil || !slices.Contains(added.Voters, id+"="+raftAddr) || len(added.Voters) != 3 {
+		t.Fatalf("AddStoreReplica of the moved replica: %v %v; want 3 voters with %s=%s", added, err, id, raftAddr)
+	}
+	// With another original replica down, the shard needs the moved one
+	// at its new address.
+	other := 0
+	if other == c.StoreLeader(0) {
+		other = 3 - moved
+	}
+	c.KillStore(0, other)
+	if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Recipients: []uint64{2}, Conversation: direct(12), ClientMsgId: "after", Body: []byte("x")}); err != nil {
+		t.Fatalf("send with the moved replica as the majority's second: %v", err)
+	}
+	res, err := seqdv1.NewMessagesClient(dial(t, grpcAddr)).Sync(ctx, &seqdv1.SyncRequest{User: 2, Limit: 100})
+	if err != nil || len(res.Events) != 11 {
+		t.Fatalf("Sync at the moved replica: %d events, %v; want 11", len(res.GetEvents()), err)
+	}
+}
