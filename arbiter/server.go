@@ -277,6 +277,13 @@ func (s *server) RegisterStoreReplica(ctx context.Context, req *clusterv1.Regist
 	for _, sh := range meta.Shards {
 		for _, r := range sh.Replicas {
 			switch {
+			case r.Id != req.ReplicaId && r.Addr == req.Addr:
+				// A replacement started at the addresses of a replica
+				// still in the shard: that replica's peers would take
+				// the newcomer, which has none of its state or votes,
+				// for it.
+				return nil, status.Errorf(codes.FailedPrecondition, "address %s belongs to store replica %s of shard %s: remove it first (seqctl replicas remove %s), or give replica %s other addresses",
+					req.Addr, r.Id, sh.Id, r.Id, req.ReplicaId)
 			case r.Id != req.ReplicaId:
 			case sh.Id != req.Shard:
 				// Its data, if it has any, is that shard's: serving it as

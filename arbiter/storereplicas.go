@@ -21,22 +21,27 @@ import (
 // removal then drops the replica from the map.
 
 // storeReplica finds a registered store replica by id in the shard map.
-func (s *server) storeReplica(id string) (*seqdv1.ShardInfo, *seqdv1.ReplicaInfo, error) {
+// A removed one is found too, with its shard and no record (removed).
+func (s *server) storeReplica(id string) (sh *seqdv1.ShardInfo, rep *seqdv1.ReplicaInfo, removed bool, err error) {
 	meta := s.a.fsm.Meta()
 	if meta == nil {
-		return nil, nil, stateErr(ErrNotInitialized)
+		return nil, nil, false, stateErr(ErrNotInitialized)
 	}
 	for _, sh := range meta.Shards {
 		for _, r := range sh.Replicas {
 			if r.Id == id {
-				return sh, r, nil
+				return sh, r, false, nil
 			}
 		}
 	}
-	if sh, ok := meta.RemovedStoreReplicas[id]; ok {
-		return nil, nil, status.Errorf(codes.NotFound, "store replica %s was removed from shard %s; a replacement takes a new id", id, sh)
+	if was, ok := meta.RemovedStoreReplicas[id]; ok {
+		for _, sh := range meta.Shards {
+			if sh.Id == was {
+				return sh, nil, true, nil
+			}
+		}
 	}
-	return nil, nil, status.Errorf(codes.NotFound, "no store replica %s has registered; start it first (seqd start --role store --id %s --shard ..., with an empty --data and no --store-peer)", id, id)
+	return nil, nil, false, status.Errorf(codes.NotFound, "no store replica %s has registered; start it first (seqd start --role store --id %s --shard ..., with an empty --data and no --store-peer)", id, id)
 }
 
 func (s *server) AddStoreReplica(ctx context.Context, req *seqdv1.AddStoreReplicaRequest) (*seqdv1.AddStoreReplicaResponse, error) {
@@ -48,9 +53,12 @@ func (s *server) AddStoreReplica(ctx context.Context, req *seqdv1.AddStoreReplic
 			return seqdv1.NewAdminClient(cc).AddStoreReplica(ctx, req)
 		})
 	}
-	sh, rep, err := s.storeReplica(req.Id)
-	if err != nil {
+	sh, rep, removed, err := s.storeReplica(req.Id)
+	switch {
+	case err != nil:
 		return nil, err
+	case removed:
+		return nil, status.Errorf(codes.FailedPrecondition, "store replica %s was removed from shard %s, and its id is not used again: start the replacement under a new id, with an empty --data", req.Id, sh.Id)
 	}
 	// Its Raft address is the one it listens on: ask it.
 	info, err := s.askReplica(ctx, rep.Addr)
@@ -81,7 +89,9 @@ func (s *server) RemoveStoreReplica(ctx context.Context, req *seqdv1.RemoveStore
 			return seqdv1.NewAdminClient(cc).RemoveStoreReplica(ctx, req)
 		})
 	}
-	sh, _, err := s.storeReplica(req.Id)
+	// A removed replica is removed again (a retry whose answer was lost):
+	// both steps are idempotent.
+	sh, _, _, err := s.storeReplica(req.Id)
 	if err != nil {
 		return nil, err
 	}

@@ -55,6 +55,47 @@ func (s *Shard) isVoter() bool {
 	return false
 }
 
+// liveMajorityWithout refuses, with FAILED_PRECONDITION naming the silent
+// replicas, unless a majority of the voters left once id is removed
+// answer ReplicaInfo (this leader counts itself).
+func (s *Shard) liveMajorityWithout(ctx context.Context, voters []*clusterv1.ReplicaPeer, id string) error {
+	var left, silent []string
+	live := 0
+	for _, v := range voters {
+		if v.Id == id {
+			continue
+		}
+		left = append(left, v.Id)
+		if v.Id == s.cfg.ReplicaID || s.answers(ctx, v.Id) {
+			live++
+		} else {
+			silent = append(silent, v.Id)
+		}
+	}
+	if live > len(left)/2 {
+		return nil
+	}
+	return status.Errorf(codes.FailedPrecondition, "change replicas: removing %s would leave shard %s with voters %v, of which %v do not answer: the shard could not commit, nor elect a leader. Bring them back, or remove a dead replica instead",
+		id, s.cfg.ShardID, left, silent)
+}
+
+// answers reports whether replica id of this shard answers ReplicaInfo
+// within a second, without having halted.
+func (s *Shard) answers(ctx context.Context, id string) bool {
+	addr := s.replicaAddr(id)
+	if addr == "" {
+		return false
+	}
+	cc, err := s.conns.Get(addr)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	info, err := clusterv1.NewStoreNodeClient(cc).ReplicaInfo(ctx, &clusterv1.ReplicaInfoRequest{})
+	return err == nil && info.ReplicaId == id && info.ShardId == s.cfg.ShardID && info.Halted == ""
+}
+
 func (r *server) ChangeReplicas(ctx context.Context, req *clusterv1.ChangeReplicasRequest) (*clusterv1.ChangeReplicasResponse, error) {
 	s := r.s
 	if req.ShardId != s.cfg.ShardID {
@@ -118,6 +159,12 @@ func (r *server) ChangeReplicas(ctx context.Context, req *clusterv1.ChangeReplic
 		}
 		if len(voters) == 1 {
 			return nil, status.Errorf(codes.FailedPrecondition, "change replicas: %s is shard %s's last voter; add another replica first", c.Remove, s.cfg.ShardID)
+		}
+		// The new configuration counts as soon as it is appended: without
+		// a majority of its voters alive it can never commit, and the
+		// shard is left with no leader until a dead replica comes back.
+		if err := s.liveMajorityWithout(ctx, voters, c.Remove); err != nil {
+			return nil, err
 		}
 		s.log.Info("removing store replica", "replica", c.Remove)
 		fut = s.node.Raft.RemoveServer(raft.ServerID(c.Remove), 0, changeTimeout)

@@ -59,6 +59,7 @@ func TestReplaceStoreReplica(t *testing.T) {
 		dead = 1
 	}
 	deadID := fmt.Sprintf("s1-r%d", dead+1)
+	deadAddr := c.Store(0, dead).GRPCAddr()
 	c.KillStore(0, dead)
 	fresh, freshID, err := c.AddStoreReplica(ctx, 0)
 	if err != nil {
@@ -97,14 +98,39 @@ func TestReplaceStoreReplica(t *testing.T) {
 		t.Fatalf("AddStoreReplica of the dead replica: %v, want UNAVAILABLE", err)
 	}
 
+	// Removing a live replica while another is dead would leave a
+	// configuration that cannot commit: refused.
+	live := 3 - dead - c.StoreLeader(0)
+	_, err = admin.RemoveStoreReplica(ctx, &seqdv1.RemoveStoreReplicaRequest{Id: fmt.Sprintf("s1-r%d", live+1)})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "do not answer") {
+		t.Fatalf("removing a live replica with another dead: %v, want FAILED_PRECONDITION", err)
+	}
+	// A replica under a new id may not take the addresses of one still in
+	// the shard (a disk swapped on the same host, started before the old
+	// id was removed): its peers would take it for the old one.
+	st, err := admin.Status(ctx, &seqdv1.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = clusterv1.NewArbiterClient(dial(t, c.ArbiterAddrs()[0])).RegisterStoreReplica(ctx, &clusterv1.RegisterStoreReplicaRequest{
+		ClusterId: st.ClusterId, Shard: "s1", ReplicaId: "s1-r9", Addr: deadAddr})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "belongs to store replica "+deadID) {
+		t.Fatalf("registering a new id at %s's address: %v, want FAILED_PRECONDITION", deadID, err)
+	}
+
 	// The old replica is dead: out first, so the two live voters commit
 	// while the new one catches up (docs/operations.md).
 	removed, err := admin.RemoveStoreReplica(ctx, &seqdv1.RemoveStoreReplicaRequest{Id: deadID})
 	if err != nil || len(removed.Voters) != 2 || slices.ContainsFunc(removed.Voters, func(v string) bool { return strings.HasPrefix(v, deadID+"=") }) {
 		t.Fatalf("RemoveStoreReplica: %v %v; want 2 voters without %s", removed, err, deadID)
 	}
-	if _, err := admin.RemoveStoreReplica(ctx, &seqdv1.RemoveStoreReplicaRequest{Id: deadID}); status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "was removed from shard s1") {
-		t.Fatalf("RemoveStoreReplica again: %v, want NOT_FOUND (removed)", err)
+	// Repeating it (a retry whose answer was lost) is harmless; adding
+	// the removed id back is refused.
+	if again, err := admin.RemoveStoreReplica(ctx, &seqdv1.RemoveStoreReplicaRequest{Id: deadID}); err != nil || !slices.Equal(again.Voters, removed.Voters) {
+		t.Fatalf("RemoveStoreReplica again: %v %v; want the same voters", again, err)
+	}
+	if _, err := admin.AddStoreReplica(ctx, &seqdv1.AddStoreReplicaRequest{Id: deadID}); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "was removed from shard s1") {
+		t.Fatalf("AddStoreReplica of the removed replica: %v, want FAILED_PRECONDITION", err)
 	}
 	added, err := admin.AddStoreReplica(ctx, &seqdv1.AddStoreReplicaRequest{Id: freshID})
 	if err != nil || added.Shard != "s1" || len(added.Voters) != 3 || !slices.ContainsFunc(added.Voters, func(v string) bool { return strings.HasPrefix(v, freshID+"=") }) {

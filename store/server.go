@@ -408,7 +408,7 @@ func lagging[Resp any](s *Shard) (resp Resp, err error, at readAt) {
 
 // notVoter is the error of a replica that is not a voter of its shard.
 func (s *Shard) notVoter() error {
-	return status.Errorf(codes.Unavailable, "store replica %s is not a voter of shard %s (not added yet, or removed: seqctl store add/remove); retry at another replica",
+	return status.Errorf(codes.Unavailable, "store replica %s is not a voter of shard %s (not added yet, or removed: seqctl replicas add/remove); retry at another replica",
 		s.cfg.ReplicaID, s.cfg.ShardID)
 }
 

@@ -176,7 +176,7 @@ func (n *Node) checkOwnAddr(id raft.ServerID, given, advertised string) {
 	}
 	for _, s := range f.Configuration().Servers {
 		if s.ID == id && string(s.Address) != given && string(s.Address) != advertised {
-			n.log.Warn("this node's Raft address in its group's stored configuration differs from the one it was started with; its peers dial the stored one, so it will not hear from them. Start it with the stored address, or remove it from the group and add it again with an empty data dir",
+			n.log.Warn("this node's Raft address in its group's stored configuration differs from the one it was started with; its peers dial the stored one, so it will not hear from them until the group learns the new one: for a store replica, run seqctl replicas add with its id (it keeps its data); for an arbiter, remove it and join it again with an empty data dir; or start it with the stored address",
 				"stored", s.Address, "started_with", given)
 		}
 	}
