@@ -771,6 +771,81 @@ func TestStoppedHintWindowProposesNothing(t *testing.T) {
 	}
 }
 
+// TestHintBudgetSpreadsRounds: a hint window hints at most hintBudget
+// members; a round it cuts off goes on in the next windows at its own
+// group seq, though newer messages came, and the next round tells those.
+// A small group still gets its round in a window that a big one fills.
+func TestHintBudgetSpreadsRounds(t *testing.T) {
+	store.SetHintFaults(t, 2, nil)
+	c, m := startCluster(t, localcluster.Options{HintWindow: time.Hour, HintBudget: 4})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	big := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11} // owner 1 and 10 more
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 70, Owner: 1, Members: big[1:], ReadFanout: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 71, Owner: 20, Members: []uint64{21}, ReadFanout: true}); err != nil {
+		t.Fatal(err)
+	}
+	send := func(g uint64, id string) string {
+		t.Helper()
+		r, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1 + (g-70)*19, Conversation: group(g), ClientMsgId: id, Body: []byte("x")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("h%d.%d", g, r.GroupSeq)
+	}
+	first, small := send(70, "a"), send(71, "s")
+	sh := c.Store(0, storeLeader(t, c)).Store()
+	// holding counts the members of big holding each hint id, and fails
+	// if any holds one twice.
+	holding := func() map[string]int {
+		t.Helper()
+		out := map[string]int{}
+		for _, u := range big {
+			for id, n := range hintIDs(t, m, u) {
+				if n != 1 {
+					t.Fatalf("member %d holds hint %s %d times", u, id, n)
+				}
+				out[id]++
+			}
+		}
+		return out
+	}
+	leader := fmt.Sprintf("s1-r%d", storeLeader(t, c)+1)
+	sh.HintGroups(ctx)
+	if got := holding(); got[first] != 4 || len(got) != 1 {
+		t.Fatalf("after the first window: %v, want %s held by 4 members (the budget)", got, first)
+	}
+	if got := storeGauge(t, c, "seqd_store_group_hints_waiting", leader); got != float64(len(big)-4) {
+		t.Fatalf("seqd_store_group_hints_waiting after the first window = %v, want %d", got, len(big)-4)
+	}
+	for _, u := range []uint64{20, 21} {
+		if got := hintIDs(t, m, u); got[small] != 1 {
+			t.Fatalf("small group's member %d after the first window: %v, want %s", u, got, small)
+		}
+	}
+	second := send(70, "b")
+	sh.HintGroups(ctx)
+	sh.HintGroups(ctx)
+	if got := holding(); got[first] != len(big) || len(got) != 1 {
+		t.Fatalf("after three windows: %v, want %s held by all %d members and nothing newer yet", got, first, len(big))
+	}
+	if got := storeGauge(t, c, "seqd_store_group_hints_waiting", leader); got != 0 {
+		t.Fatalf("seqd_store_group_hints_waiting after the round = %v, want 0", got)
+	}
+	for range 3 {
+		sh.HintGroups(ctx)
+	}
+	if got := holding(); got[first] != len(big) || got[second] != len(big) || len(got) != 2 {
+		t.Fatalf("after six windows: %v, want %s and %s held by all %d members", got, first, second, len(big))
+	}
+	sh.HintGroups(ctx)
+	if got := holding(); len(got) != 2 {
+		t.Fatalf("a window with no news hinted: %v", got)
+	}
+}
+
 // hintIDs counts u's group hints by message id.
 func hintIDs(t *testing.T, m *router.Messages, u uint64) map[string]int {
 	t.Helper()

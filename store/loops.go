@@ -78,6 +78,7 @@ func (s *Shard) startLeaderLoops() func() {
 		s.formats.Store(nil)
 		s.m.shardFormat.Set(-1)
 		s.m.outboxItems.Set(-1)
+		s.m.hintsWaiting.Set(-1)
 	}
 }
 
@@ -217,18 +218,20 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 }
 
 func (s *Shard) deliverRemote(ctx context.Context, user uint64, items []*clusterv1.FanoutItem) error {
-	cc, _, err := s.shardConn(user)
+	cc, sh, err := s.shardConn(user)
 	if err != nil {
 		return err
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	_, err = clusterv1.NewStoreNodeClient(cc).Deliver(dctx, &clusterv1.DeliverRequest{FromShard: s.cfg.ShardID, Items: items})
+	s.shardFailed(sh, err)
 	return err
 }
 
-// hintChunk bounds the members hinted by one op (one Badger transaction).
-var hintChunk = 4000
+// hintChunk bounds the members hinted by one op (one Badger transaction,
+// which every replica applies while the shard's other entries wait).
+var hintChunk = 1000
 
 // failHint, when set (tests), fails chunk i of a round for group g before
 // it is proposed, as a leader change or a timeout would.
@@ -296,6 +299,24 @@ func (s *Shard) hintGroups(ctx context.Context) {
 	tellReady := s.formatReady(formatExpiryHints) == nil
 	orderForHints(groups, s.expiryAfter)
 	expiryRounds := expiryRoundsPerWindow
+	// The window's budget (Config.HintBudget) bounds the members it
+	// hints over all groups: a read-fanout group of 90,000 members in
+	// constant use would otherwise have every window propose 90,000
+	// appends, more than the shard's whole write capacity, and every
+	// other write would queue behind them. A round the budget cuts off
+	// goes on in the next windows at the same group seq, so a huge group's
+	// members get its news within about members/budget windows; each
+	// group gets at least one chunk per window, so small groups are not
+	// held up behind a huge one.
+	budget := s.cfg.HintBudget
+	chunk := max(min(hintChunk, budget), 1)
+	waiting := 0
+	defer func() {
+		if ctx.Err() == nil {
+			s.m.hintsWaiting.Set(float64(waiting))
+		}
+	}()
+groups:
 	for _, g := range groups {
 		if ctx.Err() != nil {
 			return // the loop stopped: leadership moved, or the replica closes
@@ -309,11 +330,16 @@ func (s *Shard) hintGroups(ctx context.Context) {
 			expiryRounds--
 			s.expiryAfter = gid
 		}
-		// A round an earlier window left unfinished (a chunk failed) goes
-		// on without the members its applied chunks hinted, if it is
-		// the same round; a newer one hints everyone.
+		// A round an earlier window left unfinished goes on without the
+		// members its applied chunks hinted: a round the budget cut off
+		// at its own group seq and count, whatever came since (the next
+		// round tells that); one where a chunk failed only if it is the
+		// same round (a newer one hints everyone).
 		done := s.hinting[gid]
-		if done != nil && (done.gseq != gseq || done.told != told) {
+		switch {
+		case done != nil && done.cut:
+			gseq, count, told = done.gseq, done.count, done.told
+		case done != nil && (done.gseq != gseq || done.told != told):
 			done = nil
 		}
 		var local, remote []uint64
@@ -327,13 +353,28 @@ func (s *Shard) hintGroups(ctx context.Context) {
 			}
 		}
 		delete(s.hinting, gid)
+		newRound := func() *unfinishedHints {
+			return &unfinishedHints{gseq: gseq, count: count, told: told, users: map[uint64]bool{}}
+		}
 		for i := 0; i == 0 || len(local) > 0 || len(remote) > 0; i++ {
-			// Each op hints at most hintChunk members, local ones first.
-			n := min(len(local), hintChunk)
-			r := min(len(remote), hintChunk-n)
+			if i > 0 && budget <= 0 {
+				// The window's budget is spent: the rest of the round
+				// waits for the next window.
+				if done == nil {
+					done = newRound()
+				}
+				done.cut = true
+				s.noteHinted(gid, done)
+				waiting += len(local) + len(remote)
+				continue groups
+			}
+			// Each op hints at most chunk members, local ones first.
+			n := min(len(local), chunk)
+			r := min(len(remote), chunk-n)
 			b := &hintBuilder{group: gid, gseq: gseq, count: count, local: local[:n], remote: remote[:r],
 				final: n == len(local) && r == len(remote), withExpired: withExpired, told: told}
 			local, remote = local[n:], remote[r:]
+			budget -= n + r
 			var res *OpResult
 			err := errHintFault
 			if failHint == nil || !failHint(gid, i) {
@@ -353,7 +394,7 @@ func (s *Shard) hintGroups(ctx context.Context) {
 				continue // not told: a retry of the round tells them
 			}
 			if done == nil {
-				done = &unfinishedHints{gseq: gseq, told: told, users: map[uint64]bool{}}
+				done = newRound()
 			}
 			for _, u := range b.local {
 				done.users[u] = true
@@ -369,8 +410,10 @@ func (s *Shard) hintGroups(ctx context.Context) {
 // unfinishedHints is a read-fanout group's hint round (its group seq and told
 // expired count) and the members its applied chunks hinted.
 type unfinishedHints struct {
-	gseq, told uint64
-	users      map[uint64]bool
+	gseq, count, told uint64
+	users             map[uint64]bool
+	// cut: the window's budget stopped the round, not a failed chunk.
+	cut bool
 }
 
 // noteHinted keeps an unfinished round's hinted members for its retry.

@@ -32,6 +32,7 @@ type metrics struct {
 	shardFormat                                        prometheus.Gauge
 	outboxItems                                        prometheus.Gauge
 	outboxRounds                                       prometheus.Counter
+	hintsWaiting                                       prometheus.Gauge
 	subscribers                                        prometheus.Gauge
 }
 
@@ -88,6 +89,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "On the shard leader, the items queued for other shards (message copies, recalls, group hints) that its last outbox round left (rounds run every 50 ms, longer while a shard does not answer), counted up to 100,000; NaN if the leader cannot read its outbox; -1 on followers, and on a new leader until its first round."}),
 		outboxRounds: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "outbox_rounds_total",
 			Help: "Outbox rounds this replica finished as leader (one every 50 ms, longer while a shard does not answer)."}),
+		hintsWaiting: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "group_hints_waiting",
+			Help: "On the shard leader, the read-fanout group members its last hint window left to later windows (rounds the hint budget cut off); -1 on followers, and on a new leader until its first window."}),
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "subscribers",
 			Help: "Open Subscribe streams on this replica."}),
 	}
@@ -97,9 +100,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.readIndex.WithLabelValues("failed")
 	m.shardFormat.Set(-1)
 	m.outboxItems.Set(-1)
+	m.hintsWaiting.Set(-1)
 	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.readIndex, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,
 		m.expiredEvents, m.expiredTimeline, m.logTrimmed, m.dedupSwept, m.rateLimited, m.abandoned, m.overloaded, m.isLeader, m.halted, m.shardFormat,
-		m.outboxItems, m.outboxRounds, m.subscribers)
+		m.outboxItems, m.outboxRounds, m.hintsWaiting, m.subscribers)
 	// Every op's outcomes exist from the start, at 0, so a dashboard sees
 	// a series before the first op.
 	for _, op := range opNames {

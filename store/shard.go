@@ -36,6 +36,13 @@ const (
 	DefaultDedupTTL             = 24 * time.Hour
 	DefaultRecallWindow         = 2 * time.Minute
 	DefaultHintWindow           = 500 * time.Millisecond
+	// DefaultHintBudget is the members one hint window tells (20,000 hint
+	// events a second with the default window): a group of 10,000 still
+	// gets its whole round in one window, and a 90,000-member group in
+	// constant use left other users' sends on its shard a p50 of 0.1-0.2 s
+	// on the development machine (2 cores, three replicas), where
+	// unbounded it was 5 s (docs/benchmarks.md, "Huge groups").
+	DefaultHintBudget = 10_000
 	// DefaultChangeLogRetention is how long the change log keeps an entry
 	// when the configuration does not say: a peer DC's replication that
 	// falls further behind needs a full copy instead.
@@ -83,6 +90,10 @@ type Config struct {
 	// HintWindow: a read-fanout group's members get at most one hint per
 	// window.
 	HintWindow time.Duration
+	// HintBudget bounds the members one hint window tells, over all
+	// groups (0 takes DefaultHintBudget): a round it cuts off goes on in
+	// the next windows.
+	HintBudget int
 	// RateLimit caps requests per second per client (0 = no limit).
 	RateLimit float64
 	RateBurst int
@@ -114,6 +125,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HintWindow == 0 {
 		c.HintWindow = DefaultHintWindow
+	}
+	if c.HintBudget == 0 {
+		c.HintBudget = DefaultHintBudget
 	}
 	if c.ChangeLogRetention == 0 {
 		c.ChangeLogRetention = DefaultChangeLogRetention
@@ -172,6 +186,9 @@ func (c *Config) Validate() error {
 	if c.WriteFanoutThreshold < 0 {
 		errs = append(errs, fmt.Errorf("store: write fanout threshold %d is negative (--write-fanout-threshold)", c.WriteFanoutThreshold))
 	}
+	if c.HintBudget < 0 {
+		errs = append(errs, fmt.Errorf("store: hint budget %d is negative; 0 for the default, %d (--hint-budget)", c.HintBudget, DefaultHintBudget))
+	}
 	if c.MaxGroupSize < 0 {
 		errs = append(errs, fmt.Errorf("store: max group size %d is negative (--max-group-size)", c.MaxGroupSize))
 	}
@@ -202,10 +219,12 @@ type Shard struct {
 	cfg Config
 	// changeMu holds one Raft configuration change at a time (membership.go).
 	changeMu sync.Mutex
-	log      *slog.Logger
-	m        *metrics
-	fsm      *FSM
-	node     *raftnode.Node
+	// shardPicks: shard id to the *atomic.Uint32 of shardPick.
+	shardPicks sync.Map
+	log        *slog.Logger
+	m          *metrics
+	fsm        *FSM
+	node       *raftnode.Node
 	// alloc is the allocator client (and routing table), set by Start.
 	alloc atomic.Pointer[router.Client]
 	// caughtUp: this replica leads and has applied every entry committed
@@ -636,8 +655,25 @@ func (s *Shard) shardConn(key uint64) (*grpc.ClientConn, *seqdv1.ShardInfo, erro
 	if sh == nil || len(sh.Replicas) == 0 {
 		return nil, nil, fmt.Errorf("store: no shard with replicas owns key %d", key)
 	}
-	cc, err := s.conns.Get(sh.Replicas[0].Addr)
+	i := s.shardPick(sh.Id).Load()
+	cc, err := s.conns.Get(sh.Replicas[int(i%uint32(len(sh.Replicas)))].Addr)
 	return cc, sh, err
+}
+
+// shardPick is which replica of shard id this replica's calls to that
+// shard go to (modulo its replicas); shardFailed moves it on.
+func (s *Shard) shardPick(id string) *atomic.Uint32 {
+	p, _ := s.shardPicks.LoadOrStore(id, new(atomic.Uint32))
+	return p.(*atomic.Uint32)
+}
+
+// shardFailed notes that a call to shard sh failed for want of an answer
+// (the replica down, or one not yet a voter): the next goes to its next
+// replica.
+func (s *Shard) shardFailed(sh *seqdv1.ShardInfo, err error) {
+	if c := status.Code(err); sh != nil && (c == codes.Unavailable || c == codes.DeadlineExceeded) {
+		s.shardPick(sh.Id).Add(1)
+	}
 }
 
 // timelineCount asks the group's shard how many messages its timeline holds.
@@ -654,11 +690,13 @@ func (s *Shard) timelineCount(ctx context.Context, group, upTo, user uint64) (*c
 		_, member := isMember(rec.Info, user)
 		return &clusterv1.TimelineCountResponse{Count: count, LastGseq: last, ReadFanout: rec.Info.ReadFanout, Member: member}, nil
 	}
-	cc, _, err := s.shardConn(GroupKeyBit | group)
+	cc, sh, err := s.shardConn(GroupKeyBit | group)
 	if err != nil {
 		return nil, err
 	}
-	return clusterv1.NewStoreNodeClient(cc).TimelineCount(ctx, &clusterv1.TimelineCountRequest{GroupId: group, UpToGseq: upTo, User: user})
+	resp, err := clusterv1.NewStoreNodeClient(cc).TimelineCount(ctx, &clusterv1.TimelineCountRequest{GroupId: group, UpToGseq: upTo, User: user})
+	s.shardFailed(sh, err)
+	return resp, err
 }
 
 // flushPhase is the fraction of a memtable a replica pads at open (see

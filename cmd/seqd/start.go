@@ -64,6 +64,7 @@ func startConfig(args []string) (node.Config, error) {
 		splits     = fs.String("shard-splits", "", "comma-separated section boundaries between store shards, fixed at cluster creation (arbiter)")
 		fanout     = fs.Int("write-fanout-threshold", 0, "groups with more members use read fanout (store; default 500)")
 		groupSize  = fs.Int("max-group-size", 0, "members one group may have (store; default 100000)")
+		hintBudget = fs.Int("hint-budget", 0, "members one hint window (500 ms) tells of their read-fanout groups' news, over all groups (store; default 10000): lower keeps huge groups from slowing the shard's other writes, higher tells their members sooner")
 		dedupTTL   = fs.Duration("dedup-ttl", 0, "how long a (sender, client_msg_id) is remembered, so a retry gets the first send's answer (store; default 24h, at least 1s)")
 		retention  = fs.Duration("retention", 0, "remove inbox events older than this (store; default: keep forever)")
 		logKeep    = fs.Duration("change-log-retention", 0, "remove change-log entries older than this, or than --retention if shorter (store; default 168h)")
@@ -169,6 +170,9 @@ func startConfig(args []string) (node.Config, error) {
 	}
 	if set["max-group-size"] {
 		cfg.MaxGroupSize = *groupSize
+	}
+	if set["hint-budget"] {
+		cfg.HintBudget = *hintBudget
 	}
 	if set["dedup-ttl"] {
 		cfg.DedupTTL = *dedupTTL

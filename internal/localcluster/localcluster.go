@@ -73,6 +73,7 @@ type Options struct {
 	MaxGroupSize         int
 	DedupTTL             time.Duration
 	HintWindow           time.Duration
+	HintBudget           int
 	Retention            time.Duration
 	ChangeLogRetention   time.Duration
 	RateLimit            float64
@@ -257,7 +258,7 @@ func (c *Cluster) startShard(ctx context.Context, shard string) error {
 		cfg.Shard, cfg.StorePeers = shard, peers
 		cfg.RaftAddr, cfg.GRPCAddr = p.Addr, grpcLns[i].Addr().String()
 		cfg.GRPCListener, cfg.RaftListener = grpcLns[i], raftLns[i]
-		cfg.WriteFanoutThreshold, cfg.HintWindow, cfg.Retention, cfg.RateLimit = c.opts.WriteFanoutThreshold, c.opts.HintWindow, c.opts.Retention, c.opts.RateLimit
+		cfg.WriteFanoutThreshold, cfg.HintWindow, cfg.HintBudget, cfg.Retention, cfg.RateLimit = c.opts.WriteFanoutThreshold, c.opts.HintWindow, c.opts.HintBudget, c.opts.Retention, c.opts.RateLimit
 		cfg.MaxGroupSize, cfg.DedupTTL, cfg.ChangeLogRetention = c.opts.MaxGroupSize, c.opts.DedupTTL, c.opts.ChangeLogRetention
 		nd, err := c.startNode(ctx, cfg)
 		if err != nil {
@@ -375,7 +376,7 @@ func (c *Cluster) AddStoreReplica(ctx context.Context, sh int) (int, string, err
 	cfg.Shard = base.Shard
 	cfg.RaftAddr, cfg.GRPCAddr = r.Addr().String(), g.Addr().String()
 	cfg.GRPCListener, cfg.RaftListener = g, r
-	cfg.WriteFanoutThreshold, cfg.HintWindow, cfg.Retention, cfg.RateLimit = base.WriteFanoutThreshold, base.HintWindow, base.Retention, base.RateLimit
+	cfg.WriteFanoutThreshold, cfg.HintWindow, cfg.HintBudget, cfg.Retention, cfg.RateLimit = base.WriteFanoutThreshold, base.HintWindow, base.HintBudget, base.Retention, base.RateLimit
 	cfg.MaxGroupSize, cfg.DedupTTL, cfg.ChangeLogRetention = base.MaxGroupSize, base.DedupTTL, base.ChangeLogRetention
 	nd, err := c.startNode(ctx, cfg)
 	if err != nil {

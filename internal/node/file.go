@@ -37,6 +37,7 @@ type File struct {
 	Store struct {
 		WriteFanoutThreshold int      `toml:"write_fanout_threshold"`
 		MaxGroupSize         int      `toml:"max_group_size"`
+		HintBudget           int      `toml:"hint_budget"`
 		DedupTTL             Duration `toml:"dedup_ttl"`
 		Retention            Duration `toml:"retention"`
 		ChangeLogRetention   Duration `toml:"change_log_retention"`
@@ -127,6 +128,7 @@ func (f *File) Apply(cfg *Config) {
 	}
 	cfg.WriteFanoutThreshold, cfg.Retention, cfg.RateLimit = f.Store.WriteFanoutThreshold, f.Store.Retention.Duration, f.Store.RateLimit
 	cfg.MaxGroupSize, cfg.DedupTTL, cfg.ChangeLogRetention = f.Store.MaxGroupSize, f.Store.DedupTTL.Duration, f.Store.ChangeLogRetention.Duration
+	cfg.HintBudget = f.Store.HintBudget
 }
 
 // ParseStorePeer reads one --store-peer value: id=raft_addr.

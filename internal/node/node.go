@@ -96,6 +96,7 @@ type Config struct {
 	ChangeLogRetention   time.Duration
 	RateLimit            float64
 	HintWindow           time.Duration
+	HintBudget           int
 
 	SectionSize uint64
 	NumSlots    uint32
@@ -340,7 +341,7 @@ func New(cfg Config) (_ *Node, err error) {
 		scfg = store.Config{
 			ShardID: cfg.Shard, ReplicaID: cfg.ID, ClusterID: cfg.ClusterID, DataDir: filepath.Join(cfg.DataDir, "store"),
 			RaftAddr: n.raftAddr, RaftListener: raftLn, GRPCAddr: n.grpcAdv, Peers: cfg.StorePeers, Arbiters: n.arbiterAddrs(),
-			WriteFanoutThreshold: cfg.WriteFanoutThreshold, MaxGroupSize: cfg.MaxGroupSize, DedupTTL: cfg.DedupTTL, Retention: cfg.Retention, ChangeLogRetention: cfg.ChangeLogRetention, RateLimit: cfg.RateLimit, HintWindow: cfg.HintWindow,
+			WriteFanoutThreshold: cfg.WriteFanoutThreshold, MaxGroupSize: cfg.MaxGroupSize, DedupTTL: cfg.DedupTTL, Retention: cfg.Retention, ChangeLogRetention: cfg.ChangeLogRetention, RateLimit: cfg.RateLimit, HintWindow: cfg.HintWindow, HintBudget: cfg.HintBudget,
 			HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 			Logger: cfg.Logger, Registry: n.reg,
 		}
