@@ -344,10 +344,13 @@ func TestFieldFormats(t *testing.T) {
 	}
 	kind := mustOpField("mark_read")
 	old := fieldFormats[kind]
-	fieldFormats[kind] = []fieldFormat{mustFieldFormat("mark_read", "request", 9)}
+	// A format above any this build (or a seqdnext one, whose mark-read
+	// is an op of its own format) gives the kind.
+	probe := uint32(storeFormat + 2)
+	fieldFormats[kind] = []fieldFormat{mustFieldFormat("mark_read", "request", probe)}
 	t.Cleanup(func() { fieldFormats[kind] = old })
-	if got := needsFormat(&markReadBuilder{req: mr}, 1); got != 9 {
-		t.Fatalf("a mark-read needs format %d with mark_read.request listed at 9, want 9", got)
+	if got := needsFormat(&markReadBuilder{req: mr}, 1); got != probe {
+		t.Fatalf("a mark-read needs format %d with mark_read.request listed at %d, want %d", got, probe, probe)
 	}
 	// monotonic, set once every replica applies format 8, needs it.
 	fieldFormats[kind] = old
@@ -387,9 +390,9 @@ func TestHintRound(t *testing.T) {
 	}
 }
 
-// A hint window serves the groups with new messages first, then those
-// with only a count to tell from the one after the last served, round the
-// groups.
+// A hint window serves the groups with new messages first, from the one
+// after the last such served, then those with only a count to tell from
+// the one after the last such served, each round the groups.
 func TestOrderForHints(t *testing.T) {
 	var groups []GroupNews
 	for id := uint64(1); id <= 6; id++ {
@@ -400,17 +403,20 @@ func TestOrderForHints(t *testing.T) {
 		groups = append(groups, groupNews(id, 5, hinted, 1, true))
 	}
 	for _, tc := range []struct {
-		after uint64
-		want  string
-	}{{0, "[2 4 6 1 3 5]"}, {3, "[2 4 6 5 1 3]"}, {5, "[2 4 6 1 3 5]"}, {9, "[2 4 6 1 3 5]"}} {
+		after, expiryAfter uint64
+		want               string
+	}{
+		{0, 0, "[2 4 6 1 3 5]"}, {0, 3, "[2 4 6 5 1 3]"}, {0, 5, "[2 4 6 1 3 5]"}, {0, 9, "[2 4 6 1 3 5]"},
+		{2, 0, "[4 6 2 1 3 5]"}, {4, 3, "[6 2 4 5 1 3]"}, {6, 0, "[2 4 6 1 3 5]"},
+	} {
 		gs := slices.Clone(groups)
-		orderForHints(gs, tc.after)
+		orderForHints(gs, tc.after, tc.expiryAfter)
 		var ids []uint64
 		for _, g := range gs {
 			ids = append(ids, g.Info.GroupId)
 		}
 		if got := fmt.Sprint(ids); got != tc.want {
-			t.Errorf("after group %d: %s, want %s", tc.after, got, tc.want)
+			t.Errorf("after groups %d and %d: %s, want %s", tc.after, tc.expiryAfter, got, tc.want)
 		}
 	}
 }

@@ -101,6 +101,9 @@ func (s *Shard) leaderLoop(ctx context.Context) {
 		}
 	}
 	s.caughtUp.Store(true)
+	// Rounds an earlier term of this replica left unfinished may have
+	// been finished, or passed, by other leaders since.
+	s.hinting = nil
 	outbox := time.NewTicker(50 * time.Millisecond)
 	defer outbox.Stop()
 	hints := time.NewTicker(s.cfg.HintWindow)
@@ -247,19 +250,22 @@ var errHintFault = errors.New("store: hint chunk failed (test fault)")
 var expiryRoundsPerWindow = 8
 
 // orderForHints puts the listed groups (in group order) in the order a
-// hint window serves them: those with new messages first, in group order;
-// then those with only a count to tell, starting after group `after` (the
-// last one served) and wrapping round, so that every group gets its turn
-// though the window's budget leaves the rest to the next windows.
-func orderForHints(groups []GroupNews, after uint64) {
+// hint window serves them: those with new messages first, starting after
+// group `after` (the last one a window served), then those with only a
+// count to tell, starting after group `expiryAfter` (the last such one
+// served); each wrapping round, so that every group gets its turn though
+// the window's budgets leave the rest to the next windows.
+func orderForHints(groups []GroupNews, after, expiryAfter uint64) {
 	order := func(g GroupNews) int {
 		switch {
-		case !g.expiryOnly():
+		case !g.expiryOnly() && g.Info.GroupId > after:
 			return 0
-		case g.Info.GroupId > after:
+		case !g.expiryOnly():
 			return 1
+		case g.Info.GroupId > expiryAfter:
+			return 2
 		}
-		return 2
+		return 3
 	}
 	slices.SortStableFunc(groups, func(a, b GroupNews) int { return cmp.Compare(order(a), order(b)) })
 }
@@ -297,17 +303,17 @@ func (s *Shard) hintGroups(ctx context.Context) {
 	expired, err := s.fsm.TimelinesExpired()
 	withExpired := err == nil && expired && s.formatReady(formatHintExpired) == nil
 	tellReady := s.formatReady(formatExpiryHints) == nil
-	orderForHints(groups, s.expiryAfter)
+	orderForHints(groups, s.hintAfter, s.expiryAfter)
 	expiryRounds := expiryRoundsPerWindow
 	// The window's budget (Config.HintBudget) bounds the members it
-	// hints over all groups: a read-fanout group of 90,000 members in
-	// constant use would otherwise have every window propose 90,000
-	// appends, more than the shard's whole write capacity, and every
-	// other write would queue behind them. A round the budget cuts off
-	// goes on in the next windows at the same group seq, so a huge group's
-	// members get its news within about members/budget windows; each
-	// group gets at least one chunk per window, so small groups are not
-	// held up behind a huge one.
+	// hints over all groups (it may pass it by less than one chunk): a
+	// read-fanout group of 90,000 members in constant use would otherwise
+	// have every window propose 90,000 appends, more than the shard's
+	// whole write capacity, and every other write would queue behind
+	// them. A round the budget cuts off goes on in the next windows at
+	// the same group seq; the next window starts after the last group
+	// this one served, so the groups take turns and small ones are not
+	// held up behind a huge one for more than a window.
 	budget := s.cfg.HintBudget
 	chunk := max(min(hintChunk, budget), 1)
 	waiting := 0
@@ -321,6 +327,11 @@ groups:
 		if ctx.Err() != nil {
 			return // the loop stopped: leadership moved, or the replica closes
 		}
+		if budget <= 0 {
+			// The rest wait for the next window, which starts after the
+			// last group this one served.
+			break
+		}
 		gid, gseq, count := g.Info.GroupId, g.Counters.LastGroupSeq, g.Counters.MessageCount
 		told, wait := hintRound(g, tellReady, expiryRounds)
 		if wait {
@@ -329,6 +340,8 @@ groups:
 		if g.expiryOnly() {
 			expiryRounds--
 			s.expiryAfter = gid
+		} else {
+			s.hintAfter = gid
 		}
 		// A round an earlier window left unfinished goes on without the
 		// members its applied chunks hinted: a round the budget cut off
@@ -337,7 +350,9 @@ groups:
 		// same round (a newer one hints everyone).
 		done := s.hinting[gid]
 		switch {
-		case done != nil && done.cut:
+		case done != nil && done.cut && done.passed(g.Counters):
+			done = nil // another leader finished it, or a later round
+		case done != nil && done.cut && (done.told == 0 || tellReady):
 			gseq, count, told = done.gseq, done.count, done.told
 		case done != nil && (done.gseq != gseq || done.told != told):
 			done = nil
@@ -384,6 +399,9 @@ groups:
 				s.log.Debug("group hint failed; will retry", "group", gid, "err", err)
 				if done != nil {
 					s.noteHinted(gid, done)
+					if done.cut {
+						waiting += n + r + len(local) + len(remote)
+					}
 				}
 				break
 			}
@@ -414,6 +432,14 @@ type unfinishedHints struct {
 	users             map[uint64]bool
 	// cut: the window's budget stopped the round, not a failed chunk.
 	cut bool
+}
+
+// passed reports whether the group's counters show the round applied in
+// full already, or a later one: a final chunk at a higher group seq, or
+// at the same one telling at least its expired count (the FSM would take
+// its chunks as retries).
+func (r *unfinishedHints) passed(c *clusterv1.GroupCounters) bool {
+	return r.gseq < c.HintedGseq || r.gseq == c.HintedGseq && r.told <= c.HintedExpired
 }
 
 // noteHinted keeps an unfinished round's hinted members for its retry.

@@ -90,7 +90,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		outboxRounds: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "outbox_rounds_total",
 			Help: "Outbox rounds this replica finished as leader (one every 50 ms, longer while a shard does not answer)."}),
 		hintsWaiting: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "group_hints_waiting",
-			Help: "On the shard leader, the read-fanout group members its last hint window left to later windows (rounds the hint budget cut off); -1 on followers, and on a new leader until its first window."}),
+			Help: "On the shard leader, the members that rounds its last hint window started and the hint budget cut off left to later windows (groups the window did not reach are not counted); -1 on followers, and on a new leader until its first window."}),
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "subscribers",
 			Help: "Open Subscribe streams on this replica."}),
 	}

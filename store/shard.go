@@ -243,11 +243,15 @@ type Shard struct {
 	// for: the next window's start there, so that every group gets its
 	// turn (only the leader loop's goroutine uses it).
 	expiryAfter uint64
+	// hintAfter is the last group with new messages a hint window served:
+	// the next window starts after it (the budget may stop a window).
+	hintAfter uint64
 	// hinting holds, per read-fanout group whose hint round a failed
-	// chunk left unfinished, the round and the members its applied
-	// chunks hinted: the retry skips them, so that no member gets the
-	// same hint twice from this leader (only the leader loop's goroutine
-	// uses it). A new leader does not know the round, and a chunk whose
+	// chunk or the window's budget left unfinished, the round and the
+	// members its applied chunks hinted: the next window's round skips
+	// them, so that no member gets the same hint twice from this leader
+	// (only the leader loop's goroutine uses it; a new term starts it
+	// empty). A new leader does not know the round, and a chunk whose
 	// outcome was lost is not counted as applied: either can hint a
 	// member again, which adds an event and changes no count.
 	hinting map[uint64]*unfinishedHints
@@ -650,14 +654,20 @@ var errNoLeader = errors.New("store: no leader known")
 
 // shardConn returns a connection to the first replica of the shard owning
 // key; that replica forwards to its leader what needs the leader.
-func (s *Shard) shardConn(key uint64) (*grpc.ClientConn, *seqdv1.ShardInfo, error) {
+func (s *Shard) shardConn(key uint64) (*grpc.ClientConn, shardCall, error) {
 	sh := shardOf(s.table(), key)
 	if sh == nil || len(sh.Replicas) == 0 {
-		return nil, nil, fmt.Errorf("store: no shard with replicas owns key %d", key)
+		return nil, shardCall{}, fmt.Errorf("store: no shard with replicas owns key %d", key)
 	}
 	i := s.shardPick(sh.Id).Load()
 	cc, err := s.conns.Get(sh.Replicas[int(i%uint32(len(sh.Replicas)))].Addr)
-	return cc, sh, err
+	return cc, shardCall{sh.Id, i}, err
+}
+
+// shardCall is the shard a call went to, and its pick then.
+type shardCall struct {
+	shard string
+	pick  uint32
 }
 
 // shardPick is which replica of shard id this replica's calls to that
@@ -667,12 +677,12 @@ func (s *Shard) shardPick(id string) *atomic.Uint32 {
 	return p.(*atomic.Uint32)
 }
 
-// shardFailed notes that a call to shard sh failed for want of an answer
-// (the replica down, or one not yet a voter): the next goes to its next
-// replica.
-func (s *Shard) shardFailed(sh *seqdv1.ShardInfo, err error) {
-	if c := status.Code(err); sh != nil && (c == codes.Unavailable || c == codes.DeadlineExceeded) {
-		s.shardPick(sh.Id).Add(1)
+// shardFailed notes that call failed for want of an answer (the replica
+// down, or one not yet a voter): the next call goes to the shard's next
+// replica. Calls that failed at once move it on once.
+func (s *Shard) shardFailed(call shardCall, err error) {
+	if c := status.Code(err); call.shard != "" && (c == codes.Unavailable || c == codes.DeadlineExceeded) {
+		s.shardPick(call.shard).CompareAndSwap(call.pick, call.pick+1)
 	}
 }
 
