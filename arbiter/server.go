@@ -243,13 +243,9 @@ func (s *server) Deregister(ctx context.Context, req *clusterv1.DeregisterReques
 // replicaAnswers reports whether the store replica at addr answers, within
 // a second, as replica id of shard.
 func (s *server) replicaAnswers(ctx context.Context, addr, shard, id string) bool {
-	cc, err := s.a.conns.Get(addr)
-	if err != nil {
-		return false
-	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	info, err := clusterv1.NewStoreNodeClient(cc).ReplicaInfo(ctx, &clusterv1.ReplicaInfoRequest{})
+	info, err := s.askReplica(ctx, addr)
 	return err == nil && info.ReplicaId == id && info.ShardId == shard
 }
 

@@ -374,41 +374,61 @@ func configIDs(c raft.Configuration) []string {
 }
 
 // askFormat asks one replica of the shard for its store format.
-func (s *Shard) askFormat(ctx context.Context, id string) (uint32, error) {
+func (s *Shard) askFormat(ctx context.Context, id string) (f uint32, err error) {
+	err = s.askReplica(ctx, id, 2*time.Second, func(ctx context.Context, c clusterv1.StoreNodeClient) error {
+		f, err = replicaFormatAt(ctx, c, s.cfg.ShardID, id)
+		return err
+	})
+	return f, err
+}
+
+// askReplica calls ask with a client of replica id of this shard, within
+// timeout.
+func (s *Shard) askReplica(ctx context.Context, id string, timeout time.Duration, ask func(context.Context, clusterv1.StoreNodeClient) error) error {
 	addr := s.peerAddr(ctx, id)
 	if addr == "" {
-		return 0, errors.New("its gRPC address is not in the shard map")
+		return errors.New("its gRPC address is not in the shard map")
 	}
 	cc, err := s.conns.Get(addr)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	f, err := replicaFormatAt(actx, clusterv1.NewStoreNodeClient(cc), s.cfg.ShardID, id)
-	if err != nil {
-		// The replica may be down or restarting: try afresh next poll
+	if err := ask(ctx, clusterv1.NewStoreNodeClient(cc)); err != nil {
+		// The replica may be down or restarting: try afresh next time
 		// instead of waiting out gRPC's reconnect backoff (up to 2 min).
 		cc.ResetConnectBackoff()
+		return err
 	}
-	return f, err
+	return nil
 }
 
 // replicaFormatAt asks the replica behind c, which should be replica id of
 // shard, for its store format. A build from before store formats has no
 // ReplicaInfo and applies format 0.
 func replicaFormatAt(ctx context.Context, c clusterv1.StoreNodeClient, shard, id string) (uint32, error) {
-	resp, err := c.ReplicaInfo(ctx, &clusterv1.ReplicaInfoRequest{})
+	resp, err := replicaInfoAt(ctx, c, shard, id)
 	if status.Code(err) == codes.Unimplemented {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, err
 	}
-	if resp.ShardId != shard || resp.ReplicaId != id {
-		return 0, fmt.Errorf("its address answers as replica %s of shard %s", resp.ReplicaId, resp.ShardId)
-	}
 	return resp.StoreFormat, nil
+}
+
+// replicaInfoAt asks the replica behind c, which should be replica id of
+// shard, about itself.
+func replicaInfoAt(ctx context.Context, c clusterv1.StoreNodeClient, shard, id string) (*clusterv1.ReplicaInfoResponse, error) {
+	resp, err := c.ReplicaInfo(ctx, &clusterv1.ReplicaInfoRequest{})
+	if err != nil {
+		return nil, err
+	}
+	if resp.ShardId != shard || resp.ReplicaId != id {
+		return nil, fmt.Errorf("its address answers as replica %s of shard %s", resp.ReplicaId, resp.ShardId)
+	}
+	return resp, nil
 }
 
 // formatLoop keeps the leader's view of its replicas' formats: it polls

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -82,18 +83,13 @@ func (s *Shard) liveMajorityWithout(ctx context.Context, voters []*clusterv1.Rep
 // answers reports whether replica id of this shard answers ReplicaInfo
 // within a second, without having halted.
 func (s *Shard) answers(ctx context.Context, id string) bool {
-	addr := s.replicaAddr(id)
-	if addr == "" {
-		return false
-	}
-	cc, err := s.conns.Get(addr)
-	if err != nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	info, err := clusterv1.NewStoreNodeClient(cc).ReplicaInfo(ctx, &clusterv1.ReplicaInfoRequest{})
-	return err == nil && info.ReplicaId == id && info.ShardId == s.cfg.ShardID && info.Halted == ""
+	return s.askReplica(ctx, id, time.Second, func(ctx context.Context, c clusterv1.StoreNodeClient) error {
+		info, err := replicaInfoAt(ctx, c, s.cfg.ShardID, id)
+		if err == nil && info.Halted != "" {
+			err = errors.New(info.Halted)
+		}
+		return err
+	}) == nil
 }
 
 func (r *server) ChangeReplicas(ctx context.Context, req *clusterv1.ChangeReplicasRequest) (*clusterv1.ChangeReplicasResponse, error) {
