@@ -39,10 +39,8 @@ type replicaRow struct {
 func runReplicas(ctx context.Context, e *env, cmd *command, args []string) error {
 	if len(args) > 0 {
 		switch args[0] {
-		case "add":
-			return runReplicasAdd(ctx, e, cmd, args[1:])
-		case "remove":
-			return runReplicasRemove(ctx, e, cmd, args[1:])
+		case "add", "remove":
+			return runReplicasChange(ctx, e, cmd, args[0], args[1:])
 		}
 	}
 	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
@@ -143,40 +141,35 @@ func askReplica(ctx context.Context, r *replicaRow) {
 	}
 }
 
-func runReplicasAdd(ctx context.Context, e *env, cmd *command, args []string) error {
-	pos, err := parseArgs(cmd, e, flag.NewFlagSet("replicas add", flag.ContinueOnError), args)
+// runReplicasChange runs `replicas add ID` or `replicas remove ID`.
+func runReplicasChange(ctx context.Context, e *env, cmd *command, sub string, args []string) error {
+	what := "replicas " + sub
+	pos, err := parseArgs(cmd, e, flag.NewFlagSet(what, flag.ContinueOnError), args)
 	if err != nil {
 		return err
 	}
-	if err := oneID(cmd, "replicas add", pos); err != nil {
+	if err := oneID(cmd, what, pos); err != nil {
 		return err
 	}
-	req := &seqdv1.AddStoreReplicaRequest{Id: pos[0]}
-	var resp *seqdv1.AddStoreReplicaResponse
+	id := pos[0]
+	var resp interface {
+		proto.Message
+		GetShard() string
+		GetVoters() []string
+	}
 	return adminCallWith(ctx, e, func(ctx context.Context, c seqdv1.AdminClient) (proto.Message, error) {
-		r, err := c.AddStoreReplica(ctx, req)
-		resp = r
-		return r, err
+		var err error
+		if sub == "add" {
+			resp, err = c.AddStoreReplica(ctx, &seqdv1.AddStoreReplicaRequest{Id: id})
+		} else {
+			resp, err = c.RemoveStoreReplica(ctx, &seqdv1.RemoveStoreReplicaRequest{Id: id})
+		}
+		return resp, err
 	}, func() string {
-		return fmt.Sprintf("store replica %s is a voter of shard %s; voters now %s", req.Id, resp.Shard, strings.Join(resp.Voters, ", "))
-	})
-}
-
-func runReplicasRemove(ctx context.Context, e *env, cmd *command, args []string) error {
-	pos, err := parseArgs(cmd, e, flag.NewFlagSet("replicas remove", flag.ContinueOnError), args)
-	if err != nil {
-		return err
-	}
-	if err := oneID(cmd, "replicas remove", pos); err != nil {
-		return err
-	}
-	req := &seqdv1.RemoveStoreReplicaRequest{Id: pos[0]}
-	var resp *seqdv1.RemoveStoreReplicaResponse
-	return adminCallWith(ctx, e, func(ctx context.Context, c seqdv1.AdminClient) (proto.Message, error) {
-		r, err := c.RemoveStoreReplica(ctx, req)
-		resp = r
-		return r, err
-	}, func() string {
-		return fmt.Sprintf("store replica %s removed from shard %s; voters now %s; stop its process", req.Id, resp.Shard, strings.Join(resp.Voters, ", "))
+		voters := strings.Join(resp.GetVoters(), ", ")
+		if sub == "add" {
+			return fmt.Sprintf("store replica %s is a voter of shard %s; voters now %s", id, resp.GetShard(), voters)
+		}
+		return fmt.Sprintf("store replica %s removed from shard %s; voters now %s; stop its process", id, resp.GetShard(), voters)
 	})
 }

@@ -253,13 +253,8 @@ func (c *Cluster) startShard(ctx context.Context, shard string) error {
 	var cfgs []node.Config
 	var nodes []*node.Node
 	for i, p := range peers {
-		cfg := c.baseConfig(p.ID, node.RoleStore)
-		cfg.GossipAddr = ""
-		cfg.Shard, cfg.StorePeers = shard, peers
-		cfg.RaftAddr, cfg.GRPCAddr = p.Addr, grpcLns[i].Addr().String()
-		cfg.GRPCListener, cfg.RaftListener = grpcLns[i], raftLns[i]
-		cfg.WriteFanoutThreshold, cfg.HintWindow, cfg.HintBudget, cfg.Retention, cfg.RateLimit = c.opts.WriteFanoutThreshold, c.opts.HintWindow, c.opts.HintBudget, c.opts.Retention, c.opts.RateLimit
-		cfg.MaxGroupSize, cfg.DedupTTL, cfg.ChangeLogRetention = c.opts.MaxGroupSize, c.opts.DedupTTL, c.opts.ChangeLogRetention
+		cfg := c.storeConfig(p.ID, shard, grpcLns[i], raftLns[i])
+		cfg.StorePeers = peers
 		nd, err := c.startNode(ctx, cfg)
 		if err != nil {
 			closeRest(i + 1)
@@ -358,10 +353,9 @@ func (c *Cluster) RestartStoreWith(ctx context.Context, sh, i int, change func(*
 // (seqctl replicas add). It returns the replica's index and id.
 func (c *Cluster) AddStoreReplica(ctx context.Context, sh int) (int, string, error) {
 	c.mu.Lock()
-	i := len(c.Stores[sh])
-	base := c.storeCfg[sh][0]
+	i, shard := len(c.Stores[sh]), c.storeCfg[sh][0].Shard
 	c.mu.Unlock()
-	id := fmt.Sprintf("%s-r%d", base.Shard, i+1)
+	id := fmt.Sprintf("%s-r%d", shard, i+1)
 	g, r, err := c.listenNode(id)
 	if err != nil {
 		return 0, "", err
@@ -371,13 +365,7 @@ func (c *Cluster) AddStoreReplica(ctx context.Context, sh int) (int, string, err
 		r.Close()
 		return 0, "", err
 	}
-	cfg := c.baseConfig(id, node.RoleStore)
-	cfg.GossipAddr = ""
-	cfg.Shard = base.Shard
-	cfg.RaftAddr, cfg.GRPCAddr = r.Addr().String(), g.Addr().String()
-	cfg.GRPCListener, cfg.RaftListener = g, r
-	cfg.WriteFanoutThreshold, cfg.HintWindow, cfg.HintBudget, cfg.Retention, cfg.RateLimit = base.WriteFanoutThreshold, base.HintWindow, base.HintBudget, base.Retention, base.RateLimit
-	cfg.MaxGroupSize, cfg.DedupTTL, cfg.ChangeLogRetention = base.MaxGroupSize, base.DedupTTL, base.ChangeLogRetention
+	cfg := c.storeConfig(id, shard, g, r)
 	nd, err := c.startNode(ctx, cfg)
 	if err != nil {
 		g.Close()
@@ -390,6 +378,20 @@ func (c *Cluster) AddStoreReplica(ctx context.Context, sh int) (int, string, err
 	c.Stores[sh] = append(c.Stores[sh], nd)
 	c.mu.Unlock()
 	return i, id, nil
+}
+
+// storeConfig is the configuration of store replica id of shard, serving
+// on the listeners given, with the cluster's store options (no peers).
+func (c *Cluster) storeConfig(id, shard string, grpcLn, raftLn net.Listener) node.Config {
+	o := c.opts
+	cfg := c.baseConfig(id, node.RoleStore)
+	cfg.GossipAddr = ""
+	cfg.Shard = shard
+	cfg.RaftAddr, cfg.GRPCAddr = raftLn.Addr().String(), grpcLn.Addr().String()
+	cfg.GRPCListener, cfg.RaftListener = grpcLn, raftLn
+	cfg.WriteFanoutThreshold, cfg.HintWindow, cfg.HintBudget, cfg.Retention, cfg.RateLimit = o.WriteFanoutThreshold, o.HintWindow, o.HintBudget, o.Retention, o.RateLimit
+	cfg.MaxGroupSize, cfg.DedupTTL, cfg.ChangeLogRetention = o.MaxGroupSize, o.DedupTTL, o.ChangeLogRetention
+	return cfg
 }
 
 // anyPort is "any free port" on the cluster's loopback address.
