@@ -113,30 +113,20 @@ func (x *tx) group(g uint64) (*clusterv1.GroupRecord, *clusterv1.GroupCounters, 
 	return &rec, c, true
 }
 
-// counters reads a group's counters, and whether the group exists: from
-// their own record when it has one (a read-fanout group since its first
-// message), without the group record, whose member list (90,000 members
-// make about 2 MB) costs a big group's sends and hints far more to copy
-// than the rest of their op; otherwise from the group record (group).
-func (x *tx) counters(g uint64) (*clusterv1.GroupCounters, bool) {
-	c := &clusterv1.GroupCounters{}
+// counters reads a group's counters, whether it uses read fanout, and
+// whether it exists: from the counters' own record when it has one (a
+// read-fanout group since its first message: only those have one, and a
+// group's fanout never changes), without the group record, whose member
+// list (90,000 members make about 2 MB) costs a big group's sends and
+// hints far more to copy than the rest of their op; otherwise from the
+// group record (group).
+func (x *tx) counters(g uint64) (c *clusterv1.GroupCounters, readFanout, ok bool) {
+	c = &clusterv1.GroupCounters{}
 	if x.getCached(countersKey(g), c) {
-		return c, true
-	}
-	_, c, ok := x.group(g)
-	return c, ok
-}
-
-// readFanoutCounters is counters for a group that must use read fanout:
-// only such groups have a counters record (putCounters), and a group's
-// fanout never changes.
-func (x *tx) readFanoutCounters(g uint64) (*clusterv1.GroupCounters, bool) {
-	c := &clusterv1.GroupCounters{}
-	if x.getCached(countersKey(g), c) {
-		return c, true
+		return c, true, true
 	}
 	rec, c, ok := x.group(g)
-	return c, ok && rec.Info.GetReadFanout()
+	return c, ok && rec.Info.GetReadFanout(), ok
 }
 
 // legacyCounters are the counters of a group written before counters had
@@ -396,8 +386,8 @@ func (x *tx) send(index uint64, n uint32, now int64, op *clusterv1.SendOp) *OpRe
 	var gc *clusterv1.GroupCounters
 	count := uint64(0)
 	if op.GroupSeq > 0 {
-		c, ok := x.readFanoutCounters(conv.Id)
-		if !ok {
+		c, readFanout, _ := x.counters(conv.Id)
+		if !readFanout {
 			return rejected("group %d is not a read-fanout group on this shard", conv.Id)
 		}
 		if op.GroupSeq <= c.LastGroupSeq {
@@ -766,7 +756,7 @@ func (x *tx) recall(index uint64, n uint32, now int64, op *clusterv1.RecallOp) *
 	}
 	var gc *clusterv1.GroupCounters
 	if rec.GroupSeq > 0 {
-		c, ok := x.counters(rec.Conversation.Id)
+		c, _, ok := x.counters(rec.Conversation.Id)
 		if !ok {
 			return rejectedAs(codes.NotFound, "group %d of message %s is gone", rec.Conversation.Id, req.MessageId)
 		}
@@ -1047,7 +1037,7 @@ func (x *tx) removeMembers(op *clusterv1.MembersOp) *OpResult {
 }
 
 func (x *tx) groupHint(index uint64, n uint32, op *clusterv1.GroupHintOp) *OpResult {
-	gc, ok := x.counters(op.GroupId)
+	gc, _, ok := x.counters(op.GroupId)
 	if !ok {
 		return rejectedAs(codes.NotFound, "group %d does not exist", op.GroupId)
 	}
@@ -1559,7 +1549,7 @@ func (x *tx) expireTimelines(op *clusterv1.ExpireTimelinesOp) *OpResult {
 		}
 		if i+1 == len(doomed) || doomed[i+1].group != d.group {
 			// The group's last entry removed by this step.
-			gc, ok := x.counters(d.group)
+			gc, _, ok := x.counters(d.group)
 			if !ok {
 				panic(fmt.Sprintf("store: group %d has timeline entries and no record", d.group))
 			}
