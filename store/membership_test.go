@@ -20,6 +20,7 @@ import (
 	"github.com/seqd/seqd/internal/testwait"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+	"github.com/seqd/seqd/store"
 )
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {
@@ -174,21 +175,8 @@ func TestReplaceStoreReplica(t *testing.T) {
 	}
 	c.KillStore(0, other)
 	send(40)
-	var got int
-	for after := uint64(0); ; {
-		res, err := seqdv1.NewMessagesClient(cc).Sync(ctx, &seqdv1.SyncRequest{User: 2, AfterSeq: after, Limit: 100})
-		if err != nil {
-			t.Fatalf("Sync at the replacement: %v", err)
-		}
-		got += len(res.Events)
-		if len(res.Events) == 0 || !res.HasMore {
-			break
-		}
-		after = res.NextCheckpoint
-	}
-	if got != 60 {
-		t.Fatalf("the replacement holds %d of user 2's 60 messages", got)
-	}
+	// Its own state, not a read it forwards to the leader.
+	holds(t, c.Store(0, fresh).Store().FSM(), 2, 60)
 
 	// A change sent to a follower names the leader; a change for another
 	// shard, or a malformed one, is refused.
@@ -282,8 +270,19 @@ func TestMoveStoreReplica(t *testing.T) {
 	if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Recipients: []uint64{2}, Conversation: direct(12), ClientMsgId: "after", Body: []byte("x")}); err != nil {
 		t.Fatalf("send with the moved replica as the majority's second: %v", err)
 	}
-	res, err := seqdv1.NewMessagesClient(dial(t, grpcAddr)).Sync(ctx, &seqdv1.SyncRequest{User: 2, Limit: 100})
-	if err != nil || len(res.Events) != 11 {
-		t.Fatalf("Sync at the moved replica: %d events, %v; want 11", len(res.GetEvents()), err)
-	}
+	holds(t, c.Store(0, moved).Store().FSM(), 2, 11)
+}
+
+// holds waits until the replica whose state f is has applied user's n
+// events (the last commit may still be applying there), and fails if it
+// does not.
+func holds(t *testing.T, f *store.FSM, user uint64, n int) {
+	t.Helper()
+	testwait.For(t, 10*time.Second, fmt.Sprintf("the replica to hold user %d's %d events", user, n), func() bool {
+		res, err := f.Sync(user, 0, 1000)
+		if err != nil {
+			t.Fatalf("Sync of the replica's own state: %v", err)
+		}
+		return len(res.Events) == n
+	})
 }
