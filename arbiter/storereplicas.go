@@ -92,6 +92,14 @@ func (s *server) RemoveStoreReplica(ctx context.Context, req *seqdv1.RemoveStore
 	// A removed replica is removed again (a retry whose answer was lost):
 	// both steps are idempotent.
 	sh, _, _, err := s.storeReplica(req.Id)
+	if status.Code(err) == codes.NotFound {
+		// A voter that never registered (its host never came up, say):
+		// only its shard's Raft configuration names it.
+		if sh = s.shardWithVoter(ctx, req.Id); sh == nil {
+			return nil, status.Errorf(codes.NotFound, "no store replica %s is registered, nor a voter of any shard whose replicas answer; `seqctl replicas` lists them", req.Id)
+		}
+		err = nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +120,35 @@ func (s *server) RemoveStoreReplica(ctx context.Context, req *seqdv1.RemoveStore
 	}
 	s.a.log.Info("store replica removed", "shard", sh.Id, "replica", req.Id)
 	return &seqdv1.RemoveStoreReplicaResponse{Shard: sh.Id, Voters: peerList(resp.Voters)}, nil
+}
+
+// shardWithVoter finds the shard whose Raft configuration, as the first of
+// its registered replicas to answer knows it, has voter id; nil if none.
+// Leaders are asked first: a follower's configuration can be behind.
+func (s *server) shardWithVoter(ctx context.Context, id string) *seqdv1.ShardInfo {
+	meta := s.a.fsm.Meta()
+	for _, sh := range meta.GetShards() {
+		var known []*clusterv1.ReplicaPeer // the leader's, else the first follower's
+		for _, r := range sh.Replicas {
+			info, err := s.askReplica(ctx, r.Addr)
+			if err != nil || info.ShardId != sh.Id || info.ReplicaId != r.Id || len(info.Voters) == 0 {
+				continue
+			}
+			if info.Leader {
+				known = info.Voters
+				break
+			}
+			if known == nil {
+				known = info.Voters
+			}
+		}
+		for _, v := range known {
+			if v.Id == id {
+				return sh
+			}
+		}
+	}
+	return nil
 }
 
 // askReplica asks the store replica at addr who it is.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -45,15 +46,12 @@ func (s *Shard) voters() ([]*clusterv1.ReplicaPeer, error) {
 // one removed is not any more.
 func (s *Shard) isVoter() bool {
 	vs, err := s.voters()
-	if err != nil {
-		return false
-	}
-	for _, v := range vs {
-		if v.Id == s.cfg.ReplicaID {
-			return true
-		}
-	}
-	return false
+	return err == nil && hasVoter(vs, s.cfg.ReplicaID)
+}
+
+// hasVoter reports whether replica id is among voters.
+func hasVoter(voters []*clusterv1.ReplicaPeer, id string) bool {
+	return slices.ContainsFunc(voters, func(v *clusterv1.ReplicaPeer) bool { return v.Id == id })
 }
 
 // liveMajorityWithout refuses, with FAILED_PRECONDITION naming the silent
@@ -90,6 +88,54 @@ func (s *Shard) answers(ctx context.Context, id string) bool {
 		}
 		return err
 	}) == nil
+}
+
+// bootstrap starts the shard's Raft configuration from the peer list
+// (--store-peer) on a replica that has no Raft state, unless the shard runs
+// already: a registered replica that answers knows a configuration with
+// other voters. A replacement started on an empty --data with a stale or
+// copied peer list would otherwise bootstrap a second shard under the same
+// id, with none of the first one's data and, with two such replicas, a
+// majority of its own. The shard's own replicas, started together, know
+// the same configuration (or none yet), and pass.
+func (s *Shard) bootstrap(ctx context.Context) error {
+	if !s.node.BootstrapOwed() {
+		return nil
+	}
+	var peers []string
+	for _, p := range s.cfg.Peers {
+		peers = append(peers, p.ID)
+	}
+	slices.Sort(peers)
+	for _, sh := range s.alloc.Load().Table().GetShards() {
+		if sh.Id != s.cfg.ShardID {
+			continue
+		}
+		for _, r := range sh.Replicas {
+			if r.Addr == s.cfg.GRPCAddr {
+				continue // this replica's own earlier registration
+			}
+			var info *clusterv1.ReplicaInfoResponse
+			err := s.askReplica(ctx, r.Id, time.Second, func(ctx context.Context, c clusterv1.StoreNodeClient) (err error) {
+				info, err = replicaInfoAt(ctx, c, s.cfg.ShardID, r.Id)
+				return err
+			})
+			if err != nil || len(info.Voters) == 0 {
+				continue // down, or has no configuration yet itself
+			}
+			var voters []string
+			for _, v := range info.Voters {
+				voters = append(voters, v.Id)
+			}
+			slices.Sort(voters)
+			if !slices.Equal(voters, peers) {
+				return fmt.Errorf("store: shard %s already runs, with voters %v (replica %s says so), but this replica has no Raft state and was started with --store-peer for %v: bootstrapping would start a second shard %s with none of its data. Start it with no --store-peer, then add it to the shard: seqctl replicas add %s",
+					s.cfg.ShardID, voters, r.Id, peers, s.cfg.ShardID, s.cfg.ReplicaID)
+			}
+		}
+	}
+	s.log.Info("bootstrapping the shard's Raft configuration", "voters", peers)
+	return s.node.Bootstrap()
 }
 
 func (r *server) ChangeReplicas(ctx context.Context, req *clusterv1.ChangeReplicasRequest) (*clusterv1.ChangeReplicasResponse, error) {

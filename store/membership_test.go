@@ -16,6 +16,7 @@ import (
 	"github.com/seqd/seqd/internal/localcluster"
 	"github.com/seqd/seqd/internal/loopback"
 	"github.com/seqd/seqd/internal/node"
+	"github.com/seqd/seqd/internal/raftnode"
 	"github.com/seqd/seqd/internal/rpcerr"
 	"github.com/seqd/seqd/internal/testwait"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
@@ -62,6 +63,24 @@ func TestReplaceStoreReplica(t *testing.T) {
 	deadID := fmt.Sprintf("s1-r%d", dead+1)
 	deadAddr := c.Store(0, dead).GRPCAddr()
 	c.KillStore(0, dead)
+	// Started with the dead replica's peer list (its own id in place of
+	// the dead one's), it would bootstrap a second shard s1: refused.
+	conf := c.Store(0, 3-dead-c.StoreLeader(0)).Store().Raft().GetConfiguration() // a live follower
+	if err := conf.Error(); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := c.AddStoreReplicaWith(ctx, 0, func(cfg *node.Config) {
+		for _, srv := range conf.Configuration().Servers {
+			p := raftnode.Peer{ID: string(srv.ID), Addr: string(srv.Address)}
+			if p.ID == deadID {
+				p = raftnode.Peer{ID: cfg.ID, Addr: cfg.RaftAddr}
+			}
+			cfg.StorePeers = append(cfg.StorePeers, p)
+		}
+	})
+	if err == nil || !strings.Contains(err.Error(), "shard s1 already runs") || !strings.Contains(err.Error(), "seqctl replicas add s1-r4") {
+		t.Fatalf("a replacement started with --store-peer: %v, want it refused (shard s1 already runs)", err)
+	}
 	fresh, freshID, err := c.AddStoreReplica(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +104,7 @@ func TestReplaceStoreReplica(t *testing.T) {
 	}{
 		{"", codes.InvalidArgument, "id"},
 		{strings.Repeat("x", 300), codes.InvalidArgument, "id"},
-		{"s1-r9", codes.NotFound, "no store replica s1-r9 has registered"},
+		{"s1-r9", codes.NotFound, "no store replica s1-r9 "},
 	} {
 		if _, err := admin.AddStoreReplica(ctx, &seqdv1.AddStoreReplicaRequest{Id: tc.id}); status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("AddStoreReplica(%.20q): %v, want %v naming %q", tc.id, err, tc.code, tc.msg)

@@ -819,7 +819,11 @@ func (r *server) ReadChangeLog(ctx context.Context, req *clusterv1.ReadChangeLog
 
 func (r *server) ReplicaInfo(ctx context.Context, req *clusterv1.ReplicaInfoRequest) (*clusterv1.ReplicaInfoResponse, error) {
 	resp := &clusterv1.ReplicaInfoResponse{ShardId: r.s.cfg.ShardID, ReplicaId: r.s.cfg.ReplicaID, StoreFormat: r.s.fsm.format,
-		AppliedIndex: r.s.fsm.AppliedIndex(), RaftAddr: string(r.s.node.Transport.LocalAddr()), Voter: r.s.isVoter()}
+		AppliedIndex: r.s.fsm.AppliedIndex(), RaftAddr: string(r.s.node.Transport.LocalAddr())}
+	if vs, err := r.s.voters(); err == nil {
+		resp.Voters = vs
+		resp.Voter = hasVoter(vs, r.s.cfg.ReplicaID)
+	}
 	if err := r.s.Halted(); err != nil {
 		resp.Halted = err.Error()
 	} else {

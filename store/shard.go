@@ -326,7 +326,10 @@ func New(cfg Config) (*Shard, error) {
 	fsm.observe = func(ops int, d time.Duration) { s.m.applySeconds.Observe(d.Seconds()) }
 	s.node, err = raftnode.Start(raftnode.Config{
 		ID: cfg.ReplicaID, Dir: filepath.Join(cfg.DataDir, "raft"), Addr: cfg.RaftAddr, Listener: cfg.RaftListener,
-		Bootstrap: cfg.Peers, HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
+		// Start bootstraps, once it has checked that the shard does not
+		// run already (bootstrap).
+		Bootstrap: cfg.Peers, DeferBootstrap: true,
+		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 		CommitTimeout: 2 * time.Millisecond, MaxAppendEntries: 256, SnapshotThreshold: 16384, SnapshotInterval: time.Minute,
 		// The proposer hands an entry over and goes on to plan the next
 		// one while the leader loop writes the log (1.11x the sends in
@@ -446,8 +449,10 @@ func (s *Shard) inLeaderContact() bool {
 
 func (s *Shard) now() time.Time { return s.cfg.Now() }
 
-// Start connects to the allocator, registers this replica in the shard
-// map, and runs the leader-only loops whenever this replica leads.
+// Start connects to the allocator, bootstraps the shard's Raft
+// configuration if this replica is new and has --store-peer (and the shard
+// does not run already), registers this replica in the shard map, and runs
+// the leader-only loops whenever this replica leads.
 func (s *Shard) Start(ctx context.Context) error {
 	c, err := router.New(ctx, router.Config{Addrs: s.cfg.Arbiters, Logger: s.cfg.Logger})
 	if err != nil {
@@ -461,6 +466,9 @@ func (s *Shard) Start(ctx context.Context) error {
 	}
 	s.alloc.Store(c) // shutdown closes it from here on
 	s.lifeMu.Unlock()
+	if err := s.bootstrap(ctx); err != nil {
+		return err
+	}
 	if err := s.register(ctx); err != nil {
 		if herr := s.Halted(); herr != nil {
 			// It halted while starting (replaying an entry that needs a

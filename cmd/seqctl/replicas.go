@@ -27,10 +27,14 @@ type replicaRow struct {
 	Format  int64  `json:"store_format"`
 	Applied uint64 `json:"applied_index"`
 	// State is "ok", "halted", "log failing" (a Raft log write failed
-	// lately), "old build" (no ReplicaInfo: format 0) or
-	// "unreachable"; Detail says more.
+	// lately), "not a voter", "old build" (no ReplicaInfo: format 0),
+	// "unreachable", or "not registered" (a voter of its shard's Raft
+	// configuration that is not in the shard map, so no Addr); Detail
+	// says more.
 	State  string `json:"state"`
 	Detail string `json:"detail,omitempty"`
+
+	voters []*clusterv1.ReplicaPeer // its shard's voters as it knows them
 }
 
 // runReplicas asks every store replica in the shard map which store format
@@ -86,6 +90,7 @@ func runReplicas(ctx context.Context, e *env, cmd *command, args []string) error
 		}()
 	}
 	wg.Wait()
+	rows = append(rows, unregisteredVoters(rows)...)
 	if e.json {
 		return writeJSON(e.stdout, rows)
 	}
@@ -101,14 +106,51 @@ func runReplicas(ctx context.Context, e *env, cmd *command, args []string) error
 			role, format, applied = "-", "-", "-"
 		case "old build":
 			role, format, applied = "-", "0", "-"
+		case "not registered":
+			role, format, applied = "-", "-", "-"
+		}
+		addr := r.Addr
+		if addr == "" {
+			addr = "-"
 		}
 		state := r.State
 		if r.Detail != "" {
 			state += ": " + r.Detail
 		}
-		row(tw, r.Shard, r.Replica, r.Addr, role, format, applied, state)
+		row(tw, r.Shard, r.Replica, addr, role, format, applied, state)
 	}
 	return tw.Flush()
+}
+
+// unregisteredVoters returns a row for each voter of a shard's Raft
+// configuration that is not in the shard map: one in the --store-peer
+// list whose process never started, or cannot reach the arbiters. The
+// configuration is the shard leader's, else the first answering
+// follower's.
+func unregisteredVoters(rows []*replicaRow) []*replicaRow {
+	known := map[string][]*clusterv1.ReplicaPeer{}
+	inMap := map[string]bool{}
+	var shards []string
+	for _, r := range rows {
+		inMap[r.Replica] = true
+		if _, seen := known[r.Shard]; !seen {
+			shards = append(shards, r.Shard)
+			known[r.Shard] = nil
+		}
+		if len(r.voters) > 0 && (r.Leader || known[r.Shard] == nil) {
+			known[r.Shard] = r.voters
+		}
+	}
+	var out []*replicaRow
+	for _, sh := range shards {
+		for _, v := range known[sh] {
+			if !inMap[v.Id] {
+				out = append(out, &replicaRow{Shard: sh, Replica: v.Id, Format: -1, State: "not registered",
+					Detail: "a voter of the shard (Raft address " + v.RaftAddr + ") that never registered: its process has not started, or cannot reach the arbiters; if it is gone for good, seqctl replicas remove " + v.Id})
+			}
+		}
+	}
+	return out
 }
 
 // askReplica fills r from its replica's answer.
@@ -128,7 +170,7 @@ func askReplica(ctx context.Context, r *replicaRow) {
 	case info.ReplicaId != r.Replica || info.ShardId != r.Shard:
 		r.State, r.Detail = "unreachable", fmt.Sprintf("%s answers as replica %s of shard %s", r.Addr, info.ReplicaId, info.ShardId)
 	default:
-		r.Format, r.Applied, r.Leader, r.State = int64(info.StoreFormat), info.AppliedIndex, info.Leader, "ok"
+		r.Format, r.Applied, r.Leader, r.State, r.voters = int64(info.StoreFormat), info.AppliedIndex, info.Leader, "ok", info.Voters
 		switch {
 		case info.Halted != "":
 			r.State, r.Detail = "halted", info.Halted

@@ -116,12 +116,32 @@ func TestReplicasAddAndRemove(t *testing.T) {
 	}{
 		{[]string{"replicas", "add"}, "missing ID"},
 		{[]string{"replicas", "add", "a", "b"}, "takes one ID"},
-		{[]string{"replicas", "remove", "s1-r9"}, "no store replica s1-r9 has registered"},
+		{[]string{"replicas", "remove", "s1-r9"}, "no store replica s1-r9 is registered, nor a voter of any shard"},
 		{[]string{"replicas", "add", gone}, "was removed from shard s1"},
 	} {
 		r := seqctl(t, append([]string{"--addr", addr}, tc.args...)...)
 		if r.code == 0 || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("seqctl %v: exit %d, stderr %q, want %q", tc.args, r.code, r.stderr, tc.want)
 		}
+	}
+
+	// A voter that never registered (its host never came up): listed from
+	// the shard's Raft configuration, and removable by its id.
+	leader := c.Store(0, c.StoreLeader(0)).Store()
+	if err := leader.Raft().AddVoter("s1-r8", "127.0.0.1:1", 0, 10*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, 10*time.Second, "s1-r8 to list as not registered", func() bool { return state()["s1-r8"] == "not registered" })
+	if out := ok(t, "--addr", addr, "replicas"); !strings.Contains(out, "s1-r8") || !strings.Contains(out, "never registered") {
+		t.Fatalf("replicas:\n%s\nwant s1-r8 as a voter that never registered", out)
+	}
+	if out := ok(t, "--addr", addr, "replicas", "remove", "s1-r8"); !strings.Contains(out, "store replica s1-r8 removed from shard s1") || strings.Contains(out, "s1-r8=") {
+		t.Fatalf("replicas remove s1-r8: %q", out)
+	}
+	if got := state(); len(got) != 3 {
+		t.Fatalf("replicas after removing s1-r8: %v, want the 3 voters", got)
+	}
+	if r := seqctl(t, "--addr", addr, "replicas", "add", "s1-r8"); r.code == 0 || !strings.Contains(r.stderr, "was removed from shard s1") {
+		t.Errorf("replicas add s1-r8 after its removal: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

@@ -352,6 +352,12 @@ func (c *Cluster) RestartStoreWith(ctx context.Context, sh, i int, change func(*
 // registers with the arbiters and waits to be added to the shard
 // (seqctl replicas add). It returns the replica's index and id.
 func (c *Cluster) AddStoreReplica(ctx context.Context, sh int) (int, string, error) {
+	return c.AddStoreReplicaWith(ctx, sh, nil)
+}
+
+// AddStoreReplicaWith is AddStoreReplica with change applied to the
+// replica's configuration (to give it peers, say) before it starts.
+func (c *Cluster) AddStoreReplicaWith(ctx context.Context, sh int, change func(*node.Config)) (int, string, error) {
 	c.mu.Lock()
 	i, shard := len(c.Stores[sh]), c.storeCfg[sh][0].Shard
 	c.mu.Unlock()
@@ -366,6 +372,9 @@ func (c *Cluster) AddStoreReplica(ctx context.Context, sh int) (int, string, err
 		return 0, "", err
 	}
 	cfg := c.storeConfig(id, shard, g, r)
+	if change != nil {
+		change(&cfg)
+	}
 	nd, err := c.startNode(ctx, cfg)
 	if err != nil {
 		g.Close()

@@ -36,6 +36,11 @@ type Config struct {
 	Listener net.Listener // optional, already open
 	// Bootstrap is the initial voter list; used only when Dir holds no state.
 	Bootstrap []Peer
+	// DeferBootstrap leaves the bootstrap to Node.Bootstrap, for a caller
+	// that first checks that the group does not run already. Until then
+	// the node has no configuration: it starts no election, and a leader
+	// that has it as a voter can still bring it in.
+	DeferBootstrap bool
 
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
@@ -61,6 +66,9 @@ type Node struct {
 	serial    *serialTransport // what Raft uses: Transport without the heartbeat fast path
 	store     *logStore
 	log       *slog.Logger
+	// owed is the configuration a deferred bootstrap will start; empty
+	// once done, or when none is owed.
+	owed raft.Configuration
 }
 
 // streamLayer is a raft.StreamLayer over an already-open listener.
@@ -150,7 +158,9 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 		for _, p := range cfg.Bootstrap {
 			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
 		}
-		if err := raft.BootstrapCluster(rc, n.store, n.store, snaps, n.serial, raft.Configuration{Servers: servers}); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		if cfg.DeferBootstrap {
+			n.owed = raft.Configuration{Servers: servers}
+		} else if err := raft.BootstrapCluster(rc, n.store, n.store, snaps, n.serial, raft.Configuration{Servers: servers}); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			n.serial.Close()
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
@@ -163,6 +173,23 @@ func Start(cfg Config, fsm raft.FSM) (n *Node, err error) {
 		n.checkOwnAddr(rc.LocalID, cfg.Addr, string(n.Transport.LocalAddr()))
 	}
 	return n, nil
+}
+
+// BootstrapOwed reports whether a deferred bootstrap is still to be done
+// (Config.DeferBootstrap on a node that started with no state).
+func (n *Node) BootstrapOwed() bool { return len(n.owed.Servers) > 0 }
+
+// Bootstrap does a deferred bootstrap. It does nothing if none is owed, or
+// if the node has state by now (a leader brought it in meanwhile).
+func (n *Node) Bootstrap() error {
+	if !n.BootstrapOwed() {
+		return nil
+	}
+	if err := n.Raft.BootstrapCluster(n.owed).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	n.owed = raft.Configuration{}
+	return nil
 }
 
 // checkOwnAddr warns when the group's configuration, which this node's

@@ -428,7 +428,11 @@ type ReplicaInfoResponse struct {
 	RaftAddr string `protobuf:"bytes,8,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	// Whether it is a voter in the shard's Raft configuration as it knows
 	// it (a replica started without --store-peer is not, until it is added).
-	Voter         bool `protobuf:"varint,9,opt,name=voter,proto3" json:"voter,omitempty"`
+	Voter bool `protobuf:"varint,9,opt,name=voter,proto3" json:"voter,omitempty"`
+	// The voters of the shard's Raft configuration as this replica knows it
+	// (the leader's is the newest); empty before it has one. A voter that
+	// never registered with the arbiters is found here, not in the shard map.
+	Voters        []*ReplicaPeer `protobuf:"bytes,10,rep,name=voters,proto3" json:"voters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -524,6 +528,13 @@ func (x *ReplicaInfoResponse) GetVoter() bool {
 		return x.Voter
 	}
 	return false
+}
+
+func (x *ReplicaInfoResponse) GetVoters() []*ReplicaPeer {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
 }
 
 type TimelineCountRequest struct {
@@ -3061,7 +3072,7 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x06change\"N\n" +
 	"\x16ChangeReplicasResponse\x124\n" +
 	"\x06voters\x18\x01 \x03(\v2\x1c.seqd.cluster.v1.ReplicaPeerR\x06voters\"\x14\n" +
-	"\x12ReplicaInfoRequest\"\xa2\x02\n" +
+	"\x12ReplicaInfoRequest\"\xd8\x02\n" +
 	"\x13ReplicaInfoResponse\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1d\n" +
 	"\n" +
@@ -3072,7 +3083,9 @@ const file_seqd_cluster_v1_store_proto_rawDesc = "" +
 	"\x06leader\x18\x06 \x01(\bR\x06leader\x12&\n" +
 	"\x0flog_write_error\x18\a \x01(\tR\rlogWriteError\x12\x1b\n" +
 	"\traft_addr\x18\b \x01(\tR\braftAddr\x12\x14\n" +
-	"\x05voter\x18\t \x01(\bR\x05voter\"c\n" +
+	"\x05voter\x18\t \x01(\bR\x05voter\x124\n" +
+	"\x06voters\x18\n" +
+	" \x03(\v2\x1c.seqd.cluster.v1.ReplicaPeerR\x06voters\"c\n" +
 	"\x14TimelineCountRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x1c\n" +
 	"\n" +
@@ -3362,56 +3375,57 @@ var file_seqd_cluster_v1_store_proto_goTypes = []any{
 var file_seqd_cluster_v1_store_proto_depIdxs = []int32{
 	3,  // 0: seqd.cluster.v1.ChangeReplicasRequest.add:type_name -> seqd.cluster.v1.ReplicaPeer
 	3,  // 1: seqd.cluster.v1.ChangeReplicasResponse.voters:type_name -> seqd.cluster.v1.ReplicaPeer
-	0,  // 2: seqd.cluster.v1.StoreCommand.type:type_name -> seqd.cluster.v1.StoreCommandType
-	12, // 3: seqd.cluster.v1.StoreBatch.ops:type_name -> seqd.cluster.v1.StoreOp
-	14, // 4: seqd.cluster.v1.StoreOp.send:type_name -> seqd.cluster.v1.SendOp
-	16, // 5: seqd.cluster.v1.StoreOp.deliver:type_name -> seqd.cluster.v1.DeliverOp
-	17, // 6: seqd.cluster.v1.StoreOp.mark_read:type_name -> seqd.cluster.v1.MarkReadOp
-	18, // 7: seqd.cluster.v1.StoreOp.recall:type_name -> seqd.cluster.v1.RecallOp
-	19, // 8: seqd.cluster.v1.StoreOp.delete:type_name -> seqd.cluster.v1.DeleteOp
-	20, // 9: seqd.cluster.v1.StoreOp.create_group:type_name -> seqd.cluster.v1.CreateGroupOp
-	21, // 10: seqd.cluster.v1.StoreOp.add_members:type_name -> seqd.cluster.v1.MembersOp
-	21, // 11: seqd.cluster.v1.StoreOp.remove_members:type_name -> seqd.cluster.v1.MembersOp
-	22, // 12: seqd.cluster.v1.StoreOp.group_hint:type_name -> seqd.cluster.v1.GroupHintOp
-	23, // 13: seqd.cluster.v1.StoreOp.outbox_ack:type_name -> seqd.cluster.v1.OutboxAckOp
-	24, // 14: seqd.cluster.v1.StoreOp.expire:type_name -> seqd.cluster.v1.ExpireOp
-	28, // 15: seqd.cluster.v1.StoreOp.sweep_dedup:type_name -> seqd.cluster.v1.SweepDedupOp
-	25, // 16: seqd.cluster.v1.StoreOp.expire_scan:type_name -> seqd.cluster.v1.ExpireScanOp
-	26, // 17: seqd.cluster.v1.StoreOp.trim_change_log:type_name -> seqd.cluster.v1.TrimChangeLogOp
-	27, // 18: seqd.cluster.v1.StoreOp.expire_timelines:type_name -> seqd.cluster.v1.ExpireTimelinesOp
-	41, // 19: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
-	13, // 20: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
-	2,  // 21: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
-	42, // 22: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
-	15, // 23: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
-	43, // 24: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
-	44, // 25: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
-	13, // 26: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
-	45, // 27: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
-	46, // 28: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
-	13, // 29: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
-	47, // 30: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
-	48, // 31: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
-	13, // 32: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
-	49, // 33: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
-	12, // 34: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
-	15, // 35: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
-	35, // 36: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
-	36, // 37: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
-	38, // 38: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
-	8,  // 39: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
-	6,  // 40: seqd.cluster.v1.StoreNode.ReplicaInfo:input_type -> seqd.cluster.v1.ReplicaInfoRequest
-	4,  // 41: seqd.cluster.v1.StoreNode.ChangeReplicas:input_type -> seqd.cluster.v1.ChangeReplicasRequest
-	37, // 42: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
-	39, // 43: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
-	9,  // 44: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
-	7,  // 45: seqd.cluster.v1.StoreNode.ReplicaInfo:output_type -> seqd.cluster.v1.ReplicaInfoResponse
-	5,  // 46: seqd.cluster.v1.StoreNode.ChangeReplicas:output_type -> seqd.cluster.v1.ChangeReplicasResponse
-	42, // [42:47] is the sub-list for method output_type
-	37, // [37:42] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	3,  // 2: seqd.cluster.v1.ReplicaInfoResponse.voters:type_name -> seqd.cluster.v1.ReplicaPeer
+	0,  // 3: seqd.cluster.v1.StoreCommand.type:type_name -> seqd.cluster.v1.StoreCommandType
+	12, // 4: seqd.cluster.v1.StoreBatch.ops:type_name -> seqd.cluster.v1.StoreOp
+	14, // 5: seqd.cluster.v1.StoreOp.send:type_name -> seqd.cluster.v1.SendOp
+	16, // 6: seqd.cluster.v1.StoreOp.deliver:type_name -> seqd.cluster.v1.DeliverOp
+	17, // 7: seqd.cluster.v1.StoreOp.mark_read:type_name -> seqd.cluster.v1.MarkReadOp
+	18, // 8: seqd.cluster.v1.StoreOp.recall:type_name -> seqd.cluster.v1.RecallOp
+	19, // 9: seqd.cluster.v1.StoreOp.delete:type_name -> seqd.cluster.v1.DeleteOp
+	20, // 10: seqd.cluster.v1.StoreOp.create_group:type_name -> seqd.cluster.v1.CreateGroupOp
+	21, // 11: seqd.cluster.v1.StoreOp.add_members:type_name -> seqd.cluster.v1.MembersOp
+	21, // 12: seqd.cluster.v1.StoreOp.remove_members:type_name -> seqd.cluster.v1.MembersOp
+	22, // 13: seqd.cluster.v1.StoreOp.group_hint:type_name -> seqd.cluster.v1.GroupHintOp
+	23, // 14: seqd.cluster.v1.StoreOp.outbox_ack:type_name -> seqd.cluster.v1.OutboxAckOp
+	24, // 15: seqd.cluster.v1.StoreOp.expire:type_name -> seqd.cluster.v1.ExpireOp
+	28, // 16: seqd.cluster.v1.StoreOp.sweep_dedup:type_name -> seqd.cluster.v1.SweepDedupOp
+	25, // 17: seqd.cluster.v1.StoreOp.expire_scan:type_name -> seqd.cluster.v1.ExpireScanOp
+	26, // 18: seqd.cluster.v1.StoreOp.trim_change_log:type_name -> seqd.cluster.v1.TrimChangeLogOp
+	27, // 19: seqd.cluster.v1.StoreOp.expire_timelines:type_name -> seqd.cluster.v1.ExpireTimelinesOp
+	41, // 20: seqd.cluster.v1.SendOp.request:type_name -> seqd.v1.SendRequest
+	13, // 21: seqd.cluster.v1.SendOp.appends:type_name -> seqd.cluster.v1.Append
+	2,  // 22: seqd.cluster.v1.FanoutItem.kind:type_name -> seqd.cluster.v1.FanoutItem.Kind
+	42, // 23: seqd.cluster.v1.FanoutItem.event:type_name -> seqd.v1.Event
+	15, // 24: seqd.cluster.v1.DeliverOp.items:type_name -> seqd.cluster.v1.FanoutItem
+	43, // 25: seqd.cluster.v1.MarkReadOp.request:type_name -> seqd.v1.MarkReadRequest
+	44, // 26: seqd.cluster.v1.RecallOp.request:type_name -> seqd.v1.RecallRequest
+	13, // 27: seqd.cluster.v1.RecallOp.appends:type_name -> seqd.cluster.v1.Append
+	45, // 28: seqd.cluster.v1.DeleteOp.request:type_name -> seqd.v1.DeleteRequest
+	46, // 29: seqd.cluster.v1.CreateGroupOp.request:type_name -> seqd.v1.CreateGroupRequest
+	13, // 30: seqd.cluster.v1.GroupHintOp.appends:type_name -> seqd.cluster.v1.Append
+	47, // 31: seqd.cluster.v1.DedupRecord.response:type_name -> seqd.v1.SendResponse
+	48, // 32: seqd.cluster.v1.MessageRecord.conversation:type_name -> seqd.v1.Conversation
+	13, // 33: seqd.cluster.v1.MessageRecord.copies:type_name -> seqd.cluster.v1.Append
+	49, // 34: seqd.cluster.v1.GroupRecord.info:type_name -> seqd.v1.GroupInfo
+	12, // 35: seqd.cluster.v1.ChangeLogEntry.ops:type_name -> seqd.cluster.v1.StoreOp
+	15, // 36: seqd.cluster.v1.DeliverRequest.items:type_name -> seqd.cluster.v1.FanoutItem
+	35, // 37: seqd.cluster.v1.ReadChangeLogResponse.entries:type_name -> seqd.cluster.v1.ChangeLogEntry
+	36, // 38: seqd.cluster.v1.StoreNode.Deliver:input_type -> seqd.cluster.v1.DeliverRequest
+	38, // 39: seqd.cluster.v1.StoreNode.ReadChangeLog:input_type -> seqd.cluster.v1.ReadChangeLogRequest
+	8,  // 40: seqd.cluster.v1.StoreNode.TimelineCount:input_type -> seqd.cluster.v1.TimelineCountRequest
+	6,  // 41: seqd.cluster.v1.StoreNode.ReplicaInfo:input_type -> seqd.cluster.v1.ReplicaInfoRequest
+	4,  // 42: seqd.cluster.v1.StoreNode.ChangeReplicas:input_type -> seqd.cluster.v1.ChangeReplicasRequest
+	37, // 43: seqd.cluster.v1.StoreNode.Deliver:output_type -> seqd.cluster.v1.DeliverResponse
+	39, // 44: seqd.cluster.v1.StoreNode.ReadChangeLog:output_type -> seqd.cluster.v1.ReadChangeLogResponse
+	9,  // 45: seqd.cluster.v1.StoreNode.TimelineCount:output_type -> seqd.cluster.v1.TimelineCountResponse
+	7,  // 46: seqd.cluster.v1.StoreNode.ReplicaInfo:output_type -> seqd.cluster.v1.ReplicaInfoResponse
+	5,  // 47: seqd.cluster.v1.StoreNode.ChangeReplicas:output_type -> seqd.cluster.v1.ChangeReplicasResponse
+	43, // [43:48] is the sub-list for method output_type
+	38, // [38:43] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_seqd_cluster_v1_store_proto_init() }
