@@ -401,7 +401,7 @@ func TestApplySendGroups(t *testing.T) {
 		t.Fatalf("group record %v", g)
 	}
 	for _, c := range []struct{ upTo, count uint64 }{{0, 0}, {4, 0}, {5, 1}, {8, 1}, {9, 2}, {100, 2}} {
-		n, last, err := h.f.TimelineCount(50, c.upTo)
+		n, last, err := timelineCount(h.f, 50, c.upTo)
 		if err != nil || n != c.count || last != 9 {
 			t.Fatalf("TimelineCount(50, %d) = %d, %d, %v; want %d, 9", c.upTo, n, last, err, c.count)
 		}

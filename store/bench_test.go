@@ -265,3 +265,38 @@ func timedPass(b *testing.B, f *FSM, index uint64, op func(from uint64) *cluster
 	b.StopTimer()
 	return removed
 }
+
+// BenchmarkSyncGroup measures a member's SyncGroup fetch of the newest
+// message of a read-fanout group of 10,000 members (b.N fetches, each by
+// another member), the read every subscribed member makes after a hint.
+//
+//	go test ./store -run '^$' -bench BenchmarkSyncGroup -benchtime 2000x
+func BenchmarkSyncGroup(b *testing.B) {
+	for _, members := range []int{500, 10_000, 90_000} {
+		b.Run(fmt.Sprint(members), func(b *testing.B) {
+			f := openTestFSM(b, b.TempDir())
+			defer f.Close()
+			ids := make([]uint64, members)
+			for i := range ids {
+				ids[i] = uint64(i + 1)
+			}
+			var entries [][]byte
+			entries = append(entries, encodeOps(b, 1_000_000, opCreateGroup(7, 1, true, 100)))
+			for i := 0; i < members; i += 5000 {
+				entries = append(entries, encodeOps(b, 1_000_000, opAddMembers(7, false, 100, ids[i:min(i+5000, members)]...)))
+			}
+			op := opGroupSend(7, 1, true, 1, "m", strings.Repeat("abcdefghij", 10))
+			op.GetSend().RemoteSender = true
+			entries = append(entries, encodeOps(b, 1_000_000, op))
+			applyAll(b, f, entries)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				res, err := f.SyncGroup(uint64(2+i%(members-1)), 7, 0, 100)
+				if err != nil || len(res.Events) != 1 {
+					b.Fatalf("SyncGroup: %v, %d events", err, len(res.Events))
+				}
+			}
+		})
+	}
+}

@@ -1,7 +1,12 @@
 package store
 
 import (
+	"sync"
+
 	"google.golang.org/protobuf/proto"
+
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
 // stateCache holds decoded user, conversation and group records as they
@@ -72,4 +77,89 @@ func (x *tx) publish() {
 	for k, v := range x.dirty {
 		x.cache.put(k, v)
 	}
+}
+
+// groupReads keeps the decoded records of large groups for the read path:
+// every member of a read-fanout group calls SyncGroup after each hint, and
+// each call used to decode the whole member list (1.7 ms for 10,000
+// members, 12 ms for 90,000; BenchmarkSyncGroup). An entry is used only
+// while the record's Badger version is the one it was decoded from, so a
+// reader gets exactly what its own transaction would have decoded.
+// Restore, whose fresh database numbers versions anew, clears it.
+type groupReads struct {
+	mu      sync.Mutex
+	m       map[uint64]*readGroup
+	members int // members in m's records, at most maxReadMembers
+}
+
+// readGroup is a decoded group record, shared by readers: read only.
+type readGroup struct {
+	version uint64
+	rec     *clusterv1.GroupRecord
+	byUser  map[uint64]*seqdv1.GroupMember
+}
+
+const (
+	// minReadMembers: smaller records are decoded for each read.
+	minReadMembers = 256
+	// maxReadMembers bounds the members the cache holds (about 100 bytes
+	// each); when a record does not fit, it starts over.
+	maxReadMembers = 1_000_000
+)
+
+func newGroupReads() *groupReads { return &groupReads{m: map[uint64]*readGroup{}} }
+
+// get returns group g's record decoded at version, or nil.
+func (c *groupReads) get(g, version uint64) *readGroup {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.m[g]; e != nil && e.version == version {
+		return e
+	}
+	return nil
+}
+
+// put keeps rec, group g's record decoded at version, if it is large.
+func (c *groupReads) put(g, version uint64, rec *clusterv1.GroupRecord) *readGroup {
+	e := &readGroup{version: version, rec: rec}
+	n := len(rec.GetInfo().GetMembers())
+	if n < minReadMembers || n > maxReadMembers {
+		return e
+	}
+	e.byUser = make(map[uint64]*seqdv1.GroupMember, n)
+	for _, m := range rec.Info.Members {
+		e.byUser[m.User] = m
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.m[g]; old != nil {
+		if old.version > version {
+			return e // a reader with an older view came late
+		}
+		c.members -= len(old.rec.Info.Members)
+	}
+	if c.members+n > maxReadMembers {
+		clear(c.m)
+		c.members = 0
+	}
+	c.m[g] = e
+	c.members += n
+	return e
+}
+
+// member returns user's membership, if a member.
+func (e *readGroup) member(user uint64) (*seqdv1.GroupMember, bool) {
+	if e.byUser != nil {
+		m, ok := e.byUser[user]
+		return m, ok
+	}
+	return isMember(e.rec.Info, user)
+}
+
+// reset empties the cache (Restore, with no reader in flight).
+func (c *groupReads) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.m)
+	c.members = 0
 }

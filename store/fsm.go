@@ -81,6 +81,7 @@ type FSM struct {
 	db      *badger.DB
 	dir     string
 	cache   *stateCache
+	reads   *groupReads // large groups' records for reads (memberTimeline)
 	log     *slog.Logger
 	applied atomic.Uint64
 	// notify, if set, is told which users and groups an entry touched,
@@ -147,7 +148,7 @@ func openFSM(dir string, log *slog.Logger, phase float64, format uint32) (*FSM, 
 		db.Close()
 		return nil, err
 	}
-	f := &FSM{db: db, dir: dir, log: log, cache: newStateCache(), phase: phase, format: format, formatSeen: seen}
+	f := &FSM{db: db, dir: dir, log: log, cache: newStateCache(), reads: newGroupReads(), phase: phase, format: format, formatSeen: seen}
 	applied, err := readApplied(db)
 	if err != nil {
 		db.Close()
@@ -605,6 +606,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		panic(fmt.Sprintf("store: after snapshot swap: %v", err))
 	}
 	f.cache.reset()
+	f.reads.reset() // under mu: no reader holds the old database's versions
 	f.applied.Store(applied)
 	f.formatSeen = seen
 	if f.notify != nil {

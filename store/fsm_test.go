@@ -908,3 +908,12 @@ func TestApplyAddMembersSizeLimit(t *testing.T) {
 		})
 	}
 }
+
+// timelineCount is FSM.TimelineCount's count and newest gseq.
+func timelineCount(f *FSM, g, upTo uint64) (count, last uint64, err error) {
+	r, err := f.TimelineCount(g, upTo, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	return r.Count, r.LastGseq, nil
+}

@@ -602,7 +602,7 @@ func (m *propModel) planMarkRead(t *rapid.T) *propPlan {
 		}
 		upTo = rapid.Uint64Range(1, g.info.LastGroupSeq).Draw(t, "upToGseq")
 		count = m.timelineCount(g, upTo)
-		if n, _, err := m.h.f.TimelineCount(g.info.GroupId, upTo); err != nil || n != count {
+		if n, _, err := timelineCount(m.h.f, g.info.GroupId, upTo); err != nil || n != count {
 			t.Fatalf("TimelineCount(%d, %d) = %d, %v; model %d", g.info.GroupId, upTo, n, err, count)
 		}
 		op = opMarkReadFanout(u, conv.Id, upTo, count, seq)

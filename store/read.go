@@ -400,7 +400,7 @@ func isMember(info *seqdv1.GroupInfo, user uint64) (*seqdv1.GroupMember, bool) {
 func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 	res := &SyncResult{NextCheckpoint: after}
 	err := f.view(func(txn *badger.Txn) error {
-		m, c, err := memberTimeline(txn, user, g)
+		m, c, err := f.memberTimeline(txn, user, g)
 		if err != nil {
 			return err
 		}
@@ -432,7 +432,7 @@ func (f *FSM) SyncGroup(user, g, after uint64, limit int) (*SyncResult, error) {
 // next is the group seq to page on from, 0 at that floor.
 func (f *FSM) GroupHistory(user, g, before uint64, limit int) (out []*seqdv1.Event, next uint64, err error) {
 	err = f.view(func(txn *badger.Txn) error {
-		m, c, err := memberTimeline(txn, user, g)
+		m, c, err := f.memberTimeline(txn, user, g)
 		if err != nil {
 			return err
 		}
@@ -447,46 +447,72 @@ func (f *FSM) GroupHistory(user, g, before uint64, limit int) (out []*seqdv1.Eve
 	return out, next, err
 }
 
-// memberTimeline returns user's membership of read-fanout group g and
-// the group's counters, for a read of its timeline, or the refusal of
-// that read.
-func memberTimeline(txn *badger.Txn, user, g uint64) (*seqdv1.GroupMember, *clusterv1.GroupCounters, error) {
-	rec, c, ok, err := groupIn(txn, g)
+// groupRead returns group g's record, shared with other readers (read
+// only; a large group's comes decoded from f.reads), and its counters.
+func (f *FSM) groupRead(txn *badger.Txn, g uint64) (*readGroup, *clusterv1.GroupCounters, error) {
+	item, err := txn.Get(groupKey(g))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil, notFound("group %d does not exist", g)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
-	if !ok {
-		return nil, nil, notFound("group %d does not exist", g)
+	e := f.reads.get(g, item.Version())
+	if e == nil {
+		rec := &clusterv1.GroupRecord{}
+		if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, rec) }); err != nil {
+			return nil, nil, err
+		}
+		e = f.reads.put(g, item.Version(), rec)
 	}
-	m, ok := isMember(rec.Info, user)
+	c := &clusterv1.GroupCounters{}
+	has, err := getProto(txn, countersKey(g), c)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !has {
+		c = legacyCounters(e.rec)
+	}
+	return e, c, nil
+}
+
+// memberTimeline returns user's membership of read-fanout group g and
+// the group's counters, for a read of its timeline, or the refusal of
+// that read.
+func (f *FSM) memberTimeline(txn *badger.Txn, user, g uint64) (*seqdv1.GroupMember, *clusterv1.GroupCounters, error) {
+	e, c, err := f.groupRead(txn, g)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, ok := e.member(user)
 	if !ok {
 		return nil, nil, &lookupError{ErrNotMember, fmt.Sprintf("user %d is not a member of group %d", user, g)}
 	}
-	if !rec.Info.ReadFanout {
+	if !e.rec.Info.ReadFanout {
 		return nil, nil, &lookupError{ErrWriteFanout, fmt.Sprintf("group %d uses write fanout: it has no timeline, its messages are in each member's inbox (read them with Sync or History)", g)}
 	}
 	return m, c, nil
 }
 
 // TimelineCount returns how many messages the group's timeline holds up
-// to gseq, and its newest gseq. Messages retention removed count as held:
-// a gseq inside the removed range counts all of them (a read marker there
-// reads them all, as none can be fetched any more).
-func (f *FSM) TimelineCount(g, upTo uint64) (count, last uint64, err error) {
-	err = f.view(func(txn *badger.Txn) error {
-		_, c, ok, err := groupIn(txn, g)
+// to gseq, its newest gseq, whether it uses read fanout and whether user
+// is a member. Messages retention removed count as held: a gseq inside the
+// removed range counts all of them (a read marker there reads them all, as
+// none can be fetched any more).
+func (f *FSM) TimelineCount(g, upTo, user uint64) (*clusterv1.TimelineCountResponse, error) {
+	resp := &clusterv1.TimelineCountResponse{}
+	err := f.view(func(txn *badger.Txn) error {
+		e, c, err := f.groupRead(txn, g)
 		if err != nil {
 			return err
 		}
-		if !ok {
-			return notFound("group %d does not exist", g)
-		}
-		last = c.LastGroupSeq
-		if upTo >= last {
-			count = c.MessageCount
+		_, resp.Member = e.member(user)
+		resp.ReadFanout, resp.LastGseq = e.rec.Info.ReadFanout, c.LastGroupSeq
+		if upTo >= c.LastGroupSeq {
+			resp.Count = c.MessageCount
 			return nil
 		}
-		count = c.ExpiredCount
+		resp.Count = c.ExpiredCount
 		// The entry at or below upTo carries the running count.
 		p := timelinePrefix(g)
 		opts := iteratorOpts(p)
@@ -499,11 +525,14 @@ func (f *FSM) TimelineCount(g, upTo uint64) (count, last uint64, err error) {
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, &e) }); err != nil {
 				return err
 			}
-			count = max(count, e.GroupCount)
+			resp.Count = max(resp.Count, e.GroupCount)
 		}
 		return nil
 	})
-	return count, last, err
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 // LogTrimmedError is a read of the change log from before the first entry

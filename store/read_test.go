@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -458,5 +459,99 @@ func TestUnreadPages(t *testing.T) {
 	}
 	if seen != n || pages < 2 {
 		t.Fatalf("%d conversations in %d pages, want %d in more than one", seen, pages, n)
+	}
+}
+
+// A large group's record is decoded once for many reads (groupReads), and
+// a read still sees each membership change and a restored snapshot.
+func TestReadLargeGroupFollowsMembership(t *testing.T) {
+	h := newHarness(t)
+	members := make([]uint64, minReadMembers+50)
+	for i := range members {
+		members[i] = uint64(i + 2)
+	}
+	h.must(opCreateGroup(50, 1, true, 10, members...))
+	h.must(opGroupSend(50, 1, true, 1, "m1", "x", apps(1, 1)...))
+	synced := func(user uint64) error {
+		res, err := h.f.SyncGroup(user, 50, 0, 10)
+		if err == nil && len(res.Events) != 1 {
+			t.Fatalf("SyncGroup(%d): %d events, want 1", user, len(res.Events))
+		}
+		return err
+	}
+	member := func(user uint64) bool {
+		r, err := h.f.TimelineCount(50, 1, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Member
+	}
+	for _, u := range []uint64{2, 3, 100} {
+		if err := synced(u); err != nil || !member(u) {
+			t.Fatalf("member %d: SyncGroup %v, TimelineCount member %v", u, err, member(u))
+		}
+	}
+	if len(h.f.reads.m) != 1 {
+		t.Fatalf("%d records cached, want the group's", len(h.f.reads.m))
+	}
+	h.must(opRemoveMembers(50, 2))
+	if err := synced(2); !errors.Is(err, ErrNotMember) || member(2) {
+		t.Fatalf("a removed member: SyncGroup %v, member %v; want ErrNotMember", err, member(2))
+	}
+	h.must(opAddMembers(50, false, 10, 5000))
+	if res, err := h.f.SyncGroup(5000, 50, 0, 10); err != nil || len(res.Events) != 0 || !member(5000) {
+		t.Fatalf("a new member: %v, %v; want nothing from before it joined", res, err)
+	}
+
+	// A snapshot in which member 3 is gone: after the restore, reads see
+	// it, whatever versions the restored database gave the record.
+	r := h.replica(t)
+	r.must(opRemoveMembers(50, 3))
+	if err := restore(t, h.f, persist(t, r.f)); err != nil {
+		t.Fatal(err)
+	}
+	if err := synced(3); !errors.Is(err, ErrNotMember) {
+		t.Fatalf("member 3 after a restore of a snapshot without it: %v", err)
+	}
+	if err := synced(4); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// groupReads holds at most maxReadMembers members: a record that does not
+// fit starts it over.
+func TestGroupReadsBound(t *testing.T) {
+	c := newGroupReads()
+	rec := func(n int) *clusterv1.GroupRecord {
+		info := &seqdv1.GroupInfo{}
+		for i := range n {
+			info.Members = append(info.Members, &seqdv1.GroupMember{User: uint64(i + 1)})
+		}
+		return &clusterv1.GroupRecord{Info: info}
+	}
+	big := rec(maxReadMembers / 4)
+	for g := uint64(1); g <= 4; g++ {
+		c.put(g, 1, big)
+	}
+	if len(c.m) != 4 || c.members != maxReadMembers {
+		t.Fatalf("%d records, %d members; want 4 and %d", len(c.m), c.members, maxReadMembers)
+	}
+	c.put(5, 1, big)
+	if len(c.m) != 1 || c.members != maxReadMembers/4 || c.get(5, 1) == nil || c.get(1, 1) != nil {
+		t.Fatalf("after one more: %d records, %d members", len(c.m), c.members)
+	}
+	// A newer version replaces the group's record; an older one, from a
+	// reader that came late, does not.
+	c.put(5, 3, big)
+	c.put(5, 2, big)
+	if c.get(5, 3) == nil || c.get(5, 2) != nil || c.members != maxReadMembers/4 {
+		t.Fatalf("versions: %v %v, %d members", c.get(5, 3), c.get(5, 2), c.members)
+	}
+	// Small records are not kept.
+	if e := c.put(6, 1, rec(minReadMembers-1)); c.get(6, 1) != nil || e == nil {
+		t.Fatal("a small record was cached")
+	}
+	if m, ok := c.put(7, 1, rec(minReadMembers)).member(minReadMembers); !ok || m.User != minReadMembers {
+		t.Fatal("member lookup in a cached record")
 	}
 }

@@ -447,11 +447,11 @@ func (s *Shard) checkAfter(ctx context.Context, user, after uint64) error {
 // timeline.
 func (s *Shard) checkAfterGseq(ctx context.Context, g, after uint64) error {
 	return s.checkFuture(ctx, after, func() (uint64, error) {
-		_, last, err := s.fsm.TimelineCount(g, ^uint64(0))
+		resp, err := s.fsm.TimelineCount(g, ^uint64(0), 0)
 		if err != nil {
 			return 0, groupErr(err)
 		}
-		return last, nil
+		return resp.LastGseq, nil
 	}, func(last uint64) error {
 		return invalid("after_gseq %d is beyond the newest entry %d of group %d's timeline; a device's checkpoint only comes from entries it received", after, last, g)
 	})

@@ -697,16 +697,11 @@ func (s *Shard) shardFailed(call shardCall, err error) {
 // timelineCount asks the group's shard how many messages its timeline holds.
 func (s *Shard) timelineCount(ctx context.Context, group, upTo, user uint64) (*clusterv1.TimelineCountResponse, error) {
 	if s.isLocal(GroupKeyBit | group) {
-		count, last, err := s.fsm.TimelineCount(group, upTo)
+		resp, err := s.fsm.TimelineCount(group, upTo, user)
 		if err != nil {
 			return nil, groupErr(err)
 		}
-		rec, err := s.fsm.Group(group)
-		if err != nil {
-			return nil, groupErr(err)
-		}
-		_, member := isMember(rec.Info, user)
-		return &clusterv1.TimelineCountResponse{Count: count, LastGseq: last, ReadFanout: rec.Info.ReadFanout, Member: member}, nil
+		return resp, nil
 	}
 	cc, sh, err := s.shardConn(GroupKeyBit | group)
 	if err != nil {

@@ -95,7 +95,7 @@ func TestApplyExpireTimelines(t *testing.T) {
 		wantUnread(t, h.f, 3, 2, map[string]uint64{"g50": 1, "g70": 1})
 		// Counts up to a removed entry count every removed message (two).
 		for _, c := range []struct{ upTo, count uint64 }{{0, 2}, {1, 2}, {3, 2}, {4, 3}, {9, 3}} {
-			n, last, err := h.f.TimelineCount(50, c.upTo)
+			n, last, err := timelineCount(h.f, 50, c.upTo)
 			if err != nil || n != c.count || last != 4 {
 				t.Fatalf("TimelineCount(50, %d) = %d, %d, %v; want %d, 4", c.upTo, n, last, err, c.count)
 			}
@@ -128,7 +128,7 @@ func TestApplyExpireTimelines(t *testing.T) {
 		}
 		wantUnread(t, h.f, 2, 1, map[string]uint64{"g50": 1})
 		// Marking read at a removed entry reads every removed message.
-		count, _, err := h.f.TimelineCount(50, 1)
+		count, _, err := timelineCount(h.f, 50, 1)
 		if err != nil || count != 2 {
 			t.Fatalf("TimelineCount(50, 1) = %d, %v; want 2", count, err)
 		}
