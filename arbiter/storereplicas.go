@@ -3,6 +3,7 @@ package arbiter
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -96,7 +97,7 @@ func (s *server) RemoveStoreReplica(ctx context.Context, req *seqdv1.RemoveStore
 		// A voter that never registered (its host never came up, say):
 		// only its shard's Raft configuration names it.
 		if sh = s.shardWithVoter(ctx, req.Id); sh == nil {
-			return nil, status.Errorf(codes.NotFound, "no store replica %s is registered, nor a voter of any shard whose replicas answer; `seqctl replicas` lists them", req.Id)
+			return nil, status.Errorf(codes.NotFound, "no store replica %s is registered, nor a voter of any shard as its replicas know it (replicas of builds from before this check say nothing); `seqctl replicas` lists them", req.Id)
 		}
 		err = nil
 	}
@@ -122,24 +123,38 @@ func (s *server) RemoveStoreReplica(ctx context.Context, req *seqdv1.RemoveStore
 	return &seqdv1.RemoveStoreReplicaResponse{Shard: sh.Id, Voters: peerList(resp.Voters)}, nil
 }
 
-// shardWithVoter finds the shard whose Raft configuration, as the first of
-// its registered replicas to answer knows it, has voter id; nil if none.
-// Leaders are asked first: a follower's configuration can be behind.
+// shardWithVoter finds the shard whose Raft configuration has voter id,
+// as its leader knows it, else as the first of its replicas to answer
+// does; nil if none. Every replica is asked at once, so that dead ones
+// cost one timeout in all.
 func (s *server) shardWithVoter(ctx context.Context, id string) *seqdv1.ShardInfo {
-	meta := s.a.fsm.Meta()
-	for _, sh := range meta.GetShards() {
-		var known []*clusterv1.ReplicaPeer // the leader's, else the first follower's
-		for _, r := range sh.Replicas {
-			info, err := s.askReplica(ctx, r.Addr)
-			if err != nil || info.ShardId != sh.Id || info.ReplicaId != r.Id || len(info.Voters) == 0 {
-				continue
+	type answer struct {
+		leader bool
+		voters []*clusterv1.ReplicaPeer
+	}
+	shards := s.a.fsm.Meta().GetShards()
+	answers := make([][]answer, len(shards))
+	var wg sync.WaitGroup
+	for i, sh := range shards {
+		answers[i] = make([]answer, len(sh.Replicas))
+		for j, r := range sh.Replicas {
+			wg.Go(func() {
+				info, err := s.askReplica(ctx, r.Addr)
+				if err == nil && info.ShardId == sh.Id && info.ReplicaId == r.Id {
+					answers[i][j] = answer{info.Leader, info.Voters}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for i, sh := range shards {
+		var known []*clusterv1.ReplicaPeer
+		for _, a := range answers[i] {
+			if a.leader || known == nil {
+				known = a.voters
 			}
-			if info.Leader {
-				known = info.Voters
+			if a.leader {
 				break
-			}
-			if known == nil {
-				known = info.Voters
 			}
 		}
 		for _, v := range known {

@@ -91,22 +91,27 @@ func (s *Shard) answers(ctx context.Context, id string) bool {
 }
 
 // bootstrap starts the shard's Raft configuration from the peer list
-// (--store-peer) on a replica that has no Raft state, unless the shard runs
-// already: a registered replica that answers knows a configuration with
-// other voters. A replacement started on an empty --data with a stale or
-// copied peer list would otherwise bootstrap a second shard under the same
-// id, with none of the first one's data and, with two such replicas, a
-// majority of its own. The shard's own replicas, started together, know
-// the same configuration (or none yet), and pass.
+// (--store-peer) on a replica that has no Raft state, unless the shard
+// runs already. It asks the shard's registered replicas for the voters
+// they know:
+//   - none knows any (or none answers): the shard is new, and this is one
+//     of its first replicas; it bootstraps, as the others do with the
+//     same list;
+//   - one knows this replica as a voter: the shard runs with it (one of
+//     its first replicas, started late, or one that lost its data), and
+//     its leader brings it in; a bootstrap of its own would only start a
+//     log that leader overwrites;
+//   - one knows voters without it: a replacement given a stale or copied
+//     peer list. It would bootstrap a second shard under the same id, with
+//     none of the first one's data and, with two such replicas, a majority
+//     of its own. Refused.
+//
+// Replicas of builds from before ReplicaInfo.voters say nothing, and count
+// as knowing none.
 func (s *Shard) bootstrap(ctx context.Context) error {
 	if !s.node.BootstrapOwed() {
 		return nil
 	}
-	var peers []string
-	for _, p := range s.cfg.Peers {
-		peers = append(peers, p.ID)
-	}
-	slices.Sort(peers)
 	for _, sh := range s.alloc.Load().Table().GetShards() {
 		if sh.Id != s.cfg.ShardID {
 			continue
@@ -116,25 +121,34 @@ func (s *Shard) bootstrap(ctx context.Context) error {
 				continue // this replica's own earlier registration
 			}
 			var info *clusterv1.ReplicaInfoResponse
-			err := s.askReplica(ctx, r.Id, time.Second, func(ctx context.Context, c clusterv1.StoreNodeClient) (err error) {
+			err := s.askReplica(ctx, r.Id, 2*time.Second, func(ctx context.Context, c clusterv1.StoreNodeClient) (err error) {
 				info, err = replicaInfoAt(ctx, c, s.cfg.ShardID, r.Id)
 				return err
 			})
-			if err != nil || len(info.Voters) == 0 {
+			switch {
+			case err != nil || len(info.Voters) == 0:
 				continue // down, or has no configuration yet itself
+			case hasVoter(info.Voters, s.cfg.ReplicaID):
+				s.log.Info("the shard runs with this replica as a voter: not bootstrapping, its leader brings it in", "asked", r.Id)
+				return nil
 			}
-			var voters []string
+			var voters, peers []string
 			for _, v := range info.Voters {
 				voters = append(voters, v.Id)
 			}
-			slices.Sort(voters)
-			if !slices.Equal(voters, peers) {
-				return fmt.Errorf("store: shard %s already runs, with voters %v (replica %s says so), but this replica has no Raft state and was started with --store-peer for %v: bootstrapping would start a second shard %s with none of its data. Start it with no --store-peer, then add it to the shard: seqctl replicas add %s",
-					s.cfg.ShardID, voters, r.Id, peers, s.cfg.ShardID, s.cfg.ReplicaID)
+			for _, p := range s.cfg.Peers {
+				peers = append(peers, p.ID)
 			}
+			return fmt.Errorf("store: shard %s already runs, with voters %v (replica %s says so), but this replica has no Raft state and was started with --store-peer for %v: bootstrapping would start a second shard %s with none of its data. Start it with no --store-peer, then add it to the shard: seqctl replicas add %s",
+				s.cfg.ShardID, voters, r.Id, peers, s.cfg.ShardID, s.cfg.ReplicaID)
 		}
 	}
-	s.log.Info("bootstrapping the shard's Raft configuration", "voters", peers)
+	if err := ctx.Err(); err != nil {
+		// The questions failed for want of time (a start cut short): no
+		// answer is no proof that the shard is new.
+		return fmt.Errorf("store: bootstrap: %w", err)
+	}
+	s.log.Info("bootstrapping the shard's Raft configuration", "peers", len(s.cfg.Peers))
 	return s.node.Bootstrap()
 }
 

@@ -65,7 +65,7 @@ func TestReplaceStoreReplica(t *testing.T) {
 	c.KillStore(0, dead)
 	// Started with the dead replica's peer list (its own id in place of
 	// the dead one's), it would bootstrap a second shard s1: refused.
-	conf := c.Store(0, 3-dead-c.StoreLeader(0)).Store().Raft().GetConfiguration() // a live follower
+	conf := c.Store(0, (dead+1)%3).Store().Raft().GetConfiguration() // a live replica's
 	if err := conf.Error(); err != nil {
 		t.Fatal(err)
 	}
@@ -290,6 +290,43 @@ func TestMoveStoreReplica(t *testing.T) {
 		t.Fatalf("send with the moved replica as the majority's second: %v", err)
 	}
 	holds(t, c.Store(0, moved).Store().FSM(), 2, 11)
+}
+
+// A replica that lost its data, restarted with its --store-peer list on
+// an empty --data, is a voter the shard already has: it does not
+// bootstrap, the leader brings it back, and the shard can rely on it.
+func TestStoreReplicaRejoinsAfterLosingItsData(t *testing.T) {
+	empty := t.TempDir() // removed after the cluster closes (cleanups run last first)
+	c, m := startCluster(t, localcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	send := func(from, n int) {
+		t.Helper()
+		for i := from; i < from+n; i++ {
+			if _, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Recipients: []uint64{2}, Conversation: direct(12), ClientMsgId: fmt.Sprint("m", i), Body: []byte("x")}); err != nil {
+				t.Fatalf("send %d: %v", i, err)
+			}
+		}
+	}
+	send(0, 10)
+	lost := 2
+	if c.StoreLeader(0) == lost {
+		lost = 1
+	}
+	if err := c.StopStore(0, lost); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RestartStoreWith(ctx, 0, lost, func(cfg *node.Config) { cfg.DataDir = empty }); err != nil {
+		t.Fatalf("restarting a replica on an empty --data with its peers: %v", err)
+	}
+	holds(t, c.Store(0, lost).Store().FSM(), 2, 10)
+	other := 0
+	if other == c.StoreLeader(0) {
+		other = 3 - lost
+	}
+	c.KillStore(0, other)
+	send(10, 5)
+	holds(t, c.Store(0, lost).Store().FSM(), 2, 15)
 }
 
 // holds waits until the replica whose state f is has applied user's n

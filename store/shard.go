@@ -466,10 +466,11 @@ func (s *Shard) Start(ctx context.Context) error {
 	}
 	s.alloc.Store(c) // shutdown closes it from here on
 	s.lifeMu.Unlock()
-	if err := s.bootstrap(ctx); err != nil {
-		return err
+	err = s.bootstrap(ctx)
+	if err == nil {
+		err = s.register(ctx)
 	}
-	if err := s.register(ctx); err != nil {
+	if err != nil {
 		if herr := s.Halted(); herr != nil {
 			// It halted while starting (replaying an entry that needs a
 			// newer build): the node runs on and reports it.

@@ -38,8 +38,9 @@ type Config struct {
 	Bootstrap []Peer
 	// DeferBootstrap leaves the bootstrap to Node.Bootstrap, for a caller
 	// that first checks that the group does not run already. Until then
-	// the node has no configuration: it starts no election, and a leader
-	// that has it as a voter can still bring it in.
+	// the node has no configuration: it starts no election, grants its
+	// vote to any candidate, and a leader that has it as a voter can bring
+	// it in (its Bootstrap then does nothing).
 	DeferBootstrap bool
 
 	HeartbeatTimeout   time.Duration
