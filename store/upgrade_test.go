@@ -117,7 +117,10 @@ func storeGauge(t *testing.T, c *localcluster.Cluster, name, replica string) flo
 		for _, mt := range mf.GetMetric() {
 			for _, lp := range mt.GetLabel() {
 				if lp.GetName() == "node" && lp.GetValue() == replica {
-					return mt.GetGauge().GetValue()
+					if g := mt.GetGauge(); g != nil {
+						return g.GetValue()
+					}
+					return mt.GetCounter().GetValue()
 				}
 			}
 		}
