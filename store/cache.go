@@ -103,7 +103,7 @@ const (
 	// minReadMembers: smaller records are decoded for each read.
 	minReadMembers = 256
 	// maxReadMembers bounds the members the cache holds (about 100 bytes
-	// each); when a record does not fit, it starts over.
+	// each); a record that does not fit evicts others at random.
 	maxReadMembers = 1_000_000
 )
 
@@ -138,9 +138,12 @@ func (c *groupReads) put(g, version uint64, rec *clusterv1.GroupRecord) *readGro
 		}
 		c.members -= len(old.rec.Info.Members)
 	}
-	if c.members+n > maxReadMembers {
-		clear(c.m)
-		c.members = 0
+	for k, old := range c.m { // room by evicting records at random
+		if c.members+n <= maxReadMembers {
+			break
+		}
+		delete(c.m, k)
+		c.members -= len(old.rec.Info.Members)
 	}
 	c.m[g] = e
 	c.members += n

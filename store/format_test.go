@@ -404,19 +404,22 @@ func TestOrderForHints(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		after, expiryAfter uint64
+		expiryFirst        bool
 		want               string
 	}{
-		{0, 0, "[2 4 6 1 3 5]"}, {0, 3, "[2 4 6 5 1 3]"}, {0, 5, "[2 4 6 1 3 5]"}, {0, 9, "[2 4 6 1 3 5]"},
-		{2, 0, "[4 6 2 1 3 5]"}, {4, 3, "[6 2 4 5 1 3]"}, {6, 0, "[2 4 6 1 3 5]"},
+		{0, 0, false, "[2 4 6 1 3 5]"}, {0, 3, false, "[2 4 6 5 1 3]"}, {0, 5, false, "[2 4 6 1 3 5]"}, {0, 9, false, "[2 4 6 1 3 5]"},
+		{2, 0, false, "[4 6 2 1 3 5]"}, {4, 3, false, "[6 2 4 5 1 3]"}, {6, 0, false, "[2 4 6 1 3 5]"},
+		// Every other window, the groups with only a count go first.
+		{0, 0, true, "[1 3 5 2 4 6]"}, {4, 3, true, "[5 1 3 6 2 4]"},
 	} {
 		gs := slices.Clone(groups)
-		orderForHints(gs, tc.after, tc.expiryAfter)
+		orderForHints(gs, tc.after, tc.expiryAfter, tc.expiryFirst)
 		var ids []uint64
 		for _, g := range gs {
 			ids = append(ids, g.Info.GroupId)
 		}
 		if got := fmt.Sprint(ids); got != tc.want {
-			t.Errorf("after groups %d and %d: %s, want %s", tc.after, tc.expiryAfter, got, tc.want)
+			t.Errorf("after groups %d and %d, expiry first %v: %s, want %s", tc.after, tc.expiryAfter, tc.expiryFirst, got, tc.want)
 		}
 	}
 }

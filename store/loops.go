@@ -264,18 +264,27 @@ var expiryRoundsPerWindow = 8
 // group `after` (the last one a window served), then those with only a
 // count to tell, starting after group `expiryAfter` (the last such one
 // served); each wrapping round, so that every group gets its turn though
-// the window's budgets leave the rest to the next windows.
-func orderForHints(groups []GroupNews, after, expiryAfter uint64) {
+// the window's budgets leave the rest to the next windows. With
+// expiryFirst (every other window) those with only a count go first: a
+// huge group whose rounds always fill the window would otherwise keep
+// them waiting for good.
+func orderForHints(groups []GroupNews, after, expiryAfter uint64, expiryFirst bool) {
 	order := func(g GroupNews) int {
+		var rank int
 		switch {
 		case !g.expiryOnly() && g.Info.GroupId > after:
-			return 0
+			rank = 0
 		case !g.expiryOnly():
-			return 1
+			rank = 1
 		case g.Info.GroupId > expiryAfter:
-			return 2
+			rank = 2
+		default:
+			rank = 3
 		}
-		return 3
+		if expiryFirst {
+			rank = (rank + 2) % 4
+		}
+		return rank
 	}
 	slices.SortStableFunc(groups, func(a, b GroupNews) int { return cmp.Compare(order(a), order(b)) })
 }
@@ -313,7 +322,8 @@ func (s *Shard) hintGroups(ctx context.Context) {
 	expired, err := s.fsm.TimelinesExpired()
 	withExpired := err == nil && expired && s.formatReady(formatHintExpired) == nil
 	tellReady := s.formatReady(formatExpiryHints) == nil
-	orderForHints(groups, s.hintAfter, s.expiryAfter)
+	s.expiryFirst = !s.expiryFirst
+	orderForHints(groups, s.hintAfter, s.expiryAfter, s.expiryFirst)
 	expiryRounds := expiryRoundsPerWindow
 	// The window's budget (Config.HintBudget) bounds the members it
 	// hints over all groups (it may pass it by less than one chunk): a

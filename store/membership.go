@@ -129,7 +129,7 @@ func (s *Shard) bootstrap(ctx context.Context) error {
 			case err != nil || len(info.Voters) == 0:
 				continue // down, or has no configuration yet itself
 			case hasVoter(info.Voters, s.cfg.ReplicaID):
-				s.log.Info("the shard runs with this replica as a voter: not bootstrapping, its leader brings it in", "asked", r.Id)
+				s.log.Info("the shard runs with this replica as a voter: not bootstrapping, its leader brings it in (if none does, see seqctl replicas: a replica removed from the shard starts again under a new id, and one at a new Raft address needs seqctl replicas add)", "asked", r.Id)
 				return nil
 			}
 			var voters, peers []string

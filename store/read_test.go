@@ -519,7 +519,7 @@ func TestReadLargeGroupFollowsMembership(t *testing.T) {
 }
 
 // groupReads holds at most maxReadMembers members: a record that does not
-// fit starts it over.
+// fit evicts others.
 func TestGroupReadsBound(t *testing.T) {
 	c := newGroupReads()
 	rec := func(n int) *clusterv1.GroupRecord {
@@ -537,14 +537,14 @@ func TestGroupReadsBound(t *testing.T) {
 		t.Fatalf("%d records, %d members; want 4 and %d", len(c.m), c.members, maxReadMembers)
 	}
 	c.put(5, 1, big)
-	if len(c.m) != 1 || c.members != maxReadMembers/4 || c.get(5, 1) == nil || c.get(1, 1) != nil {
-		t.Fatalf("after one more: %d records, %d members", len(c.m), c.members)
+	if len(c.m) != 4 || c.members != maxReadMembers || c.get(5, 1) == nil {
+		t.Fatalf("after one more: %d records, %d members, want 4 with the new one", len(c.m), c.members)
 	}
 	// A newer version replaces the group's record; an older one, from a
 	// reader that came late, does not.
 	c.put(5, 3, big)
 	c.put(5, 2, big)
-	if c.get(5, 3) == nil || c.get(5, 2) != nil || c.members != maxReadMembers/4 {
+	if c.get(5, 3) == nil || c.get(5, 2) != nil || c.members != maxReadMembers {
 		t.Fatalf("versions: %v %v, %d members", c.get(5, 3), c.get(5, 2), c.members)
 	}
 	// Small records are not kept.

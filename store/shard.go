@@ -246,6 +246,10 @@ type Shard struct {
 	// hintAfter is the last group with new messages a hint window served:
 	// the next window starts after it (the budget may stop a window).
 	hintAfter uint64
+	// expiryFirst: the current hint window serves groups with only an
+	// expired count to tell before those with new messages (every other
+	// window; orderForHints).
+	expiryFirst bool
 	// hinting holds, per read-fanout group whose hint round a failed
 	// chunk or the window's budget left unfinished, the round and the
 	// members its applied chunks hinted: the next window's round skips
