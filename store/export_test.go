@@ -117,20 +117,9 @@ func SkipSlowUnderRace(t testing.TB) {
 // chunks of a group's hint round fail before they are proposed, until the
 // test ends.
 func SetHintFaults(t *testing.T, chunk int, fail func(group uint64, i int) bool) {
-	oldChunk, oldFail, oldTimeUp := hintChunk, failHint, hintTimeUp
+	oldChunk, oldFail := hintChunk, failHint
 	hintChunk, failHint = chunk, fail
-	// Windows of many small chunks count chunks, not time: a slow machine
-	// must not cut them short (SetHintTimeUp after this one sets it).
-	hintTimeUp = func(time.Time, time.Duration) bool { return false }
-	t.Cleanup(func() { hintChunk, failHint, hintTimeUp = oldChunk, oldFail, oldTimeUp })
-}
-
-// SetHintTimeUp has hint windows ask timeUp whether they have had their
-// share of time, for the rest of the test.
-func SetHintTimeUp(t *testing.T, timeUp func() bool) {
-	old := hintTimeUp
-	hintTimeUp = func(time.Time, time.Duration) bool { return timeUp() }
-	t.Cleanup(func() { hintTimeUp = old })
+	t.Cleanup(func() { hintChunk, failHint = oldChunk, oldFail })
 }
 
 // HintGroups runs one hint window on this (leader) replica, as its loop

@@ -858,56 +858,6 @@ func TestHintBudgetSpreadsRounds(t *testing.T) {
 }
 
 // hintIDs counts u's group hints by message id.
-// A hint window that has had its share of time leaves the rest of the
-// round to later windows, however much of its budget is left, once it has
-// proposed one chunk.
-func TestHintWindowStopsAtItsTimeShare(t *testing.T) {
-	store.SetHintFaults(t, 2, nil)
-	var timeUp atomic.Bool
-	timeUp.Store(true)
-	store.SetHintTimeUp(t, timeUp.Load)
-	c, m := startCluster(t, localcluster.Options{HintWindow: time.Hour})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	big := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11} // owner 1 and 10 more
-	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 70, Owner: 1, Members: big[1:], ReadFanout: true}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Conversation: group(70), ClientMsgId: "a", Body: []byte("x")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := fmt.Sprintf("h70.%d", r.GroupSeq)
-	held := func() int {
-		t.Helper()
-		n := 0
-		for _, u := range big {
-			n += hintIDs(t, m, u)[first]
-		}
-		return n
-	}
-	leader := storeLeader(t, c)
-	sh, name := c.Store(0, leader).Store(), fmt.Sprintf("s1-r%d", leader+1)
-	yields := storeGauge(t, c, "seqd_store_group_hint_yields_total", name)
-	for i, want := range []int{2, 4} {
-		sh.HintGroups(ctx)
-		if got := held(); got != want {
-			t.Fatalf("window %d out of time: %d members hold the hint, want %d (one chunk a window)", i+1, got, want)
-		}
-	}
-	if got := storeGauge(t, c, "seqd_store_group_hint_yields_total", name) - yields; got != 2 {
-		t.Fatalf("seqd_store_group_hint_yields_total rose by %v, want 2", got)
-	}
-	if got := storeGauge(t, c, "seqd_store_group_hints_waiting", name); got != float64(len(big)-4) {
-		t.Fatalf("seqd_store_group_hints_waiting = %v, want %d", got, len(big)-4)
-	}
-	timeUp.Store(false)
-	sh.HintGroups(ctx)
-	if got := held(); got != len(big) {
-		t.Fatalf("a window with time left: %d members hold the hint, want all %d", got, len(big))
-	}
-}
-
 func hintIDs(t *testing.T, m *router.Messages, u uint64) map[string]int {
 	t.Helper()
 	out := map[string]int{}

@@ -236,16 +236,6 @@ func (s *Shard) deliverRemote(ctx context.Context, user uint64, items []*cluster
 // which every replica applies while the shard's other entries wait).
 var hintChunk = 1000
 
-// hintShare: a hint window proposes chunks for at most 1/hintShare of the
-// window's length.
-const hintShare = 4
-
-// hintTimeUp reports whether a window that started at start has had its
-// share of time (a variable: tests replace it).
-var hintTimeUp = func(start time.Time, window time.Duration) bool {
-	return time.Since(start) >= window/hintShare
-}
-
 // failHint, when set (tests), fails chunk i of a round for group g before
 // it is proposed, as a leader change or a timeout would.
 var failHint func(g uint64, i int) bool
@@ -334,27 +324,9 @@ func (s *Shard) hintGroups(ctx context.Context) {
 	// the same group seq; the next window starts after the last group
 	// this one served, so the groups take turns and small ones are not
 	// held up behind a huge one for more than a window.
-	//
-	// The window also stops proposing chunks once it has taken a quarter
-	// of the window's length (hintShare; one chunk at least, so that rounds
-	// progress under any load). Its chunks go one at a time, and each
-	// holds every replica's FSM while it writes a thousand members' hint
-	// events, so this leaves the shard's other writes at least three
-	// quarters of the time: on a busy shard, where chunks take longer, a
-	// window proposes fewer of them. Measured with a 90,000-member group in
-	// constant use (docs/benchmarks.md, "Huge groups"), the member budget
-	// alone let the hint rounds take the whole machine.
-	start := time.Now()
 	budget := s.cfg.HintBudget
 	chunk := max(min(hintChunk, budget), 1)
-	waiting, spent, yielded := 0, false, false
-	stop := func() bool {
-		if budget > 0 && spent && !yielded && hintTimeUp(start, s.cfg.HintWindow) {
-			yielded = true
-			s.m.hintYields.Inc()
-		}
-		return budget <= 0 || yielded
-	}
+	waiting := 0
 	defer func() {
 		if ctx.Err() == nil {
 			s.m.hintsWaiting.Set(float64(waiting))
@@ -365,7 +337,7 @@ groups:
 		if ctx.Err() != nil {
 			return // the loop stopped: leadership moved, or the replica closes
 		}
-		if stop() {
+		if budget <= 0 {
 			// The rest wait for the next window, which starts after the
 			// last group this one served.
 			break
@@ -410,9 +382,9 @@ groups:
 			return &unfinishedHints{gseq: gseq, count: count, told: told, users: map[uint64]bool{}}
 		}
 		for i := 0; i == 0 || len(local) > 0 || len(remote) > 0; i++ {
-			if i > 0 && stop() {
-				// The window's budget is spent, or writes wait: the rest
-				// of the round waits for the next window.
+			if i > 0 && budget <= 0 {
+				// The window's budget is spent: the rest of the round
+				// waits for the next window.
 				if done == nil {
 					done = newRound()
 				}
@@ -428,7 +400,6 @@ groups:
 				final: n == len(local) && r == len(remote), withExpired: withExpired, told: told}
 			local, remote = local[n:], remote[r:]
 			budget -= n + r
-			spent = true
 			var res *OpResult
 			err := errHintFault
 			if failHint == nil || !failHint(gid, i) {

@@ -33,7 +33,6 @@ type metrics struct {
 	outboxItems                                        prometheus.Gauge
 	outboxRounds                                       prometheus.Counter
 	hintsWaiting                                       prometheus.Gauge
-	hintYields                                         prometheus.Counter
 	subscribers                                        prometheus.Gauge
 }
 
@@ -91,9 +90,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		outboxRounds: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "outbox_rounds_total",
 			Help: "Outbox rounds this replica finished as leader (one every 50 ms, longer while a shard does not answer)."}),
 		hintsWaiting: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "group_hints_waiting",
-			Help: "On the shard leader, the members that rounds its last hint window started and the hint budget or the window's time share cut off left to later windows (groups the window did not reach are not counted); -1 on followers, and on a new leader until its first window."}),
-		hintYields: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "seqd", Subsystem: "store", Name: "group_hint_yields_total",
-			Help: "Hint windows the shard leader ended before their member budget because they had taken a quarter of the window's time (the rest of the rounds go on in later windows)."}),
+			Help: "On the shard leader, the members that rounds its last hint window started and the hint budget cut off left to later windows (groups the window did not reach are not counted); -1 on followers, and on a new leader until its first window."}),
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "seqd", Subsystem: "store", Name: "subscribers",
 			Help: "Open Subscribe streams on this replica."}),
 	}
@@ -106,7 +103,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.hintsWaiting.Set(-1)
 	reg.MustRegister(m.ops, m.batchOps, m.applySeconds, m.stageSeconds, m.readIndex, m.outOfOrder, m.duplicates, m.delivered, m.hints, m.expired,
 		m.expiredEvents, m.expiredTimeline, m.logTrimmed, m.dedupSwept, m.rateLimited, m.abandoned, m.overloaded, m.isLeader, m.halted, m.shardFormat,
-		m.outboxItems, m.outboxRounds, m.hintsWaiting, m.hintYields, m.subscribers)
+		m.outboxItems, m.outboxRounds, m.hintsWaiting, m.subscribers)
 	// Every op's outcomes exist from the start, at 0, so a dashboard sees
 	// a series before the first op.
 	for _, op := range opNames {

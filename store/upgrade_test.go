@@ -117,10 +117,7 @@ func storeGauge(t *testing.T, c *localcluster.Cluster, name, replica string) flo
 		for _, mt := range mf.GetMetric() {
 			for _, lp := range mt.GetLabel() {
 				if lp.GetName() == "node" && lp.GetValue() == replica {
-					if g := mt.GetGauge(); g != nil {
-						return g.GetValue()
-					}
-					return mt.GetCounter().GetValue()
+					return mt.GetGauge().GetValue()
 				}
 			}
 		}
