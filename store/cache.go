@@ -89,7 +89,8 @@ func (x *tx) publish() {
 type groupReads struct {
 	mu      sync.Mutex
 	m       map[uint64]*readGroup
-	members int // members in m's records, at most maxReadMembers
+	members int // members in m's records, at most max
+	max     int // maxReadMembers (tests make it small)
 }
 
 // readGroup is a decoded group record, shared by readers: read only.
@@ -99,15 +100,14 @@ type readGroup struct {
 	byUser  map[uint64]*seqdv1.GroupMember
 }
 
-const (
-	// minReadMembers: smaller records are decoded for each read.
-	minReadMembers = 256
-	// maxReadMembers bounds the members the cache holds (about 100 bytes
-	// each); a record that does not fit evicts others at random.
-	maxReadMembers = 1_000_000
-)
+// minReadMembers: smaller records are decoded for each read.
+const minReadMembers = 256
 
-func newGroupReads() *groupReads { return &groupReads{m: map[uint64]*readGroup{}} }
+// maxReadMembers bounds the members the cache holds (about 100 bytes
+// each); a record that does not fit evicts others at random.
+const maxReadMembers = 1_000_000
+
+func newGroupReads() *groupReads { return &groupReads{m: map[uint64]*readGroup{}, max: maxReadMembers} }
 
 // get returns group g's record decoded at version, or nil.
 func (c *groupReads) get(g, version uint64) *readGroup {
@@ -123,7 +123,7 @@ func (c *groupReads) get(g, version uint64) *readGroup {
 func (c *groupReads) put(g, version uint64, rec *clusterv1.GroupRecord) *readGroup {
 	e := &readGroup{version: version, rec: rec}
 	n := len(rec.GetInfo().GetMembers())
-	if n < minReadMembers || n > maxReadMembers {
+	if n < minReadMembers || n > c.max {
 		return e
 	}
 	e.byUser = make(map[uint64]*seqdv1.GroupMember, n)
@@ -137,9 +137,10 @@ func (c *groupReads) put(g, version uint64, rec *clusterv1.GroupRecord) *readGro
 			return e // a reader with an older view came late
 		}
 		c.members -= len(old.rec.Info.Members)
+		delete(c.m, g) // not evicted, and counted, twice below
 	}
 	for k, old := range c.m { // room by evicting records at random
-		if c.members+n <= maxReadMembers {
+		if c.members+n <= c.max {
 			break
 		}
 		delete(c.m, k)

@@ -518,10 +518,16 @@ func TestReadLargeGroupFollowsMembership(t *testing.T) {
 	}
 }
 
-// groupReads holds at most maxReadMembers members: a record that does not
+// groupReads holds at most its bound (maxReadMembers) in members: a record that does not
 // fit evicts others.
 func TestGroupReadsBound(t *testing.T) {
-	c := newGroupReads()
+	const max = 4 * minReadMembers // small, for a quick test
+	small := func() *groupReads {
+		c := newGroupReads()
+		c.max = max
+		return c
+	}
+	c := small()
 	rec := func(n int) *clusterv1.GroupRecord {
 		info := &seqdv1.GroupInfo{}
 		for i := range n {
@@ -529,23 +535,41 @@ func TestGroupReadsBound(t *testing.T) {
 		}
 		return &clusterv1.GroupRecord{Info: info}
 	}
-	big := rec(maxReadMembers / 4)
+	big := rec(max / 4)
 	for g := uint64(1); g <= 4; g++ {
 		c.put(g, 1, big)
 	}
-	if len(c.m) != 4 || c.members != maxReadMembers {
-		t.Fatalf("%d records, %d members; want 4 and %d", len(c.m), c.members, maxReadMembers)
+	if len(c.m) != 4 || c.members != max {
+		t.Fatalf("%d records, %d members; want 4 and %d", len(c.m), c.members, max)
 	}
 	c.put(5, 1, big)
-	if len(c.m) != 4 || c.members != maxReadMembers || c.get(5, 1) == nil {
+	if len(c.m) != 4 || c.members != max || c.get(5, 1) == nil {
 		t.Fatalf("after one more: %d records, %d members, want 4 with the new one", len(c.m), c.members)
 	}
 	// A newer version replaces the group's record; an older one, from a
 	// reader that came late, does not.
 	c.put(5, 3, big)
 	c.put(5, 2, big)
-	if c.get(5, 3) == nil || c.get(5, 2) != nil || c.members != maxReadMembers {
+	if c.get(5, 3) == nil || c.get(5, 2) != nil || c.members != max {
 		t.Fatalf("versions: %v %v, %d members", c.get(5, 3), c.get(5, 2), c.members)
+	}
+	// The count stays the members of the records held when a record
+	// grows and room is made while its old version is held (evictions
+	// are at random: fifty tries).
+	bigger := rec(max / 2)
+	for range 50 {
+		c := small()
+		for g := uint64(1); g <= 4; g++ {
+			c.put(g, 1, big)
+		}
+		c.put(1, 2, bigger)
+		n := 0
+		for _, e := range c.m {
+			n += len(e.rec.Info.Members)
+		}
+		if n != c.members || n > max || c.get(1, 2) == nil {
+			t.Fatalf("%d members counted, %d held (at most %d)", c.members, n, max)
+		}
 	}
 	// Small records are not kept.
 	if e := c.put(6, 1, rec(minReadMembers-1)); c.get(6, 1) != nil || e == nil {
