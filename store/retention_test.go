@@ -326,6 +326,7 @@ func groupRetentionCluster(t *testing.T, old uint32) (ctx context.Context, c *lo
 // tells the members how many of the group's messages retention removed,
 // and the replicas agree.
 func TestHintsCarryTheExpiredCountOnceEveryReplicaCan(t *testing.T) {
+	store.SkipSlowUnderRace(t)
 	ctx, c, m, send, expireAll := groupRetentionCluster(t, 4)
 	lastHint := func(n uint64) *seqdv1.Event { t.Helper(); return waitHint(t, m, 2, n) }
 	send()
