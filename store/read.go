@@ -350,17 +350,24 @@ func groupIn(txn *badger.Txn, g uint64) (*clusterv1.GroupRecord, *clusterv1.Grou
 	if err != nil || !ok {
 		return nil, nil, false, err
 	}
-	c := &clusterv1.GroupCounters{}
-	has, err := getProto(txn, countersKey(g), c)
+	c, own, err := groupCounters(txn, g, &rec)
 	if err != nil {
 		return nil, nil, false, err
 	}
-	if has {
+	if own {
 		rec.Info.LastGroupSeq, rec.MessageCount, rec.HintedGseq = c.LastGroupSeq, c.MessageCount, c.HintedGseq
-	} else {
-		c = legacyCounters(&rec)
 	}
 	return &rec, c, true, nil
+}
+
+// groupCounters reads group g's counters record, or, for a group written
+// before counters had their own record (own false), takes them from rec.
+func groupCounters(txn *badger.Txn, g uint64, rec *clusterv1.GroupRecord) (c *clusterv1.GroupCounters, own bool, err error) {
+	c = &clusterv1.GroupCounters{}
+	if own, err = getProto(txn, countersKey(g), c); err != nil || own {
+		return c, own, err
+	}
+	return legacyCounters(rec), false, nil
 }
 
 // countersIn reads a group's counters record (zero if it has none: a
@@ -465,13 +472,9 @@ func (f *FSM) groupRead(txn *badger.Txn, g uint64) (*readGroup, *clusterv1.Group
 		}
 		e = f.reads.put(g, item.Version(), rec)
 	}
-	c := &clusterv1.GroupCounters{}
-	has, err := getProto(txn, countersKey(g), c)
+	c, _, err := groupCounters(txn, g, e.rec)
 	if err != nil {
 		return nil, nil, err
-	}
-	if !has {
-		c = legacyCounters(e.rec)
 	}
 	return e, c, nil
 }
