@@ -380,7 +380,12 @@ func TestLeaderRecordsLeaseOfClusterCreatedWithoutOne(t *testing.T) {
 	if err != nil || res.Err != nil {
 		t.Fatalf("old-style INIT_CLUSTER: %v %v", err, res.Err)
 	}
-	registerAllocSvr(t, a, "n1", 1)
+	// Registered by the command itself: the server's Register waits for a
+	// leader that has caught up, which needs the loop Start runs.
+	res, err = a.apply(context.Background(), cmdRegister, &clusterv1.RegisterNodeCommand{NodeId: "n1", Incarnation: 1, Addr: deadAddr(t)})
+	if err != nil || res.Err != nil {
+		t.Fatalf("register n1: %v %v", err, res.Err)
+	}
 	if got := a.fsm.Meta().LeaseMs; got != 0 {
 		t.Fatalf("cluster created without a lease has %d ms stored", got)
 	}

@@ -47,6 +47,18 @@ func invalid(format string, args ...any) error {
 
 func (s *server) leader() bool { return s.a.raft.State() == raft.Leader }
 
+// caughtUp refuses, as UNAVAILABLE, a request at a leader whose FSM may
+// still lack entries committed in earlier terms (the Raft log is applied
+// after the election): an answer from it, such as "no AllocSvr named x
+// is registered", could be stale. Handlers that decide from FSM state
+// call it once they know they lead.
+func (s *server) caughtUp(op string) error {
+	if !s.a.readyNow() {
+		return status.Errorf(codes.Unavailable, "%s: the arbiter leader is still catching up after an election; retry shortly", op)
+	}
+	return nil
+}
+
 // stateErr maps FSM errors to gRPC statuses.
 func stateErr(err error) error {
 	switch {
@@ -80,6 +92,9 @@ func (s *server) Register(ctx context.Context, req *clusterv1.RegisterRequest) (
 		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RegisterResponse, error) {
 			return clusterv1.NewArbiterClient(cc).Register(ctx, req)
 		})
+	}
+	if err := s.caughtUp("register"); err != nil {
+		return nil, err
 	}
 	meta := s.a.fsm.Meta()
 	if meta == nil {
@@ -133,8 +148,8 @@ func (s *server) RenewLease(ctx context.Context, req *clusterv1.RenewLeaseReques
 			return clusterv1.NewArbiterClient(cc).RenewLease(ctx, req)
 		})
 	}
-	if !s.a.readyNow() {
-		return nil, status.Error(codes.Unavailable, "the arbiter leader is still catching up after an election; retry shortly")
+	if err := s.caughtUp("renew"); err != nil {
+		return nil, err
 	}
 	// Ready implies a stored lease, and a stored lease never changes.
 	lt, stored := s.a.leaseTimes()
@@ -158,8 +173,8 @@ func (s *server) RenewLease(ctx context.Context, req *clusterv1.RenewLeaseReques
 		addr, _ := s.a.leaderAddr()
 		return nil, rpcerr.FromRaft(err, addr)
 	}
-	if !s.a.readyNow() { // leadership lost and regained meanwhile
-		return nil, status.Error(codes.Unavailable, "the arbiter leader is still catching up after an election; retry shortly")
+	if err := s.caughtUp("renew"); err != nil { // leadership lost and regained meanwhile
+		return nil, err
 	}
 	if !s.a.leases.grant(i) {
 		return s.refuse("expired", "this instance's lease ran out at the arbiter; register again"), nil
@@ -260,6 +275,9 @@ func (s *server) RegisterStoreReplica(ctx context.Context, req *clusterv1.Regist
 		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RegisterStoreReplicaResponse, error) {
 			return clusterv1.NewArbiterClient(cc).RegisterStoreReplica(ctx, req)
 		})
+	}
+	if err := s.caughtUp("register store replica"); err != nil {
+		return nil, err
 	}
 	meta := s.a.fsm.Meta()
 	if meta == nil {
@@ -428,12 +446,12 @@ func (s *server) Drain(ctx context.Context, req *seqdv1.DrainRequest) (*seqdv1.D
 			return seqdv1.NewAdminClient(cc).Drain(ctx, req)
 		})
 	}
+	if err := s.caughtUp("drain"); err != nil {
+		return nil, err
+	}
 	n := s.a.fsm.Node(req.Node)
 	if n == nil {
 		return nil, status.Errorf(codes.NotFound, "drain: no AllocSvr named %q is registered; `seqctl status` lists them", req.Node)
-	}
-	if !s.a.readyNow() {
-		return nil, status.Error(codes.Unavailable, "drain: the arbiter leader is still catching up after an election; retry shortly")
 	}
 	// A drain nobody can take the slots of would never end. One that
 	// waits (an AllocSvr draining itself on shutdown, say, while the one
@@ -503,6 +521,9 @@ func (s *server) Undrain(ctx context.Context, req *seqdv1.UndrainRequest) (*seqd
 			return seqdv1.NewAdminClient(cc).Undrain(ctx, req)
 		})
 	}
+	if err := s.caughtUp("undrain"); err != nil {
+		return nil, err
+	}
 	if s.a.fsm.Node(req.Node) == nil {
 		return nil, status.Errorf(codes.NotFound, "undrain: no AllocSvr named %q is registered; `seqctl status` lists them", req.Node)
 	}
@@ -539,6 +560,9 @@ func (s *server) JoinArbiter(ctx context.Context, req *seqdv1.JoinArbiterRequest
 		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.JoinArbiterResponse, error) {
 			return seqdv1.NewAdminClient(cc).JoinArbiter(ctx, req)
 		})
+	}
+	if err := s.caughtUp("join"); err != nil {
+		return nil, err
 	}
 	if err := s.checkJoin(req); err != nil {
 		return nil, err

@@ -54,6 +54,9 @@ func (s *server) AddStoreReplica(ctx context.Context, req *seqdv1.AddStoreReplic
 			return seqdv1.NewAdminClient(cc).AddStoreReplica(ctx, req)
 		})
 	}
+	if err := s.caughtUp("add store replica"); err != nil {
+		return nil, err
+	}
 	sh, rep, removed, err := s.storeReplica(req.Id)
 	switch {
 	case err != nil:
@@ -89,6 +92,9 @@ func (s *server) RemoveStoreReplica(ctx context.Context, req *seqdv1.RemoveStore
 		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.RemoveStoreReplicaResponse, error) {
 			return seqdv1.NewAdminClient(cc).RemoveStoreReplica(ctx, req)
 		})
+	}
+	if err := s.caughtUp("remove store replica"); err != nil {
+		return nil, err
 	}
 	// A removed replica is removed again (a retry whose answer was lost):
 	// both steps are idempotent.

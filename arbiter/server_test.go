@@ -1,0 +1,79 @@
+package arbiter
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
+)
+
+// TestLeaderCatchingUpAnswersUnavailable: a new leader applies the log
+// committed before its term after it wins, so until its barrier returns
+// its FSM can lack a node or replica that exists. Requests that decide
+// from that state are refused as UNAVAILABLE (callers retry), not
+// answered from it: a drain of a registered AllocSvr once failed with
+// NOT_FOUND right after an arbiter leader restarted.
+func TestLeaderCatchingUpAnswersUnavailable(t *testing.T) {
+	a := testArbiter(t, "a1", true, nil)
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a1 to lead and create the cluster", func() bool { return a.readyNow() && a.fsm.Initialized() })
+	registerAllocSvr(t, a, "n1", 1)
+	srv, ctx := &server{a: a}, context.Background()
+
+	a.ready.Store(false) // as between winning an election and the barrier
+	calls := map[string]func() error{
+		"drain": func() error {
+			_, err := srv.Drain(ctx, &seqdv1.DrainRequest{Node: "n1"})
+			return err
+		},
+		"undrain": func() error {
+			_, err := srv.Undrain(ctx, &seqdv1.UndrainRequest{Node: "n1"})
+			return err
+		},
+		"register": func() error {
+			_, err := srv.Register(ctx, &clusterv1.RegisterRequest{ClusterId: a.cfg.ClusterID, NodeId: "n2", Incarnation: 1, Addr: deadAddr(t)})
+			return err
+		},
+		"renew": func() error {
+			_, err := srv.RenewLease(ctx, &clusterv1.RenewLeaseRequest{NodeId: "n1", Incarnation: 1})
+			return err
+		},
+		"register store replica": func() error {
+			_, err := srv.RegisterStoreReplica(ctx, &clusterv1.RegisterStoreReplicaRequest{ClusterId: a.cfg.ClusterID, Shard: "s1", ReplicaId: "s1-r1", Addr: deadAddr(t)})
+			return err
+		},
+		"add store replica": func() error {
+			_, err := srv.AddStoreReplica(ctx, &seqdv1.AddStoreReplicaRequest{Id: "s1-r1"})
+			return err
+		},
+		"remove store replica": func() error {
+			_, err := srv.RemoveStoreReplica(ctx, &seqdv1.RemoveStoreReplicaRequest{Id: "s1-r1"})
+			return err
+		},
+		"join": func() error {
+			_, err := srv.JoinArbiter(ctx, &seqdv1.JoinArbiterRequest{Id: "a2", RaftAddr: deadAddr(t), GrpcAddr: deadAddr(t)})
+			return err
+		},
+	}
+	for op, call := range calls {
+		err := call()
+		if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), op+": the arbiter leader is still catching up") {
+			t.Errorf("%s at a leader still catching up: %v, want UNAVAILABLE saying so", op, err)
+		}
+	}
+	if n := a.fsm.Node("n2"); n != nil {
+		t.Errorf("a register refused as UNAVAILABLE still recorded n2: %v", n)
+	}
+
+	a.ready.Store(true)
+	if _, err := srv.Drain(ctx, &seqdv1.DrainRequest{Node: "nosuch"}); status.Code(err) != codes.NotFound {
+		t.Errorf("drain of an unknown AllocSvr once caught up: %v, want NOT_FOUND", err)
+	}
+}
