@@ -206,11 +206,7 @@ func (r *server) ChangeReplicas(ctx context.Context, req *clusterv1.ChangeReplic
 		s.log.Info("adding store replica", "replica", c.Add.Id, "raft", c.Add.RaftAddr)
 		fut = s.node.Raft.AddVoter(raft.ServerID(c.Add.Id), raft.ServerAddress(c.Add.RaftAddr), 0, changeTimeout)
 	case *clusterv1.ChangeReplicasRequest_Remove:
-		found := false
-		for _, v := range voters {
-			found = found || v.Id == c.Remove
-		}
-		if !found {
+		if !hasVoter(voters, c.Remove) {
 			return &clusterv1.ChangeReplicasResponse{Voters: voters}, nil // removed already
 		}
 		if len(voters) == 1 {
