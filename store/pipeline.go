@@ -293,6 +293,17 @@ func (p *pipeline) propose(batch []*request) *flight {
 		reqs  []*request
 		bytes int
 	)
+	// Plans read this replica's state: a leader just elected may not have
+	// applied what earlier terms committed (a member added to a group, a
+	// newer read marker), and its plan, which the FSM does not redo, would
+	// miss it. So nothing is planned until it has (LEADER_NOT_READY: the
+	// router retries).
+	if err := s.stillApplying(); err != nil {
+		for _, r := range batch {
+			r.finish(nil, err)
+		}
+		return nil
+	}
 	planStart := time.Now()
 	for i, r := range batch {
 		if r.ctx != nil && r.ctx.Err() != nil {

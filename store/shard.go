@@ -737,9 +737,9 @@ func flushPhase(id string, peers []raftnode.Peer) float64 {
 }
 
 // stillApplying is errStillApplying while this leader has not applied
-// every entry committed before its term (they may change a refusal read
-// from its state), nil after: the pipeline's planning refusals answer it
-// at once (refuseOnceLeading), where a read index would wait.
+// every entry committed before its term (they may change a plan read
+// from its state), nil after: the pipeline plans nothing before
+// (propose), and answers it at once where a read index would wait.
 func (s *Shard) stillApplying() error {
 	if s.caughtUp.Load() {
 		return nil
