@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -207,17 +208,21 @@ func (a *Arbiter) initCluster(ctx context.Context) error {
 }
 
 // ensureArbiterRecords keeps the address book complete: entries the
-// bootstrap list knows and the FSM lacks, this arbiter's own current
-// addresses, and gossip addresses learned from the pool, so any arbiter can
-// find the leader's gRPC address and AllocSvrs can join every arbiter's
-// gossip.
+// bootstrap list knows and the FSM lacks (for members of the group only:
+// one removed since stays out), this arbiter's own current addresses, and
+// gossip addresses learned from the pool, so any arbiter can find the
+// leader's gRPC address and AllocSvrs can join every arbiter's gossip.
 func (a *Arbiter) ensureArbiterRecords(ctx context.Context) {
 	have := a.fsm.Arbiters()
 	want := map[string]*clusterv1.ArbiterRecord{
 		a.cfg.ID: {Id: a.cfg.ID, RaftAddr: string(a.trans.LocalAddr()), GrpcAddr: a.cfg.GRPCAddr, GossipAddr: a.GossipAddr()},
 	}
+	cf := a.raft.GetConfiguration()
+	member := func(id string) bool {
+		return cf.Error() == nil && slices.ContainsFunc(cf.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == id })
+	}
 	for _, p := range a.cfg.Bootstrap {
-		if p.ID != a.cfg.ID && have[p.ID] == nil {
+		if p.ID != a.cfg.ID && have[p.ID] == nil && member(p.ID) {
 			want[p.ID] = &clusterv1.ArbiterRecord{Id: p.ID, RaftAddr: p.RaftAddr, GrpcAddr: p.GRPCAddr, GossipAddr: p.GossipAddr}
 		}
 	}

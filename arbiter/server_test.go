@@ -77,3 +77,33 @@ func TestLeaderCatchingUpAnswersUnavailable(t *testing.T) {
 		t.Errorf("drain of an unknown AllocSvr once caught up: %v, want NOT_FOUND", err)
 	}
 }
+
+// An arbiter removed from the group stays out of the address book, even
+// when the leader's bootstrap list still names it: AllocSvrs are handed
+// the book's gossip addresses as seeds, and followers its gRPC addresses.
+func TestRemovedArbiterStaysOutOfTheAddressBook(t *testing.T) {
+	a2 := testArbiter(t, "a2", false, nil)
+	a3 := testArbiter(t, "a3", false, nil)
+	var peers []Peer
+	for _, a := range []*Arbiter{a2, a3} {
+		peers = append(peers, Peer{ID: a.cfg.ID, RaftAddr: a.cfg.RaftAddr, GRPCAddr: a.cfg.GRPCAddr})
+	}
+	a1 := testArbiter(t, "a1", true, func(c *Config) { c.Bootstrap = append(c.Bootstrap, peers...) })
+	for _, a := range []*Arbiter{a1, a2, a3} {
+		if err := a.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	waitFor(t, "a1 to lead and record all three arbiters", func() bool { return a1.readyNow() && len(a1.fsm.Arbiters()) == 3 })
+	if _, err := (&server{a: a1}).RemoveArbiter(ctx, &seqdv1.RemoveArbiterRequest{Id: "a3"}); err != nil {
+		t.Fatal(err)
+	}
+	a1.ensureArbiterRecords(ctx) // as its loop does every second
+	if _, ok := a1.fsm.Arbiters()["a3"]; ok {
+		t.Fatalf("the removed a3 is back in the address book: %v", a1.fsm.Arbiters())
+	}
+	if _, ok := a1.fsm.Arbiters()["a2"]; !ok {
+		t.Fatalf("a2 left the address book: %v", a1.fsm.Arbiters())
+	}
+}
