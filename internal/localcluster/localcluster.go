@@ -48,7 +48,8 @@ type Options struct {
 	// removed by Close.
 	DataDir   string
 	ClusterID string
-	// Fast shortens Raft timings for tests.
+	// Fast shortens Raft timings for tests, and skips the store replicas'
+	// memtable padding (store.Config.NoFlushSpread).
 	Fast        bool
 	Lease       time.Duration
 	SectionSize uint64
@@ -400,6 +401,7 @@ func (c *Cluster) storeConfig(id, shard string, grpcLn, raftLn net.Listener) nod
 	cfg.GRPCListener, cfg.RaftListener = grpcLn, raftLn
 	cfg.WriteFanoutThreshold, cfg.HintWindow, cfg.HintBudget, cfg.Retention, cfg.RateLimit = o.WriteFanoutThreshold, o.HintWindow, o.HintBudget, o.Retention, o.RateLimit
 	cfg.MaxGroupSize, cfg.DedupTTL, cfg.ChangeLogRetention = o.MaxGroupSize, o.DedupTTL, o.ChangeLogRetention
+	cfg.NoFlushSpread = o.Fast
 	return cfg
 }
 

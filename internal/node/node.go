@@ -97,6 +97,8 @@ type Config struct {
 	RateLimit            float64
 	HintWindow           time.Duration
 	HintBudget           int
+	// NoFlushSpread: see store.Config (tests).
+	NoFlushSpread bool
 
 	SectionSize uint64
 	NumSlots    uint32
@@ -342,6 +344,7 @@ func New(cfg Config) (_ *Node, err error) {
 			ShardID: cfg.Shard, ReplicaID: cfg.ID, ClusterID: cfg.ClusterID, DataDir: filepath.Join(cfg.DataDir, "store"),
 			RaftAddr: n.raftAddr, RaftListener: raftLn, GRPCAddr: n.grpcAdv, Peers: cfg.StorePeers, Arbiters: n.arbiterAddrs(),
 			WriteFanoutThreshold: cfg.WriteFanoutThreshold, MaxGroupSize: cfg.MaxGroupSize, DedupTTL: cfg.DedupTTL, Retention: cfg.Retention, ChangeLogRetention: cfg.ChangeLogRetention, RateLimit: cfg.RateLimit, HintWindow: cfg.HintWindow, HintBudget: cfg.HintBudget,
+			NoFlushSpread:    cfg.NoFlushSpread,
 			HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
 			Logger: cfg.Logger, Registry: n.reg,
 		}
