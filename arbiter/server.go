@@ -330,7 +330,17 @@ func (s *server) RegisterStoreReplica(ctx context.Context, req *clusterv1.Regist
 	return &clusterv1.RegisterStoreReplicaResponse{Table: s.a.fsm.RoutingTable()}, nil
 }
 
-func (s *server) GetRoutingTable(ctx context.Context, _ *seqdv1.GetRoutingTableRequest) (*seqdv1.GetRoutingTableResponse, error) {
+func (s *server) GetRoutingTable(ctx context.Context, req *seqdv1.GetRoutingTableRequest) (*seqdv1.GetRoutingTableResponse, error) {
+	if req.FromLeader {
+		if !s.leader() {
+			return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.GetRoutingTableResponse, error) {
+				return seqdv1.NewRoutingClient(cc).GetRoutingTable(ctx, req)
+			})
+		}
+		if err := s.caughtUp("routing table"); err != nil {
+			return nil, err
+		}
+	}
 	if !s.a.fsm.Initialized() {
 		return nil, stateErr(ErrNotInitialized)
 	}
@@ -344,7 +354,8 @@ func (s *server) Status(ctx context.Context, req *seqdv1.StatusRequest) (*seqdv1
 		}); err == nil {
 			return resp, nil
 		}
-		// No reachable leader: report what this arbiter knows.
+		// No reachable leader: report what this arbiter knows, marked
+		// stale.
 	}
 	return s.a.status(), nil
 }
@@ -357,6 +368,9 @@ func (a *Arbiter) status() *seqdv1.StatusResponse {
 		LeaderId: leaderID, LeaderAddr: leaderAddr,
 		Step: a.cfg.Step, LeaseMs: lt.lease.Milliseconds(),
 		Sections: uint64(a.fsm.SectionCount()),
+		// Only a leader that has applied every earlier term's entries
+		// knows the nodes, slots and leases as they are.
+		Stale: !a.readyNow(),
 	}
 	if m := a.fsm.Meta(); m != nil {
 		resp.ClusterId, resp.RoutingVersion, resp.NumSlots, resp.SectionSize, resp.Dc = m.ClusterId, m.RoutingVersion, m.NumSlots, m.SectionSize, m.Dc
@@ -395,7 +409,6 @@ func (a *Arbiter) status() *seqdv1.StatusResponse {
 		}
 		count[instance{s.Owner, s.OwnerIncarnation}]++
 	}
-	leader := a.raft.State() == raft.Leader
 	for _, id := range sortedKeys(a.fsm.Nodes()) {
 		n := a.fsm.Node(id)
 		if n == nil {
@@ -403,7 +416,7 @@ func (a *Arbiter) status() *seqdv1.StatusResponse {
 		}
 		i := instance{n.Id, n.Incarnation}
 		st := &seqdv1.AllocSvrStatus{Id: n.Id, Addr: n.Addr, State: n.State, Slots: count[i], Incarnation: n.Incarnation, Lease: "unknown", Gossip: string(gossip.Unknown)}
-		if leader {
+		if !resp.Stale { // a new leader counts every lease as just granted
 			st.LastRenewalMsAgo = a.leases.sinceGrant(i).Milliseconds()
 			st.Lease = "valid"
 			if a.leases.isExpired(i) || time.Duration(st.LastRenewalMsAgo)*time.Millisecond > lt.lease {

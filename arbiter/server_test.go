@@ -57,6 +57,10 @@ func TestLeaderCatchingUpAnswersUnavailable(t *testing.T) {
 			_, err := srv.RemoveStoreReplica(ctx, &seqdv1.RemoveStoreReplicaRequest{Id: "s1-r1"})
 			return err
 		},
+		"routing table": func() error {
+			_, err := srv.GetRoutingTable(ctx, &seqdv1.GetRoutingTableRequest{FromLeader: true})
+			return err
+		},
 		"join": func() error {
 			_, err := srv.JoinArbiter(ctx, &seqdv1.JoinArbiterRequest{Id: "a2", RaftAddr: deadAddr(t), GrpcAddr: deadAddr(t)})
 			return err
@@ -72,7 +76,22 @@ func TestLeaderCatchingUpAnswersUnavailable(t *testing.T) {
 		t.Errorf("a register refused as UNAVAILABLE still recorded n2: %v", n)
 	}
 
+	// Without from_leader, any arbiter answers from its own state.
+	if _, err := srv.GetRoutingTable(ctx, &seqdv1.GetRoutingTableRequest{}); err != nil {
+		t.Errorf("routing table, not from the leader, at a leader still catching up: %v", err)
+	}
+	// Status still answers, as this arbiter's own view, marked stale, and
+	// times no lease: a new leader counts every lease as just granted.
+	st, err := srv.Status(ctx, &seqdv1.StatusRequest{})
+	if err != nil || !st.Stale || len(st.Allocsvrs) != 1 || st.Allocsvrs[0].Lease != "unknown" {
+		t.Errorf("status at a leader still catching up: %v %v, want it marked stale, with n1's lease unknown", st, err)
+	}
+
 	a.ready.Store(true)
+	st, err = srv.Status(ctx, &seqdv1.StatusRequest{})
+	if err != nil || st.Stale || len(st.Allocsvrs) != 1 || st.Allocsvrs[0].Lease != "valid" {
+		t.Errorf("status at a caught-up leader: %v %v, want it not stale, with n1's lease valid", st, err)
+	}
 	if _, err := srv.Drain(ctx, &seqdv1.DrainRequest{Node: "nosuch"}); status.Code(err) != codes.NotFound {
 		t.Errorf("drain of an unknown AllocSvr once caught up: %v, want NOT_FOUND", err)
 	}

@@ -106,13 +106,21 @@ func (s *Shard) answers(ctx context.Context, id string) bool {
 //     none of the first one's data and, with two such replicas, a majority
 //     of its own. Refused.
 //
-// Replicas of builds from before ReplicaInfo.voters say nothing, and count
-// as knowing none.
+// The registered replicas are the arbiter leader's (leaderTable): an
+// arbiter restarted from an old snapshot could list none. Replicas of
+// builds from before ReplicaInfo.voters say nothing, and count as knowing
+// none.
 func (s *Shard) bootstrap(ctx context.Context) error {
 	if !s.node.BootstrapOwed() {
 		return nil
 	}
-	for _, sh := range s.alloc.Load().Table().GetShards() {
+	table, err := s.leaderTable(ctx)
+	if err != nil {
+		// No proof either way: a bootstrap now could split a running
+		// shard.
+		return fmt.Errorf("store: bootstrap: %w", err)
+	}
+	for _, sh := range table.GetShards() {
 		if sh.Id != s.cfg.ShardID {
 			continue
 		}

@@ -504,7 +504,36 @@ func (s *Shard) Start(ctx context.Context) error {
 
 // register records this replica's address in the arbiters' shard map.
 func (s *Shard) register(ctx context.Context) error {
-	c := s.alloc.Load()
+	err := s.callArbiters(ctx, "register replica", func(ctx context.Context, cc *grpc.ClientConn) error {
+		_, err := clusterv1.NewArbiterClient(cc).RegisterStoreReplica(ctx, &clusterv1.RegisterStoreReplicaRequest{
+			ClusterId: s.cfg.ClusterID, Shard: s.cfg.ShardID, ReplicaId: s.cfg.ReplicaID, Addr: s.cfg.GRPCAddr})
+		return err
+	})
+	if err == nil {
+		s.alloc.Load().Refresh(ctx)
+	}
+	return err
+}
+
+// leaderTable returns the shard map as the arbiter leader has it, once it
+// has applied its whole log; any arbiter's own may be older (one just
+// restarted from a snapshot), and lack replicas that registered since.
+// Arbiters of builds from before GetRoutingTableRequest.from_leader answer
+// from their own state.
+func (s *Shard) leaderTable(ctx context.Context) (*seqdv1.RoutingTable, error) {
+	var t *seqdv1.RoutingTable
+	err := s.callArbiters(ctx, "read the shard map", func(ctx context.Context, cc *grpc.ClientConn) error {
+		resp, err := seqdv1.NewRoutingClient(cc).GetRoutingTable(ctx, &seqdv1.GetRoutingTableRequest{FromLeader: true})
+		t = resp.GetTable()
+		return err
+	})
+	return t, err
+}
+
+// callArbiters calls each arbiter in turn until one answers call,
+// retrying those that are UNAVAILABLE (an election, a leader catching up)
+// or slow for up to 50 rounds; any other error is final.
+func (s *Shard) callArbiters(ctx context.Context, what string, call func(context.Context, *grpc.ClientConn) error) error {
 	var last error
 	for attempt := 0; attempt < 50; attempt++ {
 		for _, a := range s.cfg.Arbiters {
@@ -514,25 +543,23 @@ func (s *Shard) register(ctx context.Context) error {
 				continue
 			}
 			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			_, err = clusterv1.NewArbiterClient(cc).RegisterStoreReplica(rctx, &clusterv1.RegisterStoreReplicaRequest{
-				ClusterId: s.cfg.ClusterID, Shard: s.cfg.ShardID, ReplicaId: s.cfg.ReplicaID, Addr: s.cfg.GRPCAddr})
+			err = call(rctx, cc)
 			cancel()
 			if err == nil {
-				c.Refresh(ctx)
 				return nil
 			}
 			last = err
 			if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
-				return fmt.Errorf("store: register replica: %w", err)
+				return fmt.Errorf("store: %s: %w", what, err)
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("store: register replica: %w (last error: %v)", ctx.Err(), last)
+			return fmt.Errorf("store: %s: %w (last error: %v)", what, ctx.Err(), last)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("store: register replica: %w", last)
+	return fmt.Errorf("store: %s: %w", what, last)
 }
 
 // Close stops the loops, hands leadership over if leading, and shuts Raft

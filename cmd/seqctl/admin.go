@@ -39,6 +39,9 @@ func printStatus(e *env, st *seqdv1.StatusResponse) error {
 		if st.LeaderAddr != "" {
 			leader += " at " + st.LeaderAddr
 		}
+		if st.Stale {
+			leader += " (no answer from it caught up: this is one arbiter's own view, which may lack recent changes)"
+		}
 	}
 	tw := newTable(e.stdout)
 	row(tw, "cluster", orDash(st.ClusterId))
@@ -225,6 +228,13 @@ func waitDrained(ctx context.Context, e *env, c *conn, node string, remaining ui
 			if ctx.Err() == nil {
 				lastErr = c.explain(err)
 			}
+			continue
+		}
+		if st.Stale {
+			// One arbiter's own view (a leader still applying its log
+			// after an election, say) may not have the node, or may
+			// show it with slots it no longer owns, or none yet.
+			lastErr = errors.New("the arbiters gave only a stale view (no caught-up leader answered)")
 			continue
 		}
 		lastErr = nil

@@ -72,8 +72,13 @@ type StatusResponse struct {
 	LeaseMs         int64                  `protobuf:"varint,11,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
 	Sections        uint64                 `protobuf:"varint,12,opt,name=sections,proto3" json:"sections,omitempty"`
 	// Slots in the middle of a planned hand-over.
-	MovingSlots   uint32 `protobuf:"varint,13,opt,name=moving_slots,json=movingSlots,proto3" json:"moving_slots,omitempty"`
-	Dc            string `protobuf:"bytes,14,opt,name=dc,proto3" json:"dc,omitempty"`
+	MovingSlots uint32 `protobuf:"varint,13,opt,name=moving_slots,json=movingSlots,proto3" json:"moving_slots,omitempty"`
+	Dc          string `protobuf:"bytes,14,opt,name=dc,proto3" json:"dc,omitempty"`
+	// This is one arbiter's own view, not a caught-up leader's: no leader
+	// answered, or the leader is still applying its log after an election.
+	// It may lack recent changes (a node registered, a slot moved), and
+	// leases show "unknown".
+	Stale         bool `protobuf:"varint,15,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -204,6 +209,13 @@ func (x *StatusResponse) GetDc() string {
 		return x.Dc
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
 }
 
 type ArbiterStatus struct {
@@ -949,7 +961,7 @@ var File_seqd_v1_admin_proto protoreflect.FileDescriptor
 const file_seqd_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x13seqd/v1/admin.proto\x12\aseqd.v1\x1a\x17seqd/v1/sequencer.proto\"\x0f\n" +
-	"\rStatusRequest\"\xea\x03\n" +
+	"\rStatusRequest\"\x80\x04\n" +
 	"\x0eStatusResponse\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1b\n" +
@@ -967,7 +979,8 @@ const file_seqd_v1_admin_proto_rawDesc = "" +
 	"\blease_ms\x18\v \x01(\x03R\aleaseMs\x12\x1a\n" +
 	"\bsections\x18\f \x01(\x04R\bsections\x12!\n" +
 	"\fmoving_slots\x18\r \x01(\rR\vmovingSlots\x12\x0e\n" +
-	"\x02dc\x18\x0e \x01(\tR\x02dc\"\x85\x01\n" +
+	"\x02dc\x18\x0e \x01(\tR\x02dc\x12\x14\n" +
+	"\x05stale\x18\x0f \x01(\bR\x05stale\"\x85\x01\n" +
 	"\rArbiterStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +

@@ -540,7 +540,13 @@ func (x *RPCError) GetLeaderAddr() string {
 }
 
 type GetRoutingTableRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Answer only from the arbiter leader once it has applied its whole log
+	// (a follower forwards; UNAVAILABLE otherwise), for a caller that
+	// decides from what the table lacks. Without it any arbiter answers
+	// from its own state, which may be older: routers keep the newest
+	// version they have seen.
+	FromLeader    bool `protobuf:"varint,1,opt,name=from_leader,json=fromLeader,proto3" json:"from_leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -573,6 +579,13 @@ func (x *GetRoutingTableRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use GetRoutingTableRequest.ProtoReflect.Descriptor instead.
 func (*GetRoutingTableRequest) Descriptor() ([]byte, []int) {
 	return file_seqd_v1_sequencer_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetRoutingTableRequest) GetFromLeader() bool {
+	if x != nil {
+		return x.FromLeader
+	}
+	return false
 }
 
 type GetRoutingTableResponse struct {
@@ -999,8 +1012,10 @@ const file_seqd_v1_sequencer_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12:\n" +
 	"\rrouting_table\x18\x03 \x01(\v2\x15.seqd.v1.RoutingTableR\froutingTable\x12\x1f\n" +
 	"\vleader_addr\x18\x04 \x01(\tR\n" +
-	"leaderAddr\"\x18\n" +
-	"\x16GetRoutingTableRequest\"F\n" +
+	"leaderAddr\"9\n" +
+	"\x16GetRoutingTableRequest\x12\x1f\n" +
+	"\vfrom_leader\x18\x01 \x01(\bR\n" +
+	"fromLeader\"F\n" +
 	"\x17GetRoutingTableResponse\x12+\n" +
 	"\x05table\x18\x01 \x01(\v2\x15.seqd.v1.RoutingTableR\x05table\"\x9b\x02\n" +
 	"\fRoutingTable\x12\x18\n" +
