@@ -345,3 +345,22 @@ func holds(t *testing.T, f *store.FSM, user uint64, n int) {
 		return len(res.Events) == n
 	})
 }
+
+// A new replica's bootstrap check reads the shard map with from_leader:
+// every arbiter gives the caught-up leader's (a follower forwards), never
+// its own, which after a restart from an old snapshot could lack the
+// shard's replicas.
+func TestShardMapFromLeaderAtEveryArbiter(t *testing.T) {
+	c, _ := startCluster(t, localcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, addr := range c.ArbiterAddrs() {
+		resp, err := seqdv1.NewRoutingClient(dial(t, addr)).GetRoutingTable(ctx, &seqdv1.GetRoutingTableRequest{FromLeader: true})
+		if err != nil {
+			t.Fatalf("shard map from the leader, asked at %s: %v", addr, err)
+		}
+		if sh := resp.Table.GetShards(); len(sh) != 1 || len(sh[0].Replicas) != 3 {
+			t.Fatalf("shard map from the leader, asked at %s: %v, want shard s1 with its 3 replicas", addr, sh)
+		}
+	}
+}

@@ -297,8 +297,12 @@ func (p *pipeline) propose(batch []*request) *flight {
 	// applied what earlier terms committed (a member added to a group, a
 	// newer read marker), and its plan, which the FSM does not redo, would
 	// miss it. So nothing is planned until it has (LEADER_NOT_READY: the
-	// router retries).
+	// router retries). A leader deposed meanwhile says so instead, with
+	// the new leader's address.
 	if err := s.stillApplying(); err != nil {
+		if s.node != nil && !s.IsLeader() {
+			err = s.raftErr(raft.ErrNotLeader)
+		}
 		for _, r := range batch {
 			r.finish(nil, err)
 		}

@@ -39,7 +39,7 @@ func (s *Shard) readIndex(ctx context.Context) error {
 // one at a time (readRounds.run).
 func (s *Shard) readIndexRound() error {
 	deadline := time.Now().Add(readIndexWait)
-	for !s.caughtUp.Load() || s.caughtUpTerm.Load() != s.node.Raft.CurrentTerm() {
+	for s.stillApplying() != nil {
 		if !s.IsLeader() {
 			return rpcerr.FromRaft(raft.ErrNotLeader, s.leaderAddr())
 		}

@@ -20,13 +20,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/seqd/seqd/allocsvr"
 	"github.com/seqd/seqd/arbiter"
+	"github.com/seqd/seqd/internal/backoff"
 	"github.com/seqd/seqd/internal/bugs"
 	"github.com/seqd/seqd/internal/datadir"
 	"github.com/seqd/seqd/internal/gossip"
@@ -645,9 +648,16 @@ func (n *Node) join(ctx context.Context) error {
 	defer cc.Close()
 	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	_, err = seqdv1.NewAdminClient(cc).JoinArbiter(jctx, &seqdv1.JoinArbiterRequest{
-		Id: n.cfg.ID, RaftAddr: n.raftAddr, GrpcAddr: n.grpcAdv, GossipAddr: n.arbiter.GossipAddr(),
-	})
+	req := &seqdv1.JoinArbiterRequest{Id: n.cfg.ID, RaftAddr: n.raftAddr, GrpcAddr: n.grpcAdv, GossipAddr: n.arbiter.GossipAddr()}
+	// UNAVAILABLE: no leader yet, or one still catching up after its
+	// election; either passes within the timeout.
+	policy := backoff.Policy{Base: 50 * time.Millisecond, Max: time.Second}
+	for attempt := 0; ; attempt++ {
+		_, err = seqdv1.NewAdminClient(cc).JoinArbiter(jctx, req)
+		if status.Code(err) != codes.Unavailable || policy.Sleep(jctx, attempt) != nil {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("--join %s: %w", n.cfg.Join, err)
 	}
