@@ -41,7 +41,6 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 // with every acknowledged message there, and the removed id cannot come
 // back.
 func TestReplaceStoreReplica(t *testing.T) {
-	store.SkipSlowUnderRace(t)
 	c, m := startCluster(t, localcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -247,7 +246,6 @@ func TestReplaceStoreReplica(t *testing.T) {
 // one no longer answers), and AddStoreReplica tells the shard its new
 // Raft address. The shard then relies on it at the new address.
 func TestMoveStoreReplica(t *testing.T) {
-	store.SkipSlowUnderRace(t)
 	c, m := startCluster(t, localcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -298,7 +296,6 @@ func TestMoveStoreReplica(t *testing.T) {
 // an empty --data, is a voter the shard already has: it does not
 // bootstrap, the leader brings it back, and the shard can rely on it.
 func TestStoreReplicaRejoinsAfterLosingItsData(t *testing.T) {
-	store.SkipSlowUnderRace(t)
 	empty := t.TempDir() // removed after the cluster closes (cleanups run last first)
 	c, m := startCluster(t, localcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
