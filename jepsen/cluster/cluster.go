@@ -350,8 +350,9 @@ func (c *Cluster) Heal(ctx context.Context) error {
 	return c.be.block(ctx, nil)
 }
 
-// Status asks the arbiters for the cluster's status: the leader's view
-// when a leader answers, else the first arbiter's own.
+// Status asks the arbiters for the cluster's status, as a leader that has
+// applied its whole log sees it; an error when none answers so (an
+// arbiter's own view, marked stale, may lack recent moves and leases).
 func (c *Cluster) Status(ctx context.Context) (*seqdv1.StatusResponse, error) {
 	var last error
 	for _, n := range c.Arbiters() {
@@ -365,10 +366,12 @@ func (c *Cluster) Status(ctx context.Context) (*seqdv1.StatusResponse, error) {
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
 		st, err := seqdv1.NewAdminClient(cc).Status(sctx, &seqdv1.StatusRequest{})
 		cancel()
-		if err == nil && st.LeaderId != "" {
+		switch {
+		case err == nil && st.LeaderId != "" && !st.Stale:
 			return st, nil
-		}
-		if err == nil {
+		case err == nil && st.LeaderId != "":
+			err = fmt.Errorf("%s gave only its own view (leader %s still catching up, or out of reach)", n.ID, st.LeaderId)
+		case err == nil:
 			err = fmt.Errorf("%s knows no leader", n.ID)
 		}
 		last = err
