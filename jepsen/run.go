@@ -724,6 +724,12 @@ func (r *run) finish() {
 			r.logf("checker %s/%s: %s (%d anomalies)", c.Workload, c.Checker, c.Verdict, c.Count)
 		}
 	}
+	if slices.ContainsFunc(r.requested, func(q string) bool { return strings.HasPrefix(q, "drain") }) ||
+		slices.ContainsFunc(res.Faults, func(f nemesis.Fault) bool { return f.Anomaly != "" }) {
+		c := faultAnswers(res.Faults)
+		r.logf("checker %s/%s: %s (%d anomalies)", c.Workload, c.Checker, c.Verdict, c.Count)
+		res.Checkers = append(res.Checkers, c)
+	}
 	if res.HarnessError == "" && len(res.Checkers) > 0 {
 		// Each workload must have done enough for its checkers to mean
 		// something: one busy workload must not vouch for an idle one.
@@ -788,6 +794,31 @@ func (r *run) writeReport(res *report.Results, outMade bool, samples []workload.
 		}
 	}
 	r.closeLog()
+}
+
+// faultAnswers checks the answers the cluster gave the nemeses' own admin
+// calls (a drain, an undrain): an answer it must not give (NOT_FOUND for
+// an AllocSvr that is registered) is an anomaly.
+func faultAnswers(faults []nemesis.Fault) checker.Result {
+	r := checker.Result{Checker: "admin-answers", Workload: "nemesis", Guarantee: "admin", Verdict: checker.Pass}
+	n, drains := 0, 0
+	for _, f := range faults {
+		if f.Kind == "drain" {
+			drains++
+		}
+		if f.Anomaly == "" {
+			continue
+		}
+		n++
+		r.Findings = append(r.Findings, checker.Finding{Kind: "wrong-answer", Msg: f.Kind + ": " + f.Anomaly, At: f.End})
+	}
+	r.Count = n
+	r.Summary = fmt.Sprintf("%d drain faults (each a drain and an undrain): no admin answer the cluster must not give", drains)
+	if n > 0 {
+		r.Verdict = checker.Fail
+		r.Summary = fmt.Sprintf("%d of the nemeses' admin calls got an answer the cluster must not give", n)
+	}
+	return r
 }
 
 // requested lists the faults a run was asked for and can inject, as

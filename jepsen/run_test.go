@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/seqd/seqd/internal/bugs"
+	"github.com/seqd/seqd/jepsen/checker"
 	"github.com/seqd/seqd/jepsen/cluster"
 	"github.com/seqd/seqd/jepsen/nemesis"
 	"github.com/seqd/seqd/jepsen/report"
@@ -295,5 +296,27 @@ func TestPassMessageNamesWhatWasNotTested(t *testing.T) {
 	got := message(res)
 	if !strings.Contains(got, "never drawn, so not tested: pause.") || !strings.Contains(got, "Skipped, so not tested: partition (the local backend cannot cut links).") {
 		t.Errorf("pass with faults not tested: %q", got)
+	}
+}
+
+// A drain fault whose own admin call got an answer the cluster must not
+// give fails the run, through the nemesis/admin-answers checker.
+func TestWrongAdminAnswerFailsTheRun(t *testing.T) {
+	faults := []nemesis.Fault{
+		{Kind: "drain", Desc: "drain alloc1", End: time.Second},
+		{Kind: "kill", Desc: "kill -9 alloc2", End: 2 * time.Second},
+		{Kind: "drain", Desc: "not injected", End: 3 * time.Second, Err: "wrong answer: ...", Anomaly: `drain alloc1: rpc error: code = NotFound (the AllocSvr is registered)`},
+	}
+	c := faultAnswers(faults[:2])
+	if c.Verdict != checker.Pass || c.Count != 0 || !strings.Contains(c.Summary, "1 drain faults") {
+		t.Fatalf("clean faults: %+v", c)
+	}
+	c = faultAnswers(faults)
+	if c.Verdict != checker.Fail || c.Count != 1 || len(c.Findings) != 1 || c.Findings[0].At != 3*time.Second || !strings.Contains(c.Findings[0].Msg, "NotFound") {
+		t.Fatalf("a wrong answer: %+v", c)
+	}
+	res := &report.Results{Ops: map[string]uint64{}, Checkers: []checker.Result{c}}
+	if got := message(res); !strings.HasPrefix(got, "ANOMALY: 1 anomalies found by nemesis/admin-answers (1)") {
+		t.Errorf("message: %q", got)
 	}
 }

@@ -24,7 +24,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/seqd/seqd/internal/grpcconn"
 	"github.com/seqd/seqd/internal/loopback"
@@ -380,6 +382,35 @@ func (c *Cluster) Status(ctx context.Context) (*seqdv1.StatusResponse, error) {
 		last = errors.New("no arbiter is running")
 	}
 	return nil, last
+}
+
+// Admin runs call against the running arbiters' Admin service (followers
+// forward to the leader) until it answers other than UNAVAILABLE, as an
+// operator's seqctl would: an election or a leader still catching up
+// passes. It returns call's last error once ctx ends.
+func (c *Cluster) Admin(ctx context.Context, call func(context.Context, seqdv1.AdminClient) error) error {
+	last := errors.New("no arbiter is running")
+	for {
+		for _, n := range c.Arbiters() {
+			if !n.Running() || n.Paused() {
+				continue
+			}
+			cc, err := c.pool.Get(n.GRPC)
+			if err != nil {
+				return err
+			}
+			err = call(ctx, seqdv1.NewAdminClient(cc))
+			if status.Code(err) != codes.Unavailable {
+				return err
+			}
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return last
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Leader returns the current arbiter leader's node.

@@ -8,7 +8,11 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/seqd/seqd/jepsen/cluster"
+	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
 // choose returns the nodes a process fault of kind hits for target. The
@@ -577,4 +581,91 @@ func newerFormatLeads(ctx context.Context, c *cluster.Cluster, shard string) err
 		return fmt.Errorf("the leader of store shard %s, %s, runs format %v and reports %v for the shard", shard, l.ID, own, all)
 	}
 	return nil
+}
+
+// drainer moves every slot of an AllocSvr to the others with a planned
+// hand-over, as an operator's seqctl drain --wait does, and makes it
+// active again when healed: the alloc workload's G1 then covers planned
+// moves as well as the lease-expiry ones crashes cause. The calls go to
+// the arbiters and are retried while they answer UNAVAILABLE (an
+// election, a leader still catching up). A NOT_FOUND for an AllocSvr the
+// cluster started, which registers at start and never deregisters while
+// it runs, is a wrong answer (an arbiter answering from a log it has not
+// applied, say): the run reports it as an anomaly (WrongAnswer).
+type drainer struct{ targets []string }
+
+func (k *drainer) Kind() string     { return "drain" }
+func (k *drainer) Background() bool { return false }
+
+func (k *drainer) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, error) {
+	target := d.deal(k.Kind(), k.targets)
+	// Only an AllocSvr the arbiter leader lists as registered and active:
+	// one just restarted may not have registered yet.
+	st, err := env.Cluster.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	active := map[string]bool{}
+	for _, a := range st.Allocsvrs {
+		active[a.Id] = a.State == seqdv1.NodeState_NODE_STATE_ACTIVE
+	}
+	up := slices.DeleteFunc(running(env.Cluster.AllocSvrs()), func(n *cluster.Node) bool { return !active[n.ID] })
+	if len(up) < 2 {
+		return nil, fmt.Errorf("%d AllocSvrs running and active: a drain needs another to take the slots", len(up))
+	}
+	n := d.node(k.Kind()+":"+target, up)
+	nodes := []*cluster.Node{n}
+	var left uint32
+	err = env.Cluster.Admin(ctx, func(ctx context.Context, c seqdv1.AdminClient) error {
+		resp, err := c.Drain(ctx, &seqdv1.DrainRequest{Node: n.ID, Wait: true})
+		left = resp.GetRemainingSlots()
+		return err
+	})
+	if err != nil {
+		// Left as it is, a drain cut short goes on in the background:
+		// undo it, so that no fault outlives its record.
+		uctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return nil, errors.Join(adminErr("drain "+n.ID, err), undrain(uctx, env.Cluster, n.ID))
+	}
+	return &Active{
+		Target: target, Nodes: ids(nodes),
+		Desc: fmt.Sprintf("drain %s (%s; %d slots left on it)", n.ID, target, left),
+		Heal: func(ctx context.Context) error { return undrain(ctx, env.Cluster, n.ID) },
+	}, nil
+}
+
+func (k *drainer) HealAll(ctx context.Context, env *Env) error {
+	var errs []error
+	for _, n := range env.Cluster.AllocSvrs() {
+		errs = append(errs, undrain(ctx, env.Cluster, n.ID))
+	}
+	return errors.Join(errs...)
+}
+
+// undrain makes AllocSvr id active again.
+func undrain(ctx context.Context, c *cluster.Cluster, id string) error {
+	err := c.Admin(ctx, func(ctx context.Context, a seqdv1.AdminClient) error {
+		_, err := a.Undrain(ctx, &seqdv1.UndrainRequest{Node: id})
+		return err
+	})
+	return adminErr("undrain "+id, err)
+}
+
+// WrongAnswer is a definitive answer the cluster should not have given to
+// a nemesis's own call; the run counts it as an anomaly.
+type WrongAnswer struct{ Msg string }
+
+func (w *WrongAnswer) Error() string { return "wrong answer: " + w.Msg }
+
+// adminErr wraps the error of admin call what on an AllocSvr the cluster
+// started: NOT_FOUND is a WrongAnswer, anything else as it is.
+func adminErr(what string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case status.Code(err) == codes.NotFound:
+		return &WrongAnswer{Msg: fmt.Sprintf("%s: %v (the AllocSvr is registered)", what, err)}
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }

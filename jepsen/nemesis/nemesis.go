@@ -1,7 +1,7 @@
 // Package nemesis injects faults into a running cluster on a schedule drawn
 // from a seeded random generator: process crashes and pauses, network
-// partitions of several shapes, lease-clock skew, and a rolling upgrade of
-// the message store to a newer build.
+// partitions of several shapes, lease-clock skew, a rolling upgrade of
+// the message store to a newer build, and planned drains of AllocSvrs.
 package nemesis
 
 import (
@@ -21,7 +21,7 @@ import (
 // Fault is one injected fault, as the report shows it.
 type Fault struct {
 	// Kind is the nemesis ("kill", "pause", "partition", "clock",
-	// "clock-beyond", "upgrade"); Target the variant ("leader",
+	// "clock-beyond", "upgrade", "drain"); Target the variant ("leader",
 	// "allocsvr-arbiters").
 	Kind   string        `json:"kind"`
 	Target string        `json:"target"`
@@ -30,6 +30,9 @@ type Fault struct {
 	Start  time.Duration `json:"start_ns"`
 	End    time.Duration `json:"end_ns"`
 	Err    string        `json:"error,omitempty"`
+	// Anomaly is set when the cluster gave the nemesis's own call an
+	// answer it must not give (a WrongAnswer): the run fails on it.
+	Anomaly string `json:"anomaly,omitempty"`
 }
 
 // Type is Kind:Target, the unit reports aggregate by.
@@ -92,6 +95,7 @@ var Kinds = map[string][]string{
 	"clock":        {"allocsvr", "leader"},
 	"clock-beyond": {"leader", "allocsvr"},
 	"upgrade":      {"store", "store-follower"},
+	"drain":        {"allocsvr"},
 }
 
 // ParseSpecs parses a comma-separated --nemesis value. "" or "none" gives
@@ -198,6 +202,12 @@ func Build(specs []Spec, c *cluster.Cluster) (ns []Nemesis, skipped []string) {
 				continue
 			}
 			ns = append(ns, &upgrader{targets: targets})
+		case "drain":
+			if len(c.AllocSvrs()) < 2 {
+				skipped = append(skipped, "drain: the cluster has one AllocSvr, and a drain needs another to take its slots (use --allocsvrs 2 or more)")
+				continue
+			}
+			ns = append(ns, &drainer{targets: targets})
 		case "clock", "clock-beyond":
 			if !c.Failpoints() {
 				skipped = append(skipped, sp.Kind+": the seqd binary has no clock failpoint (needs -tags seqdbugs)")
@@ -340,7 +350,7 @@ func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, d *Dealer
 		a, err := n.Inject(ictx, r.env, d)
 		cancel()
 		if err != nil {
-			f.End, f.Err = r.env.Now(), err.Error()
+			f.End, f.Err, f.Anomaly = r.env.Now(), err.Error(), wrongAnswer(err)
 			f.Desc = "not injected: " + err.Error()
 			r.env.Logf("nemesis %s: %v", n.Kind(), err)
 			r.record(f)
@@ -353,7 +363,7 @@ func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, d *Dealer
 		Sleep(ctx, hold)
 		hctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := a.Heal(hctx); err != nil {
-			f.Err = "heal: " + err.Error()
+			f.Err, f.Anomaly = "heal: "+err.Error(), wrongAnswer(err)
 			r.env.Logf("nemesis %s: heal: %v", n.Kind(), err)
 		}
 		cancel()
@@ -371,7 +381,7 @@ func (r *Runner) loop(ctx context.Context, class int, group []Nemesis, d *Dealer
 func HealAll(ctx context.Context, env *Env, nems []Nemesis) error {
 	// Resume paused processes before talking to them, and reset clocks
 	// before restarting crashed ones (a fresh process runs at the real rate).
-	order := map[string]int{"pause": 0, "clock": 1, "clock-beyond": 1, "partition": 2, "kill": 3, "upgrade": 4}
+	order := map[string]int{"pause": 0, "clock": 1, "clock-beyond": 1, "partition": 2, "kill": 3, "upgrade": 4, "drain": 5}
 	nems = slices.Clone(nems)
 	sort.SliceStable(nems, func(i, j int) bool { return order[nems[i].Kind()] < order[nems[j].Kind()] })
 	var errs []error
@@ -381,6 +391,15 @@ func HealAll(ctx context.Context, env *Env, nems []Nemesis) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// wrongAnswer is the message of the WrongAnswer in err, if any.
+func wrongAnswer(err error) string {
+	var w *WrongAnswer
+	if errors.As(err, &w) {
+		return w.Msg
+	}
+	return ""
 }
 
 func uniform(rng *rand.Rand, r [2]time.Duration) time.Duration {

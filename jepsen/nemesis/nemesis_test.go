@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func TestParseSpecs(t *testing.T) {
@@ -22,6 +25,8 @@ func TestParseSpecs(t *testing.T) {
 		"kill:leader,clock-beyond:allocsvr":  "kill:leader,clock-beyond:allocsvr",
 		"upgrade,kill:store":                 "upgrade,kill:store",
 		"upgrade:store-follower":             "upgrade:store-follower",
+		"drain,kill":                         "drain,kill",
+		"drain:allocsvr":                     "drain:allocsvr",
 	}
 	for in, want := range good {
 		specs, err := ParseSpecs(in)
@@ -37,7 +42,7 @@ func TestParseSpecs(t *testing.T) {
 			t.Errorf("ParseSpecs(%q) = %v, want %s", in, got, want)
 		}
 	}
-	for _, bad := range []string{"kil", "partition:nowhere", "kill:allocsvr-arbiters", "clock:halves", "upgrade:leader", "upgrade:store+store"} {
+	for _, bad := range []string{"kil", "partition:nowhere", "kill:allocsvr-arbiters", "clock:halves", "upgrade:leader", "upgrade:store+store", "drain:leader", "drain:store"} {
 		if _, err := ParseSpecs(bad); err == nil {
 			t.Errorf("ParseSpecs(%q) accepted", bad)
 		}
@@ -375,5 +380,58 @@ func TestHealNext(t *testing.T) {
 		if got := healNext(tc.rs); got != tc.want {
 			t.Errorf("healNext(%+v) = %d, want %d", tc.rs, got, tc.want)
 		}
+	}
+}
+
+// wrongNemesis fails to inject, or to heal, with the error it holds.
+type wrongNemesis struct {
+	injectErr, healErr error
+}
+
+func (w *wrongNemesis) Kind() string     { return "drain" }
+func (w *wrongNemesis) Background() bool { return false }
+func (w *wrongNemesis) Inject(context.Context, *Env, *Dealer) (*Active, error) {
+	if w.injectErr != nil {
+		return nil, w.injectErr
+	}
+	return &Active{Target: "allocsvr", Desc: "drain", Heal: func(context.Context) error { return w.healErr }}, nil
+}
+func (w *wrongNemesis) HealAll(context.Context, *Env) error { return nil }
+
+// A nemesis's own call that the cluster answered wrongly (a WrongAnswer,
+// in injecting or in healing) marks its fault as an anomaly; any other
+// failure only as an error.
+func TestRunnerMarksWrongAnswers(t *testing.T) {
+	notFound := adminErr("drain alloc1", status.Error(codes.NotFound, "no AllocSvr named \"alloc1\" is registered"))
+	other := adminErr("drain alloc1", status.Error(codes.FailedPrecondition, "no other active AllocSvr"))
+	if wrongAnswer(notFound) == "" || wrongAnswer(other) != "" || adminErr("x", nil) != nil {
+		t.Fatalf("adminErr: NOT_FOUND gave %v, FAILED_PRECONDITION gave %v", notFound, other)
+	}
+	for _, tc := range []struct {
+		name    string
+		n       *wrongNemesis
+		anomaly bool
+	}{
+		{"inject answered NOT_FOUND", &wrongNemesis{injectErr: notFound}, true},
+		{"heal answered NOT_FOUND", &wrongNemesis{healErr: fmt.Errorf("undrain: %w", notFound)}, true},
+		{"inject refused otherwise", &wrongNemesis{injectErr: other}, false},
+		{"clean", &wrongNemesis{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			env := &Env{Now: func() time.Duration { return time.Since(start) }, Logf: func(string, ...any) {}}
+			sched := Schedule{Interval: [2]time.Duration{time.Millisecond, time.Millisecond}, Hold: [2]time.Duration{time.Millisecond, time.Millisecond}}
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			faults := NewRunner(env, []Nemesis{tc.n}, sched, 1).Run(ctx, nil)
+			if len(faults) == 0 {
+				t.Fatal("no fault in 50ms")
+			}
+			for _, f := range faults {
+				if got := f.Anomaly != ""; got != tc.anomaly {
+					t.Fatalf("fault %+v: anomaly %v, want %v", f, got, tc.anomaly)
+				}
+			}
+		})
 	}
 }
