@@ -356,6 +356,12 @@ func (c *Cluster) Heal(ctx context.Context) error {
 // applied its whole log sees it; an error when none answers so (an
 // arbiter's own view, marked stale, may lack recent moves and leases).
 func (c *Cluster) Status(ctx context.Context) (*seqdv1.StatusResponse, error) {
+	return c.status(ctx, false)
+}
+
+// status is Status; with anyView it also takes an answer marked stale
+// that names a leader (enough to know who leads).
+func (c *Cluster) status(ctx context.Context, anyView bool) (*seqdv1.StatusResponse, error) {
 	var last error
 	for _, n := range c.Arbiters() {
 		if !n.Running() {
@@ -369,7 +375,7 @@ func (c *Cluster) Status(ctx context.Context) (*seqdv1.StatusResponse, error) {
 		st, err := seqdv1.NewAdminClient(cc).Status(sctx, &seqdv1.StatusRequest{})
 		cancel()
 		switch {
-		case err == nil && st.LeaderId != "" && !st.Stale:
+		case err == nil && st.LeaderId != "" && (!st.Stale || anyView):
 			return st, nil
 		case err == nil && st.LeaderId != "":
 			err = fmt.Errorf("%s gave only its own view (leader %s still catching up, or out of reach)", n.ID, st.LeaderId)
@@ -387,7 +393,9 @@ func (c *Cluster) Status(ctx context.Context) (*seqdv1.StatusResponse, error) {
 // Admin runs call against the running arbiters' Admin service (followers
 // forward to the leader) until it answers other than UNAVAILABLE, as an
 // operator's seqctl would: an election or a leader still catching up
-// passes. It returns call's last error once ctx ends.
+// passes. Each attempt has up to 10 s; one that runs out (a hung arbiter)
+// moves on to the next arbiter, so call must be safe to repeat. It
+// returns call's last error once ctx ends.
 func (c *Cluster) Admin(ctx context.Context, call func(context.Context, seqdv1.AdminClient) error) error {
 	last := errors.New("no arbiter is running")
 	for {
@@ -399,8 +407,11 @@ func (c *Cluster) Admin(ctx context.Context, call func(context.Context, seqdv1.A
 			if err != nil {
 				return err
 			}
-			err = call(ctx, seqdv1.NewAdminClient(cc))
-			if status.Code(err) != codes.Unavailable {
+			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = call(actx, seqdv1.NewAdminClient(cc))
+			cancel()
+			code := status.Code(err)
+			if code != codes.Unavailable && (code != codes.DeadlineExceeded || ctx.Err() != nil) {
 				return err
 			}
 			last = err
@@ -413,9 +424,10 @@ func (c *Cluster) Admin(ctx context.Context, call func(context.Context, seqdv1.A
 	}
 }
 
-// Leader returns the current arbiter leader's node.
+// Leader returns the current arbiter leader's node (one still catching up
+// after its election counts).
 func (c *Cluster) Leader(ctx context.Context) (*Node, error) {
-	st, err := c.Status(ctx)
+	st, err := c.status(ctx, true)
 	if err != nil {
 		return nil, err
 	}

@@ -599,15 +599,21 @@ func (k *drainer) Background() bool { return false }
 
 func (k *drainer) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, error) {
 	target := d.deal(k.Kind(), k.targets)
-	// Only an AllocSvr the arbiter leader lists as registered and active:
-	// one just restarted may not have registered yet.
+	// A drain whose heal failed must not outlive its record: undo any
+	// first.
+	if err := k.HealAll(ctx, env); err != nil {
+		return nil, fmt.Errorf("undraining the AllocSvrs first: %w", err)
+	}
+	// Only an AllocSvr the arbiter leader lists as registered, active and
+	// with a lease: one just restarted may not have registered yet (its
+	// old incarnation's record still says active).
 	st, err := env.Cluster.Status(ctx)
 	if err != nil {
 		return nil, err
 	}
 	active := map[string]bool{}
 	for _, a := range st.Allocsvrs {
-		active[a.Id] = a.State == seqdv1.NodeState_NODE_STATE_ACTIVE
+		active[a.Id] = a.State == seqdv1.NodeState_NODE_STATE_ACTIVE && a.Lease == "valid"
 	}
 	up := slices.DeleteFunc(running(env.Cluster.AllocSvrs()), func(n *cluster.Node) bool { return !active[n.ID] })
 	if len(up) < 2 {
@@ -626,7 +632,7 @@ func (k *drainer) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, err
 		// undo it, so that no fault outlives its record.
 		uctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		return nil, errors.Join(adminErr("drain "+n.ID, err), undrain(uctx, env.Cluster, n.ID))
+		return nil, errors.Join(adminErr(uctx, env.Cluster, "drain", n.ID, err), undrain(uctx, env.Cluster, n.ID))
 	}
 	return &Active{
 		Target: target, Nodes: ids(nodes),
@@ -649,7 +655,7 @@ func undrain(ctx context.Context, c *cluster.Cluster, id string) error {
 		_, err := a.Undrain(ctx, &seqdv1.UndrainRequest{Node: id})
 		return err
 	})
-	return adminErr("undrain "+id, err)
+	return adminErr(ctx, c, "undrain", id, err)
 }
 
 // WrongAnswer is a definitive answer the cluster should not have given to
@@ -658,14 +664,18 @@ type WrongAnswer struct{ Msg string }
 
 func (w *WrongAnswer) Error() string { return "wrong answer: " + w.Msg }
 
-// adminErr wraps the error of admin call what on an AllocSvr the cluster
-// started: NOT_FOUND is a WrongAnswer, anything else as it is.
-func adminErr(what string, err error) error {
-	switch {
-	case err == nil:
+// adminErr wraps the error of admin call what on AllocSvr id: NOT_FOUND
+// is a WrongAnswer when a caught-up arbiter leader still lists id (it was
+// registered all along: only the AllocSvr's own graceful stop
+// deregisters it), anything else is returned as it is.
+func adminErr(ctx context.Context, c *cluster.Cluster, what, id string, err error) error {
+	if err == nil {
 		return nil
-	case status.Code(err) == codes.NotFound:
-		return &WrongAnswer{Msg: fmt.Sprintf("%s: %v (the AllocSvr is registered)", what, err)}
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	if status.Code(err) == codes.NotFound && c != nil {
+		if st, serr := c.Status(ctx); serr == nil && slices.ContainsFunc(st.Allocsvrs, func(a *seqdv1.AllocSvrStatus) bool { return a.Id == id }) {
+			return &WrongAnswer{Msg: fmt.Sprintf("%s %s: %v (the arbiter leader lists it as registered)", what, id, err)}
+		}
+	}
+	return fmt.Errorf("%s %s: %w", what, id, err)
 }

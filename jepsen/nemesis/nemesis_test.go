@@ -402,10 +402,10 @@ func (w *wrongNemesis) HealAll(context.Context, *Env) error { return nil }
 // in injecting or in healing) marks its fault as an anomaly; any other
 // failure only as an error.
 func TestRunnerMarksWrongAnswers(t *testing.T) {
-	notFound := adminErr("drain alloc1", status.Error(codes.NotFound, "no AllocSvr named \"alloc1\" is registered"))
-	other := adminErr("drain alloc1", status.Error(codes.FailedPrecondition, "no other active AllocSvr"))
-	if wrongAnswer(notFound) == "" || wrongAnswer(other) != "" || adminErr("x", nil) != nil {
-		t.Fatalf("adminErr: NOT_FOUND gave %v, FAILED_PRECONDITION gave %v", notFound, other)
+	notFound := error(&WrongAnswer{Msg: `drain alloc1: rpc error: code = NotFound desc = no AllocSvr named "alloc1" is registered`})
+	other := adminErr(context.Background(), nil, "drain", "alloc1", status.Error(codes.FailedPrecondition, "no other active AllocSvr"))
+	if wrongAnswer(notFound) == "" || wrongAnswer(other) != "" || adminErr(context.Background(), nil, "drain", "x", nil) != nil {
+		t.Fatalf("wrongAnswer(%v) = %q, adminErr of FAILED_PRECONDITION = %v", notFound, wrongAnswer(notFound), other)
 	}
 	for _, tc := range []struct {
 		name    string
