@@ -51,7 +51,7 @@ func (s *server) leader() bool { return s.a.raft.State() == raft.Leader }
 // still lack entries committed in earlier terms (the Raft log is applied
 // after the election): an answer from it, such as "no AllocSvr named x
 // is registered", could be stale. Handlers that decide from FSM state
-// call it once they know they lead.
+// reach it through atLeader.
 func (s *server) caughtUp(op string) error {
 	if !s.a.readyNow() {
 		return status.Errorf(codes.Unavailable, "%s: the arbiter leader is still catching up after an election; retry shortly", op)
@@ -88,13 +88,10 @@ func (s *server) Register(ctx context.Context, req *clusterv1.RegisterRequest) (
 	if req.Addr == "" {
 		return nil, invalid("register: node %s gave no gRPC address", req.NodeId)
 	}
-	if !s.leader() {
-		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RegisterResponse, error) {
-			return clusterv1.NewArbiterClient(cc).Register(ctx, req)
-		})
-	}
-	if err := s.caughtUp("register"); err != nil {
-		return nil, err
+	if resp, answered, err := atLeader(ctx, s, "register", func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RegisterResponse, error) {
+		return clusterv1.NewArbiterClient(cc).Register(ctx, req)
+	}); answered {
+		return resp, err
 	}
 	meta := s.a.fsm.Meta()
 	if meta == nil {
@@ -143,13 +140,10 @@ func (s *server) RenewLease(ctx context.Context, req *clusterv1.RenewLeaseReques
 	if err := nodeid.Validate(req.NodeId); err != nil {
 		return nil, invalid("renew: %v", err)
 	}
-	if !s.leader() {
-		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RenewLeaseResponse, error) {
-			return clusterv1.NewArbiterClient(cc).RenewLease(ctx, req)
-		})
-	}
-	if err := s.caughtUp("renew"); err != nil {
-		return nil, err
+	if resp, answered, err := atLeader(ctx, s, "renew", func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RenewLeaseResponse, error) {
+		return clusterv1.NewArbiterClient(cc).RenewLease(ctx, req)
+	}); answered {
+		return resp, err
 	}
 	// Ready implies a stored lease, and a stored lease never changes.
 	lt, stored := s.a.leaseTimes()
@@ -271,13 +265,10 @@ func (s *server) RegisterStoreReplica(ctx context.Context, req *clusterv1.Regist
 	if req.Addr == "" || req.Shard == "" {
 		return nil, invalid("register store replica %s: shard and address are required", req.ReplicaId)
 	}
-	if !s.leader() {
-		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RegisterStoreReplicaResponse, error) {
-			return clusterv1.NewArbiterClient(cc).RegisterStoreReplica(ctx, req)
-		})
-	}
-	if err := s.caughtUp("register store replica"); err != nil {
-		return nil, err
+	if resp, answered, err := atLeader(ctx, s, "register store replica", func(ctx context.Context, cc *grpc.ClientConn) (*clusterv1.RegisterStoreReplicaResponse, error) {
+		return clusterv1.NewArbiterClient(cc).RegisterStoreReplica(ctx, req)
+	}); answered {
+		return resp, err
 	}
 	meta := s.a.fsm.Meta()
 	if meta == nil {
@@ -332,13 +323,10 @@ func (s *server) RegisterStoreReplica(ctx context.Context, req *clusterv1.Regist
 
 func (s *server) GetRoutingTable(ctx context.Context, req *seqdv1.GetRoutingTableRequest) (*seqdv1.GetRoutingTableResponse, error) {
 	if req.FromLeader {
-		if !s.leader() {
-			return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.GetRoutingTableResponse, error) {
-				return seqdv1.NewRoutingClient(cc).GetRoutingTable(ctx, req)
-			})
-		}
-		if err := s.caughtUp("routing table"); err != nil {
-			return nil, err
+		if resp, answered, err := atLeader(ctx, s, "routing table", func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.GetRoutingTableResponse, error) {
+			return seqdv1.NewRoutingClient(cc).GetRoutingTable(ctx, req)
+		}); answered {
+			return resp, err
 		}
 	}
 	if !s.a.fsm.Initialized() {
@@ -454,13 +442,10 @@ func (s *server) Drain(ctx context.Context, req *seqdv1.DrainRequest) (*seqdv1.D
 	if err := nodeid.Validate(req.Node); err != nil {
 		return nil, invalid("drain: %v", err)
 	}
-	if !s.leader() {
-		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.DrainResponse, error) {
-			return seqdv1.NewAdminClient(cc).Drain(ctx, req)
-		})
-	}
-	if err := s.caughtUp("drain"); err != nil {
-		return nil, err
+	if resp, answered, err := atLeader(ctx, s, "drain", func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.DrainResponse, error) {
+		return seqdv1.NewAdminClient(cc).Drain(ctx, req)
+	}); answered {
+		return resp, err
 	}
 	n := s.a.fsm.Node(req.Node)
 	if n == nil {
@@ -529,13 +514,10 @@ func (s *server) Undrain(ctx context.Context, req *seqdv1.UndrainRequest) (*seqd
 	if err := nodeid.Validate(req.Node); err != nil {
 		return nil, invalid("undrain: %v", err)
 	}
-	if !s.leader() {
-		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.UndrainResponse, error) {
-			return seqdv1.NewAdminClient(cc).Undrain(ctx, req)
-		})
-	}
-	if err := s.caughtUp("undrain"); err != nil {
-		return nil, err
+	if resp, answered, err := atLeader(ctx, s, "undrain", func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.UndrainResponse, error) {
+		return seqdv1.NewAdminClient(cc).Undrain(ctx, req)
+	}); answered {
+		return resp, err
 	}
 	if s.a.fsm.Node(req.Node) == nil {
 		return nil, status.Errorf(codes.NotFound, "undrain: no AllocSvr named %q is registered; `seqctl status` lists them", req.Node)
@@ -569,13 +551,10 @@ func (s *server) JoinArbiter(ctx context.Context, req *seqdv1.JoinArbiterRequest
 			return nil, invalid("join: arbiter %s: %v", req.Id, err)
 		}
 	}
-	if !s.leader() {
-		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.JoinArbiterResponse, error) {
-			return seqdv1.NewAdminClient(cc).JoinArbiter(ctx, req)
-		})
-	}
-	if err := s.caughtUp("join"); err != nil {
-		return nil, err
+	if resp, answered, err := atLeader(ctx, s, "join", func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.JoinArbiterResponse, error) {
+		return seqdv1.NewAdminClient(cc).JoinArbiter(ctx, req)
+	}); answered {
+		return resp, err
 	}
 	if err := s.checkJoin(req); err != nil {
 		return nil, err

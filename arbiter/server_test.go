@@ -30,47 +30,21 @@ func TestLeaderCatchingUpAnswersUnavailable(t *testing.T) {
 	srv, ctx := &server{a: a}, context.Background()
 
 	a.ready.Store(false) // as between winning an election and the barrier
-	calls := map[string]func() error{
-		"drain": func() error {
-			// Unknown to its FSM, perhaps only for now: not NOT_FOUND.
-			_, err := srv.Drain(ctx, &seqdv1.DrainRequest{Node: "nosuch"})
-			return err
-		},
-		"undrain": func() error {
-			_, err := srv.Undrain(ctx, &seqdv1.UndrainRequest{Node: "nosuch"})
-			return err
-		},
-		"register": func() error {
-			_, err := srv.Register(ctx, &clusterv1.RegisterRequest{ClusterId: a.cfg.ClusterID, NodeId: "n2", Incarnation: 1, Addr: deadAddr(t)})
-			return err
-		},
-		"renew": func() error {
-			_, err := srv.RenewLease(ctx, &clusterv1.RenewLeaseRequest{NodeId: "n1", Incarnation: 1})
-			return err
-		},
-		"register store replica": func() error {
-			_, err := srv.RegisterStoreReplica(ctx, &clusterv1.RegisterStoreReplicaRequest{ClusterId: a.cfg.ClusterID, Shard: "s1", ReplicaId: "s1-r1", Addr: deadAddr(t)})
-			return err
-		},
-		"add store replica": func() error {
-			_, err := srv.AddStoreReplica(ctx, &seqdv1.AddStoreReplicaRequest{Id: "s1-r1"})
-			return err
-		},
-		"remove store replica": func() error {
-			_, err := srv.RemoveStoreReplica(ctx, &seqdv1.RemoveStoreReplicaRequest{Id: "s1-r1"})
-			return err
-		},
-		"routing table": func() error {
-			_, err := srv.GetRoutingTable(ctx, &seqdv1.GetRoutingTableRequest{FromLeader: true})
-			return err
-		},
-		"join": func() error {
-			_, err := srv.JoinArbiter(ctx, &seqdv1.JoinArbiterRequest{Id: "a2", RaftAddr: deadAddr(t), GrpcAddr: deadAddr(t)})
-			return err
-		},
+	// Each call is made as the map is built, while a1 is not caught up.
+	answers := map[string]error{
+		// Unknown to its FSM, perhaps only for now: not NOT_FOUND.
+		"drain":    errOf(srv.Drain(ctx, &seqdv1.DrainRequest{Node: "nosuch"})),
+		"undrain":  errOf(srv.Undrain(ctx, &seqdv1.UndrainRequest{Node: "nosuch"})),
+		"register": errOf(srv.Register(ctx, &clusterv1.RegisterRequest{ClusterId: a.cfg.ClusterID, NodeId: "n2", Incarnation: 1, Addr: deadAddr(t)})),
+		"renew":    errOf(srv.RenewLease(ctx, &clusterv1.RenewLeaseRequest{NodeId: "n1", Incarnation: 1})),
+		"register store replica": errOf(srv.RegisterStoreReplica(ctx, &clusterv1.RegisterStoreReplicaRequest{
+			ClusterId: a.cfg.ClusterID, Shard: "s1", ReplicaId: "s1-r1", Addr: deadAddr(t)})),
+		"add store replica":    errOf(srv.AddStoreReplica(ctx, &seqdv1.AddStoreReplicaRequest{Id: "s1-r1"})),
+		"remove store replica": errOf(srv.RemoveStoreReplica(ctx, &seqdv1.RemoveStoreReplicaRequest{Id: "s1-r1"})),
+		"routing table":        errOf(srv.GetRoutingTable(ctx, &seqdv1.GetRoutingTableRequest{FromLeader: true})),
+		"join":                 errOf(srv.JoinArbiter(ctx, &seqdv1.JoinArbiterRequest{Id: "a2", RaftAddr: deadAddr(t), GrpcAddr: deadAddr(t)})),
 	}
-	for op, call := range calls {
-		err := call()
+	for op, err := range answers {
 		if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), op+": the arbiter leader is still catching up") {
 			t.Errorf("%s at a leader still catching up: %v, want UNAVAILABLE saying so", op, err)
 		}
@@ -99,6 +73,9 @@ func TestLeaderCatchingUpAnswersUnavailable(t *testing.T) {
 		t.Errorf("drain of an unknown AllocSvr once caught up: %v, want NOT_FOUND", err)
 	}
 }
+
+// errOf is a call's error, its answer dropped.
+func errOf[T any](_ T, err error) error { return err }
 
 // An arbiter removed from the group stays out of the address book, even
 // when the leader's bootstrap list still names it: AllocSvrs are handed

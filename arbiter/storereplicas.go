@@ -49,13 +49,10 @@ func (s *server) AddStoreReplica(ctx context.Context, req *seqdv1.AddStoreReplic
 	if err := nodeid.Validate(req.Id); err != nil {
 		return nil, invalid("add store replica: %v", err)
 	}
-	if !s.leader() {
-		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.AddStoreReplicaResponse, error) {
-			return seqdv1.NewAdminClient(cc).AddStoreReplica(ctx, req)
-		})
-	}
-	if err := s.caughtUp("add store replica"); err != nil {
-		return nil, err
+	if resp, answered, err := atLeader(ctx, s, "add store replica", func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.AddStoreReplicaResponse, error) {
+		return seqdv1.NewAdminClient(cc).AddStoreReplica(ctx, req)
+	}); answered {
+		return resp, err
 	}
 	sh, rep, removed, err := s.storeReplica(req.Id)
 	switch {
@@ -88,13 +85,10 @@ func (s *server) RemoveStoreReplica(ctx context.Context, req *seqdv1.RemoveStore
 	if err := nodeid.Validate(req.Id); err != nil {
 		return nil, invalid("remove store replica: %v", err)
 	}
-	if !s.leader() {
-		return forwardToLeader(ctx, s.a, func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.RemoveStoreReplicaResponse, error) {
-			return seqdv1.NewAdminClient(cc).RemoveStoreReplica(ctx, req)
-		})
-	}
-	if err := s.caughtUp("remove store replica"); err != nil {
-		return nil, err
+	if resp, answered, err := atLeader(ctx, s, "remove store replica", func(ctx context.Context, cc *grpc.ClientConn) (*seqdv1.RemoveStoreReplicaResponse, error) {
+		return seqdv1.NewAdminClient(cc).RemoveStoreReplica(ctx, req)
+	}); answered {
+		return resp, err
 	}
 	// A removed replica is removed again (a retry whose answer was lost):
 	// both steps are idempotent.
