@@ -801,22 +801,20 @@ func (r *run) writeReport(res *report.Results, outMade bool, samples []workload.
 // an AllocSvr that is registered) is an anomaly.
 func faultAnswers(faults []nemesis.Fault) checker.Result {
 	r := checker.Result{Checker: "admin-answers", Workload: "nemesis", Guarantee: "admin", Verdict: checker.Pass}
-	n, drains := 0, 0
+	drains := 0
 	for _, f := range faults {
 		if f.Kind == "drain" && !strings.HasPrefix(f.Desc, "not injected") {
 			drains++
 		}
-		if f.Anomaly == "" {
-			continue
+		if f.Anomaly != "" {
+			r.Findings = append(r.Findings, checker.Finding{Kind: "wrong-answer", Msg: f.Kind + ": " + f.Anomaly, At: f.End})
 		}
-		n++
-		r.Findings = append(r.Findings, checker.Finding{Kind: "wrong-answer", Msg: f.Kind + ": " + f.Anomaly, At: f.End})
 	}
-	r.Count = n
+	r.Count = len(r.Findings)
 	r.Summary = fmt.Sprintf("%d drain faults (each a drain and an undrain): no admin answer the cluster must not give", drains)
-	if n > 0 {
+	if r.Count > 0 {
 		r.Verdict = checker.Fail
-		r.Summary = fmt.Sprintf("%d of the nemeses' admin calls got an answer the cluster must not give", n)
+		r.Summary = fmt.Sprintf("%d of the nemeses' admin calls got an answer the cluster must not give", r.Count)
 	}
 	return r
 }

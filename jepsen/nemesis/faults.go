@@ -589,9 +589,9 @@ func newerFormatLeads(ctx context.Context, c *cluster.Cluster, shard string) err
 // moves as well as the lease-expiry ones crashes cause. The calls go to
 // the arbiters and are retried while they answer UNAVAILABLE (an
 // election, a leader still catching up). A NOT_FOUND for an AllocSvr the
-// cluster started, which registers at start and never deregisters while
-// it runs, is a wrong answer (an arbiter answering from a log it has not
-// applied, say): the run reports it as an anomaly (WrongAnswer).
+// caught-up leader still lists is a wrong answer (an arbiter answering
+// from a log it has not applied, say): the run reports it as an anomaly
+// (WrongAnswer, from adminErr).
 type drainer struct{ targets []string }
 
 func (k *drainer) Kind() string     { return "drain" }
@@ -620,7 +620,6 @@ func (k *drainer) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, err
 		return nil, fmt.Errorf("%d AllocSvrs running and active: a drain needs another to take the slots", len(up))
 	}
 	n := d.node(k.Kind()+":"+target, up)
-	nodes := []*cluster.Node{n}
 	var left uint32
 	err = env.Cluster.Admin(ctx, func(ctx context.Context, c seqdv1.AdminClient) error {
 		resp, err := c.Drain(ctx, &seqdv1.DrainRequest{Node: n.ID, Wait: true})
@@ -635,7 +634,7 @@ func (k *drainer) Inject(ctx context.Context, env *Env, d *Dealer) (*Active, err
 		return nil, errors.Join(adminErr(uctx, env.Cluster, "drain", n.ID, err), undrain(uctx, env.Cluster, n.ID))
 	}
 	return &Active{
-		Target: target, Nodes: ids(nodes),
+		Target: target, Nodes: []string{n.ID},
 		Desc: fmt.Sprintf("drain %s (%s; %d slots left on it)", n.ID, target, left),
 		Heal: func(ctx context.Context) error { return undrain(ctx, env.Cluster, n.ID) },
 	}, nil
