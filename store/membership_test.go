@@ -343,10 +343,10 @@ func holds(t *testing.T, f *store.FSM, user uint64, n int) {
 	})
 }
 
-// A new replica's bootstrap check reads the shard map with from_leader:
-// every arbiter gives the caught-up leader's (a follower forwards), never
-// its own, which after a restart from an old snapshot could lack the
-// shard's replicas.
+// A new replica's bootstrap check reads the shard map with from_leader,
+// asking the arbiters in turn: each of them answers it with the whole
+// shard, a follower by forwarding to the leader. (That a leader still
+// catching up refuses it is TestLeaderCatchingUpAnswersUnavailable's.)
 func TestShardMapFromLeaderAtEveryArbiter(t *testing.T) {
 	c, _ := startCluster(t, localcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

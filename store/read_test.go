@@ -518,8 +518,8 @@ func TestReadLargeGroupFollowsMembership(t *testing.T) {
 	}
 }
 
-// groupReads holds at most its bound (maxReadMembers) in members: a record that does not
-// fit evicts others.
+// groupReads holds at most its bound (maxReadMembers) in members: a
+// record that does not fit evicts others.
 func TestGroupReadsBound(t *testing.T) {
 	const max = 4 * minReadMembers // small, for a quick test
 	small := func() *groupReads {
