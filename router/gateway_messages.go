@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
 	"github.com/seqd/seqd/internal/grpcconn"
@@ -90,6 +91,11 @@ func (s *gatewayMessages) Subscribe(r *seqdv1.SubscribeRequest, out seqdv1.Messa
 	}
 	in, err := m.Subscribe(ctx, r)
 	if err != nil {
+		return err
+	}
+	// Accepted by a replica: say so now, not with the first message, so a
+	// client waiting for the header (as router.Messages does) hears at once.
+	if err := out.SendHeader(metadata.MD{}); err != nil {
 		return err
 	}
 	for {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/seqd/seqd/internal/forward"
+	"github.com/seqd/seqd/internal/grpcconn"
 	"github.com/seqd/seqd/internal/rpcerr"
 	"github.com/seqd/seqd/keyspace"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
@@ -400,7 +401,7 @@ func (m *Messages) Subscribe(ctx context.Context, r *seqdv1.SubscribeRequest) (s
 			// The server sends its header once it has accepted the
 			// stream, so a refusal or a dead replica shows here and the
 			// next replica gets a turn.
-			if _, err = st.Header(); err == nil {
+			if err = grpcconn.Accepted(st); err == nil {
 				return &cancelStream{st, cancel}, nil
 			}
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/seqd/seqd/internal/grpcconn"
 	"github.com/seqd/seqd/internal/localcluster"
 	"github.com/seqd/seqd/internal/node"
+	"github.com/seqd/seqd/internal/rpcerr"
 	"github.com/seqd/seqd/internal/testwait"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
@@ -218,7 +219,7 @@ func TestStopShardLeaderWithSubscriberKeepsWritesFlowing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := st.Header(); err != nil {
+		if err := grpcconn.Accepted(st); err != nil {
 			t.Fatalf("subscribing at the leader: %v", err)
 		}
 		stopped = time.Now()
@@ -929,19 +930,26 @@ func TestSubscriberThatStopsReadingIsCut(t *testing.T) {
 	small := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithInitialWindowSize(64 << 10), grpc.WithInitialConnWindowSize(64 << 10)}
 	var streams []seqdv1.Messages_SubscribeClient
-	for _, addr := range []string{c.GatewayAddr(), c.Store(0, storeLeader(t, c)).GRPCAddr()} {
+	for i, addr := range []string{c.GatewayAddr(), c.Store(0, storeLeader(t, c)).GRPCAddr()} {
 		cc, err := grpc.NewClient(addr, small...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer cc.Close()
-		st, err := seqdv1.NewMessagesClient(cc).Subscribe(ctx, &seqdv1.SubscribeRequest{User: user, HeartbeatMs: 100})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.Header(); err != nil {
-			t.Fatal(err)
-		}
+		// A replica just started may refuse for a moment (UNAVAILABLE):
+		// open again until it accepts. Before, a refused stream passed
+		// for an open one (Header answers nil for it), and the test
+		// waited for a subscriber that never came.
+		var st seqdv1.Messages_SubscribeClient
+		testwait.For(t, 10*time.Second, fmt.Sprintf("stream %d (0: gateway, 1: replica) to be accepted", i), func() bool {
+			if st, err = seqdv1.NewMessagesClient(cc).Subscribe(ctx, &seqdv1.SubscribeRequest{User: user, HeartbeatMs: 100}); err == nil {
+				err = grpcconn.Accepted(st)
+			}
+			if err != nil && !rpcerr.Retryable(err) {
+				t.Fatalf("stream %d (0: gateway, 1: replica): %v", i, err)
+			}
+			return err == nil
+		})
 		streams = append(streams, st)
 	}
 	subscribers := func() float64 {

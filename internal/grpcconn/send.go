@@ -1,12 +1,15 @@
 package grpcconn
 
 import (
+	"errors"
+	"io"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // DefaultSlowReceiver is how long a server stream's message may wait for
@@ -45,4 +48,22 @@ func SendWithin(stream grpc.ServerStream, m any) error {
 	case <-t.C:
 		return status.Errorf(codes.ResourceExhausted, "the stream's client took no message for %v (it is not reading); reconnect from your checkpoint", d)
 	}
+}
+
+// Accepted waits for the server's header on a new client stream, which
+// servers send once they accept it, and returns the server's refusal if
+// the stream ended without one. grpc-go's Header answers nil, nil for such
+// a stream (only Recv tells its error), so checking Header's error alone
+// takes a refusal for an accepted stream.
+func Accepted(st grpc.ClientStream) error {
+	md, err := st.Header()
+	if err != nil || md != nil {
+		return err
+	}
+	// No header: the stream is over, and RecvMsg gives its status without
+	// reading a message.
+	if err := st.RecvMsg(new(emptypb.Empty)); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return status.Error(codes.Unavailable, "the stream ended before the server accepted it")
 }
