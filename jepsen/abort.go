@@ -136,6 +136,11 @@ func (r *run) abort(base report.Results, done <-chan struct{}, stop func()) *rep
 		res.Checkers = append(res.Checkers, checker.Result{Checker: "all", Workload: w.Name(), Verdict: checker.Unknown,
 			Summary: "Not checked: a second interrupt aborted the run before its checks."})
 	}
+	// A wrong answer to a nemesis's admin call is known without the
+	// checks: an aborted run still reports it (a pass it does not claim).
+	if c, ok := faultAnswersFor(false, res.Faults); ok {
+		res.Checkers = append(res.Checkers, c)
+	}
 	res.HarnessError = "interrupted twice: aborted without the final heal, the final reads or the checks (every node was killed; harness.log and the node logs are kept)"
 	r.writeReport(&res, outMade, nil)
 	return &res

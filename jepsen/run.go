@@ -724,9 +724,7 @@ func (r *run) finish() {
 			r.logf("checker %s/%s: %s (%d anomalies)", c.Workload, c.Checker, c.Verdict, c.Count)
 		}
 	}
-	if slices.ContainsFunc(r.requested, func(q string) bool { return strings.HasPrefix(q, "drain") }) ||
-		slices.ContainsFunc(res.Faults, func(f nemesis.Fault) bool { return f.Anomaly != "" }) {
-		c := faultAnswers(res.Faults)
+	if c, ok := faultAnswersFor(slices.ContainsFunc(r.requested, func(q string) bool { return strings.HasPrefix(q, "drain") }), res.Faults); ok {
 		r.logf("checker %s/%s: %s (%d anomalies)", c.Workload, c.Checker, c.Verdict, c.Count)
 		res.Checkers = append(res.Checkers, c)
 	}
@@ -794,6 +792,15 @@ func (r *run) writeReport(res *report.Results, outMade bool, samples []workload.
 		}
 	}
 	r.closeLog()
+}
+
+// faultAnswersFor is faultAnswers' check when the run has one: it asked
+// for drains (drainsAsked), or a fault got a wrong answer.
+func faultAnswersFor(drainsAsked bool, faults []nemesis.Fault) (checker.Result, bool) {
+	if !drainsAsked && !slices.ContainsFunc(faults, func(f nemesis.Fault) bool { return f.Anomaly != "" }) {
+		return checker.Result{}, false
+	}
+	return faultAnswers(faults), true
 }
 
 // faultAnswers checks the answers the cluster gave the nemeses' own admin

@@ -307,11 +307,19 @@ func TestWrongAdminAnswerFailsTheRun(t *testing.T) {
 		{Kind: "kill", Desc: "kill -9 alloc2", End: 2 * time.Second},
 		{Kind: "drain", Desc: "not injected", End: 3 * time.Second, Err: "wrong answer: ...", Anomaly: `drain alloc1: rpc error: code = NotFound (the AllocSvr is registered)`},
 	}
-	c := faultAnswers(faults[:2])
-	if c.Verdict != checker.Pass || c.Count != 0 || !strings.Contains(c.Summary, "1 drain faults") {
-		t.Fatalf("clean faults: %+v", c)
+	c, ok := faultAnswersFor(true, faults[:2])
+	if !ok || c.Verdict != checker.Pass || c.Count != 0 || !strings.Contains(c.Summary, "1 drain faults") {
+		t.Fatalf("clean faults: %v %+v", ok, c)
 	}
-	c = faultAnswers(faults)
+	// An aborted run (no drains counted as asked) adds the check only
+	// when it has something to report.
+	if _, ok := faultAnswersFor(false, faults[:2]); ok {
+		t.Fatal("a check of clean faults in a run that asked for no drains")
+	}
+	c, ok = faultAnswersFor(false, faults)
+	if !ok {
+		t.Fatal("no check of a wrong answer in a run that asked for no drains (an aborted one)")
+	}
 	if c.Verdict != checker.Fail || c.Count != 1 || len(c.Findings) != 1 || c.Findings[0].At != 3*time.Second || !strings.Contains(c.Findings[0].Msg, "NotFound") {
 		t.Fatalf("a wrong answer: %+v", c)
 	}
