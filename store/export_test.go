@@ -122,6 +122,14 @@ func SetHintFaults(t *testing.T, chunk int, fail func(group uint64, i int) bool)
 	t.Cleanup(func() { hintChunk, failHint = oldChunk, oldFail })
 }
 
+// SetHintRefusals answers the chunks refuse picks as the FSM refuses one
+// (out of order) instead of proposing them, until the test ends.
+func SetHintRefusals(t *testing.T, refuse func(group uint64, i int) bool) {
+	old := refuseHint
+	refuseHint = refuse
+	t.Cleanup(func() { refuseHint = old })
+}
+
 // HintGroups runs one hint window on this (leader) replica, as its loop
 // does.
 func (s *Shard) HintGroups(ctx context.Context) { s.hintGroups(ctx) }

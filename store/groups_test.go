@@ -735,6 +735,48 @@ func TestUnfinishedHintRoundHintsNoOneTwice(t *testing.T) {
 	}
 }
 
+// TestRefusedHintChunkIsRetried: a chunk of a hint round that the FSM
+// refuses (out of order) told no one, so the round stops there and the
+// next window goes on from it. Before, the round went on to its final
+// chunk, which marked the group seq told, and the refused chunk's members
+// never heard of it.
+func TestRefusedHintChunkIsRetried(t *testing.T) {
+	var refused atomic.Int32
+	store.SetHintFaults(t, 2, nil)
+	store.SetHintRefusals(t, func(g uint64, i int) bool {
+		return g == 91 && i == 1 && refused.Add(1) <= 1
+	})
+	_, m := startCluster(t, localcluster.Options{HintWindow: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	members := []uint64{2, 3, 4, 5, 6}
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 91, Owner: 1, Members: members, ReadFanout: true}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Conversation: group(91), ClientMsgId: "h", Body: []byte("news")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("h91.%d", r.GroupSeq)
+	testwait.For(t, 10*time.Second, "every member to be hinted", func() bool {
+		for _, u := range append(members, 1) {
+			if hintIDs(t, m, u)[want] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if refused.Load() < 1 {
+		t.Fatal("no chunk was refused; the test needs one")
+	}
+	time.Sleep(300 * time.Millisecond) // a few more windows: nothing more
+	for _, u := range append(members, 1) {
+		if got := hintIDs(t, m, u); got[want] != 1 || len(got) != 1 {
+			t.Errorf("member %d holds hints %v, want %s once", u, got, want)
+		}
+	}
+}
+
 // TestStoppedHintWindowProposesNothing: a hint window whose loop was told
 // to stop (a leadership change, a close) proposes no more chunks. Before,
 // each group's next chunk still went into the pipeline and committed, the

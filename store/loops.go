@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -242,6 +243,11 @@ var failHint func(g uint64, i int) bool
 
 var errHintFault = errors.New("store: hint chunk failed (test fault)")
 
+// refuseHint, when set (tests), answers chunk i of a round for group g
+// with an out-of-order refusal instead of proposing it, as the FSM would
+// refuse a chunk whose seqs a race overtook.
+var refuseHint func(g uint64, i int) bool
+
 // expiryRoundsPerWindow bounds the rounds one hint window runs for
 // groups whose only news is that retention removed messages: the first
 // pass after retention is turned on can list every group with history,
@@ -402,8 +408,18 @@ groups:
 			budget -= n + r
 			var res *OpResult
 			err := errHintFault
-			if failHint == nil || !failHint(gid, i) {
+			switch {
+			case failHint != nil && failHint(gid, i):
+			case refuseHint != nil && refuseHint(gid, i):
+				res, err = &OpResult{Status: clusterv1.OpStatus_OP_STATUS_OUT_OF_ORDER, Msg: "refused (test fault)"}, nil
+			default:
 				res, err = s.submit(ctx, b)
+			}
+			if err == nil && res.Status != clusterv1.OpStatus_OP_STATUS_OK {
+				// Refused (out of order, say): its members were not told,
+				// so the round must not go on to its final chunk, which
+				// would mark it told. Retried as a failed chunk is.
+				err = fmt.Errorf("chunk %d refused: %s", i, res.Msg)
 			}
 			if err != nil {
 				s.log.Debug("group hint failed; will retry", "group", gid, "err", err)
@@ -417,9 +433,6 @@ groups:
 			}
 			if b.final {
 				break
-			}
-			if res.Status != clusterv1.OpStatus_OP_STATUS_OK {
-				continue // not told: a retry of the round tells them
 			}
 			if done == nil {
 				done = newRound()
