@@ -576,6 +576,51 @@ func TestOutboxGaugeShowsDeliveriesWaitingForAShard(t *testing.T) {
 	})
 }
 
+// TestDownShardHoldsUpOnlyItsOwnDeliveries: deliveries queued for a shard
+// without quorum, more than one outbox round reads, hold up that shard's
+// alone; a send to a third shard is delivered meanwhile, and once the
+// shard is back its deliveries land, each once. Before, every round read
+// the first items of the outbox, all for the down shard, and nothing went
+// to any shard until it came back.
+func TestDownShardHoldsUpOnlyItsOwnDeliveries(t *testing.T) {
+	store.SetOutboxRound(t, 10)
+	c, m := startCluster(t, localcluster.Options{Shards: 3})
+	// With 3 shards, s1 owns sections below 1000, s2 up to 2000, s3 the
+	// rest (100,000 keys per section).
+	const a, toS3 = uint64(5), uint64(200_000_001)
+	c.KillStore(1, 0)
+	c.KillStore(1, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var sent []acked
+	var toS2 []uint64
+	for i := uint64(1); i <= 10; i++ {
+		toS2 = append(toS2, 100_000_000+i)
+	}
+	for i := range 3 { // 30 deliveries for s2: three rounds' worth
+		r, err := m.Send(ctx, &seqdv1.SendRequest{Sender: a, Recipients: toS2, Conversation: direct(uint64(80 + i)), ClientMsgId: fmt.Sprint("s2-", i), Body: []byte("waits")})
+		if err != nil {
+			t.Fatalf("send %d to a shard without quorum: %v", i, err)
+		}
+		for _, u := range toS2 {
+			sent = append(sent, acked{a, u, r.MessageId, time.Now()})
+		}
+	}
+	r, err := m.Send(ctx, &seqdv1.SendRequest{Sender: a, Recipients: []uint64{toS3}, Conversation: direct(90), ClientMsgId: "s3", Body: []byte("goes")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toThird := []acked{{a, toS3, r.MessageId, time.Now()}}
+	testwait.For(t, 10*time.Second, "the delivery to s3 to land while s2 is down", func() bool { return undelivered(ctx, m, toThird) == 0 })
+	for i := 0; i < 2; i++ {
+		if err := c.RestartStore(ctx, 1, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testwait.For(t, 30*time.Second, "s2's deliveries to land", func() bool { return undelivered(ctx, m, sent) == 0 })
+	checkExactlyOnce(t, m, append([]uint64{a, toS3}, toS2...), append(sent, toThird...))
+}
+
 // undelivered counts the acknowledged messages not yet in their
 // recipient's inbox (all of a recipient's, should a Sync fail).
 func undelivered(ctx context.Context, m *router.Messages, sent []acked) int {

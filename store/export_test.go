@@ -130,6 +130,14 @@ func SetHintRefusals(t *testing.T, refuse func(group uint64, i int) bool) {
 	t.Cleanup(func() { refuseHint = old })
 }
 
+// SetOutboxRound sets how many outbox items one delivery round reads,
+// until the test ends.
+func SetOutboxRound(t *testing.T, n int) {
+	old := outboxRound
+	outboxRound = n
+	t.Cleanup(func() { outboxRound = old })
+}
+
 // HintGroups runs one hint window on this (leader) replica, as its loop
 // does.
 func (s *Shard) HintGroups(ctx context.Context) { s.hintGroups(ctx) }

@@ -105,6 +105,7 @@ func (s *Shard) leaderLoop(ctx context.Context) {
 	// Rounds an earlier term of this replica left unfinished may have
 	// been finished, or passed, by other leaders since.
 	s.hinting = nil
+	s.outboxFrom, s.outboxHeld = nil, nil
 	outbox := time.NewTicker(50 * time.Millisecond)
 	defer outbox.Stop()
 	hints := time.NewTicker(s.cfg.HintWindow)
@@ -125,19 +126,29 @@ func (s *Shard) leaderLoop(ctx context.Context) {
 // drops them from the outbox once delivered. Items go out in outbox order,
 // one call per target shard at a time, so a recall never overtakes the
 // message it recalls.
-// maxDeliverBytes caps the items of one Deliver call (the gRPC limit is
-// 16 MiB); a single larger item still goes alone. A round reads at most
-// outboxRound items; after one that read that many, the gauge counts what
-// is left, up to maxOutboxCount.
+//
+// A round reads at most outboxRound items, from where the last one
+// stopped: rounds make a pass over the outbox, and start again at its
+// start once one reaches its end. A target shard whose delivery fails, or
+// whose items pass maxDeliverBytes, gets nothing more in that pass (its
+// later items must not overtake the ones left), but the pass goes on for
+// the others: items for a shard that is down, however many, hold up only
+// that shard's. (Before, every round read the first items, and once those
+// were a down shard's, nothing went to any shard.) After a round that did
+// not read the whole outbox, the gauge counts what is left, up to
+// maxOutboxCount.
 const (
 	maxDeliverBytes = 4 << 20
-	outboxRound     = 2000
 	maxOutboxCount  = 100_000
 )
 
+// outboxRound is how many items one round reads (a variable for tests).
+var outboxRound = 2000
+
 func (s *Shard) deliverOutbox(ctx context.Context) {
 	defer s.m.outboxRounds.Inc()
-	items, err := s.fsm.Outbox(outboxRound)
+	from := s.outboxFrom
+	items, err := s.fsm.OutboxAfter(from, outboxRound)
 	if err != nil {
 		// Nothing is delivered while the outbox cannot be read: the gauge
 		// says it does not know, rather than keep its last value.
@@ -148,24 +159,34 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 		}
 		return
 	}
-	if len(items) == 0 {
+	held := s.outboxHeld
+	if held == nil {
+		held = map[string]bool{}
+	}
+	if len(items) < outboxRound {
+		// This round reaches the end: the next starts a new pass.
+		s.outboxFrom, s.outboxHeld = nil, nil
+	} else {
+		s.outboxFrom, s.outboxHeld = items[len(items)-1].Key, held
+	}
+	whole := from == nil && len(items) < outboxRound
+	if len(items) == 0 && whole {
 		s.m.outboxItems.Set(0)
 		return
 	}
 	byShard := map[string][]OutboxItem{}
 	bytes := map[string]int{}
-	full := map[string]bool{}
 	var order []string
 	for _, it := range items {
 		sh := shardOf(s.table(), it.Item.User)
-		if sh == nil || full[sh.Id] {
+		if sh == nil || held[sh.Id] {
 			continue
 		}
 		// One call stays well under the gRPC message limit; the rest of
-		// this shard's items wait for the next round, in order.
+		// this shard's items wait for the next pass, in order.
 		n := proto.Size(it.Item)
 		if len(byShard[sh.Id]) > 0 && bytes[sh.Id]+n > maxDeliverBytes {
-			full[sh.Id] = true
+			held[sh.Id] = true
 			continue
 		}
 		if byShard[sh.Id] == nil {
@@ -195,6 +216,7 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 			err = s.deliverRemote(ctx, batch[0].Item.User, fan)
 		}
 		if err != nil {
+			held[id] = true
 			s.log.Debug("outbox delivery failed; will retry", "to", id, "items", len(fan), "err", err)
 			continue
 		}
@@ -210,7 +232,7 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 		}
 	}
 	v := float64(left)
-	if len(items) == outboxRound {
+	if !whole {
 		// More may wait than the round read: count them.
 		n, err := s.fsm.OutboxCount(maxOutboxCount)
 		v = float64(n)

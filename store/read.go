@@ -685,13 +685,24 @@ type OutboxItem struct {
 }
 
 // Outbox returns up to limit queued deliveries, oldest first.
-func (f *FSM) Outbox(limit int) ([]OutboxItem, error) {
+func (f *FSM) Outbox(limit int) ([]OutboxItem, error) { return f.OutboxAfter(nil, limit) }
+
+// OutboxAfter is Outbox from the first item after key after (nil: from
+// the start).
+func (f *FSM) OutboxAfter(after []byte, limit int) ([]OutboxItem, error) {
 	var out []OutboxItem
 	err := f.view(func(txn *badger.Txn) error {
 		p := []byte{tagOutbox}
 		it := txn.NewIterator(iteratorOpts(p))
 		defer it.Close()
-		for it.Rewind(); it.ValidForPrefix(p) && len(out) < limit; it.Next() {
+		it.Rewind()
+		if after != nil {
+			it.Seek(after)
+			if it.ValidForPrefix(p) && bytes.Equal(it.Item().Key(), after) {
+				it.Next()
+			}
+		}
+		for ; it.ValidForPrefix(p) && len(out) < limit; it.Next() {
 			item := &clusterv1.FanoutItem{}
 			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, item) }); err != nil {
 				return err

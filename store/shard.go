@@ -245,6 +245,14 @@ type Shard struct {
 	// outboxErrLogged is when deliverOutbox last logged that it cannot
 	// read the outbox (only the leader loop's goroutine uses it).
 	outboxErrLogged time.Time
+	// outboxFrom and outboxHeld are deliverOutbox's pass over the outbox
+	// (only the leader loop's goroutine uses them; a new term starts a
+	// pass): where the next round reads from (nil: the start), and the
+	// target shards this pass delivers no more to, because a delivery to
+	// one failed or its items passed a call's size, so that its later
+	// items cannot overtake the ones left behind.
+	outboxFrom []byte
+	outboxHeld map[string]bool
 	// expiryAfter is the last group hintGroups ran an expiry-only round
 	// for: the next window's start there, so that every group gets its
 	// turn (only the leader loop's goroutine uses it).
