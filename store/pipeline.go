@@ -299,15 +299,16 @@ func (p *pipeline) propose(batch []*request) *flight {
 	// miss it. So nothing is planned until it has (LEADER_NOT_READY: the
 	// router retries). A leader deposed meanwhile says so instead, with
 	// the new leader's address.
-	if err := s.stillApplying(); err != nil {
-		if s.node != nil && !s.IsLeader() {
-			err = s.raftErr(raft.ErrNotLeader)
-		}
+	if err := s.notPlanning(); err != nil {
 		for _, r := range batch {
 			r.finish(nil, err)
 		}
 		return nil
 	}
+	// The term the plans are made in: the allocator call below may take
+	// seconds, and the entry must go into the log in this term, or be
+	// planned again.
+	planTerm := s.caughtUpTerm.Load()
 	planStart := time.Now()
 	for i, r := range batch {
 		if r.ctx != nil && r.ctx.Err() != nil {
@@ -390,6 +391,15 @@ func (p *pipeline) propose(batch []*request) *flight {
 	data, err := EncodeBatch(&clusterv1.StoreBatch{NowMs: s.now().UnixMilli(), Ops: ops})
 	if err != nil {
 		return fail(fmt.Errorf("store: encode batch: %w", err))
+	}
+	// Deposed while allocating, and maybe elected again since: the plans
+	// read a state later terms may have changed (a member added), so
+	// propose nothing; the router retries, and the retry is planned anew.
+	if err := s.notPlanning(); err != nil {
+		return fail(err)
+	}
+	if s.caughtUpTerm.Load() != planTerm {
+		return fail(errStillApplying)
 	}
 	s.m.batchOps.Observe(float64(len(ops)))
 	proposed := time.Now()

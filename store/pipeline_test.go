@@ -263,6 +263,42 @@ func TestNothingPlannedBeforeCaughtUp(t *testing.T) {
 	}
 }
 
+// newTermWhilePlanning plans as if this replica were deposed and elected
+// again (and caught up in the new term) while its batch was planned and
+// allocated.
+type newTermWhilePlanning struct{}
+
+func (newTermWhilePlanning) plan(s *Shard) ([]uint64, error) {
+	s.caughtUpTerm.Add(1)
+	return nil, nil
+}
+func (newTermWhilePlanning) build([]uint64) *clusterv1.StoreOp { return &clusterv1.StoreOp{} }
+
+// A batch planned in one term is not proposed in another: the plans read
+// a state the terms between may have changed (a member added to the
+// group), and the FSM does not plan again. The requests get
+// LEADER_NOT_READY, and the router's retry is planned anew.
+func TestNothingProposedInALaterTermThanPlanned(t *testing.T) {
+	s := &Shard{cfg: Config{Now: time.Now}}
+	s.m = newMetrics(prometheus.NewRegistry())
+	s.caughtUp.Store(true)
+	s.caughtUpTerm.Store(3)
+	released := make(chan struct{})
+	close(released)
+	var proposed atomic.Int32
+	p := startPipeline(s, func([]byte) raft.ApplyFuture { proposed.Add(1); return &heldFuture{release: released, ops: 1} },
+		func() error { return nil })
+	defer func() { p.close(); p.giveUp(); p.wait() }()
+	r := &request{b: newTermWhilePlanning{}, done: make(chan struct{})}
+	if err := p.enqueue(r, false); err != nil {
+		t.Fatal(err)
+	}
+	<-r.done
+	if !rpcerr.IsLeaderNotReady(r.err) || r.res != nil || proposed.Load() != 0 {
+		t.Fatalf("answer %+v %v, %d proposals, for a batch planned in an earlier term: want LEADER_NOT_READY and none", r.res, r.err, proposed.Load())
+	}
+}
+
 // A planning refusal is final for the client, so the leader gives it only
 // once a quorum round confirms it still leads; a leader deposed without
 // knowing it answers with the round's error (UNAVAILABLE) instead.

@@ -798,6 +798,16 @@ func (s *Shard) stillApplying() error {
 	return errStillApplying
 }
 
+// notPlanning is stillApplying's refusal for a write, or NOT_LEADER, with
+// the new leader's address, at a leader deposed meanwhile.
+func (s *Shard) notPlanning() error {
+	err := s.stillApplying()
+	if err != nil && s.node != nil && !s.IsLeader() {
+		err = s.raftErr(raft.ErrNotLeader)
+	}
+	return err
+}
+
 // errStillApplying: a leader just elected, not caught up with the entries
 // of earlier terms; the client retries at it.
 var errStillApplying = rpcerr.LeaderNotReady("the shard leader was just elected and is still applying earlier entries; retry")
