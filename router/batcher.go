@@ -73,7 +73,7 @@ func (b *batcher) do(ctx context.Context, keys []uint64, version uint64) ([]uint
 	select {
 	case b.queue <- p:
 	case <-ctx.Done():
-		return nil, nil, ctx.Err()
+		return nil, nil, status.FromContextError(ctx.Err()).Err()
 	case <-b.quit:
 		return nil, nil, errBatcherClosed
 	}
@@ -84,7 +84,7 @@ func (b *batcher) do(ctx context.Context, keys []uint64, version uint64) ([]uint
 	case <-p.done:
 		return p.seqs, p.hdr, p.err
 	case <-ctx.Done():
-		return nil, nil, ctx.Err()
+		return nil, nil, status.FromContextError(ctx.Err()).Err()
 	case <-b.quit:
 		return nil, nil, errBatcherClosed
 	}
