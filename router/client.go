@@ -174,17 +174,29 @@ func (c *Client) refresh(ctx context.Context, force bool) error {
 			addrs = append(addrs, n.Addr)
 		}
 	}
+	// The arbiter leader's table first (a follower forwards the ask), so
+	// that an arbiter cut off from the others, whose own table may be
+	// old, is not the answer; then, if no leader could be reached,
+	// anyone's (an AllocSvr or gateway answers its own either way).
 	var errs []error
-	for _, a := range addrs {
+	for i := range 2 * len(addrs) {
+		a := addrs[i%len(addrs)]
+		fromLeader := i < len(addrs)
 		cc, err := c.pool.Get(a)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := seqdv1.NewRoutingClient(cc).GetRoutingTable(cctx, &seqdv1.GetRoutingTableRequest{})
+		resp, err := seqdv1.NewRoutingClient(cc).GetRoutingTable(cctx, &seqdv1.GetRoutingTableRequest{FromLeader: fromLeader})
 		cancel()
 		if err != nil {
+			if ctx.Err() != nil {
+				return errors.Join(append(errs, ctx.Err())...)
+			}
+			if fromLeader {
+				continue // asked again without it
+			}
 			errs = append(errs, fmt.Errorf("%s: %w", a, err))
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -27,6 +28,7 @@ type Messages struct {
 	mu      sync.Mutex
 	leaders map[string]string // shard id -> gRPC address of its leader, as last learned
 	streams atomic.Uint64     // Subscribe calls so far: where one without a known leader starts
+	calls   atomic.Uint64     // other calls so far: where one without a known leader starts
 }
 
 // Messages returns the message-store client that shares this client's
@@ -54,15 +56,27 @@ func (m *Messages) shardFor(key uint64) (*seqdv1.ShardInfo, error) {
 	return nil, status.Errorf(codes.Unavailable, "no message-store shard owns key %d", key)
 }
 
-// pick returns the replica to try: the known leader when preferred, else
-// round robin.
+// pick returns the replica to try: the known leader when preferred (and
+// still a replica of the shard), else round robin.
 func (m *Messages) pick(sh *seqdv1.ShardInfo, attempt int, leader bool) string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if a := m.leaders[sh.Id]; a != "" && leader {
+	if a := m.leader(sh); a != "" && leader {
 		return a
 	}
 	return sh.Replicas[attempt%len(sh.Replicas)].Addr
+}
+
+// leader returns the shard's known leader, if the shard map still lists
+// it among the shard's replicas (a replica moved away is not).
+func (m *Messages) leader(sh *seqdv1.ShardInfo) string {
+	m.mu.Lock()
+	a := m.leaders[sh.Id]
+	m.mu.Unlock()
+	for _, r := range sh.Replicas {
+		if a != "" && r.Addr == a {
+			return a
+		}
+	}
+	return ""
 }
 
 func (m *Messages) remember(shard, addr string) {
@@ -92,17 +106,27 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 	var last error
 	shard := "" // the shard last tried, for the give-up message
 	leader, hops := true, 0
+	// Without a known leader, calls start at different replicas, so that
+	// one cut off from its leader does not answer every read first.
+	first := int(m.calls.Add(1) % 1024)
+	// A read a replica answered without its leader (maybe_stale), kept
+	// while the others are asked: any of them may reach the leader.
+	var stale Resp
+	staleFrom := map[string]bool{}
 	for attempt := 0; ; attempt++ {
+		addr := ""
 		sh, err := m.shardFor(key)
 		if err == nil {
 			shard = sh.Id
-			addr := m.pick(sh, attempt, leader)
+			addr = m.pick(sh, first+attempt, leader)
 			leader = false
 			var cc *grpc.ClientConn
 			if cc, err = m.c.pool.Get(addr); err == nil {
 				var resp Resp
 				hc := &headerConn{ClientConnInterface: cc}
-				resp, err = call(ctx, seqdv1.NewMessagesClient(hc))
+				actx, acancel := attemptContext(ctx)
+				resp, err = call(actx, seqdv1.NewMessagesClient(hc))
+				acancel()
 				if err == nil {
 					// A follower that forwarded the call names the
 					// leader: go there directly from now on. One that
@@ -115,10 +139,20 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 						// Nor one taken for it before, now
 						// cut off or deposed.
 						m.forget(sh.Id, addr)
+						staleFrom[addr] = true
+						if len(staleFrom) < len(sh.Replicas) {
+							stale = resp
+							continue // ask the next replica
+						}
 					default:
 						m.remember(sh.Id, addr)
 					}
 					return resp, nil
+				}
+				if len(staleFrom) > 0 {
+					// The others cannot answer better now: the stale
+					// answer, which says so, rather than none.
+					return stale, nil
 				}
 				if hint := rpcerr.LeaderHint(err); hint != "" {
 					// Go to the named leader next; at once if it is news,
@@ -141,6 +175,11 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 		notReady := rpcerr.IsLeaderNotReady(err)
 		if notReady {
 			leader = true
+		} else if addr != "" && rpcerr.LeaderHint(err) == "" {
+			// Down, unreachable, or too slow to answer: not the one to
+			// try first again (a paused leader would take every call's
+			// whole deadline until its connection broke).
+			m.forget(shard, addr)
 		}
 		if t, ok := rpcerr.WrongShardTable(err); ok {
 			if m.c.learn(t) {
@@ -163,6 +202,20 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 			return zero, giveUp(last, err)
 		}
 	}
+}
+
+// attemptContext bounds one attempt of a call to half the time the call
+// has left, or a second if that is more: a replica that takes a call and
+// does not answer (a paused process, whose connection looks healthy until
+// keepalive gives up on it) leaves time to try another. A retried write
+// is safe: Send requires client_msg_id, and the other writes are
+// idempotent.
+func attemptContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, max(time.Until(d)/2, time.Second))
 }
 
 // headerConn keeps the response header of the unary call made through it.
@@ -246,6 +299,9 @@ func (m *Messages) Unread(ctx context.Context, r *seqdv1.UnreadRequest) (*seqdv1
 // next page until none is left, and answers the last page's total (the
 // one read last) with the conversations of all.
 func (m *Messages) UnreadAll(ctx context.Context, user uint64) (*seqdv1.UnreadResponse, error) {
+	// One deadline for all the pages, not one each.
+	ctx, cancel := m.c.withTimeout(ctx)
+	defer cancel()
 	out := &seqdv1.UnreadResponse{}
 	req := &seqdv1.UnreadRequest{User: user}
 	for {
@@ -264,6 +320,9 @@ func (m *Messages) UnreadAll(ctx context.Context, user uint64) (*seqdv1.UnreadRe
 		out.MaybeStale = out.MaybeStale || resp.MaybeStale
 		if !resp.HasMore || resp.NextAfter == nil {
 			return out, nil
+		}
+		if req.After != nil && !convAfter(resp.NextAfter, req.After) {
+			return nil, status.Errorf(codes.Internal, "unread: the replica's next page starts at %v, not after %v; giving up rather than asking again", resp.NextAfter, req.After)
 		}
 		req.After = resp.NextAfter
 	}
@@ -387,10 +446,20 @@ func (m *Messages) Subscribe(ctx context.Context, r *seqdv1.SubscribeRequest) (s
 	// Without a known leader each stream starts at the next replica, so a
 	// client reconnecting from a stream whose replica lost its leader
 	// (maybe_stale) tries another one.
+	// The known leader first, then every other replica once.
 	first := int(m.streams.Add(1) % uint64(len(sh.Replicas)))
+	var order []string
+	if l := m.leader(sh); l != "" {
+		order = append(order, l)
+	}
+	for i := range sh.Replicas {
+		if a := sh.Replicas[(first+i)%len(sh.Replicas)].Addr; len(order) == 0 || a != order[0] {
+			order = append(order, a)
+		}
+	}
 	var last error
-	for attempt := 0; attempt < len(sh.Replicas); attempt++ {
-		cc, err := m.c.pool.Get(m.pick(sh, first+attempt, attempt == 0))
+	for _, addr := range order {
+		cc, err := m.c.pool.Get(addr)
 		if err != nil {
 			last = err
 			continue
@@ -400,19 +469,30 @@ func (m *Messages) Subscribe(ctx context.Context, r *seqdv1.SubscribeRequest) (s
 		if err == nil {
 			// The server sends its header once it has accepted the
 			// stream, so a refusal or a dead replica shows here and the
-			// next replica gets a turn.
-			if err = grpcconn.Accepted(st); err == nil {
+			// next replica gets a turn; so does one that does not
+			// answer in time (a paused process).
+			timer := time.AfterFunc(subscribeAcceptWait, cancel)
+			err = grpcconn.Accepted(st)
+			if !timer.Stop() {
+				err = status.Errorf(codes.Unavailable, "store replica %s did not accept the stream within %v", addr, subscribeAcceptWait)
+			}
+			if err == nil {
 				return &cancelStream{st, cancel}, nil
 			}
 		}
 		cancel()
 		last = err
-		if !rpcerr.Retryable(err) {
+		if !rpcerr.Retryable(err) && status.Code(err) != codes.DeadlineExceeded {
 			return nil, err
 		}
+		m.forget(sh.Id, addr)
 	}
 	return nil, fmt.Errorf("subscribe: no replica of shard %s answered: %w", sh.Id, last)
 }
+
+// subscribeAcceptWait bounds how long Subscribe waits for one replica to
+// accept a stream before it tries the next (a var for tests).
+var subscribeAcceptWait = 5 * time.Second
 
 // cancelStream ends the stream's context once the stream is done with.
 type cancelStream struct {

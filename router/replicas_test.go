@@ -16,12 +16,15 @@ import (
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
-// fakeReplica answers Subscribe with refuse, or accepts the stream (sends
-// its header) and holds it open.
+// fakeReplica answers Subscribe and Sync with refuse; or Subscribe by
+// holding the stream open, having accepted it (sent its header) unless
+// hang, and Sync with an empty page, maybe_stale if stale; Sync waits for
+// its deadline if hang.
 type fakeReplica struct {
 	seqdv1.UnimplementedMessagesServer
-	refuse error
-	calls  atomic.Int64
+	refuse      error
+	hang, stale bool
+	calls       atomic.Int64
 }
 
 func (f *fakeReplica) Subscribe(_ *seqdv1.SubscribeRequest, st seqdv1.Messages_SubscribeServer) error {
@@ -29,11 +32,25 @@ func (f *fakeReplica) Subscribe(_ *seqdv1.SubscribeRequest, st seqdv1.Messages_S
 	if f.refuse != nil {
 		return f.refuse
 	}
-	if err := st.SendHeader(metadata.MD{}); err != nil {
-		return err
+	if !f.hang {
+		if err := st.SendHeader(metadata.MD{}); err != nil {
+			return err
+		}
 	}
 	<-st.Context().Done()
 	return nil
+}
+
+func (f *fakeReplica) Sync(ctx context.Context, _ *seqdv1.SyncRequest) (*seqdv1.SyncResponse, error) {
+	f.calls.Add(1)
+	if f.hang {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	if f.refuse != nil {
+		return nil, f.refuse
+	}
+	return &seqdv1.SyncResponse{MaybeStale: f.stale}, nil
 }
 
 func serveFake(t *testing.T, f *fakeReplica) string {
@@ -90,5 +107,161 @@ func TestSubscribeMovesOnFromARefusingReplica(t *testing.T) {
 	m = messagesFor(t, serveFake(t, bad))
 	if _, err := m.Subscribe(ctx, &seqdv1.SubscribeRequest{User: 1}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("subscribe at a replica refusing the request: %v, want its INVALID_ARGUMENT", err)
+	}
+}
+
+// With a leader known, Subscribe tries it first and then every other
+// replica once. Before, attempt n went to replica first+n, so the leader
+// could be tried twice and a replica that would serve never.
+func TestSubscribeTriesEveryReplicaOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	down := status.Error(codes.Unavailable, "store replica is shutting down")
+	a, b, c := &fakeReplica{refuse: down}, &fakeReplica{refuse: down}, &fakeReplica{}
+	aAddr := serveFake(t, a)
+	m := messagesFor(t, aAddr, serveFake(t, b), serveFake(t, c))
+	for i := range 3 { // each starting point in turn
+		m.remember("s1", aAddr)
+		st, err := m.Subscribe(ctx, &seqdv1.SubscribeRequest{User: 1})
+		if err != nil {
+			t.Fatalf("subscribe %d with the leader and one more replica down: %v", i, err)
+		}
+		defer st.CloseSend()
+	}
+	if a.calls.Load() != 3 || c.calls.Load() != 3 {
+		t.Fatalf("calls: leader %d, serving replica %d; want 3 each", a.calls.Load(), c.calls.Load())
+	}
+}
+
+// A replica that takes the stream and never answers (a paused process)
+// holds Subscribe for subscribeAcceptWait, then the next replica gets a
+// turn, and the silent one is not tried first again.
+func TestSubscribeMovesOnFromASilentReplica(t *testing.T) {
+	defer func(d time.Duration) { subscribeAcceptWait = d }(subscribeAcceptWait)
+	subscribeAcceptWait = 200 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	silent, serving := &fakeReplica{hang: true}, &fakeReplica{}
+	silentAddr := serveFake(t, silent)
+	m := messagesFor(t, silentAddr, serveFake(t, serving))
+	m.remember("s1", silentAddr)
+	start := time.Now()
+	st, err := m.Subscribe(ctx, &seqdv1.SubscribeRequest{User: 1})
+	if err != nil {
+		t.Fatalf("subscribe with the leader silent: %v", err)
+	}
+	defer st.CloseSend()
+	if took := time.Since(start); took > 5*time.Second || serving.calls.Load() != 1 {
+		t.Fatalf("took %v, serving replica called %d times; want it reached after the accept wait", took, serving.calls.Load())
+	}
+	if l := m.leader(m.c.Table().Shards[0]); l == silentAddr {
+		t.Fatal("the silent replica is still taken for the leader")
+	}
+}
+
+// A read a replica answers without its leader (maybe_stale) is returned
+// only if no other replica answers better: the router asks the others.
+// Before, every call without a known leader started at the first replica,
+// and one cut off from its leader answered every read stale while the
+// shard had a reachable leader.
+func TestStaleReadAsksTheOtherReplicas(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cutOff, current := &fakeReplica{stale: true}, &fakeReplica{}
+	m := messagesFor(t, serveFake(t, cutOff), serveFake(t, current))
+	for i := range 4 {
+		r, err := m.Sync(ctx, &seqdv1.SyncRequest{User: 1})
+		if err != nil || r.MaybeStale {
+			t.Fatalf("sync %d: %v, maybe_stale %v; want the current replica's answer", i, err, r.GetMaybeStale())
+		}
+	}
+	// With every replica cut off, the stale answer it is, saying so.
+	both := messagesFor(t, serveFake(t, &fakeReplica{stale: true}), serveFake(t, &fakeReplica{stale: true}))
+	if r, err := both.Sync(ctx, &seqdv1.SyncRequest{User: 1}); err != nil || !r.MaybeStale {
+		t.Fatalf("sync with every replica cut off: %v, maybe_stale %v; want a stale answer", err, r.GetMaybeStale())
+	}
+}
+
+// A leader that does not answer in time (paused) is not tried first again:
+// the call that timed out there forgets it, and the next goes round robin.
+func TestSilentLeaderIsForgotten(t *testing.T) {
+	silent, serving := &fakeReplica{hang: true}, &fakeReplica{}
+	silentAddr := serveFake(t, silent)
+	m := messagesFor(t, silentAddr, serveFake(t, serving))
+	m.remember("s1", silentAddr)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := m.Sync(ctx, &seqdv1.SyncRequest{User: 1}); err == nil {
+		t.Log("the first call found the serving replica within its deadline")
+	}
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := m.Sync(ctx, &seqdv1.SyncRequest{User: 1})
+		cancel()
+		if err != nil {
+			t.Fatalf("sync %d after the silent leader timed out once: %v", i, err)
+		}
+	}
+}
+
+// fakeArbiter answers GetRoutingTable with its own table, and asked for
+// the leader's with the leader's, or UNAVAILABLE if it cannot reach one.
+type fakeArbiter struct {
+	seqdv1.UnimplementedRoutingServer
+	own, leaders *seqdv1.RoutingTable
+}
+
+func (f *fakeArbiter) GetRoutingTable(_ context.Context, r *seqdv1.GetRoutingTableRequest) (*seqdv1.GetRoutingTableResponse, error) {
+	if !r.FromLeader {
+		return &seqdv1.GetRoutingTableResponse{Table: f.own}, nil
+	}
+	if f.leaders == nil {
+		return nil, status.Error(codes.Unavailable, "no arbiter leader reachable")
+	}
+	return &seqdv1.GetRoutingTableResponse{Table: f.leaders}, nil
+}
+
+// A refresh takes the arbiter leader's table, through any arbiter that
+// reaches the leader: an arbiter cut off from the others, asked first,
+// answers an old table of its own, which is not the answer. Before, the
+// first address that answered at all ended the refresh.
+func TestRefreshTakesTheLeadersTable(t *testing.T) {
+	table := func(v uint64) *seqdv1.RoutingTable {
+		return &seqdv1.RoutingTable{Version: v, SectionSize: 1 << 20, NumSlots: 1, Slots: []*seqdv1.SlotAssignment{{Owner: "alloc1"}},
+			Nodes: []*seqdv1.NodeInfo{{Id: "alloc1", Addr: "127.0.0.1:1"}}}
+	}
+	serveArbiter := func(f *fakeArbiter) string {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer()
+		seqdv1.RegisterRoutingServer(srv, f)
+		go srv.Serve(lis)
+		t.Cleanup(srv.Stop)
+		return lis.Addr().String()
+	}
+	cutOff := serveArbiter(&fakeArbiter{own: table(1)})
+	reaching := serveArbiter(&fakeArbiter{own: table(1), leaders: table(2)})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := New(ctx, Config{Addrs: []string{cutOff, reaching}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if v := c.Table().GetVersion(); v != 2 {
+		t.Fatalf("routing table version %d after the first refresh, want the leader's 2", v)
+	}
+	// With no arbiter reaching a leader, anyone's table is better than
+	// none.
+	lone := serveArbiter(&fakeArbiter{own: table(1)})
+	c2, err := New(ctx, Config{Addrs: []string{lone}})
+	if err != nil {
+		t.Fatalf("no leader reachable: %v, want the arbiter's own table", err)
+	}
+	defer c2.Close()
+	if v := c2.Table().GetVersion(); v != 1 {
+		t.Fatalf("routing table version %d, want the lone arbiter's 1", v)
 	}
 }
