@@ -218,6 +218,9 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 		if err != nil {
 			held[id] = true
 			s.log.Debug("outbox delivery failed; will retry", "to", id, "items", len(fan), "err", err)
+			if id != s.cfg.ShardID {
+				s.refreshForOutbox(ctx)
+			}
 			continue
 		}
 		s.m.delivered.Add(float64(len(fan)))
@@ -241,6 +244,23 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 		}
 	}
 	s.m.outboxItems.Set(v)
+}
+
+// refreshForOutbox reloads the routing table after a delivery failed, at
+// most every 5 s: the target shard's replicas may have moved (seqctl
+// replicas add/remove), and a shard that allocates nothing learns no new
+// table from the AllocSvrs' answers.
+func (s *Shard) refreshForOutbox(ctx context.Context) {
+	c := s.alloc.Load()
+	if c == nil || time.Since(s.outboxRefreshed) < 5*time.Second {
+		return
+	}
+	s.outboxRefreshed = time.Now()
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Refresh(rctx); err != nil {
+		s.log.Debug("routing table refresh after a failed delivery", "err", err)
+	}
 }
 
 func (s *Shard) deliverRemote(ctx context.Context, user uint64, items []*clusterv1.FanoutItem) error {

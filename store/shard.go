@@ -253,6 +253,9 @@ type Shard struct {
 	// items cannot overtake the ones left behind.
 	outboxFrom []byte
 	outboxHeld map[string]bool
+	// outboxRefreshed is when a failed delivery last reloaded the routing
+	// table (refreshForOutbox; the leader loop's goroutine only).
+	outboxRefreshed time.Time
 	// expiryAfter is the last group hintGroups ran an expiry-only round
 	// for: the next window's start there, so that every group gets its
 	// turn (only the leader loop's goroutine uses it).
