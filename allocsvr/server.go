@@ -3,14 +3,13 @@ package allocsvr
 import (
 	"context"
 	"errors"
-	"io"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/seqd/seqd/internal/grpcconn"
 	clusterv1 "github.com/seqd/seqd/proto/seqd/cluster/v1"
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
@@ -123,39 +122,18 @@ func (r *server) Current(ctx context.Context, req *seqdv1.CurrentRequest) (*seqd
 	return &seqdv1.CurrentResponse{Seq: seq, Header: r.s.header(req.RoutingVersion)}, nil
 }
 
-// NextStream serves coalesced batches. Each message is handled on its own
-// goroutine so one that waits on the arbiter does not hold up the others.
+// NextStream serves coalesced batches, each on its own goroutine so one
+// that waits on the arbiter does not hold up the others
+// (grpcconn.ServePipelined).
 func (r *server) NextStream(stream seqdv1.Sequencer_NextStreamServer) error {
-	ctx := stream.Context()
-	var (
-		sendMu sync.Mutex
-		wg     sync.WaitGroup
-		failed error
-	)
-	defer wg.Wait()
-	for {
-		req, err := stream.Recv()
-		if err == io.EOF {
-			return nil
-		}
+	return grpcconn.ServePipelined(stream, stream.Recv, func(ctx context.Context, req *seqdv1.NextBatchRequest) *seqdv1.NextBatchResponse {
+		resp, err := r.NextBatch(ctx, req)
 		if err != nil {
-			return err
+			resp = &seqdv1.NextBatchResponse{Error: toRPCError(err), Header: r.s.header(req.RoutingVersion)}
 		}
-		wg.Add(1)
-		go func(req *seqdv1.NextBatchRequest) {
-			defer wg.Done()
-			resp, err := r.NextBatch(ctx, req)
-			if err != nil {
-				resp = &seqdv1.NextBatchResponse{Error: toRPCError(err), Header: r.s.header(req.RoutingVersion)}
-			}
-			resp.Id = req.Id
-			sendMu.Lock()
-			defer sendMu.Unlock()
-			if failed == nil {
-				failed = stream.Send(resp)
-			}
-		}(req)
-	}
+		resp.Id = req.Id
+		return resp
+	})
 }
 
 // toRPCError carries a status inside a stream message.

@@ -2,9 +2,6 @@ package router
 
 import (
 	"context"
-	"errors"
-	"io"
-	"sync"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
@@ -109,37 +106,15 @@ func (s *gatewaySequencer) Current(ctx context.Context, req *seqdv1.CurrentReque
 }
 
 func (s *gatewaySequencer) NextStream(stream seqdv1.Sequencer_NextStreamServer) error {
-	ctx := stream.Context()
-	var (
-		mu     sync.Mutex
-		wg     sync.WaitGroup
-		failed error
-	)
-	defer wg.Wait()
-	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
+	return grpcconn.ServePipelined(stream, stream.Recv, func(ctx context.Context, req *seqdv1.NextBatchRequest) *seqdv1.NextBatchResponse {
+		resp, err := s.NextBatch(ctx, req)
 		if err != nil {
-			return err
+			st := status.Convert(err)
+			resp = &seqdv1.NextBatchResponse{Error: &seqdv1.RPCError{Code: int32(st.Code()), Message: st.Message()}, Header: s.g.header()}
 		}
-		wg.Add(1)
-		go func(req *seqdv1.NextBatchRequest) {
-			defer wg.Done()
-			resp, err := s.NextBatch(ctx, req)
-			if err != nil {
-				st := status.Convert(err)
-				resp = &seqdv1.NextBatchResponse{Error: &seqdv1.RPCError{Code: int32(st.Code()), Message: st.Message()}, Header: s.g.header()}
-			}
-			resp.Id = req.Id
-			mu.Lock()
-			defer mu.Unlock()
-			if failed == nil {
-				failed = stream.Send(resp)
-			}
-		}(req)
-	}
+		resp.Id = req.Id
+		return resp
+	})
 }
 
 type gatewayRouting struct {

@@ -1,8 +1,10 @@
 package grpcconn
 
 import (
+	"context"
 	"errors"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,4 +68,59 @@ func Accepted(st grpc.ClientStream) error {
 		return err
 	}
 	return status.Error(codes.Unavailable, "the stream ended before the server accepted it")
+}
+
+// MaxPipelined is how many requests of one pipelined stream
+// (ServePipelined) are handled at once.
+const MaxPipelined = 256
+
+// ServePipelined serves a bidirectional stream whose requests are answered
+// out of order: each on its own goroutine, so one that waits on a slow
+// dependency does not hold up the others. At most MaxPipelined are handled
+// at once; past that the stream is not read, and flow control holds the
+// client back. Answers go out one at a time through SendWithin, so a client
+// that stops reading ends the stream (RESOURCE_EXHAUSTED) instead of
+// holding goroutines and answers for good; no request is handled after a
+// send failed. It returns nil once the client has closed its side and
+// every answer is out.
+func ServePipelined[Req, Resp any](stream grpc.ServerStream, recv func() (Req, error), handle func(context.Context, Req) Resp) error {
+	ctx := stream.Context()
+	slots := make(chan struct{}, MaxPipelined)
+	var (
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+		failed error
+	)
+	defer wg.Wait()
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		mu.Lock()
+		err := failed
+		mu.Unlock()
+		if err != nil {
+			return err
+		}
+		req, err := recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			resp := handle(ctx, req)
+			mu.Lock()
+			defer mu.Unlock()
+			if failed == nil {
+				failed = SendWithin(stream, resp)
+			}
+		}()
+	}
 }
