@@ -154,6 +154,7 @@ func (c *Client) learn(t *seqdv1.RoutingTable) bool {
 			return false
 		}
 		if c.table.CompareAndSwap(cur, nv) {
+			c.dropBatchers(nv)
 			return true
 		}
 	}
@@ -417,6 +418,25 @@ func (c *Client) unary(ctx context.Context, addr string, keys []uint64, version 
 		keys = keys[n:]
 	}
 	return out, nil
+}
+
+// dropBatchers closes the batchers of addresses that own no slot in v (an
+// AllocSvr gone, or moved to a new address): each holds a goroutine, and a
+// stream or its attempts to open one, for as long as the client lives. A
+// call still using one gets UNAVAILABLE and retries with v.
+func (c *Client) dropBatchers(v *view) {
+	owners := make(map[string]bool, len(v.owners))
+	for _, a := range v.owners {
+		owners[a] = true
+	}
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	for addr, b := range c.batchers {
+		if !owners[addr] {
+			b.close()
+			delete(c.batchers, addr)
+		}
+	}
 }
 
 func (c *Client) batcher(addr string) (*batcher, error) {

@@ -265,3 +265,33 @@ func TestRefreshTakesTheLeadersTable(t *testing.T) {
 		t.Fatalf("routing table version %d, want the lone arbiter's 1", v)
 	}
 }
+
+// A batcher for an address that owns no slot in a newer table is closed
+// and dropped: an AllocSvr that moved to a new address left a goroutine
+// and a stream, or its attempts to open one, for the client's life.
+func TestBatchersOfDepartedAllocSvrsAreClosed(t *testing.T) {
+	table := func(v uint64, owner string) *seqdv1.RoutingTable {
+		return &seqdv1.RoutingTable{Version: v, SectionSize: 1 << 20, NumSlots: 1, Slots: []*seqdv1.SlotAssignment{{Owner: "alloc1"}},
+			Nodes: []*seqdv1.NodeInfo{{Id: "alloc1", Addr: owner}}}
+	}
+	c := &Client{pool: grpcconn.NewPool(), batchers: map[string]*batcher{}}
+	defer c.Close()
+	if !c.learn(table(1, "127.0.0.1:1")) {
+		t.Fatal("the first table was not taken")
+	}
+	old, err := c.batcher("127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.learn(table(2, "127.0.0.1:2")) {
+		t.Fatal("the newer table was not taken")
+	}
+	select {
+	case <-old.quit:
+	default:
+		t.Fatal("the batcher of the address that left the table is still open")
+	}
+	if _, ok := c.batchers["127.0.0.1:1"]; ok {
+		t.Fatal("the batcher of the address that left the table is still kept")
+	}
+}
