@@ -65,8 +65,9 @@ type Client struct {
 	table atomic.Pointer[view]
 	retry backoff.Policy
 
-	refreshMu sync.Mutex
-	refreshed time.Time
+	refreshMu  sync.Mutex
+	refreshed  time.Time    // when a refresh last succeeded
+	refreshing *refreshCall // the refresh under way, if any
 
 	bmu      sync.Mutex
 	batchers map[string]*batcher
@@ -161,14 +162,51 @@ func (c *Client) learn(t *seqdv1.RoutingTable) bool {
 }
 
 // refresh asks the bootstrap addresses (then known AllocSvrs) for the
-// table. Concurrent callers share one refresh; without force, a refresh
-// within the last few milliseconds counts.
+// table. Concurrent callers share one refresh, which runs on its own
+// goroutine: each caller waits for it only as long as its own ctx lets it
+// (a refresh through blackholed addresses takes a second each). Without
+// force, a refresh that succeeded within the last few milliseconds counts.
 func (c *Client) refresh(ctx context.Context, force bool) error {
 	c.refreshMu.Lock()
-	defer c.refreshMu.Unlock()
 	if !force && time.Since(c.refreshed) < 5*time.Millisecond {
+		c.refreshMu.Unlock()
 		return nil
 	}
+	call := c.refreshing
+	if call == nil {
+		call = &refreshCall{done: make(chan struct{})}
+		c.refreshing = call
+		go c.refreshOnce(call)
+	}
+	c.refreshMu.Unlock()
+	select {
+	case <-call.done:
+		return call.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// refreshCall is one refresh and its outcome, once done is closed.
+type refreshCall struct {
+	done chan struct{}
+	err  error
+}
+
+func (c *Client) refreshOnce(call *refreshCall) {
+	err := c.fetchTable()
+	c.refreshMu.Lock()
+	if err == nil {
+		c.refreshed = time.Now()
+	}
+	c.refreshing = nil
+	c.refreshMu.Unlock()
+	call.err = err
+	close(call.done)
+}
+
+// fetchTable asks each address in turn until one answers with a table.
+func (c *Client) fetchTable() error {
 	addrs := append([]string(nil), c.cfg.Addrs...)
 	if v := c.table.Load(); v != nil {
 		for _, n := range v.raw.Nodes {
@@ -181,6 +219,9 @@ func (c *Client) refresh(ctx context.Context, force bool) error {
 	// anyone's (an AllocSvr or gateway answers its own either way).
 	var errs []error
 	for i := range 2 * len(addrs) {
+		if c.closed.Load() {
+			return ErrClosed
+		}
 		a := addrs[i%len(addrs)]
 		fromLeader := i < len(addrs)
 		cc, err := c.pool.Get(a)
@@ -188,25 +229,20 @@ func (c *Client) refresh(ctx context.Context, force bool) error {
 			errs = append(errs, err)
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := seqdv1.NewRoutingClient(cc).GetRoutingTable(cctx, &seqdv1.GetRoutingTableRequest{FromLeader: fromLeader})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := seqdv1.NewRoutingClient(cc).GetRoutingTable(ctx, &seqdv1.GetRoutingTableRequest{FromLeader: fromLeader})
 		cancel()
 		if err != nil {
-			if ctx.Err() != nil {
-				return errors.Join(append(errs, ctx.Err())...)
+			if !fromLeader {
+				errs = append(errs, fmt.Errorf("%s: %w", a, err))
 			}
-			if fromLeader {
-				continue // asked again without it
-			}
-			errs = append(errs, fmt.Errorf("%s: %w", a, err))
-			continue
+			continue // without from_leader, in the second pass
 		}
 		if !c.learn(resp.Table) && c.table.Load() == nil {
 			errs = append(errs, fmt.Errorf("%s: answered with an unusable routing table (version %d, %d slots, section size %d)",
 				a, resp.Table.GetVersion(), resp.Table.GetNumSlots(), resp.Table.GetSectionSize()))
 			continue
 		}
-		c.refreshed = time.Now()
 		return nil
 	}
 	return errors.Join(errs...)

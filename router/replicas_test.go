@@ -295,3 +295,41 @@ func TestBatchersOfDepartedAllocSvrsAreClosed(t *testing.T) {
 		t.Fatal("the batcher of the address that left the table is still kept")
 	}
 }
+
+// A refresh through an address that takes connections and never answers
+// (a paused process: the kernel completes the handshake) holds a caller
+// only as long as the caller's own deadline, not the refresh's second per
+// address; callers meanwhile share the one refresh under way.
+func TestRefreshWaitsOnlyAsLongAsTheCaller(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close() // held open, never read
+		}
+	}()
+	c := &Client{cfg: Config{Addrs: []string{lis.Addr().String(), lis.Addr().String()}}, pool: grpcconn.NewPool(), batchers: map[string]*batcher{}}
+	defer c.Close()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := c.refresh(ctx, false); err == nil {
+		t.Fatal("a refresh through a silent address succeeded")
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("the caller with a 200 ms deadline waited %v", took)
+	}
+	c.refreshMu.Lock()
+	underWay := c.refreshing != nil
+	c.refreshMu.Unlock()
+	if !underWay {
+		t.Fatal("no refresh under way for the next caller to join")
+	}
+}
