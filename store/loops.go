@@ -133,10 +133,10 @@ func (s *Shard) leaderLoop(ctx context.Context) {
 // whose items pass maxDeliverBytes, gets nothing more in that pass (its
 // later items must not overtake the ones left), but the pass goes on for
 // the others: items for a shard that is down, however many, hold up only
-// that shard's. (Before, every round read the first items, and once those
-// were a down shard's, nothing went to any shard.) After a round that did
-// not read the whole outbox, the gauge counts what is left, up to
-// maxOutboxCount.
+// that shard's, and its users' (outboxHold). (Before, every round read the
+// first items, and once those were a down shard's, nothing went to any
+// shard.) After a round that did not read the whole outbox, the gauge
+// counts what is left, up to maxOutboxCount.
 const (
 	maxDeliverBytes = 4 << 20
 	maxOutboxCount  = 100_000
@@ -144,6 +144,17 @@ const (
 
 // outboxRound is how many items one round reads (a variable for tests).
 var outboxRound = 2000
+
+// outboxHold is what a pass over the outbox delivers no more to: target
+// shards whose delivery failed or whose items passed a call's size, and
+// the users of every item it left behind. Their later items must not
+// overtake those (a recall its message), and a user's items are held by
+// user too, since a newer routing table may send a held shard's user to
+// another shard in a later round of the pass.
+type outboxHold struct {
+	shards map[string]bool
+	users  map[uint64]bool
+}
 
 func (s *Shard) deliverOutbox(ctx context.Context) {
 	defer s.m.outboxRounds.Inc()
@@ -161,7 +172,7 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 	}
 	held := s.outboxHeld
 	if held == nil {
-		held = map[string]bool{}
+		held = &outboxHold{shards: map[string]bool{}, users: map[uint64]bool{}}
 	}
 	if len(items) < outboxRound {
 		// This round reaches the end: the next starts a new pass.
@@ -178,15 +189,18 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 	bytes := map[string]int{}
 	var order []string
 	for _, it := range items {
-		sh := shardOf(s.table(), it.Item.User)
-		if sh == nil || held[sh.Id] {
+		u := it.Item.User
+		sh := shardOf(s.table(), u)
+		if held.users[u] || sh == nil || held.shards[sh.Id] {
+			held.users[u] = true
 			continue
 		}
 		// One call stays well under the gRPC message limit; the rest of
 		// this shard's items wait for the next pass, in order.
 		n := proto.Size(it.Item)
 		if len(byShard[sh.Id]) > 0 && bytes[sh.Id]+n > maxDeliverBytes {
-			held[sh.Id] = true
+			held.shards[sh.Id] = true
+			held.users[u] = true
 			continue
 		}
 		if byShard[sh.Id] == nil {
@@ -216,7 +230,10 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 			err = s.deliverRemote(ctx, batch[0].Item.User, fan)
 		}
 		if err != nil {
-			held[id] = true
+			held.shards[id] = true
+			for _, it := range batch {
+				held.users[it.Item.User] = true
+			}
 			s.log.Debug("outbox delivery failed; will retry", "to", id, "items", len(fan), "err", err)
 			if id != s.cfg.ShardID {
 				s.refreshForOutbox(ctx)
@@ -250,17 +267,21 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 // most every 5 s: the target shard's replicas may have moved (seqctl
 // replicas add/remove), and a shard that allocates nothing learns no new
 // table from the AllocSvrs' answers.
+// The refresh runs on a goroutine of its own: the outbox and the hints
+// share the loop, which must not wait for it.
 func (s *Shard) refreshForOutbox(ctx context.Context) {
 	c := s.alloc.Load()
 	if c == nil || time.Since(s.outboxRefreshed) < 5*time.Second {
 		return
 	}
 	s.outboxRefreshed = time.Now()
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := c.Refresh(rctx); err != nil {
-		s.log.Debug("routing table refresh after a failed delivery", "err", err)
-	}
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := c.Refresh(rctx); err != nil && ctx.Err() == nil {
+			s.log.Debug("routing table refresh after a failed delivery", "err", err)
+		}
+	}()
 }
 
 func (s *Shard) deliverRemote(ctx context.Context, user uint64, items []*clusterv1.FanoutItem) error {

@@ -247,12 +247,10 @@ type Shard struct {
 	outboxErrLogged time.Time
 	// outboxFrom and outboxHeld are deliverOutbox's pass over the outbox
 	// (only the leader loop's goroutine uses them; a new term starts a
-	// pass): where the next round reads from (nil: the start), and the
-	// target shards this pass delivers no more to, because a delivery to
-	// one failed or its items passed a call's size, so that its later
-	// items cannot overtake the ones left behind.
+	// pass): where the next round reads from (nil: the start), and what
+	// this pass delivers no more to.
 	outboxFrom []byte
-	outboxHeld map[string]bool
+	outboxHeld *outboxHold
 	// outboxRefreshed is when a failed delivery last reloaded the routing
 	// table (refreshForOutbox; the leader loop's goroutine only).
 	outboxRefreshed time.Time
