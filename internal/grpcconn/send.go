@@ -80,47 +80,83 @@ const MaxPipelined = 256
 // at once; past that the stream is not read, and flow control holds the
 // client back. Answers go out one at a time through SendWithin, so a client
 // that stops reading ends the stream (RESOURCE_EXHAUSTED) instead of
-// holding goroutines and answers for good; no request is handled after a
-// send failed. It returns nil once the client has closed its side and
-// every answer is out.
+// holding goroutines and answers for good, whether or not it still sends;
+// no request is handled after a send failed. It returns nil once the
+// client has closed its side and every answer is out.
 func ServePipelined[Req, Resp any](stream grpc.ServerStream, recv func() (Req, error), handle func(context.Context, Req) Resp) error {
 	ctx := stream.Context()
 	slots := make(chan struct{}, MaxPipelined)
 	var (
-		mu     sync.Mutex
-		wg     sync.WaitGroup
-		failed error
+		mu       sync.Mutex
+		wg       sync.WaitGroup
+		failed   error
+		failOnce sync.Once
 	)
-	defer wg.Wait()
+	sendFailed := make(chan struct{})
+	// Requests come from a goroutine of their own, so that a failed send
+	// ends the stream even while the client sends nothing (Recv would
+	// block); it ends with the stream, which returning ends.
+	reqs := make(chan Req)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	sendErr := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return failed
+	}
 	for {
 		select {
 		case slots <- struct{}{}:
+		case <-sendFailed:
+			wg.Wait()
+			return sendErr()
 		case <-ctx.Done():
+			wg.Wait()
 			return status.FromContextError(ctx.Err()).Err()
 		}
-		mu.Lock()
-		err := failed
-		mu.Unlock()
-		if err != nil {
-			return err
-		}
-		req, err := recv()
-		if err != nil {
+		select {
+		case req := <-reqs:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				resp := handle(ctx, req)
+				mu.Lock()
+				defer mu.Unlock()
+				if failed == nil {
+					if failed = SendWithin(stream, resp); failed != nil {
+						failOnce.Do(func() { close(sendFailed) })
+					}
+				}
+			}()
+		case err := <-recvErr:
+			wg.Wait()
+			if err := sendErr(); err != nil {
+				return err // an answer did not go out: not a clean end
+			}
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
+		case <-sendFailed:
+			wg.Wait()
+			return sendErr()
+		case <-ctx.Done():
+			wg.Wait()
+			return status.FromContextError(ctx.Err()).Err()
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			resp := handle(ctx, req)
-			mu.Lock()
-			defer mu.Unlock()
-			if failed == nil {
-				failed = SendWithin(stream, resp)
-			}
-		}()
 	}
 }

@@ -16,7 +16,7 @@ import (
 	seqdv1 "github.com/seqd/seqd/proto/seqd/v1"
 )
 
-// pipelined answers every NextStream request with 2,000 seqs (16 KB), and
+// pipelined answers every NextStream request with 2,000 seqs (18 KB), and
 // counts the requests it handled.
 type pipelined struct {
 	seqdv1.UnimplementedSequencerServer
@@ -26,7 +26,11 @@ type pipelined struct {
 func (p *pipelined) NextStream(st seqdv1.Sequencer_NextStreamServer) error {
 	return grpcconn.ServePipelined(st, st.Recv, func(_ context.Context, req *seqdv1.NextBatchRequest) *seqdv1.NextBatchResponse {
 		p.handled.Add(1)
-		return &seqdv1.NextBatchResponse{Id: req.Id, Seqs: make([]uint64, 2000)}
+		seqs := make([]uint64, 2000)
+		for i := range seqs {
+			seqs[i] = 1 << 62 // 9 bytes each as a varint
+		}
+		return &seqdv1.NextBatchResponse{Id: req.Id, Seqs: seqs}
 	})
 }
 
@@ -47,13 +51,29 @@ func TestPipelinedStreamPushesBackOnAClientThatDoesNotRead(t *testing.T) {
 	seqdv1.RegisterSequencerServer(srv, fake)
 	go srv.Serve(lis)
 	defer srv.Stop()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Fixed 64 KB windows (no BDP growth): four answers fill them.
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	// ends reads what is left of st and checks how the server ended it.
+	ends := func(what string, st seqdv1.Sequencer_NextStreamClient) {
+		t.Helper()
+		for {
+			_, err := st.Recv()
+			if err == nil {
+				continue
+			}
+			if status.Code(err) != codes.ResourceExhausted {
+				t.Fatalf("%s: stream ended with %v, want RESOURCE_EXHAUSTED", what, err)
+			}
+			return
+		}
+	}
 	st, err := seqdv1.NewSequencerClient(cc).NextStream(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -66,17 +86,23 @@ func TestPipelinedStreamPushesBackOnAClientThatDoesNotRead(t *testing.T) {
 		}
 	}()
 	time.Sleep(2 * time.Second) // the sends fill the window, one waits past the limit
-	if n := fake.handled.Load(); n > grpcconn.MaxPipelined+64 {
+	if n := fake.handled.Load(); n > grpcconn.MaxPipelined+32 {
 		t.Fatalf("the server handled %d requests of a client that reads nothing; want at most about %d", n, grpcconn.MaxPipelined)
 	}
-	for {
-		_, err := st.Recv()
-		if err == nil {
-			continue
-		}
-		if status.Code(err) != codes.ResourceExhausted {
-			t.Fatalf("stream ended with %v, want RESOURCE_EXHAUSTED", err)
-		}
-		break
+	ends("a client that keeps sending", st)
+
+	// A client that sent a few requests, then neither reads nor sends:
+	// the server's loop must not wait in Recv for a request that never
+	// comes.
+	st, err = seqdv1.NewSequencerClient(cc).NextStream(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
+	for i := range 20 {
+		if err := st.Send(&seqdv1.NextBatchRequest{Id: uint64(i + 1), Keys: []uint64{1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second)
+	ends("a client that went quiet", st)
 }
