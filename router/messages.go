@@ -110,9 +110,12 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 	// one cut off from its leader does not answer every read first.
 	first := int(m.calls.Add(1) % 1024)
 	// A read a replica answered without its leader (maybe_stale), kept
-	// while the others are asked: any of them may reach the leader.
+	// while the others are asked: any of them may reach the leader. It is
+	// the answer once every replica has answered stale or failed since, or
+	// when the call runs out of time.
 	var stale Resp
-	staleFrom := map[string]bool{}
+	haveStale := false
+	asked := map[string]bool{} // replicas that answered stale or failed since
 	for attempt := 0; ; attempt++ {
 		addr := ""
 		sh, err := m.shardFor(key)
@@ -139,20 +142,15 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 						// Nor one taken for it before, now
 						// cut off or deposed.
 						m.forget(sh.Id, addr)
-						staleFrom[addr] = true
-						if len(staleFrom) < len(sh.Replicas) {
-							stale = resp
+						stale, haveStale = resp, true
+						asked[addr] = true
+						if len(asked) < len(sh.Replicas) {
 							continue // ask the next replica
 						}
 					default:
 						m.remember(sh.Id, addr)
 					}
 					return resp, nil
-				}
-				if len(staleFrom) > 0 {
-					// The others cannot answer better now: the stale
-					// answer, which says so, rather than none.
-					return stale, nil
 				}
 				if hint := rpcerr.LeaderHint(err); hint != "" {
 					// Go to the named leader next; at once if it is news,
@@ -169,16 +167,29 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 			}
 		}
 		last = err
+		if haveStale && addr != "" {
+			asked[addr] = true
+			if len(asked) >= len(sh.Replicas) {
+				// The others cannot answer better now: the stale
+				// answer, which says so, rather than none.
+				return stale, nil
+			}
+		}
 		// The leader is there but not ready to answer (still catching
 		// up after its election): back to it after the backoff, with
 		// the table as it is.
 		notReady := rpcerr.IsLeaderNotReady(err)
-		if notReady {
+		code := status.Code(err)
+		switch {
+		case notReady:
 			leader = true
-		} else if addr != "" && rpcerr.LeaderHint(err) == "" {
-			// Down, unreachable, or too slow to answer: not the one to
-			// try first again (a paused leader would take every call's
-			// whole deadline until its connection broke).
+		case addr != "" && rpcerr.LeaderHint(err) == "" &&
+			(code == codes.Unavailable || code == codes.DeadlineExceeded && ctx.Err() == nil):
+			// Down, unreachable, or too slow to answer in its attempt's
+			// time: not the one to try first again (a paused leader would
+			// take every call's whole deadline until its connection
+			// broke). A leader's own answers (a refusal, a rate limit)
+			// keep it.
 			m.forget(shard, addr)
 		}
 		if t, ok := rpcerr.WrongShardTable(err); ok {
@@ -193,11 +204,16 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 			m.c.refresh(ctx, false)
 		}
 		if err := m.c.retry.Sleep(ctx, attempt); err != nil {
+			if haveStale {
+				return stale, nil
+			}
 			if shard != "" && last != nil {
 				// The last error names one replica; what failed is that no
-				// replica of the shard took the call (no leader, or none
-				// reachable).
-				last = status.Errorf(status.Code(last), "store shard %s: no replica took the call (no leader, or none reachable); last: %s", shard, status.Convert(last).Message())
+				// replica of the shard answered in time (no leader, none
+				// reachable, or none fast enough: a write may still have
+				// taken effect, and its retry with the same request says
+				// so).
+				last = status.Errorf(status.Code(last), "store shard %s: no replica answered in time (no leader, none reachable, or none fast enough); last: %s", shard, status.Convert(last).Message())
 			}
 			return zero, giveUp(last, err)
 		}

@@ -175,10 +175,37 @@ func TestStaleReadAsksTheOtherReplicas(t *testing.T) {
 			t.Fatalf("sync %d: %v, maybe_stale %v; want the current replica's answer", i, err, r.GetMaybeStale())
 		}
 	}
+	// A replica down between the stale one and the leader does not end
+	// the search.
+	down := &fakeReplica{refuse: status.Error(codes.Unavailable, "connection refused")}
+	three := messagesFor(t, serveFake(t, &fakeReplica{stale: true}), serveFake(t, down), serveFake(t, &fakeReplica{}))
+	for i := range 6 {
+		r, err := three.Sync(ctx, &seqdv1.SyncRequest{User: 1})
+		if err != nil || r.MaybeStale {
+			t.Fatalf("sync %d with one replica cut off and one down: %v, maybe_stale %v; want the leader's answer", i, err, r.GetMaybeStale())
+		}
+	}
 	// With every replica cut off, the stale answer it is, saying so.
 	both := messagesFor(t, serveFake(t, &fakeReplica{stale: true}), serveFake(t, &fakeReplica{stale: true}))
 	if r, err := both.Sync(ctx, &seqdv1.SyncRequest{User: 1}); err != nil || !r.MaybeStale {
 		t.Fatalf("sync with every replica cut off: %v, maybe_stale %v; want a stale answer", err, r.GetMaybeStale())
+	}
+}
+
+// A leader's own refusal (a rate limit) does not make the router forget
+// it: the next call goes to it again, not through a follower.
+func TestLeaderKeptAfterItsOwnRefusal(t *testing.T) {
+	limited := &fakeReplica{refuse: status.Error(codes.ResourceExhausted, "rate limit")}
+	addr := serveFake(t, limited)
+	m := messagesFor(t, addr, serveFake(t, &fakeReplica{}))
+	m.remember("s1", addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := m.Sync(ctx, &seqdv1.SyncRequest{User: 1}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("sync at a rate-limiting leader: %v, want its RESOURCE_EXHAUSTED", err)
+	}
+	if l := m.leader(m.c.Table().Shards[0]); l != addr {
+		t.Fatalf("leader after its refusal: %q, want %q kept", l, addr)
 	}
 }
 

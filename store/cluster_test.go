@@ -798,7 +798,7 @@ func TestReadWithoutLeaderIsMarkedMaybeStale(t *testing.T) {
 	// dead replica it tried last.
 	sctx2, scancel2 := context.WithTimeout(ctx, 3*time.Second)
 	defer scancel2()
-	if _, err := sendDirect(sctx2, m, from, to, "y"); err == nil || !strings.Contains(err.Error(), "store shard s1: no replica took the call") {
+	if _, err := sendDirect(sctx2, m, from, to, "y"); err == nil || !strings.Contains(err.Error(), "store shard s1: no replica answered in time") {
 		t.Fatalf("send with the shard's majority down: %v, want it to name the shard", err)
 	}
 	// It cannot tell a group it has not heard of yet from one that does
