@@ -155,7 +155,7 @@ func (c *Client) learn(t *seqdv1.RoutingTable) bool {
 			return false
 		}
 		if c.table.CompareAndSwap(cur, nv) {
-			c.dropBatchers(nv)
+			c.dropBatchers()
 			return true
 		}
 	}
@@ -165,32 +165,51 @@ func (c *Client) learn(t *seqdv1.RoutingTable) bool {
 // table. Concurrent callers share one refresh, which runs on its own
 // goroutine: each caller waits for it only as long as its own ctx lets it
 // (a refresh through blackholed addresses takes a second each). Without
-// force, a refresh that succeeded within the last few milliseconds counts.
+// force, a refresh that succeeded within the last few milliseconds counts;
+// with it, only one that started after the call.
 func (c *Client) refresh(ctx context.Context, force bool) error {
-	c.refreshMu.Lock()
-	if !force && time.Since(c.refreshed) < 5*time.Millisecond {
+	asked := time.Now()
+	for {
+		c.refreshMu.Lock()
+		if !force && time.Since(c.refreshed) < 5*time.Millisecond {
+			c.refreshMu.Unlock()
+			return nil
+		}
+		call := c.refreshing
+		if call == nil {
+			call = &refreshCall{done: make(chan struct{}), started: time.Now()}
+			c.refreshing = call
+			go c.refreshOnce(call)
+		}
 		c.refreshMu.Unlock()
-		return nil
-	}
-	call := c.refreshing
-	if call == nil {
-		call = &refreshCall{done: make(chan struct{})}
-		c.refreshing = call
-		go c.refreshOnce(call)
-	}
-	c.refreshMu.Unlock()
-	select {
-	case <-call.done:
-		return call.err
-	case <-ctx.Done():
-		return ctx.Err()
+		// A retry loop's refresh (not forced) waits at most a second: the
+		// loop has replicas to try meanwhile, and the refresh goes on.
+		var waitLimit <-chan time.Time
+		if !force {
+			t := time.NewTimer(time.Second)
+			defer t.Stop()
+			waitLimit = t.C
+		}
+		select {
+		case <-call.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-waitLimit:
+			return errRefreshSlow
+		}
+		if !force || !call.started.Before(asked) {
+			return call.err
+		}
 	}
 }
 
+var errRefreshSlow = status.Error(codes.Unavailable, "router: the routing table refresh is taking more than a second; it goes on")
+
 // refreshCall is one refresh and its outcome, once done is closed.
 type refreshCall struct {
-	done chan struct{}
-	err  error
+	done    chan struct{}
+	started time.Time
+	err     error
 }
 
 func (c *Client) refreshOnce(call *refreshCall) {
@@ -218,12 +237,16 @@ func (c *Client) fetchTable() error {
 	// old, is not the answer; then, if no leader could be reached,
 	// anyone's (an AllocSvr or gateway answers its own either way).
 	var errs []error
+	silent := map[string]bool{} // took the first pass's ask and did not answer
 	for i := range 2 * len(addrs) {
 		if c.closed.Load() {
 			return ErrClosed
 		}
 		a := addrs[i%len(addrs)]
 		fromLeader := i < len(addrs)
+		if !fromLeader && silent[a] {
+			continue
+		}
 		cc, err := c.pool.Get(a)
 		if err != nil {
 			errs = append(errs, err)
@@ -233,7 +256,10 @@ func (c *Client) fetchTable() error {
 		resp, err := seqdv1.NewRoutingClient(cc).GetRoutingTable(ctx, &seqdv1.GetRoutingTableRequest{FromLeader: fromLeader})
 		cancel()
 		if err != nil {
-			if !fromLeader {
+			if status.Code(err) == codes.DeadlineExceeded {
+				silent[a] = true
+			}
+			if !fromLeader || silent[a] {
 				errs = append(errs, fmt.Errorf("%s: %w", a, err))
 			}
 			continue // without from_leader, in the second pass
@@ -456,23 +482,35 @@ func (c *Client) unary(ctx context.Context, addr string, keys []uint64, version 
 	return out, nil
 }
 
-// dropBatchers closes the batchers of addresses that own no slot in v (an
-// AllocSvr gone, or moved to a new address): each holds a goroutine, and a
-// stream or its attempts to open one, for as long as the client lives. A
-// call still using one gets UNAVAILABLE and retries with v.
-func (c *Client) dropBatchers(v *view) {
-	owners := make(map[string]bool, len(v.owners))
-	for _, a := range v.owners {
-		owners[a] = true
-	}
+// dropBatchers closes the batchers of addresses that own no slot in the
+// current table (an AllocSvr gone, or moved to a new address): each holds
+// a goroutine, and a stream or its attempts to open one, for as long as
+// the client lives. A call still using one gets UNAVAILABLE and retries
+// with the table. It reads the table under bmu, so a learn that raced
+// ahead of it is the one it goes by.
+func (c *Client) dropBatchers() {
 	c.bmu.Lock()
 	defer c.bmu.Unlock()
+	owners := c.owners()
 	for addr, b := range c.batchers {
 		if !owners[addr] {
 			b.close()
 			delete(c.batchers, addr)
 		}
 	}
+}
+
+// owners returns the addresses that own a slot in the current table.
+func (c *Client) owners() map[string]bool {
+	v := c.table.Load()
+	if v == nil {
+		return nil
+	}
+	out := make(map[string]bool, len(v.owners))
+	for _, a := range v.owners {
+		out[a] = true
+	}
+	return out
 }
 
 func (c *Client) batcher(addr string) (*batcher, error) {
@@ -483,6 +521,11 @@ func (c *Client) batcher(addr string) (*batcher, error) {
 	}
 	b := c.batchers[addr]
 	if b == nil {
+		// A call routed by an older table: no batcher for an address the
+		// current one gives no slot (dropBatchers would not close it).
+		if !c.owners()[addr] {
+			return nil, status.Errorf(codes.Unavailable, "AllocSvr %s owns no slot in the current routing table; retry with it", addr)
+		}
 		cc, err := c.pool.Get(addr)
 		if err != nil {
 			return nil, status.Error(codes.Unavailable, err.Error())

@@ -469,3 +469,24 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// A follower's forward of a read leaves it a quarter of the caller's time
+// to answer from its own state (maybe_stale) if the leader does not
+// answer: with the router's attempts at half the call's time, the full
+// forwardReadTimeout would outlast the attempt, and the caller would get
+// DEADLINE_EXCEEDED instead of the stale answer.
+func TestForwardBudgetLeavesTimeToAnswerStale(t *testing.T) {
+	if got := forwardBudget(context.Background()); got != forwardReadTimeout {
+		t.Fatalf("without a deadline: %v, want %v", got, forwardReadTimeout)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if got := forwardBudget(ctx); got > 1500*time.Millisecond || got < time.Second {
+		t.Fatalf("with 2 s left: %v, want about 1.5 s", got)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if got := forwardBudget(ctx); got != forwardReadTimeout {
+		t.Fatalf("with a minute left: %v, want %v", got, forwardReadTimeout)
+	}
+}

@@ -380,7 +380,7 @@ func fromLeader[Resp any](ctx context.Context, s *Shard, call func(context.Conte
 	if cerr != nil {
 		return lagging[Resp](s)
 	}
-	fctx, cancel := context.WithTimeout(ctx, forwardReadTimeout)
+	fctx, cancel := context.WithTimeout(ctx, forwardBudget(ctx))
 	defer cancel()
 	resp, err = call(forward.Mark(fctx, s.cfg.ReplicaID), cc)
 	if rpcerr.IsLeaderNotReady(err) {
@@ -410,6 +410,19 @@ func lagging[Resp any](s *Shard) (resp Resp, err error, at readAt) {
 func (s *Shard) notVoter() error {
 	return status.Errorf(codes.Unavailable, "store replica %s is not a voter of shard %s (not added yet, or removed: seqctl replicas add/remove); retry at another replica",
 		s.cfg.ReplicaID, s.cfg.ShardID)
+}
+
+// forwardBudget is how long a follower waits for its leader to answer a
+// read it forwarded: forwardReadTimeout, or three quarters of the time
+// the caller has left if that is less, so that a leader that does not
+// answer (paused) leaves the follower time to answer from its own state
+// (maybe_stale) rather than the caller's deadline passing first.
+func forwardBudget(ctx context.Context) time.Duration {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return forwardReadTimeout
+	}
+	return min(forwardReadTimeout, time.Until(d)*3/4)
 }
 
 // forwardReadTimeout bounds a read a follower forwards to its leader: a
