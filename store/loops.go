@@ -101,11 +101,12 @@ func (s *Shard) leaderLoop(ctx context.Context) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	s.caughtUp.Store(true)
 	// Rounds an earlier term of this replica left unfinished may have
-	// been finished, or passed, by other leaders since.
+	// been finished, or passed, by other leaders since. (Reset before
+	// caughtUp is published: what reads caughtUp then sees them reset.)
 	s.hinting = nil
 	s.outboxFrom, s.outboxHeld = nil, nil
+	s.caughtUp.Store(true)
 	outbox := time.NewTicker(50 * time.Millisecond)
 	defer outbox.Stop()
 	hints := time.NewTicker(s.cfg.HintWindow)
