@@ -87,12 +87,11 @@ func ServePipelined[Req, Resp any](stream grpc.ServerStream, recv func() (Req, e
 	ctx := stream.Context()
 	slots := make(chan struct{}, MaxPipelined)
 	var (
-		mu       sync.Mutex
-		wg       sync.WaitGroup
-		failed   error
-		failOnce sync.Once
+		mu     sync.Mutex // one send at a time; guards failed
+		wg     sync.WaitGroup
+		failed error
 	)
-	sendFailed := make(chan struct{})
+	sendFailed := make(chan struct{}) // closed as failed is set
 	// Requests come from a goroutine of their own, so that a failed send
 	// ends the stream even while the client sends nothing (Recv would
 	// block); it ends with the stream, which returning ends.
@@ -112,20 +111,26 @@ func ServePipelined[Req, Resp any](stream grpc.ServerStream, recv func() (Req, e
 			}
 		}
 	}()
-	sendErr := func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		return failed
+	// end waits for the answers under way: a send that failed is the
+	// stream's end (not a clean one), else err is (the client's EOF a
+	// clean one).
+	end := func(err error) error {
+		wg.Wait()
+		if failed != nil {
+			return failed
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
 	}
 	for {
 		select {
 		case slots <- struct{}{}:
 		case <-sendFailed:
-			wg.Wait()
-			return sendErr()
+			return end(nil)
 		case <-ctx.Done():
-			wg.Wait()
-			return status.FromContextError(ctx.Err()).Err()
+			return end(status.FromContextError(ctx.Err()).Err())
 		}
 		select {
 		case req := <-reqs:
@@ -138,25 +143,16 @@ func ServePipelined[Req, Resp any](stream grpc.ServerStream, recv func() (Req, e
 				defer mu.Unlock()
 				if failed == nil {
 					if failed = SendWithin(stream, resp); failed != nil {
-						failOnce.Do(func() { close(sendFailed) })
+						close(sendFailed)
 					}
 				}
 			}()
 		case err := <-recvErr:
-			wg.Wait()
-			if err := sendErr(); err != nil {
-				return err // an answer did not go out: not a clean end
-			}
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
+			return end(err)
 		case <-sendFailed:
-			wg.Wait()
-			return sendErr()
+			return end(nil)
 		case <-ctx.Done():
-			wg.Wait()
-			return status.FromContextError(ctx.Err()).Err()
+			return end(status.FromContextError(ctx.Err()).Err())
 		}
 	}
 }
