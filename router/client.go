@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -169,6 +170,14 @@ func (c *Client) learn(t *seqdv1.RoutingTable) bool {
 // with it, only one that started after the call.
 func (c *Client) refresh(ctx context.Context, force bool) error {
 	asked := time.Now()
+	// A retry loop's refresh (not forced) waits at most a second: the
+	// loop has replicas to try meanwhile, and the refresh goes on.
+	var waitLimit <-chan time.Time
+	if !force {
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		waitLimit = t.C
+	}
 	for {
 		c.refreshMu.Lock()
 		if !force && time.Since(c.refreshed) < 5*time.Millisecond {
@@ -182,14 +191,6 @@ func (c *Client) refresh(ctx context.Context, force bool) error {
 			go c.refreshOnce(call)
 		}
 		c.refreshMu.Unlock()
-		// A retry loop's refresh (not forced) waits at most a second: the
-		// loop has replicas to try meanwhile, and the refresh goes on.
-		var waitLimit <-chan time.Time
-		if !force {
-			t := time.NewTimer(time.Second)
-			defer t.Stop()
-			waitLimit = t.C
-		}
 		select {
 		case <-call.done:
 		case <-ctx.Done():
@@ -491,26 +492,18 @@ func (c *Client) unary(ctx context.Context, addr string, keys []uint64, version 
 func (c *Client) dropBatchers() {
 	c.bmu.Lock()
 	defer c.bmu.Unlock()
-	owners := c.owners()
 	for addr, b := range c.batchers {
-		if !owners[addr] {
+		if !c.owns(addr) {
 			b.close()
 			delete(c.batchers, addr)
 		}
 	}
 }
 
-// owners returns the addresses that own a slot in the current table.
-func (c *Client) owners() map[string]bool {
+// owns reports whether addr owns a slot in the current table.
+func (c *Client) owns(addr string) bool {
 	v := c.table.Load()
-	if v == nil {
-		return nil
-	}
-	out := make(map[string]bool, len(v.owners))
-	for _, a := range v.owners {
-		out[a] = true
-	}
-	return out
+	return v != nil && slices.Contains(v.owners, addr)
 }
 
 func (c *Client) batcher(addr string) (*batcher, error) {
@@ -523,7 +516,7 @@ func (c *Client) batcher(addr string) (*batcher, error) {
 	if b == nil {
 		// A call routed by an older table: no batcher for an address the
 		// current one gives no slot (dropBatchers would not close it).
-		if !c.owners()[addr] {
+		if !c.owns(addr) {
 			return nil, status.Errorf(codes.Unavailable, "AllocSvr %s owns no slot in the current routing table; retry with it", addr)
 		}
 		cc, err := c.pool.Get(addr)

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,8 +60,10 @@ func (m *Messages) shardFor(key uint64) (*seqdv1.ShardInfo, error) {
 // pick returns the replica to try: the known leader when preferred (and
 // still a replica of the shard), else round robin.
 func (m *Messages) pick(sh *seqdv1.ShardInfo, attempt int, leader bool) string {
-	if a := m.leader(sh); a != "" && leader {
-		return a
+	if leader {
+		if a := m.leader(sh); a != "" {
+			return a
+		}
 	}
 	return sh.Replicas[attempt%len(sh.Replicas)].Addr
 }
@@ -71,12 +74,10 @@ func (m *Messages) leader(sh *seqdv1.ShardInfo) string {
 	m.mu.Lock()
 	a := m.leaders[sh.Id]
 	m.mu.Unlock()
-	for _, r := range sh.Replicas {
-		if a != "" && r.Addr == a {
-			return a
-		}
+	if a == "" || !slices.ContainsFunc(sh.Replicas, func(r *seqdv1.ReplicaInfo) bool { return r.Addr == a }) {
+		return ""
 	}
-	return ""
+	return a
 }
 
 func (m *Messages) remember(shard, addr string) {
@@ -114,8 +115,7 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 	// the answer once every replica has answered stale or failed since, or
 	// when the call runs out of time.
 	var stale Resp
-	haveStale := false
-	asked := map[string]bool{} // replicas that answered stale or failed since
+	asked := map[string]bool{} // replicas that answered stale or failed since; none before one answered stale
 	for attempt := 0; ; attempt++ {
 		addr := ""
 		sh, err := m.shardFor(key)
@@ -142,7 +142,7 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 						// Nor one taken for it before, now
 						// cut off or deposed.
 						m.forget(sh.Id, addr)
-						stale, haveStale = resp, true
+						stale = resp
 						asked[addr] = true
 						if len(asked) < len(sh.Replicas) {
 							continue // ask the next replica
@@ -167,7 +167,7 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 			}
 		}
 		last = err
-		if haveStale && addr != "" {
+		if len(asked) > 0 && addr != "" {
 			asked[addr] = true
 			if len(asked) >= len(sh.Replicas) {
 				// The others cannot answer better now: the stale
@@ -204,7 +204,7 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 			m.c.refresh(ctx, false)
 		}
 		if err := m.c.retry.Sleep(ctx, attempt); err != nil {
-			if haveStale {
+			if len(asked) > 0 {
 				return stale, nil
 			}
 			if shard != "" && last != nil {
@@ -459,10 +459,10 @@ func (m *Messages) Subscribe(ctx context.Context, r *seqdv1.SubscribeRequest) (s
 	if err != nil {
 		return nil, err
 	}
-	// Without a known leader each stream starts at the next replica, so a
-	// client reconnecting from a stream whose replica lost its leader
+	// The known leader first, then every other replica once. Without a
+	// known leader each stream starts at the next replica, so a client
+	// reconnecting from a stream whose replica lost its leader
 	// (maybe_stale) tries another one.
-	// The known leader first, then every other replica once.
 	first := int(m.streams.Add(1) % uint64(len(sh.Replicas)))
 	var order []string
 	if l := m.leader(sh); l != "" {
