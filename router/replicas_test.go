@@ -53,17 +53,30 @@ func (f *fakeReplica) Sync(ctx context.Context, _ *seqdv1.SyncRequest) (*seqdv1.
 	return &seqdv1.SyncResponse{MaybeStale: f.stale}, nil
 }
 
-func serveFake(t *testing.T, f *fakeReplica) string {
+// serve starts a gRPC server on loopback with the services register adds,
+// until the test ends, and returns its address.
+func serve(t *testing.T, register func(*grpc.Server)) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	seqdv1.RegisterMessagesServer(srv, f)
+	register(srv)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	return lis.Addr().String()
+}
+
+func serveFake(t *testing.T, f *fakeReplica) string {
+	return serve(t, func(srv *grpc.Server) { seqdv1.RegisterMessagesServer(srv, f) })
+}
+
+// allocTable is a routing table of version v whose one slot AllocSvr
+// alloc1, at owner, holds.
+func allocTable(v uint64, owner string) *seqdv1.RoutingTable {
+	return &seqdv1.RoutingTable{Version: v, SectionSize: 1 << 20, NumSlots: 1, Slots: []*seqdv1.SlotAssignment{{Owner: "alloc1"}},
+		Nodes: []*seqdv1.NodeInfo{{Id: "alloc1", Addr: owner}}}
 }
 
 // messagesFor is a Messages client whose routing table has one shard
@@ -253,20 +266,9 @@ func (f *fakeArbiter) GetRoutingTable(_ context.Context, r *seqdv1.GetRoutingTab
 // answers an old table of its own, which is not the answer. Before, the
 // first address that answered at all ended the refresh.
 func TestRefreshTakesTheLeadersTable(t *testing.T) {
-	table := func(v uint64) *seqdv1.RoutingTable {
-		return &seqdv1.RoutingTable{Version: v, SectionSize: 1 << 20, NumSlots: 1, Slots: []*seqdv1.SlotAssignment{{Owner: "alloc1"}},
-			Nodes: []*seqdv1.NodeInfo{{Id: "alloc1", Addr: "127.0.0.1:1"}}}
-	}
+	table := func(v uint64) *seqdv1.RoutingTable { return allocTable(v, "127.0.0.1:1") }
 	serveArbiter := func(f *fakeArbiter) string {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := grpc.NewServer()
-		seqdv1.RegisterRoutingServer(srv, f)
-		go srv.Serve(lis)
-		t.Cleanup(srv.Stop)
-		return lis.Addr().String()
+		return serve(t, func(srv *grpc.Server) { seqdv1.RegisterRoutingServer(srv, f) })
 	}
 	cutOff := serveArbiter(&fakeArbiter{own: table(1)})
 	reaching := serveArbiter(&fakeArbiter{own: table(1), leaders: table(2)})
@@ -297,20 +299,16 @@ func TestRefreshTakesTheLeadersTable(t *testing.T) {
 // and dropped: an AllocSvr that moved to a new address left a goroutine
 // and a stream, or its attempts to open one, for the client's life.
 func TestBatchersOfDepartedAllocSvrsAreClosed(t *testing.T) {
-	table := func(v uint64, owner string) *seqdv1.RoutingTable {
-		return &seqdv1.RoutingTable{Version: v, SectionSize: 1 << 20, NumSlots: 1, Slots: []*seqdv1.SlotAssignment{{Owner: "alloc1"}},
-			Nodes: []*seqdv1.NodeInfo{{Id: "alloc1", Addr: owner}}}
-	}
 	c := &Client{pool: grpcconn.NewPool(), batchers: map[string]*batcher{}}
 	defer c.Close()
-	if !c.learn(table(1, "127.0.0.1:1")) {
+	if !c.learn(allocTable(1, "127.0.0.1:1")) {
 		t.Fatal("the first table was not taken")
 	}
 	old, err := c.batcher("127.0.0.1:1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.learn(table(2, "127.0.0.1:2")) {
+	if !c.learn(allocTable(2, "127.0.0.1:2")) {
 		t.Fatal("the newer table was not taken")
 	}
 	select {

@@ -53,16 +53,9 @@ func (c *countingSequencer) NextStream(st seqdv1.Sequencer_NextStreamServer) err
 // Calls that queue together never make a message larger than the batch
 // limit: the call that would overflow it starts the next message.
 func TestBatcherKeepsMessagesWithinTheKeyLimit(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
 	fake := &countingSequencer{}
-	seqdv1.RegisterSequencerServer(srv, fake)
-	go srv.Serve(lis)
-	defer srv.Stop()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	addr := serve(t, func(srv *grpc.Server) { seqdv1.RegisterSequencerServer(srv, fake) })
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -704,35 +704,7 @@ func TestUnfinishedHintRoundHintsNoOneTwice(t *testing.T) {
 		// The second chunk of group 90's rounds fails twice.
 		return g == 90 && i == 1 && failed.Add(1) <= 2
 	})
-	_, m := startCluster(t, localcluster.Options{HintWindow: 100 * time.Millisecond})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	members := []uint64{2, 3, 4, 5, 6}
-	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 90, Owner: 1, Members: members, ReadFanout: true}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Conversation: group(90), ClientMsgId: "h", Body: []byte("news")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := fmt.Sprintf("h90.%d", r.GroupSeq)
-	testwait.For(t, 10*time.Second, "every member to be hinted", func() bool {
-		for _, u := range append(members, 1) {
-			if hintIDs(t, m, u)[want] == 0 {
-				return false
-			}
-		}
-		return true
-	})
-	if n := failed.Load(); n < 2 {
-		t.Fatalf("the fault fired %d times; the test needs a second chunk to fail twice", n)
-	}
-	time.Sleep(300 * time.Millisecond) // a few more windows: nothing more
-	for _, u := range append(members, 1) {
-		if got := hintIDs(t, m, u); got[want] != 1 || len(got) != 1 {
-			t.Errorf("member %d holds hints %v, want %s once", u, got, want)
-		}
-	}
+	hintsEachMemberOnce(t, 90, &failed, 2)
 }
 
 // TestRefusedHintChunkIsRetried: a chunk of a hint round that the FSM
@@ -746,18 +718,27 @@ func TestRefusedHintChunkIsRetried(t *testing.T) {
 	store.SetHintRefusals(t, func(g uint64, i int) bool {
 		return g == 91 && i == 1 && refused.Add(1) <= 1
 	})
+	hintsEachMemberOnce(t, 91, &refused, 1)
+}
+
+// hintsEachMemberOnce sends a message to a new read-fanout group g of five
+// members, under the hint faults the caller set, and checks that its
+// owner and every member end up holding the round's hint exactly once.
+// fired counts the faults, which must have fired at least need times.
+func hintsEachMemberOnce(t *testing.T, g uint64, fired *atomic.Int32, need int32) {
+	t.Helper()
 	_, m := startCluster(t, localcluster.Options{HintWindow: 100 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	members := []uint64{2, 3, 4, 5, 6}
-	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: 91, Owner: 1, Members: members, ReadFanout: true}); err != nil {
+	if _, err := m.CreateGroup(ctx, &seqdv1.CreateGroupRequest{GroupId: g, Owner: 1, Members: members, ReadFanout: true}); err != nil {
 		t.Fatal(err)
 	}
-	r, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Conversation: group(91), ClientMsgId: "h", Body: []byte("news")})
+	r, err := m.Send(ctx, &seqdv1.SendRequest{Sender: 1, Conversation: group(g), ClientMsgId: "h", Body: []byte("news")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("h91.%d", r.GroupSeq)
+	want := fmt.Sprintf("h%d.%d", g, r.GroupSeq)
 	testwait.For(t, 10*time.Second, "every member to be hinted", func() bool {
 		for _, u := range append(members, 1) {
 			if hintIDs(t, m, u)[want] == 0 {
@@ -766,8 +747,8 @@ func TestRefusedHintChunkIsRetried(t *testing.T) {
 		}
 		return true
 	})
-	if refused.Load() < 1 {
-		t.Fatal("no chunk was refused; the test needs one")
+	if n := fired.Load(); n < need {
+		t.Fatalf("the fault fired %d times; the test needs %d", n, need)
 	}
 	time.Sleep(300 * time.Millisecond) // a few more windows: nothing more
 	for _, u := range append(members, 1) {

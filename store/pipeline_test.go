@@ -234,23 +234,9 @@ func (refusingBuilder) build([]uint64) *clusterv1.StoreOp { return &clusterv1.St
 func TestNothingPlannedBeforeCaughtUp(t *testing.T) {
 	s := &Shard{cfg: Config{Now: time.Now}}
 	s.m = newMetrics(prometheus.NewRegistry())
-	released := make(chan struct{})
-	close(released)
-	var proposed, rounds atomic.Int32
-	p := startPipeline(s, func([]byte) raft.ApplyFuture { proposed.Add(1); return &heldFuture{release: released, ops: 1} },
-		func() error { rounds.Add(1); return nil })
-	defer func() { p.close(); p.giveUp(); p.wait() }()
+	p, proposed, rounds := countingPipeline(t, s)
 	var plans atomic.Int32
-	ask := func() *request {
-		t.Helper()
-		r := &request{b: plannedTwice{plans: &plans}, done: make(chan struct{})}
-		if err := p.enqueue(r, false); err != nil {
-			t.Fatal(err)
-		}
-		<-r.done
-		return r
-	}
-	r := ask()
+	r := answer(t, p, plannedTwice{plans: &plans})
 	if !rpcerr.IsLeaderNotReady(r.err) || r.res != nil {
 		t.Fatalf("answer %+v %v at a leader not caught up, want LEADER_NOT_READY", r.res, r.err)
 	}
@@ -258,9 +244,33 @@ func TestNothingPlannedBeforeCaughtUp(t *testing.T) {
 		t.Fatalf("%d plans, %d proposals and %d leadership rounds at a leader not caught up, want none", plans.Load(), proposed.Load(), rounds.Load())
 	}
 	s.caughtUp.Store(true)
-	if r := ask(); r.err != nil || r.res.Status != clusterv1.OpStatus_OP_STATUS_OK || proposed.Load() != 1 {
+	if r := answer(t, p, plannedTwice{plans: &plans}); r.err != nil || r.res.Status != clusterv1.OpStatus_OP_STATUS_OK || proposed.Load() != 1 {
 		t.Fatalf("answer %+v %v once caught up (%d proposals), want OK, proposed", r.res, r.err, proposed.Load())
 	}
+}
+
+// countingPipeline starts a pipeline on s whose entries apply at once,
+// and counts its proposals and its leadership rounds; it stops when the
+// test ends.
+func countingPipeline(t *testing.T, s *Shard) (p *pipeline, proposed, rounds *atomic.Int32) {
+	released := make(chan struct{})
+	close(released)
+	proposed, rounds = new(atomic.Int32), new(atomic.Int32)
+	p = startPipeline(s, func([]byte) raft.ApplyFuture { proposed.Add(1); return &heldFuture{release: released, ops: 1} },
+		func() error { rounds.Add(1); return nil })
+	t.Cleanup(func() { p.close(); p.giveUp(); p.wait() })
+	return p, proposed, rounds
+}
+
+// answer asks p for an op of b and waits for its answer.
+func answer(t *testing.T, p *pipeline, b builder) *request {
+	t.Helper()
+	r := &request{b: b, done: make(chan struct{})}
+	if err := p.enqueue(r, false); err != nil {
+		t.Fatal(err)
+	}
+	<-r.done
+	return r
 }
 
 // newTermWhilePlanning plans as if this replica were deposed and elected
@@ -283,18 +293,8 @@ func TestNothingProposedInALaterTermThanPlanned(t *testing.T) {
 	s.m = newMetrics(prometheus.NewRegistry())
 	s.caughtUp.Store(true)
 	s.caughtUpTerm.Store(3)
-	released := make(chan struct{})
-	close(released)
-	var proposed atomic.Int32
-	p := startPipeline(s, func([]byte) raft.ApplyFuture { proposed.Add(1); return &heldFuture{release: released, ops: 1} },
-		func() error { return nil })
-	defer func() { p.close(); p.giveUp(); p.wait() }()
-	r := &request{b: newTermWhilePlanning{}, done: make(chan struct{})}
-	if err := p.enqueue(r, false); err != nil {
-		t.Fatal(err)
-	}
-	<-r.done
-	if !rpcerr.IsLeaderNotReady(r.err) || r.res != nil || proposed.Load() != 0 {
+	p, proposed, _ := countingPipeline(t, s)
+	if r := answer(t, p, newTermWhilePlanning{}); !rpcerr.IsLeaderNotReady(r.err) || r.res != nil || proposed.Load() != 0 {
 		t.Fatalf("answer %+v %v, %d proposals, for a batch planned in an earlier term: want LEADER_NOT_READY and none", r.res, r.err, proposed.Load())
 	}
 }
