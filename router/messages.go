@@ -115,7 +115,7 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 	// the answer once every replica has answered stale or failed since, or
 	// when the call runs out of time.
 	var stale Resp
-	asked := map[string]bool{} // replicas that answered stale or failed since; none before one answered stale
+	var asked map[string]bool // replicas that answered stale or failed since; nil before one answered stale
 	for attempt := 0; ; attempt++ {
 		addr := ""
 		sh, err := m.shardFor(key)
@@ -142,6 +142,9 @@ func callShard[Resp any](ctx context.Context, m *Messages, key uint64, call func
 						// Nor one taken for it before, now
 						// cut off or deposed.
 						m.forget(sh.Id, addr)
+						if asked == nil {
+							asked = map[string]bool{}
+						}
 						stale = resp
 						asked[addr] = true
 						if len(asked) < len(sh.Replicas) {

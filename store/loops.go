@@ -267,9 +267,9 @@ func (s *Shard) deliverOutbox(ctx context.Context) {
 // refreshForOutbox reloads the routing table after a delivery failed, at
 // most every 5 s: the target shard's replicas may have moved (seqctl
 // replicas add/remove), and a shard that allocates nothing learns no new
-// table from the AllocSvrs' answers.
-// The refresh runs on a goroutine of its own: the outbox and the hints
-// share the loop, which must not wait for it.
+// table from the AllocSvrs' answers. The refresh runs on a goroutine of
+// its own: the outbox and the hints share the loop, which must not wait
+// for it.
 func (s *Shard) refreshForOutbox(ctx context.Context) {
 	c := s.alloc.Load()
 	if c == nil || time.Since(s.outboxRefreshed) < 5*time.Second {
